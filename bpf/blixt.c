@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// blixt's programs: the decision lives in lb.h, the packet surgery in nat.h; each program
+// only maps the verdict onto its hook's return codes.
+#include "common.h"
+#include "maps.h"
+#include "lb.h"
+#include "nat.h"
+#include "stats.h"
+
+/* Ingress fast path: DNAT to a backend, refuse or reject, pass everything else. */
+SEC("xdp")
+int blixt_xdp_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct verdict v = {};
+
+	lb_ingress(data, data_end, &v);
+	switch (v.action) {
+	case ACT_DNAT:
+		if (nat_xdp(data, data_end, &v, NAT_DST))
+			v.action = ACT_PASS; /* unreachable after parsing; never half-rewrite */
+		break;
+	case ACT_RST:
+		if (rst_xdp(ctx, &v)) {
+			v.action = ACT_DROP;
+			v.reason = REASON_DROP_RST_FAILED;
+		}
+		break;
+	}
+	count_reason(v.reason);
+	if (v.action == ACT_RST)
+		return XDP_TX;
+	return v.action == ACT_DROP ? XDP_DROP : XDP_PASS;
+}
+
+/* The same ingress work from TC, for devices where XDP cannot send a RST back (veth whose
+ * peer runs no XDP): the RST leaves through bpf_redirect to the device it came from. */
+SEC("tc")
+int blixt_tc_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct verdict v = {};
+
+	lb_ingress(data, data_end, &v);
+	switch (v.action) {
+	case ACT_DNAT:
+		if (nat_tc(skb, &v, NAT_DST)) {
+			v.action = ACT_DROP; /* a helper failed mid-rewrite: the packet may be half done */
+			v.reason = REASON_DROP_MALFORMED_L4;
+		}
+		break;
+	case ACT_RST:
+		if (rst_tc(skb, &v)) {
+			v.action = ACT_DROP;
+			v.reason = REASON_DROP_RST_FAILED;
+		}
+		break;
+	}
+	count_reason(v.reason);
+	if (v.action == ACT_RST)
+		return bpf_redirect(skb->ifindex, 0);
+	return v.action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
+/* Egress: replies from backends leave with the VIP:port their client talked to. */
+SEC("tc")
+int blixt_tc_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct verdict v = {};
+
+	lb_egress(data, data_end, &v);
+	if (v.action != ACT_DNAT)
+		return TC_ACT_OK; /* not counted: every packet the host sends would land here */
+	if (nat_tc(skb, &v, NAT_SRC)) {
+		count_reason(REASON_DROP_MALFORMED_L4);
+		return TC_ACT_SHOT;
+	}
+	count_reason(REASON_REVERSE_NAT);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// The ingress decision, shared by XDP and TC ingress: which service a packet is for, which
+// backend takes it (conntrack first, then the 5-tuple hash into the service's Maglev table),
+// or why it is passed, refused or rejected. Nothing here writes to the packet; the program
+// applies the verdict with the primitives its hook allows (nat.h).
+#ifndef BLIXT_LB_H
+#define BLIXT_LB_H
+
+#include "maps.h"
+#include "addr.h"
+#include "parse.h"
+#include "conntrack.h"
+#include "stats.h"
+
+enum action {
+	ACT_PASS = 0,
+	ACT_DROP,
+	ACT_DNAT, /* rewrite destination to verdict.addr:port, then pass to the kernel to route */
+	ACT_RST,  /* answer a SYN with a RST from the address it was sent to */
+};
+
+struct verdict {
+	int action;
+	__u32 reason;
+	__be32 addr;
+	__be16 port;
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
+	struct pkt pkt;
+};
+
+static __always_inline __u32 rol32(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+/* MurmurHash3's 32-bit block mix and finaliser over the 5-tuple: cheap, well distributed,
+ * and the same on every node, so every node picks the same backend for a flow. */
+static __always_inline __u32 hash_word(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = rol32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = rol32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 flow_hash(const struct pkt *p)
+{
+	__u32 h = 0x626c6978; /* "blix" */
+
+	h = hash_word(h, p->saddr);
+	h = hash_word(h, p->daddr);
+	h = hash_word(h, ((__u32)p->sport << 16) | p->dport);
+	h = hash_word(h, p->proto);
+	h ^= 13;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* Only a bare SYN gets a RST: answering every segment would turn the node into a RST
+ * reflector for spoofed ACK floods, and a SYN is what a refused client waits on. */
+static __always_inline int is_bare_syn(const struct pkt *p)
+{
+	return p->proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
+}
+
+static __always_inline void refuse(struct verdict *v, __u32 rst_reason, __u32 drop_reason)
+{
+	if (is_bare_syn(&v->pkt)) {
+		v->action = ACT_RST;
+		v->reason = rst_reason;
+	} else {
+		v->action = ACT_DROP;
+		v->reason = drop_reason;
+	}
+}
+
+static __always_inline int is_gateway_address(__be32 daddr)
+{
+	struct addr_key key;
+
+	addr_from_v4(key.addr, daddr);
+	return bpf_map_lookup_elem(&blixt_addrs, &key) != NULL;
+}
+
+/* A packet blixt cannot parse is never rewritten: to a Gateway address it is dropped (it
+ * would otherwise reach the host's sockets or be routed on); to anything else it is passed
+ * untouched, since it is not blixt's to judge. */
+static __always_inline void unparsed(struct verdict *v, __u32 drop_reason)
+{
+	if (is_gateway_address(v->pkt.daddr)) {
+		v->action = ACT_DROP;
+		v->reason = drop_reason;
+	} else {
+		v->action = ACT_PASS;
+		v->reason = REASON_PASS_UNPARSED;
+	}
+}
+
+static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, __u64 now)
+{
+	struct pkt *p = &v->pkt;
+	struct svc_stats *stats = svc_stats_of(svc->svc_id);
+	struct ct_key ckey;
+	struct ct_value *ct;
+	struct maglev_key mkey;
+	struct backend *be;
+
+	if (stats) {
+		stats->packets += 1;
+		stats->bytes += p->len;
+	}
+
+	ct_key_of(&ckey, p);
+	ct = bpf_map_lookup_elem(&blixt_conntrack, &ckey);
+	if (ct && ct_forward_valid(ct, svc->svc_id, p->proto, now)) {
+		ct->last_seen_ns = now;
+		v->action = ACT_DNAT;
+		v->reason = REASON_DNAT;
+		v->addr = addr_to_v4(ct->addr);
+		v->port = ct->port;
+		return;
+	}
+
+	be = NULL;
+	if (svc->table_size) {
+		mkey.table_id = svc->table_id;
+		mkey.slot = flow_hash(p) % svc->table_size;
+		be = bpf_map_lookup_elem(&blixt_maglev, &mkey);
+	}
+	/* A missing slot means a table mid-removal or a bug upstream: reject rather than guess. */
+	if (!be || (be->flags & BACKEND_F_REJECT)) {
+		if (stats)
+			stats->rejects += 1;
+		refuse(v, REASON_REJECT_RST, REASON_REJECT_DROP);
+		return;
+	}
+
+	ct_create(p, svc->svc_id, be, now);
+	if (stats)
+		stats->new_flows += 1;
+	v->action = ACT_DNAT;
+	v->reason = REASON_DNAT;
+	v->addr = addr_to_v4(be->addr);
+	v->port = be->port;
+}
+
+static __always_inline void lb_ingress(void *data, void *data_end, struct verdict *v)
+{
+	struct pkt *p = &v->pkt;
+	struct svc_key skey = {};
+	struct svc_value *svc;
+
+	switch (parse_packet(data, data_end, p)) {
+	case PARSE_OK:
+		break;
+	case PARSE_NOT_IPV4:
+		v->action = ACT_PASS;
+		v->reason = REASON_PASS_NOT_IPV4;
+		return;
+	case PARSE_BAD_L2:
+		/* Nothing valid is shorter than an Ethernet header; the stack would drop it too. */
+		v->action = ACT_DROP;
+		v->reason = REASON_DROP_MALFORMED_L2;
+		return;
+	case PARSE_BAD_L3:
+		/* Exactly what ip_rcv would discard: dropping early changes nothing but the count. */
+		v->action = ACT_DROP;
+		v->reason = REASON_DROP_MALFORMED_L3;
+		return;
+	case PARSE_IP_OPTIONS:
+		unparsed(v, REASON_DROP_IP_OPTIONS);
+		return;
+	case PARSE_FRAGMENT:
+		unparsed(v, REASON_DROP_FRAGMENT);
+		return;
+	case PARSE_UNKNOWN_PROTO:
+		unparsed(v, REASON_DROP_UNKNOWN_PROTO);
+		return;
+	default:
+		unparsed(v, REASON_DROP_MALFORMED_L4);
+		return;
+	}
+
+	__builtin_memcpy(v->dmac, ((struct ethhdr *)data)->h_dest, ETH_ALEN);
+	__builtin_memcpy(v->smac, ((struct ethhdr *)data)->h_source, ETH_ALEN);
+
+	addr_from_v4(skey.addr, p->daddr);
+	skey.port = p->dport;
+	skey.proto = p->proto;
+	svc = bpf_map_lookup_elem(&blixt_services, &skey);
+	if (svc) {
+		lb_choose(v, svc, bpf_ktime_get_ns());
+		return;
+	}
+	if (is_gateway_address(p->daddr)) {
+		refuse(v, REASON_REFUSED_RST, REASON_REFUSED_DROP);
+		return;
+	}
+	v->action = ACT_PASS;
+	v->reason = REASON_PASS_NO_SERVICE;
+}
+
+/* Egress: a reply from a backend to a client of a service gets the VIP:port back as source. */
+static __always_inline void lb_egress(void *data, void *data_end, struct verdict *v)
+{
+	struct pkt *p = &v->pkt;
+	struct ct_key key;
+	struct ct_value *ct;
+
+	v->action = ACT_PASS;
+	v->reason = REASON_PASS_NO_SERVICE;
+	if (parse_packet(data, data_end, p) != PARSE_OK)
+		return;
+	ct_key_of(&key, p);
+	ct = bpf_map_lookup_elem(&blixt_conntrack, &key);
+	if (!ct || !(ct->flags & CT_F_REVERSE))
+		return;
+	ct->last_seen_ns = bpf_ktime_get_ns();
+	v->action = ACT_DNAT; /* applied to the source by the caller */
+	v->reason = REASON_REVERSE_NAT;
+	v->addr = addr_to_v4(ct->addr);
+	v->port = ct->port;
+}
+
+#endif

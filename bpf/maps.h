@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Every map blixt's programs share, with its key and value layout. TypeScript encodes the
+// same bytes (capabilities/dataplane/maps.ts): a change here is a change there.
+//
+// Addresses are 16 bytes, IPv4 stored IPv4-mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2: bytes
+// 0-9 zero, 10-11 0xff, 12-15 the IPv4 address), so IPv6 fits the same keys later without
+// colliding with IPv4. Ports are network byte order (__be16). Other integers are host order
+// (little-endian on every machine blixt targets). Padding is explicit and always zero, because
+// hash keys compare every byte.
+//
+// No map is pinned by its definition: the loader (bpftool loadall ... pinmaps) pins them under
+// blixt's pin directory and reuses pinned maps on reload so conntrack survives an upgrade.
+#ifndef BLIXT_MAPS_H
+#define BLIXT_MAPS_H
+
+#include "common.h"
+
+#define BLIXT_MAX_SERVICES 16384    /* service ids are 1..16383; 0 means "none" */
+#define BLIXT_MAX_BACKENDS 65536
+#define BLIXT_MAX_MAGLEV_SLOTS (1 << 21)
+#define BLIXT_MAX_CONNTRACK (1 << 18)
+#define BLIXT_MAX_ADDRESSES 4096
+
+/* services: (VIP, port, protocol) → which Maglev table is live. */
+struct svc_key {
+	__u8 addr[BLIXT_ADDR_LEN]; /*  0..15 VIP, IPv4-mapped */
+	__be16 port;               /* 16..17 listener port, network order */
+	__u8 proto;                /* 18     IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u8 pad;                  /* 19     zero */
+};                                 /* 20 bytes */
+
+struct svc_value {
+	__u32 svc_id;        /*  0..3  1..BLIXT_MAX_SERVICES-1: index of stats, part of table ids */
+	__u32 table_id;      /*  4..7  live Maglev table: svc_id * 2 + generation (0 or 1) */
+	__u32 table_size;    /*  8..11 M, a prime; 0 = no usable backend, every packet is rejected */
+	__u32 reject_weight; /* 12..15 weight of invalid backendRefs (read back by the agent only) */
+};                           /* 16 bytes */
+
+/* maglev: (table, slot) → backend. A service's table is written whole under its spare id,
+ * then the service value is switched to it in one update, then the old table is deleted. */
+struct maglev_key {
+	__u32 table_id; /* 0..3 */
+	__u32 slot;     /* 4..7 0..M-1 */
+};                      /* 8 bytes */
+
+#define BACKEND_F_REJECT 0x1 /* this slot is the weighted share of invalid backendRefs */
+
+struct backend {
+	__u8 addr[BLIXT_ADDR_LEN]; /*  0..15 backend IP, IPv4-mapped (zero when rejecting) */
+	__be16 port;               /* 16..17 backend port, network order */
+	__u16 flags;               /* 18..19 BACKEND_F_* */
+};                                 /* 20 bytes */
+
+/* backends: (service, backend address, port) → weight. Lets conntrack ask "does this flow's
+ * backend still exist in its service?" in one lookup, and lets the agent read specs back. */
+struct backend_key {
+	__u32 svc_id;              /*  0..3 */
+	__u8 addr[BLIXT_ADDR_LEN]; /*  4..19 IPv4-mapped */
+	__be16 port;               /* 20..21 network order */
+	__u16 pad;                 /* 22..23 zero */
+};                                 /* 24 bytes */
+
+struct backend_value {
+	__u32 weight; /* 0..3 0 = listed but takes no traffic, established flows move away */
+};                    /* 4 bytes */
+
+/* conntrack: one entry per direction.
+ *  forward: client → VIP  (saddr=client, daddr=VIP, sport=client port, dport=VIP port)
+ *           value = backend address and port
+ *  reverse: backend → client (saddr=backend, daddr=client, sport=backend port, dport=client port)
+ *           value = VIP and VIP port, the source replies must carry */
+struct ct_key {
+	__u8 saddr[BLIXT_ADDR_LEN]; /*  0..15 */
+	__u8 daddr[BLIXT_ADDR_LEN]; /* 16..31 */
+	__be16 sport;               /* 32..33 network order */
+	__be16 dport;               /* 34..35 network order */
+	__u8 proto;                 /* 36 */
+	__u8 pad[3];                /* 37..39 zero */
+};                                  /* 40 bytes */
+
+#define CT_F_FORWARD 0x1
+#define CT_F_REVERSE 0x2
+
+struct ct_value {
+	__u8 addr[BLIXT_ADDR_LEN]; /*  0..15 forward: backend; reverse: VIP */
+	__be16 port;               /* 16..17 forward: backend port; reverse: VIP port */
+	__u8 flags;                /* 18     CT_F_* */
+	__u8 pad;                  /* 19     zero */
+	__u32 svc_id;              /* 20..23 */
+	__u64 last_seen_ns;        /* 24..31 bpf_ktime_get_ns() of the last packet */
+};                                 /* 32 bytes */
+
+/* addresses: Gateway addresses this node serves → flags. A packet to one of them on a port
+ * with no listener is refused, never handed to the host's sockets. */
+struct addr_key {
+	__u8 addr[BLIXT_ADDR_LEN]; /* 0..15 IPv4-mapped */
+};                                 /* 16 bytes */
+
+#define ADDR_F_ANNOUNCE 0x1 /* reserved: answer ARP for this address (not implemented yet) */
+
+struct addr_value {
+	__u32 flags; /* 0..3 ADDR_F_* */
+};                   /* 4 bytes */
+
+/* svc_stats: per-CPU counters, indexed by svc_id. */
+struct svc_stats {
+	__u64 packets;   /*  0..7  packets to the service (forwarded or rejected) */
+	__u64 bytes;     /*  8..15 their bytes as received, L2 header included */
+	__u64 new_flows; /* 16..23 conntrack misses that picked a backend */
+	__u64 rejects;   /* 24..31 packets rejected (RST or drop) */
+};                       /* 32 bytes */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_SERVICES);
+	__type(key, struct svc_key);
+	__type(value, struct svc_value);
+} blixt_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_MAGLEV_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct maglev_key);
+	__type(value, struct backend);
+} blixt_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct backend_key);
+	__type(value, struct backend_value);
+} blixt_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BLIXT_MAX_CONNTRACK);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+} blixt_conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_ADDRESSES);
+	__type(key, struct addr_key);
+	__type(value, struct addr_value);
+} blixt_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BLIXT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct svc_stats);
+} blixt_svc_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} blixt_reasons SEC(".maps");
+
+#endif

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0-only
+// Ethernet → IPv4 → TCP/UDP parsing into a flat description of the packet. Every read is
+// preceded by a bounds check against data_end; nothing here writes to the packet.
+#ifndef BLIXT_PARSE_H
+#define BLIXT_PARSE_H
+
+#include "common.h"
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+#define L2_LEN ((int)sizeof(struct ethhdr))
+#define L3_OFF L2_LEN
+#define L4_OFF (L2_LEN + (int)sizeof(struct iphdr)) /* only packets without IP options reach L4 */
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IPV4,      /* not parsed further */
+	PARSE_BAD_L2,
+	PARSE_BAD_L3,
+	PARSE_IP_OPTIONS,    /* L3 fine, L4 not located: never rewritten */
+	PARSE_FRAGMENT,
+	PARSE_UNKNOWN_PROTO,
+	PARSE_BAD_L4,
+};
+
+/* What the programs need to know about a packet, in the byte order it travels in. */
+struct pkt {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;   /* byte 13 of the TCP header; 0 for UDP */
+	__be16 udp_check; /* 0 means "no checksum" and must stay 0 */
+	__be32 tcp_seq;
+	__u16 l4_payload; /* bytes after the L4 header, from the IPv4 total length */
+	__u32 len;        /* whole frame, as received */
+};
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+static __always_inline int parse_eth(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_BAD_L2;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_IPV4;
+	return PARSE_OK;
+}
+
+/* IPv4 header without options; fills addresses and protocol even when it then refuses the
+ * packet, so the caller can still tell whether it was addressed to a Gateway address. */
+static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
+{
+	struct iphdr *ip = data + L3_OFF;
+	__u16 tot_len;
+
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_BAD_L3;
+	if (ip->version != 4 || ip->ihl < 5)
+		return PARSE_BAD_L3;
+	tot_len = bpf_ntohs(ip->tot_len);
+	/* Ethernet may pad a short frame, so more bytes than tot_len is fine; fewer is not. */
+	if (tot_len < ip->ihl * 4 || data + L3_OFF + tot_len > data_end)
+		return PARSE_BAD_L3;
+
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->l4_payload = tot_len - ip->ihl * 4;
+
+	if (ip->ihl != 5)
+		return PARSE_IP_OPTIONS;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PARSE_FRAGMENT;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return PARSE_UNKNOWN_PROTO;
+	return PARSE_OK;
+}
+
+static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = data + L4_OFF;
+		__u16 hdr;
+
+		if ((void *)(tcp + 1) > data_end)
+			return PARSE_BAD_L4;
+		hdr = tcp->doff * 4;
+		if (tcp->doff < 5 || hdr > p->l4_payload)
+			return PARSE_BAD_L4;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->tcp_seq = tcp->seq;
+		p->l4_payload -= hdr;
+		return PARSE_OK;
+	}
+
+	struct udphdr *udp = data + L4_OFF;
+
+	if ((void *)(udp + 1) > data_end)
+		return PARSE_BAD_L4;
+	if (bpf_ntohs(udp->len) < sizeof(*udp) || p->l4_payload < sizeof(*udp))
+		return PARSE_BAD_L4;
+	p->sport = udp->source;
+	p->dport = udp->dest;
+	p->udp_check = udp->check;
+	p->l4_payload -= sizeof(*udp);
+	return PARSE_OK;
+}
+
+/* Whole walk; returns the first layer that refused the packet. */
+static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
+{
+	int ret;
+
+	p->len = data_end - data;
+	ret = parse_eth(data, data_end);
+	if (ret != PARSE_OK)
+		return ret;
+	ret = parse_ipv4(data, data_end, p);
+	if (ret != PARSE_OK)
+		return ret;
+	return parse_l4(data, data_end, p);
+}
+
+#endif
