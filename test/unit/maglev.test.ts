@@ -6,7 +6,7 @@ import {
   MAGLEV_MAX_SIZE,
   MAGLEV_MIN_SIZE,
   type MaglevBackend,
-} from "../../capabilities/dataplane/maglev.ts";
+} from "../../capabilities/dataplane/maglev.js";
 
 const backendsOf = (n: number, weight = 1): MaglevBackend[] =>
   Array.from({ length: n }, (_, i) => ({ key: `10.0.${i >> 8}.${i & 255}:8080`, weight }));
