@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Builds blixt's image without Docker, the same image the Dockerfile describes:
+#   1. a Debian bookworm root filesystem (debootstrap, packages from hack/image/packages.txt),
+#      cached and rebuilt only when that list changes;
+#   2. the app (hack/image/stage-app.sh: Node.js, Pepr module, node_modules, BPF objects);
+#   3. hack/image/finalize.sh run inside it (chroot), then a smoke test of every role;
+#   4. an OCI image archive written by umoci, its index naming the image for containerd.
+# Prints the archive path; load it with `hack/cluster.sh import ARCHIVE` or
+# `ctr -n k8s.io images import ARCHIVE`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+usage() {
+  cat <<USAGE
+usage: hack/image.sh [--tag NAME:TAG] [--out ARCHIVE] [--from-git REF] [--no-smoke]
+
+  --tag NAME:TAG   image name in the archive (default blixt.dev/blixt:dev)
+  --out ARCHIVE    where to write the OCI archive (default \$BLIXT_CACHE/image/blixt-TAG.oci.tar)
+  --from-git REF   build from a commit (git archive) instead of the working tree
+  --no-smoke       skip starting each role in the built root filesystem
+Needs root (debootstrap, chroot), debootstrap and umoci (apt-get install debootstrap umoci).
+USAGE
+}
+
+tag=blixt.dev/blixt:dev
+out=""
+from_git=""
+smoke=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --tag) tag=${2:?--tag needs NAME:TAG}; shift 2 ;;
+    --out) out=${2:?--out needs a path}; shift 2 ;;
+    --from-git) from_git=${2:?--from-git needs a ref}; shift 2 ;;
+    --no-smoke) smoke=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "image: $*" >&2; exit 1; }
+step() { echo "image: [$(date -u +%T)] $*" >&2; }
+
+[ "$(id -u)" = 0 ] || die "run as root: debootstrap and chroot need it"
+for tool in debootstrap umoci; do
+  command -v "$tool" >/dev/null || die "$tool not found; install it: apt-get install $tool"
+done
+case $tag in
+  *:*) image_name=${tag%:*}; image_tag=${tag##*:} ;;
+  *) die "--tag $tag: give NAME:TAG, e.g. blixt.dev/blixt:dev" ;;
+esac
+[[ $image_tag =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ ]] || die "--tag $tag: \"$image_tag\" is not a valid image tag"
+
+cache=${BLIXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blixt}
+export BLIXT_CACHE=$cache
+mkdir -p "$cache/image"
+out=${out:-$cache/image/blixt-$image_tag.oci.tar}
+
+# The Debian mirror is the one this machine's apt already uses (deb822 .sources first, then
+# the one-line format), so the build works wherever apt does.
+debian_mirror() {
+  local uri
+  uri=$(awk 'tolower($1)=="uris:" {u=$2} tolower($1)=="suites:" && / bookworm( |$)/ {print u; exit}' \
+    /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1=="deb" && $0 ~ / bookworm / {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || die "no Debian bookworm mirror in /etc/apt/sources.list{,.d}; add one or set DEBIAN_MIRROR"
+  echo "$uri"
+}
+
+packages_file=hack/image/packages.txt
+packages=$(grep -v '^\s*#' "$packages_file" | tr -s ' \n' '\n' | sed '/^$/d' | paste -sd, -)
+[ -n "$packages" ] || die "$packages_file lists no package"
+rootfs_key=$(sha256sum "$packages_file" | cut -c1-16)
+base="$cache/image/rootfs-bookworm-$rootfs_key"
+if [ ! -f "$base/.complete" ]; then
+  mirror=${DEBIAN_MIRROR:-$(debian_mirror)}
+  step "debootstrap bookworm (minbase + $packages) from $mirror; once per package list"
+  rm -rf "$base.tmp"
+  debootstrap --variant=minbase --include="$packages" bookworm "$base.tmp" "$mirror" \
+    | sed -u 's/^/image: debootstrap: /' >&2
+  touch "$base.tmp/.complete"
+  rm -rf "$base"
+  mv "$base.tmp" "$base"
+  # Root filesystems of older package lists are dead weight.
+  find "$cache/image" -maxdepth 1 -name 'rootfs-bookworm-*' ! -path "$base" -exec rm -rf {} +
+else
+  step "reusing Debian root filesystem $base"
+fi
+
+work=$(mktemp -d "$cache/image/build.XXXXXX")
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+
+src=$repo
+if [ -n "$from_git" ]; then
+  step "exporting $from_git"
+  mkdir "$work/src"
+  git archive "$from_git" | tar -x -C "$work/src"
+  ln -s "$repo/node_modules" "$work/src/node_modules"
+  src=$work/src
+fi
+
+step "staging the app from $src"
+hack/image/stage-app.sh "$src" "$work/app"
+
+step "assembling the root filesystem"
+rootfs=$work/rootfs
+cp -a "$base" "$rootfs"
+rm -f "$rootfs/.complete"
+cp -a "$work/app/." "$rootfs/"
+cp hack/image/finalize.sh "$rootfs/finalize.sh"
+chroot "$rootfs" /bin/sh /finalize.sh >&2
+rm -f "$rootfs/finalize.sh"
+
+# Each role must get as far as talking to Kubernetes; with no cluster in reach that is where
+# it stops. Anything earlier (a missing file, a module that does not load) fails the build.
+smoke_role() { # smoke_role ROLE PEPR_WATCH_MODE
+  local log=$work/smoke-$1.log
+  env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/app BLIXT_ROLE="$1" PEPR_WATCH_MODE="$2" \
+    NODE_NAME=smoke PEPR_API_PATH=smoke LOG_LEVEL=debug \
+    timeout 20 chroot --userspec=65532:65532 "$rootfs" /usr/local/bin/node /app/dist/module.cjs \
+    >"$log" 2>&1 || true
+  if grep -qiE 'kubeconfig|KUBERNETES_SERVICE_HOST|ECONNREFUSED|ENOTFOUND|in-cluster|no active cluster|loadFromDefault|Unauthorized|certs/tls' "$log" &&
+    ! grep -qE 'Cannot find module|ERR_MODULE_NOT_FOUND|SyntaxError|is not a role' "$log"; then
+    step "smoke: role $1 starts and stops at Kubernetes: $(grep -oiE '[^"]*(kubeconfig|KUBERNETES_SERVICE_HOST|ECONNREFUSED|ENOTFOUND|in-cluster|certs/tls)[^"]*' "$log" | head -n1 | cut -c1-160)"
+  else
+    cat "$log" >&2
+    die "smoke: role $1 failed before reaching Kubernetes (log above)"
+  fi
+}
+if [ "$smoke" = 1 ]; then
+  smoke_role admission false
+  smoke_role controller true
+  smoke_role agent true
+  echo "image: smoke: bpftool in the image: $(chroot "$rootfs" bpftool version | head -n1)" >&2
+fi
+
+step "writing the OCI image with umoci"
+layout=$work/oci
+umoci init --layout "$layout"
+umoci new --image "$layout:$image_tag"
+umoci insert --image "$layout:$image_tag" --history.created_by "hack/image.sh" "$rootfs" /
+# The same config as the Dockerfile's: non-root by default (the agent's pod overrides it),
+# the module as the command, so `node /app/dist/module.cjs` runs whatever BLIXT_ROLE says.
+umoci config --image "$layout:$image_tag" \
+  --config.user 65532:65532 \
+  --config.workingdir /app \
+  --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  --config.env NODE_ENV=production \
+  --config.entrypoint /usr/local/bin/node \
+  --config.cmd /app/dist/module.cjs \
+  --config.label org.opencontainers.image.title=blixt \
+  --config.label org.opencontainers.image.licenses="Apache-2.0 AND GPL-2.0-only" \
+  --config.label org.opencontainers.image.revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --architecture amd64 --os linux \
+  --history.created_by "hack/image.sh (config)"
+umoci gc --layout "$layout"
+# containerd names an imported image after this annotation on the index entry.
+node -e '
+  const fs = require("fs");
+  const [file, tag, name] = process.argv.slice(1);
+  const index = JSON.parse(fs.readFileSync(file, "utf8"));
+  const entry = index.manifests.find(m => m.annotations?.["org.opencontainers.image.ref.name"] === tag);
+  if (!entry) throw new Error(`${file}: no manifest tagged ${tag}`);
+  entry.annotations["io.containerd.image.name"] = name;
+  fs.writeFileSync(file, JSON.stringify(index));
+' "$layout/index.json" "$image_tag" "$tag"
+
+mkdir -p "$(dirname "$out")"
+tar -C "$layout" -cf "$out.tmp" .
+mv "$out.tmp" "$out"
+step "image $tag: $(du -h "$out" | cut -f1), manifest $(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1])).manifests[0].digest' "$layout/index.json")"
+step "load it: hack/cluster.sh import $out   (or: ctr -n k8s.io images import $out)"
+echo "$out"
