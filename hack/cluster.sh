@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# A real one-node Kubernetes cluster on this machine, built from Go modules and run inside
+# network namespaces. See docs/local-cluster.md.
+set -euo pipefail
+
+HACK_CLUSTER=$(cd "$(dirname "${BASH_SOURCE[0]}")/cluster" && pwd)
+REPO_ROOT=$(cd "$HACK_CLUSTER/../.." && pwd)
+source "$HACK_CLUSTER/lib.sh"
+source "$HACK_CLUSTER/build.sh"
+source "$HACK_CLUSTER/images.sh"
+source "$HACK_CLUSTER/run.sh"
+
+usage() {
+  cat <<USAGE
+usage: hack/cluster.sh COMMAND
+
+  build            build (or reuse) every binary and image in $BIN_DIR
+  up               build if needed, then start the cluster; prints the kubeconfig path
+  down             stop everything and remove what up created (safe to repeat)
+  status           which components run, and whether the node is Ready
+  env              print shell exports: eval "\$(hack/cluster.sh env)"
+  import IMAGE.tar import an OCI image archive into the node's containerd
+  kubectl ARGS...  run the cached kubectl against the cluster
+USAGE
+}
+
+[[ $(id -u) == 0 || ${1:-} == env || ${1:-} == help || $# == 0 ]] || die "run as root: the cluster needs network namespaces, mounts and cgroups"
+
+case ${1:-help} in
+  build) build_all ;;
+  up) build_all && cluster_up ;;
+  down) cluster_down ;;
+  status) cluster_status ;;
+  env) cluster_env ;;
+  import) shift; [[ $# == 1 ]] || die "usage: hack/cluster.sh import IMAGE.tar"; image_import "$1" ;;
+  kubectl) shift; exec "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@" ;;
+  help|-h|--help) usage ;;
+  *) usage; exit 2 ;;
+esac

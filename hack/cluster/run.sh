@@ -1,0 +1,307 @@
+# SPDX-License-Identifier: Apache-2.0
+# Starting, stopping and inspecting the local cluster. Sourced by hack/cluster.sh.
+
+source "$HACK_CLUSTER/pki.sh"
+
+CONTAINERD_SOCK=$STATE_DIR/containerd/containerd.sock
+CNI_BIN_DIR=/usr/lib/cni
+KUBELET_ROOT=$STATE_DIR/kubelet
+# Start order; down stops them in reverse, so the apiserver stops before etcd (the other
+# way round its shutdown waits 30 s for etcd) and containerd outlives the kubelet.
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+# Machine-wide sysctls the kubelet sets at start (its "kernel tunables"); saved before
+# and restored by down, so the cluster leaves the machine as it found it.
+KUBELET_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
+# Paths whose location the components fix; down removes them.
+FIXED_PATHS=(/var/log/containers /var/lib/kubelet/device-plugins /var/lib/cni/results)
+
+kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# render TEMPLATE OUT: fills ${VARS} from this script's settings (and nothing else, so a
+# literal $ in a template stays as it is).
+render() {
+  export STATE_DIR BIN_DIR PKI_DIR CONTAINERD_SOCK CNI_BIN_DIR PAUSE_IMAGE NODE_IP NODE_NAME POD_CIDR NODE_POD_CIDR
+  envsubst '${STATE_DIR} ${BIN_DIR} ${PKI_DIR} ${CONTAINERD_SOCK} ${CNI_BIN_DIR} ${PAUSE_IMAGE} ${NODE_IP} ${NODE_NAME} ${POD_CIDR} ${NODE_POD_CIDR}' \
+    <"$HACK_CLUSTER/config/$1" >"$2"
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD until it succeeds; the error names the log.
+wait_until() {
+  local timeout=$1 what=$2 deadline=$((SECONDS + $1))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what (logs: $LOG_DIR)"
+    sleep 0.2
+  done
+}
+
+pid_of() { [[ -f $PID_DIR/$1.pid ]] && cat "$PID_DIR/$1.pid"; }
+
+# alive NAME: its recorded pid still runs our binary (a recycled pid is not ours).
+alive() {
+  local pid
+  pid=$(pid_of "$1") || return 1
+  [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$BIN_DIR/$1" ]]
+}
+
+# start NAME ARGS...: runs $BIN_DIR/NAME inside the node's netns, in its own session (a
+# Ctrl-C in this shell does not reach it), logging to $LOG_DIR/NAME.log.
+start() {
+  local name=$1
+  shift
+  PATH="$BIN_DIR:$PATH" setsid nsenter --net="/var/run/netns/$NODE_NETNS" -- \
+    "$BIN_DIR/$name" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$PID_DIR/$name.pid"
+  log "started $name (pid $!, log $LOG_DIR/$name.log)"
+}
+
+# stop_pid PID WHAT: SIGTERM, then SIGKILL if it has not gone after 10 s.
+stop_pid() {
+  local pid=$1 what=$2 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "$what (pid $pid) ignored SIGTERM for 10 s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+net_up() {
+  ip netns add "$NODE_NETNS" || die "could not create netns $NODE_NETNS (left over? run: hack/cluster.sh down)"
+  ip link add "$VETH_ROOT" type veth peer name "$VETH_NODE" netns "$NODE_NETNS"
+  ip addr add "$ROOT_IP/$SEGMENT_PREFIX" dev "$VETH_ROOT"
+  ip link set "$VETH_ROOT" up
+  in_node ip link set lo up
+  in_node ip addr add "$NODE_IP/$SEGMENT_PREFIX" dev "$VETH_NODE"
+  in_node ip link set "$VETH_NODE" up
+  # Without a default route, traffic from the node to a ClusterIP fails route lookup
+  # before kube-proxy's DNAT in OUTPUT can rewrite it.
+  in_node ip route add default via "$ROOT_IP"
+  in_node sysctl -qw net.ipv4.ip_forward=1
+  # Pod-to-Service-to-pod on one bridge needs bridged frames to pass iptables.
+  in_node sysctl -qw net.bridge.bridge-nf-call-iptables=1
+}
+
+write_configs() {
+  mkdir -p "$STATE_DIR"/{etcd,containerd,cni/net.d,cni/ipam,pod-logs,runc} "$KUBELET_ROOT"
+  pki_make
+  kubeconfig_make "$KUBECONFIG_PATH" admin
+  kubeconfig_make "$STATE_DIR/controller-manager.kubeconfig" controller-manager
+  kubeconfig_make "$STATE_DIR/scheduler.kubeconfig" scheduler
+  kubeconfig_make "$STATE_DIR/kubelet.kubeconfig" kubelet
+  kubeconfig_make "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy
+  render containerd.toml "$STATE_DIR/containerd.toml"
+  render kubelet.yaml "$STATE_DIR/kubelet.yaml"
+  render kube-proxy.yaml "$STATE_DIR/kube-proxy.yaml"
+}
+
+start_control_plane() {
+  start etcd --name "$NODE_NAME" --data-dir "$STATE_DIR/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster "$NODE_NAME=http://127.0.0.1:2380" --listen-metrics-urls http://127.0.0.1:2381 \
+    --unsafe-no-fsync --log-level warn
+  wait_until 30 "etcd health" in_node curl -fsS http://127.0.0.1:2379/health
+
+  start kube-apiserver --etcd-servers http://127.0.0.1:2379 \
+    --advertise-address "$NODE_IP" --bind-address 0.0.0.0 --secure-port 6443 \
+    --tls-cert-file "$PKI_DIR/apiserver.crt" --tls-private-key-file "$PKI_DIR/apiserver.key" \
+    --client-ca-file "$PKI_DIR/ca.crt" \
+    --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
+    --service-account-key-file "$PKI_DIR/sa.pub" --service-account-signing-key-file "$PKI_DIR/sa.key" \
+    --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC --allow-privileged=true \
+    --kubelet-client-certificate "$PKI_DIR/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$PKI_DIR/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$PKI_DIR/ca.crt" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
+    --profiling=false
+  wait_until 60 "kube-apiserver /readyz" kubectl_admin get --raw /readyz
+
+  start kube-controller-manager --kubeconfig "$STATE_DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$STATE_DIR/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$STATE_DIR/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials \
+    --service-account-private-key-file "$PKI_DIR/sa.key" --root-ca-file "$PKI_DIR/ca.crt" \
+    --cluster-signing-cert-file "$PKI_DIR/ca.crt" --cluster-signing-key-file "$PKI_DIR/ca.key" \
+    --allocate-node-cidrs --cluster-cidr "$POD_CIDR" --node-cidr-mask-size 24 \
+    --service-cluster-ip-range "$SERVICE_CIDR" --profiling=false
+  start kube-scheduler --kubeconfig "$STATE_DIR/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$STATE_DIR/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$STATE_DIR/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --leader-elect=false --profiling=false
+}
+
+start_node() {
+  start containerd --config "$STATE_DIR/containerd.toml"
+  wait_until 30 "containerd's socket" "$BIN_DIR/ctr" --address "$CONTAINERD_SOCK" version
+  image_import "$IMAGE_DIR/pause.tar" >/dev/null 2>&1
+  image_import "$IMAGE_DIR/echo.tar" >/dev/null 2>&1
+  log "imported $PAUSE_IMAGE and $ECHO_IMAGE"
+
+  local name
+  for name in "${KUBELET_SYSCTLS[@]}"; do sysctl -n "$name"; done >"$STATE_DIR/sysctls.saved"
+  start kubelet --config "$STATE_DIR/kubelet.yaml" --kubeconfig "$STATE_DIR/kubelet.kubeconfig" \
+    --root-dir "$KUBELET_ROOT" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+  start kube-proxy --config "$STATE_DIR/kube-proxy.yaml"
+
+  # The CNI config is written once the controller-manager has given the node its pod
+  # CIDR, so host-local hands out exactly the addresses Kubernetes expects.
+  wait_until 60 "node $NODE_NAME to register with a pod CIDR" node_pod_cidr
+  NODE_POD_CIDR=$(node_pod_cidr)
+  render cni.conflist "$STATE_DIR/cni/net.d/10-blixt.conflist"
+  log "node pod CIDR $NODE_POD_CIDR"
+}
+
+node_pod_cidr() {
+  local cidr
+  cidr=$(kubectl_admin get node "$NODE_NAME" -o jsonpath='{.spec.podCIDR}') && [[ -n $cidr ]] && echo "$cidr"
+}
+
+default_sa_exists() { kubectl_admin -n default get serviceaccount default; }
+
+install_gateway_api() {
+  kubectl_admin apply --server-side -f "$REPO_ROOT/$GATEWAY_API_CRDS" >/dev/null ||
+    die "applying $GATEWAY_API_CRDS failed"
+  kubectl_admin wait --for condition=Established --timeout 60s \
+    crd -l gateway.networking.k8s.io/bundle-version >/dev/null ||
+    die "the Gateway API CRDs did not become Established"
+  log "Gateway API CRDs installed from $GATEWAY_API_CRDS"
+}
+
+cluster_running() { local d; for d in "${DAEMONS[@]}"; do alive "$d" || return 1; done; }
+
+cluster_up() {
+  if cluster_running; then
+    log "cluster already running; kubeconfig: $KUBECONFIG_PATH"
+    return 0
+  fi
+  # Whatever a failed or interrupted earlier run left goes first.
+  if [[ -e /var/run/netns/$NODE_NETNS || -d $PID_DIR ]]; then
+    log "cleaning up an earlier run"
+    cluster_down
+  fi
+  local start_time=$SECONDS
+  rm -rf "$LOG_DIR"
+  mkdir -p "$LOG_DIR" "$PID_DIR"
+  write_configs
+  net_up
+  start_control_plane
+  log "control plane ready after $((SECONDS - start_time)) s"
+  start_node
+  wait_until 120 "node $NODE_NAME to be Ready" \
+    kubectl_admin wait --for condition=Ready --timeout 1s "node/$NODE_NAME"
+  log "node $NODE_NAME Ready after $((SECONDS - start_time)) s"
+  wait_until 120 "the default ServiceAccount" default_sa_exists
+  install_gateway_api
+  log "cluster up in $((SECONDS - start_time)) s"
+  log "kubeconfig: $KUBECONFIG_PATH (API server https://$NODE_IP:6443)"
+  log "use it with: eval \"\$(hack/cluster.sh env)\""
+}
+
+# kill_cgroup_tasks: SIGKILL every process in a kubepods cgroup (the pods' containers).
+kill_cgroup_tasks() {
+  local procs pid
+  while read -r procs; do
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$procs"
+  done < <(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null)
+}
+
+# kill_shims: the containerd shims of this cluster, found by the pid files containerd
+# keeps under our state dir (never by process name).
+kill_shims() {
+  local file pid
+  for file in "$STATE_DIR"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
+    [[ -f $file ]] || continue
+    pid=$(cat "$file")
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$BIN_DIR/containerd-shim-runc-v2" ]] &&
+      kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+# unmount_state: every mount under the state dir (pod volumes, rootfs overlays, pod
+# netns, shm), deepest first.
+unmount_state() {
+  local mounts
+  mounts=$(awk -v dir="$STATE_DIR/" 'index($5, dir) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+  [[ -n $mounts ]] || return 0
+  local mount
+  while read -r mount; do
+    umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || log "could not unmount $mount"
+  done <<<"$mounts"
+}
+
+remove_kubepods_cgroups() {
+  local root dir
+  for root in /sys/fs/cgroup/*/kubepods; do
+    [[ -d $root ]] || continue
+    # Children before parents: rmdir only removes an empty cgroup.
+    find "$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    [[ -d $root ]] && log "could not remove cgroup $root (a process still in it?)"
+  done
+  return 0
+}
+
+restore_sysctls() {
+  local saved=$STATE_DIR/sysctls.saved i=0 value
+  [[ -f $saved ]] || return 0
+  while read -r value; do
+    sysctl -qw "${KUBELET_SYSCTLS[i]}=$value" || true
+    i=$((i + 1))
+  done <"$saved"
+}
+
+cluster_down() {
+  local start_time=$SECONDS i name pid
+  for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+    name=${DAEMONS[i]}
+    # Containers go before containerd: with it gone, nothing would reap their shims.
+    [[ $name == containerd ]] && { kill_cgroup_tasks; kill_shims; }
+    if alive "$name"; then
+      pid=$(pid_of "$name")
+      stop_pid "$pid" "$name"
+      log "stopped $name"
+    fi
+  done
+  kill_cgroup_tasks
+  kill_shims
+  unmount_state
+  if [[ -e /var/run/netns/$NODE_NETNS ]]; then
+    ip netns del "$NODE_NETNS" || log "could not delete netns $NODE_NETNS"
+  fi
+  # The veth normally dies with the netns; a half-made one may not have.
+  ip link del "$VETH_ROOT" 2>/dev/null || true
+  remove_kubepods_cgroups
+  restore_sysctls
+  rm -rf "${FIXED_PATHS[@]}"
+  rmdir /var/lib/kubelet /var/lib/cni 2>/dev/null || true
+  # Keep the last run's logs for a post-mortem; everything else of the run goes.
+  if [[ -d $STATE_DIR ]]; then
+    find "$STATE_DIR" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null ||
+      log "could not remove everything in $STATE_DIR (still mounted?)"
+  fi
+  log "cluster down in $((SECONDS - start_time)) s (logs of the last run kept in $LOG_DIR)"
+}
+
+cluster_status() {
+  local name state=0
+  for name in "${DAEMONS[@]}"; do
+    if alive "$name"; then
+      printf '%-24s running (pid %s)\n' "$name" "$(pid_of "$name")"
+    else
+      printf '%-24s stopped\n' "$name"
+      state=1
+    fi
+  done
+  if alive kube-apiserver; then
+    printf '%-24s %s\n' "node $NODE_NAME" \
+      "$(kubectl_admin get node "$NODE_NAME" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}Ready={.status} ({.reason}){end}' 2>/dev/null || echo 'not registered')"
+    printf '%-24s %s\n' kubeconfig "$KUBECONFIG_PATH"
+  fi
+  return $state
+}
+
+cluster_env() {
+  printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_PATH"
+  printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
+}
