@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * The controller's write plan: given what the cluster holds (the snapshot) and what the
+ * compile step wants, decide which writes bring the cluster there. Pure: no I/O, no clock,
+ * so the decisions (what differs, what to delete, when a finalizer may go) are unit-tested.
+ */
+import type { KubernetesObject } from "kubernetes-fluent-client";
+import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
+import type { CompileOutput, Snapshot } from "./compile/types";
+
+/** Put on every Gateway blixt accepts, so its address and DataplaneConfig are released first. */
+export const GATEWAY_FINALIZER = "blixt.dev/gateway-finalizer";
+
+export type StatusKind = "GatewayClass" | "Gateway" | "TCPRoute" | "UDPRoute" | "HTTPRoute";
+
+export type Write =
+  | { op: "addFinalizer"; kind: "Gateway"; namespace: string; name: string }
+  | { op: "applyDataplaneConfig"; namespace: string; name: string; object: DataplaneConfig }
+  | { op: "deleteDataplaneConfig"; namespace: string; name: string }
+  /** `status` is a merge patch: keys set to null remove fields blixt no longer reports. */
+  | { op: "patchStatus"; kind: StatusKind; namespace?: string; name: string; status: Record<string, unknown> }
+  | { op: "removeFinalizer"; kind: "Gateway"; namespace: string; name: string };
+
+/** The snapshot parts the plan compares against (the same objects compile saw). */
+export type ClusterState = Pick<
+  Snapshot,
+  "controllerName" | "gatewayClasses" | "gateways" | "tcpRoutes" | "udpRoutes" | "httpRoutes" | "dataplaneConfigs"
+>;
+
+export function describeWrite(write: Write): string {
+  const where = "namespace" in write && write.namespace ? `${write.namespace}/${write.name}` : write.name;
+  switch (write.op) {
+    case "applyDataplaneConfig":
+    case "deleteDataplaneConfig":
+      return `${write.op} DataplaneConfig ${where}`;
+    default:
+      return `${write.op} ${write.kind} ${where}`;
+  }
+}
+
+/** JSON with sorted keys, after a JSON round trip (Dates become strings, undefined vanishes). */
+export function canonicalJSON(value: unknown): string {
+  const sort = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(sort);
+    if (v && typeof v === "object") {
+      return Object.fromEntries(
+        Object.keys(v as object)
+          .sort()
+          .map(k => [k, sort((v as Record<string, unknown>)[k])]),
+      );
+    }
+    return v;
+  };
+  return JSON.stringify(sort(JSON.parse(JSON.stringify(value ?? null))));
+}
+
+const key = (namespace: string | undefined, name: string): string => (namespace ? `${namespace}/${name}` : name);
+const keyOf = (o: KubernetesObject): string => key(o.metadata?.namespace, o.metadata?.name ?? "");
+
+/**
+ * A merge patch turning `current` into `desired`, or undefined when they already agree.
+ * Top-level fields blixt stopped reporting are nulled, since a merge patch keeps what it omits.
+ */
+export function statusPatch(
+  current: Record<string, unknown> | undefined,
+  desired: Record<string, unknown>,
+): Record<string, unknown> | undefined {
+  const have = JSON.parse(JSON.stringify(current ?? {})) as Record<string, unknown>;
+  const want = JSON.parse(JSON.stringify(desired)) as Record<string, unknown>;
+  if (canonicalJSON(have) === canonicalJSON(want)) return undefined;
+  const patch: Record<string, unknown> = { ...want };
+  for (const field of Object.keys(have)) if (!(field in want)) patch[field] = null;
+  return patch;
+}
+
+interface RouteLike extends KubernetesObject {
+  status?: { parents?: { controllerName: string }[] } & Record<string, unknown>;
+}
+
+function dataplaneConfigDiffers(current: DataplaneConfig | undefined, desired: DataplaneConfig): boolean {
+  if (!current) return true;
+  const owned = (o: DataplaneConfig) => ({
+    spec: o.spec,
+    labels: o.metadata?.labels ?? {},
+    annotations: o.metadata?.annotations ?? {},
+    ownerReferences: (o.metadata?.ownerReferences ?? []).map((r: Record<string, unknown>) => ({
+      apiVersion: r.apiVersion,
+      kind: r.kind,
+      name: r.name,
+      uid: r.uid,
+      controller: r.controller,
+      blockOwnerDeletion: r.blockOwnerDeletion,
+    })),
+  });
+  // Only fields blixt sets count: the API server adds labels/annotations of its own rarely, but
+  // it must not make blixt re-apply forever, so compare only the keys blixt wants.
+  const want = owned(desired);
+  const have = owned(current);
+  const pick = (all: Record<string, string>, keys: Record<string, string>) =>
+    Object.fromEntries(Object.keys(keys).map(k => [k, all[k]]));
+  return (
+    canonicalJSON(want.spec) !== canonicalJSON(have.spec) ||
+    canonicalJSON(want.labels) !== canonicalJSON(pick(have.labels, want.labels)) ||
+    canonicalJSON(want.annotations) !== canonicalJSON(pick(have.annotations, want.annotations)) ||
+    canonicalJSON(want.ownerReferences) !== canonicalJSON(have.ownerReferences)
+  );
+}
+
+/**
+ * The writes that bring the cluster to `output`, in the order they must run:
+ * finalizers first (so an address is never handed out without a way to release it), then
+ * DataplaneConfigs (which record the address), then statuses (which publish it), then
+ * finalizer removal for Gateways whose DataplaneConfig is already gone.
+ */
+export function planWrites(state: ClusterState, output: CompileOutput): Write[] {
+  const writes: Write[] = [];
+  const controllerName = state.controllerName;
+
+  const gateways = new Map(state.gateways.map(g => [keyOf(g), g]));
+  const currentConfigs = new Map(state.dataplaneConfigs.map(c => [keyOf(c), c]));
+  const desiredConfigs = new Map(output.dataplaneConfigs.map(c => [keyOf(c), c]));
+
+  for (const desired of output.gateways) {
+    const gateway = gateways.get(key(desired.namespace, desired.name));
+    if (gateway && !gateway.metadata?.deletionTimestamp && !gateway.metadata?.finalizers?.includes(GATEWAY_FINALIZER)) {
+      writes.push({ op: "addFinalizer", kind: "Gateway", namespace: desired.namespace, name: desired.name });
+    }
+  }
+
+  for (const [k, desired] of [...desiredConfigs].sort(([a], [b]) => a.localeCompare(b))) {
+    if (dataplaneConfigDiffers(currentConfigs.get(k), desired)) {
+      writes.push({
+        op: "applyDataplaneConfig",
+        namespace: desired.metadata?.namespace,
+        name: desired.metadata?.name,
+        object: desired,
+      });
+    }
+  }
+  for (const [k, current] of [...currentConfigs].sort(([a], [b]) => a.localeCompare(b))) {
+    if (!desiredConfigs.has(k) && !current.metadata?.deletionTimestamp) {
+      writes.push({ op: "deleteDataplaneConfig", namespace: current.metadata?.namespace, name: current.metadata?.name });
+    }
+  }
+
+  const classes = new Map(state.gatewayClasses.map(c => [keyOf(c), c]));
+  for (const desired of output.gatewayClasses) {
+    const current = classes.get(desired.name);
+    if (!current) continue;
+    const patch = statusPatch(current.status as Record<string, unknown>, desired.status as unknown as Record<string, unknown>);
+    if (patch) writes.push({ op: "patchStatus", kind: "GatewayClass", name: desired.name, status: patch });
+  }
+
+  for (const desired of output.gateways) {
+    const current = gateways.get(key(desired.namespace, desired.name));
+    if (!current || current.metadata?.deletionTimestamp) continue;
+    const patch = statusPatch(current.status as Record<string, unknown>, desired.status as unknown as Record<string, unknown>);
+    if (patch) writes.push({ op: "patchStatus", kind: "Gateway", namespace: desired.namespace, name: desired.name, status: patch });
+  }
+
+  const routesByKind: Record<"TCPRoute" | "UDPRoute" | "HTTPRoute", RouteLike[]> = {
+    TCPRoute: state.tcpRoutes as RouteLike[],
+    UDPRoute: state.udpRoutes as RouteLike[],
+    HTTPRoute: state.httpRoutes as RouteLike[],
+  };
+  const desiredRoutes = new Map(output.routes.map(r => [`${r.kind}/${key(r.namespace, r.name)}`, r]));
+  for (const kind of ["TCPRoute", "UDPRoute", "HTTPRoute"] as const) {
+    for (const current of [...routesByKind[kind]].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
+      const desired = desiredRoutes.get(`${kind}/${keyOf(current)}`);
+      const currentParents = current.status?.parents ?? [];
+      // A route that no longer names a blixt Gateway keeps only other controllers' entries.
+      if (!desired && !currentParents.some(p => p.controllerName === controllerName)) continue;
+      // compile carries other controllers' entries through as they were; a route it no longer
+      // reports keeps only those.
+      const want = desired
+        ? (desired.status as unknown as Record<string, unknown>)
+        : { ...current.status, parents: currentParents.filter(p => p.controllerName !== controllerName) };
+      const patch = statusPatch(current.status, want);
+      if (patch) {
+        writes.push({ op: "patchStatus", kind, namespace: current.metadata?.namespace, name: current.metadata?.name ?? "", status: patch });
+      }
+    }
+  }
+
+  for (const gateway of [...state.gateways].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
+    if (!gateway.metadata?.deletionTimestamp || !gateway.metadata.finalizers?.includes(GATEWAY_FINALIZER)) continue;
+    // The DataplaneConfig shares the Gateway's name; the finalizer goes only once it is gone,
+    // so the next reconcile (triggered by its deletion) releases the Gateway.
+    if (!currentConfigs.has(keyOf(gateway)) && !desiredConfigs.has(keyOf(gateway))) {
+      writes.push({ op: "removeFinalizer", kind: "Gateway", namespace: gateway.metadata.namespace, name: gateway.metadata.name });
+    }
+  }
+  return writes;
+}
+
+/**
+ * The snapshot compile sees: Gateways being deleted are left out, so compile releases their
+ * address and drops their DataplaneConfig while the finalizer holds the Gateway.
+ */
+export function compileInput(snapshot: Snapshot): Snapshot {
+  return { ...snapshot, gateways: snapshot.gateways.filter(g => !g.metadata?.deletionTimestamp) };
+}
+
+/**
+ * The allocation table compile starts from. DataplaneConfigs are the durable record (each is
+ * written before any status publishes its address), so a restarted controller rebuilds the
+ * table from them; once this process has compiled, its own last table is the newer truth.
+ */
+export function recordedAllocations(
+  dataplaneConfigs: DataplaneConfig[],
+  lastDecided?: Record<string, string>,
+): Record<string, string> {
+  if (lastDecided) return { ...lastDecided };
+  const table: Record<string, string> = {};
+  for (const config of [...dataplaneConfigs].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
+    const address = config.spec?.address;
+    if (address && !config.metadata?.deletionTimestamp) {
+      table[key(config.metadata?.namespace, config.spec?.gatewayName ?? config.metadata?.name)] = address;
+    }
+  }
+  return table;
+}

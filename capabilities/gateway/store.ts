@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * The controller's in-memory view of the cluster: the latest object of every watched kind,
+ * turned into a compile Snapshot on demand. No I/O; watch callbacks and relists feed it.
+ */
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import type { KubernetesObject } from "kubernetes-fluent-client";
+import type { V1Node, V1Pod, V1Secret } from "@kubernetes/client-node";
+import type { AddressPool, NodeInfo, SecretInfo, Snapshot } from "./compile/types";
+
+/** Every kind the controller watches, by the name the store files it under. */
+export const WATCHED_KINDS = [
+  "GatewayClass",
+  "Gateway",
+  "TCPRoute",
+  "UDPRoute",
+  "HTTPRoute",
+  "ReferenceGrant",
+  "Service",
+  "EndpointSlice",
+  "Namespace",
+  "Node",
+  "Secret",
+  "DataplaneConfig",
+  "AgentPod",
+] as const;
+export type WatchedKind = (typeof WATCHED_KINDS)[number];
+
+/**
+ * What is kept of a Secret: never its data. Parsing happens here, once, and the key bytes go
+ * out of scope with the watch event that carried them.
+ */
+export function secretInfo(secret: V1Secret): SecretInfo {
+  return {
+    namespace: secret.metadata?.namespace ?? "",
+    name: secret.metadata?.name ?? "",
+    type: secret.type ?? "",
+    validTLS: tlsPairParses(secret.data?.["tls.crt"], secret.data?.["tls.key"]),
+    ...(secret.metadata?.creationTimestamp
+      ? { creationTimestamp: new Date(secret.metadata.creationTimestamp).toISOString().replace(".000Z", "Z") }
+      : {}),
+  };
+}
+
+/** tls.crt and tls.key (base64, as the API serves them) parse, and the key belongs to the certificate. */
+export function tlsPairParses(certBase64: string | undefined, keyBase64: string | undefined): boolean {
+  if (!certBase64 || !keyBase64) return false;
+  try {
+    const certificate = new X509Certificate(Buffer.from(certBase64, "base64"));
+    const key = createPrivateKey(Buffer.from(keyBase64, "base64"));
+    return certificate.checkPrivateKey(key);
+  } catch {
+    return false;
+  }
+}
+
+function nodeReady(node: V1Node): boolean {
+  return node.status?.conditions?.some(c => c.type === "Ready" && c.status === "True") ?? false;
+}
+
+function podReady(pod: V1Pod): boolean {
+  return (
+    !pod.metadata?.deletionTimestamp &&
+    (pod.status?.conditions?.some(c => c.type === "Ready" && c.status === "True") ?? false)
+  );
+}
+
+/** A node's agent is ready when a ready agent Pod runs on it (its readiness probe says the programs are attached). */
+export function nodeInfos(nodes: V1Node[], agentPods: V1Pod[]): NodeInfo[] {
+  const agentNodes = new Set(agentPods.filter(podReady).map(p => p.spec?.nodeName));
+  return nodes
+    .map(node => ({
+      name: node.metadata?.name ?? "",
+      ready: nodeReady(node),
+      agentReady: agentNodes.has(node.metadata?.name),
+    }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+const objectKey = (o: KubernetesObject): string =>
+  o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? "");
+
+type Stored = KubernetesObject | SecretInfo;
+
+export class SnapshotStore {
+  #objects = new Map<WatchedKind, Map<string, Stored>>(WATCHED_KINDS.map(k => [k, new Map()]));
+
+  /** Records the latest state of an object. Secrets are reduced to SecretInfo on the way in. */
+  upsert(kind: WatchedKind, object: KubernetesObject): void {
+    const stored = kind === "Secret" ? secretInfo(object as V1Secret) : object;
+    this.#objects.get(kind)!.set(objectKey(object), stored);
+  }
+
+  remove(kind: WatchedKind, object: KubernetesObject): void {
+    this.#objects.get(kind)!.delete(objectKey(object));
+  }
+
+  /** Replaces everything of one kind, as a relist sees it. */
+  replace(kind: WatchedKind, objects: KubernetesObject[]): void {
+    this.#objects.set(kind, new Map());
+    for (const object of objects) this.upsert(kind, object);
+  }
+
+  get<T>(kind: WatchedKind, namespace: string | undefined, name: string): T | undefined {
+    return this.#objects.get(kind)!.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
+  }
+
+  list<T>(kind: WatchedKind): T[] {
+    return [...this.#objects.get(kind)!.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, o]) => o as T);
+  }
+
+  snapshot(input: {
+    controllerName: string;
+    now: string;
+    addressPools: AddressPool[];
+    allocations: Record<string, string>;
+  }): Snapshot {
+    return {
+      controllerName: input.controllerName,
+      now: input.now,
+      gatewayClasses: this.list("GatewayClass"),
+      gateways: this.list("Gateway"),
+      tcpRoutes: this.list("TCPRoute"),
+      udpRoutes: this.list("UDPRoute"),
+      httpRoutes: this.list("HTTPRoute"),
+      referenceGrants: this.list("ReferenceGrant"),
+      services: this.list("Service"),
+      endpointSlices: this.list("EndpointSlice"),
+      namespaces: this.list("Namespace"),
+      secrets: this.list<SecretInfo>("Secret"),
+      nodes: nodeInfos(this.list("Node"), this.list("AgentPod")),
+      dataplaneConfigs: this.list("DataplaneConfig"),
+      addressPools: input.addressPools,
+      allocations: input.allocations,
+    };
+  }
+}
