@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+import type { Condition, ConditionStatus } from "./types.js";
+import { arr, int, obj, str } from "./util.js";
+
+/** A condition as the compile step decides it, before timestamps and generations. */
+export interface Verdict {
+  type: string;
+  status: ConditionStatus;
+  reason: string;
+  message: string;
+}
+
+export const ok = (type: string, reason: string, message: string): Verdict => ({ type, status: "True", reason, message });
+export const bad = (type: string, reason: string, message: string): Verdict => ({ type, status: "False", reason, message });
+
+/**
+ * The conditions to write: ours (in the order given), each stamped with observedGeneration and
+ * keeping the previous lastTransitionTime while its status is unchanged (the Kubernetes
+ * convention); then every previous condition of a type we do not manage, untouched, since
+ * another controller may own it.
+ */
+export function mergeConditions(
+  previous: unknown,
+  verdicts: Verdict[],
+  observedGeneration: number,
+  now: string,
+): Condition[] {
+  const before = new Map<string, { status?: string; lastTransitionTime?: string }>();
+  for (const raw of arr(previous)) {
+    const c = obj(raw);
+    const type = str(c.type);
+    if (type !== undefined && !before.has(type)) {
+      // A timestamp may arrive as a Date if the caller parsed it; keep the API's string form.
+      const t = c.lastTransitionTime instanceof Date ? c.lastTransitionTime.toISOString() : str(c.lastTransitionTime);
+      before.set(type, { status: str(c.status), lastTransitionTime: t });
+    }
+  }
+  const managed = new Set(verdicts.map((v) => v.type));
+  const ours = verdicts.map((v): Condition => {
+    const prev = before.get(v.type);
+    const keep = prev?.status === v.status && prev.lastTransitionTime;
+    return {
+      type: v.type,
+      status: v.status,
+      reason: v.reason,
+      message: v.message,
+      observedGeneration,
+      lastTransitionTime: keep ? (prev.lastTransitionTime as string) : now,
+    };
+  });
+  const foreign: Condition[] = [];
+  for (const raw of arr(previous)) {
+    const c = obj(raw);
+    const type = str(c.type);
+    if (type === undefined || managed.has(type)) continue;
+    foreign.push(raw as Condition);
+  }
+  return [...ours, ...foreign];
+}
+
+export function observedGenerationOf(condition: unknown): number | undefined {
+  return int(obj(condition).observedGeneration);
+}

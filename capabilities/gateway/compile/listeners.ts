@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: Apache-2.0
+/** A Gateway's listeners: which are valid, which route kinds they take, which conflict. */
+import type { BackendIndex } from "./backends.js";
+import { GATEWAY_GROUP, referenceGranted } from "./backends.js";
+import type { Verdict } from "./conditions.js";
+import { bad, ok } from "./conditions.js";
+import type { RouteGroupKind, RouteKind, SecretInfo } from "./types.js";
+import { arr, int, obj, str } from "./util.js";
+
+/** The route kinds each protocol carries at L4 (HTTP and HTTPS per connection, see ARCHITECTURE). */
+const KINDS_BY_PROTOCOL: Record<string, RouteKind[]> = {
+  TCP: ["TCPRoute"],
+  UDP: ["UDPRoute"],
+  HTTP: ["HTTPRoute"],
+  HTTPS: ["HTTPRoute"],
+};
+
+export interface CertificateRef {
+  namespace: string;
+  name: string;
+}
+
+export interface ListenerPlan {
+  name: string;
+  port: number;
+  protocol: string;
+  hostname: string;
+  transport?: "TCP" | "UDP";
+  supportedKinds: RouteGroupKind[];
+  allowedFrom: string; // Same | All | Selector | None
+  selector?: unknown;
+  certificateRefs: CertificateRef[];
+  accepted: Verdict;
+  conflicted: Verdict;
+  resolvedRefs: Verdict;
+  /** Routes may attach (Accepted and not Conflicted). */
+  attachable: boolean;
+  /** Carries traffic: attachable and every reference resolved. */
+  valid: boolean;
+}
+
+export function planListeners(
+  gateway: { namespace: string; name: string },
+  listeners: unknown[],
+  secrets: Map<string, SecretInfo>,
+  index: BackendIndex,
+): ListenerPlan[] {
+  const plans = listeners.map((raw, i) => planListener(gateway, obj(raw), i, secrets, index));
+  markConflicts(plans);
+  for (const p of plans) {
+    p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
+    p.valid = p.attachable && p.resolvedRefs.status === "True";
+  }
+  return plans;
+}
+
+function planListener(
+  gateway: { namespace: string; name: string },
+  l: Record<string, unknown>,
+  i: number,
+  secrets: Map<string, SecretInfo>,
+  index: BackendIndex,
+): ListenerPlan {
+  const name = str(l.name) || `listeners[${i}]`;
+  const protocol = str(l.protocol) ?? "";
+  const port = int(l.port) ?? 0;
+  const tls = obj(l.tls);
+  const allowed = obj(l.allowedRoutes);
+  const namespaces = obj(allowed.namespaces);
+  const plan: ListenerPlan = {
+    name,
+    port,
+    protocol,
+    hostname: str(l.hostname) ?? "",
+    supportedKinds: [],
+    allowedFrom: str(namespaces.from) ?? "Same",
+    selector: namespaces.selector,
+    certificateRefs: [],
+    accepted: ok("Accepted", "Accepted", "Listener is accepted"),
+    conflicted: bad("Conflicted", "NoConflicts", "No conflicts"),
+    resolvedRefs: ok("ResolvedRefs", "ResolvedRefs", "All references resolved"),
+    attachable: false,
+    valid: false,
+  };
+
+  const carried = KINDS_BY_PROTOCOL[protocol];
+  if (!carried) {
+    plan.accepted = bad(
+      "Accepted",
+      "UnsupportedProtocol",
+      `protocol ${JSON.stringify(protocol)} is not supported; blixt serves TCP, UDP, HTTP and HTTPS listeners`,
+    );
+    return plan;
+  }
+  if (protocol === "HTTPS" && (str(tls.mode) ?? "Terminate") !== "Terminate") {
+    plan.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(tls.mode)} is not supported; blixt terminates TLS (mode Terminate)`);
+    return plan;
+  }
+  if (port < 1 || port > 65535) {
+    plan.accepted = bad("Accepted", "PortUnavailable", `port ${JSON.stringify(l.port)} is not a port number from 1 to 65535`);
+    return plan;
+  }
+  plan.transport = protocol === "UDP" ? "UDP" : "TCP";
+
+  // allowedRoutes.kinds: keep the ones this protocol carries; any other makes ResolvedRefs False.
+  const requested = arr(allowed.kinds).map(obj);
+  if (requested.length === 0) {
+    plan.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
+  } else {
+    const invalid: string[] = [];
+    for (const k of requested) {
+      const group = str(k.group) ?? GATEWAY_GROUP;
+      const kind = str(k.kind) ?? "";
+      if (group === GATEWAY_GROUP && (carried as string[]).includes(kind)) {
+        if (!plan.supportedKinds.some((s) => s.kind === kind)) plan.supportedKinds.push({ group, kind });
+      } else invalid.push(`${group}/${kind}`);
+    }
+    if (invalid.length > 0) {
+      plan.resolvedRefs = bad(
+        "ResolvedRefs",
+        "InvalidRouteKinds",
+        `allowedRoutes.kinds: ${invalid.join(", ")} cannot attach to a ${protocol} listener; it takes ${carried.join(", ")}`,
+      );
+    }
+  }
+  if (!["Same", "All", "Selector", "None"].includes(plan.allowedFrom)) {
+    plan.accepted = bad("Accepted", "UnsupportedValue", `allowedRoutes.namespaces.from ${JSON.stringify(plan.allowedFrom)} is not Same, All, Selector or None`);
+  }
+
+  if (protocol === "HTTPS") {
+    const certs = checkCertificateRefs(gateway, arr(tls.certificateRefs), secrets, index);
+    plan.certificateRefs = certs.refs;
+    if (certs.problem && plan.resolvedRefs.status === "True") plan.resolvedRefs = certs.problem;
+  }
+  return plan;
+}
+
+function checkCertificateRefs(
+  gateway: { namespace: string; name: string },
+  refs: unknown[],
+  secrets: Map<string, SecretInfo>,
+  index: BackendIndex,
+): { refs: CertificateRef[]; problem?: Verdict } {
+  if (refs.length === 0) {
+    return { refs: [], problem: bad("ResolvedRefs", "InvalidCertificateRef", "tls.certificateRefs is empty; an HTTPS listener needs a kubernetes.io/tls Secret") };
+  }
+  const good: CertificateRef[] = [];
+  let problem: Verdict | undefined;
+  refs.forEach((raw, i) => {
+    const r = obj(raw);
+    const group = str(r.group) ?? "";
+    const kind = str(r.kind) ?? "Secret";
+    const name = str(r.name) ?? "";
+    const namespace = str(r.namespace) || gateway.namespace;
+    const what = `tls.certificateRefs[${i}] "${name}"`;
+    const fail = (reason: string, message: string) => {
+      problem ??= bad("ResolvedRefs", reason, `${what}: ${message}`);
+    };
+    if ((group !== "" && group !== "core") || kind !== "Secret") return fail("InvalidCertificateRef", `kind ${group ? `${group}/` : ""}${kind} is not supported; use a core Secret`);
+    if (
+      namespace !== gateway.namespace &&
+      !referenceGranted(index, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.namespace }, namespace, { group: "", kind: "Secret", name })
+    ) {
+      return fail("RefNotPermitted", `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.namespace}"`);
+    }
+    const secret = secrets.get(`${namespace}/${name}`);
+    if (!secret) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} not found`);
+    if (secret.type !== "kubernetes.io/tls") return fail("InvalidCertificateRef", `Secret ${namespace}/${name} is of type ${JSON.stringify(secret.type)}, not kubernetes.io/tls`);
+    if (!secret.validTLS) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} does not hold a parseable certificate and private key in tls.crt and tls.key`);
+    good.push({ namespace, name });
+  });
+  return { refs: good, problem };
+}
+
+/**
+ * Listeners sharing a port and transport must be told apart: at L4 only HTTP (or HTTPS)
+ * listeners with distinct hostnames can share a port. The first listener in spec order keeps
+ * the port; each later one that clashes is Conflicted.
+ */
+function markConflicts(plans: ListenerPlan[]): void {
+  const seen: ListenerPlan[] = [];
+  for (const p of plans) {
+    if (p.accepted.status !== "True" || !p.transport) continue;
+    const clash = seen.find((q) => q.port === p.port && q.transport === p.transport);
+    if (!clash) {
+      seen.push(p);
+      continue;
+    }
+    const same = seen.filter((q) => q.port === p.port && q.transport === p.transport);
+    const sharable = (p.protocol === "HTTP" || p.protocol === "HTTPS") && same.every((q) => q.protocol === p.protocol);
+    if (!sharable) {
+      p.conflicted = { type: "Conflicted", status: "True", reason: "ProtocolConflict", message: `port ${p.port}/${p.transport} is already used by listener "${clash.name}" (${clash.protocol})` };
+    } else if (same.some((q) => q.hostname === p.hostname)) {
+      p.conflicted = {
+        type: "Conflicted",
+        status: "True",
+        reason: "HostnameConflict",
+        message: `listener "${same.find((q) => q.hostname === p.hostname)?.name}" already serves hostname ${JSON.stringify(p.hostname)} on port ${p.port}`,
+      };
+    } else {
+      seen.push(p);
+    }
+  }
+}

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * Small pure helpers of the compile step. Every object it reads may be malformed (a missing
+ * spec, a string where a number belongs): these accessors turn what is not of the expected
+ * type into "absent", so the compile step reports a condition instead of throwing.
+ */
+
+export type Obj = Record<string, unknown>;
+
+export function obj(value: unknown): Obj {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Obj) : {};
+}
+
+export function arr(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+export function str(value: unknown): string | undefined {
+  return typeof value === "string" ? value : undefined;
+}
+
+export function int(value: unknown): number | undefined {
+  return typeof value === "number" && Number.isInteger(value) ? value : undefined;
+}
+
+export interface Meta {
+  name: string;
+  namespace: string;
+  generation: number;
+  uid?: string;
+  creationTimestamp: string;
+  labels: Record<string, string>;
+}
+
+/** metadata of any object, with "" / 0 for what is missing. */
+export function meta(object: unknown): Meta {
+  const m = obj(obj(object).metadata);
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(obj(m.labels))) if (typeof v === "string") labels[k] = v;
+  return {
+    name: str(m.name) ?? "",
+    namespace: str(m.namespace) ?? "",
+    generation: int(m.generation) ?? 0,
+    uid: str(m.uid) || undefined,
+    creationTimestamp: str(m.creationTimestamp) ?? "",
+    labels,
+  };
+}
+
+export function nsName(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+/** Plain code-unit order: locale-independent, so output is the same on every machine. */
+export function cmp(a: string | number, b: string | number): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Oldest first, then namespace/name: the spec's tie-break for conflicting routes. */
+export function byAge(a: Meta, b: Meta): number {
+  const ta = Date.parse(a.creationTimestamp);
+  const tb = Date.parse(b.creationTimestamp);
+  const na = Number.isNaN(ta) ? Infinity : ta;
+  const nb = Number.isNaN(tb) ? Infinity : tb;
+  if (na !== nb) return na < nb ? -1 : 1;
+  return cmp(a.namespace, b.namespace) || cmp(a.name, b.name);
+}
+
+/** JSON with object keys sorted, for comparing specs whatever order the API server returns. */
+export function canonicalJSON(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJSON).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Obj)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => cmp(a, b));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJSON(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/** 32-bit FNV-1a, for rendezvous hashing: stable across processes and versions of Node. */
+export function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  // A final avalanche so that names differing in the last character spread over the range.
+  hash ^= hash >>> 16;
+  hash = Math.imul(hash, 0x85ebca6b) >>> 0;
+  hash ^= hash >>> 13;
+  return hash >>> 0;
+}
+
+/** Label selector (matchLabels + matchExpressions) against a label set; a malformed selector matches nothing. */
+export function selectorMatches(selector: unknown, labels: Record<string, string>): boolean {
+  const s = obj(selector);
+  for (const [k, v] of Object.entries(obj(s.matchLabels))) {
+    if (labels[k] !== v) return false;
+  }
+  for (const raw of arr(s.matchExpressions)) {
+    const e = obj(raw);
+    const key = str(e.key);
+    const values = arr(e.values).filter((v): v is string => typeof v === "string");
+    if (key === undefined) return false;
+    const has = Object.hasOwn(labels, key);
+    switch (e.operator) {
+      case "In":
+        if (!has || !values.includes(labels[key])) return false;
+        break;
+      case "NotIn":
+        if (has && values.includes(labels[key])) return false;
+        break;
+      case "Exists":
+        if (!has) return false;
+        break;
+      case "DoesNotExist":
+        if (has) return false;
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
