@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+// Thin driver over bpftool (and tc, for the clsact hooks: this bpftool, v7.1, attaches only
+// XDP; tcx needs v7.4+). Every failure throws a BpftoolError carrying the command line and
+// the tool's own stderr, so the person reading the log can re-run it.
+import { execa } from "execa";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export class BpftoolError extends Error {
+  constructor(
+    readonly command: string,
+    readonly stderr: string,
+    what: string,
+  ) {
+    super(`${what}: \`${command}\` failed: ${stderr.trim() || "(no stderr)"}`);
+    this.name = "BpftoolError";
+  }
+}
+
+export interface RunOptions {
+  /** netns NAME under /var/run/netns; entered with nsenter so /sys/fs/bpf stays visible. */
+  netns?: string;
+  /** bpftool binary; default "bpftool" on PATH */
+  bpftool?: string;
+}
+
+/** Prefix that runs a command in a named network namespace (ip netns exec would remount /sys and hide bpffs). */
+export function netnsPrefix(netns?: string): string[] {
+  return netns ? ["nsenter", `--net=/var/run/netns/${netns}`] : [];
+}
+
+async function run(argv: string[], what: string, opts: RunOptions = {}, allowFail = false) {
+  const full = [...netnsPrefix(opts.netns), ...argv];
+  const result = await execa(full[0], full.slice(1), { reject: false, stdin: "ignore" });
+  if (result.exitCode !== 0 && !allowFail) {
+    throw new BpftoolError(full.join(" "), `${result.stderr}${result.stdout ? `\n${result.stdout}` : ""}`, what);
+  }
+  return result;
+}
+
+/** bpftool -j ARGS, parsed; throws with the command and stderr on failure. */
+export async function bpftoolJson(args: string[], what: string, opts: RunOptions = {}): Promise<unknown> {
+  const { stdout } = await run([opts.bpftool ?? "bpftool", "-j", ...args], what, opts);
+  return stdout.trim() ? JSON.parse(stdout) : null;
+}
+
+// ---- load -------------------------------------------------------------------------------------
+
+export interface LoadAllOptions extends RunOptions {
+  /** object file with every program and map */
+  object: string;
+  /** directory bpftool pins each program under, by function name */
+  progDir: string;
+  /** directory bpftool pins every map the object defines, by map name */
+  pinMaps: string;
+  /** maps to reuse instead of create: name → pinned path (this is what keeps conntrack across reloads) */
+  reuse?: Record<string, string>;
+}
+
+export async function loadAll(o: LoadAllOptions): Promise<void> {
+  const reuse = Object.entries(o.reuse ?? {}).flatMap(([name, path]) => ["map", "name", name, "pinned", path]);
+  await run([o.bpftool ?? "bpftool", "prog", "loadall", o.object, o.progDir, ...reuse, "pinmaps", o.pinMaps], `loading ${o.object}`, o);
+}
+
+// ---- attach -----------------------------------------------------------------------------------
+
+export type XdpMode = "native" | "generic" | "auto";
+const XDP_ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpgeneric", auto: "xdp" };
+
+/** Attaches (or replaces in place) the XDP program on a device. */
+export async function attachXdp(progPin: string, iface: string, mode: XdpMode, opts: RunOptions = {}): Promise<void> {
+  await run([opts.bpftool ?? "bpftool", "net", "attach", XDP_ATTACH_TYPE[mode], "pinned", progPin, "dev", iface, "overwrite"], `attaching XDP (${mode}) to ${iface}`, opts);
+}
+
+/** Removes whatever XDP program is on a device, native or generic; no error if there is none. */
+export async function detachXdp(iface: string, opts: RunOptions = {}): Promise<void> {
+  for (const type of ["xdpdrv", "xdpgeneric"]) {
+    await run([opts.bpftool ?? "bpftool", "net", "detach", type, "dev", iface], `detaching XDP from ${iface}`, opts, true);
+  }
+}
+
+/** XDP attach type the device has now, if any. */
+export async function xdpMode(iface: string, opts: RunOptions = {}): Promise<"native" | "generic" | undefined> {
+  const out = (await bpftoolJson(["net", "show", "dev", iface], `listing programs on ${iface}`, opts)) as
+    | { xdp?: { devname: string; mode: string }[] }[]
+    | null;
+  const entry = out?.[0]?.xdp?.find((x) => x.devname === iface);
+  if (!entry) return undefined;
+  return entry.mode === "generic" ? "generic" : "native";
+}
+
+export type TcDirection = "ingress" | "egress";
+/** blixt's filters sit at one fixed preference and handle, so a re-run replaces them and leaves others' alone. */
+export const TC_PREF = 0xb1;
+export const TC_HANDLE = 1;
+
+export async function attachTc(progPin: string, iface: string, direction: TcDirection, opts: RunOptions = {}): Promise<void> {
+  await run(["tc", "qdisc", "replace", "dev", iface, "clsact"], `adding clsact to ${iface}`, opts);
+  await run(
+    ["tc", "filter", "replace", "dev", iface, direction, "pref", String(TC_PREF), "handle", String(TC_HANDLE), "bpf", "direct-action", "object-pinned", progPin],
+    `attaching TC ${direction} to ${iface}`,
+    opts,
+  );
+}
+
+/** Removes blixt's filter; no error if it is not there. The clsact qdisc stays for others. */
+export async function detachTc(iface: string, direction: TcDirection, opts: RunOptions = {}): Promise<void> {
+  await run(["tc", "filter", "delete", "dev", iface, direction, "pref", String(TC_PREF), "handle", String(TC_HANDLE), "bpf"], `detaching TC ${direction} from ${iface}`, opts, true);
+}
+
+/** Whether blixt's TC filter is on a device in that direction. */
+export async function hasTc(iface: string, direction: TcDirection, opts: RunOptions = {}): Promise<boolean> {
+  const r = await run(["tc", "filter", "show", "dev", iface, direction, "pref", String(TC_PREF)], `listing TC ${direction} on ${iface}`, opts, true);
+  return r.exitCode === 0 && /\bbpf\b/.test(r.stdout);
+}
+
+// ---- maps -------------------------------------------------------------------------------------
+
+export const mapUpdateLine = (pin: string, key: string[], value: string[]): string =>
+  ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value].join(" ");
+export const mapDeleteLine = (pin: string, key: string[]): string => ["map", "delete", "pinned", pin, "key", "hex", ...key].join(" ");
+
+interface BatchResult {
+  command: string[];
+  output: unknown;
+}
+
+/**
+ * Runs many bpftool commands in one process, in order (`bpftool batch file`). bpftool stops at
+ * the first failing line; the error names that line.
+ */
+export async function batch(lines: string[], what: string, opts: RunOptions = {}): Promise<unknown[]> {
+  if (lines.length === 0) return [];
+  // The batch format is one command per line, split on blanks: a path may contain neither.
+  const broken = lines.find((line) => /[\n\r]/.test(line));
+  if (broken !== undefined) throw new Error(`${what}: batch command contains a line break: ${JSON.stringify(broken)}`);
+  const dir = await mkdtemp(join(tmpdir(), "blixt-batch-"));
+  const file = join(dir, "commands");
+  try {
+    await writeFile(file, lines.join("\n") + "\n");
+    const command = [opts.bpftool ?? "bpftool", "-j", "batch", "file", file];
+    const r = await run(command, what, opts, true);
+    let results: BatchResult[] = [];
+    try {
+      results = JSON.parse(r.stdout) as BatchResult[];
+    } catch {
+      /* bpftool died before printing JSON: report its stderr below */
+    }
+    const failed = results.find((x) => x.output && typeof x.output === "object" && "error" in (x.output as object));
+    if (r.exitCode !== 0 || failed) {
+      const detail = failed ? `line ${results.indexOf(failed) + 1} (${failed.command.join(" ").slice(0, 200)}): ${(failed.output as { error: string }).error}` : r.stderr;
+      throw new BpftoolError(`${command.join(" ")} (${lines.length} commands)`, detail, what);
+    }
+    return results.map((x) => x.output);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export interface MapEntry {
+  key: Uint8Array;
+  /** single value (non per-CPU maps) */
+  value?: Uint8Array;
+  /** one value per possible CPU (per-CPU maps) */
+  values?: Uint8Array[];
+  /** bpftool's BTF rendering of key and value(s) */
+  formatted?: { key: unknown; value?: unknown; values?: { cpu: number; value: unknown }[] };
+}
+
+interface RawEntry {
+  key: string[];
+  value?: string[];
+  values?: { cpu: number; value: string[] }[];
+  formatted?: MapEntry["formatted"];
+}
+
+const toBytes = (words: string[]) => Uint8Array.from(words, (w) => Number.parseInt(w, 16));
+
+function entryOf(raw: RawEntry): MapEntry {
+  return {
+    key: toBytes(raw.key),
+    value: raw.value ? toBytes(raw.value) : undefined,
+    values: raw.values ? raw.values.map((v) => toBytes(v.value)) : undefined,
+    formatted: raw.formatted,
+  };
+}
+
+export async function mapDump(pin: string, opts: RunOptions = {}): Promise<MapEntry[]> {
+  const out = (await bpftoolJson(["map", "dump", "pinned", pin], `dumping map ${pin}`, opts)) as RawEntry[] | null;
+  return (out ?? []).map(entryOf);
+}
+
+/** One entry, or undefined when the key is absent. */
+export async function mapLookup(pin: string, key: string[], opts: RunOptions = {}): Promise<MapEntry | undefined> {
+  const argv = [opts.bpftool ?? "bpftool", "-j", "map", "lookup", "pinned", pin, "key", "hex", ...key];
+  const r = await run(argv, `looking up in ${pin}`, opts, true);
+  if (r.exitCode !== 0) {
+    if (/not found|No such file or directory/i.test(r.stderr + r.stdout) && !/can't open|bpf obj get/i.test(r.stderr)) return undefined;
+    throw new BpftoolError(argv.join(" "), r.stderr, `looking up in ${pin}`);
+  }
+  return entryOf(JSON.parse(r.stdout) as RawEntry);
+}
+
+// ---- prog run (BPF_PROG_TEST_RUN) -------------------------------------------------------------
+
+export interface ProgRunResult {
+  retval: number;
+  /** average ns per run, as the kernel measured it */
+  duration: number;
+  dataOut: Uint8Array;
+}
+
+/** Runs a program on each packet, all in one bpftool process; `repeat` runs each that many times. */
+export async function progRunMany(progPin: string, packets: Uint8Array[], opts: RunOptions & { repeat?: number } = {}): Promise<ProgRunResult[]> {
+  const dir = await mkdtemp(join(tmpdir(), "blixt-run-"));
+  try {
+    const lines: string[] = [];
+    await Promise.all(packets.map((p, i) => writeFile(join(dir, `in${i}`), p)));
+    packets.forEach((_, i) => {
+      const repeat = opts.repeat && opts.repeat > 1 ? ["repeat", String(opts.repeat)] : [];
+      lines.push(["prog", "run", "pinned", progPin, "data_in", join(dir, `in${i}`), "data_out", join(dir, `out${i}`), ...repeat].join(" "));
+    });
+    const outputs = (await batch(lines, `running ${progPin}`, opts)) as { retval: number; duration: number }[];
+    return Promise.all(
+      outputs.map(async (o, i) => ({ retval: o.retval, duration: o.duration, dataOut: new Uint8Array(await readFile(join(dir, `out${i}`))) })),
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export async function progRun(progPin: string, packet: Uint8Array, opts: RunOptions & { repeat?: number } = {}): Promise<ProgRunResult> {
+  return (await progRunMany(progPin, [packet], opts))[0];
+}

@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: Apache-2.0
+// The dataplane as the rest of blixt sees it: load and attach the programs, program services
+// and Gateway addresses into the pinned maps, read back state and counters.
+//
+// Pure parts (validation, the batch a service change compiles to) are exported functions;
+// the Dataplane class only adds the bpftool I/O around them.
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { isIPv4 } from "node:net";
+import * as bpftool from "./bpftool.js";
+import type { RunOptions, XdpMode } from "./bpftool.js";
+import { buildMaglevTable, maglevTableSize } from "./maglev.js";
+import {
+  MAP_NAMES,
+  MAX_SERVICES,
+  PROG_NAMES,
+  REASONS,
+  decodeAddressKey,
+  decodeBackendKey,
+  decodeBackendValue,
+  decodeConntrackKey,
+  decodeConntrackValue,
+  decodeReasonCounter,
+  decodeServiceCounters,
+  decodeServiceKey,
+  decodeServiceValue,
+  encodeAddressKey,
+  encodeAddressValue,
+  encodeBackendKey,
+  encodeBackendValue,
+  encodeIndexKey,
+  encodeMaglevKey,
+  encodeMaglevSlot,
+  encodeServiceCounters,
+  encodeServiceKey,
+  encodeServiceValue,
+  hex,
+  sumCounters,
+  tableIdOf,
+  type MapName,
+  type ProgName,
+  type Reason,
+  type ServiceCounters,
+  type ServiceValue,
+} from "./maps.js";
+
+export type Proto = "tcp" | "udp";
+export interface Backend {
+  ip: string;
+  port: number;
+  weight: number;
+}
+export interface ServiceSpec {
+  vip: string;
+  port: number;
+  proto: Proto;
+  backends: Backend[];
+  /** weight of the backendRefs that could not be resolved: that share of new flows is rejected */
+  rejectWeight: number;
+}
+export interface DataplaneOptions {
+  /** default /sys/fs/bpf/blixt */
+  pinDir?: string;
+  /** directory holding blixt.o; default <repo>/bpf */
+  objDir?: string;
+  /** netns NAME (under /var/run/netns) the devices of attach/detach live in */
+  netns?: string;
+  /** XDP attach mode: "native" (default), "generic", or "auto" (native where the driver has it, else generic) */
+  xdpMode?: XdpMode;
+}
+export interface ConntrackEntry {
+  direction: "forward" | "reverse";
+  proto: Proto;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+  /** forward: the backend the flow goes to; reverse: the VIP replies are sent from */
+  natAddr: string;
+  natPort: number;
+  svcId: number;
+  /** CLOCK_MONOTONIC ns of the last packet (exact up to 2^53 ns, about 104 days of uptime) */
+  lastSeenNs: number;
+}
+export interface ServiceStats extends ServiceCounters {
+  vip: string;
+  port: number;
+  proto: Proto;
+  svcId: number;
+}
+export interface DataplaneStats {
+  services: ServiceStats[];
+  /** packets per pass/drop reason (bpf/common.h enum blixt_reason), summed over CPUs */
+  reasons: Record<Reason, number>;
+}
+
+export const DEFAULT_PIN_DIR = "/sys/fs/bpf/blixt";
+export const OBJECT_FILE = "blixt.o";
+
+// ---- pure: validation and compilation ----------------------------------------------------------
+
+const isPort = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
+const isWeight = (n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffffffff;
+
+export function serviceName(s: { vip: string; port: number; proto: string }): string {
+  return `${s.vip}:${s.port}/${s.proto}`;
+}
+
+/** Throws an Error naming the service and the field that is wrong. */
+export function validateServiceSpec(spec: ServiceSpec): void {
+  const name = `service ${serviceName(spec)}`;
+  if (!isIPv4(spec.vip)) throw new Error(`${name}: vip "${spec.vip}" must be an IPv4 address literal`);
+  if (!isPort(spec.port)) throw new Error(`${name}: port must be an integer in 1..65535, got ${spec.port}`);
+  if (spec.proto !== "tcp" && spec.proto !== "udp") throw new Error(`${name}: proto must be "tcp" or "udp", got ${JSON.stringify(spec.proto)}`);
+  if (!isWeight(spec.rejectWeight)) throw new Error(`${name}: rejectWeight must be a non-negative integer, got ${spec.rejectWeight}`);
+  if (!Array.isArray(spec.backends)) throw new Error(`${name}: backends must be an array`);
+  spec.backends.forEach((b, i) => {
+    if (!isIPv4(b.ip)) throw new Error(`${name}: backends[${i}].ip "${b.ip}" must be an IPv4 address literal`);
+    if (!isPort(b.port)) throw new Error(`${name}: backends[${i}].port must be an integer in 1..65535, got ${b.port}`);
+    if (!isWeight(b.weight)) throw new Error(`${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`);
+  });
+}
+
+/** The same endpoint listed twice (two backendRefs resolving to one pod) carries the sum of its weights. */
+export function mergeBackends(backends: Backend[]): Backend[] {
+  const byKey = new Map<string, Backend>();
+  for (const b of backends) {
+    const key = `${b.ip}:${b.port}`;
+    const seen = byKey.get(key);
+    byKey.set(key, seen ? { ...seen, weight: seen.weight + b.weight } : { ...b });
+  }
+  return [...byKey.values()].sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
+}
+
+/** Key of the Maglev pseudo-backend that stands for the rejected share; cannot collide with "ip:port". */
+const REJECT_KEY = "reject";
+
+export interface ServiceTable {
+  tableSize: number;
+  /** per slot: a backend, or "reject" */
+  slots: ({ ip: string; port: number } | "reject")[];
+}
+
+/** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
+export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
+  const members = [
+    ...backends.filter((b) => b.weight > 0).map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, backend: b })),
+    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, backend: undefined }] : []),
+  ];
+  if (members.length === 0) return { tableSize: 0, slots: [] };
+  const tableSize = maglevTableSize(members.length);
+  const table = buildMaglevTable(
+    members.map(({ key, weight }) => ({ key, weight })),
+    tableSize,
+  );
+  const slots = Array.from(table, (i) => {
+    const b = members[i].backend;
+    return b ? { ip: b.ip, port: b.port } : ("reject" as const);
+  });
+  return { tableSize, slots };
+}
+
+export interface ServiceState {
+  value: ServiceValue;
+  /** backends present in blixt_backends for this service */
+  backends: Backend[];
+}
+
+/**
+ * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
+ * new backends, the new table in the spare slot, one write of the service entry that switches
+ * to it, then removal of the old table and of backends no longer listed. No packet ever sees
+ * a half-written table, and flows to a removed backend re-pick only after the switch.
+ */
+export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current?: ServiceState): string[] {
+  validateServiceSpec(spec);
+  const backends = mergeBackends(spec.backends);
+  const { tableSize, slots } = serviceTable(backends, spec.rejectWeight);
+  const oldTableId = current?.value.tableId;
+  const tableId = tableIdOf(svcId, oldTableId === tableIdOf(svcId, 0) ? 1 : 0);
+  const lines: string[] = [];
+
+  for (const b of backends) {
+    lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
+  }
+  slots.forEach((s, slot) => {
+    const value = s === "reject" ? encodeMaglevSlot({ reject: true }) : encodeMaglevSlot(s);
+    lines.push(bpftool.mapUpdateLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId, slot })), hex(value)));
+  });
+  if (!current) {
+    // A reused id must not inherit a deleted service's counters.
+    lines.push(bpftool.mapUpdateLine(pin("blixt_svc_stats"), hex(encodeIndexKey(svcId)), hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 }))));
+  }
+  // The switch: one update of the service entry.
+  lines.push(
+    bpftool.mapUpdateLine(
+      pin("blixt_services"),
+      hex(encodeServiceKey(spec)),
+      hex(encodeServiceValue({ svcId, tableId, tableSize, rejectWeight: spec.rejectWeight })),
+    ),
+  );
+  if (current && oldTableId !== undefined) {
+    for (let slot = 0; slot < current.value.tableSize; slot++) {
+      lines.push(bpftool.mapDeleteLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId: oldTableId, slot }))));
+    }
+    const keep = new Set(backends.map((b) => `${b.ip}:${b.port}`));
+    for (const b of current.backends) {
+      if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
+    }
+  }
+  return lines;
+}
+
+/** Lines that remove a service: its entry first (so nothing reaches the table), then table and backends. */
+export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState): string[] {
+  const { svcId, tableId, tableSize } = current.value;
+  const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key)))];
+  for (let slot = 0; slot < tableSize; slot++) lines.push(bpftool.mapDeleteLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId, slot }))));
+  for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
+  return lines;
+}
+
+/** Smallest service id not in use (ids are 1..MAX_SERVICES-1). */
+export function freeServiceId(used: Iterable<number>): number {
+  const taken = new Set(used);
+  for (let id = 1; id < MAX_SERVICES; id++) if (!taken.has(id)) return id;
+  throw new Error(`no free service id: all ${MAX_SERVICES - 1} are in use; delete services or raise BLIXT_MAX_SERVICES in bpf/maps.h`);
+}
+
+// ---- I/O ----------------------------------------------------------------------------------------
+
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  );
+
+export class Dataplane {
+  readonly pinDir: string;
+  readonly objDir: string;
+  readonly netns?: string;
+  readonly xdpMode: XdpMode;
+
+  constructor(opts: DataplaneOptions = {}) {
+    this.pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
+    this.objDir = opts.objDir ?? fileURLToPath(new URL("../../bpf", import.meta.url));
+    this.netns = opts.netns;
+    this.xdpMode = opts.xdpMode ?? "native";
+    if (/\s/.test(this.pinDir)) throw new Error(`Dataplane: pinDir "${this.pinDir}" must not contain whitespace (bpftool batch splits lines on blanks)`);
+  }
+
+  mapPin(name: MapName): string {
+    return join(this.pinDir, "maps", name);
+  }
+
+  progPin(name: ProgName): string {
+    return join(this.pinDir, "progs", name);
+  }
+
+  private get attachOpts(): RunOptions {
+    return { netns: this.netns };
+  }
+
+  /**
+   * Loads blixt.o. Maps already pinned are reused (conntrack and services survive an agent
+   * restart or upgrade); maps not yet pinned are created. Programs are pinned afresh, replacing
+   * old pins; devices keep running the old programs until attach() is called again.
+   */
+  async load(): Promise<void> {
+    const mapDir = join(this.pinDir, "maps");
+    const progDir = join(this.pinDir, "progs");
+    await mkdir(mapDir, { recursive: true });
+    await mkdir(progDir, { recursive: true });
+    const reuse: Record<string, string> = {};
+    for (const name of MAP_NAMES) if (await exists(this.mapPin(name))) reuse[name] = this.mapPin(name);
+
+    const stage = join(this.pinDir, `staging-${process.pid}-${Date.now()}` /* bpffs refuses names with a dot */);
+    await mkdir(stage);
+    try {
+      await bpftool.loadAll({ object: join(this.objDir, OBJECT_FILE), progDir: join(stage, "progs"), pinMaps: join(stage, "maps"), reuse });
+      for (const name of MAP_NAMES) if (!reuse[name]) await rename(join(stage, "maps", name), this.mapPin(name));
+      // rename() over an existing pin replaces it in one step.
+      for (const name of PROG_NAMES) await rename(join(stage, "progs", name), this.progPin(name));
+    } finally {
+      await rm(stage, { recursive: true, force: true });
+    }
+  }
+
+  /** Ingress program on the device (XDP, or TC where XDP cannot answer), plus TC egress for replies. Re-running replaces in place. */
+  async attach(iface: string, mode: "xdp" | "tc"): Promise<void> {
+    const opts = this.attachOpts;
+    if (mode === "xdp") {
+      await bpftool.attachXdp(this.progPin("blixt_xdp_ingress"), iface, this.xdpMode, opts);
+      await bpftool.detachTc(iface, "ingress", opts);
+    } else {
+      await bpftool.attachTc(this.progPin("blixt_tc_ingress"), iface, "ingress", opts);
+      await bpftool.detachXdp(iface, opts);
+    }
+    await bpftool.attachTc(this.progPin("blixt_tc_egress"), iface, "egress", opts);
+  }
+
+  async detach(iface: string): Promise<void> {
+    const opts = this.attachOpts;
+    await bpftool.detachXdp(iface, opts);
+    await bpftool.detachTc(iface, "ingress", opts);
+    await bpftool.detachTc(iface, "egress", opts);
+  }
+
+  private async serviceStates(): Promise<Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>> {
+    const [services, backends] = await Promise.all([bpftool.mapDump(this.mapPin("blixt_services")), bpftool.mapDump(this.mapPin("blixt_backends"))]);
+    const bySvc = new Map<number, Backend[]>();
+    for (const e of backends) {
+      const k = decodeBackendKey(e.key);
+      const list = bySvc.get(k.svcId) ?? [];
+      list.push({ ip: k.ip, port: k.port, weight: decodeBackendValue(e.value!).weight });
+      bySvc.set(k.svcId, list);
+    }
+    const out = new Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>();
+    for (const e of services) {
+      const key = decodeServiceKey(e.key);
+      const value = decodeServiceValue(e.value!);
+      out.set(serviceName(key), { key, state: { value, backends: mergeBackends(bySvc.get(value.svcId) ?? []) } });
+    }
+    return out;
+  }
+
+  async setService(spec: ServiceSpec): Promise<void> {
+    validateServiceSpec(spec);
+    const states = await this.serviceStates();
+    const current = states.get(serviceName(spec))?.state;
+    const svcId = current?.value.svcId ?? freeServiceId([...states.values()].map((s) => s.state.value.svcId));
+    const lines = serviceUpdateLines((m) => this.mapPin(m), spec, svcId, current);
+    await bpftool.batch(lines, `programming service ${serviceName(spec)}`);
+  }
+
+  async deleteService(vip: string, port: number, proto: Proto): Promise<void> {
+    const states = await this.serviceStates();
+    const current = states.get(serviceName({ vip, port, proto }));
+    if (!current) return;
+    await bpftool.batch(serviceDeleteLines((m) => this.mapPin(m), { vip, port, proto }, current.state), `deleting service ${serviceName({ vip, port, proto })}`);
+  }
+
+  async listServices(): Promise<ServiceSpec[]> {
+    const states = await this.serviceStates();
+    return [...states.values()]
+      .map(({ key, state }) => ({ ...key, backends: state.backends, rejectWeight: state.value.rejectWeight }))
+      .sort((a, b) => (serviceName(a) < serviceName(b) ? -1 : 1));
+  }
+
+  /** Makes the Gateway-address set exactly `addresses`; flags of addresses already present are kept. */
+  async setAddresses(addresses: string[]): Promise<void> {
+    addresses.forEach((a, i) => {
+      if (!isIPv4(a)) throw new Error(`setAddresses: addresses[${i}] "${a}" must be an IPv4 address literal`);
+    });
+    const pin = this.mapPin("blixt_addrs");
+    const present = new Set((await bpftool.mapDump(pin)).map((e) => decodeAddressKey(e.key)));
+    const wanted = new Set(addresses);
+    const lines = [
+      ...[...wanted].filter((a) => !present.has(a)).map((a) => bpftool.mapUpdateLine(pin, hex(encodeAddressKey(a)), hex(encodeAddressValue({ flags: 0 })))),
+      ...[...present].filter((a) => !wanted.has(a)).map((a) => bpftool.mapDeleteLine(pin, hex(encodeAddressKey(a)))),
+    ];
+    await bpftool.batch(lines, "setting Gateway addresses");
+  }
+
+  async addresses(): Promise<string[]> {
+    return (await bpftool.mapDump(this.mapPin("blixt_addrs"))).map((e) => decodeAddressKey(e.key)).sort();
+  }
+
+  async conntrack(): Promise<ConntrackEntry[]> {
+    return (await bpftool.mapDump(this.mapPin("blixt_conntrack"))).map((e) => {
+      const k = decodeConntrackKey(e.key);
+      const v = decodeConntrackValue(e.value!);
+      return { direction: v.direction, proto: k.proto, saddr: k.saddr, sport: k.sport, daddr: k.daddr, dport: k.dport, natAddr: v.addr, natPort: v.port, svcId: v.svcId, lastSeenNs: Number(v.lastSeenNs) };
+    });
+  }
+
+  async stats(): Promise<DataplaneStats> {
+    // Per-CPU arrays always hold every index: look up the ids in use instead of dumping 16k entries.
+    const services = [...(await this.serviceStates()).values()];
+    const lookup = (m: MapName, i: number) => ["map", "lookup", "pinned", this.mapPin(m), "key", "hex", ...hex(encodeIndexKey(i))].join(" ");
+    const lines = [...services.map((s) => lookup("blixt_svc_stats", s.state.value.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
+    const outputs = (await bpftool.batch(lines, "reading counters")) as { values: { value: string[] }[] }[];
+    const perCpu = (o: { values: { value: string[] }[] }) => o.values.map((v) => Uint8Array.from(v.value, (w) => Number.parseInt(w, 16)));
+    const serviceStats = services.map(({ key, state }, i) => ({ ...key, svcId: state.value.svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
+    const reasons = Object.fromEntries(
+      REASONS.map((r, i) => [r, perCpu(outputs[services.length + i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)]),
+    ) as Record<Reason, number>;
+    return { services: serviceStats, reasons };
+  }
+
+  /** Removes every pin under pinDir (maps, programs). Attached programs stay attached until detach(). */
+  async unpin(): Promise<void> {
+    if (!(await exists(this.pinDir))) return;
+    for (const entry of await readdir(this.pinDir)) await rm(join(this.pinDir, entry), { recursive: true, force: true });
+    await rm(this.pinDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: Apache-2.0
+// Byte encodings of every key and value in bpf/maps.h, as pure functions.
+//
+// The C structs are the source of truth; each encoder below spells out the same offsets.
+// Addresses are 16 bytes, IPv4 stored IPv4-mapped (::ffff:a.b.c.d); ports are network byte
+// order; every other integer is host order, which is little-endian on every machine blixt
+// targets (x86-64, arm64). Padding is always zero, since hash keys compare every byte.
+import { isIPv4 } from "node:net";
+
+export type Proto = "tcp" | "udp";
+
+/** Pinned map names, as in bpf/maps.h (the kernel keeps 15 characters of a map name). */
+export const MAP_NAMES = [
+  "blixt_services",
+  "blixt_maglev",
+  "blixt_backends",
+  "blixt_conntrack",
+  "blixt_addrs",
+  "blixt_svc_stats",
+  "blixt_reasons",
+] as const;
+export type MapName = (typeof MAP_NAMES)[number];
+
+/** Program names (the functions in bpf/blixt.c), which bpftool loadall pins them under. */
+export const PROG_NAMES = ["blixt_xdp_ingress", "blixt_tc_ingress", "blixt_tc_egress"] as const;
+export type ProgName = (typeof PROG_NAMES)[number];
+
+/** enum blixt_reason in bpf/common.h, in order: the index is the key of blixt_reasons. */
+export const REASONS = [
+  "pass_not_ipv4",
+  "pass_no_service",
+  "pass_unparsed",
+  "dnat",
+  "reverse_nat",
+  "drop_malformed_l2",
+  "drop_malformed_l3",
+  "drop_ip_options",
+  "drop_fragment",
+  "drop_unknown_proto",
+  "drop_malformed_l4",
+  "reject_rst",
+  "reject_drop",
+  "refused_rst",
+  "refused_drop",
+  "drop_rst_failed",
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+/** Highest service id + 1 (BLIXT_MAX_SERVICES); id 0 means "none". */
+export const MAX_SERVICES = 16384;
+export const BACKEND_F_REJECT = 0x1;
+export const CT_F_FORWARD = 0x1;
+export const CT_F_REVERSE = 0x2;
+/** Reserved flag of an address entry: answer ARP for it (not implemented in the programs yet). */
+export const ADDR_F_ANNOUNCE = 0x1;
+
+export const IPPROTO: Record<Proto, number> = { tcp: 6, udp: 17 };
+
+export function protoOf(n: number): Proto {
+  if (n === 6) return "tcp";
+  if (n === 17) return "udp";
+  throw new Error(`unknown IP protocol number ${n} in a blixt map entry; only TCP (6) and UDP (17) are written`);
+}
+
+// ---- addresses ------------------------------------------------------------------------------
+
+/** 16-byte IPv4-mapped form of an IPv4 literal. */
+export function addrBytes(ip: string): Uint8Array {
+  if (!isIPv4(ip)) throw new Error(`"${ip}" is not an IPv4 address literal (dotted quad)`);
+  const out = new Uint8Array(16);
+  out[10] = 0xff;
+  out[11] = 0xff;
+  ip.split(".").forEach((octet, i) => (out[12 + i] = Number(octet)));
+  return out;
+}
+
+export function addrString(bytes: Uint8Array): string {
+  if (bytes.length !== 16) throw new Error(`address must be 16 bytes, got ${bytes.length}`);
+  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (!mapped) throw new Error(`address ${hex(bytes).join(" ")} is not IPv4-mapped; IPv6 is not supported yet`);
+  return Array.from(bytes.subarray(12, 16)).join(".");
+}
+
+// ---- byte helpers -----------------------------------------------------------------------------
+
+class Writer {
+  readonly bytes: Uint8Array;
+  private readonly view: DataView;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+    this.view = new DataView(this.bytes.buffer);
+  }
+  addr(off: number, ip: string): this {
+    this.bytes.set(addrBytes(ip), off);
+    return this;
+  }
+  port(off: number, port: number): this {
+    this.view.setUint16(off, port, false);
+    return this;
+  }
+  u8(off: number, v: number): this {
+    this.view.setUint8(off, v);
+    return this;
+  }
+  u16(off: number, v: number): this {
+    this.view.setUint16(off, v, true);
+    return this;
+  }
+  u32(off: number, v: number): this {
+    this.view.setUint32(off, v, true);
+    return this;
+  }
+  u64(off: number, v: bigint): this {
+    this.view.setBigUint64(off, v, true);
+    return this;
+  }
+}
+
+class Reader {
+  private readonly view: DataView;
+  constructor(
+    private readonly bytes: Uint8Array,
+    size: number,
+    what: string,
+  ) {
+    if (bytes.length !== size) throw new Error(`${what} must be ${size} bytes, got ${bytes.length}`);
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  addr(off: number): string {
+    return addrString(this.bytes.subarray(off, off + 16));
+  }
+  port(off: number): number {
+    return this.view.getUint16(off, false);
+  }
+  u8(off: number): number {
+    return this.view.getUint8(off);
+  }
+  u16(off: number): number {
+    return this.view.getUint16(off, true);
+  }
+  u32(off: number): number {
+    return this.view.getUint32(off, true);
+  }
+  u64(off: number): bigint {
+    return this.view.getBigUint64(off, true);
+  }
+}
+
+/** Bytes as bpftool's `hex` arguments ("0a"). */
+export function hex(bytes: Uint8Array): string[] {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0"));
+}
+
+/** Bytes from bpftool's JSON ("0x0a" strings). */
+export function fromBpftoolHex(words: string[]): Uint8Array {
+  return Uint8Array.from(words, (w) => {
+    const n = Number.parseInt(w, 16);
+    if (!Number.isInteger(n) || n < 0 || n > 255) throw new Error(`bpftool printed "${w}", which is not a byte in hex`);
+    return n;
+  });
+}
+
+// ---- services: struct svc_key (20 bytes) → struct svc_value (16 bytes) -----------------------
+
+export interface ServiceKey {
+  vip: string;
+  port: number;
+  proto: Proto;
+}
+export interface ServiceValue {
+  svcId: number;
+  /** live Maglev table: svcId * 2 + generation */
+  tableId: number;
+  /** M, a prime; 0 = every packet is rejected */
+  tableSize: number;
+  rejectWeight: number;
+}
+
+export const encodeServiceKey = (k: ServiceKey): Uint8Array =>
+  new Writer(20).addr(0, k.vip).port(16, k.port).u8(18, IPPROTO[k.proto]).u8(19, 0).bytes;
+
+export function decodeServiceKey(b: Uint8Array): ServiceKey {
+  const r = new Reader(b, 20, "svc_key");
+  return { vip: r.addr(0), port: r.port(16), proto: protoOf(r.u8(18)) };
+}
+
+export const encodeServiceValue = (v: ServiceValue): Uint8Array =>
+  new Writer(16).u32(0, v.svcId).u32(4, v.tableId).u32(8, v.tableSize).u32(12, v.rejectWeight).bytes;
+
+export function decodeServiceValue(b: Uint8Array): ServiceValue {
+  const r = new Reader(b, 16, "svc_value");
+  return { svcId: r.u32(0), tableId: r.u32(4), tableSize: r.u32(8), rejectWeight: r.u32(12) };
+}
+
+/** The two table ids a service alternates between. */
+export const tableIdOf = (svcId: number, generation: 0 | 1): number => svcId * 2 + generation;
+
+// ---- maglev: struct maglev_key (8 bytes) → struct backend (20 bytes) -------------------------
+
+export interface MaglevKey {
+  tableId: number;
+  slot: number;
+}
+/** A table slot: a backend, or `reject` for the weighted share of invalid backendRefs. */
+export type MaglevSlot = { ip: string; port: number; reject?: false } | { reject: true };
+
+export const encodeMaglevKey = (k: MaglevKey): Uint8Array => new Writer(8).u32(0, k.tableId).u32(4, k.slot).bytes;
+
+export function decodeMaglevKey(b: Uint8Array): MaglevKey {
+  const r = new Reader(b, 8, "maglev_key");
+  return { tableId: r.u32(0), slot: r.u32(4) };
+}
+
+export function encodeMaglevSlot(s: MaglevSlot): Uint8Array {
+  // A reject slot carries no address at all (all zero, not IPv4-mapped).
+  if (s.reject) return new Writer(20).u16(18, BACKEND_F_REJECT).bytes;
+  return new Writer(20).addr(0, s.ip).port(16, s.port).u16(18, 0).bytes;
+}
+
+export function decodeMaglevSlot(b: Uint8Array): MaglevSlot {
+  const r = new Reader(b, 20, "backend");
+  if (r.u16(18) & BACKEND_F_REJECT) return { reject: true };
+  return { ip: r.addr(0), port: r.port(16) };
+}
+
+// ---- backends: struct backend_key (24 bytes) → struct backend_value (4 bytes) ----------------
+
+export interface BackendKey {
+  svcId: number;
+  ip: string;
+  port: number;
+}
+
+export const encodeBackendKey = (k: BackendKey): Uint8Array =>
+  new Writer(24).u32(0, k.svcId).addr(4, k.ip).port(20, k.port).u16(22, 0).bytes;
+
+export function decodeBackendKey(b: Uint8Array): BackendKey {
+  const r = new Reader(b, 24, "backend_key");
+  return { svcId: r.u32(0), ip: r.addr(4), port: r.port(20) };
+}
+
+export const encodeBackendValue = (v: { weight: number }): Uint8Array => new Writer(4).u32(0, v.weight).bytes;
+
+export function decodeBackendValue(b: Uint8Array): { weight: number } {
+  return { weight: new Reader(b, 4, "backend_value").u32(0) };
+}
+
+// ---- conntrack: struct ct_key (40 bytes) → struct ct_value (32 bytes) ------------------------
+
+export interface ConntrackKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: Proto;
+}
+export interface ConntrackValue {
+  /** forward: the backend; reverse: the VIP */
+  addr: string;
+  port: number;
+  direction: "forward" | "reverse";
+  svcId: number;
+  /** bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the flow's last packet */
+  lastSeenNs: bigint;
+}
+
+export const encodeConntrackKey = (k: ConntrackKey): Uint8Array =>
+  new Writer(40).addr(0, k.saddr).addr(16, k.daddr).port(32, k.sport).port(34, k.dport).u8(36, IPPROTO[k.proto]).bytes;
+
+export function decodeConntrackKey(b: Uint8Array): ConntrackKey {
+  const r = new Reader(b, 40, "ct_key");
+  return { saddr: r.addr(0), daddr: r.addr(16), sport: r.port(32), dport: r.port(34), proto: protoOf(r.u8(36)) };
+}
+
+export const encodeConntrackValue = (v: ConntrackValue): Uint8Array =>
+  new Writer(32)
+    .addr(0, v.addr)
+    .port(16, v.port)
+    .u8(18, v.direction === "forward" ? CT_F_FORWARD : CT_F_REVERSE)
+    .u8(19, 0)
+    .u32(20, v.svcId)
+    .u64(24, v.lastSeenNs).bytes;
+
+export function decodeConntrackValue(b: Uint8Array): ConntrackValue {
+  const r = new Reader(b, 32, "ct_value");
+  const flags = r.u8(18);
+  return {
+    addr: r.addr(0),
+    port: r.port(16),
+    direction: flags & CT_F_REVERSE ? "reverse" : "forward",
+    svcId: r.u32(20),
+    lastSeenNs: r.u64(24),
+  };
+}
+
+// ---- addresses: struct addr_key (16 bytes) → struct addr_value (4 bytes) ---------------------
+
+export const encodeAddressKey = (ip: string): Uint8Array => addrBytes(ip);
+export const decodeAddressKey = (b: Uint8Array): string => new Reader(b, 16, "addr_key").addr(0);
+export const encodeAddressValue = (v: { flags: number }): Uint8Array => new Writer(4).u32(0, v.flags).bytes;
+export const decodeAddressValue = (b: Uint8Array): { flags: number } => ({ flags: new Reader(b, 4, "addr_value").u32(0) });
+
+// ---- per-CPU counters ----------------------------------------------------------------------
+
+/** Array index keys (svc_stats by svc_id, reasons by enum value): a host-order __u32. */
+export const encodeIndexKey = (i: number): Uint8Array => new Writer(4).u32(0, i).bytes;
+export const decodeIndexKey = (b: Uint8Array): number => new Reader(b, 4, "array index").u32(0);
+
+export interface ServiceCounters {
+  packets: number;
+  bytes: number;
+  newFlows: number;
+  rejects: number;
+}
+
+/** struct svc_stats (32 bytes). Counters are returned as numbers: exact up to 2^53. */
+export function decodeServiceCounters(b: Uint8Array): ServiceCounters {
+  const r = new Reader(b, 32, "svc_stats");
+  return { packets: Number(r.u64(0)), bytes: Number(r.u64(8)), newFlows: Number(r.u64(16)), rejects: Number(r.u64(24)) };
+}
+
+export const encodeServiceCounters = (c: ServiceCounters): Uint8Array =>
+  new Writer(32).u64(0, BigInt(c.packets)).u64(8, BigInt(c.bytes)).u64(16, BigInt(c.newFlows)).u64(24, BigInt(c.rejects)).bytes;
+
+export const decodeReasonCounter = (b: Uint8Array): number => Number(new Reader(b, 8, "reason counter").u64(0));
+
+export function sumCounters(perCpu: ServiceCounters[]): ServiceCounters {
+  return perCpu.reduce(
+    (a, c) => ({ packets: a.packets + c.packets, bytes: a.bytes + c.bytes, newFlows: a.newFlows + c.newFlows, rejects: a.rejects + c.rejects }),
+    { packets: 0, bytes: 0, newFlows: 0, rejects: 0 },
+  );
+}
