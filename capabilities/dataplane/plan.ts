@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: Apache-2.0
+// The node agent's decisions, as pure functions: which services and Gateway addresses this
+// node's maps must hold (from the DataplaneConfigs), how that differs from what the maps hold
+// now, what this node writes into each DataplaneConfig's status, and how long to wait before
+// retrying a failed apply. No I/O: the agent feeds in plain objects and acts on the answer.
+import { isIPv4 } from "node:net";
+import type { DataplaneConfig, Listener, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
+import { mergeBackends, serviceName, serviceTable, type Backend, type Proto, type ServiceSpec } from "./dataplane.js";
+
+/** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
+export type ConfigKey = string;
+
+export const configKey = (config: DataplaneConfig): ConfigKey => `${config.metadata?.namespace ?? ""}/${config.metadata?.name ?? ""}`;
+
+/** The Gateway listener a service in the maps stands for, to label metrics and logs. */
+export interface ListenerRef {
+  config: ConfigKey;
+  namespace: string;
+  gateway: string;
+  listener: string;
+  port: number;
+  protocol: "TCP" | "UDP";
+}
+
+export interface DesiredState {
+  /** every service this node programs, backends merged and sorted, by serviceName */
+  services: ServiceSpec[];
+  /** every Gateway address (sorted): a packet to one on a port no listener has is refused */
+  addresses: string[];
+  /** the addresses whose DataplaneConfig names this node as announcingNode (sorted) */
+  announced: string[];
+  /** serviceName → the listener it serves */
+  listeners: Map<string, ListenerRef>;
+  /** configs (by key) that cannot be applied as they are, and why; the rest still apply */
+  problems: Map<ConfigKey, string>;
+}
+
+// Backend weights in the maps are u32; keep exact ratios only while they fit well below that.
+const MAX_EXACT_WEIGHT = 0x7fffffff;
+// When exact ratios do not fit, weights are rounded onto this scale: far finer than the
+// Maglev table (at most 65521 slots) can express, so the rounding never shows in traffic.
+const ROUNDED_SCALE = 1_000_000;
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+const lcm = (a: number, b: number): number => (a / gcd(a, b)) * b;
+
+/**
+ * A listener's backendRefs as per-endpoint integer weights. A backendRef's weight is split
+ * evenly over its endpoints (the CRD says so); to keep that exact in integers every weight is
+ * scaled by the lcm of the endpoint counts, then everything is divided by the common gcd.
+ */
+export function listenerWeights(listener: Pick<Listener, "backends" | "rejectWeight">): { backends: Backend[]; rejectWeight: number } {
+  const refs = listener.backends.filter((b) => b.weight > 0 && b.endpoints.length > 0);
+  const scale = refs.reduce((l, b) => lcm(l, b.endpoints.length), 1);
+  let backends: Backend[] = refs.flatMap((b) => b.endpoints.map((e) => ({ ip: e.address, port: e.port, weight: (b.weight * scale) / b.endpoints.length })));
+  let rejectWeight = listener.rejectWeight * scale;
+  if (![...backends.map((b) => b.weight), rejectWeight].every((w) => Number.isSafeInteger(w) && w <= MAX_EXACT_WEIGHT)) {
+    const total = refs.reduce((s, b) => s + b.weight, 0) + listener.rejectWeight;
+    const round = (share: number) => Math.max(1, Math.round((share / total) * ROUNDED_SCALE));
+    backends = refs.flatMap((b) => b.endpoints.map((e) => ({ ip: e.address, port: e.port, weight: round(b.weight / b.endpoints.length) })));
+    rejectWeight = listener.rejectWeight > 0 ? round(listener.rejectWeight) : 0;
+  }
+  // Merge first (one endpoint behind two backendRefs carries both shares), then reduce.
+  backends = mergeBackends(backends);
+  const divisor = [...backends.map((b) => b.weight), rejectWeight].filter((w) => w > 0).reduce(gcd, 0) || 1;
+  return { backends: backends.map((b) => ({ ...b, weight: b.weight / divisor })), rejectWeight: rejectWeight / divisor };
+}
+
+const byKey = (a: DataplaneConfig, b: DataplaneConfig) => (configKey(a) < configKey(b) ? -1 : configKey(a) > configKey(b) ? 1 : 0);
+
+/**
+ * What this node's maps must hold. Every node programs every Gateway's listeners (so a node
+ * that takes an address over serves it at once); only the announcing node answers ARP for an
+ * address. A config that cannot be applied (an address the dataplane cannot take, a listener
+ * another Gateway already holds) is left out and named in `problems`, and the others apply.
+ */
+export function desiredState(configs: DataplaneConfig[], nodeName: string): DesiredState {
+  const services = new Map<string, ServiceSpec>();
+  const listeners = new Map<string, ListenerRef>();
+  const problems = new Map<ConfigKey, string>();
+  const addresses = new Set<string>();
+  const announced = new Set<string>();
+
+  // Oldest name first, so when two configs collide the same one wins on every node.
+  for (const config of [...configs].sort(byKey)) {
+    const key = configKey(config);
+    const spec = config.spec;
+    if (!spec?.address) continue; // no address assigned yet: nothing to program
+    if (!isIPv4(spec.address)) {
+      problems.set(key, `DataplaneConfig ${key}: spec.address "${spec.address}" is not an IPv4 address; this dataplane serves IPv4 only, so the Gateway is not programmed on node ${nodeName}`);
+      continue;
+    }
+    const mine: [string, ServiceSpec, ListenerRef][] = [];
+    const clashes: string[] = [];
+    for (const listener of spec.listeners ?? []) {
+      const proto = listener.protocol === "UDP" ? "udp" : "tcp";
+      const name = serviceName({ vip: spec.address, port: listener.port, proto });
+      const holder = listeners.get(name);
+      if (holder) {
+        clashes.push(`listener "${listener.name}" (${name}) is already served for DataplaneConfig ${holder.config}`);
+        continue;
+      }
+      const weights = listenerWeights(listener);
+      mine.push([
+        name,
+        { vip: spec.address, port: listener.port, proto, backends: weights.backends, rejectWeight: weights.rejectWeight },
+        { config: key, namespace: config.metadata?.namespace ?? "", gateway: spec.gatewayName, listener: listener.name, port: listener.port, protocol: listener.protocol === "UDP" ? "UDP" : "TCP" },
+      ]);
+    }
+    if (clashes.length > 0) {
+      problems.set(key, `DataplaneConfig ${key}: ${clashes.join("; ")}; give each Gateway its own address`);
+      continue;
+    }
+    for (const [name, service, ref] of mine) {
+      services.set(name, service);
+      listeners.set(name, ref);
+    }
+    addresses.add(spec.address);
+    if (spec.announcingNode === nodeName) announced.add(spec.address);
+  }
+  return {
+    services: [...services.keys()].sort().map((name) => services.get(name)!),
+    addresses: [...addresses].sort(),
+    announced: [...announced].sort(),
+    listeners,
+    problems,
+  };
+}
+
+// ---- diff ----------------------------------------------------------------------------------
+
+/** A service as read back from the pinned maps. */
+export interface ActualService {
+  vip: string;
+  port: number;
+  proto: Proto;
+  svcId: number;
+  tableId: number;
+  tableSize: number;
+  rejectWeight: number;
+  backends: Backend[];
+  /** the live Maglev table's slots, in slot order; undefined when not read */
+  slots?: ({ ip: string; port: number } | "reject" | undefined)[];
+}
+
+export interface ActualState {
+  services: ActualService[];
+  addresses: string[];
+}
+
+export interface DataplaneDiff {
+  /** services to create or reprogram (new table, one switch write) */
+  set: ServiceSpec[];
+  /** services to remove */
+  remove: { vip: string; port: number; proto: Proto }[];
+  /** the new Gateway-address set, or undefined when it is already right */
+  addresses?: string[];
+  /** why each service in `set` is there: "new", "backends", "rejectWeight", "table" */
+  reasons: Map<string, string>;
+}
+
+export const changeCount = (d: DataplaneDiff): number => d.set.length + d.remove.length + (d.addresses ? 1 : 0);
+
+const sameBackends = (a: Backend[], b: Backend[]) =>
+  a.length === b.length && a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
+
+/** Whether the live table holds exactly the Maglev table the spec builds. */
+function tableIntact(spec: ServiceSpec, actual: ActualService): boolean {
+  const expected = serviceTable(spec.backends, spec.rejectWeight);
+  if (actual.tableSize !== expected.tableSize) return false;
+  if (!actual.slots) return true;
+  if (actual.slots.length !== expected.slots.length) return false;
+  return expected.slots.every((want, i) => {
+    const got = actual.slots![i];
+    if (want === "reject" || got === "reject" || got === undefined) return want === got;
+    return want.ip === got.ip && want.port === got.port;
+  });
+}
+
+/** What to write so the maps hold `desired`: only what differs, so an unchanged service keeps its table. */
+export function diffState(desired: Pick<DesiredState, "services" | "addresses">, actual: ActualState): DataplaneDiff {
+  const have = new Map(actual.services.map((s) => [serviceName(s), s]));
+  const want = new Map(desired.services.map((s) => [serviceName(s), s]));
+  const set: ServiceSpec[] = [];
+  const reasons = new Map<string, string>();
+  for (const [name, spec] of want) {
+    const current = have.get(name);
+    const backends = mergeBackends(spec.backends);
+    const normalized = { ...spec, backends };
+    let reason: string | undefined;
+    if (!current) reason = "new";
+    else if (!sameBackends(backends, mergeBackends(current.backends))) reason = "backends";
+    else if (current.rejectWeight !== spec.rejectWeight) reason = "rejectWeight";
+    else if (!tableIntact(normalized, current)) reason = "table";
+    if (reason) {
+      set.push(normalized);
+      reasons.set(name, reason);
+    }
+  }
+  const remove = [...have.entries()].filter(([name]) => !want.has(name)).map(([, s]) => ({ vip: s.vip, port: s.port, proto: s.proto }));
+  const wantAddresses = [...new Set(desired.addresses)].sort();
+  const haveAddresses = [...new Set(actual.addresses)].sort();
+  const addressesDiffer = wantAddresses.length !== haveAddresses.length || wantAddresses.some((a, i) => a !== haveAddresses[i]);
+  return { set, remove, addresses: addressesDiffer ? wantAddresses : undefined, reasons };
+}
+
+/** The services of one Gateway that a diff touches, for the per-Gateway apply log line. */
+export function changesByConfig(diff: DataplaneDiff, listeners: Map<string, ListenerRef>, previous: Map<string, ListenerRef>): Map<ConfigKey, number> {
+  const counts = new Map<ConfigKey, number>();
+  const bump = (key: ConfigKey | undefined) => key !== undefined && counts.set(key, (counts.get(key) ?? 0) + 1);
+  for (const s of diff.set) bump(listeners.get(serviceName(s))?.config);
+  // A removed service belonged to a Gateway this agent knew before (or to no one known).
+  for (const s of diff.remove) bump(previous.get(serviceName(s))?.config ?? "");
+  return counts;
+}
+
+// ---- acknowledgement -----------------------------------------------------------------------
+
+export type AttachMode = "xdp" | "xdpgeneric" | "tc";
+
+/** The outcome of applying one config on this node. */
+export type ApplyOutcome = { applied: true } | { applied: false; message: string };
+
+// The CRD caps status.nodes[].message at 1024 characters.
+const MAX_MESSAGE = 1024;
+
+const timeString = (t: Date | string | undefined): string | undefined => (t === undefined ? undefined : t instanceof Date ? t.toISOString() : t);
+
+/** This node's current entry in a config's status, if it has one. */
+export const nodeEntry = (config: DataplaneConfig, nodeName: string): NodeStatus | undefined => config.status?.nodes?.find((n) => n.name === nodeName);
+
+/** This node's entry in status.nodes, as written to the API server. */
+export interface NodeAck {
+  name: string;
+  observedGeneration: number;
+  mode: AttachMode;
+  message?: string;
+  /** RFC 3339: when observedGeneration last changed */
+  lastTransitionTime: string;
+}
+
+/**
+ * The status entry this node should have for a config, or undefined when the one it has is
+ * already right (so an acknowledgement never triggers another one). After a failure the
+ * entry keeps the generation that last applied, and says why the new one did not.
+ */
+export function nodeAck(config: DataplaneConfig, nodeName: string, outcome: ApplyOutcome, mode: AttachMode, now: string): NodeAck | undefined {
+  const current = nodeEntry(config, nodeName);
+  const generation = Number(config.metadata?.generation ?? 0);
+  const observedGeneration = outcome.applied ? generation : (current?.observedGeneration ?? 0);
+  const message = outcome.applied ? undefined : outcome.message.length > MAX_MESSAGE ? `${outcome.message.slice(0, MAX_MESSAGE - 1)}…` : outcome.message;
+  const moved = current?.observedGeneration !== observedGeneration;
+  const since = timeString(current?.lastTransitionTime);
+  if (current && !moved && current.mode === mode && current.message === message && since !== undefined) return undefined;
+  const ack: NodeAck = { name: nodeName, observedGeneration, mode, lastTransitionTime: moved || since === undefined ? now : since };
+  if (message !== undefined) ack.message = message;
+  return ack;
+}
+
+// ---- retry ---------------------------------------------------------------------------------
+
+/** Delay before retry number `attempt` (1-based) of a failed apply: doubling from `base`, capped at `max`. */
+export function retryDelay(attempt: number, base = 500, max = 30_000): number {
+  return Math.min(max, base * 2 ** Math.max(0, attempt - 1));
+}
