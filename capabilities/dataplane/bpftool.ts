@@ -196,7 +196,8 @@ export async function mapLookup(pin: string, key: string[], opts: RunOptions = {
   const argv = [opts.bpftool ?? "bpftool", "-j", "map", "lookup", "pinned", pin, "key", "hex", ...key];
   const r = await run(argv, `looking up in ${pin}`, opts, true);
   if (r.exitCode !== 0) {
-    if (/not found|No such file or directory/i.test(r.stderr + r.stdout) && !/can't open|bpf obj get/i.test(r.stderr)) return undefined;
+    // bpftool -j reports an absent key as `null` on stdout with nothing on stderr.
+    if (r.stdout.trim() === "null" && !r.stderr.trim()) return undefined;
     throw new BpftoolError(argv.join(" "), r.stderr, `looking up in ${pin}`);
   }
   return entryOf(JSON.parse(r.stdout) as RawEntry);

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+// The TypeScript encodings are the C structs' bytes: known byte strings first, then every map
+// entry written through bpftool with our encoder and read back through bpftool's BTF-formatted
+// JSON (which knows the C field names and offsets), compared field by field.
+import t from "tap";
+import * as m from "../../capabilities/dataplane/maps.js";
+import { mapLookup, batch, mapUpdateLine } from "../../capabilities/dataplane/bpftool.js";
+import { loadedDataplane } from "../packet/fixture.js";
+
+const hexOf = (b: Uint8Array) => m.hex(b).join(" ");
+/** A __be16 as bpftool's BTF dump prints it: the two bytes read as a little-endian __u16. */
+const be16AsPrinted = (port: number) => ((port & 0xff) << 8) | (port >> 8);
+const mapped = (ip: string) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, ...ip.split(".").map(Number)];
+
+t.test("known bytes", async (t) => {
+  t.equal(hexOf(m.addrBytes("10.0.0.1")), "00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01", "IPv4-mapped");
+  t.equal(hexOf(m.encodeServiceKey({ vip: "10.0.0.1", port: 80, proto: "tcp" })), "00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01 00 50 06 00");
+  t.equal(hexOf(m.encodeServiceKey({ vip: "10.0.0.1", port: 53, proto: "udp" })).slice(-11), "00 35 11 00");
+  t.equal(hexOf(m.encodeServiceValue({ svcId: 3, tableId: 7, tableSize: 1009, rejectWeight: 258 })), "03 00 00 00 07 00 00 00 f1 03 00 00 02 01 00 00");
+  t.equal(hexOf(m.encodeMaglevKey({ tableId: 7, slot: 1008 })), "07 00 00 00 f0 03 00 00");
+  t.equal(hexOf(m.encodeMaglevSlot({ reject: true })), `${"00 ".repeat(18)}01 00`);
+  t.equal(hexOf(m.encodeMaglevSlot({ ip: "10.1.2.3", port: 8080 })), `${"00 ".repeat(10)}ff ff 0a 01 02 03 1f 90 00 00`);
+  t.equal(m.encodeConntrackKey({ saddr: "1.2.3.4", daddr: "5.6.7.8", sport: 1, dport: 2, proto: "udp" }).length, 40);
+  t.equal(m.encodeConntrackValue({ addr: "1.2.3.4", port: 1, direction: "reverse", svcId: 1, lastSeenNs: 1n }).length, 32);
+  t.throws(() => m.addrBytes("10.0.0.256"), /not an IPv4 address literal/);
+  t.throws(() => m.decodeServiceKey(new Uint8Array(19)), /svc_key must be 20 bytes/);
+  t.equal(m.REASONS.length, 16, "REASON_MAX in bpf/common.h");
+});
+
+t.test("round trips through the kernel's maps, checked against BTF", async (t) => {
+  const dp = await loadedDataplane(t, "maps");
+  const pin = (n: m.MapName) => dp.mapPin(n);
+
+  const svcKey = { vip: "198.18.0.7", port: 443, proto: "tcp" as const };
+  const svcValue = { svcId: 12, tableId: 25, tableSize: 1009, rejectWeight: 3 };
+  const mgKey = { tableId: 25, slot: 1000 };
+  const mgSlot = { ip: "10.244.0.9", port: 8443 };
+  const beKey = { svcId: 12, ip: "10.244.0.9", port: 8443 };
+  const ctKey = { saddr: "192.0.2.1", daddr: "198.18.0.7", sport: 51000, dport: 443, proto: "udp" as const };
+  const ctValue = { addr: "10.244.0.9", port: 8443, direction: "forward" as const, svcId: 12, lastSeenNs: 123456789012345n };
+  const counters = { packets: 5, bytes: 1500, newFlows: 2, rejects: 1 };
+
+  await batch(
+    [
+      mapUpdateLine(pin("blixt_services"), m.hex(m.encodeServiceKey(svcKey)), m.hex(m.encodeServiceValue(svcValue))),
+      mapUpdateLine(pin("blixt_maglev"), m.hex(m.encodeMaglevKey(mgKey)), m.hex(m.encodeMaglevSlot(mgSlot))),
+      mapUpdateLine(pin("blixt_maglev"), m.hex(m.encodeMaglevKey({ tableId: 25, slot: 1 })), m.hex(m.encodeMaglevSlot({ reject: true }))),
+      mapUpdateLine(pin("blixt_backends"), m.hex(m.encodeBackendKey(beKey)), m.hex(m.encodeBackendValue({ weight: 70 }))),
+      mapUpdateLine(pin("blixt_conntrack"), m.hex(m.encodeConntrackKey(ctKey)), m.hex(m.encodeConntrackValue(ctValue))),
+      mapUpdateLine(pin("blixt_addrs"), m.hex(m.encodeAddressKey("198.18.0.7")), m.hex(m.encodeAddressValue({ flags: m.ADDR_F_ANNOUNCE }))),
+      mapUpdateLine(pin("blixt_svc_stats"), m.hex(m.encodeIndexKey(12)), m.hex(m.encodeServiceCounters(counters))),
+    ],
+    "writing one entry per map",
+  );
+
+  const svc = (await mapLookup(pin("blixt_services"), m.hex(m.encodeServiceKey(svcKey))))!;
+  t.same(svc.formatted, {
+    key: { addr: mapped("198.18.0.7"), port: be16AsPrinted(443), proto: 6, pad: 0 },
+    value: { svc_id: 12, table_id: 25, table_size: 1009, reject_weight: 3 },
+  }, "services: struct svc_key / svc_value");
+  t.same(m.decodeServiceKey(svc.key), svcKey);
+  t.same(m.decodeServiceValue(svc.value!), svcValue);
+
+  const mg = (await mapLookup(pin("blixt_maglev"), m.hex(m.encodeMaglevKey(mgKey))))!;
+  t.same(mg.formatted, {
+    key: { table_id: 25, slot: 1000 },
+    value: { addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), flags: 0 },
+  }, "maglev: struct maglev_key / backend");
+  t.same(m.decodeMaglevKey(mg.key), mgKey);
+  t.same(m.decodeMaglevSlot(mg.value!), mgSlot);
+  const rej = (await mapLookup(pin("blixt_maglev"), m.hex(m.encodeMaglevKey({ tableId: 25, slot: 1 }))))!;
+  t.same(rej.formatted?.value, { addr: new Array(16).fill(0), port: 0, flags: m.BACKEND_F_REJECT }, "reject slot");
+  t.same(m.decodeMaglevSlot(rej.value!), { reject: true });
+
+  const be = (await mapLookup(pin("blixt_backends"), m.hex(m.encodeBackendKey(beKey))))!;
+  t.same(be.formatted, { key: { svc_id: 12, addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), pad: 0 }, value: { weight: 70 } }, "backends");
+  t.same(m.decodeBackendKey(be.key), beKey);
+  t.same(m.decodeBackendValue(be.value!), { weight: 70 });
+
+  const ct = (await mapLookup(pin("blixt_conntrack"), m.hex(m.encodeConntrackKey(ctKey))))!;
+  t.same(ct.formatted, {
+    key: { saddr: mapped("192.0.2.1"), daddr: mapped("198.18.0.7"), sport: be16AsPrinted(51000), dport: be16AsPrinted(443), proto: 17, pad: [0, 0, 0] },
+    value: { addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), flags: m.CT_F_FORWARD, pad: 0, svc_id: 12, last_seen_ns: 123456789012345 },
+  }, "conntrack: struct ct_key / ct_value");
+  t.same(m.decodeConntrackKey(ct.key), ctKey);
+  t.same(m.decodeConntrackValue(ct.value!), ctValue);
+
+  const addr = (await mapLookup(pin("blixt_addrs"), m.hex(m.encodeAddressKey("198.18.0.7"))))!;
+  t.same(addr.formatted, { key: { addr: mapped("198.18.0.7") }, value: { flags: m.ADDR_F_ANNOUNCE } }, "addresses");
+  t.equal(m.decodeAddressKey(addr.key), "198.18.0.7");
+  t.same(m.decodeAddressValue(addr.value!), { flags: 1 });
+
+  const stats = (await mapLookup(pin("blixt_svc_stats"), m.hex(m.encodeIndexKey(12))))!;
+  t.ok(stats.values && stats.values.length >= 1, "per-CPU: one value per CPU");
+  for (const [cpu, v] of stats.formatted!.values!.entries()) {
+    t.same(v.value, { packets: 5, bytes: 1500, new_flows: 2, rejects: 1 }, `svc_stats on CPU ${cpu}: bpftool writes the value to every CPU`);
+  }
+  t.same(m.sumCounters(stats.values!.map(m.decodeServiceCounters)), {
+    packets: 5 * stats.values!.length, bytes: 1500 * stats.values!.length, newFlows: 2 * stats.values!.length, rejects: stats.values!.length,
+  });
+
+  const reason = (await mapLookup(pin("blixt_reasons"), m.hex(m.encodeIndexKey(m.REASONS.indexOf("dnat")))))!;
+  t.same(reason.formatted?.key, 3, "reasons: __u32 index");
+  t.equal(m.decodeReasonCounter(reason.values![0]), 0);
+
+  t.equal(await mapLookup(pin("blixt_services"), m.hex(m.encodeServiceKey({ ...svcKey, port: 444 }))), undefined, "absent key reads as undefined");
+});
