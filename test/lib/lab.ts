@@ -166,8 +166,8 @@ function labIndex(name: string): number {
 }
 
 /** Runs a command inside a network namespace, keeping the mount namespace (and /sys/fs/bpf). */
-export function inNetns(netns: string, file: string, args: string[], opts: Parameters<typeof execa>[2] = {}) {
-  return execa("nsenter", [`--net=/var/run/netns/${netns}`, file, ...args], opts);
+export function inNetns(netns: string, file: string, args: string[]): ResultPromise {
+  return execa("nsenter", [`--net=/var/run/netns/${netns}`, file, ...args]);
 }
 
 let xdpPassObject: Promise<string> | undefined;

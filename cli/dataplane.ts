@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0
+// `blixt dataplane ...`: drive the node's dataplane by hand (the lab, the demo, debugging a
+// node), through the same Dataplane class the node agent uses.
+import { access } from "node:fs/promises";
+import { isIPv4 } from "node:net";
+import { Command, InvalidArgumentError, Option } from "commander";
+import {
+  DEFAULT_PIN_DIR,
+  Dataplane,
+  type Backend,
+  type ConntrackEntry,
+  type DataplaneStats,
+  type Proto,
+  type ServiceSpec,
+} from "../capabilities/dataplane/dataplane.js";
+
+// ---- pure: argument parsing ---------------------------------------------------------------------
+
+export function parseIPv4(value: string): string {
+  if (!isIPv4(value)) throw new InvalidArgumentError(`"${value}" is not an IPv4 address.`);
+  return value;
+}
+
+export function parsePort(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new InvalidArgumentError(`"${value}" is not a port (1-65535).`);
+  return n;
+}
+
+export function parseWeight(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 0xffffffff) throw new InvalidArgumentError(`"${value}" is not a weight (an integer 0-4294967295).`);
+  return n;
+}
+
+/** "IP:PORT[@WEIGHT]", weight 1 when left out (the Gateway API default for a backendRef). */
+export function parseBackend(value: string): Backend {
+  const m = /^([^:@]+):([^:@]+)(?:@([^:@]+))?$/.exec(value);
+  if (!m) throw new InvalidArgumentError(`"${value}" is not IP:PORT[@WEIGHT].`);
+  return { ip: parseIPv4(m[1]), port: parsePort(m[2]), weight: m[3] === undefined ? 1 : parseWeight(m[3]) };
+}
+
+// ---- pure: human output ---------------------------------------------------------------------------
+
+/** Left-aligned columns, two spaces apart; numbers right-aligned. */
+export function formatTable(headers: string[], rows: (string | number)[][]): string {
+  const cells = rows.map((r) => r.map(String));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.length ?? 0)));
+  const numeric = headers.map((_, i) => rows.length > 0 && rows.every((r) => typeof r[i] === "number"));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (numeric[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join("  ")
+      .trimEnd();
+  return [line(headers), ...cells.map(line)].join("\n");
+}
+
+const service = (s: { vip: string; port: number; proto: string }) => `${s.vip}:${s.port}/${s.proto}`;
+
+export function formatServices(services: ServiceSpec[]): string {
+  if (services.length === 0) return "no services";
+  const rows: (string | number)[][] = [];
+  for (const s of services) {
+    const total = s.backends.reduce((sum, b) => sum + b.weight, 0) + s.rejectWeight;
+    const share = (w: number) => (total === 0 ? "-" : `${((100 * w) / total).toFixed(1)}%`);
+    if (s.backends.length === 0 && s.rejectWeight === 0) rows.push([service(s), "(none: every connection refused)", "-", "-"]);
+    for (const b of s.backends) rows.push([service(s), `${b.ip}:${b.port}`, String(b.weight), share(b.weight)]);
+    if (s.rejectWeight > 0) rows.push([service(s), "(rejected share)", String(s.rejectWeight), share(s.rejectWeight)]);
+  }
+  return formatTable(["SERVICE", "BACKEND", "WEIGHT", "SHARE"], rows);
+}
+
+/** `nowNs` is CLOCK_MONOTONIC now, the clock the programs stamp entries with. */
+export function formatConntrack(entries: ConntrackEntry[], nowNs: bigint): string {
+  if (entries.length === 0) return "no conntrack entries";
+  const sorted = [...entries].sort((a, b) => b.lastSeenNs - a.lastSeenNs);
+  const rows = sorted.map((e) => [
+    e.proto,
+    e.direction,
+    `${e.saddr}:${e.sport}`,
+    `${e.daddr}:${e.dport}`,
+    `${e.natAddr}:${e.natPort}`,
+    e.svcId,
+    `${(Number(nowNs - BigInt(e.lastSeenNs)) / 1e9).toFixed(1)}s`,
+  ]);
+  return formatTable(["PROTO", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "IDLE"], rows);
+}
+
+export function formatStats(stats: DataplaneStats): string {
+  const services =
+    stats.services.length === 0
+      ? "no services"
+      : formatTable(
+          ["SERVICE", "PACKETS", "BYTES", "NEW FLOWS", "REJECTS"],
+          stats.services.map((s) => [service(s), s.packets, s.bytes, s.newFlows, s.rejects]),
+        );
+  const reasons = formatTable(
+    ["REASON", "PACKETS"],
+    Object.entries(stats.reasons).map(([reason, packets]) => [reason, packets]),
+  );
+  return `${services}\n\n${reasons}`;
+}
+
+// ---- the commands -------------------------------------------------------------------------------
+
+interface Common {
+  pinDir: string;
+  netns?: string;
+  xdpMode?: "native" | "generic" | "auto";
+  json?: boolean;
+}
+
+const dataplaneOf = (o: Common) => new Dataplane({ pinDir: o.pinDir, netns: o.netns, xdpMode: o.xdpMode });
+
+/** For commands that need the maps: say what to do when nothing is loaded, rather than bpftool's ENOENT. */
+async function loadedDataplane(o: Common): Promise<Dataplane> {
+  const dp = dataplaneOf(o);
+  try {
+    await access(dp.mapPin("blixt_services"));
+  } catch {
+    throw new Error(`no blixt maps pinned under ${o.pinDir}: run \`blixt dataplane attach --iface IF --pin-dir ${o.pinDir}\` first, or pass the --pin-dir it used`);
+  }
+  return dp;
+}
+const print = (text: string) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+const collect = <T>(parse: (v: string) => T) => (value: string, previous: T[]) => [...previous, parse(value)];
+
+const pinDirOption = () => new Option("--pin-dir <dir>", "where blixt's maps and programs are pinned").default(DEFAULT_PIN_DIR);
+const vipOption = () => new Option("--vip <ip>", "the service's virtual IP (a Gateway address)").argParser(parseIPv4).makeOptionMandatory();
+const portOption = () => new Option("--port <n>", "the listener port").argParser(parsePort).makeOptionMandatory();
+const protoOption = () => new Option("--proto <proto>", "the listener protocol").choices(["tcp", "udp"]).makeOptionMandatory();
+
+export function dataplaneCommand(): Command {
+  const cmd = new Command("dataplane").description("load, attach and program the eBPF dataplane on this node");
+
+  cmd
+    .command("attach")
+    .description("load blixt's programs (reusing pinned maps, so connections survive) and attach them to a device")
+    .requiredOption("--iface <name>", "the device facing clients")
+    .addOption(new Option("--mode <mode>", "ingress hook: xdp, or tc where XDP cannot answer (a veth whose peer runs no XDP)").choices(["xdp", "tc"]).default("xdp"))
+    .addOption(new Option("--xdp-mode <mode>", "how XDP attaches: native driver, generic, or auto").choices(["native", "generic", "auto"]).default("native"))
+    .addOption(pinDirOption())
+    .option("--netns <name>", "network namespace (under /var/run/netns) the device lives in")
+    .action(async (o: Common & { iface: string; mode: "xdp" | "tc" }) => {
+      const dp = dataplaneOf(o);
+      await dp.load();
+      await dp.attach(o.iface, o.mode);
+      print(`attached blixt (${o.mode}) to ${o.iface}${o.netns ? ` in netns ${o.netns}` : ""}; maps pinned under ${o.pinDir}`);
+    });
+
+  cmd
+    .command("detach")
+    .description("remove blixt's programs from a device (pinned maps stay)")
+    .requiredOption("--iface <name>", "the device")
+    .addOption(pinDirOption())
+    .option("--netns <name>", "network namespace (under /var/run/netns) the device lives in")
+    .action(async (o: Common & { iface: string }) => {
+      await dataplaneOf(o).detach(o.iface);
+      print(`detached blixt from ${o.iface}${o.netns ? ` in netns ${o.netns}` : ""}`);
+    });
+
+  cmd
+    .command("set")
+    .description("create or replace a service: VIP:port/proto → weighted backends")
+    .addOption(vipOption())
+    .addOption(portOption())
+    .addOption(protoOption())
+    .option("--backend <ip:port[@weight]>", "a backend (repeat for more); weight defaults to 1, 0 takes no new flows", collect(parseBackend), [] as Backend[])
+    .option("--reject-weight <n>", "weight of unresolved backendRefs: that share of new connections is rejected", parseWeight, 0)
+    .addOption(pinDirOption())
+    .action(async (o: Common & { vip: string; port: number; proto: Proto; backend: Backend[]; rejectWeight: number }) => {
+      await (await loadedDataplane(o)).setService({ vip: o.vip, port: o.port, proto: o.proto, backends: o.backend, rejectWeight: o.rejectWeight });
+      print(`set ${service(o)} → ${o.backend.length === 0 ? "no backends (refused)" : o.backend.map((b) => `${b.ip}:${b.port}@${b.weight}`).join(", ")}`);
+    });
+
+  cmd
+    .command("delete")
+    .description("remove a service")
+    .addOption(vipOption())
+    .addOption(portOption())
+    .addOption(protoOption())
+    .addOption(pinDirOption())
+    .action(async (o: Common & { vip: string; port: number; proto: Proto }) => {
+      await (await loadedDataplane(o)).deleteService(o.vip, o.port, o.proto);
+      print(`deleted ${service(o)}`);
+    });
+
+  cmd
+    .command("list")
+    .description("the services programmed in the maps, with their backends")
+    .option("--json", "machine-readable output")
+    .addOption(pinDirOption())
+    .action(async (o: Common) => {
+      const services = await (await loadedDataplane(o)).listServices();
+      print(o.json ? JSON.stringify(services, null, 2) : formatServices(services));
+    });
+
+  cmd
+    .command("conntrack")
+    .description("tracked flows, both directions")
+    .option("--json", "machine-readable output")
+    .addOption(pinDirOption())
+    .action(async (o: Common) => {
+      const entries = await (await loadedDataplane(o)).conntrack();
+      print(o.json ? JSON.stringify(entries, null, 2) : formatConntrack(entries, process.hrtime.bigint()));
+    });
+
+  cmd
+    .command("stats")
+    .description("per-service counters and packets per pass/drop reason")
+    .option("--json", "machine-readable output")
+    .addOption(pinDirOption())
+    .action(async (o: Common) => {
+      const stats = await (await loadedDataplane(o)).stats();
+      print(o.json ? JSON.stringify(stats, null, 2) : formatStats(stats));
+    });
+
+  return cmd;
+}
