@@ -60,6 +60,9 @@ function parseRange(text: string): Range | undefined {
   if (base === undefined || !(bits >= 0 && bits <= 32)) return undefined;
   const size = 2 ** (32 - bits);
   const first = Math.floor(base / size) * size;
+  // The network and broadcast addresses of a prefix trip up many clients (as MetalLB's
+  // avoidBuggyIPs knows); a range "A-B" is taken as written.
+  if (bits <= 30) return { first: first + 1, last: first + size - 2 };
   return { first, last: first + size - 1 };
 }
 

@@ -264,8 +264,8 @@ function gatewayAccepted(spec: Record<string, unknown>, listeners: ListenerPlan[
     return bad("Accepted", "UnsupportedAddress", `spec.addresses: ${ips.length} addresses requested; blixt gives a Gateway exactly one`);
   }
   if (listeners.length === 0) return bad("Accepted", "ListenersNotValid", "spec.listeners is empty");
-  const invalid = listeners.filter((l) => !l.valid).map((l) => l.name);
-  if (invalid.length === listeners.length) return bad("Accepted", "ListenersNotValid", `no listener is valid (${invalid.join(", ")}); see status.listeners`);
+  const invalid = listeners.filter((l) => !l.healthy).map((l) => l.name);
+  if (!listeners.some((l) => l.valid)) return bad("Accepted", "ListenersNotValid", `no listener is valid (${invalid.join(", ")}); see status.listeners`);
   if (invalid.length > 0) return ok("Accepted", "ListenersNotValid", `Gateway is accepted, but listeners ${invalid.join(", ")} are not valid; see status.listeners`);
   return ok("Accepted", "Accepted", "Gateway is accepted");
 }
@@ -298,7 +298,10 @@ function attachRoute(
   labelsOf: (ns: string) => Record<string, string>,
 ): Verdict {
   const what = `Gateway ${gateway.key}`;
-  if (gateway.accepted.status !== "True") return bad("Accepted", "NoMatchingParent", `${what} is not accepted: ${gateway.accepted.message}`);
+  // A Gateway whose listeners are all invalid still tells routes which listener refused them.
+  if (gateway.accepted.status !== "True" && gateway.accepted.reason !== "ListenersNotValid") {
+    return bad("Accepted", "NoMatchingParent", `${what} is not accepted: ${gateway.accepted.message}`);
+  }
   const candidates = gateway.listeners
     .map((listener, i) => ({ listener, i }))
     .filter(({ listener }) => (parentRef.sectionName === undefined || listener.name === parentRef.sectionName) && (parentRef.port === undefined || listener.port === parentRef.port));
@@ -385,9 +388,13 @@ function dataplaneConfig(g: GatewayPlan, existing: DataplaneConfig | undefined, 
   });
   listeners.sort((a, b) => a.port - b.port || cmp(a.protocol, b.protocol));
 
-  const spec: NonNullable<DataplaneConfig["spec"]> = { gatewayName: g.meta.name, gatewayGeneration: g.meta.generation, listeners };
-  if (address) spec.address = address;
-  if (node) spec.announcingNode = node;
+  const spec: NonNullable<DataplaneConfig["spec"]> = {
+    gatewayName: g.meta.name,
+    gatewayGeneration: g.meta.generation,
+    ...(address ? { address } : {}),
+    ...(node ? { announcingNode: node } : {}),
+    listeners,
+  };
   const metadata: Record<string, unknown> = {
     name: g.meta.name,
     namespace: g.meta.namespace,

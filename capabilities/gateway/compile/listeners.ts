@@ -35,8 +35,10 @@ export interface ListenerPlan {
   resolvedRefs: Verdict;
   /** Routes may attach (Accepted and not Conflicted). */
   attachable: boolean;
-  /** Carries traffic: attachable and every reference resolved. */
+  /** Carries traffic: attachable, its certificates resolved, and it takes some route kind. */
   valid: boolean;
+  /** Every condition is as it should be. */
+  healthy: boolean;
 }
 
 export function planListeners(
@@ -49,7 +51,9 @@ export function planListeners(
   markConflicts(plans);
   for (const p of plans) {
     p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
-    p.valid = p.attachable && p.resolvedRefs.status === "True";
+    p.healthy = p.attachable && p.resolvedRefs.status === "True";
+    // Unknown kinds in allowedRoutes do not stop the listener serving the kinds it does take.
+    p.valid = p.healthy || (p.attachable && p.resolvedRefs.reason === "InvalidRouteKinds" && p.supportedKinds.length > 0);
   }
   return plans;
 }
@@ -81,6 +85,7 @@ function planListener(
     resolvedRefs: ok("ResolvedRefs", "ResolvedRefs", "All references resolved"),
     attachable: false,
     valid: false,
+    healthy: false,
   };
 
   const carried = KINDS_BY_PROTOCOL[protocol];

@@ -40,7 +40,7 @@ export const DATAPLANE_API_VERSION = "blixt.dev/v1alpha1";
 /** Addresses the controller may hand to Gateways (like MetalLB's address pools). */
 export interface AddressPool {
   name: string;
-  /** "198.18.100.0/24" (every address of the prefix) or "198.18.100.10-198.18.100.20" (inclusive). */
+  /** "198.18.100.0/24" (without its network and broadcast addresses) or "198.18.100.10-198.18.100.20" (inclusive). */
   cidrs: string[];
   /** Only Gateways in these namespaces draw from this pool; absent = all namespaces. */
   namespaces?: string[];
