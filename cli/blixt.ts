@@ -2,6 +2,7 @@
 // The `blixt` command. Each subcommand lives in its own module and registers with one line here.
 import { Command, CommanderError } from "commander";
 import { dataplaneCommand } from "./dataplane.js";
+import { compileCommand } from "./compile.js";
 
 /** Exit code for a command line blixt cannot act on (bad or missing argument), as sysexits' EX_USAGE family uses. */
 export const EXIT_USAGE = 2;
@@ -9,6 +10,7 @@ export const EXIT_USAGE = 2;
 export function blixtProgram(): Command {
   const program = new Command("blixt").description("blixt: an eBPF Layer-4 Gateway API implementation");
   program.addCommand(dataplaneCommand());
+  program.addCommand(compileCommand());
   return program;
 }
 

@@ -70,11 +70,13 @@ export function compileCommand(): Command {
     .description("compile Gateway API objects from files (no cluster) and print the statuses and DataplaneConfigs blixt would write")
     .requiredOption("-f, --filename <path...>", "YAML/JSON files or directories of them (- for stdin)")
     .addOption(new Option("-o, --output <format>", "output format").choices(["yaml", "json"]).default("yaml"))
-    .action((options: { filename: string[]; output: "yaml" | "json" }) => {
+    .action(function (this: Command, options: { filename: string[]; output: "yaml" | "json" }) {
       const result = runCompile(options.filename, options.output, new Date().toISOString());
+      // Through commander's error path, so `blixt` (which maps command errors to exit codes) and
+      // a standalone run both exit 2 after printing one line per unreadable object.
+      if (result.code !== 0) this.error(result.stderr.trimEnd(), { exitCode: result.code, code: "blixt.compile.unreadable" });
       process.stdout.write(result.stdout);
       process.stderr.write(result.stderr);
-      process.exitCode = result.code;
     });
 }
 

@@ -80,7 +80,7 @@ export function loadSnapshot(sources: Source[], now: string): LoadResult {
       if (doc.errors.length > 0) {
         const e = doc.errors[0];
         const line = e.linePos?.[0]?.line;
-        errors.push(`${source.name}${line ? `:${line}` : ""}: malformed YAML in document ${i + 1}: ${e.message.split("\n")[0]}`);
+        errors.push(`${source.name}${line ? `:${line}` : ""}: malformed YAML in document ${i + 1}: ${e.message.split("\n")[0].replace(/:$/, "")}`);
         return;
       }
       const value: unknown = doc.toJS();
