@@ -139,13 +139,23 @@ export interface ActualService {
   tableSize: number;
   rejectWeight: number;
   backends: Backend[];
-  /** the live Maglev table's slots, in slot order; undefined when not read */
-  slots?: ({ ip: string; port: number } | "reject" | undefined)[];
+  /**
+   * Slots of the live Maglev table read back, by slot index (undefined: the slot is missing).
+   * A sample, not the whole table: a full dump of every table is too large to take on each
+   * resync, and a damaged table shows in its samples or in its size.
+   */
+  samples?: Map<number, { ip: string; port: number } | "reject" | undefined>;
+}
+
+/** A Gateway address in the maps, and whether this node answers ARP for it. */
+export interface AddressEntry {
+  ip: string;
+  announce: boolean;
 }
 
 export interface ActualState {
   services: ActualService[];
-  addresses: string[];
+  addresses: AddressEntry[];
 }
 
 export interface DataplaneDiff {
@@ -153,32 +163,38 @@ export interface DataplaneDiff {
   set: ServiceSpec[];
   /** services to remove */
   remove: { vip: string; port: number; proto: Proto }[];
-  /** the new Gateway-address set, or undefined when it is already right */
-  addresses?: string[];
+  /** Gateway addresses to add or re-flag, and to remove */
+  addresses: { upsert: AddressEntry[]; remove: string[] };
   /** why each service in `set` is there: "new", "backends", "rejectWeight", "table" */
   reasons: Map<string, string>;
 }
 
-export const changeCount = (d: DataplaneDiff): number => d.set.length + d.remove.length + (d.addresses ? 1 : 0);
+export const changeCount = (d: DataplaneDiff): number => d.set.length + d.remove.length + d.addresses.upsert.length + d.addresses.remove.length;
 
 const sameBackends = (a: Backend[], b: Backend[]) =>
   a.length === b.length && a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
 
-/** Whether the live table holds exactly the Maglev table the spec builds. */
+/** Which slots of a table of `size` the agent reads back to check it: both ends and a spread between. */
+export function sampleSlots(size: number, count = 8): number[] {
+  if (size <= 0) return [];
+  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (size - 1)) / Math.max(1, count - 1))))];
+}
+
+/** Whether the live table matches, in size and in every sampled slot, the Maglev table the spec builds. */
 function tableIntact(spec: ServiceSpec, actual: ActualService): boolean {
   const expected = serviceTable(spec.backends, spec.rejectWeight);
   if (actual.tableSize !== expected.tableSize) return false;
-  if (!actual.slots) return true;
-  if (actual.slots.length !== expected.slots.length) return false;
-  return expected.slots.every((want, i) => {
-    const got = actual.slots![i];
-    if (want === "reject" || got === "reject" || got === undefined) return want === got;
-    return want.ip === got.ip && want.port === got.port;
-  });
+  for (const [slot, got] of actual.samples ?? []) {
+    const want = expected.slots[slot];
+    if (want === "reject" || got === "reject" || got === undefined || want === undefined) {
+      if (want !== got) return false;
+    } else if (want.ip !== got.ip || want.port !== got.port) return false;
+  }
+  return true;
 }
 
 /** What to write so the maps hold `desired`: only what differs, so an unchanged service keeps its table. */
-export function diffState(desired: Pick<DesiredState, "services" | "addresses">, actual: ActualState): DataplaneDiff {
+export function diffState(desired: Pick<DesiredState, "services" | "addresses" | "announced">, actual: ActualState): DataplaneDiff {
   const have = new Map(actual.services.map((s) => [serviceName(s), s]));
   const want = new Map(desired.services.map((s) => [serviceName(s), s]));
   const set: ServiceSpec[] = [];
@@ -198,10 +214,14 @@ export function diffState(desired: Pick<DesiredState, "services" | "addresses">,
     }
   }
   const remove = [...have.entries()].filter(([name]) => !want.has(name)).map(([, s]) => ({ vip: s.vip, port: s.port, proto: s.proto }));
+  const announced = new Set(desired.announced);
+  const haveAddresses = new Map(actual.addresses.map((a) => [a.ip, a.announce]));
   const wantAddresses = [...new Set(desired.addresses)].sort();
-  const haveAddresses = [...new Set(actual.addresses)].sort();
-  const addressesDiffer = wantAddresses.length !== haveAddresses.length || wantAddresses.some((a, i) => a !== haveAddresses[i]);
-  return { set, remove, addresses: addressesDiffer ? wantAddresses : undefined, reasons };
+  const addresses = {
+    upsert: wantAddresses.filter((ip) => haveAddresses.get(ip) !== announced.has(ip)).map((ip) => ({ ip, announce: announced.has(ip) })),
+    remove: [...haveAddresses.keys()].filter((ip) => !wantAddresses.includes(ip)).sort(),
+  };
+  return { set, remove, addresses, reasons };
 }
 
 /** The services of one Gateway that a diff touches, for the per-Gateway apply log line. */

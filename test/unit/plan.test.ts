@@ -12,6 +12,7 @@ import {
   listenerWeights,
   nodeAck,
   retryDelay,
+  sampleSlots,
   type ActualService,
 } from "../../capabilities/dataplane/plan.js";
 
@@ -135,24 +136,28 @@ t.test("desiredState leaves out a config that cannot apply, names it, and keeps 
 
 function actualOf(spec: ServiceSpec, svcId: number, opts: { slots?: boolean } = {}): ActualService {
   const table = serviceTable(spec.backends, spec.rejectWeight);
-  return { ...spec, svcId, tableId: svcId * 2, tableSize: table.tableSize, slots: opts.slots ? [...table.slots] : undefined };
+  const samples = opts.slots ? new Map(sampleSlots(table.tableSize).map((i) => [i, table.slots[i]] as const)) : undefined;
+  return { ...spec, svcId, tableId: svcId * 2, tableSize: table.tableSize, samples };
 }
 
 const web: ServiceSpec = { vip: "198.18.100.1", port: 80, proto: "tcp", backends: [{ ip: "10.0.0.1", port: 80, weight: 1 }, { ip: "10.0.0.2", port: 80, weight: 1 }], rejectWeight: 0 };
 const dns: ServiceSpec = { vip: "198.18.100.1", port: 53, proto: "udp", backends: [{ ip: "10.0.0.9", port: 53, weight: 1 }], rejectWeight: 0 };
 
 t.test("diffState from empty sets everything", async (t) => {
-  const d = diffState({ services: [web, dns], addresses: ["198.18.100.1"] }, { services: [], addresses: [] });
+  const d = diffState({ services: [web, dns], addresses: ["198.18.100.1"], announced: ["198.18.100.1"] }, { services: [], addresses: [] });
   t.same(d.set.map((s) => s.port), [80, 53]);
   t.same(d.remove, []);
-  t.same(d.addresses, ["198.18.100.1"]);
+  t.same(d.addresses, { upsert: [{ ip: "198.18.100.1", announce: true }], remove: [] });
   t.equal(d.reasons.get("198.18.100.1:80/tcp"), "new");
   t.equal(changeCount(d), 3);
 });
 
 t.test("diffState of converged maps is empty, whatever the backend order", async (t) => {
   const reordered = { ...web, backends: [...web.backends].reverse() };
-  const d = diffState({ services: [reordered, dns], addresses: ["198.18.100.1"] }, { services: [actualOf(web, 1, { slots: true }), actualOf(dns, 2)], addresses: ["198.18.100.1"] });
+  const d = diffState(
+    { services: [reordered, dns], addresses: ["198.18.100.1"], announced: [] },
+    { services: [actualOf(web, 1, { slots: true }), actualOf(dns, 2)], addresses: [{ ip: "198.18.100.1", announce: false }] },
+  );
   t.equal(changeCount(d), 0);
 });
 
@@ -162,20 +167,23 @@ t.test("diffState finds stale backends, weights, reject share, a broken table an
     actualOf({ ...dns, rejectWeight: 1 }, 2),
     actualOf({ vip: "198.18.100.7", port: 22, proto: "tcp", backends: [], rejectWeight: 1 }, 3),
   ];
-  const d = diffState({ services: [web, dns], addresses: ["198.18.100.1"] }, { services: stale, addresses: ["198.18.100.1", "198.18.100.7"] });
+  const d = diffState(
+    { services: [web, dns], addresses: ["198.18.100.1"], announced: ["198.18.100.1"] },
+    { services: stale, addresses: [{ ip: "198.18.100.1", announce: false }, { ip: "198.18.100.7", announce: false }] },
+  );
   t.equal(d.reasons.get("198.18.100.1:80/tcp"), "backends");
   t.equal(d.reasons.get("198.18.100.1:53/udp"), "rejectWeight");
   t.same(d.remove, [{ vip: "198.18.100.7", port: 22, proto: "tcp" }]);
-  t.same(d.addresses, ["198.18.100.1"]);
+  t.same(d.addresses, { upsert: [{ ip: "198.18.100.1", announce: true }], remove: ["198.18.100.7"] }, "taking over an address re-flags it");
 
-  const weights = diffState({ services: [web], addresses: [] }, { services: [actualOf({ ...web, backends: [web.backends[0], { ...web.backends[1], weight: 5 }] }, 1)], addresses: [] });
+  const weights = diffState({ services: [web], addresses: [], announced: [] }, { services: [actualOf({ ...web, backends: [web.backends[0], { ...web.backends[1], weight: 5 }] }, 1)], addresses: [] });
   t.equal(weights.reasons.get("198.18.100.1:80/tcp"), "backends", "a changed weight alone reprograms the service");
 
   const broken = actualOf(web, 1, { slots: true });
-  broken.slots![7] = undefined; // a slot deleted behind the agent's back
-  t.equal(diffState({ services: [web], addresses: [] }, { services: [broken], addresses: [] }).reasons.get("198.18.100.1:80/tcp"), "table");
+  broken.samples!.set(sampleSlots(broken.tableSize)[3], undefined); // a slot deleted behind the agent's back
+  t.equal(diffState({ services: [web], addresses: [], announced: [] }, { services: [broken], addresses: [] }).reasons.get("198.18.100.1:80/tcp"), "table");
   const resized = { ...actualOf(web, 1), tableSize: 0 };
-  t.equal(diffState({ services: [web], addresses: [] }, { services: [resized], addresses: [] }).reasons.get("198.18.100.1:80/tcp"), "table");
+  t.equal(diffState({ services: [web], addresses: [], announced: [] }, { services: [resized], addresses: [] }).reasons.get("198.18.100.1:80/tcp"), "table");
 });
 
 t.test("changesByConfig attributes changes to the Gateway they belong to", async (t) => {
@@ -202,6 +210,12 @@ t.test("nodeAck after a failure keeps the applied generation and says why", asyn
   const first = nodeAck(config("b", "198.18.100.2", [], { generation: 1 }), "n", { applied: false, message: "x".repeat(5000) }, "tc", "2026-02-02T00:00:00Z");
   t.equal(first?.observedGeneration, 0, "a node that never applied reports generation 0");
   t.equal(first?.message?.length, 1024, "the message fits the CRD's limit");
+});
+
+t.test("sampleSlots covers both ends of a table", async (t) => {
+  t.same(sampleSlots(16381, 3), [0, 8190, 16380]);
+  t.same(sampleSlots(1), [0]);
+  t.same(sampleSlots(0), []);
 });
 
 t.test("retryDelay doubles and is capped", async (t) => {
