@@ -145,12 +145,14 @@ export function resolveBackends(
     if (spec.type === "ExternalName") {
       return fail("UnsupportedProtocol", `Service ${namespace}/${name} is of type ExternalName, which has no endpoints to forward to`);
     }
-    const servicePort = arr(spec.ports).map(obj).find((p) => int(p.port) === port);
-    if (!servicePort) return fail("BackendNotFound", `Service ${namespace}/${name} has no port ${port}`);
-    const protocol = str(servicePort.protocol) ?? "TCP";
-    if (protocol !== transport) {
-      return fail("UnsupportedProtocol", `Service ${namespace}/${name} port ${port} is ${protocol}; a ${route.kind} needs a ${transport} port`);
+    // A Service may list one port number twice (DNS on TCP and UDP): match the route's transport.
+    const samePort = arr(spec.ports).map(obj).filter((p) => int(p.port) === port);
+    if (samePort.length === 0) return fail("BackendNotFound", `Service ${namespace}/${name} has no port ${port}`);
+    const servicePort = samePort.find((p) => (str(p.protocol) ?? "TCP") === transport);
+    if (!servicePort) {
+      return fail("UnsupportedProtocol", `Service ${namespace}/${name} port ${port} is ${str(samePort[0].protocol) ?? "TCP"}; a ${route.kind} needs a ${transport} port`);
     }
+    const protocol = transport;
     if (weight === 0) return; // valid, and asked for no traffic
     const endpoints = readyEndpoints(index.slices.get(nsName(namespace, name)) ?? [], str(servicePort.name) ?? "", protocol);
     if (endpoints.length === 0) {
