@@ -17,7 +17,9 @@
 
 #define BLIXT_MAX_SERVICES 16384    /* service ids are 1..16383; 0 means "none" */
 #define BLIXT_MAX_BACKENDS 65536
-#define BLIXT_MAX_MAGLEV_SLOTS (1 << 21)
+/* Tables are 16381..65521 slots (maglev.ts); 2^23 slots hold ~500 tables at the minimum size,
+ * i.e. ~250 services with room for each one's spare table. Not preallocated: memory follows use. */
+#define BLIXT_MAX_MAGLEV_SLOTS (1 << 23)
 #define BLIXT_MAX_CONNTRACK (1 << 18)
 #define BLIXT_MAX_ADDRESSES 4096
 

@@ -184,9 +184,16 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
   for (const b of backends) {
     lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
   }
+  // Tables run to 64k slots: encode each distinct slot value once, not once per slot.
+  const valueHex = new Map<string, string[]>();
+  const slotValueHex = (s: ServiceTable["slots"][number]) => {
+    const id = s === "reject" ? s : `${s.ip}:${s.port}`;
+    let v = valueHex.get(id);
+    if (!v) valueHex.set(id, (v = hex(s === "reject" ? encodeMaglevSlot({ reject: true }) : encodeMaglevSlot(s))));
+    return v;
+  };
   slots.forEach((s, slot) => {
-    const value = s === "reject" ? encodeMaglevSlot({ reject: true }) : encodeMaglevSlot(s);
-    lines.push(bpftool.mapUpdateLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId, slot })), hex(value)));
+    lines.push(bpftool.mapUpdateLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId, slot })), slotValueHex(s)));
   });
   if (!current) {
     // A reused id must not inherit a deleted service's counters.

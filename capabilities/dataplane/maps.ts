@@ -147,8 +147,11 @@ class Reader {
 }
 
 /** Bytes as bpftool's `hex` arguments ("0a"). */
+const HEX_BYTE = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
 export function hex(bytes: Uint8Array): string[] {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0"));
+  const out = new Array<string>(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = HEX_BYTE[bytes[i]];
+  return out;
 }
 
 /** Bytes from bpftool's JSON ("0x0a" strings). */
