@@ -107,7 +107,8 @@ export function resolveBackends(
     const kind = str(ref.kind) ?? "Service";
     const namespace = str(ref.namespace) || route.namespace;
     const rawWeight = ref.weight === undefined ? 1 : int(ref.weight);
-    const weight = rawWeight !== undefined && rawWeight >= 0 ? rawWeight : 0;
+    // An out-of-range weight is no share at all: it must not swamp the valid backends' shares.
+    const weight = rawWeight !== undefined && rawWeight >= 0 && rawWeight <= 1_000_000 ? rawWeight : 0;
     const what = `backendRefs[${i}] "${name}"`;
     const fail = (reason: string, message: string) => {
       problems.push({ reason, message: `${what}: ${message}` });

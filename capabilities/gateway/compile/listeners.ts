@@ -89,6 +89,10 @@ function planListener(
   };
 
   const carried = KINDS_BY_PROTOCOL[protocol];
+  if (!str(l.name)) {
+    plan.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
+    return plan;
+  }
   if (!carried) {
     plan.accepted = bad(
       "Accepted",
