@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+// Programming services through the Dataplane API: validation, the spare-slot table switch,
+// read-back, deletion, and a reload that keeps every pinned map (so conntrack survives).
+import t from "tap";
+import { loadedDataplane, runOne, XDP_PASS } from "./fixture.js";
+import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
+import { mapDump, bpftoolJson } from "../../capabilities/dataplane/bpftool.js";
+import { decodeMaglevKey, decodeBackendKey } from "../../capabilities/dataplane/maps.js";
+import { parseFrame, udpFrame } from "../lib/packet.js";
+
+const base: ServiceSpec = { vip: "198.18.50.1", port: 7000, proto: "udp", backends: [{ ip: "10.5.0.1", port: 7000, weight: 1 }], rejectWeight: 0 };
+
+t.test("validation names the field", async (t) => {
+  const bad: [Partial<ServiceSpec> & Record<string, unknown>, RegExp][] = [
+    [{ vip: "198.18.50.300" }, /service 198\.18\.50\.300:7000\/udp: vip "198\.18\.50\.300" must be an IPv4 address literal/],
+    [{ vip: "fd00::1" }, /vip "fd00::1" must be an IPv4/],
+    [{ port: 0 }, /port must be an integer in 1\.\.65535, got 0/],
+    [{ port: 65536 }, /port must be an integer in 1\.\.65535/],
+    [{ proto: "sctp" as never }, /proto must be "tcp" or "udp"/],
+    [{ rejectWeight: -1 }, /rejectWeight must be a non-negative integer, got -1/],
+    [{ rejectWeight: 0.5 }, /rejectWeight must be a non-negative integer/],
+    [{ backends: [{ ip: "10.5.0.x", port: 1, weight: 1 }] }, /backends\[0\]\.ip "10\.5\.0\.x" must be an IPv4/],
+    [{ backends: [{ ip: "10.5.0.1", port: 1, weight: 1 }, { ip: "10.5.0.2", port: 70000, weight: 1 }] }, /backends\[1\]\.port must be an integer in 1\.\.65535, got 70000/],
+    [{ backends: [{ ip: "10.5.0.1", port: 1, weight: -2 }] }, /backends\[0\]\.weight must be a non-negative integer, got -2/],
+  ];
+  for (const [patch, message] of bad) t.throws(() => validateServiceSpec({ ...base, ...patch } as ServiceSpec), message, JSON.stringify(patch));
+  t.doesNotThrow(() => validateServiceSpec({ ...base, backends: [], rejectWeight: 0 }), "no backends at all is valid: the service rejects");
+});
+
+t.test("dataplane", async (t) => {
+  const dp = await loadedDataplane(t, "service");
+  const maglevTables = async () => {
+    const counts = new Map<number, number>();
+    for (const e of await mapDump(dp.mapPin("blixt_maglev"))) {
+      const { tableId } = decodeMaglevKey(e.key);
+      counts.set(tableId, (counts.get(tableId) ?? 0) + 1);
+    }
+    return counts;
+  };
+
+  t.test("the table is written in the spare slot and the old one removed", async (t) => {
+    await dp.setService(base);
+    const [svc] = (await dp.stats()).services;
+    const first = await maglevTables();
+    t.same([...first.keys()], [svc.svcId * 2], "generation 0 live");
+    const size = first.get(svc.svcId * 2)!;
+    t.ok(size >= 1009, `a prime-sized table (${size} slots)`);
+
+    await dp.setService({ ...base, backends: [...base.backends, { ip: "10.5.0.2", port: 7000, weight: 2 }] });
+    t.same([...(await maglevTables()).keys()], [svc.svcId * 2 + 1], "generation 1 live, generation 0 gone");
+    await dp.setService(base);
+    t.same([...(await maglevTables()).keys()], [svc.svcId * 2], "and back");
+    const backends = (await mapDump(dp.mapPin("blixt_backends"))).map((e) => decodeBackendKey(e.key).ip);
+    t.same(backends, ["10.5.0.1"], "the removed backend is gone from blixt_backends");
+  });
+
+  t.test("listServices reads back what was set", async (t) => {
+    await dp.setService({
+      vip: "198.18.50.2",
+      port: 443,
+      proto: "tcp",
+      backends: [{ ip: "10.5.0.9", port: 8443, weight: 3 }, { ip: "10.5.0.8", port: 8443, weight: 0 }, { ip: "10.5.0.9", port: 8443, weight: 2 }],
+      rejectWeight: 4,
+    });
+    t.same(await dp.listServices(), [
+      { ...base, backends: [{ ip: "10.5.0.1", port: 7000, weight: 1 }] },
+      {
+        vip: "198.18.50.2",
+        port: 443,
+        proto: "tcp",
+        // Duplicates (two backendRefs to one endpoint) merge by summing; weight 0 is kept.
+        backends: [{ ip: "10.5.0.8", port: 8443, weight: 0 }, { ip: "10.5.0.9", port: 8443, weight: 5 }],
+        rejectWeight: 4,
+      },
+    ]);
+  });
+
+  t.test("a reload reuses every pinned map: services and conntrack survive", async (t) => {
+    const flow = udpFrame({ src: "192.0.2.50", dst: base.vip, sport: 5000, dport: base.port });
+    t.equal((await runOne(dp, "blixt_xdp_ingress", flow)).retval, XDP_PASS);
+    const ids = async () => {
+      const out: Record<string, number> = {};
+      for (const name of ["blixt_conntrack", "blixt_services", "blixt_maglev"]) {
+        out[name] = ((await bpftoolJson(["map", "show", "pinned", `${dp.pinDir}/maps/${name}`], "map id")) as { id: number }).id;
+      }
+      return out;
+    };
+    const before = await ids();
+    const ctBefore = await dp.conntrack();
+    await dp.load();
+    t.same(await ids(), before, "same kernel maps after reload");
+    t.same(await dp.conntrack(), ctBefore, "conntrack intact");
+    const out = parseFrame((await runOne(dp, "blixt_xdp_ingress", flow)).dataOut);
+    t.equal(out.ip.dst, "10.5.0.1", "the reloaded program forwards with the surviving state");
+  });
+
+  t.test("deleteService removes entry, table and backends; a reused id starts from zero counters", async (t) => {
+    const svcId = (await dp.stats()).services.find((s) => s.port === 7000)!.svcId;
+    await dp.deleteService(base.vip, base.port, base.proto);
+    t.same((await dp.listServices()).map((s) => s.port), [443]);
+    t.notOk((await maglevTables()).has(svcId * 2), "its table is gone");
+    t.notOk((await mapDump(dp.mapPin("blixt_backends"))).some((e) => decodeBackendKey(e.key).svcId === svcId), "its backends are gone");
+    await dp.deleteService(base.vip, base.port, base.proto); // idempotent
+    await dp.setService({ ...base, port: 7001 });
+    const reused = (await dp.stats()).services.find((s) => s.port === 7001)!;
+    t.equal(reused.svcId, svcId, "the free id is reused");
+    t.same([reused.packets, reused.newFlows], [0, 0], "without the old service's counters");
+  });
+});
