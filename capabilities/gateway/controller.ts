@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * The controller role's capability: one Watch binding per kind and event, each feeding the
+ * reconciler's store. The reconcile itself (debounce, compile, writes, backoff, resync) lives
+ * in reconciler.ts; what to write is decided in plan.ts.
+ */
+import { readFileSync } from "node:fs";
+import { Capability, Log } from "pepr";
+import type { KubernetesObject } from "kubernetes-fluent-client";
+import { compile } from "./compile/index";
+import { CONTROLLER_NAME } from "./compile/types";
+import { controllerSettings } from "./config";
+import { kubeClusterClient } from "./kube";
+import { KINDS } from "./kinds";
+import { Reconciler } from "./reconciler";
+import { WATCHED_KINDS, type WatchedKind } from "./store";
+
+function readOptionalFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+}
+
+export interface GatewayControllerRole {
+  capability: Capability;
+  reconciler: Reconciler;
+  start: () => void;
+}
+
+export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayControllerRole {
+  const settings = controllerSettings(env, readOptionalFile);
+  const reconciler = new Reconciler({
+    client: kubeClusterClient(settings.agentPodSelector),
+    compile,
+    settings,
+    controllerName: CONTROLLER_NAME,
+    log: {
+      info: message => Log.info(message),
+      warn: message => Log.warn(message),
+      error: message => Log.error(message),
+    },
+  });
+
+  const capability = new Capability({
+    name: "gateway-controller",
+    description: "Reconciles Gateway API objects into statuses and one DataplaneConfig per Gateway",
+  });
+  const { When } = capability;
+
+  const bind = (kind: WatchedKind): void => {
+    const { model, gvk } = KINDS[kind];
+    const selector = kind === "AgentPod" ? settings.agentPodSelector : {};
+    let upserts = When(model, gvk).IsCreatedOrUpdated();
+    let deletes = When(model, gvk).IsDeleted();
+    for (const [label, value] of Object.entries(selector)) {
+      upserts = upserts.WithLabel(label, value) as typeof upserts;
+      deletes = deletes.WithLabel(label, value) as typeof deletes;
+    }
+    upserts.Watch(object => reconciler.observe(kind, object as KubernetesObject));
+    deletes.Watch(object => reconciler.forget(kind, object as KubernetesObject));
+  };
+  for (const kind of WATCHED_KINDS) bind(kind);
+
+  return { capability, reconciler, start: () => reconciler.start() };
+}

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * The controller's thin I/O adapter: lists and writes through kubernetes-fluent-client.
+ */
+import { K8s, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
+import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
+import { Gateway } from "../generated/gateway-v1";
+import { KINDS } from "./kinds";
+import { GATEWAY_FINALIZER, type StatusKind, type Write } from "./plan";
+import type { ClusterClient } from "./reconciler";
+
+const STATUS_MODELS: Record<StatusKind, GenericClass> = {
+  GatewayClass: KINDS.GatewayClass.model,
+  Gateway: KINDS.Gateway.model,
+  TCPRoute: KINDS.TCPRoute.model,
+  UDPRoute: KINDS.UDPRoute.model,
+  HTTPRoute: KINDS.HTTPRoute.model,
+};
+
+export function kubeClusterClient(agentPodSelector: Record<string, string>): ClusterClient {
+  return {
+    async list(watched) {
+      const { model, apiVersion, kind: kindName } = KINDS[watched];
+      let query = K8s(model);
+      if (watched === "AgentPod") {
+        for (const [label, value] of Object.entries(agentPodSelector)) query = query.WithLabel(label, value) as typeof query;
+      }
+      const list = await query.Get();
+      return list.items.map(item => ({ apiVersion, kind: kindName, ...(item as KubernetesObject) }));
+    },
+
+    async execute(write) {
+      switch (write.op) {
+        case "applyDataplaneConfig":
+          // force: blixt's controller is the only writer of spec (admission denies others).
+          return K8s(DataplaneConfig).Apply(write.object, { force: true });
+        case "deleteDataplaneConfig":
+          await K8s(DataplaneConfig).InNamespace(write.namespace).Delete(write.name);
+          return undefined;
+        case "patchStatus":
+          return K8s(STATUS_MODELS[write.kind]).PatchStatus({
+            metadata: { name: write.name, ...(write.namespace ? { namespace: write.namespace } : {}) },
+            status: write.status,
+          } as never);
+        case "addFinalizer":
+          await K8s(Gateway).InNamespace(write.namespace).Finalize("add", GATEWAY_FINALIZER, write.name);
+          return undefined;
+        case "removeFinalizer":
+          await K8s(Gateway).InNamespace(write.namespace).Finalize("remove", GATEWAY_FINALIZER, write.name);
+          return undefined;
+      }
+    },
+  };
+}

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * The reconcile loop: watch events update the store, a burst of them schedules one compile,
+ * and the writes that differ are made in order. Level-triggered: every run starts from the
+ * whole store, a failed write is logged and the whole reconcile retried with exponential
+ * backoff, and a periodic relist heals what a watch missed. Pepr's own retries are not relied on.
+ *
+ * The cluster is reached only through `ClusterClient`, so this loop runs against a real API
+ * server (kube.ts) or, where one cannot run, against whatever the caller provides.
+ */
+import type { KubernetesObject } from "kubernetes-fluent-client";
+import type { CompileOutput, Snapshot } from "./compile/types";
+import type { ControllerSettings } from "./config";
+import { compileInput, describeWrite, planWrites, recordedAllocations, type Write } from "./plan";
+import { SnapshotStore, WATCHED_KINDS, type WatchedKind } from "./store";
+
+export interface ClusterClient {
+  /** Every object of a kind, as a relist sees it. */
+  list(kind: WatchedKind): Promise<KubernetesObject[]>;
+  /** Makes one write; returns the object as the API server left it, when it says. */
+  execute(write: Write): Promise<KubernetesObject | undefined>;
+}
+
+export interface ReconcileLog {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface ReconcilerDeps {
+  client: ClusterClient;
+  compile: (snapshot: Snapshot) => CompileOutput;
+  settings: ControllerSettings;
+  controllerName: string;
+  log: ReconcileLog;
+  /** The clock, for conditions' lastTransitionTime. */
+  now?: () => Date;
+}
+
+export interface ReconcileResult {
+  writes: Write[];
+  failed: { write: Write; error: string }[];
+  skipped: Write[];
+}
+
+/** A readable reason from whatever kubernetes-fluent-client threw (it throws the response). */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  const response = error as { status?: number; statusText?: string; data?: { message?: string } | string };
+  if (response && typeof response === "object" && "status" in response) {
+    const detail = typeof response.data === "string" ? response.data : response.data?.message;
+    return `${response.status} ${response.statusText ?? ""}${detail ? `: ${detail}` : ""}`.trim();
+  }
+  return String(error);
+}
+
+const rfc3339 = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, "Z");
+
+/** Writes that publish or release what an earlier write must have recorded first. */
+const dependsOnEarlierWrites = (write: Write): boolean => write.op === "patchStatus" || write.op === "removeFinalizer";
+
+export class Reconciler {
+  readonly store = new SnapshotStore();
+  #deps: ReconcilerDeps;
+  #synced = false;
+  #lastAllocations?: Record<string, string>;
+  #lastWarnings = "";
+  #timer?: NodeJS.Timeout;
+  #resyncTimer?: NodeJS.Timeout;
+  #running?: Promise<ReconcileResult>;
+  #rerun = false;
+  #failures = 0;
+  #stopped = false;
+
+  constructor(deps: ReconcilerDeps) {
+    this.#deps = deps;
+  }
+
+  /** A watch saw an object created or changed. */
+  observe(kind: WatchedKind, object: KubernetesObject): void {
+    this.store.upsert(kind, object);
+    this.schedule();
+  }
+
+  /** A watch saw an object deleted. */
+  forget(kind: WatchedKind, object: KubernetesObject): void {
+    this.store.remove(kind, object);
+    this.schedule();
+  }
+
+  /**
+   * Asks for one compile after the debounce window; requests inside the window join it.
+   * Nothing compiles before the first full relist, so a half-seen cluster never drives writes.
+   */
+  schedule(delayMs = this.#deps.settings.debounceMs): void {
+    if (!this.#synced || this.#stopped || this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.reconcile();
+    }, delayMs);
+  }
+
+  /** Relists every watched kind, then reconciles. Retried with backoff on failure. */
+  async resync(): Promise<ReconcileResult | undefined> {
+    try {
+      const lists = await Promise.all(WATCHED_KINDS.map(async kind => [kind, await this.#deps.client.list(kind)] as const));
+      for (const [kind, objects] of lists) this.store.replace(kind, objects);
+    } catch (error) {
+      this.#failures++;
+      const delay = this.#backoffMs();
+      this.#deps.log.error(`relist failed (${errorMessage(error)}); retrying in ${delay} ms`);
+      if (!this.#stopped) {
+        clearTimeout(this.#resyncTimer);
+        this.#resyncTimer = setTimeout(() => void this.resync(), delay);
+      }
+      return undefined;
+    }
+    this.#synced = true;
+    return this.reconcile();
+  }
+
+  /** Starts the loop: a relist now, and one every resyncSeconds. */
+  start(): void {
+    this.#stopped = false;
+    void this.resync();
+    const every = setInterval(() => void this.resync(), this.#deps.settings.resyncSeconds * 1000);
+    this.#stopResync = () => clearInterval(every);
+  }
+
+  #stopResync = (): void => {};
+
+  stop(): void {
+    this.#stopped = true;
+    this.#stopResync();
+    clearTimeout(this.#timer);
+    clearTimeout(this.#resyncTimer);
+    this.#timer = undefined;
+  }
+
+  /** One compile-and-write pass; concurrent calls run one after another, never together. */
+  async reconcile(): Promise<ReconcileResult> {
+    if (this.#running) {
+      this.#rerun = true;
+      return this.#running;
+    }
+    this.#running = this.#reconcileOnce().finally(() => {
+      this.#running = undefined;
+      if (this.#rerun) {
+        this.#rerun = false;
+        this.schedule();
+      }
+    });
+    return this.#running;
+  }
+
+  #backoffMs(): number {
+    return Math.min(1000 * 2 ** Math.max(0, this.#failures - 1), this.#deps.settings.maxBackoffSeconds * 1000);
+  }
+
+  #retryLater(): void {
+    this.#failures++;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (!this.#stopped) this.schedule(this.#backoffMs());
+  }
+
+  async #reconcileOnce(): Promise<ReconcileResult> {
+    const { client, compile, settings, controllerName, log } = this.#deps;
+    const snapshot = this.store.snapshot({
+      controllerName,
+      now: rfc3339((this.#deps.now ?? (() => new Date()))()),
+      addressPools: settings.addressPools,
+      allocations: recordedAllocations(this.store.list("DataplaneConfig"), this.#lastAllocations),
+    });
+
+    let output: CompileOutput;
+    try {
+      output = compile(compileInput(snapshot));
+    } catch (error) {
+      log.error(`compile failed: ${errorMessage(error)}; retrying with backoff`);
+      this.#retryLater();
+      return { writes: [], failed: [], skipped: [] };
+    }
+    const warnings = (output.warnings ?? []).join("\n");
+    if (warnings && warnings !== this.#lastWarnings) log.warn(warnings);
+    this.#lastWarnings = warnings;
+
+    const writes = planWrites(snapshot, output);
+    const result: ReconcileResult = { writes, failed: [], skipped: [] };
+    let blocked = false;
+    for (const write of writes) {
+      // A status must not publish an address whose DataplaneConfig was not recorded.
+      if (blocked && dependsOnEarlierWrites(write)) {
+        result.skipped.push(write);
+        continue;
+      }
+      try {
+        const updated = await client.execute(write);
+        this.#record(write, updated);
+      } catch (error) {
+        const message = errorMessage(error);
+        result.failed.push({ write, error: message });
+        log.error(`${describeWrite(write)} failed: ${message}`);
+        if (!dependsOnEarlierWrites(write)) blocked = true;
+      }
+    }
+    if (result.failed.length > 0) {
+      this.#retryLater();
+    } else {
+      // The table is durable once every DataplaneConfig that records it is written.
+      this.#lastAllocations = output.allocations;
+      this.#failures = 0;
+    }
+    if (writes.length > 0) {
+      log.info(`reconciled: ${writes.length - result.failed.length - result.skipped.length} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred`);
+    }
+    return result;
+  }
+
+  /** Keeps the store ahead of the watch, so the next plan does not repeat a write just made. */
+  #record(write: Write, updated: KubernetesObject | undefined): void {
+    if (write.op === "deleteDataplaneConfig") {
+      this.store.remove("DataplaneConfig", { metadata: { namespace: write.namespace, name: write.name } });
+      return;
+    }
+    if (!updated?.metadata) return;
+    if (write.op === "applyDataplaneConfig") this.store.upsert("DataplaneConfig", updated);
+    if (write.op === "patchStatus") {
+      const kind = write.kind;
+      const current = this.store.get<KubernetesObject>(kind, write.namespace, write.name);
+      if (current) this.store.upsert(kind, updated);
+    }
+  }
+}

@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+// The reconcile loop: debounce, ordering, failure handling and restart stability, with the real
+// compile step. The cluster here is an in-memory ClusterClient (the loop's only I/O seam);
+// test/apiserver runs the same loop against a real kube-apiserver.
+import t from "tap";
+import type { KubernetesObject } from "kubernetes-fluent-client";
+import { compile } from "../../capabilities/gateway/compile/index";
+import type { CompileOutput, Snapshot } from "../../capabilities/gateway/compile/types";
+import type { ControllerSettings } from "../../capabilities/gateway/config";
+import { GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
+import { Reconciler, type ClusterClient } from "../../capabilities/gateway/reconciler";
+import { WATCHED_KINDS, type WatchedKind } from "../../capabilities/gateway/store";
+
+const ME = "blixt.dev/gateway-controller";
+
+/** Applies writes the way the API server would, for the fields the controller touches. */
+class MemoryCluster implements ClusterClient {
+  objects = new Map<WatchedKind, KubernetesObject[]>(WATCHED_KINDS.map(k => [k, []]));
+  executed: Write[] = [];
+  failNext: ((write: Write) => boolean) | undefined;
+
+  add(kind: WatchedKind, object: KubernetesObject): void {
+    this.objects.get(kind)!.push(structuredClone(object));
+  }
+  find(kind: WatchedKind, namespace: string | undefined, name: string) {
+    return this.objects.get(kind)!.find(o => o.metadata?.name === name && o.metadata?.namespace === namespace) as
+      | (KubernetesObject & { status?: Record<string, unknown>; spec?: Record<string, unknown> })
+      | undefined;
+  }
+  async list(kind: WatchedKind) {
+    return structuredClone(this.objects.get(kind)!);
+  }
+  async execute(write: Write) {
+    if (this.failNext?.(write)) {
+      this.failNext = undefined;
+      throw { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
+    }
+    this.executed.push(write);
+    switch (write.op) {
+      case "applyDataplaneConfig": {
+        const list = this.objects.get("DataplaneConfig")!;
+        const index = list.findIndex(o => o.metadata?.name === write.name && o.metadata?.namespace === write.namespace);
+        const stored = structuredClone(write.object) as KubernetesObject;
+        if (index >= 0) list[index] = stored;
+        else list.push(stored);
+        return structuredClone(stored);
+      }
+      case "deleteDataplaneConfig": {
+        const list = this.objects.get("DataplaneConfig")!;
+        this.objects.set("DataplaneConfig", list.filter(o => !(o.metadata?.name === write.name && o.metadata?.namespace === write.namespace)));
+        return undefined;
+      }
+      case "patchStatus": {
+        const object = this.find(write.kind, write.namespace, write.name)!;
+        const status: Record<string, unknown> = { ...(object.status ?? {}) };
+        for (const [field, value] of Object.entries(write.status)) {
+          if (value === null) delete status[field];
+          else status[field] = value;
+        }
+        object.status = status;
+        return structuredClone(object);
+      }
+      case "addFinalizer":
+      case "removeFinalizer": {
+        const gateway = this.find("Gateway", write.namespace, write.name)!;
+        const finalizers = (gateway.metadata!.finalizers ?? []).filter(f => f !== GATEWAY_FINALIZER);
+        gateway.metadata!.finalizers = write.op === "addFinalizer" ? [...finalizers, GATEWAY_FINALIZER] : finalizers;
+        return undefined;
+      }
+    }
+  }
+}
+
+const settings: ControllerSettings = {
+  addressPools: [{ name: "test", cidrs: ["198.18.100.0/29"] }],
+  resyncSeconds: 3600,
+  debounceMs: 5,
+  maxBackoffSeconds: 0.02,
+  agentPodSelector: {},
+};
+
+const quietLog = () => {
+  const lines: string[] = [];
+  return { lines, log: { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m) } };
+};
+
+function seed(cluster: MemoryCluster, gatewayNames: string[]): void {
+  cluster.add("GatewayClass", { apiVersion: "gateway.networking.k8s.io/v1", kind: "GatewayClass", metadata: { name: "blixt", generation: 1, uid: "gc" }, spec: { controllerName: ME } } as KubernetesObject);
+  cluster.add("Namespace", { apiVersion: "v1", kind: "Namespace", metadata: { name: "default", labels: { "kubernetes.io/metadata.name": "default" } } });
+  cluster.add("Node", { apiVersion: "v1", kind: "Node", metadata: { name: "node-1" }, status: { conditions: [{ type: "Ready", status: "True" }] } } as KubernetesObject);
+  gatewayNames.forEach((name, i) =>
+    cluster.add("Gateway", {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { namespace: "default", name, generation: 1, uid: `uid-${name}`, creationTimestamp: `2026-11-27T10:00:0${i}Z` },
+      spec: { gatewayClassName: "blixt", listeners: [{ name: "tcp", port: 80, protocol: "TCP" }] },
+    } as unknown as KubernetesObject),
+  );
+}
+
+/** A compile that counts its calls and can be awaited. */
+function countingCompile() {
+  const calls: Snapshot[] = [];
+  let wake: () => void = () => {};
+  return {
+    calls,
+    next: () => new Promise<void>(resolve => (wake = resolve)),
+    compile: (snapshot: Snapshot): CompileOutput => {
+      calls.push(snapshot);
+      const out = compile(snapshot);
+      queueMicrotask(wake);
+      return out;
+    },
+  };
+}
+
+t.test("nothing compiles before the first relist; the relist compiles once and writes in order", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  const counting = countingCompile();
+  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+
+  reconciler.observe("Gateway", cluster.find("Gateway", "default", "gw")!);
+  await new Promise(resolve => setTimeout(resolve, 30));
+  t.equal(counting.calls.length, 0, "a half-seen cluster drives no writes");
+
+  const result = await reconciler.resync();
+  t.equal(counting.calls.length, 1);
+  t.same(result!.failed, []);
+  t.same(
+    cluster.executed.map(w => `${w.op} ${"kind" in w ? w.kind : "DataplaneConfig"} ${w.name}`),
+    ["addFinalizer Gateway gw", "applyDataplaneConfig DataplaneConfig gw", "patchStatus GatewayClass blixt", "patchStatus Gateway gw"],
+  );
+  const config = cluster.find("DataplaneConfig", "default", "gw")!;
+  const address = (config.spec as { address?: string }).address;
+  t.match(address, /^198\.18\.100\.[1-6]$/, "an address of the pool");
+  const gateway = cluster.find("Gateway", "default", "gw")!;
+  t.same((gateway.status as { addresses?: unknown }).addresses, [{ type: "IPAddress", value: address }], "the status publishes the recorded address");
+
+  const again = await reconciler.reconcile();
+  t.same(again.writes, [], "a second pass over the same cluster writes nothing");
+});
+
+t.test("a burst of watch events is coalesced into one compile", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  const counting = countingCompile();
+  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  const before = counting.calls.length;
+
+  const compiled = counting.next();
+  for (let i = 0; i < 20; i++) {
+    reconciler.observe("Service", { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: `svc-${i}` } });
+  }
+  await compiled;
+  await new Promise(resolve => setTimeout(resolve, 30));
+  t.equal(counting.calls.length, before + 1);
+  t.equal(counting.calls.at(-1)!.services.length, 20, "the one compile sees every event of the burst");
+});
+
+t.test("a failed write is logged by name, blocks the statuses after it and is retried", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  const { lines, log } = quietLog();
+  const counting = countingCompile();
+  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log });
+  t.teardown(() => reconciler.stop());
+
+  cluster.failNext = write => write.op === "applyDataplaneConfig";
+  const retried = counting.next().then(() => counting.next());
+  const first = await reconciler.resync();
+  t.same(first!.failed.map(f => f.write.op), ["applyDataplaneConfig"]);
+  t.same(first!.skipped.map(w => w.op), ["patchStatus", "patchStatus"], "no status publishes an address that is not recorded");
+  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified"));
+
+  await retried;
+  await new Promise(resolve => setTimeout(resolve, 30));
+  t.ok(cluster.find("DataplaneConfig", "default", "gw"), "the retry wrote the DataplaneConfig");
+  t.ok((cluster.find("Gateway", "default", "gw")!.status as { addresses?: unknown }).addresses, "and then the status");
+});
+
+t.test("a restarted controller keeps every Gateway's address", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["a", "b", "c"]);
+  const first = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => first.stop());
+  await first.resync();
+  const addressOf = (name: string) => (cluster.find("DataplaneConfig", "default", name)!.spec as { address?: string }).address;
+  const before = ["a", "b", "c"].map(addressOf);
+  t.equal(new Set(before).size, 3);
+
+  // Gateway "a" goes away while the controller is down; its address must not move b or c.
+  cluster.objects.set("Gateway", cluster.objects.get("Gateway")!.filter(g => g.metadata?.name !== "a"));
+  const second = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => second.stop());
+  const result = await second.resync();
+  t.same(result!.failed, []);
+  t.same(["b", "c"].map(addressOf), before.slice(1));
+  t.notOk(cluster.find("DataplaneConfig", "default", "a"), "the DataplaneConfig no Gateway needs is deleted");
+});
+
+t.test("a deleted Gateway releases its DataplaneConfig before its finalizer", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  t.same(cluster.find("Gateway", "default", "gw")!.metadata!.finalizers, [GATEWAY_FINALIZER]);
+
+  cluster.find("Gateway", "default", "gw")!.metadata!.deletionTimestamp = "2026-11-27T11:00:00Z" as never;
+  cluster.executed = [];
+  await reconciler.resync();
+  await reconciler.resync();
+  t.same(
+    cluster.executed.map(w => w.op),
+    ["deleteDataplaneConfig", "removeFinalizer"],
+  );
+  t.same(cluster.find("Gateway", "default", "gw")!.metadata!.finalizers, []);
+});
