@@ -40,12 +40,13 @@ import {
   tableIdOf,
   type MapName,
   type ProgName,
+  type Proto,
   type Reason,
   type ServiceCounters,
   type ServiceValue,
 } from "./maps.js";
 
-export type Proto = "tcp" | "udp";
+export type { Proto } from "./maps.js";
 export interface Backend {
   ip: string;
   port: number;

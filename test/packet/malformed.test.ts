@@ -80,7 +80,7 @@ t.test("malformed input", async (t) => {
   for (const c of cases()) {
     for (const [prog, pass, drop] of [["blixt_xdp_ingress", XDP_PASS, XDP_DROP], ["blixt_tc_ingress", TC_ACT_OK, TC_ACT_SHOT]] as const) {
       if (c.xdpOnly && prog !== "blixt_xdp_ingress") {
-        t.skip(`${prog}: ${c.name}: ${c.xdpOnly}`);
+        t.test(`${prog}: ${c.name}`, { skip: c.xdpOnly }, async () => {});
         continue;
       }
       t.test(`${prog}: ${c.name} → ${c.verdict} (${c.reason})`, async (t) => {
