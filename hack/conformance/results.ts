@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: Apache-2.0
+// Turns one run of the upstream Gateway API conformance suite into blixt's results: the
+// outcome of every GATEWAY-TCP and GATEWAY-UDP test with a one-line reason for each that did
+// not pass, the markdown table, and the check that no core test that passed before fails now.
+// Pure: plain data in, plain data out; hack/conformance/report.ts does the file I/O.
+
+/** One upstream test as the harness's catalogue lists it (test/conformance/catalogue.go). */
+export interface CatalogueEntry {
+  name: string;
+  description: string;
+  features: string[];
+  provisional?: boolean;
+  /** profile name (GATEWAY-TCP, GATEWAY-UDP) → "core" | "extended" */
+  profiles: Record<string, SupportLevel>;
+}
+
+export type SupportLevel = "core" | "extended";
+
+/** One line of `go tool test2json` output (the fields blixt reads). */
+export interface TestEvent {
+  Action: string;
+  Test?: string;
+  Output?: string;
+}
+
+export type Outcome = "pass" | "fail" | "skip" | "not run";
+
+export interface TestResult {
+  outcome: Outcome;
+  /** One line: why the test failed, was skipped or never ran; empty for a pass. */
+  reason: string;
+}
+
+export interface ResultRow extends CatalogueEntry, TestResult {}
+
+/** The parent test of the suite's subtests in test/conformance/conformance_test.go. */
+export const SUITE_TEST = "TestConformance";
+
+export const PROFILES = ["GATEWAY-TCP", "GATEWAY-UDP"] as const;
+
+const MAX_REASON = 200;
+
+/**
+ * Reads the outcome of each suite test from test2json events. A subtest's output includes
+ * that of its own subtests (the suite nests assertions under t.Run), so a failure reason
+ * found anywhere below a test belongs to it.
+ */
+export function outcomesFromEvents(events: TestEvent[]): {
+  tests: Map<string, TestResult>;
+  /** Why TestConformance itself failed outside any test (e.g. the suite's setup), if it did. */
+  suiteFailure?: string;
+} {
+  const outputs = new Map<string, string[]>();
+  const actions = new Map<string, Outcome>();
+  const suiteOutput: string[] = [];
+  let suiteFailed = false;
+
+  for (const event of events) {
+    if (!event.Test) continue;
+    const [parent, name] = event.Test.split("/", 3);
+    if (parent !== SUITE_TEST) continue;
+    if (name === undefined) {
+      if (event.Action === "output" && event.Output) suiteOutput.push(event.Output);
+      if (event.Action === "fail") suiteFailed = true;
+      continue;
+    }
+    if (event.Action === "output" && event.Output) {
+      const lines = outputs.get(name) ?? [];
+      lines.push(event.Output);
+      outputs.set(name, lines);
+    }
+    // Only the test's own verdict counts, not that of a nested assertion subtest.
+    if (event.Test === `${SUITE_TEST}/${name}`) {
+      if (event.Action === "pass") actions.set(name, "pass");
+      if (event.Action === "fail") actions.set(name, "fail");
+      if (event.Action === "skip") actions.set(name, "skip");
+    }
+  }
+
+  const tests = new Map<string, TestResult>();
+  for (const [name, outcome] of actions) {
+    const lines = outputs.get(name) ?? [];
+    const reason =
+      outcome === "fail" ? failureReason(lines) : outcome === "skip" ? skipReason(lines) : "";
+    tests.set(name, { outcome, reason });
+  }
+  const result: { tests: Map<string, TestResult>; suiteFailure?: string } = { tests };
+  // A failed subtest fails its parent too; only a failure with no failed subtest is the suite's own.
+  const subtestFailed = [...actions.values()].includes("fail");
+  if (suiteFailed && !subtestFailed) result.suiteFailure = failureReason(suiteOutput);
+  else if (suiteFailed) {
+    const ownReason = failureReason(suiteOutput, "");
+    if (ownReason) result.suiteFailure = ownReason;
+  }
+  return result;
+}
+
+/**
+ * The one line that says why a test failed: testify's `Messages:` (what the suite was
+ * waiting for) followed by the first line of its `Error:`, else the first `t.Fatal`/`t.Error`
+ * line of the output.
+ */
+export function failureReason(output: string[], fallback = "failed (no message in the test output)"): string {
+  const lines = output.join("").split("\n");
+  const field = (name: string): string | undefined => {
+    const at = lines.findIndex((l) => new RegExp(`^\\s+${name}:\\s`).test(l));
+    if (at < 0) return undefined;
+    let text = lines[at].replace(new RegExp(`^\\s+${name}:\\s*`), "").trim();
+    // testify wraps a field's value onto continuation lines that carry no field name.
+    if (text === "" || text.endsWith(":")) {
+      const next = lines[at + 1];
+      if (next !== undefined && !/^\s+[A-Z][A-Za-z ]*:\s/.test(next)) {
+        text = `${text} ${next.trim()}`.trim();
+      }
+    }
+    return text;
+  };
+  const messages = field("Messages");
+  const error = field("Error");
+  if (messages && error) return oneLine(`${messages} (${error})`);
+  if (messages || error) return oneLine((messages ?? error) as string);
+  const logged = lines.map(loggedMessage).find((m) => m !== undefined && m !== "" && !isProgress(m));
+  return logged ? oneLine(logged) : fallback;
+}
+
+/** The reason of a t.Skip: the suite names the feature that was not claimed. */
+export function skipReason(output: string[]): string {
+  const lines = output.join("").split("\n");
+  for (const line of lines) {
+    const message = loggedMessage(line);
+    if (message === undefined) continue;
+    const unsupported = /^Skipping \S+: suite does not support (\S+)/.exec(message);
+    if (unsupported) return `feature ${unsupported[1]} not claimed`;
+    if (/^Skipping \S+: test explicitly skipped/.test(message)) return "skipped by -skip-tests or -run-test";
+    return oneLine(message);
+  }
+  return "skipped";
+}
+
+/**
+ * One row per catalogue test, in the suite's order. A test the run never reached is
+ * `not run`, with the suite's own failure as the reason when that is why.
+ */
+export function resultRows(
+  catalogue: CatalogueEntry[],
+  tests: Map<string, TestResult>,
+  suiteFailure?: string,
+): ResultRow[] {
+  return catalogue.map((entry) => {
+    const result = tests.get(entry.name) ?? {
+      outcome: "not run" as const,
+      reason: suiteFailure ? `suite stopped first: ${suiteFailure}` : "not run",
+    };
+    return { ...entry, ...result };
+  });
+}
+
+/** Tests that passed and are core in at least one of the profiles. */
+export function passedCoreTests(rows: ResultRow[]): string[] {
+  return sortedUnique(
+    rows
+      .filter((r) => r.outcome === "pass" && Object.values(r.profiles).includes("core"))
+      .map((r) => r.name),
+  );
+}
+
+/** Core tests on the recorded list that did not pass this time, each with its reason. */
+export function regressions(recorded: string[], rows: ResultRow[]): { name: string; reason: string }[] {
+  const byName = new Map(rows.map((r) => [r.name, r]));
+  return recorded
+    .filter((name) => byName.get(name)?.outcome !== "pass")
+    .map((name) => {
+      const row = byName.get(name);
+      if (!row) return { name, reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile" };
+      return { name, reason: `${row.outcome}: ${row.reason}` };
+    });
+}
+
+/** The recorded list only grows: what passed before stays, what passes now is added. */
+export function recordPassing(recorded: string[], rows: ResultRow[]): string[] {
+  return sortedUnique([...recorded, ...passedCoreTests(rows)]);
+}
+
+/** Parses conformance/passing-core-tests.txt: one test name a line, `#` comments. */
+export function parseTestList(text: string): string[] {
+  return sortedUnique(
+    text
+      .split("\n")
+      .map((l) => l.replace(/#.*/, "").trim())
+      .filter((l) => l !== ""),
+  );
+}
+
+export function formatTestList(names: string[]): string {
+  return [
+    "# Core tests of the GATEWAY-TCP and GATEWAY-UDP conformance profiles that blixt passes.",
+    "# hack/conformance.sh fails when one of them fails; `hack/conformance.sh --record` adds",
+    "# newly passing tests. The list only grows.",
+    ...sortedUnique(names),
+    "",
+  ].join("\n");
+}
+
+export interface ReportSummary {
+  implementationVersion: string;
+  gatewayAPIVersion: string;
+  gatewayAPIChannel: string;
+  mode: string;
+  date: string;
+  /** profile name → the suite's one-line summary of it */
+  profiles: Record<string, string>;
+  /** profile name → extended features claimed in the run */
+  supportedFeatures: Record<string, string[]>;
+}
+
+/** The few fields of the suite's ConformanceReport (conformance/apis/v1) that the table shows. */
+export function summarizeReport(report: unknown): ReportSummary {
+  const r = (report ?? {}) as Record<string, unknown>;
+  const implementation = (r.implementation ?? {}) as Record<string, unknown>;
+  const profiles: Record<string, string> = {};
+  const supportedFeatures: Record<string, string[]> = {};
+  for (const p of (r.profiles ?? []) as Record<string, unknown>[]) {
+    const name = String(p.name ?? "");
+    profiles[name] = String(p.summary ?? "");
+    const extended = (p.extended ?? {}) as Record<string, unknown>;
+    supportedFeatures[name] = ((extended.supportedFeatures ?? []) as unknown[]).map(String);
+  }
+  return {
+    implementationVersion: String(implementation.version ?? ""),
+    gatewayAPIVersion: String(r.gatewayAPIVersion ?? ""),
+    gatewayAPIChannel: String(r.gatewayAPIChannel ?? ""),
+    mode: String(r.mode ?? ""),
+    date: String(r.date ?? ""),
+    profiles,
+    supportedFeatures,
+  };
+}
+
+const OUTCOME_LABEL: Record<Outcome, string> = {
+  pass: "pass",
+  fail: "**fail**",
+  skip: "skip",
+  "not run": "not run",
+};
+
+/** conformance/RESULTS.md: a summary of the report, then one row per test of both profiles. */
+export function renderResults(rows: ResultRow[], summary: ReportSummary | undefined, reportPath: string): string {
+  const out: string[] = [
+    "# Gateway API conformance results",
+    "",
+    "Written by `hack/conformance.sh` from the last run of the upstream suite; do not edit by hand.",
+    "",
+  ];
+  if (summary) {
+    out.push(
+      `blixt ${summary.implementationVersion}, Gateway API ${summary.gatewayAPIVersion} ` +
+        `(${summary.gatewayAPIChannel} channel), mode \`${summary.mode}\`, run ${summary.date}. ` +
+        `Report: [${reportPath}](${reportPath}).`,
+      "",
+    );
+    for (const profile of PROFILES) {
+      if (summary.profiles[profile] === undefined) continue;
+      const claimed = summary.supportedFeatures[profile] ?? [];
+      out.push(
+        `- **${profile}**: ${summary.profiles[profile].replace(/\.$/, "")}.` +
+          (claimed.length ? ` Extended features claimed: ${claimed.join(", ")}.` : " No extended feature claimed."),
+      );
+    }
+    out.push("");
+  } else {
+    out.push("No report yet: the suite has not completed a run.", "");
+  }
+  const counts = (["pass", "fail", "skip", "not run"] as Outcome[])
+    .map((o) => `${rows.filter((r) => r.outcome === o).length} ${o}`)
+    .join(", ");
+  out.push(
+    `${rows.length} tests in GATEWAY-TCP and GATEWAY-UDP: ${counts}. A skipped extended test needs a feature blixt does not claim.`,
+    "",
+    "| Test | GATEWAY-TCP | GATEWAY-UDP | Result | Reason |",
+    "| --- | --- | --- | --- | --- |",
+  );
+  for (const row of rows) {
+    const level = (p: string) => row.profiles[p] ?? "–";
+    out.push(
+      `| ${cell(row.name)}${row.provisional ? " (provisional)" : ""} | ${level("GATEWAY-TCP")} | ` +
+        `${level("GATEWAY-UDP")} | ${OUTCOME_LABEL[row.outcome]} | ${cell(row.reason)} |`,
+    );
+  }
+  out.push("");
+  return out.join("\n");
+}
+
+/** Parses test2json output; lines that are not JSON (a build error, say) are kept as output. */
+export function parseEvents(text: string): TestEvent[] {
+  const events: TestEvent[] = [];
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue;
+    try {
+      events.push(JSON.parse(line) as TestEvent);
+    } catch {
+      events.push({ Action: "output", Output: `${line}\n` });
+    }
+  }
+  return events;
+}
+
+/** `    file.go:123: message` (t.Log / t.Fatal) → `message`; other lines → undefined. */
+function loggedMessage(line: string): string | undefined {
+  const m = /^\s*[\w.-]+\.go:\d+:\s?(.*)$/.exec(line);
+  return m ? m[1].trim() : undefined;
+}
+
+// The suite logs what it is doing (applying manifests, waiting); such lines are no reason.
+function isProgress(message: string): boolean {
+  return /^(Applying|Creating|Deleting|Running|Waiting|Sleeping|Gateway expected observedGeneration)/.test(message);
+}
+
+function oneLine(text: string): string {
+  const line = text.replace(/\s+/g, " ").trim();
+  return line.length > MAX_REASON ? `${line.slice(0, MAX_REASON - 1)}…` : line;
+}
+
+function cell(text: string): string {
+  return text.replace(/\|/g, "\\|");
+}
+
+function sortedUnique(names: string[]): string[] {
+  return [...new Set(names)].sort();
+}
