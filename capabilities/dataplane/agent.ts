@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+// The node agent's loop: keep the DataplaneConfigs it was told about, converge the pinned maps
+// to them (read back, diff, one batch), acknowledge per config, retry failures with backoff,
+// and resync periodically so a change made behind its back is put back. Kubernetes is reached
+// only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
+import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
+import type { Dataplane } from "./dataplane.js";
+import { applyDiff, readMaps } from "./agent-maps.js";
+import {
+  changeCount,
+  changesByConfig,
+  configKey,
+  desiredState,
+  diffState,
+  nodeAck,
+  retryDelay,
+  type AttachMode,
+  type ConfigKey,
+  type ListenerRef,
+  type NodeAck,
+} from "./plan.js";
+
+export interface AgentLog {
+  info(fields: Record<string, unknown>, message: string): void;
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
+/** One run of the loop, as metrics and tests see it. */
+export interface ConvergeResult {
+  ok: boolean;
+  /** entries changed (services set or removed, addresses written or removed) */
+  changes: number;
+  /** bpftool commands in the batch (0 when nothing changed) */
+  commands: number;
+  seconds: number;
+  error?: string;
+}
+
+export interface AgentOptions {
+  nodeName: string;
+  dataplane: Dataplane;
+  /** how the programs are attached on this node, reported in every acknowledgement */
+  mode: AttachMode;
+  /** writes this node's entry into the config's status; throws when the API server refuses */
+  acknowledge: (config: DataplaneConfig, ack: NodeAck) => Promise<void>;
+  log?: AgentLog;
+  /** called after every apply that changed something or failed (metrics) */
+  onApply?: (result: ConvergeResult) => void;
+  now?: () => Date;
+  /** first retry delay and cap, ms */
+  retry?: { base: number; max: number };
+  /** periodic resync, ms; 0 disables it */
+  resyncMs?: number;
+}
+
+const silent: AgentLog = { info: () => {}, error: () => {} };
+
+export class Agent {
+  readonly nodeName: string;
+  readonly mode: AttachMode;
+  private readonly dataplane: Dataplane;
+  private readonly opts: AgentOptions;
+  private readonly log: AgentLog;
+  private readonly configs = new Map<ConfigKey, DataplaneConfig>();
+  /** serviceName → listener, as of the last converge: metric labels, and who owned a removed service */
+  private listenersByService = new Map<string, ListenerRef>();
+  private running: Promise<ConvergeResult> | undefined;
+  private again = false;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** true once a converge has succeeded: the maps serve what the API server asks */
+  ready = false;
+
+  constructor(opts: AgentOptions) {
+    this.opts = opts;
+    this.nodeName = opts.nodeName;
+    this.mode = opts.mode;
+    this.dataplane = opts.dataplane;
+    this.log = opts.log ?? silent;
+  }
+
+  /** The listener a service (by serviceName) serves, for metric labels. */
+  listener(service: string): ListenerRef | undefined {
+    return this.listenersByService.get(service);
+  }
+
+  /** A config was created or changed. Call converge() (or let a scheduled one run) to apply it. */
+  observe(config: DataplaneConfig): void {
+    this.configs.set(configKey(config), config);
+  }
+
+  forget(config: DataplaneConfig): void {
+    this.configs.delete(configKey(config));
+  }
+
+  /** Replaces the whole set (the initial list at start). */
+  replaceAll(configs: DataplaneConfig[]): void {
+    this.configs.clear();
+    for (const c of configs) this.observe(c);
+  }
+
+  /** Asks for a converge soon; changes that arrive while one runs are folded into the next. */
+  schedule(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    void this.converge();
+  }
+
+  /**
+   * One pass: desired state → read back → diff → one batch → acknowledgements. Runs are
+   * serialized; a call during a run waits for it and then runs once more.
+   */
+  async converge(): Promise<ConvergeResult> {
+    while (this.running) {
+      this.again = true;
+      await this.running.catch(() => undefined);
+    }
+    this.again = false;
+    this.running = this.pass();
+    try {
+      return await this.running;
+    } finally {
+      this.running = undefined;
+      if (this.again && !this.stopped) void this.converge();
+    }
+  }
+
+  private async pass(): Promise<ConvergeResult> {
+    const started = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+    const configs = [...this.configs.values()];
+    const desired = desiredState(configs, this.nodeName);
+    let result: ConvergeResult;
+    try {
+      const snapshot = await readMaps(this.dataplane);
+      const diff = diffState(desired, snapshot.actual);
+      const changes = changeCount(diff) + snapshot.orphanBackends.length;
+      // After a failure, old tables may be half-deleted: remove them slot-safely.
+      const commands = changes > 0 ? await applyDiff(this.dataplane, diff, snapshot, this.failures > 0) : 0;
+      result = { ok: true, changes, commands, seconds: seconds() };
+      const perConfig = changesByConfig(diff, desired.listeners, this.listenersByService);
+      for (const [key, changed] of perConfig) {
+        const config = this.configs.get(key);
+        this.log.info(
+          { gateway: key || "(none)", generation: config?.metadata?.generation, changed, reasons: Object.fromEntries(diff.reasons), seconds: result.seconds },
+          config ? "applied DataplaneConfig" : "removed services no DataplaneConfig asks for",
+        );
+      }
+      this.listenersByService = desired.listeners;
+      this.failures = 0;
+      this.ready = true;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      result = { ok: false, changes: 0, commands: 0, seconds: seconds(), error: message };
+      this.failures++;
+      const delay = retryDelay(this.failures, this.opts.retry?.base, this.opts.retry?.max);
+      this.log.error({ error: message, attempt: this.failures, retryInMs: delay }, "applying DataplaneConfigs failed; the previous tables keep serving");
+      this.scheduleRetry(delay);
+    }
+    if (result.changes > 0 || !result.ok) this.opts.onApply?.(result);
+    await this.acknowledgeAll(configs, desired.problems, result);
+    return result;
+  }
+
+  private async acknowledgeAll(configs: DataplaneConfig[], problems: Map<ConfigKey, string>, result: ConvergeResult): Promise<void> {
+    const now = (this.opts.now?.() ?? new Date()).toISOString();
+    for (const config of configs) {
+      const key = configKey(config);
+      const problem = problems.get(key);
+      const outcome = problem
+        ? { applied: false as const, message: problem }
+        : result.ok
+          ? { applied: true as const }
+          : { applied: false as const, message: `node ${this.nodeName}: ${result.error}` };
+      const ack = nodeAck(config, this.nodeName, outcome, this.mode, now);
+      if (!ack) continue;
+      try {
+        await this.opts.acknowledge(config, ack);
+        // Until the watch brings the new status back, remember it, so the same ack is not sent twice.
+        const nodes = (config.status?.nodes ?? []).filter((n) => n.name !== this.nodeName);
+        config.status = { ...config.status, nodes: [...nodes, ack as unknown as NonNullable<NonNullable<DataplaneConfig["status"]>["nodes"]>[number]] };
+        if (this.configs.get(key) === config) this.configs.set(key, config);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : JSON.stringify(error);
+        this.log.error({ gateway: key, generation: config.metadata?.generation, error: message }, "acknowledging DataplaneConfig failed; will retry");
+        this.scheduleRetry(retryDelay(1, this.opts.retry?.base, this.opts.retry?.max));
+      }
+    }
+  }
+
+  private scheduleRetry(delay: number): void {
+    if (this.stopped || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.schedule();
+    }, delay);
+    this.retryTimer.unref?.();
+  }
+
+  /** Starts the periodic resync. */
+  start(): void {
+    const every = this.opts.resyncMs ?? 30_000;
+    if (every > 0 && !this.resyncTimer) {
+      this.resyncTimer = setInterval(() => this.schedule(), every);
+      this.resyncTimer.unref?.();
+    }
+  }
+
+  /** Stops timers and waits for a running pass. Programs and maps stay: traffic keeps flowing. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.resyncTimer);
+    this.retryTimer = this.resyncTimer = undefined;
+    await this.running?.catch(() => undefined);
+  }
+}
