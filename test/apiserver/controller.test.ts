@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+// The controller's reconcile against a real kube-apiserver (v1.36.3) with the Gateway API
+// v1.6.3 CRDs: what it writes must pass the API server's own validation, round-trip to the
+// same status (so a second pass writes nothing), and release a deleted Gateway's table.
+import t from "tap";
+import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
+import { routeView, kubeAdmissionLookup } from "../../capabilities/gateway/admission";
+import { routeWarnings } from "../../capabilities/gateway/admission-rules";
+import { compile } from "../../capabilities/gateway/compile/index";
+import { CONTROLLER_NAME } from "../../capabilities/gateway/compile/types";
+import { kubeClusterClient } from "../../capabilities/gateway/kube";
+import { KINDS } from "../../capabilities/gateway/kinds";
+import { GATEWAY_FINALIZER } from "../../capabilities/gateway/plan";
+import { Reconciler } from "../../capabilities/gateway/reconciler";
+import { findBinaries, startApiServer } from "../lib/apiserver";
+
+const binaries = findBinaries();
+if ("missing" in binaries) {
+  t.plan(0, binaries.missing);
+} else {
+  t.test("reconcile against a real API server", async t => {
+    await startApiServer(t, binaries);
+    const ns = "default";
+    const { GatewayClass, Gateway, TCPRoute, DataplaneConfig } = {
+      GatewayClass: KINDS.GatewayClass.model,
+      Gateway: KINDS.Gateway.model,
+      TCPRoute: KINDS.TCPRoute.model,
+      DataplaneConfig: KINDS.DataplaneConfig.model,
+    };
+
+    await K8s(GatewayClass).Apply({ apiVersion: "gateway.networking.k8s.io/v1", kind: "GatewayClass", metadata: { name: "blixt" }, spec: { controllerName: CONTROLLER_NAME } });
+    await K8s(Gateway).Apply({
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { namespace: ns, name: "l4" },
+      spec: {
+        gatewayClassName: "blixt",
+        listeners: [
+          { name: "tcp", port: 5432, protocol: "TCP", allowedRoutes: { kinds: [{ kind: "TCPRoute" }] } },
+          { name: "udp", port: 53, protocol: "UDP", allowedRoutes: { kinds: [{ kind: "UDPRoute" }] } },
+        ],
+      },
+    } as never);
+    await K8s(kind.Service).Apply({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { namespace: ns, name: "pg" },
+      spec: { ports: [{ name: "pg", port: 5432, protocol: "TCP", targetPort: 5432 }] },
+    });
+    await K8s(kind.EndpointSlice).Apply({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { namespace: ns, name: "pg-1", labels: { "kubernetes.io/service-name": "pg" } },
+      addressType: "IPv4",
+      ports: [{ name: "pg", port: 5432, protocol: "TCP" }],
+      endpoints: [
+        { addresses: ["10.244.0.5"], conditions: { ready: true } },
+        { addresses: ["10.244.0.6"], conditions: { ready: false } },
+      ],
+    });
+    await K8s(kind.Node).Apply({ apiVersion: "v1", kind: "Node", metadata: { name: "node-1" } });
+    await K8s(kind.Node).PatchStatus({ metadata: { name: "node-1" }, status: { conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "ready" }] } } as never);
+    const route = {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "TCPRoute",
+      metadata: { namespace: ns, name: "db" },
+      spec: { parentRefs: [{ name: "l4", sectionName: "tcp" }], rules: [{ backendRefs: [{ name: "pg", port: 5432 }] }] },
+    };
+    await K8s(TCPRoute).Apply(route as never);
+
+    const log = { lines: [] as string[], info(m: string) { this.lines.push(m); }, warn(m: string) { this.lines.push(m); }, error(m: string) { this.lines.push(m); } };
+    const settings = { addressPools: [{ name: "test", cidrs: ["198.18.100.0/24"] }], resyncSeconds: 3600, debounceMs: 10, maxBackoffSeconds: 1, agentPodSelector: { "app.kubernetes.io/name": "blixt", "app.kubernetes.io/component": "agent" } };
+    const reconciler = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector), compile, settings, controllerName: CONTROLLER_NAME, log });
+    t.teardown(() => reconciler.stop());
+
+    const first = await reconciler.resync();
+    t.same(first?.failed, [], `every write accepted by the API server (log: ${log.lines.join(" | ")})`);
+
+    const gatewayClass = (await K8s(GatewayClass).Get("blixt")) as KubernetesObject & { status: { conditions: { type: string; status: string }[] } };
+    t.match(gatewayClass.status.conditions, [{ type: "Accepted", status: "True" }]);
+
+    type Condition = { type: string; status: string; reason: string; observedGeneration?: number };
+    const gateway = (await K8s(Gateway).InNamespace(ns).Get("l4")) as KubernetesObject & {
+      status: { conditions: Condition[]; addresses: { value: string }[]; listeners: { name: string; attachedRoutes: number }[] };
+    };
+    t.ok(gateway.metadata?.finalizers?.includes(GATEWAY_FINALIZER), "the Gateway carries blixt's finalizer");
+    t.match(gateway.status.conditions.find(c => c.type === "Accepted"), { status: "True", observedGeneration: 1 });
+    t.same(
+      gateway.status.listeners.map(l => [l.name, l.attachedRoutes]).sort(),
+      [["tcp", 1], ["udp", 0]],
+    );
+    const address = gateway.status.addresses?.[0]?.value;
+    t.match(address, /^198\.18\.100\.\d+$/);
+
+    const tcpRoute = (await K8s(TCPRoute).InNamespace(ns).Get("db")) as KubernetesObject & {
+      status: { parents: { controllerName: string; parentRef: { name: string }; conditions: Condition[] }[] };
+    };
+    t.equal(tcpRoute.status.parents.length, 1);
+    t.equal(tcpRoute.status.parents[0].controllerName, CONTROLLER_NAME);
+    t.match(tcpRoute.status.parents[0].conditions, [{ type: "Accepted", status: "True" }, { type: "ResolvedRefs", status: "True" }]);
+
+    const config = (await K8s(DataplaneConfig).InNamespace(ns).Get("l4")) as KubernetesObject & {
+      spec: { address: string; listeners: { name: string; port: number; protocol: string; backends: { endpoints: { address: string; port: number }[] }[] }[] };
+    };
+    t.equal(config.spec.address, address, "the DataplaneConfig records the address the status publishes");
+    t.equal(config.metadata?.ownerReferences?.[0]?.uid, gateway.metadata?.uid, "owned by its Gateway");
+    const tcp = config.spec.listeners.find(l => l.name === "tcp")!;
+    t.match(tcp, { port: 5432, protocol: "TCP" });
+    t.same(tcp.backends.flatMap(b => b.endpoints), [{ address: "10.244.0.5", port: 5432 }], "only the ready endpoint");
+
+    const second = await reconciler.resync();
+    t.same(second?.writes, [], "what the API server stored reads back as what blixt wants: nothing to write");
+
+    // A restarted controller over the same cluster keeps the address and writes nothing.
+    const restarted = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector), compile, settings, controllerName: CONTROLLER_NAME, log });
+    t.teardown(() => restarted.stop());
+    t.same((await restarted.resync())?.writes, []);
+
+    // Admission's lookups against the same server: a route to a missing Service.
+    const dangling = { ...route, metadata: { namespace: ns, name: "dangling" }, spec: { ...route.spec, rules: [{ backendRefs: [{ name: "nope", port: 1 }] }] } };
+    t.same(routeWarnings("TCPRoute", dangling, await routeView(dangling, kubeAdmissionLookup)), [
+      'TCPRoute default/dangling: Service "nope" not found in namespace "default"; ResolvedRefs will be False (BackendNotFound)',
+    ]);
+
+    await K8s(Gateway).InNamespace(ns).Delete("l4");
+    const deleting = await restarted.resync();
+    t.same(deleting?.writes.map(w => w.op).filter(op => op !== "patchStatus"), ["deleteDataplaneConfig"], "first the table goes");
+    const released = await restarted.resync();
+    t.same(released?.writes.map(w => w.op).filter(op => op !== "patchStatus"), ["removeFinalizer"], "then the Gateway is let go");
+    const gone = await K8s(Gateway).InNamespace(ns).Get("l4").then(() => 200, (e: { status?: number }) => e.status);
+    t.equal(gone, 404, "and the API server deletes it");
+  });
+}
