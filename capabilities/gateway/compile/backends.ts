@@ -3,6 +3,7 @@
  * backendRefs → weighted groups of ready endpoints, and the route's ResolvedRefs verdict.
  * Only core Services are backends; another namespace needs a ReferenceGrant there.
  */
+import { parseIPv4 } from "./addresses.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
 import type { RouteKind } from "./types.js";
@@ -198,12 +199,9 @@ export function readyEndpoints(slices: unknown[], portName: string, protocol: st
       out.push({ address, port: number });
     }
   }
-  return out.sort((a, b) => compareIPv4(a.address, b.address) || a.port - b.port);
-}
-
-function compareIPv4(a: string, b: string): number {
-  const pa = a.split(".").map(Number);
-  const pb = b.split(".").map(Number);
-  for (let i = 0; i < 4; i++) if (pa[i] !== pb[i]) return (pa[i] ?? 0) - (pb[i] ?? 0) || cmp(a, b);
-  return cmp(a, b);
+  // Numeric address order (10.0.0.9 before 10.0.0.10), keys computed once per endpoint.
+  return out
+    .map((e) => ({ e, key: parseIPv4(e.address) ?? -1 }))
+    .sort((a, b) => a.key - b.key || cmp(a.e.address, b.e.address) || a.e.port - b.e.port)
+    .map(({ e }) => e);
 }

@@ -25,7 +25,7 @@ import type {
 } from "./types.js";
 import { DATAPLANE_API_VERSION } from "./types.js";
 import type { Meta } from "./util.js";
-import { arr, byAge, canonicalJSON, cmp, int, meta, nsName, obj, selectorMatches, str } from "./util.js";
+import { arr, byAge, cmp, int, jsonEqual, meta, nsName, obj, selectorMatches, str } from "./util.js";
 import { unsupportedHTTPRouteField } from "./httproute.js";
 
 export * from "./types.js";
@@ -164,13 +164,13 @@ export function compile(snapshot: Snapshot): CompileOutput {
       if (ref.port !== undefined) parentRef.port = int(ref.port) ?? (ref.port as number);
       const gateway = gatewayByKey.get(nsName(parentRef.namespace as string, parentRef.name));
       if (!gateway) continue;
-      const refKey = canonicalJSON(parentRef);
+      const refKey = `${parentRef.namespace}/${parentRef.name}/${parentRef.sectionName ?? ""}/${parentRef.port ?? ""}`;
       if (seen.has(refKey)) continue;
       seen.add(refKey);
 
       const accepted = attachRoute(route, parentRef, gateway, labelsOf);
       route.backends ??= resolveBackends(index, { kind: route.kind, namespace: route.meta.namespace, name: route.meta.name }, routeBackendRefs(spec));
-      const previous = previousParents.find((p) => p.controllerName === controllerName && canonicalJSON(normalizeRef(p.parentRef, route.meta.namespace)) === refKey);
+      const previous = previousParents.find((p) => p.controllerName === controllerName && jsonEqual(normalizeRef(p.parentRef, route.meta.namespace), parentRef));
       ours.push({
         parentRef,
         controllerName,
@@ -421,7 +421,7 @@ function gatewayProgrammed(g: GatewayPlan, config: DataplaneConfig, existing: Da
   if (agents.length === 0) return bad("Programmed", "Pending", "no node has a ready blixt agent to program the address");
   const name = `DataplaneConfig ${g.key}`;
   if (!existing) return bad("Programmed", "Pending", `${name} is not written yet`);
-  if (canonicalJSON(obj(existing).spec) !== canonicalJSON(config.spec)) return bad("Programmed", "Pending", `${name} is being updated`);
+  if (!jsonEqual(obj(existing).spec, config.spec)) return bad("Programmed", "Pending", `${name} is being updated`);
   const generation = int(obj(obj(existing).metadata).generation) ?? 0;
   const acked = new Map<string, number>();
   for (const n of arr(obj(obj(existing).status).nodes)) {

@@ -78,6 +78,33 @@ export function canonicalJSON(value: unknown): string {
   return JSON.stringify(value) ?? "null";
 }
 
+/**
+ * Deep equality of JSON-like values, ignoring object key order and undefined members: what
+ * canonicalJSON(a) === canonicalJSON(b) says, without building strings (this runs on every
+ * DataplaneConfig spec at every compile).
+ */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) {
+    const bb = b as unknown[];
+    if (a.length !== bb.length) return false;
+    for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], bb[i])) return false;
+    return true;
+  }
+  const ao = a as Obj;
+  const bo = b as Obj;
+  let count = 0;
+  for (const k in ao) {
+    if (ao[k] === undefined) continue;
+    count++;
+    if (!jsonEqual(ao[k], bo[k])) return false;
+  }
+  for (const k in bo) if (bo[k] !== undefined) count--;
+  return count === 0;
+}
+
 /** 32-bit FNV-1a, for rendezvous hashing: stable across processes and versions of Node. */
 export function fnv1a(text: string): number {
   let hash = 0x811c9dc5;
