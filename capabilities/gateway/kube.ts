@@ -6,7 +6,7 @@ import { K8s, type GenericClass, type KubernetesObject } from "kubernetes-fluent
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { KINDS } from "./kinds";
-import { GATEWAY_FINALIZER, type StatusKind, type Write } from "./plan";
+import type { StatusKind, Write } from "./plan";
 import type { ClusterClient } from "./reconciler";
 
 const STATUS_MODELS: Record<StatusKind, GenericClass> = {
@@ -43,11 +43,9 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>): Clu
             status: write.status,
           } as never);
         case "addFinalizer":
-          await K8s(Gateway).InNamespace(write.namespace).Finalize("add", GATEWAY_FINALIZER, write.name);
-          return undefined;
         case "removeFinalizer":
-          await K8s(Gateway).InNamespace(write.namespace).Finalize("remove", GATEWAY_FINALIZER, write.name);
-          return undefined;
+          // Not K8s().Finalize: it server-side-applies the whole object, taking over its spec.
+          return K8s(Gateway, { namespace: write.namespace, name: write.name }).Patch(write.patch);
       }
     },
   };

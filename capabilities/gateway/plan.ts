@@ -4,7 +4,7 @@
  * compile step wants, decide which writes bring the cluster there. Pure: no I/O, no clock,
  * so the decisions (what differs, what to delete, when a finalizer may go) are unit-tested.
  */
-import type { KubernetesObject } from "kubernetes-fluent-client";
+import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import type { CompileOutput, Snapshot } from "./compile/types";
 
@@ -14,12 +14,13 @@ export const GATEWAY_FINALIZER = "blixt.dev/gateway-finalizer";
 export type StatusKind = "GatewayClass" | "Gateway" | "TCPRoute" | "UDPRoute" | "HTTPRoute";
 
 export type Write =
-  | { op: "addFinalizer"; kind: "Gateway"; namespace: string; name: string }
+  /** `patch` is a JSON patch guarded by `test` ops, so a stale view fails instead of clobbering. */
+  | { op: "addFinalizer"; kind: "Gateway"; namespace: string; name: string; patch: Operation[] }
   | { op: "applyDataplaneConfig"; namespace: string; name: string; object: DataplaneConfig }
   | { op: "deleteDataplaneConfig"; namespace: string; name: string }
   /** `status` is a merge patch: keys set to null remove fields blixt no longer reports. */
   | { op: "patchStatus"; kind: StatusKind; namespace?: string; name: string; status: Record<string, unknown> }
-  | { op: "removeFinalizer"; kind: "Gateway"; namespace: string; name: string };
+  | { op: "removeFinalizer"; kind: "Gateway"; namespace: string; name: string; patch: Operation[] };
 
 /** The snapshot parts the plan compares against (the same objects compile saw). */
 export type ClusterState = Pick<
@@ -107,6 +108,30 @@ function dataplaneConfigDiffers(current: DataplaneConfig | undefined, desired: D
 }
 
 /**
+ * A JSON patch adding or removing blixt's finalizer on exactly the object seen. A server-side
+ * apply would take ownership of every field sent; a merge patch would replace the list and
+ * drop a finalizer another controller added meanwhile. The `test` ops make a stale view fail
+ * (and be retried from a fresh one) instead.
+ */
+export function finalizerPatch(object: KubernetesObject, op: "add" | "remove"): Operation[] {
+  const finalizers = object.metadata?.finalizers;
+  if (op === "add") {
+    if (!finalizers) {
+      return [
+        { op: "test", path: "/metadata/resourceVersion", value: object.metadata?.resourceVersion },
+        { op: "add", path: "/metadata/finalizers", value: [GATEWAY_FINALIZER] },
+      ];
+    }
+    return [{ op: "add", path: "/metadata/finalizers/-", value: GATEWAY_FINALIZER }];
+  }
+  const index = (finalizers ?? []).indexOf(GATEWAY_FINALIZER);
+  return [
+    { op: "test", path: `/metadata/finalizers/${index}`, value: GATEWAY_FINALIZER },
+    { op: "remove", path: `/metadata/finalizers/${index}` },
+  ];
+}
+
+/**
  * The writes that bring the cluster to `output`, in the order they must run:
  * finalizers first (so an address is never handed out without a way to release it), then
  * DataplaneConfigs (which record the address), then statuses (which publish it), then
@@ -123,7 +148,7 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
   for (const desired of output.gateways) {
     const gateway = gateways.get(key(desired.namespace, desired.name));
     if (gateway && !gateway.metadata?.deletionTimestamp && !gateway.metadata?.finalizers?.includes(GATEWAY_FINALIZER)) {
-      writes.push({ op: "addFinalizer", kind: "Gateway", namespace: desired.namespace, name: desired.name });
+      writes.push({ op: "addFinalizer", kind: "Gateway", namespace: desired.namespace, name: desired.name, patch: finalizerPatch(gateway, "add") });
     }
   }
 
@@ -187,7 +212,7 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
     // The DataplaneConfig shares the Gateway's name; the finalizer goes only once it is gone,
     // so the next reconcile (triggered by its deletion) releases the Gateway.
     if (!currentConfigs.has(keyOf(gateway)) && !desiredConfigs.has(keyOf(gateway))) {
-      writes.push({ op: "removeFinalizer", kind: "Gateway", namespace: gateway.metadata.namespace, name: gateway.metadata.name });
+      writes.push({ op: "removeFinalizer", kind: "Gateway", namespace: gateway.metadata.namespace, name: gateway.metadata.name, patch: finalizerPatch(gateway, "remove") });
     }
   }
   return writes;

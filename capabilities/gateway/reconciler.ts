@@ -225,6 +225,12 @@ export class Reconciler {
     }
     if (!updated?.metadata) return;
     if (write.op === "applyDataplaneConfig") this.store.upsert("DataplaneConfig", updated);
+    if (write.op === "addFinalizer") this.store.upsert("Gateway", updated);
+    if (write.op === "removeFinalizer") {
+      // Without finalizers a deleting Gateway is gone; keeping its last copy would leave a ghost.
+      if (updated.metadata.deletionTimestamp && !updated.metadata.finalizers?.length) this.store.remove("Gateway", updated);
+      else this.store.upsert("Gateway", updated);
+    }
     if (write.op === "patchStatus") {
       const kind = write.kind;
       const current = this.store.get<KubernetesObject>(kind, write.namespace, write.name);

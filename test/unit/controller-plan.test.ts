@@ -4,6 +4,7 @@ import t from "tap";
 import {
   canonicalJSON,
   compileInput,
+  finalizerPatch,
   GATEWAY_FINALIZER,
   planWrites,
   recordedAllocations,
@@ -146,7 +147,34 @@ t.test("a Gateway being deleted keeps its finalizer until its DataplaneConfig is
     "first the table goes (releasing the address)",
   );
   const afterwards = planWrites(state({ gateways: [deleting] }), output({}));
-  t.same(afterwards, [{ op: "removeFinalizer", kind: "Gateway", namespace: "default", name: "gw" }]);
+  t.same(afterwards, [
+    {
+      op: "removeFinalizer",
+      kind: "Gateway",
+      namespace: "default",
+      name: "gw",
+      patch: [
+        { op: "test", path: "/metadata/finalizers/0", value: GATEWAY_FINALIZER },
+        { op: "remove", path: "/metadata/finalizers/0" },
+      ],
+    },
+  ]);
+});
+
+t.test("finalizer patches touch only the finalizer, guarded against a stale view", async t => {
+  const fresh = gateway("gw");
+  fresh.metadata!.resourceVersion = "7";
+  t.same(finalizerPatch(fresh, "add"), [
+    { op: "test", path: "/metadata/resourceVersion", value: "7" },
+    { op: "add", path: "/metadata/finalizers", value: [GATEWAY_FINALIZER] },
+  ]);
+  const withOthers = gateway("gw", { finalizers: ["example.com/keep"] });
+  t.same(finalizerPatch(withOthers, "add"), [{ op: "add", path: "/metadata/finalizers/-", value: GATEWAY_FINALIZER }], "others' finalizers stay");
+  const ours = gateway("gw", { finalizers: ["example.com/keep", GATEWAY_FINALIZER] });
+  t.same(finalizerPatch(ours, "remove"), [
+    { op: "test", path: "/metadata/finalizers/1", value: GATEWAY_FINALIZER },
+    { op: "remove", path: "/metadata/finalizers/1" },
+  ]);
 });
 
 t.test("compile does not see Gateways being deleted, so it releases their address", async t => {

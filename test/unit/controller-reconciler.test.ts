@@ -3,7 +3,7 @@
 // compile step. The cluster here is an in-memory ClusterClient (the loop's only I/O seam);
 // test/apiserver runs the same loop against a real kube-apiserver.
 import t from "tap";
-import type { KubernetesObject } from "kubernetes-fluent-client";
+import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import { compile } from "../../capabilities/gateway/compile/index";
 import type { CompileOutput, Snapshot } from "../../capabilities/gateway/compile/types";
 import type { ControllerSettings } from "../../capabilities/gateway/config";
@@ -63,10 +63,28 @@ class MemoryCluster implements ClusterClient {
       case "addFinalizer":
       case "removeFinalizer": {
         const gateway = this.find("Gateway", write.namespace, write.name)!;
-        const finalizers = (gateway.metadata!.finalizers ?? []).filter(f => f !== GATEWAY_FINALIZER);
-        gateway.metadata!.finalizers = write.op === "addFinalizer" ? [...finalizers, GATEWAY_FINALIZER] : finalizers;
-        return undefined;
+        applyJSONPatch(gateway, write.patch);
+        return structuredClone(gateway);
       }
+    }
+  }
+}
+
+/** RFC 6902 test/add/remove, enough for finalizer patches; a failed test throws like the API server. */
+function applyJSONPatch(target: object, patch: Operation[]): void {
+  for (const operation of patch) {
+    const path = operation.path.split("/").slice(1);
+    const last = path.pop()!;
+    let parent = target as Record<string, unknown>;
+    for (const segment of path) parent = parent[segment] as Record<string, unknown>;
+    if (operation.op === "test") {
+      if (JSON.stringify(parent?.[last]) !== JSON.stringify(operation.value)) throw { status: 422, statusText: "Unprocessable Entity", data: { message: `test failed at ${operation.path}` } };
+    } else if (operation.op === "add") {
+      if (Array.isArray(parent) && last === "-") parent.push(operation.value);
+      else parent[last] = operation.value;
+    } else if (operation.op === "remove") {
+      if (Array.isArray(parent)) parent.splice(Number(last), 1);
+      else delete parent[last];
     }
   }
 }
