@@ -223,7 +223,8 @@ export async function progRunMany(progPin: string, packets: Uint8Array[], opts: 
       lines.push(["prog", "run", "pinned", progPin, "data_in", join(dir, `in${i}`), "data_out", join(dir, `out${i}`), ...repeat].join(" "));
     });
     const outputs = (await batch(lines, `running ${progPin}`, opts)) as { retval: number; duration: number }[];
-    return Promise.all(
+    // Awaited here, not returned: `finally` must not remove the files before they are read.
+    return await Promise.all(
       outputs.map(async (o, i) => ({ retval: o.retval, duration: o.duration, dataOut: new Uint8Array(await readFile(join(dir, `out${i}`))) })),
     );
   } finally {
