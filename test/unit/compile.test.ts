@@ -144,6 +144,14 @@ t.test("allocations are an output the next compile takes back unchanged", async 
   const first = compile(snapshot);
   const restarted = { ...snapshot, allocations: first.allocations };
   t.same(compile(restarted).allocations, first.allocations);
+
+  // A Gateway being deleted releases its address and table at once; the others keep theirs.
+  const deleting = clone(restarted);
+  deleting.gateways.find((g) => g.metadata?.name === "new")!.metadata!.deletionTimestamp = "2026-01-01T00:09:00Z";
+  const out = compile(deleting);
+  t.same(out.allocations, Object.fromEntries(Object.entries(first.allocations).filter(([k]) => k !== "infra/new")));
+  t.notOk(out.dataplaneConfigs.some((dc) => dc.metadata?.name === "new"));
+  t.notOk(out.gateways.some((g) => g.name === "new"));
 });
 
 t.test("garbage in any field gives conditions, never an exception", async (t) => {

@@ -97,7 +97,8 @@ export function compile(snapshot: Snapshot): CompileOutput {
     const spec = obj(obj(raw).spec);
     const className = str(spec.gatewayClassName) ?? "";
     const gatewayClass = classes.get(className);
-    if (!gatewayClass || !m.name) continue;
+    // A Gateway being deleted gives up its address and table now, not when it is gone.
+    if (!gatewayClass || !m.name || obj(obj(raw).metadata).deletionTimestamp) continue;
     const listeners = planListeners({ namespace: m.namespace, name: m.name }, arr(spec.listeners), secrets, index);
     gateways.push({
       meta: m,
