@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `blixt dataplane` command, run as a process the way a person runs it: usage errors, and
+// a service programmed and inspected through it in the netns lab.
+import t from "tap";
+import { execa } from "execa";
+import { fileURLToPath } from "node:url";
+import { Lab, countByBackend } from "../lib/lab.js";
+
+const BLIXT = fileURLToPath(new URL("../../bin/blixt.js", import.meta.url));
+const blixt = (...args: string[]) => execa("node", [BLIXT, ...args], { reject: false });
+
+t.test("bad arguments: a one-line error naming the argument, exit code 2", async (t) => {
+  const cases: { args: string[]; names: RegExp }[] = [
+    { args: ["dataplane", "set", "--vip", "10.0.0", "--port", "80", "--proto", "tcp"], names: /--vip/ },
+    { args: ["dataplane", "set", "--vip", "10.0.0.1", "--port", "70000", "--proto", "tcp"], names: /--port/ },
+    { args: ["dataplane", "set", "--vip", "10.0.0.1", "--port", "80", "--proto", "sctp"], names: /--proto/ },
+    { args: ["dataplane", "set", "--vip", "10.0.0.1", "--port", "80", "--proto", "tcp", "--backend", "10.0.0.2"], names: /--backend/ },
+    { args: ["dataplane", "set", "--vip", "10.0.0.1", "--port", "80", "--proto", "tcp", "--backend", "10.0.0.2:80@-1"], names: /--backend/ },
+    { args: ["dataplane", "set", "--vip", "10.0.0.1", "--port", "80", "--proto", "tcp", "--reject-weight", "x"], names: /--reject-weight/ },
+    { args: ["dataplane", "set", "--port", "80", "--proto", "tcp"], names: /--vip/ },
+    { args: ["dataplane", "attach"], names: /--iface/ },
+    { args: ["dataplane", "attach", "--iface", "eth0", "--mode", "dpdk"], names: /--mode/ },
+    { args: ["dataplane", "list", "--colour"], names: /--colour/ },
+    { args: ["dataplane", "frobnicate"], names: /frobnicate/ },
+  ];
+  // Each run starts node and tsx; run them side by side.
+  const runs = await Promise.all(cases.map(({ args }) => blixt(...args)));
+  for (const [i, { args, names }] of cases.entries()) {
+    const r = runs[i];
+    t.equal(r.exitCode, 2, `${args.join(" ")}: exit code 2`);
+    const lines = r.stderr.trim().split("\n");
+    t.equal(lines.length, 1, `${args.join(" ")}: one line (${r.stderr.trim()})`);
+    t.match(lines[0], names, `${args.join(" ")}: names the argument`);
+  }
+});
+
+t.test("a command needing the maps says what to run when nothing is loaded", async (t) => {
+  const r = await blixt("dataplane", "list", "--pin-dir", "/sys/fs/bpf/blixt-cli-test-nothing-here");
+  t.equal(r.exitCode, 1);
+  t.match(r.stderr, /no blixt maps pinned under \/sys\/fs\/bpf\/blixt-cli-test-nothing-here: run `blixt dataplane attach/);
+});
+
+t.test("a service programmed and inspected through the CLI carries UDP traffic", async (t) => {
+  const lab = new Lab({ name: "cli", backends: 2 });
+  t.teardown(() => lab.down());
+  await lab.up();
+  await lab.startServers({ udp: [5353] });
+  const pin = ["--pin-dir", lab.pinDir];
+  const ok = async (...args: string[]) => {
+    const r = await blixt(...args);
+    t.equal(r.exitCode, 0, `blixt ${args.join(" ")} succeeds${r.exitCode ? `: ${r.stderr}` : ""}`);
+    return r.stdout;
+  };
+
+  t.match(await ok("dataplane", "attach", "--iface", lab.gatewayIface, "--mode", "tc", "--netns", lab.gatewayNs, ...pin), /attached blixt \(tc\) to cl/);
+  const vip = lab.vip(0);
+  const [b0, b1] = lab.backendIps;
+  await ok("dataplane", "set", "--vip", vip, "--port", "53", "--proto", "udp", "--backend", `${b0}:5353@3`, "--backend", `${b1}:5353`, ...pin);
+
+  const listed = JSON.parse(await ok("dataplane", "list", "--json", ...pin));
+  t.same(
+    listed.map((s: { backends: { ip: string; weight: number }[] }) => ({ ...s, backends: [...s.backends].sort((a, b) => b.weight - a.weight) })),
+    [{ vip, port: 53, proto: "udp", rejectWeight: 0, backends: [{ ip: b0, port: 5353, weight: 3 }, { ip: b1, port: 5353, weight: 1 }] }],
+    "list --json shows the service as set",
+  );
+  const table = await ok("dataplane", "list", ...pin);
+  t.match(table, /SERVICE\s+BACKEND\s+WEIGHT\s+SHARE/, "list prints a table");
+  t.match(table, new RegExp(`${vip}:53/udp\\s+${b0}:5353\\s+3\\s+75\\.0%`), "with each backend's share");
+
+  const outcomes = await lab.udp(vip, 53, 100);
+  t.same(outcomes.filter((o) => !o.ok), [], "100 UDP requests through the VIP answered");
+  t.ok((countByBackend(outcomes)[lab.backendName(0)] ?? 0) > 50, "the weight-3 backend took most of them");
+
+  const stats = JSON.parse(await ok("dataplane", "stats", "--json", ...pin));
+  t.equal(stats.services[0].newFlows, 100, "stats --json counts 100 new flows");
+  t.match(await ok("dataplane", "stats", ...pin), /NEW FLOWS/, "stats prints a table");
+  const ct = JSON.parse(await ok("dataplane", "conntrack", "--json", ...pin));
+  t.ok(ct.filter((e: { direction: string }) => e.direction === "forward").length >= 100, "conntrack --json lists the flows");
+  t.match(await ok("dataplane", "conntrack", ...pin), /PROTO\s+DIRECTION\s+SOURCE/, "conntrack prints a table");
+
+  await ok("dataplane", "delete", "--vip", vip, "--port", "53", "--proto", "udp", ...pin);
+  t.same(JSON.parse(await ok("dataplane", "list", "--json", ...pin)), [], "delete removes it");
+  await ok("dataplane", "detach", "--iface", lab.gatewayIface, "--netns", lab.gatewayNs, ...pin);
+});
