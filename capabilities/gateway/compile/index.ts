@@ -266,8 +266,13 @@ function gatewayAccepted(spec: Record<string, unknown>, listeners: ListenerPlan[
   }
   if (listeners.length === 0) return bad("Accepted", "ListenersNotValid", "spec.listeners is empty");
   const invalid = listeners.filter((l) => !l.healthy).map((l) => l.name);
-  if (!listeners.some((l) => l.valid)) return bad("Accepted", "ListenersNotValid", `no listener is valid (${invalid.join(", ")}); see status.listeners`);
-  if (invalid.length > 0) return ok("Accepted", "ListenersNotValid", `Gateway is accepted, but listeners ${invalid.join(", ")} are not valid; see status.listeners`);
+  // A listener that is accepted and unconflicted keeps the Gateway accepted even while its
+  // references do not resolve: routes still attach to it, and Programmed says it carries nothing.
+  if (!listeners.some((l) => l.attachable)) return bad("Accepted", "ListenersNotValid", `no listener is valid (${invalid.join(", ")}); see status.listeners`);
+  if (invalid.length > 0) {
+    const which = invalid.length === 1 ? `listener ${invalid[0]} is` : `listeners ${invalid.join(", ")} are`;
+    return ok("Accepted", "ListenersNotValid", `Gateway is accepted, but ${which} not valid; see status.listeners`);
+  }
   return ok("Accepted", "Accepted", "Gateway is accepted");
 }
 
