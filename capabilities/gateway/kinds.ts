@@ -38,7 +38,6 @@ export const KINDS = {
   EndpointSlice: info(kind.EndpointSlice, "discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
   Namespace: info(kind.Namespace, "v1", "Namespace", "namespaces"),
   Node: info(kind.Node, "v1", "Node", "nodes"),
-  Secret: info(kind.Secret, "v1", "Secret", "secrets"),
   DataplaneConfig: info(DataplaneConfig, "blixt.dev/v1alpha1", "DataplaneConfig", "dataplaneconfigs"),
   AgentPod: info(kind.Pod, "v1", "Pod", "pods"),
 } satisfies Record<WatchedKind, KindInfo>;

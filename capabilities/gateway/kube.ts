@@ -2,12 +2,13 @@
 /**
  * The controller's thin I/O adapter: lists and writes through kubernetes-fluent-client.
  */
-import { K8s, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
+import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { KINDS } from "./kinds";
 import type { StatusKind, Write } from "./plan";
 import type { ClusterClient } from "./reconciler";
+import { secretInfo } from "./store";
 
 const STATUS_MODELS: Record<StatusKind, GenericClass> = {
   GatewayClass: KINDS.GatewayClass.model,
@@ -27,6 +28,20 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>): Clu
       }
       const list = await query.Get();
       return list.items.map(item => ({ apiVersion, kind: kindName, ...(item as KubernetesObject) }));
+    },
+
+    async secrets(refs) {
+      const found = await Promise.all(
+        refs.map(async ({ namespace, name }) => {
+          try {
+            return secretInfo(await K8s(kind.Secret).InNamespace(namespace).Get(name));
+          } catch (error) {
+            if ((error as { status?: number }).status === 404) return undefined;
+            throw error;
+          }
+        }),
+      );
+      return found.filter(info => info !== undefined);
     },
 
     async execute(write) {

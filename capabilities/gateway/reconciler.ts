@@ -12,11 +12,14 @@ import type { KubernetesObject } from "kubernetes-fluent-client";
 import type { CompileOutput, Snapshot } from "./compile/types";
 import type { ControllerSettings } from "./config";
 import { compileInput, describeWrite, planWrites, recordedAllocations, type Write } from "./plan";
-import { SnapshotStore, WATCHED_KINDS, type WatchedKind } from "./store";
+import type { SecretInfo } from "./compile/types";
+import { certificateSecretRefs, SnapshotStore, WATCHED_KINDS, type SecretRef, type WatchedKind } from "./store";
 
 export interface ClusterClient {
   /** Every object of a kind, as a relist sees it. */
   list(kind: WatchedKind): Promise<KubernetesObject[]>;
+  /** The named Secrets that exist, reduced to SecretInfo (no key bytes kept). */
+  secrets(refs: SecretRef[]): Promise<SecretInfo[]>;
   /** Makes one write; returns the object as the API server left it, when it says. */
   execute(write: Write): Promise<KubernetesObject | undefined>;
 }
@@ -166,6 +169,14 @@ export class Reconciler {
 
   async #reconcileOnce(): Promise<ReconcileResult> {
     const { client, compile, settings, controllerName, log } = this.#deps;
+    try {
+      this.store.setSecrets(await client.secrets(certificateSecretRefs(this.store.list("Gateway"))));
+    } catch (error) {
+      // Compiling without them would report valid certificates as InvalidCertificateRef.
+      log.error(`reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`);
+      this.#retryLater();
+      return { writes: [], failed: [], skipped: [] };
+    }
     const snapshot = this.store.snapshot({
       controllerName,
       now: rfc3339((this.#deps.now ?? (() => new Date()))()),

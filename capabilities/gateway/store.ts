@@ -8,7 +8,12 @@ import type { KubernetesObject } from "kubernetes-fluent-client";
 import type { V1Node, V1Pod, V1Secret } from "@kubernetes/client-node";
 import type { AddressPool, NodeInfo, SecretInfo, Snapshot } from "./compile/types";
 
-/** Every kind the controller watches, by the name the store files it under. */
+/**
+ * Every kind the controller watches, by the name the store files it under. Secrets are not
+ * watched: a watch (and its client-side cache) would hold every Secret's key bytes for the
+ * life of the process. The reconcile reads only the Secrets listeners name, reduces each to
+ * SecretInfo at once, and rereads them on every reconcile and resync.
+ */
 export const WATCHED_KINDS = [
   "GatewayClass",
   "Gateway",
@@ -20,7 +25,6 @@ export const WATCHED_KINDS = [
   "EndpointSlice",
   "Namespace",
   "Node",
-  "Secret",
   "DataplaneConfig",
   "AgentPod",
 ] as const;
@@ -80,15 +84,37 @@ export function nodeInfos(nodes: V1Node[], agentPods: V1Pod[]): NodeInfo[] {
 const objectKey = (o: KubernetesObject): string =>
   o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? "");
 
-type Stored = KubernetesObject | SecretInfo;
+export interface SecretRef {
+  namespace: string;
+  name: string;
+}
+
+/** The Secrets the Gateways' listeners name in tls.certificateRefs, each once, sorted. */
+export function certificateSecretRefs(gateways: KubernetesObject[]): SecretRef[] {
+  const refs = new Map<string, SecretRef>();
+  for (const gateway of gateways) {
+    const listeners = (gateway as { spec?: { listeners?: { tls?: { certificateRefs?: { group?: string; kind?: string; namespace?: string; name: string }[] } }[] } }).spec?.listeners ?? [];
+    for (const ref of listeners.flatMap(l => l.tls?.certificateRefs ?? [])) {
+      if ((ref.group ?? "") !== "" || (ref.kind ?? "Secret") !== "Secret") continue;
+      const namespace = ref.namespace ?? gateway.metadata?.namespace ?? "";
+      refs.set(`${namespace}/${ref.name}`, { namespace, name: ref.name });
+    }
+  }
+  return [...refs.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, ref]) => ref);
+}
 
 export class SnapshotStore {
-  #objects = new Map<WatchedKind, Map<string, Stored>>(WATCHED_KINDS.map(k => [k, new Map()]));
+  #objects = new Map<WatchedKind, Map<string, KubernetesObject>>(WATCHED_KINDS.map(k => [k, new Map()]));
+  #secrets: SecretInfo[] = [];
 
-  /** Records the latest state of an object. Secrets are reduced to SecretInfo on the way in. */
+  /** Records the latest state of an object. */
   upsert(kind: WatchedKind, object: KubernetesObject): void {
-    const stored = kind === "Secret" ? secretInfo(object as V1Secret) : object;
-    this.#objects.get(kind)!.set(objectKey(object), stored);
+    this.#objects.get(kind)!.set(objectKey(object), object);
+  }
+
+  /** The referenced Secrets as last read, already reduced to SecretInfo. */
+  setSecrets(secrets: SecretInfo[]): void {
+    this.#secrets = [...secrets].sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
   }
 
   remove(kind: WatchedKind, object: KubernetesObject): void {
@@ -127,7 +153,7 @@ export class SnapshotStore {
       services: this.list("Service"),
       endpointSlices: this.list("EndpointSlice"),
       namespaces: this.list("Namespace"),
-      secrets: this.list<SecretInfo>("Secret"),
+      secrets: this.#secrets,
       nodes: nodeInfos(this.list("Node"), this.list("AgentPod")),
       dataplaneConfigs: this.list("DataplaneConfig"),
       addressPools: input.addressPools,

@@ -5,11 +5,11 @@
 import t from "tap";
 import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import { compile } from "../../capabilities/gateway/compile/index";
-import type { CompileOutput, Snapshot } from "../../capabilities/gateway/compile/types";
+import type { CompileOutput, SecretInfo, Snapshot } from "../../capabilities/gateway/compile/types";
 import type { ControllerSettings } from "../../capabilities/gateway/config";
 import { GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
 import { Reconciler, type ClusterClient } from "../../capabilities/gateway/reconciler";
-import { WATCHED_KINDS, type WatchedKind } from "../../capabilities/gateway/store";
+import { WATCHED_KINDS, type SecretRef, type WatchedKind } from "../../capabilities/gateway/store";
 
 const ME = "blixt.dev/gateway-controller";
 
@@ -26,6 +26,12 @@ class MemoryCluster implements ClusterClient {
     return this.objects.get(kind)!.find(o => o.metadata?.name === name && o.metadata?.namespace === namespace) as
       | (KubernetesObject & { status?: Record<string, unknown>; spec?: Record<string, unknown> })
       | undefined;
+  }
+  secretInfos: SecretInfo[] = [];
+  secretReads: SecretRef[][] = [];
+  async secrets(refs: SecretRef[]) {
+    this.secretReads.push(refs);
+    return this.secretInfos.filter(s => refs.some(r => r.namespace === s.namespace && r.name === s.name));
   }
   async list(kind: WatchedKind) {
     return structuredClone(this.objects.get(kind)!);
@@ -237,4 +243,25 @@ t.test("a deleted Gateway releases its DataplaneConfig before its finalizer", as
     ["deleteDataplaneConfig", "removeFinalizer"],
   );
   t.same(cluster.find("Gateway", "default", "gw")!.metadata!.finalizers, []);
+});
+
+t.test("the Secrets HTTPS listeners name are read at each reconcile and reach compile as SecretInfo", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, []);
+  cluster.add("Gateway", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "Gateway",
+    metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
+    spec: {
+      gatewayClassName: "blixt",
+      listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { mode: "Terminate", certificateRefs: [{ name: "cert" }, { name: "other", namespace: "certs" }] } }],
+    },
+  } as unknown as KubernetesObject);
+  cluster.secretInfos = [{ namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true }];
+  const counting = countingCompile();
+  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  t.same(cluster.secretReads.at(-1), [{ namespace: "certs", name: "other" }, { namespace: "default", name: "cert" }]);
+  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
 });

@@ -43,7 +43,7 @@ for (const pending of Object.values(loaded)) pending.catch(() => {}); // reporte
 
 const watched = [
   "DataplaneConfig", "EndpointSlice", "Gateway", "GatewayClass", "HTTPRoute", "Namespace",
-  "Node", "Pod", "ReferenceGrant", "Secret", "Service", "TCPRoute", "UDPRoute",
+  "Node", "Pod", "ReferenceGrant", "Service", "TCPRoute", "UDPRoute",
 ];
 
 t.test("admission role: only the admission capability, only Validate bindings", async t => {

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+// The controller's store: what it keeps of Secrets and Nodes, and the snapshot it hands compile.
+import t from "tap";
+import { execa } from "execa";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { certificateSecretRefs, nodeInfos, secretInfo, SnapshotStore, tlsPairParses } from "../../capabilities/gateway/store";
+
+async function keyPair(dir: string, name: string) {
+  await execa("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", `/CN=${name}`, "-days", "1", "-keyout", join(dir, `${name}.key`), "-out", join(dir, `${name}.crt`)]);
+  const [cert, key] = await Promise.all([readFile(join(dir, `${name}.crt`)), readFile(join(dir, `${name}.key`))]);
+  return { cert: cert.toString("base64"), key: key.toString("base64") };
+}
+
+t.test("a TLS Secret is reduced to whether its certificate and key parse and belong together", async t => {
+  const dir = await mkdtemp(join(tmpdir(), "blixt-controller-store-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const a = await keyPair(dir, "a");
+  const b = await keyPair(dir, "b");
+  t.equal(tlsPairParses(a.cert, a.key), true);
+  t.equal(tlsPairParses(a.cert, b.key), false, "a key of another certificate");
+  t.equal(tlsPairParses(Buffer.from("not a certificate").toString("base64"), a.key), false);
+  t.equal(tlsPairParses(a.cert, undefined), false);
+
+  const info = secretInfo({
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { namespace: "default", name: "cert", creationTimestamp: new Date("2026-11-27T10:00:00Z") },
+    type: "kubernetes.io/tls",
+    data: { "tls.crt": a.cert, "tls.key": a.key },
+  });
+  t.same(info, { namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true, creationTimestamp: "2026-11-27T10:00:00Z" });
+  t.notOk(JSON.stringify(info).includes(a.key), "no key bytes are kept");
+});
+
+t.test("certificateRefs: Secrets only, defaulted to the Gateway's namespace, each once", async t => {
+  const gateway = (namespace: string, refs: unknown[]) => ({ metadata: { namespace, name: "gw" }, spec: { listeners: [{ name: "https", tls: { certificateRefs: refs } }, { name: "tcp" }] } });
+  t.same(
+    certificateSecretRefs([
+      gateway("a", [{ name: "cert" }, { name: "cert", kind: "Secret", group: "" }, { name: "x", kind: "ConfigMap" }]),
+      gateway("b", [{ name: "shared", namespace: "certs" }]),
+    ]),
+    [{ namespace: "a", name: "cert" }, { namespace: "certs", name: "shared" }],
+  );
+});
+
+t.test("a node's agent is ready only when a ready agent Pod runs on it", async t => {
+  const node = (name: string, ready: string) => ({ metadata: { name }, status: { conditions: [{ type: "Ready", status: ready }] } });
+  const pod = (nodeName: string, ready: string, deleting = false) => ({
+    metadata: { name: `agent-${nodeName}`, ...(deleting ? { deletionTimestamp: new Date() } : {}) },
+    spec: { nodeName, containers: [] },
+    status: { conditions: [{ type: "Ready", status: ready }] },
+  });
+  t.same(
+    nodeInfos([node("n3", "True"), node("n1", "True"), node("n2", "False"), node("n4", "True")], [pod("n1", "True"), pod("n3", "False"), pod("n4", "True", true)]),
+    [
+      { name: "n1", ready: true, agentReady: true },
+      { name: "n2", ready: false, agentReady: false },
+      { name: "n3", ready: true, agentReady: false },
+      { name: "n4", ready: true, agentReady: false },
+    ],
+  );
+});
+
+t.test("the snapshot is sorted, so the same cluster gives the same compile input", async t => {
+  const one = new SnapshotStore();
+  const two = new SnapshotStore();
+  const services = ["b", "a", "c"].map(name => ({ apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name } }));
+  services.forEach(s => one.upsert("Service", s));
+  [...services].reverse().forEach(s => two.upsert("Service", s));
+  const input = { controllerName: "c", now: "2026-11-27T10:00:00Z", addressPools: [], allocations: {} };
+  t.same(one.snapshot(input), two.snapshot(input));
+  t.same(one.snapshot(input).services.map(s => s.metadata?.name), ["a", "b", "c"]);
+  one.remove("Service", services[0]);
+  t.same(one.snapshot(input).services.map(s => s.metadata?.name), ["a", "c"]);
+});
