@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: Apache-2.0
+// charts/blixt through the real helm binary: lint, `helm template` with defaults and
+// variations (objects parsed with yaml and checked field by field), and values the schema
+// must reject. Skips, saying why, when no helm binary is found.
+import t from "tap";
+import { X509Certificate } from "node:crypto";
+import { existsSync } from "node:fs";
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { execa } from "execa";
+import { parse, parseAllDocuments } from "yaml";
+
+const chartDir = resolve(import.meta.dirname, "../../charts/blixt");
+
+/** The Gateway API CRDs a real cluster would have; offline rendering must be told. */
+const GATEWAY_API = ["--api-versions", "gateway.networking.k8s.io/v1/GatewayClass"];
+
+/** $HELM, then the cache the local cluster's build fills, then PATH; undefined when none. */
+async function findHelm(): Promise<string | undefined> {
+  const cache = process.env.BLIXT_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "blixt");
+  for (const candidate of [process.env.HELM, join(cache, "bin", "helm")]) {
+    if (candidate && existsSync(candidate)) return candidate;
+  }
+  const which = await execa("sh", ["-c", "command -v helm"], { reject: false });
+  return which.exitCode === 0 ? which.stdout.trim() : undefined;
+}
+
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations: Record<string, string> };
+  [field: string]: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+interface Rendered {
+  objects: K8sObject[];
+  /** The one object of this kind and name; throws naming what was there instead. */
+  get(kind: string, name: string): K8sObject;
+  all(kind: string): K8sObject[];
+}
+
+const RELEASE = "gw";
+const NAMESPACE = "blixt-system";
+
+/** `helm template` with --set-json per top-level value; rejects with helm's stderr on failure. */
+async function template(helm: string, values: Record<string, unknown> = {}, extra: string[] = GATEWAY_API): Promise<Rendered> {
+  const sets = Object.entries(values).flatMap(([key, value]) => ["--set-json", `${key}=${JSON.stringify(value)}`]);
+  const result = await execa(helm, ["template", RELEASE, chartDir, "--namespace", NAMESPACE, ...extra, ...sets], { reject: false });
+  if (result.exitCode !== 0) throw new Error(result.stderr || result.stdout);
+  const objects = parseAllDocuments(result.stdout)
+    .map(doc => doc.toJS() as K8sObject | null)
+    .filter((o): o is K8sObject => o !== null && typeof o === "object");
+  const all = (kind: string) => objects.filter(o => o.kind === kind);
+  return {
+    objects,
+    all,
+    get(kind, name) {
+      const found = objects.find(o => o.kind === kind && o.metadata.name === name);
+      if (!found) throw new Error(`no ${kind} ${name}; rendered ${kind}s: ${all(kind).map(o => o.metadata.name).join(", ") || "none"}`);
+      return found;
+    },
+  };
+}
+
+/** The error text of a render that must fail. */
+async function templateError(helm: string, values: Record<string, unknown>, extra: string[] = GATEWAY_API): Promise<string> {
+  try {
+    await template(helm, values, extra);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  throw new Error(`helm template accepted ${JSON.stringify(values)}`);
+}
+
+type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+
+/** Verbs a ClusterRole grants on group/resource. */
+function verbs(role: K8sObject, group: string, resource: string): string[] {
+  return [...new Set((role.rules as Rule[])
+    .filter(r => r.apiGroups.includes(group) && r.resources.includes(resource))
+    .flatMap(r => r.verbs))].sort();
+}
+
+/** A container's env as name → value (or valueFrom). */
+function envOf(container: any): Record<string, any> {
+  return Object.fromEntries((container.env as any[]).map(e => [e.name, e.value ?? e.valueFrom]));
+}
+
+const WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection", "*"];
+const POOLS = [
+  { name: "default", addresses: ["198.18.100.0/24"] },
+  { name: "team-a", addresses: ["198.18.101.10-198.18.101.20"], namespaces: ["team-a"] },
+];
+
+const helm = await findHelm();
+if (!helm) {
+  t.pass("chart tests", { skip: "no helm binary found: set HELM, run hack/cluster.sh build (it caches helm), or put helm on PATH" });
+} else {
+  const full = `${RELEASE}-blixt`;
+  const defaults = await template(helm);
+
+  t.test("helm lint passes, strict, with and without address pools", async t => {
+    for (const sets of [[], ["--set-json", `addressPools=${JSON.stringify(POOLS)}`]]) {
+      // lint cannot be told about the Gateway API CRDs, so it renders without the GatewayClass.
+      const lint = await execa(helm, ["lint", "--strict", chartDir, "--set", "gatewayClass.create=false", ...sets], { reject: false });
+      t.equal(lint.exitCode, 0, lint.stdout + lint.stderr);
+    }
+  });
+
+  t.test("defaults: every role, the GatewayClass, the webhook", async t => {
+    const kinds = defaults.objects.map(o => `${o.kind}/${o.metadata.name}`);
+    for (const expected of [
+      `Deployment/${full}-admission`, `Service/${full}-admission`, `Deployment/${full}-controller`,
+      `DaemonSet/${full}-agent`, `ValidatingWebhookConfiguration/${full}-admission`, `GatewayClass/blixt`,
+      `ConfigMap/${full}-controller-address-pools`, `Namespace/pepr-system`,
+    ]) t.ok(kinds.includes(expected), `renders ${expected}`);
+    t.equal(defaults.get("GatewayClass", "blixt").spec.controllerName, "blixt.dev/gateway-controller");
+    t.equal(defaults.get("Deployment", `${full}-controller`).spec.replicas, 1, "one controller");
+    t.equal(defaults.get("Deployment", `${full}-controller`).spec.strategy.type, "Recreate", "never two controllers at once");
+    for (const o of defaults.objects) {
+      if (o.kind !== "ClusterRole" && o.kind !== "ClusterRoleBinding" && o.kind !== "ValidatingWebhookConfiguration" && o.kind !== "GatewayClass" && o.kind !== "Namespace") {
+        const expectedNs = o.metadata.name.endsWith("-pepr-store") ? "pepr-system" : NAMESPACE;
+        t.equal(o.metadata.namespace, expectedNs, `${o.kind}/${o.metadata.name} namespace`);
+      }
+    }
+  });
+
+  t.test("the agent DaemonSet: privileged, host network, bpffs, every node, NODE_NAME", async t => {
+    const agent = defaults.get("DaemonSet", `${full}-agent`);
+    const pod = agent.spec.template.spec;
+    const container = pod.containers[0];
+    t.equal(pod.hostNetwork, true);
+    t.equal(container.securityContext.privileged, true);
+    t.equal(container.securityContext.runAsUser, 0);
+    const bpffs = pod.volumes.find((v: any) => v.hostPath?.path === "/sys/fs/bpf");
+    t.ok(bpffs, "a hostPath volume of /sys/fs/bpf");
+    t.match(container.volumeMounts, [{ name: bpffs?.name, mountPath: "/sys/fs/bpf" }]);
+    t.same(pod.tolerations, [{ operator: "Exists" }], "tolerates every taint");
+    t.same(envOf(container).NODE_NAME, { fieldRef: { fieldPath: "spec.nodeName" } });
+    t.equal(envOf(container).BLIXT_ROLE, "agent");
+    t.equal(envOf(container).PEPR_WATCH_MODE, "true", "Pepr runs Watch bindings only in watch mode");
+    t.equal(container.ports[0].containerPort, 9090);
+    t.equal(container.readinessProbe.httpGet.path, "/readyz");
+    t.equal(container.livenessProbe.httpGet.path, "/healthz");
+    const preStop = JSON.stringify(container.lifecycle.preStop);
+    t.ok(container.lifecycle.preStop, "has a preStop");
+    t.notMatch(preStop, /detach|rm |unpin/, "the preStop leaves the dataplane serving");
+  });
+
+  t.test("admission and controller run as non-root with nothing to escalate", async t => {
+    for (const role of ["admission", "controller"]) {
+      const pod = defaults.get("Deployment", `${full}-${role}`).spec.template.spec;
+      t.match(pod.securityContext, { runAsNonRoot: true, runAsUser: 65532 }, role);
+      t.match(pod.containers[0].securityContext, { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } }, role);
+      t.notOk(pod.hostNetwork, `${role} is not on the host network`);
+      t.equal(envOf(pod.containers[0]).BLIXT_ROLE, role);
+      t.equal(envOf(pod.containers[0]).PEPR_WATCH_MODE, role === "admission" ? "false" : "true");
+    }
+  });
+
+  t.test("RBAC: least privilege per role", async t => {
+    const admission = defaults.get("ClusterRole", `${full}-admission`);
+    const controller = defaults.get("ClusterRole", `${full}-controller`);
+    const agent = defaults.get("ClusterRole", `${full}-agent`);
+    const gw = "gateway.networking.k8s.io";
+
+    for (const rule of admission.rules as Rule[]) {
+      t.same(rule.verbs.filter(v => WRITE_VERBS.includes(v)), [], `admission writes nothing (${rule.resources})`);
+    }
+    for (const resource of ["gatewayclasses", "gateways", "tcproutes", "udproutes", "referencegrants"]) {
+      t.same(verbs(controller, gw, resource).filter(v => ["get", "list", "watch"].includes(v)), ["get", "list", "watch"], `controller watches ${resource}`);
+    }
+    for (const resource of ["gatewayclasses/status", "gateways/status", "tcproutes/status", "udproutes/status"]) {
+      t.ok(verbs(controller, gw, resource).includes("patch"), `controller patches ${resource}`);
+    }
+    t.same(verbs(controller, gw, "tcproutes").filter(v => WRITE_VERBS.includes(v)), [], "controller never rewrites a route's spec");
+    t.ok(verbs(controller, gw, "gateways/finalizers").includes("update"), "controller sets finalizers on Gateways");
+    t.same(verbs(controller, "blixt.dev", "dataplaneconfigs"), ["create", "delete", "get", "list", "patch", "update", "watch"]);
+    for (const resource of ["services", "namespaces", "nodes"]) {
+      t.same(verbs(controller, "", resource), ["get", "list", "watch"], `controller reads ${resource}`);
+    }
+    t.same(verbs(controller, "discovery.k8s.io", "endpointslices"), ["get", "list", "watch"]);
+
+    t.same(verbs(agent, "blixt.dev", "dataplaneconfigs"), ["get", "list", "watch"], "agent only reads DataplaneConfigs");
+    t.same(verbs(agent, "blixt.dev", "dataplaneconfigs/status"), ["get", "patch", "update"], "agent acknowledges in status");
+    t.same(verbs(agent, "", "nodes"), ["get", "list", "watch"]);
+    t.same(verbs(agent, "", "secrets"), [], "agent reads no Secret");
+    t.equal((agent.rules as Rule[]).length, 3, "agent has nothing else");
+
+    for (const sa of ["admission", "controller", "agent"]) {
+      const binding = defaults.get("ClusterRoleBinding", `${full}-${sa}`);
+      t.same(binding.subjects, [{ kind: "ServiceAccount", name: `${full}-${sa}`, namespace: NAMESPACE }]);
+      t.equal(binding.roleRef.name, `${full}-${sa}`);
+      const pod = (defaults.all("Deployment").concat(defaults.all("DaemonSet"))).find(o => o.metadata.name === `${full}-${sa}`);
+      t.equal(pod?.spec.template.spec.serviceAccountName, `${full}-${sa}`, `${sa} runs as its own ServiceAccount`);
+    }
+    const store = defaults.get("Role", `${full}-pepr-store`);
+    t.equal(store.metadata.namespace, "pepr-system", "Pepr's store namespace");
+    t.same((store.rules as Rule[]).map(r => r.resources).flat(), ["peprstores"]);
+  });
+
+  t.test("address pools reach the controller as the file it reads", async t => {
+    const withPools = await template(helm, { addressPools: POOLS });
+    const configMap = withPools.get("ConfigMap", `${full}-controller-address-pools`);
+    const controller = withPools.get("Deployment", `${full}-controller`).spec.template;
+    const container = controller.spec.containers[0];
+    const file = envOf(container).BLIXT_ADDRESS_POOLS_FILE as string;
+    const mount = container.volumeMounts.find((m: any) => file.startsWith(`${m.mountPath}/`));
+    t.ok(mount, `a volume is mounted where ${file} lives`);
+    const volume = controller.spec.volumes.find((v: any) => v.name === mount.name);
+    t.equal(volume.configMap.name, configMap.metadata.name);
+    const key = file.slice(mount.mountPath.length + 1);
+    t.same(parse(configMap.data[key]), {
+      addressPools: [
+        { name: "default", cidrs: ["198.18.100.0/24"] },
+        { name: "team-a", cidrs: ["198.18.101.10-198.18.101.20"], namespaces: ["team-a"] },
+      ],
+    }, "the controller's pool format");
+    t.same(parse(defaults.get("ConfigMap", `${full}-controller-address-pools`).data[key]), { addressPools: [] }, "no pool by default");
+    t.not(controller.metadata.annotations["blixt.dev/address-pools-checksum"],
+      defaults.get("Deployment", `${full}-controller`).spec.template.metadata.annotations["blixt.dev/address-pools-checksum"],
+      "changing the pools rolls the controller");
+  });
+
+  t.test("the agent selector is the agent pods' labels, for the controller and the uninstall job", async t => {
+    const labels = defaults.get("DaemonSet", `${full}-agent`).spec.template.metadata.labels as Record<string, string>;
+    const controllerEnv = defaults.get("Deployment", `${full}-controller`).spec.template.spec.containers[0].env;
+    const uninstallEnv = defaults.get("Job", `${full}-uninstall`).spec.template.spec.containers[0].env;
+    for (const env of [controllerEnv.find((e: any) => e.name === "BLIXT_AGENT_POD_SELECTOR"), uninstallEnv.find((e: any) => e.name === "AGENT_SELECTOR")]) {
+      t.ok(env, "the selector is set");
+      const terms = (env.value as string).split(",").map(term => term.split("="));
+      t.ok(terms.length >= 2, env.value);
+      for (const [key, value] of terms) t.equal(labels[key], value, `${env.name}: ${key}`);
+    }
+  });
+
+  t.test("the webhook trusts the certificate the admission pods serve, at the path they accept", async t => {
+    const webhook = defaults.get("ValidatingWebhookConfiguration", `${full}-admission`);
+    const tls = defaults.get("Secret", `${full}-tls`);
+    const cert = new X509Certificate(Buffer.from(tls.data["tls.crt"], "base64"));
+    const apiPath = Buffer.from(defaults.get("Secret", `${full}-api-path`).data.value, "base64").toString();
+    t.match(apiPath, /^[a-z0-9]{40}$/);
+    const service = defaults.get("Service", `${full}-admission`);
+    t.match(cert.subjectAltName, `DNS:${service.metadata.name}.${NAMESPACE}.svc`);
+    for (const hook of webhook.webhooks) {
+      const ca = new X509Certificate(Buffer.from(hook.clientConfig.caBundle, "base64"));
+      t.ok(cert.verify(ca.publicKey), `${hook.name}: caBundle signs the serving certificate`);
+      t.same(hook.clientConfig.service, { name: service.metadata.name, namespace: NAMESPACE, path: `/validate/${apiPath}`, port: 443 });
+    }
+    t.match(webhook.webhooks, [
+      { failurePolicy: "Fail", rules: [{ apiGroups: ["blixt.dev"], resources: ["dataplaneconfigs"] }] },
+      { failurePolicy: "Ignore", rules: [{ apiGroups: ["gateway.networking.k8s.io"], resources: ["gateways", "tcproutes", "udproutes", "httproutes"] }] },
+    ]);
+    const admission = defaults.get("Deployment", `${full}-admission`).spec.template;
+    t.same(envOf(admission.spec.containers[0]).PEPR_API_PATH, { secretKeyRef: { name: `${full}-api-path`, key: "value" } });
+    t.equal(admission.spec.volumes.find((v: any) => v.name === "tls").secret.secretName, tls.metadata.name);
+    t.equal(admission.metadata.annotations["blixt.dev/certificate-checksum"], tls.metadata.annotations["blixt.dev/certificate-checksum"],
+      "the pods carry the certificate's checksum, so a renewed certificate restarts them");
+    t.equal(envOf(admission.spec.containers[0]).BLIXT_CONTROLLER_USERNAME, `system:serviceaccount:${NAMESPACE}:${full}-controller`,
+      "only the controller's ServiceAccount may write DataplaneConfigs");
+    const again = await template(helm);
+    t.not(again.get("Secret", `${full}-tls`).data["tls.crt"], tls.data["tls.crt"], "every render (install, upgrade) issues a new certificate");
+  });
+
+  t.test("uninstall: a pre-delete Job with a privileged detach pod template", async t => {
+    const job = defaults.get("Job", `${full}-uninstall`);
+    t.equal(job.metadata.annotations["helm.sh/hook"], "pre-delete");
+    const detachPod = JSON.parse(defaults.get("ConfigMap", `${full}-uninstall`).data["detach-pod.json"]);
+    t.same(detachPod.spec.containers[0].command, ["blixt", "dataplane", "detach"]);
+    t.equal(detachPod.spec.containers[0].securityContext.privileged, true);
+    t.ok(detachPod.spec.volumes.some((v: any) => v.hostPath?.path === "/sys/fs/bpf"));
+    for (const kind of ["ServiceAccount", "Role", "RoleBinding", "ConfigMap"]) {
+      const hookObject = defaults.get(kind, `${full}-uninstall`);
+      t.ok(Number(hookObject.metadata.annotations["helm.sh/hook-weight"]) < Number(job.metadata.annotations["helm.sh/hook-weight"]), `${kind} exists before the Job`);
+    }
+    const without = await template(helm, { uninstall: { detachDataplane: false } });
+    t.same(without.all("Job"), [], "detachDataplane=false renders no hook");
+  });
+
+  t.test("variations", async t => {
+    const renamed = await template(helm, { gatewayClass: { create: true, name: "l4" }, image: { repository: "registry.example/blixt", tag: "v9", pullPolicy: "Always" } });
+    t.equal(renamed.get("GatewayClass", "l4").spec.controllerName, "blixt.dev/gateway-controller");
+    for (const o of [...renamed.all("Deployment"), ...renamed.all("DaemonSet")]) {
+      t.equal(o.spec.template.spec.containers[0].image, "registry.example/blixt:v9", o.metadata.name);
+    }
+    const noClass = await template(helm, { gatewayClass: { create: false } }, []);
+    t.same(noClass.all("GatewayClass"), [], "gatewayClass.create=false renders without the Gateway API CRDs");
+    const inPepr = await execa(helm!, ["template", RELEASE, chartDir, "--namespace", "pepr-system", ...GATEWAY_API]);
+    t.notMatch(inPepr.stdout, /kind: Namespace/, "installed into pepr-system, the chart makes no namespace");
+  });
+
+  t.test("a cluster without the Gateway API CRDs gets told to install them", async t => {
+    const message = await templateError(helm, {}, []);
+    t.match(message, /Gateway API CRDs/);
+    t.match(message, /standard-install\.yaml/);
+  });
+
+  t.test("the schema rejects wrong values, naming the field", async t => {
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ["a prefix longer than /32", { addressPools: [{ name: "p", addresses: ["198.18.0.0/33"] }] }, /addressPools\/0\/addresses\/0/],
+      ["an IPv6 pool (not yet)", { addressPools: [{ name: "p", addresses: ["2001:db8::/64"] }] }, /addressPools\/0\/addresses\/0/],
+      ["a pool without addresses", { addressPools: [{ name: "p" }] }, /addresses/],
+      ["a misspelt top-level key", { adressPools: [] }, /adressPools/],
+      ["an unknown log level", { logLevel: "loud" }, /logLevel/],
+      ["a webhook timeout over 30 s", { admission: { timeoutSeconds: 31 } }, /timeoutSeconds/],
+      ["a pin dir outside bpffs", { agent: { bpfPinDir: "/tmp/blixt" } }, /bpfPinDir/],
+    ];
+    for (const [what, values, field] of cases) {
+      const message = await templateError(helm, values);
+      t.match(message, /schema/i, `${what}: a schema error`);
+      t.match(message, field, `${what}: names the field`);
+    }
+  });
+}

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+// The chart's pre-delete cleanup, its pure part: which nodes get a detach pod, what the pods
+// look like, and when the wait is over.
+import t from "tap";
+import type { kind } from "kubernetes-fluent-client";
+import { detachPods, nodesOf, parseSelector, progressOf } from "../../hack/image/uninstall-plan.js";
+
+const template = {
+  metadata: { labels: { "app.kubernetes.io/component": "detach" } },
+  spec: {
+    hostNetwork: true,
+    containers: [{ name: "detach", image: "blixt.dev/blixt:dev", command: ["blixt", "dataplane", "detach"] }],
+  },
+} as kind.Pod;
+
+const agentOn = (node?: string) => ({ spec: { nodeName: node, containers: [] } }) as unknown as kind.Pod;
+
+t.test("one node per agent pod, unscheduled pods skipped, sorted", async t => {
+  t.same(nodesOf([agentOn("node-b"), agentOn("node-a"), agentOn(undefined), agentOn("node-b")]), ["node-a", "node-b"]);
+  t.same(nodesOf([]), []);
+});
+
+t.test("a detach pod per node, pinned to it, from the chart's template", async t => {
+  const longNode = "n".repeat(253);
+  const pods = detachPods(template, "blixt-system", "gw-blixt-detach", ["node-a", longNode]);
+  t.equal(pods.length, 2);
+  t.equal(pods[0].spec?.nodeName, "node-a");
+  t.equal(pods[0].spec?.restartPolicy, "Never", "a failed detach is reported, not retried forever");
+  t.equal(pods[0].metadata?.namespace, "blixt-system");
+  t.equal(pods[0].metadata?.annotations?.["blixt.dev/node"], "node-a");
+  t.same(pods[0].metadata?.labels, template.metadata?.labels);
+  t.same(pods[0].spec?.containers, template.spec?.containers);
+  t.equal(pods[0].spec?.hostNetwork, true);
+  t.not(pods[0].metadata?.name, pods[1].metadata?.name, "distinct names per node");
+  for (const pod of pods) t.ok(pod.metadata!.name!.length <= 63, `${pod.metadata?.name} is a valid short name`);
+  t.same(detachPods(template, "ns", "p", ["node-a"])[0].metadata?.name, detachPods(template, "ns", "p", ["node-a"])[0].metadata?.name, "stable across runs");
+  t.equal(template.spec?.nodeName, undefined, "the template is not modified");
+  t.throws(() => detachPods({ spec: { containers: [] } } as kind.Pod, "ns", "p", ["n"]), /spec\.containers is empty/);
+});
+
+t.test("progress: done when every pod ended; failures name the node and why", async t => {
+  const pod = (node: string, status: kind.Pod["status"]) =>
+    ({ metadata: { name: `p-${node}`, annotations: { "blixt.dev/node": node } }, spec: { containers: [] }, status }) as unknown as kind.Pod;
+  t.same(progressOf([pod("a", { phase: "Succeeded" }), pod("b", { phase: "Succeeded" })]), { done: true, failures: [], pending: [] });
+  const running = progressOf([pod("a", { phase: "Succeeded" }), pod("b", { phase: "Running" }), pod("c", undefined)]);
+  t.equal(running.done, false);
+  t.same(running.pending, ["node b: Running", "node c: not created"]);
+  const failed = progressOf([
+    pod("a", { phase: "Failed", containerStatuses: [{ name: "detach", image: "", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: 2, message: "no such pin dir\n" } } }] }),
+    pod("b", { phase: "Succeeded" }),
+  ]);
+  t.equal(failed.done, true);
+  t.same(failed.failures, ["node a: detach pod p-a exit 2: no such pin dir"]);
+});
+
+t.test("the agent selector", async t => {
+  t.same(parseSelector("app.kubernetes.io/name=blixt,app.kubernetes.io/component=agent"), {
+    "app.kubernetes.io/name": "blixt",
+    "app.kubernetes.io/component": "agent",
+  });
+  t.throws(() => parseSelector("app"), /term "app" is not key=value/);
+  t.throws(() => parseSelector(" , "), /selects nothing/);
+});
