@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: Apache-2.0
+// The node agent's /metrics (Prometheus text format), /healthz and /readyz. Dataplane counters
+// are read from the per-CPU maps at scrape time (the kernel is the source of truth; the agent
+// keeps no copy), and labelled with the Gateway listener each service serves.
+import { createServer, type Server } from "node:http";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { serviceName, type DataplaneStats } from "./dataplane.js";
+import type { ConvergeResult } from "./agent.js";
+import type { AttachMode, ListenerRef } from "./plan.js";
+
+/** What the metrics read: the dataplane's counters and the agent's view of listeners. */
+export interface MetricsSource {
+  stats(): Promise<DataplaneStats>;
+  conntrackEntries(): Promise<number>;
+  listener(service: string): ListenerRef | undefined;
+  ready(): boolean;
+  iface: string;
+  mode: AttachMode;
+}
+
+const LISTENER_LABELS = ["namespace", "gateway", "listener", "protocol", "port", "address"] as const;
+type ListenerLabels = Record<(typeof LISTENER_LABELS)[number], string>;
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private readonly applies: Counter;
+  private readonly applyErrors: Counter;
+  private readonly applyDuration: Histogram;
+  private readonly scrapeErrors: Counter;
+  private scrape: Promise<DataplaneStats | undefined> | undefined;
+
+  constructor(private readonly source: MetricsSource, private readonly onScrapeError: (error: unknown) => void = () => {}) {
+    const registers = [this.registry];
+    this.applies = new Counter({ name: "blixt_agent_applies_total", help: "Applies of DataplaneConfigs to the maps that changed something or failed", registers });
+    this.applyErrors = new Counter({ name: "blixt_agent_apply_errors_total", help: "Applies that failed (the previous tables kept serving)", registers });
+    this.applyDuration = new Histogram({
+      name: "blixt_agent_apply_duration_seconds",
+      help: "Time from reading the maps back to the end of the bpftool batch",
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.scrapeErrors = new Counter({ name: "blixt_agent_scrape_errors_total", help: "Scrapes that could not read the dataplane's counters", registers });
+
+    // Kernel counters are cumulative already: each scrape sets the counter to the map's value.
+    const fromStats = (name: string, help: string, pick: (s: DataplaneStats["services"][number]) => number) => {
+      const self = this;
+      new Counter({
+        name,
+        help,
+        labelNames: LISTENER_LABELS,
+        registers,
+        async collect() {
+          const stats = await self.readStats();
+          this.reset();
+          for (const s of stats?.services ?? []) this.inc(self.labelsOf(s), pick(s));
+        },
+      });
+    };
+    fromStats("blixt_listener_packets_total", "Packets to a listener's address and port", (s) => s.packets);
+    fromStats("blixt_listener_bytes_total", "Bytes to a listener's address and port", (s) => s.bytes);
+    fromStats("blixt_listener_new_flows_total", "New flows (conntrack entries created) per listener", (s) => s.newFlows);
+    fromStats("blixt_listener_rejects_total", "New flows refused per listener (TCP RST, UDP drop): no backend, or the invalid backendRefs' share", (s) => s.rejects);
+
+    const self = this;
+    new Counter({
+      name: "blixt_dataplane_packets_by_reason_total",
+      help: "Packets by what the dataplane did with them: passed, translated, dropped or refused, and why",
+      labelNames: ["reason"],
+      registers,
+      async collect() {
+        const stats = await self.readStats();
+        this.reset();
+        for (const [reason, count] of Object.entries(stats?.reasons ?? {})) this.inc({ reason }, count);
+      },
+    });
+    new Gauge({
+      name: "blixt_conntrack_entries",
+      help: "Entries in the conntrack map (each flow has a forward and a reverse entry)",
+      registers,
+      async collect() {
+        try {
+          this.set(await source.conntrackEntries());
+        } catch (error) {
+          self.scrapeErrors.inc();
+          self.onScrapeError(error);
+        }
+      },
+    });
+    new Gauge({
+      name: "blixt_agent_ready",
+      help: "1 once the maps serve what the API server asks",
+      registers,
+      collect() {
+        this.set(source.ready() ? 1 : 0);
+      },
+    });
+    new Gauge({ name: "blixt_agent_attach_info", help: "The interface the programs are attached to, and how", labelNames: ["interface", "mode"], registers }).set(
+      { interface: source.iface, mode: source.mode },
+      1,
+    );
+  }
+
+  /** One read of the maps per scrape, shared by every counter that needs it. */
+  private readStats(): Promise<DataplaneStats | undefined> {
+    this.scrape ??= this.source
+      .stats()
+      .catch((error) => {
+        this.scrapeErrors.inc();
+        this.onScrapeError(error);
+        return undefined;
+      })
+      .finally(() => setImmediate(() => (this.scrape = undefined)));
+    return this.scrape;
+  }
+
+  private labelsOf(s: { vip: string; port: number; proto: string }): ListenerLabels {
+    const ref = this.source.listener(serviceName(s));
+    return {
+      namespace: ref?.namespace ?? "",
+      gateway: ref?.gateway ?? "",
+      listener: ref?.listener ?? "",
+      protocol: ref?.protocol ?? s.proto.toUpperCase(),
+      port: String(s.port),
+      address: s.vip,
+    };
+  }
+
+  /** Feeds an apply's outcome (from Agent's onApply). */
+  observeApply(result: ConvergeResult): void {
+    this.applies.inc();
+    if (!result.ok) this.applyErrors.inc();
+    this.applyDuration.observe(result.seconds);
+  }
+}
+
+/** Serves /metrics, /healthz and /readyz; resolves once listening. */
+export async function serveMetrics(opts: { metrics: AgentMetrics; ready: () => boolean; port: number; host?: string }): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+      res.writeHead(status, { "Content-Type": type });
+      res.end(body);
+    };
+    if (req.method !== "GET" && req.method !== "HEAD") return reply(405, "only GET\n");
+    if (path === "/healthz") return reply(200, "ok\n");
+    if (path === "/readyz") return opts.ready() ? reply(200, "ready\n") : reply(503, "not ready: the maps have not converged to the DataplaneConfigs yet\n");
+    if (path === "/metrics") {
+      opts.metrics.registry.metrics().then(
+        (text) => reply(200, text, opts.metrics.registry.contentType),
+        (error: unknown) => reply(500, `reading metrics failed: ${error instanceof Error ? error.message : String(error)}\n`),
+      );
+      return;
+    }
+    reply(404, "not found: try /metrics, /healthz or /readyz\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return server;
+}
