@@ -283,6 +283,8 @@ export class Dataplane {
     const reuse: Record<string, string> = {};
     for (const name of MAP_NAMES) if (await exists(this.mapPin(name))) reuse[name] = this.mapPin(name);
 
+    // A load that died half-way leaves its staging pins behind; they hold maps and programs alive.
+    for (const entry of await readdir(this.pinDir)) if (entry.startsWith("staging-")) await rm(join(this.pinDir, entry), { recursive: true, force: true });
     const stage = join(this.pinDir, `staging-${process.pid}-${Date.now()}` /* bpffs refuses names with a dot */);
     await mkdir(stage);
     try {
