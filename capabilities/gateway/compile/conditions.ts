@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import type { Condition, ConditionStatus } from "./types.js";
-import { arr, int, obj, str } from "./util.js";
+import { arr, obj, str } from "./util.js";
 
 /** A condition as the compile step decides it, before timestamps and generations. */
 export interface Verdict {
@@ -56,8 +56,4 @@ export function mergeConditions(
     foreign.push(raw as Condition);
   }
   return [...ours, ...foreign];
-}
-
-export function observedGenerationOf(condition: unknown): number | undefined {
-  return int(obj(condition).observedGeneration);
 }
