@@ -22,6 +22,7 @@ usage: hack/cluster.sh COMMAND
   env              print shell exports: eval "\$(hack/cluster.sh env)"
   import IMAGE.tar import an OCI image archive into the node's containerd
   kubectl ARGS...  run the cached kubectl against the cluster
+  node CMD...      run CMD in the node's network namespace (pod and Service IPs reach)
 USAGE
 }
 
@@ -35,6 +36,7 @@ case ${1:-help} in
   env) cluster_env ;;
   import) shift; [[ $# == 1 ]] || die "usage: hack/cluster.sh import IMAGE.tar"; image_import "$1" ;;
   kubectl) shift; exec "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@" ;;
+  node) shift; [[ $# -ge 1 ]] || die "usage: hack/cluster.sh node CMD..."; exec nsenter --net="/var/run/netns/$NODE_NETNS" -- "$@" ;;
   help|-h|--help) usage ;;
   *) usage; exit 2 ;;
 esac

@@ -37,11 +37,18 @@ wait_until() {
 
 pid_of() { [[ -f $PID_DIR/$1.pid ]] && cat "$PID_DIR/$1.pid"; }
 
-# alive NAME: its recorded pid still runs our binary (a recycled pid is not ours).
+# runs_binary PID PATH: PID is still PATH (a recycled pid is not ours; a binary rebuilt
+# while it runs shows as "PATH (deleted)" and is still ours).
+runs_binary() {
+  local exe
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  [[ ${exe% (deleted)} == "$2" ]]
+}
+
 alive() {
   local pid
   pid=$(pid_of "$1") || return 1
-  [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$BIN_DIR/$1" ]]
+  runs_binary "$pid" "$BIN_DIR/$1"
 }
 
 # start NAME ARGS...: runs $BIN_DIR/NAME inside the node's netns, in its own session (a
@@ -214,8 +221,7 @@ kill_shims() {
   for file in "$STATE_DIR"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
     [[ -f $file ]] || continue
     pid=$(cat "$file")
-    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$BIN_DIR/containerd-shim-runc-v2" ]] &&
-      kill -KILL "$pid" 2>/dev/null || true
+    runs_binary "$pid" "$BIN_DIR/containerd-shim-runc-v2" && kill -KILL "$pid" 2>/dev/null || true
   done
 }
 
