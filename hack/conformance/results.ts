@@ -146,11 +146,13 @@ export function resultRows(
   tests: Map<string, TestResult>,
   suiteFailure?: string,
 ): ResultRow[] {
+  const notRun = suiteFailure
+    ? `suite stopped first: ${suiteFailure}`
+    : tests.size === 0
+      ? "no run yet"
+      : "the run ended before this test";
   return catalogue.map((entry) => {
-    const result = tests.get(entry.name) ?? {
-      outcome: "not run" as const,
-      reason: suiteFailure ? `suite stopped first: ${suiteFailure}` : "not run",
-    };
+    const result = tests.get(entry.name) ?? { outcome: "not run" as const, reason: notRun };
     return { ...entry, ...result };
   });
 }

@@ -145,6 +145,11 @@ t.test("passed core tests, regressions and the list that only grows", async (t) 
   t.same(regressions(["GatewayObservedGenerationBump"], rows), [], "a passing recorded test is no regression");
 });
 
+t.test("with no run at all, every test says so", async (t) => {
+  const rows = resultRows(catalogue, new Map());
+  t.same(new Set(rows.map((r) => `${r.outcome}: ${r.reason}`)), new Set(["not run: no run yet"]));
+});
+
 t.test("the list file round-trips and ignores comments", async (t) => {
   const text = formatTestList(["UDPRoute", "GatewayObservedGenerationBump", "UDPRoute"]);
   t.match(text, /^# /);
@@ -169,7 +174,7 @@ t.test("the table has a row per test with its level in each profile", async (t) 
   const md = renderResults(rows, summary, "reports/v1.6.3/blixt/standard-0.1.0-default-report.yaml");
   t.match(md, "| TCPRouteWeightedRouting | core | – | **fail** | timed out waiting for Gateway address to be assigned");
   t.match(md, "| GatewayStaticAddresses | extended | extended | skip | feature GatewayStaticAddresses not claimed |");
-  t.match(md, "| UDPRoute | – | core | not run | not run |");
+  t.match(md, "| UDPRoute | – | core | not run | the run ended before this test |");
   t.match(md, "- **GATEWAY-TCP**: Core tests failed with 1 test failures. No extended feature claimed.");
   t.match(md, "Extended features claimed: GatewayPort8080.");
   t.equal(md.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| Test") && !l.startsWith("| ---")).length, catalogue.length);

@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs the upstream Gateway API conformance suite (profiles GATEWAY-TCP and GATEWAY-UDP)
+# against blixt on the local cluster (hack/cluster.sh), from the root network namespace, as
+# a CI runner would: the suite reaches each Gateway at the address in its status.
+#
+# It builds the suite's test binary and the images its manifests name (cached; rebuilt only
+# when a version changes), imports the images into the cluster, runs the suite, writes the
+# report and conformance/RESULTS.md, and fails when a core test on
+# conformance/passing-core-tests.txt does not pass. Run as root, with the cluster up and blixt
+# installed in it.
+set -euo pipefail
+# Builds run inside $(...); without this a failed step there would not stop the script.
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+
+usage() {
+  cat <<'USAGE'
+usage: hack/conformance.sh [COMMAND] [OPTIONS]
+
+commands:
+  run        (default) build, import the images, run the suite, write the report and
+             RESULTS.md, and check the recorded passing core tests
+  build      build the harness and the images (no cluster needed)
+  build-images
+             build only the images; prints their archive paths (no cluster needed)
+  images     build the images and import them into the local cluster
+  results    rewrite RESULTS.md from the last run, or from the catalogue alone (no cluster)
+
+options (run):
+  --record             add this run's passing core tests to conformance/passing-core-tests.txt
+  --features LIST      extended features to claim in this run instead of
+                       conformance/extended-features.txt (comma-separated; to try one out)
+  --run-test NAME      run one test of the suite (no report is kept)
+  --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
+
+environment: BLIXT_CACHE (cache dir), BLIXT_CONFORMANCE_USABLE_ADDRESS and
+BLIXT_CONFORMANCE_UNUSABLE_ADDRESS (GatewayStaticAddresses: an address inside and one
+outside blixt's address pool), BLIXT_GATEWAY_CLASS (default blixt).
+USAGE
+}
+
+BLIXT_CACHE=${BLIXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blixt}
+CACHE=$BLIXT_CACHE/conformance
+HARNESS_DIR=test/conformance
+CATALOGUE=$CACHE/catalogue.json
+PASSING=conformance/passing-core-tests.txt
+EXTENDED=conformance/extended-features.txt
+RESULTS=conformance/RESULTS.md
+GATEWAY_CLASS=${BLIXT_GATEWAY_CLASS:-blixt}
+# The local cluster's Gateway address pool is 198.18.0.100-198.18.0.199 (hack/cluster/lib.sh);
+# the last one is left for the static-address test, and 198.18.1.1 is outside the pool.
+USABLE_ADDRESS=${BLIXT_CONFORMANCE_USABLE_ADDRESS:-198.18.0.199}
+UNUSABLE_ADDRESS=${BLIXT_CONFORMANCE_UNUSABLE_ADDRESS:-198.18.1.1}
+
+log() { printf '[conformance %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need() {
+  local cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null || die "$cmd not found: install it (Debian: apt-get install umoci jq; Go from go.dev)"
+  done
+}
+
+# The suite's version and source directory, as the harness's go.mod pins them.
+suite_version() { (cd "$HARNESS_DIR" && go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api/conformance); }
+suite_dir() {
+  (cd "$HARNESS_DIR" && go mod download sigs.k8s.io/gateway-api/conformance &&
+    go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance)
+}
+
+# Every image the suite's manifests name; what the suite deploys is read, never assumed.
+suite_images() {
+  local dir=$1
+  grep -hoE 'image: *[^ ]+' "$dir"/base/manifests.yaml "$dir"/tests/*.yaml | sed 's/image: *//' | sort -u
+}
+
+build_harness() {
+  local version=$1 bin=$CACHE/bin/gateway-conformance-$1.test
+  mkdir -p "$CACHE/bin"
+  # go test -c is itself incremental: a rebuild with nothing changed only relinks if needed.
+  log "building the harness (sigs.k8s.io/gateway-api/conformance $version)"
+  (cd "$HARNESS_DIR" && go vet ./... && go test -c -o "$bin" .)
+  log "writing the GATEWAY-TCP/GATEWAY-UDP test catalogue"
+  "$bin" -test.run '^TestWriteCatalogue$' -catalogue-output "$CATALOGUE" >/dev/null
+  printf '%s\n' "$bin"
+}
+
+# echo-basic serves every echo-basic tag the manifests name (its TCP and UDP echo modes are
+# switched by TCP_ECHO_SERVER / UDP_ECHO_SERVER). The module ships its go.mod hidden as .go.mod.
+build_echo_basic() {
+  local version=$1 dir=$2 bin=$CACHE/bin/echo-basic-$1
+  if [[ -x $bin ]]; then printf '%s\n' "$bin"; return; fi
+  log "building echo-basic from the suite module $version"
+  local src=$CACHE/src/echo-basic-$version
+  rm -rf "$src" && mkdir -p "$CACHE/src" && cp -r "$dir/echo-basic" "$src" && chmod -R u+w "$src"
+  mv "$src/.go.mod" "$src/go.mod" && mv "$src/.go.sum" "$src/go.sum"
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin.tmp" .) && mv "$bin.tmp" "$bin"
+  printf '%s\n' "$bin"
+}
+
+build_coredns() {
+  local version=$1 gobin=$CACHE/bin/coredns-$1
+  if [[ -x $gobin/coredns ]]; then printf '%s\n' "$gobin/coredns"; return; fi
+  log "building coredns $version (about 2-3 minutes cold)"
+  mkdir -p "$gobin"
+  (cd / && CGO_ENABLED=0 GOBIN=$gobin go install -trimpath "github.com/coredns/coredns@$version")
+  printf '%s\n' "$gobin/coredns"
+}
+
+# umoci_layout LAYOUT:TAG NAME BINARY ENTRYPOINT... writes a one-layer image into an OCI
+# layout. The layer is a tar written by GNU tar (umoci 0.4's `insert` leaves its tar without
+# the final padding and end-of-archive blocks, which strict unpackers reject).
+umoci_layout() {
+  local image=$1 name=$2 binary=$3; shift 3
+  local layout=${image%:*} staging
+  staging=$(mktemp -d)
+  install -D -m 0755 "$binary" "$staging/rootfs/${1#/}"
+  tar --owner=0 --group=0 --numeric-owner --mtime=@0 --sort=name \
+    -C "$staging/rootfs" -cf "$staging/layer.tar" .
+  umoci init --layout "$layout"
+  umoci new --image "$image"
+  umoci raw add-layer --image "$image" "$staging/layer.tar"
+  umoci config --image "$image" --os linux --architecture amd64 \
+    "${@/#/--config.entrypoint=}" --config.workingdir / \
+    --author blixt --history.comment "hack/conformance.sh: $name"
+  # Each umoci step leaves the blobs it replaced behind; keep only what the image references.
+  umoci gc --layout "$layout"
+  rm -rf "$staging"
+}
+
+# oci_image NAME BINARY ENTRYPOINT... writes an OCI image archive holding BINARY at
+# /ENTRYPOINT[0] and prints its path. The archive is rebuilt only when the binary changes.
+# containerd names an imported image after the index annotation io.containerd.image.name.
+oci_image() {
+  local name=$1 binary=$2; shift 2
+  local file tar stamp sum layout
+  file=$(printf '%s' "$name" | tr '/:' '__')
+  tar=$CACHE/images/$file.tar stamp=$CACHE/images/$file.stamp
+  # The stamp names the layer format too, so a change to how images are written rebuilds them.
+  sum="layer-v2 $(sha256sum "$binary" | cut -d' ' -f1) $*"
+  if [[ -f $tar && -f $stamp && $(cat "$stamp") == "$sum" ]]; then printf '%s\n' "$tar"; return; fi
+  log "writing image $name"
+  layout=$(mktemp -d) && mkdir -p "$CACHE/images"
+  umoci_layout "$layout/oci:latest" "$name" "$binary" "$@" >&2
+  jq --arg name "$name" --arg tag "${name##*:}" \
+    '.manifests[0].annotations = {"io.containerd.image.name": $name, "org.opencontainers.image.ref.name": $tag}' \
+    "$layout/oci/index.json" >"$layout/index.json" && mv "$layout/index.json" "$layout/oci/index.json"
+  tar -C "$layout/oci" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+  rm -rf "$layout"
+  printf '%s\n' "$sum" >"$stamp"
+  printf '%s\n' "$tar"
+}
+
+# Builds every image the suite names and prints the archive paths; an image the harness
+# does not know how to build stops here rather than failing later as ErrImagePull.
+build_images() {
+  local version=$1 dir=$2 image echo_basic="" coredns names
+  names=$(suite_images "$dir")
+  [[ -n $names ]] || die "found no image in the suite's manifests under $dir"
+  for image in $names; do
+    case $image in
+      registry.k8s.io/gateway-api/echo-basic:*)
+        echo_basic=${echo_basic:-$(build_echo_basic "$version" "$dir")}
+        oci_image "$image" "$echo_basic" /echo-basic ;;
+      registry.k8s.io/coredns/coredns:*)
+        coredns=$(build_coredns "${image##*:}")
+        oci_image "$image" "$coredns" /coredns ;;
+      *) die "the suite's manifests name $image, which hack/conformance.sh cannot build; add a case for it" ;;
+    esac
+  done
+}
+
+import_images() {
+  local tar
+  for tar in "$@"; do
+    log "importing $(basename "$tar") into the local cluster"
+    hack/cluster.sh import "$tar"
+  done
+}
+
+claimed_features() {
+  # Core features of both profiles, then the extended ones the last runs passed.
+  local extended
+  extended=$(sed 's/#.*//' "$EXTENDED" 2>/dev/null | tr -s ' \n' '\n' | sed '/^$/d' | paste -sd, -)
+  printf 'Gateway,ReferenceGrant,TCPRoute,UDPRoute%s\n' "${extended:+,$extended}"
+}
+
+write_results() {
+  local events=${1:-} report=${2:-} record=${3:-}
+  local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --results "$RESULTS")
+  [[ -n $events ]] && args+=(--events "$events")
+  [[ -n $report ]] && args+=(--report "$report" --report-link "${report#conformance/}")
+  [[ -n $record ]] && args+=(--record)
+  npx --no-install tsx hack/conformance/report.ts "${args[@]}"
+}
+
+main() {
+  local command=run record="" features="" run_test="" kubeconfig=""
+  case ${1:-} in run|build|build-images|images|results) command=$1; shift ;; -h|--help|help) usage; return ;; esac
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --record) record=1 ;;
+      --features) features=${2:?--features needs a comma-separated list}; shift ;;
+      --run-test) run_test=${2:?--run-test needs a test name}; shift ;;
+      --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
+      -h|--help) usage; return ;;
+      *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+  done
+  need go jq node
+
+  local version dir harness
+  version=$(suite_version)
+  dir=$(suite_dir)
+  if [[ $command == build-images ]]; then
+    need umoci
+    build_images "$version" "$dir"
+    return
+  fi
+  harness=$(build_harness "$version")
+
+  if [[ $command == results ]]; then
+    local last=$CACHE/runs/last
+    local report=""
+    [[ -f $last/report-path ]] && report=$(cat "$last/report-path")
+    write_results "$([[ -f $last/events.json ]] && echo "$last/events.json")" "$report"
+    return
+  fi
+
+  # A cluster of one's own (minikube) pulls the suite's images from registry.k8s.io; the
+  # local cluster has no registry, so they are built here and imported.
+  local images=()
+  if [[ -z $kubeconfig || $command != run ]]; then
+    need umoci
+    local built
+    built=$(build_images "$version" "$dir")
+    mapfile -t images <<<"$built"
+  fi
+  [[ $command == build ]] && { log "built: $harness ${images[*]}"; return; }
+
+  if [[ -z $kubeconfig ]]; then
+    hack/cluster.sh status >/dev/null || die "the local cluster is not up: run hack/cluster.sh up (or pass --kubeconfig)"
+    import_images "${images[@]}"
+    [[ $command == images ]] && return
+    eval "$(hack/cluster.sh env)"
+  else
+    [[ $command == images ]] && die "--kubeconfig: load the images into that cluster yourself (they are in $CACHE/images)"
+    export KUBECONFIG=$kubeconfig
+  fi
+  [[ -n ${KUBECONFIG:-} ]] || die "hack/cluster.sh env gave no KUBECONFIG"
+
+  local blixt_version channel run_dir report_tmp report
+  blixt_version=$(node -p 'require("./package.json").version')
+  run_dir=$CACHE/runs/$(date -u +%Y%m%dT%H%M%SZ)
+  mkdir -p "$run_dir"
+  report_tmp=$run_dir/report.yaml
+  features=${features:-$(claimed_features)}
+  [[ $features == Gateway,* ]] || features="Gateway,ReferenceGrant,TCPRoute,UDPRoute,$features"
+
+  local suite_args=(
+    -gateway-class="$GATEWAY_CLASS"
+    "-conformance-profiles=GATEWAY-TCP,GATEWAY-UDP"
+    -supported-features="$features"
+    -organization=blixt -project=blixt -url=https://blixt.dev -version="v$blixt_version"
+    -contact=https://blixt.dev
+    -usable-address="$USABLE_ADDRESS" -unusable-address="$UNUSABLE_ADDRESS"
+    -report-output="$report_tmp"
+  )
+  [[ -n $run_test ]] && suite_args+=(-run-test="$run_test")
+
+  log "running the suite against $KUBECONFIG: class $GATEWAY_CLASS, features $features"
+  log "progress: one line per test below; the full test2json stream is $run_dir/events.json"
+  local status=0
+  # test2json turns the verbose test output into events; jq prints each test's verdict as it lands.
+  go tool test2json -p conformance "$harness" -test.v=test2json -test.timeout=2h \
+    -test.run '^TestConformance$' "${suite_args[@]}" \
+    | tee "$run_dir/events.json" \
+    | jq --unbuffered -r 'select(.Test != null and (.Test | split("/") | length) == 2
+        and (.Action == "pass" or .Action == "fail" or .Action == "skip"))
+        | "[conformance] \(.Action) \(.Test | split("/")[1]) (\(.Elapsed)s)"' >&2 \
+    || status=$?
+  ln -sfn "$run_dir" "$CACHE/runs/last"
+
+  report=""
+  if [[ -s $report_tmp && -z $run_test ]]; then
+    # Named as upstream names reports: <API channel>-<implementation version>-<mode>-report.yaml
+    channel=$(sed -n 's/^gatewayAPIChannel: *//p' "$report_tmp")
+    report=conformance/reports/v1.6.3/blixt/${channel:-standard}-$blixt_version-default-report.yaml
+    mkdir -p "$(dirname "$report")"
+    cp "$report_tmp" "$report"
+    printf '%s\n' "$report" >"$run_dir/report-path"
+    log "report: $report"
+  elif [[ -z $run_test ]]; then
+    log "the suite wrote no report (it stopped before its cleanup); RESULTS.md shows why"
+  fi
+
+  if [[ -n $run_test ]]; then
+    log "single test $run_test: exit status $status; no report or RESULTS.md written"
+    return "$status"
+  fi
+  # The suite's own exit status is non-zero whenever any test fails, expected or not; the
+  # check that matters is the recorded list, done by write_results.
+  write_results "$run_dir/events.json" "$report" "$record"
+}
+
+main "$@"
