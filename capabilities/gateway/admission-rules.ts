@@ -9,6 +9,7 @@ import { isIP } from "node:net";
 import type { V1Service } from "@kubernetes/client-node";
 import type { DataplaneConfig, Gateway, GatewayClass, ReferenceGrant, RouteKind } from "./compile/types";
 import { GATEWAY_GROUP } from "./compile/types";
+import { unsupportedHTTPRouteField } from "./compile/httproute";
 
 export type Verdict = { allowed: true; warnings: string[] } | { allowed: false; code: number; message: string };
 
@@ -208,6 +209,13 @@ export function routeWarnings(routeKind: RouteKind, route: RouteLike, view: Admi
     }
   }
   if (!anyOurs) return [];
+
+  if (routeKind === "HTTPRoute") {
+    const field = unsupportedHTTPRouteField((route.spec ?? {}) as Record<string, unknown>);
+    if (field) {
+      warnings.push(`${name}: ${field}, which blixt's per-connection (L4) forwarding cannot honour; Accepted will be False (UnsupportedValue)`);
+    }
+  }
 
   for (const backendRef of (route.spec?.rules ?? []).flatMap(r => r.backendRefs ?? [])) {
     if (!isServiceRef(backendRef)) {

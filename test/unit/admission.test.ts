@@ -146,6 +146,19 @@ t.test("routes of other controllers' Gateways, or of Gateways not created yet, g
   t.equal(response.warnings, undefined);
 });
 
+t.test("HTTPRoute that L4 cannot carry exactly: UnsupportedValue predicted", async t => {
+  const web = gateway("web", "blixt", [{ name: "http", port: 80, protocol: "HTTP" }]);
+  const route = {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "HTTPRoute",
+    metadata: { namespace: "default", name: "app" },
+    spec: { parentRefs: [{ name: "web" }], rules: [{ filters: [{ type: "RequestHeaderModifier", requestHeaderModifier: { set: [{ name: "x", value: "y" }] } }], backendRefs: [{ name: "app", port: 8080 }] }] },
+  };
+  const response = await admit({ gateways: [web], gatewayClasses: [blixtClass], services: [service("default", "app")] }, admissionRequest("CREATE", route));
+  t.equal(response.allowed, true);
+  t.same(response.warnings, ["HTTPRoute default/app: spec.rules[0].filters is set, which blixt's per-connection (L4) forwarding cannot honour; Accepted will be False (UnsupportedValue)"]);
+});
+
 t.test("Gateway with an unsupported protocol and a port conflict: approved, warned", async t => {
   const gw = gateway("mixed", "blixt", [
     { name: "tls", port: 443, protocol: "TLS", tls: { mode: "Passthrough" } },
