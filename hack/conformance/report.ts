@@ -52,7 +52,7 @@ const summary =
     ? summarizeReport(parseYaml(readFileSync(opts.report, "utf8")))
     : undefined;
 
-writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? ""));
+writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure));
 log(`wrote ${opts.results}: ${rows.length} tests, ${passedCoreTests(rows).length} core tests passed`);
 if (suiteFailure) log(`the suite itself failed: ${suiteFailure}`);
 

@@ -147,7 +147,7 @@ export function resultRows(
   suiteFailure?: string,
 ): ResultRow[] {
   const notRun = suiteFailure
-    ? `suite stopped first: ${suiteFailure}`
+    ? "the suite stopped before this test (reason above the table)"
     : tests.size === 0
       ? "no run yet"
       : "the run ended before this test";
@@ -246,7 +246,12 @@ const OUTCOME_LABEL: Record<Outcome, string> = {
 };
 
 /** conformance/RESULTS.md: a summary of the report, then one row per test of both profiles. */
-export function renderResults(rows: ResultRow[], summary: ReportSummary | undefined, reportPath: string): string {
+export function renderResults(
+  rows: ResultRow[],
+  summary: ReportSummary | undefined,
+  reportPath: string,
+  suiteFailure?: string,
+): string {
   const out: string[] = [
     "# Gateway API conformance results",
     "",
@@ -272,6 +277,7 @@ export function renderResults(rows: ResultRow[], summary: ReportSummary | undefi
   } else {
     out.push("No report yet: the suite has not completed a run.", "");
   }
+  if (suiteFailure) out.push(`**The suite itself failed**: ${cell(suiteFailure)}`, "");
   const counts = (["pass", "fail", "skip", "not run"] as Outcome[])
     .map((o) => `${rows.filter((r) => r.outcome === o).length} ${o}`)
     .join(", ");

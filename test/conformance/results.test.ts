@@ -114,7 +114,9 @@ t.test("a suite that stops in setup leaves every test not run, with the reason",
     rows.map((r) => [r.name, r.outcome]),
     catalogue.map((c) => [c.name, "not run"]),
   );
-  t.match(rows[0].reason, /^suite stopped first: gateways were not ready/);
+  t.equal(rows[0].reason, "the suite stopped before this test (reason above the table)");
+  const md = renderResults(rows, undefined, "", suiteFailure);
+  t.match(md, "**The suite itself failed**: gateways were not ready in time");
 });
 
 t.test("a t.Fatalf failure without testify fields gives its message, not a progress line", async (t) => {
