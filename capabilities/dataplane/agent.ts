@@ -57,7 +57,8 @@ const silent: AgentLog = { info: () => {}, error: () => {} };
 
 export class Agent {
   readonly nodeName: string;
-  readonly mode: AttachMode;
+  /** how the programs are attached, reported in acknowledgements; known once attached */
+  mode: AttachMode;
   private readonly dataplane: Dataplane;
   private readonly opts: AgentOptions;
   private readonly log: AgentLog;
@@ -69,6 +70,7 @@ export class Agent {
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
+  private started = false;
   private stopped = false;
   /** true once a converge has succeeded: the maps serve what the API server asks */
   ready = false;
@@ -103,7 +105,8 @@ export class Agent {
 
   /** Asks for a converge soon; changes that arrive while one runs are folded into the next. */
   schedule(): void {
-    if (this.stopped) return;
+    // Before start() the maps may not be loaded yet: the initial converge is explicit.
+    if (!this.started || this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
@@ -195,6 +198,7 @@ export class Agent {
 
   private scheduleRetry(delay: number): void {
     if (this.stopped || this.retryTimer) return;
+
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.schedule();
@@ -202,8 +206,11 @@ export class Agent {
     this.retryTimer.unref?.();
   }
 
-  /** Starts the periodic resync. */
+  /** Lets watch events and retries schedule passes, and starts the periodic resync. */
   start(): void {
+    this.started = true;
+    // An initial converge that failed is retried now that the loop runs.
+    if (this.failures > 0) this.schedule();
     const every = this.opts.resyncMs ?? 30_000;
     if (every > 0 && !this.resyncTimer) {
       this.resyncTimer = setInterval(() => this.schedule(), every);

@@ -60,7 +60,7 @@ async function serviceValues(dp: Dataplane) {
 }
 
 function newAgent(dp: Dataplane, acks: { config: string; ack: NodeAck }[], extra: { acknowledge?: (c: DataplaneConfig, a: NodeAck) => Promise<void> } = {}) {
-  return new Agent({
+  const agent = new Agent({
     nodeName: NODE,
     dataplane: dp,
     mode: "tc",
@@ -73,6 +73,8 @@ function newAgent(dp: Dataplane, acks: { config: string; ack: NodeAck }[], extra
         acks.push({ config: `${config.metadata?.namespace}/${config.metadata?.name}`, ack });
       }),
   });
+  agent.start(); // retries run; resyncMs 0 leaves resync passes to the test
+  return agent;
 }
 
 t.before(async () => {

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+// The node the agent runs on: bpffs, the ingress interface, and how to attach to it. The
+// choices are pure functions of what `ip -j` prints; the I/O around them is a few commands.
+import { execa } from "execa";
+import type { AttachMode } from "./plan.js";
+
+export type RequestedMode = AttachMode | "auto";
+export const REQUESTED_MODES: readonly RequestedMode[] = ["auto", "xdp", "xdpgeneric", "tc"];
+
+interface Route {
+  dst?: string;
+  dev?: string;
+  metric?: number;
+}
+
+/** The interface of the default route with the lowest metric, from `ip -j route show default`. */
+export function defaultRouteInterface(routes: Route[]): string | undefined {
+  return routes
+    .filter((r) => r.dst === "default" && r.dev)
+    .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0))[0]?.dev;
+}
+
+/**
+ * How to attach to an interface. On a veth (minikube, kind, the local cluster), native XDP
+ * cannot transmit the RST back (XDP_TX reaches the peer only if the peer runs XDP too, and the
+ * peer sits in the host), so "auto" picks TC there and native XDP elsewhere.
+ */
+export function pickMode(requested: RequestedMode, linkKind: string | undefined): AttachMode {
+  if (requested !== "auto") return requested;
+  return linkKind === "veth" ? "tc" : "xdp";
+}
+
+export function parseRequestedMode(value: string | undefined): RequestedMode {
+  const mode = (value ?? "auto").trim() || "auto";
+  if (!(REQUESTED_MODES as readonly string[]).includes(mode)) {
+    throw new Error(`BLIXT_ATTACH_MODE="${value}" is not an attach mode; set it to one of ${REQUESTED_MODES.join(", ")} (auto: TC on a veth, native XDP elsewhere)`);
+  }
+  return mode as RequestedMode;
+}
+
+/** Mounts bpffs where the pins live, unless it is mounted already. */
+export async function ensureBpffs(mountPoint = "/sys/fs/bpf"): Promise<void> {
+  const mounted = await execa("mountpoint", ["-q", mountPoint], { reject: false });
+  if (mounted.exitCode === 0) return;
+  await execa("mkdir", ["-p", mountPoint]);
+  const r = await execa("mount", ["-t", "bpf", "bpf", mountPoint], { reject: false });
+  if (r.exitCode !== 0) {
+    throw new Error(`mounting bpffs on ${mountPoint} failed: ${r.stderr.trim()}; the agent needs a privileged container with ${mountPoint} mounted from the host`);
+  }
+}
+
+/** The configured interface, or the default route's. */
+export async function ingressInterface(configured: string | undefined): Promise<string> {
+  if (configured?.trim()) return configured.trim();
+  const { stdout } = await execa("ip", ["-j", "route", "show", "default"]);
+  const iface = defaultRouteInterface(JSON.parse(stdout || "[]") as Route[]);
+  if (!iface) throw new Error("no default route on this node, so no ingress interface to attach to; set BLIXT_INTERFACE to the interface Gateway traffic arrives on");
+  return iface;
+}
+
+/** The link's kind ("veth", "vxlan", …) from `ip -j -d link show`, undefined for a plain device. */
+export async function linkKind(iface: string): Promise<string | undefined> {
+  const { stdout } = await execa("ip", ["-j", "-d", "link", "show", "dev", iface]);
+  const [link] = JSON.parse(stdout) as { linkinfo?: { info_kind?: string } }[];
+  return link?.linkinfo?.info_kind;
+}

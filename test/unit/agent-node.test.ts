@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// The agent's node-side choices and settings: ingress interface, attach mode, environment,
+// and the status write it sends (one node's entry, its own field manager).
+import t from "tap";
+import { defaultRouteInterface, parseRequestedMode, pickMode } from "../../capabilities/dataplane/agent-node.js";
+import { ackRequest, fieldManager } from "../../capabilities/dataplane/agent-kube.js";
+import { agentSettings } from "../../capabilities/dataplane/index.js";
+import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
+
+t.test("the ingress interface is the default route's with the lowest metric", async (t) => {
+  t.equal(
+    defaultRouteInterface([
+      { dst: "10.0.0.0/8", dev: "cni0" },
+      { dst: "default", dev: "wlan0", metric: 600 },
+      { dst: "default", dev: "eth0", metric: 100 },
+    ]),
+    "eth0",
+  );
+  t.equal(defaultRouteInterface([{ dst: "default", dev: "eth1" }]), "eth1", "no metric is metric 0");
+  t.equal(defaultRouteInterface([{ dst: "10.0.0.0/8", dev: "eth0" }]), undefined);
+});
+
+t.test("auto picks TC on a veth and native XDP elsewhere; an explicit mode is kept", async (t) => {
+  t.equal(pickMode("auto", "veth"), "tc");
+  t.equal(pickMode("auto", undefined), "xdp");
+  t.equal(pickMode("auto", "vxlan"), "xdp");
+  t.equal(pickMode("xdpgeneric", "veth"), "xdpgeneric");
+  t.equal(parseRequestedMode(undefined), "auto");
+  t.equal(parseRequestedMode(" tc "), "tc");
+  t.throws(() => parseRequestedMode("dpdk"), /BLIXT_ATTACH_MODE="dpdk" is not an attach mode; set it to one of auto, xdp, xdpgeneric, tc/);
+});
+
+t.test("settings come from the environment, with errors naming the variable", async (t) => {
+  t.same(agentSettings({ NODE_NAME: "n1" }), {
+    nodeName: "n1",
+    iface: undefined,
+    requestedMode: "auto",
+    pinDir: "/sys/fs/bpf/blixt",
+    objDir: undefined,
+    metricsPort: 9090,
+    resyncMs: 30_000,
+  });
+  t.match(agentSettings({ NODE_NAME: "n1", BLIXT_INTERFACE: "eth1", BLIXT_METRICS_PORT: "9100", BLIXT_RESYNC_SECONDS: "0" }), { iface: "eth1", metricsPort: 9100, resyncMs: 0 });
+  t.throws(() => agentSettings({}), /NODE_NAME is not set/);
+  t.throws(() => agentSettings({ NODE_NAME: "n1", BLIXT_METRICS_PORT: "http" }), /BLIXT_METRICS_PORT="http" must be an integer in 1\.\.65535/);
+});
+
+t.test("an acknowledgement is a server-side apply of this node's entry alone, under its own field manager", async (t) => {
+  const config = { metadata: { namespace: "team a", name: "gw", generation: 3 }, spec: {}, status: { nodes: [{ name: "other", observedGeneration: 1 }] } } as unknown as DataplaneConfig;
+  const ack = { name: "node-1", observedGeneration: 3, mode: "tc" as const, lastTransitionTime: "2026-01-01T00:00:00.000Z" };
+  const req = ackRequest(config, ack);
+  t.equal(req.path, "/apis/blixt.dev/v1alpha1/namespaces/team%20a/dataplaneconfigs/gw/status");
+  t.same(req.query, { fieldManager: "blixt-agent/node-1", force: "true" });
+  t.same(req.body, { apiVersion: "blixt.dev/v1alpha1", kind: "DataplaneConfig", metadata: { namespace: "team a", name: "gw" }, status: { nodes: [ack] } }, "other nodes' entries are not sent, so not touched");
+  t.equal(fieldManager("x".repeat(300)).length, 128, "field manager names fit the API server's limit");
+  t.throws(() => ackRequest({ metadata: {} } as DataplaneConfig, ack), /without metadata\.namespace\/name/);
+});
