@@ -48,9 +48,11 @@ PASSING=conformance/passing-core-tests.txt
 EXTENDED=conformance/extended-features.txt
 RESULTS=conformance/RESULTS.md
 GATEWAY_CLASS=${BLIXT_GATEWAY_CLASS:-blixt}
-# The local cluster's Gateway address pool is 198.18.0.100-198.18.0.199 (hack/cluster/lib.sh);
-# the last one is left for the static-address test, and 198.18.1.1 is outside the pool.
-USABLE_ADDRESS=${BLIXT_CONFORMANCE_USABLE_ADDRESS:-198.18.0.199}
+# GatewayStaticAddresses needs one address blixt can use and one it cannot: the local
+# cluster's last pool address (hack/cluster/lib.sh; the allocator hands out the first free
+# one, so the last stays free) and 198.18.1.1, outside the pool.
+pool_last=$(bash -c 'source hack/cluster/lib.sh 2>/dev/null && echo "${GATEWAY_POOL_LAST:-}"' || true)
+USABLE_ADDRESS=${BLIXT_CONFORMANCE_USABLE_ADDRESS:-${pool_last:-198.18.0.199}}
 UNUSABLE_ADDRESS=${BLIXT_CONFORMANCE_UNUSABLE_ADDRESS:-198.18.1.1}
 
 log() { printf '[conformance %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -288,7 +290,7 @@ main() {
   if [[ -s $report_tmp && -z $run_test ]]; then
     # Named as upstream names reports: <API channel>-<implementation version>-<mode>-report.yaml
     channel=$(sed -n 's/^gatewayAPIChannel: *//p' "$report_tmp")
-    report=conformance/reports/v1.6.3/blixt/${channel:-standard}-$blixt_version-default-report.yaml
+    report=conformance/reports/v1.6.3/blixt/${channel:-standard}-v$blixt_version-default-report.yaml
     mkdir -p "$(dirname "$report")"
     cp "$report_tmp" "$report"
     printf '%s\n' "$report" >"$run_dir/report-path"

@@ -2,7 +2,8 @@
 // File I/O around results.ts for hack/conformance.sh: reads the catalogue, the test2json
 // events and the suite's report; writes conformance/RESULTS.md; checks (and with --record
 // grows) conformance/passing-core-tests.txt. Exit code 1 when a recorded core test failed.
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { Command } from "commander";
 import { parse as parseYaml } from "yaml";
 import {
@@ -17,6 +18,7 @@ import {
   renderResults,
   resultRows,
   summarizeReport,
+  withReportsTable,
 } from "./results";
 
 const program = new Command()
@@ -55,6 +57,22 @@ const summary =
 writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure));
 log(`wrote ${opts.results}: ${rows.length} tests, ${passedCoreTests(rows).length} core tests passed`);
 if (suiteFailure) log(`the suite itself failed: ${suiteFailure}`);
+
+// The README beside the reports lists each of them (upstream's layout for report folders).
+if (opts.report && existsSync(opts.report)) {
+  const dir = dirname(opts.report);
+  const readmePath = join(dir, "README.md");
+  const reports = readdirSync(dir)
+    .filter((f) => f.endsWith("-report.yaml"))
+    .map((file) => {
+      const s = summarizeReport(parseYaml(readFileSync(join(dir, file), "utf8")));
+      return { file, channel: s.gatewayAPIChannel, version: s.implementationVersion, mode: s.mode };
+    });
+  if (existsSync(readmePath)) {
+    writeFileSync(readmePath, withReportsTable(readFileSync(readmePath, "utf8"), reports));
+    log(`listed ${reports.length} reports in ${readmePath} (newest: ${basename(opts.report)})`);
+  }
+}
 
 const recorded = existsSync(opts.passing) ? parseTestList(readFileSync(opts.passing, "utf8")) : [];
 const failed = regressions(recorded, rows);

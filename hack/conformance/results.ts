@@ -335,3 +335,36 @@ function cell(text: string): string {
 function sortedUnique(names: string[]): string[] {
   return [...new Set(names)].sort();
 }
+
+/** One report file in conformance/reports/<version>/blixt/, as the table of contents lists it. */
+export interface ReportFile {
+  file: string;
+  channel: string;
+  version: string;
+  mode: string;
+}
+
+/**
+ * The reports README with its "Table of contents" section rewritten from the report files, in
+ * the form upstream's conformance/reports/README.md asks for (one row per report).
+ */
+export function withReportsTable(readme: string, reports: ReportFile[]): string {
+  const start = readme.indexOf("## Table of contents");
+  const end = readme.indexOf("\n## ", start + 1);
+  if (start < 0 || end < 0) {
+    throw new Error('reports README: no "## Table of contents" section followed by another "## " section to rewrite');
+  }
+  const rows = [...reports]
+    .sort((a, b) => a.file.localeCompare(b.file))
+    .map((r) => `| ${r.channel} | ${r.version} | ${r.mode} | [${r.version} report](./${r.file}) |`);
+  const section = [
+    "## Table of contents",
+    "",
+    "| API channel | Implementation version | Mode | Report |",
+    "|-------------|------------------------|------|--------|",
+    ...rows,
+    "",
+  ];
+  if (rows.length === 0) section.push("No report yet: `hack/conformance.sh` adds one after a complete run.", "");
+  return `${readme.slice(0, start)}${section.join("\n")}${readme.slice(end)}`;
+}

@@ -16,6 +16,7 @@ import {
   renderResults,
   resultRows,
   summarizeReport,
+  withReportsTable,
 } from "../../hack/conformance/results";
 
 const catalogue: CatalogueEntry[] = [
@@ -187,4 +188,22 @@ t.test("test2json lines that are not JSON are kept as output", async (t) => {
     { Action: "pass", Test: "TestConformance/UDPRoute" },
     { Action: "output", Output: "build failed\n" },
   ]);
+});
+
+t.test("the reports README lists every report, as upstream's rules ask", async (t) => {
+  const readme = "# blixt\n\nAbout.\n\n## Table of contents\n\nold table\n\n## Reproduce\n\nSteps.\n";
+  const updated = withReportsTable(readme, [
+    { file: "standard-0.2.0-default-report.yaml", channel: "standard", version: "v0.2.0", mode: "default" },
+    { file: "standard-0.1.0-default-report.yaml", channel: "standard", version: "v0.1.0", mode: "default" },
+  ]);
+  t.match(updated, /^# blixt\n\nAbout\.\n\n## Table of contents\n/);
+  t.notMatch(updated, "old table");
+  t.match(
+    updated,
+    "| standard | v0.1.0 | default | [v0.1.0 report](./standard-0.1.0-default-report.yaml) |\n" +
+      "| standard | v0.2.0 | default | [v0.2.0 report](./standard-0.2.0-default-report.yaml) |\n",
+  );
+  t.match(updated, /\n## Reproduce\n\nSteps\.\n$/);
+  t.match(withReportsTable(readme, []), "No report yet");
+  t.throws(() => withReportsTable("# no sections\n", []), /Table of contents/);
 });
