@@ -141,13 +141,15 @@ oci_image() {
   file=$(printf '%s' "$name" | tr '/:' '__')
   tar=$CACHE/images/$file.tar stamp=$CACHE/images/$file.stamp
   # The stamp names the layer format too, so a change to how images are written rebuilds them.
-  sum="layer-v2 $(sha256sum "$binary" | cut -d' ' -f1) $*"
+  sum="layer-v3 $(sha256sum "$binary" | cut -d' ' -f1) $*"
   if [[ -f $tar && -f $stamp && $(cat "$stamp") == "$sum" ]]; then printf '%s\n' "$tar"; return; fi
   log "writing image $name"
   layout=$(mktemp -d) && mkdir -p "$CACHE/images"
   umoci_layout "$layout/oci:latest" "$name" "$binary" "$@" >&2
+  # The platform on the descriptor lets an importer match it without opening the config.
   jq --arg name "$name" --arg tag "${name##*:}" \
-    '.manifests[0].annotations = {"io.containerd.image.name": $name, "org.opencontainers.image.ref.name": $tag}' \
+    '.manifests[0].annotations = {"io.containerd.image.name": $name, "org.opencontainers.image.ref.name": $tag}
+     | .manifests[0].platform = {"architecture": "amd64", "os": "linux"}' \
     "$layout/oci/index.json" >"$layout/index.json" && mv "$layout/index.json" "$layout/oci/index.json"
   tar -C "$layout/oci" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
   rm -rf "$layout"
