@@ -287,12 +287,14 @@ main() {
         | "[conformance] \(.Action) \(.Test | split("/")[1]) (\(.Elapsed)s)"' >&2 \
     || status=$?
   ln -sfn "$run_dir" "$CACHE/runs/last"
+  grep -q '"Test":"TestConformance"' "$run_dir/events.json" ||
+    die "the harness did not run (exit status $status); see $run_dir/events.json"
 
   report=""
   if [[ -s $report_tmp && -z $run_test ]]; then
     # Named as upstream names reports: <API channel>-<implementation version>-<mode>-report.yaml
     channel=$(sed -n 's/^gatewayAPIChannel: *//p' "$report_tmp")
-    report=conformance/reports/v1.6.3/blixt/${channel:-standard}-v$blixt_version-default-report.yaml
+    report=conformance/reports/$version/blixt/${channel:-standard}-v$blixt_version-default-report.yaml
     mkdir -p "$(dirname "$report")"
     cp "$report_tmp" "$report"
     printf '%s\n' "$report" >"$run_dir/report-path"
