@@ -6,8 +6,10 @@
 #include "lb.h"
 #include "nat.h"
 #include "stats.h"
+#include "arp.h"
 
-/* Ingress fast path: DNAT to a backend, refuse or reject, pass everything else. */
+/* Ingress fast path: DNAT to a backend, refuse or reject, answer ARP for announced addresses,
+ * pass everything else. */
 SEC("xdp")
 int blixt_xdp_ingress(struct xdp_md *ctx)
 {
@@ -16,6 +18,15 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 	struct verdict v = {};
 
 	lb_ingress(data, data_end, &v);
+	/* IPv4 never gets here: ARP costs the fast path nothing but this compare. */
+	if (v.reason == REASON_PASS_NOT_IPV4) {
+		arp_ingress(data, data_end, ctx->ingress_ifindex, &v);
+		if (v.action == ACT_ARP_REPLY && !arp_reply_xdp(data, data_end, &v)) {
+			count_arp(ARP_REPLIED);
+			return XDP_TX;
+		}
+		v.action = ACT_PASS;
+	}
 	switch (v.action) {
 	case ACT_DNAT:
 		if (nat_xdp(data, data_end, &v, NAT_DST))
@@ -44,6 +55,14 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 	struct verdict v = {};
 
 	lb_ingress(data, data_end, &v);
+	if (v.reason == REASON_PASS_NOT_IPV4) {
+		arp_ingress(data, data_end, skb->ifindex, &v);
+		if (v.action == ACT_ARP_REPLY && !arp_reply_tc(skb, &v)) {
+			count_arp(ARP_REPLIED);
+			return bpf_redirect(skb->ifindex, 0);
+		}
+		v.action = ACT_PASS;
+	}
 	switch (v.action) {
 	case ACT_DNAT:
 		if (nat_tc(skb, &v, NAT_DST)) {

@@ -17,6 +17,7 @@ enum action {
 	ACT_DROP,
 	ACT_DNAT, /* rewrite destination to verdict.addr:port, then pass to the kernel to route */
 	ACT_RST,  /* answer a SYN with a RST from the address it was sent to */
+	ACT_ARP_REPLY, /* answer an ARP request for an announced address (arp.h) */
 };
 
 struct verdict {

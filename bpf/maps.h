@@ -22,6 +22,7 @@
 #define BLIXT_MAX_MAGLEV_SLOTS (1 << 23)
 #define BLIXT_MAX_CONNTRACK (1 << 18)
 #define BLIXT_MAX_ADDRESSES 4096
+#define BLIXT_MAX_IFACES 256
 
 /* services: (VIP, port, protocol) → which Maglev table is live. */
 struct svc_key {
@@ -98,11 +99,27 @@ struct addr_key {
 	__u8 addr[BLIXT_ADDR_LEN]; /* 0..15 IPv4-mapped */
 };                                 /* 16 bytes */
 
-#define ADDR_F_ANNOUNCE 0x1 /* reserved: answer ARP for this address (not implemented yet) */
+#define ADDR_F_ANNOUNCE 0x1 /* this node announces the address: answer ARP requests for it (arp.h) */
 
 struct addr_value {
 	__u32 flags; /* 0..3 ADDR_F_* */
 };                   /* 4 bytes */
+
+/* ifaces: ifindex → the device's MAC, written by the loader when it attaches. An ARP reply must
+ * carry the MAC of the device the request came in on, and a program cannot read a device's
+ * address itself; the request is broadcast, so its destination does not tell either. */
+struct iface_value {
+	__u8 mac[ETH_ALEN]; /* 0..5 */
+	__u16 pad;          /* 6..7 zero */
+};                          /* 8 bytes; the key is the ifindex, a host-order __u32 */
+
+/* arp_stats: per-CPU counters, indexed by enum blixt_arp_counter. Kept apart from the reasons so
+ * that list (and REASON_MAX) stays the IPv4 verdicts'. */
+enum blixt_arp_counter {
+	ARP_REPLIED = 0,  /* request for an announced address answered in the kernel */
+	ARP_NO_IFACE = 1, /* request for an announced address on a device with no ifaces entry: passed */
+	ARP_COUNTER_MAX = 2,
+};
 
 /* svc_stats: per-CPU counters, indexed by svc_id. */
 struct svc_stats {
@@ -162,5 +179,19 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } blixt_reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct iface_value);
+} blixt_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ARP_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} blixt_arp_stats SEC(".maps");
 
 #endif

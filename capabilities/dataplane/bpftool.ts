@@ -235,3 +235,32 @@ export async function progRunMany(progPin: string, packets: Uint8Array[], opts: 
 export async function progRun(progPin: string, packet: Uint8Array, opts: RunOptions & { repeat?: number } = {}): Promise<ProgRunResult> {
   return (await progRunMany(progPin, [packet], opts))[0];
 }
+
+// ---- links (ip) -------------------------------------------------------------------------------
+
+export interface LinkInfo {
+  ifname: string;
+  ifindex: number;
+  /** "aa:bb:cc:dd:ee:ff" */
+  mac: string;
+  /** "veth", "vxlan", …; undefined for a plain (physical) device */
+  kind?: string;
+  /** "ether" for Ethernet; "loopback", "none" (tun, wireguard), … otherwise */
+  linkType?: string;
+}
+
+/** The one link in `ip -j -d link show dev IF` output. Throws naming the device when the JSON lacks it. */
+export function parseLink(iface: string, json: string): LinkInfo {
+  const links = JSON.parse(json || "[]") as { ifname?: string; ifindex?: number; address?: string; link_type?: string; linkinfo?: { info_kind?: string } }[];
+  const link = links.find((l) => l.ifname === iface) ?? links[0];
+  if (!link || !Number.isInteger(link.ifindex)) {
+    throw new Error(`device ${iface}: \`ip -j -d link show\` gave no ifindex for it`);
+  }
+  return { ifname: link.ifname ?? iface, ifindex: link.ifindex!, mac: (link.address ?? "").toLowerCase(), kind: link.linkinfo?.info_kind, linkType: link.link_type };
+}
+
+/** ifindex, MAC and kind of a device (in opts.netns, if given). */
+export async function linkInfo(iface: string, opts: RunOptions = {}): Promise<LinkInfo> {
+  const r = await run(["ip", "-j", "-d", "link", "show", "dev", iface], `reading device ${iface}`, opts);
+  return parseLink(iface, r.stdout);
+}

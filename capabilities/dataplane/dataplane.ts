@@ -11,16 +11,22 @@ import { isIPv4 } from "node:net";
 import * as bpftool from "./bpftool.js";
 import type { RunOptions, XdpMode } from "./bpftool.js";
 import { buildMaglevTable, maglevTableSize } from "./maglev.js";
+import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
 import {
+  ADDR_F_ANNOUNCE,
+  ARP_COUNTERS,
   MAP_NAMES,
   MAX_SERVICES,
   PROG_NAMES,
   REASONS,
   decodeAddressKey,
+  decodeAddressValue,
   decodeBackendKey,
   decodeBackendValue,
   decodeConntrackKey,
   decodeConntrackValue,
+  decodeIndexKey,
+  decodeInterfaceValue,
   decodeReasonCounter,
   decodeServiceCounters,
   decodeServiceKey,
@@ -30,6 +36,7 @@ import {
   encodeBackendKey,
   encodeBackendValue,
   encodeIndexKey,
+  encodeInterfaceValue,
   encodeMaglevKey,
   encodeMaglevSlot,
   encodeServiceCounters,
@@ -38,6 +45,8 @@ import {
   hex,
   sumCounters,
   tableIdOf,
+  type ArpCounter,
+  type InterfaceEntry,
   type MapName,
   type ProgName,
   type Proto,
@@ -46,7 +55,9 @@ import {
   type ServiceValue,
 } from "./maps.js";
 
-export type { Proto } from "./maps.js";
+export type { Proto, ArpCounter, InterfaceEntry } from "./maps.js";
+/** How the ingress program runs on a device: native XDP, generic (skb) XDP, or TC ingress. */
+export type IngressMode = "xdp" | "xdpgeneric" | "tc";
 export interface Backend {
   ip: string;
   port: number;
@@ -300,6 +311,10 @@ export class Dataplane {
   /** Ingress program on the device (XDP, or TC where XDP cannot answer), plus TC egress for replies. Re-running replaces in place. */
   async attach(iface: string, mode: "xdp" | "tc"): Promise<void> {
     const opts = this.attachOpts;
+    // The MAC goes in before the program runs, so the first ARP request already gets an answer.
+    // A device that cannot be read is left to the attach below, whose error names it.
+    const link = await bpftool.linkInfo(iface, opts).catch(() => undefined);
+    if (link?.linkType === "ether") await this.setInterface({ ifindex: link.ifindex, mac: link.mac });
     if (mode === "xdp") {
       await bpftool.attachXdp(this.progPin("blixt_xdp_ingress"), iface, this.xdpMode, opts);
       await bpftool.detachTc(iface, "ingress", opts);
@@ -315,6 +330,38 @@ export class Dataplane {
     await bpftool.detachXdp(iface, opts);
     await bpftool.detachTc(iface, "ingress", opts);
     await bpftool.detachTc(iface, "egress", opts);
+    // A device already gone has no entry worth keeping either; its ifindex may be reused.
+    const link = await bpftool.linkInfo(iface, opts).catch(() => undefined);
+    if (link) await this.removeInterface(link.ifindex);
+  }
+
+  /** How blixt's ingress program runs on a device now, or undefined when it is not attached. */
+  async attachment(iface: string): Promise<IngressMode | undefined> {
+    const opts = this.attachOpts;
+    const xdp = await bpftool.xdpMode(iface, opts);
+    if (xdp) return xdp === "generic" ? "xdpgeneric" : "xdp";
+    return (await bpftool.hasTc(iface, "ingress", opts)) ? "tc" : undefined;
+  }
+
+  /** Records the MAC ARP replies from device `ifindex` carry (attach() does this for its device). */
+  async setInterface(entry: InterfaceEntry): Promise<void> {
+    if (!Number.isInteger(entry.ifindex) || entry.ifindex < 1 || entry.ifindex > 0xffffffff) {
+      throw new Error(`setInterface: ifindex must be a positive integer, got ${entry.ifindex}`);
+    }
+    const line = bpftool.mapUpdateLine(this.mapPin("blixt_ifaces"), hex(encodeIndexKey(entry.ifindex)), hex(encodeInterfaceValue(entry.mac)));
+    await bpftool.batch([line], `recording the MAC of ifindex ${entry.ifindex}`);
+  }
+
+  async removeInterface(ifindex: number): Promise<void> {
+    const pin = this.mapPin("blixt_ifaces");
+    if (!(await bpftool.mapLookup(pin, hex(encodeIndexKey(ifindex))))) return;
+    await bpftool.batch([bpftool.mapDeleteLine(pin, hex(encodeIndexKey(ifindex)))], `forgetting ifindex ${ifindex}`);
+  }
+
+  async interfaces(): Promise<InterfaceEntry[]> {
+    return (await bpftool.mapDump(this.mapPin("blixt_ifaces")))
+      .map((e) => ({ ifindex: decodeIndexKey(e.key), mac: decodeInterfaceValue(e.value!).mac }))
+      .sort((a, b) => a.ifindex - b.ifindex);
   }
 
   private async serviceStates(): Promise<Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>> {
@@ -375,6 +422,56 @@ export class Dataplane {
 
   async addresses(): Promise<string[]> {
     return (await bpftool.mapDump(this.mapPin("blixt_addrs"))).map((e) => decodeAddressKey(e.key)).sort();
+  }
+
+  /**
+   * Makes this node answer ARP for exactly `addresses` (ADDR_F_ANNOUNCE), and for no other
+   * Gateway address. Each must already be a Gateway address (setAddresses), since an address
+   * this node answers ARP for must also be refused on ports no listener has.
+   */
+  async setAnnounced(addresses: string[]): Promise<void> {
+    const pin = this.mapPin("blixt_addrs");
+    const present = new Map((await bpftool.mapDump(pin)).map((e) => [decodeAddressKey(e.key), decodeAddressValue(e.value!).flags]));
+    addresses.forEach((a, i) => {
+      if (!isIPv4(a)) throw new Error(`setAnnounced: addresses[${i}] "${a}" must be an IPv4 address literal`);
+      if (!present.has(a)) throw new Error(`setAnnounced: ${a} is not a Gateway address in ${pin}; add it with setAddresses first`);
+    });
+    const wanted = new Set(addresses);
+    const lines = [...present]
+      .filter(([a, flags]) => wanted.has(a) !== ((flags & ADDR_F_ANNOUNCE) !== 0))
+      .map(([a, flags]) => bpftool.mapUpdateLine(pin, hex(encodeAddressKey(a)), hex(encodeAddressValue({ flags: flags ^ ADDR_F_ANNOUNCE }))));
+    await bpftool.batch(lines, "setting announced Gateway addresses");
+  }
+
+  /** The Gateway addresses this node answers ARP for. */
+  async announced(): Promise<string[]> {
+    return (await bpftool.mapDump(this.mapPin("blixt_addrs")))
+      .filter((e) => decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE)
+      .map((e) => decodeAddressKey(e.key))
+      .sort();
+  }
+
+  /**
+   * Sends a gratuitous ARP for an address this node announces, out of `iface` (in this
+   * Dataplane's netns): call it when the node takes the address over, so neighbours move to it
+   * at once. Refuses an address the programs would not answer ARP for.
+   */
+  async announce(iface: string, address: string, opts: Omit<GratuitousArpOptions, "netns"> = {}): Promise<void> {
+    if (!isIPv4(address)) throw new Error(`announce: address "${address}" must be an IPv4 address literal`);
+    const entry = await bpftool.mapLookup(this.mapPin("blixt_addrs"), hex(encodeAddressKey(address)));
+    if (!entry || !(decodeAddressValue(entry.value!).flags & ADDR_F_ANNOUNCE)) {
+      throw new Error(`announce: ${address} is not announced by this node (no ADDR_F_ANNOUNCE entry in ${this.mapPin("blixt_addrs")}); setAnnounced first, or a gratuitous ARP would draw traffic the node does not answer ARP for`);
+    }
+    await sendGratuitousArp(iface, address, { ...opts, netns: this.netns });
+  }
+
+  /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */
+  async arpCounters(): Promise<Record<ArpCounter, number>> {
+    const lines = ARP_COUNTERS.map((_, i) => ["map", "lookup", "pinned", this.mapPin("blixt_arp_stats"), "key", "hex", ...hex(encodeIndexKey(i))].join(" "));
+    const outputs = (await bpftool.batch(lines, "reading ARP counters")) as { values: { value: string[] }[] }[];
+    return Object.fromEntries(
+      ARP_COUNTERS.map((c, i) => [c, outputs[i].values.reduce((sum, v) => sum + decodeReasonCounter(Uint8Array.from(v.value, (w) => Number.parseInt(w, 16))), 0)]),
+    ) as Record<ArpCounter, number>;
   }
 
   async conntrack(): Promise<ConntrackEntry[]> {

@@ -18,6 +18,8 @@ export const MAP_NAMES = [
   "blixt_addrs",
   "blixt_svc_stats",
   "blixt_reasons",
+  "blixt_ifaces",
+  "blixt_arp_stats",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 
@@ -51,7 +53,7 @@ export const MAX_SERVICES = 16384;
 export const BACKEND_F_REJECT = 0x1;
 export const CT_F_FORWARD = 0x1;
 export const CT_F_REVERSE = 0x2;
-/** Reserved flag of an address entry: answer ARP for it (not implemented in the programs yet). */
+/** Flag of an address entry: this node announces it, so the programs answer ARP requests for it. */
 export const ADDR_F_ANNOUNCE = 0x1;
 
 export const IPPROTO: Record<Proto, number> = { tcp: 6, udp: 17 };
@@ -333,3 +335,37 @@ export function sumCounters(perCpu: ServiceCounters[]): ServiceCounters {
     { packets: 0, bytes: 0, newFlows: 0, rejects: 0 },
   );
 }
+
+// ---- ifaces: ifindex (__u32) → struct iface_value (8 bytes) ----------------------------------
+
+export interface InterfaceEntry {
+  ifindex: number;
+  /** "aa:bb:cc:dd:ee:ff", the MAC ARP replies from this device carry */
+  mac: string;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+export function macBytesOf(mac: string): Uint8Array {
+  if (!MAC_RE.test(mac)) throw new Error(`"${mac}" is not a MAC address (six hex bytes separated by ":")`);
+  return Uint8Array.from(mac.split(":"), (b) => Number.parseInt(b, 16));
+}
+
+export const macStringOf = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
+
+export const encodeInterfaceValue = (mac: string): Uint8Array => {
+  const out = new Uint8Array(8);
+  out.set(macBytesOf(mac), 0);
+  return out;
+};
+
+export function decodeInterfaceValue(b: Uint8Array): { mac: string } {
+  new Reader(b, 8, "iface_value");
+  return { mac: macStringOf(b.subarray(0, 6)) };
+}
+
+// ---- arp_stats: per-CPU counters indexed by enum blixt_arp_counter ---------------------------
+
+/** enum blixt_arp_counter in bpf/maps.h, in order: the index is the key of blixt_arp_stats. */
+export const ARP_COUNTERS = ["replied", "no_iface"] as const;
+export type ArpCounter = (typeof ARP_COUNTERS)[number];

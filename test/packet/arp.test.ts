@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+// ARP answered in the kernel for the Gateway addresses this node announces: the real programs on
+// crafted frames through BPF_PROG_TEST_RUN. A request for an announced address gets a reply with
+// every field right; anything else (another address, a known but not announced one, a gratuitous
+// request, a reply, a malformed frame) passes byte for byte untouched.
+import t, { type Test } from "tap";
+import { loadedDataplane, run, runOne, TC_ACT_OK, TC_ACT_REDIRECT, XDP_PASS, XDP_TX } from "./fixture.js";
+import { macBytes, macString, ipBytes, ipString, ETH_P_ARP, ETH_P_IP, tcpFrame, TCP_SYN } from "../lib/packet.js";
+import { addressesTakenOver, gratuitousArpArgs, sendGratuitousArp } from "../../capabilities/dataplane/garp.js";
+import { mapLookup } from "../../capabilities/dataplane/bpftool.js";
+import { hex, encodeIndexKey, decodeInterfaceValue, encodeInterfaceValue } from "../../capabilities/dataplane/maps.js";
+
+const ANNOUNCED = "198.18.30.10";
+const NOT_ANNOUNCED = "198.18.30.11"; // a Gateway address another node announces
+const ELSEWHERE = "198.18.30.99"; // not a Gateway address at all
+const NODE_MAC = "02:bb:00:00:00:02";
+const CLIENT_MAC = "02:aa:00:00:00:01";
+const CLIENT = "198.18.30.2";
+/** BPF_PROG_TEST_RUN runs the programs as if the frame came in on the test's netns loopback. */
+const TEST_RUN_IFINDEX = 1;
+
+interface ArpFields {
+  ethDst?: string;
+  ethSrc?: string;
+  htype?: number;
+  ptype?: number;
+  hlen?: number;
+  plen?: number;
+  oper?: number;
+  sha?: string;
+  spa: string;
+  tha?: string;
+  tpa: string;
+  /** frame length; Ethernet pads a 42-byte ARP frame to 60 */
+  length?: number;
+}
+
+/** An ARP frame built field by field (the dataplane's own layout is not used, so a shared mistake cannot hide). */
+function arpFrame(f: ArpFields): Uint8Array {
+  const out = new Uint8Array(f.length ?? 60);
+  const v = new DataView(out.buffer);
+  out.set(macBytes(f.ethDst ?? "ff:ff:ff:ff:ff:ff"), 0);
+  out.set(macBytes(f.ethSrc ?? CLIENT_MAC), 6);
+  v.setUint16(12, ETH_P_ARP);
+  if (out.length < 42) return out;
+  v.setUint16(14, f.htype ?? 1);
+  v.setUint16(16, f.ptype ?? ETH_P_IP);
+  out[18] = f.hlen ?? 6;
+  out[19] = f.plen ?? 4;
+  v.setUint16(20, f.oper ?? 1);
+  out.set(macBytes(f.sha ?? CLIENT_MAC), 22);
+  out.set(ipBytes(f.spa), 28);
+  out.set(macBytes(f.tha ?? "00:00:00:00:00:00"), 32);
+  out.set(ipBytes(f.tpa), 38);
+  return out;
+}
+
+function parseArp(b: Uint8Array) {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    ethDst: macString(b.subarray(0, 6)),
+    ethSrc: macString(b.subarray(6, 12)),
+    ethType: v.getUint16(12),
+    htype: v.getUint16(14),
+    ptype: v.getUint16(16),
+    hlen: b[18],
+    plen: b[19],
+    oper: v.getUint16(20),
+    sha: macString(b.subarray(22, 28)),
+    spa: ipString(b.subarray(28, 32)),
+    tha: macString(b.subarray(32, 38)),
+    tpa: ipString(b.subarray(38, 42)),
+  };
+}
+
+const request = (over: Partial<ArpFields> = {}) => arpFrame({ spa: CLIENT, tpa: ANNOUNCED, ...over });
+
+/** Every field of the reply `req` must get, and the rest of the frame (padding) as it was. */
+function assertReply(t: Test, out: Uint8Array, req: Uint8Array, requester: { mac: string; ip: string }) {
+  t.equal(out.length, req.length, "same length: the padding stays");
+  t.same(
+    parseArp(out),
+    {
+      ethDst: requester.mac,
+      ethSrc: NODE_MAC,
+      ethType: ETH_P_ARP,
+      htype: 1,
+      ptype: ETH_P_IP,
+      hlen: 6,
+      plen: 4,
+      oper: 2,
+      sha: NODE_MAC,
+      spa: ANNOUNCED,
+      tha: requester.mac,
+      tpa: requester.ip,
+    },
+    "to the requester, from the interface: ANNOUNCED is-at the interface's MAC",
+  );
+  t.same(out.subarray(42), req.subarray(42), "bytes after the ARP payload untouched");
+}
+
+const PROGS = [
+  { prog: "blixt_xdp_ingress", reply: XDP_TX, pass: XDP_PASS },
+  { prog: "blixt_tc_ingress", reply: TC_ACT_REDIRECT, pass: TC_ACT_OK },
+] as const;
+
+t.test("ARP in the kernel", async (t) => {
+  const dp = await loadedDataplane(t, "arp");
+  await dp.setAddresses([ANNOUNCED, NOT_ANNOUNCED]);
+  await dp.setAnnounced([ANNOUNCED]);
+  await dp.setInterface({ ifindex: TEST_RUN_IFINDEX, mac: NODE_MAC });
+
+  t.test("the Dataplane API reads back what it wrote", async (t) => {
+    t.same(await dp.announced(), [ANNOUNCED]);
+    t.same(await dp.addresses(), [ANNOUNCED, NOT_ANNOUNCED], "announcing keeps the address set");
+    t.same(await dp.interfaces(), [{ ifindex: TEST_RUN_IFINDEX, mac: NODE_MAC }]);
+    const entry = (await mapLookup(dp.mapPin("blixt_ifaces"), hex(encodeIndexKey(TEST_RUN_IFINDEX))))!;
+    t.same(entry.formatted?.value, { mac: Array.from(macBytes(NODE_MAC)), pad: 0 }, "struct iface_value as BTF prints it");
+    t.equal(decodeInterfaceValue(encodeInterfaceValue("02:BB:00:00:00:02")).mac, NODE_MAC, "MACs are stored case-insensitively");
+    await t.rejects(dp.setAnnounced([ELSEWHERE]), new RegExp(`setAnnounced: ${ELSEWHERE} is not a Gateway address .*setAddresses first`));
+    await t.rejects(dp.setAnnounced(["not-an-ip"]), /addresses\[0\] "not-an-ip" must be an IPv4 address literal/);
+    await t.rejects(dp.announce("eth0", NOT_ANNOUNCED), new RegExp(`announce: ${NOT_ANNOUNCED} is not announced by this node`));
+    await t.rejects(dp.setInterface({ ifindex: 0, mac: NODE_MAC }), /ifindex must be a positive integer/);
+    await t.rejects(dp.setInterface({ ifindex: 5, mac: "02:bb:00" }), /"02:bb:00" is not a MAC address/);
+    t.same(await dp.announced(), [ANNOUNCED], "a refused call changed nothing");
+  });
+
+  for (const { prog, reply, pass } of PROGS) {
+    t.test(`${prog}: a broadcast request for an announced address is answered`, async (t) => {
+      const req = request();
+      const r = await runOne(dp, prog, req);
+      t.equal(r.retval, reply, prog === "blixt_xdp_ingress" ? "XDP_TX" : "redirected out of the device it came in on");
+      assertReply(t, r.dataOut, req, { mac: CLIENT_MAC, ip: CLIENT });
+    });
+
+    t.test(`${prog}: a unicast refresh to the interface's MAC, and an unpadded frame`, async (t) => {
+      let req = request({ ethDst: NODE_MAC, tha: NODE_MAC });
+      let r = await runOne(dp, prog, req);
+      t.equal(r.retval, reply);
+      assertReply(t, r.dataOut, req, { mac: CLIENT_MAC, ip: CLIENT });
+      req = request({ length: 42 });
+      r = await runOne(dp, prog, req);
+      t.equal(r.retval, reply);
+      assertReply(t, r.dataOut, req, { mac: CLIENT_MAC, ip: CLIENT });
+    });
+
+    t.test(`${prog}: the reply goes to the ARP sender, even when the Ethernet source differs`, async (t) => {
+      const req = request({ ethSrc: "02:cc:00:00:00:03", sha: "02:dd:00:00:00:04" });
+      const r = await runOne(dp, prog, req);
+      t.equal(r.retval, reply);
+      assertReply(t, r.dataOut, req, { mac: "02:dd:00:00:00:04", ip: CLIENT });
+    });
+
+    t.test(`${prog}: an RFC 5227 probe (sender 0.0.0.0) is answered, defending the address`, async (t) => {
+      const req = request({ spa: "0.0.0.0" });
+      const r = await runOne(dp, prog, req);
+      t.equal(r.retval, reply);
+      assertReply(t, r.dataOut, req, { mac: CLIENT_MAC, ip: "0.0.0.0" });
+    });
+
+    t.test(`${prog}: everything else passes byte for byte`, async (t) => {
+      const cases: [string, Uint8Array][] = [
+        ["a request for an address that is no Gateway address", request({ tpa: ELSEWHERE })],
+        ["a request for a Gateway address this node does not announce", request({ tpa: NOT_ANNOUNCED })],
+        ["a gratuitous request (sender = target = the address)", request({ spa: ANNOUNCED, tpa: ANNOUNCED })],
+        ["a gratuitous request from another host for the address", request({ spa: ANNOUNCED, tpa: ANNOUNCED, sha: "02:ee:00:00:00:05", ethSrc: "02:ee:00:00:00:05" })],
+        ["an ARP reply about the address", request({ oper: 2, spa: ANNOUNCED, tpa: CLIENT, ethDst: NODE_MAC })],
+        ["a request unicast to another host's MAC", request({ ethDst: "02:cc:00:00:00:03" })],
+        ["a multicast sender hardware address", request({ sha: "01:00:5e:00:00:01" })],
+        ["hardware type other than Ethernet", request({ htype: 6 })],
+        ["protocol type other than IPv4", request({ ptype: 0x86dd })],
+        ["hardware length not 6", request({ hlen: 8 })],
+        ["protocol length not 4", request({ plen: 16 })],
+        ["RARP request (opcode 3)", request({ oper: 3 })],
+        ["truncated: 41 bytes", request({ length: 41 }).subarray(0, 41)],
+        ["truncated: Ethernet header only", arpFrame({ spa: CLIENT, tpa: ANNOUNCED, length: 14 })],
+      ];
+      const results = await run(dp, prog, cases.map(([, frame]) => frame));
+      cases.forEach(([what, frame], i) => {
+        t.equal(results[i].retval, pass, `${what}: passed`);
+        t.same(results[i].dataOut, frame, `${what}: untouched`);
+      });
+    });
+
+    t.test(`${prog}: IPv4 to the announced address is still refused, not answered as ARP`, async (t) => {
+      const syn = tcpFrame({ src: CLIENT, dst: ANNOUNCED, srcMac: CLIENT_MAC, dstMac: NODE_MAC, sport: 40000, dport: 22, flags: TCP_SYN });
+      const r = await runOne(dp, prog, syn);
+      t.equal(r.retval, reply, "the RST leaves the same way");
+      t.equal(new DataView(r.dataOut.buffer, r.dataOut.byteOffset).getUint16(12), ETH_P_IP, "an IPv4 RST, not an ARP frame");
+    });
+  }
+
+  t.test("counters", async (t) => {
+    const arp = await dp.arpCounters();
+    t.same(arp, { replied: 2 * 5, no_iface: 0 }, "five replies per program");
+    const s = await dp.stats();
+    t.equal(s.reasons.pass_not_ipv4, 2 * 14, "the passed frames count as not IPv4, as before");
+  });
+
+  t.test("without the interface's MAC the request passes, counted", async (t) => {
+    await dp.removeInterface(TEST_RUN_IFINDEX);
+    await dp.removeInterface(TEST_RUN_IFINDEX); // absent: no error
+    t.same(await dp.interfaces(), []);
+    for (const { prog, pass } of PROGS) {
+      const req = request();
+      const r = await runOne(dp, prog, req);
+      t.equal(r.retval, pass, `${prog}: passed`);
+      t.same(r.dataOut, req, `${prog}: untouched`);
+    }
+    t.equal((await dp.arpCounters()).no_iface, 2);
+  });
+
+  t.test("setAnnounced([]) stops the answers; the address is still refused", async (t) => {
+    await dp.setInterface({ ifindex: TEST_RUN_IFINDEX, mac: NODE_MAC });
+    await dp.setAnnounced([]);
+    t.same(await dp.announced(), []);
+    t.same(await dp.addresses(), [ANNOUNCED, NOT_ANNOUNCED]);
+    let r = await runOne(dp, "blixt_xdp_ingress", request());
+    t.equal(r.retval, XDP_PASS, "no ARP reply");
+    r = await runOne(dp, "blixt_xdp_ingress", tcpFrame({ src: CLIENT, dst: ANNOUNCED, sport: 40001, dport: 22, flags: TCP_SYN }));
+    t.equal(r.retval, XDP_TX, "a SYN to a port without listener still gets a RST");
+  });
+});
+
+t.test("gratuitous ARP: arguments and takeovers (pure)", async (t) => {
+  t.same(gratuitousArpArgs("eth0", "198.18.0.5"), ["-q", "-U", "-c", "1", "-I", "eth0", "198.18.0.5"]);
+  t.same(gratuitousArpArgs("eth0", "198.18.0.5", 3).slice(2, 4), ["-c", "3"]);
+  t.throws(() => gratuitousArpArgs("eth 0", "198.18.0.5"), /interface "eth 0" is not a Linux interface name/);
+  t.throws(() => gratuitousArpArgs("averyveryverylongname", "198.18.0.5"), /is not a Linux interface name/);
+  t.throws(() => gratuitousArpArgs("eth0", "198.18.0"), /address "198.18.0" must be an IPv4 address literal/);
+  t.throws(() => gratuitousArpArgs("eth0", "198.18.0.5", 0), /count must be an integer in 1..10, got 0/);
+  t.same(addressesTakenOver(["10.0.0.1", "10.0.0.2"], ["10.0.0.3", "10.0.0.2", "10.0.0.0", "10.0.0.3"]), ["10.0.0.0", "10.0.0.3"]);
+  t.same(addressesTakenOver(["10.0.0.1"], []), [], "giving an address up sends nothing");
+});
+
+t.test("gratuitous ARP: a missing device is an error naming it", async (t) => {
+  await t.rejects(sendGratuitousArp("nosuchdev9", "198.18.0.5"), /gratuitous ARP for 198\.18\.0\.5 on nosuchdev9: `arping -q -U -c 1 -I nosuchdev9 198\.18\.0\.5` failed: .*nosuchdev9/);
+  await t.rejects(sendGratuitousArp("eth0", "198.18.0.5", { arping: "/nonexistent/arping" }), /install the Debian package iputils-arping/);
+});
