@@ -44,6 +44,11 @@ export interface AgentOptions {
   /** writes this node's entry into the config's status; throws when the API server refuses */
   acknowledge: (config: DataplaneConfig, ack: NodeAck) => Promise<void>;
   log?: AgentLog;
+  /**
+   * Called after an apply that made this node announce addresses it did not announce before
+   * (a takeover): the place to send gratuitous ARP. A failure is logged, not retried.
+   */
+  onTakeover?: (addresses: string[]) => Promise<void>;
   /** called after every apply that changed something or failed (metrics) */
   onApply?: (result: ConvergeResult) => void;
   now?: () => Date;
@@ -156,6 +161,12 @@ export class Agent {
       }
       this.listenersByService = desired.listeners;
       this.failures = 0;
+      const takenOver = diff.addresses.upsert.filter((a) => a.announce).map((a) => a.ip);
+      if (takenOver.length > 0 && this.opts.onTakeover) {
+        await this.opts.onTakeover(takenOver).catch((error: unknown) =>
+          this.log.error({ addresses: takenOver, error: error instanceof Error ? error.message : String(error) }, "gratuitous ARP for taken-over addresses failed; neighbours learn the move at their next ARP request"),
+        );
+      }
       this.ready = true;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);

@@ -59,8 +59,13 @@ async function serviceValues(dp: Dataplane) {
   return Object.fromEntries(entries.map((e) => [serviceName(decodeServiceKey(e.key)), decodeServiceValue(e.value!)]));
 }
 
-function newAgent(dp: Dataplane, acks: { config: string; ack: NodeAck }[], extra: { acknowledge?: (c: DataplaneConfig, a: NodeAck) => Promise<void> } = {}) {
+function newAgent(
+  dp: Dataplane,
+  acks: { config: string; ack: NodeAck }[],
+  extra: { acknowledge?: (c: DataplaneConfig, a: NodeAck) => Promise<void>; takeovers?: string[][] } = {},
+) {
   const agent = new Agent({
+    onTakeover: async (addresses) => void extra.takeovers?.push(addresses),
     nodeName: NODE,
     dataplane: dp,
     mode: "tc",
@@ -88,11 +93,13 @@ t.test("from empty: every listener, address and acknowledgement", async (t) => {
   const dp = new Dataplane({ pinDir });
   await dp.load();
   const acks: { config: string; ack: NodeAck }[] = [];
-  const agent = newAgent(dp, acks);
+  const takeovers: string[][] = [];
+  const agent = newAgent(dp, acks, { takeovers });
   agent.replaceAll([web, db]);
   const result = await agent.converge();
   t.ok(result.ok, result.error ?? "applied");
   t.equal(result.changes, 5, "three services and two addresses");
+  t.same(takeovers, [["198.18.200.1"]], "the address this node now announces is handed over for gratuitous ARP");
   t.same(await mapsOf(dp), expected);
   t.ok(agent.ready);
   t.same(
@@ -104,6 +111,7 @@ t.test("from empty: every listener, address and acknowledgement", async (t) => {
 
   const again = await agent.converge();
   t.equal(again.changes, 0, "a second pass finds nothing to do");
+  t.equal(takeovers.length, 1, "and announces nothing again");
   t.equal(acks.length, 2, "and acknowledges nothing twice");
 });
 
