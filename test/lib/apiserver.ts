@@ -17,7 +17,7 @@ import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { K8s, kind } from "kubernetes-fluent-client";
+import { GenericKind, K8s, kind } from "kubernetes-fluent-client";
 import { parseAllDocuments, stringify } from "yaml";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -190,21 +190,31 @@ export async function startApiServer(t: Teardown, binaries: Binaries): Promise<A
   return { kubeconfig, port, dir };
 }
 
-/** Applies every CRD of the bundles and waits until each is Established. */
+/** Applies every CRD of the bundles and waits until each is Established and can be listed. */
 async function installCRDs(logs: () => Promise<string>): Promise<void> {
   const names: string[] = [];
+  const resources: { group: string; version: string; kind: string; plural: string }[] = [];
   for (const file of CRD_FILES) {
     for (const document of parseAllDocuments(await readFile(file, "utf8"))) {
       const crd = document.toJSON();
       if (crd?.kind !== "CustomResourceDefinition") continue;
       await K8s(kind.CustomResourceDefinition).Apply(crd, { force: true });
       names.push(crd.metadata.name);
+      const served = crd.spec.versions.find((v: { served: boolean }) => v.served);
+      resources.push({ group: crd.spec.group, version: served.name, kind: crd.spec.names.kind, plural: crd.spec.names.plural });
     }
   }
   for (const name of names) {
     await until(`CRD ${name} to be Established`, async () => {
       const crd = await K8s(kind.CustomResourceDefinition).Get(name);
       return crd.status?.conditions?.some(c => c.type === "Established" && c.status === "True") ?? false;
+    }, 60_000, logs);
+  }
+  // Established is not the end: the new kind's storage answers 429 while it initialises.
+  for (const resource of resources) {
+    await until(`${resource.plural}.${resource.group} to be listable`, async () => {
+      await K8s(GenericKind, { kindOverride: resource }).Get();
+      return true;
     }, 60_000, logs);
   }
 }
