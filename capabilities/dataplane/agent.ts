@@ -71,7 +71,7 @@ export class Agent {
   /** serviceName → listener, as of the last converge: metric labels, and who owned a removed service */
   private listenersByService = new Map<string, ListenerRef>();
   private running: Promise<ConvergeResult> | undefined;
-  private again = false;
+  private queued: Promise<ConvergeResult> | undefined;
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -79,6 +79,8 @@ export class Agent {
   private stopped = false;
   /** true once a converge has succeeded: the maps serve what the API server asks */
   ready = false;
+  /** passes run so far */
+  passes = 0;
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -112,33 +114,34 @@ export class Agent {
   schedule(): void {
     // Before start() the maps may not be loaded yet: the initial converge is explicit.
     if (!this.started || this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
     void this.converge();
   }
 
   /**
-   * One pass: desired state → read back → diff → one batch → acknowledgements. Runs are
-   * serialized; a call during a run waits for it and then runs once more.
+   * One pass: desired state → read back → diff → one batch → acknowledgements. At most one
+   * pass runs and one waits; every call made while one runs shares the waiting one, which
+   * starts after it and so sees every change made so far.
    */
-  async converge(): Promise<ConvergeResult> {
-    while (this.running) {
-      this.again = true;
-      await this.running.catch(() => undefined);
-    }
-    this.again = false;
-    this.running = this.pass();
-    try {
-      return await this.running;
-    } finally {
-      this.running = undefined;
-      if (this.again && !this.stopped) void this.converge();
-    }
+  converge(): Promise<ConvergeResult> {
+    if (!this.running) return this.startPass();
+    this.queued ??= this.running.then(
+      () => this.startPass(),
+      () => this.startPass(),
+    );
+    return this.queued;
+  }
+
+  private startPass(): Promise<ConvergeResult> {
+    this.queued = undefined;
+    const pass = this.pass().finally(() => {
+      if (this.running === pass) this.running = undefined;
+    });
+    this.running = pass;
+    return pass;
   }
 
   private async pass(): Promise<ConvergeResult> {
+    this.passes++;
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const configs = [...this.configs.values()];
@@ -154,8 +157,9 @@ export class Agent {
       const perConfig = changesByConfig(diff, desired.listeners, this.listenersByService);
       for (const [key, changed] of perConfig) {
         const config = this.configs.get(key);
+        const reasons = Object.fromEntries([...diff.reasons].filter(([service]) => desired.listeners.get(service)?.config === key));
         this.log.info(
-          { gateway: key || "(none)", generation: config?.metadata?.generation, changed, reasons: Object.fromEntries(diff.reasons), seconds: result.seconds },
+          { gateway: key || "(none)", generation: config?.metadata?.generation, changed, reasons, seconds: result.seconds },
           config ? "applied DataplaneConfig" : "removed services no DataplaneConfig asks for",
         );
       }

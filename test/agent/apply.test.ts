@@ -112,6 +112,11 @@ t.test("from empty: every listener, address and acknowledgement", async (t) => {
   const again = await agent.converge();
   t.equal(again.changes, 0, "a second pass finds nothing to do");
   t.equal(takeovers.length, 1, "and announces nothing again");
+
+  const passes = agent.passes;
+  const calls = await Promise.all([agent.converge(), agent.converge(), agent.converge(), agent.converge()]);
+  t.equal(agent.passes - passes, 2, "four calls at once: the running pass and one more that the other three share");
+  t.equal(calls[1], calls[3], "the waiting calls get the same pass");
   t.equal(acks.length, 2, "and acknowledges nothing twice");
 });
 
