@@ -221,6 +221,9 @@ export class Reconciler {
       // The table is durable once every DataplaneConfig that records it is written.
       this.#lastAllocations = output.allocations;
       this.#failures = 0;
+      // Statuses were computed against the tables as they were before this pass (Programmed
+      // says "being updated"); one more pass reports on the tables just written.
+      if (writes.some(w => w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig")) this.schedule();
     }
     if (writes.length > 0) {
       log.info(`reconciled: ${writes.length - result.failed.length - result.skipped.length} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred`);

@@ -68,8 +68,9 @@ if ("missing" in binaries) {
     };
     await K8s(TCPRoute).Apply(route as never);
 
+    // Passes run only when the test calls resync(): no timer-driven pass races the assertions.
     const log = { lines: [] as string[], info(m: string) { this.lines.push(m); }, warn(m: string) { this.lines.push(m); }, error(m: string) { this.lines.push(m); } };
-    const settings = { addressPools: [{ name: "test", cidrs: ["198.18.100.0/24"] }], resyncSeconds: 3600, debounceMs: 10, maxBackoffSeconds: 1, agentPodSelector: { "app.kubernetes.io/name": "blixt", "app.kubernetes.io/component": "agent" } };
+    const settings = { addressPools: [{ name: "test", cidrs: ["198.18.100.0/24"] }], resyncSeconds: 3600, debounceMs: 600_000, maxBackoffSeconds: 1, agentPodSelector: { "app.kubernetes.io/name": "blixt", "app.kubernetes.io/component": "agent" } };
     const reconciler = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector), compile, settings, controllerName: CONTROLLER_NAME, log });
     t.teardown(() => reconciler.stop());
 
@@ -115,6 +116,33 @@ if ("missing" in binaries) {
     const restarted = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector), compile, settings, controllerName: CONTROLLER_NAME, log });
     t.teardown(() => restarted.stop());
     t.same((await restarted.resync())?.writes, []);
+
+    // A ready node agent appears: the address gets its announcing node, and Programmed turns
+    // True only once that agent acknowledges the DataplaneConfig generation carrying it.
+    const programmed = async () =>
+      ((await K8s(Gateway).InNamespace(ns).Get("l4")) as unknown as { status: { conditions: Condition[] } }).status.conditions.find(c => c.type === "Programmed");
+    t.match(await programmed(), { status: "False", reason: "Pending" }, "no agent yet");
+    await K8s(kind.ServiceAccount).Apply({ apiVersion: "v1", kind: "ServiceAccount", metadata: { namespace: ns, name: "default" } });
+    await K8s(kind.Pod).Apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { namespace: ns, name: "blixt-agent-node-1", labels: settings.agentPodSelector },
+      spec: { nodeName: "node-1", containers: [{ name: "agent", image: "blixt.dev/blixt:test" }] },
+    });
+    await K8s(kind.Pod).PatchStatus({ metadata: { namespace: ns, name: "blixt-agent-node-1" }, status: { phase: "Running", conditions: [{ type: "Ready", status: "True" }] } } as never);
+    t.same((await restarted.resync())?.failed, []);
+    t.match(await programmed(), { status: "False", reason: "Pending", message: /is being updated/ }, "statuses were computed against the table before it was written");
+    t.same((await restarted.resync())?.failed, []);
+    const announced = (await K8s(DataplaneConfig).InNamespace(ns).Get("l4")) as KubernetesObject & { spec: { announcingNode?: string } };
+    t.equal(announced.spec.announcingNode, "node-1");
+    t.match(await programmed(), { status: "False", reason: "Pending", message: /waiting for node agents/ }, "written is not programmed");
+
+    await K8s(DataplaneConfig).PatchStatus({
+      metadata: { namespace: ns, name: "l4" },
+      status: { nodes: [{ name: "node-1", observedGeneration: announced.metadata?.generation, mode: "tc" }] },
+    } as never);
+    t.same((await restarted.resync())?.failed, []);
+    t.match(await programmed(), { status: "True", reason: "Programmed" }, "the agent applied it: traffic flows");
 
     // Admission's lookups against the same server: a route to a missing Service.
     const dangling = { ...route, metadata: { namespace: ns, name: "dangling" }, spec: { ...route.spec, rules: [{ backendRefs: [{ name: "nope", port: 1 }] }] } };
