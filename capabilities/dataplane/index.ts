@@ -113,9 +113,22 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
       log,
       resyncMs: settings.resyncMs,
       onApply: (result) => metrics?.observeApply(result),
+      // Taking an address over: tell the segment now rather than when neighbours' caches expire.
+      onTakeover: async (addresses) => {
+        for (const address of addresses) await dataplane.announce(iface, address);
+        log.info({ addresses, interface: iface }, "announced taken-over Gateway addresses (gratuitous ARP)");
+      },
     });
     metrics = new AgentMetrics(
-      { stats: () => dataplane.stats(), conntrackEntries: async () => (await dataplane.conntrack()).length, listener: (s) => a.listener(s), ready: () => a.ready, iface, mode },
+      {
+        stats: () => dataplane.stats(),
+        arpCounters: () => dataplane.arpCounters(),
+        conntrackEntries: async () => (await dataplane.conntrack()).length,
+        listener: (s) => a.listener(s),
+        ready: () => a.ready,
+        iface,
+        mode,
+      },
       (error) => log.error({ error: error instanceof Error ? error.message : String(error) }, "reading dataplane counters failed"),
     );
     const server: Server = await serveMetrics({ metrics, ready: () => a.ready, port: settings.metricsPort });

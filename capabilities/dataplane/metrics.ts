@@ -11,6 +11,8 @@ import type { AttachMode, ListenerRef } from "./plan.js";
 /** What the metrics read: the dataplane's counters and the agent's view of listeners. */
 export interface MetricsSource {
   stats(): Promise<DataplaneStats>;
+  /** ARP replies the programs sent for announced addresses, and requests they could not answer */
+  arpCounters?(): Promise<Record<string, number>>;
   conntrackEntries(): Promise<number>;
   listener(service: string): ListenerRef | undefined;
   ready(): boolean;
@@ -73,6 +75,25 @@ export class AgentMetrics {
         for (const [reason, count] of Object.entries(stats?.reasons ?? {})) this.inc({ reason }, count);
       },
     });
+    if (source.arpCounters) {
+      const arpCounters = source.arpCounters.bind(source);
+      new Counter({
+        name: "blixt_arp_total",
+        help: "ARP requests for announced Gateway addresses, by outcome (replied, no_iface: no MAC recorded for the device)",
+        labelNames: ["result"],
+        registers,
+        async collect() {
+          try {
+            const counts = await arpCounters();
+            this.reset();
+            for (const [result, count] of Object.entries(counts)) this.inc({ result }, count);
+          } catch (error) {
+            self.scrapeErrors.inc();
+            self.onScrapeError(error);
+          }
+        },
+      });
+    }
     new Gauge({
       name: "blixt_conntrack_entries",
       help: "Entries in the conntrack map (each flow has a forward and a reverse entry)",
