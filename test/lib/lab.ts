@@ -372,6 +372,16 @@ export class Lab {
     this.procs = [];
     this.client = undefined;
     for (const ns of [this.clientNs, this.gatewayNs, ...this.backendNs]) {
+      // Whatever still runs in the lab's namespaces was started by a lab of this name (a run
+      // killed before its teardown); a namespace with processes would outlive its deletion.
+      const pids = await execa("ip", ["netns", "pids", ns], { reject: false });
+      for (const pid of pids.stdout.split("\n").filter(Boolean)) {
+        try {
+          process.kill(Number(pid), "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
       await execa("ip", ["netns", "del", ns], { reject: false });
     }
     await rm(this.pinDir, { recursive: true, force: true });
