@@ -8,9 +8,9 @@
 set -eu
 
 # 65532 is the uid/gid Pepr's own controller image runs as; the chart sets runAsUser to it.
-if ! getent group blixt >/dev/null; then groupadd --system --gid 65532 blixt; fi
+if ! getent group blixt >/dev/null; then groupadd --system -K SYS_GID_MAX=65532 --gid 65532 blixt; fi
 if ! getent passwd blixt >/dev/null; then
-  useradd --system --uid 65532 --gid 65532 --home-dir /app --no-create-home \
+  useradd --system -K SYS_UID_MAX=65532 --uid 65532 --gid 65532 --home-dir /app --no-create-home \
     --shell /usr/sbin/nologin blixt
 fi
 # Pepr writes nothing under /app when the module is baked in, but a Pepr-style deployment

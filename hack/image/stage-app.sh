@@ -102,7 +102,7 @@ step "production node_modules (npm ci --omit=dev)"
 cp "$src/package.json" "$src/package-lock.json" "$out/app/"
 # The lockfile pins every version; scripts are skipped because nothing at runtime needs them.
 (cd "$out/app" && npm ci --omit=dev --omit=peer --ignore-scripts --no-audit --no-fund \
-  --loglevel=error >/dev/null)
+  --loglevel=error >&2)
 # Type declarations and sources maps are dead weight at runtime (Pepr's image drops them too).
 find "$out/app/node_modules" \( -name '*.d.ts' -o -name '*.d.ts.map' -o -name '*.md' \) \
   -type f -delete

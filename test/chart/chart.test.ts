@@ -289,6 +289,21 @@ if (!helm) {
     t.notMatch(inPepr.stdout, /kind: Namespace/, "installed into pepr-system, the chart makes no namespace");
   });
 
+  t.test("NOTES tell the user what to do next", async t => {
+    const notes = async (...sets: string[]) => {
+      // install --dry-run=client renders NOTES without a cluster; it cannot take --api-versions.
+      const run = await execa(helm, ["install", RELEASE, chartDir, "--dry-run=client", "--namespace", NAMESPACE, "--set", "gatewayClass.create=false", ...sets]);
+      return run.stdout.slice(run.stdout.indexOf("NOTES:"));
+    };
+    const bare = await notes();
+    t.match(bare, /standard-install\.yaml/, "how to install the Gateway API CRDs");
+    t.match(bare, /no address pool is configured/, "warns that Gateways will get no address");
+    t.match(bare, new RegExp(`rollout status daemonset/${full}-agent`));
+    const withPools = await notes("--set-json", `addressPools=${JSON.stringify(POOLS)}`);
+    t.notMatch(withPools, /no address pool/);
+    t.match(withPools, /team-a: 198\.18\.101\.10-198\.18\.101\.20 \(namespaces: team-a\)/);
+  });
+
   t.test("a cluster without the Gateway API CRDs gets told to install them", async t => {
     const message = await templateError(helm, {}, []);
     t.match(message, /Gateway API CRDs/);
