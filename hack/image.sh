@@ -157,6 +157,10 @@ KUBECONFIG
   echo "image: smoke: bpftool in the image: $(chroot "$rootfs" bpftool version | head -n1)" >&2
 fi
 
+# The commit the image was built from; a working tree with changes says so.
+revision=$(git rev-parse "${from_git:-HEAD}" 2>/dev/null || echo unknown)
+if [ -z "$from_git" ] && [ -n "$(git status --porcelain 2>/dev/null)" ]; then revision=$revision-dirty; fi
+
 step "writing the OCI image with umoci"
 layout=$work/oci
 umoci init --layout "$layout"
@@ -173,7 +177,7 @@ umoci config --image "$layout:$image_tag" \
   --config.cmd /app/dist/module.cjs \
   --config.label org.opencontainers.image.title=blixt \
   --config.label org.opencontainers.image.licenses="Apache-2.0 AND GPL-2.0-only" \
-  --config.label org.opencontainers.image.revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --config.label org.opencontainers.image.revision="$revision" \
   --architecture amd64 --os linux \
   --history.created_by "hack/image.sh (config)"
 umoci gc --layout "$layout"
