@@ -14,7 +14,7 @@
  *   BLIXT_ROLE   PEPR_WATCH_MODE   capabilities
  *   admission    unset / "false"   GatewayAdmission (Validate bindings)
  *   controller   "true"            GatewayController (Watch bindings + reconciler)
- *   agent        "true"            the node agent's capabilities
+ *   agent        "true"            dataplane-agent (Watch bindings on DataplaneConfig)
  *
  * With BLIXT_ROLE unset the role follows Pepr's mode (watch → controller, else admission), so
  * Pepr's stock admission and watcher Deployments work unchanged; the agent must be named.
@@ -22,6 +22,7 @@
 import { Capability } from "pepr";
 import { gatewayAdmission } from "./gateway/admission.js";
 import { gatewayController } from "./gateway/controller.js";
+import { dataplaneAgent } from "./dataplane/index.js";
 
 export const ROLES = ["admission", "controller", "agent"] as const;
 export type Role = (typeof ROLES)[number];
@@ -63,15 +64,6 @@ export interface RoleModule {
   start: () => void;
 }
 
-/**
- * The node agent's capabilities. Registration point: the agent capability (`Dataplane`,
- * exported from ./dataplane/index.ts) joins this list; until it lands the agent role
- * registers nothing.
- */
-function agentCapabilities(): Capability[] {
-  return [];
-}
-
 /** Builds the capability list for the given roles. Creating them opens no connection. */
 export function capabilitiesFor(roles: Role[], env: NodeJS.ProcessEnv = process.env): RoleModule {
   const capabilities: Capability[] = [];
@@ -83,7 +75,11 @@ export function capabilitiesFor(roles: Role[], env: NodeJS.ProcessEnv = process.
       capabilities.push(controller.capability);
       starts.push(controller.start);
     }
-    if (role === "agent") capabilities.push(...agentCapabilities());
+    if (role === "agent") {
+      const agent = dataplaneAgent({ env });
+      capabilities.push(agent.capability);
+      starts.push(agent.start);
+    }
   }
   const building = env.PEPR_MODE === "build";
   return {

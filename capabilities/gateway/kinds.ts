@@ -5,6 +5,7 @@
  * kubernetes-fluent-client (its CommonJS build) does not see RegisterKind calls made through
  * ours when the two are loaded as separate instances (as under tsx in tests).
  */
+import { RegisterKind as registerWithPepr } from "pepr";
 import { kind, type GenericClass, type GroupVersionKind } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
@@ -41,3 +42,17 @@ export const KINDS = {
   DataplaneConfig: info(DataplaneConfig, "blixt.dev/v1alpha1", "DataplaneConfig", "dataplaneconfigs"),
   AgentPod: info(kind.Pod, "v1", "Pod", "pods"),
 } satisfies Record<WatchedKind, KindInfo>;
+
+/**
+ * Also register the generated kinds with Pepr's copy of kubernetes-fluent-client, so a
+ * `When(Model)` without an explicit GVK (as other capabilities write it) resolves too. When
+ * both copies are one instance (the bundled module in production) it already knows them and
+ * says so; nothing else can go wrong here.
+ */
+for (const name of ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute", "HTTPRoute", "ReferenceGrant", "DataplaneConfig"] as const) {
+  try {
+    registerWithPepr(KINDS[name].model, KINDS[name].gvk);
+  } catch {
+    // "GVK <name> already registered": the same instance.
+  }
+}

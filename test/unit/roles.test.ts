@@ -65,16 +65,15 @@ t.test("controller role: only the controller capability, a create/update and a d
   );
 });
 
-t.test("agent role: none of the gateway capabilities", async t => {
+t.test("agent role: only the node agent's capability, watching DataplaneConfigs", async t => {
   const capabilities = await loaded.agent;
-  t.notOk(capabilities.some(c => c.name.startsWith("gateway-")));
-  t.notOk(capabilities.some(c => c.bindings.some(b => b.endsWith("validate") || b.endsWith("mutate"))), "an agent serves no admission");
+  t.same(capabilities, [{ name: "dataplane-agent", bindings: ["DataplaneConfig CREATEORUPDATE watch", "DataplaneConfig DELETE watch"] }]);
 });
 
 t.test("pepr build sees every role's bindings", async t => {
   const capabilities = await loaded.build;
   const names = capabilities.map(c => c.name);
-  t.ok(names.includes("gateway-admission") && names.includes("gateway-controller"));
+  t.same(names, ["gateway-admission", "gateway-controller", "dataplane-agent"]);
 });
 
 t.test("role resolution", async t => {
