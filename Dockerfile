@@ -27,6 +27,6 @@ RUN /bin/sh /tmp/finalize.sh && rm /tmp/finalize.sh
 # Non-root by default; the agent's pod runs it as root, privileged.
 USER 65532:65532
 WORKDIR /app
-ENV NODE_ENV=production
+ENV NODE_ENV=production BLIXT_BPF_DIR=/app/bpf
 ENTRYPOINT ["/usr/local/bin/node"]
 CMD ["/app/dist/module.cjs"]

@@ -173,6 +173,7 @@ umoci config --image "$layout:$image_tag" \
   --config.workingdir /app \
   --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --config.env NODE_ENV=production \
+  --config.env BLIXT_BPF_DIR=/app/bpf \
   --config.entrypoint /usr/local/bin/node \
   --config.cmd /app/dist/module.cjs \
   --config.label org.opencontainers.image.title=blixt \

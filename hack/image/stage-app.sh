@@ -95,8 +95,9 @@ if [ -f "$src/cli/blixt.ts" ]; then
 else
   step "warning: no cli/blixt.ts; the image has no blixt command"
 fi
-step "bundling the chart's uninstall job"
+step "bundling the chart's uninstall job and its per-node detach"
 bundle hack/image/uninstall.ts uninstall.mjs
+bundle hack/image/detach-node.ts detach-node.mjs
 
 step "production node_modules (npm ci --omit=dev)"
 cp "$src/package.json" "$src/package-lock.json" "$out/app/"

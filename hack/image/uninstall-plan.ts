@@ -87,3 +87,23 @@ export function parseSelector(selector: string): Record<string, string> {
   if (!Object.keys(labels).length) throw new Error(`agent selector "${selector}" selects nothing; give key=value pairs`);
   return labels;
 }
+
+/** One entry of `bpftool -j net show`: the XDP and TC programs attached per device. */
+export interface NetShow {
+  xdp?: { devname?: string; name?: string }[];
+  tc?: { devname?: string; name?: string }[];
+}
+
+/**
+ * The devices running one of blixt's programs, by program name (bpftool shows at most 15
+ * characters: "blixt_xdp_ingre"). Other programs on the same devices are not blixt's to touch.
+ */
+export function devicesRunningBlixt(netShow: NetShow[] | null): string[] {
+  const devices = new Set<string>();
+  for (const entry of netShow ?? []) {
+    for (const program of [...(entry.xdp ?? []), ...(entry.tc ?? [])]) {
+      if (program.devname && program.name?.startsWith("blixt_")) devices.add(program.devname);
+    }
+  }
+  return [...devices].sort();
+}

@@ -139,6 +139,12 @@ if (!helm) {
     t.same(envOf(container).NODE_NAME, { fieldRef: { fieldPath: "spec.nodeName" } });
     t.equal(envOf(container).BLIXT_ROLE, "agent");
     t.equal(envOf(container).PEPR_WATCH_MODE, "true", "Pepr runs Watch bindings only in watch mode");
+    t.equal(envOf(container).BLIXT_PIN_DIR, "/sys/fs/bpf/blixt");
+    t.equal(envOf(container).BLIXT_ATTACH_MODE, "auto");
+    t.notOk("BLIXT_INTERFACE" in envOf(container), "the agent finds its device unless told");
+    const pinned = await template(helm, { agent: { interface: "eth1", attachMode: "tc", bpfPinDir: "/sys/fs/bpf/gw" } });
+    const pinnedEnv = envOf(pinned.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0]);
+    t.match(pinnedEnv, { BLIXT_INTERFACE: "eth1", BLIXT_ATTACH_MODE: "tc", BLIXT_PIN_DIR: "/sys/fs/bpf/gw" });
     t.equal(container.ports[0].containerPort, 9090);
     t.equal(container.readinessProbe.httpGet.path, "/readyz");
     t.equal(container.livenessProbe.httpGet.path, "/healthz");
@@ -266,7 +272,8 @@ if (!helm) {
     const job = defaults.get("Job", `${full}-uninstall`);
     t.equal(job.metadata.annotations["helm.sh/hook"], "pre-delete");
     const detachPod = JSON.parse(defaults.get("ConfigMap", `${full}-uninstall`).data["detach-pod.json"]);
-    t.same(detachPod.spec.containers[0].command, ["blixt", "dataplane", "detach"]);
+    t.same(detachPod.spec.containers[0].command, ["/usr/local/bin/node", "/app/dist/detach-node.mjs"]);
+    t.equal(envOf(detachPod.spec.containers[0]).BLIXT_PIN_DIR, "/sys/fs/bpf/blixt", "the agent's pin dir");
     t.equal(detachPod.spec.containers[0].securityContext.privileged, true);
     t.ok(detachPod.spec.volumes.some((v: any) => v.hostPath?.path === "/sys/fs/bpf"));
     for (const kind of ["ServiceAccount", "Role", "RoleBinding", "ConfigMap"]) {
@@ -319,6 +326,7 @@ if (!helm) {
       ["an unknown log level", { logLevel: "loud" }, /logLevel/],
       ["a webhook timeout over 30 s", { admission: { timeoutSeconds: 31 } }, /timeoutSeconds/],
       ["a pin dir outside bpffs", { agent: { bpfPinDir: "/tmp/blixt" } }, /bpfPinDir/],
+      ["an unknown attach mode", { agent: { attachMode: "fast" } }, /attachMode/],
     ];
     for (const [what, values, field] of cases) {
       const message = await templateError(helm, values);

@@ -3,7 +3,7 @@
 // look like, and when the wait is over.
 import t from "tap";
 import type { kind } from "kubernetes-fluent-client";
-import { detachPods, nodesOf, parseSelector, progressOf } from "../../hack/image/uninstall-plan.js";
+import { detachPods, devicesRunningBlixt, nodesOf, parseSelector, progressOf } from "../../hack/image/uninstall-plan.js";
 
 const template = {
   metadata: { labels: { "app.kubernetes.io/component": "detach" } },
@@ -60,4 +60,22 @@ t.test("the agent selector", async t => {
   });
   t.throws(() => parseSelector("app"), /term "app" is not key=value/);
   t.throws(() => parseSelector(" , "), /selects nothing/);
+});
+
+t.test("the devices to detach: those running a blixt program, and only those", async t => {
+  t.same(
+    devicesRunningBlixt([
+      {
+        xdp: [{ devname: "eth0", name: "blixt_xdp_ingre" }, { devname: "eth9", name: "other_xdp" }],
+        tc: [
+          { devname: "eth0", name: "blixt_tc_egress" },
+          { devname: "veth1", name: "blixt_tc_ingres" },
+          { devname: "cni0", name: "cilium_stuff" },
+        ],
+      },
+    ]),
+    ["eth0", "veth1"],
+  );
+  t.same(devicesRunningBlixt([{ xdp: [], tc: [] }]), []);
+  t.same(devicesRunningBlixt(null), [], "bpftool printed nothing");
 });
