@@ -2,7 +2,14 @@
 // The node the agent runs on: bpffs, the ingress interface, and how to attach to it. The
 // choices are pure functions of what `ip -j` prints; the I/O around them is a few commands.
 import { execa } from "execa";
+import { netnsPrefix } from "./bpftool.js";
 import type { AttachMode } from "./plan.js";
+
+/** `ip ARGS`, inside network namespace `netns` when given. */
+async function ip(args: string[], netns?: string): Promise<string> {
+  const argv = [...netnsPrefix(netns), "ip", ...args];
+  return (await execa(argv[0], argv.slice(1))).stdout;
+}
 
 export type RequestedMode = AttachMode | "auto";
 export const REQUESTED_MODES: readonly RequestedMode[] = ["auto", "xdp", "xdpgeneric", "tc"];
@@ -50,17 +57,17 @@ export async function ensureBpffs(mountPoint = "/sys/fs/bpf"): Promise<void> {
 }
 
 /** The configured interface, or the default route's. */
-export async function ingressInterface(configured: string | undefined): Promise<string> {
+export async function ingressInterface(configured: string | undefined, netns?: string): Promise<string> {
   if (configured?.trim()) return configured.trim();
-  const { stdout } = await execa("ip", ["-j", "route", "show", "default"]);
+  const stdout = await ip(["-j", "route", "show", "default"], netns);
   const iface = defaultRouteInterface(JSON.parse(stdout || "[]") as Route[]);
   if (!iface) throw new Error("no default route on this node, so no ingress interface to attach to; set BLIXT_INTERFACE to the interface Gateway traffic arrives on");
   return iface;
 }
 
 /** The link's kind ("veth", "vxlan", …) from `ip -j -d link show`, undefined for a plain device. */
-export async function linkKind(iface: string): Promise<string | undefined> {
-  const { stdout } = await execa("ip", ["-j", "-d", "link", "show", "dev", iface]);
+export async function linkKind(iface: string, netns?: string): Promise<string | undefined> {
+  const stdout = await ip(["-j", "-d", "link", "show", "dev", iface], netns);
   const [link] = JSON.parse(stdout) as { linkinfo?: { info_kind?: string } }[];
   return link?.linkinfo?.info_kind;
 }

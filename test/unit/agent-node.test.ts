@@ -37,12 +37,13 @@ t.test("settings come from the environment, with errors naming the variable", as
     requestedMode: "auto",
     pinDir: "/sys/fs/bpf/blixt",
     objDir: undefined,
+    netns: undefined,
     metricsPort: 9090,
     resyncMs: 30_000,
   });
   t.match(agentSettings({ NODE_NAME: "n1", BLIXT_INTERFACE: "eth1", BLIXT_METRICS_PORT: "9100", BLIXT_RESYNC_SECONDS: "0" }), { iface: "eth1", metricsPort: 9100, resyncMs: 0 });
   t.throws(() => agentSettings({}), /NODE_NAME is not set/);
-  t.throws(() => agentSettings({ NODE_NAME: "n1", BLIXT_METRICS_PORT: "http" }), /BLIXT_METRICS_PORT="http" must be an integer in 1\.\.65535/);
+  t.throws(() => agentSettings({ NODE_NAME: "n1", BLIXT_METRICS_PORT: "http" }), /BLIXT_METRICS_PORT="http" must be an integer in 0\.\.65535/);
 });
 
 t.test("an acknowledgement is a server-side apply of this node's entry alone, under its own field manager", async (t) => {

@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// Bringing the node agent up: bpffs, load (or reuse) the pinned objects, attach to the ingress
+// interface, serve /metrics, list the DataplaneConfigs and converge to them before reporting
+// ready. Used by the agent role (index.ts) and, in-process, by the start-up test.
+import type { Server } from "node:http";
+import { dirname } from "node:path";
+import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
+import { Agent, type AgentLog, type ConvergeResult } from "./agent.js";
+import { acknowledge, listDataplaneConfigs } from "./agent-kube.js";
+import { ensureBpffs, ingressInterface, linkKind, parseRequestedMode, pickMode } from "./agent-node.js";
+import { DEFAULT_PIN_DIR, Dataplane } from "./dataplane.js";
+import { AgentMetrics, serveMetrics } from "./metrics.js";
+import type { AttachMode } from "./plan.js";
+
+export interface AgentSettings {
+  nodeName: string;
+  iface?: string;
+  requestedMode: ReturnType<typeof parseRequestedMode>;
+  pinDir: string;
+  objDir?: string;
+  /** network namespace NAME the interface lives in (the netns lab); unset on a node */
+  netns?: string;
+  metricsPort: number;
+  resyncMs: number;
+}
+
+/** Settings from the environment; throws naming the variable that is wrong. Pure. */
+export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
+  const nodeName = env.NODE_NAME?.trim();
+  if (!nodeName) throw new Error("NODE_NAME is not set: the agent needs its node's name (set it from the downward API, fieldRef spec.nodeName)");
+  const int = (name: string, fallback: number, min: number, max: number) => {
+    const raw = env[name]?.trim();
+    if (!raw) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}="${raw}" must be an integer in ${min}..${max}`);
+    return n;
+  };
+  return {
+    nodeName,
+    iface: env.BLIXT_INTERFACE?.trim() || undefined,
+    requestedMode: parseRequestedMode(env.BLIXT_ATTACH_MODE),
+    pinDir: env.BLIXT_PIN_DIR?.trim() || DEFAULT_PIN_DIR,
+    objDir: env.BLIXT_BPF_DIR?.trim() || undefined,
+    netns: env.BLIXT_NETNS?.trim() || undefined,
+    metricsPort: int("BLIXT_METRICS_PORT", 9090, 0, 65535),
+    resyncMs: int("BLIXT_RESYNC_SECONDS", 30, 0, 86_400) * 1000,
+  };
+}
+
+export interface RunningAgent {
+  agent: Agent;
+  dataplane: Dataplane;
+  server: Server;
+  iface: string;
+  mode: AttachMode;
+  first: ConvergeResult;
+  /** Stops the loop and the metrics server; programs and maps stay, traffic keeps flowing. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  log: AgentLog;
+  /** Called with the listed configs already in the agent, before the first converge (watch events seen meanwhile). */
+  beforeFirstConverge?: (agent: Agent, listed: DataplaneConfig[]) => void;
+}
+
+export async function startAgent(settings: AgentSettings, { log, beforeFirstConverge }: StartOptions): Promise<RunningAgent> {
+  await ensureBpffs(settings.pinDir.startsWith("/sys/fs/bpf/") ? "/sys/fs/bpf" : dirname(settings.pinDir));
+  const iface = await ingressInterface(settings.iface, settings.netns);
+  const mode = pickMode(settings.requestedMode, await linkKind(iface, settings.netns));
+  const dataplane = new Dataplane({ pinDir: settings.pinDir, objDir: settings.objDir, netns: settings.netns, xdpMode: mode === "xdpgeneric" ? "generic" : "native" });
+  // Reuses pinned maps: conntrack and services survive the restart, traffic never stopped.
+  await dataplane.load();
+  await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
+  log.info({ node: settings.nodeName, interface: iface, mode, pinDir: settings.pinDir }, "dataplane attached");
+
+  let metrics: AgentMetrics | undefined;
+  const agent = new Agent({
+    nodeName: settings.nodeName,
+    dataplane,
+    mode,
+    acknowledge,
+    log,
+    resyncMs: settings.resyncMs,
+    onApply: (result) => metrics?.observeApply(result),
+    // Taking an address over: tell the segment now rather than when neighbours' caches expire.
+    onTakeover: async (addresses) => {
+      for (const address of addresses) await dataplane.announce(iface, address);
+      log.info({ addresses, interface: iface }, "announced taken-over Gateway addresses (gratuitous ARP)");
+    },
+  });
+  metrics = new AgentMetrics(
+    {
+      stats: () => dataplane.stats(),
+      arpCounters: () => dataplane.arpCounters(),
+      conntrackEntries: async () => (await dataplane.conntrack()).length,
+      listener: (s) => agent.listener(s),
+      ready: () => agent.ready,
+      iface,
+      mode,
+    },
+    (error) => log.error({ error: error instanceof Error ? error.message : String(error) }, "reading dataplane counters failed"),
+  );
+  const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort });
+
+  const listed = await listDataplaneConfigs();
+  agent.replaceAll(listed);
+  beforeFirstConverge?.(agent, listed);
+  // Started first, so watch events during the first converge queue a pass behind it.
+  agent.start();
+  const first = await agent.converge();
+  log.info({ ok: first.ok, changes: first.changes, seconds: first.seconds }, first.ok ? "converged; ready" : "first converge failed; retrying, not ready");
+
+  return {
+    agent,
+    dataplane,
+    server,
+    iface,
+    mode,
+    first,
+    stop: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await agent.stop();
+    },
+  };
+}
