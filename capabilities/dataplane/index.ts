@@ -22,6 +22,10 @@ import { agentSettings, startAgent } from "./agent-start.js";
 
 export { agentSettings, type AgentSettings } from "./agent-start.js";
 
+// Pepr's own (CommonJS) copy of kubernetes-fluent-client does not see the RegisterKind call in
+// the generated type, so the watch names the kind itself.
+const DATAPLANE_CONFIG = { group: "blixt.dev", version: "v1alpha1", kind: "DataplaneConfig", plural: "dataplaneconfigs" };
+
 const log: AgentLog = {
   info: (fields, message) => Log.info(fields, message),
   error: (fields, message) => Log.error(fields, message),
@@ -43,14 +47,14 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
   let agent: Agent | undefined;
   const pending = new Map<string, { config: DataplaneConfig; deleted: boolean }>();
   const key = (c: DataplaneConfig) => `${c.metadata?.namespace}/${c.metadata?.name}`;
-  When(DataplaneConfig)
+  When(DataplaneConfig, DATAPLANE_CONFIG)
     .IsCreatedOrUpdated()
     .Watch((config) => {
       if (!agent) return void pending.set(key(config), { config, deleted: false });
       agent.observe(config);
       agent.schedule();
     });
-  When(DataplaneConfig)
+  When(DataplaneConfig, DATAPLANE_CONFIG)
     .IsDeleted()
     .Watch((config) => {
       if (!agent) return void pending.set(key(config), { config, deleted: true });
