@@ -170,8 +170,11 @@ default_sa_exists() { kubectl_admin -n default get serviceaccount default; }
 install_gateway_api() {
   kubectl_admin apply --server-side -f "$REPO_ROOT/$GATEWAY_API_CRDS" >/dev/null ||
     die "applying $GATEWAY_API_CRDS failed"
-  kubectl_admin wait --for condition=Established --timeout 60s \
-    crd -l gateway.networking.k8s.io/bundle-version >/dev/null ||
+  local crds
+  crds=$(kubectl_admin get crd -o name | grep '\.gateway\.networking\.k8s\.io$') ||
+    die "no Gateway API CRDs found after applying $GATEWAY_API_CRDS"
+  # shellcheck disable=SC2086 # one name per word
+  kubectl_admin wait --for condition=Established --timeout 60s $crds >/dev/null ||
     die "the Gateway API CRDs did not become Established"
   log "Gateway API CRDs installed from $GATEWAY_API_CRDS"
 }

@@ -53,7 +53,7 @@ async function smoke() {
       const crd = JSON.parse(await kubectl("get", "crd", `${kind}.gateway.networking.k8s.io`, "-o", "json"));
       const established = crd.status.conditions.find((c: { type: string }) => c.type === "Established");
       t.equal(established?.status, "True", `${kind} Established`);
-      t.equal(crd.metadata.labels["gateway.networking.k8s.io/bundle-version"], "v1.6.3", `${kind} is v1.6.3`);
+      t.equal(crd.metadata.annotations["gateway.networking.k8s.io/bundle-version"], "v1.6.3", `${kind} is v1.6.3`);
       t.ok(
         crd.spec.versions.some((v: { name: string; served: boolean }) => v.name === "v1" && v.served),
         `${kind} serves gateway.networking.k8s.io/v1`,
