@@ -217,15 +217,29 @@ kill_cgroup_tasks() {
   done < <(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null)
 }
 
-# kill_shims: the containerd shims of this cluster, found by the pid files containerd
-# keeps under our state dir (never by process name).
-kill_shims() {
-  local file pid
-  for file in "$STATE_DIR"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
-    [[ -f $file ]] || continue
-    pid=$(cat "$file")
-    runs_binary "$pid" "$BIN_DIR/containerd-shim-runc-v2" && kill -KILL "$pid" 2>/dev/null || true
+# stop_pods: kills every container of this cluster and its containerd shim. Shims are
+# found through the task dirs in our containerd state (the shim is the parent of each
+# task's init.pid), never by process name, since other containerds may run on the machine.
+# A killed shim leaves its socket under /run/containerd/s (a path containerd fixes);
+# bootstrap.json names it.
+stop_pods() {
+  local dir pid ppid socket shims=() sockets=()
+  for dir in "$STATE_DIR"/containerd/state/io.containerd.runtime.v2.task/*/*/; do
+    if [[ -f $dir/init.pid ]]; then
+      pid=$(<"$dir/init.pid")
+      ppid=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ') &&
+        runs_binary "$ppid" "$BIN_DIR/containerd-shim-runc-v2" && shims+=("$ppid")
+    fi
+    if [[ -f $dir/bootstrap.json ]]; then
+      socket=$(sed -n 's#.*"address":"unix://\([^"]*\)".*#\1#p' "$dir/bootstrap.json")
+      [[ -n $socket ]] && sockets+=("$socket")
+    fi
   done
+  kill_cgroup_tasks
+  ((${#shims[@]} == 0)) || kill -KILL "${shims[@]}" 2>/dev/null || true
+  ((${#sockets[@]} == 0)) || rm -f "${sockets[@]}"
+  # Only if empty: another containerd on the machine may use it too.
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
 }
 
 # unmount_state: every mount under the state dir (pod volumes, rootfs overlays, pod
@@ -265,15 +279,14 @@ cluster_down() {
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
     name=${DAEMONS[i]}
     # Containers go before containerd: with it gone, nothing would reap their shims.
-    [[ $name == containerd ]] && { kill_cgroup_tasks; kill_shims; }
+    [[ $name == containerd ]] && stop_pods
     if alive "$name"; then
       pid=$(pid_of "$name")
       stop_pid "$pid" "$name"
       log "stopped $name"
     fi
   done
-  kill_cgroup_tasks
-  kill_shims
+  stop_pods
   unmount_state
   if [[ -e /var/run/netns/$NODE_NETNS ]]; then
     ip netns del "$NODE_NETNS" || log "could not delete netns $NODE_NETNS"
