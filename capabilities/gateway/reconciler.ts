@@ -70,6 +70,7 @@ export class Reconciler {
   #lastWarnings = "";
   #timer?: NodeJS.Timeout;
   #resyncTimer?: NodeJS.Timeout;
+  #resyncEvery?: NodeJS.Timeout;
   #running?: Promise<ReconcileResult>;
   #rerun = false;
   #failures = 0;
@@ -126,15 +127,13 @@ export class Reconciler {
   start(): void {
     this.#stopped = false;
     void this.resync();
-    const every = setInterval(() => void this.resync(), this.#deps.settings.resyncSeconds * 1000);
-    this.#stopResync = () => clearInterval(every);
+    clearInterval(this.#resyncEvery);
+    this.#resyncEvery = setInterval(() => void this.resync(), this.#deps.settings.resyncSeconds * 1000);
   }
-
-  #stopResync = (): void => {};
 
   stop(): void {
     this.#stopped = true;
-    this.#stopResync();
+    clearInterval(this.#resyncEvery);
     clearTimeout(this.#timer);
     clearTimeout(this.#resyncTimer);
     this.#timer = undefined;
