@@ -291,7 +291,10 @@ main() {
     die "the harness did not run (exit status $status); see $run_dir/events.json"
 
   report=""
-  if [[ -s $report_tmp && -z $run_test ]]; then
+  if [[ -s $report_tmp ]] && grep -q '^profiles: null' "$report_tmp"; then
+    # The suite writes its report even when it stopped in setup; such a report holds no result.
+    log "the suite ran no test; its report is not kept (RESULTS.md shows why)"
+  elif [[ -s $report_tmp && -z $run_test ]]; then
     # Named as upstream names reports: <API channel>-<implementation version>-<mode>-report.yaml
     channel=$(sed -n 's/^gatewayAPIChannel: *//p' "$report_tmp")
     report=conformance/reports/$version/blixt/${channel:-standard}-v$blixt_version-default-report.yaml

@@ -265,15 +265,15 @@ export function renderResults(
         `Report: [${reportPath}](${reportPath}).`,
       "",
     );
-    for (const profile of PROFILES) {
-      if (summary.profiles[profile] === undefined) continue;
+    const listed = PROFILES.filter((p) => summary.profiles[p] !== undefined);
+    for (const profile of listed) {
       const claimed = summary.supportedFeatures[profile] ?? [];
       out.push(
         `- **${profile}**: ${summary.profiles[profile].replace(/\.$/, "")}.` +
           (claimed.length ? ` Extended features claimed: ${claimed.join(", ")}.` : " No extended feature claimed."),
       );
     }
-    out.push("");
+    if (listed.length > 0) out.push("");
   } else {
     out.push("No report yet: the suite has not completed a run.", "");
   }
