@@ -6,8 +6,7 @@ source "$HACK_CLUSTER/pki.sh"
 CONTAINERD_SOCK=$STATE_DIR/containerd/containerd.sock
 CNI_BIN_DIR=/usr/lib/cni
 KUBELET_ROOT=$STATE_DIR/kubelet
-# Start order; down stops them in reverse, so the apiserver stops before etcd (the other
-# way round its shutdown waits 30 s for etcd) and containerd outlives the kubelet.
+# Start order (down has its own, see cluster_down).
 DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
 # Machine-wide sysctls the kubelet sets at start (its "kernel tunables"); saved before
 # and restored by down, so the cluster leaves the machine as it found it.
@@ -62,16 +61,27 @@ start() {
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
 
-# stop_pid PID WHAT: SIGTERM, then SIGKILL if it has not gone after 10 s.
-stop_pid() {
-  local pid=$1 what=$2 i
-  kill -TERM "$pid" 2>/dev/null || return 0
+# stop_daemons NAME...: SIGTERM to each that runs, all at once (their graceful shutdowns
+# overlap), then SIGKILL to whatever is left after 10 s.
+stop_daemons() {
+  local name pids=() names=() i
+  for name in "$@"; do
+    alive "$name" || continue
+    pids+=("$(pid_of "$name")") names+=("$name")
+    kill -TERM "${pids[-1]}" 2>/dev/null || true
+  done
+  ((${#pids[@]})) || return 0
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    kill -0 "${pids[@]}" 2>/dev/null || break
     sleep 0.1
   done
-  log "$what (pid $pid) ignored SIGTERM for 10 s; killing it"
-  kill -KILL "$pid" 2>/dev/null || true
+  for i in "${!pids[@]}"; do
+    if kill -0 "${pids[i]}" 2>/dev/null; then
+      log "${names[i]} (pid ${pids[i]}) ignored SIGTERM for 10 s; killing it"
+      kill -KILL "${pids[i]}" 2>/dev/null || true
+    fi
+  done
+  log "stopped ${names[*]}"
 }
 
 net_up() {
@@ -179,7 +189,12 @@ install_gateway_api() {
   log "Gateway API CRDs installed from $GATEWAY_API_CRDS"
 }
 
-cluster_running() { local d; for d in "${DAEMONS[@]}"; do alive "$d" || return 1; done; }
+# cluster_running: every daemon runs and an up finished (an interrupted up is not a cluster).
+cluster_running() {
+  local d
+  for d in "${DAEMONS[@]}"; do alive "$d" || return 1; done
+  [[ -f $STATE_DIR/up.done ]]
+}
 
 cluster_up() {
   if cluster_running; then
@@ -192,6 +207,7 @@ cluster_up() {
     cluster_down
   fi
   local start_time=$SECONDS
+  trap '[[ $? == 0 ]] || log "up did not finish: logs in $LOG_DIR; hack/cluster.sh down removes what it started"' EXIT
   rm -rf "$LOG_DIR"
   mkdir -p "$LOG_DIR" "$PID_DIR"
   write_configs
@@ -204,6 +220,8 @@ cluster_up() {
   log "node $NODE_NAME Ready after $((SECONDS - start_time)) s"
   wait_until 120 "the default ServiceAccount" default_sa_exists
   install_gateway_api
+  touch "$STATE_DIR/up.done"
+  trap - EXIT
   log "cluster up in $((SECONDS - start_time)) s"
   log "kubeconfig: $KUBECONFIG_PATH (API server https://$NODE_IP:6443)"
   log "use it with: eval \"\$(hack/cluster.sh env)\""
@@ -275,17 +293,14 @@ restore_sysctls() {
 }
 
 cluster_down() {
-  local start_time=$SECONDS i name pid
-  for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-    name=${DAEMONS[i]}
-    # Containers go before containerd: with it gone, nothing would reap their shims.
-    [[ $name == containerd ]] && stop_pods
-    if alive "$name"; then
-      pid=$(pid_of "$name")
-      stop_pid "$pid" "$name"
-      log "stopped $name"
-    fi
-  done
+  local start_time=$SECONDS
+  # Node and controllers first; pods before containerd (with it gone nothing reaps their
+  # shims); the apiserver before etcd (the other way round its shutdown waits 30 s).
+  stop_daemons kube-proxy kubelet kube-scheduler kube-controller-manager
+  stop_pods
+  stop_daemons containerd kube-apiserver
+  stop_daemons etcd
+  # Again, for pods whose containerd had already died.
   stop_pods
   unmount_state
   if [[ -e /var/run/netns/$NODE_NETNS ]]; then
@@ -306,13 +321,12 @@ cluster_down() {
 }
 
 cluster_status() {
-  local name state=0
+  local name
   for name in "${DAEMONS[@]}"; do
     if alive "$name"; then
       printf '%-24s running (pid %s)\n' "$name" "$(pid_of "$name")"
     else
       printf '%-24s stopped\n' "$name"
-      state=1
     fi
   done
   if alive kube-apiserver; then
@@ -320,7 +334,8 @@ cluster_status() {
       "$(kubectl_admin get node "$NODE_NAME" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}Ready={.status} ({.reason}){end}' 2>/dev/null || echo 'not registered')"
     printf '%-24s %s\n' kubeconfig "$KUBECONFIG_PATH"
   fi
-  return $state
+  # Exit 0 only for a cluster that finished coming up.
+  cluster_running
 }
 
 cluster_env() {
