@@ -24,7 +24,8 @@ import type { NodeAck } from "../../capabilities/dataplane/plan.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { dataplaneConfig } from "./fixtures.js";
 
-const pinDir = "/sys/fs/bpf/blixt-test-agent-apply";
+// Per process: two people running this file at once must not share (and unpin) each other's maps.
+const pinDir = `/sys/fs/bpf/blixt-test-agent-apply-${process.pid}`;
 const NODE = "node-a";
 
 const web = dataplaneConfig(
@@ -174,6 +175,24 @@ t.test("a change behind the agent's back is put back by the next pass", async (t
   const orphan = await bpftool.mapLookup(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })));
   t.equal(orphan, undefined, "backends of an unused id are removed");
   t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
+});
+
+t.test("the periodic resync puts back what was removed behind the agent's back, on its own", async (t) => {
+  const dp = new Dataplane({ pinDir });
+  const agent = new Agent({ nodeName: NODE, dataplane: dp, mode: "tc", resyncMs: 200, acknowledge: async () => {} });
+  agent.replaceAll([web, db]);
+  t.equal((await agent.converge()).changes, 0, "converged to begin with");
+  agent.start();
+  t.teardown(() => agent.stop());
+  await dp.deleteService("198.18.200.1", 53, "udp");
+  let restored = false;
+  for (let i = 0; i < 100 && !restored; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    restored = (await dp.listServices()).some((s) => s.port === 53);
+  }
+  t.ok(restored, "the deleted listener is back without anyone asking");
+  await agent.stop();
+  t.same(await mapsOf(dp), expected);
 });
 
 t.test("a restart reuses the pinned maps and keeps live conntrack entries", async (t) => {

@@ -12,7 +12,8 @@ import { AgentMetrics, serveMetrics } from "../../capabilities/dataplane/metrics
 import { Lab, countByBackend } from "../lib/lab.js";
 import { dataplaneConfig } from "./fixtures.js";
 
-const lab = new Lab({ name: "agentmetrics", backends: 2 });
+// Per process, so two runs of this file at once get separate namespaces, subnets and pins.
+const lab = new Lab({ name: `agentm-${process.pid}`, backends: 2 });
 let server: Server | undefined;
 let agent: Agent | undefined;
 t.teardown(async () => {

@@ -17,7 +17,8 @@ const binaries = findBinaries();
 if ("missing" in binaries) {
   t.plan(0, binaries.missing);
 } else {
-  const lab = new Lab({ name: "agentstart", backends: 2 });
+  // Per process, so two runs of this file at once get separate namespaces, subnets and pins.
+  const lab = new Lab({ name: `agents-${process.pid}`, backends: 2 });
   t.teardown(() => lab.down());
 
   t.test("start-up converges and acknowledges before ready; watch events apply", async (t) => {
