@@ -3,6 +3,7 @@
 # A real one-node Kubernetes cluster on this machine, built from Go modules and run inside
 # network namespaces. See docs/local-cluster.md.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR/cluster
 
 HACK_CLUSTER=$(cd "$(dirname "${BASH_SOURCE[0]}")/cluster" && pwd)
 REPO_ROOT=$(cd "$HACK_CLUSTER/../.." && pwd)

@@ -1,8 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
 # Builds every binary the local cluster runs into $BIN_DIR, each only when its pinned
 # version changed. Sourced by hack/cluster.sh after lib.sh.
-
-HERE_BUILD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # timed NAME CMD... runs CMD and reports how long NAME took.
 timed() {

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
 # Images the cluster needs without a registry: the pause image containerd's CRI defaults
 # to, and a tiny TCP/UDP echo server for smoke tests. Built from hack/cluster/images (Go,
 # static), packed as OCI archives with umoci. Sourced by hack/cluster.sh.

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
 # Shared settings and helpers for hack/cluster.sh; sourced, never run.
 
 # Pinned versions: changing one rebuilds only that component (see stamp files).
@@ -35,7 +36,6 @@ GATEWAY_POOL_LAST=198.18.0.199
 POD_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SERVICE_IP=10.96.0.1
-CLUSTER_DNS_IP=10.96.0.10
 CLUSTER_DOMAIN=cluster.local
 
 GATEWAY_API_CRDS=hack/gateway-api/v1.6.3/standard-install.yaml

@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
 # Certificates and keys for the local cluster, made with openssl: one CA signs every
 # serving and client certificate; the service-account token keys are a separate pair.
 # Sourced by hack/cluster.sh.

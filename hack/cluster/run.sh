@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash
 # Starting, stopping and inspecting the local cluster. Sourced by hack/cluster.sh.
 
 source "$HACK_CLUSTER/pki.sh"
@@ -19,8 +20,8 @@ kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 # render TEMPLATE OUT: fills ${VARS} from this script's settings (and nothing else, so a
 # literal $ in a template stays as it is).
 render() {
-  export STATE_DIR BIN_DIR PKI_DIR CONTAINERD_SOCK CNI_BIN_DIR PAUSE_IMAGE NODE_IP NODE_NAME POD_CIDR NODE_POD_CIDR
-  envsubst '${STATE_DIR} ${BIN_DIR} ${PKI_DIR} ${CONTAINERD_SOCK} ${CNI_BIN_DIR} ${PAUSE_IMAGE} ${NODE_IP} ${NODE_NAME} ${POD_CIDR} ${NODE_POD_CIDR}' \
+  export STATE_DIR BIN_DIR PKI_DIR CONTAINERD_SOCK CNI_BIN_DIR PAUSE_IMAGE NODE_IP NODE_NAME POD_CIDR
+  envsubst '${STATE_DIR} ${BIN_DIR} ${PKI_DIR} ${CONTAINERD_SOCK} ${CNI_BIN_DIR} ${PAUSE_IMAGE} ${NODE_IP} ${NODE_NAME} ${POD_CIDR}' \
     <"$HACK_CLUSTER/config/$1" >"$2"
 }
 
@@ -166,8 +167,36 @@ start_node() {
   # CIDR, so host-local hands out exactly the addresses Kubernetes expects.
   wait_until 60 "node $NODE_NAME to register with a pod CIDR" node_pod_cidr
   NODE_POD_CIDR=$(node_pod_cidr)
-  render cni.conflist "$STATE_DIR/cni/net.d/10-blixt.conflist"
+  write_cni_config "$STATE_DIR/cni/net.d/10-blixt.conflist"
   log "node pod CIDR $NODE_POD_CIDR"
+}
+
+# write_cni_config FILE: a bridge (cni0) with host-local IPAM on the node's pod CIDR,
+# masquerading traffic that leaves it, hairpin so a pod reaches itself through a Service;
+# portmap for hostPort.
+write_cni_config() {
+  cat >"$1" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "blixt-local",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$STATE_DIR/cni/ipam",
+        "ranges": [[{ "subnet": "$NODE_POD_CIDR" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+JSON
 }
 
 node_pod_cidr() {
@@ -225,6 +254,7 @@ cluster_up() {
   log "cluster up in $((SECONDS - start_time)) s"
   log "kubeconfig: $KUBECONFIG_PATH (API server https://$NODE_IP:6443)"
   log "use it with: eval \"\$(hack/cluster.sh env)\""
+  log "Gateway address pool on the node's segment: $GATEWAY_POOL_FIRST-$GATEWAY_POOL_LAST"
 }
 
 # kill_cgroup_tasks: SIGKILL every process in a kubepods cgroup (the pods' containers).
