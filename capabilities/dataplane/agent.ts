@@ -3,7 +3,7 @@
 // to them (read back, diff, one batch), acknowledge per config, retry failures with backoff,
 // and resync periodically so a change made behind its back is put back. Kubernetes is reached
 // only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
-import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
+import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
 import type { Dataplane } from "./dataplane.js";
 import { applyDiff, readMaps } from "./agent-maps.js";
 import {
@@ -199,10 +199,13 @@ export class Agent {
       if (!ack) continue;
       try {
         await this.opts.acknowledge(config, ack);
-        // Until the watch brings the new status back, remember it, so the same ack is not sent twice.
+        // Until the watch brings the new status back, remember it, so the same ack is not sent
+        // twice. (The wire form carries lastTransitionTime as the RFC 3339 string it is.)
         const nodes = (config.status?.nodes ?? []).filter((n) => n.name !== this.nodeName);
-        config.status = { ...config.status, nodes: [...nodes, ack as unknown as NonNullable<NonNullable<DataplaneConfig["status"]>["nodes"]>[number]] };
-        if (this.configs.get(key) === config) this.configs.set(key, config);
+        const acked: DataplaneConfig = Object.assign(Object.create(Object.getPrototypeOf(config)), config, {
+          status: { ...config.status, nodes: [...nodes, ack as unknown as NodeStatus] },
+        });
+        if (this.configs.get(key) === config) this.configs.set(key, acked);
       } catch (error) {
         const message = error instanceof Error ? error.message : JSON.stringify(error);
         this.log.error({ gateway: key, generation: config.metadata?.generation, error: message }, "acknowledging DataplaneConfig failed; will retry");
