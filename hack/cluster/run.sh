@@ -72,8 +72,11 @@ stop_daemons() {
     kill -TERM "${pids[-1]}" 2>/dev/null || true
   done
   ((${#pids[@]})) || return 0
+  local left pid
   for ((i = 0; i < 100; i++)); do
-    kill -0 "${pids[@]}" 2>/dev/null || break
+    left=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    ((left)) || break
     sleep 0.1
   done
   for i in "${!pids[@]}"; do
