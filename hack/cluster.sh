@@ -29,6 +29,19 @@ USAGE
 
 [[ $(id -u) == 0 || ${1:-} == env || ${1:-} == help || $# == 0 ]] || die "run as root: the cluster needs network namespaces, mounts and cgroups"
 
+# One build, up or down at a time: two `up`s racing (two test files, two people) would
+# each start a cluster into the same netns and state dir. The second waits, then finds
+# the cluster running.
+serialize() {
+  mkdir -p "$BLIXT_CACHE"
+  exec 9>"$BLIXT_CACHE/cluster.lock"
+  flock -n 9 || { log "waiting for another hack/cluster.sh build/up/down to finish"; flock 9; }
+}
+
+case ${1:-help} in
+  build|up|down) serialize ;;
+esac
+
 case ${1:-help} in
   build) build_all ;;
   up) build_all && cluster_up ;;
