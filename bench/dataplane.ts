@@ -241,8 +241,8 @@ function haproxyConfig(lab: Lab): string {
 async function iperf(lab: Lab, host: string, port: number, seconds: number, udp: boolean): Promise<number> {
   const args = ["-c", host, "-p", String(port), "-t", String(seconds), "-J", "--connect-timeout", "3000", ...(udp ? ["-u", "-b", "0", "-l", "64"] : [])];
   // iperf3 waits forever for a results exchange that never comes back: bound it.
-  const r = await execa("timeout", ["-s", "KILL", String(seconds + 10), "nsenter", `--net=/var/run/netns/${lab.clientNs}`, "iperf3", ...args], { reject: false });
-  if (r.exitCode === 124 || r.exitCode === 137) throw new Error(`iperf3 to ${host}:${port} did not finish within ${seconds + 10} s`);
+  const r = await execa("nsenter", [`--net=/var/run/netns/${lab.clientNs}`, "iperf3", ...args], { reject: false, timeout: (seconds + 10) * 1000, forceKillAfterDelay: 1000 });
+  if (r.timedOut) throw new Error(`iperf3 to ${host}:${port} did not finish within ${seconds + 10} s`);
   let report: any;
   try {
     report = JSON.parse(r.stdout);
@@ -258,12 +258,22 @@ async function iperf(lab: Lab, host: string, port: number, seconds: number, udp:
 }
 
 async function connectionRate(lab: Lab, host: string, port: number, count: number): Promise<number> {
+  // A path that drops connections would make every one of them wait for its timeout: probe first.
+  const probe = await lab.tcp(host, port, 4, { timeoutMs: 3000 });
+  const refused = probe.find((o) => !o.ok);
+  if (refused && !refused.ok) throw new Error(`a probe connection to ${host}:${port} failed (${refused.code})`);
   const start = process.hrtime.bigint();
   const outcomes = await lab.tcp(host, port, count, { concurrency: 32, timeoutMs: 3000 });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const failed = outcomes.filter((o) => !o.ok);
   if (failed.length > 0) throw new Error(`${failed.length}/${count} connections to ${host}:${port} failed (${[...new Set(failed.map((o) => (o.ok ? "" : o.code)))].join(", ")})`);
   return count / seconds;
+}
+
+/** Neither iperf3 -s nor haproxy says when it listens; one still running after a second is. */
+async function started(daemon: ReturnType<Lab["spawn"]>): Promise<void> {
+  const exited = await Promise.race([daemon.then((r) => r, (e) => e), new Promise((r) => setTimeout(() => r(undefined), 1000))]);
+  if (exited) throw new Error(`${exited.command} exited at start: ${exited.stderr || exited.message}`);
 }
 
 async function main(): Promise<void> {
@@ -296,10 +306,7 @@ async function main(): Promise<void> {
     // iperf3 serves one test at a time; each path's runs are sequential, so one server is enough.
     const cfg = join(cfgDir, "haproxy.cfg");
     await writeFile(cfg, haproxyConfig(lab));
-    const daemons = [lab.spawn(lab.backendNs[0], "iperf3", ["-s", "-p", "5201"]), lab.spawn(lab.gatewayNs, "haproxy", ["-f", cfg, "-db"])];
-    // Neither says when it is ready; one that has not exited after a second is listening.
-    const exited = await Promise.race([...daemons.map((d) => d.then((r) => r, (e) => e)), new Promise((r) => setTimeout(() => r(undefined), 1000))]);
-    if (exited) throw new Error(`bench: ${exited.command} exited at start: ${exited.stderr || exited.message}`);
+    await started(lab.spawn(lab.gatewayNs, "haproxy", ["-f", cfg, "-db"]));
 
     const dp = new Dataplane({ pinDir: lab.pinDir, netns: lab.gatewayNs });
     await dp.load();
@@ -315,11 +322,16 @@ async function main(): Promise<void> {
       "blixt-tc": { iperf: [vip, 5201], echo: [vip, 80] },
       haproxy: { iperf: [lab.gatewayIp, HAPROXY_PORT_IPERF], echo: [lab.gatewayIp, HAPROXY_PORT_ECHO] },
     };
+    let iperfServer: ReturnType<Lab["spawn"]> | undefined;
     for (const path of PATHS) {
       if (path === "blixt-xdp") await dp.attach(lab.gatewayIface, "xdp");
       else if (path === "blixt-tc") await dp.attach(lab.gatewayIface, "tc");
       else await dp.detach(lab.gatewayIface);
       const { iperf: [ih, ip], echo: [eh, ep] } = target[path];
+      // A fresh iperf3 server per path: one whose client vanished mid-test stays busy for minutes.
+      iperfServer?.kill("SIGKILL");
+      iperfServer = lab.spawn(lab.backendNs[0], "iperf3", ["-s", "-p", "5201"]);
+      await started(iperfServer);
       console.error(`bench: ${path}`);
       results.tcpThroughput[path] = await repeat(settings.repeats, `${path} TCP Gbit/s`, () => iperf(lab, ih, ip, settings.seconds, false));
       results.connectionRate[path] = await repeat(settings.repeats, `${path} conn/s`, () => connectionRate(lab, eh, ep, settings.connections));

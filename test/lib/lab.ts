@@ -297,7 +297,7 @@ export class Lab {
     await Promise.all(this.backendNs.map((_, i) => this.startServer(i, ports)));
   }
 
-  /** Starts a long-running process inside a namespace, killed on down(); resolves once started. */
+  /** Starts a long-running process inside one of the lab's namespaces; down() kills it. */
   spawn(netns: string, file: string, args: string[]): ResultPromise {
     const proc = this.ns(netns, file, args);
     this.procs.push(proc);
@@ -315,7 +315,7 @@ export class Lab {
     });
   }
 
-  private async clientAgent() {
+  private clientAgent() {
     if (this.client) return this.client;
     const proc = this.ns(this.clientNs, "node", ["-e", CLIENT_JS]);
     this.procs.push(proc);
@@ -331,7 +331,7 @@ export class Lab {
   }
 
   private async ask(cmd: Record<string, unknown>): Promise<any> {
-    const client = await this.clientAgent();
+    const client = this.clientAgent();
     const id = client.nextId++;
     const answer = new Promise((resolve) => client.pending.set(id, resolve));
     client.proc.stdin!.write(JSON.stringify({ id, ...cmd }) + "\n");
