@@ -117,24 +117,34 @@ rm -f "$rootfs/finalize.sh"
 
 # Each role must get as far as talking to Kubernetes; with no cluster in reach that is where
 # it stops. Anything earlier (a missing file, a module that does not load) fails the build.
-# It runs as the image's user, in a network namespace of its own (nothing listens on the
-# host, nothing is reachable), with a throwaway certificate where the chart mounts the real one
-# and a kubeconfig naming an API server that is not there.
-smoke_role() { # smoke_role ROLE PEPR_WATCH_MODE
-  local log=$work/smoke-$1.log
-  timeout 20 unshare --net chroot --userspec=65532:65532 "$rootfs" /usr/bin/env -i \
-    PATH=/usr/local/bin:/usr/bin:/bin HOME=/app BLIXT_ROLE="$1" PEPR_WATCH_MODE="$2" \
-    NODE_NAME=smoke PEPR_API_PATH=smoke LOG_LEVEL=debug \
+# It runs in a network namespace of its own (nothing listens on the host, nothing is
+# reachable), with a throwaway certificate where the chart mounts the real one and a
+# kubeconfig naming an API server that is not there. Admission and controller run as the
+# image's user; the agent runs as root, as in the chart, with a private bpffs and mount
+# namespace, and really loads the BPF objects and attaches them to its namespace's lo.
+smoke_role() { # smoke_role ROLE PEPR_WATCH_MODE USERSPEC [VAR=VALUE...]
+  local role=$1 watch=$2 user=$3 log=$work/smoke-$1.log
+  shift 3
+  timeout 30 unshare --net --mount --propagation private sh -c '
+    rootfs=$1; user=$2; shift 2
+    mkdir -p "$rootfs/sys/fs/bpf" && mount -t bpf bpf "$rootfs/sys/fs/bpf" && ip link set lo up &&
+      exec chroot --userspec="$user" "$rootfs" /usr/bin/env -i "$@"' smoke "$rootfs" "$user" \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/app \
+    BLIXT_ROLE="$role" PEPR_WATCH_MODE="$watch" NODE_NAME=smoke PEPR_API_PATH=smoke LOG_LEVEL=debug \
     SSL_KEY_PATH=/tmp/smoke/tls.key SSL_CERT_PATH=/tmp/smoke/tls.crt KUBECONFIG=/tmp/smoke/kubeconfig \
-    /usr/local/bin/node /app/dist/module.cjs >"$log" 2>&1 || true
+    BLIXT_BPF_DIR=/app/bpf "$@" /usr/local/bin/node /app/dist/module.cjs >"$log" 2>&1 || true
   local reached
   # kubernetes-fluent-client reports a refused connection as "fetch failed".
   reached=$(grep -oE '(ECONNREFUSED|ENETUNREACH|EHOSTUNREACH|fetch failed)' "$log" | head -n1 || true)
+  # The agent attaches first, then lists DataplaneConfigs; that failing stops it.
+  if [ -z "$reached" ] && grep -q '"dataplane attached"' "$log" && grep -q 'node agent failed to start' "$log"; then
+    reached="listing DataplaneConfigs failed after the dataplane attached"
+  fi
   if [ -n "$reached" ] && ! grep -qE 'Cannot find module|ERR_MODULE_NOT_FOUND|SyntaxError|ENOENT|is not a role|needs PEPR_WATCH_MODE' "$log"; then
-    step "smoke: role $1 loads and stops at the Kubernetes API ($reached)"
+    step "smoke: role $role loads and stops at the Kubernetes API ($reached)"
   else
     cat "$log" >&2
-    die "smoke: role $1 failed before reaching Kubernetes (log above)"
+    die "smoke: role $role failed before reaching Kubernetes (log above)"
   fi
 }
 if [ "$smoke" = 1 ]; then
@@ -150,9 +160,12 @@ users: [{name: none, user: {token: smoke}}]
 contexts: [{name: none, context: {cluster: none, user: none}}]
 current-context: none
 KUBECONFIG
-  smoke_role admission false
-  smoke_role controller true
-  smoke_role agent true
+  smoke_role admission false 65532:65532
+  smoke_role controller true 65532:65532
+  smoke_role agent true 0:0 BLIXT_INTERFACE=lo BLIXT_ATTACH_MODE=tc
+  grep -q '"dataplane attached"' "$work/smoke-agent.log" ||
+    die "smoke: the agent did not attach its programs to lo: $(grep -m1 -i error "$work/smoke-agent.log")"
+  step "smoke: the agent loaded the BPF objects and attached them (private bpffs, lo)"
   rm -rf "$rootfs/tmp/smoke"
   echo "image: smoke: bpftool in the image: $(chroot "$rootfs" bpftool version | head -n1)" >&2
 fi
