@@ -17,7 +17,7 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct verdict v = {};
 
-	lb_ingress(data, data_end, &v);
+	lb_ingress(data, data_end, data_end - data, &v);
 	/* IPv4 never gets here: ARP costs the fast path nothing but this compare. */
 	if (v.reason == REASON_PASS_NOT_IPV4) {
 		arp_ingress(data, data_end, ctx->ingress_ifindex, &v);
@@ -50,11 +50,13 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 SEC("tc")
 int blixt_tc_ingress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data, *data_end;
 	struct verdict v = {};
 
-	lb_ingress(data, data_end, &v);
+	tc_pull_headers(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	lb_ingress(data, data_end, skb->len, &v);
 	if (v.reason == REASON_PASS_NOT_IPV4) {
 		arp_ingress(data, data_end, skb->ifindex, &v);
 		if (v.action == ACT_ARP_REPLY && !arp_reply_tc(skb, &v)) {
@@ -87,11 +89,13 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 SEC("tc")
 int blixt_tc_egress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data, *data_end;
 	struct verdict v = {};
 
-	lb_egress(data, data_end, &v);
+	tc_pull_headers(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	lb_egress(data, data_end, skb->len, &v);
 	if (v.action != ACT_DNAT)
 		return TC_ACT_OK; /* not counted: every packet the host sends would land here */
 	if (nat_tc(skb, &v, NAT_SRC)) {

@@ -153,13 +153,13 @@ static __always_inline void lb_choose(struct verdict *v, const struct svc_value 
 	v->port = be->port;
 }
 
-static __always_inline void lb_ingress(void *data, void *data_end, struct verdict *v)
+static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, struct verdict *v)
 {
 	struct pkt *p = &v->pkt;
 	struct svc_key skey = {};
 	struct svc_value *svc;
 
-	switch (parse_packet(data, data_end, p)) {
+	switch (parse_packet(data, data_end, len, p)) {
 	case PARSE_OK:
 		break;
 	case PARSE_NOT_IPV4:
@@ -210,7 +210,7 @@ static __always_inline void lb_ingress(void *data, void *data_end, struct verdic
 }
 
 /* Egress: a reply from a backend to a client of a service gets the VIP:port back as source. */
-static __always_inline void lb_egress(void *data, void *data_end, struct verdict *v)
+static __always_inline void lb_egress(void *data, void *data_end, __u32 len, struct verdict *v)
 {
 	struct pkt *p = &v->pkt;
 	struct ct_key key;
@@ -218,7 +218,7 @@ static __always_inline void lb_egress(void *data, void *data_end, struct verdict
 
 	v->action = ACT_PASS;
 	v->reason = REASON_PASS_NO_SERVICE;
-	if (parse_packet(data, data_end, p) != PARSE_OK)
+	if (parse_packet(data, data_end, len, p) != PARSE_OK)
 		return;
 	ct_key_of(&key, p);
 	ct = bpf_map_lookup_elem(&blixt_conntrack, &key);

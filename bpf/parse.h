@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 // Ethernet → IPv4 → TCP/UDP parsing into a flat description of the packet. Every read is
-// preceded by a bounds check against data_end; nothing here writes to the packet.
+// preceded by a bounds check against data_end; nothing here writes to the packet. Lengths are
+// checked against the whole packet's length, which for a TC skb can exceed its linear part
+// (data..data_end): a TCP segment from a local socket keeps its payload in page fragments.
 #ifndef BLIXT_PARSE_H
 #define BLIXT_PARSE_H
 
@@ -56,7 +58,7 @@ static __always_inline int parse_eth(void *data, void *data_end)
 
 /* IPv4 header without options; fills addresses and protocol even when it then refuses the
  * packet, so the caller can still tell whether it was addressed to a Gateway address. */
-static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
+static __always_inline int parse_ipv4(void *data, void *data_end, __u32 len, struct pkt *p)
 {
 	struct iphdr *ip = data + L3_OFF;
 	__u16 tot_len;
@@ -67,7 +69,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 		return PARSE_BAD_L3;
 	tot_len = bpf_ntohs(ip->tot_len);
 	/* Ethernet may pad a short frame, so more bytes than tot_len is fine; fewer is not. */
-	if (tot_len < ip->ihl * 4 || data + L3_OFF + tot_len > data_end)
+	if (tot_len < ip->ihl * 4 || L3_OFF + (__u32)tot_len > len)
 		return PARSE_BAD_L3;
 
 	p->saddr = ip->saddr;
@@ -116,19 +118,33 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 	return PARSE_OK;
 }
 
-/* Whole walk; returns the first layer that refused the packet. */
-static __always_inline int parse_packet(void *data, void *data_end, struct pkt *p)
+/* Whole walk over a packet of `len` bytes; returns the first layer that refused the packet. */
+static __always_inline int parse_packet(void *data, void *data_end, __u32 len, struct pkt *p)
 {
 	int ret;
 
-	p->len = data_end - data;
+	p->len = len;
 	ret = parse_eth(data, data_end);
 	if (ret != PARSE_OK)
 		return ret;
-	ret = parse_ipv4(data, data_end, p);
+	ret = parse_ipv4(data, data_end, len, p);
 	if (ret != PARSE_OK)
 		return ret;
 	return parse_l4(data, data_end, p);
+}
+
+/* Headers a TC program reads directly: Ethernet, IPv4 without options, a TCP header (the larger
+ * of TCP/UDP). Payload stays where it is: NAT and the RST go through skb helpers. */
+#define TC_PULL_LEN (L4_OFF + (int)sizeof(struct tcphdr))
+
+/* Makes the headers linear when they are not (a forwarded or locally built skb may hold them
+ * in fragments); a linear skb pays one compare. */
+static __always_inline void tc_pull_headers(struct __sk_buff *skb)
+{
+	__u32 linear = skb->data_end - skb->data;
+
+	if (linear < TC_PULL_LEN && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
 }
 
 #endif

@@ -462,7 +462,8 @@ export class Dataplane {
     if (!entry || !(decodeAddressValue(entry.value!).flags & ADDR_F_ANNOUNCE)) {
       throw new Error(`announce: ${address} is not announced by this node (no ADDR_F_ANNOUNCE entry in ${this.mapPin("blixt_addrs")}); setAnnounced first, or a gratuitous ARP would draw traffic the node does not answer ARP for`);
     }
-    await sendGratuitousArp(iface, address, { ...opts, netns: this.netns });
+    const link = await bpftool.linkInfo(iface, this.attachOpts);
+    await sendGratuitousArp(iface, link.mac, address, { ...opts, netns: this.netns });
   }
 
   /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */

@@ -6,7 +6,8 @@
 import t, { type Test } from "tap";
 import { loadedDataplane, run, runOne, TC_ACT_OK, TC_ACT_REDIRECT, XDP_PASS, XDP_TX } from "./fixture.js";
 import { macBytes, macString, ipBytes, ipString, ETH_P_ARP, ETH_P_IP, tcpFrame, TCP_SYN } from "../lib/packet.js";
-import { addressesTakenOver, gratuitousArpArgs, sendGratuitousArp } from "../../capabilities/dataplane/garp.js";
+import { execa } from "execa";
+import { addressesTakenOver, gratuitousArpFrame, sendGratuitousArp, socatArgs } from "../../capabilities/dataplane/garp.js";
 import { mapLookup } from "../../capabilities/dataplane/bpftool.js";
 import { hex, encodeIndexKey, decodeInterfaceValue, encodeInterfaceValue } from "../../capabilities/dataplane/maps.js";
 
@@ -222,18 +223,44 @@ t.test("ARP in the kernel", async (t) => {
   });
 });
 
-t.test("gratuitous ARP: arguments and takeovers (pure)", async (t) => {
-  t.same(gratuitousArpArgs("eth0", "198.18.0.5"), ["-q", "-U", "-c", "1", "-I", "eth0", "198.18.0.5"]);
-  t.same(gratuitousArpArgs("eth0", "198.18.0.5", 3).slice(2, 4), ["-c", "3"]);
-  t.throws(() => gratuitousArpArgs("eth 0", "198.18.0.5"), /interface "eth 0" is not a Linux interface name/);
-  t.throws(() => gratuitousArpArgs("averyveryverylongname", "198.18.0.5"), /is not a Linux interface name/);
-  t.throws(() => gratuitousArpArgs("eth0", "198.18.0"), /address "198.18.0" must be an IPv4 address literal/);
-  t.throws(() => gratuitousArpArgs("eth0", "198.18.0.5", 0), /count must be an integer in 1..10, got 0/);
+t.test("gratuitous ARP: the frame and takeovers (pure)", async (t) => {
+  const frame = gratuitousArpFrame("02:BB:00:00:00:02", "198.18.0.5");
+  t.equal(frame.length, 60, "padded to Ethernet's minimum");
+  t.same(
+    parseArp(frame),
+    { ethDst: "ff:ff:ff:ff:ff:ff", ethSrc: NODE_MAC, ethType: ETH_P_ARP, htype: 1, ptype: ETH_P_IP, hlen: 6, plen: 4, oper: 1, sha: NODE_MAC, spa: "198.18.0.5", tha: "00:00:00:00:00:00", tpa: "198.18.0.5" },
+    "RFC 5227 announcement: broadcast request, sender = target = the address",
+  );
+  t.ok(frame.subarray(42).every((b) => b === 0), "zero padding");
+  t.same(socatArgs("eth0"), ["-u", "STDIN", "INTERFACE:eth0"]);
+  t.throws(() => socatArgs("eth 0"), /interface "eth 0" is not a Linux interface name/);
+  t.throws(() => socatArgs("averyveryverylongname"), /is not a Linux interface name/);
+  t.throws(() => socatArgs("eth0:1"), /is not a Linux interface name/);
+  t.throws(() => gratuitousArpFrame(NODE_MAC, "198.18.0"), /address "198.18.0" must be an IPv4 address literal/);
+  t.throws(() => gratuitousArpFrame("02:bb", "198.18.0.5"), /"02:bb" is not a MAC address/);
   t.same(addressesTakenOver(["10.0.0.1", "10.0.0.2"], ["10.0.0.3", "10.0.0.2", "10.0.0.0", "10.0.0.3"]), ["10.0.0.0", "10.0.0.3"]);
   t.same(addressesTakenOver(["10.0.0.1"], []), [], "giving an address up sends nothing");
 });
 
-t.test("gratuitous ARP: a missing device is an error naming it", async (t) => {
-  await t.rejects(sendGratuitousArp("nosuchdev9", "198.18.0.5"), /gratuitous ARP for 198\.18\.0\.5 on nosuchdev9: `arping -q -U -c 1 -I nosuchdev9 198\.18\.0\.5` failed: .*nosuchdev9/);
-  await t.rejects(sendGratuitousArp("eth0", "198.18.0.5", { arping: "/nonexistent/arping" }), /install the Debian package iputils-arping/);
+t.test("gratuitous ARP on a veth: the neighbour's stale entry moves; errors name what failed", async (t) => {
+  const netns = `blixt-pkt-garp-${process.pid}`;
+  t.teardown(() => execa("ip", ["netns", "del", netns], { reject: false }));
+  await execa("ip", ["netns", "add", netns]);
+  const inNs = (...argv: string[]) => execa("nsenter", [`--net=/var/run/netns/${netns}`, ...argv]);
+  await inNs("ip", "link", "add", "bxg0", "type", "veth", "peer", "name", "bxg1");
+  await inNs("ip", "link", "set", "bxg0", "up");
+  await inNs("ip", "link", "set", "bxg1", "up");
+  await inNs("ip", "addr", "add", "198.18.31.1/24", "dev", "bxg0");
+  await inNs("ip", "addr", "add", "198.18.31.2/24", "dev", "bxg1");
+  // The receiving side holds a stale entry for the address, as after another node announced it.
+  await inNs("ip", "neigh", "replace", "198.18.31.50", "lladdr", "02:00:5e:00:00:99", "nud", "stale", "dev", "bxg1");
+  const { stdout } = await inNs("ip", "-j", "link", "show", "dev", "bxg0");
+  const mac = (JSON.parse(stdout) as { address: string }[])[0].address;
+  await sendGratuitousArp("bxg0", mac, "198.18.31.50", { netns, count: 2 });
+  const neigh = JSON.parse((await inNs("ip", "-j", "neigh", "show", "198.18.31.50", "dev", "bxg1")).stdout) as { lladdr: string }[];
+  t.equal(neigh[0]?.lladdr, mac, "the neighbour's entry now names the announcing interface");
+
+  await t.rejects(sendGratuitousArp("nosuchdev9", mac, "198.18.0.5", { netns }), /gratuitous ARP for 198\.18\.0\.5 on nosuchdev9: `nsenter .* socat -u STDIN INTERFACE:nosuchdev9` failed: .+/);
+  await t.rejects(sendGratuitousArp("bxg0", mac, "198.18.0.5", { socat: "/nonexistent/socat" }), /install the Debian package socat/);
+  await t.rejects(sendGratuitousArp("bxg0", mac, "198.18.0.5", { count: 0 }), /count must be an integer in 1..10, got 0/);
 });
