@@ -175,7 +175,7 @@ const sameBackends = (a: Backend[], b: Backend[]) =>
   a.length === b.length && a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
 
 /** Which slots of a table of `size` the agent reads back to check it: both ends and a spread between. */
-export function sampleSlots(size: number, count = 8): number[] {
+export function sampleSlots(size: number, count = 32): number[] {
   if (size <= 0) return [];
   return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (size - 1)) / Math.max(1, count - 1))))];
 }
