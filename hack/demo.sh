@@ -103,14 +103,17 @@ try {
   await blixt("dataplane", "stats", ...pin);
 } catch (err) {
   failed = true;
-  console.error(`demo: ${err instanceof Error ? err.message : err}`);
+  // After Ctrl-C the signal handler owns the exit; the errors it causes here are no news.
+  if (!stopping) console.error(`demo: ${err instanceof Error ? err.message : err}`);
 } finally {
   if (!stopping) {
     step("tearing the lab down");
     await lab.down();
   }
 }
-console.log(failed ? "\ndemo: FAILED (see above)" : "\ndemo: done");
-process.exit(failed ? 1 : 0);
+if (!stopping) {
+  console.log(failed ? "\ndemo: FAILED (see above)" : "\ndemo: done");
+  process.exit(failed ? 1 : 0);
+}
 EOF
 )"
