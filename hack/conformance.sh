@@ -276,15 +276,13 @@ main() {
   [[ -n $run_test ]] && suite_args+=(-run-test="$run_test")
 
   log "running the suite against $KUBECONFIG: class $GATEWAY_CLASS, features $features"
-  log "progress: one line per test below; the full test2json stream is $run_dir/events.json"
+  log "progress: the suite's setup, then one line per test; the full test2json stream is $run_dir/events.json"
   local status=0
-  # test2json turns the verbose test output into events; jq prints each test's verdict as it lands.
+  # test2json turns the verbose test output into events; progress.jq prints what matters as it lands.
   go tool test2json -p conformance "$harness" -test.v=test2json -test.timeout=2h \
     -test.run '^TestConformance$' "${suite_args[@]}" \
     | tee "$run_dir/events.json" \
-    | jq --unbuffered -r 'select(.Test != null and (.Test | split("/") | length) == 2
-        and (.Action == "pass" or .Action == "fail" or .Action == "skip"))
-        | "[conformance] \(.Action) \(.Test | split("/")[1]) (\(.Elapsed)s)"' >&2 \
+    | jq -nr --unbuffered -f hack/conformance/progress.jq >&2 \
     || status=$?
   ln -sfn "$run_dir" "$CACHE/runs/last"
   grep -q '"Test":"TestConformance"' "$run_dir/events.json" ||
