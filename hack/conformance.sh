@@ -33,6 +33,8 @@ options (run):
                        conformance/extended-features.txt (comma-separated; to try one out)
   --run-test NAME      run one test of the suite (no report is kept)
   --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
+  --install            first build blixt's image (hack/image.sh), import it and
+                       `helm upgrade --install` the chart with the local address pool
 
 environment: BLIXT_CACHE (cache dir), BLIXT_CONFORMANCE_USABLE_ADDRESS and
 BLIXT_CONFORMANCE_UNUSABLE_ADDRESS (GatewayStaticAddresses: an address inside and one
@@ -176,6 +178,20 @@ build_images() {
   done
 }
 
+# Installs blixt on the local cluster: its image (hack/image.sh caches the root filesystem)
+# and its chart, with the cluster's Gateway address pool (hack/cluster/lib.sh).
+install_blixt() {
+  local archive pool
+  log "building blixt's image (hack/image.sh)"
+  archive=$(hack/image.sh --no-smoke)
+  hack/cluster.sh import "$archive"
+  pool=$(bash -c 'source hack/cluster/lib.sh && echo "$GATEWAY_POOL_FIRST-$GATEWAY_POOL_LAST"')
+  log "installing blixt's chart (address pool $pool) and waiting for it to be ready"
+  helm upgrade --install blixt charts/blixt --namespace blixt-system --create-namespace \
+    --set-json "addressPools=[{\"name\":\"local\",\"addresses\":[\"$pool\"]}]" \
+    --wait --timeout 5m
+}
+
 import_images() {
   local tar
   for tar in "$@"; do
@@ -201,11 +217,12 @@ write_results() {
 }
 
 main() {
-  local command=run record="" features="" run_test="" kubeconfig=""
+  local command=run record="" features="" run_test="" kubeconfig="" install=""
   case ${1:-} in run|build|build-images|images|results) command=$1; shift ;; -h|--help|help) usage; return ;; esac
   while [[ $# -gt 0 ]]; do
     case $1 in
       --record) record=1 ;;
+      --install) install=1 ;;
       --features) features=${2:?--features needs a comma-separated list}; shift ;;
       --run-test) run_test=${2:?--run-test needs a test name}; shift ;;
       --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
@@ -250,9 +267,11 @@ main() {
     import_images "${images[@]}"
     [[ $command == images ]] && return
     eval "$(hack/cluster.sh env)"
+    [[ -z $install ]] || install_blixt
   else
     [[ $command == images ]] && die "--kubeconfig: load the images into that cluster yourself (they are in $CACHE/images)"
     export KUBECONFIG=$kubeconfig
+    [[ -z $install ]] || die "--install works on the local cluster; hack/minikube.sh installs blixt on minikube"
   fi
   [[ -n ${KUBECONFIG:-} ]] || die "hack/cluster.sh env gave no KUBECONFIG"
 
