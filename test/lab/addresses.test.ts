@@ -134,10 +134,11 @@ for (const mode of ["xdp", "tc"] as const) {
   });
 }
 
-t.test("detach reports no attachment and forgets the interface", async (t) => {
-  const dp = new Dataplane({ pinDir: lab.pinDir, netns: lab.gatewayNs });
+t.test("generic XDP is reported as such; detach reports no attachment and forgets the interface", async (t) => {
+  const dp = new Dataplane({ pinDir: lab.pinDir, netns: lab.gatewayNs, xdpMode: "generic" });
   await dp.load();
-  await dp.attach(lab.gatewayIface, "tc");
+  await dp.attach(lab.gatewayIface, "xdp");
+  t.equal(await dp.attachment(lab.gatewayIface), "xdpgeneric");
   await dp.detach(lab.gatewayIface);
   t.equal(await dp.attachment(lab.gatewayIface), undefined);
   t.same(await dp.interfaces(), []);

@@ -8,7 +8,7 @@ import { loadedDataplane, run, runOne, TC_ACT_OK, TC_ACT_REDIRECT, XDP_PASS, XDP
 import { macBytes, macString, ipBytes, ipString, ETH_P_ARP, ETH_P_IP, tcpFrame, TCP_SYN } from "../lib/packet.js";
 import { execa } from "execa";
 import { addressesTakenOver, gratuitousArpFrame, sendGratuitousArp, socatArgs } from "../../capabilities/dataplane/garp.js";
-import { mapLookup } from "../../capabilities/dataplane/bpftool.js";
+import { mapLookup, parseLink } from "../../capabilities/dataplane/bpftool.js";
 import { hex, encodeIndexKey, decodeInterfaceValue, encodeInterfaceValue } from "../../capabilities/dataplane/maps.js";
 
 const ANNOUNCED = "198.18.30.10";
@@ -221,6 +221,15 @@ t.test("ARP in the kernel", async (t) => {
     r = await runOne(dp, "blixt_xdp_ingress", tcpFrame({ src: CLIENT, dst: ANNOUNCED, sport: 40001, dport: 22, flags: TCP_SYN }));
     t.equal(r.retval, XDP_TX, "a SYN to a port without listener still gets a RST");
   });
+});
+
+t.test("parseLink reads what attach records and what picks the mode", async (t) => {
+  const veth = JSON.stringify([{ ifindex: 7, ifname: "cl", link_type: "ether", address: "8A:6E:62:E9:38:07", linkinfo: { info_kind: "veth" } }]);
+  t.same(parseLink("cl", veth), { ifname: "cl", ifindex: 7, mac: "8a:6e:62:e9:38:07", kind: "veth", linkType: "ether" });
+  const physical = JSON.stringify([{ ifindex: 2, ifname: "eno1", link_type: "ether", address: "00:11:22:33:44:55" }]);
+  t.equal(parseLink("eno1", physical).kind, undefined, "a physical device has no kind");
+  t.equal(parseLink("wg0", JSON.stringify([{ ifindex: 9, ifname: "wg0", link_type: "none" }])).linkType, "none", "no MAC: attach records nothing");
+  t.throws(() => parseLink("gone0", "[]"), /device gone0: `ip -j -d link show` gave no ifindex for it/);
 });
 
 t.test("gratuitous ARP: the frame and takeovers (pure)", async (t) => {
