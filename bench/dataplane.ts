@@ -88,7 +88,9 @@ export function renderReport(r: Results): string {
   const ok = (s?: Series) => (s && !s.failure && s.samples.length > 0 ? median(s.samples) : undefined);
   const hit = ok(Object.entries(r.nsPerPacket).find(([k]) => k.startsWith("xdp conntrack hit (repeat"))?.[1]);
   const through = (p: Path) => ok(r.tcpThroughput[p]);
-  const best = Math.max(through("blixt-xdp") ?? 0, through("blixt-tc") ?? 0) || undefined;
+  // The goals are for blixt as deployed on this kind of interface: the better of its two modes.
+  const bestPath: Path = (through("blixt-tc") ?? 0) >= (through("blixt-xdp") ?? 0) ? "blixt-tc" : "blixt-xdp";
+  const best = through(bestPath);
   const direct = through("direct");
   const haproxy = through("haproxy");
   const nsRows = Object.entries(r.nsPerPacket).map(([what, s]) => `| ${what} | ${cell(s, "ns")} |`);
@@ -107,8 +109,21 @@ export function renderReport(r: Results): string {
     "## Goals",
     "",
     goal(hit === undefined ? undefined : hit <= 100, `≤ 100 ns/packet on a conntrack hit (XDP: ${hit === undefined ? "–" : `${fmt(hit)} ns`})`),
-    goal(best === undefined || direct === undefined ? undefined : best >= 0.9 * direct, `blixt ≥ 0.9× direct TCP throughput (${best && direct ? `${(best / direct).toFixed(2)}×` : "–"})`),
-    goal(best === undefined || haproxy === undefined ? undefined : best >= 1.5 * haproxy, `blixt ≥ 1.5× haproxy TCP throughput (${best && haproxy ? `${(best / haproxy).toFixed(2)}×` : "–"})`),
+    goal(best === undefined || direct === undefined ? undefined : best >= 0.9 * direct, `blixt ≥ 0.9× direct TCP throughput (${bestPath}: ${best && direct ? `${(best / direct).toFixed(2)}×` : "–"})`),
+    goal(best === undefined || haproxy === undefined ? undefined : best >= 1.5 * haproxy, `blixt ≥ 1.5× haproxy TCP throughput (${bestPath}: ${best && haproxy ? `${(best / haproxy).toFixed(2)}×` : "–"})`),
+    "",
+    "## Reading these figures",
+    "",
+    "- The spreads are wide because other work shared the two cores (see the load average): treat",
+    "  paths whose ranges overlap as on par, whichever median is higher.",
+    "- XDP on a veth: while an XDP program is attached, the veth driver takes GSO/TSO away from",
+    "  the peer (frames must fit one page), so the client sends MTU-size segments, several times",
+    "  the packets for the same bytes, each crossing both stacks. That, not the program, bounds",
+    "  `blixt-xdp` here; TC mode sees the same super-packets the direct path does. This is why",
+    "  blixt uses TC ingress on veths (minikube, kind, the local cluster); native XDP is for NICs.",
+    "- ns/packet on a conntrack hit covers the service lookup, the per-CPU service and reason",
+    "  counters, the conntrack lookup and its validity check, and the DNAT with incremental",
+    "  checksums. BPF_PROG_TEST_RUN on TC also builds an skb per run, which XDP does not.",
     "",
     "## Results",
     "",
