@@ -47,7 +47,7 @@ for tool in debootstrap umoci; do
   command -v "$tool" >/dev/null || die "$tool not found; install it: apt-get install $tool"
 done
 case $tag in
-  *:*) image_name=${tag%:*}; image_tag=${tag##*:} ;;
+  *:*) image_tag=${tag##*:} ;;
   *) die "--tag $tag: give NAME:TAG, e.g. blixt.dev/blixt:dev" ;;
 esac
 [[ $image_tag =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ ]] || die "--tag $tag: \"$image_tag\" is not a valid image tag"
@@ -125,6 +125,7 @@ rm -f "$rootfs/finalize.sh"
 smoke_role() { # smoke_role ROLE PEPR_WATCH_MODE USERSPEC [VAR=VALUE...]
   local role=$1 watch=$2 user=$3 log=$work/smoke-$1.log
   shift 3
+  # shellcheck disable=SC2016 # the inner script expands its own arguments
   timeout 30 unshare --net --mount --propagation private sh -c '
     rootfs=$1; user=$2; shift 2
     mkdir -p "$rootfs/sys/fs/bpf" && mount -t bpf bpf "$rootfs/sys/fs/bpf" && ip link set lo up &&
@@ -196,6 +197,7 @@ umoci config --image "$layout:$image_tag" \
   --history.created_by "hack/image.sh (config)"
 umoci gc --layout "$layout"
 # containerd names an imported image after this annotation on the index entry.
+# shellcheck disable=SC2016 # JavaScript template literals, not shell
 node -e '
   const fs = require("fs");
   const [file, tag, name] = process.argv.slice(1);

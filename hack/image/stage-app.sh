@@ -71,7 +71,7 @@ JSON
 # pepr build can exit 0 without writing the module (a tsc error), so look for the file.
 (cd "$src" && npx --no-install pepr build --output "$build_dir" >"$build/pepr.log" 2>&1) || true
 uuid=$(node -p 'require(process.argv[1]).pepr.uuid' "$src/package.json")
-module=$(ls "$build_dir"/pepr-"$uuid".*js 2>/dev/null | head -n1 || true)
+module=$(find "$build_dir" -maxdepth 1 -name "pepr-$uuid.*js" 2>/dev/null | head -n1 || true)
 if [ -z "$module" ]; then
   grep -E 'error TS|Error|error:' "$build/pepr.log" | grep -v 'Could not find config file' | head -n 20 >&2 || tail -n 40 "$build/pepr.log" >&2
   echo "image: pepr build wrote no pepr-$uuid.(c)js (errors above, full log: rerun npx pepr build); fix the module, then rerun" >&2
