@@ -3,7 +3,7 @@
 # is doing (one line per new message: the suite polls every 100 ms and logs each poll).
 foreach inputs as $e ({key: null, out: null};
   if $e.Test != null and ($e.Test | split("/") | length) == 2 and ($e.Action == "pass" or $e.Action == "fail" or $e.Action == "skip") then
-    .out = "[conformance] \($e.Action) \($e.Test | split("/")[1]) (\($e.Elapsed)s)"
+    .out = "[conformance] \($e.Action) \($e.Test | split("/")[1])\(if $e.Elapsed then " (\($e.Elapsed)s)" else "" end)"
   elif $e.Test == "TestConformance" and $e.Action == "output" then
     ($e.Output | sub("^\\s*[\\w.-]+\\.go:[0-9]+: "; "") | sub("^[0-9TZ:.-]+: "; "") | sub("\\s+$"; "")) as $m
     | ($m | gsub("[0-9]+"; "#") | .[0:80]) as $k
