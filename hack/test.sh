@@ -1,15 +1,64 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The whole test suite: installs what it needs, builds the BPF objects, typechecks, and runs
-# every tier that this machine can run (unit, packet, netns lab). Each test cleans up the
-# namespaces, links and pins it made, also when it fails.
+# The whole test suite, as CI runs it (root, a fresh Debian machine or a warm one):
+#   1. installs what it needs (hack/deps.sh), builds the BPF objects, typechecks;
+#   2. builds the local cluster's binaries and the conformance suite's images (cached in
+#      ${BLIXT_CACHE:-~/.cache/blixt}: ~20-30 min the first time on 2 cores, seconds after);
+#   3. runs every tap test: unit, golden, packet (BPF_PROG_TEST_RUN), netns lab, node agent,
+#      controller against a real kube-apiserver, Helm chart;
+#   4. brings the local Kubernetes cluster up, installs blixt by its image and chart, runs the
+#      cluster smoke and end-to-end tests, then the upstream Gateway API conformance suite
+#      (failing if a core test that passed before fails), and takes the cluster down again
+#      if this run brought it up.
+# Every test removes the namespaces, links and pins it made, also when it fails.
+#
+#   hack/test.sh                 everything
+#   hack/test.sh --no-cluster    stages 1-3 only (no cluster, no conformance)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+cluster=1
+case "${1:-}" in
+  --no-cluster) cluster="" ;;
+  "") ;;
+  *) echo "usage: hack/test.sh [--no-cluster]" >&2; exit 2 ;;
+esac
+
+started=$(date +%s)
+step() { echo "test [$(( $(date +%s) - started ))s]: $*"; }
+
+step "dependencies"
 hack/deps.sh
-echo "test: building BPF objects"
+step "building BPF objects"
 make -s -C bpf
-echo "test: typecheck"
+step "typecheck"
 npx tsc --noEmit
-echo "test: tap"
-npx tap "$@"
+step "local cluster binaries (cached; the first build takes a while)"
+hack/cluster.sh build
+step "conformance suite images (cached)"
+hack/conformance.sh build-images
+
+step "tap: unit, golden, packet, lab, agent, apiserver, chart"
+npx tap
+
+[ -n "$cluster" ] || { step "done (no cluster stage)"; exit 0; }
+
+we_started=""
+if ! hack/cluster.sh status >/dev/null 2>&1; then
+  we_started=1
+fi
+cleanup() {
+  if [ -n "$we_started" ]; then
+    step "taking the local cluster down"
+    hack/cluster.sh down || true
+  fi
+}
+trap cleanup EXIT
+
+step "local cluster up, blixt installed by its image and chart"
+hack/install.sh
+step "tap: cluster smoke and end-to-end tests"
+BLIXT_CLUSTER=1 npx tap 'test/cluster/*.test.ts' 'test/e2e/*.test.ts'
+step "upstream Gateway API conformance suite (GATEWAY-TCP, GATEWAY-UDP)"
+hack/conformance.sh
+step "done"
