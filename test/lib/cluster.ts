@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: Apache-2.0
+// Helpers for the cluster end-to-end tests (test/e2e/): kubectl with the local cluster's
+// kubeconfig, polling for a condition, TCP and UDP clients in the root namespace (the
+// "outside" of the cluster, 198.18.0.1), and a look into a pod's network namespace.
+// They talk to the cluster hack/cluster.sh runs; they never start, stop or install it.
+import { execa } from "execa";
+import { once } from "node:events";
+import { readFile } from "node:fs/promises";
+import { createSocket } from "node:dgram";
+import net from "node:net";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+
+export const clusterSh = fileURLToPath(new URL("../../hack/cluster.sh", import.meta.url));
+
+/** The root namespace's address on the node's veth: what a backend must see as the client. */
+export const clientAddress = "198.18.0.1";
+
+/** Which e2e files run: only with BLIXT_CLUSTER=1; the reason to print otherwise. */
+export function clusterSkipReason(): string | undefined {
+  if (process.env.BLIXT_CLUSTER === "1") return undefined;
+  return "cluster e2e: set BLIXT_CLUSTER=1 and run as root against a local cluster with blixt installed (hack/cluster.sh up, then helm install, as hack/test.sh does)";
+}
+
+export type KubectlResult = { exitCode: number; stdout: string; stderr: string };
+
+let kubeconfigPath: Promise<string> | undefined;
+
+/** The kubeconfig `hack/cluster.sh env` names (its directory is the running cluster's state). */
+export function kubeconfig(): Promise<string> {
+  kubeconfigPath ??= execa(clusterSh, ["env"]).then(({ stdout }) => {
+    const match = /export KUBECONFIG=(\S+)/.exec(stdout);
+    if (!match) throw new Error(`hack/cluster.sh env printed no KUBECONFIG: ${stdout}`);
+    return match[1];
+  });
+  return kubeconfigPath;
+}
+
+/** kubectl through hack/cluster.sh (the cached kubectl, the cluster's kubeconfig); never throws. */
+export async function kubectlRun(args: string[], input?: string): Promise<KubectlResult> {
+  const result = await execa(clusterSh, ["kubectl", ...args], { input, reject: false, timeout: 180_000 });
+  return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+}
+
+/** kubectl that throws, naming the command and kubectl's own words, when it fails. */
+export async function kubectl(...args: string[]): Promise<string> {
+  const result = await kubectlRun(args);
+  if (result.exitCode !== 0) throw new Error(`kubectl ${args.join(" ")} failed (${result.exitCode}): ${result.stderr.trim()}`);
+  return result.stdout;
+}
+
+/** `kubectl apply -f -`; returns stderr, where kubectl prints admission warnings. */
+export async function apply(manifest: string): Promise<string> {
+  const result = await kubectlRun(["apply", "-f", "-"], manifest);
+  if (result.exitCode !== 0) throw new Error(`kubectl apply failed (${result.exitCode}): ${result.stderr.trim()}`);
+  return result.stderr;
+}
+
+// Kubernetes objects as kubectl returns them: only the fields the tests read.
+export type Condition = { type: string; status: string; reason?: string; message?: string; observedGeneration?: number };
+export type KubeObject = {
+  metadata: { name: string; namespace?: string; generation?: number; uid?: string };
+  spec?: Record<string, unknown>;
+  status?: {
+    conditions?: Condition[];
+    addresses?: { type?: string; value: string }[];
+    listeners?: { name: string; attachedRoutes: number; conditions: Condition[] }[];
+    parents?: { parentRef: { name: string; namespace?: string; sectionName?: string }; controllerName: string; conditions: Condition[] }[];
+    containerStatuses?: { name: string; containerID?: string; restartCount: number; ready: boolean }[];
+    podIP?: string;
+    [key: string]: unknown;
+  };
+};
+
+/** One object as JSON, or undefined when it does not exist. */
+export async function getObject(kind: string, name: string, namespace?: string): Promise<KubeObject | undefined> {
+  const args = ["get", kind, name, "-o", "json", ...(namespace ? ["-n", namespace] : [])];
+  const result = await kubectlRun(args);
+  if (result.exitCode !== 0) {
+    if (/NotFound|not found/.test(result.stderr)) return undefined;
+    throw new Error(`kubectl ${args.join(" ")} failed: ${result.stderr.trim()}`);
+  }
+  return JSON.parse(result.stdout) as KubeObject;
+}
+
+/** Objects of a kind matching a label selector. */
+export async function listObjects(kind: string, namespace: string, selector: string): Promise<KubeObject[]> {
+  const list = JSON.parse(await kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json")) as { items: KubeObject[] };
+  return list.items;
+}
+
+export function findCondition(conditions: Condition[] | undefined, type: string): Condition | undefined {
+  return conditions?.find(c => c.type === type);
+}
+
+/** A route's conditions for the parentRef naming a Gateway (blixt's entry in status.parents). */
+export function routeParentConditions(route: KubeObject | undefined, gatewayName: string): Condition[] | undefined {
+  return route?.status?.parents?.find(p => p.parentRef.name === gatewayName && p.controllerName === "blixt.dev/gateway-controller")?.conditions;
+}
+
+/**
+ * Polls `probe` until it returns something other than undefined, and returns that. On timeout
+ * the error says what was awaited and what `describe` says about the last state seen, so a
+ * failing test shows why (a condition's reason, a pod's phase) rather than only "timed out".
+ */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  options: { timeoutMs?: number; intervalMs?: number; describe?: () => Promise<string> } = {},
+): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 120_000);
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      const state = options.describe ? await options.describe().catch(e => `(describe failed: ${e})`) : "";
+      throw new Error(`timed out waiting for ${what}${lastError ? `; last error: ${lastError}` : ""}${state ? `; last state: ${state}` : ""}`);
+    }
+    await sleep(options.intervalMs ?? 500);
+  }
+}
+
+/** Waits until an object's condition has the wanted status (and reason, when given); returns it. */
+export function waitForCondition(
+  kind: string,
+  name: string,
+  namespace: string,
+  type: string,
+  want: { status: string; reason?: string; conditions?: (o: KubeObject | undefined) => Condition[] | undefined },
+  timeoutMs = 120_000,
+): Promise<Condition> {
+  let last: Condition[] | undefined;
+  return waitFor(
+    `${kind} ${namespace}/${name} ${type}=${want.status}${want.reason ? ` (${want.reason})` : ""}`,
+    async () => {
+      const object = await getObject(kind, name, namespace);
+      last = want.conditions ? want.conditions(object) : object?.status?.conditions;
+      const condition = findCondition(last, type);
+      if (condition?.status === want.status && (!want.reason || condition.reason === want.reason)) return condition;
+      return undefined;
+    },
+    { timeoutMs, describe: async () => JSON.stringify(last ?? "no conditions") },
+  );
+}
+
+/**
+ * A fresh namespace for one test file: removed first if an aborted run left it behind (so a
+ * rerun is idempotent), and removed in teardown, also when the test fails.
+ */
+export async function freshNamespace(
+  t: { teardown: (fn: () => Promise<void> | void) => void },
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<string> {
+  if (!name.startsWith("blixt-e2e-")) throw new Error(`namespace "${name}": e2e namespaces must start with "blixt-e2e-"`);
+  await kubectlRun(["delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=120s"]);
+  const labelLines = Object.entries({ "blixt.dev/e2e": "true", ...labels }).map(([k, v]) => `    ${k}: "${v}"`).join("\n");
+  await apply(`apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${name}\n  labels:\n${labelLines}\n`);
+  t.teardown(async () => {
+    await kubectlRun(["delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=120s"]);
+  });
+  return name;
+}
+
+/** Deployment + Service of the conformance suite's echo-basic image in TCP or UDP echo mode. */
+export function echoBackend(options: { namespace: string; name: string; protocol: "TCP" | "UDP"; port: number; replicas?: number }): string {
+  const { namespace, name, protocol, port } = options;
+  const mode = protocol === "TCP" ? "TCP_ECHO_SERVER" : "UDP_ECHO_SERVER";
+  const portVar = protocol === "TCP" ? "TCP_PORT" : "UDP_PORT";
+  return `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ${name}, namespace: ${namespace}, labels: {app: ${name}}}
+spec:
+  replicas: ${options.replicas ?? 1}
+  selector: {matchLabels: {app: ${name}}}
+  template:
+    metadata: {labels: {app: ${name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: registry.k8s.io/gateway-api/echo-basic:v1.6.0-dev.3
+        imagePullPolicy: IfNotPresent
+        env:
+        - {name: ${mode}, value: "1"}
+        - {name: ${portVar}, value: "${port}"}
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+        - {name: SERVICE_NAME, value: ${name}}
+        ports: [{containerPort: ${port}, protocol: ${protocol}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ${name}, namespace: ${namespace}}
+spec:
+  selector: {app: ${name}}
+  ports: [{name: ${protocol.toLowerCase()}, protocol: ${protocol}, port: ${port}, targetPort: ${port}}]
+`;
+}
+
+/** Waits until a Deployment has all its replicas available. */
+export async function waitForDeployment(namespace: string, name: string, timeoutMs = 120_000): Promise<void> {
+  const result = await kubectlRun(["-n", namespace, "rollout", "status", `deployment/${name}`, `--timeout=${Math.round(timeoutMs / 1000)}s`]);
+  if (result.exitCode !== 0) {
+    const pods = await kubectlRun(["-n", namespace, "get", "pods", "-l", `app=${name}`, "-o", "wide"]);
+    throw new Error(`Deployment ${namespace}/${name} not available: ${result.stderr.trim()}\n${pods.stdout}`);
+  }
+}
+
+/** The Gateway's first address in status.addresses, once it has one. */
+export async function gatewayAddress(namespace: string, name: string): Promise<string> {
+  const gateway = await getObject("gateway", name, namespace);
+  const address = gateway?.status?.addresses?.[0]?.value;
+  if (!address) throw new Error(`Gateway ${namespace}/${name} has no status.addresses yet`);
+  return address;
+}
+
+/** Whether an IPv4 address lies in the local cluster's Gateway pool, 198.18.0.100–199. */
+export function inGatewayPool(address: string): boolean {
+  const match = /^198\.18\.0\.(\d+)$/.exec(address);
+  return !!match && Number(match[1]) >= 100 && Number(match[1]) <= 199;
+}
+
+/** A line-oriented TCP client (echo-basic's TCP mode speaks lines). */
+export class LineClient {
+  private buffered = "";
+  private waiters: (() => void)[] = [];
+  private closedWith: Error | "closed" | undefined;
+  private constructor(readonly socket: net.Socket) {
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      this.buffered += chunk;
+      this.wake();
+    });
+    socket.on("error", (error) => {
+      this.closedWith = error;
+      this.wake();
+    });
+    socket.on("close", () => {
+      this.closedWith ??= "closed";
+      this.wake();
+    });
+  }
+
+  /** Connects from the root namespace; rejects with the socket error (ECONNREFUSED, ECONNRESET, timeout). */
+  static async connect(host: string, port: number, timeoutMs = 5000): Promise<LineClient> {
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => socket.destroy(new Error(`TCP connect to ${host}:${port} timed out after ${timeoutMs} ms`)), timeoutMs);
+    try {
+      await once(socket, "connect");
+    } finally {
+      clearTimeout(timer);
+    }
+    return new LineClient(socket);
+  }
+
+  private wake() {
+    for (const waiter of this.waiters.splice(0)) waiter();
+  }
+
+  /** The next line the server sends, without its newline. */
+  async readLine(timeoutMs = 5000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const newline = this.buffered.indexOf("\n");
+      if (newline >= 0) {
+        const line = this.buffered.slice(0, newline);
+        this.buffered = this.buffered.slice(newline + 1);
+        return line;
+      }
+      if (this.closedWith) throw this.closedWith === "closed" ? new Error("connection closed before a full line") : this.closedWith;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no line from ${this.socket.remoteAddress}:${this.socket.remotePort} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Sends one line and returns the answer line. */
+  async request(line: string, timeoutMs = 5000): Promise<string> {
+    this.socket.write(`${line}\n`);
+    return this.readLine(timeoutMs);
+  }
+
+  close() {
+    this.socket.destroy();
+  }
+}
+
+/** What echo-basic says about itself in its TCP `TEST` answer and every UDP reply. */
+export type EchoContext = { namespace: string; service: string; pod: string };
+
+/** Opens a TCP connection to echo-basic, reads its greeting, asks `TEST`; returns the client and the pod. */
+export async function tcpEcho(host: string, port: number): Promise<{ client: LineClient; context: EchoContext }> {
+  const client = await LineClient.connect(host, port);
+  try {
+    const welcome = await client.readLine();
+    if (!welcome.startsWith("Gateway API Test TCP Server")) throw new Error(`unexpected greeting from ${host}:${port}: ${JSON.stringify(welcome)}`);
+    // Go's encoding/json flattens echo-basic's embedded Context into the top level.
+    const context = JSON.parse(await client.request("TEST")) as EchoContext;
+    return { client, context };
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+}
+
+/** One TCP connection to echo-basic: which pod served it, then closed. */
+export async function tcpEchoOnce(host: string, port: number): Promise<EchoContext> {
+  const { client, context } = await tcpEcho(host, port);
+  client.close();
+  return context;
+}
+
+/** A UDP socket bound in the root namespace, for a steady flow from one source port. */
+export class UdpFlow {
+  private constructor(private readonly socket: ReturnType<typeof createSocket>, readonly host: string, readonly port: number) {}
+
+  static async open(host: string, port: number): Promise<UdpFlow> {
+    const socket = createSocket("udp4");
+    socket.bind(0);
+    await once(socket, "listening");
+    return new UdpFlow(socket, host, port);
+  }
+
+  get localPort(): number {
+    return this.socket.address().port;
+  }
+
+  /** Sends one datagram and waits for one reply; undefined when none came in time (UDP may drop). */
+  async exchange(payload: string, timeoutMs = 1000): Promise<string | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.socket.off("message", onMessage);
+        resolve(undefined);
+      }, timeoutMs);
+      const onMessage = (message: Buffer) => {
+        clearTimeout(timer);
+        this.socket.off("message", onMessage);
+        resolve(message.toString("utf8"));
+      };
+      this.socket.on("message", onMessage);
+      this.socket.send(payload, this.port, this.host);
+    });
+  }
+
+  /** Like exchange, retried a few times, since a lost datagram is not a failure of the route. */
+  async echo(payload: string, attempts = 5): Promise<(EchoContext & { request: string }) | undefined> {
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      const reply = await this.exchange(payload);
+      if (reply !== undefined) return JSON.parse(reply) as EchoContext & { request: string };
+    }
+    return undefined;
+  }
+
+  close() {
+    this.socket.close();
+  }
+}
+
+/**
+ * The pid of a pod's first container's init process (from containerd's task state under the
+ * cluster's directory), so a test can look at the pod's own sockets with nsenter: the backend's
+ * view of who connected, which no reply of echo-basic's TCP mode carries.
+ */
+export async function podPid(namespace: string, podName: string): Promise<number> {
+  const pod = await getObject("pod", podName, namespace);
+  const containerID = pod?.status?.containerStatuses?.[0]?.containerID?.replace(/^containerd:\/\//, "");
+  if (!containerID) throw new Error(`pod ${namespace}/${podName} has no running container yet`);
+  const clusterDir = dirname(await kubeconfig());
+  const pidFile = `${clusterDir}/containerd/state/io.containerd.runtime.v2.task/k8s.io/${containerID}/init.pid`;
+  return Number((await readFile(pidFile, "utf8")).trim());
+}
+
+/** Established TCP connections in a pod's network namespace, as "local peer" pairs. */
+export async function podTcpConnections(namespace: string, podName: string): Promise<{ local: string; peer: string }[]> {
+  const pid = await podPid(namespace, podName);
+  const { stdout } = await execa("nsenter", ["-t", String(pid), "-n", "ss", "-Htn", "state", "established"]);
+  return stdout.split("\n").filter(Boolean).map((line) => {
+    const fields = line.trim().split(/\s+/);
+    // A dual-stack listener shows IPv4 peers as "[::ffff:a.b.c.d]:port"; report plain a.b.c.d:port.
+    const plain = (endpoint: string) => endpoint.replace(/^\[::ffff:([\d.]+)\]/, "$1");
+    return { local: plain(fields[2]), peer: plain(fields[3]) };
+  });
+}
+
+/** restartCount of every container of the pods matching a selector, by pod name. */
+export async function restartCounts(namespace: string, selector: string): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const pod of await listObjects("pod", namespace, selector)) {
+    counts[pod.metadata.name] = (pod.status?.containerStatuses ?? []).reduce((sum, c) => sum + c.restartCount, 0);
+  }
+  return counts;
+}
