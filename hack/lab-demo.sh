@@ -5,7 +5,7 @@
 # service and a UDP service programmed with the `blixt` command, real traffic from the client.
 # Everything it creates is removed when it ends, also on failure or Ctrl-C. Run as root.
 #
-#   hack/demo.sh [xdp|tc]     ingress mode (default xdp)
+#   hack/lab-demo.sh [xdp|tc]     ingress mode (default xdp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
