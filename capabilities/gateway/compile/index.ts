@@ -30,8 +30,11 @@ import { unsupportedHTTPRouteField } from "./httproute.js";
 
 export * from "./types.js";
 
-/** Features blixt passes in the upstream suite (GATEWAY-TCP and GATEWAY-UDP profiles). */
-export const SUPPORTED_FEATURES = ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute"];
+/**
+ * Features blixt passes in the upstream suite (GATEWAY-TCP and GATEWAY-UDP profiles): the
+ * core ones, and the extended ones listed in conformance/extended-features.txt.
+ */
+export const SUPPORTED_FEATURES = ["Gateway", "GatewayAddressEmpty", "ReferenceGrant", "TCPRoute", "UDPRoute"];
 
 interface GatewayPlan {
   meta: Meta;
