@@ -211,7 +211,7 @@ write_results() {
   local events=${1:-} report=${2:-} record=${3:-}
   local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --results "$RESULTS")
   [[ -n $events ]] && args+=(--events "$events")
-  [[ -n $report ]] && args+=(--report "$report" --report-link "${report#conformance/}")
+  [[ -n $report ]] && args+=(--report "$report" --report-link "${report#conformance/}" --readme README.md)
   [[ -n $record ]] && args+=(--record)
   npx --no-install tsx hack/conformance/report.ts "${args[@]}"
 }

@@ -18,6 +18,7 @@ import {
   renderResults,
   resultRows,
   summarizeReport,
+  withReadmeResults,
   withReportsTable,
 } from "./results";
 
@@ -30,6 +31,7 @@ const program = new Command()
   .option("--report-link <path>", "path of the report as RESULTS.md links it")
   .requiredOption("--passing <file>", "the recorded list of passing core tests")
   .requiredOption("--results <file>", "markdown table to write")
+  .option("--readme <file>", "a README whose conformance-table block gets the results table")
   .option("--record", "add this run's passing core tests to the recorded list", false)
   .parse();
 
@@ -40,6 +42,7 @@ const opts = program.opts<{
   reportLink?: string;
   passing: string;
   results: string;
+  readme?: string;
   record: boolean;
 }>();
 
@@ -56,6 +59,10 @@ const summary =
 
 writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure));
 log(`wrote ${opts.results}: ${rows.length} tests, ${passedCoreTests(rows).length} core tests passed`);
+if (opts.readme && summary && !suiteFailure) {
+  writeFileSync(opts.readme, withReadmeResults(readFileSync(opts.readme, "utf8"), rows));
+  log(`wrote the results table into ${opts.readme}`);
+}
 if (suiteFailure) log(`the suite itself failed: ${suiteFailure}`);
 
 // The README beside the reports lists each of them (upstream's layout for report folders).

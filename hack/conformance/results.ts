@@ -284,9 +284,15 @@ export function renderResults(
   out.push(
     `${rows.length} tests in GATEWAY-TCP and GATEWAY-UDP: ${counts}. A skipped extended test needs a feature blixt does not claim.`,
     "",
-    "| Test | GATEWAY-TCP | GATEWAY-UDP | Result | Reason |",
-    "| --- | --- | --- | --- | --- |",
+    ...resultsTable(rows),
+    "",
   );
+  return out.join("\n");
+}
+
+/** The table of every test: level per profile, result, one-line reason. */
+export function resultsTable(rows: ResultRow[]): string[] {
+  const out = ["| Test | GATEWAY-TCP | GATEWAY-UDP | Result | Reason |", "| --- | --- | --- | --- | --- |"];
   for (const row of rows) {
     const level = (p: string) => row.profiles[p] ?? "–";
     out.push(
@@ -294,8 +300,20 @@ export function renderResults(
         `${level("GATEWAY-UDP")} | ${OUTCOME_LABEL[row.outcome]} | ${cell(row.reason)} |`,
     );
   }
-  out.push("");
-  return out.join("\n");
+  return out;
+}
+
+export const README_BEGIN = "<!-- conformance-table:begin (written by hack/conformance.sh) -->";
+export const README_END = "<!-- conformance-table:end -->";
+
+/** The project README with the results table between its markers replaced. */
+export function withReadmeResults(readme: string, rows: ResultRow[]): string {
+  const start = readme.indexOf(README_BEGIN);
+  const end = readme.indexOf(README_END);
+  if (start < 0 || end < start) {
+    throw new Error(`README.md: no "${README_BEGIN}" … "${README_END}" block to write the conformance table into`);
+  }
+  return `${readme.slice(0, start + README_BEGIN.length)}\n${resultsTable(rows).join("\n")}\n${readme.slice(end)}`;
 }
 
 /** Parses test2json output; lines that are not JSON (a build error, say) are kept as output. */

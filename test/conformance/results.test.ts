@@ -16,6 +16,7 @@ import {
   renderResults,
   resultRows,
   summarizeReport,
+  withReadmeResults,
   withReportsTable,
 } from "../../hack/conformance/results";
 
@@ -206,4 +207,23 @@ t.test("the reports README lists every report, as upstream's rules ask", async (
   t.match(updated, /\n## Reproduce\n\nSteps\.\n$/);
   t.match(withReportsTable(readme, []), "No report yet");
   t.throws(() => withReportsTable("# no sections\n", []), /Table of contents/);
+});
+
+t.test("the project README gets the results table between its markers, and nothing else changes", async (t) => {
+  const rows = resultRows(catalogue, outcomesFromEvents(run).tests);
+  const readme = [
+    "# blixt",
+    "before",
+    "<!-- conformance-table:begin (written by hack/conformance.sh) -->",
+    "| stale | table |",
+    "<!-- conformance-table:end -->",
+    "after",
+  ].join("\n");
+  const written = withReadmeResults(readme, rows);
+  t.match(written, /^# blixt\nbefore\n<!-- conformance-table:begin/);
+  t.match(written, /<!-- conformance-table:end -->\nafter$/);
+  t.notMatch(written, /stale/, "the old table is gone");
+  for (const row of rows) t.match(written, new RegExp(`\\| ${row.name} \\|`), `a row for ${row.name}`);
+  t.equal(withReadmeResults(written, rows), written, "writing twice changes nothing");
+  t.throws(() => withReadmeResults("# no markers", rows), /conformance-table/, "a README without the block is an error, not a silent no-op");
 });
