@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: Apache-2.0
+// Faults while traffic flows: one long TCP connection and a steady UDP flow (one source port)
+// run through a Gateway while the node agent's pod is deleted (its DaemonSet starts a new one)
+// and then the controller's pod. The pinned maps outlive the agent and the dataplane does not
+// depend on the controller, so the TCP connection keeps working, UDP replies keep coming from
+// the same backend, and status converges again. The times are printed as figures (comments in
+// the TAP output), never asserted: speed belongs to bench/.
+//
+// This file restarts blixt's own pods, so anything else using the cluster at the same time
+// (other e2e files, a conformance run) sees a short pause in status updates.
+import t, { type Test } from "tap";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  apply, clusterSkipReason, echoBackend, findCondition, freshNamespace, gatewayAddress, getObject, kubectl, listObjects,
+  tcpEcho, UdpFlow, waitFor, waitForCondition, waitForDeployment, type KubeObject,
+} from "../lib/cluster.js";
+
+const skip = clusterSkipReason();
+if (skip) {
+  t.plan(0, skip);
+} else {
+  t.setTimeout(6 * 60 * 1000);
+  t.test("traffic survives the agent's and the controller's restart", run);
+}
+
+const system = "blixt-system";
+const agentPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=agent";
+const controllerPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=controller";
+
+/** A UDP flow sending every 100 ms in the background, recording who answered and the longest silence. */
+function steadyUdp(flow: UdpFlow) {
+  const record = { sent: 0, answered: 0, pods: new Set<string>(), longestGapMs: 0 };
+  let lastReply = Date.now();
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      record.sent++;
+      const reply = await flow.exchange(`tick-${record.sent}`, 200);
+      const now = Date.now();
+      if (reply !== undefined) {
+        record.answered++;
+        record.pods.add((JSON.parse(reply) as { pod: string }).pod);
+        record.longestGapMs = Math.max(record.longestGapMs, now - lastReply);
+        lastReply = now;
+      }
+      await sleep(100);
+    }
+    record.longestGapMs = Math.max(record.longestGapMs, Date.now() - lastReply);
+  })();
+  return { record, stop: async () => { running = false; await done; } };
+}
+
+const readyPod = (pods: KubeObject[], except: string) =>
+  pods.find(p => p.metadata.name !== except && (p.status?.conditions ?? []).some(c => c.type === "Ready" && c.status === "True"));
+
+/** Gateway Programmed True for its current generation. */
+async function converged(namespace: string, name: string): Promise<KubeObject | undefined> {
+  const gateway = await getObject("gateway", name, namespace);
+  const programmed = findCondition(gateway?.status?.conditions, "Programmed");
+  return programmed?.status === "True" && programmed.observedGeneration === gateway?.metadata.generation ? gateway : undefined;
+}
+
+async function run(t: Test) {
+  const namespace = await freshNamespace(t, "blixt-e2e-faults");
+  const port = 7500;
+  await apply(`
+${echoBackend({ namespace, name: "tcp-echo", protocol: "TCP", port: 3000 })}
+---
+${echoBackend({ namespace, name: "udp-echo", protocol: "UDP", port: 8080, replicas: 2 })}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: faults, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port}}
+  - {name: udp, protocol: UDP, port: ${port}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: tcp, namespace: ${namespace}}
+spec:
+  parentRefs: [{name: faults, sectionName: tcp}]
+  rules: [{backendRefs: [{name: tcp-echo, port: 3000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: UDPRoute
+metadata: {name: udp, namespace: ${namespace}}
+spec:
+  parentRefs: [{name: faults, sectionName: udp}]
+  rules: [{backendRefs: [{name: udp-echo, port: 8080}]}]
+`);
+  await waitForDeployment(namespace, "tcp-echo");
+  await waitForDeployment(namespace, "udp-echo");
+  await waitForCondition("gateway", "faults", namespace, "Programmed", { status: "True" });
+  const address = await gatewayAddress(namespace, "faults");
+
+  const { client } = await waitFor(`TCP ${address}:${port}`, () => tcpEcho(address, port), { timeoutMs: 30_000 });
+  t.teardown(() => client.close());
+  const flow = await UdpFlow.open(address, port);
+  t.teardown(() => flow.close());
+  const first = await flow.echo("first", 20);
+  if (!first) throw new Error(`no UDP reply from ${address}:${port}`);
+  const udpBackend = first.pod;
+  const udp = steadyUdp(flow);
+  t.teardown(() => udp.stop());
+
+  await t.test("the agent's pod is deleted", async (t) => {
+    const [oldAgent] = await listObjects("pod", system, agentPods);
+    const started = Date.now();
+    await kubectl("-n", system, "delete", "pod", oldAgent.metadata.name, "--wait=false");
+    const newAgent = await waitFor("a new agent pod Ready", async () => readyPod(await listObjects("pod", system, agentPods), oldAgent.metadata.name), { timeoutMs: 180_000 });
+    const agentReadyMs = Date.now() - started;
+    t.comment(`figure: agent ${newAgent.metadata.name} Ready ${agentReadyMs} ms after deleting ${oldAgent.metadata.name}`);
+    t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the agent restarted");
+    await waitFor("Gateway Programmed for its generation", () => converged(namespace, "faults"), { timeoutMs: 120_000 });
+    t.comment(`figure: Gateway Programmed again ${Date.now() - started} ms after the agent's deletion`);
+  });
+
+  await t.test("the controller's pod is deleted", async (t) => {
+    const [oldController] = await listObjects("pod", system, controllerPods);
+    const generationBefore = (await getObject("gateway", "faults", namespace))?.metadata.generation ?? 0;
+    const started = Date.now();
+    await kubectl("-n", system, "delete", "pod", oldController.metadata.name, "--wait=false");
+    // A change made while the controller is away must be picked up by the new one.
+    await apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: faults, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port}}
+  - {name: udp, protocol: UDP, port: ${port}}
+  - {name: tcp-extra, protocol: TCP, port: ${port + 1}}
+`);
+    const newController = await waitFor("a new controller pod Ready", async () => readyPod(await listObjects("pod", system, controllerPods), oldController.metadata.name), { timeoutMs: 180_000 });
+    t.comment(`figure: controller ${newController.metadata.name} Ready ${Date.now() - started} ms after deleting ${oldController.metadata.name}`);
+    const gateway = await waitFor("Gateway Programmed for its new generation", () => converged(namespace, "faults"), { timeoutMs: 180_000 });
+    t.comment(`figure: Gateway Programmed for generation ${gateway.metadata.generation} ${Date.now() - started} ms after the controller's deletion`);
+    t.ok((gateway.metadata.generation ?? 0) > generationBefore, "the Gateway changed while the controller was away");
+    t.ok(gateway.status?.listeners?.some(l => l.name === "tcp-extra"), "and the new controller reports the listener added meanwhile");
+    t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the controller restarted");
+  });
+
+  await t.test("the UDP flow throughout", async (t) => {
+    await sleep(1000);
+    await udp.stop();
+    const { sent, answered, pods, longestGapMs } = udp.record;
+    t.comment(`figure: UDP ${answered}/${sent} datagrams answered, longest gap between replies ${longestGapMs} ms`);
+    t.same([...pods], [udpBackend], `every reply came from the same backend, ${udpBackend}`);
+    t.ok(answered > 0, "replies kept coming");
+    const last = await flow.echo("last", 10);
+    t.equal(last?.pod, udpBackend, "and the flow still reaches it at the end");
+  });
+}
