@@ -33,8 +33,9 @@ options (run):
                        conformance/extended-features.txt (comma-separated; to try one out)
   --run-test NAME      run one test of the suite (no report is kept)
   --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
-  --install            first build blixt's image (hack/image.sh), import it and
-                       `helm upgrade --install` the chart with the local address pool
+  --install            first install blixt with hack/install.sh: build its image (when
+                       its sources changed), import it and `helm upgrade --install` the
+                       chart with the local address pool
 
 environment: BLIXT_CACHE (cache dir), BLIXT_CONFORMANCE_USABLE_ADDRESS and
 BLIXT_CONFORMANCE_UNUSABLE_ADDRESS (GatewayStaticAddresses: an address inside and one
@@ -178,18 +179,11 @@ build_images() {
   done
 }
 
-# Installs blixt on the local cluster: its image (hack/image.sh caches the root filesystem)
-# and its chart, with the cluster's Gateway address pool (hack/cluster/lib.sh).
+# Installs blixt on the local cluster: its image (tagged by its sources, rebuilt only when they
+# change) and its chart with the cluster's Gateway address pool. hack/install.sh does it all.
 install_blixt() {
-  local archive pool
-  log "building blixt's image (hack/image.sh)"
-  archive=$(hack/image.sh --no-smoke)
-  hack/cluster.sh import "$archive"
-  pool=$(bash -c 'source hack/cluster/lib.sh && echo "$GATEWAY_POOL_FIRST-$GATEWAY_POOL_LAST"')
-  log "installing blixt's chart (address pool $pool) and waiting for it to be ready"
-  helm upgrade --install blixt charts/blixt --namespace blixt-system --create-namespace \
-    --set-json "addressPools=[{\"name\":\"local\",\"addresses\":[\"$pool\"]}]" \
-    --wait --timeout 5m
+  log "installing blixt (hack/install.sh)"
+  hack/install.sh
 }
 
 import_images() {
