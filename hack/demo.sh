@@ -61,6 +61,13 @@ if ! import_output=$(hack/cluster.sh import "$cache/images/echo.tar" 2>&1); then
   fail "importing the echo image ($cache/images/echo.tar) failed"
 fi
 kubectl apply -f hack/demo/
+# The tag stays blixt.local/echo:v1 when the echo server is rebuilt, so the pods carry the
+# archive's digest in an annotation: a rebuilt image rolls them, an unchanged one does not.
+echo_digest=$(sha256sum <"$cache/images/echo.tar" | cut -c1-12)
+for deployment in $(kubectl -n "$namespace" get deployments -o name); do
+  kubectl -n "$namespace" patch "$deployment" --type merge \
+    -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"blixt.dev/echo-image\":\"$echo_digest\"}}}}}"
+done
 for deployment in $(kubectl -n "$namespace" get deployments -o name); do
   kubectl -n "$namespace" rollout status "$deployment" --timeout 120s ||
     fail "$deployment did not become ready; see: kubectl -n $namespace get pods; kubectl -n $namespace describe pods"
@@ -95,6 +102,22 @@ echo "Gateway address: $address   (TCP listener port $tcp_port, UDP listener por
 echo "from this machine's root namespace: $(ip -o route get "$address" | sed 's/ *uid.*//; s/ *cache.*//')"
 echo "  $address is on the $veth segment: the node's dataplane answers ARP for it in the kernel"
 
+# A backend pod that just rolled reaches the dataplane a moment after it is Ready (its
+# EndpointSlice, then the controller, then the agent). Until a small probe gets answers from
+# every backend of both routes, the counts below would measure that moment, not blixt.
+probe_ready() {
+  local deadline=$((SECONDS + 60))
+  until npx --no-install tsx hack/demo/traffic.ts --protocol tcp --address "$address" --port "$tcp_port" \
+    --weights "$tcp_weights" --client-ip "$root_ip" --count 30 --tolerance 100 --timeout 1000 >/dev/null 2>&1 &&
+    npx --no-install tsx hack/demo/traffic.ts --protocol udp --address "$address" --port "$udp_port" \
+      --weights "$udp_weights" --client-ip "$root_ip" --count 30 --tolerance 100 --timeout 1000 >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 2
+  done
+}
+echo "probing until every backend answers (30 flows per protocol)"
+probe_ready || echo "  not every backend answered within 60 s; measuring anyway"
+
 failed=()
 traffic() { # traffic PROTOCOL PORT WEIGHTS
   npx --no-install tsx hack/demo/traffic.ts --protocol "$1" --address "$address" --port "$2" \
@@ -104,7 +127,7 @@ step "$flows TCP connections from the root namespace ($root_ip) to $address:$tcp
 traffic tcp "$tcp_port" "$tcp_weights"
 step "$flows UDP datagrams, each from a new source port, to $address:$udp_port (UDPRoute weights $udp_weights)"
 traffic udp "$udp_port" "$udp_weights"
-echo "  ARP entry for the Gateway: $(ip neigh show "$address" dev "$veth")"
+echo "  ARP entry for the Gateway: $(ip neigh show "$address" dev "$veth" | sed 's/ *$//')"
 
 step "done"
 ((${#failed[@]} == 0)) || fail "the ${failed[*]} traffic checks failed (details above); the cluster is up for a look: eval \"\$(hack/cluster.sh env)\"; kubectl -n $namespace get all"
