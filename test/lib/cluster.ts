@@ -20,7 +20,7 @@ export const clientAddress = "198.18.0.1";
 /** Which e2e files run: only with BLIXT_CLUSTER=1; the reason to print otherwise. */
 export function clusterSkipReason(): string | undefined {
   if (process.env.BLIXT_CLUSTER === "1") return undefined;
-  return "cluster e2e: set BLIXT_CLUSTER=1 and run as root against a local cluster with blixt installed (hack/cluster.sh up, then helm install, as hack/test.sh does)";
+  return "cluster e2e: set BLIXT_CLUSTER=1 and run as root against the local cluster with blixt installed (hack/cluster.sh up, then the chart, as hack/test.sh does; see docs/e2e.md)";
 }
 
 export type KubectlResult = { exitCode: number; stdout: string; stderr: string };
