@@ -17,7 +17,8 @@ usage() {
   cat <<'USAGE'
 usage: hack/install.sh [--rebuild]
 
-  --rebuild   build the image even when one for these sources is cached
+  --rebuild   build the image even when one for these sources is cached, and upgrade the
+              release even when it already runs this image, pool and chart
 
 environment: BLIXT_CACHE (cache dir, default ~/.cache/blixt), BLIXT_RELEASE (Helm release,
 default blixt), BLIXT_NAMESPACE (default blixt-system)
@@ -90,14 +91,31 @@ fi
 log "imported $image into the node"
 
 pool=$(bash -c 'source hack/cluster/lib.sh && echo "$GATEWAY_POOL_FIRST-$GATEWAY_POOL_LAST"')
-log "3/3 helm upgrade --install $release (namespace $namespace, image $image, address pool $pool)"
-helm_start=$SECONDS
-helm upgrade --install "$release" charts/blixt --namespace "$namespace" --create-namespace \
-  --set image.repository="$repository" --set image.tag="$tag" \
-  --set-json "addressPools=[{\"name\":\"local\",\"addresses\":[\"$pool\"]}]" \
-  --wait --timeout 5m >/dev/null ||
-  die "helm upgrade --install $release failed; see: kubectl -n $namespace get pods; kubectl -n $namespace describe pods"
-revision=$(helm status "$release" -n "$namespace" -o json | jq -r .version)
-log "release $release revision $revision ready in $((SECONDS - helm_start)) s"
+# What this install deploys: the image, the pool and every file of the chart. When the
+# release's current revision was made from exactly that, an upgrade would only renew the
+# webhook certificate and roll every pod (the agent too) for nothing.
+chart_sum=$(find charts/blixt -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+wanted="release=$release namespace=$namespace image=$image pool=$pool chart=$chart_sum"
+stamp=$cache/install/$release.stamp
+current=$(helm status "$release" -n "$namespace" -o json 2>/dev/null | jq -r '"\(.info.status) \(.version)"' || true)
+if [[ -z $rebuild && $current == deployed\ * && -f $stamp && $(cat "$stamp") == "$wanted revision=${current#deployed }" ]]; then
+  log "3/3 release $release revision ${current#deployed } already runs $image with pool $pool and this chart; checking its pods are ready"
+  for workload in $(kubectl -n "$namespace" get deployments,daemonsets -o name -l app.kubernetes.io/instance="$release"); do
+    kubectl -n "$namespace" rollout status "$workload" --timeout 5m >/dev/null ||
+      die "$workload in namespace $namespace is not ready; see: kubectl -n $namespace get pods; kubectl -n $namespace describe $workload"
+  done
+else
+  log "3/3 helm upgrade --install $release (namespace $namespace, image $image, address pool $pool)"
+  helm_start=$SECONDS
+  helm upgrade --install "$release" charts/blixt --namespace "$namespace" --create-namespace \
+    --set image.repository="$repository" --set image.tag="$tag" \
+    --set-json "addressPools=[{\"name\":\"local\",\"addresses\":[\"$pool\"]}]" \
+    --wait --timeout 5m >/dev/null ||
+    die "helm upgrade --install $release failed; see: kubectl -n $namespace get pods; kubectl -n $namespace describe pods"
+  revision=$(helm status "$release" -n "$namespace" -o json | jq -r .version)
+  mkdir -p "$(dirname "$stamp")"
+  printf '%s revision=%s\n' "$wanted" "$revision" >"$stamp"
+  log "release $release revision $revision ready in $((SECONDS - helm_start)) s"
+fi
 kubectl -n "$namespace" get pods -o wide >&2
 log "blixt is installed ($image) in $((SECONDS - start)) s"
