@@ -27,6 +27,11 @@ const system = "blixt-system";
 const agentPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=agent";
 const controllerPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=controller";
 
+/** Events in ms since the flows started, so a silence in the UDP flow can be placed against them. */
+const timeline: string[] = [];
+let epoch = Date.now();
+const mark = (event: string) => timeline.push(`${Date.now() - epoch} ms: ${event}`);
+
 /** A UDP flow sending every 100 ms in the background, recording who answered and the longest silence. */
 function steadyUdp(flow: UdpFlow) {
   const record = { sent: 0, answered: 0, pods: new Set<string>(), longestGapMs: 0 };
@@ -41,6 +46,7 @@ function steadyUdp(flow: UdpFlow) {
         record.answered++;
         record.pods.add((JSON.parse(reply) as { pod: string }).pod);
         record.longestGapMs = Math.max(record.longestGapMs, now - lastReply);
+        if (now - lastReply > 1000) mark(`UDP replies resume after ${now - lastReply} ms of silence`);
         lastReply = now;
       }
       await sleep(100);
@@ -103,15 +109,18 @@ spec:
   const first = await flow.echo("first", 20);
   if (!first) throw new Error(`no UDP reply from ${address}:${port}`);
   const udpBackend = first.pod;
+  epoch = Date.now();
   const udp = steadyUdp(flow);
   t.teardown(() => udp.stop());
 
   await t.test("the agent's pod is deleted", async (t) => {
     const [oldAgent] = await listObjects("pod", system, agentPods);
     const started = Date.now();
+    mark(`delete agent ${oldAgent.metadata.name}`);
     await kubectl("-n", system, "delete", "pod", oldAgent.metadata.name, "--wait=false");
     const newAgent = await waitFor("a new agent pod Ready", async () => readyPod(await listObjects("pod", system, agentPods), oldAgent.metadata.name), { timeoutMs: 180_000 });
     const agentReadyMs = Date.now() - started;
+    mark(`agent ${newAgent.metadata.name} Ready`);
     t.comment(`figure: agent ${newAgent.metadata.name} Ready ${agentReadyMs} ms after deleting ${oldAgent.metadata.name}`);
     t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the agent restarted");
     await waitFor("Gateway Programmed for its generation", () => converged(namespace, "faults"), { timeoutMs: 120_000 });
@@ -122,6 +131,7 @@ spec:
     const [oldController] = await listObjects("pod", system, controllerPods);
     const generationBefore = (await getObject("gateway", "faults", namespace))?.metadata.generation ?? 0;
     const started = Date.now();
+    mark(`delete controller ${oldController.metadata.name}`);
     await kubectl("-n", system, "delete", "pod", oldController.metadata.name, "--wait=false");
     // A change made while the controller is away must be picked up by the new one.
     await apply(`
@@ -138,6 +148,7 @@ spec:
     const newController = await waitFor("a new controller pod Ready", async () => readyPod(await listObjects("pod", system, controllerPods), oldController.metadata.name), { timeoutMs: 180_000 });
     t.comment(`figure: controller ${newController.metadata.name} Ready ${Date.now() - started} ms after deleting ${oldController.metadata.name}`);
     const gateway = await waitFor("Gateway Programmed for its new generation", () => converged(namespace, "faults"), { timeoutMs: 180_000 });
+    mark(`Gateway Programmed for generation ${gateway.metadata.generation}`);
     t.comment(`figure: Gateway Programmed for generation ${gateway.metadata.generation} ${Date.now() - started} ms after the controller's deletion`);
     t.ok((gateway.metadata.generation ?? 0) > generationBefore, "the Gateway changed while the controller was away");
     t.ok(gateway.status?.listeners?.some(l => l.name === "tcp-extra"), "and the new controller reports the listener added meanwhile");
@@ -149,6 +160,7 @@ spec:
     await udp.stop();
     const { sent, answered, pods, longestGapMs } = udp.record;
     t.comment(`figure: UDP ${answered}/${sent} datagrams answered, longest gap between replies ${longestGapMs} ms`);
+    t.comment(`timeline:\n${timeline.join("\n")}`);
     t.same([...pods], [udpBackend], `every reply came from the same backend, ${udpBackend}`);
     t.ok(answered > 0, "replies kept coming");
     const last = await flow.echo("last", 10);
