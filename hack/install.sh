@@ -45,6 +45,8 @@ die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "run as root: the cluster and the image build need it"
 command -v git >/dev/null || die "git not found: the image tag is computed from the checkout (apt-get install git)"
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
+  die "$(pwd) is not a git checkout: the image tag is computed from the files git tracks; clone blixt with git"
 
 # Everything hack/image/stage-app.sh puts into the image comes from these paths; the rest of
 # the checkout (tests, docs, charts) does not change a byte of it.
