@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The netns lab: a client, a gateway node and N backends as network namespaces on this machine,
-// shared by the lab tests, hack/demo.sh and bench/. blixt attaches on the gateway's interface
+// shared by the lab tests, hack/lab-demo.sh and bench/. blixt attaches on the gateway's interface
 // that faces the client; everything else is plain kernel routing.
 //
 //   client ns            gateway ns                       backend ns (× N)

@@ -2,7 +2,7 @@
 // The demo client's verdicts: what counts as an identity line, a weight list, and when a
 // spread, a client address or a reply address fails the demo.
 import t from "tap";
-import { type Answer, parseIdentity, parseWeights, summarize } from "./traffic";
+import { type Answer, parseIdentity, parseWeights, summarize } from "../../hack/demo/traffic";
 
 const answer = (backend: string, peerIp = "198.18.0.1", from = "198.18.0.100:80"): Answer => ({ ok: true, backend, peerIp, from });
 const repeat = (n: number, a: Answer) => Array.from({ length: n }, () => a);
