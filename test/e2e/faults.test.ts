@@ -116,6 +116,16 @@ spec:
   await t.test("the agent's pod is deleted", async (t) => {
     const [oldAgent] = await listObjects("pod", system, agentPods);
     const started = Date.now();
+    // The dataplane keeps running while the agent restarts, so the address must stay announced
+    // (in-kernel ARP answers): withdrawn, clients' neighbour entries expire and traffic stops.
+    const announcing = { running: true, withdrawn: [] as string[] };
+    const sampler = (async () => {
+      while (announcing.running) {
+        const config = await getObject("dataplaneconfig", "faults", namespace).catch(() => undefined);
+        if (config && !config.spec?.announcingNode) announcing.withdrawn.push(`generation ${config.metadata.generation} at ${Date.now() - started} ms`);
+        await sleep(250);
+      }
+    })();
     mark(`delete agent ${oldAgent.metadata.name}`);
     await kubectl("-n", system, "delete", "pod", oldAgent.metadata.name, "--wait=false");
     const newAgent = await waitFor("a new agent pod Ready", async () => readyPod(await listObjects("pod", system, agentPods), oldAgent.metadata.name), { timeoutMs: 180_000 });
@@ -125,6 +135,12 @@ spec:
     t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the agent restarted");
     await waitFor("Gateway Programmed for its generation", () => converged(namespace, "faults"), { timeoutMs: 120_000 });
     t.comment(`figure: Gateway Programmed again ${Date.now() - started} ms after the agent's deletion`);
+    announcing.running = false;
+    await sampler;
+    const { withdrawn } = announcing;
+    t.equal(withdrawn.length, 0, `DataplaneConfig ${namespace}/faults keeps spec.announcingNode while the only node's agent restarts`, {
+      withdrawnFrom: withdrawn[0], withdrawnUntil: withdrawn.at(-1), samples: withdrawn.length,
+    });
   });
 
   await t.test("the controller's pod is deleted", async (t) => {
