@@ -70,6 +70,17 @@ t.test("announcing node: rendezvous spreads addresses, and only a departed node'
   t.equal(announcingNode("198.18.0.1", [{ name: "x", ready: true, agentReady: false }, { name: "y", ready: false, agentReady: true }], undefined), undefined);
 });
 
+t.test("announcing node: with no other ready agent the address stays on its node (an agent restarting)", async (t) => {
+  const restarting = [{ name: "node-a", ready: true, agentReady: false }];
+  t.equal(announcingNode("198.18.0.100", restarting, "node-a"), "node-a", "kept while its only agent restarts");
+  t.equal(announcingNode("198.18.0.100", [], "node-a"), undefined, "a node that is gone announces nothing");
+  t.equal(
+    announcingNode("198.18.0.100", [...restarting, { name: "node-b", ready: true, agentReady: true }], "node-a"),
+    "node-b",
+    "a ready agent elsewhere takes the address over",
+  );
+});
+
 t.test("conditions keep lastTransitionTime while the status holds, and leave other types alone", async (t) => {
   const previous = [
     { type: "Accepted", status: "True", reason: "Accepted", message: "old", observedGeneration: 1, lastTransitionTime: "2025-01-01T00:00:00Z" },

@@ -173,7 +173,7 @@ function firstFree(pools: ParsedPool[], taken: Set<number>, cursors: Map<Range, 
 
 /**
  * The node that announces an address: the current one while it stays ready (so an address
- * moves only when its node goes), else the highest rendezvous hash of address and node name
+ * moves only when its node goes), or while no other node can take it, else the highest rendezvous hash of address and node name
  * among ready nodes whose agent is ready, so every controller replica picks the same node and
  * a node leaving moves only its own addresses.
  */
@@ -185,5 +185,9 @@ export function announcingNode(address: string, nodes: NodeInfo[], current: stri
     const score = fnv1a(`${address}|${node.name}`);
     if (!best || score > best.score || (score === best.score && node.name < best.name)) best = { name: node.name, score };
   }
+  // With nowhere else to go (the only agent restarting, say), the address stays where it is:
+  // that node's programs keep forwarding, and taking the announcement away would only stop
+  // the ARP answers clients need until an agent is ready again.
+  if (!best && current !== undefined && nodes.some((n) => n?.name === current)) return current;
   return best?.name;
 }
