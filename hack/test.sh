@@ -57,6 +57,8 @@ trap cleanup EXIT
 
 step "local cluster up, blixt installed by its image and chart"
 hack/install.sh
+step "the conformance suite's images into the node (the e2e tests use echo-basic too)"
+hack/conformance.sh images
 step "tap: cluster smoke and end-to-end tests"
 BLIXT_CLUSTER=1 npx tap 'test/cluster/*.test.ts' 'test/e2e/*.test.ts'
 step "upstream Gateway API conformance suite (GATEWAY-TCP, GATEWAY-UDP)"
