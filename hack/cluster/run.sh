@@ -264,7 +264,9 @@ cluster_up() {
 kill_cgroup_tasks() {
   local procs pid
   while read -r procs; do
-    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$procs"
+    # A cgroup can vanish between find and read (its pod just exited): skip it.
+    [[ -r $procs ]] || continue
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done < <(cat "$procs" 2>/dev/null || true)
   done < <(find /sys/fs/cgroup/*/kubepods -name cgroup.procs 2>/dev/null)
 }
 
@@ -344,6 +346,9 @@ cluster_down() {
   remove_kubepods_cgroups
   restore_sysctls
   rm -rf "${FIXED_PATHS[@]}"
+  # The node shares this machine's bpffs: pins a blixt agent made on the node outlive the
+  # netns (its programs went with the node's interfaces). The chart's default pin dir.
+  rm -rf "${BLIXT_NODE_PIN_DIR:-/sys/fs/bpf/blixt}"
   rmdir /var/lib/kubelet /var/lib/cni 2>/dev/null || true
   # Keep the last run's logs for a post-mortem; everything else of the run goes.
   if [[ -d $STATE_DIR ]]; then
