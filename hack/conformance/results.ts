@@ -131,7 +131,7 @@ export function skipReason(output: string[]): string {
     if (message === undefined) continue;
     const unsupported = /^Skipping \S+: suite does not support (\S+)/.exec(message);
     if (unsupported) return `feature ${unsupported[1]} not claimed`;
-    if (/^Skipping \S+: test explicitly skipped/.test(message)) return "skipped by -skip-tests or -run-test";
+    if (/^Skipping \S+: test explicitly skipped/.test(message)) return "left out by the suite's test filter (-run-test); blixt's runs filter none";
     return oneLine(message);
   }
   return "skipped";
