@@ -13,7 +13,7 @@ timed() {
 }
 
 # install_from DIR BIN... moves freshly built binaries into $BIN_DIR one by one (rename is
-# atomic, so a colleague starting kube-apiserver never sees half a file).
+# atomic, so a test starting kube-apiserver never sees half a file).
 install_from() {
   local dir=$1 bin
   shift
