@@ -71,11 +71,14 @@ t.test("a service programmed and inspected through the CLI carries UDP traffic",
   t.same(outcomes.filter((o) => !o.ok), [], "100 UDP requests through the VIP answered");
   t.ok((countByBackend(outcomes)[lab.backendName(0)] ?? 0) > 50, "the weight-3 backend took most of them");
 
+  // Each request comes from a fresh socket, but the kernel may hand a closed socket's port to
+  // a later one: that request is the same 5-tuple, a conntrack hit, not a new flow.
+  const flows = new Set(outcomes.flatMap((o) => (o.ok ? [o.peer] : []))).size;
   const stats = JSON.parse(await ok("dataplane", "stats", "--json", ...pin));
-  t.equal(stats.services[0].newFlows, 100, "stats --json counts 100 new flows");
+  t.equal(stats.services[0].newFlows, flows, `stats --json counts one new flow per distinct client port (${flows})`);
   t.match(await ok("dataplane", "stats", ...pin), /NEW FLOWS/, "stats prints a table");
   const ct = JSON.parse(await ok("dataplane", "conntrack", "--json", ...pin));
-  t.ok(ct.filter((e: { direction: string }) => e.direction === "forward").length >= 100, "conntrack --json lists the flows");
+  t.ok(ct.filter((e: { direction: string }) => e.direction === "forward").length >= flows, "conntrack --json lists the flows");
   t.match(await ok("dataplane", "conntrack", ...pin), /PROTO\s+DIRECTION\s+SOURCE/, "conntrack prints a table");
 
   await ok("dataplane", "delete", "--vip", vip, "--port", "53", "--proto", "udp", ...pin);
