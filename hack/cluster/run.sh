@@ -57,7 +57,7 @@ start() {
   local name=$1
   shift
   PATH="$BIN_DIR:$PATH" setsid nsenter --net="/var/run/netns/$NODE_NETNS" -- \
-    "$BIN_DIR/$name" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+    "$BIN_DIR/$name" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&- &
   echo $! >"$PID_DIR/$name.pid"
   log "started $name (pid $!, log $LOG_DIR/$name.log)"
 }
