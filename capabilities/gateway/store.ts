@@ -105,10 +105,18 @@ export function certificateSecretRefs(gateways: KubernetesObject[]): SecretRef[]
 
 export class SnapshotStore {
   #objects = new Map<WatchedKind, Map<string, KubernetesObject>>(WATCHED_KINDS.map(k => [k, new Map()]));
+  /**
+   * uids seen deleted, per kind. Creates and deletes arrive on separate watch streams (and a
+   * relist can be older than the last event), so an object's ADDED can land after its DELETED;
+   * a uid never comes back once deleted, so such a late arrival is dropped, not resurrected.
+   */
+  #deleted = new Map<WatchedKind, Set<string>>(WATCHED_KINDS.map(k => [k, new Set()]));
   #secrets: SecretInfo[] = [];
 
-  /** Records the latest state of an object. */
+  /** Records the latest state of an object, unless that object (by uid) was already deleted. */
   upsert(kind: WatchedKind, object: KubernetesObject): void {
+    const uid = object.metadata?.uid;
+    if (uid && this.#deleted.get(kind)!.has(uid)) return;
     this.#objects.get(kind)!.set(objectKey(object), object);
   }
 
@@ -118,13 +126,21 @@ export class SnapshotStore {
   }
 
   remove(kind: WatchedKind, object: KubernetesObject): void {
-    this.#objects.get(kind)!.delete(objectKey(object));
+    const key = objectKey(object);
+    const uid = object.metadata?.uid;
+    if (uid) this.#deleted.get(kind)!.add(uid);
+    // Only the object that was deleted: a newer one of the same name stays.
+    const held = this.#objects.get(kind)!.get(key);
+    if (!uid || !held?.metadata?.uid || held.metadata.uid === uid) this.#objects.get(kind)!.delete(key);
   }
 
   /** Replaces everything of one kind, as a relist sees it. */
   replace(kind: WatchedKind, objects: KubernetesObject[]): void {
     this.#objects.set(kind, new Map());
     for (const object of objects) this.upsert(kind, object);
+    // A tombstone is needed only while a stale list could still carry its uid.
+    const listed = new Set(objects.map(o => o.metadata?.uid).filter((u): u is string => !!u));
+    for (const uid of this.#deleted.get(kind)!) if (!listed.has(uid)) this.#deleted.get(kind)!.delete(uid);
   }
 
   get<T>(kind: WatchedKind, namespace: string | undefined, name: string): T | undefined {

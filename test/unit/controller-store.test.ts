@@ -75,3 +75,33 @@ t.test("the snapshot is sorted, so the same cluster gives the same compile input
   one.remove("Service", services[0]);
   t.same(one.snapshot(input).services.map(s => s.metadata?.name), ["a", "c"]);
 });
+
+t.test("an object's late ADDED after its DELETED does not bring it back; a new object of that name does", async t => {
+  const store = new SnapshotStore();
+  const grant = (uid: string) => ({
+    apiVersion: "gateway.networking.k8s.io/v1beta1",
+    kind: "ReferenceGrant",
+    metadata: { namespace: "web", name: "allow-gateways", uid },
+  });
+  const held = () => store.get("ReferenceGrant", "web", "allow-gateways");
+
+  // The delete stream is ahead of the create stream.
+  store.remove("ReferenceGrant", grant("uid-1"));
+  store.upsert("ReferenceGrant", grant("uid-1"));
+  t.equal(held(), undefined, "the deleted grant stays deleted");
+
+  // A relist taken before the delete landed is just as stale.
+  store.replace("ReferenceGrant", [grant("uid-1")]);
+  t.equal(held(), undefined, "a stale relist does not resurrect it either");
+
+  // The same name, created again, is a new object.
+  store.upsert("ReferenceGrant", grant("uid-2"));
+  t.same(held(), grant("uid-2"), "a new grant of the same name is kept");
+  store.remove("ReferenceGrant", grant("uid-1"));
+  t.same(held(), grant("uid-2"), "a late delete of the old one leaves the new one alone");
+
+  // Once a relist no longer carries the old uid, its tombstone is dropped.
+  store.replace("ReferenceGrant", [grant("uid-2")]);
+  store.upsert("ReferenceGrant", { ...grant("uid-1"), metadata: { namespace: "web", name: "other", uid: "uid-1" } });
+  t.ok(store.get("ReferenceGrant", "web", "other"), "tombstones do not grow without bound");
+});
