@@ -3,6 +3,10 @@
 // v1.6.3 CRDs: what it writes must pass the API server's own validation, round-trip to the
 // same status (so a second pass writes nothing), and release a deleted Gateway's table.
 import t from "tap";
+import { execa } from "execa";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
 import { routeView, kubeAdmissionLookup } from "../../capabilities/gateway/admission";
 import { routeWarnings } from "../../capabilities/gateway/admission-rules";
@@ -143,6 +147,49 @@ if ("missing" in binaries) {
     } as never);
     t.same((await restarted.resync())?.failed, []);
     t.match(await programmed(), { status: "True", reason: "Programmed" }, "the agent applied it: traffic flows");
+
+    // A listener whose Secret stops being allowed (its ReferenceGrant is deleted) leaves the
+    // Gateway with no listener that can carry traffic: the table must still be writable (an
+    // empty listener list) and the status must say RefNotPermitted, not stay as it was.
+    const dir = await mkdtemp(join(tmpdir(), "blixt-apiserver-tls-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    await execa("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=tls", "-days", "1", "-keyout", join(dir, "tls.key"), "-out", join(dir, "tls.crt")]);
+    const [crt, key] = await Promise.all([readFile(join(dir, "tls.crt")), readFile(join(dir, "tls.key"))]);
+    await K8s(kind.Namespace).Apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "certs" } });
+    await K8s(kind.Secret).Apply({ apiVersion: "v1", kind: "Secret", metadata: { namespace: "certs", name: "site" }, type: "kubernetes.io/tls", data: { "tls.crt": crt.toString("base64"), "tls.key": key.toString("base64") } });
+    const ReferenceGrant = KINDS.ReferenceGrant.model;
+    await K8s(ReferenceGrant).Apply({
+      apiVersion: "gateway.networking.k8s.io/v1beta1",
+      kind: "ReferenceGrant",
+      metadata: { namespace: "certs", name: "gateways" },
+      spec: { from: [{ group: "gateway.networking.k8s.io", kind: "Gateway", namespace: ns }], to: [{ group: "", kind: "Secret" }] },
+    } as never);
+    await K8s(Gateway).Apply({
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { namespace: ns, name: "tls" },
+      spec: {
+        gatewayClassName: "blixt",
+        listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { certificateRefs: [{ kind: "Secret", name: "site", namespace: "certs" }] } }],
+      },
+    } as never);
+    const httpsListener = async () =>
+      ((await K8s(Gateway).InNamespace(ns).Get("tls")) as unknown as { status: { listeners: { name: string; conditions: Condition[] }[] } }).status.listeners[0];
+    const tlsListeners = async () => ((await K8s(DataplaneConfig).InNamespace(ns).Get("tls")) as unknown as { spec: { listeners?: { name: string }[] } }).spec.listeners;
+    t.same((await restarted.resync())?.failed, []);
+    t.match((await httpsListener()).conditions.find(c => c.type === "ResolvedRefs"), { status: "True" }, "granted");
+    t.match(await tlsListeners(), [{ name: "https" }]);
+    await K8s(ReferenceGrant).InNamespace("certs").Delete("gateways");
+    const revoked = await restarted.resync();
+    t.same(revoked?.failed, [], `the table without listeners is accepted (log: ${log.lines.slice(-3).join(" | ")})`);
+    t.same(revoked?.skipped, [], "and no status waits on it");
+    t.match((await httpsListener()).conditions.find(c => c.type === "ResolvedRefs"), { status: "False", reason: "RefNotPermitted" });
+    t.equal(await tlsListeners(), undefined, "no listener left in the table");
+    t.same((await restarted.resync())?.failed, [], "the statuses catch up with the table just written");
+    t.same((await restarted.resync())?.writes, [], "and that reads back as what blixt wants");
+    await K8s(Gateway).InNamespace(ns).Delete("tls");
+    await restarted.resync();
+    await restarted.resync();
 
     // Admission's lookups against the same server: a route to a missing Service.
     const dangling = { ...route, metadata: { namespace: ns, name: "dangling" }, spec: { ...route.spec, rules: [{ backendRefs: [{ name: "nope", port: 1 }] }] } };

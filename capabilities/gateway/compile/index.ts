@@ -383,7 +383,7 @@ function dataplaneConfig(g: GatewayPlan, existing: DataplaneConfig | undefined, 
   const listeners = [...groups.values()].map(({ listeners: ls, routes }) => {
     const first = ls[0];
     const carrier = [...new Set(routes)].sort((a, b) => byAge(a.meta, b.meta))[0];
-    const entry: NonNullable<DataplaneConfig["spec"]>["listeners"][number] = {
+    const entry: NonNullable<NonNullable<DataplaneConfig["spec"]>["listeners"]>[number] = {
       name: first.name,
       port: first.port,
       protocol: first.transport as never,
@@ -402,7 +402,9 @@ function dataplaneConfig(g: GatewayPlan, existing: DataplaneConfig | undefined, 
     gatewayGeneration: g.meta.generation,
     ...(address ? { address } : {}),
     ...(node ? { announcingNode: node } : {}),
-    listeners,
+    // Omitted, not [], when empty: server-side apply drops an empty list, so the spec read
+    // back would never equal one written with `listeners: []`.
+    ...(listeners.length > 0 ? { listeners } : {}),
   };
   const metadata: Record<string, unknown> = {
     name: g.meta.name,
