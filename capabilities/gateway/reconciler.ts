@@ -59,8 +59,21 @@ export function errorMessage(error: unknown): string {
 
 const rfc3339 = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, "Z");
 
-/** Writes that publish or release what an earlier write must have recorded first. */
-const dependsOnEarlierWrites = (write: Write): boolean => write.op === "patchStatus" || write.op === "removeFinalizer";
+/**
+ * The Gateway a write publishes or releases something for, when an earlier write for that
+ * Gateway must have landed first: its status (the address it publishes is recorded only in
+ * its DataplaneConfig) and its finalizer's removal (only once its DataplaneConfig is gone).
+ */
+function dependentGateway(write: Write): string | undefined {
+  if (write.op === "removeFinalizer" || (write.op === "patchStatus" && write.kind === "Gateway")) return `${write.namespace}/${write.name}`;
+  return undefined;
+}
+
+/** The Gateway whose later status and finalizer writes wait on this one, if it fails. */
+function prerequisiteOf(write: Write): string | undefined {
+  if (write.op === "patchStatus" || write.op === "removeFinalizer") return undefined;
+  return `${write.namespace}/${write.name}`;
+}
 
 export class Reconciler {
   readonly store = new SnapshotStore();
@@ -106,9 +119,11 @@ export class Reconciler {
 
   /** Relists every watched kind, then reconciles. Retried with backoff on failure. */
   async resync(): Promise<ReconcileResult | undefined> {
+    // Events that land while the lists are in flight are newer than the lists: the store keeps them.
+    const since = this.store.listStarted();
     try {
       const lists = await Promise.all(WATCHED_KINDS.map(async kind => [kind, await this.#deps.client.list(kind)] as const));
-      for (const [kind, objects] of lists) this.store.replace(kind, objects);
+      for (const [kind, objects] of lists) this.store.replace(kind, objects, since);
     } catch (error) {
       this.#failures++;
       const delay = this.#backoffMs();
@@ -118,6 +133,8 @@ export class Reconciler {
         this.#resyncTimer = setTimeout(() => void this.resync(), delay);
       }
       return undefined;
+    } finally {
+      this.store.listDone(since);
     }
     this.#synced = true;
     return this.reconcile();
@@ -197,10 +214,12 @@ export class Reconciler {
 
     const writes = planWrites(snapshot, output);
     const result: ReconcileResult = { writes, failed: [], skipped: [] };
-    let blocked = false;
+    // A Gateway's status must not publish an address its DataplaneConfig did not record; a
+    // failure holds back only that Gateway's writes, never another Gateway's or a route's.
+    const blocked = new Set<string>();
     for (const write of writes) {
-      // A status must not publish an address whose DataplaneConfig was not recorded.
-      if (blocked && dependsOnEarlierWrites(write)) {
+      const dependent = dependentGateway(write);
+      if (dependent && blocked.has(dependent)) {
         result.skipped.push(write);
         continue;
       }
@@ -211,7 +230,8 @@ export class Reconciler {
         const message = errorMessage(error);
         result.failed.push({ write, error: message });
         log.error(`${describeWrite(write)} failed: ${message}`);
-        if (!dependsOnEarlierWrites(write)) blocked = true;
+        const prerequisite = prerequisiteOf(write);
+        if (prerequisite) blocked.add(prerequisite);
       }
     }
     if (result.failed.length > 0) {

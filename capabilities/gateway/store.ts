@@ -112,12 +112,30 @@ export class SnapshotStore {
    */
   #deleted = new Map<WatchedKind, Set<string>>(WATCHED_KINDS.map(k => [k, new Set()]));
   #secrets: SecretInfo[] = [];
+  /**
+   * When each object was last seen by a watch (or a write), as a sequence number. A relist
+   * can take seconds, and a list is a picture of its start: whatever a watch reported after a
+   * list began is newer than what that list says about it.
+   */
+  #seq = 0;
+  #touched = new Map<string, number>();
+  #listing = new Set<number>();
+
+  #touch(kind: WatchedKind, key: string): void {
+    this.#touched.set(`${kind}\0${key}`, ++this.#seq);
+  }
+
+  #touchedSince(kind: WatchedKind, key: string, since: number): boolean {
+    return (this.#touched.get(`${kind}\0${key}`) ?? 0) > since;
+  }
 
   /** Records the latest state of an object, unless that object (by uid) was already deleted. */
   upsert(kind: WatchedKind, object: KubernetesObject): void {
     const uid = object.metadata?.uid;
     if (uid && this.#deleted.get(kind)!.has(uid)) return;
-    this.#objects.get(kind)!.set(objectKey(object), object);
+    const key = objectKey(object);
+    this.#objects.get(kind)!.set(key, object);
+    this.#touch(kind, key);
   }
 
   /** The referenced Secrets as last read, already reduced to SecretInfo. */
@@ -131,16 +149,45 @@ export class SnapshotStore {
     if (uid) this.#deleted.get(kind)!.add(uid);
     // Only the object that was deleted: a newer one of the same name stays.
     const held = this.#objects.get(kind)!.get(key);
-    if (!uid || !held?.metadata?.uid || held.metadata.uid === uid) this.#objects.get(kind)!.delete(key);
+    if (!uid || !held?.metadata?.uid || held.metadata.uid === uid) {
+      this.#objects.get(kind)!.delete(key);
+      this.#touch(kind, key);
+    }
   }
 
-  /** Replaces everything of one kind, as a relist sees it. */
-  replace(kind: WatchedKind, objects: KubernetesObject[]): void {
-    this.#objects.set(kind, new Map());
-    for (const object of objects) this.upsert(kind, object);
+  /** A relist is about to start: its token for replace() and listDone(). */
+  listStarted(): number {
+    this.#listing.add(this.#seq);
+    return this.#seq;
+  }
+
+  /** The relist that listStarted() returned `since` for is over (applied or failed). */
+  listDone(since: number): void {
+    this.#listing.delete(since);
+    // Only a relist still running needs to know what changed after it began.
+    const oldest = Math.min(...this.#listing);
+    for (const [key, seq] of this.#touched) if (seq <= oldest) this.#touched.delete(key);
+  }
+
+  /**
+   * Replaces everything of one kind with a relist begun at `since` (listStarted()): what a
+   * watch reported after that, an object or its deletion, is kept over the list's older view.
+   */
+  replace(kind: WatchedKind, objects: KubernetesObject[], since = this.#seq): void {
+    const held = this.#objects.get(kind)!;
+    const fresh = new Map<string, KubernetesObject>();
+    const deleted = this.#deleted.get(kind)!;
+    for (const object of objects) {
+      const key = objectKey(object);
+      const uid = object.metadata?.uid;
+      if (this.#touchedSince(kind, key, since) || (uid && deleted.has(uid))) continue;
+      fresh.set(key, object);
+    }
+    for (const [key, object] of held) if (this.#touchedSince(kind, key, since)) fresh.set(key, object);
+    this.#objects.set(kind, fresh);
     // A tombstone is needed only while a stale list could still carry its uid.
     const listed = new Set(objects.map(o => o.metadata?.uid).filter((u): u is string => !!u));
-    for (const uid of this.#deleted.get(kind)!) if (!listed.has(uid)) this.#deleted.get(kind)!.delete(uid);
+    for (const uid of deleted) if (!listed.has(uid)) deleted.delete(uid);
   }
 
   get<T>(kind: WatchedKind, namespace: string | undefined, name: string): T | undefined {

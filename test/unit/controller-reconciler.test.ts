@@ -7,7 +7,7 @@ import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import { compile } from "../../capabilities/gateway/compile/index";
 import type { CompileOutput, SecretInfo, Snapshot } from "../../capabilities/gateway/compile/types";
 import type { ControllerSettings } from "../../capabilities/gateway/config";
-import { GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
+import { describeWrite, GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
 import { Reconciler, type ClusterClient } from "../../capabilities/gateway/reconciler";
 import { WATCHED_KINDS, type SecretRef, type WatchedKind } from "../../capabilities/gateway/store";
 
@@ -185,19 +185,20 @@ t.test("a burst of watch events is coalesced into one compile", async t => {
   t.equal(counting.calls.at(-1)!.services.length, 20, "the one compile sees every event of the burst");
 });
 
-t.test("a failed write is logged by name, blocks the statuses after it and is retried", async t => {
+t.test("a failed write is logged by name, holds back its own Gateway's status and is retried", async t => {
   const cluster = new MemoryCluster();
-  seed(cluster, ["gw"]);
+  seed(cluster, ["gw", "other"]);
   const { lines, log } = quietLog();
   const counting = countingCompile();
   const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log });
   t.teardown(() => reconciler.stop());
 
-  cluster.failNext = write => write.op === "applyDataplaneConfig";
+  cluster.failNext = write => write.op === "applyDataplaneConfig" && write.name === "gw";
   const retried = counting.next().then(() => counting.next());
   const first = await reconciler.resync();
-  t.same(first!.failed.map(f => f.write.op), ["applyDataplaneConfig"]);
-  t.same(first!.skipped.map(w => w.op), ["patchStatus", "patchStatus"], "no status publishes an address that is not recorded");
+  t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/gw"]);
+  t.same(first!.skipped.map(describeWrite), ["patchStatus Gateway default/gw"], "no status publishes an address that is not recorded");
+  t.ok((cluster.find("Gateway", "default", "other")!.status as { addresses?: unknown }).addresses, "another Gateway's status is not held back");
   t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified"));
 
   await retried;

@@ -105,3 +105,35 @@ t.test("an object's late ADDED after its DELETED does not bring it back; a new o
   store.upsert("ReferenceGrant", { ...grant("uid-1"), metadata: { namespace: "web", name: "other", uid: "uid-1" } });
   t.ok(store.get("ReferenceGrant", "web", "other"), "tombstones do not grow without bound");
 });
+
+t.test("a relist is older than every event that landed while it was in flight", async t => {
+  const store = new SnapshotStore();
+  const gateway = (name: string, uid: string, generation = 1) => ({
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "Gateway",
+    metadata: { namespace: "infra", name, uid, generation },
+  });
+  store.upsert("Gateway", gateway("old", "uid-old"));
+  store.upsert("Gateway", gateway("kept", "uid-kept"));
+  store.upsert("Gateway", gateway("changed", "uid-changed"));
+
+  const since = store.listStarted();
+  // While the lists are in flight: one Gateway is created, one deleted, one changed.
+  store.upsert("Gateway", gateway("new", "uid-new"));
+  store.remove("Gateway", gateway("old", "uid-old"));
+  store.upsert("Gateway", gateway("changed", "uid-changed", 2));
+  // The list was taken before all of that.
+  store.replace("Gateway", [gateway("old", "uid-old"), gateway("kept", "uid-kept", 3), gateway("changed", "uid-changed")], since);
+  store.listDone(since);
+
+  t.ok(store.get("Gateway", "infra", "new"), "a Gateway created after the list began is not dropped");
+  t.equal(store.get("Gateway", "infra", "old"), undefined, "one deleted after it began is not brought back");
+  t.equal(store.get<{ metadata: { generation: number } }>("Gateway", "infra", "changed")?.metadata.generation, 2, "a change after it began is kept");
+  t.equal(store.get<{ metadata: { generation: number } }>("Gateway", "infra", "kept")?.metadata.generation, 3, "what no event touched comes from the list");
+
+  // The next relist, with nothing in flight, is the truth again.
+  const next = store.listStarted();
+  store.replace("Gateway", [gateway("kept", "uid-kept", 3)], next);
+  store.listDone(next);
+  t.same(store.list<{ metadata: { name: string } }>("Gateway").map(g => g.metadata.name), ["kept"]);
+});
