@@ -109,6 +109,10 @@ if [[ -z $rebuild && $current == deployed\ * && -f $stamp && $(cat "$stamp") == 
 else
   log "3/3 helm upgrade --install $release (namespace $namespace, image $image, address pool $pool)"
   helm_start=$SECONDS
+  # Helm creates a chart's crds/ on install and never touches them again: apply them first,
+  # so an upgrade runs against the CRDs this checkout's code expects.
+  kubectl apply --server-side --force-conflicts --field-manager=helm -f charts/blixt/crds/ >/dev/null ||
+    die "applying charts/blixt/crds/ failed; see: kubectl get crd dataplaneconfigs.blixt.dev -o yaml"
   helm upgrade --install "$release" charts/blixt --namespace "$namespace" --create-namespace \
     --set image.repository="$repository" --set image.tag="$tag" \
     --set-json "addressPools=[{\"name\":\"local\",\"addresses\":[\"$pool\"]}]" \
