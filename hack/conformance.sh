@@ -323,7 +323,29 @@ main() {
   fi
   # The suite's own exit status is non-zero whenever any test fails, expected or not; the
   # check that matters is the recorded list, done by write_results.
-  write_results "$run_dir/events.json" "$report" "$record"
+  write_results "$run_dir/events.json" "$report" "$record" || {
+    show_failures "$run_dir"
+    return 1
+  }
+}
+
+# What a CI log needs to explain a regression without the machine: the last lines each failed
+# test printed, and blixt's own logs from the run (also kept in the run's directory).
+show_failures() {
+  local run_dir=$1 test
+  for test in $(jq -r 'select(.Action == "fail" and (.Test // "" | test("^TestConformance/[^/]+$"))) | .Test' "$run_dir/events.json" | sort -u); do
+    log "last output of ${test#TestConformance/}:"
+    jq -r --arg t "$test" 'select(.Action == "output" and ((.Test // "") | startswith($t))) | .Output' "$run_dir/events.json" |
+      grep -v '^\s*$' | tail -n 30 | sed 's/^/    /' >&2
+  done
+  local component
+  for component in controller agent; do
+    kubectl -n "${BLIXT_NAMESPACE:-blixt-system}" logs -l app.kubernetes.io/component="$component" --tail=-1 --all-containers --prefix \
+      >"$run_dir/blixt-$component.log" 2>&1 || true
+  done
+  log "blixt controller, its last 40 warnings and errors (the whole log: $run_dir/blixt-controller.log):"
+  grep -E '"level":(40|50|60)' "$run_dir/blixt-controller.log" | sed -E 's/.*"msg":"(.*)"\}$/\1/' |
+    tail -n 40 | cut -c1-400 | sed 's/^/    /' >&2 || true
 }
 
 main "$@"
