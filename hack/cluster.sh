@@ -21,8 +21,10 @@ usage: hack/cluster.sh COMMAND
   down             stop everything and remove what up created (safe to repeat)
   status           which components run, and whether the node is Ready
   env              print shell exports: eval "\$(hack/cluster.sh env)"
+  restart kubelet  stop and start the node's kubelet (pods keep running), wait for Ready
   import IMAGE.tar import an OCI image archive into the node's containerd
   kubectl ARGS...  run the cached kubectl against the cluster
+  helm ARGS...     run the cached helm against the cluster
   node CMD...      run CMD in the node's network namespace (pod and Service IPs reach)
 USAGE
 }
@@ -39,7 +41,7 @@ serialize() {
 }
 
 case ${1:-help} in
-  build|up|down) serialize ;;
+  build|up|down|restart) serialize ;;
 esac
 
 case ${1:-help} in
@@ -48,8 +50,12 @@ case ${1:-help} in
   down) cluster_down ;;
   status) cluster_status ;;
   env) cluster_env ;;
+  restart)
+    [[ ${2:-} == kubelet && $# == 2 ]] || die "usage: hack/cluster.sh restart kubelet"
+    restart_kubelet ;;
   import) shift; [[ $# == 1 ]] || die "usage: hack/cluster.sh import IMAGE.tar"; image_import "$1" ;;
   kubectl) shift; exec "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@" ;;
+  helm) shift; exec "$BIN_DIR/helm" --kubeconfig "$KUBECONFIG_PATH" "$@" ;;
   node) shift; [[ $# -ge 1 ]] || die "usage: hack/cluster.sh node CMD..."; exec nsenter --net="/var/run/netns/$NODE_NETNS" -- "$@" ;;
   help|-h|--help) usage ;;
   *) usage; exit 2 ;;

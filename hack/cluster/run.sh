@@ -162,8 +162,7 @@ start_node() {
 
   local name
   for name in "${KUBELET_SYSCTLS[@]}"; do sysctl -n "$name"; done >"$STATE_DIR/sysctls.saved"
-  start kubelet --config "$STATE_DIR/kubelet.yaml" --kubeconfig "$STATE_DIR/kubelet.kubeconfig" \
-    --root-dir "$KUBELET_ROOT" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+  start_kubelet
   start kube-proxy --config "$STATE_DIR/kube-proxy.yaml"
 
   # The CNI config is written once the controller-manager has given the node its pod
@@ -172,6 +171,25 @@ start_node() {
   NODE_POD_CIDR=$(node_pod_cidr)
   write_cni_config "$STATE_DIR/cni/net.d/10-blixt.conflist"
   log "node pod CIDR $NODE_POD_CIDR"
+}
+
+start_kubelet() {
+  start kubelet --config "$STATE_DIR/kubelet.yaml" --kubeconfig "$STATE_DIR/kubelet.kubeconfig" \
+    --root-dir "$KUBELET_ROOT" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+}
+
+# restart_kubelet: what a kubelet upgrade or crash does to a node: the kubelet stops (SIGTERM)
+# and starts again; the pods keep running in containerd meanwhile. Returns once the node is
+# Ready again.
+restart_kubelet() {
+  cluster_running || die "the cluster is not up: run hack/cluster.sh up"
+  local start_time=$SECONDS
+  stop_daemons kubelet
+  start_kubelet
+  # The node's Ready condition lags a restart; wait for this kubelet's own heartbeat.
+  wait_until 120 "node $NODE_NAME to be Ready" \
+    kubectl_admin wait --for condition=Ready --timeout 1s "node/$NODE_NAME"
+  log "kubelet restarted; node $NODE_NAME Ready after $((SECONDS - start_time)) s"
 }
 
 # write_cni_config FILE: a bridge (cni0) with host-local IPAM on the node's pod CIDR,
