@@ -1,31 +1,37 @@
 // SPDX-License-Identifier: Apache-2.0
 // Faults while traffic flows: one long TCP connection and a steady UDP flow (one source port)
-// run through a Gateway while the node agent's pod is deleted (its DaemonSet starts a new one)
-// and then the controller's pod. The pinned maps outlive the agent and the dataplane does not
+// run through a Gateway while, one after another, the node agent's pod is deleted (its
+// DaemonSet starts a new one), the controller's pod, one webhook pod, blixt is upgraded by
+// `helm upgrade` with a changed value (every pod rolls, the webhook gets a new certificate),
+// and the node's kubelet restarts. The pinned maps outlive the agent and the dataplane does not
 // depend on the controller, so the TCP connection keeps working, UDP replies keep coming from
-// the same backend, and status converges again. The times are printed as figures (comments in
-// the TAP output), never asserted: speed belongs to bench/.
+// the same backend, and status converges again. The times are figures (TAP comments, and
+// bench/REPORT.md through recordFigure), never asserted: speed belongs to bench/.
 //
 // This file restarts blixt's own pods, so anything else using the cluster at the same time
 // (other e2e files, a conformance run) sees a short pause in status updates.
 import t, { type Test } from "tap";
 import { setTimeout as sleep } from "node:timers/promises";
+import { execa } from "execa";
 import {
-  apply, clusterSkipReason, echoBackend, findCondition, freshNamespace, gatewayAddress, getObject, kubectl, listObjects,
-  tcpEcho, UdpFlow, waitFor, waitForCondition, waitForDeployment, type KubeObject,
+  apply, clusterSh, clusterSkipReason, echoBackend, findCondition, freshNamespace, gatewayAddress, getObject, helm, kubectl,
+  kubectlRun, listObjects, recordFigure, restartCounts, tcpEcho, UdpFlow, waitFor, waitForCondition, waitForDeployment,
+  type KubeObject,
 } from "../lib/cluster.js";
 
 const skip = clusterSkipReason();
 if (skip) {
   t.plan(0, skip);
 } else {
-  t.setTimeout(6 * 60 * 1000);
-  t.test("traffic survives the agent's and the controller's restart", run);
+  t.setTimeout(12 * 60 * 1000);
+  t.test("traffic survives restarts of every blixt pod, a helm upgrade and a kubelet restart", run);
 }
 
 const system = "blixt-system";
 const agentPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=agent";
 const controllerPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=controller";
+const admissionPods = "app.kubernetes.io/instance=blixt,app.kubernetes.io/component=admission";
+const blixtPods = "app.kubernetes.io/instance=blixt";
 
 /** Events in ms since the flows started, so a silence in the UDP flow can be placed against them. */
 const timeline: string[] = [];
@@ -131,10 +137,10 @@ spec:
     const newAgent = await waitFor("a new agent pod Ready", async () => readyPod(await listObjects("pod", system, agentPods), oldAgent.metadata.name), { timeoutMs: 180_000 });
     const agentReadyMs = Date.now() - started;
     mark(`agent ${newAgent.metadata.name} Ready`);
-    t.comment(`figure: agent ${newAgent.metadata.name} Ready ${agentReadyMs} ms after deleting ${oldAgent.metadata.name}`);
+    await recordFigure(t, "agent pod deleted → new agent Ready", agentReadyMs);
     t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the agent restarted");
     await waitFor("Gateway Programmed for its generation", () => converged(namespace, "faults"), { timeoutMs: 120_000 });
-    t.comment(`figure: Gateway Programmed again ${Date.now() - started} ms after the agent's deletion`);
+    await recordFigure(t, "agent pod deleted → Gateway Programmed again", Date.now() - started);
     announcing.running = false;
     await sampler;
     const { withdrawn } = announcing;
@@ -162,13 +168,83 @@ spec:
   - {name: tcp-extra, protocol: TCP, port: ${port + 1}}
 `);
     const newController = await waitFor("a new controller pod Ready", async () => readyPod(await listObjects("pod", system, controllerPods), oldController.metadata.name), { timeoutMs: 180_000 });
-    t.comment(`figure: controller ${newController.metadata.name} Ready ${Date.now() - started} ms after deleting ${oldController.metadata.name}`);
+    await recordFigure(t, "controller pod deleted → new controller Ready", Date.now() - started);
     const gateway = await waitFor("Gateway Programmed for its new generation", () => converged(namespace, "faults"), { timeoutMs: 180_000 });
     mark(`Gateway Programmed for generation ${gateway.metadata.generation}`);
-    t.comment(`figure: Gateway Programmed for generation ${gateway.metadata.generation} ${Date.now() - started} ms after the controller's deletion`);
+    await recordFigure(t, "controller pod deleted, Gateway changed meanwhile → Programmed for the new generation", Date.now() - started);
     t.ok((gateway.metadata.generation ?? 0) > generationBefore, "the Gateway changed while the controller was away");
     t.ok(gateway.status?.listeners?.some(l => l.name === "tcp-extra"), "and the new controller reports the listener added meanwhile");
     t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the controller restarted");
+  });
+
+  await t.test("a webhook pod is deleted", async (t) => {
+    const [oldWebhook] = await listObjects("pod", system, admissionPods);
+    const started = Date.now();
+    mark(`delete webhook ${oldWebhook.metadata.name}`);
+    await kubectl("-n", system, "delete", "pod", oldWebhook.metadata.name, "--wait=false");
+    // The other replica keeps answering: a write that needs the webhook (a DataplaneConfig
+    // by anyone but the controller is denied, failurePolicy Fail) is judged, not refused.
+    const denied = await kubectlRun(["-n", namespace, "patch", "dataplaneconfig", "faults", "--type=merge", "-p", '{"spec":{"gatewayGeneration":999}}']);
+    t.not(denied.exitCode, 0, "a DataplaneConfig write by someone else is still denied while a webhook pod restarts");
+    t.match(denied.stderr, /denied the request: .*written only by blixt's controller/, "by the webhook itself, not by an unreachable one");
+    const newWebhook = await waitFor("a new webhook pod Ready", async () => readyPod(await listObjects("pod", system, admissionPods), oldWebhook.metadata.name), { timeoutMs: 180_000 });
+    mark(`webhook ${newWebhook.metadata.name} Ready`);
+    await recordFigure(t, "webhook pod deleted → new webhook pod Ready", Date.now() - started);
+    t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers");
+  });
+
+  await t.test("blixt is upgraded with helm to a changed value", async (t) => {
+    const podsBefore = new Set((await listObjects("pod", system, blixtPods)).map(p => p.metadata.name));
+    const generationBefore = (await getObject("gateway", "faults", namespace))?.metadata.generation ?? 0;
+    const started = Date.now();
+    mark("helm upgrade --set logLevel=debug");
+    // Every role reads logLevel, so every pod rolls, the agent too.
+    await helm("upgrade", "blixt", "charts/blixt", "-n", system, "--reuse-values", "--set", "logLevel=debug", "--wait", "--timeout", "5m");
+    t.teardown(() => helm("upgrade", "blixt", "charts/blixt", "-n", system, "--reuse-values", "--set", "logLevel=info", "--wait", "--timeout", "5m"));
+    mark("helm upgrade done");
+    await recordFigure(t, "helm upgrade (changed value, every pod rolled) → release ready", Date.now() - started);
+    const podsAfter = (await listObjects("pod", system, blixtPods)).filter(p => !p.metadata.deletionTimestamp);
+    t.same(podsAfter.filter(p => podsBefore.has(p.metadata.name)).map(p => p.metadata.name), [], "every blixt pod was replaced");
+    t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the upgrade");
+    // The new controller must take changes: a listener is removed again.
+    await apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: faults, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port}}
+  - {name: udp, protocol: UDP, port: ${port}}
+`);
+    const gateway = await waitFor("Gateway Programmed for its new generation", async () => {
+      const g = await converged(namespace, "faults");
+      return g && (g.metadata.generation ?? 0) > generationBefore ? g : undefined;
+    }, { timeoutMs: 180_000 });
+    await recordFigure(t, "helm upgrade → Gateway changed after it Programmed again", Date.now() - started);
+    t.same(gateway.status?.listeners?.map(l => l.name).sort(), ["tcp", "udp"]);
+  });
+
+  await t.test("the node's kubelet restarts", async (t) => {
+    const restartsBefore = await restartCounts(system, blixtPods);
+    const started = Date.now();
+    mark("restart kubelet");
+    await execa(clusterSh, ["restart", "kubelet"]);
+    mark("kubelet back, node Ready");
+    await recordFigure(t, "kubelet restart → node Ready", Date.now() - started);
+    t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers after the kubelet restarted");
+    // The kubelet finds its pods running and leaves them be.
+    await waitFor("every blixt pod Ready again", async () => {
+      const pods = await listObjects("pod", system, blixtPods);
+      return pods.length > 0 && pods.every(p => (p.status?.conditions ?? []).some(c => c.type === "Ready" && c.status === "True")) ? pods : undefined;
+    }, { timeoutMs: 120_000 });
+    const restartsAfter = await restartCounts(system, blixtPods);
+    // Pods the upgrade was still terminating may have gone meanwhile; every other pod is the same pod.
+    const kept = Object.keys(restartsAfter).filter(name => name in restartsBefore);
+    t.same(Object.keys(restartsAfter).filter(name => !(name in restartsBefore)), [], "no blixt pod was replaced");
+    t.same(Object.fromEntries(kept.map(name => [name, restartsAfter[name]])), Object.fromEntries(kept.map(name => [name, restartsBefore[name]])), "no blixt container restarted");
+    await waitFor("Gateway Programmed for its generation", () => converged(namespace, "faults"), { timeoutMs: 120_000 });
+    await recordFigure(t, "kubelet restart → Gateway Programmed", Date.now() - started);
   });
 
   await t.test("the UDP flow throughout", async (t) => {

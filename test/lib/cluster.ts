@@ -5,7 +5,7 @@
 // They talk to the cluster hack/cluster.sh runs; they never start, stop or install it.
 import { execa } from "execa";
 import { once } from "node:events";
-import { readFile } from "node:fs/promises";
+import { appendFile, readFile } from "node:fs/promises";
 import { createSocket } from "node:dgram";
 import net from "node:net";
 import { dirname } from "node:path";
@@ -60,7 +60,7 @@ export async function apply(manifest: string): Promise<string> {
 // Kubernetes objects as kubectl returns them: only the fields the tests read.
 export type Condition = { type: string; status: string; reason?: string; message?: string; observedGeneration?: number };
 export type KubeObject = {
-  metadata: { name: string; namespace?: string; generation?: number; uid?: string };
+  metadata: { name: string; namespace?: string; generation?: number; uid?: string; deletionTimestamp?: string; labels?: Record<string, string> };
   spec?: Record<string, unknown>;
   status?: {
     conditions?: Condition[];
@@ -403,4 +403,22 @@ export async function restartCounts(namespace: string, selector: string): Promis
     counts[pod.metadata.name] = (pod.status?.containerStatuses ?? []).reduce((sum, c) => sum + c.restartCount, 0);
   }
   return counts;
+}
+
+/** The cached helm against the local cluster; throws with helm's own words when it fails. */
+export async function helm(...args: string[]): Promise<string> {
+  const result = await execa(clusterSh, ["helm", ...args], { reject: false, timeout: 600_000 });
+  if (result.exitCode !== 0) throw new Error(`helm ${args.join(" ")} failed (${result.exitCode}): ${String(result.stderr).trim()}`);
+  return String(result.stdout);
+}
+
+/**
+ * A measured figure (a convergence or recovery time): printed as a TAP comment and, when
+ * BLIXT_E2E_FIGURES names a file, appended to it as one JSON line for hack/e2e-figures.ts,
+ * which writes them into bench/REPORT.md. Never asserted: speed belongs to bench/.
+ */
+export async function recordFigure(t: { comment: (message: string) => void }, name: string, ms: number): Promise<void> {
+  t.comment(`figure: ${name}: ${ms} ms`);
+  const file = process.env.BLIXT_E2E_FIGURES;
+  if (file) await appendFile(file, `${JSON.stringify({ name, ms, at: new Date().toISOString() })}\n`);
 }
