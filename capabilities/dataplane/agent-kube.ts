@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The agent's two Kubernetes calls: list the DataplaneConfigs at start, and write its own
-// status entry.
+// The agent's Kubernetes calls: list the DataplaneConfigs at start, write its own status
+// entry, and read the Secrets of HTTPS listeners' certificateRefs.
 //
 // status.nodes is a list map keyed by node name, so each agent server-side-applies ONLY its
 // entry, with a field manager of its own ("blixt-agent/<node>"): the API server merges the
@@ -9,7 +9,7 @@
 // entries it does not list (SSA deletes fields a manager stops applying). kubernetes-fluent-
 // client's Apply has a fixed field manager and does not reach the status subresource, so this
 // sends the apply request itself, with the client's own connection settings.
-import { K8s, fetch } from "kubernetes-fluent-client";
+import { K8s, fetch, kind } from "kubernetes-fluent-client";
 import { k8sCfg } from "kubernetes-fluent-client/dist/fluent/utils.js";
 import { FetchMethods } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
@@ -51,4 +51,14 @@ export async function acknowledge(config: DataplaneConfig, ack: NodeAck): Promis
 /** Every DataplaneConfig in the cluster, to converge to before reporting ready. */
 export async function listDataplaneConfigs(): Promise<DataplaneConfig[]> {
   return (await K8s(DataplaneConfig).Get()).items;
+}
+
+/** A Secret an HTTPS listener refers to; undefined when it does not exist. */
+export async function readSecret(namespace: string, name: string): Promise<{ type?: string; data?: Record<string, string> } | undefined> {
+  try {
+    return await K8s(kind.Secret).InNamespace(namespace).Get(name);
+  } catch (error) {
+    if ((error as { status?: number }).status === 404) return undefined;
+    throw error;
+  }
 }

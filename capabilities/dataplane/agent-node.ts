@@ -71,3 +71,19 @@ export async function linkKind(iface: string, netns?: string): Promise<string | 
   const [link] = JSON.parse(stdout) as { linkinfo?: { info_kind?: string } }[];
   return link?.linkinfo?.info_kind;
 }
+
+interface AddressInfo {
+  family?: string;
+  local?: string;
+  scope?: string;
+}
+
+/** The first global IPv4 address in `ip -j addr show dev IFACE` output, if any. */
+export function firstIPv4(links: { addr_info?: AddressInfo[] }[]): string | undefined {
+  return links.flatMap((l) => l.addr_info ?? []).find((a) => a.family === "inet" && a.scope === "global" && a.local)?.local;
+}
+
+/** The node's own IPv4 address on the ingress interface: where HTTPS listeners' TLS terminators listen. */
+export async function interfaceAddress(iface: string, netns?: string): Promise<string | undefined> {
+  return firstIPv4(JSON.parse((await ip(["-j", "-4", "addr", "show", "dev", iface], netns)) || "[]"));
+}

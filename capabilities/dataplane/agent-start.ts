@@ -7,7 +7,9 @@ import { dirname } from "node:path";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { Agent, type AgentLog, type ConvergeResult } from "./agent.js";
 import { acknowledge, listDataplaneConfigs } from "./agent-kube.js";
-import { ensureBpffs, ingressInterface, linkKind, parseRequestedMode, pickMode } from "./agent-node.js";
+import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode, pickMode } from "./agent-node.js";
+import { readSecret } from "./agent-kube.js";
+import { TlsListeners } from "./tls-listeners.js";
 import { DEFAULT_PIN_DIR, Dataplane } from "./dataplane.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
 import type { AttachMode } from "./plan.js";
@@ -47,6 +49,14 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
   };
 }
 
+/** Where HTTPS listeners' TLS terminators listen: the node's own address on the ingress interface. */
+async function tlsHost(iface: string, netns: string | undefined): Promise<string | { error: string }> {
+  // Sockets open in the agent's own network namespace, which the dataplane's DNAT cannot reach.
+  if (netns) return { error: `TLS termination needs the agent inside the node's network namespace, but BLIXT_NETNS="${netns}" is set` };
+  const address = await interfaceAddress(iface).catch(() => undefined);
+  return address ?? { error: `interface ${iface} has no global IPv4 address for the TLS terminators to listen on; give it one or set BLIXT_INTERFACE to the interface that has the node's address` };
+}
+
 export interface RunningAgent {
   agent: Agent;
   dataplane: Dataplane;
@@ -75,6 +85,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   log.info({ node: settings.nodeName, interface: iface, mode, pinDir: settings.pinDir }, "dataplane attached");
 
   let metrics: AgentMetrics | undefined;
+  const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log });
   const agent = new Agent({
     nodeName: settings.nodeName,
     dataplane,
@@ -82,6 +93,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     acknowledge,
     log,
     resyncMs: settings.resyncMs,
+    tls,
     onApply: (result) => metrics?.observeApply(result),
     // Taking an address over: tell the segment now rather than when neighbours' caches expire.
     onTakeover: async (addresses) => {

@@ -6,6 +6,8 @@
 import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
 import type { Dataplane } from "./dataplane.js";
 import { applyDiff, readMaps } from "./agent-maps.js";
+import { tlsListenerSpecs } from "./tls.js";
+import type { TlsListeners } from "./tls-listeners.js";
 import {
   changeCount,
   changesByConfig,
@@ -56,6 +58,11 @@ export interface AgentOptions {
   retry?: { base: number; max: number };
   /** periodic resync, ms; 0 disables it */
   resyncMs?: number;
+  /**
+   * The node's TLS terminators for HTTPS listeners, synced (Secrets read again) on every pass.
+   * Without it an HTTPS listener is refused and its config says why.
+   */
+  tls?: TlsListeners;
 }
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
@@ -145,7 +152,9 @@ export class Agent {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const configs = [...this.configs.values()];
-    const desired = desiredState(configs, this.nodeName);
+    // Before the maps: a terminator listens before the dataplane steers connections to it.
+    const tls = this.opts.tls ? await this.opts.tls.sync(tlsListenerSpecs(configs)) : undefined;
+    const desired = desiredState(configs, this.nodeName, tls);
     let result: ConvergeResult;
     try {
       const snapshot = await readMaps(this.dataplane);
@@ -236,12 +245,16 @@ export class Agent {
     }
   }
 
-  /** Stops timers and waits for a running pass. Programs and maps stay: traffic keeps flowing. */
+  /**
+   * Stops timers and waits for a running pass. Programs and maps stay: TCP and UDP traffic
+   * keeps flowing; HTTPS listeners stop with their TLS terminators, which live in this process.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.resyncTimer);
     this.retryTimer = this.resyncTimer = undefined;
     await this.running?.catch(() => undefined);
+    await this.opts.tls?.close();
   }
 }

@@ -3,7 +3,9 @@
  * The agent role: a Pepr capability whose only bindings are the DataplaneConfig watch, and a
  * start() that brings the node's dataplane up and converges it before reporting ready. The
  * work lives in agent-start.ts (start-up), agent.ts (loop), agent-maps.ts (maps),
- * agent-kube.ts (status), agent-node.ts (interface, bpffs) and metrics.ts.
+ * agent-kube.ts (status, Secrets), agent-node.ts (interface, bpffs), metrics.ts, and for HTTPS
+ * listeners tls.ts (certificates, SNI, backend choice), tls-terminator.ts (one listener's TLS
+ * server) and tls-listeners.ts (the node's terminators, synced on every pass).
  *
  * Environment (the chart's DaemonSet sets these):
  *   NODE_NAME              this node (downward API spec.nodeName); required

@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { serviceName, type DataplaneStats } from "./dataplane.js";
 import type { ConvergeResult } from "./agent.js";
 import type { AttachMode, ListenerRef } from "./plan.js";
+import type { TlsEvent } from "./tls-terminator.js";
 
 /** What the metrics read: the dataplane's counters and the agent's view of listeners. */
 export interface MetricsSource {
@@ -29,6 +30,7 @@ export class AgentMetrics {
   private readonly applyErrors: Counter;
   private readonly applyDuration: Histogram;
   private readonly scrapeErrors: Counter;
+  private readonly tlsCounters: Record<TlsEvent, Counter>;
   private scrape: Promise<DataplaneStats | undefined> | undefined;
 
   constructor(private readonly source: MetricsSource, private readonly onScrapeError: (error: unknown) => void = () => {}) {
@@ -42,6 +44,12 @@ export class AgentMetrics {
       registers,
     });
     this.scrapeErrors = new Counter({ name: "blixt_agent_scrape_errors_total", help: "Scrapes that could not read the dataplane's counters", registers });
+    const tlsCounter = (name: string, help: string) => new Counter({ name, help, labelNames: LISTENER_LABELS, registers });
+    this.tlsCounters = {
+      connection: tlsCounter("blixt_tls_connections_total", "Connections an HTTPS listener's TLS terminator on this node completed the handshake for and forwarded to a backend"),
+      handshake_failure: tlsCounter("blixt_tls_handshake_failures_total", "TLS handshakes that failed on an HTTPS listener's terminator on this node"),
+      backend_error: tlsCounter("blixt_tls_backend_errors_total", "Terminated connections whose backend could not be reached (the client's connection is closed)"),
+    };
 
     // Kernel counters are cumulative already: each scrape sets the counter to the map's value.
     const fromStats = (name: string, help: string, pick: (s: DataplaneStats["services"][number]) => number) => {
@@ -144,6 +152,18 @@ export class AgentMetrics {
       port: String(s.port),
       address: s.vip,
     };
+  }
+
+  /** Counts one TLS terminator event on a listener (from TlsListeners' onEvent). */
+  observeTls(ref: ListenerRef, address: string, event: TlsEvent): void {
+    this.tlsCounters[event].inc({
+      namespace: ref.namespace,
+      gateway: ref.gateway,
+      listener: ref.listener,
+      protocol: ref.protocol,
+      port: String(ref.port),
+      address,
+    });
   }
 
   /** Feeds an apply's outcome (from Agent's onApply). */

@@ -12,6 +12,9 @@ export type ConfigKey = string;
 
 export const configKey = (config: DataplaneConfig): ConfigKey => `${config.metadata?.namespace ?? ""}/${config.metadata?.name ?? ""}`;
 
+/** "namespace/gateway#listener": one listener of one Gateway, whatever its address. */
+export const listenerKey = (config: DataplaneConfig, listenerName: string): string => `${configKey(config)}#${listenerName}`;
+
 /** The Gateway listener a service in the maps stands for, to label metrics and logs. */
 export interface ListenerRef {
   config: ConfigKey;
@@ -68,13 +71,39 @@ export function listenerWeights(listener: Pick<Listener, "backends" | "rejectWei
 
 const byKey = (a: DataplaneConfig, b: DataplaneConfig) => (configKey(a) < configKey(b) ? -1 : configKey(a) > configKey(b) ? 1 : 0);
 
+/** What the TLS terminator of an HTTPS listener is on this node: serving at address:port, or why not. */
+export type TlsOutcome = { ok: true; address: string; port: number; warning?: string } | { ok: false; error: string };
+
+/**
+ * The service an HTTPS listener is programmed as: every accepted connection goes to the
+ * node-local terminator (which spreads them over the backends), and the invalid backendRefs'
+ * share is refused in the kernel, as for a TCP listener. With no usable backend, or no
+ * terminator, every connection is refused.
+ */
+export function terminatedService(weights: { backends: Backend[]; rejectWeight: number }, outcome: TlsOutcome | undefined): { backends: Backend[]; rejectWeight: number } {
+  const served = weights.backends.reduce((s, b) => s + Math.max(0, b.weight), 0);
+  if (!outcome?.ok || served <= 0) return { backends: [], rejectWeight: 0 };
+  let weight = served;
+  let rejectWeight = weights.rejectWeight;
+  if (weight > MAX_EXACT_WEIGHT || rejectWeight > MAX_EXACT_WEIGHT) {
+    const total = weight + rejectWeight;
+    weight = Math.max(1, Math.round((weight / total) * ROUNDED_SCALE));
+    rejectWeight = rejectWeight > 0 ? Math.max(1, Math.round((rejectWeight / total) * ROUNDED_SCALE)) : 0;
+  }
+  const divisor = rejectWeight > 0 ? gcd(weight, rejectWeight) : weight;
+  return { backends: [{ ip: outcome.address, port: outcome.port, weight: weight / divisor }], rejectWeight: rejectWeight / divisor };
+}
+
 /**
  * What this node's maps must hold. Every node programs every Gateway's listeners (so a node
  * that takes an address over serves it at once); only the announcing node answers ARP for an
  * address. A config that cannot be applied (an address the dataplane cannot take, a listener
  * another Gateway already holds) is left out and named in `problems`, and the others apply.
+ * An HTTPS listener (one with `tls`) is steered to this node's TLS terminator, `tls` by
+ * listenerKey; one whose terminator cannot run is refused, named in `problems`, and the
+ * config's other listeners still apply.
  */
-export function desiredState(configs: DataplaneConfig[], nodeName: string): DesiredState {
+export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: Map<string, TlsOutcome> = new Map()): DesiredState {
   const services = new Map<string, ServiceSpec>();
   const listeners = new Map<string, ListenerRef>();
   const problems = new Map<ConfigKey, string>();
@@ -92,6 +121,7 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string): Desi
     }
     const mine: [string, ServiceSpec, ListenerRef][] = [];
     const clashes: string[] = [];
+    const tlsProblems: string[] = [];
     for (const listener of spec.listeners ?? []) {
       const proto = listener.protocol === "UDP" ? "udp" : "tcp";
       const name = serviceName({ vip: spec.address, port: listener.port, proto });
@@ -100,7 +130,16 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string): Desi
         clashes.push(`listener "${listener.name}" (${name}) is already served for DataplaneConfig ${holder.config}`);
         continue;
       }
-      const weights = listenerWeights(listener);
+      let weights = listenerWeights(listener);
+      if (listener.tls) {
+        const outcome = tls.get(listenerKey(config, listener.name));
+        weights = terminatedService(weights, outcome);
+        if (!outcome?.ok) {
+          tlsProblems.push(`HTTPS listener "${listener.name}" (${name}) refuses connections on node ${nodeName}: ${outcome?.error ?? "no TLS terminator runs for it on this node"}`);
+        } else if (outcome.warning) {
+          tlsProblems.push(`HTTPS listener "${listener.name}" (${name}) on node ${nodeName}: ${outcome.warning}`);
+        }
+      }
       mine.push([
         name,
         { vip: spec.address, port: listener.port, proto, backends: weights.backends, rejectWeight: weights.rejectWeight },
@@ -115,6 +154,7 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string): Desi
       services.set(name, service);
       listeners.set(name, ref);
     }
+    if (tlsProblems.length > 0) problems.set(key, `DataplaneConfig ${key}: ${tlsProblems.join("; ")}`);
     addresses.add(spec.address);
     if (spec.announcingNode === nodeName) announced.add(spec.address);
   }

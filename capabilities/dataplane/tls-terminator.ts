@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: Apache-2.0
+// One HTTPS listener's TLS terminator on this node: a TLS server on a node-local port (the
+// dataplane DNATs the listener's connections to it, so it sees the client's address), which
+// answers each handshake with the certificate the SNI asks for and pipes the plaintext to one
+// of the listener's backends, chosen per connection by weight. Certificates and backends can
+// be replaced at any time: new connections get the new ones, open connections keep theirs.
+import { connect, type Socket } from "node:net";
+import { createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from "node:tls";
+import type { Backend } from "./dataplane.js";
+import { pickBackend, pickCertificate, type TlsCertificate } from "./tls.js";
+
+export type TlsEvent = "connection" | "handshake_failure" | "backend_error";
+
+export interface TlsTerminatorOptions {
+  /** the node address to listen on (the DNAT target) */
+  host: string;
+  certificates: TlsCertificate[];
+  backends: Backend[];
+  /** counted per listener by the caller */
+  onEvent?: (event: TlsEvent) => void;
+  /** [0, 1); Math.random by default */
+  random?: () => number;
+}
+
+interface Loaded extends TlsCertificate {
+  context: SecureContext;
+}
+
+const load = (certificates: TlsCertificate[]): Loaded[] => certificates.map((c) => ({ ...c, context: createSecureContext({ cert: c.cert, key: c.key }) }));
+
+export class TlsTerminator {
+  private readonly server: Server;
+  private readonly host: string;
+  private readonly onEvent: (event: TlsEvent) => void;
+  private readonly random: () => number;
+  private certificates: Loaded[];
+  private backends: Backend[];
+  private readonly sockets = new Set<Socket>();
+  private port = 0;
+
+  constructor(opts: TlsTerminatorOptions) {
+    if (opts.certificates.length === 0) throw new Error("a TLS terminator needs at least one certificate");
+    this.host = opts.host;
+    this.onEvent = opts.onEvent ?? (() => {});
+    this.random = opts.random ?? Math.random;
+    this.certificates = load(opts.certificates);
+    this.backends = opts.backends;
+    const first = this.certificates[0];
+    this.server = createServer({
+      cert: first.cert,
+      key: first.key,
+      // The client's end of the stream is passed on to the backend, not taken as a close.
+      allowHalfOpen: true,
+      SNICallback: (serverName, done) => done(null, pickCertificate(serverName, this.certificates)?.context),
+    });
+    this.server.on("secureConnection", (socket) => this.forward(socket));
+    this.server.on("tlsClientError", (_error, socket) => {
+      this.onEvent("handshake_failure");
+      socket.destroy();
+    });
+    // Every accepted socket, handshake done or not, so close() can end them all.
+    this.server.on("connection", (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once("close", () => this.sockets.delete(socket));
+    });
+  }
+
+  /** Starts listening on host, on a port the kernel picks; resolves with it. */
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(0, this.host, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+    const address = this.server.address();
+    this.port = typeof address === "object" && address ? address.port : 0;
+    // A later error (none is expected once listening) must not crash the agent.
+    this.server.on("error", () => {});
+    return this.port;
+  }
+
+  get address(): { address: string; port: number } {
+    return { address: this.host, port: this.port };
+  }
+
+  /** Fingerprints of the certificates served now, in listener order. */
+  get fingerprints(): string[] {
+    return this.certificates.map((c) => c.fingerprint);
+  }
+
+  /** New certificates for new handshakes; established connections are not touched. */
+  setCertificates(certificates: TlsCertificate[]): void {
+    if (certificates.length === 0) throw new Error("a TLS terminator needs at least one certificate");
+    this.certificates = load(certificates);
+    // The default context answers handshakes without SNI.
+    this.server.setSecureContext({ cert: certificates[0].cert, key: certificates[0].key });
+  }
+
+  setBackends(backends: Backend[]): void {
+    this.backends = backends;
+  }
+
+  private forward(client: TLSSocket): void {
+    const backend = pickBackend(this.backends, this.random());
+    if (!backend) {
+      // The kernel refuses connections while no backend has weight; this is the race with it.
+      client.destroy();
+      return;
+    }
+    this.onEvent("connection");
+    const upstream = connect({ host: backend.ip, port: backend.port, allowHalfOpen: true });
+    this.sockets.add(upstream);
+    upstream.once("close", () => this.sockets.delete(upstream));
+    // pipe() passes each side's end on as the other's end, so a half-close goes through; an
+    // error on either side ends both.
+    client.pipe(upstream);
+    upstream.pipe(client);
+    let connected = false;
+    upstream.once("connect", () => (connected = true));
+    upstream.once("error", () => {
+      if (!connected) this.onEvent("backend_error");
+      client.destroy();
+    });
+    client.once("error", () => upstream.destroy());
+    // With allowHalfOpen, a socket whose both directions ended must still be released.
+    const release = (socket: Socket) => () => {
+      if (socket.writableEnded && socket.readableEnded) socket.destroy();
+    };
+    for (const socket of [client, upstream] as Socket[]) {
+      socket.on("end", release(socket));
+      socket.on("finish", release(socket));
+    }
+  }
+
+  /** Stops accepting and ends every connection it carries. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
+  }
+}
