@@ -8,8 +8,9 @@
 #      controller against a real kube-apiserver, Helm chart;
 #   4. brings the local Kubernetes cluster up, installs blixt by its image and chart, runs the
 #      cluster smoke and end-to-end tests, then the upstream Gateway API conformance suite
-#      (failing if a core test that passed before fails), and takes the cluster down again
-#      if this run brought it up.
+#      (failing if a core test that passed before fails); on a cluster this run brought up,
+#      it then checks that `helm uninstall` leaves nothing of blixt on the node, and takes
+#      the cluster down again.
 # Every test removes the namespaces, links and pins it made, also when it fails.
 #
 #   hack/test.sh                 everything
@@ -67,5 +68,11 @@ if ! hack/conformance.sh; then
   # run again with the whole suite, and fails CI only if it fails again (both runs are logged).
   step "a core test that passed before failed: running the suite once more to tell a flake from a regression"
   hack/conformance.sh
+fi
+if [ -n "$we_started" ]; then
+  step "tap: helm uninstall leaves nothing of blixt on the node (last: it uninstalls blixt)"
+  BLIXT_CLUSTER=1 BLIXT_UNINSTALL=1 npx tap test/uninstall/uninstall.test.ts
+else
+  step "skipping the helm uninstall test: the cluster was up before this run, and blixt stays installed on it"
 fi
 step "done"
