@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Measures blixt's end-to-end convergence and recovery on the local cluster and writes the
+# figures into bench/REPORT.md (its e2e-figures block): runs test/e2e/faults.test.ts and
+# test/e2e/scaling.test.ts RUNS times (default 3, about 2.5 min each) with blixt installed.
+#
+#   hack/e2e-figures.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "usage: hack/e2e-figures.sh [RUNS]" >&2; exit 2; }
+hack/cluster.sh status >/dev/null || { echo "e2e-figures: the local cluster is not up: hack/cluster.sh up && hack/install.sh" >&2; exit 1; }
+figures=$(mktemp)
+trap 'rm -f "$figures"' EXIT
+for ((run = 1; run <= runs; run++)); do
+  echo "e2e-figures: run $run of $runs" >&2
+  BLIXT_CLUSTER=1 BLIXT_E2E_FIGURES=$figures npx tap test/e2e/faults.test.ts test/e2e/scaling.test.ts
+done
+machine="$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+npx tsx hack/e2e-figures.ts "$figures" --runs "$runs" --machine "$machine"
