@@ -192,8 +192,8 @@ if (!helm) {
     t.same(verbs(agent, "blixt.dev", "dataplaneconfigs"), ["get", "list", "watch"], "agent only reads DataplaneConfigs");
     t.same(verbs(agent, "blixt.dev", "dataplaneconfigs/status"), ["get", "patch", "update"], "agent acknowledges in status");
     t.same(verbs(agent, "", "nodes"), ["get", "list", "watch"]);
-    t.same(verbs(agent, "", "secrets"), [], "agent reads no Secret");
-    t.equal((agent.rules as Rule[]).length, 3, "agent has nothing else");
+    t.same(verbs(agent, "", "secrets"), ["get"], "agent gets the Secrets HTTPS listeners name, by name only (no list or watch)");
+    t.equal((agent.rules as Rule[]).length, 4, "agent has nothing else");
 
     for (const sa of ["admission", "controller", "agent"]) {
       const binding = defaults.get("ClusterRoleBinding", `${full}-${sa}`);
