@@ -14,7 +14,8 @@ figures=$(mktemp)
 trap 'rm -f "$figures"' EXIT
 for ((run = 1; run <= runs; run++)); do
   echo "e2e-figures: run $run of $runs" >&2
-  BLIXT_CLUSTER=1 BLIXT_E2E_FIGURES=$figures npx tap test/e2e/faults.test.ts test/e2e/scaling.test.ts
+  # One file at a time: the faults file's restarts would skew the scaling figures.
+  BLIXT_CLUSTER=1 BLIXT_E2E_FIGURES=$figures npx tap --jobs=1 test/e2e/scaling.test.ts test/e2e/faults.test.ts
 done
 machine="$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 npx tsx hack/e2e-figures.ts "$figures" --runs "$runs" --machine "$machine"
