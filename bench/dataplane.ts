@@ -1,18 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // The dataplane benchmark: the same lab, the same client and the same backends, measured side by
-// side through four paths, each measurement repeated, medians and spreads into bench/REPORT.md.
+// side through six paths (see PATHS in bench/report.ts), each measurement repeated; medians,
+// spreads, goals and charts go into bench/REPORT.md and bench/*.svg (bench/report.ts).
 //
-//   direct       client → backend IP, routed by the gateway's kernel (nothing attached)
-//   blixt-xdp    client → VIP, blixt's XDP ingress + TC egress on the gateway
-//   blixt-tc     client → VIP, blixt's TC ingress + TC egress
-//   haproxy      client → haproxy (mode tcp) in the gateway namespace → backend
-//
-// Plus ns/packet of the ingress programs themselves through BPF_PROG_TEST_RUN.
+// Per path: TCP throughput with one and four streams, TCP connection rate, UDP packet rate,
+// round-trip latency p50/p99 over TCP and UDP, and the CPU time the throughput runs cost. Plus
+// ns/packet of the ingress programs (BPF_PROG_TEST_RUN) and the node agent's apply time.
 //
 //   npx tsx bench/dataplane.ts [--smoke] [--out FILE]
-import { writeFile, mkdtemp, rm } from "node:fs/promises";
-import { cpus, totalmem, tmpdir, loadavg, hostname } from "node:os";
-import { join } from "node:path";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { cpus, hostname, loadavg, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command } from "commander";
 import { execa } from "execa";
@@ -20,165 +18,61 @@ import { Dataplane } from "../capabilities/dataplane/dataplane.js";
 import { progRunMany } from "../capabilities/dataplane/bpftool.js";
 import { Lab } from "../test/lib/lab.js";
 import { TCP_ACK, TCP_SYN, tcpFrame } from "../test/lib/packet.js";
+import { applyTimes } from "./apply.js";
+import {
+  PATHS,
+  UDP_PATHS,
+  e2eBlock,
+  emptyResults,
+  fmt,
+  median,
+  renderCharts,
+  renderReport,
+  type Path,
+  type Results,
+  type Series,
+  type Settings,
+} from "./report.js";
 
-type Path = "direct" | "blixt-xdp" | "blixt-tc" | "haproxy";
-const PATHS: Path[] = ["direct", "blixt-xdp", "blixt-tc", "haproxy"];
-
-interface Settings {
-  smoke: boolean;
-  repeats: number;
-  /** seconds per iperf3 run */
-  seconds: number;
-  /** short connections per connection-rate run */
-  connections: number;
-  /** BPF_PROG_TEST_RUN runs per ns/packet sample */
-  progRuns: number;
-}
-
-/** One measurement's repeated samples; `failure` when a run did not complete. */
-interface Series {
-  samples: number[];
-  failure?: string;
-}
-
-// ---- pure: statistics and the report --------------------------------------------------------------
-
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-const fmt = (x: number, digits = 1) => (Math.abs(x) >= 1000 ? x.toLocaleString("en-US", { maximumFractionDigits: 0 }) : x.toFixed(digits));
-
-function cell(series: Series | undefined, unit: string): string {
-  if (!series) return "n/a";
-  if (series.failure) return `failed: ${series.failure}`;
-  const med = median(series.samples);
-  const spread = `${fmt(Math.min(...series.samples))}–${fmt(Math.max(...series.samples))}`;
-  return `${fmt(med)} ${unit} (${spread})`;
-}
-
-function ratio(a: Series | undefined, b: Series | undefined): string {
-  if (!a || !b || a.failure || b.failure || a.samples.length === 0 || b.samples.length === 0) return "–";
-  return `${(median(a.samples) / median(b.samples)).toFixed(2)}×`;
-}
-
-function metricTable(title: string, unit: string, results: Partial<Record<Path, Series>>): string {
-  const rows = PATHS.filter((p) => p in results).map(
-    (p) => `| ${p} | ${cell(results[p], unit)} | ${ratio(results[p], results.direct)} | ${ratio(results[p], results.haproxy)} |`,
-  );
-  return [`### ${title}`, "", "| path | median (min–max) | vs direct | vs haproxy |", "| --- | --- | --- | --- |", ...rows].join("\n");
-}
-
-function goal(met: boolean | undefined, text: string): string {
-  return `- ${met === undefined ? "not measured" : met ? "**met**" : "**not met**"}: ${text}`;
-}
-
-export interface Results {
-  settings: Settings;
-  machine: string[];
-  nsPerPacket: Record<string, Series>;
-  tcpThroughput: Partial<Record<Path, Series>>;
-  connectionRate: Partial<Record<Path, Series>>;
-  udpRate: Partial<Record<Path, Series>>;
-}
-
-export function renderReport(r: Results): string {
-  const ok = (s?: Series) => (s && !s.failure && s.samples.length > 0 ? median(s.samples) : undefined);
-  const hit = ok(Object.entries(r.nsPerPacket).find(([k]) => k.startsWith("xdp conntrack hit (repeat"))?.[1]);
-  const through = (p: Path) => ok(r.tcpThroughput[p]);
-  // The goals are for blixt as deployed on this kind of interface: the better of its two modes.
-  const bestPath: Path = (through("blixt-tc") ?? 0) >= (through("blixt-xdp") ?? 0) ? "blixt-tc" : "blixt-xdp";
-  const best = through(bestPath);
-  const direct = through("direct");
-  const haproxy = through("haproxy");
-  const nsRows = Object.entries(r.nsPerPacket).map(([what, s]) => `| ${what} | ${cell(s, "ns")} |`);
-  return [
-    "# Dataplane benchmark",
-    "",
-    `Written by \`bench/run.sh${r.settings.smoke ? " --smoke" : ""}\`. Each figure is the median of ${r.settings.repeats} runs, with the`,
-    "smallest and largest run in brackets; ratios compare medians. All paths cross the same",
-    "gateway namespace of the netns lab (test/lib/lab.ts): veth pairs, one client, backends in",
-    "namespaces of their own, so these figures compare paths on this machine, not NICs.",
-    "",
-    "## Machine",
-    "",
-    ...r.machine.map((m) => `- ${m}`),
-    "",
-    "## Goals",
-    "",
-    goal(hit === undefined ? undefined : hit <= 100, `≤ 100 ns/packet on a conntrack hit (XDP: ${hit === undefined ? "–" : `${fmt(hit)} ns`})`),
-    goal(best === undefined || direct === undefined ? undefined : best >= 0.9 * direct, `blixt ≥ 0.9× direct TCP throughput (${bestPath}: ${best && direct ? `${(best / direct).toFixed(2)}×` : "–"})`),
-    goal(best === undefined || haproxy === undefined ? undefined : best >= 1.5 * haproxy, `blixt ≥ 1.5× haproxy TCP throughput (${bestPath}: ${best && haproxy ? `${(best / haproxy).toFixed(2)}×` : "–"})`),
-    "",
-    "## Reading these figures",
-    "",
-    "- The spreads are wide because other work shared the two cores (see the load average): treat",
-    "  paths whose ranges overlap as on par, whichever median is higher.",
-    "- XDP on a veth: while an XDP program is attached, the veth driver takes GSO/TSO away from",
-    "  the peer (frames must fit one page), so the client sends MTU-size segments, several times",
-    "  the packets for the same bytes, each crossing both stacks. That, not the program, bounds",
-    "  `blixt-xdp` here; TC mode sees the same super-packets the direct path does. This is why",
-    "  blixt uses TC ingress on veths (minikube, kind, the local cluster); native XDP is for NICs.",
-    "- ns/packet on a conntrack hit covers the service lookup, the per-CPU service and reason",
-    "  counters, the conntrack lookup and its validity check, and the DNAT with incremental",
-    "  checksums. BPF_PROG_TEST_RUN on TC also builds an skb per run, which XDP does not.",
-    "",
-    "## Results",
-    "",
-    "### ns/packet of the ingress program (BPF_PROG_TEST_RUN)",
-    "",
-    "Steady state: one `bpftool prog run ... repeat N` of an established flow to a service whose",
-    "backend is its own VIP:port, so the DNAT writes the same bytes back and every repetition is a",
-    "full conntrack hit + DNAT; the kernel's average per run. One run per packet: one",
-    `\`bpftool prog run\` per packet (a new 5-tuple each for "new flow": Maglev lookup and conntrack`,
-    `insert), a sample is the median over ${r.settings.progRuns} runs; this includes the syscall's per-run`,
-    "set-up, which the steady-state hit shows the size of.",
-    "",
-    "| case | median (min–max) |",
-    "| --- | --- |",
-    ...nsRows,
-    "",
-    metricTable("TCP throughput (iperf3, one stream, client → backend)", "Gbit/s", r.tcpThroughput),
-    "",
-    metricTable("TCP connection rate (short connections, one request line and reply each, 32 at a time)", "conn/s", r.connectionRate),
-    "",
-    metricTable("UDP packet rate (iperf3 -u, 64-byte payloads, unlimited rate, received)", "kpps", r.udpRate),
-    "",
-    "haproxy does not carry UDP, so it has no UDP row.",
-    "",
-  ].join("\n");
-}
-
-// ---- I/O: the measurements -------------------------------------------------------------------------
+const started = Date.now();
+const progress = (line: string) => console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}`);
 
 async function machine(): Promise<string[]> {
   const kernel = (await execa("uname", ["-r"])).stdout.trim();
   const os = (await execa("sh", ["-c", ". /etc/os-release && echo $PRETTY_NAME"])).stdout.trim();
-  const tool = async (cmd: string, args: string[]) => (await execa(cmd, args, { reject: false })).stdout.split("\n")[0].trim();
+  const tool = async (cmd: string, args: string[]) => {
+    const r = await execa(cmd, args, { reject: false });
+    return (r.stdout || r.stderr).split("\n")[0].trim();
+  };
   return [
     `${os}, kernel ${kernel}, host ${hostname()}`,
     `${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
     `load average when the run started: ${loadavg().map((l) => l.toFixed(1)).join(", ")} (other work on the machine skews every figure)`,
-    `${await tool("iperf3", ["--version"])}; ${await tool("haproxy", ["-v"])}; Node ${process.version}`,
+    `${await tool("iperf3", ["--version"])}; ${await tool("haproxy", ["-v"])}; ${await tool("nginx", ["-v"])}; ${await tool("nft", ["--version"])}; Node ${process.version}`,
     `run at ${new Date().toISOString()}`,
   ];
 }
 
-async function repeat(times: number, what: string, run: () => Promise<number>): Promise<Series> {
-  const samples: number[] = [];
+/** Runs `run` `times` times; each run gives the figures named in `keys`, each becomes a Series. */
+async function repeat<K extends string>(times: number, what: string, keys: readonly K[], run: () => Promise<Record<K, number>>): Promise<Record<K, Series>> {
+  const out = Object.fromEntries(keys.map((k) => [k, { samples: [] as number[] }])) as Record<K, Series>;
   for (let i = 0; i < times; i++) {
     try {
-      samples.push(await run());
+      const figures = await run();
+      for (const k of keys) out[k].samples.push(figures[k]);
     } catch (err) {
       const message = (err instanceof Error ? err.message : String(err)).split("\n")[0].slice(0, 160);
-      console.error(`bench: ${what}: run ${i + 1} failed: ${message}`);
-      return { samples, failure: message };
+      progress(`${what}: run ${i + 1} failed: ${message}`);
+      for (const k of keys) out[k].failure = message;
+      return out;
     }
   }
-  console.error(`bench: ${what}: ${samples.map((s) => fmt(s, 2)).join(", ")}`);
-  return { samples };
+  progress(`${what}: ${keys.map((k) => `${k} ${out[k].samples.map((x) => fmt(x, 2)).join(", ")}`).join("; ")}`);
+  return out;
+}
+
+async function repeatOne(times: number, what: string, run: () => Promise<number>): Promise<Series> {
+  return (await repeat(times, what, ["value"], async () => ({ value: await run() }))).value;
 }
 
 async function nsPerPacket(settings: Settings): Promise<Record<string, Series>> {
@@ -205,17 +99,17 @@ async function nsPerPacket(settings: Settings): Promise<Record<string, Series>> 
       const pin = dp.progPin(prog === "xdp" ? "blixt_xdp_ingress" : "blixt_tc_ingress");
       const established = tcpFrame({ src: client, dst: selfVip, sport: 999, dport: 80, flags: TCP_ACK });
       await progRunMany(pin, [tcpFrame({ src: client, dst: selfVip, sport: 999, dport: 80, flags: TCP_SYN })]);
-      out[`${prog} conntrack hit (repeat ${settings.progRuns * 50}, steady state)`] = await repeat(settings.repeats, `${prog} conntrack hit ns/packet`, async () => {
+      out[`${prog} conntrack hit (repeat ${settings.progRuns * 50}, steady state)`] = await repeatOne(settings.repeats, `${prog} conntrack hit ns/packet`, async () => {
         const [r] = await progRunMany(pin, [established], { repeat: settings.progRuns * 50 });
         return r.duration;
       });
       // A new flow cannot repeat (the second run is a hit), so each run is its own syscall; the
       // same measure of a hit shows how much of that is per-run overhead.
-      out[`${prog} new flow (one run per packet)`] = await repeat(settings.repeats, `${prog} new flow ns/packet`, async () => {
+      out[`${prog} new flow (one run per packet)`] = await repeatOne(settings.repeats, `${prog} new flow ns/packet`, async () => {
         const packets = Array.from({ length: settings.progRuns }, () => tcpFrame({ src: client, dst: vip, sport: nextPort++, dport: 80, flags: TCP_SYN }));
         return median((await progRunMany(pin, packets)).map((r) => r.duration));
       });
-      out[`${prog} conntrack hit (one run per packet)`] = await repeat(settings.repeats, `${prog} conntrack hit, one run per packet`, async () =>
+      out[`${prog} conntrack hit (one run per packet)`] = await repeatOne(settings.repeats, `${prog} conntrack hit, one run per packet`, async () =>
         median((await progRunMany(pin, Array.from({ length: settings.progRuns }, () => established))).map((r) => r.duration)),
       );
     }
@@ -225,8 +119,20 @@ async function nsPerPacket(settings: Settings): Promise<Record<string, Series>> 
   }
 }
 
-const HAPROXY_PORT_IPERF = 15201;
-const HAPROXY_PORT_ECHO = 18080;
+// ---- the paths' configurations ---------------------------------------------------------------------
+
+/** Where each path takes the client's traffic: iperf3 (TCP and UDP), the TCP and the UDP echo. */
+interface Target {
+  iperf: [string, number];
+  echo: [string, number];
+  udpEcho?: [string, number];
+}
+
+const IPERF = 5201;
+const ECHO = 8080;
+const UDP_ECHO = 8081;
+const HAPROXY = { iperf: 15201, echo: 18080 };
+const NGINX = { iperf: 25201, echo: 28080, udpEcho: 28081 };
 
 function haproxyConfig(lab: Lab): string {
   return [
@@ -239,22 +145,139 @@ function haproxyConfig(lab: Lab): string {
     "  timeout client 60s",
     "  timeout server 60s",
     "frontend iperf",
-    `  bind ${lab.gatewayIp}:${HAPROXY_PORT_IPERF}`,
+    `  bind ${lab.gatewayIp}:${HAPROXY.iperf}`,
     "  default_backend iperf",
     "backend iperf",
-    `  server b0 ${lab.backendIps[0]}:5201`,
+    `  server b0 ${lab.backendIps[0]}:${IPERF}`,
     "frontend echo",
-    `  bind ${lab.gatewayIp}:${HAPROXY_PORT_ECHO}`,
+    `  bind ${lab.gatewayIp}:${HAPROXY.echo}`,
     "  default_backend echo",
     "backend echo",
     "  balance roundrobin",
-    ...lab.backendIps.map((ip, i) => `  server b${i} ${ip}:8080`),
+    ...lab.backendIps.map((ip, i) => `  server b${i} ${ip}:${ECHO}`),
     "",
   ].join("\n");
 }
 
-async function iperf(lab: Lab, host: string, port: number, seconds: number, udp: boolean): Promise<number> {
-  const args = ["-c", host, "-p", String(port), "-t", String(seconds), "-J", "--connect-timeout", "3000", ...(udp ? ["-u", "-b", "0", "-l", "64"] : [])];
+function nginxConfig(lab: Lab, modulesPath: string, dir: string): string {
+  return [
+    `load_module ${modulesPath}/ngx_stream_module.so;`,
+    "daemon off;",
+    "worker_processes auto;",
+    `pid ${dir}/nginx.pid;`,
+    "error_log stderr warn;",
+    "worker_rlimit_nofile 20000;",
+    "events { worker_connections 8000; }",
+    "stream {",
+    `  upstream echo { ${lab.backendIps.map((ip) => `server ${ip}:${ECHO};`).join(" ")} }`,
+    `  upstream udp_echo { ${lab.backendIps.map((ip) => `server ${ip}:${UDP_ECHO};`).join(" ")} }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.iperf}; proxy_pass ${lab.backendIps[0]}:${IPERF}; }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.iperf} udp; proxy_pass ${lab.backendIps[0]}:${IPERF}; }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.echo}; proxy_pass echo; }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.udpEcho} udp; proxy_pass udp_echo; }`,
+    "}",
+    "",
+  ].join("\n");
+}
+
+const NFT_TABLE = "blixt_bench";
+
+/**
+ * What kube-proxy's nftables mode writes for a ClusterIP service, cut to the lab: a prerouting
+ * nat chain jumps per VIP:port to a service chain, which picks an endpoint chain through
+ * `numgen random mod N` and a verdict map; the endpoint chain DNATs. conntrack does the rest.
+ */
+function nftRuleset(lab: Lab, vip: string): string {
+  const services: { name: string; proto: "tcp" | "udp"; port: number; endpoints: [string, number][] }[] = [
+    { name: "iperf_tcp", proto: "tcp", port: IPERF, endpoints: [[lab.backendIps[0], IPERF]] },
+    { name: "iperf_udp", proto: "udp", port: IPERF, endpoints: [[lab.backendIps[0], IPERF]] },
+    { name: "echo", proto: "tcp", port: 80, endpoints: lab.backendIps.map((ip) => [ip, ECHO]) },
+    { name: "udp_echo", proto: "udp", port: 81, endpoints: lab.backendIps.map((ip) => [ip, UDP_ECHO]) },
+  ];
+  const lines = [`table ip ${NFT_TABLE} {`];
+  for (const s of services) {
+    const vmap = s.endpoints.map((_, i) => `${i} : goto ep_${s.name}_${i}`).join(", ");
+    lines.push(`  chain svc_${s.name} {`, `    numgen random mod ${s.endpoints.length} vmap { ${vmap} }`, "  }");
+    s.endpoints.forEach(([ip, port], i) => lines.push(`  chain ep_${s.name}_${i} {`, `    meta l4proto ${s.proto} dnat to ${ip}:${port}`, "  }"));
+  }
+  lines.push("  chain prerouting {", "    type nat hook prerouting priority dstnat; policy accept;");
+  for (const s of services) lines.push(`    ip daddr ${vip} ${s.proto} dport ${s.port} goto svc_${s.name}`);
+  lines.push("  }", "}", "");
+  return lines.join("\n");
+}
+
+async function nft(lab: Lab, args: string[], input?: string): Promise<void> {
+  await execa("nsenter", [`--net=/var/run/netns/${lab.gatewayNs}`, "nft", ...args], { input });
+}
+
+// ---- CPU accounting ---------------------------------------------------------------------------------
+//
+// This kernel accounts CPU time by ticks and without IRQ time accounting: softirq work (veth
+// receive, routing, conntrack, XDP and TC programs) is charged to the task it interrupts, which
+// on veths is the sending task itself, or to ksoftirqd when it is deferred. So the path's cost is
+// the CPU time of the tasks that carry the traffic: iperf3 at both ends (their own figures),
+// every process in the gateway namespace (the proxies), and the ksoftirqd threads. Other work on
+// the machine is not in it, unlike a /proc/stat total, which it would swamp on two shared cores.
+
+const TICKS_PER_SECOND = 100; // USER_HZ: the unit of /proc/PID/stat
+
+async function taskSeconds(pids: string[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+      // Fields after the command (which may hold spaces) start at field 3; utime, stime are 14, 15.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited in between
+    }
+  }
+  return ticks / TICKS_PER_SECOND;
+}
+
+async function netnsPids(netns: string): Promise<string[]> {
+  return (await execa("ip", ["netns", "pids", netns], { reject: false })).stdout.split("\n").filter(Boolean);
+}
+
+async function ksoftirqdPids(): Promise<string[]> {
+  const pids: string[] = [];
+  for (const pid of (await readdir("/proc")).filter((e) => /^\d+$/.test(e))) {
+    const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
+    if (comm.startsWith("ksoftirqd/")) pids.push(pid);
+  }
+  return pids;
+}
+
+interface CpuMeter {
+  gatewayNs: string;
+  ksoftirqd: string[];
+}
+
+/** Runs an iperf3 test and adds to its own CPU figures those of the gateway's processes and ksoftirqd. */
+async function metered(meter: CpuMeter, work: () => Promise<IperfResult>): Promise<{ result: IperfResult; cpu: number; gatewayCpu: number }> {
+  const gwPids = await netnsPids(meter.gatewayNs);
+  const [gw0, soft0] = [await taskSeconds(gwPids), await taskSeconds(meter.ksoftirqd)];
+  const result = await work();
+  const [gw1, soft1] = [await taskSeconds(gwPids), await taskSeconds(meter.ksoftirqd)];
+  return { result, cpu: result.endpointCpu + (gw1 - gw0) + (soft1 - soft0), gatewayCpu: gw1 - gw0 };
+}
+
+// ---- traffic ----------------------------------------------------------------------------------------
+
+interface IperfResult {
+  /** Gbit/s (TCP) or kpps (UDP) received */
+  rate: number;
+  /** bytes (TCP) or packets (UDP) received */
+  amount: number;
+  /** CPU seconds of the iperf3 client and server during the test, as iperf3 reports them */
+  endpointCpu: number;
+}
+
+async function iperf(lab: Lab, [host, port]: [string, number], seconds: number, mode: { udp?: boolean; streams?: number }): Promise<IperfResult> {
+  const args = ["-c", host, "-p", String(port), "-t", String(seconds), "-J", "--connect-timeout", "3000"];
+  if (mode.udp) args.push("-u", "-b", "0", "-l", "64");
+  if (mode.streams && mode.streams > 1) args.push("-P", String(mode.streams));
   // iperf3 waits forever for a results exchange that never comes back: bound it.
   const r = await execa("nsenter", [`--net=/var/run/netns/${lab.clientNs}`, "iperf3", ...args], { reject: false, timeout: (seconds + 10) * 1000, forceKillAfterDelay: 1000 });
   if (r.timedOut) throw new Error(`iperf3 to ${host}:${port} did not finish within ${seconds + 10} s`);
@@ -265,14 +288,20 @@ async function iperf(lab: Lab, host: string, port: number, seconds: number, udp:
     throw new Error(`iperf3 to ${host}:${port} printed no report (exit ${r.exitCode})${r.stderr ? `: ${r.stderr}` : ""}`);
   }
   if (report.error) throw new Error(`iperf3 to ${host}:${port}: ${report.error}`);
-  if (udp) {
+  const cpu = report.end.cpu_utilization_percent ?? {};
+  const endpointCpu = (((cpu.host_total ?? 0) + (cpu.remote_total ?? 0)) / 100) * (report.end.sum_sent?.seconds ?? report.end.sum?.seconds ?? seconds);
+  if (mode.udp) {
     const sum = report.end.sum;
-    return (sum.packets - sum.lost_packets) / sum.seconds / 1000;
+    const received = sum.packets - sum.lost_packets;
+    if (!(received > 0)) throw new Error(`iperf3 -u to ${host}:${port}: no packet arrived`);
+    return { rate: received / sum.seconds / 1000, amount: received, endpointCpu };
   }
-  return report.end.sum_received.bits_per_second / 1e9;
+  const sum = report.end.sum_received;
+  if (!(sum.bytes > 0)) throw new Error(`iperf3 to ${host}:${port}: no byte arrived`);
+  return { rate: sum.bits_per_second / 1e9, amount: sum.bytes, endpointCpu };
 }
 
-async function connectionRate(lab: Lab, host: string, port: number, count: number): Promise<number> {
+async function connectionRate(lab: Lab, [host, port]: [string, number], count: number): Promise<number> {
   // A path that drops connections would make every one of them wait for its timeout: probe first.
   const probe = await lab.tcp(host, port, 4, { timeoutMs: 3000 });
   const refused = probe.find((o) => !o.ok);
@@ -285,78 +314,192 @@ async function connectionRate(lab: Lab, host: string, port: number, count: numbe
   return count / seconds;
 }
 
-/** Neither iperf3 -s nor haproxy says when it listens; one still running after a second is. */
-async function started(daemon: ReturnType<Lab["spawn"]>): Promise<void> {
+/**
+ * The latency client: one TCP connection (or one UDP socket), one request at a time, at most one
+ * per millisecond; prints the round trips in µs as JSON. The first 50 warm the path and are dropped.
+ */
+const LATENCY_JS = String.raw`
+const net = require("node:net"), dgram = require("node:dgram");
+const [proto, host, port, count] = process.argv.slice(1);
+const n = Number(count), warm = 50, rtts = [];
+const fail = (m) => { process.stderr.write(m + "\n"); process.exit(1); };
+setTimeout(() => fail("timed out after " + rtts.length + " round trips"), 10000 + n * 20).unref();
+let send, t0;
+const next = () => setTimeout(() => { t0 = process.hrtime.bigint(); send(); }, 1);
+const got = () => {
+  rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
+  if (rtts.length === n + warm) { process.stdout.write(JSON.stringify(rtts.slice(warm))); process.exit(0); }
+  next();
+};
+if (proto === "tcp") {
+  const sock = net.connect({ host, port: Number(port), noDelay: true }, next);
+  let buf = "";
+  sock.on("data", (d) => { buf += d; let i; while ((i = buf.indexOf("\n")) >= 0) { buf = buf.slice(i + 1); got(); } });
+  sock.on("error", (e) => fail(e.message));
+  send = () => sock.write("ping\n");
+} else {
+  const sock = dgram.createSocket("udp4");
+  sock.on("message", got);
+  sock.on("error", (e) => fail(e.message));
+  send = () => sock.send("ping", Number(port), host);
+  next();
+}
+`;
+
+async function latency(lab: Lab, proto: "tcp" | "udp", [host, port]: [string, number], count: number): Promise<{ p50: number; p99: number }> {
+  const r = await execa("nsenter", [`--net=/var/run/netns/${lab.clientNs}`, "node", "-e", LATENCY_JS, proto, host, String(port), String(count)], {
+    reject: false,
+    timeout: 30_000 + count * 40,
+  });
+  if (r.exitCode !== 0) throw new Error(`${proto} round trips to ${host}:${port} failed: ${r.stderr || r.message}`);
+  const rtts = JSON.parse(r.stdout) as number[];
+  const sorted = [...rtts].sort((a, b) => a - b);
+  return { p50: median(sorted), p99: sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)] };
+}
+
+/** Neither iperf3 -s nor the proxies say when they listen; one still running after a second is. */
+async function running(daemon: ReturnType<Lab["spawn"]>): Promise<void> {
   const exited = await Promise.race([daemon.then((r) => r, (e) => e), new Promise((r) => setTimeout(() => r(undefined), 1000))]);
   if (exited) throw new Error(`${exited.command} exited at start: ${exited.stderr || exited.message}`);
 }
 
+async function nginxModulesPath(): Promise<string> {
+  const r = await execa("nginx", ["-V"], { reject: false });
+  const found = /--modules-path=(\S+)/.exec(r.stderr + r.stdout)?.[1];
+  if (!found) throw new Error("nginx -V names no --modules-path; install nginx with its stream module (hack/deps.sh installs nginx and libnginx-mod-stream)");
+  return found;
+}
+
+// ---- the run ----------------------------------------------------------------------------------------
+
 async function main(): Promise<void> {
   const program = new Command("bench/dataplane.ts")
-    .description("measure blixt's dataplane against direct routing and haproxy in the netns lab")
-    .option("--smoke", "a short run (under a minute) that checks the benchmark still works")
-    .option("--out <file>", "where to write the report", fileURLToPath(new URL("./REPORT.md", import.meta.url)))
+    .description("measure blixt's dataplane against direct routing, nftables DNAT, haproxy and nginx in the netns lab")
+    .option("--smoke", "a short run (about a minute) that checks the benchmark still works")
+    .option("--out <file>", "where to write the report; the charts go next to it", fileURLToPath(new URL("./REPORT.md", import.meta.url)))
     .parse();
   const opts = program.opts<{ smoke?: boolean; out: string }>();
   const smoke = !!opts.smoke;
   const settings: Settings = smoke
-    ? { smoke, repeats: 3, seconds: 1, connections: 100, progRuns: 200 }
-    : { smoke, repeats: 5, seconds: 5, connections: 3000, progRuns: 2000 };
+    ? { smoke, repeats: 1, seconds: 1, connections: 100, progRuns: 100, latencySamples: 200, applySizes: [10, 1000] }
+    : { smoke, repeats: 5, seconds: 4, connections: 3000, progRuns: 2000, latencySamples: 1000, applySizes: [10, 1000, 10000] };
 
-  const results: Results = { settings, machine: await machine(), nsPerPacket: {}, tcpThroughput: {}, connectionRate: {}, udpRate: {} };
-  console.error("bench: ns/packet through BPF_PROG_TEST_RUN");
+  const results: Results = emptyResults(settings, await machine());
+  const modulesPath = await nginxModulesPath();
+  progress("ns/packet through BPF_PROG_TEST_RUN");
   results.nsPerPacket = await nsPerPacket(settings);
+  progress("node agent apply time");
+  const apply = await applyTimes(settings.applySizes, smoke ? 1 : settings.repeats, progress);
+  for (const [n, a] of Object.entries(apply)) results.apply[Number(n)] = a;
 
   const lab = new Lab({ name: "bench", backends: 3 });
   const cfgDir = await mkdtemp(join(tmpdir(), "blixt-bench-"));
+  // Deleting the lab's namespaces also removes the nft table, the links and every process in them.
   const stop = async () => {
+    // nginx workers outlive a killed master and hold its output pipes open, which would keep
+    // lab.down() waiting for the master forever. So first ask everything in the lab's namespaces
+    // to stop (nginx's master then reaps its workers), then kill what is left.
+    const namespaces = [lab.clientNs, lab.gatewayNs, ...lab.backendNs];
+    const signal = async (sig: NodeJS.Signals | 0) => {
+      let left = 0;
+      for (const ns of namespaces) {
+        for (const pid of await netnsPids(ns)) {
+          try {
+            process.kill(Number(pid), sig);
+            left++;
+          } catch {
+            // already gone
+          }
+        }
+      }
+      return left;
+    };
+    await signal("SIGTERM");
+    for (let i = 0; i < 20 && (await signal(0)) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    await signal("SIGKILL");
     await lab.down();
     await rm(cfgDir, { recursive: true, force: true });
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void stop().then(() => process.exit(130)));
   try {
-    console.error("bench: bringing the lab up");
+    progress("bringing the lab up");
     await lab.up();
-    await lab.startServers({ tcp: [8080] });
-    // iperf3 serves one test at a time; each path's runs are sequential, so one server is enough.
-    const cfg = join(cfgDir, "haproxy.cfg");
-    await writeFile(cfg, haproxyConfig(lab));
-    await started(lab.spawn(lab.gatewayNs, "haproxy", ["-f", cfg, "-db"]));
+    await lab.startServers({ tcp: [ECHO], udp: [UDP_ECHO] });
+    await writeFile(join(cfgDir, "haproxy.cfg"), haproxyConfig(lab));
+    await running(lab.spawn(lab.gatewayNs, "haproxy", ["-f", join(cfgDir, "haproxy.cfg"), "-db"]));
+    await writeFile(join(cfgDir, "nginx.conf"), nginxConfig(lab, modulesPath, cfgDir));
+    await running(lab.spawn(lab.gatewayNs, "nginx", ["-p", cfgDir, "-c", join(cfgDir, "nginx.conf"), "-e", "stderr"]));
 
     const dp = new Dataplane({ pinDir: lab.pinDir, netns: lab.gatewayNs });
     await dp.load();
     const vip = lab.vip(0);
+    const nftVip = lab.vip(1);
+    const b = lab.backendIps;
     // iperf3's control connection (TCP) and its UDP stream share a port: one backend takes both.
-    await dp.setService({ vip, port: 5201, proto: "tcp", backends: [{ ip: lab.backendIps[0], port: 5201, weight: 1 }], rejectWeight: 0 });
-    await dp.setService({ vip, port: 5201, proto: "udp", backends: [{ ip: lab.backendIps[0], port: 5201, weight: 1 }], rejectWeight: 0 });
-    await dp.setService({ vip, port: 80, proto: "tcp", backends: lab.backendIps.map((ip) => ({ ip, port: 8080, weight: 1 })), rejectWeight: 0 });
+    await dp.setService({ vip, port: IPERF, proto: "tcp", backends: [{ ip: b[0], port: IPERF, weight: 1 }], rejectWeight: 0 });
+    await dp.setService({ vip, port: IPERF, proto: "udp", backends: [{ ip: b[0], port: IPERF, weight: 1 }], rejectWeight: 0 });
+    await dp.setService({ vip, port: 80, proto: "tcp", backends: b.map((ip) => ({ ip, port: ECHO, weight: 1 })), rejectWeight: 0 });
+    await dp.setService({ vip, port: 81, proto: "udp", backends: b.map((ip) => ({ ip, port: UDP_ECHO, weight: 1 })), rejectWeight: 0 });
 
-    const target: Record<Path, { iperf: [string, number]; echo: [string, number] }> = {
-      direct: { iperf: [lab.backendIps[0], 5201], echo: [lab.backendIps[0], 8080] },
-      "blixt-xdp": { iperf: [vip, 5201], echo: [vip, 80] },
-      "blixt-tc": { iperf: [vip, 5201], echo: [vip, 80] },
-      haproxy: { iperf: [lab.gatewayIp, HAPROXY_PORT_IPERF], echo: [lab.gatewayIp, HAPROXY_PORT_ECHO] },
+    const target: Record<Path, Target> = {
+      direct: { iperf: [b[0], IPERF], echo: [b[0], ECHO], udpEcho: [b[0], UDP_ECHO] },
+      "blixt-xdp": { iperf: [vip, IPERF], echo: [vip, 80], udpEcho: [vip, 81] },
+      "blixt-tc": { iperf: [vip, IPERF], echo: [vip, 80], udpEcho: [vip, 81] },
+      nftables: { iperf: [nftVip, IPERF], echo: [nftVip, 80], udpEcho: [nftVip, 81] },
+      haproxy: { iperf: [lab.gatewayIp, HAPROXY.iperf], echo: [lab.gatewayIp, HAPROXY.echo] },
+      nginx: { iperf: [lab.gatewayIp, NGINX.iperf], echo: [lab.gatewayIp, NGINX.echo], udpEcho: [lab.gatewayIp, NGINX.udpEcho] },
     };
     let iperfServer: ReturnType<Lab["spawn"]> | undefined;
-    for (const path of PATHS) {
+    const n = settings.repeats;
+    const meter: CpuMeter = { gatewayNs: lab.gatewayNs, ksoftirqd: await ksoftirqdPids() };
+    for (const [i, path] of PATHS.entries()) {
+      progress(`path ${i + 1}/${PATHS.length}: ${path}`);
       if (path === "blixt-xdp") await dp.attach(lab.gatewayIface, "xdp");
       else if (path === "blixt-tc") await dp.attach(lab.gatewayIface, "tc");
       else await dp.detach(lab.gatewayIface);
-      const { iperf: [ih, ip], echo: [eh, ep] } = target[path];
+      if (path === "nftables") await nft(lab, ["-f", "-"], nftRuleset(lab, nftVip));
       // A fresh iperf3 server per path: one whose client vanished mid-test stays busy for minutes.
       iperfServer?.kill("SIGKILL");
-      iperfServer = lab.spawn(lab.backendNs[0], "iperf3", ["-s", "-p", "5201"]);
-      await started(iperfServer);
-      console.error(`bench: ${path}`);
-      results.tcpThroughput[path] = await repeat(settings.repeats, `${path} TCP Gbit/s`, () => iperf(lab, ih, ip, settings.seconds, false));
-      results.connectionRate[path] = await repeat(settings.repeats, `${path} conn/s`, () => connectionRate(lab, eh, ep, settings.connections));
-      if (path !== "haproxy") results.udpRate[path] = await repeat(settings.repeats, `${path} UDP kpps`, () => iperf(lab, ih, ip, settings.seconds, true));
+      iperfServer = lab.spawn(lab.backendNs[0], "iperf3", ["-s", "-p", String(IPERF)]);
+      await running(iperfServer);
+      const t = target[path];
+
+      const tcp1 = await repeat(n, `${path} TCP 1 stream`, ["gbps", "cpu", "gw"], async () => {
+        const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, {}));
+        const gb = m.result.amount / 1e9;
+        return { gbps: m.result.rate, cpu: m.cpu / gb, gw: m.gatewayCpu / gb };
+      });
+      results.tcp1[path] = tcp1.gbps;
+      results.cpuPerGB[path] = tcp1.cpu;
+      results.proxyCpuPerGB[path] = tcp1.gw;
+      results.tcp4[path] = (await repeat(n, `${path} TCP 4 streams`, ["gbps"], async () => ({ gbps: (await iperf(lab, t.iperf, settings.seconds, { streams: 4 })).rate }))).gbps;
+      results.connectionRate[path] = await repeatOne(n, `${path} conn/s`, () => connectionRate(lab, t.echo, settings.connections));
+      const tcpLat = await repeat(n, `${path} TCP latency µs`, ["p50", "p99"], () => latency(lab, "tcp", t.echo, settings.latencySamples));
+      results.tcpP50[path] = tcpLat.p50;
+      results.tcpP99[path] = tcpLat.p99;
+      if (UDP_PATHS.includes(path) && t.udpEcho) {
+        const udp = await repeat(n, `${path} UDP`, ["kpps", "cpu", "gw"], async () => {
+          const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, { udp: true }));
+          const mpkt = m.result.amount / 1e6;
+          return { kpps: m.result.rate, cpu: m.cpu / mpkt, gw: m.gatewayCpu / mpkt };
+        });
+        results.udpRate[path] = udp.kpps;
+        results.cpuPerMpkt[path] = udp.cpu;
+        results.proxyCpuPerMpkt[path] = udp.gw;
+        const udpLat = await repeat(n, `${path} UDP latency µs`, ["p50", "p99"], () => latency(lab, "udp", t.udpEcho!, settings.latencySamples));
+        results.udpP50[path] = udpLat.p50;
+        results.udpP99[path] = udpLat.p99;
+      }
+      if (path === "nftables") await nft(lab, ["delete", "table", "ip", NFT_TABLE]);
     }
   } finally {
     await stop();
   }
-  await writeFile(opts.out, renderReport(results));
-  console.error(`bench: wrote ${opts.out}`);
+  await mkdir(dirname(opts.out), { recursive: true });
+  const previous = await readFile(opts.out, "utf8").catch(() => undefined);
+  await writeFile(opts.out, renderReport(results, e2eBlock(previous)));
+  for (const [file, svg] of Object.entries(renderCharts(results))) await writeFile(join(dirname(opts.out), file), svg);
+  progress(`wrote ${opts.out} and its charts`);
 }
 
 await main();
