@@ -92,8 +92,8 @@ function poolHolds(pool: ParsedPool, address: number): boolean {
 export interface AddressRequest {
   key: string; // "namespace/name" of the Gateway
   namespace: string;
-  /** spec.addresses value of type IPAddress, when the Gateway asks for one. */
-  requested?: string;
+  /** spec.addresses values of type IPAddress, when the Gateway asks for some (in spec order). */
+  requested?: string[];
 }
 
 export type AddressResult =
@@ -120,25 +120,31 @@ export function allocateAddresses(
   for (const req of requests) {
     const had = typeof previous?.[req.key] === "string" ? parseIPv4(previous[req.key]) : undefined;
     if (had === undefined || taken.has(had) || !eligible(req, had)) continue;
-    if (req.requested !== undefined && parseIPv4(req.requested) !== had) continue;
+    if (req.requested !== undefined && (req.requested.length !== 1 || parseIPv4(req.requested[0]) !== had)) continue;
     taken.add(had);
     results.set(req.key, { kind: "assigned", address: formatIPv4(had) });
   }
   for (const req of requests) {
     if (results.has(req.key) || req.requested === undefined) continue;
-    const want = parseIPv4(req.requested);
-    if (want === undefined) {
-      results.set(req.key, { kind: "notUsable", message: `spec.addresses: "${req.requested}" is not an IPv4 address` });
-    } else if (!eligible(req, want)) {
-      results.set(req.key, {
-        kind: "notUsable",
-        message: `spec.addresses: ${req.requested} is in no address pool open to namespace "${req.namespace}"; use an address from a pool or remove spec.addresses`,
-      });
-    } else if (taken.has(want)) {
-      results.set(req.key, { kind: "notUsable", message: `spec.addresses: ${req.requested} is already used by another Gateway` });
+    // Every requested address must be usable, and blixt serves one per Gateway: the first
+    // problem found is the reason none is assigned (Programmed=False AddressNotUsable).
+    let problem: string | undefined;
+    for (const requested of req.requested) {
+      const want = parseIPv4(requested);
+      if (want === undefined) problem = `spec.addresses: "${requested}" is not an IPv4 address`;
+      else if (!eligible(req, want)) problem = `spec.addresses: ${requested} is in no address pool open to namespace "${req.namespace}"; use an address from a pool or remove it from spec.addresses`;
+      else if (taken.has(want)) problem = `spec.addresses: ${requested} is already used by another Gateway`;
+      if (problem) break;
+    }
+    if (!problem && req.requested.length > 1) {
+      problem = `spec.addresses: ${req.requested.length} addresses requested (${req.requested.join(", ")}); blixt serves one address per Gateway: keep one`;
+    }
+    if (problem) {
+      results.set(req.key, { kind: "notUsable", message: problem });
     } else {
+      const want = parseIPv4(req.requested[0]) as number;
       taken.add(want);
-      results.set(req.key, { kind: "assigned", address: req.requested });
+      results.set(req.key, { kind: "assigned", address: formatIPv4(want) });
     }
   }
   const cursors = new Map<Range, number>();

@@ -122,10 +122,11 @@ export function compile(snapshot: Snapshot): CompileOutput {
   const requests: AddressRequest[] = [];
   for (const g of gateways) {
     if (g.accepted.status !== "True") continue;
-    const ip = arr(obj(g.raw.spec).addresses)
+    const ips = arr(obj(g.raw.spec).addresses)
       .map(obj)
-      .find((a) => (str(a.type) ?? "IPAddress") === "IPAddress" && str(a.value));
-    requests.push({ key: g.key, namespace: g.meta.namespace, requested: ip ? str(ip.value) : undefined });
+      .filter((a) => (str(a.type) ?? "IPAddress") === "IPAddress" && str(a.value))
+      .map((a) => str(a.value) as string);
+    requests.push({ key: g.key, namespace: g.meta.namespace, ...(ips.length > 0 ? { requested: ips } : {}) });
   }
   const addresses = allocateAddresses(requests, pools.pools, obj(s.allocations) as Record<string, string>);
   const allocations: Record<string, string> = {};
@@ -262,10 +263,6 @@ function gatewayAccepted(spec: Record<string, unknown>, listeners: ListenerPlan[
     .filter((a) => (str(a.type) ?? "IPAddress") !== "IPAddress");
   if (unsupported.length > 0) {
     return bad("Accepted", "UnsupportedAddress", `spec.addresses: type ${JSON.stringify(unsupported[0].type)} is not supported; blixt assigns one address of type IPAddress`);
-  }
-  const ips = arr(spec.addresses).filter((a) => str(obj(a).value));
-  if (ips.length > 1) {
-    return bad("Accepted", "UnsupportedAddress", `spec.addresses: ${ips.length} addresses requested; blixt gives a Gateway exactly one`);
   }
   if (listeners.length === 0) return bad("Accepted", "ListenersNotValid", "spec.listeners is empty");
   const invalid = listeners.filter((l) => !l.healthy).map((l) => l.name);
