@@ -251,7 +251,8 @@ spec:
     await sleep(1000);
     await udp.stop();
     const { sent, answered, pods, longestGapMs } = udp.record;
-    t.comment(`figure: UDP ${answered}/${sent} datagrams answered, longest gap between replies ${longestGapMs} ms`);
+    t.comment(`figure: UDP ${answered}/${sent} datagrams answered`);
+    await recordFigure(t, "longest silence of the UDP flow (a datagram every 100 ms) across all the faults", longestGapMs);
     t.comment(`timeline:\n${timeline.join("\n")}`);
     t.same([...pods], [udpBackend], `every reply came from the same backend, ${udpBackend}`);
     t.ok(answered > 0, "replies kept coming");
