@@ -105,13 +105,33 @@ static __always_inline void unparsed(struct verdict *v, __u32 drop_reason)
 	}
 }
 
+/* The backend a new flow's hash lands on in the service's live table: slot = hash % M, then
+ * the slot's chunk, then the backend list entry the slot names. NULL when the service has no
+ * table, or a chunk or entry is missing (a table mid-removal or a bug upstream). */
+static __always_inline struct backend *maglev_backend(const struct svc_value *svc, __u32 hash)
+{
+	struct table_key key;
+	struct table_chunk *chunk;
+	__u32 slot;
+
+	if (!svc->table_size)
+		return NULL;
+	slot = hash % svc->table_size;
+	key.table_id = svc->table_id;
+	key.index = slot / BLIXT_CHUNK_SLOTS;
+	chunk = bpf_map_lookup_elem(&blixt_mg_chunks, &key);
+	if (!chunk)
+		return NULL;
+	key.index = chunk->backend[slot & (BLIXT_CHUNK_SLOTS - 1)];
+	return bpf_map_lookup_elem(&blixt_mg_backs, &key);
+}
+
 static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, __u64 now)
 {
 	struct pkt *p = &v->pkt;
 	struct svc_stats *stats = svc_stats_of(svc->svc_id);
 	struct ct_key ckey;
 	struct ct_value *ct;
-	struct maglev_key mkey;
 	struct backend *be;
 
 	if (stats) {
@@ -130,13 +150,8 @@ static __always_inline void lb_choose(struct verdict *v, const struct svc_value 
 		return;
 	}
 
-	be = NULL;
-	if (svc->table_size) {
-		mkey.table_id = svc->table_id;
-		mkey.slot = flow_hash(p) % svc->table_size;
-		be = bpf_map_lookup_elem(&blixt_maglev, &mkey);
-	}
-	/* A missing slot means a table mid-removal or a bug upstream: reject rather than guess. */
+	be = maglev_backend(svc, flow_hash(p));
+	/* No backend means a table mid-removal or a bug upstream: reject rather than guess. */
 	if (!be || (be->flags & BACKEND_F_REJECT)) {
 		if (stats)
 			stats->rejects += 1;

@@ -17,9 +17,17 @@
 
 #define BLIXT_MAX_SERVICES 16384    /* service ids are 1..16383; 0 means "none" */
 #define BLIXT_MAX_BACKENDS 65536
-/* Tables are 16381..65521 slots (maglev.ts); 2^23 slots hold ~500 tables at the minimum size,
- * i.e. ~250 services with room for each one's spare table. Not preallocated: memory follows use. */
-#define BLIXT_MAX_MAGLEV_SLOTS (1 << 23)
+/* Slots per table chunk. A power of two, so slot / CHUNK and slot % CHUNK are a shift and a mask
+ * the verifier can bound; 1024 u16 slots (2048 value bytes) keep one `map update` line of
+ * bpftool's batch mode (at most 4096 arguments) well inside its limit. */
+#define BLIXT_CHUNK_SLOTS 1024
+_Static_assert((BLIXT_CHUNK_SLOTS & (BLIXT_CHUNK_SLOTS - 1)) == 0, "BLIXT_CHUNK_SLOTS must be a power of two");
+/* Tables are 16381..65521 slots (maglev.ts), i.e. 16..64 chunks; 2^15 chunks hold ~2000 tables at
+ * the minimum size, ~1000 services with room for each one's spare table (four times the slots
+ * the per-slot layout had). Not preallocated: memory follows use. */
+#define BLIXT_MAX_TABLE_CHUNKS (1 << 15)
+/* Backend lists of every table, live and spare: twice the backends blixt_backends holds. */
+#define BLIXT_MAX_TABLE_BACKENDS (2 * BLIXT_MAX_BACKENDS)
 #define BLIXT_MAX_CONNTRACK (1 << 18)
 #define BLIXT_MAX_ADDRESSES 4096
 #define BLIXT_MAX_IFACES 256
@@ -39,14 +47,24 @@ struct svc_value {
 	__u32 reject_weight; /* 12..15 weight of invalid backendRefs (read back by the agent only) */
 };                           /* 16 bytes */
 
-/* maglev: (table, slot) → backend. A service's table is written whole under its spare id,
- * then the service value is switched to it in one update, then the old table is deleted. */
-struct maglev_key {
+/* A Maglev table is two maps' worth of entries under one table id:
+ *  mg_backs:  (table, index) → backend: the table's backend list, one entry per backend with
+ *             weight > 0, plus one BACKEND_F_REJECT entry for the rejected share;
+ *  mg_chunks: (table, chunk) → BLIXT_CHUNK_SLOTS u16 indexes into that list; slot s of the table
+ *             is chunk s / CHUNK, element s % CHUNK. The last chunk's elements past M are zero.
+ * A service's table is written whole under its spare id, then the service value is switched to
+ * it in one update, then the old table's chunks and backend list are deleted. A missing chunk
+ * or backend entry rejects the packet, as does the reject entry. */
+struct table_key {
 	__u32 table_id; /* 0..3 */
-	__u32 slot;     /* 4..7 0..M-1 */
+	__u32 index;    /* 4..7 mg_chunks: chunk number 0..ceil(M / CHUNK)-1; mg_backs: backend index */
 };                      /* 8 bytes */
 
-#define BACKEND_F_REJECT 0x1 /* this slot is the weighted share of invalid backendRefs */
+struct table_chunk {
+	__u16 backend[BLIXT_CHUNK_SLOTS]; /* 0..2047 index into the table's backend list, per slot */
+};                                        /* 2048 bytes */
+
+#define BACKEND_F_REJECT 0x1 /* this entry is the weighted share of invalid backendRefs */
 
 struct backend {
 	__u8 addr[BLIXT_ADDR_LEN]; /*  0..15 backend IP, IPv4-mapped (zero when rejecting) */
@@ -138,11 +156,19 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, BLIXT_MAX_MAGLEV_SLOTS);
+	__uint(max_entries, BLIXT_MAX_TABLE_CHUNKS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct maglev_key);
+	__type(key, struct table_key);
+	__type(value, struct table_chunk);
+} blixt_mg_chunks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_TABLE_BACKENDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct table_key);
 	__type(value, struct backend);
-} blixt_maglev SEC(".maps");
+} blixt_mg_backs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

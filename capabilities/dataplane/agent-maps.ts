@@ -4,28 +4,44 @@
 // (backends, new table in the spare slot, one switching write, old table removed) is the
 // Dataplane's own, from dataplane.ts; this file only strings many services into one batch.
 import * as bpftool from "./bpftool.js";
-import { freeServiceId, serviceDeleteLines, serviceName, serviceTable, serviceUpdateLines, type Dataplane, type ServiceSpec, type ServiceState } from "./dataplane.js";
+import {
+  freeServiceId,
+  serviceDeleteLines,
+  serviceName,
+  serviceTable,
+  serviceUpdateLines,
+  spareTableId,
+  tableBackendIndexes,
+  type Dataplane,
+  type ServiceSpec,
+  type ServiceState,
+  type TableEntry,
+} from "./dataplane.js";
 import { MAGLEV_MAX_SIZE } from "./maglev.js";
 import {
   ADDR_F_ANNOUNCE,
+  chunkCount,
   decodeAddressKey,
   decodeAddressValue,
   decodeBackendKey,
   decodeBackendValue,
-  decodeMaglevSlot,
   decodeServiceKey,
   decodeServiceValue,
+  decodeTableBackend,
+  decodeTableChunk,
+  decodeTableKey,
   encodeAddressKey,
   encodeAddressValue,
   encodeBackendKey,
-  encodeMaglevKey,
-  encodeMaglevSlot,
+  encodeTableChunk,
+  encodeTableKey,
   fromBpftoolHex,
   hex,
   type BackendKey,
   type MapName,
+  type TableKey,
 } from "./maps.js";
-import { sampleSlots, type ActualService, type ActualState, type DataplaneDiff } from "./plan.js";
+import { sampleChunks, type ActualService, type ActualState, type DataplaneDiff } from "./plan.js";
 
 export interface MapsSnapshot {
   actual: ActualState;
@@ -33,41 +49,43 @@ export interface MapsSnapshot {
   states: Map<string, ServiceState>;
   /** backends of service ids no service entry uses (a crash mid-delete, or a hand edit) */
   orphanBackends: BackendKey[];
+  /** backend-list entries of tables no service entry points at (a spare table an apply left half-written) */
+  orphanTableBackends: TableKey[];
 }
 
-type Slot = { ip: string; port: number } | "reject" | undefined;
+/** Most chunks a table can have: what a table id may hold when nothing says how many it does. */
+const MAX_CHUNKS = chunkCount(MAGLEV_MAX_SIZE);
 
-/** Reads a few slots of every live table, in one batch when all are there. */
-async function readSamples(dp: Dataplane, services: { tableId: number; tableSize: number }[]): Promise<Map<number, Slot>[]> {
-  const pin = dp.mapPin("blixt_maglev");
-  const wanted = services.map((s) => sampleSlots(s.tableSize).map((slot) => ({ slot, key: hex(encodeMaglevKey({ tableId: s.tableId, slot })) })));
-  const decode = (value: Uint8Array): Slot => {
-    const s = decodeMaglevSlot(value);
-    return s.reject ? "reject" : { ip: s.ip, port: s.port };
-  };
+/** Appends without spreading: a spread of a very long array overflows the call stack. */
+function append(lines: string[], more: string[]): void {
+  for (const line of more) lines.push(line);
+}
+
+/** Reads a few chunks of every live table, in one batch when all are there. */
+async function readChunks(dp: Dataplane, services: { tableId: number; tableSize: number }[]): Promise<Map<number, Uint16Array | undefined>[]> {
+  const pin = dp.mapPin("blixt_mg_chunks");
+  const wanted = services.map((s) => sampleChunks(s.tableSize).map((chunk) => ({ chunk, key: hex(encodeTableKey({ tableId: s.tableId, index: chunk })) })));
   const lines = wanted.flat().map(({ key }) => ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" "));
   try {
-    const outputs = (await bpftool.batch(lines, "reading Maglev table samples")) as { value: string[] }[];
+    const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
     let i = 0;
-    return wanted.map((samples) => new Map(samples.map(({ slot }) => [slot, decode(fromBpftoolHex(outputs[i++].value))] as const)));
+    return wanted.map((chunks) => new Map(chunks.map(({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const)));
   } catch {
-    // bpftool stops a batch at the first missing key, so a damaged table is read slot by slot.
+    // bpftool stops a batch at the first missing key, so a damaged table is read chunk by chunk.
     return Promise.all(
-      wanted.map(async (samples) => {
-        const read = await Promise.all(samples.map(async ({ slot, key }) => [slot, await bpftool.mapLookup(pin, key)] as const));
-        return new Map(read.map(([slot, entry]) => [slot, entry?.value ? decode(entry.value) : undefined] as const));
+      wanted.map(async (chunks) => {
+        const read = await Promise.all(chunks.map(async ({ chunk, key }) => [chunk, await bpftool.mapLookup(pin, key)] as const));
+        return new Map(read.map(([chunk, entry]) => [chunk, entry?.value ? decodeTableChunk(entry.value) : undefined] as const));
       }),
     );
   }
 }
 
-/** What the pinned maps hold now, read back (services, backends, addresses, table samples). */
+/** What the pinned maps hold now, read back (services, backends, addresses, tables' backend lists and sampled chunks). */
 export async function readMaps(dp: Dataplane): Promise<MapsSnapshot> {
-  const [serviceEntries, backendEntries, addressEntries] = await Promise.all([
-    bpftool.mapDump(dp.mapPin("blixt_services")),
-    bpftool.mapDump(dp.mapPin("blixt_backends")),
-    bpftool.mapDump(dp.mapPin("blixt_addrs")),
-  ]);
+  const [serviceEntries, backendEntries, addressEntries, tableBackendEntries] = await Promise.all(
+    (["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(dp.mapPin(m))),
+  );
   const backendsBySvc = new Map<number, BackendKey[]>();
   const weights = new Map<string, number>();
   for (const e of backendEntries) {
@@ -75,9 +93,19 @@ export async function readMaps(dp: Dataplane): Promise<MapsSnapshot> {
     backendsBySvc.set(k.svcId, [...(backendsBySvc.get(k.svcId) ?? []), k]);
     weights.set(`${k.svcId} ${k.ip}:${k.port}`, decodeBackendValue(e.value!).weight);
   }
+  const tableKeys = tableBackendEntries.map((e) => decodeTableKey(e.key));
+  const listsByTable = new Map<number, Map<number, TableEntry>>();
+  tableBackendEntries.forEach((e, i) => {
+    const { tableId, index } = tableKeys[i];
+    const b = decodeTableBackend(e.value!);
+    const list = listsByTable.get(tableId) ?? new Map<number, TableEntry>();
+    list.set(index, b.reject ? "reject" : { ip: b.ip, port: b.port });
+    listsByTable.set(tableId, list);
+  });
+  const indexesByTable = tableBackendIndexes(tableKeys);
   const services = serviceEntries.map((e) => ({ key: decodeServiceKey(e.key), value: decodeServiceValue(e.value!) }));
   // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
-  const samples = await readSamples(
+  const chunks = await readChunks(
     dp,
     services.map((s) => ({ tableId: s.value.tableId, tableSize: s.value.tableSize <= MAGLEV_MAX_SIZE ? s.value.tableSize : 0 })),
   );
@@ -87,28 +115,28 @@ export async function readMaps(dp: Dataplane): Promise<MapsSnapshot> {
     const backends = (backendsBySvc.get(value.svcId) ?? [])
       .map((b) => ({ ip: b.ip, port: b.port, weight: weights.get(`${value.svcId} ${b.ip}:${b.port}`)! }))
       .sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
-    states.set(serviceName(key), { value, backends });
-    return { ...key, ...value, backends, samples: samples[i] };
+    states.set(serviceName(key), { value, backends, tableBackends: indexesByTable.get(value.tableId) ?? [] });
+    return { ...key, ...value, backends, tableBackends: listsByTable.get(value.tableId) ?? new Map(), chunks: chunks[i] };
   });
   const live = new Set(services.map((s) => s.value.svcId));
+  const liveTables = new Set(services.map((s) => s.value.tableId));
   const orphanBackends = [...backendsBySvc.entries()].filter(([svcId]) => !live.has(svcId)).flatMap(([, keys]) => keys);
+  const orphanTableBackends = tableKeys.filter((k) => !liveTables.has(k.tableId));
   const addresses = addressEntries.map((e) => ({ ip: decodeAddressKey(e.key), announce: (decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE) !== 0 }));
-  return { actual: { services: actual, addresses }, states, orphanBackends };
+  return { actual: { services: actual, addresses }, states, orphanBackends, orphanTableBackends };
 }
 
 /**
- * Removal of a table that may be damaged: bpftool refuses to delete a missing key and stops the
- * batch there, so each slot is first written (with the replacement table's slot, which is what a
- * packet that still read the old table id should get anyway) and then deleted.
+ * Removal of chunks that may be missing: bpftool refuses to delete a missing key and stops the
+ * batch there, so each chunk is first written (all zero: backend index 0, whose entry is
+ * deleted before, so a packet still reading this table id is rejected) and then deleted.
  */
-function tolerantTableDeleteLines(pin: (m: MapName) => string, tableId: number, tableSize: number, replacement: ServiceSpec | undefined): string[] {
-  const table = replacement ? serviceTable(replacement.backends, replacement.rejectWeight) : { tableSize: 0, slots: [] };
+function tolerantChunkDeleteLines(pin: (m: MapName) => string, tableId: number, fromChunk: number, toChunk: number): string[] {
+  const zero = hex(encodeTableChunk([]));
   const lines: string[] = [];
-  for (let slot = 0; slot < Math.min(tableSize, MAGLEV_MAX_SIZE); slot++) {
-    const s = table.slots[slot % Math.max(1, table.tableSize)];
-    const value = s === undefined || s === "reject" ? encodeMaglevSlot({ reject: true }) : encodeMaglevSlot(s);
-    const key = hex(encodeMaglevKey({ tableId, slot }));
-    lines.push(bpftool.mapUpdateLine(pin("blixt_maglev"), key, hex(value)), bpftool.mapDeleteLine(pin("blixt_maglev"), key));
+  for (let chunk = fromChunk; chunk < Math.min(toChunk, MAX_CHUNKS); chunk++) {
+    const key = hex(encodeTableKey({ tableId, index: chunk }));
+    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_chunks"), key, zero), bpftool.mapDeleteLine(pin("blixt_mg_chunks"), key));
   }
   return lines;
 }
@@ -117,22 +145,24 @@ function tolerantTableDeleteLines(pin: (m: MapName) => string, tableId: number, 
  * Every bpftool command that takes the maps from `snapshot` to what `diff` asks, in the order
  * that keeps traffic correct throughout: leftovers of unused ids first (so a reused id starts
  * clean), then removals, then services (each switched by one write), then addresses.
- * `tolerant` removes old tables slot-safely, for tables damaged behind the agent's back (and
- * for any retry, since a failed apply may have left one half-deleted).
+ * `tolerant` removes old tables chunk-safely, for tables damaged behind the agent's back (and
+ * for any retry, since a failed apply may have left one half-deleted, or a spare table
+ * half-written: its chunks past the new table's end are cleared too).
  */
 export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, snapshot: MapsSnapshot, tolerant = false): string[] {
   const lines: string[] = [];
   for (const b of snapshot.orphanBackends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey(b))));
+  for (const k of snapshot.orphanTableBackends) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey(k))));
 
   for (const key of diff.remove) {
     const current = snapshot.states.get(serviceName(key));
     if (!current) continue;
     if (!tolerant) {
-      lines.push(...serviceDeleteLines(pin, key, current));
+      append(lines, serviceDeleteLines(pin, key, current));
       continue;
     }
-    lines.push(...serviceDeleteLines(pin, key, { ...current, value: { ...current.value, tableSize: 0 } }));
-    lines.push(...tolerantTableDeleteLines(pin, current.value.tableId, current.value.tableSize, undefined));
+    append(lines, serviceDeleteLines(pin, key, { ...current, value: { ...current.value, tableSize: 0 } }));
+    append(lines, tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)));
   }
 
   const used = [...snapshot.states.values()].map((s) => s.value.svcId);
@@ -141,11 +171,12 @@ export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, sna
     const current = snapshot.states.get(name);
     const svcId = current?.value.svcId ?? freeServiceId(used);
     used.push(svcId);
+    if (tolerant) append(lines, tolerantChunkDeleteLines(pin, spareTableId(svcId, current), chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize), MAX_CHUNKS));
     if (current && (tolerant || diff.reasons.get(name) === "table")) {
-      lines.push(...serviceUpdateLines(pin, spec, svcId, { ...current, value: { ...current.value, tableSize: 0 } }));
-      lines.push(...tolerantTableDeleteLines(pin, current.value.tableId, current.value.tableSize, spec));
+      append(lines, serviceUpdateLines(pin, spec, svcId, { ...current, value: { ...current.value, tableSize: 0 } }));
+      append(lines, tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)));
     } else {
-      lines.push(...serviceUpdateLines(pin, spec, svcId, current));
+      append(lines, serviceUpdateLines(pin, spec, svcId, current));
     }
   }
 

@@ -15,10 +15,13 @@ import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
 import {
   ADDR_F_ANNOUNCE,
   ARP_COUNTERS,
+  CHUNK_SLOTS,
   MAP_NAMES,
   MAX_SERVICES,
   PROG_NAMES,
   REASONS,
+  RETIRED_MAP_NAMES,
+  chunkCount,
   decodeAddressKey,
   decodeAddressValue,
   decodeBackendKey,
@@ -31,14 +34,16 @@ import {
   decodeServiceCounters,
   decodeServiceKey,
   decodeServiceValue,
+  decodeTableKey,
   encodeAddressKey,
   encodeAddressValue,
   encodeBackendKey,
   encodeBackendValue,
   encodeIndexKey,
   encodeInterfaceValue,
-  encodeMaglevKey,
-  encodeMaglevSlot,
+  encodeTableBackend,
+  encodeTableChunk,
+  encodeTableKey,
   encodeServiceCounters,
   encodeServiceKey,
   encodeServiceValue,
@@ -148,65 +153,90 @@ export function mergeBackends(backends: Backend[]): Backend[] {
 /** Key of the Maglev pseudo-backend that stands for the rejected share; cannot collide with "ip:port". */
 const REJECT_KEY = "reject";
 
+/** An entry of a table's backend list: a backend, or the rejected share. */
+export type TableEntry = { ip: string; port: number } | "reject";
+
 export interface ServiceTable {
   tableSize: number;
-  /** per slot: a backend, or "reject" */
-  slots: ({ ip: string; port: number } | "reject")[];
+  /** the table's backend list (blixt_mg_backs): weighted backends in key order, then "reject" if it has a share */
+  backends: TableEntry[];
+  /** per slot: an index into `backends` (written to blixt_mg_chunks, CHUNK_SLOTS per entry) */
+  slots: Uint16Array;
 }
+
+/** What slot `slot` of a table holds. */
+export const slotEntry = (table: ServiceTable, slot: number): TableEntry | undefined =>
+  slot < table.tableSize ? table.backends[table.slots[slot]] : undefined;
 
 /** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
 export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
+  const weighted = mergeBackends(backends).filter((b) => b.weight > 0);
   const members = [
-    ...backends.filter((b) => b.weight > 0).map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, backend: b })),
-    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, backend: undefined }] : []),
+    ...weighted.map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, entry: { ip: b.ip, port: b.port } as TableEntry })),
+    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }] : []),
   ];
-  if (members.length === 0) return { tableSize: 0, slots: [] };
+  if (members.length === 0) return { tableSize: 0, backends: [], slots: new Uint16Array(0) };
+  // Slots name backends by a u16 index (struct table_chunk).
+  if (members.length > 0x10000) throw new RangeError(`a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`);
   const tableSize = maglevTableSize(members.length);
   const table = buildMaglevTable(
     members.map(({ key, weight }) => ({ key, weight })),
     tableSize,
   );
-  const slots = Array.from(table, (i) => {
-    const b = members[i].backend;
-    return b ? { ip: b.ip, port: b.port } : ("reject" as const);
-  });
-  return { tableSize, slots };
+  return { tableSize, backends: members.map((m) => m.entry), slots: Uint16Array.from(table) };
 }
 
 export interface ServiceState {
   value: ServiceValue;
   /** backends present in blixt_backends for this service */
   backends: Backend[];
+  /** indexes present in blixt_mg_backs for the live table (value.tableId): what removing it deletes */
+  tableBackends: number[];
+}
+
+/** The table id a service's next table is written under: the one its live table does not use. */
+export const spareTableId = (svcId: number, current?: ServiceState): number => tableIdOf(svcId, current?.value.tableId === tableIdOf(svcId, 0) ? 1 : 0);
+
+/** Lines that write a whole table under `tableId`: its backend list, then its chunks. */
+export function tableWriteLines(pin: (m: MapName) => string, tableId: number, table: ServiceTable): string[] {
+  const lines: string[] = [];
+  table.backends.forEach((entry, index) => {
+    const value = entry === "reject" ? encodeTableBackend({ reject: true }) : encodeTableBackend(entry);
+    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index })), hex(value)));
+  });
+  for (let chunk = 0; chunk < chunkCount(table.tableSize); chunk++) {
+    const indexes = table.slots.subarray(chunk * CHUNK_SLOTS, Math.min(table.tableSize, (chunk + 1) * CHUNK_SLOTS));
+    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk })), hex(encodeTableChunk(indexes))));
+  }
+  return lines;
+}
+
+/** Lines that delete a table every entry of which is present: its backend list, then its chunks. */
+export function tableDeleteLines(pin: (m: MapName) => string, tableId: number, tableSize: number, tableBackends: number[]): string[] {
+  const lines = tableBackends.map((index) => bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))));
+  for (let chunk = 0; chunk < chunkCount(tableSize); chunk++) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk }))));
+  return lines;
 }
 
 /**
  * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
- * new backends, the new table in the spare slot, one write of the service entry that switches
- * to it, then removal of the old table and of backends no longer listed. No packet ever sees
- * a half-written table, and flows to a removed backend re-pick only after the switch.
+ * new backends, the new table (backend list and chunks) under the spare id, one write of the
+ * service entry that switches to it, then removal of the old table and of backends no longer
+ * listed. No packet ever sees a half-written table, and flows to a removed backend re-pick only
+ * after the switch. A table is a handful of lines: one per backend plus one per
+ * CHUNK_SLOTS slots.
  */
 export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current?: ServiceState): string[] {
   validateServiceSpec(spec);
   const backends = mergeBackends(spec.backends);
-  const { tableSize, slots } = serviceTable(backends, spec.rejectWeight);
-  const oldTableId = current?.value.tableId;
-  const tableId = tableIdOf(svcId, oldTableId === tableIdOf(svcId, 0) ? 1 : 0);
+  const table = serviceTable(backends, spec.rejectWeight);
+  const tableId = spareTableId(svcId, current);
   const lines: string[] = [];
 
   for (const b of backends) {
     lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
   }
-  // Tables run to 64k slots: encode each distinct slot value once, not once per slot.
-  const valueHex = new Map<string, string[]>();
-  const slotValueHex = (s: ServiceTable["slots"][number]) => {
-    const id = s === "reject" ? s : `${s.ip}:${s.port}`;
-    let v = valueHex.get(id);
-    if (!v) valueHex.set(id, (v = hex(s === "reject" ? encodeMaglevSlot({ reject: true }) : encodeMaglevSlot(s))));
-    return v;
-  };
-  slots.forEach((s, slot) => {
-    lines.push(bpftool.mapUpdateLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId, slot })), slotValueHex(s)));
-  });
+  lines.push(...tableWriteLines(pin, tableId, table));
   if (!current) {
     // A reused id must not inherit a deleted service's counters.
     lines.push(bpftool.mapUpdateLine(pin("blixt_svc_stats"), hex(encodeIndexKey(svcId)), hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 }))));
@@ -216,13 +246,11 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
     bpftool.mapUpdateLine(
       pin("blixt_services"),
       hex(encodeServiceKey(spec)),
-      hex(encodeServiceValue({ svcId, tableId, tableSize, rejectWeight: spec.rejectWeight })),
+      hex(encodeServiceValue({ svcId, tableId, tableSize: table.tableSize, rejectWeight: spec.rejectWeight })),
     ),
   );
-  if (current && oldTableId !== undefined) {
-    for (let slot = 0; slot < current.value.tableSize; slot++) {
-      lines.push(bpftool.mapDeleteLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId: oldTableId, slot }))));
-    }
+  if (current) {
+    lines.push(...tableDeleteLines(pin, current.value.tableId, current.value.tableSize, current.tableBackends));
     const keep = new Set(backends.map((b) => `${b.ip}:${b.port}`));
     for (const b of current.backends) {
       if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
@@ -235,9 +263,21 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
 export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState): string[] {
   const { svcId, tableId, tableSize } = current.value;
   const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key)))];
-  for (let slot = 0; slot < tableSize; slot++) lines.push(bpftool.mapDeleteLine(pin("blixt_maglev"), hex(encodeMaglevKey({ tableId, slot }))));
+  lines.push(...tableDeleteLines(pin, tableId, tableSize, current.tableBackends));
   for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
   return lines;
+}
+
+/** Backend-list keys read back (blixt_mg_backs), grouped: table id → indexes present, ascending. */
+export function tableBackendIndexes(keys: { tableId: number; index: number }[]): Map<number, number[]> {
+  const byTable = new Map<number, number[]>();
+  for (const k of keys) {
+    const list = byTable.get(k.tableId);
+    if (list) list.push(k.index);
+    else byTable.set(k.tableId, [k.index]);
+  }
+  for (const list of byTable.values()) list.sort((a, b) => a - b);
+  return byTable;
 }
 
 /** Smallest service id not in use (ids are 1..MAX_SERVICES-1). */
@@ -293,6 +333,10 @@ export class Dataplane {
     await mkdir(progDir, { recursive: true });
     const reuse: Record<string, string> = {};
     for (const name of MAP_NAMES) if (await exists(this.mapPin(name))) reuse[name] = this.mapPin(name);
+    // A map of an older layout nothing loaded from here reads any more (attached programs keep
+    // theirs alive until attach() replaces them). Its services' tables are rewritten by the
+    // agent's next pass, which finds their chunks missing.
+    for (const name of RETIRED_MAP_NAMES) await rm(join(mapDir, name), { force: true });
 
     // A load that died half-way leaves its staging pins behind; they hold maps and programs alive.
     for (const entry of await readdir(this.pinDir)) if (entry.startsWith("staging-")) await rm(join(this.pinDir, entry), { recursive: true, force: true });
@@ -365,7 +409,9 @@ export class Dataplane {
   }
 
   private async serviceStates(): Promise<Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>> {
-    const [services, backends] = await Promise.all([bpftool.mapDump(this.mapPin("blixt_services")), bpftool.mapDump(this.mapPin("blixt_backends"))]);
+    const [services, backends, tableBackends] = await Promise.all(
+      (["blixt_services", "blixt_backends", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(this.mapPin(m))),
+    );
     const bySvc = new Map<number, Backend[]>();
     for (const e of backends) {
       const k = decodeBackendKey(e.key);
@@ -373,11 +419,12 @@ export class Dataplane {
       list.push({ ip: k.ip, port: k.port, weight: decodeBackendValue(e.value!).weight });
       bySvc.set(k.svcId, list);
     }
+    const byTable = tableBackendIndexes(tableBackends.map((e) => decodeTableKey(e.key)));
     const out = new Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>();
     for (const e of services) {
       const key = decodeServiceKey(e.key);
       const value = decodeServiceValue(e.value!);
-      out.set(serviceName(key), { key, state: { value, backends: mergeBackends(bySvc.get(value.svcId) ?? []) } });
+      out.set(serviceName(key), { key, state: { value, backends: mergeBackends(bySvc.get(value.svcId) ?? []), tableBackends: byTable.get(value.tableId) ?? [] } });
     }
     return out;
   }

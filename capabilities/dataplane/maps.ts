@@ -12,7 +12,8 @@ export type Proto = "tcp" | "udp";
 /** Pinned map names, as in bpf/maps.h (the kernel keeps 15 characters of a map name). */
 export const MAP_NAMES = [
   "blixt_services",
-  "blixt_maglev",
+  "blixt_mg_chunks",
+  "blixt_mg_backs",
   "blixt_backends",
   "blixt_conntrack",
   "blixt_addrs",
@@ -22,6 +23,8 @@ export const MAP_NAMES = [
   "blixt_arp_stats",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
+/** Maps earlier versions pinned and this one no longer uses (one map entry per Maglev slot). */
+export const RETIRED_MAP_NAMES = ["blixt_maglev"] as const;
 
 /** Program names (the functions in bpf/blixt.c), which bpftool loadall pins them under. */
 export const PROG_NAMES = ["blixt_xdp_ingress", "blixt_tc_ingress", "blixt_tc_egress"] as const;
@@ -174,7 +177,7 @@ export interface ServiceKey {
 }
 export interface ServiceValue {
   svcId: number;
-  /** live Maglev table: svcId * 2 + generation */
+  /** live Maglev table (its chunks and backend list): svcId * 2 + generation */
   tableId: number;
   /** M, a prime; 0 = every packet is rejected */
   tableSize: number;
@@ -200,29 +203,52 @@ export function decodeServiceValue(b: Uint8Array): ServiceValue {
 /** The two table ids a service alternates between. */
 export const tableIdOf = (svcId: number, generation: 0 | 1): number => svcId * 2 + generation;
 
-// ---- maglev: struct maglev_key (8 bytes) → struct backend (20 bytes) -------------------------
+// ---- Maglev tables: struct table_key (8 bytes) → struct table_chunk (2048 bytes) / struct backend (20 bytes)
 
-export interface MaglevKey {
+/** Slots per chunk of a table (BLIXT_CHUNK_SLOTS); slot s is element s % CHUNK_SLOTS of chunk s / CHUNK_SLOTS. */
+export const CHUNK_SLOTS = 1024;
+/** Chunks a table of `tableSize` slots takes; the last may be partial. */
+export const chunkCount = (tableSize: number): number => Math.ceil(tableSize / CHUNK_SLOTS);
+
+/** Key of both table maps: `index` is a chunk number (blixt_mg_chunks) or a backend index (blixt_mg_backs). */
+export interface TableKey {
   tableId: number;
-  slot: number;
+  index: number;
 }
-/** A table slot: a backend, or `reject` for the weighted share of invalid backendRefs. */
-export type MaglevSlot = { ip: string; port: number; reject?: false } | { reject: true };
+/** An entry of a table's backend list: a backend, or `reject` for the weighted share of invalid backendRefs. */
+export type TableBackend = { ip: string; port: number; reject?: false } | { reject: true };
 
-export const encodeMaglevKey = (k: MaglevKey): Uint8Array => new Writer(8).u32(0, k.tableId).u32(4, k.slot).bytes;
+export const encodeTableKey = (k: TableKey): Uint8Array => new Writer(8).u32(0, k.tableId).u32(4, k.index).bytes;
 
-export function decodeMaglevKey(b: Uint8Array): MaglevKey {
-  const r = new Reader(b, 8, "maglev_key");
-  return { tableId: r.u32(0), slot: r.u32(4) };
+export function decodeTableKey(b: Uint8Array): TableKey {
+  const r = new Reader(b, 8, "table_key");
+  return { tableId: r.u32(0), index: r.u32(4) };
 }
 
-export function encodeMaglevSlot(s: MaglevSlot): Uint8Array {
-  // A reject slot carries no address at all (all zero, not IPv4-mapped).
+/** struct table_chunk: up to CHUNK_SLOTS backend indexes (u16); slots past the table's end are zero. */
+export function encodeTableChunk(indexes: ArrayLike<number>): Uint8Array {
+  if (indexes.length > CHUNK_SLOTS) throw new RangeError(`a table chunk holds ${CHUNK_SLOTS} slots, got ${indexes.length}`);
+  const w = new Writer(2 * CHUNK_SLOTS);
+  for (let i = 0; i < indexes.length; i++) {
+    const index = indexes[i];
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff) throw new RangeError(`table chunk slot ${i}: backend index ${index} does not fit a u16`);
+    w.u16(2 * i, index);
+  }
+  return w.bytes;
+}
+
+export function decodeTableChunk(b: Uint8Array): Uint16Array {
+  const r = new Reader(b, 2 * CHUNK_SLOTS, "table_chunk");
+  return Uint16Array.from({ length: CHUNK_SLOTS }, (_, i) => r.u16(2 * i));
+}
+
+export function encodeTableBackend(s: TableBackend): Uint8Array {
+  // The reject entry carries no address at all (all zero, not IPv4-mapped).
   if (s.reject) return new Writer(20).u16(18, BACKEND_F_REJECT).bytes;
   return new Writer(20).addr(0, s.ip).port(16, s.port).u16(18, 0).bytes;
 }
 
-export function decodeMaglevSlot(b: Uint8Array): MaglevSlot {
+export function decodeTableBackend(b: Uint8Array): TableBackend {
   const r = new Reader(b, 20, "backend");
   if (r.u16(18) & BACKEND_F_REJECT) return { reject: true };
   return { ip: r.addr(0), port: r.port(16) };

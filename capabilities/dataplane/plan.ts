@@ -5,7 +5,8 @@
 // retrying a failed apply. No I/O: the agent feeds in plain objects and acts on the answer.
 import { isIPv4 } from "node:net";
 import type { DataplaneConfig, Listener, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
-import { mergeBackends, serviceName, serviceTable, type Backend, type Proto, type ServiceSpec } from "./dataplane.js";
+import { mergeBackends, serviceName, serviceTable, type Backend, type Proto, type ServiceSpec, type TableEntry } from "./dataplane.js";
+import { CHUNK_SLOTS, chunkCount } from "./maps.js";
 
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
 export type ConfigKey = string;
@@ -179,12 +180,15 @@ export interface ActualService {
   tableSize: number;
   rejectWeight: number;
   backends: Backend[];
+  /** The live table's backend list read back (blixt_mg_backs), by index; absent when not read. */
+  tableBackends?: Map<number, TableEntry>;
   /**
-   * Slots of the live Maglev table read back, by slot index (undefined: the slot is missing).
-   * A sample, not the whole table: a full dump of every table is too large to take on each
-   * resync, and a damaged table shows in its samples or in its size.
+   * Chunks of the live table read back (blixt_mg_chunks), by chunk number (undefined: the chunk
+   * is missing). A sample (sampleChunks), not the whole table: reading every chunk of every
+   * table on each resync costs more than it finds, and a damaged table shows in its sampled
+   * chunks, its backend list or its size.
    */
-  samples?: Map<number, { ip: string; port: number } | "reject" | undefined>;
+  chunks?: Map<number, Uint16Array | undefined>;
 }
 
 /** A Gateway address in the maps, and whether this node answers ARP for it. */
@@ -214,21 +218,29 @@ export const changeCount = (d: DataplaneDiff): number => d.set.length + d.remove
 const sameBackends = (a: Backend[], b: Backend[]) =>
   a.length === b.length && a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
 
-/** Which slots of a table of `size` the agent reads back to check it: both ends and a spread between. */
-export function sampleSlots(size: number, count = 32): number[] {
-  if (size <= 0) return [];
-  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (size - 1)) / Math.max(1, count - 1))))];
+/** Which chunks of a table of `size` slots the agent reads back to check it: first, last and a spread between. */
+export function sampleChunks(size: number, count = 4): number[] {
+  const chunks = chunkCount(size);
+  if (chunks <= 0) return [];
+  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (chunks - 1)) / Math.max(1, count - 1))))];
 }
 
-/** Whether the live table matches, in size and in every sampled slot, the Maglev table the spec builds. */
+const sameEntry = (a: TableEntry | undefined, b: TableEntry | undefined): boolean =>
+  a === "reject" || b === "reject" || a === undefined || b === undefined ? a === b : a.ip === b.ip && a.port === b.port;
+
+/** Whether the live table matches the Maglev table the spec builds: in size, backend list, and every sampled chunk. */
 function tableIntact(spec: ServiceSpec, actual: ActualService): boolean {
   const expected = serviceTable(spec.backends, spec.rejectWeight);
   if (actual.tableSize !== expected.tableSize) return false;
-  for (const [slot, got] of actual.samples ?? []) {
-    const want = expected.slots[slot];
-    if (want === "reject" || got === "reject" || got === undefined || want === undefined) {
-      if (want !== got) return false;
-    } else if (want.ip !== got.ip || want.port !== got.port) return false;
+  if (actual.tableBackends) {
+    if (actual.tableBackends.size !== expected.backends.length) return false;
+    if (!expected.backends.every((want, index) => sameEntry(want, actual.tableBackends!.get(index)))) return false;
+  }
+  for (const [chunk, got] of actual.chunks ?? []) {
+    if (!got) return false;
+    const from = chunk * CHUNK_SLOTS;
+    const to = Math.min(expected.tableSize, from + CHUNK_SLOTS);
+    for (let slot = from; slot < to; slot++) if (got[slot - from] !== expected.slots[slot]) return false;
   }
   return true;
 }

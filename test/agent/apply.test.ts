@@ -17,7 +17,11 @@ import {
   encodeBackendValue,
   encodeConntrackKey,
   encodeConntrackValue,
-  encodeMaglevKey,
+  encodeTableChunk,
+  encodeTableKey,
+  chunkCount,
+  decodeTableChunk,
+  decodeTableKey,
   hex,
 } from "../../capabilities/dataplane/maps.js";
 import { Agent } from "../../capabilities/dataplane/agent.js";
@@ -157,8 +161,9 @@ t.test("a change behind the agent's back is put back by the next pass", async (t
     [
       // a weight changed by hand
       bpftool.mapUpdateLine(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: http.svcId, ip: "10.1.0.1", port: 8080 })), hex(encodeBackendValue({ weight: 9 }))),
-      // a slot of a live table deleted (slot 0 is always among the samples the agent reads)
-      bpftool.mapDeleteLine(dp.mapPin("blixt_maglev"), hex(encodeMaglevKey({ tableId: dns.tableId, slot: 0 }))),
+      // chunk 0 of a live table corrupted: every slot now names backend-list entry 1 (the
+      // rejected share); chunk 0 is always among the chunks the agent reads back
+      bpftool.mapUpdateLine(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId: dns.tableId, index: 0 })), hex(encodeTableChunk(new Array(1024).fill(1)))),
       // backends of a service id nothing uses
       bpftool.mapUpdateLine(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })), hex(encodeBackendValue({ weight: 1 }))),
     ],
@@ -171,8 +176,11 @@ t.test("a change behind the agent's back is put back by the next pass", async (t
   t.same(await mapsOf(dp), expected);
   const repaired = (await serviceValues(dp))["198.18.200.1:53/udp"];
   t.not(repaired.tableId, dns.tableId, "the damaged table was replaced by a whole one");
-  const slot0 = await bpftool.mapLookup(dp.mapPin("blixt_maglev"), hex(encodeMaglevKey({ tableId: repaired.tableId, slot: 0 })));
-  t.ok(slot0, "the new table has its slot 0");
+  const chunk0 = await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId: repaired.tableId, index: 0 })));
+  const slots = decodeTableChunk(chunk0!.value!);
+  t.ok(slots.includes(0) && slots.includes(1), "the new table's chunk 0 names both the backend and the rejected share again");
+  const oldChunk = await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId: dns.tableId, index: 0 })));
+  t.equal(oldChunk, undefined, "the corrupted table is gone");
   const orphan = await bpftool.mapLookup(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })));
   t.equal(orphan, undefined, "backends of an unused id are removed");
   t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
@@ -222,6 +230,30 @@ t.test("a restart reuses the pinned maps and keeps live conntrack entries", asyn
   t.same(await serviceValues(dp), valuesBefore, "services keep their ids and live tables");
 });
 
+t.test("tables missing altogether (as after an upgrade from the per-slot layout) are rewritten", async (t) => {
+  const dp = new Dataplane({ pinDir });
+  const agent = newAgent(dp, []);
+  agent.replaceAll([web, db]);
+  t.equal((await agent.converge()).changes, 0, "converged to begin with");
+  const before = await serviceValues(dp);
+  const lines: string[] = [];
+  for (const m of ["blixt_mg_chunks", "blixt_mg_backs"] as const) {
+    for (const e of await bpftool.mapDump(dp.mapPin(m))) lines.push(bpftool.mapDeleteLine(dp.mapPin(m), hex(e.key)));
+  }
+  await bpftool.batch(lines, "emptying the table maps");
+  const result = await agent.converge();
+  t.ok(result.ok, result.error ?? "applied");
+  t.equal(result.changes, 3, "every service reprogrammed");
+  const after = await serviceValues(dp);
+  for (const [name, value] of Object.entries(after)) {
+    t.not(value.tableId, before[name].tableId, `${name}: switched to a table written whole`);
+    const chunks = await bpftool.mapDump(dp.mapPin("blixt_mg_chunks"));
+    t.equal(chunks.filter((e) => decodeTableKey(e.key).tableId === value.tableId).length, chunkCount(value.tableSize), `${name}: every chunk there`);
+  }
+  t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
+  await agent.stop();
+});
+
 t.test("a failed apply is acknowledged with bpftool's error, keeps the old tables serving, and is retried", async (t) => {
   const dp = new Dataplane({ pinDir });
   const addrs = dp.mapPin("blixt_addrs");
@@ -261,9 +293,10 @@ t.test("a failed apply is acknowledged with bpftool's error, keeps the old table
   // bpftool stops at the failing command; every service the batch reached before it was
   // switched whole, and every live table is complete, so traffic is served throughout.
   for (const [name, value] of Object.entries(await serviceValues(dp))) {
-    const ends = [0, value.tableSize - 1].map((slot) => hex(encodeMaglevKey({ tableId: value.tableId, slot })));
-    const found = await Promise.all(ends.map((key) => bpftool.mapLookup(dp.mapPin("blixt_maglev"), key)));
-    t.ok(found.every(Boolean), `${name}: its live table (id ${value.tableId}, ${value.tableSize} slots) is whole`);
+    const keys = Array.from({ length: chunkCount(value.tableSize) }, (_, index) => hex(encodeTableKey({ tableId: value.tableId, index })));
+    const found = await Promise.all(keys.map((key) => bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), key)));
+    const list = (await bpftool.mapDump(dp.mapPin("blixt_mg_backs"))).filter((e) => decodeTableKey(e.key).tableId === value.tableId);
+    t.ok(found.every(Boolean) && list.length > 0, `${name}: its live table (id ${value.tableId}, ${value.tableSize} slots, ${list.length} backends) is whole`);
   }
 
   // Put the right map back; the scheduled retry applies generation 5 on its own.

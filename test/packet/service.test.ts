@@ -5,7 +5,9 @@ import t from "tap";
 import { loadedDataplane, runOne, XDP_PASS } from "./fixture.js";
 import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
 import { mapDump, bpftoolJson } from "../../capabilities/dataplane/bpftool.js";
-import { decodeMaglevKey, decodeBackendKey } from "../../capabilities/dataplane/maps.js";
+import { execa } from "execa";
+import { stat } from "node:fs/promises";
+import { chunkCount, decodeTableKey, decodeBackendKey } from "../../capabilities/dataplane/maps.js";
 import { parseFrame, udpFrame } from "../lib/packet.js";
 
 const base: ServiceSpec = { vip: "198.18.50.1", port: 7000, proto: "udp", backends: [{ ip: "10.5.0.1", port: 7000, weight: 1 }], rejectWeight: 0 };
@@ -29,11 +31,16 @@ t.test("validation names the field", async (t) => {
 
 t.test("dataplane", async (t) => {
   const dp = await loadedDataplane(t, "service");
+  /** table id → [chunks, backend-list entries] it has in the maps */
   const maglevTables = async () => {
-    const counts = new Map<number, number>();
-    for (const e of await mapDump(dp.mapPin("blixt_maglev"))) {
-      const { tableId } = decodeMaglevKey(e.key);
-      counts.set(tableId, (counts.get(tableId) ?? 0) + 1);
+    const counts = new Map<number, [number, number]>();
+    for (const [i, m] of (["blixt_mg_chunks", "blixt_mg_backs"] as const).entries()) {
+      for (const e of await mapDump(dp.mapPin(m))) {
+        const { tableId } = decodeTableKey(e.key);
+        const c = counts.get(tableId) ?? [0, 0];
+        c[i]++;
+        counts.set(tableId, c);
+      }
     }
     return counts;
   };
@@ -43,13 +50,12 @@ t.test("dataplane", async (t) => {
     const [svc] = (await dp.stats()).services;
     const first = await maglevTables();
     t.same([...first.keys()], [svc.svcId * 2], "generation 0 live");
-    const size = first.get(svc.svcId * 2)!;
-    t.ok(size >= 1009, `a prime-sized table (${size} slots)`);
+    t.same(first.get(svc.svcId * 2), [chunkCount(16381), 1], "the smallest table: 16 chunks, one backend");
 
-    await dp.setService({ ...base, backends: [...base.backends, { ip: "10.5.0.2", port: 7000, weight: 2 }] });
-    t.same([...(await maglevTables()).keys()], [svc.svcId * 2 + 1], "generation 1 live, generation 0 gone");
+    await dp.setService({ ...base, backends: [...base.backends, { ip: "10.5.0.2", port: 7000, weight: 2 }], rejectWeight: 1 });
+    t.same([...(await maglevTables()).entries()], [[svc.svcId * 2 + 1, [16, 3]]], "generation 1 live (two backends and the reject entry), generation 0 gone");
     await dp.setService(base);
-    t.same([...(await maglevTables()).keys()], [svc.svcId * 2], "and back");
+    t.same([...(await maglevTables()).entries()], [[svc.svcId * 2, [16, 1]]], "and back");
     const backends = (await mapDump(dp.mapPin("blixt_backends"))).map((e) => decodeBackendKey(e.key).ip);
     t.same(backends, ["10.5.0.1"], "the removed backend is gone from blixt_backends");
   });
@@ -80,7 +86,7 @@ t.test("dataplane", async (t) => {
     t.equal((await runOne(dp, "blixt_xdp_ingress", flow)).retval, XDP_PASS);
     const ids = async () => {
       const out: Record<string, number> = {};
-      for (const name of ["blixt_conntrack", "blixt_services", "blixt_maglev"]) {
+      for (const name of ["blixt_conntrack", "blixt_services", "blixt_mg_chunks", "blixt_mg_backs"]) {
         out[name] = ((await bpftoolJson(["map", "show", "pinned", `${dp.pinDir}/maps/${name}`], "map id")) as { id: number }).id;
       }
       return out;
@@ -92,6 +98,15 @@ t.test("dataplane", async (t) => {
     t.same(await dp.conntrack(), ctBefore, "conntrack intact");
     const out = parseFrame((await runOne(dp, "blixt_xdp_ingress", flow)).dataOut);
     t.equal(out.ip.dst, "10.5.0.1", "the reloaded program forwards with the surviving state");
+  });
+
+  t.test("a reload removes the pin of a map an older layout used", async (t) => {
+    const retired = `${dp.pinDir}/maps/blixt_maglev`;
+    await execa("bpftool", ["map", "create", retired, "type", "hash", "key", "8", "value", "20", "entries", "8", "name", "blixt_maglev"]);
+    await dp.load();
+    t.equal(await stat(retired).catch(() => undefined), undefined, "the per-slot map's pin is gone");
+    const out = parseFrame((await runOne(dp, "blixt_xdp_ingress", udpFrame({ src: "192.0.2.51", dst: base.vip, sport: 5001, dport: base.port }))).dataOut);
+    t.equal(out.ip.dst, "10.5.0.1", "and the service still forwards");
   });
 
   t.test("deleteService removes entry, table and backends; a reused id starts from zero counters", async (t) => {

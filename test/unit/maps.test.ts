@@ -17,9 +17,17 @@ t.test("known bytes", async (t) => {
   t.equal(hexOf(m.encodeServiceKey({ vip: "10.0.0.1", port: 80, proto: "tcp" })), "00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01 00 50 06 00");
   t.equal(hexOf(m.encodeServiceKey({ vip: "10.0.0.1", port: 53, proto: "udp" })).slice(-11), "00 35 11 00");
   t.equal(hexOf(m.encodeServiceValue({ svcId: 3, tableId: 7, tableSize: 1009, rejectWeight: 258 })), "03 00 00 00 07 00 00 00 f1 03 00 00 02 01 00 00");
-  t.equal(hexOf(m.encodeMaglevKey({ tableId: 7, slot: 1008 })), "07 00 00 00 f0 03 00 00");
-  t.equal(hexOf(m.encodeMaglevSlot({ reject: true })), `${"00 ".repeat(18)}01 00`);
-  t.equal(hexOf(m.encodeMaglevSlot({ ip: "10.1.2.3", port: 8080 })), `${"00 ".repeat(10)}ff ff 0a 01 02 03 1f 90 00 00`);
+  t.equal(hexOf(m.encodeTableKey({ tableId: 7, index: 15 })), "07 00 00 00 0f 00 00 00");
+  t.equal(hexOf(m.encodeTableBackend({ reject: true })), `${"00 ".repeat(18)}01 00`);
+  t.equal(hexOf(m.encodeTableBackend({ ip: "10.1.2.3", port: 8080 })), `${"00 ".repeat(10)}ff ff 0a 01 02 03 1f 90 00 00`);
+  const chunk = m.encodeTableChunk([1, 258, 0xffff]);
+  t.equal(chunk.length, 2 * m.CHUNK_SLOTS, "a chunk is always CHUNK_SLOTS u16s");
+  t.equal(hexOf(chunk.subarray(0, 8)), "01 00 02 01 ff ff 00 00", "u16 indexes, host order, zero past the given slots");
+  t.same(Array.from(m.decodeTableChunk(chunk).subarray(0, 4)), [1, 258, 0xffff, 0]);
+  t.equal(m.chunkCount(16381), 16, "a 16381-slot table is 16 chunks, the last partial");
+  t.equal(m.chunkCount(65521), 64);
+  t.throws(() => m.encodeTableChunk(new Array(m.CHUNK_SLOTS + 1).fill(0)), /holds 1024 slots/);
+  t.throws(() => m.encodeTableChunk([0x10000]), /does not fit a u16/);
   t.equal(m.encodeConntrackKey({ saddr: "1.2.3.4", daddr: "5.6.7.8", sport: 1, dport: 2, proto: "udp" }).length, 40);
   t.equal(m.encodeConntrackValue({ addr: "1.2.3.4", port: 1, direction: "reverse", svcId: 1, lastSeenNs: 1n }).length, 32);
   t.throws(() => m.addrBytes("10.0.0.256"), /not an IPv4 address literal/);
@@ -33,8 +41,9 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
 
   const svcKey = { vip: "198.18.0.7", port: 443, proto: "tcp" as const };
   const svcValue = { svcId: 12, tableId: 25, tableSize: 1009, rejectWeight: 3 };
-  const mgKey = { tableId: 25, slot: 1000 };
-  const mgSlot = { ip: "10.244.0.9", port: 8443 };
+  const mgKey = { tableId: 25, index: 3 };
+  const mgBackend = { ip: "10.244.0.9", port: 8443 };
+  const chunkIndexes = Array.from({ length: m.CHUNK_SLOTS }, (_, i) => (i * 7) % 5);
   const beKey = { svcId: 12, ip: "10.244.0.9", port: 8443 };
   const ctKey = { saddr: "192.0.2.1", daddr: "198.18.0.7", sport: 51000, dport: 443, proto: "udp" as const };
   const ctValue = { addr: "10.244.0.9", port: 8443, direction: "forward" as const, svcId: 12, lastSeenNs: 123456789012345n };
@@ -43,8 +52,9 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
   await batch(
     [
       mapUpdateLine(pin("blixt_services"), m.hex(m.encodeServiceKey(svcKey)), m.hex(m.encodeServiceValue(svcValue))),
-      mapUpdateLine(pin("blixt_maglev"), m.hex(m.encodeMaglevKey(mgKey)), m.hex(m.encodeMaglevSlot(mgSlot))),
-      mapUpdateLine(pin("blixt_maglev"), m.hex(m.encodeMaglevKey({ tableId: 25, slot: 1 })), m.hex(m.encodeMaglevSlot({ reject: true }))),
+      mapUpdateLine(pin("blixt_mg_backs"), m.hex(m.encodeTableKey(mgKey)), m.hex(m.encodeTableBackend(mgBackend))),
+      mapUpdateLine(pin("blixt_mg_backs"), m.hex(m.encodeTableKey({ tableId: 25, index: 1 })), m.hex(m.encodeTableBackend({ reject: true }))),
+      mapUpdateLine(pin("blixt_mg_chunks"), m.hex(m.encodeTableKey({ tableId: 25, index: 15 })), m.hex(m.encodeTableChunk(chunkIndexes))),
       mapUpdateLine(pin("blixt_backends"), m.hex(m.encodeBackendKey(beKey)), m.hex(m.encodeBackendValue({ weight: 70 }))),
       mapUpdateLine(pin("blixt_conntrack"), m.hex(m.encodeConntrackKey(ctKey)), m.hex(m.encodeConntrackValue(ctValue))),
       mapUpdateLine(pin("blixt_addrs"), m.hex(m.encodeAddressKey("198.18.0.7")), m.hex(m.encodeAddressValue({ flags: m.ADDR_F_ANNOUNCE }))),
@@ -61,16 +71,20 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
   t.same(m.decodeServiceKey(svc.key), svcKey);
   t.same(m.decodeServiceValue(svc.value!), svcValue);
 
-  const mg = (await mapLookup(pin("blixt_maglev"), m.hex(m.encodeMaglevKey(mgKey))))!;
+  const mg = (await mapLookup(pin("blixt_mg_backs"), m.hex(m.encodeTableKey(mgKey))))!;
   t.same(mg.formatted, {
-    key: { table_id: 25, slot: 1000 },
+    key: { table_id: 25, index: 3 },
     value: { addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), flags: 0 },
-  }, "maglev: struct maglev_key / backend");
-  t.same(m.decodeMaglevKey(mg.key), mgKey);
-  t.same(m.decodeMaglevSlot(mg.value!), mgSlot);
-  const rej = (await mapLookup(pin("blixt_maglev"), m.hex(m.encodeMaglevKey({ tableId: 25, slot: 1 }))))!;
-  t.same(rej.formatted?.value, { addr: new Array(16).fill(0), port: 0, flags: m.BACKEND_F_REJECT }, "reject slot");
-  t.same(m.decodeMaglevSlot(rej.value!), { reject: true });
+  }, "mg_backs: struct table_key / backend");
+  t.same(m.decodeTableKey(mg.key), mgKey);
+  t.same(m.decodeTableBackend(mg.value!), mgBackend);
+  const rej = (await mapLookup(pin("blixt_mg_backs"), m.hex(m.encodeTableKey({ tableId: 25, index: 1 }))))!;
+  t.same(rej.formatted?.value, { addr: new Array(16).fill(0), port: 0, flags: m.BACKEND_F_REJECT }, "reject entry");
+  t.same(m.decodeTableBackend(rej.value!), { reject: true });
+
+  const chunk = (await mapLookup(pin("blixt_mg_chunks"), m.hex(m.encodeTableKey({ tableId: 25, index: 15 }))))!;
+  t.same(chunk.formatted, { key: { table_id: 25, index: 15 }, value: { backend: chunkIndexes } }, "mg_chunks: struct table_key / table_chunk");
+  t.same(Array.from(m.decodeTableChunk(chunk.value!)), chunkIndexes);
 
   const be = (await mapLookup(pin("blixt_backends"), m.hex(m.encodeBackendKey(beKey))))!;
   t.same(be.formatted, { key: { svc_id: 12, addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), pad: 0 }, value: { weight: 70 } }, "backends");

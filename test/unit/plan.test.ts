@@ -4,6 +4,7 @@
 import t from "tap";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { serviceTable, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
+import { CHUNK_SLOTS } from "../../capabilities/dataplane/maps.js";
 import {
   changeCount,
   changesByConfig,
@@ -12,7 +13,7 @@ import {
   listenerWeights,
   nodeAck,
   retryDelay,
-  sampleSlots,
+  sampleChunks,
   type ActualService,
 } from "../../capabilities/dataplane/plan.js";
 
@@ -134,10 +135,23 @@ t.test("desiredState leaves out a config that cannot apply, names it, and keeps 
   t.same(d.listeners.get("198.18.100.1:80/tcp")?.config, "default/first", "the first by namespace/name wins on every node");
 });
 
-function actualOf(spec: ServiceSpec, svcId: number, opts: { slots?: boolean } = {}): ActualService {
+/** A service as the maps would hold it; `table` adds its backend list and sampled chunks, as the agent reads them back. */
+function actualOf(spec: ServiceSpec, svcId: number, opts: { table?: boolean } = {}): ActualService {
   const table = serviceTable(spec.backends, spec.rejectWeight);
-  const samples = opts.slots ? new Map(sampleSlots(table.tableSize).map((i) => [i, table.slots[i]] as const)) : undefined;
-  return { ...spec, svcId, tableId: svcId * 2, tableSize: table.tableSize, samples };
+  const chunkOf = (c: number) => {
+    const out = new Uint16Array(CHUNK_SLOTS);
+    out.set(table.slots.subarray(c * CHUNK_SLOTS, Math.min(table.tableSize, (c + 1) * CHUNK_SLOTS)));
+    return out;
+  };
+  if (!opts.table) return { ...spec, svcId, tableId: svcId * 2, tableSize: table.tableSize };
+  return {
+    ...spec,
+    svcId,
+    tableId: svcId * 2,
+    tableSize: table.tableSize,
+    tableBackends: new Map(table.backends.map((b, i) => [i, b] as const)),
+    chunks: new Map(sampleChunks(table.tableSize).map((c) => [c, chunkOf(c)] as const)),
+  };
 }
 
 const web: ServiceSpec = { vip: "198.18.100.1", port: 80, proto: "tcp", backends: [{ ip: "10.0.0.1", port: 80, weight: 1 }, { ip: "10.0.0.2", port: 80, weight: 1 }], rejectWeight: 0 };
@@ -156,7 +170,7 @@ t.test("diffState of converged maps is empty, whatever the backend order", async
   const reordered = { ...web, backends: [...web.backends].reverse() };
   const d = diffState(
     { services: [reordered, dns], addresses: ["198.18.100.1"], announced: [] },
-    { services: [actualOf(web, 1, { slots: true }), actualOf(dns, 2)], addresses: [{ ip: "198.18.100.1", announce: false }] },
+    { services: [actualOf(web, 1, { table: true }), actualOf(dns, 2, { table: true })], addresses: [{ ip: "198.18.100.1", announce: false }] },
   );
   t.equal(changeCount(d), 0);
 });
@@ -179,9 +193,27 @@ t.test("diffState finds stale backends, weights, reject share, a broken table an
   const weights = diffState({ services: [web], addresses: [], announced: [] }, { services: [actualOf({ ...web, backends: [web.backends[0], { ...web.backends[1], weight: 5 }] }, 1)], addresses: [] });
   t.equal(weights.reasons.get("198.18.100.1:80/tcp"), "backends", "a changed weight alone reprograms the service");
 
-  const broken = actualOf(web, 1, { slots: true });
-  broken.samples!.set(sampleSlots(broken.tableSize)[3], undefined); // a slot deleted behind the agent's back
-  t.equal(diffState({ services: [web], addresses: [], announced: [] }, { services: [broken], addresses: [] }).reasons.get("198.18.100.1:80/tcp"), "table");
+  const reasonFor = (actual: ActualService) => diffState({ services: [web], addresses: [], announced: [] }, { services: [actual], addresses: [] }).reasons.get("198.18.100.1:80/tcp");
+  const missing = actualOf(web, 1, { table: true });
+  missing.chunks!.set(sampleChunks(missing.tableSize).at(-1)!, undefined); // the last chunk deleted behind the agent's back
+  t.equal(reasonFor(missing), "table", "a missing chunk");
+  const corrupted = actualOf(web, 1, { table: true });
+  const last = sampleChunks(corrupted.tableSize).at(-1)!;
+  const lastSlot = (corrupted.tableSize - 1) % CHUNK_SLOTS;
+  corrupted.chunks!.get(last)![lastSlot] ^= 1; // the table's very last slot pointed at the other backend
+  t.equal(reasonFor(corrupted), "table", "a corrupted slot in a sampled chunk");
+  const padded = actualOf(web, 1, { table: true });
+  padded.chunks!.get(last)![lastSlot + 1] = 7; // past the table's end: never read
+  t.equal(reasonFor(padded), undefined, "the last chunk's slots past the table do not count");
+  const shortList = actualOf(web, 1, { table: true });
+  shortList.tableBackends!.delete(1);
+  t.equal(reasonFor(shortList), "table", "a backend list entry missing");
+  const swapped = actualOf(web, 1, { table: true });
+  swapped.tableBackends!.set(0, "reject");
+  t.equal(reasonFor(swapped), "table", "a backend list entry changed");
+  const extra = actualOf(web, 1, { table: true });
+  extra.tableBackends!.set(2, { ip: "10.0.0.3", port: 80 });
+  t.equal(reasonFor(extra), "table", "a stray backend list entry");
   const resized = { ...actualOf(web, 1), tableSize: 0 };
   t.equal(diffState({ services: [web], addresses: [], announced: [] }, { services: [resized], addresses: [] }).reasons.get("198.18.100.1:80/tcp"), "table");
 });
@@ -212,10 +244,11 @@ t.test("nodeAck after a failure keeps the applied generation and says why", asyn
   t.equal(first?.message?.length, 1024, "the message fits the CRD's limit");
 });
 
-t.test("sampleSlots covers both ends of a table", async (t) => {
-  t.same(sampleSlots(16381, 3), [0, 8190, 16380]);
-  t.same(sampleSlots(1), [0]);
-  t.same(sampleSlots(0), []);
+t.test("sampleChunks covers both ends of a table", async (t) => {
+  t.same(sampleChunks(16381), [0, 5, 10, 15], "16 chunks, the last partial");
+  t.same(sampleChunks(65521, 3), [0, 31, 63]);
+  t.same(sampleChunks(1), [0]);
+  t.same(sampleChunks(0), []);
 });
 
 t.test("retryDelay doubles and is capped", async (t) => {

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+// How many bpftool commands an apply takes on real pinned maps: a table is one write per
+// backend plus one per chunk of CHUNK_SLOTS slots, not one per slot. The counts are the
+// agent's own (the commands in the batch it ran), checked against what the layout implies.
+import t from "tap";
+import * as bpftool from "../../capabilities/dataplane/bpftool.js";
+import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
+import { Agent } from "../../capabilities/dataplane/agent.js";
+import { chunkCount, decodeTableKey } from "../../capabilities/dataplane/maps.js";
+import { MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE } from "../../capabilities/dataplane/maglev.js";
+import { dataplaneConfig } from "./fixtures.js";
+
+const pinDir = `/sys/fs/bpf/blixt-test-agent-lines-${process.pid}`;
+const endpoints = (n: number, first = 0): [string, number][] => Array.from({ length: n }, (_, i) => [`10.70.${(first + i) >> 8}.${(first + i) & 255}`, 8080]);
+const config = (eps: [string, number][], generation: number) =>
+  dataplaneConfig("lines", "198.18.210.1", [{ name: "tcp", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: eps }] }], { node: "node-a", generation });
+
+t.test("apply line counts", async (t) => {
+  const dp = new Dataplane({ pinDir });
+  t.teardown(() => dp.unpin());
+  await dp.load();
+  const agent = new Agent({ nodeName: "node-a", dataplane: dp, mode: "tc", resyncMs: 0, acknowledge: async () => {} });
+  t.teardown(() => agent.stop());
+  const tables = async () => new Set((await bpftool.mapDump(dp.mapPin("blixt_mg_chunks"))).map((e) => decodeTableKey(e.key).tableId)).size;
+
+  await t.test("a 16381-slot table of 4 backends", async (t) => {
+    const chunks = chunkCount(MAGLEV_MIN_SIZE);
+    t.equal(chunks, 16);
+    agent.replaceAll([config(endpoints(4), 1)]);
+    const create = await agent.converge();
+    t.ok(create.ok, create.error ?? "applied");
+    // 4 weights + 4 backend-list entries + 16 chunks + counters reset + the switch + the address
+    t.equal(create.commands, 4 + 4 + chunks + 1 + 1 + 1, `a new service: ${create.commands} commands`);
+
+    agent.replaceAll([config([...endpoints(3), ...endpoints(1, 100)], 2)]);
+    const update = await agent.converge();
+    t.ok(update.ok, update.error ?? "applied");
+    // new table (4 + 4 + 16) and the switch, then the old table's 4 entries and 16 chunks and the removed weight
+    t.equal(update.commands, 4 + 4 + chunks + 1 + 4 + chunks + 1, `one backend replaced: ${update.commands} commands`);
+    t.equal(await tables(), 1, "one table left in the maps");
+    t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
+  });
+
+  await t.test("a 65521-slot table of 1000 backends", async (t) => {
+    const chunks = chunkCount(MAGLEV_MAX_SIZE);
+    t.equal(chunks, 64);
+    agent.replaceAll([config(endpoints(1000), 3)]);
+    const result = await agent.converge();
+    t.ok(result.ok, result.error ?? "applied");
+    // 1000 weights (the 4 already there rewritten too) + 1000 entries + 64 chunks + the switch,
+    // then the old table's 4 entries and 16 chunks; every old backend is still listed
+    t.equal(result.commands, 1000 + 1000 + chunks + 1 + 4 + 16, `${result.commands} commands`);
+    t.equal(await tables(), 1, "one table left in the maps");
+    t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
+  });
+});
