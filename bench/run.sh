@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The dataplane benchmark in one command (run as root): builds the BPF objects, then measures
-# direct routing, blixt (XDP and TC) and haproxy side by side in the netns lab and writes
-# bench/REPORT.md. `--smoke` is a short run for CI that only checks the benchmark still works.
+# The dataplane benchmark in one command (run as root): builds the BPF objects, measures direct
+# routing, blixt (XDP and TC), nftables DNAT, haproxy and nginx side by side in the netns lab,
+# times the node agent's apply, and writes bench/REPORT.md and its charts (bench/*.svg).
+# `--smoke` is a short run for CI that only checks the benchmark still works; it writes to a
+# temporary directory unless --out says otherwise.
 #
 #   bench/run.sh [--smoke] [--out FILE]
 set -euo pipefail

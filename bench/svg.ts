@@ -13,7 +13,7 @@ export interface Bar {
 
 const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 
-const number = (x: number) => (x >= 100 ? Math.round(x).toLocaleString("en-US") : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+const number = (x: number) => (x === 0 ? "0" : x >= 100 ? Math.round(x).toLocaleString("en-US") : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
 /** A "nice" upper bound for the axis: 1, 2 or 5 times a power of ten, at least `x`. */
 function niceMax(x: number): number {

@@ -28,13 +28,17 @@ function rows(report: string, title: string): string[][] {
 /** The leading number of a cell like "8.7 Gbit/s (7.8–9.2)" or "1,234 conn/s (…)". */
 const figure = (cell: string | undefined) => Number(/^-?[\d,]*\.?\d+/.exec(cell ?? "")?.[0].replace(/,/g, "") ?? NaN);
 
-const dir = await mkdtemp(join(tmpdir(), "blixt-bench-smoke-"));
-t.teardown(() => rm(dir, { recursive: true, force: true }));
-const out = join(dir, "REPORT.md");
-
-const run = await execa("bench/run.sh", ["--smoke", "--out", out], { cwd: repo, reject: false, timeout: 240_000, all: true });
-t.equal(run.exitCode, 0, `bench/run.sh --smoke exits 0${run.exitCode === 0 ? "" : `; it printed:\n${run.all?.slice(-3000)}`}`);
-const report = await readFile(out, "utf8").catch(() => "");
+// Made in t.before, so every subtest below is declared at once and runs after the benchmark.
+let dir = "";
+let report = "";
+t.before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "blixt-bench-smoke-"));
+  const out = join(dir, "REPORT.md");
+  const run = await execa("bench/run.sh", ["--smoke", "--out", out], { cwd: repo, reject: false, timeout: 240_000, all: true });
+  t.equal(run.exitCode, 0, `bench/run.sh --smoke exits 0${run.exitCode === 0 ? "" : `; it printed:\n${run.all?.slice(-3000)}`}`);
+  report = await readFile(out, "utf8").catch(() => "");
+});
+t.teardown(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
 
 const tables: [string, string[]][] = [
   ["TCP throughput, one stream", PATHS],
