@@ -236,7 +236,7 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
   for (const b of backends) {
     lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
   }
-  lines.push(...tableWriteLines(pin, tableId, table));
+  for (const line of tableWriteLines(pin, tableId, table)) lines.push(line);
   if (!current) {
     // A reused id must not inherit a deleted service's counters.
     lines.push(bpftool.mapUpdateLine(pin("blixt_svc_stats"), hex(encodeIndexKey(svcId)), hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 }))));
@@ -250,7 +250,7 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
     ),
   );
   if (current) {
-    lines.push(...tableDeleteLines(pin, current.value.tableId, current.value.tableSize, current.tableBackends));
+    for (const line of tableDeleteLines(pin, current.value.tableId, current.value.tableSize, current.tableBackends)) lines.push(line);
     const keep = new Set(backends.map((b) => `${b.ip}:${b.port}`));
     for (const b of current.backends) {
       if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
@@ -263,7 +263,8 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
 export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState): string[] {
   const { svcId, tableId, tableSize } = current.value;
   const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key)))];
-  lines.push(...tableDeleteLines(pin, tableId, tableSize, current.tableBackends));
+  // A loop, not push(...): a table of tens of thousands of backends would overflow the stack.
+  for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends)) lines.push(line);
   for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
   return lines;
 }
