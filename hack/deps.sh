@@ -17,7 +17,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # haproxy and nginx are tools here (the bench and lab start their own instances in network
+  # namespaces): keep their packages from starting system services on a host that runs an
+  # init system. A policy-rc.d that refuses every start does that; one already there is kept.
+  policy=/usr/sbin/policy-rc.d ours=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && ours=1
+  fi
+  status=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  if [ -n "$ours" ]; then rm -f "$policy"; fi
+  [ "$status" = 0 ] || { echo "deps: apt-get install failed ($status)" >&2; exit "$status"; }
 fi
 
 stamp=node_modules/.blixt-lock-stamp
