@@ -61,24 +61,44 @@ function append(lines: string[], more: string[]): void {
   for (const line of more) lines.push(line);
 }
 
-/** Reads a few chunks of every live table, in one batch when all are there. */
+/**
+ * Lookups per bpftool batch when reading chunks back. A chunk prints as ~2,000 hex words (plus
+ * its BTF rendering), so one batch for every sampled chunk of a thousand services was hundreds of
+ * MB of JSON in the agent at once; slices keep the agent's memory flat whatever the table count.
+ */
+const CHUNK_READS_PER_BATCH = 128;
+
+/** Reads a few chunks of every live table, a slice of services per batch. */
 async function readChunks(dp: Dataplane, services: { tableId: number; tableSize: number }[]): Promise<Map<number, Uint16Array | undefined>[]> {
   const pin = dp.mapPin("blixt_mg_chunks");
   const wanted = services.map((s) => sampleChunks(s.tableSize).map((chunk) => ({ chunk, key: hex(encodeTableKey({ tableId: s.tableId, index: chunk })) })));
-  const lines = wanted.flat().map(({ key }) => ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" "));
-  try {
-    const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
-    let i = 0;
-    return wanted.map((chunks) => new Map(chunks.map(({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const)));
-  } catch {
-    // bpftool stops a batch at the first missing key, so a damaged table is read chunk by chunk.
-    return Promise.all(
-      wanted.map(async (chunks) => {
-        const read = await Promise.all(chunks.map(async ({ chunk, key }) => [chunk, await bpftool.mapLookup(pin, key)] as const));
-        return new Map(read.map(([chunk, entry]) => [chunk, entry?.value ? decodeTableChunk(entry.value) : undefined] as const));
-      }),
-    );
+  const result: Map<number, Uint16Array | undefined>[] = [];
+  for (let first = 0; first < wanted.length; ) {
+    // Whole services per slice, at least one.
+    let last = first;
+    let lookups = 0;
+    while (last < wanted.length && (last === first || lookups + wanted[last].length <= CHUNK_READS_PER_BATCH)) lookups += wanted[last++].length;
+    const slice = wanted.slice(first, last);
+    const lines = slice.flat().map(({ key }) => ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" "));
+    try {
+      const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
+      let i = 0;
+      for (const chunks of slice) result.push(new Map(chunks.map(({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const)));
+    } catch {
+      // bpftool stops a batch at the first missing key, so a damaged slice is read chunk by
+      // chunk, one service at a time (never a process per chunk all at once).
+      for (const chunks of slice) {
+        const read = new Map<number, Uint16Array | undefined>();
+        for (const { chunk, key } of chunks) {
+          const entry = await bpftool.mapLookup(pin, key);
+          read.set(chunk, entry?.value ? decodeTableChunk(entry.value) : undefined);
+        }
+        result.push(read);
+      }
+    }
+    first = last;
   }
+  return result;
 }
 
 /** What the pinned maps hold now, read back (services, backends, addresses, tables' backend lists and sampled chunks). */

@@ -127,14 +127,41 @@ interface BatchResult {
 }
 
 /**
- * Runs many bpftool commands in one process, in order (`bpftool batch file`). bpftool stops at
- * the first failing line; the error names that line.
+ * Most words (command arguments) one `bpftool -j batch` run is given. bpftool's JSON echoes every
+ * command with its output, so one run for a thousand tables of 2,000-word chunk lines printed
+ * hundreds of MB for the agent to hold and parse; runs of this size keep that to a few MB.
+ */
+const BATCH_WORDS = 100_000;
+
+/**
+ * Runs many bpftool commands in order (`bpftool batch file`), in as few processes as the output
+ * size allows (see BATCH_WORDS). bpftool stops at the first failing line, and so does this: no
+ * later run starts. The error names that line.
  */
 export async function batch(lines: string[], what: string, opts: RunOptions = {}): Promise<unknown[]> {
   if (lines.length === 0) return [];
   // The batch format is one command per line, split on blanks: a path may contain neither.
   const broken = lines.find((line) => /[\n\r]/.test(line));
   if (broken !== undefined) throw new Error(`${what}: batch command contains a line break: ${JSON.stringify(broken)}`);
+  const outputs: unknown[] = [];
+  for (let first = 0; first < lines.length; ) {
+    let last = first;
+    let words = 0;
+    while (last < lines.length && (last === first || words + wordCount(lines[last]) <= BATCH_WORDS)) words += wordCount(lines[last++]);
+    for (const output of await batchRun(lines.slice(first, last), first, lines.length, what, opts)) outputs.push(output);
+    first = last;
+  }
+  return outputs;
+}
+
+function wordCount(line: string): number {
+  let words = 1;
+  for (let i = 0; i < line.length; i++) if (line.charCodeAt(i) === 32) words++;
+  return words;
+}
+
+/** One `bpftool -j batch file` run of lines[offset..], for batch(). */
+async function batchRun(lines: string[], offset: number, total: number, what: string, opts: RunOptions): Promise<unknown[]> {
   const dir = await mkdtemp(join(tmpdir(), "blixt-batch-"));
   const file = join(dir, "commands");
   try {
@@ -149,8 +176,9 @@ export async function batch(lines: string[], what: string, opts: RunOptions = {}
     }
     const failed = results.find((x) => x.output && typeof x.output === "object" && "error" in (x.output as object));
     if (r.exitCode !== 0 || failed) {
-      const detail = failed ? `line ${results.indexOf(failed) + 1} (${failed.command.join(" ").slice(0, 200)}): ${(failed.output as { error: string }).error}` : r.stderr;
-      throw new BpftoolError(`${command.join(" ")} (${lines.length} commands)`, detail, what);
+      const detail = failed ? `line ${offset + results.indexOf(failed) + 1} (${failed.command.join(" ").slice(0, 200)}): ${(failed.output as { error: string }).error}` : r.stderr;
+      const count = total === lines.length ? `${total} commands` : `commands ${offset + 1}-${offset + lines.length} of ${total}`;
+      throw new BpftoolError(`${command.join(" ")} (${count})`, detail, what);
     }
     return results.map((x) => x.output);
   } finally {
