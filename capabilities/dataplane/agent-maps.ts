@@ -102,7 +102,7 @@ async function readChunks(dp: Dataplane, services: { tableId: number; tableSize:
 }
 
 /** What the pinned maps hold now, read back (services, backends, addresses, tables' backend lists and sampled chunks). */
-export async function readMaps(dp: Dataplane): Promise<MapsSnapshot> {
+export async function readMaps(dp: Dataplane, opts: { chunks?: boolean } = {}): Promise<MapsSnapshot> {
   const [serviceEntries, backendEntries, addressEntries, tableBackendEntries] = await Promise.all(
     (["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(dp.mapPin(m))),
   );
@@ -125,10 +125,14 @@ export async function readMaps(dp: Dataplane): Promise<MapsSnapshot> {
   const indexesByTable = tableBackendIndexes(tableKeys);
   const services = serviceEntries.map((e) => ({ key: decodeServiceKey(e.key), value: decodeServiceValue(e.value!) }));
   // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
-  const chunks = await readChunks(
-    dp,
-    services.map((s) => ({ tableId: s.value.tableId, tableSize: s.value.tableSize <= MAGLEV_MAX_SIZE ? s.value.tableSize : 0 })),
-  );
+  // Without chunks (opts.chunks false) a table is judged by its size and backend list alone.
+  const chunks =
+    opts.chunks === false
+      ? services.map(() => undefined)
+      : await readChunks(
+          dp,
+          services.map((s) => ({ tableId: s.value.tableId, tableSize: s.value.tableSize <= MAGLEV_MAX_SIZE ? s.value.tableSize : 0 })),
+        );
 
   const states = new Map<string, ServiceState>();
   const actual: ActualService[] = services.map(({ key, value }, i) => {

@@ -121,7 +121,7 @@ export class Agent {
   schedule(): void {
     // Before start() the maps may not be loaded yet: the initial converge is explicit.
     if (!this.started || this.stopped) return;
-    void this.converge();
+    void this.enqueue();
   }
 
   /**
@@ -130,6 +130,19 @@ export class Agent {
    * starts after it and so sees every change made so far.
    */
   converge(): Promise<ConvergeResult> {
+    this.checkTables = true;
+    return this.enqueue();
+  }
+
+  /**
+   * Whether the next pass also reads back sampled chunks of every live table (a few thousand
+   * lookups at a thousand services): the periodic resync, an explicit converge() and a retry
+   * do; a pass for a watch event trusts the tables' sizes and backend lists, which it reads
+   * anyway, so a change reaches the kernel without re-reading every table.
+   */
+  private checkTables = true;
+
+  private enqueue(): Promise<ConvergeResult> {
     if (!this.running) return this.startPass();
     this.queued ??= this.running.then(
       () => this.startPass(),
@@ -157,7 +170,9 @@ export class Agent {
     const desired = desiredState(configs, this.nodeName, tls);
     let result: ConvergeResult;
     try {
-      const snapshot = await readMaps(this.dataplane);
+      const checkTables = this.checkTables || this.failures > 0;
+      this.checkTables = false;
+      const snapshot = await readMaps(this.dataplane, { chunks: checkTables });
       const diff = diffState(desired, snapshot.actual);
       const changes = changeCount(diff) + snapshot.orphanBackends.length;
       // After a failure, old tables may be half-deleted: remove them slot-safely.
@@ -240,7 +255,10 @@ export class Agent {
     if (this.failures > 0) this.schedule();
     const every = this.opts.resyncMs ?? 30_000;
     if (every > 0 && !this.resyncTimer) {
-      this.resyncTimer = setInterval(() => this.schedule(), every);
+      this.resyncTimer = setInterval(() => {
+        this.checkTables = true;
+        this.schedule();
+      }, every);
       this.resyncTimer.unref?.();
     }
   }
