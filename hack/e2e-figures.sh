@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # Measures blixt's end-to-end convergence and recovery on the local cluster and writes the
 # figures into bench/REPORT.md (its e2e-figures block): runs test/e2e/faults.test.ts and
-# test/e2e/scaling.test.ts RUNS times (default 3, about 2.5 min each) with blixt installed.
+# test/e2e/scaling.test.ts RUNS times (default 3, about 2.5 min each), then
+# test/e2e/fanout.test.ts (100 and 1,000 routes) once, with blixt installed.
 #
 #   hack/e2e-figures.sh [RUNS]
 set -euo pipefail
@@ -17,5 +18,8 @@ for ((run = 1; run <= runs; run++)); do
   # One file at a time: the faults file's restarts would skew the scaling figures.
   BLIXT_CLUSTER=1 BLIXT_E2E_FIGURES=$figures npx tap --jobs=1 test/e2e/scaling.test.ts test/e2e/faults.test.ts
 done
+# 100 and 1,000 routes following one EndpointSlice: heavy, so once.
+echo "e2e-figures: 100 and 1,000 routes (once)" >&2
+BLIXT_CLUSTER=1 BLIXT_E2E_FANOUT=1 BLIXT_E2E_FIGURES=$figures npx tap --jobs=1 test/e2e/fanout.test.ts
 machine="$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 npx tsx hack/e2e-figures.ts "$figures" --runs "$runs" --machine "$machine"

@@ -8,10 +8,9 @@
 // What is asserted: new pods get traffic, removed pods stop getting it, and no connection
 // to a surviving pod breaks.
 import t, { type Test } from "tap";
-import { K8s, kind } from "kubernetes-fluent-client";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
-  apply, clusterSkipReason, echoBackend, freshNamespace, gatewayAddress, kubeconfig, kubectl, listObjects, recordFigure,
+  apply, clusterSkipReason, echoBackend, EndpointClock, freshNamespace, gatewayAddress, kubeconfig, kubectl, listObjects, recordFigure,
   tcpEcho, tcpEchoOnce, waitFor, waitForCondition, waitForDeployment, type LineClient,
 } from "../lib/cluster.js";
 
@@ -25,53 +24,6 @@ if (skip) {
 
 const CYCLES = 4;
 const ROUND = 8;
-
-type Slice = InstanceType<typeof kind.EndpointSlice>;
-
-/** The ready endpoint addresses of one slice (an absent condition means ready). */
-const readyOf = (slice: Slice) =>
-  (slice.endpoints ?? []).filter(e => e.conditions?.ready !== false).flatMap(e => e.addresses);
-
-/**
- * The ready endpoints of a Service as a watch on its EndpointSlices sees them, each change
- * stamped with the time its event arrived (a poll would stamp it late by its own latency).
- */
-class EndpointClock {
-  private slices = new Map<string, string[]>();
-  private waiters: { predicate: (ready: Set<string>) => boolean; resolve: (at: number) => void }[] = [];
-  private watcher?: { close(): void };
-
-  ready(): Set<string> {
-    return new Set([...this.slices.values()].flat());
-  }
-
-  async start(namespace: string, service: string): Promise<void> {
-    for (const slice of (await K8s(kind.EndpointSlice).InNamespace(namespace).WithLabel("kubernetes.io/service-name", service).Get()).items) {
-      this.slices.set(slice.metadata!.name!, readyOf(slice));
-    }
-    const watcher = K8s(kind.EndpointSlice).InNamespace(namespace).WithLabel("kubernetes.io/service-name", service).Watch((slice, phase) => {
-      const at = Date.now();
-      if (String(phase) === "DELETED") this.slices.delete(slice.metadata!.name!);
-      else this.slices.set(slice.metadata!.name!, readyOf(slice));
-      const ready = this.ready();
-      this.waiters = this.waiters.filter(w => (w.predicate(ready) ? (w.resolve(at), false) : true));
-    });
-    await watcher.start();
-    this.watcher = watcher;
-  }
-
-  /** When the next change that makes `predicate` true arrives. */
-  next(predicate: (ready: Set<string>) => boolean, timeoutMs: number, what: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${what}: the EndpointSlice did not change within ${timeoutMs} ms`)), timeoutMs);
-      this.waiters.push({ predicate, resolve: at => (clearTimeout(timer), resolve(at)) });
-    });
-  }
-
-  close(): void {
-    this.watcher?.close();
-  }
-}
 
 /** One round of new connections; the pods that served them and how many failed. */
 async function round(address: string, port: number): Promise<{ pods: string[]; failed: number }> {

@@ -4,6 +4,7 @@
 // "outside" of the cluster, 198.18.0.1), and a look into a pod's network namespace.
 // They talk to the cluster hack/cluster.sh runs; they never start, stop or install it.
 import { execa } from "execa";
+import { K8s, kind } from "kubernetes-fluent-client";
 import { once } from "node:events";
 import { appendFile, readFile } from "node:fs/promises";
 import { createSocket } from "node:dgram";
@@ -421,4 +422,51 @@ export async function recordFigure(t: { comment: (message: string) => void }, na
   t.comment(`figure: ${name}: ${ms} ms`);
   const file = process.env.BLIXT_E2E_FIGURES;
   if (file) await appendFile(file, `${JSON.stringify({ name, ms, at: new Date().toISOString() })}\n`);
+}
+
+type Slice = InstanceType<typeof kind.EndpointSlice>;
+
+/** The ready endpoint addresses of one slice (an absent condition means ready). */
+const readyOf = (slice: Slice) =>
+  (slice.endpoints ?? []).filter(e => e.conditions?.ready !== false).flatMap(e => e.addresses);
+
+/**
+ * The ready endpoints of a Service as a watch on its EndpointSlices sees them, each change
+ * stamped with the time its event arrived (a poll would stamp it late by its own latency).
+ */
+export class EndpointClock {
+  private slices = new Map<string, string[]>();
+  private waiters: { predicate: (ready: Set<string>) => boolean; resolve: (at: number) => void }[] = [];
+  private watcher?: { close(): void };
+
+  ready(): Set<string> {
+    return new Set([...this.slices.values()].flat());
+  }
+
+  async start(namespace: string, service: string): Promise<void> {
+    for (const slice of (await K8s(kind.EndpointSlice).InNamespace(namespace).WithLabel("kubernetes.io/service-name", service).Get()).items) {
+      this.slices.set(slice.metadata!.name!, readyOf(slice));
+    }
+    const watcher = K8s(kind.EndpointSlice).InNamespace(namespace).WithLabel("kubernetes.io/service-name", service).Watch((slice, phase) => {
+      const at = Date.now();
+      if (String(phase) === "DELETED") this.slices.delete(slice.metadata!.name!);
+      else this.slices.set(slice.metadata!.name!, readyOf(slice));
+      const ready = this.ready();
+      this.waiters = this.waiters.filter(w => (w.predicate(ready) ? (w.resolve(at), false) : true));
+    });
+    await watcher.start();
+    this.watcher = watcher;
+  }
+
+  /** When the next change that makes `predicate` true arrives. */
+  next(predicate: (ready: Set<string>) => boolean, timeoutMs: number, what: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${what}: the EndpointSlice did not change within ${timeoutMs} ms`)), timeoutMs);
+      this.waiters.push({ predicate, resolve: at => (clearTimeout(timer), resolve(at)) });
+    });
+  }
+
+  close(): void {
+    this.watcher?.close();
+  }
 }
