@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Weighted backendRefs (1:3) on the local cluster: over 500 new TCP connections and 500 new
+// Weighted backendRefs (1:3) on the local cluster: over 1,000 new TCP connections and 1,000 new
 // UDP flows from the root namespace, each backend's share of them is its weight's share
 // within ±5 percentage points, the tolerance of the conformance suite's weighted tests.
 import t, { type Test } from "tap";
@@ -16,7 +16,8 @@ if (skip) {
   t.test("weighted backendRefs share new connections by weight", run);
 }
 
-const samples = 500;
+// 1,000 samples: at 500 a fair 1:3 split leaves the ±5 band in about 1 run in 100 (σ ≈ 1.9 points).
+const samples = 1000;
 const tolerance = 0.05;
 // In flight at once: enough to be quick, few enough that no SYN queue or socket limit interferes.
 const concurrency = 10;
@@ -107,6 +108,7 @@ function checkShares(t: Test, counts: Record<string, number>, expected: Record<s
   t.same(Object.keys(counts).sort(), Object.keys(expected).sort(), "only the route's backends answered", { counts });
   for (const [backend, share] of Object.entries(expected)) {
     const seen = (counts[backend] ?? 0) / total;
-    t.ok(Math.abs(seen - share) <= tolerance, `${backend}: ${(seen * 100).toFixed(1)} % of new flows, expected ${share * 100} % ± ${tolerance * 100}`, { counts });
+    // The epsilon keeps 80.0 % against 75 % ± 5 inside, as the band reads (floats make it 5.000…04).
+    t.ok(Math.abs(seen - share) <= tolerance + 1e-9, `${backend}: ${(seen * 100).toFixed(1)} % of new flows, expected ${share * 100} % ± ${tolerance * 100}`, { counts });
   }
 }
