@@ -126,30 +126,67 @@ static __always_inline struct backend *maglev_backend(const struct svc_value *sv
 	return bpf_map_lookup_elem(&blixt_mg_backs, &key);
 }
 
-static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, __u64 now)
+static __always_inline void count_service(__u32 svc_id, const struct pkt *p)
 {
-	struct pkt *p = &v->pkt;
-	struct svc_stats *stats = svc_stats_of(svc->svc_id);
-	struct ct_key ckey;
-	struct ct_value *ct;
-	struct backend *be;
+	struct svc_stats *stats = svc_stats_of(svc_id);
 
 	if (stats) {
 		stats->packets += 1;
 		stats->bytes += p->len;
 	}
+}
 
-	ct_key_of(&ckey, p);
-	ct = bpf_map_lookup_elem(&blixt_conntrack, &ckey);
+static __always_inline void dnat_to(struct verdict *v, __be32 addr, __be16 port)
+{
+	v->action = ACT_DNAT;
+	v->reason = REASON_DNAT;
+	v->addr = addr;
+	v->port = port;
+}
+
+/* The fast path: a packet of an established flow whose service has not changed since its entry
+ * was last checked (the epochs match, maps.h) goes to the entry's backend. UDP also needs the
+ * flow not to have idled out, and only UDP reads the clock. Returns 0 when the full path must
+ * decide. */
+static __always_inline int lb_established(struct verdict *v, struct ct4_value *ct)
+{
+	const struct pkt *p = &v->pkt;
+	__u64 now;
+
+	if (!(ct->flags & CT_F_FORWARD) || ct->epoch != svc_epoch(ct->svc_id) || !ct->epoch)
+		return 0;
+	if (p->proto == IPPROTO_UDP) {
+		now = ct_now();
+		if (ct_udp_idle(ct, now))
+			return 0;
+		ct_touch(ct, now);
+	}
+	count_service(ct->svc_id, p);
+	dnat_to(v, ct->addr, ct->port);
+	return 1;
+}
+
+/* The full path for a packet to a service: its conntrack entry (`ct`, NULL if none) is checked
+ * against the service as it is now; a flow with no valid entry gets a backend from the Maglev
+ * table and a new entry. The epoch is read before the checks, so a change the agent makes
+ * meanwhile leaves the entry stale for the next packet rather than stamped as checked. */
+static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct)
+{
+	struct pkt *p = &v->pkt;
+	__u32 epoch = svc_epoch(svc->svc_id);
+	__u64 now = ct_now();
+	struct svc_stats *stats;
+	struct backend *be;
+
+	count_service(svc->svc_id, p);
 	if (ct && ct_forward_valid(ct, svc->svc_id, p->proto, now)) {
-		ct->last_seen_ns = now;
-		v->action = ACT_DNAT;
-		v->reason = REASON_DNAT;
-		v->addr = addr_to_v4(ct->addr);
-		v->port = ct->port;
+		ct->epoch = epoch;
+		ct_touch(ct, now);
+		dnat_to(v, ct->addr, ct->port);
 		return;
 	}
 
+	stats = svc_stats_of(svc->svc_id);
 	be = maglev_backend(svc, flow_hash(p));
 	/* No backend means a table mid-removal or a bug upstream: reject rather than guess. */
 	if (!be || (be->flags & BACKEND_F_REJECT)) {
@@ -159,13 +196,10 @@ static __always_inline void lb_choose(struct verdict *v, const struct svc_value 
 		return;
 	}
 
-	ct_create(p, svc->svc_id, be, now);
+	ct_create(p, svc->svc_id, epoch, be, now);
 	if (stats)
 		stats->new_flows += 1;
-	v->action = ACT_DNAT;
-	v->reason = REASON_DNAT;
-	v->addr = addr_to_v4(be->addr);
-	v->port = be->port;
+	dnat_to(v, addr_to_v4(be->addr), be->port);
 }
 
 static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, struct verdict *v)
@@ -173,6 +207,8 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	struct pkt *p = &v->pkt;
 	struct svc_key skey = {};
 	struct svc_value *svc;
+	struct ct4_key ckey;
+	struct ct4_value *ct;
 
 	switch (parse_packet(data, data_end, len, p)) {
 	case PARSE_OK:
@@ -205,6 +241,12 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 		return;
 	}
 
+	/* Conntrack first: most packets to a service belong to a flow it already has. */
+	ct_key_of(&ckey, p);
+	ct = bpf_map_lookup_elem(&blixt_ct4, &ckey);
+	if (ct && lb_established(v, ct))
+		return;
+
 	__builtin_memcpy(v->dmac, ((struct ethhdr *)data)->h_dest, ETH_ALEN);
 	__builtin_memcpy(v->smac, ((struct ethhdr *)data)->h_source, ETH_ALEN);
 
@@ -213,7 +255,7 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	skey.proto = p->proto;
 	svc = bpf_map_lookup_elem(&blixt_services, &skey);
 	if (svc) {
-		lb_choose(v, svc, bpf_ktime_get_ns());
+		lb_choose(v, svc, ct);
 		return;
 	}
 	if (is_gateway_address(p->daddr)) {
@@ -228,21 +270,22 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 static __always_inline void lb_egress(void *data, void *data_end, __u32 len, struct verdict *v)
 {
 	struct pkt *p = &v->pkt;
-	struct ct_key key;
-	struct ct_value *ct;
+	struct ct4_key key;
+	struct ct4_value *ct;
 
 	v->action = ACT_PASS;
 	v->reason = REASON_PASS_NO_SERVICE;
 	if (parse_packet(data, data_end, len, p) != PARSE_OK)
 		return;
 	ct_key_of(&key, p);
-	ct = bpf_map_lookup_elem(&blixt_conntrack, &key);
+	ct = bpf_map_lookup_elem(&blixt_ct4, &key);
 	if (!ct || !(ct->flags & CT_F_REVERSE))
 		return;
-	ct->last_seen_ns = bpf_ktime_get_ns();
+	if (p->proto == IPPROTO_UDP)
+		ct_touch(ct, ct_now());
 	v->action = ACT_DNAT; /* applied to the source by the caller */
 	v->reason = REASON_REVERSE_NAT;
-	v->addr = addr_to_v4(ct->addr);
+	v->addr = ct->addr;
 	v->port = ct->port;
 }
 

@@ -2,7 +2,7 @@
 // Every map blixt's programs share, with its key and value layout. TypeScript encodes the
 // same bytes (capabilities/dataplane/maps.ts): a change here is a change there.
 //
-// Addresses are 16 bytes, IPv4 stored IPv4-mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2: bytes
+// Addresses are 16 bytes (except in ct4, below), IPv4 stored IPv4-mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2: bytes
 // 0-9 zero, 10-11 0xff, 12-15 the IPv4 address), so IPv6 fits the same keys later without
 // colliding with IPv4. Ports are network byte order (__be16). Other integers are host order
 // (little-endian on every machine blixt targets). Padding is explicit and always zero, because
@@ -85,31 +85,45 @@ struct backend_value {
 	__u32 weight; /* 0..3 0 = listed but takes no traffic, established flows move away */
 };                    /* 4 bytes */
 
-/* conntrack: one entry per direction.
+/* ct4: IPv4 conntrack, one entry per direction. Keyed by the bare IPv4 5-tuple (16 bytes, not the
+ * 40 an IPv4-mapped key takes): every forwarded packet hashes this key, and IPv6 gets a map of
+ * its own, as Cilium keeps ct4 and ct6 apart.
  *  forward: client → VIP  (saddr=client, daddr=VIP, sport=client port, dport=VIP port)
  *           value = backend address and port
  *  reverse: backend → client (saddr=backend, daddr=client, sport=backend port, dport=client port)
  *           value = VIP and VIP port, the source replies must carry */
-struct ct_key {
-	__u8 saddr[BLIXT_ADDR_LEN]; /*  0..15 */
-	__u8 daddr[BLIXT_ADDR_LEN]; /* 16..31 */
-	__be16 sport;               /* 32..33 network order */
-	__be16 dport;               /* 34..35 network order */
-	__u8 proto;                 /* 36 */
-	__u8 pad[3];                /* 37..39 zero */
-};                                  /* 40 bytes */
+struct ct4_key {
+	__be32 saddr;               /*  0..3 */
+	__be32 daddr;               /*  4..7 */
+	__be16 sport;               /*  8..9 network order */
+	__be16 dport;               /* 10..11 network order */
+	__u8 proto;                 /* 12 */
+	__u8 pad[3];                /* 13..15 zero */
+};                                  /* 16 bytes */
 
 #define CT_F_FORWARD 0x1
 #define CT_F_REVERSE 0x2
 
-struct ct_value {
-	__u8 addr[BLIXT_ADDR_LEN]; /*  0..15 forward: backend; reverse: VIP */
-	__be16 port;               /* 16..17 forward: backend port; reverse: VIP port */
-	__u8 flags;                /* 18     CT_F_* */
-	__u8 pad;                  /* 19     zero */
-	__u32 svc_id;              /* 20..23 */
-	__u64 last_seen_ns;        /* 24..31 bpf_ktime_get_ns() of the last packet */
-};                                 /* 32 bytes */
+struct ct4_value {
+	__be32 addr;         /*  0..3  forward: backend; reverse: VIP */
+	__be16 port;         /*  4..5  forward: backend port; reverse: VIP port */
+	__u8 flags;          /*  6     CT_F_* */
+	__u8 pad;            /*  7     zero */
+	__u32 svc_id;        /*  8..11 */
+	__u32 epoch;         /* 12..15 forward: blixt_svc_epoch[svc_id] when the entry was last checked */
+	__u64 last_seen_ns;  /* 16..23 bpf_ktime_get_coarse_ns(): UDP, the last packet (to within a
+			      *        second); TCP, when the entry was created or last checked */
+};                           /* 24 bytes */
+
+/* svc_epoch: service id → the epoch of its backend set. The agent writes a new, never reused,
+ * epoch for a service after every change to it (its backends, weights, table, or its removal),
+ * as the last write of that change. A forward conntrack entry whose epoch matches was checked
+ * against the service as it is now, so a packet of an established flow needs one conntrack
+ * lookup and this array read (which the verifier inlines), not the service, backend and Maglev
+ * lookups; a mismatch sends it through the full check once, which stamps the new epoch.
+ * Index 0 (no service has id 0) holds the last epoch handed out, so none is ever handed out twice,
+ * whatever restarts. */
+#define BLIXT_EPOCH_COUNTER 0
 
 /* addresses: Gateway addresses this node serves → flags. A packet to one of them on a port
  * with no listener is refused, never handed to the host's sockets. */
@@ -181,9 +195,16 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, BLIXT_MAX_CONNTRACK);
-	__type(key, struct ct_key);
-	__type(value, struct ct_value);
-} blixt_conntrack SEC(".maps");
+	__type(key, struct ct4_key);
+	__type(value, struct ct4_value);
+} blixt_ct4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BLIXT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+} blixt_svc_epoch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

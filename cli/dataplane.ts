@@ -70,20 +70,19 @@ export function formatServices(services: ServiceSpec[]): string {
   return formatTable(["SERVICE", "BACKEND", "WEIGHT", "SHARE"], rows);
 }
 
-/** `nowNs` is CLOCK_MONOTONIC now, the clock the programs stamp entries with. */
+/**
+ * `nowNs` is CLOCK_MONOTONIC now, the clock the programs stamp entries with. LAST SEEN is, for UDP,
+ * how long the flow has been idle (to within a second); for TCP, how long since the entry was
+ * created or last checked against its service, since TCP packets do not read the clock.
+ */
 export function formatConntrack(entries: ConntrackEntry[], nowNs: bigint): string {
   if (entries.length === 0) return "no conntrack entries";
   const sorted = [...entries].sort((a, b) => b.lastSeenNs - a.lastSeenNs);
-  const rows = sorted.map((e) => [
-    e.proto,
-    e.direction,
-    `${e.saddr}:${e.sport}`,
-    `${e.daddr}:${e.dport}`,
-    `${e.natAddr}:${e.natPort}`,
-    e.svcId,
-    `${(Number(nowNs - BigInt(e.lastSeenNs)) / 1e9).toFixed(1)}s`,
-  ]);
-  return formatTable(["PROTO", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "IDLE"], rows);
+  const rows = sorted.map((e) => {
+    const ago = `${(Math.max(0, Number(nowNs - BigInt(e.lastSeenNs))) / 1e9).toFixed(1)}s`;
+    return [e.proto, e.direction, `${e.saddr}:${e.sport}`, `${e.daddr}:${e.dport}`, `${e.natAddr}:${e.natPort}`, e.svcId, e.proto === "udp" ? `idle ${ago}` : `checked ${ago} ago`];
+  });
+  return formatTable(["PROTO", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "LAST SEEN"], rows);
 }
 
 export function formatStats(stats: DataplaneStats): string {

@@ -5,7 +5,10 @@
 // Dataplane's own, from dataplane.ts; this file only strings many services into one batch.
 import * as bpftool from "./bpftool.js";
 import {
+  Epochs,
+  epochLine,
   freeServiceId,
+  readEpochCounter,
   serviceDeleteLines,
   serviceName,
   serviceTable,
@@ -51,6 +54,8 @@ export interface MapsSnapshot {
   orphanBackends: BackendKey[];
   /** backend-list entries of tables no service entry points at (a spare table an apply left half-written) */
   orphanTableBackends: TableKey[];
+  /** the last service epoch handed out (blixt_svc_epoch[EPOCH_COUNTER]) */
+  epoch: number;
 }
 
 /** Most chunks a table can have: what a table id may hold when nothing says how many it does. */
@@ -103,9 +108,10 @@ async function readChunks(dp: Dataplane, services: { tableId: number; tableSize:
 
 /** What the pinned maps hold now, read back (services, backends, addresses, tables' backend lists and sampled chunks). */
 export async function readMaps(dp: Dataplane, opts: { chunks?: boolean } = {}): Promise<MapsSnapshot> {
-  const [serviceEntries, backendEntries, addressEntries, tableBackendEntries] = await Promise.all(
-    (["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(dp.mapPin(m))),
-  );
+  const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch] = await Promise.all([
+    Promise.all((["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(dp.mapPin(m)))),
+    readEpochCounter((m) => dp.mapPin(m)),
+  ]);
   const backendsBySvc = new Map<number, BackendKey[]>();
   const weights = new Map<string, number>();
   for (const e of backendEntries) {
@@ -147,7 +153,7 @@ export async function readMaps(dp: Dataplane, opts: { chunks?: boolean } = {}): 
   const orphanBackends = [...backendsBySvc.entries()].filter(([svcId]) => !live.has(svcId)).flatMap(([, keys]) => keys);
   const orphanTableBackends = tableKeys.filter((k) => !liveTables.has(k.tableId));
   const addresses = addressEntries.map((e) => ({ ip: decodeAddressKey(e.key), announce: (decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE) !== 0 }));
-  return { actual: { services: actual, addresses }, states, orphanBackends, orphanTableBackends };
+  return { actual: { services: actual, addresses }, states, orphanBackends, orphanTableBackends, epoch };
 }
 
 /**
@@ -172,20 +178,32 @@ function tolerantChunkDeleteLines(pin: (m: MapName) => string, tableId: number, 
  * `tolerant` removes old tables chunk-safely, for tables damaged behind the agent's back (and
  * for any retry, since a failed apply may have left one half-deleted, or a spare table
  * half-written: its chunks past the new table's end are cleared too).
+ *
+ * Every service written or removed gets a new epoch (its last line), so its established flows
+ * are checked again. `recheckAll` gives one to every other service too: for the first pass of
+ * an agent and after a failed apply, when a batch that stopped half-way may have changed a
+ * service without moving its epoch.
  */
-export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, snapshot: MapsSnapshot, tolerant = false): string[] {
+export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, snapshot: MapsSnapshot, tolerant = false, recheckAll = false): string[] {
   const lines: string[] = [];
-  for (const b of snapshot.orphanBackends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey(b))));
+  const epochs = new Epochs(snapshot.epoch);
+  const orphanIds = new Set<number>();
+  for (const b of snapshot.orphanBackends) {
+    lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey(b))));
+    orphanIds.add(b.svcId);
+  }
+  // Entries may still name a service that was removed half-way.
+  for (const svcId of orphanIds) lines.push(epochLine(pin, svcId, epochs.next()));
   for (const k of snapshot.orphanTableBackends) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey(k))));
 
   for (const key of diff.remove) {
     const current = snapshot.states.get(serviceName(key));
     if (!current) continue;
     if (!tolerant) {
-      append(lines, serviceDeleteLines(pin, key, current));
+      append(lines, serviceDeleteLines(pin, key, current, epochs.next()));
       continue;
     }
-    append(lines, serviceDeleteLines(pin, key, { ...current, value: { ...current.value, tableSize: 0 } }));
+    append(lines, serviceDeleteLines(pin, key, { ...current, value: { ...current.value, tableSize: 0 } }, epochs.next()));
     append(lines, tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)));
   }
 
@@ -197,23 +215,31 @@ export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, sna
     used.push(svcId);
     if (tolerant) append(lines, tolerantChunkDeleteLines(pin, spareTableId(svcId, current), chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize), MAX_CHUNKS));
     if (current && (tolerant || diff.reasons.get(name) === "table")) {
-      append(lines, serviceUpdateLines(pin, spec, svcId, { ...current, value: { ...current.value, tableSize: 0 } }));
+      // The epoch moves after the old table is gone: the update's own epoch line comes before it.
+      const update = serviceUpdateLines(pin, spec, svcId, { ...current, value: { ...current.value, tableSize: 0 } }, epochs.next());
+      const epoch = update.pop()!;
+      append(lines, update);
       append(lines, tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)));
+      lines.push(epoch);
     } else {
-      append(lines, serviceUpdateLines(pin, spec, svcId, current));
+      append(lines, serviceUpdateLines(pin, spec, svcId, current, epochs.next()));
     }
+  }
+  if (recheckAll) {
+    const touched = new Set([...diff.set, ...diff.remove].map((s) => serviceName(s)));
+    for (const [name, state] of snapshot.states) if (!touched.has(name)) lines.push(epochLine(pin, state.value.svcId, epochs.next()));
   }
 
   for (const a of diff.addresses.upsert) {
     lines.push(bpftool.mapUpdateLine(pin("blixt_addrs"), hex(encodeAddressKey(a.ip)), hex(encodeAddressValue({ flags: a.announce ? ADDR_F_ANNOUNCE : 0 }))));
   }
   for (const ip of diff.addresses.remove) lines.push(bpftool.mapDeleteLine(pin("blixt_addrs"), hex(encodeAddressKey(ip))));
-  return lines;
+  return epochs.record(pin, lines);
 }
 
 /** Applies a diff in one `bpftool batch` run; returns the number of bpftool commands it took. */
-export async function applyDiff(dp: Dataplane, diff: DataplaneDiff, snapshot: MapsSnapshot, tolerant = false): Promise<number> {
-  const lines = applyLines((m) => dp.mapPin(m), diff, snapshot, tolerant);
+export async function applyDiff(dp: Dataplane, diff: DataplaneDiff, snapshot: MapsSnapshot, tolerant = false, recheckAll = false): Promise<number> {
+  const lines = applyLines((m) => dp.mapPin(m), diff, snapshot, tolerant, recheckAll);
   await bpftool.batch(lines, "applying DataplaneConfigs to the maps");
   return lines.length;
 }

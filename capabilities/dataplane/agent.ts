@@ -142,6 +142,13 @@ export class Agent {
    */
   private checkTables = true;
 
+  /**
+   * Whether the next pass gives every service a new epoch, so each established flow is checked
+   * against its service once more: the first pass (the agent before may have stopped half-way
+   * through a batch) and any pass after a failed one.
+   */
+  private recheckFlows = true;
+
   private enqueue(): Promise<ConvergeResult> {
     if (!this.running) return this.startPass();
     this.queued ??= this.running.then(
@@ -175,8 +182,11 @@ export class Agent {
       const snapshot = await readMaps(this.dataplane, { chunks: checkTables });
       const diff = diffState(desired, snapshot.actual);
       const changes = changeCount(diff) + snapshot.orphanBackends.length;
-      // After a failure, old tables may be half-deleted: remove them slot-safely.
-      const commands = changes > 0 ? await applyDiff(this.dataplane, diff, snapshot, this.failures > 0) : 0;
+      // After a failure, old tables may be half-deleted: remove them slot-safely. The first pass
+      // and one after a failure also have every established flow checked again (applyLines).
+      const recheck = this.recheckFlows || this.failures > 0;
+      const commands = changes > 0 || (recheck && snapshot.states.size > 0) ? await applyDiff(this.dataplane, diff, snapshot, this.failures > 0, recheck) : 0;
+      this.recheckFlows = false;
       result = { ok: true, changes, commands, seconds: seconds() };
       const perConfig = changesByConfig(diff, desired.listeners, this.listenersByService);
       for (const [key, changed] of perConfig) {

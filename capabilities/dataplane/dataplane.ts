@@ -58,6 +58,10 @@ import {
   type Reason,
   type ServiceCounters,
   type ServiceValue,
+  EPOCH_COUNTER,
+  decodeEpoch,
+  encodeEpoch,
+  nextEpoch,
 } from "./maps.js";
 
 export type { Proto, ArpCounter, InterfaceEntry } from "./maps.js";
@@ -97,7 +101,13 @@ export interface ConntrackEntry {
   natAddr: string;
   natPort: number;
   svcId: number;
-  /** CLOCK_MONOTONIC ns of the last packet (exact up to 2^53 ns, about 104 days of uptime) */
+  /** forward: the service epoch the entry was last checked at (bpf/maps.h); 0 on reverse entries */
+  epoch: number;
+  /**
+   * CLOCK_MONOTONIC ns, to the kernel's tick (exact up to 2^53 ns, about 104 days of uptime):
+   * UDP, the last packet, to within a second; TCP, when the entry was created or last checked
+   * (a TCP flow has no idle timeout, so its packets do not read the clock)
+   */
   lastSeenNs: number;
 }
 export interface ServiceStats extends ServiceCounters {
@@ -218,15 +228,49 @@ export function tableDeleteLines(pin: (m: MapName) => string, tableId: number, t
   return lines;
 }
 
+/** The line that gives service `svcId` epoch `epoch` (blixt_svc_epoch; bpf/maps.h says why). */
+export const epochLine = (pin: (m: MapName) => string, svcId: number, epoch: number): string =>
+  bpftool.mapUpdateLine(pin("blixt_svc_epoch"), hex(encodeIndexKey(svcId)), hex(encodeEpoch(epoch)));
+
+/**
+ * Hands out service epochs after the last one the maps record (blixt_svc_epoch[EPOCH_COUNTER]).
+ * Every epoch is new for as long as the maps are pinned, so a conntrack entry stamped by a
+ * service that was since changed, removed, or whose id went to another service never matches.
+ */
+export class Epochs {
+  private handedOut = false;
+  constructor(private last: number) {}
+  next(): number {
+    this.last = nextEpoch(this.last);
+    this.handedOut = true;
+    return this.last;
+  }
+  /**
+   * Puts the line recording the last epoch handed out FIRST in `lines`: a batch that stops
+   * half-way still never hands one out twice. Does nothing when none was handed out.
+   */
+  record(pin: (m: MapName) => string, lines: string[]): string[] {
+    if (this.handedOut) lines.unshift(epochLine(pin, EPOCH_COUNTER, this.last));
+    return lines;
+  }
+}
+
+/** The last epoch handed out, read from the maps (0 on fresh maps). */
+export async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
+  const entry = await bpftool.mapLookup(pin("blixt_svc_epoch"), hex(encodeIndexKey(EPOCH_COUNTER)));
+  return entry?.value ? decodeEpoch(entry.value) : 0;
+}
+
 /**
  * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
  * new backends, the new table (backend list and chunks) under the spare id, one write of the
  * service entry that switches to it, then removal of the old table and of backends no longer
- * listed. No packet ever sees a half-written table, and flows to a removed backend re-pick only
- * after the switch. A table is a handful of lines: one per backend plus one per
- * CHUNK_SLOTS slots.
+ * listed, and last the service's new `epoch`. No packet ever sees a half-written table, and
+ * flows to a removed backend re-pick only after the switch: established flows skip the full
+ * check until the epoch moves, which is why it moves only once everything else is written. A
+ * table is a handful of lines: one per backend plus one per CHUNK_SLOTS slots.
  */
-export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current?: ServiceState): string[] {
+export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current: ServiceState | undefined, epoch: number): string[] {
   validateServiceSpec(spec);
   const backends = mergeBackends(spec.backends);
   const table = serviceTable(backends, spec.rejectWeight);
@@ -256,13 +300,17 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
       if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
     }
   }
+  lines.push(epochLine(pin, svcId, epoch));
   return lines;
 }
 
-/** Lines that remove a service: its entry first (so nothing reaches the table), then table and backends. */
-export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState): string[] {
+/**
+ * Lines that remove a service: its entry first (so nothing reaches the table), then a new `epoch`
+ * (so no established flow skips the lookup that now fails), then table and backends.
+ */
+export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState, epoch: number): string[] {
   const { svcId, tableId, tableSize } = current.value;
-  const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key)))];
+  const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))), epochLine(pin, svcId, epoch)];
   // A loop, not push(...): a table of tens of thousands of backends would overflow the stack.
   for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends)) lines.push(line);
   for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
@@ -435,7 +483,9 @@ export class Dataplane {
     const states = await this.serviceStates();
     const current = states.get(serviceName(spec))?.state;
     const svcId = current?.value.svcId ?? freeServiceId([...states.values()].map((s) => s.state.value.svcId));
-    const lines = serviceUpdateLines((m) => this.mapPin(m), spec, svcId, current);
+    const pin = (m: MapName) => this.mapPin(m);
+    const epochs = new Epochs(await readEpochCounter(pin));
+    const lines = epochs.record(pin, serviceUpdateLines(pin, spec, svcId, current, epochs.next()));
     await bpftool.batch(lines, `programming service ${serviceName(spec)}`);
   }
 
@@ -443,7 +493,10 @@ export class Dataplane {
     const states = await this.serviceStates();
     const current = states.get(serviceName({ vip, port, proto }));
     if (!current) return;
-    await bpftool.batch(serviceDeleteLines((m) => this.mapPin(m), { vip, port, proto }, current.state), `deleting service ${serviceName({ vip, port, proto })}`);
+    const pin = (m: MapName) => this.mapPin(m);
+    const epochs = new Epochs(await readEpochCounter(pin));
+    const lines = epochs.record(pin, serviceDeleteLines(pin, { vip, port, proto }, current.state, epochs.next()));
+    await bpftool.batch(lines, `deleting service ${serviceName({ vip, port, proto })}`);
   }
 
   async listServices(): Promise<ServiceSpec[]> {
@@ -524,10 +577,22 @@ export class Dataplane {
   }
 
   async conntrack(): Promise<ConntrackEntry[]> {
-    return (await bpftool.mapDump(this.mapPin("blixt_conntrack"))).map((e) => {
+    return (await bpftool.mapDump(this.mapPin("blixt_ct4"))).map((e) => {
       const k = decodeConntrackKey(e.key);
       const v = decodeConntrackValue(e.value!);
-      return { direction: v.direction, proto: k.proto, saddr: k.saddr, sport: k.sport, daddr: k.daddr, dport: k.dport, natAddr: v.addr, natPort: v.port, svcId: v.svcId, lastSeenNs: Number(v.lastSeenNs) };
+      return {
+        direction: v.direction,
+        proto: k.proto,
+        saddr: k.saddr,
+        sport: k.sport,
+        daddr: k.daddr,
+        dport: k.dport,
+        natAddr: v.addr,
+        natPort: v.port,
+        svcId: v.svcId,
+        epoch: v.epoch,
+        lastSeenNs: Number(v.lastSeenNs),
+      };
     });
   }
 

@@ -15,7 +15,8 @@ export const MAP_NAMES = [
   "blixt_mg_chunks",
   "blixt_mg_backs",
   "blixt_backends",
-  "blixt_conntrack",
+  "blixt_ct4",
+  "blixt_svc_epoch",
   "blixt_addrs",
   "blixt_svc_stats",
   "blixt_reasons",
@@ -23,8 +24,11 @@ export const MAP_NAMES = [
   "blixt_arp_stats",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
-/** Maps earlier versions pinned and this one no longer uses (one map entry per Maglev slot). */
-export const RETIRED_MAP_NAMES = ["blixt_maglev"] as const;
+/**
+ * Maps earlier versions pinned and this one no longer uses: one entry per Maglev slot
+ * (blixt_maglev), and conntrack keyed by IPv4-mapped addresses with no epoch (blixt_conntrack).
+ */
+export const RETIRED_MAP_NAMES = ["blixt_maglev", "blixt_conntrack"] as const;
 
 /** Program names (the functions in bpf/blixt.c), which bpftool loadall pins them under. */
 export const PROG_NAMES = ["blixt_xdp_ingress", "blixt_tc_ingress", "blixt_tc_egress"] as const;
@@ -291,38 +295,67 @@ export interface ConntrackValue {
   port: number;
   direction: "forward" | "reverse";
   svcId: number;
-  /** bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the flow's last packet */
+  /** forward: the service's epoch (blixt_svc_epoch) when the entry was last checked; 0 on reverse entries */
+  epoch: number;
+  /** bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, to the tick): UDP, the flow's last packet to within a second; TCP, when the entry was created or last checked */
   lastSeenNs: bigint;
 }
 
-export const encodeConntrackKey = (k: ConntrackKey): Uint8Array =>
-  new Writer(40).addr(0, k.saddr).addr(16, k.daddr).port(32, k.sport).port(34, k.dport).u8(36, IPPROTO[k.proto]).bytes;
+/** 4-byte network-order form of an IPv4 literal, as struct ct4_key and ct4_value hold it. */
+function ip4Bytes(ip: string): Uint8Array {
+  return addrBytes(ip).subarray(12, 16);
+}
+const ip4String = (b: Uint8Array): string => Array.from(b).join(".");
+
+// ---- conntrack: struct ct4_key (16 bytes) → struct ct4_value (24 bytes) ---------------------
+
+export const encodeConntrackKey = (k: ConntrackKey): Uint8Array => {
+  const w = new Writer(16).port(8, k.sport).port(10, k.dport).u8(12, IPPROTO[k.proto]);
+  w.bytes.set(ip4Bytes(k.saddr), 0);
+  w.bytes.set(ip4Bytes(k.daddr), 4);
+  return w.bytes;
+};
 
 export function decodeConntrackKey(b: Uint8Array): ConntrackKey {
-  const r = new Reader(b, 40, "ct_key");
-  return { saddr: r.addr(0), daddr: r.addr(16), sport: r.port(32), dport: r.port(34), proto: protoOf(r.u8(36)) };
+  const r = new Reader(b, 16, "ct4_key");
+  return { saddr: ip4String(b.subarray(0, 4)), daddr: ip4String(b.subarray(4, 8)), sport: r.port(8), dport: r.port(10), proto: protoOf(r.u8(12)) };
 }
 
-export const encodeConntrackValue = (v: ConntrackValue): Uint8Array =>
-  new Writer(32)
-    .addr(0, v.addr)
-    .port(16, v.port)
-    .u8(18, v.direction === "forward" ? CT_F_FORWARD : CT_F_REVERSE)
-    .u8(19, 0)
-    .u32(20, v.svcId)
-    .u64(24, v.lastSeenNs).bytes;
+export const encodeConntrackValue = (v: ConntrackValue): Uint8Array => {
+  const w = new Writer(24)
+    .port(4, v.port)
+    .u8(6, v.direction === "forward" ? CT_F_FORWARD : CT_F_REVERSE)
+    .u8(7, 0)
+    .u32(8, v.svcId)
+    .u32(12, v.epoch)
+    .u64(16, v.lastSeenNs);
+  w.bytes.set(ip4Bytes(v.addr), 0);
+  return w.bytes;
+};
 
 export function decodeConntrackValue(b: Uint8Array): ConntrackValue {
-  const r = new Reader(b, 32, "ct_value");
-  const flags = r.u8(18);
+  const r = new Reader(b, 24, "ct4_value");
+  const flags = r.u8(6);
   return {
-    addr: r.addr(0),
-    port: r.port(16),
+    addr: ip4String(b.subarray(0, 4)),
+    port: r.port(4),
     direction: flags & CT_F_REVERSE ? "reverse" : "forward",
-    svcId: r.u32(20),
-    lastSeenNs: r.u64(24),
+    svcId: r.u32(8),
+    epoch: r.u32(12),
+    lastSeenNs: r.u64(16),
   };
 }
+
+// ---- service epochs: u32 service id → u32 epoch (array) --------------------------------------
+
+/** Index of blixt_svc_epoch holding the last epoch handed out (BLIXT_EPOCH_COUNTER; no service has id 0). */
+export const EPOCH_COUNTER = 0;
+
+export const encodeEpoch = (epoch: number): Uint8Array => new Writer(4).u32(0, epoch >>> 0).bytes;
+export const decodeEpoch = (b: Uint8Array): number => new Reader(b, 4, "svc_epoch value").u32(0);
+
+/** The epoch after `epoch`: u32, wrapping past 0 (0 is the value no service has been given). */
+export const nextEpoch = (epoch: number): number => ((epoch >>> 0) + 1) % 0x1_0000_0000 || 1;
 
 // ---- addresses: struct addr_key (16 bytes) → struct addr_value (4 bytes) ---------------------
 

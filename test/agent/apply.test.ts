@@ -210,9 +210,9 @@ t.test("a restart reuses the pinned maps and keeps live conntrack entries", asyn
   const first = new Dataplane({ pinDir });
   const ct = (sport: number) => ({
     key: hex(encodeConntrackKey({ saddr: "198.18.9.2", daddr: "198.18.200.1", sport, dport: 80, proto: "tcp" })),
-    value: hex(encodeConntrackValue({ addr: "10.1.0.1", port: 8080, direction: "forward", svcId: 1, lastSeenNs: 123n })),
+    value: hex(encodeConntrackValue({ addr: "10.1.0.1", port: 8080, direction: "forward", svcId: 1, epoch: 0, lastSeenNs: 123n })),
   });
-  await bpftool.batch([40000, 40001].map((p) => bpftool.mapUpdateLine(first.mapPin("blixt_conntrack"), ct(p).key, ct(p).value)), "writing live flows");
+  await bpftool.batch([40000, 40001].map((p) => bpftool.mapUpdateLine(first.mapPin("blixt_ct4"), ct(p).key, ct(p).value)), "writing live flows");
   const flowsBefore = await first.conntrack();
   const valuesBefore = await serviceValues(first);
 

@@ -29,14 +29,16 @@ t.test("apply line counts", async (t) => {
     agent.replaceAll([config(endpoints(4), 1)]);
     const create = await agent.converge();
     t.ok(create.ok, create.error ?? "applied");
-    // 4 weights + 4 backend-list entries + 16 chunks + counters reset + the switch + the address
-    t.equal(create.commands, 4 + 4 + chunks + 1 + 1 + 1, `a new service: ${create.commands} commands`);
+    // the epoch counter + 4 weights + 4 backend-list entries + 16 chunks + counters reset + the
+    // switch + the service's epoch + the address
+    t.equal(create.commands, 1 + 4 + 4 + chunks + 1 + 1 + 1 + 1, `a new service: ${create.commands} commands`);
 
     agent.replaceAll([config([...endpoints(3), ...endpoints(1, 100)], 2)]);
     const update = await agent.converge();
     t.ok(update.ok, update.error ?? "applied");
-    // new table (4 + 4 + 16) and the switch, then the old table's 4 entries and 16 chunks and the removed weight
-    t.equal(update.commands, 4 + 4 + chunks + 1 + 4 + chunks + 1, `one backend replaced: ${update.commands} commands`);
+    // the epoch counter, new table (4 + 4 + 16) and the switch, then the old table's 4 entries and
+    // 16 chunks, the removed weight and the service's epoch
+    t.equal(update.commands, 1 + 4 + 4 + chunks + 1 + 4 + chunks + 1 + 1, `one backend replaced: ${update.commands} commands`);
     t.equal(await tables(), 1, "one table left in the maps");
     t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
   });
@@ -47,9 +49,10 @@ t.test("apply line counts", async (t) => {
     agent.replaceAll([config(endpoints(1000), 3)]);
     const result = await agent.converge();
     t.ok(result.ok, result.error ?? "applied");
-    // 1000 weights (the 4 already there rewritten too) + 1000 entries + 64 chunks + the switch,
-    // then the old table's 4 entries and 16 chunks; every old backend is still listed
-    t.equal(result.commands, 1000 + 1000 + chunks + 1 + 4 + 16, `${result.commands} commands`);
+    // the epoch counter, 1000 weights (the 4 already there rewritten too) + 1000 entries + 64 chunks
+    // + the switch, then the old table's 4 entries and 16 chunks (every old backend is still
+    // listed), and the service's epoch
+    t.equal(result.commands, 1 + 1000 + 1000 + chunks + 1 + 4 + 16 + 1, `${result.commands} commands`);
     t.equal(await tables(), 1, "one table left in the maps");
     t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
   });

@@ -4,8 +4,9 @@
 import t from "tap";
 import { loadedDataplane, run, runOne, XDP_PASS, XDP_TX } from "./fixture.js";
 import { parseFrame, tcpFrame, udpFrame, TCP_ACK, TCP_SYN } from "../lib/packet.js";
-import { batch, mapUpdateLine } from "../../capabilities/dataplane/bpftool.js";
-import { encodeConntrackKey, encodeConntrackValue, hex } from "../../capabilities/dataplane/maps.js";
+import { batch, mapLookup, mapUpdateLine } from "../../capabilities/dataplane/bpftool.js";
+import type { Dataplane } from "../../capabilities/dataplane/dataplane.js";
+import { EPOCH_COUNTER, decodeEpoch, encodeConntrackKey, encodeConntrackValue, encodeIndexKey, hex } from "../../capabilities/dataplane/maps.js";
 
 const VIP = "198.18.30.1";
 const [A, B, C] = ["10.3.0.1", "10.3.0.2", "10.3.0.3"];
@@ -15,6 +16,12 @@ const TOLERANCE = 0.04;
 
 const clientOf = (i: number) => `192.0.${2 + (i >> 12)}.${1 + ((i >> 8) & 0x0f)}`;
 const sportOf = (i: number) => 10000 + (i & 0xff) * 200 + (i % 7);
+
+/** blixt_svc_epoch[svcId], as the programs read it. */
+async function epochOf(dp: Dataplane, svcId: number): Promise<number> {
+  const entry = await mapLookup(dp.mapPin("blixt_svc_epoch"), hex(encodeIndexKey(svcId)));
+  return decodeEpoch(entry!.value!);
+}
 
 function shares(outs: Uint8Array[]): Map<string, number> {
   const counts = new Map<string, number>();
@@ -67,9 +74,10 @@ t.test("flows", async (t) => {
 
     const ct = await dp.conntrack();
     const fwd = ct.find((e) => e.direction === "forward" && e.proto === "tcp" && e.dport === 80 && e.sport === 20000);
-    t.same(fwd && { ...fwd, lastSeenNs: 0, svcId: 0 }, { direction: "forward", proto: "tcp", saddr: clientOf(0), sport: 20000, daddr: VIP, dport: 80, natAddr: moved[0], natPort: 8080, svcId: 0, lastSeenNs: 0 }, "forward entry: client → VIP gives the backend");
+    t.same(fwd && { ...fwd, lastSeenNs: 0, svcId: 0, epoch: 0 }, { direction: "forward", proto: "tcp", saddr: clientOf(0), sport: 20000, daddr: VIP, dport: 80, natAddr: moved[0], natPort: 8080, svcId: 0, epoch: 0, lastSeenNs: 0 }, "forward entry: client → VIP gives the backend");
+    t.ok(fwd && fwd.epoch > 0 && fwd.epoch === (await epochOf(dp, fwd.svcId)), "the moved flow's entry carries its service's epoch now");
     const rev = ct.find((e) => e.direction === "reverse" && e.proto === "tcp" && e.sport === 8080 && e.dport === 20000 && e.saddr === moved[0]);
-    t.same(rev && { ...rev, lastSeenNs: 0, svcId: 0 }, { direction: "reverse", proto: "tcp", saddr: moved[0], sport: 8080, daddr: clientOf(0), dport: 20000, natAddr: VIP, natPort: 80, svcId: 0, lastSeenNs: 0 }, "reverse entry: backend → client gives VIP:port");
+    t.same(rev && { ...rev, lastSeenNs: 0, svcId: 0 }, { direction: "reverse", proto: "tcp", saddr: moved[0], sport: 8080, daddr: clientOf(0), dport: 20000, natAddr: VIP, natPort: 80, svcId: 0, epoch: 0, lastSeenNs: 0 }, "reverse entry: backend → client gives VIP:port");
   });
 
   t.test("a UDP flow idle past the timeout picks its backend afresh; TCP does not expire", async (t) => {
@@ -83,14 +91,14 @@ t.test("flows", async (t) => {
       const picked = parseFrame((await runOne(dp, "blixt_xdp_ingress", pkt)).dataOut).ip.dst;
       const other = picked === A ? B : A;
       // Pin the flow to the other backend in conntrack, once freshly seen and once long ago.
-      // process.hrtime is CLOCK_MONOTONIC, the clock bpf_ktime_get_ns() reads.
+      // process.hrtime is CLOCK_MONOTONIC, the clock bpf_ktime_get_coarse_ns() reads (to the tick).
       const pinTo = (lastSeenNs: bigint) =>
         batch(
           [
             mapUpdateLine(
-              dp.mapPin("blixt_conntrack"),
+              dp.mapPin("blixt_ct4"),
               hex(encodeConntrackKey({ saddr: client, daddr: VIP, sport: 5555, dport: 5000, proto })),
-              hex(encodeConntrackValue({ addr: other, port: 5000, direction: "forward", svcId: proto === "udp" ? svcId : tcpSvcId, lastSeenNs })),
+              hex(encodeConntrackValue({ addr: other, port: 5000, direction: "forward", svcId: proto === "udp" ? svcId : tcpSvcId, epoch: 0, lastSeenNs })),
             ),
           ],
           "pinning a flow",
@@ -101,5 +109,61 @@ t.test("flows", async (t) => {
       const after = parseFrame((await runOne(dp, "blixt_xdp_ingress", pkt)).dataOut).ip.dst;
       t.equal(after, proto === "udp" ? picked : other, proto === "udp" ? "udp: an idle entry is ignored, the table decides" : "tcp: an old entry still holds");
     }
+  });
+
+  t.test("an entry stamped with its service's epoch is followed without the full check; any change to the service moves the epoch", async (t) => {
+    const port = 7000;
+    const spec = (backends: string[]) => ({ vip: VIP, port, proto: "tcp" as const, backends: backends.map((ip) => ({ ip, port, weight: 1 })), rejectWeight: 0 });
+    const client = "192.0.2.210";
+    const pkt = tcpFrame({ src: client, dst: VIP, sport: 6000, dport: port, flags: TCP_ACK });
+    const dst = async () => {
+      const r = await runOne(dp, "blixt_xdp_ingress", pkt);
+      return r.retval === XDP_PASS ? parseFrame(r.dataOut).ip.dst : `retval ${r.retval}`;
+    };
+    await dp.setService(spec([A, B]));
+    const svcId = (await dp.stats()).services.find((s) => s.port === port)!.svcId;
+    const first = await epochOf(dp, svcId);
+    t.ok(first > 0, "a programmed service has an epoch");
+    t.ok((await epochOf(dp, EPOCH_COUNTER)) >= first, "the counter holds the last epoch handed out");
+
+    // Stamp the flow with the current epoch but point it at an address that is no backend: only
+    // the fast path would follow it, so this shows the fast path is taken.
+    const stamp = (epoch: number) =>
+      batch(
+        [
+          mapUpdateLine(
+            dp.mapPin("blixt_ct4"),
+            hex(encodeConntrackKey({ saddr: client, daddr: VIP, sport: 6000, dport: port, proto: "tcp" })),
+            hex(encodeConntrackValue({ addr: C, port, direction: "forward", svcId, epoch, lastSeenNs: 1n })),
+          ),
+        ],
+        "stamping a flow",
+      );
+    await stamp(first);
+    t.equal(await dst(), C, "current epoch: the entry is followed as it is");
+    await stamp(first - 1);
+    const checked = await dst();
+    t.ok(checked === A || checked === B, `an older epoch: checked, C is no backend, the table picks (${checked})`);
+    const entry = (await dp.conntrack()).find((e) => e.direction === "forward" && e.sport === 6000 && e.dport === port)!;
+    t.same([entry.natAddr, entry.epoch], [checked, first], "the entry now names the table's pick, stamped with the current epoch");
+
+    await stamp(first);
+    await dp.setService(spec([A, B])); // the same backends, rewritten: still a new epoch
+    const second = await epochOf(dp, svcId);
+    t.ok(second > first, `a rewrite moves the epoch (${first} → ${second})`);
+    const again = await dst();
+    t.ok(again === A || again === B, "so the stale stamp is checked again, and C left");
+
+    await dp.deleteService(VIP, port, "tcp");
+    const third = await epochOf(dp, svcId);
+    t.ok(third > second, "removing the service moves its epoch too");
+    const entry2 = (await dp.conntrack()).find((e) => e.direction === "forward" && e.sport === 6000 && e.dport === port)!;
+    t.equal(entry2.epoch, second, "the flow's entry still carries the epoch before the removal");
+    t.equal(await dst(), VIP, "a packet of the flow is no longer forwarded: the service is gone");
+
+    await dp.setService(spec([A]));
+    const reused = (await dp.stats()).services.find((s) => s.port === port)!.svcId;
+    t.equal(reused, svcId, "a new service takes the freed id");
+    t.ok((await epochOf(dp, reused)) > third, "and an epoch no earlier holder of the id ever had");
   });
 });

@@ -86,7 +86,7 @@ t.test("dataplane", async (t) => {
     t.equal((await runOne(dp, "blixt_xdp_ingress", flow)).retval, XDP_PASS);
     const ids = async () => {
       const out: Record<string, number> = {};
-      for (const name of ["blixt_conntrack", "blixt_services", "blixt_mg_chunks", "blixt_mg_backs"]) {
+      for (const name of ["blixt_ct4", "blixt_svc_epoch", "blixt_services", "blixt_mg_chunks", "blixt_mg_backs"]) {
         out[name] = ((await bpftoolJson(["map", "show", "pinned", `${dp.pinDir}/maps/${name}`], "map id")) as { id: number }).id;
       }
       return out;

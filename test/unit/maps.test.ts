@@ -10,6 +10,8 @@ import { loadedDataplane } from "../packet/fixture.js";
 const hexOf = (b: Uint8Array) => m.hex(b).join(" ");
 /** A __be16 as bpftool's BTF dump prints it: the two bytes read as a little-endian __u16. */
 const be16AsPrinted = (port: number) => ((port & 0xff) << 8) | (port >> 8);
+/** A __be32 IPv4 address as bpftool's BTF dump prints it: the four bytes read as a little-endian __u32. */
+const be32AsPrinted = (ip: string) => ip.split(".").reduce((n, octet, i) => n + Number(octet) * 2 ** (8 * i), 0);
 const mapped = (ip: string) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, ...ip.split(".").map(Number)];
 
 t.test("known bytes", async (t) => {
@@ -28,8 +30,15 @@ t.test("known bytes", async (t) => {
   t.equal(m.chunkCount(65521), 64);
   t.throws(() => m.encodeTableChunk(new Array(m.CHUNK_SLOTS + 1).fill(0)), /holds 1024 slots/);
   t.throws(() => m.encodeTableChunk([0x10000]), /does not fit a u16/);
-  t.equal(m.encodeConntrackKey({ saddr: "1.2.3.4", daddr: "5.6.7.8", sport: 1, dport: 2, proto: "udp" }).length, 40);
-  t.equal(m.encodeConntrackValue({ addr: "1.2.3.4", port: 1, direction: "reverse", svcId: 1, lastSeenNs: 1n }).length, 32);
+  t.equal(hexOf(m.encodeConntrackKey({ saddr: "1.2.3.4", daddr: "5.6.7.8", sport: 1, dport: 2, proto: "udp" })), "01 02 03 04 05 06 07 08 00 01 00 02 11 00 00 00", "ct4_key: bare IPv4, 16 bytes");
+  t.equal(
+    hexOf(m.encodeConntrackValue({ addr: "1.2.3.4", port: 1, direction: "reverse", svcId: 1, epoch: 0x01020304, lastSeenNs: 1n })),
+    "01 02 03 04 00 01 02 00 01 00 00 00 04 03 02 01 01 00 00 00 00 00 00 00",
+    "ct4_value: 24 bytes, epoch host order",
+  );
+  t.equal(hexOf(m.encodeEpoch(0xfffffffe)), "fe ff ff ff");
+  t.equal(m.nextEpoch(41), 42);
+  t.equal(m.nextEpoch(0xffffffff), 1, "the epoch wraps past 0, which no service is given");
   t.throws(() => m.addrBytes("10.0.0.256"), /not an IPv4 address literal/);
   t.throws(() => m.decodeServiceKey(new Uint8Array(19)), /svc_key must be 20 bytes/);
   t.equal(m.REASONS.length, 16, "REASON_MAX in bpf/common.h");
@@ -46,7 +55,7 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
   const chunkIndexes = Array.from({ length: m.CHUNK_SLOTS }, (_, i) => (i * 7) % 5);
   const beKey = { svcId: 12, ip: "10.244.0.9", port: 8443 };
   const ctKey = { saddr: "192.0.2.1", daddr: "198.18.0.7", sport: 51000, dport: 443, proto: "udp" as const };
-  const ctValue = { addr: "10.244.0.9", port: 8443, direction: "forward" as const, svcId: 12, lastSeenNs: 123456789012345n };
+  const ctValue = { addr: "10.244.0.9", port: 8443, direction: "forward" as const, svcId: 12, epoch: 77, lastSeenNs: 123456789012345n };
   const counters = { packets: 5, bytes: 1500, newFlows: 2, rejects: 1 };
 
   await batch(
@@ -56,7 +65,8 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
       mapUpdateLine(pin("blixt_mg_backs"), m.hex(m.encodeTableKey({ tableId: 25, index: 1 })), m.hex(m.encodeTableBackend({ reject: true }))),
       mapUpdateLine(pin("blixt_mg_chunks"), m.hex(m.encodeTableKey({ tableId: 25, index: 15 })), m.hex(m.encodeTableChunk(chunkIndexes))),
       mapUpdateLine(pin("blixt_backends"), m.hex(m.encodeBackendKey(beKey)), m.hex(m.encodeBackendValue({ weight: 70 }))),
-      mapUpdateLine(pin("blixt_conntrack"), m.hex(m.encodeConntrackKey(ctKey)), m.hex(m.encodeConntrackValue(ctValue))),
+      mapUpdateLine(pin("blixt_ct4"), m.hex(m.encodeConntrackKey(ctKey)), m.hex(m.encodeConntrackValue(ctValue))),
+      mapUpdateLine(pin("blixt_svc_epoch"), m.hex(m.encodeIndexKey(12)), m.hex(m.encodeEpoch(77))),
       mapUpdateLine(pin("blixt_addrs"), m.hex(m.encodeAddressKey("198.18.0.7")), m.hex(m.encodeAddressValue({ flags: m.ADDR_F_ANNOUNCE }))),
       mapUpdateLine(pin("blixt_svc_stats"), m.hex(m.encodeIndexKey(12)), m.hex(m.encodeServiceCounters(counters))),
     ],
@@ -91,13 +101,17 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
   t.same(m.decodeBackendKey(be.key), beKey);
   t.same(m.decodeBackendValue(be.value!), { weight: 70 });
 
-  const ct = (await mapLookup(pin("blixt_conntrack"), m.hex(m.encodeConntrackKey(ctKey))))!;
+  const ct = (await mapLookup(pin("blixt_ct4"), m.hex(m.encodeConntrackKey(ctKey))))!;
   t.same(ct.formatted, {
-    key: { saddr: mapped("192.0.2.1"), daddr: mapped("198.18.0.7"), sport: be16AsPrinted(51000), dport: be16AsPrinted(443), proto: 17, pad: [0, 0, 0] },
-    value: { addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), flags: m.CT_F_FORWARD, pad: 0, svc_id: 12, last_seen_ns: 123456789012345 },
-  }, "conntrack: struct ct_key / ct_value");
+    key: { saddr: be32AsPrinted("192.0.2.1"), daddr: be32AsPrinted("198.18.0.7"), sport: be16AsPrinted(51000), dport: be16AsPrinted(443), proto: 17, pad: [0, 0, 0] },
+    value: { addr: be32AsPrinted("10.244.0.9"), port: be16AsPrinted(8443), flags: m.CT_F_FORWARD, pad: 0, svc_id: 12, epoch: 77, last_seen_ns: 123456789012345 },
+  }, "conntrack: struct ct4_key / ct4_value");
   t.same(m.decodeConntrackKey(ct.key), ctKey);
   t.same(m.decodeConntrackValue(ct.value!), ctValue);
+
+  const epoch = (await mapLookup(pin("blixt_svc_epoch"), m.hex(m.encodeIndexKey(12))))!;
+  t.same(epoch.formatted, { key: 12, value: 77 }, "svc_epoch: __u32 service id → __u32 epoch");
+  t.equal(m.decodeEpoch(epoch.value!), 77);
 
   const addr = (await mapLookup(pin("blixt_addrs"), m.hex(m.encodeAddressKey("198.18.0.7"))))!;
   t.same(addr.formatted, { key: { addr: mapped("198.18.0.7") }, value: { flags: m.ADDR_F_ANNOUNCE } }, "addresses");
