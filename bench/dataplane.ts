@@ -3,8 +3,9 @@
 // side through six paths (see PATHS in bench/report.ts), each measurement repeated; medians,
 // spreads, goals and charts go into bench/REPORT.md and bench/*.svg (bench/report.ts).
 //
-// Per path: TCP throughput with one and four streams, TCP connection rate, UDP packet rate,
-// round-trip latency p50/p99 over TCP and UDP, and the CPU time the throughput runs cost. Plus
+// Per path: TCP throughput with one and four streams (iperf3), TCP connection rate (wrk against
+// nginx on the backends), UDP packet rate (iperf3), round-trip latency p50/p99 over TCP and UDP
+// (sockperf), and the CPU time the throughput runs cost. Plus
 // ns/packet of the ingress programs (BPF_PROG_TEST_RUN) and the node agent's apply time.
 //
 //   npx tsx bench/dataplane.ts [--smoke] [--out FILE]
@@ -17,7 +18,7 @@ import { execa } from "execa";
 import { Dataplane } from "../capabilities/dataplane/dataplane.js";
 import { progRunMany } from "../capabilities/dataplane/bpftool.js";
 import { Lab } from "../test/lib/lab.js";
-import { TCP_ACK, TCP_SYN, tcpFrame } from "../test/lib/packet.js";
+import { ETH_P_IPV6, TCP_ACK, TCP_SYN, nonIpFrame, tcpFrame } from "../test/lib/packet.js";
 import { applyTimes } from "./apply.js";
 import {
   PATHS,
@@ -48,7 +49,7 @@ async function machine(): Promise<string[]> {
     `${os}, kernel ${kernel}, host ${hostname()}`,
     `${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
     `load average when the run started: ${loadavg().map((l) => l.toFixed(1)).join(", ")} (other work on the machine skews every figure)`,
-    `${await tool("iperf3", ["--version"])}; ${await tool("haproxy", ["-v"])}; ${await tool("nginx", ["-v"])}; ${await tool("nft", ["--version"])}; Node ${process.version}`,
+    `${await tool("iperf3", ["--version"])}; ${await tool("wrk", ["--version"])}; ${await tool("sockperf", ["--version"])}; ${await tool("haproxy", ["-v"])}; ${await tool("nginx", ["-v"])}; ${await tool("nft", ["--version"])}; Node ${process.version}`,
     `run at ${new Date().toISOString()}`,
   ];
 }
@@ -99,6 +100,12 @@ async function nsPerPacket(settings: Settings): Promise<Record<string, Series>> 
       const pin = dp.progPin(prog === "xdp" ? "blixt_xdp_ingress" : "blixt_tc_ingress");
       const established = tcpFrame({ src: client, dst: selfVip, sport: 999, dport: 80, flags: TCP_ACK });
       await progRunMany(pin, [tcpFrame({ src: client, dst: selfVip, sport: 999, dport: 80, flags: TCP_SYN })]);
+      // The floor: a frame the program gives up on first (not IPv4, not ARP), so what is left of
+      // the figure is BPF_PROG_TEST_RUN's own per-repetition cost, measured the same way.
+      out[`${prog} floor: an IPv6 frame, passed at once (repeat ${settings.progRuns * 50})`] = await repeatOne(settings.repeats, `${prog} floor ns/packet`, async () => {
+        const [r] = await progRunMany(pin, [nonIpFrame(ETH_P_IPV6, 74)], { repeat: settings.progRuns * 50 });
+        return r.duration;
+      });
       out[`${prog} conntrack hit (repeat ${settings.progRuns * 50}, steady state)`] = await repeatOne(settings.repeats, `${prog} conntrack hit ns/packet`, async () => {
         const [r] = await progRunMany(pin, [established], { repeat: settings.progRuns * 50 });
         return r.duration;
@@ -121,18 +128,44 @@ async function nsPerPacket(settings: Settings): Promise<Record<string, Series>> 
 
 // ---- the paths' configurations ---------------------------------------------------------------------
 
-/** Where each path takes the client's traffic: iperf3 (TCP and UDP), the TCP and the UDP echo. */
+/** Where each path takes the client's traffic: iperf3 (TCP and UDP), the HTTP servers, sockperf. */
 interface Target {
   iperf: [string, number];
-  echo: [string, number];
-  udpEcho?: [string, number];
+  http: [string, number];
+  /** sockperf, TCP and (on UDP paths) UDP on the same port */
+  sockperf: [string, number];
 }
 
 const IPERF = 5201;
-const ECHO = 8080;
-const UDP_ECHO = 8081;
-const HAPROXY = { iperf: 15201, echo: 18080 };
-const NGINX = { iperf: 25201, echo: 28080, udpEcho: 28081 };
+/** nginx in each backend namespace answering every request with a few bytes and closing: wrk's target. */
+const HTTP = 8082;
+/** sockperf servers (TCP and UDP, same port) in each backend namespace: the latency target. */
+const SOCKPERF = 11111;
+const HAPROXY = { iperf: 15201, http: 18082, sockperf: 21111 };
+const NGINX = { iperf: 25201, http: 28082, sockperf: 31111 };
+
+/**
+ * The backends' HTTP server for the connection rate: an nginx worker per CPU, no access
+ * log, and `Connection: close` on every reply, so each request is a connection of its own and the
+ * server side closes first (its TIME_WAIT stays on the backend, not on the client's ports).
+ */
+function backendNginxConfig(ip: string, dir: string, name: string): string {
+  return [
+    "daemon off;",
+    "worker_processes auto;",
+    `pid ${dir}/${name}.pid;`,
+    "error_log stderr warn;",
+    "worker_rlimit_nofile 20000;",
+    "events { worker_connections 8000; }",
+    "http {",
+    "  access_log off;",
+    "  keepalive_timeout 0;",
+    ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${dir}/${name}-${t};`),
+    `  server { listen ${ip}:${HTTP} backlog=4096; location / { return 200 "ok\\n"; } }`,
+    "}",
+    "",
+  ].join("\n");
+}
 
 function haproxyConfig(lab: Lab): string {
   return [
@@ -149,12 +182,18 @@ function haproxyConfig(lab: Lab): string {
     "  default_backend iperf",
     "backend iperf",
     `  server b0 ${lab.backendIps[0]}:${IPERF}`,
-    "frontend echo",
-    `  bind ${lab.gatewayIp}:${HAPROXY.echo}`,
-    "  default_backend echo",
-    "backend echo",
+    "frontend sockperf",
+    `  bind ${lab.gatewayIp}:${HAPROXY.sockperf}`,
+    "  default_backend sockperf",
+    "backend sockperf",
     "  balance roundrobin",
-    ...lab.backendIps.map((ip, i) => `  server b${i} ${ip}:${ECHO}`),
+    ...lab.backendIps.map((ip, i) => `  server b${i} ${ip}:${SOCKPERF}`),
+    "frontend http",
+    `  bind ${lab.gatewayIp}:${HAPROXY.http}`,
+    "  default_backend http",
+    "backend http",
+    "  balance roundrobin",
+    ...lab.backendIps.map((ip, i) => `  server b${i} ${ip}:${HTTP}`),
     "",
   ].join("\n");
 }
@@ -169,12 +208,13 @@ function nginxConfig(lab: Lab, modulesPath: string, dir: string): string {
     "worker_rlimit_nofile 20000;",
     "events { worker_connections 8000; }",
     "stream {",
-    `  upstream echo { ${lab.backendIps.map((ip) => `server ${ip}:${ECHO};`).join(" ")} }`,
-    `  upstream udp_echo { ${lab.backendIps.map((ip) => `server ${ip}:${UDP_ECHO};`).join(" ")} }`,
+    `  upstream http { ${lab.backendIps.map((ip) => `server ${ip}:${HTTP};`).join(" ")} }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.http} backlog=4096; proxy_pass http; }`,
+    `  upstream sockperf { ${lab.backendIps.map((ip) => `server ${ip}:${SOCKPERF};`).join(" ")} }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.sockperf}; proxy_pass sockperf; }`,
+    `  server { listen ${lab.gatewayIp}:${NGINX.sockperf} udp; proxy_pass sockperf; }`,
     `  server { listen ${lab.gatewayIp}:${NGINX.iperf}; proxy_pass ${lab.backendIps[0]}:${IPERF}; }`,
     `  server { listen ${lab.gatewayIp}:${NGINX.iperf} udp; proxy_pass ${lab.backendIps[0]}:${IPERF}; }`,
-    `  server { listen ${lab.gatewayIp}:${NGINX.echo}; proxy_pass echo; }`,
-    `  server { listen ${lab.gatewayIp}:${NGINX.udpEcho} udp; proxy_pass udp_echo; }`,
     "}",
     "",
   ].join("\n");
@@ -191,8 +231,9 @@ function nftRuleset(lab: Lab, vip: string): string {
   const services: { name: string; proto: "tcp" | "udp"; port: number; endpoints: [string, number][] }[] = [
     { name: "iperf_tcp", proto: "tcp", port: IPERF, endpoints: [[lab.backendIps[0], IPERF]] },
     { name: "iperf_udp", proto: "udp", port: IPERF, endpoints: [[lab.backendIps[0], IPERF]] },
-    { name: "echo", proto: "tcp", port: 80, endpoints: lab.backendIps.map((ip) => [ip, ECHO]) },
-    { name: "udp_echo", proto: "udp", port: 81, endpoints: lab.backendIps.map((ip) => [ip, UDP_ECHO]) },
+    { name: "http", proto: "tcp", port: 82, endpoints: lab.backendIps.map((ip) => [ip, HTTP]) },
+    { name: "sockperf_tcp", proto: "tcp", port: 83, endpoints: lab.backendIps.map((ip) => [ip, SOCKPERF]) },
+    { name: "sockperf_udp", proto: "udp", port: 83, endpoints: lab.backendIps.map((ip) => [ip, SOCKPERF]) },
   ];
   const lines = [`table ip ${NFT_TABLE} {`];
   for (const s of services) {
@@ -301,60 +342,46 @@ async function iperf(lab: Lab, [host, port]: [string, number], seconds: number, 
   return { rate: sum.bits_per_second / 1e9, amount: sum.bytes, endpointCpu };
 }
 
-async function connectionRate(lab: Lab, [host, port]: [string, number], count: number): Promise<number> {
-  // A path that drops connections would make every one of them wait for its timeout: probe first.
-  const probe = await lab.tcp(host, port, 4, { timeoutMs: 3000 });
-  const refused = probe.find((o) => !o.ok);
-  if (refused && !refused.ok) throw new Error(`a probe connection to ${host}:${port} failed (${refused.code})`);
-  const start = process.hrtime.bigint();
-  const outcomes = await lab.tcp(host, port, count, { concurrency: 32, timeoutMs: 3000 });
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  const failed = outcomes.filter((o) => !o.ok);
-  if (failed.length > 0) throw new Error(`${failed.length}/${count} connections to ${host}:${port} failed (${[...new Set(failed.map((o) => (o.ok ? "" : o.code)))].join(", ")})`);
-  return count / seconds;
+/**
+ * Short connections per second: wrk (two threads, `concurrency` connections open at a time, each
+ * request with `Connection: close`, so every request is a TCP handshake, one request and reply,
+ * and a close) against the backends' nginx for `seconds`. A path that loses connections shows as
+ * socket errors, which fail the run rather than lower its rate quietly.
+ */
+async function connectionRate(lab: Lab, [host, port]: [string, number], seconds: number, concurrency: number): Promise<number> {
+  const r = await execa(
+    "nsenter",
+    [`--net=/var/run/netns/${lab.clientNs}`, "wrk", "-t", "2", "-c", String(concurrency), "-d", `${seconds}s`, "--timeout", "3s", "-H", "Connection: close", `http://${host}:${port}/`],
+    { reject: false, timeout: (seconds + 15) * 1000, forceKillAfterDelay: 1000 },
+  );
+  if (r.timedOut || r.exitCode !== 0) throw new Error(`wrk to ${host}:${port} failed (exit ${r.exitCode}${r.timedOut ? ", timed out" : ""}): ${(r.stderr || r.stdout).split("\n")[0]}`);
+  const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
+  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
+  if (!(rate > 0) || !(requests > 0)) throw new Error(`wrk to ${host}:${port} completed no request: ${r.stdout.replace(/\s+/g, " ").slice(0, 200)}`);
+  const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+  const lost = errors ? errors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+  const bad = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
+  if (lost + bad > requests / 1000) throw new Error(`wrk to ${host}:${port}: ${lost} socket errors and ${bad} bad replies in ${requests} requests`);
+  return rate;
 }
 
 /**
- * The latency client: one TCP connection (or one UDP socket), one request at a time, at most one
- * per millisecond; prints the round trips in µs as JSON. The first 50 warm the path and are dropped.
+ * Round trips with sockperf (ping-pong, --full-rtt): one TCP connection or one UDP socket, one
+ * message at a time at 1,000 a second (a low, fixed rate: nothing queues), after sockperf's own
+ * warm-up, against a sockperf server on the backends. C at both ends, so what varies between
+ * paths is the path and the scheduling of two shared cores, not an event loop.
  */
-const LATENCY_JS = String.raw`
-const net = require("node:net"), dgram = require("node:dgram");
-const [proto, host, port, count] = process.argv.slice(1);
-const n = Number(count), warm = 50, rtts = [];
-const fail = (m) => { process.stderr.write(m + "\n"); process.exit(1); };
-setTimeout(() => fail("timed out after " + rtts.length + " round trips"), 10000 + n * 20).unref();
-let send, t0;
-const next = () => setTimeout(() => { t0 = process.hrtime.bigint(); send(); }, 1);
-const got = () => {
-  rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
-  if (rtts.length === n + warm) { process.stdout.write(JSON.stringify(rtts.slice(warm))); process.exit(0); }
-  next();
-};
-if (proto === "tcp") {
-  const sock = net.connect({ host, port: Number(port), noDelay: true }, next);
-  let buf = "";
-  sock.on("data", (d) => { buf += d; let i; while ((i = buf.indexOf("\n")) >= 0) { buf = buf.slice(i + 1); got(); } });
-  sock.on("error", (e) => fail(e.message));
-  send = () => sock.write("ping\n");
-} else {
-  const sock = dgram.createSocket("udp4");
-  sock.on("message", got);
-  sock.on("error", (e) => fail(e.message));
-  send = () => sock.send("ping", Number(port), host);
-  next();
-}
-`;
-
 async function latency(lab: Lab, proto: "tcp" | "udp", [host, port]: [string, number], count: number): Promise<{ p50: number; p99: number }> {
-  const r = await execa("nsenter", [`--net=/var/run/netns/${lab.clientNs}`, "node", "-e", LATENCY_JS, proto, host, String(port), String(count)], {
-    reject: false,
-    timeout: 30_000 + count * 40,
-  });
-  if (r.exitCode !== 0) throw new Error(`${proto} round trips to ${host}:${port} failed: ${r.stderr || r.message}`);
-  const rtts = JSON.parse(r.stdout) as number[];
-  const sorted = [...rtts].sort((a, b) => a - b);
-  return { p50: median(sorted), p99: sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)] };
+  const seconds = Math.max(2, Math.ceil(count / 1000) + 1);
+  const args = ["ping-pong", "-i", host, "-p", String(port), "-t", String(seconds), "--mps", "1000", "--full-rtt", ...(proto === "tcp" ? ["--tcp"] : [])];
+  const r = await execa("nsenter", [`--net=/var/run/netns/${lab.clientNs}`, "sockperf", ...args], { reject: false, timeout: (seconds + 15) * 1000, forceKillAfterDelay: 1000 });
+  const out = `${r.stdout}\n${r.stderr}`;
+  const percentile = (p: string) => Number(new RegExp(`percentile ${p.replace(".", "\\.")} =\\s*([\\d.]+)`).exec(out)?.[1]);
+  const [p50, p99] = [percentile("50.000"), percentile("99.000")];
+  if (r.exitCode !== 0 || !(p50 > 0) || !(p99 > 0)) throw new Error(`sockperf ${proto} to ${host}:${port} gave no percentiles (exit ${r.exitCode}): ${out.replace(/\s+/g, " ").slice(-200)}`);
+  const dropped = Number(/# dropped messages = (\d+)/.exec(out)?.[1] ?? 0);
+  if (dropped > 0) throw new Error(`sockperf ${proto} to ${host}:${port}: ${dropped} messages dropped`);
+  return { p50, p99 };
 }
 
 /** Neither iperf3 -s nor the proxies say when they listen; one still running after a second is. */
@@ -383,8 +410,8 @@ async function main(): Promise<void> {
   // A smoke run's figures must never replace the committed report.
   const out = opts.out ?? (smoke ? join(tmpdir(), "blixt-bench-smoke", "REPORT.md") : fileURLToPath(new URL("./REPORT.md", import.meta.url)));
   const settings: Settings = smoke
-    ? { smoke, repeats: 1, seconds: 1, connections: 100, progRuns: 100, latencySamples: 200, applySizes: [10, 1000] }
-    : { smoke, repeats: 5, seconds: 4, connections: 3000, progRuns: 2000, latencySamples: 1000, applySizes: [10, 1000, 10000] };
+    ? { smoke, repeats: 1, seconds: 1, connections: 32, progRuns: 100, latencySamples: 200, applySizes: [10, 1000] }
+    : { smoke, repeats: 5, seconds: 4, connections: 32, progRuns: 2000, latencySamples: 1000, applySizes: [10, 1000, 10000] };
 
   const results: Results = emptyResults(settings, await machine());
   const modulesPath = await nginxModulesPath();
@@ -426,11 +453,19 @@ async function main(): Promise<void> {
   try {
     progress("bringing the lab up");
     await lab.up();
-    await lab.startServers({ tcp: [ECHO], udp: [UDP_ECHO] });
-    // The connection-rate runs open thousands of connections to one destination each; with the
-    // default port range the later runs wait on ports still in TIME_WAIT. Client namespace only.
-    for (const sysctl of ["net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]) {
-      await execa("nsenter", [`--net=/var/run/netns/${lab.clientNs}`, "sysctl", "-qw", sysctl]);
+    for (const [i, ns] of lab.backendNs.entries()) {
+      const name = `backend-${i}`;
+      await writeFile(join(cfgDir, `${name}.conf`), backendNginxConfig(lab.backendIps[i], cfgDir, name));
+      await running(lab.spawn(ns, "nginx", ["-p", cfgDir, "-c", join(cfgDir, `${name}.conf`), "-e", "stderr"]));
+      for (const tcp of [true, false]) await running(lab.spawn(ns, "sockperf", ["server", ...(tcp ? ["--tcp"] : []), "-i", lab.backendIps[i], "-p", String(SOCKPERF)]));
+    }
+    // The connection-rate runs open tens of thousands of connections to one destination each; with
+    // the default port range the later runs wait on ports still in TIME_WAIT. The client's ports,
+    // and the proxies' ports towards the backends.
+    for (const ns of [lab.clientNs, lab.gatewayNs]) {
+      for (const sysctl of ["net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"]) {
+        await execa("nsenter", [`--net=/var/run/netns/${ns}`, "sysctl", "-qw", sysctl]);
+      }
     }
     await writeFile(join(cfgDir, "haproxy.cfg"), haproxyConfig(lab));
     await running(lab.spawn(lab.gatewayNs, "haproxy", ["-f", join(cfgDir, "haproxy.cfg"), "-db"]));
@@ -445,16 +480,17 @@ async function main(): Promise<void> {
     // iperf3's control connection (TCP) and its UDP stream share a port: one backend takes both.
     await dp.setService({ vip, port: IPERF, proto: "tcp", backends: [{ ip: b[0], port: IPERF, weight: 1 }], rejectWeight: 0 });
     await dp.setService({ vip, port: IPERF, proto: "udp", backends: [{ ip: b[0], port: IPERF, weight: 1 }], rejectWeight: 0 });
-    await dp.setService({ vip, port: 80, proto: "tcp", backends: b.map((ip) => ({ ip, port: ECHO, weight: 1 })), rejectWeight: 0 });
-    await dp.setService({ vip, port: 81, proto: "udp", backends: b.map((ip) => ({ ip, port: UDP_ECHO, weight: 1 })), rejectWeight: 0 });
+    await dp.setService({ vip, port: 82, proto: "tcp", backends: b.map((ip) => ({ ip, port: HTTP, weight: 1 })), rejectWeight: 0 });
+    for (const proto of ["tcp", "udp"] as const) await dp.setService({ vip, port: 83, proto, backends: b.map((ip) => ({ ip, port: SOCKPERF, weight: 1 })), rejectWeight: 0 });
 
     const target: Record<Path, Target> = {
-      direct: { iperf: [b[0], IPERF], echo: [b[0], ECHO], udpEcho: [b[0], UDP_ECHO] },
-      "blixt-xdp": { iperf: [vip, IPERF], echo: [vip, 80], udpEcho: [vip, 81] },
-      "blixt-tc": { iperf: [vip, IPERF], echo: [vip, 80], udpEcho: [vip, 81] },
-      nftables: { iperf: [nftVip, IPERF], echo: [nftVip, 80], udpEcho: [nftVip, 81] },
-      haproxy: { iperf: [lab.gatewayIp, HAPROXY.iperf], echo: [lab.gatewayIp, HAPROXY.echo] },
-      nginx: { iperf: [lab.gatewayIp, NGINX.iperf], echo: [lab.gatewayIp, NGINX.echo], udpEcho: [lab.gatewayIp, NGINX.udpEcho] },
+      // direct: one backend, as for iperf3; the balanced paths spread over all three.
+      direct: { iperf: [b[0], IPERF], http: [b[0], HTTP], sockperf: [b[0], SOCKPERF] },
+      "blixt-xdp": { iperf: [vip, IPERF], http: [vip, 82], sockperf: [vip, 83] },
+      "blixt-tc": { iperf: [vip, IPERF], http: [vip, 82], sockperf: [vip, 83] },
+      nftables: { iperf: [nftVip, IPERF], http: [nftVip, 82], sockperf: [nftVip, 83] },
+      haproxy: { iperf: [lab.gatewayIp, HAPROXY.iperf], http: [lab.gatewayIp, HAPROXY.http], sockperf: [lab.gatewayIp, HAPROXY.sockperf] },
+      nginx: { iperf: [lab.gatewayIp, NGINX.iperf], http: [lab.gatewayIp, NGINX.http], sockperf: [lab.gatewayIp, NGINX.sockperf] },
     };
     let iperfServer: ReturnType<Lab["spawn"]> | undefined;
     const n = settings.repeats;
@@ -480,11 +516,11 @@ async function main(): Promise<void> {
       results.cpuPerGB[path] = tcp1.cpu;
       results.proxyCpuPerGB[path] = tcp1.gw;
       results.tcp4[path] = (await repeat(n, `${path} TCP 4 streams`, ["gbps"], async () => ({ gbps: (await iperf(lab, t.iperf, settings.seconds, { streams: 4 })).rate }))).gbps;
-      results.connectionRate[path] = await repeatOne(n, `${path} conn/s`, () => connectionRate(lab, t.echo, settings.connections));
-      const tcpLat = await repeat(n, `${path} TCP latency µs`, ["p50", "p99"], () => latency(lab, "tcp", t.echo, settings.latencySamples));
+      results.connectionRate[path] = await repeatOne(n, `${path} conn/s`, () => connectionRate(lab, t.http, settings.seconds, settings.connections));
+      const tcpLat = await repeat(n, `${path} TCP latency µs`, ["p50", "p99"], () => latency(lab, "tcp", t.sockperf, settings.latencySamples));
       results.tcpP50[path] = tcpLat.p50;
       results.tcpP99[path] = tcpLat.p99;
-      if (UDP_PATHS.includes(path) && t.udpEcho) {
+      if (UDP_PATHS.includes(path)) {
         const udp = await repeat(n, `${path} UDP`, ["kpps", "cpu", "gw"], async () => {
           const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, { udp: true }));
           const mpkt = m.result.amount / 1e6;
@@ -493,7 +529,7 @@ async function main(): Promise<void> {
         results.udpRate[path] = udp.kpps;
         results.cpuPerMpkt[path] = udp.cpu;
         results.proxyCpuPerMpkt[path] = udp.gw;
-        const udpLat = await repeat(n, `${path} UDP latency µs`, ["p50", "p99"], () => latency(lab, "udp", t.udpEcho!, settings.latencySamples));
+        const udpLat = await repeat(n, `${path} UDP latency µs`, ["p50", "p99"], () => latency(lab, "udp", t.sockperf, settings.latencySamples));
         results.udpP50[path] = udpLat.p50;
         results.udpP99[path] = udpLat.p99;
       }

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # build: clang llvm libbpf-dev make gcc; dataplane and lab: bpftool iproute2 socat (gratuitous ARP)
-# iperf3 haproxy nginx libnginx-mod-stream nftables (bench); controller tests: etcd-server openssl; images and conformance: umoci jq debootstrap
-debs=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev socat iperf3 haproxy nginx libnginx-mod-stream nftables python3 shellcheck
+# iperf3 wrk sockperf haproxy nginx libnginx-mod-stream nftables (bench); controller tests: etcd-server openssl; images and conformance: umoci jq debootstrap
+debs=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev socat iperf3 wrk sockperf haproxy nginx libnginx-mod-stream nftables python3 shellcheck
   etcd-server openssl umoci jq debootstrap)
 missing=()
 for p in "${debs[@]}"; do
