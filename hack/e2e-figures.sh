@@ -11,8 +11,16 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "usage: hack/e2e-figures.sh [RUNS]" >&2; exit 2; }
 hack/cluster.sh status >/dev/null || { echo "e2e-figures: the local cluster is not up: hack/cluster.sh up && hack/install.sh" >&2; exit 1; }
+# The tests' backends run the conformance suite's echo-basic image, which hack/cluster.sh up
+# does not import (hack/test.sh does it the same way); cached, so a few seconds when present.
+hack/conformance.sh images >/dev/null
 figures=$(mktemp)
-trap 'rm -f "$figures"' EXIT
+# A failure keeps the figures recorded so far: a late fanout failure need not cost the runs before it.
+keep_on_failure() {
+  local status=$?
+  if [[ $status == 0 ]]; then rm -f "$figures"; else echo "e2e-figures: figures so far kept in $figures" >&2; fi
+}
+trap keep_on_failure EXIT
 for ((run = 1; run <= runs; run++)); do
   echo "e2e-figures: run $run of $runs" >&2
   # One file at a time: the faults file's restarts would skew the scaling figures.
