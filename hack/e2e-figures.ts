@@ -15,6 +15,8 @@ export const END = "<!-- e2e-figures:end -->";
 export interface Figure {
   name: string;
   ms: number;
+  /** When recordFigure wrote it (ISO 8601), when the line says. */
+  at?: string;
 }
 
 export function parseFigures(text: string): Figure[] {
@@ -24,7 +26,7 @@ export function parseFigures(text: string): Figure[] {
     .map((line, i) => {
       const parsed = JSON.parse(line) as Partial<Figure>;
       if (typeof parsed.name !== "string" || typeof parsed.ms !== "number") throw new Error(`line ${i + 1}: want {"name": string, "ms": number}, got ${line}`);
-      return { name: parsed.name, ms: parsed.ms };
+      return typeof parsed.at === "string" ? { name: parsed.name, ms: parsed.ms, at: parsed.at } : { name: parsed.name, ms: parsed.ms };
     });
 }
 
@@ -50,7 +52,9 @@ export function renderBlock(figures: Figure[], context: { runs: number; when: st
     "test/e2e/scaling.test.ts on the local cluster (one node; the client outside it), measured, never",
     "asserted. Each figure is the median over the samples, with their range. The scaling rows are",
     "themselves p50/p99 over the scale cycles of one run; with a handful of cycles a p99 is",
-    "the slowest cycle. \"EndpointSlice change → traffic moved\" spans the controller's watch and",
+    "the slowest cycle. The rows that start with a route count come from one run of",
+    "test/e2e/fanout.test.ts (that many TCPRoutes to one Deployment); its scale rows have a sample per cycle.",
+    "\"EndpointSlice change → traffic moved\" spans the controller's watch and",
     "compile, the DataplaneConfig write, the node agent's watch and its apply (timed alone in the",
     "agent-apply rows of this report), and the first round of new connections that shows it.",
     "",
@@ -83,7 +87,9 @@ function main(): void {
   const figures = parseFigures(readFileSync(file, "utf8"));
   if (figures.length === 0) throw new Error(`${file} holds no figure: run the e2e tests with BLIXT_E2E_FIGURES=${file}`);
   const report = existsSync(opts.report) ? readFileSync(opts.report, "utf8") : "# Benchmarks\n";
-  const block = renderBlock(figures, { runs: Number(opts.runs), when: new Date().toISOString(), machine: opts.machine || "this machine" });
+  // The time of the last figure recorded, so rendering the same file again says when it was measured.
+  const when = figures.map(f => f.at).filter((at): at is string => !!at).sort().at(-1) ?? new Date().toISOString();
+  const block = renderBlock(figures, { runs: Number(opts.runs), when, machine: opts.machine || "this machine" });
   writeFileSync(opts.report, withBlock(report, block));
   console.error(`e2e-figures: wrote ${new Set(figures.map(f => f.name)).size} figures from ${figures.length} samples into ${opts.report}`);
 }
