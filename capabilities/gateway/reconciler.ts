@@ -44,6 +44,38 @@ export interface ReconcileResult {
   writes: Write[];
   failed: { write: Write; error: string }[];
   skipped: Write[];
+  /** writes whose object was deleted meanwhile (or whose namespace is being deleted): nothing to retry */
+  gone: Write[];
+}
+
+/**
+ * Why a failed write needs no retry, if it does not: its object is already gone (404 on a
+ * status patch, a finalizer patch or a delete), or its namespace is being deleted, which lets
+ * nothing new be created there. The watch brings the deletion; retrying with backoff would
+ * only delay every other write of the next passes (a thousand deleted routes, a thousand 404s).
+ */
+export function goneReason(write: Write, error: unknown): string | undefined {
+  const status = (error as { status?: number } | undefined)?.status;
+  if (status === 404 && write.op !== "applyDataplaneConfig") return "already deleted";
+  if (write.op === "applyDataplaneConfig" && status === 403 && /being terminated/.test(errorMessage(error))) return "its namespace is being deleted";
+  return undefined;
+}
+
+/** "976 TCPRoute status patches of deleted objects, ..." for the pass's summary line. */
+function goneSummary(gone: Write[]): string {
+  const counts = new Map<string, number>();
+  for (const w of gone) {
+    const what =
+      w.op === "patchStatus"
+        ? `${w.kind} status patches of deleted objects`
+        : w.op === "applyDataplaneConfig"
+          ? "DataplaneConfigs in namespaces being deleted"
+          : w.op === "deleteDataplaneConfig"
+            ? "DataplaneConfigs already deleted"
+            : "finalizer patches of deleted Gateways";
+    counts.set(what, (counts.get(what) ?? 0) + 1);
+  }
+  return [...counts].map(([what, n]) => `${n} ${what}`).join(", ");
 }
 
 /** A readable reason from whatever kubernetes-fluent-client threw (it throws the response). */
@@ -191,7 +223,7 @@ export class Reconciler {
       // Compiling without them would report valid certificates as InvalidCertificateRef.
       log.error(`reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`);
       this.#retryLater();
-      return { writes: [], failed: [], skipped: [] };
+      return { writes: [], failed: [], skipped: [], gone: [] };
     }
     const snapshot = this.store.snapshot({
       controllerName,
@@ -206,14 +238,14 @@ export class Reconciler {
     } catch (error) {
       log.error(`compile failed: ${errorMessage(error)}; retrying with backoff`);
       this.#retryLater();
-      return { writes: [], failed: [], skipped: [] };
+      return { writes: [], failed: [], skipped: [], gone: [] };
     }
     const warnings = (output.warnings ?? []).join("\n");
     if (warnings && warnings !== this.#lastWarnings) log.warn(warnings);
     this.#lastWarnings = warnings;
 
     const writes = planWrites(snapshot, output);
-    const result: ReconcileResult = { writes, failed: [], skipped: [] };
+    const result: ReconcileResult = { writes, failed: [], skipped: [], gone: [] };
     // A Gateway's status must not publish an address its DataplaneConfig did not record; a
     // failure holds back only that Gateway's writes, never another Gateway's or a route's.
     const blocked = new Set<string>();
@@ -227,11 +259,16 @@ export class Reconciler {
         const updated = await client.execute(write);
         this.#record(write, updated);
       } catch (error) {
+        const prerequisite = prerequisiteOf(write);
+        if (prerequisite) blocked.add(prerequisite);
+        if (goneReason(write, error)) {
+          result.gone.push(write);
+          this.#forget(write);
+          continue;
+        }
         const message = errorMessage(error);
         result.failed.push({ write, error: message });
         log.error(`${describeWrite(write)} failed: ${message}`);
-        const prerequisite = prerequisiteOf(write);
-        if (prerequisite) blocked.add(prerequisite);
       }
     }
     if (result.failed.length > 0) {
@@ -245,9 +282,18 @@ export class Reconciler {
       if (writes.some(w => w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig")) this.schedule();
     }
     if (writes.length > 0) {
-      log.info(`reconciled: ${writes.length - result.failed.length - result.skipped.length} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred`);
+      const made = writes.length - result.failed.length - result.skipped.length - result.gone.length;
+      const gone = result.gone.length > 0 ? `, ${result.gone.length} dropped (${goneSummary(result.gone)})` : "";
+      log.info(`reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${gone}`);
     }
     return result;
+  }
+
+  /** Drops what a gone write was about from the store, so the next plan does not try it again before the watch says so. */
+  #forget(write: Write): void {
+    if (write.op === "deleteDataplaneConfig") this.store.remove("DataplaneConfig", { metadata: { namespace: write.namespace, name: write.name } });
+    else if (write.op === "patchStatus") this.store.remove(write.kind, { metadata: { namespace: write.namespace, name: write.name } });
+    else if (write.op === "addFinalizer" || write.op === "removeFinalizer") this.store.remove("Gateway", { metadata: { namespace: write.namespace, name: write.name } });
   }
 
   /** Keeps the store ahead of the watch, so the next plan does not repeat a write just made. */

@@ -18,6 +18,8 @@ class MemoryCluster implements ClusterClient {
   objects = new Map<WatchedKind, KubernetesObject[]>(WATCHED_KINDS.map(k => [k, []]));
   executed: Write[] = [];
   failNext: ((write: Write) => boolean) | undefined;
+  /** what failNext's write throws; a 409 unless set */
+  failWith: unknown;
 
   add(kind: WatchedKind, object: KubernetesObject): void {
     this.objects.get(kind)!.push(structuredClone(object));
@@ -39,7 +41,7 @@ class MemoryCluster implements ClusterClient {
   async execute(write: Write) {
     if (this.failNext?.(write)) {
       this.failNext = undefined;
-      throw { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
+      throw this.failWith ?? { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
     }
     this.executed.push(write);
     switch (write.op) {
@@ -205,6 +207,34 @@ t.test("a failed write is logged by name, holds back its own Gateway's status an
   await new Promise(resolve => setTimeout(resolve, 30));
   t.ok(cluster.find("DataplaneConfig", "default", "gw"), "the retry wrote the DataplaneConfig");
   t.ok((cluster.find("Gateway", "default", "gw")!.status as { addresses?: unknown }).addresses, "and then the status");
+});
+
+t.test("a write to an object deleted meanwhile, or into a namespace being deleted, is dropped, not retried", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw", "other"]);
+  const { lines, log } = quietLog();
+  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log });
+  t.teardown(() => reconciler.stop());
+
+  cluster.failNext = write => write.op === "patchStatus" && write.kind === "Gateway" && write.name === "other";
+  cluster.failWith = { status: 404, statusText: "Not Found", data: { message: 'gateways.gateway.networking.k8s.io "other" not found' } };
+  const first = await reconciler.resync();
+  t.same(first!.failed, [], "a 404 on a status patch is no failure");
+  t.same(first!.gone.map(describeWrite), ["patchStatus Gateway default/other"]);
+  t.notOk(lines.some(l => l.includes("failed:")), "and logs no error");
+  t.ok(lines.some(l => l.includes("1 Gateway status patches of deleted objects")), "the pass's summary counts it");
+  t.notOk(reconciler.store.get("Gateway", "default", "other"), "the store forgets the object until the watch says more");
+
+  cluster.failNext = write => write.op === "applyDataplaneConfig" && write.name === "gw";
+  cluster.failWith = { status: 403, statusText: "Forbidden", data: { message: 'dataplaneconfigs "gw" is forbidden: unable to create new content in namespace default because it is being terminated' } };
+  cluster.find("Gateway", "default", "gw")!.metadata!.generation = 2;
+  reconciler.store.upsert("Gateway", structuredClone(cluster.find("Gateway", "default", "gw")!));
+  cluster.objects.set("DataplaneConfig", []);
+  reconciler.store.remove("DataplaneConfig", { metadata: { namespace: "default", name: "gw" } });
+  const second = await reconciler.reconcile();
+  t.same(second.failed, [], "a namespace being deleted is no failure either");
+  t.same(second.gone.map(describeWrite), ["applyDataplaneConfig DataplaneConfig default/gw"]);
+  t.same(second.skipped.map(describeWrite), ["patchStatus Gateway default/gw"], "and still holds back the status that would publish an unrecorded address");
 });
 
 t.test("a restarted controller keeps every Gateway's address", async t => {
