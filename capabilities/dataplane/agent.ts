@@ -241,6 +241,9 @@ export class Agent {
         });
         if (this.configs.get(key) === config) this.configs.set(key, acked);
       } catch (error) {
+        // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
+        // the watch's delete event removes it from this agent's view.
+        if ((error as { status?: number } | undefined)?.status === 404) continue;
         const message = error instanceof Error ? error.message : JSON.stringify(error);
         this.log.error({ gateway: key, generation: config.metadata?.generation, error: message }, "acknowledging DataplaneConfig failed; will retry");
         this.scheduleRetry(retryDelay(1, this.opts.retry?.base, this.opts.retry?.max));

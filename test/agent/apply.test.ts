@@ -314,3 +314,21 @@ t.test("a failed apply is acknowledged with bpftool's error, keeps the old table
     addresses: ["198.18.200.1"],
   });
 });
+
+t.test("a config deleted before its acknowledgement lands (404) is not retried", async (t) => {
+  const dp = new Dataplane({ pinDir });
+  await dp.load();
+  const calls: string[] = [];
+  const agent = newAgent(dp, [], {
+    acknowledge: async (config) => {
+      calls.push(config.metadata?.name ?? "");
+      if (config.metadata?.name === "db") throw { status: 404, statusText: "Not Found", data: { message: 'dataplaneconfigs.blixt.dev "db" not found' } };
+    },
+  });
+  t.teardown(() => agent.stop());
+  agent.replaceAll([web, db]);
+  const result = await agent.converge();
+  t.ok(result.ok, result.error ?? "applied");
+  await new Promise((r) => setTimeout(r, 400)); // four retry periods of this agent
+  t.same(calls.sort(), ["db", "web"], "each acknowledged once: the 404 schedules no retry");
+});
