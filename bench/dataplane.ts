@@ -131,7 +131,8 @@ async function nsPerPacket(settings: Settings): Promise<Record<string, Series>> 
 /** Where each path takes the client's traffic: iperf3 (TCP and UDP), the HTTP servers, sockperf. */
 interface Target {
   iperf: [string, number];
-  http: [string, number];
+  /** one per wrk process (connectionRate) */
+  http: [string, number][];
   /** sockperf, TCP and (on UDP paths) UDP on the same port */
   sockperf: [string, number];
 }
@@ -343,26 +344,32 @@ async function iperf(lab: Lab, [host, port]: [string, number], seconds: number, 
 }
 
 /**
- * Short connections per second: wrk (two threads, `concurrency` connections open at a time, each
- * request with `Connection: close`, so every request is a TCP handshake, one request and reply,
- * and a close) against the backends' nginx for `seconds`. A path that loses connections shows as
- * socket errors, which fail the run rather than lower its rate quietly.
+ * Short connections per second: wrk, one process per backend (one thread each, `concurrency`
+ * connections open at a time over all of them), each request with `Connection: close`, so every
+ * request is a TCP handshake, one request and reply, and a close, against the backends' nginx for
+ * `seconds`. Direct routing aims each process at a backend of its own, every other path aims them
+ * all at its address, so every path spreads the same load over the same three servers. A path
+ * that loses connections shows as socket errors, which fail the run rather than lower its rate.
  */
-async function connectionRate(lab: Lab, [host, port]: [string, number], seconds: number, concurrency: number): Promise<number> {
-  const r = await execa(
-    "nsenter",
-    [`--net=/var/run/netns/${lab.clientNs}`, "wrk", "-t", "2", "-c", String(concurrency), "-d", `${seconds}s`, "--timeout", "3s", "-H", "Connection: close", `http://${host}:${port}/`],
-    { reject: false, timeout: (seconds + 15) * 1000, forceKillAfterDelay: 1000 },
-  );
-  if (r.timedOut || r.exitCode !== 0) throw new Error(`wrk to ${host}:${port} failed (exit ${r.exitCode}${r.timedOut ? ", timed out" : ""}): ${(r.stderr || r.stdout).split("\n")[0]}`);
-  const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
-  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
-  if (!(rate > 0) || !(requests > 0)) throw new Error(`wrk to ${host}:${port} completed no request: ${r.stdout.replace(/\s+/g, " ").slice(0, 200)}`);
-  const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
-  const lost = errors ? errors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
-  const bad = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
-  if (lost + bad > requests / 1000) throw new Error(`wrk to ${host}:${port}: ${lost} socket errors and ${bad} bad replies in ${requests} requests`);
-  return rate;
+async function connectionRate(lab: Lab, targets: [string, number][], seconds: number, concurrency: number): Promise<number> {
+  const runs = targets.map(async ([host, port], i) => {
+    const connections = Math.floor(concurrency / targets.length) + (i < concurrency % targets.length ? 1 : 0);
+    const r = await execa(
+      "nsenter",
+      [`--net=/var/run/netns/${lab.clientNs}`, "wrk", "-t", "1", "-c", String(connections), "-d", `${seconds}s`, "--timeout", "3s", "-H", "Connection: close", `http://${host}:${port}/`],
+      { reject: false, timeout: (seconds + 15) * 1000, forceKillAfterDelay: 1000 },
+    );
+    if (r.timedOut || r.exitCode !== 0) throw new Error(`wrk to ${host}:${port} failed (exit ${r.exitCode}${r.timedOut ? ", timed out" : ""}): ${(r.stderr || r.stdout).split("\n")[0]}`);
+    const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
+    const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
+    if (!(rate > 0) || !(requests > 0)) throw new Error(`wrk to ${host}:${port} completed no request: ${r.stdout.replace(/\s+/g, " ").slice(0, 200)}`);
+    const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+    const lost = errors ? errors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+    const bad = Number(/Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1] ?? 0);
+    if (lost + bad > requests / 1000) throw new Error(`wrk to ${host}:${port}: ${lost} socket errors and ${bad} bad replies in ${requests} requests`);
+    return rate;
+  });
+  return (await Promise.all(runs)).reduce((sum, rate) => sum + rate, 0);
 }
 
 /**
@@ -485,12 +492,12 @@ async function main(): Promise<void> {
 
     const target: Record<Path, Target> = {
       // direct: one backend, as for iperf3; the balanced paths spread over all three.
-      direct: { iperf: [b[0], IPERF], http: [b[0], HTTP], sockperf: [b[0], SOCKPERF] },
-      "blixt-xdp": { iperf: [vip, IPERF], http: [vip, 82], sockperf: [vip, 83] },
-      "blixt-tc": { iperf: [vip, IPERF], http: [vip, 82], sockperf: [vip, 83] },
-      nftables: { iperf: [nftVip, IPERF], http: [nftVip, 82], sockperf: [nftVip, 83] },
-      haproxy: { iperf: [lab.gatewayIp, HAPROXY.iperf], http: [lab.gatewayIp, HAPROXY.http], sockperf: [lab.gatewayIp, HAPROXY.sockperf] },
-      nginx: { iperf: [lab.gatewayIp, NGINX.iperf], http: [lab.gatewayIp, NGINX.http], sockperf: [lab.gatewayIp, NGINX.sockperf] },
+      direct: { iperf: [b[0], IPERF], http: b.map((ip) => [ip, HTTP]), sockperf: [b[0], SOCKPERF] },
+      "blixt-xdp": { iperf: [vip, IPERF], http: b.map(() => [vip, 82]), sockperf: [vip, 83] },
+      "blixt-tc": { iperf: [vip, IPERF], http: b.map(() => [vip, 82]), sockperf: [vip, 83] },
+      nftables: { iperf: [nftVip, IPERF], http: b.map(() => [nftVip, 82]), sockperf: [nftVip, 83] },
+      haproxy: { iperf: [lab.gatewayIp, HAPROXY.iperf], http: b.map(() => [lab.gatewayIp, HAPROXY.http]), sockperf: [lab.gatewayIp, HAPROXY.sockperf] },
+      nginx: { iperf: [lab.gatewayIp, NGINX.iperf], http: b.map(() => [lab.gatewayIp, NGINX.http]), sockperf: [lab.gatewayIp, NGINX.sockperf] },
     };
     let iperfServer: ReturnType<Lab["spawn"]> | undefined;
     const n = settings.repeats;

@@ -335,7 +335,7 @@ export function renderReport(r: Results, carried?: string): string {
     table("TCP throughput, four streams (iperf3 -P 4)", "Gbit/s", r.tcp4, PATHS),
     "",
     table(
-      `TCP connection rate (wrk, ${r.settings.connections} connections at a time, each one HTTP request and reply with \`Connection: close\`, to nginx on the backends)`,
+      `TCP connection rate (wrk, one process per backend, ${r.settings.connections} connections at a time in all, each one HTTP request and reply with \`Connection: close\`, to nginx on the three backends; direct aims a process at each backend)`,
       "conn/s",
       r.connectionRate,
       PATHS,
@@ -404,6 +404,10 @@ export function renderReport(r: Results, carried?: string): string {
     "  This is why blixt uses TC ingress on veths; native XDP is for NICs.",
     "- Client, gateway and backends share two cores: connection and packet rates are bounded by",
     "  the endpoints as much as by the path, which compresses the differences between paths.",
+    "- Latency at 1,000 round trips a second leaves the vCPUs idle between messages, and on this",
+    "  VM waking one costs on the order of 100 µs: a p50 near 50 µs means the machine was busy",
+    "  (other work kept the cores awake), near 150–200 µs that it was quiet. Compare paths within",
+    "  one run, where they share the same conditions.",
     "",
     ...(carried ? [carried, ""] : []),
   ].join("\n");
