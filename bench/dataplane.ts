@@ -72,6 +72,35 @@ async function repeat<K extends string>(times: number, what: string, keys: reado
   return out;
 }
 
+/**
+ * Figures gathered a sample at a time, across rounds: `take(what, keys, run)` runs `run` once and
+ * adds its figures to the series named `what`, which it returns. A figure that failed once is
+ * not measured again (its series keeps the failure, which the report shows).
+ */
+function sampler() {
+  const all = new Map<string, Series>();
+  return async function take<K extends string>(what: string, keys: readonly K[], run: () => Promise<Record<K, number>>): Promise<Record<K, Series>> {
+    const series = Object.fromEntries(
+      keys.map((k) => {
+        const key = `${what}\u0000${k}`;
+        if (!all.has(key)) all.set(key, { samples: [] });
+        return [k, all.get(key)!];
+      }),
+    ) as Record<K, Series>;
+    if (keys.some((k) => series[k].failure)) return series;
+    try {
+      const figures = await run();
+      for (const k of keys) series[k].samples.push(figures[k]);
+      progress(`${what}: ${keys.map((k) => `${k} ${fmt(figures[k], 2)}`).join("; ")}`);
+    } catch (err) {
+      const message = (err instanceof Error ? err.message : String(err)).split("\n")[0].slice(0, 160);
+      progress(`${what}: failed: ${message}`);
+      for (const k of keys) series[k].failure = message;
+    }
+    return series;
+  };
+}
+
 async function repeatOne(times: number, what: string, run: () => Promise<number>): Promise<Series> {
   return (await repeat(times, what, ["value"], async () => ({ value: await run() }))).value;
 }
@@ -502,45 +531,51 @@ async function main(): Promise<void> {
     let iperfServer: ReturnType<Lab["spawn"]> | undefined;
     const n = settings.repeats;
     const meter: CpuMeter = { gatewayNs: lab.gatewayNs, ksoftirqd: await ksoftirqdPids() };
-    for (const [i, path] of PATHS.entries()) {
-      progress(`path ${i + 1}/${PATHS.length}: ${path}`);
-      if (path === "blixt-xdp") await dp.attach(lab.gatewayIface, "xdp");
-      else if (path === "blixt-tc") await dp.attach(lab.gatewayIface, "tc");
-      else await dp.detach(lab.gatewayIface);
-      if (path === "nftables") await nft(lab, ["-f", "-"], nftRuleset(lab, nftVip));
-      // A fresh iperf3 server per path: one whose client vanished mid-test stays busy for minutes.
-      iperfServer?.kill("SIGKILL");
-      iperfServer = lab.spawn(lab.backendNs[0], "iperf3", ["-s", "-p", String(IPERF)]);
-      await running(iperfServer);
-      const t = target[path];
+    const take = sampler();
+    // Rounds, not one path after another: each round measures every path once, so a change in
+    // the machine's other load (which moves these figures more than most paths differ) falls on
+    // every path alike instead of on whichever path ran while it lasted.
+    for (let round = 1; round <= n; round++) {
+      for (const [i, path] of PATHS.entries()) {
+        progress(`round ${round}/${n}, path ${i + 1}/${PATHS.length}: ${path}`);
+        if (path === "blixt-xdp") await dp.attach(lab.gatewayIface, "xdp");
+        else if (path === "blixt-tc") await dp.attach(lab.gatewayIface, "tc");
+        else await dp.detach(lab.gatewayIface);
+        if (path === "nftables") await nft(lab, ["-f", "-"], nftRuleset(lab, nftVip));
+        // A fresh iperf3 server per path: one whose client vanished mid-test stays busy for minutes.
+        iperfServer?.kill("SIGKILL");
+        iperfServer = lab.spawn(lab.backendNs[0], "iperf3", ["-s", "-p", String(IPERF)]);
+        await running(iperfServer);
+        const t = target[path];
 
-      const tcp1 = await repeat(n, `${path} TCP 1 stream`, ["gbps", "cpu", "gw"], async () => {
-        const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, {}));
-        const gb = m.result.amount / 1e9;
-        return { gbps: m.result.rate, cpu: m.cpu / gb, gw: m.gatewayCpu / gb };
-      });
-      results.tcp1[path] = tcp1.gbps;
-      results.cpuPerGB[path] = tcp1.cpu;
-      results.proxyCpuPerGB[path] = tcp1.gw;
-      results.tcp4[path] = (await repeat(n, `${path} TCP 4 streams`, ["gbps"], async () => ({ gbps: (await iperf(lab, t.iperf, settings.seconds, { streams: 4 })).rate }))).gbps;
-      results.connectionRate[path] = await repeatOne(n, `${path} conn/s`, () => connectionRate(lab, t.http, settings.seconds, settings.connections));
-      const tcpLat = await repeat(n, `${path} TCP latency µs`, ["p50", "p99"], () => latency(lab, "tcp", t.sockperf, settings.latencySamples));
-      results.tcpP50[path] = tcpLat.p50;
-      results.tcpP99[path] = tcpLat.p99;
-      if (UDP_PATHS.includes(path)) {
-        const udp = await repeat(n, `${path} UDP`, ["kpps", "cpu", "gw"], async () => {
-          const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, { udp: true }));
-          const mpkt = m.result.amount / 1e6;
-          return { kpps: m.result.rate, cpu: m.cpu / mpkt, gw: m.gatewayCpu / mpkt };
+        const tcp1 = await take(`${path} TCP 1 stream`, ["gbps", "cpu", "gw"], async () => {
+          const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, {}));
+          const gb = m.result.amount / 1e9;
+          return { gbps: m.result.rate, cpu: m.cpu / gb, gw: m.gatewayCpu / gb };
         });
-        results.udpRate[path] = udp.kpps;
-        results.cpuPerMpkt[path] = udp.cpu;
-        results.proxyCpuPerMpkt[path] = udp.gw;
-        const udpLat = await repeat(n, `${path} UDP latency µs`, ["p50", "p99"], () => latency(lab, "udp", t.sockperf, settings.latencySamples));
-        results.udpP50[path] = udpLat.p50;
-        results.udpP99[path] = udpLat.p99;
+        results.tcp1[path] = tcp1.gbps;
+        results.cpuPerGB[path] = tcp1.cpu;
+        results.proxyCpuPerGB[path] = tcp1.gw;
+        results.tcp4[path] = (await take(`${path} TCP 4 streams`, ["gbps"], async () => ({ gbps: (await iperf(lab, t.iperf, settings.seconds, { streams: 4 })).rate }))).gbps;
+        results.connectionRate[path] = (await take(`${path} conn/s`, ["rate"], async () => ({ rate: await connectionRate(lab, t.http, settings.seconds, settings.connections) }))).rate;
+        const tcpLat = await take(`${path} TCP latency µs`, ["p50", "p99"], () => latency(lab, "tcp", t.sockperf, settings.latencySamples));
+        results.tcpP50[path] = tcpLat.p50;
+        results.tcpP99[path] = tcpLat.p99;
+        if (UDP_PATHS.includes(path)) {
+          const udp = await take(`${path} UDP`, ["kpps", "cpu", "gw"], async () => {
+            const m = await metered(meter, () => iperf(lab, t.iperf, settings.seconds, { udp: true }));
+            const mpkt = m.result.amount / 1e6;
+            return { kpps: m.result.rate, cpu: m.cpu / mpkt, gw: m.gatewayCpu / mpkt };
+          });
+          results.udpRate[path] = udp.kpps;
+          results.cpuPerMpkt[path] = udp.cpu;
+          results.proxyCpuPerMpkt[path] = udp.gw;
+          const udpLat = await take(`${path} UDP latency µs`, ["p50", "p99"], () => latency(lab, "udp", t.sockperf, settings.latencySamples));
+          results.udpP50[path] = udpLat.p50;
+          results.udpP99[path] = udpLat.p99;
+        }
+        if (path === "nftables") await nft(lab, ["delete", "table", "ip", NFT_TABLE]);
       }
-      if (path === "nftables") await nft(lab, ["delete", "table", "ip", NFT_TABLE]);
     }
   } finally {
     await stop();
