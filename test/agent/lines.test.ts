@@ -6,7 +6,8 @@ import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
 import { Agent } from "../../capabilities/dataplane/agent.js";
-import { chunkCount, decodeTableKey } from "../../capabilities/dataplane/maps.js";
+import { readMaps } from "../../capabilities/dataplane/agent-maps.js";
+import { CHUNK_SLOTS, chunkCount, decodeTableChunk, decodeTableKey, encodeTableChunk, encodeTableKey, hex } from "../../capabilities/dataplane/maps.js";
 import { MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE } from "../../capabilities/dataplane/maglev.js";
 import { dataplaneConfig } from "./fixtures.js";
 
@@ -56,4 +57,37 @@ t.test("apply line counts", async (t) => {
     t.equal(await tables(), 1, "one table left in the maps");
     t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
   });
+});
+
+t.test("a pass for a watch event does not read back tables it leaves alone; an explicit converge does", async (t) => {
+  const dp = new Dataplane({ pinDir: `${pinDir}-check` });
+  t.teardown(() => dp.unpin());
+  await dp.load();
+  const agent = new Agent({ nodeName: "node-a", dataplane: dp, mode: "tc", resyncMs: 0, acknowledge: async () => {} });
+  t.teardown(() => agent.stop());
+  agent.replaceAll([config(endpoints(4), 1)]);
+  t.ok((await agent.converge()).ok);
+  agent.start();
+
+  // Chunk 0 of the live table, damaged behind the agent's back: every slot names backend 1.
+  const live = (await readMaps(dp, { chunks: false })).actual.services[0];
+  const chunk0 = hex(encodeTableKey({ tableId: live.tableId, index: 0 }));
+  await bpftool.batch([bpftool.mapUpdateLine(dp.mapPin("blixt_mg_chunks"), chunk0, hex(encodeTableChunk(new Array(CHUNK_SLOTS).fill(1))))], "damaging a chunk");
+  const damaged = async () => decodeTableChunk((await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), chunk0))!.value!).every((s) => s === 1);
+
+  // A watch event: another Gateway appears, and the agent's own scheduling runs the pass.
+  agent.observe(dataplaneConfig("other", "198.18.210.2", [{ name: "tcp", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: [["10.70.9.1", 8080]] }] }], { node: "node-a" }));
+  agent.schedule();
+  let services = 1;
+  for (let i = 0; i < 100 && services < 2; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    services = (await readMaps(dp, { chunks: false })).actual.services.length;
+  }
+  t.equal(services, 2, "the event's pass programmed the new Gateway");
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok(await damaged(), "and left the other table as it found it: it read back sizes and backend lists, not chunks");
+
+  const result = await agent.converge();
+  t.ok(result.ok && result.changes === 1, `an explicit converge reads chunks back and rewrites the damaged table (${result.changes} change)`);
+  t.notOk((await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), chunk0)), "the damaged table is gone, replaced whole");
 });
