@@ -20,6 +20,9 @@ class MemoryCluster implements ClusterClient {
   failNext: ((write: Write) => boolean) | undefined;
   /** what failNext's write throws; a 409 unless set */
   failWith: unknown;
+  /** writes that fail every time (a broken object), with a 422 */
+  failAlways: ((write: Write) => boolean) | undefined;
+  attempts: Write[] = [];
 
   add(kind: WatchedKind, object: KubernetesObject): void {
     this.objects.get(kind)!.push(structuredClone(object));
@@ -39,6 +42,10 @@ class MemoryCluster implements ClusterClient {
     return structuredClone(this.objects.get(kind)!);
   }
   async execute(write: Write) {
+    this.attempts.push(write);
+    if (this.failAlways?.(write)) {
+      throw { status: 422, statusText: "Unprocessable Entity", data: { message: `${write.name} is refused by an admission policy` } };
+    }
     if (this.failNext?.(write)) {
       this.failNext = undefined;
       throw this.failWith ?? { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
@@ -201,7 +208,7 @@ t.test("a failed write is logged by name, holds back its own Gateway's status an
   t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/gw"]);
   t.same(first!.skipped.map(describeWrite), ["patchStatus Gateway default/gw"], "no status publishes an address that is not recorded");
   t.ok((cluster.find("Gateway", "default", "other")!.status as { addresses?: unknown }).addresses, "another Gateway's status is not held back");
-  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified"));
+  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified; retrying it in 20 ms"));
 
   await retried;
   await new Promise(resolve => setTimeout(resolve, 30));
@@ -295,4 +302,88 @@ t.test("the Secrets HTTPS listeners name are read at each reconcile and reach co
   await reconciler.resync();
   t.same(cluster.secretReads.at(-1), [{ namespace: "certs", name: "other" }, { namespace: "default", name: "cert" }]);
   t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
+});
+
+/** Resolves once `check` holds, polling every few ms; rejects after `ms`. */
+async function until(check: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`not reached within ${ms} ms`);
+    await new Promise(resolve => setTimeout(resolve, 2));
+  }
+}
+
+/**
+ * How long a listener added to Gateway "fine" takes to reach its DataplaneConfig, with the
+ * loop running on its own timers, while (when `broken`) Gateway "broken" has failed twice.
+ */
+async function timeToProgram(t: { teardown(fn: () => void): void }, broken: boolean): Promise<{ ms: number; cluster: MemoryCluster }> {
+  const cluster = new MemoryCluster();
+  seed(cluster, broken ? ["broken", "fine"] : ["fine"]);
+  if (broken) cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
+  // The production backoff cap: a shared backoff would grow towards it.
+  const reconciler = new Reconciler({ client: cluster, compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  reconciler.start();
+  await until(() => cluster.find("DataplaneConfig", "default", "fine") !== undefined, 2000);
+  if (broken) {
+    await until(() => cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length >= 2, 3000);
+  }
+  const gateway = cluster.find("Gateway", "default", "fine")! as KubernetesObject & { spec: { listeners: unknown[] } };
+  gateway.metadata!.generation = 2;
+  gateway.spec.listeners.push({ name: "udp", port: 53, protocol: "UDP" });
+  const started = Date.now();
+  reconciler.observe("Gateway", structuredClone(gateway));
+  const listeners = () => ((cluster.find("DataplaneConfig", "default", "fine")!.spec as { listeners?: unknown[] }).listeners ?? []).length;
+  await until(() => listeners() === 2, 10_000);
+  return { ms: Date.now() - started, cluster };
+}
+
+t.test("a Gateway whose writes always fail does not slow another Gateway's change", async t => {
+  const alone = await timeToProgram(t, false);
+  const beside = await timeToProgram(t, true);
+  t.ok(alone.ms < 500, `programmed in ${alone.ms} ms with no broken Gateway`);
+  t.ok(beside.ms < 500, `programmed in ${beside.ms} ms beside a Gateway that failed twice (a shared backoff would wait 2 s)`);
+  t.notOk(beside.cluster.find("DataplaneConfig", "default", "broken"), "the broken Gateway's table is still refused");
+});
+
+t.test("a failing object is retried on its own backoff; a new generation of it is tried at once", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["broken", "fine"]);
+  cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
+  const { lines, log } = quietLog();
+  const reconciler = new Reconciler({ client: cluster, compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log });
+  t.teardown(() => reconciler.stop());
+  const brokenAttempts = () => cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length;
+  const addressOf = (name: string) => (cluster.find("DataplaneConfig", "default", name)?.spec as { address?: string } | undefined)?.address;
+
+  const first = await reconciler.resync();
+  const fineAddress = addressOf("fine");
+  t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/broken"]);
+  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/broken failed: 422 Unprocessable Entity: broken is refused by an admission policy; retrying it in 1 s"), lines.join("\n"));
+
+  // Events for other objects run passes at once; none of them retries "broken" before its time.
+  for (let i = 0; i < 10; i++) {
+    reconciler.observe("Service", { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: `svc-${i}` } });
+    await new Promise(resolve => setTimeout(resolve, 20));
+  }
+  const during = await reconciler.reconcile();
+  t.equal(brokenAttempts(), 1, "no retry inside its backoff");
+  t.same(during.deferred.map(describeWrite), ["applyDataplaneConfig DataplaneConfig default/broken", "patchStatus Gateway default/broken"], "its writes wait for their retry");
+  t.same(during.failed, []);
+
+  // Its timer retries it (and it fails again: 2 s next).
+  await until(() => brokenAttempts() === 2, 3000);
+  t.ok(lines.some(l => l.endsWith("; retrying it in 2 s")), "the backoff doubles for that object");
+
+  // A new generation of it (its spec changed) is handled at once, backoff or not.
+  cluster.failAlways = undefined;
+  const broken = cluster.find("Gateway", "default", "broken")!;
+  broken.metadata!.generation = 2;
+  const started = Date.now();
+  reconciler.observe("Gateway", structuredClone(broken));
+  await until(() => cluster.find("DataplaneConfig", "default", "broken") !== undefined, 3000);
+  t.ok(Date.now() - started < 500, `its new generation was written after ${Date.now() - started} ms`);
+  t.equal(addressOf("fine"), fineAddress, "the other Gateway kept its address through all of it");
+  t.not(addressOf("broken"), fineAddress, "and the late one got an address of its own");
 });
