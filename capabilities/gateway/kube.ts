@@ -7,8 +7,9 @@ import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { KINDS } from "./kinds";
 import type { StatusKind, Write } from "./plan";
-import type { ClusterClient } from "./reconciler";
-import { secretInfo } from "./store";
+import { dns1123SubdomainProblem } from "./names";
+import { errorMessage, type ClusterClient, type SecretRead } from "./reconciler";
+import { secretInfo, type SecretRef } from "./store";
 
 const STATUS_MODELS: Record<StatusKind, GenericClass> = {
   GatewayClass: KINDS.GatewayClass.model,
@@ -17,6 +18,27 @@ const STATUS_MODELS: Record<StatusKind, GenericClass> = {
   UDPRoute: KINDS.UDPRoute.model,
   HTTPRoute: KINDS.HTTPRoute.model,
 };
+
+/**
+ * Reads one certificateRef's Secret. A name or namespace that no object can have is refused
+ * before any request (kubernetes-fluent-client puts names into the path as they are), what is
+ * sent is encoded all the same, and an answer that is not that Secret is not taken for it.
+ */
+export async function readSecret(ref: SecretRef): Promise<SecretRead> {
+  const namespaceProblem = dns1123SubdomainProblem(ref.namespace);
+  const nameProblem = dns1123SubdomainProblem(ref.name);
+  if (namespaceProblem || nameProblem) return { ...ref, problem: namespaceProblem ? `namespace ${namespaceProblem}` : `name ${nameProblem}` };
+  try {
+    const secret = await K8s(kind.Secret).InNamespace(encodeURIComponent(ref.namespace)).Get(encodeURIComponent(ref.name));
+    if (secret?.metadata?.namespace !== ref.namespace || secret.metadata.name !== ref.name) {
+      return { ...ref, problem: `the API server answered with ${secret?.kind ?? "an object"} ${secret?.metadata?.namespace ?? ""}/${secret?.metadata?.name ?? ""}, not this Secret` };
+    }
+    return { ...ref, secret: secretInfo(secret) };
+  } catch (error) {
+    if ((error as { status?: number }).status === 404) return { ...ref };
+    return { ...ref, problem: `reading it failed: ${errorMessage(error)}`, retry: true };
+  }
+}
 
 export function kubeClusterClient(agentPodSelector: Record<string, string>): ClusterClient {
   return {
@@ -31,17 +53,7 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>): Clu
     },
 
     async secrets(refs) {
-      const found = await Promise.all(
-        refs.map(async ({ namespace, name }) => {
-          try {
-            return secretInfo(await K8s(kind.Secret).InNamespace(namespace).Get(name));
-          } catch (error) {
-            if ((error as { status?: number }).status === 404) return undefined;
-            throw error;
-          }
-        }),
-      );
-      return found.filter(info => info !== undefined);
+      return Promise.all(refs.map(readSecret));
     },
 
     async execute(write) {

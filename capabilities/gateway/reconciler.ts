@@ -21,10 +21,22 @@ import { certificateSecretRefs, SnapshotStore, WATCHED_KINDS, type SecretRef, ty
 export interface ClusterClient {
   /** Every object of a kind, as a relist sees it. */
   list(kind: WatchedKind): Promise<KubernetesObject[]>;
-  /** The named Secrets that exist, reduced to SecretInfo (no key bytes kept). */
-  secrets(refs: SecretRef[]): Promise<SecretInfo[]>;
+  /**
+   * What reading each named Secret gave, reduced to SecretInfo (no key bytes kept). One ref's
+   * failure is that ref's result, never a rejection of the whole call.
+   */
+  secrets(refs: SecretRef[]): Promise<SecretRead[]>;
   /** Makes one write; returns the object as the API server left it, when it says. */
   execute(write: Write): Promise<KubernetesObject | undefined>;
+}
+
+/** One certificateRef's read: the Secret, or nothing (it does not exist), or why it was not read. */
+export interface SecretRead extends SecretRef {
+  secret?: SecretInfo;
+  /** A name that cannot be a Secret's (never sent to the API server), or the API server's error. */
+  problem?: string;
+  /** The read failed for a reason a later read can cure (not a 404, not an invalid name). */
+  retry?: boolean;
 }
 
 export interface ReconcileLog {
@@ -155,6 +167,12 @@ export class Reconciler {
   #rerun = false;
   /** Relists that failed in a row. */
   #relistFailures = 0;
+  /** Secrets as last read successfully, so an API server that fails to answer does not drop a listener. */
+  #lastSecrets = new Map<string, SecretInfo>();
+  #lastSecretProblems = "";
+  /** Passes in a row in which some Secret could not be read, and when to read again. */
+  #secretFailures = 0;
+  #secretRetryAt?: number;
   /** Passes whose compile failed in a row, and when to try one again. */
   #compileFailures = 0;
   #compileRetryAt?: number;
@@ -257,6 +275,7 @@ export class Reconciler {
     if (this.#stopped) return;
     const due = [...this.#retries.values()].map(r => r.retryAt);
     if (this.#compileRetryAt !== undefined) due.push(this.#compileRetryAt);
+    if (this.#secretRetryAt !== undefined) due.push(this.#secretRetryAt);
     if (due.length === 0) return;
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
@@ -283,9 +302,10 @@ export class Reconciler {
   async #reconcileOnce(): Promise<ReconcileResult> {
     const { client, compile, settings, controllerName, log } = this.#deps;
     try {
-      this.store.setSecrets(await client.secrets(certificateSecretRefs(this.store.list("Gateway"))));
+      const refs = certificateSecretRefs(this.store.list("Gateway"), this.store.list("GatewayClass"), controllerName);
+      this.store.setSecrets(this.#secretInfos(await client.secrets(refs)));
     } catch (error) {
-      // Compiling without them would report valid certificates as InvalidCertificateRef.
+      // Only a broken client gets here: a ref's own failure is its result.
       log.error(`reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`);
       this.#compileFailed();
       return noResult();
@@ -376,6 +396,46 @@ export class Reconciler {
       log.info(`reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${waiting}${gone}`);
     }
     return result;
+  }
+
+  /**
+   * The SecretInfos compile sees. A Secret that exists is as read; a ref not read (an invalid
+   * name, or no answer) is left out, and compile reports it on its listener, except that a
+   * failed read keeps the copy last read, so a passing API server error does not take a
+   * serving listener down. Failed reads are read again with backoff.
+   */
+  #secretInfos(reads: SecretRead[]): SecretInfo[] {
+    const { log, settings } = this.#deps;
+    const infos: SecretInfo[] = [];
+    const seen = new Map<string, SecretInfo>();
+    const problems: string[] = [];
+    let retry = false;
+    for (const read of reads) {
+      const key = `${read.namespace}/${read.name}`;
+      const info = read.secret ?? (read.retry ? this.#lastSecrets.get(key) : undefined);
+      if (info) {
+        infos.push(info);
+        seen.set(key, info);
+      }
+      if (read.problem) {
+        problems.push(`Secret ${JSON.stringify(key)}: ${read.problem}${read.retry ? (info ? "; keeping the copy last read" : "") : "; not read"}`);
+      }
+      retry ||= read.retry === true;
+    }
+    this.#lastSecrets = seen;
+    if (retry) {
+      this.#secretFailures++;
+      const delay = backoffMs(this.#secretFailures, settings.maxBackoffSeconds);
+      this.#secretRetryAt = Date.now() + delay;
+      problems.push(`reading again in ${inSeconds(delay)}`);
+    } else {
+      this.#secretFailures = 0;
+      this.#secretRetryAt = undefined;
+    }
+    const text = problems.join("\n");
+    if (text && text !== this.#lastSecretProblems) log.warn(text);
+    this.#lastSecretProblems = text;
+    return infos;
   }
 
   /** A pass could not compile (or read what compile needs): the whole pass is retried with backoff. */

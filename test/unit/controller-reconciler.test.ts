@@ -8,7 +8,7 @@ import { compile } from "../../capabilities/gateway/compile/index";
 import type { CompileOutput, SecretInfo, Snapshot } from "../../capabilities/gateway/compile/types";
 import type { ControllerSettings } from "../../capabilities/gateway/config";
 import { describeWrite, GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
-import { Reconciler, type ClusterClient } from "../../capabilities/gateway/reconciler";
+import { Reconciler, type ClusterClient, type SecretRead } from "../../capabilities/gateway/reconciler";
 import { WATCHED_KINDS, type SecretRef, type WatchedKind } from "../../capabilities/gateway/store";
 
 const ME = "blixt.dev/gateway-controller";
@@ -34,9 +34,16 @@ class MemoryCluster implements ClusterClient {
   }
   secretInfos: SecretInfo[] = [];
   secretReads: SecretRef[][] = [];
-  async secrets(refs: SecretRef[]) {
+  /** refs ("ns/name") whose read fails with this problem */
+  secretProblems = new Map<string, string>();
+  async secrets(refs: SecretRef[]): Promise<SecretRead[]> {
     this.secretReads.push(refs);
-    return this.secretInfos.filter(s => refs.some(r => r.namespace === s.namespace && r.name === s.name));
+    return refs.map(ref => {
+      const problem = this.secretProblems.get(`${ref.namespace}/${ref.name}`);
+      if (problem) return { ...ref, problem, retry: true };
+      const secret = this.secretInfos.find(s => ref.namespace === s.namespace && ref.name === s.name);
+      return secret ? { ...ref, secret } : { ...ref };
+    });
   }
   async list(kind: WatchedKind) {
     return structuredClone(this.objects.get(kind)!);
@@ -386,4 +393,56 @@ t.test("a failing object is retried on its own backoff; a new generation of it i
   t.ok(Date.now() - started < 500, `its new generation was written after ${Date.now() - started} ms`);
   t.equal(addressOf("fine"), fineAddress, "the other Gateway kept its address through all of it");
   t.not(addressOf("broken"), fineAddress, "and the late one got an address of its own");
+});
+
+t.test("a Secret that cannot be read is that listener's problem: the pass completes, the last copy stands, the read is retried", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["tcp"]);
+  cluster.add("Gateway", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "Gateway",
+    metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
+    spec: { gatewayClassName: "blixt", listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { mode: "Terminate", certificateRefs: [{ name: "cert" }] } }] },
+  } as unknown as KubernetesObject);
+  cluster.secretInfos = [{ namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true }];
+  const { lines, log } = quietLog();
+  const counting = countingCompile();
+  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
+
+  // The API server stops answering for that Secret: the listener keeps what was read last.
+  cluster.secretProblems.set("default/cert", "reading it failed: 500 Internal Server Error: etcdserver: request timed out");
+  const reads = cluster.secretReads.length;
+  const result = await reconciler.reconcile();
+  t.same(result.failed, [], "the pass is not aborted");
+  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos, "the copy last read stands");
+  t.ok(lines.some(l => l.includes('Secret "default/cert": reading it failed: 500 Internal Server Error: etcdserver: request timed out; keeping the copy last read')), lines.join("\n"));
+  await until(() => cluster.secretReads.length > reads + 1, 3000);
+  t.pass("read again on its own, with backoff");
+
+  // A Gateway appears while the other still fails: its change is made at once.
+  const started = Date.now();
+  cluster.find("Gateway", "default", "tcp")!.metadata!.generation = 2;
+  (cluster.find("Gateway", "default", "tcp")!.spec as { listeners: unknown[] }).listeners.push({ name: "udp", port: 53, protocol: "UDP" });
+  reconciler.observe("Gateway", structuredClone(cluster.find("Gateway", "default", "tcp")!));
+  await until(() => ((cluster.find("DataplaneConfig", "default", "tcp")!.spec as { listeners?: unknown[] }).listeners ?? []).length === 2, 3000);
+  t.ok(Date.now() - started < 500, `another Gateway's change made after ${Date.now() - started} ms`);
+});
+
+t.test("a Gateway of another controller's class has its Secrets never read", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, []);
+  cluster.add("GatewayClass", { apiVersion: "gateway.networking.k8s.io/v1", kind: "GatewayClass", metadata: { name: "other", generation: 1, uid: "gc-other" }, spec: { controllerName: "example.com/other" } } as KubernetesObject);
+  cluster.add("Gateway", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "Gateway",
+    metadata: { namespace: "default", name: "theirs", generation: 1, uid: "uid-theirs" },
+    spec: { gatewayClassName: "other", listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { certificateRefs: [{ name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" }] } }] },
+  } as unknown as KubernetesObject);
+  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  t.same(cluster.secretReads.flat(), []);
 });
