@@ -363,6 +363,7 @@ export class Reconciler {
         if (goneReason(write, error)) {
           result.gone.push(write);
           this.#forget(write);
+          succeededTargets.add(target);
           continue;
         }
         result.failed.push({ write, error: errorMessage(error) });
