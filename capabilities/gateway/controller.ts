@@ -33,7 +33,7 @@ export interface GatewayControllerRole {
 export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayControllerRole {
   const settings = controllerSettings(env, readOptionalFile);
   const reconciler = new Reconciler({
-    client: kubeClusterClient(settings.agentPodSelector),
+    client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME),
     compile,
     settings,
     controllerName: CONTROLLER_NAME,

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 /**
- * The controller's thin I/O adapter: lists and writes through kubernetes-fluent-client.
+ * The controller's thin I/O adapter: lists and writes through kubernetes-fluent-client, and a
+ * route's status through @kubernetes/client-node, whose status replace carries the
+ * resourceVersion (kubernetes-fluent-client's PatchStatus sends the status alone).
  */
+import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { KINDS } from "./kinds";
-import type { StatusKind, Write } from "./plan";
-import type { ClusterClient } from "./reconciler";
-import { secretInfo } from "./store";
+import { canonicalJSON, type StatusKind, type Write } from "./plan";
+import { dns1123SubdomainProblem } from "./names";
+import { errorMessage, type ClusterClient, type SecretRead } from "./reconciler";
+import { secretInfo, type SecretRef } from "./store";
 
 const STATUS_MODELS: Record<StatusKind, GenericClass> = {
   GatewayClass: KINDS.GatewayClass.model,
@@ -18,7 +22,121 @@ const STATUS_MODELS: Record<StatusKind, GenericClass> = {
   HTTPRoute: KINDS.HTTPRoute.model,
 };
 
-export function kubeClusterClient(agentPodSelector: Record<string, string>): ClusterClient {
+/**
+ * Reads one certificateRef's Secret. A name or namespace that no object can have is refused
+ * before any request (kubernetes-fluent-client puts names into the path as they are), what is
+ * sent is encoded all the same, and an answer that is not that Secret is not taken for it.
+ */
+export async function readSecret(ref: SecretRef): Promise<SecretRead> {
+  const namespaceProblem = dns1123SubdomainProblem(ref.namespace);
+  const nameProblem = dns1123SubdomainProblem(ref.name);
+  if (namespaceProblem || nameProblem) return { ...ref, problem: namespaceProblem ? `namespace ${namespaceProblem}` : `name ${nameProblem}` };
+  try {
+    const secret = await K8s(kind.Secret).InNamespace(encodeURIComponent(ref.namespace)).Get(encodeURIComponent(ref.name));
+    if (secret?.metadata?.namespace !== ref.namespace || secret.metadata.name !== ref.name) {
+      return { ...ref, problem: `the API server answered with ${secret?.kind ?? "an object"} ${secret?.metadata?.namespace ?? ""}/${secret?.metadata?.name ?? ""}, not this Secret` };
+    }
+    return { ...ref, secret: secretInfo(secret) };
+  } catch (error) {
+    if ((error as { status?: number }).status === 404) return { ...ref };
+    return { ...ref, problem: `reading it failed: ${errorMessage(error)}`, retry: true };
+  }
+}
+
+type RouteKind = "TCPRoute" | "UDPRoute" | "HTTPRoute";
+const isRouteKind = (k: StatusKind): k is RouteKind => k === "TCPRoute" || k === "UDPRoute" || k === "HTTPRoute";
+
+/** One entry of a route's status.parents: whose it is says controllerName. */
+export interface RouteParentStatus {
+  controllerName: string;
+  [field: string]: unknown;
+}
+
+export interface RouteObject extends KubernetesObject {
+  status?: { parents?: RouteParentStatus[] } & Record<string, unknown>;
+}
+
+/**
+ * The parents a route's status should hold: blixt's entries as `ours` gives them (first, as
+ * compile orders them), then every other controller's entry as `current` has it. Pure.
+ */
+export function routeParents(current: RouteParentStatus[] | undefined, ours: RouteParentStatus[], controllerName: string): RouteParentStatus[] {
+  return [...ours.filter(p => p.controllerName === controllerName), ...(current ?? []).filter(p => p.controllerName !== controllerName)];
+}
+
+/** The two calls a route status write makes; a test may wrap them. */
+export interface RouteStatusIO {
+  read(kind: RouteKind, namespace: string, name: string): Promise<RouteObject>;
+  /** Replaces the status of exactly the version read (its metadata.resourceVersion), or fails with 409. */
+  replaceStatus(kind: RouteKind, route: RouteObject): Promise<RouteObject>;
+}
+
+/** client-node throws ApiException; the reconciler reads errors as kubernetes-fluent-client throws them. */
+function asResponse(error: unknown): unknown {
+  const exception = error as { code?: number; body?: unknown };
+  if (typeof exception?.code !== "number") return error;
+  let data = exception.body;
+  if (typeof data === "string") {
+    try {
+      data = JSON.parse(data);
+    } catch {
+      // a plain-text body is its own message
+    }
+  }
+  const reason = (data as { reason?: string } | undefined)?.reason;
+  return { status: exception.code, statusText: reason ?? "", data };
+}
+
+export const kubeRouteStatusIO: RouteStatusIO = {
+  async read(routeKind, namespace, name) {
+    return (await K8s(KINDS[routeKind].model).InNamespace(namespace).Get(name)) as RouteObject;
+  },
+  async replaceStatus(routeKind, route) {
+    const { group, version, plural } = KINDS[routeKind].gvk;
+    // Loaded per call, like kubernetes-fluent-client does: KUBECONFIG or the in-cluster account.
+    const config = new KubeConfig();
+    config.loadFromDefault();
+    try {
+      return (await config.makeApiClient(CustomObjectsApi).replaceNamespacedCustomObjectStatus({
+        group,
+        version: version ?? "",
+        namespace: route.metadata?.namespace ?? "",
+        plural: plural ?? "",
+        name: route.metadata?.name ?? "",
+        body: route,
+      })) as RouteObject;
+    } catch (error) {
+      throw asResponse(error);
+    }
+  },
+};
+
+/**
+ * Writes blixt's entries of a route's status.parents and leaves every other controller's as
+ * the API server has them: read, replace only blixt's entries, write with the resourceVersion
+ * read; on a conflict (someone wrote in between) read again and redo, up to `attempts` times.
+ * Returns the route as stored (as read, when nothing needed writing).
+ */
+export async function writeRouteParents(
+  route: { kind: RouteKind; namespace: string; name: string },
+  ours: RouteParentStatus[],
+  controllerName: string,
+  io: RouteStatusIO = kubeRouteStatusIO,
+  attempts = 5,
+): Promise<RouteObject> {
+  for (let attempt = 1; ; attempt++) {
+    const current = await io.read(route.kind, route.namespace, route.name);
+    const parents = routeParents(current.status?.parents, ours, controllerName);
+    if (canonicalJSON(parents) === canonicalJSON(current.status?.parents ?? [])) return current;
+    try {
+      return await io.replaceStatus(route.kind, { ...current, status: { ...current.status, parents } });
+    } catch (error) {
+      if ((error as { status?: number }).status !== 409 || attempt >= attempts) throw error;
+    }
+  }
+}
+
+export function kubeClusterClient(agentPodSelector: Record<string, string>, controllerName: string): ClusterClient {
   return {
     async list(watched) {
       const { model, apiVersion, kind: kindName } = KINDS[watched];
@@ -31,17 +149,7 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>): Clu
     },
 
     async secrets(refs) {
-      const found = await Promise.all(
-        refs.map(async ({ namespace, name }) => {
-          try {
-            return secretInfo(await K8s(kind.Secret).InNamespace(namespace).Get(name));
-          } catch (error) {
-            if ((error as { status?: number }).status === 404) return undefined;
-            throw error;
-          }
-        }),
-      );
-      return found.filter(info => info !== undefined);
+      return Promise.all(refs.map(readSecret));
     },
 
     async execute(write) {
@@ -53,6 +161,12 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>): Clu
           await K8s(DataplaneConfig).InNamespace(write.namespace).Delete(write.name);
           return undefined;
         case "patchStatus":
+          // Other controllers write their own entries of a route's status.parents.
+          if (isRouteKind(write.kind)) {
+            const ours = (write.status.parents ?? []) as RouteParentStatus[];
+            return writeRouteParents({ kind: write.kind, namespace: write.namespace ?? "", name: write.name }, ours, controllerName);
+          }
+          // A Gateway's and a GatewayClass's status is wholly their controller's: a merge patch.
           return K8s(STATUS_MODELS[write.kind]).PatchStatus({
             metadata: { name: write.name, ...(write.namespace ? { namespace: write.namespace } : {}) },
             status: write.status,

@@ -2,8 +2,11 @@
 /**
  * The reconcile loop: watch events update the store, a burst of them schedules one compile,
  * and the writes that differ are made in order. Level-triggered: every run starts from the
- * whole store, a failed write is logged and the whole reconcile retried with exponential
- * backoff, and a periodic relist heals what a watch missed. Pepr's own retries are not relied on.
+ * whole store, and a periodic relist heals what a watch missed. A failed write is logged and
+ * retried with exponential backoff of its own object (the Gateway it is for, or the route or
+ * GatewayClass whose status it is): until then later passes leave that object's writes alone,
+ * and never wait for it, so one broken object does not slow any other. A new generation of
+ * the object is tried at once. Pepr's own retries are not relied on.
  *
  * The cluster is reached only through `ClusterClient`, so this loop runs against a real API
  * server (kube.ts) or, where one cannot run, against whatever the caller provides.
@@ -18,10 +21,22 @@ import { certificateSecretRefs, SnapshotStore, WATCHED_KINDS, type SecretRef, ty
 export interface ClusterClient {
   /** Every object of a kind, as a relist sees it. */
   list(kind: WatchedKind): Promise<KubernetesObject[]>;
-  /** The named Secrets that exist, reduced to SecretInfo (no key bytes kept). */
-  secrets(refs: SecretRef[]): Promise<SecretInfo[]>;
+  /**
+   * What reading each named Secret gave, reduced to SecretInfo (no key bytes kept). One ref's
+   * failure is that ref's result, never a rejection of the whole call.
+   */
+  secrets(refs: SecretRef[]): Promise<SecretRead[]>;
   /** Makes one write; returns the object as the API server left it, when it says. */
   execute(write: Write): Promise<KubernetesObject | undefined>;
+}
+
+/** One certificateRef's read: the Secret, or nothing (it does not exist), or why it was not read. */
+export interface SecretRead extends SecretRef {
+  secret?: SecretInfo;
+  /** A name that cannot be a Secret's (never sent to the API server), or the API server's error. */
+  problem?: string;
+  /** The read failed for a reason a later read can cure (not a 404, not an invalid name). */
+  retry?: boolean;
 }
 
 export interface ReconcileLog {
@@ -46,7 +61,38 @@ export interface ReconcileResult {
   skipped: Write[];
   /** writes whose object was deleted meanwhile (or whose namespace is being deleted): nothing to retry */
   gone: Write[];
+  /** writes of an object whose last write failed, left for its own retry (its generation has not changed since) */
+  deferred: Write[];
 }
+
+const noResult = (): ReconcileResult => ({ writes: [], failed: [], skipped: [], gone: [], deferred: [] });
+
+/** One object's retry: how often its writes failed in a row, and when to try again. */
+interface RetryState {
+  failures: number;
+  retryAt: number;
+  /** The object's metadata.generation when its write failed: a newer one is tried at once. */
+  generation: number | undefined;
+}
+
+/**
+ * The object whose retry a write belongs to: the Gateway for its DataplaneConfig (same name)
+ * and finalizer writes, else the object whose status it writes.
+ */
+export function writeTarget(write: Write): { kind: WatchedKind; namespace?: string; name: string } {
+  if (write.op === "patchStatus") return { kind: write.kind, namespace: write.namespace, name: write.name };
+  return { kind: "Gateway", namespace: write.namespace, name: write.name };
+}
+
+const targetKey = (target: { kind: string; namespace?: string; name: string }): string =>
+  `${target.kind}/${target.namespace ? `${target.namespace}/` : ""}${target.name}`;
+
+/** 1 s, 2 s, 4 s … up to the cap. */
+export function backoffMs(failures: number, maxBackoffSeconds: number): number {
+  return Math.min(1000 * 2 ** Math.max(0, failures - 1), maxBackoffSeconds * 1000);
+}
+
+const inSeconds = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`);
 
 /**
  * Why a failed write needs no retry, if it does not: its object is already gone (404 on a
@@ -116,9 +162,22 @@ export class Reconciler {
   #timer?: NodeJS.Timeout;
   #resyncTimer?: NodeJS.Timeout;
   #resyncEvery?: NodeJS.Timeout;
+  #retryTimer?: NodeJS.Timeout;
   #running?: Promise<ReconcileResult>;
   #rerun = false;
-  #failures = 0;
+  /** Relists that failed in a row. */
+  #relistFailures = 0;
+  /** Secrets as last read successfully, so an API server that fails to answer does not drop a listener. */
+  #lastSecrets = new Map<string, SecretInfo>();
+  #lastSecretProblems = "";
+  /** Passes in a row in which some Secret could not be read, and when to read again. */
+  #secretFailures = 0;
+  #secretRetryAt?: number;
+  /** Passes whose compile failed in a row, and when to try one again. */
+  #compileFailures = 0;
+  #compileRetryAt?: number;
+  /** Per object ("Gateway/ns/name"), while its writes fail. */
+  #retries = new Map<string, RetryState>();
   #stopped = false;
 
   constructor(deps: ReconcilerDeps) {
@@ -157,8 +216,8 @@ export class Reconciler {
       const lists = await Promise.all(WATCHED_KINDS.map(async kind => [kind, await this.#deps.client.list(kind)] as const));
       for (const [kind, objects] of lists) this.store.replace(kind, objects, since);
     } catch (error) {
-      this.#failures++;
-      const delay = this.#backoffMs();
+      this.#relistFailures++;
+      const delay = backoffMs(this.#relistFailures, this.#deps.settings.maxBackoffSeconds);
       this.#deps.log.error(`relist failed (${errorMessage(error)}); retrying in ${delay} ms`);
       if (!this.#stopped) {
         clearTimeout(this.#resyncTimer);
@@ -168,6 +227,7 @@ export class Reconciler {
     } finally {
       this.store.listDone(since);
     }
+    this.#relistFailures = 0;
     this.#synced = true;
     return this.reconcile();
   }
@@ -185,6 +245,7 @@ export class Reconciler {
     clearInterval(this.#resyncEvery);
     clearTimeout(this.#timer);
     clearTimeout(this.#resyncTimer);
+    clearTimeout(this.#retryTimer);
     this.#timer = undefined;
   }
 
@@ -204,26 +265,50 @@ export class Reconciler {
     return this.#running;
   }
 
-  #backoffMs(): number {
-    return Math.min(1000 * 2 ** Math.max(0, this.#failures - 1), this.#deps.settings.maxBackoffSeconds * 1000);
+  /**
+   * Arms the one timer that brings the earliest retry due (an object's, or a failed compile's).
+   * It runs beside the debounce timer: events never wait for it, nor it for them.
+   */
+  #armRetry(): void {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    if (this.#stopped) return;
+    const due = [...this.#retries.values()].map(r => r.retryAt);
+    if (this.#compileRetryAt !== undefined) due.push(this.#compileRetryAt);
+    if (this.#secretRetryAt !== undefined) due.push(this.#secretRetryAt);
+    if (due.length === 0) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      void this.reconcile();
+    }, Math.max(0, Math.min(...due) - Date.now()));
   }
 
-  #retryLater(): void {
-    this.#failures++;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    if (!this.#stopped) this.schedule(this.#backoffMs());
+  #generationOf(target: { kind: WatchedKind; namespace?: string; name: string }): number | undefined {
+    return this.store.get<KubernetesObject>(target.kind, target.namespace, target.name)?.metadata?.generation;
+  }
+
+  /** Whether this write's object waits for its retry: it failed before, and its generation is the same. */
+  #waiting(write: Write, now: number): boolean {
+    const target = writeTarget(write);
+    const retry = this.#retries.get(targetKey(target));
+    if (!retry) return false;
+    if (retry.generation !== this.#generationOf(target)) {
+      this.#retries.delete(targetKey(target));
+      return false;
+    }
+    return now < retry.retryAt;
   }
 
   async #reconcileOnce(): Promise<ReconcileResult> {
     const { client, compile, settings, controllerName, log } = this.#deps;
     try {
-      this.store.setSecrets(await client.secrets(certificateSecretRefs(this.store.list("Gateway"))));
+      const refs = certificateSecretRefs(this.store.list("Gateway"), this.store.list("GatewayClass"), controllerName);
+      this.store.setSecrets(this.#secretInfos(await client.secrets(refs)));
     } catch (error) {
-      // Compiling without them would report valid certificates as InvalidCertificateRef.
+      // Only a broken client gets here: a ref's own failure is its result.
       log.error(`reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`);
-      this.#retryLater();
-      return { writes: [], failed: [], skipped: [], gone: [] };
+      this.#compileFailed();
+      return noResult();
     }
     const snapshot = this.store.snapshot({
       controllerName,
@@ -237,56 +322,148 @@ export class Reconciler {
       output = compile(compileInput(snapshot));
     } catch (error) {
       log.error(`compile failed: ${errorMessage(error)}; retrying with backoff`);
-      this.#retryLater();
-      return { writes: [], failed: [], skipped: [], gone: [] };
+      this.#compileFailed();
+      return noResult();
     }
+    this.#compileFailures = 0;
+    this.#compileRetryAt = undefined;
     const warnings = (output.warnings ?? []).join("\n");
     if (warnings && warnings !== this.#lastWarnings) log.warn(warnings);
     this.#lastWarnings = warnings;
 
     const writes = planWrites(snapshot, output);
-    const result: ReconcileResult = { writes, failed: [], skipped: [], gone: [] };
+    const result: ReconcileResult = { writes, failed: [], skipped: [], gone: [], deferred: [] };
+    const started = Date.now();
+    // Objects with nothing left to write need no retry (done, or gone).
+    const planned = new Set(writes.map(w => targetKey(writeTarget(w))));
+    for (const key of this.#retries.keys()) if (!planned.has(key)) this.#retries.delete(key);
     // A Gateway's status must not publish an address its DataplaneConfig did not record; a
     // failure holds back only that Gateway's writes, never another Gateway's or a route's.
     const blocked = new Set<string>();
+    const failedTargets = new Set<string>();
+    const succeededTargets = new Set<string>();
     for (const write of writes) {
+      if (this.#waiting(write, started)) {
+        result.deferred.push(write);
+        continue;
+      }
       const dependent = dependentGateway(write);
       if (dependent && blocked.has(dependent)) {
         result.skipped.push(write);
         continue;
       }
+      const target = targetKey(writeTarget(write));
       try {
         const updated = await client.execute(write);
         this.#record(write, updated);
+        succeededTargets.add(target);
       } catch (error) {
         const prerequisite = prerequisiteOf(write);
         if (prerequisite) blocked.add(prerequisite);
         if (goneReason(write, error)) {
           result.gone.push(write);
           this.#forget(write);
+          succeededTargets.add(target);
           continue;
         }
-        const message = errorMessage(error);
-        result.failed.push({ write, error: message });
-        log.error(`${describeWrite(write)} failed: ${message}`);
+        result.failed.push({ write, error: errorMessage(error) });
+        failedTargets.add(target);
       }
     }
-    if (result.failed.length > 0) {
-      this.#retryLater();
-    } else {
-      // The table is durable once every DataplaneConfig that records it is written.
-      this.#lastAllocations = output.allocations;
-      this.#failures = 0;
-      // Statuses were computed against the tables as they were before this pass (Programmed
-      // says "being updated"); one more pass reports on the tables just written.
-      if (writes.some(w => w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig")) this.schedule();
+    for (const key of succeededTargets) if (!failedTargets.has(key)) this.#retries.delete(key);
+    for (const { write } of result.failed) {
+      const target = writeTarget(write);
+      const key = targetKey(target);
+      if (!failedTargets.delete(key)) continue;
+      const failures = (this.#retries.get(key)?.failures ?? 0) + 1;
+      this.#retries.set(key, { failures, retryAt: Date.now() + backoffMs(failures, settings.maxBackoffSeconds), generation: this.#generationOf(target) });
     }
+    for (const { write, error } of result.failed) {
+      const retry = this.#retries.get(targetKey(writeTarget(write)))!;
+      log.error(`${describeWrite(write)} failed: ${error}; retrying it in ${inSeconds(backoffMs(retry.failures, settings.maxBackoffSeconds))}`);
+    }
+    this.#lastAllocations = this.#durableAllocations(snapshot.allocations, output.allocations, result);
+    this.#armRetry();
+    // Statuses were computed against the tables as they were before this pass (Programmed
+    // says "being updated"); one more pass reports on the tables just written.
+    const madeTables = writes.some(
+      w => (w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig") && !result.deferred.includes(w) && !result.failed.some(f => f.write === w),
+    );
+    if (madeTables) this.schedule();
     if (writes.length > 0) {
-      const made = writes.length - result.failed.length - result.skipped.length - result.gone.length;
+      const made = writes.length - result.failed.length - result.skipped.length - result.gone.length - result.deferred.length;
       const gone = result.gone.length > 0 ? `, ${result.gone.length} dropped (${goneSummary(result.gone)})` : "";
-      log.info(`reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${gone}`);
+      const waiting = result.deferred.length > 0 ? `, ${result.deferred.length} waiting for their object's retry` : "";
+      log.info(`reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${waiting}${gone}`);
     }
     return result;
+  }
+
+  /**
+   * The SecretInfos compile sees. A Secret that exists is as read; a ref not read (an invalid
+   * name, or no answer) is left out, and compile reports it on its listener, except that a
+   * failed read keeps the copy last read, so a passing API server error does not take a
+   * serving listener down. Failed reads are read again with backoff.
+   */
+  #secretInfos(reads: SecretRead[]): SecretInfo[] {
+    const { log, settings } = this.#deps;
+    const infos: SecretInfo[] = [];
+    const seen = new Map<string, SecretInfo>();
+    const problems: string[] = [];
+    let retry = false;
+    for (const read of reads) {
+      const key = `${read.namespace}/${read.name}`;
+      const info = read.secret ?? (read.retry ? this.#lastSecrets.get(key) : undefined);
+      if (info) {
+        infos.push(info);
+        seen.set(key, info);
+      }
+      if (read.problem) {
+        problems.push(`Secret ${JSON.stringify(key)}: ${read.problem}${read.retry ? (info ? "; keeping the copy last read" : "") : "; not read"}`);
+      }
+      retry ||= read.retry === true;
+    }
+    this.#lastSecrets = seen;
+    if (retry) {
+      this.#secretFailures++;
+      const delay = backoffMs(this.#secretFailures, settings.maxBackoffSeconds);
+      this.#secretRetryAt = Date.now() + delay;
+      problems.push(`reading again in ${inSeconds(delay)}`);
+    } else {
+      this.#secretFailures = 0;
+      this.#secretRetryAt = undefined;
+    }
+    const text = problems.join("\n");
+    if (text && text !== this.#lastSecretProblems) log.warn(text);
+    this.#lastSecretProblems = text;
+    return infos;
+  }
+
+  /** A pass could not compile (or read what compile needs): the whole pass is retried with backoff. */
+  #compileFailed(): void {
+    this.#compileFailures++;
+    this.#compileRetryAt = Date.now() + backoffMs(this.#compileFailures, this.#deps.settings.maxBackoffSeconds);
+    this.#armRetry();
+  }
+
+  /**
+   * The allocation table the next pass starts from. A Gateway's address is durable once its
+   * DataplaneConfig records it; where that write failed or waits, the Gateway keeps the
+   * address it had before this pass (none, if it had none), so the next pass decides again.
+   */
+  #durableAllocations(before: Record<string, string>, decided: Record<string, string>, result: ReconcileResult): Record<string, string> {
+    const table = { ...decided };
+    const unwritten = [...result.failed.map(f => f.write), ...result.deferred, ...result.skipped].filter(
+      w => w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig",
+    );
+    for (const write of unwritten) {
+      const key = `${write.namespace}/${write.name}`;
+      const previous = before[key];
+      const takenByAnother = Object.entries(table).some(([other, address]) => other !== key && address === previous);
+      if (previous !== undefined && !takenByAnother) table[key] = previous;
+      else delete table[key];
+    }
+    return table;
   }
 
   /** Drops what a gone write was about from the store, so the next plan does not try it again before the watch says so. */

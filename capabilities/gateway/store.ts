@@ -89,15 +89,24 @@ export interface SecretRef {
   name: string;
 }
 
-/** The Secrets the Gateways' listeners name in tls.certificateRefs, each once, sorted. */
-export function certificateSecretRefs(gateways: KubernetesObject[]): SecretRef[] {
+/**
+ * The Secrets the listeners of blixt's Gateways name in tls.certificateRefs, each once, sorted.
+ * Gateways of another controller's class are not blixt's to serve: their refs are never read.
+ */
+export function certificateSecretRefs(gateways: KubernetesObject[], gatewayClasses: KubernetesObject[], controllerName: string): SecretRef[] {
+  const ours = new Set(
+    gatewayClasses
+      .filter(c => (c as { spec?: { controllerName?: string } }).spec?.controllerName === controllerName)
+      .map(c => c.metadata?.name),
+  );
   const refs = new Map<string, SecretRef>();
   for (const gateway of gateways) {
-    const listeners = (gateway as { spec?: { listeners?: { tls?: { certificateRefs?: { group?: string; kind?: string; namespace?: string; name: string }[] } }[] } }).spec?.listeners ?? [];
-    for (const ref of listeners.flatMap(l => l.tls?.certificateRefs ?? [])) {
-      if ((ref.group ?? "") !== "" || (ref.kind ?? "Secret") !== "Secret") continue;
-      const namespace = ref.namespace ?? gateway.metadata?.namespace ?? "";
-      refs.set(`${namespace}/${ref.name}`, { namespace, name: ref.name });
+    const spec = (gateway as { spec?: { gatewayClassName?: string; listeners?: { tls?: { certificateRefs?: { group?: string; kind?: string; namespace?: string; name: string }[] } }[] } }).spec;
+    if (!ours.has(spec?.gatewayClassName) || gateway.metadata?.deletionTimestamp) continue;
+    for (const ref of (spec?.listeners ?? []).flatMap(l => l.tls?.certificateRefs ?? [])) {
+      if (((ref.group ?? "") !== "" && ref.group !== "core") || (ref.kind ?? "Secret") !== "Secret") continue;
+      const namespace = ref.namespace || gateway.metadata?.namespace || "";
+      refs.set(`${namespace}/${ref.name}`, { namespace, name: String(ref.name ?? "") });
     }
   }
   return [...refs.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, ref]) => ref);

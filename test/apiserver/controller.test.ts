@@ -75,7 +75,7 @@ if ("missing" in binaries) {
     // Passes run only when the test calls resync(): no timer-driven pass races the assertions.
     const log = { lines: [] as string[], info(m: string) { this.lines.push(m); }, warn(m: string) { this.lines.push(m); }, error(m: string) { this.lines.push(m); } };
     const settings = { addressPools: [{ name: "test", cidrs: ["198.18.100.0/24"] }], resyncSeconds: 3600, debounceMs: 600_000, maxBackoffSeconds: 1, agentPodSelector: { "app.kubernetes.io/name": "blixt", "app.kubernetes.io/component": "agent" } };
-    const reconciler = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector), compile, settings, controllerName: CONTROLLER_NAME, log });
+    const reconciler = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME), compile, settings, controllerName: CONTROLLER_NAME, log });
     t.teardown(() => reconciler.stop());
 
     const first = await reconciler.resync();
@@ -117,7 +117,7 @@ if ("missing" in binaries) {
     t.same(second?.writes, [], "what the API server stored reads back as what blixt wants: nothing to write");
 
     // A restarted controller over the same cluster keeps the address and writes nothing.
-    const restarted = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector), compile, settings, controllerName: CONTROLLER_NAME, log });
+    const restarted = new Reconciler({ client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME), compile, settings, controllerName: CONTROLLER_NAME, log });
     t.teardown(() => restarted.stop());
     t.same((await restarted.resync())?.writes, []);
 

@@ -111,6 +111,28 @@ export interface ApiServer {
   kubeconfig: string;
   port: number;
   dir: string;
+  /** With `audit`: the API server's audit log (JSON lines, one event per request, written before it answers). */
+  auditLog?: string;
+}
+
+export interface ApiServerOptions {
+  /** Record every request (level Metadata: who, verb, path, object) in an audit log. */
+  audit?: boolean;
+}
+
+/** One request as the audit log records it (the fields tests read). */
+export interface AuditEvent {
+  verb: string;
+  requestURI: string;
+  responseStatus?: { code?: number };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string; apiGroup?: string };
+}
+
+/** The audit log's events, in the order the API server handled them. */
+export async function readAuditLog(server: ApiServer): Promise<AuditEvent[]> {
+  if (!server.auditLog) throw new Error("the API server was started without { audit: true }");
+  const text = await readFile(server.auditLog, "utf8");
+  return text.split("\n").filter(line => line.trim()).map(line => JSON.parse(line) as AuditEvent);
 }
 
 interface Teardown {
@@ -129,7 +151,7 @@ async function stop(child: ResultPromise | undefined): Promise<void> {
  * Starts etcd and kube-apiserver, points process.env.KUBECONFIG (which kubernetes-fluent-client
  * reads on every request) at an admin kubeconfig, and installs the CRDs. Registers teardown.
  */
-export async function startApiServer(t: Teardown, binaries: Binaries): Promise<ApiServer> {
+export async function startApiServer(t: Teardown, binaries: Binaries, options: ApiServerOptions = {}): Promise<ApiServer> {
   const dir = await mkdtemp(join(tmpdir(), "blixt-apiserver-"));
   let etcd: ResultPromise | undefined;
   let apiserver: ResultPromise | undefined;
@@ -144,6 +166,10 @@ export async function startApiServer(t: Teardown, binaries: Binaries): Promise<A
   });
 
   await makePKI(dir);
+  const auditLog = options.audit ? join(dir, "audit.log") : undefined;
+  if (auditLog) {
+    await writeFile(join(dir, "audit-policy.yaml"), stringify({ apiVersion: "audit.k8s.io/v1", kind: "Policy", omitStages: ["RequestReceived"], rules: [{ level: "Metadata" }] }));
+  }
   const [etcdClient, etcdPeer, port] = [await freePort(), await freePort(), await freePort()];
   const logs = async () =>
     (await Promise.all(["etcd.log", "kube-apiserver.log"].map(async f => `--- ${f} (tail)\n${(await readFile(join(dir, f), "utf8").catch(() => "")).split("\n").slice(-30).join("\n")}`))).join("\n");
@@ -165,6 +191,7 @@ export async function startApiServer(t: Teardown, binaries: Binaries): Promise<A
     "--service-cluster-ip-range", "10.96.0.0/16", "--authorization-mode", "RBAC",
     // No endpoints for the kubernetes Service: nothing in these tests runs in a pod.
     "--endpoint-reconciler-type", "none", "--profiling=false",
+    ...(auditLog ? ["--audit-policy-file", join(dir, "audit-policy.yaml"), "--audit-log-path", auditLog, "--audit-log-mode", "blocking"] : []),
   ], { stdin: "ignore", stdout: { file: join(dir, "kube-apiserver.log") }, stderr: { file: join(dir, "kube-apiserver.log") }, reject: false, cleanup: true });
 
   const bothRunning = async () => {
@@ -187,7 +214,7 @@ export async function startApiServer(t: Teardown, binaries: Binaries): Promise<A
   process.env.KUBECONFIG = kubeconfig;
 
   await installCRDs(logs);
-  return { kubeconfig, port, dir };
+  return { kubeconfig, port, dir, ...(auditLog ? { auditLog } : {}) };
 }
 
 /** Applies every CRD of the bundles and waits until each is Established and can be listed. */

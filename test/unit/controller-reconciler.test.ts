@@ -8,7 +8,7 @@ import { compile } from "../../capabilities/gateway/compile/index";
 import type { CompileOutput, SecretInfo, Snapshot } from "../../capabilities/gateway/compile/types";
 import type { ControllerSettings } from "../../capabilities/gateway/config";
 import { describeWrite, GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
-import { Reconciler, type ClusterClient } from "../../capabilities/gateway/reconciler";
+import { Reconciler, type ClusterClient, type SecretRead } from "../../capabilities/gateway/reconciler";
 import { WATCHED_KINDS, type SecretRef, type WatchedKind } from "../../capabilities/gateway/store";
 
 const ME = "blixt.dev/gateway-controller";
@@ -20,6 +20,9 @@ class MemoryCluster implements ClusterClient {
   failNext: ((write: Write) => boolean) | undefined;
   /** what failNext's write throws; a 409 unless set */
   failWith: unknown;
+  /** writes that fail every time (a broken object), with a 422 */
+  failAlways: ((write: Write) => boolean) | undefined;
+  attempts: Write[] = [];
 
   add(kind: WatchedKind, object: KubernetesObject): void {
     this.objects.get(kind)!.push(structuredClone(object));
@@ -31,14 +34,25 @@ class MemoryCluster implements ClusterClient {
   }
   secretInfos: SecretInfo[] = [];
   secretReads: SecretRef[][] = [];
-  async secrets(refs: SecretRef[]) {
+  /** refs ("ns/name") whose read fails with this problem */
+  secretProblems = new Map<string, string>();
+  async secrets(refs: SecretRef[]): Promise<SecretRead[]> {
     this.secretReads.push(refs);
-    return this.secretInfos.filter(s => refs.some(r => r.namespace === s.namespace && r.name === s.name));
+    return refs.map(ref => {
+      const problem = this.secretProblems.get(`${ref.namespace}/${ref.name}`);
+      if (problem) return { ...ref, problem, retry: true };
+      const secret = this.secretInfos.find(s => ref.namespace === s.namespace && ref.name === s.name);
+      return secret ? { ...ref, secret } : { ...ref };
+    });
   }
   async list(kind: WatchedKind) {
     return structuredClone(this.objects.get(kind)!);
   }
   async execute(write: Write) {
+    this.attempts.push(write);
+    if (this.failAlways?.(write)) {
+      throw { status: 422, statusText: "Unprocessable Entity", data: { message: `${write.name} is refused by an admission policy` } };
+    }
     if (this.failNext?.(write)) {
       this.failNext = undefined;
       throw this.failWith ?? { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
@@ -201,7 +215,7 @@ t.test("a failed write is logged by name, holds back its own Gateway's status an
   t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/gw"]);
   t.same(first!.skipped.map(describeWrite), ["patchStatus Gateway default/gw"], "no status publishes an address that is not recorded");
   t.ok((cluster.find("Gateway", "default", "other")!.status as { addresses?: unknown }).addresses, "another Gateway's status is not held back");
-  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified"));
+  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified; retrying it in 20 ms"));
 
   await retried;
   await new Promise(resolve => setTimeout(resolve, 30));
@@ -295,4 +309,140 @@ t.test("the Secrets HTTPS listeners name are read at each reconcile and reach co
   await reconciler.resync();
   t.same(cluster.secretReads.at(-1), [{ namespace: "certs", name: "other" }, { namespace: "default", name: "cert" }]);
   t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
+});
+
+/** Resolves once `check` holds, polling every few ms; rejects after `ms`. */
+async function until(check: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`not reached within ${ms} ms`);
+    await new Promise(resolve => setTimeout(resolve, 2));
+  }
+}
+
+/**
+ * How long a listener added to Gateway "fine" takes to reach its DataplaneConfig, with the
+ * loop running on its own timers, while (when `broken`) Gateway "broken" has failed twice.
+ */
+async function timeToProgram(t: { teardown(fn: () => void): void }, broken: boolean): Promise<{ ms: number; cluster: MemoryCluster }> {
+  const cluster = new MemoryCluster();
+  seed(cluster, broken ? ["broken", "fine"] : ["fine"]);
+  if (broken) cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
+  // The production backoff cap: a shared backoff would grow towards it.
+  const reconciler = new Reconciler({ client: cluster, compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  reconciler.start();
+  await until(() => cluster.find("DataplaneConfig", "default", "fine") !== undefined, 2000);
+  if (broken) {
+    await until(() => cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length >= 2, 3000);
+  }
+  const gateway = cluster.find("Gateway", "default", "fine")! as KubernetesObject & { spec: { listeners: unknown[] } };
+  gateway.metadata!.generation = 2;
+  gateway.spec.listeners.push({ name: "udp", port: 53, protocol: "UDP" });
+  const started = Date.now();
+  reconciler.observe("Gateway", structuredClone(gateway));
+  const listeners = () => ((cluster.find("DataplaneConfig", "default", "fine")!.spec as { listeners?: unknown[] }).listeners ?? []).length;
+  await until(() => listeners() === 2, 10_000);
+  return { ms: Date.now() - started, cluster };
+}
+
+t.test("a Gateway whose writes always fail does not slow another Gateway's change", async t => {
+  const alone = await timeToProgram(t, false);
+  const beside = await timeToProgram(t, true);
+  t.ok(alone.ms < 500, `programmed in ${alone.ms} ms with no broken Gateway`);
+  t.ok(beside.ms < 500, `programmed in ${beside.ms} ms beside a Gateway that failed twice (a shared backoff would wait 2 s)`);
+  t.notOk(beside.cluster.find("DataplaneConfig", "default", "broken"), "the broken Gateway's table is still refused");
+});
+
+t.test("a failing object is retried on its own backoff; a new generation of it is tried at once", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["broken", "fine"]);
+  cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
+  const { lines, log } = quietLog();
+  const reconciler = new Reconciler({ client: cluster, compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log });
+  t.teardown(() => reconciler.stop());
+  const brokenAttempts = () => cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length;
+  const addressOf = (name: string) => (cluster.find("DataplaneConfig", "default", name)?.spec as { address?: string } | undefined)?.address;
+
+  const first = await reconciler.resync();
+  const fineAddress = addressOf("fine");
+  t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/broken"]);
+  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/broken failed: 422 Unprocessable Entity: broken is refused by an admission policy; retrying it in 1 s"), lines.join("\n"));
+
+  // Events for other objects run passes at once; none of them retries "broken" before its time.
+  for (let i = 0; i < 10; i++) {
+    reconciler.observe("Service", { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: `svc-${i}` } });
+    await new Promise(resolve => setTimeout(resolve, 20));
+  }
+  const during = await reconciler.reconcile();
+  t.equal(brokenAttempts(), 1, "no retry inside its backoff");
+  t.same(during.deferred.map(describeWrite), ["applyDataplaneConfig DataplaneConfig default/broken", "patchStatus Gateway default/broken"], "its writes wait for their retry");
+  t.same(during.failed, []);
+
+  // Its timer retries it (and it fails again: 2 s next).
+  await until(() => brokenAttempts() === 2, 3000);
+  t.ok(lines.some(l => l.endsWith("; retrying it in 2 s")), "the backoff doubles for that object");
+
+  // A new generation of it (its spec changed) is handled at once, backoff or not.
+  cluster.failAlways = undefined;
+  const broken = cluster.find("Gateway", "default", "broken")!;
+  broken.metadata!.generation = 2;
+  const started = Date.now();
+  reconciler.observe("Gateway", structuredClone(broken));
+  await until(() => cluster.find("DataplaneConfig", "default", "broken") !== undefined, 3000);
+  t.ok(Date.now() - started < 500, `its new generation was written after ${Date.now() - started} ms`);
+  t.equal(addressOf("fine"), fineAddress, "the other Gateway kept its address through all of it");
+  t.not(addressOf("broken"), fineAddress, "and the late one got an address of its own");
+});
+
+t.test("a Secret that cannot be read is that listener's problem: the pass completes, the last copy stands, the read is retried", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["tcp"]);
+  cluster.add("Gateway", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "Gateway",
+    metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
+    spec: { gatewayClassName: "blixt", listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { mode: "Terminate", certificateRefs: [{ name: "cert" }] } }] },
+  } as unknown as KubernetesObject);
+  cluster.secretInfos = [{ namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true }];
+  const { lines, log } = quietLog();
+  const counting = countingCompile();
+  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
+
+  // The API server stops answering for that Secret: the listener keeps what was read last.
+  cluster.secretProblems.set("default/cert", "reading it failed: 500 Internal Server Error: etcdserver: request timed out");
+  const reads = cluster.secretReads.length;
+  const result = await reconciler.reconcile();
+  t.same(result.failed, [], "the pass is not aborted");
+  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos, "the copy last read stands");
+  t.ok(lines.some(l => l.includes('Secret "default/cert": reading it failed: 500 Internal Server Error: etcdserver: request timed out; keeping the copy last read')), lines.join("\n"));
+  await until(() => cluster.secretReads.length > reads + 1, 3000);
+  t.pass("read again on its own, with backoff");
+
+  // A Gateway appears while the other still fails: its change is made at once.
+  const started = Date.now();
+  cluster.find("Gateway", "default", "tcp")!.metadata!.generation = 2;
+  (cluster.find("Gateway", "default", "tcp")!.spec as { listeners: unknown[] }).listeners.push({ name: "udp", port: 53, protocol: "UDP" });
+  reconciler.observe("Gateway", structuredClone(cluster.find("Gateway", "default", "tcp")!));
+  await until(() => ((cluster.find("DataplaneConfig", "default", "tcp")!.spec as { listeners?: unknown[] }).listeners ?? []).length === 2, 3000);
+  t.ok(Date.now() - started < 500, `another Gateway's change made after ${Date.now() - started} ms`);
+});
+
+t.test("a Gateway of another controller's class has its Secrets never read", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, []);
+  cluster.add("GatewayClass", { apiVersion: "gateway.networking.k8s.io/v1", kind: "GatewayClass", metadata: { name: "other", generation: 1, uid: "gc-other" }, spec: { controllerName: "example.com/other" } } as KubernetesObject);
+  cluster.add("Gateway", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "Gateway",
+    metadata: { namespace: "default", name: "theirs", generation: 1, uid: "uid-theirs" },
+    spec: { gatewayClassName: "other", listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { certificateRefs: [{ name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" }] } }] },
+  } as unknown as KubernetesObject);
+  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  t.same(cluster.secretReads.flat(), []);
 });

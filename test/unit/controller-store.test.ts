@@ -34,14 +34,28 @@ t.test("a TLS Secret is reduced to whether its certificate and key parse and bel
   t.notOk(JSON.stringify(info).includes(a.key), "no key bytes are kept");
 });
 
-t.test("certificateRefs: Secrets only, defaulted to the Gateway's namespace, each once", async t => {
-  const gateway = (namespace: string, refs: unknown[]) => ({ metadata: { namespace, name: "gw" }, spec: { listeners: [{ name: "https", tls: { certificateRefs: refs } }, { name: "tcp" }] } });
+t.test("certificateRefs: Secrets only, of blixt's Gateways only, defaulted to the Gateway's namespace, each once", async t => {
+  const gateway = (namespace: string, refs: unknown[], gatewayClassName = "blixt", name = "gw") => ({
+    metadata: { namespace, name },
+    spec: { gatewayClassName, listeners: [{ name: "https", tls: { certificateRefs: refs } }, { name: "tcp" }] },
+  });
+  const classes = [
+    { metadata: { name: "blixt" }, spec: { controllerName: "blixt.dev/gateway-controller" } },
+    { metadata: { name: "other" }, spec: { controllerName: "example.com/other" } },
+  ];
   t.same(
-    certificateSecretRefs([
-      gateway("a", [{ name: "cert" }, { name: "cert", kind: "Secret", group: "" }, { name: "x", kind: "ConfigMap" }]),
-      gateway("b", [{ name: "shared", namespace: "certs" }]),
-    ]),
-    [{ namespace: "a", name: "cert" }, { namespace: "certs", name: "shared" }],
+    certificateSecretRefs(
+      [
+        gateway("a", [{ name: "cert" }, { name: "cert", kind: "Secret", group: "" }, { name: "x", kind: "ConfigMap" }, { name: "core", group: "core", kind: "Secret" }]),
+        gateway("b", [{ name: "shared", namespace: "certs" }]),
+        gateway("c", [{ name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" }], "other", "foreign"),
+        gateway("d", [{ name: "their-cert" }], "missing-class"),
+      ],
+      classes,
+      "blixt.dev/gateway-controller",
+    ),
+    [{ namespace: "a", name: "cert" }, { namespace: "a", name: "core" }, { namespace: "certs", name: "shared" }],
+    "a Gateway of another controller's class (or of no class) has its refs left alone",
   );
 });
 
