@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 /** A Gateway's listeners: which are valid, which route kinds they take, which conflict. */
-import type { BackendIndex } from "./backends.js";
-import { GATEWAY_GROUP, referenceGranted } from "./backends.js";
+import { referenceGranted } from "./backends.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
-import type { RouteGroupKind, RouteKind, SecretInfo } from "./types.js";
-import { arr, int, obj, str } from "./util.js";
+import type { RouteGroupKind, RouteKind } from "./types.js";
+import { GATEWAY_GROUP } from "./types.js";
+import type { CertificateRefView, CompileInput, GatewayView, ListenerView } from "./views.js";
 
 /** The route kinds each protocol carries at L4 (HTTP and HTTPS per connection, see ARCHITECTURE). */
 const KINDS_BY_PROTOCOL: Record<string, RouteKind[]> = {
@@ -20,7 +20,8 @@ export interface CertificateRef {
   name: string;
 }
 
-export interface ListenerPlan {
+/** A listener as the compile step judges it: its conditions, and what routes it takes. */
+export interface ListenerContext {
   name: string;
   port: number;
   protocol: string;
@@ -41,13 +42,9 @@ export interface ListenerPlan {
   healthy: boolean;
 }
 
-export function planListeners(
-  gateway: { namespace: string; name: string },
-  listeners: unknown[],
-  secrets: Map<string, SecretInfo>,
-  index: BackendIndex,
-): ListenerPlan[] {
-  const plans = listeners.map((raw, i) => planListener(gateway, obj(raw), i, secrets, index));
+/** ProcessListeners: every listener of one Gateway, judged alone and then against each other. */
+export function processListeners(gateway: GatewayView, input: Pick<CompileInput, "secrets" | "referenceGrants">): ListenerContext[] {
+  const plans = gateway.listeners.map((listener, i) => processListener(gateway, listener, i, input));
   markConflicts(plans);
   for (const p of plans) {
     p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
@@ -58,27 +55,22 @@ export function planListeners(
   return plans;
 }
 
-function planListener(
-  gateway: { namespace: string; name: string },
-  l: Record<string, unknown>,
+function processListener(
+  gateway: GatewayView,
+  l: ListenerView,
   i: number,
-  secrets: Map<string, SecretInfo>,
-  index: BackendIndex,
-): ListenerPlan {
-  const name = str(l.name) || `listeners[${i}]`;
-  const protocol = str(l.protocol) ?? "";
-  const port = int(l.port) ?? 0;
-  const tls = obj(l.tls);
-  const allowed = obj(l.allowedRoutes);
-  const namespaces = obj(allowed.namespaces);
-  const plan: ListenerPlan = {
+  input: Pick<CompileInput, "secrets" | "referenceGrants">,
+): ListenerContext {
+  const name = l.name ?? `listeners[${i}]`;
+  const { protocol, port } = l;
+  const plan: ListenerContext = {
     name,
     port,
     protocol,
-    hostname: str(l.hostname) ?? "",
+    hostname: l.hostname,
     supportedKinds: [],
-    allowedFrom: str(namespaces.from) ?? "Same",
-    selector: namespaces.selector,
+    allowedFrom: l.allowedFrom,
+    selector: l.selector,
     certificateRefs: [],
     accepted: ok("Accepted", "Accepted", "Listener is accepted"),
     conflicted: bad("Conflicted", "NoConflicts", "No conflicts"),
@@ -89,7 +81,7 @@ function planListener(
   };
 
   const carried = KINDS_BY_PROTOCOL[protocol];
-  if (!str(l.name)) {
+  if (l.name === undefined) {
     plan.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
     return plan;
   }
@@ -101,25 +93,23 @@ function planListener(
     );
     return plan;
   }
-  if (protocol === "HTTPS" && (str(tls.mode) ?? "Terminate") !== "Terminate") {
-    plan.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(tls.mode)} is not supported; blixt terminates TLS (mode Terminate)`);
+  if (protocol === "HTTPS" && l.tlsMode !== "Terminate") {
+    plan.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(l.tlsMode)} is not supported; blixt terminates TLS (mode Terminate)`);
     return plan;
   }
   if (port < 1 || port > 65535) {
-    plan.accepted = bad("Accepted", "PortUnavailable", `port ${JSON.stringify(l.port)} is not a port number from 1 to 65535`);
+    plan.accepted = bad("Accepted", "PortUnavailable", `port ${l.portText} is not a port number from 1 to 65535`);
     return plan;
   }
   plan.transport = protocol === "UDP" ? "UDP" : "TCP";
 
   // allowedRoutes.kinds: keep the ones this protocol carries; any other makes ResolvedRefs False.
-  const requested = arr(allowed.kinds).map(obj);
+  const requested = l.allowedKinds;
   if (requested.length === 0) {
     plan.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
   } else {
     const invalid: string[] = [];
-    for (const k of requested) {
-      const group = str(k.group) ?? GATEWAY_GROUP;
-      const kind = str(k.kind) ?? "";
+    for (const { group, kind } of requested) {
       if (group === GATEWAY_GROUP && (carried as string[]).includes(kind)) {
         if (!plan.supportedKinds.some((s) => s.kind === kind)) plan.supportedKinds.push({ group, kind });
       } else invalid.push(`${group}/${kind}`);
@@ -137,7 +127,7 @@ function planListener(
   }
 
   if (protocol === "HTTPS") {
-    const certs = checkCertificateRefs(gateway, arr(tls.certificateRefs), secrets, index);
+    const certs = checkCertificateRefs(gateway, l.certificateRefs, input);
     plan.certificateRefs = certs.refs;
     if (certs.problem && plan.resolvedRefs.status === "True") plan.resolvedRefs = certs.problem;
   }
@@ -145,34 +135,28 @@ function planListener(
 }
 
 function checkCertificateRefs(
-  gateway: { namespace: string; name: string },
-  refs: unknown[],
-  secrets: Map<string, SecretInfo>,
-  index: BackendIndex,
+  gateway: GatewayView,
+  refs: CertificateRefView[],
+  input: Pick<CompileInput, "secrets" | "referenceGrants">,
 ): { refs: CertificateRef[]; problem?: Verdict } {
   if (refs.length === 0) {
     return { refs: [], problem: bad("ResolvedRefs", "InvalidCertificateRef", "tls.certificateRefs is empty; an HTTPS listener needs a kubernetes.io/tls Secret") };
   }
   const good: CertificateRef[] = [];
   let problem: Verdict | undefined;
-  refs.forEach((raw, i) => {
-    const r = obj(raw);
-    const group = str(r.group) ?? "";
-    const kind = str(r.kind) ?? "Secret";
-    const name = str(r.name) ?? "";
-    const namespace = str(r.namespace) || gateway.namespace;
+  refs.forEach(({ group, kind, name, namespace }, i) => {
     const what = `tls.certificateRefs[${i}] "${name}"`;
     const fail = (reason: string, message: string) => {
       problem ??= bad("ResolvedRefs", reason, `${what}: ${message}`);
     };
     if ((group !== "" && group !== "core") || kind !== "Secret") return fail("InvalidCertificateRef", `kind ${group ? `${group}/` : ""}${kind} is not supported; use a core Secret`);
     if (
-      namespace !== gateway.namespace &&
-      !referenceGranted(index, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.namespace }, namespace, { group: "", kind: "Secret", name })
+      namespace !== gateway.meta.namespace &&
+      !referenceGranted(input, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.meta.namespace }, namespace, { group: "", kind: "Secret", name })
     ) {
-      return fail("RefNotPermitted", `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.namespace}"`);
+      return fail("RefNotPermitted", `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.meta.namespace}"`);
     }
-    const secret = secrets.get(`${namespace}/${name}`);
+    const secret = input.secrets.get(`${namespace}/${name}`);
     if (!secret) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} not found`);
     if (secret.type !== "kubernetes.io/tls") return fail("InvalidCertificateRef", `Secret ${namespace}/${name} is of type ${JSON.stringify(secret.type)}, not kubernetes.io/tls`);
     if (!secret.validTLS) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} does not hold a parseable certificate and private key in tls.crt and tls.key`);
@@ -186,8 +170,8 @@ function checkCertificateRefs(
  * listeners with distinct hostnames can share a port. The first listener in spec order keeps
  * the port; each later one that clashes is Conflicted.
  */
-function markConflicts(plans: ListenerPlan[]): void {
-  const seen: ListenerPlan[] = [];
+function markConflicts(plans: ListenerContext[]): void {
+  const seen: ListenerContext[] = [];
   for (const p of plans) {
     if (p.accepted.status !== "True" || !p.transport) continue;
     const clash = seen.find((q) => q.port === p.port && q.transport === p.transport);
