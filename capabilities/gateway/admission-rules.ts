@@ -14,6 +14,7 @@
 import { isIP } from "node:net";
 import type { V1Namespace, V1Service } from "@kubernetes/client-node";
 import { isServiceRef } from "./compile/backends";
+import { capMessage } from "./compile/conditions";
 import type { Condition, DataplaneConfig, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, RouteKind, SecretInfo, Snapshot, TCPRoute, UDPRoute } from "./compile/types";
 import { processGatewayClasses } from "./compile/gatewayclasses";
 import { processGateways } from "./compile/gateways";
@@ -114,7 +115,7 @@ function unwelcome(condition: Pick<Condition, "type" | "status">): boolean {
 
 /** One warning for one condition the controller will write: "<where>: <Type> will be <Status> (<Reason>): <message>". */
 export function conditionWarning(where: string, condition: Pick<Condition, "type" | "status" | "reason" | "message">): string {
-  return `${where}: ${condition.type} will be ${condition.status} (${condition.reason}): ${condition.message}`;
+  return `${where}: ${condition.type} will be ${condition.status} (${condition.reason}): ${capMessage(condition.message)}`;
 }
 
 function snapshotOf(view: AdmissionView, objects: Partial<Snapshot>): Snapshot {

@@ -5,7 +5,7 @@
  */
 import type { GatewayContext } from "./gateways.js";
 import type { AddressPool, NodeInfo } from "./types.js";
-import { cmp, fnv1a } from "./util.js";
+import { cmp, firstFew, fnv1a } from "./util.js";
 import type { CompileInput } from "./views.js";
 
 /**
@@ -165,7 +165,7 @@ export function allocateAddresses(
       if (problem) break;
     }
     if (!problem && req.requested.length > 1) {
-      problem = `spec.addresses: ${req.requested.length} addresses requested (${req.requested.join(", ")}); blixt serves one address per Gateway: keep one`;
+      problem = `spec.addresses: ${req.requested.length} addresses requested (${firstFew(req.requested)}); blixt serves one address per Gateway: keep one`;
     }
     if (problem) {
       results.set(req.key, { kind: "notUsable", message: problem });

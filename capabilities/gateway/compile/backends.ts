@@ -8,7 +8,7 @@ import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
 import type { RouteKind } from "./types.js";
 import { GATEWAY_GROUP } from "./types.js";
-import { cmp, nsName } from "./util.js";
+import { cmp, firstFew, nsName } from "./util.js";
 import type { BackendRefView, CompileInput, EndpointSliceView } from "./views.js";
 
 export interface Endpoint {
@@ -132,7 +132,7 @@ export function resolveBackends(
   const resolvedRefs =
     problems.length === 0
       ? ok("ResolvedRefs", "ResolvedRefs", "All references resolved")
-      : bad("ResolvedRefs", problems[0].reason === "UnsupportedValue" ? "BackendNotFound" : problems[0].reason, problems.map((p) => p.message).join("; "));
+      : bad("ResolvedRefs", problems[0].reason === "UnsupportedValue" ? "BackendNotFound" : problems[0].reason, firstFew(problems.map((p) => p.message), "; "));
   return { resolvedRefs, backends, rejectWeight };
 }
 

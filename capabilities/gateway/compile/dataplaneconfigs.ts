@@ -11,7 +11,7 @@ import type { ListenerContext } from "./listeners.js";
 import type { RouteContext } from "./routes.js";
 import type { DataplaneConfig, NodeInfo } from "./types.js";
 import { DATAPLANE_API_VERSION, GATEWAY_GROUP } from "./types.js";
-import { byAge, cmp, jsonEqual } from "./util.js";
+import { byAge, cmp, firstFew, jsonEqual } from "./util.js";
 import type { CompileInput, DataplaneConfigView } from "./views.js";
 
 export interface DataplaneConfigs {
@@ -108,7 +108,7 @@ function gatewayProgrammed(g: GatewayContext, config: DataplaneConfig, existing:
   const { generation } = existing;
   const lagging = agents.filter((node) => (existing.acknowledged.get(node) ?? -1) < generation);
   if (lagging.length > 0) {
-    return bad("Programmed", "Pending", `waiting for node agents to apply ${name} generation ${generation}: ${lagging.join(", ")}`);
+    return bad("Programmed", "Pending", `waiting for node agents to apply ${name} generation ${generation}: ${firstFew(lagging)}`);
   }
   return ok("Programmed", "Programmed", `Address ${g.address.address} is programmed on ${agents.length} node${agents.length === 1 ? "" : "s"}, announced by ${config.spec?.announcingNode}`);
 }

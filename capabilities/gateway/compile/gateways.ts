@@ -11,7 +11,7 @@ import type { ListenerContext } from "./listeners.js";
 import { processListeners } from "./listeners.js";
 import type { RouteContext } from "./routes.js";
 import type { CompileOutput, GatewayStatus } from "./types.js";
-import { byAge, cmp } from "./util.js";
+import { byAge, cmp, firstFew } from "./util.js";
 import type { CompileInput, GatewayView } from "./views.js";
 
 export interface GatewayContext {
@@ -58,9 +58,9 @@ function gatewayAccepted(gateway: GatewayView, listeners: ListenerContext[], cla
   const invalid = listeners.filter((l) => !l.healthy).map((l) => l.name);
   // A listener that is accepted and unconflicted keeps the Gateway accepted even while its
   // references do not resolve: routes still attach to it, and Programmed says it carries nothing.
-  if (!listeners.some((l) => l.attachable)) return bad("Accepted", "ListenersNotValid", `no listener is valid (${invalid.join(", ")}); see status.listeners`);
+  if (!listeners.some((l) => l.attachable)) return bad("Accepted", "ListenersNotValid", `no listener is valid (${firstFew(invalid)}); see status.listeners`);
   if (invalid.length > 0) {
-    const which = invalid.length === 1 ? `listener ${invalid[0]} is` : `listeners ${invalid.join(", ")} are`;
+    const which = invalid.length === 1 ? `listener ${invalid[0]} is` : `listeners ${firstFew(invalid)} are`;
     return ok("Accepted", "ListenersNotValid", `Gateway is accepted, but ${which} not valid; see status.listeners`);
   }
   return ok("Accepted", "Accepted", "Gateway is accepted");

@@ -5,6 +5,7 @@ import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
 import type { RouteGroupKind, RouteKind } from "./types.js";
 import { GATEWAY_GROUP } from "./types.js";
+import { firstFew } from "./util.js";
 import type { CertificateRefView, CompileInput, GatewayView, ListenerView } from "./views.js";
 
 /** The route kinds each protocol carries at L4 (HTTP and HTTPS per connection, see ARCHITECTURE). */
@@ -118,7 +119,7 @@ function processListener(
       plan.resolvedRefs = bad(
         "ResolvedRefs",
         "InvalidRouteKinds",
-        `allowedRoutes.kinds: ${invalid.join(", ")} cannot attach to a ${protocol} listener; it takes ${carried.join(", ")}`,
+        `allowedRoutes.kinds: ${firstFew(invalid)} cannot attach to a ${protocol} listener; it takes ${carried.join(", ")}`,
       );
     }
   }

@@ -12,7 +12,7 @@ import type { GatewayContext } from "./gateways.js";
 import type { ListenerContext } from "./listeners.js";
 import type { CompileOutput, ParentReference, RouteKind, RouteParentStatus } from "./types.js";
 import { GATEWAY_GROUP } from "./types.js";
-import { cmp, jsonEqual, nsName, selectorMatches } from "./util.js";
+import { cmp, firstFew, jsonEqual, nsName, selectorMatches } from "./util.js";
 import type { CompileInput, RouteView } from "./views.js";
 
 export interface RouteContext {
@@ -112,7 +112,7 @@ function attachRoute(
     matched.push(i);
   }
   if (matched.length === 0) {
-    return bad("Accepted", "NotAllowedByListeners", reasons.length > 0 ? reasons.join("; ") : `no listener of ${what} allows ${view.kind}`);
+    return bad("Accepted", "NotAllowedByListeners", reasons.length > 0 ? firstFew(reasons, "; ") : `no listener of ${what} allows ${view.kind}`);
   }
   if (view.unsupportedField) {
     return bad(

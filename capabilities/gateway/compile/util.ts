@@ -47,6 +47,15 @@ export function meta(object: unknown): Meta {
   };
 }
 
+/** How many items of a list a condition message names before counting the rest. */
+export const NAMED_IN_A_MESSAGE = 8;
+
+/** "a, b, c" for a short list; the first NAMED_IN_A_MESSAGE and "and N more" for a long one. */
+export function firstFew(items: string[], separator = ", "): string {
+  if (items.length <= NAMED_IN_A_MESSAGE) return items.join(separator);
+  return `${items.slice(0, NAMED_IN_A_MESSAGE).join(separator)}${separator}and ${items.length - NAMED_IN_A_MESSAGE} more`;
+}
+
 export function nsName(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
