@@ -5,7 +5,7 @@ import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
 import type { RouteGroupKind, RouteKind } from "./types.js";
 import { GATEWAY_GROUP } from "./types.js";
-import { firstFew } from "./util.js";
+import { firstFew, isDns1123Label, isDns1123Subdomain } from "./util.js";
 import type { CertificateRefView, CompileInput, GatewayView, ListenerView } from "./views.js";
 
 /** The route kinds each protocol carries at L4 (HTTP and HTTPS per connection, see ARCHITECTURE). */
@@ -151,6 +151,13 @@ function checkCertificateRefs(
       problem ??= bad("ResolvedRefs", reason, `${what}: ${message}`);
     };
     if ((group !== "" && group !== "core") || kind !== "Secret") return fail("InvalidCertificateRef", `kind ${group ? `${group}/` : ""}${kind} is not supported; use a core Secret`);
+    // Checked before anything reads the Secret: the name goes into the URL of a GET.
+    if (!isDns1123Subdomain(name)) {
+      return fail("InvalidCertificateRef", `the name is not a DNS-1123 subdomain (lowercase letters, digits, "-" and ".", at most 253 characters), so no Secret has it; fix tls.certificateRefs[${i}].name`);
+    }
+    if (!isDns1123Label(namespace)) {
+      return fail("InvalidCertificateRef", `the namespace ${JSON.stringify(namespace)} is not a DNS-1123 label (lowercase letters, digits and "-", at most 63 characters), so no namespace has it; fix tls.certificateRefs[${i}].namespace`);
+    }
     if (
       namespace !== gateway.meta.namespace &&
       !referenceGranted(input, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.meta.namespace }, namespace, { group: "", kind: "Secret", name })
