@@ -45,15 +45,15 @@ export interface ListenerContext {
 
 /** ProcessListeners: every listener of one Gateway, judged alone and then against each other. */
 export function processListeners(gateway: GatewayView, input: Pick<CompileInput, "secrets" | "referenceGrants">): ListenerContext[] {
-  const plans = gateway.listeners.map((listener, i) => processListener(gateway, listener, i, input));
-  markConflicts(plans);
-  for (const p of plans) {
+  const listeners = gateway.listeners.map((listener, i) => processListener(gateway, listener, i, input));
+  markConflicts(listeners);
+  for (const p of listeners) {
     p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
     p.healthy = p.attachable && p.resolvedRefs.status === "True";
     // Unknown kinds in allowedRoutes do not stop the listener serving the kinds it does take.
     p.valid = p.healthy || (p.attachable && p.resolvedRefs.reason === "InvalidRouteKinds" && p.supportedKinds.length > 0);
   }
-  return plans;
+  return listeners;
 }
 
 function processListener(
@@ -64,7 +64,7 @@ function processListener(
 ): ListenerContext {
   const name = l.name ?? `listeners[${i}]`;
   const { protocol, port } = l;
-  const plan: ListenerContext = {
+  const listener: ListenerContext = {
     name,
     port,
     protocol,
@@ -83,56 +83,56 @@ function processListener(
 
   const carried = KINDS_BY_PROTOCOL[protocol];
   if (l.name === undefined) {
-    plan.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
-    return plan;
+    listener.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
+    return listener;
   }
   if (!carried) {
-    plan.accepted = bad(
+    listener.accepted = bad(
       "Accepted",
       "UnsupportedProtocol",
       `protocol ${JSON.stringify(protocol)} is not supported; blixt serves TCP, UDP, HTTP and HTTPS listeners`,
     );
-    return plan;
+    return listener;
   }
   if (protocol === "HTTPS" && l.tlsMode !== "Terminate") {
-    plan.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(l.tlsMode)} is not supported; blixt terminates TLS (mode Terminate)`);
-    return plan;
+    listener.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(l.tlsMode)} is not supported; blixt terminates TLS (mode Terminate)`);
+    return listener;
   }
   if (port < 1 || port > 65535) {
-    plan.accepted = bad("Accepted", "PortUnavailable", `port ${l.portText} is not a port number from 1 to 65535`);
-    return plan;
+    listener.accepted = bad("Accepted", "PortUnavailable", `port ${l.portText} is not a port number from 1 to 65535`);
+    return listener;
   }
-  plan.transport = protocol === "UDP" ? "UDP" : "TCP";
+  listener.transport = protocol === "UDP" ? "UDP" : "TCP";
 
   // allowedRoutes.kinds: keep the ones this protocol carries; any other makes ResolvedRefs False.
   const requested = l.allowedKinds;
   if (requested.length === 0) {
-    plan.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
+    listener.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
   } else {
     const invalid: string[] = [];
     for (const { group, kind } of requested) {
       if (group === GATEWAY_GROUP && (carried as string[]).includes(kind)) {
-        if (!plan.supportedKinds.some((s) => s.kind === kind)) plan.supportedKinds.push({ group, kind });
+        if (!listener.supportedKinds.some((s) => s.kind === kind)) listener.supportedKinds.push({ group, kind });
       } else invalid.push(`${group}/${kind}`);
     }
     if (invalid.length > 0) {
-      plan.resolvedRefs = bad(
+      listener.resolvedRefs = bad(
         "ResolvedRefs",
         "InvalidRouteKinds",
         `allowedRoutes.kinds: ${firstFew(invalid)} cannot attach to a ${protocol} listener; it takes ${carried.join(", ")}`,
       );
     }
   }
-  if (!["Same", "All", "Selector", "None"].includes(plan.allowedFrom)) {
-    plan.accepted = bad("Accepted", "UnsupportedValue", `allowedRoutes.namespaces.from ${JSON.stringify(plan.allowedFrom)} is not Same, All, Selector or None`);
+  if (!["Same", "All", "Selector", "None"].includes(listener.allowedFrom)) {
+    listener.accepted = bad("Accepted", "UnsupportedValue", `allowedRoutes.namespaces.from ${JSON.stringify(listener.allowedFrom)} is not Same, All, Selector or None`);
   }
 
   if (protocol === "HTTPS") {
     const certs = checkCertificateRefs(gateway, l.certificateRefs, input);
-    plan.certificateRefs = certs.refs;
-    if (certs.problem && plan.resolvedRefs.status === "True") plan.resolvedRefs = certs.problem;
+    listener.certificateRefs = certs.refs;
+    if (certs.problem && listener.resolvedRefs.status === "True") listener.resolvedRefs = certs.problem;
   }
-  return plan;
+  return listener;
 }
 
 function checkCertificateRefs(
@@ -178,9 +178,9 @@ function checkCertificateRefs(
  * listeners with distinct hostnames can share a port. The first listener in spec order keeps
  * the port; each later one that clashes is Conflicted.
  */
-function markConflicts(plans: ListenerContext[]): void {
+function markConflicts(listeners: ListenerContext[]): void {
   const seen: ListenerContext[] = [];
-  for (const p of plans) {
+  for (const p of listeners) {
     if (p.accepted.status !== "True" || !p.transport) continue;
     const clash = seen.find((q) => q.port === p.port && q.transport === p.transport);
     if (!clash) {
