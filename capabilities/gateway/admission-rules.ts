@@ -4,14 +4,26 @@
  * DataplaneConfig that is malformed or not written by blixt's controller). Everything the spec
  * says must surface as a condition is approved, with warnings that predict that condition, so
  * `kubectl apply` tells a person at once what `kubectl get -o yaml` will show later.
+ *
+ * The warnings are not a second copy of the rules: they run the compile step's own phases on
+ * what the webhook looked up, and report each condition that will not be as it should. What
+ * the webhook does not read cannot be predicted: Secrets (it holds no permission to read them,
+ * so a certificateRef is assumed to name a valid kubernetes.io/tls Secret), EndpointSlices,
+ * address pools and node agents (so Programmed is never predicted).
  */
 import { isIP } from "node:net";
-import type { V1Service } from "@kubernetes/client-node";
-import type { DataplaneConfig, Gateway, GatewayClass, ReferenceGrant, RouteKind } from "./compile/types";
-import { GATEWAY_GROUP } from "./compile/types";
-import { unsupportedHTTPRouteField } from "./compile/httproute";
+import type { V1Namespace, V1Service } from "@kubernetes/client-node";
+import { isServiceRef } from "./compile/backends";
+import { capMessage } from "./compile/conditions";
+import type { Condition, DataplaneConfig, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, RouteKind, SecretInfo, Snapshot, TCPRoute, UDPRoute } from "./compile/types";
+import { processGatewayClasses } from "./compile/gatewayclasses";
+import { processGateways } from "./compile/gateways";
+import { isGatewayParentRef, processRoutes } from "./compile/routes";
+import { jsonEqual } from "./compile/util";
+import { gatewayView, readSnapshot, routeView, type ListenerView } from "./compile/views";
 
-export type Verdict = { allowed: true; warnings: string[] } | { allowed: false; code: number; message: string };
+/** What admission answers: allowed with warnings, or denied with a status code and why. */
+export type AdmissionDecision = { allowed: true; warnings: string[] } | { allowed: false; code: number; message: string };
 
 export interface AdmissionRequestView<T> {
   operation: string;
@@ -19,10 +31,6 @@ export interface AdmissionRequestView<T> {
   object?: T;
   oldObject?: T;
 }
-
-const canonical = (value: unknown): string => JSON.stringify(value ?? null, (_, v) =>
-  v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b))) : v,
-);
 
 /** Every field problem of a DataplaneConfig spec, as "field: what is wrong". */
 export function dataplaneConfigProblems(config: DataplaneConfig): string[] {
@@ -66,12 +74,12 @@ export function dataplaneConfigProblems(config: DataplaneConfig): string[] {
 export function admitDataplaneConfig(
   request: AdmissionRequestView<DataplaneConfig>,
   controllerUsername: string,
-): Verdict {
+): AdmissionDecision {
   const config = request.object;
   if (request.operation === "DELETE" || !config) return { allowed: true, warnings: [] };
   const name = `DataplaneConfig ${config.metadata?.namespace}/${config.metadata?.name}`;
   // Metadata-only updates (the garbage collector, finalizers, labels) leave the table alone.
-  if (request.operation === "UPDATE" && canonical(config.spec) === canonical(request.oldObject?.spec)) {
+  if (request.operation === "UPDATE" && jsonEqual(config.spec, request.oldObject?.spec)) {
     return { allowed: true, warnings: [] };
   }
   if (request.userInfo.username !== controllerUsername) {
@@ -95,141 +103,109 @@ export interface AdmissionView {
   gatewayClasses: GatewayClass[];
   services: V1Service[];
   referenceGrants: ReferenceGrant[];
+  namespaces: V1Namespace[];
 }
 
-const ours = (gateway: Gateway, view: AdmissionView): boolean =>
-  view.gatewayClasses.some(c => c.metadata?.name === gateway.spec?.gatewayClassName && c.spec?.controllerName === view.controllerName);
+export type RouteLike = TCPRoute | UDPRoute | HTTPRoute;
 
-const find = <T extends { metadata?: { namespace?: string; name?: string } }>(list: T[], namespace: string | undefined, name: string): T | undefined =>
-  list.find(o => o.metadata?.name === name && (namespace === undefined || o.metadata?.namespace === namespace));
+/** A condition that is not as it should be (Conflicted should be False, every other True). */
+function unwelcome(condition: Pick<Condition, "type" | "status">): boolean {
+  return condition.type === "Conflicted" ? condition.status !== "False" : condition.status !== "True";
+}
 
-const SUPPORTED_PROTOCOLS = new Set(["TCP", "UDP", "HTTP", "HTTPS"]);
-const transport = (protocol: string): string => (protocol === "UDP" ? "UDP" : "TCP");
+/** One warning for one condition the controller will write: "<where>: <Type> will be <Status> (<Reason>): <message>". */
+export function conditionWarning(where: string, condition: Pick<Condition, "type" | "status" | "reason" | "message">): string {
+  return `${where}: ${condition.type} will be ${condition.status} (${condition.reason}): ${capMessage(condition.message)}`;
+}
 
-/** Warnings for a Gateway of blixt's class; none for other controllers' Gateways. */
+function snapshotOf(view: AdmissionView, objects: Partial<Snapshot>): Snapshot {
+  return {
+    controllerName: view.controllerName,
+    now: "1970-01-01T00:00:00Z",
+    gatewayClasses: view.gatewayClasses,
+    gateways: view.gateways,
+    tcpRoutes: [],
+    udpRoutes: [],
+    httpRoutes: [],
+    referenceGrants: view.referenceGrants,
+    services: view.services,
+    endpointSlices: [],
+    namespaces: view.namespaces,
+    // The webhook reads no Secrets: each certificateRef is taken to name a valid one.
+    secrets: view.gateways.flatMap(g => assumedSecrets(gatewayView(g).listeners)),
+    nodes: [],
+    dataplaneConfigs: [],
+    addressPools: [],
+    allocations: {},
+    ...objects,
+  };
+}
+
+function assumedSecrets(listeners: ListenerView[]): SecretInfo[] {
+  return listeners.flatMap(l => l.certificateRefs.map(r => ({ namespace: r.namespace, name: r.name, type: "kubernetes.io/tls", validTLS: true })));
+}
+
+const withNamespace = <T extends { metadata?: { namespace?: string } }>(object: T): T =>
+  object.metadata?.namespace ? object : { ...object, metadata: { ...object.metadata, namespace: "default" } };
+
+/** Warnings for a Gateway of blixt's class: each condition of it and its listeners that will not be as it should. */
 export function gatewayWarnings(gateway: Gateway, view: AdmissionView): string[] {
-  if (!ours(gateway, view)) return [];
-  const name = `Gateway ${gateway.metadata?.namespace}/${gateway.metadata?.name}`;
-  const warnings: string[] = [];
-  const listeners = gateway.spec?.listeners ?? [];
-  for (const listener of listeners) {
-    const passthrough = listener.protocol === "HTTPS" && listener.tls?.mode === "Passthrough";
-    if (!SUPPORTED_PROTOCOLS.has(listener.protocol) || passthrough) {
-      const what = passthrough ? "HTTPS with TLS mode Passthrough" : `protocol "${listener.protocol}"`;
-      warnings.push(`${name}: listener "${listener.name}" uses ${what}, which blixt does not serve (it serves TCP, UDP, HTTP and HTTPS with TLS Terminate); its Accepted will be False (UnsupportedProtocol)`);
-    }
-  }
-  const byPort = new Map<string, typeof listeners>();
-  for (const listener of listeners.filter(l => SUPPORTED_PROTOCOLS.has(l.protocol))) {
-    const portKey = `${listener.port}/${transport(listener.protocol)}`;
-    byPort.set(portKey, [...(byPort.get(portKey) ?? []), listener]);
-  }
-  for (const [portKey, sharing] of byPort) {
-    const protocols = new Set(sharing.map(l => l.protocol));
-    // Same-protocol HTTP(S) listeners may differ by hostname; TCP/UDP ones never can, and
-    // different protocols on one transport port always conflict.
-    const conflict = protocols.size > 1 || (sharing.length > 1 && (protocols.has("TCP") || protocols.has("UDP")));
-    if (conflict) {
-      warnings.push(`${name}: listeners ${sharing.map(l => `"${l.name}"`).join(", ")} share ${portKey}; their Conflicted will be True (ProtocolConflict)`);
+  const object = withNamespace(gateway);
+  const self = gatewayView(object);
+  const others = view.gateways.filter(g => gatewayView(g).key !== self.key);
+  const input = readSnapshot(snapshotOf({ ...view, gateways: [object, ...others] }, {}));
+  const context = processGateways(input, processGatewayClasses(input)).find(g => g.key === self.key);
+  if (!context) return [];
+  const name = `Gateway ${context.key}`;
+  const warnings = unwelcome(context.accepted) ? [conditionWarning(name, context.accepted)] : [];
+  for (const listener of context.listeners) {
+    for (const condition of [listener.accepted, listener.conflicted, listener.resolvedRefs]) {
+      if (unwelcome(condition)) warnings.push(conditionWarning(`${name}: listener "${listener.name}"`, condition));
     }
   }
   return warnings;
 }
 
-interface ParentRefLike {
-  group?: string;
-  kind?: string;
-  namespace?: string;
-  name: string;
-  sectionName?: string;
-  port?: number;
-}
-interface BackendRefLike {
-  group?: string;
-  kind?: string;
-  namespace?: string;
-  name: string;
-  port?: number;
-}
-export interface RouteLike {
-  metadata?: { namespace?: string; name?: string };
-  spec?: { parentRefs?: ParentRefLike[]; rules?: { backendRefs?: BackendRefLike[] }[] };
-}
-
-const isGatewayRef = (ref: ParentRefLike): boolean =>
-  (ref.group ?? GATEWAY_GROUP) === GATEWAY_GROUP && (ref.kind ?? "Gateway") === "Gateway";
-const isServiceRef = (ref: BackendRefLike): boolean => (ref.group ?? "") === "" && (ref.kind ?? "Service") === "Service";
-
 /** The objects a route's warnings depend on, for the webhook to look up. */
-export function routeLookups(route: RouteLike): { gateways: { namespace: string; name: string }[]; services: { namespace: string; name: string }[]; grantNamespaces: string[] } {
-  const namespace = route.metadata?.namespace ?? "default";
-  const gateways = (route.spec?.parentRefs ?? []).filter(isGatewayRef).map(r => ({ namespace: r.namespace ?? namespace, name: r.name }));
-  const backendRefs = (route.spec?.rules ?? []).flatMap(r => r.backendRefs ?? []).filter(isServiceRef);
-  const services = backendRefs.map(r => ({ namespace: r.namespace ?? namespace, name: r.name }));
+export function routeLookups(routeKind: RouteKind, route: RouteLike): {
+  gateways: { namespace: string; name: string }[];
+  services: { namespace: string; name: string }[];
+  grantNamespaces: string[];
+  namespace: string;
+} {
+  const view = routeView(routeKind, withNamespace(route));
+  const namespace = view.meta.namespace;
+  const gateways = view.parentRefs.filter(isGatewayParentRef).map(r => ({ namespace: r.namespace ?? namespace, name: r.name }));
+  const services = view.backendRefs.filter(r => isServiceRef(r) && r.name).map(r => ({ namespace: r.namespace, name: r.name }));
   const grantNamespaces = [...new Set(services.map(s => s.namespace).filter(n => n !== namespace))].sort();
-  return { gateways, services, grantNamespaces };
-}
-
-/** A ReferenceGrant in the Service's namespace lets this route kind from the route's namespace refer to it. */
-export function backendRefPermitted(
-  routeKind: RouteKind,
-  routeNamespace: string,
-  service: { namespace: string; name: string },
-  grants: ReferenceGrant[],
-): boolean {
-  if (service.namespace === routeNamespace) return true;
-  return grants.some(
-    grant =>
-      grant.metadata?.namespace === service.namespace &&
-      (grant.spec?.from ?? []).some(f => f.group === GATEWAY_GROUP && f.kind === routeKind && f.namespace === routeNamespace) &&
-      (grant.spec?.to ?? []).some(t => (t.group ?? "") === "" && t.kind === "Service" && (t.name === undefined || t.name === "" || t.name === service.name)),
-  );
+  return { gateways, services, grantNamespaces, namespace };
 }
 
 /**
- * Warnings for a route with at least one parentRef naming a blixt Gateway. A parentRef whose
+ * Warnings for a route with at least one parentRef naming a blixt Gateway: Accepted of each
+ * such parentRef, and ResolvedRefs (one verdict for the whole route). A parentRef whose
  * Gateway does not exist yet is not warned about: it may belong to any controller.
  */
 export function routeWarnings(routeKind: RouteKind, route: RouteLike, view: AdmissionView): string[] {
-  const namespace = route.metadata?.namespace ?? "default";
-  const name = `${routeKind} ${namespace}/${route.metadata?.name}`;
+  const object = withNamespace(route);
+  const list = { TCPRoute: "tcpRoutes", UDPRoute: "udpRoutes", HTTPRoute: "httpRoutes" }[routeKind];
+  const input = readSnapshot(snapshotOf(view, { [list]: [object] }));
+  const gateways = processGateways(input, processGatewayClasses(input));
+  const status = processRoutes(input, gateways)[0];
+  if (!status) return [];
+  const name = `${routeKind} ${status.namespace}/${status.name}`;
   const warnings: string[] = [];
-  let anyOurs = false;
-  for (const parentRef of (route.spec?.parentRefs ?? []).filter(isGatewayRef)) {
-    const gateway = find(view.gateways, parentRef.namespace ?? namespace, parentRef.name);
-    if (!gateway || !ours(gateway, view)) continue;
-    anyOurs = true;
-    const listeners = gateway.spec?.listeners ?? [];
-    const matching = listeners.filter(
-      l => (parentRef.sectionName === undefined || l.name === parentRef.sectionName) && (parentRef.port === undefined || l.port === parentRef.port),
-    );
-    if (matching.length === 0) {
-      const wanted = [parentRef.sectionName && `sectionName "${parentRef.sectionName}"`, parentRef.port && `port ${parentRef.port}`].filter(Boolean).join(" and ");
-      warnings.push(`${name}: Gateway ${gateway.metadata?.namespace}/${gateway.metadata?.name} has no listener with ${wanted}; Accepted will be False (NoMatchingParent)`);
+  let resolvedRefs: Condition | undefined;
+  for (const parent of status.status.parents) {
+    if (parent.controllerName !== view.controllerName) continue;
+    const ref = parent.parentRef;
+    const where = `${name}: parentRef ${ref.namespace}/${ref.name}${ref.sectionName !== undefined ? ` sectionName "${ref.sectionName}"` : ""}${ref.port !== undefined ? ` port ${ref.port}` : ""}`;
+    for (const condition of parent.conditions) {
+      if (!unwelcome(condition)) continue;
+      if (condition.type === "ResolvedRefs") resolvedRefs ??= condition;
+      else warnings.push(conditionWarning(where, condition));
     }
   }
-  if (!anyOurs) return [];
-
-  if (routeKind === "HTTPRoute") {
-    const field = unsupportedHTTPRouteField((route.spec ?? {}) as Record<string, unknown>);
-    if (field) {
-      warnings.push(`${name}: ${field}, which blixt's per-connection (L4) forwarding cannot honour; Accepted will be False (UnsupportedValue)`);
-    }
-  }
-
-  for (const backendRef of (route.spec?.rules ?? []).flatMap(r => r.backendRefs ?? [])) {
-    if (!isServiceRef(backendRef)) {
-      warnings.push(`${name}: backendRef "${backendRef.name}" is a ${backendRef.kind ?? "Service"} in group "${backendRef.group ?? ""}", but blixt forwards only to core Services; ResolvedRefs will be False (InvalidKind)`);
-      continue;
-    }
-    const service = { namespace: backendRef.namespace ?? namespace, name: backendRef.name };
-    if (!backendRefPermitted(routeKind, namespace, service, view.referenceGrants)) {
-      warnings.push(`${name}: backendRef to Service ${service.namespace}/${service.name} needs a ReferenceGrant in namespace "${service.namespace}" from ${routeKind}s in "${namespace}"; ResolvedRefs will be False (RefNotPermitted)`);
-      continue;
-    }
-    if (!find(view.services, service.namespace, service.name)) {
-      warnings.push(`${name}: Service "${service.name}" not found in namespace "${service.namespace}"; ResolvedRefs will be False (BackendNotFound)`);
-    }
-  }
+  if (resolvedRefs) warnings.push(conditionWarning(name, resolvedRefs));
   return warnings;
 }

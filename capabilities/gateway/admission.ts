@@ -6,13 +6,14 @@
 import { Capability, Log, type PeprValidateRequest } from "pepr";
 import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
 import { KINDS } from "./kinds";
-import type { V1Service } from "@kubernetes/client-node";
+import type { V1Namespace, V1Service } from "@kubernetes/client-node";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { GatewayClass } from "../generated/gatewayclass-v1";
 import { ReferenceGrant } from "../generated/referencegrant-v1beta1";
-import { admitDataplaneConfig, gatewayWarnings, routeLookups, routeWarnings, type AdmissionView, type RouteLike, type Verdict } from "./admission-rules";
+import { admitDataplaneConfig, gatewayWarnings, routeLookups, routeWarnings, type AdmissionDecision, type AdmissionView, type RouteLike } from "./admission-rules";
 import { CONTROLLER_NAME, type RouteKind } from "./compile/types";
+import { gatewayView as readGateway } from "./compile/views";
 import { admissionSettings } from "./config";
 import { errorMessage } from "./reconciler";
 
@@ -22,6 +23,7 @@ export interface AdmissionLookup {
   gatewayClass(name: string): Promise<GatewayClass | undefined>;
   service(namespace: string, name: string): Promise<V1Service | undefined>;
   referenceGrants(namespace: string): Promise<ReferenceGrant[]>;
+  namespace(name: string): Promise<V1Namespace | undefined>;
 }
 
 const orUndefinedOn404 = async <T>(get: () => Promise<T>): Promise<T | undefined> => {
@@ -38,6 +40,7 @@ export const kubeAdmissionLookup: AdmissionLookup = {
   gatewayClass: name => orUndefinedOn404(() => K8s(GatewayClass).Get(name)),
   service: (namespace, name) => orUndefinedOn404(() => K8s(kind.Service).InNamespace(namespace).Get(name)),
   referenceGrants: async namespace => (await K8s(ReferenceGrant).InNamespace(namespace).Get()).items,
+  namespace: name => orUndefinedOn404(() => K8s(kind.Namespace).Get(name)),
 };
 
 const present = <T>(list: (T | undefined)[]): T[] => list.filter((x): x is T => x !== undefined);
@@ -47,25 +50,39 @@ async function classesOf(gateways: Gateway[], lookup: AdmissionLookup): Promise<
   return present(await Promise.all(names.map(n => lookup.gatewayClass(n))));
 }
 
-export async function gatewayView(gateway: Gateway, lookup: AdmissionLookup): Promise<AdmissionView> {
-  return { controllerName: CONTROLLER_NAME, gateways: [gateway], gatewayClasses: await classesOf([gateway], lookup), services: [], referenceGrants: [] };
+export async function gatewayAdmissionView(gateway: Gateway, lookup: AdmissionLookup): Promise<AdmissionView> {
+  // ReferenceGrants where certificateRefs reach into other namespaces.
+  const own = gateway.metadata?.namespace ?? "default";
+  const namespaces = [...new Set(readGateway(gateway).listeners.flatMap(l => l.certificateRefs.map(r => r.namespace)))].filter(n => n !== own).sort();
+  const [gatewayClasses, grants] = await Promise.all([classesOf([gateway], lookup), Promise.all(namespaces.map(n => lookup.referenceGrants(n)))]);
+  return { controllerName: CONTROLLER_NAME, gateways: [gateway], gatewayClasses, services: [], referenceGrants: grants.flat(), namespaces: [] };
 }
 
-export async function routeView(route: RouteLike, lookup: AdmissionLookup): Promise<AdmissionView> {
-  const needs = routeLookups(route);
+export async function routeAdmissionView(routeKind: RouteKind, route: RouteLike, lookup: AdmissionLookup): Promise<AdmissionView> {
+  const needs = routeLookups(routeKind, route);
   const gateways = present(await Promise.all(needs.gateways.map(g => lookup.gateway(g.namespace, g.name))));
-  const [gatewayClasses, services, grants] = await Promise.all([
+  // The route's Namespace labels matter only to a listener that selects namespaces by label.
+  const selects = gateways.some(g => readGateway(g).listeners.some(l => l.allowedFrom === "Selector"));
+  const [gatewayClasses, services, grants, namespace] = await Promise.all([
     classesOf(gateways, lookup),
     Promise.all(needs.services.map(s => lookup.service(s.namespace, s.name))),
     Promise.all(needs.grantNamespaces.map(n => lookup.referenceGrants(n))),
+    selects ? lookup.namespace(needs.namespace) : undefined,
   ]);
-  return { controllerName: CONTROLLER_NAME, gateways, gatewayClasses, services: present(services), referenceGrants: grants.flat() };
+  return {
+    controllerName: CONTROLLER_NAME,
+    gateways,
+    gatewayClasses,
+    services: present(services),
+    referenceGrants: grants.flat(),
+    namespaces: present([namespace]),
+  };
 }
 
-function answer<T extends KubernetesObject>(request: PeprValidateRequest<T>, verdict: Verdict) {
-  return verdict.allowed
-    ? request.Approve(verdict.warnings.length ? verdict.warnings : undefined)
-    : request.Deny(verdict.message, verdict.code);
+function answer<T extends KubernetesObject>(request: PeprValidateRequest<T>, decision: AdmissionDecision) {
+  return decision.allowed
+    ? request.Approve(decision.warnings.length ? decision.warnings : undefined)
+    : request.Deny(decision.message, decision.code);
 }
 
 /**
@@ -106,7 +123,7 @@ export function gatewayAdmission({ env, lookup = kubeAdmissionLookup }: { env: N
 
   When(Gateway, KINDS.Gateway.gvk)
     .IsCreatedOrUpdated()
-    .Validate(request => warnOrApprove(request, async () => gatewayWarnings(request.Raw, await gatewayView(request.Raw, lookup))));
+    .Validate(request => warnOrApprove(request, async () => gatewayWarnings(request.Raw, await gatewayAdmissionView(request.Raw, lookup))));
 
   for (const routeKind of ["TCPRoute", "UDPRoute", "HTTPRoute"] as const) {
     When(KINDS[routeKind].model, KINDS[routeKind].gvk)
@@ -114,7 +131,7 @@ export function gatewayAdmission({ env, lookup = kubeAdmissionLookup }: { env: N
       .Validate(request =>
         warnOrApprove(request, async () => {
           const route = request.Raw as RouteLike;
-          return routeWarnings(routeKind, route, await routeView(route, lookup));
+          return routeWarnings(routeKind, route, await routeAdmissionView(routeKind, route, lookup));
         }),
       );
   }

@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
-import { routeView, kubeAdmissionLookup } from "../../capabilities/gateway/admission";
+import { routeAdmissionView, kubeAdmissionLookup } from "../../capabilities/gateway/admission";
 import { routeWarnings } from "../../capabilities/gateway/admission-rules";
 import { compile } from "../../capabilities/gateway/compile/index";
 import { CONTROLLER_NAME } from "../../capabilities/gateway/compile/types";
@@ -193,8 +193,8 @@ if ("missing" in binaries) {
 
     // Admission's lookups against the same server: a route to a missing Service.
     const dangling = { ...route, metadata: { namespace: ns, name: "dangling" }, spec: { ...route.spec, rules: [{ backendRefs: [{ name: "nope", port: 1 }] }] } };
-    t.same(routeWarnings("TCPRoute", dangling, await routeView(dangling, kubeAdmissionLookup)), [
-      'TCPRoute default/dangling: Service "nope" not found in namespace "default"; ResolvedRefs will be False (BackendNotFound)',
+    t.same(routeWarnings("TCPRoute", dangling, await routeAdmissionView("TCPRoute", dangling, kubeAdmissionLookup)), [
+      'TCPRoute default/dangling: ResolvedRefs will be False (BackendNotFound): backendRefs[0] "nope": Service "nope" not found in namespace "default"',
     ]);
 
     await K8s(Gateway).InNamespace(ns).Delete("l4");

@@ -175,6 +175,8 @@ if (!helm) {
     for (const rule of admission.rules as Rule[]) {
       t.same(rule.verbs.filter(v => WRITE_VERBS.includes(v)), [], `admission writes nothing (${rule.resources})`);
     }
+    t.same(verbs(admission, "", "namespaces"), ["get"], "admission gets a route's Namespace, for listeners that select by label");
+    t.same(verbs(admission, "", "secrets"), [], "admission reads no Secrets");
     for (const resource of ["gatewayclasses", "gateways", "tcproutes", "udproutes", "referencegrants"]) {
       t.same(verbs(controller, gw, resource).filter(v => ["get", "list", "watch"].includes(v)), ["get", "list", "watch"], `controller watches ${resource}`);
     }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Admission: the Validate bindings answer AdmissionRequests built as the API server sends them.
-// The cluster reads the webhook makes (Gateways, GatewayClasses, Services, ReferenceGrants)
+// The cluster reads the webhook makes (Gateways, GatewayClasses, Services, ReferenceGrants, Namespaces)
 // are served from an in-memory list here; test/apiserver covers the real reads.
 import t from "tap";
 import { PeprValidateRequest } from "pepr";
@@ -17,6 +17,7 @@ interface Cluster {
   gatewayClasses?: KubernetesObject[];
   services?: KubernetesObject[];
   referenceGrants?: KubernetesObject[];
+  namespaces?: KubernetesObject[];
 }
 
 /** Serves the webhook's reads from a fixed list of objects. */
@@ -28,6 +29,7 @@ function lookupOf(cluster: Cluster): AdmissionLookup {
     gatewayClass: async name => find(cluster.gatewayClasses, undefined, name),
     service: async (namespace, name) => find(cluster.services, namespace, name),
     referenceGrants: async namespace => (cluster.referenceGrants ?? []).filter(g => g.metadata?.namespace === namespace) as never,
+    namespace: async name => find(cluster.namespaces, undefined, name),
   };
 }
 
@@ -93,7 +95,7 @@ t.test("TCPRoute to a missing Service: approved, with the BackendNotFound it wil
   const route = tcpRoute("db", { parentRefs: [{ name: "l4", sectionName: "tcp" }], rules: [{ backendRefs: [{ name: "pg", port: 5432 }] }] });
   const response = await admit({ gateways: [l4Gateway], gatewayClasses: [blixtClass] }, admissionRequest("CREATE", route));
   t.equal(response.allowed, true);
-  t.same(response.warnings, ['TCPRoute default/db: Service "pg" not found in namespace "default"; ResolvedRefs will be False (BackendNotFound)']);
+  t.same(response.warnings, ['TCPRoute default/db: ResolvedRefs will be False (BackendNotFound): backendRefs[0] "pg": Service "pg" not found in namespace "default"']);
 });
 
 t.test("TCPRoute whose refs all resolve: approved without warnings", async t => {
@@ -108,7 +110,7 @@ t.test("cross-namespace backendRef: RefNotPermitted without a ReferenceGrant, no
   const cluster: Cluster = { gateways: [l4Gateway], gatewayClasses: [blixtClass], services: [service("data", "pg")] };
   const denied = await admit(cluster, admissionRequest("CREATE", route));
   t.equal(denied.allowed, true, "never denied: the spec wants RefNotPermitted in status");
-  t.match(denied.warnings, [/needs a ReferenceGrant in namespace "data" from TCPRoutes in "default"; ResolvedRefs will be False \(RefNotPermitted\)/]);
+  t.match(denied.warnings, [/ResolvedRefs will be False \(RefNotPermitted\): backendRefs\[0\] "pg": Service data\/pg is in another namespace and no ReferenceGrant in "data" allows TCPRoutes from "default"/]);
 
   const grant = {
     apiVersion: "gateway.networking.k8s.io/v1beta1",
@@ -128,14 +130,14 @@ t.test("backendRef to something other than a Service: InvalidKind", async t => {
   const route = tcpRoute("db", { parentRefs: [{ name: "l4" }], rules: [{ backendRefs: [{ group: "example.com", kind: "Bucket", name: "b", port: 1 }] }] });
   const response = await admit({ gateways: [l4Gateway], gatewayClasses: [blixtClass] }, admissionRequest("CREATE", route));
   t.equal(response.allowed, true);
-  t.match(response.warnings, [/backendRef "b" is a Bucket in group "example.com".*ResolvedRefs will be False \(InvalidKind\)/]);
+  t.match(response.warnings, [/ResolvedRefs will be False \(InvalidKind\): backendRefs\[0\] "b": kind example.com\/Bucket is not supported/]);
 });
 
 t.test("parentRef to a listener that does not exist: NoMatchingParent", async t => {
   const route = tcpRoute("db", { parentRefs: [{ name: "l4", sectionName: "nope" }], rules: [{ backendRefs: [{ name: "pg", port: 5432 }] }] });
   const response = await admit({ gateways: [l4Gateway], gatewayClasses: [blixtClass], services: [service("default", "pg")] }, admissionRequest("UPDATE", route, { oldObject: route }));
   t.equal(response.allowed, true);
-  t.same(response.warnings, ['TCPRoute default/db: Gateway default/l4 has no listener with sectionName "nope"; Accepted will be False (NoMatchingParent)']);
+  t.same(response.warnings, ['TCPRoute default/db: parentRef default/l4 sectionName "nope": Accepted will be False (NoMatchingParent): Gateway default/l4 has no listener named "nope"']);
 });
 
 t.test("routes of other controllers' Gateways, or of Gateways not created yet, get no advice from blixt", async t => {
@@ -152,11 +154,13 @@ t.test("HTTPRoute that L4 cannot carry exactly: UnsupportedValue predicted", asy
     apiVersion: "gateway.networking.k8s.io/v1",
     kind: "HTTPRoute",
     metadata: { namespace: "default", name: "app" },
-    spec: { parentRefs: [{ name: "web" }], rules: [{ filters: [{ type: "RequestHeaderModifier", requestHeaderModifier: { set: [{ name: "x", value: "y" }] } }], backendRefs: [{ name: "app", port: 8080 }] }] },
+    spec: { parentRefs: [{ name: "web" }], rules: [{ filters: [{ type: "RequestHeaderModifier", requestHeaderModifier: { set: [{ name: "x", value: "y" }] } }], backendRefs: [{ name: "app", port: 5432 }] }] },
   };
   const response = await admit({ gateways: [web], gatewayClasses: [blixtClass], services: [service("default", "app")] }, admissionRequest("CREATE", route));
   t.equal(response.allowed, true);
-  t.same(response.warnings, ["HTTPRoute default/app: spec.rules[0].filters is set, which blixt's per-connection (L4) forwarding cannot honour; Accepted will be False (UnsupportedValue)"]);
+  t.same(response.warnings, [
+    "HTTPRoute default/app: parentRef default/web: Accepted will be False (UnsupportedValue): spec.rules[0].filters is set; blixt forwards HTTP per connection at L4, so it carries only HTTPRoutes with one rule, no matches beyond PathPrefix /, no filters, timeouts, retries or session persistence",
+  ]);
 });
 
 t.test("Gateway with an unsupported protocol and a port conflict: approved, warned", async t => {
@@ -170,9 +174,38 @@ t.test("Gateway with an unsupported protocol and a port conflict: approved, warn
   const response = await admit({ gatewayClasses: [blixtClass] }, admissionRequest("CREATE", gw));
   t.equal(response.allowed, true, "the conformance suite applies such Gateways and expects conditions");
   t.same(response.warnings, [
-    'Gateway default/mixed: listener "tls" uses protocol "TLS", which blixt does not serve (it serves TCP, UDP, HTTP and HTTPS with TLS Terminate); its Accepted will be False (UnsupportedProtocol)',
-    'Gateway default/mixed: listeners "a", "b" share 80/TCP; their Conflicted will be True (ProtocolConflict)',
+    'Gateway default/mixed: listener "tls": Accepted will be False (UnsupportedProtocol): protocol "TLS" is not supported; blixt serves TCP, UDP, HTTP and HTTPS listeners',
+    'Gateway default/mixed: listener "b": Conflicted will be True (ProtocolConflict): port 80/TCP is already used by listener "a" (TCP)',
   ]);
+});
+
+t.test("what the compile step decides beyond the old admission copy: a Service port, HTTP hostnames sharing a port, a label selector", async t => {
+  const route = tcpRoute("db", { parentRefs: [{ name: "l4", sectionName: "tcp" }], rules: [{ backendRefs: [{ name: "pg", port: 6432 }] }] });
+  const noPort = await admit({ gateways: [l4Gateway], gatewayClasses: [blixtClass], services: [service("default", "pg")] }, admissionRequest("CREATE", route));
+  t.same(noPort.warnings, ['TCPRoute default/db: ResolvedRefs will be False (BackendNotFound): backendRefs[0] "pg": Service default/pg has no port 6432']);
+
+  const web = gateway("web", "blixt", [
+    { name: "a", port: 80, protocol: "HTTP", hostname: "a.example.com" },
+    { name: "b", port: 80, protocol: "HTTP", hostname: "b.example.com" },
+    { name: "a-again", port: 80, protocol: "HTTP", hostname: "a.example.com" },
+  ]);
+  const hostnames = await admit({ gatewayClasses: [blixtClass] }, admissionRequest("CREATE", web));
+  t.same(hostnames.warnings, [
+    'Gateway default/web: listener "a-again": Conflicted will be True (HostnameConflict): listener "a" already serves hostname "a.example.com" on port 80',
+  ]);
+
+  const selective = gateway("selective", "blixt", [
+    { name: "tcp", port: 5432, protocol: "TCP", allowedRoutes: { namespaces: { from: "Selector", selector: { matchLabels: { team: "db" } } } } },
+  ]);
+  const fromApps = tcpRoute("db", { parentRefs: [{ name: "selective", namespace: "default" }], rules: [{ backendRefs: [{ name: "pg", namespace: "apps", port: 5432 }] }] }, "apps");
+  const apps = (labels: Record<string, string>) => ({ apiVersion: "v1", kind: "Namespace", metadata: { name: "apps", labels } });
+  const cluster: Cluster = { gateways: [selective], gatewayClasses: [blixtClass], services: [service("apps", "pg")] };
+  const refused = await admit({ ...cluster, namespaces: [apps({ team: "web" })] }, admissionRequest("CREATE", fromApps));
+  t.same(refused.warnings, [
+    'TCPRoute apps/db: parentRef default/selective: Accepted will be False (NotAllowedByListeners): listener "tcp" does not allow routes from namespace "apps" (allowedRoutes.namespaces.from: Selector)',
+  ]);
+  const allowed = await admit({ ...cluster, namespaces: [apps({ team: "db" })] }, admissionRequest("CREATE", fromApps));
+  t.equal(allowed.warnings, undefined);
 });
 
 t.test("Gateway of another controller's class: no warnings", async t => {
@@ -188,6 +221,7 @@ t.test("lookups failing never block a Gateway API object", async t => {
     gatewayClass: async () => Promise.reject(new Error("connection refused")),
     service: async () => undefined,
     referenceGrants: async () => [],
+    namespace: async () => undefined,
   };
   const capability = gatewayAdmission({ env: {}, lookup: failing });
   const binding = capability.bindings.find(b => b.isValidate && b.kind.kind === "TCPRoute")!;

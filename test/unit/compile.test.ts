@@ -9,7 +9,7 @@ import { allocateAddresses, announcingNode, parsePools } from "../../capabilitie
 import { mergeConditions } from "../../capabilities/gateway/compile/conditions.js";
 import { loadSnapshot, renderOutput } from "../../capabilities/gateway/compile/documents.js";
 import { compile, type DataplaneConfig, type NodeInfo, type Snapshot } from "../../capabilities/gateway/compile/index.js";
-import { canonicalJSON, selectorMatches } from "../../capabilities/gateway/compile/util.js";
+import { canonicalJSON, isDns1123Label, isDns1123Subdomain, selectorMatches } from "../../capabilities/gateway/compile/util.js";
 
 const golden = join(dirname(fileURLToPath(import.meta.url)), "..", "golden");
 const NOW = "2026-01-01T00:00:00Z";
@@ -198,4 +198,13 @@ t.test("garbage in any field gives conditions, never an exception", async (t) =>
   t.equal(compiled, 400, "every mutated snapshot compiled");
   t.doesNotThrow(() => compile(null as unknown as Snapshot), "even a null snapshot");
   t.doesNotThrow(() => compile({} as Snapshot), "or an empty one");
+});
+
+t.test("names that go into a URL: DNS-1123 subdomains (object names) and labels (namespaces)", async (t) => {
+  for (const name of ["a", "cert", "web-tls", "tls.example.com", "0", "a".repeat(253)]) t.ok(isDns1123Subdomain(name), `${name.slice(0, 20)} is a subdomain`);
+  for (const name of ["", "..", "../secrets", "a/b", "Cert", "-a", "a-", "a..b", ".a", "a.", "a_b", "a b", "é", "a".repeat(254), "%2e%2e"]) {
+    t.notOk(isDns1123Subdomain(name), `${JSON.stringify(name.slice(0, 20))} is not a subdomain`);
+  }
+  for (const name of ["default", "kube-system", "a".repeat(63)]) t.ok(isDns1123Label(name), `${name.slice(0, 20)} is a label`);
+  for (const name of ["", "kube.system", "a".repeat(64), "ns/x", "NS"]) t.notOk(isDns1123Label(name), `${JSON.stringify(name.slice(0, 20))} is not a label`);
 });

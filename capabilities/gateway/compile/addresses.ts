@@ -3,8 +3,36 @@
  * Gateway addresses: every Gateway gets one IPv4 address of its own from the configured pools,
  * stable for the Gateway's life, and one ready node announces it.
  */
+import type { GatewayContext } from "./gateways.js";
 import type { AddressPool, NodeInfo } from "./types.js";
-import { cmp, fnv1a } from "./util.js";
+import { cmp, firstFew, fnv1a } from "./util.js";
+import type { CompileInput } from "./views.js";
+
+/**
+ * ProcessAddresses: an address for every accepted Gateway (GatewayContext.address), the new
+ * allocation table, and a warning for each pool entry that does not parse.
+ */
+export function processAddresses(
+  input: Pick<CompileInput, "addressPools" | "allocations">,
+  gateways: GatewayContext[],
+): { allocations: Record<string, string>; warnings: string[] } {
+  const pools = parsePools(input.addressPools);
+  const requests: AddressRequest[] = [];
+  for (const g of gateways) {
+    if (g.accepted.status !== "True") continue;
+    const ips = g.view.addresses.filter((a) => a.type === "IPAddress" && a.value).map((a) => a.value as string);
+    requests.push({ key: g.key, namespace: g.view.meta.namespace, ...(ips.length > 0 ? { requested: ips } : {}) });
+  }
+  const addresses = allocateAddresses(requests, pools.pools, input.allocations);
+  const allocations: Record<string, string> = {};
+  for (const g of gateways) {
+    g.address = addresses.get(g.key);
+    if (g.address?.kind === "assigned") allocations[g.key] = g.address.address;
+  }
+  const sorted: Record<string, string> = {};
+  for (const key of Object.keys(allocations).sort(cmp)) sorted[key] = allocations[key];
+  return { allocations: sorted, warnings: pools.warnings };
+}
 
 /** Dotted-quad IPv4 to a number; no leading zeros (ambiguous: octal to some parsers). Hot: one call per endpoint. */
 export function parseIPv4(text: string): number | undefined {
@@ -137,7 +165,7 @@ export function allocateAddresses(
       if (problem) break;
     }
     if (!problem && req.requested.length > 1) {
-      problem = `spec.addresses: ${req.requested.length} addresses requested (${req.requested.join(", ")}); blixt serves one address per Gateway: keep one`;
+      problem = `spec.addresses: ${req.requested.length} addresses requested (${firstFew(req.requested)}); blixt serves one address per Gateway: keep one`;
     }
     if (problem) {
       results.set(req.key, { kind: "notUsable", message: problem });

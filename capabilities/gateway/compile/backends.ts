@@ -7,9 +7,9 @@ import { parseIPv4 } from "./addresses.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
 import type { RouteKind } from "./types.js";
-import { arr, cmp, int, meta, nsName, obj, str } from "./util.js";
-
-export const GATEWAY_GROUP = "gateway.networking.k8s.io";
+import { GATEWAY_GROUP } from "./types.js";
+import { cmp, firstFew, nsName } from "./util.js";
+import type { BackendRefView, CompileInput, EndpointSliceView } from "./views.js";
 
 export interface Endpoint {
   address: string;
@@ -29,57 +29,26 @@ export interface ResolvedBackends {
   rejectWeight: number;
 }
 
-/** Indexes built once per compile, shared by every route. */
-export interface BackendIndex {
-  services: Map<string, unknown>; // "ns/name" → Service
-  slices: Map<string, unknown[]>; // "ns/service-name" → EndpointSlices
-  grants: Map<string, unknown[]>; // namespace → ReferenceGrants in it
-}
-
-export function buildBackendIndex(services: unknown[], endpointSlices: unknown[], referenceGrants: unknown[]): BackendIndex {
-  const index: BackendIndex = { services: new Map(), slices: new Map(), grants: new Map() };
-  for (const s of arr(services)) {
-    const m = meta(s);
-    if (m.name) index.services.set(nsName(m.namespace, m.name), s);
-  }
-  for (const s of arr(endpointSlices)) {
-    const m = meta(s);
-    const service = m.labels["kubernetes.io/service-name"];
-    if (!service) continue;
-    const key = nsName(m.namespace, service);
-    const list = index.slices.get(key) ?? [];
-    list.push(s);
-    index.slices.set(key, list);
-  }
-  for (const g of arr(referenceGrants)) {
-    const m = meta(g);
-    const list = index.grants.get(m.namespace) ?? [];
-    list.push(g);
-    index.grants.set(m.namespace, list);
-  }
-  return index;
-}
+/** The indexes backendRefs are resolved against, built once per compile (views.ts). */
+export type BackendIndex = Pick<CompileInput, "services" | "endpointSlices" | "referenceGrants">;
 
 /** Whether a ReferenceGrant in toNamespace lets (fromGroup, fromKind, fromNamespace) refer to (toGroup, toKind, toName). */
 export function referenceGranted(
-  index: BackendIndex,
+  index: Pick<CompileInput, "referenceGrants">,
   from: { group: string; kind: string; namespace: string },
   toNamespace: string,
   to: { group: string; kind: string; name: string },
 ): boolean {
-  return (index.grants.get(toNamespace) ?? []).some((grant) => {
-    const spec = obj(obj(grant).spec);
-    const fromOk = arr(spec.from).some((raw) => {
-      const f = obj(raw);
-      return (str(f.group) ?? "") === from.group && f.kind === from.kind && f.namespace === from.namespace;
-    });
-    const toOk = arr(spec.to).some((raw) => {
-      const t = obj(raw);
-      const name = str(t.name);
-      return (str(t.group) ?? "") === to.group && t.kind === to.kind && (!name || name === to.name);
-    });
-    return fromOk && toOk;
-  });
+  return (index.referenceGrants.get(toNamespace) ?? []).some(
+    (grant) =>
+      grant.from.some((f) => f.group === from.group && f.kind === from.kind && f.namespace === from.namespace) &&
+      grant.to.some((t) => t.group === to.group && t.kind === to.kind && (!t.name || t.name === to.name)),
+  );
+}
+
+/** A backendRef names a core Service, the only backend kind blixt forwards to. */
+export function isServiceRef(ref: Pick<BackendRefView, "group" | "kind">): boolean {
+  return (ref.group === "" || ref.group === "core") && ref.kind === "Service";
 }
 
 interface RefProblem {
@@ -94,20 +63,16 @@ interface RefProblem {
 export function resolveBackends(
   index: BackendIndex,
   route: { kind: RouteKind; namespace: string; name: string },
-  backendRefs: unknown[],
+  backendRefs: BackendRefView[],
 ): ResolvedBackends {
   const problems: RefProblem[] = [];
   const backends: WeightedBackend[] = [];
   let rejectWeight = 0;
   const transport = route.kind === "UDPRoute" ? "UDP" : "TCP";
 
-  backendRefs.forEach((raw, i) => {
-    const ref = obj(raw);
-    const name = str(ref.name) ?? "";
-    const group = str(ref.group) ?? "";
-    const kind = str(ref.kind) ?? "Service";
-    const namespace = str(ref.namespace) || route.namespace;
-    const rawWeight = ref.weight === undefined ? 1 : int(ref.weight);
+  backendRefs.forEach((ref, i) => {
+    const { name, group, kind, namespace } = ref;
+    const rawWeight = ref.weight;
     // An out-of-range weight is no share at all: it must not swamp the valid backends' shares.
     const weight = rawWeight !== undefined && rawWeight >= 0 && rawWeight <= 1_000_000 ? rawWeight : 0;
     const what = `backendRefs[${i}] "${name}"`;
@@ -117,9 +82,9 @@ export function resolveBackends(
     };
 
     if (rawWeight === undefined || rawWeight < 0 || rawWeight > 1_000_000) {
-      return fail("UnsupportedValue", `weight ${JSON.stringify(ref.weight)} is not an integer from 0 to 1000000`);
+      return fail("UnsupportedValue", `weight ${ref.weightText} is not an integer from 0 to 1000000`);
     }
-    if ((group !== "" && group !== "core") || kind !== "Service") {
+    if (!isServiceRef(ref)) {
       return fail("InvalidKind", `kind ${group ? `${group}/` : ""}${kind} is not supported; blixt forwards only to core Services`);
     }
     if (!name) return fail("BackendNotFound", "name is empty; set the name of a Service");
@@ -139,24 +104,23 @@ export function resolveBackends(
     }
     const service = index.services.get(nsName(namespace, name));
     if (!service) return fail("BackendNotFound", `Service "${name}" not found in namespace "${namespace}"`);
-    const port = int(ref.port);
+    const port = ref.port;
     if (port === undefined || port < 1 || port > 65535) {
-      return fail("BackendNotFound", `port ${ref.port === undefined ? "is missing" : `${JSON.stringify(ref.port)} is not a port`}; a backendRef to a Service needs port`);
+      return fail("BackendNotFound", `port ${ref.portText === undefined ? "is missing" : `${ref.portText} is not a port`}; a backendRef to a Service needs port`);
     }
-    const spec = obj(obj(service).spec);
-    if (spec.type === "ExternalName") {
+    if (service.type === "ExternalName") {
       return fail("UnsupportedProtocol", `Service ${namespace}/${name} is of type ExternalName, which has no endpoints to forward to`);
     }
     // A Service may list one port number twice (DNS on TCP and UDP): match the route's transport.
-    const samePort = arr(spec.ports).map(obj).filter((p) => int(p.port) === port);
+    const samePort = service.ports.filter((p) => p.port === port);
     if (samePort.length === 0) return fail("BackendNotFound", `Service ${namespace}/${name} has no port ${port}`);
-    const servicePort = samePort.find((p) => (str(p.protocol) ?? "TCP") === transport);
+    const servicePort = samePort.find((p) => (p.protocol ?? "TCP") === transport);
     if (!servicePort) {
-      return fail("UnsupportedProtocol", `Service ${namespace}/${name} port ${port} is ${str(samePort[0].protocol) ?? "TCP"}; a ${route.kind} needs a ${transport} port`);
+      return fail("UnsupportedProtocol", `Service ${namespace}/${name} port ${port} is ${samePort[0].protocol ?? "TCP"}; a ${route.kind} needs a ${transport} port`);
     }
     const protocol = transport;
     if (weight === 0) return; // valid, and asked for no traffic
-    const endpoints = readyEndpoints(index.slices.get(nsName(namespace, name)) ?? [], str(servicePort.name) ?? "", protocol);
+    const endpoints = readyEndpoints(index.endpointSlices.get(nsName(namespace, name)) ?? [], servicePort.name, protocol);
     if (endpoints.length === 0) {
       // Valid but nothing to forward to: its share is refused rather than moved to the others.
       rejectWeight += weight;
@@ -168,7 +132,7 @@ export function resolveBackends(
   const resolvedRefs =
     problems.length === 0
       ? ok("ResolvedRefs", "ResolvedRefs", "All references resolved")
-      : bad("ResolvedRefs", problems[0].reason === "UnsupportedValue" ? "BackendNotFound" : problems[0].reason, problems.map((p) => p.message).join("; "));
+      : bad("ResolvedRefs", problems[0].reason === "UnsupportedValue" ? "BackendNotFound" : problems[0].reason, firstFew(problems.map((p) => p.message), "; "));
   return { resolvedRefs, backends, rejectWeight };
 }
 
@@ -176,23 +140,15 @@ export function resolveBackends(
  * Ready endpoints of one Service port: the EndpointSlice port with the Service port's name
  * (the EndpointSlice controller has already resolved a named targetPort to a number).
  */
-export function readyEndpoints(slices: unknown[], portName: string, protocol: string): Endpoint[] {
+export function readyEndpoints(slices: EndpointSliceView[], portName: string, protocol: string): Endpoint[] {
   const seen = new Set<string>();
   const out: Endpoint[] = [];
   for (const slice of slices) {
-    const s = obj(slice);
-    if (s.addressType !== "IPv4") continue;
-    const port = arr(s.ports)
-      .map(obj)
-      .find((p) => (str(p.name) ?? "") === portName && (str(p.protocol) ?? "TCP") === protocol);
-    const number = port && int(port.port);
+    if (slice.addressType !== "IPv4") continue;
+    const number = slice.ports.find((p) => p.name === portName && p.protocol === protocol)?.port;
     if (number === undefined || number < 1 || number > 65535) continue;
-    for (const raw of arr(s.endpoints)) {
-      const e = obj(raw);
-      // The API says a missing ready means ready.
-      if (obj(e.conditions).ready === false) continue;
-      const address = str(arr(e.addresses)[0]);
-      if (!address) continue;
+    for (const { address, ready } of slice.endpoints) {
+      if (!ready || !address) continue;
       const key = `${address}:${number}`;
       if (seen.has(key)) continue;
       seen.add(key);

@@ -2,6 +2,23 @@
 import type { Condition, ConditionStatus } from "./types.js";
 import { arr, obj, str } from "./util.js";
 
+/** The CRDs' maxLength of a condition message; a longer one makes the whole status patch fail. */
+export const MESSAGE_LIMIT = 32768;
+
+/**
+ * A message cut to MESSAGE_LIMIT, saying how much was cut. Lists in messages already name only
+ * their first few items (firstFew); this holds whatever else a message carries (long names).
+ * UTF-16 units count at least as many as the API server's characters, so the cut is safe.
+ */
+export function capMessage(message: string): string {
+  if (message.length <= MESSAGE_LIMIT) return message;
+  const tail = (cut: number) => `… (${cut} more characters)`;
+  let keep = MESSAGE_LIMIT - tail(message.length).length;
+  // Never split a surrogate pair.
+  if (/[\uD800-\uDBFF]/.test(message[keep - 1])) keep--;
+  return `${message.slice(0, keep)}${tail(message.length - keep)}`;
+}
+
 /** A condition as the compile step decides it, before timestamps and generations. */
 export interface Verdict {
   type: string;
@@ -43,7 +60,7 @@ export function mergeConditions(
       type: v.type,
       status: v.status,
       reason: v.reason,
-      message: v.message,
+      message: capMessage(v.message),
       observedGeneration,
       lastTransitionTime: keep ? (prev.lastTransitionTime as string) : now,
     };

@@ -25,7 +25,7 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { parseAllDocuments, stringify } from "yaml";
 import type { CompileOutput, SecretInfo, Snapshot } from "./types.js";
-import { CONTROLLER_NAME } from "./types.js";
+import { CONTROLLER_NAME, GATEWAY_GROUP } from "./types.js";
 import { arr, obj, str } from "./util.js";
 
 export const ENVIRONMENT_KIND = "CompileEnvironment";
@@ -43,8 +43,6 @@ export interface LoadResult {
   /** "file: apiVersion kind namespace/name" of objects that are no input of the compile step. */
   ignored: string[];
 }
-
-const GATEWAY_GROUP = "gateway.networking.k8s.io";
 
 export function emptySnapshot(now: string): Snapshot {
   return {

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 /** A Gateway's listeners: which are valid, which route kinds they take, which conflict. */
-import type { BackendIndex } from "./backends.js";
-import { GATEWAY_GROUP, referenceGranted } from "./backends.js";
+import { referenceGranted } from "./backends.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
-import type { RouteGroupKind, RouteKind, SecretInfo } from "./types.js";
-import { arr, int, obj, str } from "./util.js";
+import type { RouteGroupKind, RouteKind } from "./types.js";
+import { GATEWAY_GROUP } from "./types.js";
+import { firstFew, isDns1123Label, isDns1123Subdomain } from "./util.js";
+import type { CertificateRefView, CompileInput, GatewayView, ListenerView } from "./views.js";
 
 /** The route kinds each protocol carries at L4 (HTTP and HTTPS per connection, see ARCHITECTURE). */
 const KINDS_BY_PROTOCOL: Record<string, RouteKind[]> = {
@@ -20,7 +21,8 @@ export interface CertificateRef {
   name: string;
 }
 
-export interface ListenerPlan {
+/** A listener as the compile step judges it: its conditions, and what routes it takes. */
+export interface ListenerContext {
   name: string;
   port: number;
   protocol: string;
@@ -41,44 +43,35 @@ export interface ListenerPlan {
   healthy: boolean;
 }
 
-export function planListeners(
-  gateway: { namespace: string; name: string },
-  listeners: unknown[],
-  secrets: Map<string, SecretInfo>,
-  index: BackendIndex,
-): ListenerPlan[] {
-  const plans = listeners.map((raw, i) => planListener(gateway, obj(raw), i, secrets, index));
-  markConflicts(plans);
-  for (const p of plans) {
+/** ProcessListeners: every listener of one Gateway, judged alone and then against each other. */
+export function processListeners(gateway: GatewayView, input: Pick<CompileInput, "secrets" | "referenceGrants">): ListenerContext[] {
+  const listeners = gateway.listeners.map((listener, i) => processListener(gateway, listener, i, input));
+  markConflicts(listeners);
+  for (const p of listeners) {
     p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
     p.healthy = p.attachable && p.resolvedRefs.status === "True";
     // Unknown kinds in allowedRoutes do not stop the listener serving the kinds it does take.
     p.valid = p.healthy || (p.attachable && p.resolvedRefs.reason === "InvalidRouteKinds" && p.supportedKinds.length > 0);
   }
-  return plans;
+  return listeners;
 }
 
-function planListener(
-  gateway: { namespace: string; name: string },
-  l: Record<string, unknown>,
+function processListener(
+  gateway: GatewayView,
+  l: ListenerView,
   i: number,
-  secrets: Map<string, SecretInfo>,
-  index: BackendIndex,
-): ListenerPlan {
-  const name = str(l.name) || `listeners[${i}]`;
-  const protocol = str(l.protocol) ?? "";
-  const port = int(l.port) ?? 0;
-  const tls = obj(l.tls);
-  const allowed = obj(l.allowedRoutes);
-  const namespaces = obj(allowed.namespaces);
-  const plan: ListenerPlan = {
+  input: Pick<CompileInput, "secrets" | "referenceGrants">,
+): ListenerContext {
+  const name = l.name ?? `listeners[${i}]`;
+  const { protocol, port } = l;
+  const listener: ListenerContext = {
     name,
     port,
     protocol,
-    hostname: str(l.hostname) ?? "",
+    hostname: l.hostname,
     supportedKinds: [],
-    allowedFrom: str(namespaces.from) ?? "Same",
-    selector: namespaces.selector,
+    allowedFrom: l.allowedFrom,
+    selector: l.selector,
     certificateRefs: [],
     accepted: ok("Accepted", "Accepted", "Listener is accepted"),
     conflicted: bad("Conflicted", "NoConflicts", "No conflicts"),
@@ -89,90 +82,89 @@ function planListener(
   };
 
   const carried = KINDS_BY_PROTOCOL[protocol];
-  if (!str(l.name)) {
-    plan.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
-    return plan;
+  if (l.name === undefined) {
+    listener.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
+    return listener;
   }
   if (!carried) {
-    plan.accepted = bad(
+    listener.accepted = bad(
       "Accepted",
       "UnsupportedProtocol",
       `protocol ${JSON.stringify(protocol)} is not supported; blixt serves TCP, UDP, HTTP and HTTPS listeners`,
     );
-    return plan;
+    return listener;
   }
-  if (protocol === "HTTPS" && (str(tls.mode) ?? "Terminate") !== "Terminate") {
-    plan.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(tls.mode)} is not supported; blixt terminates TLS (mode Terminate)`);
-    return plan;
+  if (protocol === "HTTPS" && l.tlsMode !== "Terminate") {
+    listener.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(l.tlsMode)} is not supported; blixt terminates TLS (mode Terminate)`);
+    return listener;
   }
   if (port < 1 || port > 65535) {
-    plan.accepted = bad("Accepted", "PortUnavailable", `port ${JSON.stringify(l.port)} is not a port number from 1 to 65535`);
-    return plan;
+    listener.accepted = bad("Accepted", "PortUnavailable", `port ${l.portText} is not a port number from 1 to 65535`);
+    return listener;
   }
-  plan.transport = protocol === "UDP" ? "UDP" : "TCP";
+  listener.transport = protocol === "UDP" ? "UDP" : "TCP";
 
   // allowedRoutes.kinds: keep the ones this protocol carries; any other makes ResolvedRefs False.
-  const requested = arr(allowed.kinds).map(obj);
+  const requested = l.allowedKinds;
   if (requested.length === 0) {
-    plan.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
+    listener.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
   } else {
     const invalid: string[] = [];
-    for (const k of requested) {
-      const group = str(k.group) ?? GATEWAY_GROUP;
-      const kind = str(k.kind) ?? "";
+    for (const { group, kind } of requested) {
       if (group === GATEWAY_GROUP && (carried as string[]).includes(kind)) {
-        if (!plan.supportedKinds.some((s) => s.kind === kind)) plan.supportedKinds.push({ group, kind });
+        if (!listener.supportedKinds.some((s) => s.kind === kind)) listener.supportedKinds.push({ group, kind });
       } else invalid.push(`${group}/${kind}`);
     }
     if (invalid.length > 0) {
-      plan.resolvedRefs = bad(
+      listener.resolvedRefs = bad(
         "ResolvedRefs",
         "InvalidRouteKinds",
-        `allowedRoutes.kinds: ${invalid.join(", ")} cannot attach to a ${protocol} listener; it takes ${carried.join(", ")}`,
+        `allowedRoutes.kinds: ${firstFew(invalid)} cannot attach to a ${protocol} listener; it takes ${carried.join(", ")}`,
       );
     }
   }
-  if (!["Same", "All", "Selector", "None"].includes(plan.allowedFrom)) {
-    plan.accepted = bad("Accepted", "UnsupportedValue", `allowedRoutes.namespaces.from ${JSON.stringify(plan.allowedFrom)} is not Same, All, Selector or None`);
+  if (!["Same", "All", "Selector", "None"].includes(listener.allowedFrom)) {
+    listener.accepted = bad("Accepted", "UnsupportedValue", `allowedRoutes.namespaces.from ${JSON.stringify(listener.allowedFrom)} is not Same, All, Selector or None`);
   }
 
   if (protocol === "HTTPS") {
-    const certs = checkCertificateRefs(gateway, arr(tls.certificateRefs), secrets, index);
-    plan.certificateRefs = certs.refs;
-    if (certs.problem && plan.resolvedRefs.status === "True") plan.resolvedRefs = certs.problem;
+    const certs = checkCertificateRefs(gateway, l.certificateRefs, input);
+    listener.certificateRefs = certs.refs;
+    if (certs.problem && listener.resolvedRefs.status === "True") listener.resolvedRefs = certs.problem;
   }
-  return plan;
+  return listener;
 }
 
 function checkCertificateRefs(
-  gateway: { namespace: string; name: string },
-  refs: unknown[],
-  secrets: Map<string, SecretInfo>,
-  index: BackendIndex,
+  gateway: GatewayView,
+  refs: CertificateRefView[],
+  input: Pick<CompileInput, "secrets" | "referenceGrants">,
 ): { refs: CertificateRef[]; problem?: Verdict } {
   if (refs.length === 0) {
     return { refs: [], problem: bad("ResolvedRefs", "InvalidCertificateRef", "tls.certificateRefs is empty; an HTTPS listener needs a kubernetes.io/tls Secret") };
   }
   const good: CertificateRef[] = [];
   let problem: Verdict | undefined;
-  refs.forEach((raw, i) => {
-    const r = obj(raw);
-    const group = str(r.group) ?? "";
-    const kind = str(r.kind) ?? "Secret";
-    const name = str(r.name) ?? "";
-    const namespace = str(r.namespace) || gateway.namespace;
+  refs.forEach(({ group, kind, name, namespace }, i) => {
     const what = `tls.certificateRefs[${i}] "${name}"`;
     const fail = (reason: string, message: string) => {
       problem ??= bad("ResolvedRefs", reason, `${what}: ${message}`);
     };
     if ((group !== "" && group !== "core") || kind !== "Secret") return fail("InvalidCertificateRef", `kind ${group ? `${group}/` : ""}${kind} is not supported; use a core Secret`);
-    if (
-      namespace !== gateway.namespace &&
-      !referenceGranted(index, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.namespace }, namespace, { group: "", kind: "Secret", name })
-    ) {
-      return fail("RefNotPermitted", `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.namespace}"`);
+    // Checked before anything reads the Secret: the name goes into the URL of a GET.
+    if (!isDns1123Subdomain(name)) {
+      return fail("InvalidCertificateRef", `the name is not a DNS-1123 subdomain (lowercase letters, digits, "-" and ".", at most 253 characters), so no Secret has it; fix tls.certificateRefs[${i}].name`);
     }
-    const secret = secrets.get(`${namespace}/${name}`);
+    if (!isDns1123Label(namespace)) {
+      return fail("InvalidCertificateRef", `the namespace ${JSON.stringify(namespace)} is not a DNS-1123 label (lowercase letters, digits and "-", at most 63 characters), so no namespace has it; fix tls.certificateRefs[${i}].namespace`);
+    }
+    if (
+      namespace !== gateway.meta.namespace &&
+      !referenceGranted(input, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.meta.namespace }, namespace, { group: "", kind: "Secret", name })
+    ) {
+      return fail("RefNotPermitted", `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.meta.namespace}"`);
+    }
+    const secret = input.secrets.get(`${namespace}/${name}`);
     if (!secret) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} not found`);
     if (secret.type !== "kubernetes.io/tls") return fail("InvalidCertificateRef", `Secret ${namespace}/${name} is of type ${JSON.stringify(secret.type)}, not kubernetes.io/tls`);
     if (!secret.validTLS) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} does not hold a parseable certificate and private key in tls.crt and tls.key`);
@@ -186,9 +178,9 @@ function checkCertificateRefs(
  * listeners with distinct hostnames can share a port. The first listener in spec order keeps
  * the port; each later one that clashes is Conflicted.
  */
-function markConflicts(plans: ListenerPlan[]): void {
-  const seen: ListenerPlan[] = [];
-  for (const p of plans) {
+function markConflicts(listeners: ListenerContext[]): void {
+  const seen: ListenerContext[] = [];
+  for (const p of listeners) {
     if (p.accepted.status !== "True" || !p.transport) continue;
     const clash = seen.find((q) => q.port === p.port && q.transport === p.transport);
     if (!clash) {

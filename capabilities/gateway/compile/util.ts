@@ -47,6 +47,33 @@ export function meta(object: unknown): Meta {
   };
 }
 
+const DNS1123_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+const DNS1123_SUBDOMAIN = new RegExp(`^${DNS1123_LABEL}(\\.${DNS1123_LABEL})*$`);
+const DNS1123_LABEL_ONLY = new RegExp(`^${DNS1123_LABEL}$`);
+
+/**
+ * A DNS-1123 subdomain, what Kubernetes requires of most object names (Secrets among them):
+ * lowercase letters, digits, "-" and ".", starting and ending with a letter or digit, at most
+ * 253 characters. A name that passes holds no "/" or "..", so it is safe in an API URL.
+ */
+export function isDns1123Subdomain(name: string): boolean {
+  return name.length <= 253 && DNS1123_SUBDOMAIN.test(name);
+}
+
+/** A DNS-1123 label, what Kubernetes requires of a namespace name: a subdomain without dots, at most 63 characters. */
+export function isDns1123Label(name: string): boolean {
+  return name.length <= 63 && DNS1123_LABEL_ONLY.test(name);
+}
+
+/** How many items of a list a condition message names before counting the rest. */
+export const NAMED_IN_A_MESSAGE = 8;
+
+/** "a, b, c" for a short list; the first NAMED_IN_A_MESSAGE and "and N more" for a long one. */
+export function firstFew(items: string[], separator = ", "): string {
+  if (items.length <= NAMED_IN_A_MESSAGE) return items.join(separator);
+  return `${items.slice(0, NAMED_IN_A_MESSAGE).join(separator)}${separator}and ${items.length - NAMED_IN_A_MESSAGE} more`;
+}
+
 export function nsName(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }

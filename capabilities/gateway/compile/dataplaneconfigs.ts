@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * ProcessDataplaneConfigs: one table per accepted Gateway, and whether it is Programmed (every
+ * ready node agent has applied it as compiled now).
+ */
+import { announcingNode } from "./addresses.js";
+import type { Verdict } from "./conditions.js";
+import { bad, ok } from "./conditions.js";
+import type { GatewayContext } from "./gateways.js";
+import type { ListenerContext } from "./listeners.js";
+import type { RouteContext } from "./routes.js";
+import type { DataplaneConfig, NodeInfo } from "./types.js";
+import { DATAPLANE_API_VERSION, GATEWAY_GROUP } from "./types.js";
+import { byAge, cmp, firstFew, jsonEqual } from "./util.js";
+import type { CompileInput, DataplaneConfigView } from "./views.js";
+
+export interface DataplaneConfigs {
+  configs: DataplaneConfig[];
+  /** Programmed of each accepted Gateway, by "namespace/name". */
+  programmed: Map<string, Verdict>;
+}
+
+export function processDataplaneConfigs(input: Pick<CompileInput, "dataplaneConfigs" | "nodes">, gateways: GatewayContext[]): DataplaneConfigs {
+  const configs: DataplaneConfig[] = [];
+  const programmed = new Map<string, Verdict>();
+  for (const g of gateways) {
+    for (const list of g.attached.values()) list.sort((a, b) => byAge(a.view.meta, b.view.meta));
+    if (g.accepted.status !== "True") continue;
+    const existing = input.dataplaneConfigs.get(g.key);
+    const config = dataplaneConfig(g, existing, input.nodes);
+    configs.push(config);
+    programmed.set(g.key, gatewayProgrammed(g, config, existing, input.nodes));
+  }
+  configs.sort((a, b) => cmp(a.metadata?.namespace ?? "", b.metadata?.namespace ?? "") || cmp(a.metadata?.name ?? "", b.metadata?.name ?? ""));
+  return { configs, programmed };
+}
+
+/** The compiled table of one accepted Gateway. */
+function dataplaneConfig(g: GatewayContext, existing: DataplaneConfigView | undefined, nodes: NodeInfo[]): DataplaneConfig {
+  const address = g.address?.kind === "assigned" ? g.address.address : undefined;
+  const node = address ? announcingNode(address, nodes, existing?.announcingNode) : undefined;
+  const { meta } = g.view;
+
+  // One table entry per (port, transport): listeners sharing one (HTTP/HTTPS by hostname) share
+  // it, and the oldest route attached to any of them carries the traffic.
+  const groups = new Map<string, { listeners: ListenerContext[]; routes: RouteContext[] }>();
+  g.listeners.forEach((l, i) => {
+    if (!l.valid || !l.transport) return;
+    const key = `${l.port}/${l.transport}`;
+    const group = groups.get(key) ?? { listeners: [], routes: [] };
+    group.listeners.push(l);
+    group.routes.push(...(g.attached.get(i) ?? []));
+    groups.set(key, group);
+  });
+  const listeners = [...groups.values()].map(({ listeners: ls, routes }) => {
+    const first = ls[0];
+    const carrier = [...new Set(routes)].sort((a, b) => byAge(a.view.meta, b.view.meta))[0];
+    const entry: NonNullable<NonNullable<DataplaneConfig["spec"]>["listeners"]>[number] = {
+      name: first.name,
+      port: first.port,
+      protocol: first.transport as never,
+      rejectWeight: carrier?.backends?.rejectWeight ?? 0,
+      backends: (carrier?.backends?.backends ?? []).map((b) => ({ name: b.name, weight: b.weight, endpoints: b.endpoints })),
+    };
+    if (carrier) entry.route = { kind: carrier.view.kind as never, namespace: carrier.view.meta.namespace, name: carrier.view.meta.name };
+    const certificateRefs = ls.flatMap((l) => l.certificateRefs);
+    if (first.protocol === "HTTPS") entry.tls = { certificateRefs };
+    return entry;
+  });
+  listeners.sort((a, b) => a.port - b.port || cmp(a.protocol, b.protocol));
+
+  const spec: NonNullable<DataplaneConfig["spec"]> = {
+    gatewayName: meta.name,
+    gatewayGeneration: meta.generation,
+    ...(address ? { address } : {}),
+    ...(node ? { announcingNode: node } : {}),
+    // Omitted, not [], when empty: server-side apply drops an empty list, so the spec read
+    // back would never equal one written with `listeners: []`.
+    ...(listeners.length > 0 ? { listeners } : {}),
+  };
+  const metadata: Record<string, unknown> = {
+    name: meta.name,
+    namespace: meta.namespace,
+    labels: { "blixt.dev/gateway": meta.name },
+  };
+  if (meta.uid) {
+    metadata.ownerReferences = [
+      { apiVersion: `${GATEWAY_GROUP}/v1`, kind: "Gateway", name: meta.name, uid: meta.uid, controller: true, blockOwnerDeletion: true },
+    ];
+  }
+  return { apiVersion: DATAPLANE_API_VERSION, kind: "DataplaneConfig", metadata, spec } as DataplaneConfig;
+}
+
+/**
+ * Programmed tells the truth about traffic: an address is assigned, and every ready node agent
+ * has applied the table as compiled now. The table counts as applied only when the
+ * DataplaneConfig in the cluster already holds exactly this spec and each agent acknowledged
+ * its metadata.generation.
+ */
+function gatewayProgrammed(g: GatewayContext, config: DataplaneConfig, existing: DataplaneConfigView | undefined, nodes: NodeInfo[]): Verdict {
+  if (g.address?.kind === "notUsable") return bad("Programmed", "AddressNotUsable", g.address.message);
+  if (g.address?.kind !== "assigned") return bad("Programmed", "AddressNotAssigned", g.address?.message ?? "no address assigned");
+  const agents = nodes.filter((n) => n.ready && n.agentReady).map((n) => n.name).sort(cmp);
+  if (agents.length === 0) return bad("Programmed", "Pending", "no node has a ready blixt agent to program the address");
+  const name = `DataplaneConfig ${g.key}`;
+  if (!existing) return bad("Programmed", "Pending", `${name} is not written yet`);
+  if (!jsonEqual(existing.spec, config.spec)) return bad("Programmed", "Pending", `${name} is being updated`);
+  const { generation } = existing;
+  const lagging = agents.filter((node) => (existing.acknowledged.get(node) ?? -1) < generation);
+  if (lagging.length > 0) {
+    return bad("Programmed", "Pending", `waiting for node agents to apply ${name} generation ${generation}: ${firstFew(lagging)}`);
+  }
+  return ok("Programmed", "Programmed", `Address ${g.address.address} is programmed on ${agents.length} node${agents.length === 1 ? "" : "s"}, announced by ${config.spec?.announcingNode}`);
+}
