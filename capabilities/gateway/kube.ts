@@ -10,7 +10,7 @@ import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { KINDS } from "./kinds";
 import { canonicalJSON, type StatusKind, type Write } from "./plan";
-import { dns1123SubdomainProblem } from "./names";
+import { dns1123LabelProblem, dns1123SubdomainProblem } from "./names";
 import { errorMessage, type ClusterClient, type SecretRead } from "./reconciler";
 import { secretInfo, type SecretRef } from "./store";
 
@@ -28,7 +28,7 @@ const STATUS_MODELS: Record<StatusKind, GenericClass> = {
  * sent is encoded all the same, and an answer that is not that Secret is not taken for it.
  */
 export async function readSecret(ref: SecretRef): Promise<SecretRead> {
-  const namespaceProblem = dns1123SubdomainProblem(ref.namespace);
+  const namespaceProblem = dns1123LabelProblem(ref.namespace);
   const nameProblem = dns1123SubdomainProblem(ref.name);
   if (namespaceProblem || nameProblem) return { ...ref, problem: namespaceProblem ? `namespace ${namespaceProblem}` : `name ${nameProblem}` };
   try {
