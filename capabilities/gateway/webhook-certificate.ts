@@ -38,6 +38,9 @@ export interface WebhookCertificateSettings {
   renewBeforeDays: number;
   /** How often the Secret is checked. */
   checkIntervalSeconds: number;
+  /** Where the controller serves /metrics (the certificate's expiry among them); port 0 = nowhere. */
+  metricsAddress: string;
+  metricsPort: number;
 }
 
 function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
@@ -69,7 +72,12 @@ export function webhookCertificateSettings(env: NodeJS.ProcessEnv): WebhookCerti
     validityDays: number(env, "BLIXT_WEBHOOK_CERT_VALIDITY_DAYS", 365, 1),
     renewBeforeDays: number(env, "BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS", 0, 0),
     checkIntervalSeconds: number(env, "BLIXT_WEBHOOK_CERT_CHECK_SECONDS", 3600, 10),
+    metricsAddress: env.BLIXT_CONTROLLER_METRICS_ADDRESS?.trim() || "0.0.0.0",
+    metricsPort: number(env, "BLIXT_CONTROLLER_METRICS_PORT", 9090, 0),
   };
+  if (!Number.isInteger(settings.metricsPort) || settings.metricsPort > 65535) {
+    throw new Error(`BLIXT_CONTROLLER_METRICS_PORT="${env.BLIXT_CONTROLLER_METRICS_PORT}": must be a port, 0 to 65535 (0: no metrics endpoint)`);
+  }
   // Otherwise every new certificate would be due at once, and renewed at every check.
   if (settings.renewBeforeDays >= settings.validityDays) {
     throw new Error(`BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS=${settings.renewBeforeDays} must be less than BLIXT_WEBHOOK_CERT_VALIDITY_DAYS=${settings.validityDays} (chart: admission.certificate.renewBeforeDays < validityDays)`);

@@ -18,7 +18,9 @@
  * The chart reuses what this writes on `helm upgrade` (it reads the Secret and the caBundle
  * back), so Helm's server-side apply and this controller never disagree about those fields.
  */
+import { createServer, type Server } from "node:http";
 import { K8s, kind } from "kubernetes-fluent-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import {
   CERTIFICATE_CHECKSUM_ANNOTATION,
   bundleTrusts,
@@ -60,11 +62,55 @@ function describe(error: unknown): string {
   return e?.data?.message ?? e?.message ?? (e?.status ? `HTTP ${e.status} ${e.statusText ?? ""}`.trim() : String(error));
 }
 
+/** The controller's metrics about the webhook certificate; alert on the expiry, not on renewals. */
+export class WebhookCertificateMetrics {
+  readonly registry = new Registry();
+  readonly expiry: Gauge;
+  readonly renewals: Counter;
+  readonly checkErrors: Counter;
+
+  constructor() {
+    const registers = [this.registry];
+    this.expiry = new Gauge({
+      name: "blixt_webhook_certificate_expiry_timestamp_seconds",
+      help: "When the admission webhook's serving certificate (or its CA, if sooner) in the Secret expires, Unix seconds; alert on it minus time() being under a few weeks",
+      registers,
+    });
+    this.renewals = new Counter({ name: "blixt_webhook_certificate_renewals_total", help: "Renewals of the admission webhook's certificate by the controller", registers });
+    this.checkErrors = new Counter({ name: "blixt_webhook_certificate_check_errors_total", help: "Checks or renewals of the admission webhook's certificate that failed (retried a minute later)", registers });
+  }
+}
+
+/** Serves GET /metrics of `registry` on address:port; anything else is 404. */
+export async function serveControllerMetrics(registry: Registry, port: number, address: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+      res.writeHead(status, { "Content-Type": type });
+      res.end(body);
+    };
+    if ((req.url ?? "/").split("?")[0] !== "/metrics" || (req.method !== "GET" && req.method !== "HEAD")) return reply(404, "not found: try GET /metrics\n");
+    registry.metrics().then(
+      text => reply(200, text, registry.contentType),
+      (error: unknown) => reply(500, `reading metrics failed: ${describe(error)}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, address, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return server;
+}
+
 export class WebhookCertificateRotation {
   readonly #settings: WebhookCertificateSettings;
   readonly #log: RotationLog;
   readonly #now: () => Date;
+  readonly metrics = new WebhookCertificateMetrics();
   #timer: NodeJS.Timeout | undefined;
+  #server: Server | undefined;
   #stopped = false;
 
   constructor(settings: WebhookCertificateSettings, log: RotationLog, now: () => Date = () => new Date()) {
@@ -95,6 +141,7 @@ export class WebhookCertificateRotation {
       await this.#ensureTrusted(current.ca!);
       await this.#restartOnto(current.cert!);
       this.#log.info(`webhook certificate (${this.#secretName}): ${decision.reason}`);
+      if (validity) this.metrics.expiry.set(validity.notAfter.getTime() / 1000);
       return { renewed: false, notAfter: validity?.notAfter, daysLeft: decision.daysLeft, renewAt: decision.renewAt };
     }
 
@@ -106,18 +153,31 @@ export class WebhookCertificateRotation {
     await this.#restartOnto(issued.cert);
     const renewed = inspectServingCertificate(issued, serviceDnsNames(s.service, s.namespace));
     const after = renewalDecision("validity" in renewed ? renewed.validity : undefined, this.#now(), s.renewBeforeDays);
+    this.metrics.renewals.inc();
+    if ("validity" in renewed) this.metrics.expiry.set(renewed.validity.notAfter.getTime() / 1000);
     this.#log.info(`webhook certificate (${this.#secretName}): renewed; the new one ${after.reason}; ValidatingWebhookConfiguration ${s.webhookConfiguration} trusts the new and the previous CA; Deployment ${s.namespace}/${s.deployment} restarts onto it`);
     return { renewed: true, notAfter: "validity" in renewed ? renewed.validity.notAfter : undefined, daysLeft: after.daysLeft, renewAt: after.renewAt };
   }
 
-  /** Checks now, then every checkIntervalSeconds (sooner after a failure); never throws. */
+  /**
+   * Serves the metrics (unless metricsPort is 0), checks now, then every checkIntervalSeconds
+   * (sooner after a failure); never throws.
+   */
   start(): void {
+    const { metricsPort, metricsAddress } = this.#settings;
+    if (metricsPort > 0) {
+      serveControllerMetrics(this.metrics.registry, metricsPort, metricsAddress).then(
+        server => (this.#stopped ? server.close() : (this.#server = server)),
+        (error: unknown) => this.#log.error(`controller metrics: cannot listen on ${metricsAddress}:${metricsPort} (${describe(error)}); set controller.metrics.port in the chart`),
+      );
+    }
     const run = async () => {
       let delay = this.#settings.checkIntervalSeconds;
       try {
         await this.check();
       } catch (error) {
         delay = Math.min(delay, RETRY_SECONDS);
+        this.metrics.checkErrors.inc();
         this.#log.error(`${describe(error)}; retrying in ${delay} s`);
       }
       if (this.#stopped) return;
@@ -130,6 +190,7 @@ export class WebhookCertificateRotation {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#server?.close();
   }
 
   /** Sets the caBundle of every webhook of the configuration. */

@@ -10,6 +10,7 @@ import { execa } from "execa";
 import { X509Certificate } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { K8s, kind } from "kubernetes-fluent-client";
 import { parseAllDocuments, stringify } from "yaml";
@@ -21,7 +22,7 @@ import {
   type ServingCertificate,
   type WebhookCertificateSettings,
 } from "../../capabilities/gateway/webhook-certificate";
-import { WebhookCertificateRotation } from "../../capabilities/gateway/webhook-rotation";
+import { WebhookCertificateRotation, serveControllerMetrics } from "../../capabilities/gateway/webhook-rotation";
 import { cacheBinDir, findBinaries, startApiServer } from "../lib/apiserver";
 
 const DAY = 86_400_000;
@@ -34,7 +35,7 @@ const chartDir = resolve(import.meta.dirname, "../../charts/blixt");
 
 const settings: WebhookCertificateSettings = {
   namespace: NAMESPACE, service: ADMISSION, secret: SECRET, webhookConfiguration: ADMISSION, deployment: ADMISSION,
-  validityDays: 365, renewBeforeDays: 0, checkIntervalSeconds: 3600,
+  validityDays: 365, renewBeforeDays: 0, checkIntervalSeconds: 3600, metricsAddress: "127.0.0.1", metricsPort: 0,
 };
 
 const b64 = (text: string) => Buffer.from(text).toString("base64");
@@ -144,6 +145,11 @@ if ("missing" in binaries) {
       t.equal(after.annotations["example.dev/kept"], "yes", "other annotations stay");
       t.equal(after.deployment.metadata?.generation, (before.deployment.metadata?.generation ?? 0) + 1, "a new generation: the Deployment rolls its pods");
       t.same(after.deployment.spec?.template.spec?.containers.map(c => c.image), ["registry.invalid/blixt:test"], "the rest of the template is untouched");
+      const served = await serveControllerMetrics(rotation.metrics.registry, 0, "127.0.0.1");
+      t.teardown(() => served.close());
+      const scrape = await (await fetch(`http://127.0.0.1:${(served.address() as AddressInfo).port}/metrics`)).text();
+      t.match(scrape, `blixt_webhook_certificate_expiry_timestamp_seconds ${Date.parse(cert.validTo) / 1000}\n`, "the new expiry, served on /metrics");
+      t.match(scrape, "blixt_webhook_certificate_renewals_total 1\n");
       t.match(log.lines.join("\n"), /renewing, expires on \S+, 64 days left; due since/);
       t.match(log.lines.join("\n"), /renewed; the new one expires on .*, 364 days left; renews on/);
     });
@@ -185,6 +191,16 @@ if ("missing" in binaries) {
       t.same(fingerprints(after.bundles[0]), [fingerprint(after.ca), fingerprint(current.ca)]);
       const missing = new WebhookCertificateRotation({ ...settings, secret: "absent" }, logger());
       await t.rejects(missing.check(), /cannot read Secret blixt-system\/absent .*run helm upgrade to restore it/);
+    });
+
+    await t.test("the periodic loop logs a failed check, counts it and carries on", async t => {
+      const failing = logger();
+      const loop = new WebhookCertificateRotation({ ...settings, secret: "absent", checkIntervalSeconds: 10 }, failing);
+      loop.start();
+      t.teardown(() => loop.stop());
+      for (let i = 0; i < 100 && !failing.lines.length; i++) await new Promise(r => setTimeout(r, 100));
+      t.match(failing.lines, [/^error: webhook certificate: cannot read Secret blixt-system\/absent .*; retrying in 10 s$/]);
+      t.match(await loop.metrics.registry.metrics(), "blixt_webhook_certificate_check_errors_total 1\n");
     });
 
     const helm = findHelm();

@@ -38,8 +38,10 @@ t.test("settings: off without the chart's env, complete with it, errors name the
   t.equal(webhookCertificateSettings({}), undefined, "no Secret named: no rotation (pepr dev, tests)");
   t.same(webhookCertificateSettings(chartEnv), {
     namespace: NAMESPACE, service: SERVICE, secret: "gw-blixt-tls", webhookConfiguration: SERVICE, deployment: SERVICE,
-    validityDays: 365, renewBeforeDays: 0, checkIntervalSeconds: 3600,
+    validityDays: 365, renewBeforeDays: 0, checkIntervalSeconds: 3600, metricsAddress: "0.0.0.0", metricsPort: 9090,
   });
+  t.match(webhookCertificateSettings({ ...chartEnv, BLIXT_CONTROLLER_METRICS_ADDRESS: "127.0.0.1", BLIXT_CONTROLLER_METRICS_PORT: "0" }), { metricsAddress: "127.0.0.1", metricsPort: 0 });
+  t.throws(() => webhookCertificateSettings({ ...chartEnv, BLIXT_CONTROLLER_METRICS_PORT: "70000" }), /BLIXT_CONTROLLER_METRICS_PORT="70000": must be a port/);
   t.match(webhookCertificateSettings({ ...chartEnv, BLIXT_WEBHOOK_CERT_VALIDITY_DAYS: "90", BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS: "30", BLIXT_WEBHOOK_CERT_CHECK_SECONDS: "60" }),
     { validityDays: 90, renewBeforeDays: 30, checkIntervalSeconds: 60 });
   t.throws(() => webhookCertificateSettings({ ...chartEnv, BLIXT_WEBHOOK_DEPLOYMENT: "" }), /BLIXT_WEBHOOK_DEPLOYMENT is not set/);
