@@ -43,6 +43,12 @@ const unb64 = (text: string | undefined) => Buffer.from(text ?? "", "base64").to
 const fingerprints = (bundle: string) => pemCertificates(bundle).map(pem => new X509Certificate(pem).fingerprint256);
 const fingerprint = (pem: string) => new X509Certificate(pem).fingerprint256;
 
+// As `helm install gw` marks what it made, so the chart's upgrade render may adopt these objects.
+const helmOwned = {
+  labels: { "app.kubernetes.io/managed-by": "Helm" },
+  annotations: { "meta.helm.sh/release-name": "gw", "meta.helm.sh/release-namespace": NAMESPACE },
+};
+
 function logger() {
   const lines: string[] = [];
   return { lines, info: (m: string) => lines.push(m), warn: (m: string) => lines.push(`warn: ${m}`), error: (m: string) => lines.push(`error: ${m}`) };
@@ -54,7 +60,7 @@ const aboutToExpire = () => issueServingCertificate({ service: ADMISSION, namesp
 async function putSecret(certificate: ServingCertificate): Promise<void> {
   await K8s(kind.Secret).Apply({
     apiVersion: "v1", kind: "Secret", type: "kubernetes.io/tls",
-    metadata: { name: SECRET, namespace: NAMESPACE, annotations: { [CERTIFICATE_CHECKSUM_ANNOTATION]: certificateChecksum(certificate.cert) } },
+    metadata: { name: SECRET, namespace: NAMESPACE, labels: helmOwned.labels, annotations: { ...helmOwned.annotations, [CERTIFICATE_CHECKSUM_ANNOTATION]: certificateChecksum(certificate.cert) } },
     data: { "tls.crt": b64(certificate.cert), "tls.key": b64(certificate.key), "ca.crt": b64(certificate.ca) },
   }, { force: true });
 }
@@ -66,7 +72,7 @@ async function putWebhookConfiguration(caBundle: string): Promise<void> {
     rules: [{ apiGroups: [group], apiVersions: ["*"], operations: ["CREATE", "UPDATE"], resources: [resource], scope: "*" }],
   });
   await K8s(kind.ValidatingWebhookConfiguration).Apply({
-    apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", metadata: { name: ADMISSION },
+    apiVersion: "admissionregistration.k8s.io/v1", kind: "ValidatingWebhookConfiguration", metadata: { name: ADMISSION, ...helmOwned },
     webhooks: [webhook(`dataplaneconfigs.${NAMESPACE}.blixt.dev`, "blixt.dev", "dataplaneconfigs"), webhook(`gateway-api.${NAMESPACE}.blixt.dev`, "gateway.networking.k8s.io", "tcproutes")],
   } as never, { force: true });
 }
@@ -74,7 +80,7 @@ async function putWebhookConfiguration(caBundle: string): Promise<void> {
 async function putDeployment(name: string, checksum: string): Promise<void> {
   // No controller-manager runs: the Deployment's template is what the test watches, no pod starts.
   await K8s(kind.Deployment).Apply({
-    apiVersion: "apps/v1", kind: "Deployment", metadata: { name, namespace: NAMESPACE },
+    apiVersion: "apps/v1", kind: "Deployment", metadata: { name, namespace: NAMESPACE, ...helmOwned },
     spec: {
       selector: { matchLabels: { app: name } },
       template: {
@@ -213,7 +219,7 @@ if ("missing" in binaries) {
       const objects = parseAllDocuments(rendered.stdout).map(d => d.toJS()).filter(o => o && wanted(o));
       t.equal(objects.length, 4, "ClusterRole, ClusterRoleBinding, Role, RoleBinding of the controller");
       const models: Record<string, typeof kind.Role> = { ClusterRole: kind.ClusterRole, ClusterRoleBinding: kind.ClusterRoleBinding, Role: kind.Role, RoleBinding: kind.RoleBinding } as never;
-      for (const o of objects) await K8s(models[o.kind]).Apply(o, { force: true });
+      for (const o of objects) await K8s(models[o.kind]).Apply({ ...o, metadata: { ...o.metadata, annotations: helmOwned.annotations } }, { force: true });
 
       // A client certificate whose user name is the ServiceAccount's: RBAC matches it as that ServiceAccount.
       const user = `system:serviceaccount:${NAMESPACE}:${CONTROLLER_SA}`;
