@@ -94,8 +94,8 @@ log "imported $image into the node"
 
 pool=$(bash -c 'source hack/cluster/lib.sh && echo "$GATEWAY_POOL_FIRST-$GATEWAY_POOL_LAST"')
 # What this install deploys: the image, the pool and every file of the chart. When the
-# release's current revision was made from exactly that, an upgrade would only renew the
-# webhook certificate and roll every pod (the agent too) for nothing.
+# release's current revision was made from exactly that, an upgrade would change nothing (it
+# reuses the webhook certificate, which the controller renews) and only cost time.
 chart_sum=$(find charts/blixt -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
 wanted="release=$release namespace=$namespace image=$image pool=$pool chart=$chart_sum"
 stamp=$cache/install/$release.stamp

@@ -14,6 +14,8 @@ import { kubeClusterClient } from "./kube";
 import { KINDS } from "./kinds";
 import { Reconciler } from "./reconciler";
 import { WATCHED_KINDS, type WatchedKind } from "./store";
+import { webhookCertificateSettings } from "./webhook-certificate";
+import { WebhookCertificateRotation } from "./webhook-rotation";
 
 function readOptionalFile(path: string): string | undefined {
   try {
@@ -44,6 +46,12 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
     },
   });
 
+  // The admission webhook's certificate, renewed before it expires (off when the chart's env is absent).
+  const certificate = webhookCertificateSettings(env);
+  const rotation = certificate
+    ? new WebhookCertificateRotation(certificate, { info: m => Log.info(m), warn: m => Log.warn(m), error: m => Log.error(m) })
+    : undefined;
+
   const capability = new Capability({
     name: "gateway-controller",
     description: "Reconciles Gateway API objects into statuses and one DataplaneConfig per Gateway",
@@ -64,5 +72,9 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
   };
   for (const kind of WATCHED_KINDS) bind(kind);
 
-  return { capability, reconciler, start: () => reconciler.start() };
+  const start = () => {
+    reconciler.start();
+    rotation?.start();
+  };
+  return { capability, reconciler, start };
 }

@@ -9,6 +9,7 @@ import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { parse, parseAllDocuments } from "yaml";
+import { certificateChecksum, webhookCertificateSettings } from "../../capabilities/gateway/webhook-certificate";
 
 const chartDir = resolve(import.meta.dirname, "../../charts/blixt");
 
@@ -269,7 +270,67 @@ if (!helm) {
     t.equal(envOf(admission.spec.containers[0]).BLIXT_CONTROLLER_USERNAME, `system:serviceaccount:${NAMESPACE}:${full}-controller`,
       "only the controller's ServiceAccount may write DataplaneConfigs");
     const again = await template(helm);
-    t.not(again.get("Secret", `${full}-tls`).data["tls.crt"], tls.data["tls.crt"], "every render (install, upgrade) issues a new certificate");
+    t.not(again.get("Secret", `${full}-tls`).data["tls.crt"], tls.data["tls.crt"], "a render with no live Secret to reuse (install, helm template) issues a new certificate");
+    t.equal(tls.metadata.annotations["blixt.dev/certificate-checksum"], certificateChecksum(Buffer.from(tls.data["tls.crt"], "base64").toString()),
+      "the chart's checksum is the one the controller computes when it renews");
+  });
+
+  t.test("the controller renews the webhook certificate: its settings and exactly the rights it needs", async t => {
+    const controller = defaults.get("Deployment", `${full}-controller`).spec.template.spec.containers[0];
+    const env = envOf(controller);
+    const tls = defaults.get("Secret", `${full}-tls`);
+    const webhook = defaults.get("ValidatingWebhookConfiguration", `${full}-admission`);
+    const admission = defaults.get("Deployment", `${full}-admission`);
+    const service = defaults.get("Service", `${full}-admission`);
+    t.match(env, {
+      BLIXT_WEBHOOK_NAMESPACE: NAMESPACE,
+      BLIXT_WEBHOOK_SECRET: tls.metadata.name,
+      BLIXT_WEBHOOK_SERVICE: service.metadata.name,
+      BLIXT_WEBHOOK_CONFIGURATION: webhook.metadata.name,
+      BLIXT_WEBHOOK_DEPLOYMENT: admission.metadata.name,
+      BLIXT_WEBHOOK_CERT_VALIDITY_DAYS: "365",
+      BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS: "0",
+      BLIXT_WEBHOOK_CERT_CHECK_SECONDS: "3600",
+    });
+    t.same(webhookCertificateSettings(env), {
+      namespace: NAMESPACE, service: service.metadata.name, secret: tls.metadata.name, webhookConfiguration: webhook.metadata.name,
+      deployment: admission.metadata.name, validityDays: 365, renewBeforeDays: 0, checkIntervalSeconds: 3600,
+      metricsAddress: "0.0.0.0", metricsPort: 9090,
+    }, "the controller reads the chart's env as meant");
+    t.same(controller.ports.find((p: any) => p.name === "metrics"), { name: "metrics", containerPort: 9090 }, "the controller's /metrics port");
+    const metricsOff = await template(helm, { controller: { metrics: { port: 0, bindAddress: "127.0.0.1" } } });
+    const offContainer = metricsOff.get("Deployment", `${full}-controller`).spec.template.spec.containers[0];
+    t.match(envOf(offContainer), { BLIXT_CONTROLLER_METRICS_PORT: "0", BLIXT_CONTROLLER_METRICS_ADDRESS: "127.0.0.1" });
+    t.notOk(offContainer.ports.some((p: any) => p.name === "metrics"), "port 0: no metrics port");
+    const tuned = await template(helm, { admission: { certificate: { validityDays: 90, renewBeforeDays: 30, checkIntervalSeconds: 600 } } });
+    t.match(envOf(tuned.get("Deployment", `${full}-controller`).spec.template.spec.containers[0]),
+      { BLIXT_WEBHOOK_CERT_VALIDITY_DAYS: "90", BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS: "30", BLIXT_WEBHOOK_CERT_CHECK_SECONDS: "600" });
+    t.match(await templateError(helm, { admission: { certificate: { validityDays: 30, renewBeforeDays: 30 } } }),
+      /admission.certificate.renewBeforeDays \(30\) must be less than admission.certificate.validityDays \(30\)/);
+
+    type NamedRule = Rule & { resourceNames?: string[] };
+    const rulesFor = (role: K8sObject, group: string, resource: string) =>
+      (role.rules as NamedRule[]).filter(r => r.apiGroups.includes(group) && r.resources.includes(resource));
+    const clusterRole = defaults.get("ClusterRole", `${full}-controller`);
+    t.same(rulesFor(clusterRole, "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+      [{ apiGroups: ["admissionregistration.k8s.io"], resources: ["validatingwebhookconfigurations"], resourceNames: [webhook.metadata.name], verbs: ["get", "patch"] }],
+      "get and patch blixt's webhook configuration, by name, nothing else");
+    const role = defaults.get("Role", `${full}-controller-webhook-certificate`);
+    t.equal(role.metadata.namespace, NAMESPACE);
+    t.same(role.rules, [
+      { apiGroups: [""], resources: ["secrets"], resourceNames: [tls.metadata.name], verbs: ["get", "patch"] },
+      { apiGroups: ["apps"], resources: ["deployments"], resourceNames: [admission.metadata.name], verbs: ["patch"] },
+    ], "its one Secret and the admission Deployment, by name");
+    const binding = defaults.get("RoleBinding", `${full}-controller-webhook-certificate`);
+    t.same(binding.subjects, [{ kind: "ServiceAccount", name: `${full}-controller`, namespace: NAMESPACE }]);
+    t.same(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: role.metadata.name });
+    for (const r of defaults.all("ClusterRole").concat(defaults.all("Role"))) {
+      for (const rule of r.rules as NamedRule[]) {
+        if (rule.apiGroups.includes("apps") || rule.resources.includes("validatingwebhookconfigurations")) {
+          t.ok(rule.resourceNames?.length, `${r.kind}/${r.metadata.name}: ${rule.resources} only by name`);
+        }
+      }
+    }
   });
 
   t.test("uninstall: a pre-delete Job with a privileged detach pod template", async t => {
@@ -331,6 +392,10 @@ if (!helm) {
       ["a webhook timeout over 30 s", { admission: { timeoutSeconds: 31 } }, /timeoutSeconds/],
       ["a pin dir outside bpffs", { agent: { bpfPinDir: "/tmp/blixt" } }, /bpfPinDir/],
       ["an unknown attach mode", { agent: { attachMode: "fast" } }, /attachMode/],
+      ["a negative renewBeforeDays", { admission: { certificate: { renewBeforeDays: -1 } } }, /renewBeforeDays/],
+      ["a check interval under 10 s", { admission: { certificate: { checkIntervalSeconds: 5 } } }, /checkIntervalSeconds/],
+      ["a misspelt certificate key", { admission: { certificate: { renewBefore: 30 } } }, /renewBefore/],
+      ["the controller's metrics on Pepr's port", { controller: { metrics: { port: 3000 } } }, /controller\/metrics\/port/],
     ];
     for (const [what, values, field] of cases) {
       const message = await templateError(helm, values);

@@ -2,7 +2,7 @@
 // Faults while traffic flows: one long TCP connection and a steady UDP flow (one source port)
 // run through a Gateway while, one after another, the node agent's pod is deleted (its
 // DaemonSet starts a new one), the controller's pod, one webhook pod, blixt is upgraded by
-// `helm upgrade` with a changed value (every pod rolls, the webhook gets a new certificate),
+// `helm upgrade` with a changed value (every pod rolls; the webhook keeps its live certificate),
 // and the node's kubelet restarts. The pinned maps outlive the agent and the dataplane does not
 // depend on the controller, so the TCP connection keeps working, UDP replies keep coming from
 // the same backend, and status converges again. The times are figures (TAP comments, and
