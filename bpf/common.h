@@ -17,9 +17,6 @@
 
 #define BLIXT_ADDR_LEN 16
 
-/* UDP has no end-of-flow signal: a flow idle this long picks its backend afresh. */
-#define BLIXT_UDP_IDLE_TIMEOUT_NS (30ULL * 1000 * 1000 * 1000)
-
 /*
  * Why a packet was passed, rewritten or dropped: the index into the reasons map.
  * Append only: the numbers are part of the map ABI (maps.ts REASONS mirrors this list).
