@@ -18,6 +18,8 @@ enum action {
 	ACT_DNAT, /* rewrite destination to verdict.addr:port, then pass to the kernel to route */
 	ACT_RST,  /* answer a SYN with a RST from the address it was sent to */
 	ACT_ARP_REPLY, /* answer an ARP request for an announced address (arp.h) */
+	ACT_ICMP,      /* IPv4 ICMP: decided and rewritten by icmp.h */
+	ACT_ICMP_ECHO, /* the frame is now an echo reply: send it back */
 };
 
 struct verdict {
@@ -237,6 +239,11 @@ static __always_inline void lb_parse_verdict(struct verdict *v, int parsed)
 		unparsed(v, REASON_DROP_FRAGMENT);
 		return;
 	case PARSE_UNKNOWN_PROTO:
+		if (v->pkt.proto == IPPROTO_ICMP) {
+			v->action = ACT_ICMP; /* the program hands it to icmp.h, which decides */
+			v->reason = REASON_DROP_UNKNOWN_PROTO;
+			return;
+		}
 		unparsed(v, REASON_DROP_UNKNOWN_PROTO);
 		return;
 	default:
@@ -313,11 +320,15 @@ static __always_inline void lb_egress(void *data, void *data_end, __u32 len, str
 	struct ct4_key key, fkey;
 	struct ct4_value *ct, *fwd;
 	int confirmed = CT_TBL_CONFIRMED;
+	int parsed;
 	__u64 now;
 
 	v->action = ACT_PASS;
 	v->reason = REASON_PASS_NO_SERVICE;
-	if (parse_packet(data, data_end, len, p) != PARSE_OK)
+	parsed = parse_packet(data, data_end, len, p);
+	if (parsed == PARSE_UNKNOWN_PROTO && p->proto == IPPROTO_ICMP)
+		v->action = ACT_ICMP; /* an error about a flow: icmp.h */
+	if (parsed != PARSE_OK)
 		return;
 	now = ct_now();
 	ct_key_of(&key, p);

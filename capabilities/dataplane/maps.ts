@@ -55,6 +55,8 @@ export const REASONS = [
   "refused_rst",
   "refused_drop",
   "drop_rst_failed",
+  "icmp_echo_reply",
+  "icmp_error_nat",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
