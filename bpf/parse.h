@@ -109,7 +109,8 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 
 	if ((void *)(udp + 1) > data_end)
 		return PARSE_BAD_L4;
-	if (bpf_ntohs(udp->len) < sizeof(*udp) || p->l4_payload < sizeof(*udp))
+	/* A length past the IPv4 payload is what udp_rcv drops as a short packet; less is padding it trims. */
+	if (bpf_ntohs(udp->len) < sizeof(*udp) || p->l4_payload < sizeof(*udp) || bpf_ntohs(udp->len) > p->l4_payload)
 		return PARSE_BAD_L4;
 	p->sport = udp->source;
 	p->dport = udp->dest;
