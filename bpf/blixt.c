@@ -102,7 +102,7 @@ int blixt_tc_egress(struct __sk_buff *skb)
 	data_end = (void *)(long)skb->data_end;
 	lb_egress(data, data_end, skb->len, &v);
 	if (v.action == ACT_ICMP) {
-		if (!icmp_egress(data, data_end))
+		if (!icmp_egress(data, data_end, &v.pkt))
 			return TC_ACT_OK;
 		count_reason(REASON_ICMP_ERROR_NAT);
 		return TC_ACT_OK;

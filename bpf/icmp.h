@@ -92,13 +92,14 @@ static __always_inline void icmp_rewrite_outer(struct iphdr *ip, __be32 *addr, _
 	*addr = to;
 }
 
-/* The quoted IPv4 header of an ICMP error, checked: IPv4 without options, TCP or UDP, not a later
- * fragment (which quotes no ports), 8 bytes of L4 present. NULL otherwise. */
-static __always_inline struct iphdr *icmp_quoted_ip(void *data, void *data_end)
+/* The quoted IPv4 header of an ICMP error of icmp_len bytes (from the IPv4 total length: what
+ * follows in the frame is padding, which no checksum covers), checked: IPv4 without options, TCP
+ * or UDP, not a later fragment (which quotes no ports), 8 bytes of L4 present. NULL otherwise. */
+static __always_inline struct iphdr *icmp_quoted_ip(void *data, void *data_end, __u32 icmp_len)
 {
 	struct iphdr *in = data + ICMP_INNER_OFF;
 
-	if (data + ICMP_INNER_L4_OFF + 8 > data_end)
+	if (data + ICMP_INNER_L4_OFF + 8 > data_end || icmp_len < ICMP_HDR_LEN + 20 + 8)
 		return NULL;
 	if (in->version != 4 || in->ihl != 5 || (in->frag_off & bpf_htons(IP_OFFSET)))
 		return NULL;
@@ -107,13 +108,16 @@ static __always_inline struct iphdr *icmp_quoted_ip(void *data, void *data_end)
 	return in;
 }
 
-/* The quoted L4 checksum, if the quote reaches it: UDP's is in the first 8 bytes, TCP's at 16. */
-static __always_inline __be16 *icmp_quoted_check(void *data, void *data_end, int udp)
+/* The quoted L4 checksum, if the quote (icmp_len bytes of ICMP) reaches it: UDP's is in the
+ * first 8 bytes, TCP's at 16. */
+static __always_inline __be16 *icmp_quoted_check(void *data, void *data_end, __u32 icmp_len, int udp)
 {
 	__be16 *ports = data + ICMP_INNER_L4_OFF;
 
 	if (udp)
 		return data + ICMP_INNER_L4_OFF + 8 <= data_end ? &ports[3] : NULL;
+	if (icmp_len < ICMP_HDR_LEN + 20 + 18)
+		return NULL;
 	return data + ICMP_INNER_L4_OFF + 18 <= data_end ? &ports[8] : NULL;
 }
 
@@ -166,7 +170,7 @@ static __always_inline void icmp_ingress(void *data, void *data_end, struct verd
 	}
 	if (!icmp_is_error(icmp->type))
 		goto other;
-	in = icmp_quoted_ip(data, data_end);
+	in = icmp_quoted_ip(data, data_end, v->pkt.l4_payload);
 	if (!in || in->saddr != ip->daddr)
 		goto other;
 	ports = data + ICMP_INNER_L4_OFF;
@@ -183,7 +187,7 @@ static __always_inline void icmp_ingress(void *data, void *data_end, struct verd
 	if (!ct)
 		goto other;
 	icmp_rewrite_outer(ip, &ip->daddr, ct->addr);
-	icmp_rewrite_quote(icmp, in, &in->saddr, &ports[0], icmp_quoted_check(data, data_end, in->protocol == IPPROTO_UDP),
+	icmp_rewrite_quote(icmp, in, &in->saddr, &ports[0], icmp_quoted_check(data, data_end, v->pkt.l4_payload, in->protocol == IPPROTO_UDP),
 			   in->protocol == IPPROTO_UDP, ct->addr, ct->port);
 	v->action = ACT_PASS;
 	v->reason = REASON_ICMP_ERROR_NAT;
@@ -197,7 +201,7 @@ other:
  * DNATed, gets the VIP:port back in its quote (and as outer source, if the backend sent it).
  * Returns 1 when the packet was rewritten.
  */
-static __always_inline int icmp_egress(void *data, void *data_end)
+static __always_inline int icmp_egress(void *data, void *data_end, const struct pkt *p)
 {
 	struct iphdr *ip = data + L3_OFF;
 	struct icmphdr *icmp = data + L4_OFF;
@@ -209,7 +213,7 @@ static __always_inline int icmp_egress(void *data, void *data_end)
 
 	if ((void *)(icmp + 1) > data_end || !icmp_is_error(icmp->type))
 		return 0;
-	in = icmp_quoted_ip(data, data_end);
+	in = icmp_quoted_ip(data, data_end, p->l4_payload);
 	if (!in || in->saddr != ip->daddr)
 		return 0;
 	ports = data + ICMP_INNER_L4_OFF;
@@ -227,7 +231,7 @@ static __always_inline int icmp_egress(void *data, void *data_end)
 		return 0;
 	if (ip->saddr == in->daddr)
 		icmp_rewrite_outer(ip, &ip->saddr, ct->addr);
-	icmp_rewrite_quote(icmp, in, &in->daddr, &ports[1], icmp_quoted_check(data, data_end, in->protocol == IPPROTO_UDP),
+	icmp_rewrite_quote(icmp, in, &in->daddr, &ports[1], icmp_quoted_check(data, data_end, p->l4_payload, in->protocol == IPPROTO_UDP),
 			   in->protocol == IPPROTO_UDP, ct->addr, ct->port);
 	return 1;
 }

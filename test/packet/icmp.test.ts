@@ -91,6 +91,18 @@ t.test("icmp", async (t) => {
     });
   }
 
+  t.test("an error quoting only 8 bytes of TCP, in a frame with Ethernet padding: the padding is no part of the quote", async (t) => {
+    await runOne(dp, "blixt_xdp_ingress", tcpFrame({ src: CLIENT, dst: GW, sport: 41500, dport: 80, flags: TCP_SYN }));
+    const left = tcpFrame({ src: GW, dst: CLIENT, sport: 80, dport: 41500, flags: TCP_ACK });
+    const err = icmpFrame({ src: ROUTER, dst: GW, type: ICMP_DEST_UNREACH, code: ICMP_FRAG_NEEDED, rest: 1400, payload: quoteOf(left, 28) });
+    const padded = new Uint8Array(err.length + 24).fill(0x5a);
+    padded.set(err);
+    const r = await runOne(dp, "blixt_xdp_ingress", padded);
+    t.equal(parseFrame(r.dataOut).ip.dst, BACKEND, "translated");
+    t.same(badChecksums(r.dataOut), [], "the ICMP checksum verifies");
+    t.same(Buffer.from(r.dataOut.subarray(err.length)), Buffer.from(padded.subarray(err.length)), "the padding is untouched");
+  });
+
   t.test("ingress UDP: port unreachable from the client about a reply; the quoted checksum 0 stays 0", async (t) => {
     await runOne(dp, "blixt_xdp_ingress", udpFrame({ src: CLIENT, dst: GW, sport: 42000, dport: 53 }));
     for (const zero of [false, true]) {
@@ -132,6 +144,6 @@ t.test("icmp", async (t) => {
   t.test("counted", async (t) => {
     const { reasons } = await dp.stats();
     t.equal(reasons.icmp_echo_reply, 2, "two echo replies");
-    t.equal(reasons.icmp_error_nat, 2 * 3 + 2 + 2, "every translated error, both ways");
+    t.equal(reasons.icmp_error_nat, 2 * 3 + 1 + 2 + 2, "every translated error, both ways");
   });
 });
