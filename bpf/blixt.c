@@ -7,6 +7,7 @@
 #include "nat.h"
 #include "stats.h"
 #include "arp.h"
+#include "icmp.h"
 
 /* Ingress fast path: DNAT to a backend, refuse or reject, answer ARP for announced addresses,
  * pass everything else. */
@@ -27,6 +28,8 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 		}
 		v.action = ACT_PASS;
 	}
+	if (v.action == ACT_ICMP)
+		icmp_ingress(data, data_end, &v);
 	switch (v.action) {
 	case ACT_DNAT:
 		if (nat_xdp(data, data_end, &v, NAT_DST))
@@ -40,7 +43,7 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 		break;
 	}
 	count_reason(v.reason);
-	if (v.action == ACT_RST)
+	if (v.action == ACT_RST || v.action == ACT_ICMP_ECHO)
 		return XDP_TX;
 	return v.action == ACT_DROP ? XDP_DROP : XDP_PASS;
 }
@@ -65,6 +68,8 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 		}
 		v.action = ACT_PASS;
 	}
+	if (v.action == ACT_ICMP)
+		icmp_ingress(data, data_end, &v);
 	switch (v.action) {
 	case ACT_DNAT:
 		if (nat_tc(skb, &v, NAT_DST)) {
@@ -80,7 +85,7 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 		break;
 	}
 	count_reason(v.reason);
-	if (v.action == ACT_RST)
+	if (v.action == ACT_RST || v.action == ACT_ICMP_ECHO)
 		return bpf_redirect(skb->ifindex, 0);
 	return v.action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }
@@ -96,6 +101,12 @@ int blixt_tc_egress(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	lb_egress(data, data_end, skb->len, &v);
+	if (v.action == ACT_ICMP) {
+		if (!icmp_egress(data, data_end, &v.pkt))
+			return TC_ACT_OK;
+		count_reason(REASON_ICMP_ERROR_NAT);
+		return TC_ACT_OK;
+	}
 	if (v.action != ACT_DNAT)
 		return TC_ACT_OK; /* not counted: every packet the host sends would land here */
 	if (nat_tc(skb, &v, NAT_SRC)) {

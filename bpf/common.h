@@ -17,9 +17,6 @@
 
 #define BLIXT_ADDR_LEN 16
 
-/* UDP has no end-of-flow signal: a flow idle this long picks its backend afresh. */
-#define BLIXT_UDP_IDLE_TIMEOUT_NS (30ULL * 1000 * 1000 * 1000)
-
 /*
  * Why a packet was passed, rewritten or dropped: the index into the reasons map.
  * Append only: the numbers are part of the map ABI (maps.ts REASONS mirrors this list).
@@ -41,7 +38,9 @@ enum blixt_reason {
 	REASON_REFUSED_RST = 13,        /* Gateway address, no listener on the port: SYN answered with RST */
 	REASON_REFUSED_DROP = 14,       /* Gateway address, no listener: UDP or non-SYN TCP dropped */
 	REASON_DROP_RST_FAILED = 15,    /* could not shrink the packet into a RST: dropped instead */
-	REASON_MAX = 16,
+	REASON_ICMP_ECHO_REPLY = 16,    /* echo request to an announced Gateway address answered (icmp.h) */
+	REASON_ICMP_ERROR_NAT = 17,     /* ICMP error about a flow translated: to its backend (ingress) or its client (egress) */
+	REASON_MAX = 18,
 };
 
 #endif

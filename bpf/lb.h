@@ -18,6 +18,8 @@ enum action {
 	ACT_DNAT, /* rewrite destination to verdict.addr:port, then pass to the kernel to route */
 	ACT_RST,  /* answer a SYN with a RST from the address it was sent to */
 	ACT_ARP_REPLY, /* answer an ARP request for an announced address (arp.h) */
+	ACT_ICMP,      /* IPv4 ICMP: decided and rewritten by icmp.h */
+	ACT_ICMP_ECHO, /* the frame is now an echo reply: send it back */
 };
 
 struct verdict {
@@ -144,44 +146,42 @@ static __always_inline void dnat_to(struct verdict *v, __be32 addr, __be16 port)
 	v->port = port;
 }
 
-/* The fast path: a packet of an established flow whose service has not changed since its entry
- * was last checked (the epochs match, maps.h) goes to the entry's backend. UDP also needs the
- * flow not to have idled out, and only UDP reads the clock. Returns 0 when the full path must
- * decide. */
-static __always_inline int lb_established(struct verdict *v, struct ct4_value *ct)
+/* The fast path: a packet of a flow whose service has not changed since its entry was last
+ * checked (the epochs match, maps.h) goes to the entry's backend. Returns 0 when the full path
+ * must decide. */
+static __always_inline int lb_established(struct verdict *v, struct ct4_value *ct, const struct ct4_key *key, int confirmed, __u64 now)
 {
-	const struct pkt *p = &v->pkt;
-	__u64 now;
-
-	if (!(ct->flags & CT_F_FORWARD) || ct->epoch != svc_epoch(ct->svc_id) || !ct->epoch)
+	if (ct->epoch != svc_epoch(ct->svc_id) || !ct->epoch)
 		return 0;
-	if (p->proto == IPPROTO_UDP) {
-		now = ct_now();
-		if (ct_udp_idle(ct, now))
-			return 0;
-		ct_touch(ct, now);
-	}
-	count_service(ct->svc_id, p);
+	ct_refresh(ct, key, confirmed, now);
+	count_service(ct->svc_id, &v->pkt);
 	dnat_to(v, ct->addr, ct->port);
 	return 1;
 }
 
 /* The full path for a packet to a service: its conntrack entry (`ct`, NULL if none) is checked
  * against the service as it is now; a flow with no valid entry gets a backend from the Maglev
- * table and a new entry. The epoch is read before the checks, so a change the agent makes
- * meanwhile leaves the entry stale for the next packet rather than stamped as checked. */
-static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct)
+ * table and new entries. The epoch is read before the checks, so a change the agent makes
+ * meanwhile leaves the entry stale for the next packet rather than stamped as checked.
+ *
+ * What a flow with no entry gets: a bare SYN or a UDP datagram, an unconfirmed flow (CT_NEW); a
+ * TCP segment without SYN, forwarded where the table says (every node's table says the same) and
+ * an unconfirmed flow marked CT_F_PICKUP, so that its replies are reverse-NATed (CT_PICKUP); a
+ * RST, forwarded and nothing recorded. An entry whose backend left is re-pointed in the table it
+ * is in, and the old backend's reverse entry is removed. */
+static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct, const struct ct4_key *key, int confirmed, __u64 now)
 {
 	struct pkt *p = &v->pkt;
 	__u32 epoch = svc_epoch(svc->svc_id);
-	__u64 now = ct_now();
 	struct svc_stats *stats;
 	struct backend *be;
+	struct ct4_key old;
+	__u8 flags = 0;
 
 	count_service(svc->svc_id, p);
-	if (ct && ct_forward_valid(ct, svc->svc_id, p->proto, now)) {
+	if (ct && ct_forward_valid(ct, svc->svc_id)) {
 		ct->epoch = epoch;
-		ct_touch(ct, now);
+		ct_refresh(ct, key, confirmed, now);
 		dnat_to(v, ct->addr, ct->port);
 		return;
 	}
@@ -196,23 +196,28 @@ static __always_inline void lb_choose(struct verdict *v, const struct svc_value 
 		return;
 	}
 
-	ct_create(p, svc->svc_id, epoch, be, now);
+	if (ct) {
+		/* The flow's backend left: the old reverse entry names a backend it no longer uses. */
+		ct_other_key(&old, key, ct);
+		ct_delete(confirmed, &old);
+		flags = ct->flags & (CT_F_PICKUP | CT_F_REPLIED);
+		ct_create(confirmed, p, svc->svc_id, epoch, be, flags, now);
+	} else if (p->proto == IPPROTO_UDP || is_bare_syn(p)) {
+		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, be, 0, now);
+		count_ct(CT_NEW);
+	} else if (!(p->tcp_flags & TCP_FLAG_RST)) {
+		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, be, CT_F_PICKUP, now);
+		count_ct(CT_PICKUP);
+	}
 	if (stats)
 		stats->new_flows += 1;
 	dnat_to(v, addr_to_v4(be->addr), be->port);
 }
 
-static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, struct verdict *v)
+/* Parse results other than PARSE_OK, for both ingress programs. */
+static __always_inline void lb_parse_verdict(struct verdict *v, int parsed)
 {
-	struct pkt *p = &v->pkt;
-	struct svc_key skey = {};
-	struct svc_value *svc;
-	struct ct4_key ckey;
-	struct ct4_value *ct;
-
-	switch (parse_packet(data, data_end, len, p)) {
-	case PARSE_OK:
-		break;
+	switch (parsed) {
 	case PARSE_NOT_IPV4:
 		v->action = ACT_PASS;
 		v->reason = REASON_PASS_NOT_IPV4;
@@ -234,18 +239,58 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 		unparsed(v, REASON_DROP_FRAGMENT);
 		return;
 	case PARSE_UNKNOWN_PROTO:
+		if (v->pkt.proto == IPPROTO_ICMP) {
+			v->action = ACT_ICMP; /* the program hands it to icmp.h, which decides */
+			v->reason = REASON_DROP_UNKNOWN_PROTO;
+			return;
+		}
 		unparsed(v, REASON_DROP_UNKNOWN_PROTO);
 		return;
 	default:
 		unparsed(v, REASON_DROP_MALFORMED_L4);
 		return;
 	}
+}
+
+static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, struct verdict *v)
+{
+	struct pkt *p = &v->pkt;
+	struct svc_key skey = {};
+	struct svc_value *svc;
+	struct ct4_key ckey;
+	struct ct4_value *ct;
+	int parsed, confirmed = CT_TBL_CONFIRMED;
+	__u64 now;
+
+	parsed = parse_packet(data, data_end, len, p);
+	if (parsed != PARSE_OK) {
+		lb_parse_verdict(v, parsed);
+		return;
+	}
 
 	/* Conntrack first: most packets to a service belong to a flow it already has. */
+	now = ct_now();
 	ct_key_of(&ckey, p);
-	ct = bpf_map_lookup_elem(&blixt_ct4, &ckey);
-	if (ct && lb_established(v, ct))
-		return;
+	ct = ct_find(&ckey, CT_F_FORWARD, now, &confirmed);
+	if (ct && ct_closed(ct) && is_bare_syn(p)) {
+		/* A new connection on the 5-tuple of a closed one: start afresh. */
+		ct_remove_pair(confirmed, &ckey, ct);
+		ct = NULL;
+	}
+	if (ct) {
+		ct_track_tcp(p, ct, &ckey, confirmed, 1, now);
+		/* The backend answered and the client speaks again: the flow is confirmed. */
+		if (!confirmed && (ct->flags & CT_F_REPLIED) && !(p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_RST))) {
+			struct ct4_value *moved = ct_confirm(&ckey, ct, now);
+
+			if (moved) {
+				ct = moved;
+				confirmed = CT_TBL_CONFIRMED;
+			}
+		}
+		if (lb_established(v, ct, &ckey, confirmed, now))
+			return;
+	}
 
 	__builtin_memcpy(v->dmac, ((struct ethhdr *)data)->h_dest, ETH_ALEN);
 	__builtin_memcpy(v->smac, ((struct ethhdr *)data)->h_source, ETH_ALEN);
@@ -255,7 +300,7 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	skey.proto = p->proto;
 	svc = bpf_map_lookup_elem(&blixt_services, &skey);
 	if (svc) {
-		lb_choose(v, svc, ct);
+		lb_choose(v, svc, ct, &ckey, confirmed, now);
 		return;
 	}
 	if (is_gateway_address(p->daddr)) {
@@ -266,23 +311,39 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	v->reason = REASON_PASS_NO_SERVICE;
 }
 
-/* Egress: a reply from a backend to a client of a service gets the VIP:port back as source. */
+/* Egress: a reply from a backend to a client of a service gets the VIP:port back as source. The
+ * first reply that is not a RST marks an unconfirmed flow CT_F_REPLIED (both entries), so the
+ * client's next packet confirms it. */
 static __always_inline void lb_egress(void *data, void *data_end, __u32 len, struct verdict *v)
 {
 	struct pkt *p = &v->pkt;
-	struct ct4_key key;
-	struct ct4_value *ct;
+	struct ct4_key key, fkey;
+	struct ct4_value *ct, *fwd;
+	int confirmed = CT_TBL_CONFIRMED;
+	int parsed;
+	__u64 now;
 
 	v->action = ACT_PASS;
 	v->reason = REASON_PASS_NO_SERVICE;
-	if (parse_packet(data, data_end, len, p) != PARSE_OK)
+	parsed = parse_packet(data, data_end, len, p);
+	if (parsed == PARSE_UNKNOWN_PROTO && p->proto == IPPROTO_ICMP)
+		v->action = ACT_ICMP; /* an error about a flow: icmp.h */
+	if (parsed != PARSE_OK)
 		return;
+	now = ct_now();
 	ct_key_of(&key, p);
-	ct = bpf_map_lookup_elem(&blixt_ct4, &key);
-	if (!ct || !(ct->flags & CT_F_REVERSE))
+	ct = ct_find(&key, CT_F_REVERSE, now, &confirmed);
+	if (!ct)
 		return;
-	if (p->proto == IPPROTO_UDP)
-		ct_touch(ct, ct_now());
+	ct_track_tcp(p, ct, &key, confirmed, 0, now);
+	if (!confirmed && !(ct->flags & CT_F_REPLIED) && !(p->tcp_flags & TCP_FLAG_RST)) {
+		ct->flags |= CT_F_REPLIED;
+		ct_other_key(&fkey, &key, ct);
+		fwd = ct_lookup(CT_TBL_NEW, &fkey);
+		if (fwd)
+			fwd->flags |= CT_F_REPLIED;
+	}
+	ct_refresh(ct, &key, confirmed, now);
 	v->action = ACT_DNAT; /* applied to the source by the caller */
 	v->reason = REASON_REVERSE_NAT;
 	v->addr = ct->addr;

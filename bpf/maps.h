@@ -29,6 +29,10 @@ _Static_assert((BLIXT_CHUNK_SLOTS & (BLIXT_CHUNK_SLOTS - 1)) == 0, "BLIXT_CHUNK_
 /* Backend lists of every table, live and spare: twice the backends blixt_backends holds. */
 #define BLIXT_MAX_TABLE_BACKENDS (2 * BLIXT_MAX_BACKENDS)
 #define BLIXT_MAX_CONNTRACK (1 << 18)
+/* Unconfirmed flows (ct4_new): a SYN, a first UDP datagram or a mid-flow pickup waits here until
+ * the backend has answered and the client has spoken again. A flood of new flows churns this
+ * table only, never the confirmed one. */
+#define BLIXT_MAX_CONNTRACK_NEW (1 << 16)
 #define BLIXT_MAX_ADDRESSES 4096
 #define BLIXT_MAX_IFACES 256
 
@@ -85,7 +89,8 @@ struct backend_value {
 	__u32 weight; /* 0..3 0 = listed but takes no traffic, established flows move away */
 };                    /* 4 bytes */
 
-/* ct4: IPv4 conntrack, one entry per direction. Keyed by the bare IPv4 5-tuple (16 bytes, not the
+/* ct4: IPv4 conntrack of confirmed flows, one entry per direction; ct4_new holds unconfirmed
+ * flows in the same layout (conntrack.h says when a flow moves). Keyed by the bare IPv4 5-tuple (16 bytes, not the
  * 40 an IPv4-mapped key takes): every forwarded packet hashes this key, and IPv6 gets a map of
  * its own, as Cilium keeps ct4 and ct6 apart.
  *  forward: client → VIP  (saddr=client, daddr=VIP, sport=client port, dport=VIP port)
@@ -103,6 +108,14 @@ struct ct4_key {
 
 #define CT_F_FORWARD 0x1
 #define CT_F_REVERSE 0x2
+#define CT_F_REPLIED 0x4     /* the backend has answered (unconfirmed entries: ready to be confirmed) */
+#define CT_F_FIN_CLIENT 0x8  /* TCP: the client sent a FIN */
+#define CT_F_FIN_BACKEND 0x10 /* TCP: the backend sent a FIN */
+#define CT_F_RST 0x20        /* TCP: either side sent a RST */
+#define CT_F_PICKUP 0x40     /* created by a mid-flow packet (no SYN seen on this node) */
+/* Closed: a RST, or a FIN each way. Both entries of a flow carry the same CT_F_FIN_* and CT_F_RST
+ * bits; a closed flow lives for the closing timeout after the packet that closed it. */
+#define CT_F_CLOSED_MASK (CT_F_FIN_CLIENT | CT_F_FIN_BACKEND)
 
 struct ct4_value {
 	__be32 addr;         /*  0..3  forward: backend; reverse: VIP */
@@ -111,9 +124,40 @@ struct ct4_value {
 	__u8 pad;            /*  7     zero */
 	__u32 svc_id;        /*  8..11 */
 	__u32 epoch;         /* 12..15 forward: blixt_svc_epoch[svc_id] when the entry was last checked */
-	__u64 last_seen_ns;  /* 16..23 bpf_ktime_get_coarse_ns(): UDP, the last packet (to within a
-			      *        second); TCP, when the entry was created or last checked */
+	__u64 last_seen_ns;  /* 16..23 bpf_ktime_get_coarse_ns(): the flow's last packet in this entry's
+			      *        direction, to within a second (BLIXT_CT_REFRESH_NS); for a closed
+			      *        TCP flow, the packet that closed it */
 };                           /* 24 bytes */
+
+/* ct_config: index 0 holds the conntrack timeouts, written by the node agent (maps.ts
+ * encodeConntrackConfig). A field left 0 takes the compiled default (BLIXT_CT_DEFAULT_*), so a
+ * map nobody wrote behaves as documented. An entry idle past its timeout is treated as absent
+ * and replaced by the next packet that needs it. */
+struct ct_config {
+	__u32 tcp_new_s;         /*  0..3  TCP unconfirmed (SYN seen, handshake not finished) */
+	__u32 tcp_established_s; /*  4..7  TCP confirmed, idle */
+	__u32 tcp_closing_s;     /*  8..11 TCP after a RST or a FIN each way */
+	__u32 udp_s;             /* 12..15 UDP, idle */
+};                               /* 16 bytes */
+
+/* Defaults: Cilium's (CT_SYN_TIMEOUT 60 s, CT_CONNECTION_LIFETIME_TCP 6 h, CT_CLOSE_TIMEOUT 10 s,
+ * CT_CONNECTION_LIFETIME_NONTCP 60 s). nf_conntrack's differ: SYN_SENT 120 s, ESTABLISHED 5 days,
+ * CLOSE 10 s / TIME_WAIT 120 s, UDP 30 s unreplied and 120 s once a stream. */
+#define BLIXT_CT_DEFAULT_TCP_NEW_S 60
+#define BLIXT_CT_DEFAULT_TCP_ESTABLISHED_S 21600
+#define BLIXT_CT_DEFAULT_TCP_CLOSING_S 10
+#define BLIXT_CT_DEFAULT_UDP_S 60
+
+/* ct_stats: per-CPU counters, indexed by enum blixt_ct_counter. */
+enum blixt_ct_counter {
+	CT_NEW = 0,            /* unconfirmed flow created: a SYN or a first UDP datagram */
+	CT_PICKUP = 1,         /* unconfirmed flow created by a mid-flow packet no entry knew */
+	CT_CONFIRMED = 2,      /* unconfirmed flow moved to ct4 (the backend answered, the client spoke again) */
+	CT_REPAIRED = 3,       /* a flow's missing other direction recreated from the one present */
+	CT_CLOSED = 4,         /* a TCP flow closed (RST, or FIN each way) */
+	CT_EXPIRED = 5,        /* an entry found idle past its timeout, removed */
+	CT_COUNTER_MAX = 6,
+};
 
 /* svc_epoch: service id → the epoch of its backend set. The agent writes a new, never reused,
  * epoch for a service after every change to it (its backends, weights, table, or its removal),
@@ -198,6 +242,27 @@ struct {
 	__type(key, struct ct4_key);
 	__type(value, struct ct4_value);
 } blixt_ct4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BLIXT_MAX_CONNTRACK_NEW);
+	__type(key, struct ct4_key);
+	__type(value, struct ct4_value);
+} blixt_ct4_new SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_config);
+} blixt_ct_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CT_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} blixt_ct_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -109,7 +109,8 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 
 	if ((void *)(udp + 1) > data_end)
 		return PARSE_BAD_L4;
-	if (bpf_ntohs(udp->len) < sizeof(*udp) || p->l4_payload < sizeof(*udp))
+	/* A length past the IPv4 payload is what udp_rcv drops as a short packet; less is padding it trims. */
+	if (bpf_ntohs(udp->len) < sizeof(*udp) || p->l4_payload < sizeof(*udp) || bpf_ntohs(udp->len) > p->l4_payload)
 		return PARSE_BAD_L4;
 	p->sport = udp->source;
 	p->dport = udp->dest;
@@ -137,14 +138,25 @@ static __always_inline int parse_packet(void *data, void *data_end, __u32 len, s
  * of TCP/UDP). Payload stays where it is: NAT and the RST go through skb helpers. */
 #define TC_PULL_LEN (L4_OFF + (int)sizeof(struct tcphdr))
 
+/* An ICMP error is read and rewritten through its quote: Ethernet, IPv4, ICMP header, the quoted
+ * IPv4 header and 18 bytes of the quoted L4 header (through a TCP checksum). icmp.h. */
+#define TC_PULL_LEN_ICMP 80
+
 /* Makes the headers linear when they are not (a forwarded or locally built skb may hold them
- * in fragments); a linear skb pays one compare. */
+ * in fragments); a linear skb pays one compare, and an ICMP packet's quote is pulled too. */
 static __always_inline void tc_pull_headers(struct __sk_buff *skb)
 {
 	__u32 linear = skb->data_end - skb->data;
+	struct iphdr *ip;
 
 	if (linear < TC_PULL_LEN && skb->len > linear)
 		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
+	ip = (void *)(long)skb->data + L3_OFF;
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end || ip->protocol != IPPROTO_ICMP)
+		return;
+	linear = skb->data_end - skb->data;
+	if (linear < TC_PULL_LEN_ICMP && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN_ICMP ? skb->len : TC_PULL_LEN_ICMP);
 }
 
 #endif

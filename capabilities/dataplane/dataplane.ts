@@ -91,6 +91,8 @@ export interface DataplaneOptions {
   xdpMode?: XdpMode;
 }
 export interface ConntrackEntry {
+  /** in blixt_ct4 (the backend answered and the client spoke again), not blixt_ct4_new */
+  confirmed: boolean;
   direction: "forward" | "reverse";
   proto: Proto;
   saddr: string;
@@ -105,8 +107,7 @@ export interface ConntrackEntry {
   epoch: number;
   /**
    * CLOCK_MONOTONIC ns, to the kernel's tick (exact up to 2^53 ns, about 104 days of uptime):
-   * UDP, the last packet, to within a second; TCP, when the entry was created or last checked
-   * (a TCP flow has no idle timeout, so its packets do not read the clock)
+   * the flow's last packet, to within a second; for a closed TCP flow, the packet that closed it
    */
   lastSeenNs: number;
 }
@@ -576,11 +577,14 @@ export class Dataplane {
     ) as Record<ArpCounter, number>;
   }
 
+  /** Entries of both conntrack tables: blixt_ct4 (confirmed flows) and blixt_ct4_new (unconfirmed, bpf/conntrack.h). */
   async conntrack(): Promise<ConntrackEntry[]> {
-    return (await bpftool.mapDump(this.mapPin("blixt_ct4"))).map((e) => {
+    const tables = await Promise.all((["blixt_ct4", "blixt_ct4_new"] as const).map((m) => bpftool.mapDump(this.mapPin(m))));
+    return tables.flatMap((entries, table) => entries.map((e) => {
       const k = decodeConntrackKey(e.key);
       const v = decodeConntrackValue(e.value!);
       return {
+        confirmed: table === 0,
         direction: v.direction,
         proto: k.proto,
         saddr: k.saddr,
@@ -593,7 +597,7 @@ export class Dataplane {
         epoch: v.epoch,
         lastSeenNs: Number(v.lastSeenNs),
       };
-    });
+    }));
   }
 
   async stats(): Promise<DataplaneStats> {

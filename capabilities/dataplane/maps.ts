@@ -22,6 +22,9 @@ export const MAP_NAMES = [
   "blixt_reasons",
   "blixt_ifaces",
   "blixt_arp_stats",
+  "blixt_ct4_new",
+  "blixt_ct_config",
+  "blixt_ct_stats",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 /**
@@ -52,6 +55,8 @@ export const REASONS = [
   "refused_rst",
   "refused_drop",
   "drop_rst_failed",
+  "icmp_echo_reply",
+  "icmp_error_nat",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -60,6 +65,13 @@ export const MAX_SERVICES = 16384;
 export const BACKEND_F_REJECT = 0x1;
 export const CT_F_FORWARD = 0x1;
 export const CT_F_REVERSE = 0x2;
+/** The backend has answered (an unconfirmed flow's client packet then confirms it). */
+export const CT_F_REPLIED = 0x4;
+export const CT_F_FIN_CLIENT = 0x8;
+export const CT_F_FIN_BACKEND = 0x10;
+export const CT_F_RST = 0x20;
+/** Created by a mid-flow TCP packet no entry knew (no SYN seen on this node). */
+export const CT_F_PICKUP = 0x40;
 /** Flag of an address entry: this node announces it, so the programs answer ARP requests for it. */
 export const ADDR_F_ANNOUNCE = 0x1;
 
@@ -345,6 +357,66 @@ export function decodeConntrackValue(b: Uint8Array): ConntrackValue {
     lastSeenNs: r.u64(16),
   };
 }
+
+/** The CT_F_* bits of a ct4_value beyond its direction (byte 6). */
+export const decodeConntrackFlags = (b: Uint8Array): number => new Reader(b, 24, "ct4_value").u8(6);
+
+// ---- conntrack timeouts: blixt_ct_config[0] = struct ct_config (16 bytes) -------------------
+
+/** Idle timeouts of conntrack entries, in whole seconds (struct ct_config). */
+export interface ConntrackTimeouts {
+  /** TCP flow whose handshake has not finished (SYN seen, or picked up mid-flow, not yet confirmed) */
+  tcpNewSeconds: number;
+  /** confirmed TCP flow */
+  tcpEstablishedSeconds: number;
+  /** TCP flow after a RST or a FIN each way */
+  tcpClosingSeconds: number;
+  udpSeconds: number;
+}
+
+/**
+ * Defaults (bpf/maps.h BLIXT_CT_DEFAULT_*): Cilium's CT_SYN_TIMEOUT, CT_CONNECTION_LIFETIME_TCP,
+ * CT_CLOSE_TIMEOUT and CT_CONNECTION_LIFETIME_NONTCP. The programs use these for any field left 0,
+ * so an unwritten map behaves the same.
+ */
+export const CONNTRACK_TIMEOUT_DEFAULTS: Readonly<ConntrackTimeouts> = Object.freeze({
+  tcpNewSeconds: 60,
+  tcpEstablishedSeconds: 21600,
+  tcpClosingSeconds: 10,
+  udpSeconds: 60,
+});
+
+/** Key of the single blixt_ct_config entry. */
+export const CT_CONFIG_KEY = 0;
+
+/** struct ct_config; every field a whole number of seconds in 1..2^32-1 (0 is "the default", written only by leaving a field out). */
+export function encodeConntrackConfig(t: Partial<ConntrackTimeouts>): Uint8Array {
+  const w = new Writer(16);
+  (["tcpNewSeconds", "tcpEstablishedSeconds", "tcpClosingSeconds", "udpSeconds"] as const).forEach((field, i) => {
+    const v = t[field];
+    if (v === undefined) return;
+    if (!Number.isInteger(v) || v < 1 || v > 0xffffffff) throw new RangeError(`conntrack timeout ${field}: ${v} is not a whole number of seconds between 1 and 4294967295`);
+    w.u32(4 * i, v);
+  });
+  return w.bytes;
+}
+
+/** struct ct_config back, with the programs' defaults in place of 0 fields. */
+export function decodeConntrackConfig(b: Uint8Array): ConntrackTimeouts {
+  const r = new Reader(b, 16, "ct_config");
+  const or = (v: number, d: number) => v || d;
+  const d = CONNTRACK_TIMEOUT_DEFAULTS;
+  return {
+    tcpNewSeconds: or(r.u32(0), d.tcpNewSeconds),
+    tcpEstablishedSeconds: or(r.u32(4), d.tcpEstablishedSeconds),
+    tcpClosingSeconds: or(r.u32(8), d.tcpClosingSeconds),
+    udpSeconds: or(r.u32(12), d.udpSeconds),
+  };
+}
+
+/** enum blixt_ct_counter in bpf/maps.h, in order: the index is the key of blixt_ct_stats (per-CPU u64). */
+export const CT_COUNTERS = ["new", "pickup", "confirmed", "repaired", "closed", "expired"] as const;
+export type ConntrackCounter = (typeof CT_COUNTERS)[number];
 
 // ---- service epochs: u32 service id → u32 epoch (array) --------------------------------------
 

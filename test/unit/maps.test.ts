@@ -41,7 +41,7 @@ t.test("known bytes", async (t) => {
   t.equal(m.nextEpoch(0xffffffff), 1, "the epoch wraps past 0, which no service is given");
   t.throws(() => m.addrBytes("10.0.0.256"), /not an IPv4 address literal/);
   t.throws(() => m.decodeServiceKey(new Uint8Array(19)), /svc_key must be 20 bytes/);
-  t.equal(m.REASONS.length, 16, "REASON_MAX in bpf/common.h");
+  t.equal(m.REASONS.length, 18, "REASON_MAX in bpf/common.h");
 });
 
 t.test("round trips through the kernel's maps, checked against BTF", async (t) => {
@@ -132,4 +132,21 @@ t.test("round trips through the kernel's maps, checked against BTF", async (t) =
   t.equal(m.decodeReasonCounter(reason.values![0]), 0);
 
   t.equal(await mapLookup(pin("blixt_services"), m.hex(m.encodeServiceKey({ ...svcKey, port: 444 }))), undefined, "absent key reads as undefined");
+});
+
+t.test("conntrack timeouts: struct ct_config, checked against BTF", async (t) => {
+  t.equal(hexOf(m.encodeConntrackConfig({ tcpNewSeconds: 1, tcpEstablishedSeconds: 0x01020304, udpSeconds: 60 })), "01 00 00 00 04 03 02 01 00 00 00 00 3c 00 00 00", "16 bytes, host order, an omitted field 0");
+  t.same(m.decodeConntrackConfig(new Uint8Array(16)), m.CONNTRACK_TIMEOUT_DEFAULTS, "0 fields read as the programs' defaults");
+  t.throws(() => m.encodeConntrackConfig({ udpSeconds: 0 }), /udpSeconds: 0 is not a whole number of seconds/);
+  t.throws(() => m.encodeConntrackConfig({ tcpClosingSeconds: 1.5 }), /tcpClosingSeconds/);
+  t.equal(m.CT_COUNTERS.length, 6, "CT_COUNTER_MAX in bpf/maps.h");
+
+  const dp = await loadedDataplane(t, "maps-ct");
+  const timeouts = { tcpNewSeconds: 30, tcpEstablishedSeconds: 7200, tcpClosingSeconds: 5, udpSeconds: 45 };
+  await batch([mapUpdateLine(dp.mapPin("blixt_ct_config"), m.hex(m.encodeIndexKey(m.CT_CONFIG_KEY)), m.hex(m.encodeConntrackConfig(timeouts)))], "writing timeouts");
+  const entry = (await mapLookup(dp.mapPin("blixt_ct_config"), m.hex(m.encodeIndexKey(m.CT_CONFIG_KEY))))!;
+  t.same(entry.formatted, { key: 0, value: { tcp_new_s: 30, tcp_established_s: 7200, tcp_closing_s: 5, udp_s: 45 } }, "ct_config");
+  t.same(m.decodeConntrackConfig(entry.value!), timeouts);
+  const ct = (await mapLookup(dp.mapPin("blixt_ct_stats"), m.hex(m.encodeIndexKey(m.CT_COUNTERS.length - 1))))!;
+  t.ok(ct.values, "ct_stats: per-CPU, indexed up to CT_COUNTER_MAX - 1");
 });
