@@ -24,8 +24,8 @@ import {
   decodeTableKey,
   hex,
 } from "../../capabilities/dataplane/maps.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import type { NodeAck } from "../../capabilities/dataplane/plan.js";
+import { Agent } from "../../capabilities/agent/loop.js";
+import type { NodeAck } from "../../capabilities/agent/desired.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { dataplaneConfig } from "./fixtures.js";
 

@@ -6,9 +6,9 @@
 import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import { applyLines, readMaps } from "../../capabilities/dataplane/agent-maps.js";
-import { desiredState, diffState } from "../../capabilities/dataplane/plan.js";
+import { Agent } from "../../capabilities/agent/loop.js";
+import { applyLines, readMaps } from "../../capabilities/agent/apply.js";
+import { desiredState, diffState } from "../../capabilities/agent/desired.js";
 import { EPOCH_COUNTER, decodeEpoch, encodeIndexKey, hex, type MapName } from "../../capabilities/dataplane/maps.js";
 import { dataplaneConfig } from "./fixtures.js";
 

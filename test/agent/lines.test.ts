@@ -5,8 +5,8 @@
 import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import { readMaps } from "../../capabilities/dataplane/agent-maps.js";
+import { Agent } from "../../capabilities/agent/loop.js";
+import { readMaps } from "../../capabilities/agent/apply.js";
 import { CHUNK_SLOTS, chunkCount, decodeTableChunk, decodeTableKey, encodeTableChunk, encodeTableKey, hex } from "../../capabilities/dataplane/maps.js";
 import { MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE } from "../../capabilities/dataplane/maglev.js";
 import { dataplaneConfig } from "./fixtures.js";

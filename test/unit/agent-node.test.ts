@@ -2,9 +2,9 @@
 // The agent's node-side choices and settings: ingress interface, attach mode, environment,
 // and the status write it sends (one node's entry, its own field manager).
 import t from "tap";
-import { defaultRouteInterface, parseRequestedMode, pickMode } from "../../capabilities/dataplane/agent-node.js";
-import { ackRequest, fieldManager } from "../../capabilities/dataplane/agent-kube.js";
-import { agentSettings } from "../../capabilities/dataplane/index.js";
+import { defaultRouteInterface, parseRequestedMode, pickMode } from "../../capabilities/agent/node.js";
+import { ackRequest, fieldManager } from "../../capabilities/agent/kube.js";
+import { agentSettings } from "../../capabilities/agent/index.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 
 t.test("the ingress interface is the default route's with the lowest metric", async (t) => {

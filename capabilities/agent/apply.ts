@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The node agent's side of the pinned maps: read back what they hold (for the diff in
-// plan.ts) and turn a diff into ONE `bpftool batch` run. The per-service write protocol
+// desired.ts) and turn a diff into ONE `bpftool batch` run. The per-service write protocol
 // (backends, new table in the spare slot, one switching write, old table removed) is the
-// Dataplane's own, from dataplane.ts; this file only strings many services into one batch.
-import * as bpftool from "./bpftool.js";
+// Dataplane's own, from ../dataplane/dataplane.ts; this file only strings many services into one batch.
+import * as bpftool from "../dataplane/bpftool.js";
 import {
   Epochs,
   epochLine,
@@ -19,8 +19,8 @@ import {
   type ServiceSpec,
   type ServiceState,
   type TableEntry,
-} from "./dataplane.js";
-import { MAGLEV_MAX_SIZE } from "./maglev.js";
+} from "../dataplane/dataplane.js";
+import { MAGLEV_MAX_SIZE } from "../dataplane/maglev.js";
 import {
   ADDR_F_ANNOUNCE,
   chunkCount,
@@ -43,8 +43,8 @@ import {
   type BackendKey,
   type MapName,
   type TableKey,
-} from "./maps.js";
-import { sampleChunks, type ActualService, type ActualState, type DataplaneDiff } from "./plan.js";
+} from "../dataplane/maps.js";
+import { sampleChunks, type ActualService, type ActualState, type DataplaneDiff } from "./desired.js";
 
 export interface MapsSnapshot {
   actual: ActualState;

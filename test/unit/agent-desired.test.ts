@@ -15,7 +15,7 @@ import {
   retryDelay,
   sampleChunks,
   type ActualService,
-} from "../../capabilities/dataplane/plan.js";
+} from "../../capabilities/agent/desired.js";
 
 interface ListenerIn {
   name: string;

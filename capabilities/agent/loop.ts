@@ -4,10 +4,11 @@
 // and resync periodically so a change made behind its back is put back. Kubernetes is reached
 // only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
 import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
-import type { Dataplane } from "./dataplane.js";
-import { applyDiff, readMaps } from "./agent-maps.js";
-import { tlsListenerSpecs } from "./tls.js";
-import type { TlsListeners } from "./tls-listeners.js";
+import type { Dataplane } from "../dataplane/dataplane.js";
+import { applyDiff, readMaps } from "./apply.js";
+import { tlsListenerSpecs } from "./tls/certificates.js";
+import type { TlsListeners } from "./tls/listeners.js";
+import type { AgentLog } from "./log.js";
 import {
   changeCount,
   changesByConfig,
@@ -20,12 +21,7 @@ import {
   type ConfigKey,
   type ListenerRef,
   type NodeAck,
-} from "./plan.js";
-
-export interface AgentLog {
-  info(fields: Record<string, unknown>, message: string): void;
-  error(fields: Record<string, unknown>, message: string): void;
-}
+} from "./desired.js";
 
 /** One run of the loop, as metrics and tests see it. */
 export interface ConvergeResult {

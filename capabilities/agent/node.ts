@@ -2,8 +2,8 @@
 // The node the agent runs on: bpffs, the ingress interface, and how to attach to it. The
 // choices are pure functions of what `ip -j` prints; the I/O around them is a few commands.
 import { execa } from "execa";
-import { netnsPrefix } from "./bpftool.js";
-import type { AttachMode } from "./plan.js";
+import { netnsPrefix } from "../dataplane/bpftool.js";
+import type { AttachMode } from "./desired.js";
 
 /** `ip ARGS`, inside network namespace `netns` when given. */
 async function ip(args: string[], netns?: string): Promise<string> {

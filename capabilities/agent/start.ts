@@ -5,14 +5,15 @@
 import type { Server } from "node:http";
 import { dirname } from "node:path";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
-import { Agent, type AgentLog, type ConvergeResult } from "./agent.js";
-import { acknowledge, listDataplaneConfigs } from "./agent-kube.js";
-import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode, pickMode } from "./agent-node.js";
-import { readSecret } from "./agent-kube.js";
-import { TlsListeners } from "./tls-listeners.js";
-import { DEFAULT_PIN_DIR, Dataplane } from "./dataplane.js";
+import { Agent, type ConvergeResult } from "./loop.js";
+import type { AgentLog } from "./log.js";
+import { acknowledge, listDataplaneConfigs } from "./kube.js";
+import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode, pickMode } from "./node.js";
+import { readSecret } from "./kube.js";
+import { TlsListeners } from "./tls/listeners.js";
+import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
-import type { AttachMode } from "./plan.js";
+import type { AttachMode } from "./desired.js";
 
 export interface AgentSettings {
   nodeName: string;
