@@ -4,15 +4,8 @@
 import { access } from "node:fs/promises";
 import { isIPv4 } from "node:net";
 import { Command, InvalidArgumentError, Option } from "commander";
-import {
-  DEFAULT_PIN_DIR,
-  Dataplane,
-  type Backend,
-  type ConntrackEntry,
-  type DataplaneStats,
-  type Proto,
-  type ServiceSpec,
-} from "../capabilities/dataplane/dataplane.js";
+import { DEFAULT_PIN_DIR, Dataplane, type ConntrackEntry, type DataplaneStats } from "../capabilities/dataplane/dataplane.js";
+import type { Backend, Proto, ServiceSpec } from "../capabilities/dataplane/tables.js";
 
 // ---- pure: argument parsing ---------------------------------------------------------------------
 

@@ -4,22 +4,9 @@
 // (backends, new table in the spare slot, one switching write, old table removed) is the
 // Dataplane's own, from ../dataplane/dataplane.ts; this file only strings many services into one batch.
 import * as bpftool from "../dataplane/bpftool.js";
-import {
-  Epochs,
-  epochLine,
-  freeServiceId,
-  readEpochCounter,
-  serviceDeleteLines,
-  serviceName,
-  serviceTable,
-  serviceUpdateLines,
-  spareTableId,
-  tableBackendIndexes,
-  type Dataplane,
-  type ServiceSpec,
-  type ServiceState,
-  type TableEntry,
-} from "../dataplane/dataplane.js";
+import { readEpochCounter, type Dataplane } from "../dataplane/dataplane.js";
+import { Epochs, epochLine, freeServiceId, serviceDeleteLines, serviceUpdateLines, spareTableId, tableBackendIndexes, type ServiceState } from "../dataplane/lines.js";
+import { serviceName, serviceTable, type TableEntry } from "../dataplane/tables.js";
 import { MAGLEV_MAX_SIZE } from "../dataplane/maglev.js";
 import {
   ADDR_F_ANNOUNCE,
@@ -84,7 +71,7 @@ async function readChunks(dp: Dataplane, services: { tableId: number; tableSize:
     let lookups = 0;
     while (last < wanted.length && (last === first || lookups + wanted[last].length <= CHUNK_READS_PER_BATCH)) lookups += wanted[last++].length;
     const slice = wanted.slice(first, last);
-    const lines = slice.flat().map(({ key }) => ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" "));
+    const lines = slice.flat().map(({ key }) => bpftool.mapLookupLine(pin, key));
     try {
       const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
       let i = 0;

@@ -5,7 +5,7 @@
 // retrying a failed apply. No I/O: the agent feeds in plain objects and acts on the answer.
 import { isIPv4 } from "node:net";
 import type { DataplaneConfig, Listener, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
-import { mergeBackends, serviceName, serviceTable, type Backend, type Proto, type ServiceSpec, type TableEntry } from "../dataplane/dataplane.js";
+import { mergeBackends, serviceName, serviceTable, type Backend, type Proto, type ServiceSpec, type TableEntry } from "../dataplane/tables.js";
 import { CHUNK_SLOTS, chunkCount } from "../dataplane/maps.js";
 
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */

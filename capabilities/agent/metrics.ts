@@ -4,7 +4,8 @@
 // keeps no copy), and labelled with the Gateway listener each service serves.
 import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { serviceName, type DataplaneStats } from "../dataplane/dataplane.js";
+import type { DataplaneStats } from "../dataplane/dataplane.js";
+import { serviceName } from "../dataplane/tables.js";
 import type { ConvergeResult } from "./loop.js";
 import type { AttachMode, ListenerRef } from "./desired.js";
 import type { TlsEvent } from "./tls/terminator.js";

@@ -2,32 +2,32 @@
 // The dataplane as the rest of blixt sees it: load and attach the programs, program services
 // and Gateway addresses into the pinned maps, read back state and counters.
 //
-// Pure parts (validation, the batch a service change compiles to) are exported functions;
-// the Dataplane class only adds the bpftool I/O around them.
+// This class only does the I/O (bpftool, ip, bpffs): what a service is and what its table
+// holds is tables.ts, the batch lines a change compiles to are lines.ts, both pure.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isIPv4 } from "node:net";
 import * as bpftool from "./bpftool.js";
 import type { RunOptions, XdpMode } from "./bpftool.js";
-import { buildMaglevTable, maglevTableSize } from "./maglev.js";
 import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
+import { Epochs, freeServiceId, serviceDeleteLines, serviceUpdateLines, tableBackendIndexes, type ServiceState } from "./lines.js";
+import { mergeBackends, serviceName, validateServiceSpec, type Backend, type ServiceSpec } from "./tables.js";
 import {
   ADDR_F_ANNOUNCE,
   ARP_COUNTERS,
-  CHUNK_SLOTS,
+  EPOCH_COUNTER,
   MAP_NAMES,
-  MAX_SERVICES,
   PROG_NAMES,
   REASONS,
   RETIRED_MAP_NAMES,
-  chunkCount,
   decodeAddressKey,
   decodeAddressValue,
   decodeBackendKey,
   decodeBackendValue,
   decodeConntrackKey,
   decodeConntrackValue,
+  decodeEpoch,
   decodeIndexKey,
   decodeInterfaceValue,
   decodeReasonCounter,
@@ -37,19 +37,11 @@ import {
   decodeTableKey,
   encodeAddressKey,
   encodeAddressValue,
-  encodeBackendKey,
-  encodeBackendValue,
   encodeIndexKey,
   encodeInterfaceValue,
-  encodeTableBackend,
-  encodeTableChunk,
-  encodeTableKey,
-  encodeServiceCounters,
-  encodeServiceKey,
-  encodeServiceValue,
+  fromBpftoolHex,
   hex,
   sumCounters,
-  tableIdOf,
   type ArpCounter,
   type InterfaceEntry,
   type MapName,
@@ -57,29 +49,11 @@ import {
   type Proto,
   type Reason,
   type ServiceCounters,
-  type ServiceValue,
-  EPOCH_COUNTER,
-  decodeEpoch,
-  encodeEpoch,
-  nextEpoch,
 } from "./maps.js";
 
 export type { Proto, ArpCounter, InterfaceEntry } from "./maps.js";
 /** How the ingress program runs on a device: native XDP, generic (skb) XDP, or TC ingress. */
 export type IngressMode = "xdp" | "xdpgeneric" | "tc";
-export interface Backend {
-  ip: string;
-  port: number;
-  weight: number;
-}
-export interface ServiceSpec {
-  vip: string;
-  port: number;
-  proto: Proto;
-  backends: Backend[];
-  /** weight of the backendRefs that could not be resolved: that share of new flows is rejected */
-  rejectWeight: number;
-}
 export interface DataplaneOptions {
   /** default /sys/fs/bpf/blixt */
   pinDir?: string;
@@ -125,218 +99,17 @@ export interface DataplaneStats {
 export const DEFAULT_PIN_DIR = "/sys/fs/bpf/blixt";
 export const OBJECT_FILE = "blixt.o";
 
-// ---- pure: validation and compilation ----------------------------------------------------------
-
-const isPort = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
-const isWeight = (n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffffffff;
-
-export function serviceName(s: { vip: string; port: number; proto: string }): string {
-  return `${s.vip}:${s.port}/${s.proto}`;
-}
-
-/** Throws an Error naming the service and the field that is wrong. */
-export function validateServiceSpec(spec: ServiceSpec): void {
-  const name = `service ${serviceName(spec)}`;
-  if (!isIPv4(spec.vip)) throw new Error(`${name}: vip "${spec.vip}" must be an IPv4 address literal`);
-  if (!isPort(spec.port)) throw new Error(`${name}: port must be an integer in 1..65535, got ${spec.port}`);
-  if (spec.proto !== "tcp" && spec.proto !== "udp") throw new Error(`${name}: proto must be "tcp" or "udp", got ${JSON.stringify(spec.proto)}`);
-  if (!isWeight(spec.rejectWeight)) throw new Error(`${name}: rejectWeight must be a non-negative integer, got ${spec.rejectWeight}`);
-  if (!Array.isArray(spec.backends)) throw new Error(`${name}: backends must be an array`);
-  spec.backends.forEach((b, i) => {
-    if (!isIPv4(b.ip)) throw new Error(`${name}: backends[${i}].ip "${b.ip}" must be an IPv4 address literal`);
-    if (!isPort(b.port)) throw new Error(`${name}: backends[${i}].port must be an integer in 1..65535, got ${b.port}`);
-    if (!isWeight(b.weight)) throw new Error(`${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`);
-  });
-}
-
-/** The same endpoint listed twice (two backendRefs resolving to one pod) carries the sum of its weights. */
-export function mergeBackends(backends: Backend[]): Backend[] {
-  const byKey = new Map<string, Backend>();
-  for (const b of backends) {
-    const key = `${b.ip}:${b.port}`;
-    const seen = byKey.get(key);
-    byKey.set(key, seen ? { ...seen, weight: seen.weight + b.weight } : { ...b });
-  }
-  return [...byKey.values()].sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
-}
-
-/** Key of the Maglev pseudo-backend that stands for the rejected share; cannot collide with "ip:port". */
-const REJECT_KEY = "reject";
-
-/** An entry of a table's backend list: a backend, or the rejected share. */
-export type TableEntry = { ip: string; port: number } | "reject";
-
-export interface ServiceTable {
-  tableSize: number;
-  /** the table's backend list (blixt_mg_backs): weighted backends in key order, then "reject" if it has a share */
-  backends: TableEntry[];
-  /** per slot: an index into `backends` (written to blixt_mg_chunks, CHUNK_SLOTS per entry) */
-  slots: Uint16Array;
-}
-
-/** What slot `slot` of a table holds. */
-export const slotEntry = (table: ServiceTable, slot: number): TableEntry | undefined =>
-  slot < table.tableSize ? table.backends[table.slots[slot]] : undefined;
-
-/** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
-export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
-  const weighted = mergeBackends(backends).filter((b) => b.weight > 0);
-  const members = [
-    ...weighted.map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, entry: { ip: b.ip, port: b.port } as TableEntry })),
-    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }] : []),
-  ];
-  if (members.length === 0) return { tableSize: 0, backends: [], slots: new Uint16Array(0) };
-  // Slots name backends by a u16 index (struct table_chunk).
-  if (members.length > 0x10000) throw new RangeError(`a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`);
-  const tableSize = maglevTableSize(members.length);
-  const table = buildMaglevTable(
-    members.map(({ key, weight }) => ({ key, weight })),
-    tableSize,
-  );
-  return { tableSize, backends: members.map((m) => m.entry), slots: Uint16Array.from(table) };
-}
-
-export interface ServiceState {
-  value: ServiceValue;
-  /** backends present in blixt_backends for this service */
-  backends: Backend[];
-  /** indexes present in blixt_mg_backs for the live table (value.tableId): what removing it deletes */
-  tableBackends: number[];
-}
-
-/** The table id a service's next table is written under: the one its live table does not use. */
-export const spareTableId = (svcId: number, current?: ServiceState): number => tableIdOf(svcId, current?.value.tableId === tableIdOf(svcId, 0) ? 1 : 0);
-
-/** Lines that write a whole table under `tableId`: its backend list, then its chunks. */
-export function tableWriteLines(pin: (m: MapName) => string, tableId: number, table: ServiceTable): string[] {
-  const lines: string[] = [];
-  table.backends.forEach((entry, index) => {
-    const value = entry === "reject" ? encodeTableBackend({ reject: true }) : encodeTableBackend(entry);
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index })), hex(value)));
-  });
-  for (let chunk = 0; chunk < chunkCount(table.tableSize); chunk++) {
-    const indexes = table.slots.subarray(chunk * CHUNK_SLOTS, Math.min(table.tableSize, (chunk + 1) * CHUNK_SLOTS));
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk })), hex(encodeTableChunk(indexes))));
-  }
-  return lines;
-}
-
-/** Lines that delete a table every entry of which is present: its backend list, then its chunks. */
-export function tableDeleteLines(pin: (m: MapName) => string, tableId: number, tableSize: number, tableBackends: number[]): string[] {
-  const lines = tableBackends.map((index) => bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))));
-  for (let chunk = 0; chunk < chunkCount(tableSize); chunk++) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk }))));
-  return lines;
-}
-
-/** The line that gives service `svcId` epoch `epoch` (blixt_svc_epoch; bpf/maps.h says why). */
-export const epochLine = (pin: (m: MapName) => string, svcId: number, epoch: number): string =>
-  bpftool.mapUpdateLine(pin("blixt_svc_epoch"), hex(encodeIndexKey(svcId)), hex(encodeEpoch(epoch)));
-
-/**
- * Hands out service epochs after the last one the maps record (blixt_svc_epoch[EPOCH_COUNTER]).
- * Every epoch is new for as long as the maps are pinned, so a conntrack entry stamped by a
- * service that was since changed, removed, or whose id went to another service never matches.
- */
-export class Epochs {
-  private handedOut = false;
-  constructor(private last: number) {}
-  next(): number {
-    this.last = nextEpoch(this.last);
-    this.handedOut = true;
-    return this.last;
-  }
-  /**
-   * Puts the line recording the last epoch handed out FIRST in `lines`: a batch that stops
-   * half-way still never hands one out twice. Does nothing when none was handed out.
-   */
-  record(pin: (m: MapName) => string, lines: string[]): string[] {
-    if (this.handedOut) lines.unshift(epochLine(pin, EPOCH_COUNTER, this.last));
-    return lines;
-  }
-}
-
 /** The last epoch handed out, read from the maps (0 on fresh maps). */
 export async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
   const entry = await bpftool.mapLookup(pin("blixt_svc_epoch"), hex(encodeIndexKey(EPOCH_COUNTER)));
   return entry?.value ? decodeEpoch(entry.value) : 0;
 }
 
-/**
- * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
- * new backends, the new table (backend list and chunks) under the spare id, one write of the
- * service entry that switches to it, then removal of the old table and of backends no longer
- * listed, and last the service's new `epoch`. No packet ever sees a half-written table, and
- * flows to a removed backend re-pick only after the switch: established flows skip the full
- * check until the epoch moves, which is why it moves only once everything else is written. A
- * table is a handful of lines: one per backend plus one per CHUNK_SLOTS slots.
- */
-export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current: ServiceState | undefined, epoch: number): string[] {
-  validateServiceSpec(spec);
-  const backends = mergeBackends(spec.backends);
-  const table = serviceTable(backends, spec.rejectWeight);
-  const tableId = spareTableId(svcId, current);
-  const lines: string[] = [];
-
-  for (const b of backends) {
-    lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
-  }
-  for (const line of tableWriteLines(pin, tableId, table)) lines.push(line);
-  if (!current) {
-    // A reused id must not inherit a deleted service's counters.
-    lines.push(bpftool.mapUpdateLine(pin("blixt_svc_stats"), hex(encodeIndexKey(svcId)), hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 }))));
-  }
-  // The switch: one update of the service entry.
-  lines.push(
-    bpftool.mapUpdateLine(
-      pin("blixt_services"),
-      hex(encodeServiceKey(spec)),
-      hex(encodeServiceValue({ svcId, tableId, tableSize: table.tableSize, rejectWeight: spec.rejectWeight })),
-    ),
-  );
-  if (current) {
-    for (const line of tableDeleteLines(pin, current.value.tableId, current.value.tableSize, current.tableBackends)) lines.push(line);
-    const keep = new Set(backends.map((b) => `${b.ip}:${b.port}`));
-    for (const b of current.backends) {
-      if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
-    }
-  }
-  lines.push(epochLine(pin, svcId, epoch));
-  return lines;
-}
-
-/**
- * Lines that remove a service: its entry first (so nothing reaches the table), then a new `epoch`
- * (so no established flow skips the lookup that now fails), then table and backends.
- */
-export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState, epoch: number): string[] {
-  const { svcId, tableId, tableSize } = current.value;
-  const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))), epochLine(pin, svcId, epoch)];
-  // A loop, not push(...): a table of tens of thousands of backends would overflow the stack.
-  for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends)) lines.push(line);
-  for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
-  return lines;
-}
-
-/** Backend-list keys read back (blixt_mg_backs), grouped: table id → indexes present, ascending. */
-export function tableBackendIndexes(keys: { tableId: number; index: number }[]): Map<number, number[]> {
-  const byTable = new Map<number, number[]>();
-  for (const k of keys) {
-    const list = byTable.get(k.tableId);
-    if (list) list.push(k.index);
-    else byTable.set(k.tableId, [k.index]);
-  }
-  for (const list of byTable.values()) list.sort((a, b) => a - b);
-  return byTable;
-}
-
-/** Smallest service id not in use (ids are 1..MAX_SERVICES-1). */
-export function freeServiceId(used: Iterable<number>): number {
-  const taken = new Set(used);
-  for (let id = 1; id < MAX_SERVICES; id++) if (!taken.has(id)) return id;
-  throw new Error(`no free service id: all ${MAX_SERVICES - 1} are in use; delete services or raise BLIXT_MAX_SERVICES in bpf/maps.h`);
-}
-
 // ---- I/O ----------------------------------------------------------------------------------------
+
+/** What `bpftool -j map lookup` prints for a per-CPU map: one value per possible CPU. */
+type PerCpuLookup = { values: { value: string[] }[] };
+const perCpu = (o: PerCpuLookup) => o.values.map((v) => fromBpftoolHex(v.value));
 
 const exists = (path: string) =>
   stat(path).then(
@@ -569,11 +342,9 @@ export class Dataplane {
 
   /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */
   async arpCounters(): Promise<Record<ArpCounter, number>> {
-    const lines = ARP_COUNTERS.map((_, i) => ["map", "lookup", "pinned", this.mapPin("blixt_arp_stats"), "key", "hex", ...hex(encodeIndexKey(i))].join(" "));
-    const outputs = (await bpftool.batch(lines, "reading ARP counters")) as { values: { value: string[] }[] }[];
-    return Object.fromEntries(
-      ARP_COUNTERS.map((c, i) => [c, outputs[i].values.reduce((sum, v) => sum + decodeReasonCounter(Uint8Array.from(v.value, (w) => Number.parseInt(w, 16))), 0)]),
-    ) as Record<ArpCounter, number>;
+    const lines = ARP_COUNTERS.map((_, i) => bpftool.mapLookupLine(this.mapPin("blixt_arp_stats"), hex(encodeIndexKey(i))));
+    const outputs = (await bpftool.batch(lines, "reading ARP counters")) as PerCpuLookup[];
+    return Object.fromEntries(ARP_COUNTERS.map((c, i) => [c, perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)])) as Record<ArpCounter, number>;
   }
 
   async conntrack(): Promise<ConntrackEntry[]> {
@@ -599,10 +370,9 @@ export class Dataplane {
   async stats(): Promise<DataplaneStats> {
     // Per-CPU arrays always hold every index: look up the ids in use instead of dumping 16k entries.
     const services = [...(await this.serviceStates()).values()];
-    const lookup = (m: MapName, i: number) => ["map", "lookup", "pinned", this.mapPin(m), "key", "hex", ...hex(encodeIndexKey(i))].join(" ");
+    const lookup = (m: MapName, i: number) => bpftool.mapLookupLine(this.mapPin(m), hex(encodeIndexKey(i)));
     const lines = [...services.map((s) => lookup("blixt_svc_stats", s.state.value.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
-    const outputs = (await bpftool.batch(lines, "reading counters")) as { values: { value: string[] }[] }[];
-    const perCpu = (o: { values: { value: string[] }[] }) => o.values.map((v) => Uint8Array.from(v.value, (w) => Number.parseInt(w, 16)));
+    const outputs = (await bpftool.batch(lines, "reading counters")) as PerCpuLookup[];
     const serviceStats = services.map(({ key, state }, i) => ({ ...key, svcId: state.value.svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
     const reasons = Object.fromEntries(
       REASONS.map((r, i) => [r, perCpu(outputs[services.length + i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)]),

@@ -9,7 +9,8 @@ import t from "tap";
 import { execa } from "execa";
 import { rm, stat } from "node:fs/promises";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
-import { Dataplane, serviceName } from "../../capabilities/dataplane/dataplane.js";
+import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
+import { serviceName } from "../../capabilities/dataplane/tables.js";
 import {
   decodeServiceKey,
   decodeServiceValue,

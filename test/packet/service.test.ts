@@ -3,7 +3,7 @@
 // read-back, deletion, and a reload that keeps every pinned map (so conntrack survives).
 import t from "tap";
 import { loadedDataplane, runOne, XDP_PASS } from "./fixture.js";
-import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
+import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/tables.js";
 import { mapDump, bpftoolJson } from "../../capabilities/dataplane/bpftool.js";
 import { execa } from "execa";
 import { stat } from "node:fs/promises";

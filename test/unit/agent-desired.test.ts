@@ -3,7 +3,7 @@
 // maps, the status entry it writes, the retry schedule.
 import t from "tap";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { serviceTable, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
+import { serviceTable, type ServiceSpec } from "../../capabilities/dataplane/tables.js";
 import { CHUNK_SLOTS } from "../../capabilities/dataplane/maps.js";
 import {
   changeCount,

@@ -6,7 +6,7 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { isIPv4 } from "node:net";
 import type { DataplaneConfig } from "../../generated/dataplaneconfig-v1alpha1.js";
-import type { Backend } from "../../dataplane/dataplane.js";
+import type { Backend } from "../../dataplane/tables.js";
 import { configKey, listenerKey, listenerWeights, type ListenerRef } from "../desired.js";
 
 /** One HTTPS listener this node terminates: where its certificates come from and where the plaintext goes. */
