@@ -3,8 +3,8 @@
  * The agent role: a Pepr capability whose only bindings are the DataplaneConfig watch, and a
  * start() that brings the node's dataplane up and converges it before reporting ready. The
  * work lives in start.ts (start-up), loop.ts (the loop), desired.ts (desired state, diff,
- * acknowledgements; pure), apply.ts (maps), kube.ts (status, Secrets), node.ts (interface,
- * bpffs), metrics.ts, log.ts, and for HTTPS listeners tls/certificates.ts (certificates, SNI,
+ * acknowledgements; pure), kube.ts (status, Secrets), node.ts (interface, bpffs),
+ * metrics.ts, log.ts, and for HTTPS listeners tls/certificates.ts (certificates, SNI,
  * backend choice), tls/terminator.ts (one listener's TLS server) and tls/listeners.ts (the
  * node's terminators, synced on every pass). The kernel side is ../dataplane/.
  *

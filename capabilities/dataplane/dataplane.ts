@@ -3,7 +3,10 @@
 // and Gateway addresses into the pinned maps, read back state and counters.
 //
 // This class only does the I/O (bpftool, ip, bpffs): what a service is and what its table
-// holds is tables.ts, the batch lines a change compiles to are lines.ts, both pure.
+// holds is tables.ts, the batch lines a change compiles to are lines.ts, both pure. Every write
+// to the service and address maps is readMaps() then apply(): the node agent's passes and the
+// single writes (setService, deleteService, setAddresses, setAnnounced) that the `blixt
+// dataplane` command, the bench and the packet tests use, so those tests prove the agent's path.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,8 +14,9 @@ import { isIPv4 } from "node:net";
 import * as bpftool from "./bpftool.js";
 import type { RunOptions, XdpMode } from "./bpftool.js";
 import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
-import { Epochs, freeServiceId, serviceDeleteLines, serviceUpdateLines, tableBackendIndexes, type ServiceState } from "./lines.js";
-import { mergeBackends, serviceName, validateServiceSpec, type Backend, type ServiceSpec } from "./tables.js";
+import { MAGLEV_MAX_SIZE } from "./maglev.js";
+import { applyLines, emptyDiff, mapsSnapshot, type DataplaneDiff, type MapsSnapshot } from "./lines.js";
+import { sampleChunks, serviceName, validateServiceSpec, type ServiceSpec } from "./tables.js";
 import {
   ADDR_F_ANNOUNCE,
   ARP_COUNTERS,
@@ -23,8 +27,6 @@ import {
   RETIRED_MAP_NAMES,
   decodeAddressKey,
   decodeAddressValue,
-  decodeBackendKey,
-  decodeBackendValue,
   decodeConntrackKey,
   decodeConntrackValue,
   decodeEpoch,
@@ -34,11 +36,11 @@ import {
   decodeServiceCounters,
   decodeServiceKey,
   decodeServiceValue,
-  decodeTableKey,
+  decodeTableChunk,
   encodeAddressKey,
-  encodeAddressValue,
   encodeIndexKey,
   encodeInterfaceValue,
+  encodeTableKey,
   fromBpftoolHex,
   hex,
   sumCounters,
@@ -100,12 +102,51 @@ export const DEFAULT_PIN_DIR = "/sys/fs/bpf/blixt";
 export const OBJECT_FILE = "blixt.o";
 
 /** The last epoch handed out, read from the maps (0 on fresh maps). */
-export async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
+async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
   const entry = await bpftool.mapLookup(pin("blixt_svc_epoch"), hex(encodeIndexKey(EPOCH_COUNTER)));
   return entry?.value ? decodeEpoch(entry.value) : 0;
 }
 
 // ---- I/O ----------------------------------------------------------------------------------------
+
+/**
+ * Lookups per bpftool batch when reading chunks back. A chunk prints as ~2,000 hex words (plus
+ * its BTF rendering), so one batch for every sampled chunk of a thousand services was hundreds of
+ * MB of JSON in the agent at once; slices keep the agent's memory flat whatever the table count.
+ */
+const CHUNK_READS_PER_BATCH = 128;
+
+/** Reads a few chunks of every live table, a slice of services per batch. */
+async function readChunks(pin: string, services: { tableId: number; tableSize: number }[]): Promise<Map<number, Uint16Array | undefined>[]> {
+  const wanted = services.map((s) => sampleChunks(s.tableSize).map((chunk) => ({ chunk, key: hex(encodeTableKey({ tableId: s.tableId, index: chunk })) })));
+  const result: Map<number, Uint16Array | undefined>[] = [];
+  for (let first = 0; first < wanted.length; ) {
+    // Whole services per slice, at least one.
+    let last = first;
+    let lookups = 0;
+    while (last < wanted.length && (last === first || lookups + wanted[last].length <= CHUNK_READS_PER_BATCH)) lookups += wanted[last++].length;
+    const slice = wanted.slice(first, last);
+    const lines = slice.flat().map(({ key }) => bpftool.mapLookupLine(pin, key));
+    try {
+      const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
+      let i = 0;
+      for (const chunks of slice) result.push(new Map(chunks.map(({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const)));
+    } catch {
+      // bpftool stops a batch at the first missing key, so a damaged slice is read chunk by
+      // chunk, one service at a time (never a process per chunk all at once).
+      for (const chunks of slice) {
+        const read = new Map<number, Uint16Array | undefined>();
+        for (const { chunk, key } of chunks) {
+          const entry = await bpftool.mapLookup(pin, key);
+          read.set(chunk, entry?.value ? decodeTableChunk(entry.value) : undefined);
+        }
+        result.push(read);
+      }
+    }
+    first = last;
+  }
+  return result;
+}
 
 /** What `bpftool -j map lookup` prints for a per-CPU map: one value per possible CPU. */
 type PerCpuLookup = { values: { value: string[] }[] };
@@ -230,52 +271,59 @@ export class Dataplane {
       .sort((a, b) => a.ifindex - b.ifindex);
   }
 
-  private async serviceStates(): Promise<Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>> {
-    const [services, backends, tableBackends] = await Promise.all(
-      (["blixt_services", "blixt_backends", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(this.mapPin(m))),
-    );
-    const bySvc = new Map<number, Backend[]>();
-    for (const e of backends) {
-      const k = decodeBackendKey(e.key);
-      const list = bySvc.get(k.svcId) ?? [];
-      list.push({ ip: k.ip, port: k.port, weight: decodeBackendValue(e.value!).weight });
-      bySvc.set(k.svcId, list);
-    }
-    const byTable = tableBackendIndexes(tableBackends.map((e) => decodeTableKey(e.key)));
-    const out = new Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>();
-    for (const e of services) {
-      const key = decodeServiceKey(e.key);
-      const value = decodeServiceValue(e.value!);
-      out.set(serviceName(key), { key, state: { value, backends: mergeBackends(bySvc.get(value.svcId) ?? []), tableBackends: byTable.get(value.tableId) ?? [] } });
-    }
-    return out;
+  /**
+   * What the pinned maps hold now, read back (services, backends, addresses, tables' backend
+   * lists and, unless `chunks` is false, sampled chunks): the input of every write (apply).
+   */
+  async readMaps(opts: { chunks?: boolean } = {}): Promise<MapsSnapshot> {
+    const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch] = await Promise.all([
+      Promise.all((["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(this.mapPin(m)))),
+      readEpochCounter((m) => this.mapPin(m)),
+    ]);
+    const services = serviceEntries.map((e) => decodeServiceValue(e.value!));
+    // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
+    // Without chunks (opts.chunks false) a table is judged by its size and backend list alone.
+    const chunks =
+      opts.chunks === false
+        ? undefined
+        : await readChunks(
+            this.mapPin("blixt_mg_chunks"),
+            services.map((s) => ({ tableId: s.tableId, tableSize: s.tableSize <= MAGLEV_MAX_SIZE ? s.tableSize : 0 })),
+          );
+    return mapsSnapshot({ services: serviceEntries, backends: backendEntries, addresses: addressEntries, tableBackends: tableBackendEntries }, epoch, chunks);
   }
 
+  /**
+   * Takes the maps from `snapshot` (what readMaps() read) to what `diff` asks, in ONE `bpftool
+   * batch` (lines.ts applyLines says in which order, and what `tolerant` and `recheckAll` do).
+   * Every write goes through here: the node agent's passes and each single change below.
+   * Returns the number of bpftool commands it took.
+   */
+  async apply(diff: DataplaneDiff, snapshot: MapsSnapshot, opts: { tolerant?: boolean; recheckAll?: boolean; what?: string } = {}): Promise<number> {
+    const lines = applyLines((m) => this.mapPin(m), diff, snapshot, opts.tolerant ?? false, opts.recheckAll ?? false);
+    await bpftool.batch(lines, opts.what ?? "applying DataplaneConfigs to the maps");
+    return lines.length;
+  }
+
+  /** Creates or replaces one service (its table switched in with one write), through apply(). */
   async setService(spec: ServiceSpec): Promise<void> {
     validateServiceSpec(spec);
-    const states = await this.serviceStates();
-    const current = states.get(serviceName(spec))?.state;
-    const svcId = current?.value.svcId ?? freeServiceId([...states.values()].map((s) => s.state.value.svcId));
-    const pin = (m: MapName) => this.mapPin(m);
-    const epochs = new Epochs(await readEpochCounter(pin));
-    const lines = epochs.record(pin, serviceUpdateLines(pin, spec, svcId, current, epochs.next()));
-    await bpftool.batch(lines, `programming service ${serviceName(spec)}`);
+    const snapshot = await this.readMaps({ chunks: false });
+    await this.apply({ ...emptyDiff(), set: [spec] }, snapshot, { what: `programming service ${serviceName(spec)}` });
   }
 
+  /** Removes one service, if present, through apply(). */
   async deleteService(vip: string, port: number, proto: Proto): Promise<void> {
-    const states = await this.serviceStates();
-    const current = states.get(serviceName({ vip, port, proto }));
-    if (!current) return;
-    const pin = (m: MapName) => this.mapPin(m);
-    const epochs = new Epochs(await readEpochCounter(pin));
-    const lines = epochs.record(pin, serviceDeleteLines(pin, { vip, port, proto }, current.state, epochs.next()));
-    await bpftool.batch(lines, `deleting service ${serviceName({ vip, port, proto })}`);
+    const key = { vip, port, proto };
+    const snapshot = await this.readMaps({ chunks: false });
+    if (!snapshot.states.has(serviceName(key))) return;
+    await this.apply({ ...emptyDiff(), remove: [key] }, snapshot, { what: `deleting service ${serviceName(key)}` });
   }
 
   async listServices(): Promise<ServiceSpec[]> {
-    const states = await this.serviceStates();
-    return [...states.values()]
-      .map(({ key, state }) => ({ ...key, backends: state.backends, rejectWeight: state.value.rejectWeight }))
+    const { actual } = await this.readMaps({ chunks: false });
+    return actual.services
+      .map(({ vip, port, proto, backends, rejectWeight }) => ({ vip, port, proto, backends, rejectWeight }))
       .sort((a, b) => (serviceName(a) < serviceName(b) ? -1 : 1));
   }
 
@@ -284,14 +332,12 @@ export class Dataplane {
     addresses.forEach((a, i) => {
       if (!isIPv4(a)) throw new Error(`setAddresses: addresses[${i}] "${a}" must be an IPv4 address literal`);
     });
-    const pin = this.mapPin("blixt_addrs");
-    const present = new Set((await bpftool.mapDump(pin)).map((e) => decodeAddressKey(e.key)));
+    const snapshot = await this.readMaps({ chunks: false });
+    const present = new Set(snapshot.actual.addresses.map((a) => a.ip));
     const wanted = new Set(addresses);
-    const lines = [
-      ...[...wanted].filter((a) => !present.has(a)).map((a) => bpftool.mapUpdateLine(pin, hex(encodeAddressKey(a)), hex(encodeAddressValue({ flags: 0 })))),
-      ...[...present].filter((a) => !wanted.has(a)).map((a) => bpftool.mapDeleteLine(pin, hex(encodeAddressKey(a)))),
-    ];
-    await bpftool.batch(lines, "setting Gateway addresses");
+    const upsert = [...wanted].filter((ip) => !present.has(ip)).map((ip) => ({ ip, announce: false }));
+    const remove = [...present].filter((ip) => !wanted.has(ip));
+    await this.apply({ ...emptyDiff(), addresses: { upsert, remove } }, snapshot, { what: "setting Gateway addresses" });
   }
 
   async addresses(): Promise<string[]> {
@@ -304,17 +350,15 @@ export class Dataplane {
    * this node answers ARP for must also be refused on ports no listener has.
    */
   async setAnnounced(addresses: string[]): Promise<void> {
-    const pin = this.mapPin("blixt_addrs");
-    const present = new Map((await bpftool.mapDump(pin)).map((e) => [decodeAddressKey(e.key), decodeAddressValue(e.value!).flags]));
+    const snapshot = await this.readMaps({ chunks: false });
+    const present = new Map(snapshot.actual.addresses.map((a) => [a.ip, a.announce]));
     addresses.forEach((a, i) => {
       if (!isIPv4(a)) throw new Error(`setAnnounced: addresses[${i}] "${a}" must be an IPv4 address literal`);
-      if (!present.has(a)) throw new Error(`setAnnounced: ${a} is not a Gateway address in ${pin}; add it with setAddresses first`);
+      if (!present.has(a)) throw new Error(`setAnnounced: ${a} is not a Gateway address in ${this.mapPin("blixt_addrs")}; add it with setAddresses first`);
     });
     const wanted = new Set(addresses);
-    const lines = [...present]
-      .filter(([a, flags]) => wanted.has(a) !== ((flags & ADDR_F_ANNOUNCE) !== 0))
-      .map(([a, flags]) => bpftool.mapUpdateLine(pin, hex(encodeAddressKey(a)), hex(encodeAddressValue({ flags: flags ^ ADDR_F_ANNOUNCE }))));
-    await bpftool.batch(lines, "setting announced Gateway addresses");
+    const upsert = [...present].filter(([ip, announce]) => wanted.has(ip) !== announce).map(([ip]) => ({ ip, announce: wanted.has(ip) }));
+    await this.apply({ ...emptyDiff(), addresses: { upsert, remove: [] } }, snapshot, { what: "setting announced Gateway addresses" });
   }
 
   /** The Gateway addresses this node answers ARP for. */
@@ -369,11 +413,11 @@ export class Dataplane {
 
   async stats(): Promise<DataplaneStats> {
     // Per-CPU arrays always hold every index: look up the ids in use instead of dumping 16k entries.
-    const services = [...(await this.serviceStates()).values()];
+    const services = (await bpftool.mapDump(this.mapPin("blixt_services"))).map((e) => ({ key: decodeServiceKey(e.key), svcId: decodeServiceValue(e.value!).svcId }));
     const lookup = (m: MapName, i: number) => bpftool.mapLookupLine(this.mapPin(m), hex(encodeIndexKey(i)));
-    const lines = [...services.map((s) => lookup("blixt_svc_stats", s.state.value.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
+    const lines = [...services.map((s) => lookup("blixt_svc_stats", s.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
     const outputs = (await bpftool.batch(lines, "reading counters")) as PerCpuLookup[];
-    const serviceStats = services.map(({ key, state }, i) => ({ ...key, svcId: state.value.svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
+    const serviceStats = services.map(({ key, svcId }, i) => ({ ...key, svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
     const reasons = Object.fromEntries(
       REASONS.map((r, i) => [r, perCpu(outputs[services.length + i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)]),
     ) as Record<Reason, number>;

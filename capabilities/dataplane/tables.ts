@@ -4,7 +4,7 @@
 // No I/O; lines.ts turns these into bpftool batch lines and dataplane.ts runs them.
 import { isIPv4 } from "node:net";
 import { buildMaglevTable, maglevTableSize } from "./maglev.js";
-import type { Proto } from "./maps.js";
+import { chunkCount, type Proto } from "./maps.js";
 
 export type { Proto } from "./maps.js";
 export interface Backend {
@@ -88,4 +88,11 @@ export function serviceTable(backends: Backend[], rejectWeight: number): Service
     tableSize,
   );
   return { tableSize, backends: members.map((m) => m.entry), slots: Uint16Array.from(table) };
+}
+
+/** Which chunks of a table of `size` slots are read back to check it: first, last and a spread between. */
+export function sampleChunks(size: number, count = 4): number[] {
+  const chunks = chunkCount(size);
+  if (chunks <= 0) return [];
+  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (chunks - 1)) / Math.max(1, count - 1))))];
 }
