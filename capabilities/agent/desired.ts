@@ -7,6 +7,7 @@ import { isIPv4 } from "node:net";
 import type { DataplaneConfig, Listener, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
 import { mergeBackends, serviceName, serviceTable, type Backend, type ServiceSpec, type TableEntry } from "../dataplane/tables.js";
 import type { ActualService, ActualState, DataplaneDiff } from "../dataplane/lines.js";
+import type { AttachMode } from "../dataplane/mode.js";
 import { CHUNK_SLOTS } from "../dataplane/maps.js";
 
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
@@ -238,8 +239,6 @@ export function changesByConfig(diff: DataplaneDiff, listeners: Map<string, List
 }
 
 // ---- acknowledgement -----------------------------------------------------------------------
-
-export type AttachMode = "xdp" | "xdpgeneric" | "tc";
 
 /** The outcome of applying one config on this node. */
 export type ApplyOutcome = { applied: true } | { applied: false; message: string };

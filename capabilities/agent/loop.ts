@@ -8,6 +8,7 @@ import type { Dataplane } from "../dataplane/dataplane.js";
 import { tlsListenerSpecs } from "./tls/certificates.js";
 import type { TlsListeners } from "./tls/listeners.js";
 import type { AgentLog } from "./log.js";
+import type { AttachMode } from "../dataplane/mode.js";
 import {
   changeCount,
   changesByConfig,
@@ -16,7 +17,6 @@ import {
   diffState,
   nodeAck,
   retryDelay,
-  type AttachMode,
   type ConfigKey,
   type ListenerRef,
   type NodeAck,

@@ -7,7 +7,8 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { DataplaneStats } from "../dataplane/dataplane.js";
 import { serviceName } from "../dataplane/tables.js";
 import type { ConvergeResult } from "./loop.js";
-import type { AttachMode, ListenerRef } from "./desired.js";
+import type { ListenerRef } from "./desired.js";
+import type { AttachMode } from "../dataplane/mode.js";
 import type { TlsEvent } from "./tls/terminator.js";
 
 /** What the metrics read: the dataplane's counters and the agent's view of listeners. */

@@ -15,6 +15,7 @@ import * as bpftool from "./bpftool.js";
 import type { RunOptions, XdpMode } from "./bpftool.js";
 import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
 import { MAGLEV_MAX_SIZE } from "./maglev.js";
+import type { AttachMode } from "./mode.js";
 import { applyLines, emptyDiff, mapsSnapshot, type DataplaneDiff, type MapsSnapshot } from "./lines.js";
 import { sampleChunks, serviceName, validateServiceSpec, type ServiceSpec } from "./tables.js";
 import {
@@ -54,8 +55,6 @@ import {
 } from "./maps.js";
 
 export type { Proto, ArpCounter, InterfaceEntry } from "./maps.js";
-/** How the ingress program runs on a device: native XDP, generic (skb) XDP, or TC ingress. */
-export type IngressMode = "xdp" | "xdpgeneric" | "tc";
 export interface DataplaneOptions {
   /** default /sys/fs/bpf/blixt */
   pinDir?: string;
@@ -243,7 +242,7 @@ export class Dataplane {
   }
 
   /** How blixt's ingress program runs on a device now, or undefined when it is not attached. */
-  async attachment(iface: string): Promise<IngressMode | undefined> {
+  async attachment(iface: string): Promise<AttachMode | undefined> {
     const opts = this.attachOpts;
     const xdp = await bpftool.xdpMode(iface, opts);
     if (xdp) return xdp === "generic" ? "xdpgeneric" : "xdp";
