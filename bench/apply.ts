@@ -3,7 +3,7 @@
 // the Agent's own converge pass (desired state, read back, diff, Maglev table, one bpftool
 // batch) on real maps in bpffs. Nothing is attached, so no traffic shares the machine with it.
 import type { DataplaneConfig } from "../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { Agent } from "../capabilities/dataplane/agent.js";
+import { Agent } from "../capabilities/agent/loop.js";
 import { Dataplane } from "../capabilities/dataplane/dataplane.js";
 import type { Series } from "./report.js";
 

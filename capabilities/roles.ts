@@ -22,7 +22,7 @@
 import { Capability } from "pepr";
 import { gatewayAdmission } from "./gateway/admission.js";
 import { gatewayController } from "./gateway/controller.js";
-import { dataplaneAgent } from "./dataplane/index.js";
+import { dataplaneAgent } from "./agent/index.js";
 
 export const ROLES = ["admission", "controller", "agent"] as const;
 export type Role = (typeof ROLES)[number];

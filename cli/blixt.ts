@@ -3,6 +3,7 @@
 import { Command, CommanderError } from "commander";
 import { dataplaneCommand } from "./dataplane.js";
 import { compileCommand } from "./compile.js";
+import { refuseRepeatedOptions } from "./options.js";
 
 /** Exit code for a command line blixt cannot act on (bad or missing argument), as sysexits' EX_USAGE family uses. */
 export const EXIT_USAGE = 2;
@@ -17,6 +18,7 @@ export function blixtProgram(): Command {
 /** Commander settings copy only to subcommands made with .command(), so apply them to the whole tree. */
 function configureTree(cmd: Command): void {
   cmd.exitOverride().showSuggestionAfterError(true);
+  refuseRepeatedOptions(cmd);
   for (const sub of cmd.commands) configureTree(sub);
 }
 

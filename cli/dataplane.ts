@@ -1,18 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // `blixt dataplane ...`: drive the node's dataplane by hand (the lab, the demo, debugging a
-// node), through the same Dataplane class the node agent uses.
+// node), through the same Dataplane class, write path and attach-mode rule the node agent uses.
 import { access } from "node:fs/promises";
 import { isIPv4 } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError, Option } from "commander";
-import {
-  DEFAULT_PIN_DIR,
-  Dataplane,
-  type Backend,
-  type ConntrackEntry,
-  type DataplaneStats,
-  type Proto,
-  type ServiceSpec,
-} from "../capabilities/dataplane/dataplane.js";
+import { execa } from "execa";
+import { linkInfo } from "../capabilities/dataplane/bpftool.js";
+import { DEFAULT_PIN_DIR, Dataplane, OBJECT_FILE, type ConntrackEntry, type DataplaneStats } from "../capabilities/dataplane/dataplane.js";
+import { modeReason, pickMode } from "../capabilities/dataplane/mode.js";
+import type { Backend, Proto, ServiceSpec } from "../capabilities/dataplane/tables.js";
+import { repeatable } from "./options.js";
 
 // ---- pure: argument parsing ---------------------------------------------------------------------
 
@@ -100,6 +99,38 @@ export function formatStats(stats: DataplaneStats): string {
   return `${services}\n\n${reasons}`;
 }
 
+// ---- the BPF object ------------------------------------------------------------------------------
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+
+/**
+ * Makes sure `objDir` holds an up-to-date blixt.o before it is loaded. In a source tree (a
+ * Makefile beside the object) make decides: `make -q` says whether the object is missing or
+ * older than its sources, and then `make -s -C objDir` builds it. Elsewhere (the image) the
+ * object must just be there. Returns a line saying what it built, or throws saying what failed
+ * and which command builds it.
+ */
+export async function ensureBpfObject(objDir: string): Promise<string | undefined> {
+  const object = join(objDir, OBJECT_FILE);
+  const present = await exists(object);
+  if (!(await exists(join(objDir, "Makefile")))) {
+    if (!present) throw new Error(`${object} not found, and no Makefile beside it to build it from; set BLIXT_BPF_DIR to the directory holding ${OBJECT_FILE}`);
+    return undefined;
+  }
+  const fix = "install clang, llvm, libbpf-dev and make (hack/deps.sh), then run `npm run build:bpf`";
+  const question = await execa("make", ["-q", "-C", objDir, OBJECT_FILE], { reject: false, stdin: "ignore" });
+  if (question.exitCode === 0) return undefined;
+  const why = present ? "older than its sources" : "missing";
+  const command = `make -s -C ${objDir}`;
+  const r = question.exitCode === 1 ? await execa("make", ["-s", "-C", objDir], { reject: false, stdin: "ignore" }) : question;
+  if (r.exitCode !== 0) {
+    const lines = `${r.stderr}\n${r.stdout}`.split("\n").map((l) => l.trim()).filter(Boolean);
+    const detail = lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? r.shortMessage;
+    throw new Error(`${object} is ${why} and \`${command}\` failed: ${detail}; ${fix}`);
+  }
+  return `${object} was ${why}: built it (${command})`;
+}
+
 // ---- the commands -------------------------------------------------------------------------------
 
 interface Common {
@@ -109,15 +140,24 @@ interface Common {
   json?: boolean;
 }
 
-const dataplaneOf = (o: Common) => new Dataplane({ pinDir: o.pinDir, netns: o.netns, xdpMode: o.xdpMode });
+/** Where blixt.o is: BLIXT_BPF_DIR (as for the node agent; the image sets it), else the source tree's bpf/. */
+const bpfDir = () => process.env.BLIXT_BPF_DIR?.trim() || fileURLToPath(new URL("../bpf", import.meta.url));
 
-/** For commands that need the maps: say what to do when nothing is loaded, rather than bpftool's ENOENT. */
-async function loadedDataplane(o: Common): Promise<Dataplane> {
+const dataplaneOf = (o: Common) => new Dataplane({ pinDir: o.pinDir, netns: o.netns, xdpMode: o.xdpMode, objDir: bpfDir() });
+
+/**
+ * For commands that need the maps: nothing pinned under --pin-dir is a usage error (exit code
+ * 2) that says what to run, rather than bpftool's ENOENT.
+ */
+async function loadedDataplane(o: Common, cmd: Command): Promise<Dataplane> {
   const dp = dataplaneOf(o);
   try {
     await access(dp.mapPin("blixt_services"));
   } catch {
-    throw new Error(`no blixt maps pinned under ${o.pinDir}: run \`blixt dataplane attach --iface IF --pin-dir ${o.pinDir}\` first, or pass the --pin-dir it used`);
+    cmd.error(`error: option '--pin-dir <dir>': no blixt maps pinned under ${o.pinDir}; run \`blixt dataplane attach --iface IF --pin-dir ${o.pinDir}\` first, or pass the --pin-dir it used`, {
+      exitCode: 2,
+      code: "blixt.noMaps",
+    });
   }
   return dp;
 }
@@ -136,15 +176,24 @@ export function dataplaneCommand(): Command {
     .command("attach")
     .description("load blixt's programs (reusing pinned maps, so connections survive) and attach them to a device")
     .requiredOption("--iface <name>", "the device facing clients")
-    .addOption(new Option("--mode <mode>", "ingress hook: xdp, or tc where XDP cannot answer (a veth whose peer runs no XDP)").choices(["xdp", "tc"]).default("xdp"))
+    .addOption(
+      new Option("--mode <mode>", "ingress hook: xdp, tc, or auto as the node agent picks it (tc on a veth, where XDP cannot send a reply back unless the peer runs XDP; xdp elsewhere)")
+        .choices(["auto", "xdp", "tc"])
+        .default("auto"),
+    )
     .addOption(new Option("--xdp-mode <mode>", "how XDP attaches: native driver, generic, or auto").choices(["native", "generic", "auto"]).default("native"))
     .addOption(pinDirOption())
     .option("--netns <name>", "network namespace (under /var/run/netns) the device lives in")
-    .action(async (o: Common & { iface: string; mode: "xdp" | "tc" }) => {
+    .action(async (o: Common & { iface: string; mode: "auto" | "xdp" | "tc" }) => {
+      const built = await ensureBpfObject(bpfDir());
+      if (built) process.stderr.write(`blixt: ${built}\n`);
+      const { kind } = await linkInfo(o.iface, { netns: o.netns });
+      const mode = pickMode(o.mode, kind) === "tc" ? "tc" : "xdp";
       const dp = dataplaneOf(o);
       await dp.load();
-      await dp.attach(o.iface, o.mode);
-      print(`attached blixt (${o.mode}) to ${o.iface}${o.netns ? ` in netns ${o.netns}` : ""}; maps pinned under ${o.pinDir}`);
+      await dp.attach(o.iface, mode);
+      print(`attached blixt (${mode}) to ${o.iface}${o.netns ? ` in netns ${o.netns}` : ""}; maps pinned under ${o.pinDir}`);
+      print(`mode ${mode}: ${modeReason(o.mode, kind)}`);
     });
 
   cmd
@@ -164,11 +213,13 @@ export function dataplaneCommand(): Command {
     .addOption(vipOption())
     .addOption(portOption())
     .addOption(protoOption())
-    .option("--backend <ip:port[@weight]>", "a backend (repeat for more); weight defaults to 1, 0 takes no new flows", collect(parseBackend), [] as Backend[])
+    .addOption(
+      repeatable(new Option("--backend <ip:port[@weight]>", "a backend (repeat for more); weight defaults to 1, 0 takes no new flows").argParser(collect(parseBackend)).default([] as Backend[])),
+    )
     .option("--reject-weight <n>", "weight of unresolved backendRefs: that share of new connections is rejected", parseWeight, 0)
     .addOption(pinDirOption())
-    .action(async (o: Common & { vip: string; port: number; proto: Proto; backend: Backend[]; rejectWeight: number }) => {
-      await (await loadedDataplane(o)).setService({ vip: o.vip, port: o.port, proto: o.proto, backends: o.backend, rejectWeight: o.rejectWeight });
+    .action(async (o: Common & { vip: string; port: number; proto: Proto; backend: Backend[]; rejectWeight: number }, cmd: Command) => {
+      await (await loadedDataplane(o, cmd)).setService({ vip: o.vip, port: o.port, proto: o.proto, backends: o.backend, rejectWeight: o.rejectWeight });
       print(`set ${service(o)} → ${o.backend.length === 0 ? "no backends (refused)" : o.backend.map((b) => `${b.ip}:${b.port}@${b.weight}`).join(", ")}`);
     });
 
@@ -179,8 +230,8 @@ export function dataplaneCommand(): Command {
     .addOption(portOption())
     .addOption(protoOption())
     .addOption(pinDirOption())
-    .action(async (o: Common & { vip: string; port: number; proto: Proto }) => {
-      await (await loadedDataplane(o)).deleteService(o.vip, o.port, o.proto);
+    .action(async (o: Common & { vip: string; port: number; proto: Proto }, cmd: Command) => {
+      await (await loadedDataplane(o, cmd)).deleteService(o.vip, o.port, o.proto);
       print(`deleted ${service(o)}`);
     });
 
@@ -189,8 +240,8 @@ export function dataplaneCommand(): Command {
     .description("the services programmed in the maps, with their backends")
     .option("--json", "machine-readable output")
     .addOption(pinDirOption())
-    .action(async (o: Common) => {
-      const services = await (await loadedDataplane(o)).listServices();
+    .action(async (o: Common, cmd: Command) => {
+      const services = await (await loadedDataplane(o, cmd)).listServices();
       print(o.json ? JSON.stringify(services, null, 2) : formatServices(services));
     });
 
@@ -199,8 +250,8 @@ export function dataplaneCommand(): Command {
     .description("tracked flows, both directions")
     .option("--json", "machine-readable output")
     .addOption(pinDirOption())
-    .action(async (o: Common) => {
-      const entries = await (await loadedDataplane(o)).conntrack();
+    .action(async (o: Common, cmd: Command) => {
+      const entries = await (await loadedDataplane(o, cmd)).conntrack();
       print(o.json ? JSON.stringify(entries, null, 2) : formatConntrack(entries, process.hrtime.bigint()));
     });
 
@@ -209,8 +260,8 @@ export function dataplaneCommand(): Command {
     .description("per-service counters and packets per pass/drop reason")
     .option("--json", "machine-readable output")
     .addOption(pinDirOption())
-    .action(async (o: Common) => {
-      const stats = await (await loadedDataplane(o)).stats();
+    .action(async (o: Common, cmd: Command) => {
+      const stats = await (await loadedDataplane(o, cmd)).stats();
       print(o.json ? JSON.stringify(stats, null, 2) : formatStats(stats));
     });
 

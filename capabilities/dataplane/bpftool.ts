@@ -120,6 +120,8 @@ export async function hasTc(iface: string, direction: TcDirection, opts: RunOpti
 export const mapUpdateLine = (pin: string, key: string[], value: string[]): string =>
   ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value].join(" ");
 export const mapDeleteLine = (pin: string, key: string[]): string => ["map", "delete", "pinned", pin, "key", "hex", ...key].join(" ");
+/** A batch line that reads one entry; bpftool stops the batch at a key that is absent. */
+export const mapLookupLine = (pin: string, key: string[]): string => ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" ");
 
 interface BatchResult {
   command: string[];

@@ -2,54 +2,49 @@
 // The dataplane as the rest of blixt sees it: load and attach the programs, program services
 // and Gateway addresses into the pinned maps, read back state and counters.
 //
-// Pure parts (validation, the batch a service change compiles to) are exported functions;
-// the Dataplane class only adds the bpftool I/O around them.
+// This class only does the I/O (bpftool, ip, bpffs): what a service is and what its table
+// holds is tables.ts, the batch lines a change compiles to are lines.ts, both pure. Every write
+// to the service and address maps is readMaps() then apply(): the node agent's passes and the
+// single writes (setService, deleteService, setAddresses, setAnnounced) that the `blixt
+// dataplane` command, the bench and the packet tests use, so those tests prove the agent's path.
 import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isIPv4 } from "node:net";
 import * as bpftool from "./bpftool.js";
 import type { RunOptions, XdpMode } from "./bpftool.js";
-import { buildMaglevTable, maglevTableSize } from "./maglev.js";
 import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
+import { MAGLEV_MAX_SIZE } from "./maglev.js";
+import type { AttachMode } from "./mode.js";
+import { applyLines, emptyDiff, mapsSnapshot, type DataplaneDiff, type MapsSnapshot } from "./lines.js";
+import { sampleChunks, serviceName, validateServiceSpec, type ServiceSpec } from "./tables.js";
 import {
   ADDR_F_ANNOUNCE,
   ARP_COUNTERS,
-  CHUNK_SLOTS,
+  EPOCH_COUNTER,
   MAP_NAMES,
-  MAX_SERVICES,
   PROG_NAMES,
   REASONS,
   RETIRED_MAP_NAMES,
-  chunkCount,
   decodeAddressKey,
   decodeAddressValue,
-  decodeBackendKey,
-  decodeBackendValue,
   decodeConntrackKey,
   decodeConntrackValue,
+  decodeEpoch,
   decodeIndexKey,
   decodeInterfaceValue,
   decodeReasonCounter,
   decodeServiceCounters,
   decodeServiceKey,
   decodeServiceValue,
-  decodeTableKey,
+  decodeTableChunk,
   encodeAddressKey,
-  encodeAddressValue,
-  encodeBackendKey,
-  encodeBackendValue,
   encodeIndexKey,
   encodeInterfaceValue,
-  encodeTableBackend,
-  encodeTableChunk,
   encodeTableKey,
-  encodeServiceCounters,
-  encodeServiceKey,
-  encodeServiceValue,
+  fromBpftoolHex,
   hex,
   sumCounters,
-  tableIdOf,
   type ArpCounter,
   type InterfaceEntry,
   type MapName,
@@ -57,29 +52,9 @@ import {
   type Proto,
   type Reason,
   type ServiceCounters,
-  type ServiceValue,
-  EPOCH_COUNTER,
-  decodeEpoch,
-  encodeEpoch,
-  nextEpoch,
 } from "./maps.js";
 
 export type { Proto, ArpCounter, InterfaceEntry } from "./maps.js";
-/** How the ingress program runs on a device: native XDP, generic (skb) XDP, or TC ingress. */
-export type IngressMode = "xdp" | "xdpgeneric" | "tc";
-export interface Backend {
-  ip: string;
-  port: number;
-  weight: number;
-}
-export interface ServiceSpec {
-  vip: string;
-  port: number;
-  proto: Proto;
-  backends: Backend[];
-  /** weight of the backendRefs that could not be resolved: that share of new flows is rejected */
-  rejectWeight: number;
-}
 export interface DataplaneOptions {
   /** default /sys/fs/bpf/blixt */
   pinDir?: string;
@@ -126,218 +101,56 @@ export interface DataplaneStats {
 export const DEFAULT_PIN_DIR = "/sys/fs/bpf/blixt";
 export const OBJECT_FILE = "blixt.o";
 
-// ---- pure: validation and compilation ----------------------------------------------------------
-
-const isPort = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
-const isWeight = (n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffffffff;
-
-export function serviceName(s: { vip: string; port: number; proto: string }): string {
-  return `${s.vip}:${s.port}/${s.proto}`;
-}
-
-/** Throws an Error naming the service and the field that is wrong. */
-export function validateServiceSpec(spec: ServiceSpec): void {
-  const name = `service ${serviceName(spec)}`;
-  if (!isIPv4(spec.vip)) throw new Error(`${name}: vip "${spec.vip}" must be an IPv4 address literal`);
-  if (!isPort(spec.port)) throw new Error(`${name}: port must be an integer in 1..65535, got ${spec.port}`);
-  if (spec.proto !== "tcp" && spec.proto !== "udp") throw new Error(`${name}: proto must be "tcp" or "udp", got ${JSON.stringify(spec.proto)}`);
-  if (!isWeight(spec.rejectWeight)) throw new Error(`${name}: rejectWeight must be a non-negative integer, got ${spec.rejectWeight}`);
-  if (!Array.isArray(spec.backends)) throw new Error(`${name}: backends must be an array`);
-  spec.backends.forEach((b, i) => {
-    if (!isIPv4(b.ip)) throw new Error(`${name}: backends[${i}].ip "${b.ip}" must be an IPv4 address literal`);
-    if (!isPort(b.port)) throw new Error(`${name}: backends[${i}].port must be an integer in 1..65535, got ${b.port}`);
-    if (!isWeight(b.weight)) throw new Error(`${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`);
-  });
-}
-
-/** The same endpoint listed twice (two backendRefs resolving to one pod) carries the sum of its weights. */
-export function mergeBackends(backends: Backend[]): Backend[] {
-  const byKey = new Map<string, Backend>();
-  for (const b of backends) {
-    const key = `${b.ip}:${b.port}`;
-    const seen = byKey.get(key);
-    byKey.set(key, seen ? { ...seen, weight: seen.weight + b.weight } : { ...b });
-  }
-  return [...byKey.values()].sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
-}
-
-/** Key of the Maglev pseudo-backend that stands for the rejected share; cannot collide with "ip:port". */
-const REJECT_KEY = "reject";
-
-/** An entry of a table's backend list: a backend, or the rejected share. */
-export type TableEntry = { ip: string; port: number } | "reject";
-
-export interface ServiceTable {
-  tableSize: number;
-  /** the table's backend list (blixt_mg_backs): weighted backends in key order, then "reject" if it has a share */
-  backends: TableEntry[];
-  /** per slot: an index into `backends` (written to blixt_mg_chunks, CHUNK_SLOTS per entry) */
-  slots: Uint16Array;
-}
-
-/** What slot `slot` of a table holds. */
-export const slotEntry = (table: ServiceTable, slot: number): TableEntry | undefined =>
-  slot < table.tableSize ? table.backends[table.slots[slot]] : undefined;
-
-/** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
-export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
-  const weighted = mergeBackends(backends).filter((b) => b.weight > 0);
-  const members = [
-    ...weighted.map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, entry: { ip: b.ip, port: b.port } as TableEntry })),
-    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }] : []),
-  ];
-  if (members.length === 0) return { tableSize: 0, backends: [], slots: new Uint16Array(0) };
-  // Slots name backends by a u16 index (struct table_chunk).
-  if (members.length > 0x10000) throw new RangeError(`a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`);
-  const tableSize = maglevTableSize(members.length);
-  const table = buildMaglevTable(
-    members.map(({ key, weight }) => ({ key, weight })),
-    tableSize,
-  );
-  return { tableSize, backends: members.map((m) => m.entry), slots: Uint16Array.from(table) };
-}
-
-export interface ServiceState {
-  value: ServiceValue;
-  /** backends present in blixt_backends for this service */
-  backends: Backend[];
-  /** indexes present in blixt_mg_backs for the live table (value.tableId): what removing it deletes */
-  tableBackends: number[];
-}
-
-/** The table id a service's next table is written under: the one its live table does not use. */
-export const spareTableId = (svcId: number, current?: ServiceState): number => tableIdOf(svcId, current?.value.tableId === tableIdOf(svcId, 0) ? 1 : 0);
-
-/** Lines that write a whole table under `tableId`: its backend list, then its chunks. */
-export function tableWriteLines(pin: (m: MapName) => string, tableId: number, table: ServiceTable): string[] {
-  const lines: string[] = [];
-  table.backends.forEach((entry, index) => {
-    const value = entry === "reject" ? encodeTableBackend({ reject: true }) : encodeTableBackend(entry);
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index })), hex(value)));
-  });
-  for (let chunk = 0; chunk < chunkCount(table.tableSize); chunk++) {
-    const indexes = table.slots.subarray(chunk * CHUNK_SLOTS, Math.min(table.tableSize, (chunk + 1) * CHUNK_SLOTS));
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk })), hex(encodeTableChunk(indexes))));
-  }
-  return lines;
-}
-
-/** Lines that delete a table every entry of which is present: its backend list, then its chunks. */
-export function tableDeleteLines(pin: (m: MapName) => string, tableId: number, tableSize: number, tableBackends: number[]): string[] {
-  const lines = tableBackends.map((index) => bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))));
-  for (let chunk = 0; chunk < chunkCount(tableSize); chunk++) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk }))));
-  return lines;
-}
-
-/** The line that gives service `svcId` epoch `epoch` (blixt_svc_epoch; bpf/maps.h says why). */
-export const epochLine = (pin: (m: MapName) => string, svcId: number, epoch: number): string =>
-  bpftool.mapUpdateLine(pin("blixt_svc_epoch"), hex(encodeIndexKey(svcId)), hex(encodeEpoch(epoch)));
-
-/**
- * Hands out service epochs after the last one the maps record (blixt_svc_epoch[EPOCH_COUNTER]).
- * Every epoch is new for as long as the maps are pinned, so a conntrack entry stamped by a
- * service that was since changed, removed, or whose id went to another service never matches.
- */
-export class Epochs {
-  private handedOut = false;
-  constructor(private last: number) {}
-  next(): number {
-    this.last = nextEpoch(this.last);
-    this.handedOut = true;
-    return this.last;
-  }
-  /**
-   * Puts the line recording the last epoch handed out FIRST in `lines`: a batch that stops
-   * half-way still never hands one out twice. Does nothing when none was handed out.
-   */
-  record(pin: (m: MapName) => string, lines: string[]): string[] {
-    if (this.handedOut) lines.unshift(epochLine(pin, EPOCH_COUNTER, this.last));
-    return lines;
-  }
-}
-
 /** The last epoch handed out, read from the maps (0 on fresh maps). */
-export async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
+async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
   const entry = await bpftool.mapLookup(pin("blixt_svc_epoch"), hex(encodeIndexKey(EPOCH_COUNTER)));
   return entry?.value ? decodeEpoch(entry.value) : 0;
 }
 
-/**
- * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
- * new backends, the new table (backend list and chunks) under the spare id, one write of the
- * service entry that switches to it, then removal of the old table and of backends no longer
- * listed, and last the service's new `epoch`. No packet ever sees a half-written table, and
- * flows to a removed backend re-pick only after the switch: established flows skip the full
- * check until the epoch moves, which is why it moves only once everything else is written. A
- * table is a handful of lines: one per backend plus one per CHUNK_SLOTS slots.
- */
-export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current: ServiceState | undefined, epoch: number): string[] {
-  validateServiceSpec(spec);
-  const backends = mergeBackends(spec.backends);
-  const table = serviceTable(backends, spec.rejectWeight);
-  const tableId = spareTableId(svcId, current);
-  const lines: string[] = [];
-
-  for (const b of backends) {
-    lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
-  }
-  for (const line of tableWriteLines(pin, tableId, table)) lines.push(line);
-  if (!current) {
-    // A reused id must not inherit a deleted service's counters.
-    lines.push(bpftool.mapUpdateLine(pin("blixt_svc_stats"), hex(encodeIndexKey(svcId)), hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 }))));
-  }
-  // The switch: one update of the service entry.
-  lines.push(
-    bpftool.mapUpdateLine(
-      pin("blixt_services"),
-      hex(encodeServiceKey(spec)),
-      hex(encodeServiceValue({ svcId, tableId, tableSize: table.tableSize, rejectWeight: spec.rejectWeight })),
-    ),
-  );
-  if (current) {
-    for (const line of tableDeleteLines(pin, current.value.tableId, current.value.tableSize, current.tableBackends)) lines.push(line);
-    const keep = new Set(backends.map((b) => `${b.ip}:${b.port}`));
-    for (const b of current.backends) {
-      if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
-    }
-  }
-  lines.push(epochLine(pin, svcId, epoch));
-  return lines;
-}
-
-/**
- * Lines that remove a service: its entry first (so nothing reaches the table), then a new `epoch`
- * (so no established flow skips the lookup that now fails), then table and backends.
- */
-export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState, epoch: number): string[] {
-  const { svcId, tableId, tableSize } = current.value;
-  const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))), epochLine(pin, svcId, epoch)];
-  // A loop, not push(...): a table of tens of thousands of backends would overflow the stack.
-  for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends)) lines.push(line);
-  for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
-  return lines;
-}
-
-/** Backend-list keys read back (blixt_mg_backs), grouped: table id → indexes present, ascending. */
-export function tableBackendIndexes(keys: { tableId: number; index: number }[]): Map<number, number[]> {
-  const byTable = new Map<number, number[]>();
-  for (const k of keys) {
-    const list = byTable.get(k.tableId);
-    if (list) list.push(k.index);
-    else byTable.set(k.tableId, [k.index]);
-  }
-  for (const list of byTable.values()) list.sort((a, b) => a - b);
-  return byTable;
-}
-
-/** Smallest service id not in use (ids are 1..MAX_SERVICES-1). */
-export function freeServiceId(used: Iterable<number>): number {
-  const taken = new Set(used);
-  for (let id = 1; id < MAX_SERVICES; id++) if (!taken.has(id)) return id;
-  throw new Error(`no free service id: all ${MAX_SERVICES - 1} are in use; delete services or raise BLIXT_MAX_SERVICES in bpf/maps.h`);
-}
-
 // ---- I/O ----------------------------------------------------------------------------------------
+
+/**
+ * Lookups per bpftool batch when reading chunks back. A chunk prints as ~2,000 hex words (plus
+ * its BTF rendering), so one batch for every sampled chunk of a thousand services was hundreds of
+ * MB of JSON in the agent at once; slices keep the agent's memory flat whatever the table count.
+ */
+const CHUNK_READS_PER_BATCH = 128;
+
+/** Reads a few chunks of every live table, a slice of services per batch. */
+async function readChunks(pin: string, services: { tableId: number; tableSize: number }[]): Promise<Map<number, Uint16Array | undefined>[]> {
+  const wanted = services.map((s) => sampleChunks(s.tableSize).map((chunk) => ({ chunk, key: hex(encodeTableKey({ tableId: s.tableId, index: chunk })) })));
+  const result: Map<number, Uint16Array | undefined>[] = [];
+  for (let first = 0; first < wanted.length; ) {
+    // Whole services per slice, at least one.
+    let last = first;
+    let lookups = 0;
+    while (last < wanted.length && (last === first || lookups + wanted[last].length <= CHUNK_READS_PER_BATCH)) lookups += wanted[last++].length;
+    const slice = wanted.slice(first, last);
+    const lines = slice.flat().map(({ key }) => bpftool.mapLookupLine(pin, key));
+    try {
+      const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
+      let i = 0;
+      for (const chunks of slice) result.push(new Map(chunks.map(({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const)));
+    } catch {
+      // bpftool stops a batch at the first missing key, so a damaged slice is read chunk by
+      // chunk, one service at a time (never a process per chunk all at once).
+      for (const chunks of slice) {
+        const read = new Map<number, Uint16Array | undefined>();
+        for (const { chunk, key } of chunks) {
+          const entry = await bpftool.mapLookup(pin, key);
+          read.set(chunk, entry?.value ? decodeTableChunk(entry.value) : undefined);
+        }
+        result.push(read);
+      }
+    }
+    first = last;
+  }
+  return result;
+}
+
+/** What `bpftool -j map lookup` prints for a per-CPU map: one value per possible CPU. */
+type PerCpuLookup = { values: { value: string[] }[] };
+const perCpu = (o: PerCpuLookup) => o.values.map((v) => fromBpftoolHex(v.value));
 
 const exists = (path: string) =>
   stat(path).then(
@@ -430,7 +243,7 @@ export class Dataplane {
   }
 
   /** How blixt's ingress program runs on a device now, or undefined when it is not attached. */
-  async attachment(iface: string): Promise<IngressMode | undefined> {
+  async attachment(iface: string): Promise<AttachMode | undefined> {
     const opts = this.attachOpts;
     const xdp = await bpftool.xdpMode(iface, opts);
     if (xdp) return xdp === "generic" ? "xdpgeneric" : "xdp";
@@ -458,52 +271,59 @@ export class Dataplane {
       .sort((a, b) => a.ifindex - b.ifindex);
   }
 
-  private async serviceStates(): Promise<Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>> {
-    const [services, backends, tableBackends] = await Promise.all(
-      (["blixt_services", "blixt_backends", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(this.mapPin(m))),
-    );
-    const bySvc = new Map<number, Backend[]>();
-    for (const e of backends) {
-      const k = decodeBackendKey(e.key);
-      const list = bySvc.get(k.svcId) ?? [];
-      list.push({ ip: k.ip, port: k.port, weight: decodeBackendValue(e.value!).weight });
-      bySvc.set(k.svcId, list);
-    }
-    const byTable = tableBackendIndexes(tableBackends.map((e) => decodeTableKey(e.key)));
-    const out = new Map<string, { key: ReturnType<typeof decodeServiceKey>; state: ServiceState }>();
-    for (const e of services) {
-      const key = decodeServiceKey(e.key);
-      const value = decodeServiceValue(e.value!);
-      out.set(serviceName(key), { key, state: { value, backends: mergeBackends(bySvc.get(value.svcId) ?? []), tableBackends: byTable.get(value.tableId) ?? [] } });
-    }
-    return out;
+  /**
+   * What the pinned maps hold now, read back (services, backends, addresses, tables' backend
+   * lists and, unless `chunks` is false, sampled chunks): the input of every write (apply).
+   */
+  async readMaps(opts: { chunks?: boolean } = {}): Promise<MapsSnapshot> {
+    const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch] = await Promise.all([
+      Promise.all((["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(this.mapPin(m)))),
+      readEpochCounter((m) => this.mapPin(m)),
+    ]);
+    const services = serviceEntries.map((e) => decodeServiceValue(e.value!));
+    // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
+    // Without chunks (opts.chunks false) a table is judged by its size and backend list alone.
+    const chunks =
+      opts.chunks === false
+        ? undefined
+        : await readChunks(
+            this.mapPin("blixt_mg_chunks"),
+            services.map((s) => ({ tableId: s.tableId, tableSize: s.tableSize <= MAGLEV_MAX_SIZE ? s.tableSize : 0 })),
+          );
+    return mapsSnapshot({ services: serviceEntries, backends: backendEntries, addresses: addressEntries, tableBackends: tableBackendEntries }, epoch, chunks);
   }
 
+  /**
+   * Takes the maps from `snapshot` (what readMaps() read) to what `diff` asks, in ONE `bpftool
+   * batch` (lines.ts applyLines says in which order, and what `tolerant` and `recheckAll` do).
+   * Every write goes through here: the node agent's passes and each single change below.
+   * Returns the number of bpftool commands it took.
+   */
+  async apply(diff: DataplaneDiff, snapshot: MapsSnapshot, opts: { tolerant?: boolean; recheckAll?: boolean; what?: string } = {}): Promise<number> {
+    const lines = applyLines((m) => this.mapPin(m), diff, snapshot, opts.tolerant ?? false, opts.recheckAll ?? false);
+    await bpftool.batch(lines, opts.what ?? "applying DataplaneConfigs to the maps");
+    return lines.length;
+  }
+
+  /** Creates or replaces one service (its table switched in with one write), through apply(). */
   async setService(spec: ServiceSpec): Promise<void> {
     validateServiceSpec(spec);
-    const states = await this.serviceStates();
-    const current = states.get(serviceName(spec))?.state;
-    const svcId = current?.value.svcId ?? freeServiceId([...states.values()].map((s) => s.state.value.svcId));
-    const pin = (m: MapName) => this.mapPin(m);
-    const epochs = new Epochs(await readEpochCounter(pin));
-    const lines = epochs.record(pin, serviceUpdateLines(pin, spec, svcId, current, epochs.next()));
-    await bpftool.batch(lines, `programming service ${serviceName(spec)}`);
+    const snapshot = await this.readMaps({ chunks: false });
+    await this.apply({ ...emptyDiff(), set: [spec] }, snapshot, { what: `programming service ${serviceName(spec)}` });
   }
 
+  /** Removes one service, if present, through apply(). */
   async deleteService(vip: string, port: number, proto: Proto): Promise<void> {
-    const states = await this.serviceStates();
-    const current = states.get(serviceName({ vip, port, proto }));
-    if (!current) return;
-    const pin = (m: MapName) => this.mapPin(m);
-    const epochs = new Epochs(await readEpochCounter(pin));
-    const lines = epochs.record(pin, serviceDeleteLines(pin, { vip, port, proto }, current.state, epochs.next()));
-    await bpftool.batch(lines, `deleting service ${serviceName({ vip, port, proto })}`);
+    const key = { vip, port, proto };
+    const snapshot = await this.readMaps({ chunks: false });
+    if (!snapshot.states.has(serviceName(key))) return;
+    await this.apply({ ...emptyDiff(), remove: [key] }, snapshot, { what: `deleting service ${serviceName(key)}` });
   }
 
   async listServices(): Promise<ServiceSpec[]> {
-    const states = await this.serviceStates();
-    return [...states.values()]
-      .map(({ key, state }) => ({ ...key, backends: state.backends, rejectWeight: state.value.rejectWeight }))
+    const { actual } = await this.readMaps({ chunks: false });
+    return actual.services
+      .map(({ vip, port, proto, backends, rejectWeight }) => ({ vip, port, proto, backends, rejectWeight }))
       .sort((a, b) => (serviceName(a) < serviceName(b) ? -1 : 1));
   }
 
@@ -512,14 +332,12 @@ export class Dataplane {
     addresses.forEach((a, i) => {
       if (!isIPv4(a)) throw new Error(`setAddresses: addresses[${i}] "${a}" must be an IPv4 address literal`);
     });
-    const pin = this.mapPin("blixt_addrs");
-    const present = new Set((await bpftool.mapDump(pin)).map((e) => decodeAddressKey(e.key)));
+    const snapshot = await this.readMaps({ chunks: false });
+    const present = new Set(snapshot.actual.addresses.map((a) => a.ip));
     const wanted = new Set(addresses);
-    const lines = [
-      ...[...wanted].filter((a) => !present.has(a)).map((a) => bpftool.mapUpdateLine(pin, hex(encodeAddressKey(a)), hex(encodeAddressValue({ flags: 0 })))),
-      ...[...present].filter((a) => !wanted.has(a)).map((a) => bpftool.mapDeleteLine(pin, hex(encodeAddressKey(a)))),
-    ];
-    await bpftool.batch(lines, "setting Gateway addresses");
+    const upsert = [...wanted].filter((ip) => !present.has(ip)).map((ip) => ({ ip, announce: false }));
+    const remove = [...present].filter((ip) => !wanted.has(ip));
+    await this.apply({ ...emptyDiff(), addresses: { upsert, remove } }, snapshot, { what: "setting Gateway addresses" });
   }
 
   async addresses(): Promise<string[]> {
@@ -532,17 +350,15 @@ export class Dataplane {
    * this node answers ARP for must also be refused on ports no listener has.
    */
   async setAnnounced(addresses: string[]): Promise<void> {
-    const pin = this.mapPin("blixt_addrs");
-    const present = new Map((await bpftool.mapDump(pin)).map((e) => [decodeAddressKey(e.key), decodeAddressValue(e.value!).flags]));
+    const snapshot = await this.readMaps({ chunks: false });
+    const present = new Map(snapshot.actual.addresses.map((a) => [a.ip, a.announce]));
     addresses.forEach((a, i) => {
       if (!isIPv4(a)) throw new Error(`setAnnounced: addresses[${i}] "${a}" must be an IPv4 address literal`);
-      if (!present.has(a)) throw new Error(`setAnnounced: ${a} is not a Gateway address in ${pin}; add it with setAddresses first`);
+      if (!present.has(a)) throw new Error(`setAnnounced: ${a} is not a Gateway address in ${this.mapPin("blixt_addrs")}; add it with setAddresses first`);
     });
     const wanted = new Set(addresses);
-    const lines = [...present]
-      .filter(([a, flags]) => wanted.has(a) !== ((flags & ADDR_F_ANNOUNCE) !== 0))
-      .map(([a, flags]) => bpftool.mapUpdateLine(pin, hex(encodeAddressKey(a)), hex(encodeAddressValue({ flags: flags ^ ADDR_F_ANNOUNCE }))));
-    await bpftool.batch(lines, "setting announced Gateway addresses");
+    const upsert = [...present].filter(([ip, announce]) => wanted.has(ip) !== announce).map(([ip]) => ({ ip, announce: wanted.has(ip) }));
+    await this.apply({ ...emptyDiff(), addresses: { upsert, remove: [] } }, snapshot, { what: "setting announced Gateway addresses" });
   }
 
   /** The Gateway addresses this node answers ARP for. */
@@ -570,11 +386,9 @@ export class Dataplane {
 
   /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */
   async arpCounters(): Promise<Record<ArpCounter, number>> {
-    const lines = ARP_COUNTERS.map((_, i) => ["map", "lookup", "pinned", this.mapPin("blixt_arp_stats"), "key", "hex", ...hex(encodeIndexKey(i))].join(" "));
-    const outputs = (await bpftool.batch(lines, "reading ARP counters")) as { values: { value: string[] }[] }[];
-    return Object.fromEntries(
-      ARP_COUNTERS.map((c, i) => [c, outputs[i].values.reduce((sum, v) => sum + decodeReasonCounter(Uint8Array.from(v.value, (w) => Number.parseInt(w, 16))), 0)]),
-    ) as Record<ArpCounter, number>;
+    const lines = ARP_COUNTERS.map((_, i) => bpftool.mapLookupLine(this.mapPin("blixt_arp_stats"), hex(encodeIndexKey(i))));
+    const outputs = (await bpftool.batch(lines, "reading ARP counters")) as PerCpuLookup[];
+    return Object.fromEntries(ARP_COUNTERS.map((c, i) => [c, perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)])) as Record<ArpCounter, number>;
   }
 
   /** Entries of both conntrack tables: blixt_ct4 (confirmed flows) and blixt_ct4_new (unconfirmed, bpf/conntrack.h). */
@@ -602,12 +416,11 @@ export class Dataplane {
 
   async stats(): Promise<DataplaneStats> {
     // Per-CPU arrays always hold every index: look up the ids in use instead of dumping 16k entries.
-    const services = [...(await this.serviceStates()).values()];
-    const lookup = (m: MapName, i: number) => ["map", "lookup", "pinned", this.mapPin(m), "key", "hex", ...hex(encodeIndexKey(i))].join(" ");
-    const lines = [...services.map((s) => lookup("blixt_svc_stats", s.state.value.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
-    const outputs = (await bpftool.batch(lines, "reading counters")) as { values: { value: string[] }[] }[];
-    const perCpu = (o: { values: { value: string[] }[] }) => o.values.map((v) => Uint8Array.from(v.value, (w) => Number.parseInt(w, 16)));
-    const serviceStats = services.map(({ key, state }, i) => ({ ...key, svcId: state.value.svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
+    const services = (await bpftool.mapDump(this.mapPin("blixt_services"))).map((e) => ({ key: decodeServiceKey(e.key), svcId: decodeServiceValue(e.value!).svcId }));
+    const lookup = (m: MapName, i: number) => bpftool.mapLookupLine(this.mapPin(m), hex(encodeIndexKey(i)));
+    const lines = [...services.map((s) => lookup("blixt_svc_stats", s.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
+    const outputs = (await bpftool.batch(lines, "reading counters")) as PerCpuLookup[];
+    const serviceStats = services.map(({ key, svcId }, i) => ({ ...key, svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
     const reasons = Object.fromEntries(
       REASONS.map((r, i) => [r, perCpu(outputs[services.length + i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)]),
     ) as Record<Reason, number>;

@@ -6,8 +6,8 @@
 import t from "tap";
 import { K8s } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { acknowledge, listDataplaneConfigs } from "../../capabilities/dataplane/agent-kube.js";
-import { nodeAck } from "../../capabilities/dataplane/plan.js";
+import { acknowledge, listDataplaneConfigs } from "../../capabilities/agent/kube.js";
+import { nodeAck } from "../../capabilities/agent/desired.js";
 import { findBinaries, startApiServer } from "../lib/apiserver.js";
 import { dataplaneConfig } from "./fixtures.js";
 

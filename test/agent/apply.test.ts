@@ -9,7 +9,8 @@ import t from "tap";
 import { execa } from "execa";
 import { rm, stat } from "node:fs/promises";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
-import { Dataplane, serviceName } from "../../capabilities/dataplane/dataplane.js";
+import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
+import { serviceName } from "../../capabilities/dataplane/tables.js";
 import {
   decodeServiceKey,
   decodeServiceValue,
@@ -24,8 +25,8 @@ import {
   decodeTableKey,
   hex,
 } from "../../capabilities/dataplane/maps.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import type { NodeAck } from "../../capabilities/dataplane/plan.js";
+import { Agent } from "../../capabilities/agent/loop.js";
+import type { NodeAck } from "../../capabilities/agent/desired.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { dataplaneConfig } from "./fixtures.js";
 

@@ -6,9 +6,9 @@
 import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import { applyLines, readMaps } from "../../capabilities/dataplane/agent-maps.js";
-import { desiredState, diffState } from "../../capabilities/dataplane/plan.js";
+import { Agent } from "../../capabilities/agent/loop.js";
+import { applyLines } from "../../capabilities/dataplane/lines.js";
+import { desiredState, diffState } from "../../capabilities/agent/desired.js";
 import { EPOCH_COUNTER, decodeEpoch, encodeIndexKey, hex, type MapName } from "../../capabilities/dataplane/maps.js";
 import { dataplaneConfig } from "./fixtures.js";
 
@@ -26,7 +26,7 @@ const config = (web: string[], dns: string[], generation: number) =>
   );
 
 async function epochs(dp: Dataplane): Promise<{ counter: number; web: number; dns: number }> {
-  const snapshot = await readMaps(dp, { chunks: false });
+  const snapshot = await dp.readMaps({ chunks: false });
   const idOf = (port: number) => snapshot.actual.services.find((s) => s.port === port)!.svcId;
   const read = async (index: number) => decodeEpoch((await bpftool.mapLookup(dp.mapPin("blixt_svc_epoch"), hex(encodeIndexKey(index))))!.value!);
   return { counter: await read(EPOCH_COUNTER), web: await read(idOf(80)), dns: await read(idOf(53)) };
@@ -76,7 +76,7 @@ t.test("in a batch, the counter is written first and a service's epoch after eve
   await dp.load();
   await dp.setService({ vip: VIP, port: 80, proto: "tcp", backends: [{ ip: "10.71.0.1", port: 8080, weight: 1 }, { ip: "10.71.0.2", port: 8080, weight: 1 }], rejectWeight: 0 });
   await dp.setService({ vip: VIP, port: 81, proto: "tcp", backends: [{ ip: "10.71.0.1", port: 8080, weight: 1 }], rejectWeight: 0 });
-  const snapshot = await readMaps(dp);
+  const snapshot = await dp.readMaps();
   // Port 80 loses a backend, port 81 is removed.
   const desired = desiredState([dataplaneConfig("order", VIP, [{ name: "web", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: [["10.71.0.1", 8080]] }] }])], "node-a");
   const diff = diffState(desired, snapshot.actual);
@@ -100,5 +100,5 @@ t.test("in a batch, the counter is written first and a service's epoch after eve
     t.equal(removedEpoch[1], deleteLine + 1, "a removed service's epoch moves right after its entry goes");
   }
   await bpftool.batch(applyLines(pin, diff, snapshot), "applying");
-  t.same((await readMaps(dp)).actual.services.map((s) => s.port), [80], "and the batch applies");
+  t.same((await dp.readMaps()).actual.services.map((s) => s.port), [80], "and the batch applies");
 });

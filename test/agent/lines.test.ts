@@ -5,8 +5,7 @@
 import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import { readMaps } from "../../capabilities/dataplane/agent-maps.js";
+import { Agent } from "../../capabilities/agent/loop.js";
 import { CHUNK_SLOTS, chunkCount, decodeTableChunk, decodeTableKey, encodeTableChunk, encodeTableKey, hex } from "../../capabilities/dataplane/maps.js";
 import { MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE } from "../../capabilities/dataplane/maglev.js";
 import { dataplaneConfig } from "./fixtures.js";
@@ -70,7 +69,7 @@ t.test("a pass for a watch event does not read back tables it leaves alone; an e
   agent.start();
 
   // Chunk 0 of the live table, damaged behind the agent's back: every slot names backend 1.
-  const live = (await readMaps(dp, { chunks: false })).actual.services[0];
+  const live = (await dp.readMaps({ chunks: false })).actual.services[0];
   const chunk0 = hex(encodeTableKey({ tableId: live.tableId, index: 0 }));
   await bpftool.batch([bpftool.mapUpdateLine(dp.mapPin("blixt_mg_chunks"), chunk0, hex(encodeTableChunk(new Array(CHUNK_SLOTS).fill(1))))], "damaging a chunk");
   const damaged = async () => decodeTableChunk((await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), chunk0))!.value!).every((s) => s === 1);
@@ -81,7 +80,7 @@ t.test("a pass for a watch event does not read back tables it leaves alone; an e
   let services = 1;
   for (let i = 0; i < 100 && services < 2; i++) {
     await new Promise((r) => setTimeout(r, 50));
-    services = (await readMaps(dp, { chunks: false })).actual.services.length;
+    services = (await dp.readMaps({ chunks: false })).actual.services.length;
   }
   t.equal(services, 2, "the event's pass programmed the new Gateway");
   await new Promise((r) => setTimeout(r, 200));

@@ -7,8 +7,8 @@ import t from "tap";
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
-import { Agent } from "../../capabilities/dataplane/agent.js";
-import { AgentMetrics, serveMetrics } from "../../capabilities/dataplane/metrics.js";
+import { Agent } from "../../capabilities/agent/loop.js";
+import { AgentMetrics, serveMetrics } from "../../capabilities/agent/metrics.js";
 import { Lab, countByBackend } from "../lib/lab.js";
 import { dataplaneConfig } from "./fixtures.js";
 

@@ -8,7 +8,7 @@ import t from "tap";
 import type { AddressInfo } from "node:net";
 import { K8s } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { agentSettings, startAgent } from "../../capabilities/dataplane/agent-start.js";
+import { agentSettings, startAgent } from "../../capabilities/agent/start.js";
 import { findBinaries, startApiServer } from "../lib/apiserver.js";
 import { Lab } from "../lib/lab.js";
 import { dataplaneConfig } from "./fixtures.js";

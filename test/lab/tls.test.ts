@@ -25,12 +25,12 @@ const NODE_JS = String.raw`
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 const root = process.argv[1];
-const load = (p) => import(pathToFileURL(root + "/capabilities/dataplane/" + p).href);
-const { Dataplane } = await load("dataplane.ts");
-const { Agent } = await load("agent.ts");
-const { TlsListeners } = await load("tls-listeners.ts");
-const { AgentMetrics } = await load("metrics.ts");
-const { interfaceAddress } = await load("agent-node.ts");
+const load = (p) => import(pathToFileURL(root + "/capabilities/" + p).href);
+const { Dataplane } = await load("dataplane/dataplane.ts");
+const { Agent } = await load("agent/loop.ts");
+const { TlsListeners } = await load("agent/tls/listeners.ts");
+const { AgentMetrics } = await load("agent/metrics.ts");
+const { interfaceAddress } = await load("agent/node.ts");
 const secrets = new Map(), acks = {}, logs = [];
 let dp, agent, metrics, iface;
 const log = { info: (f, m) => logs.push(m + " " + JSON.stringify(f)), error: (f, m) => logs.push("ERROR " + m + " " + JSON.stringify(f)) };

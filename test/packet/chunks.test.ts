@@ -4,7 +4,7 @@
 // table built in TypeScript names for that slot; a missing chunk or backend-list entry rejects.
 import t from "tap";
 import { loadedDataplane, run, XDP_DROP, XDP_PASS } from "./fixture.js";
-import { serviceTable, slotEntry, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
+import { serviceTable, slotEntry, type ServiceSpec } from "../../capabilities/dataplane/tables.js";
 import { batch, mapDeleteLine } from "../../capabilities/dataplane/bpftool.js";
 import { CHUNK_SLOTS, chunkCount, encodeTableKey, hex } from "../../capabilities/dataplane/maps.js";
 import { parseFrame, udpFrame } from "../lib/packet.js";

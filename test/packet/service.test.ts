@@ -3,11 +3,21 @@
 // read-back, deletion, and a reload that keeps every pinned map (so conntrack survives).
 import t from "tap";
 import { loadedDataplane, runOne, XDP_PASS } from "./fixture.js";
-import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
-import { mapDump, bpftoolJson } from "../../capabilities/dataplane/bpftool.js";
+import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/tables.js";
+import { batch, mapDump, mapUpdateLine, bpftoolJson } from "../../capabilities/dataplane/bpftool.js";
 import { execa } from "execa";
 import { stat } from "node:fs/promises";
-import { chunkCount, decodeTableKey, decodeBackendKey } from "../../capabilities/dataplane/maps.js";
+import {
+  chunkCount,
+  decodeTableKey,
+  decodeBackendKey,
+  encodeBackendKey,
+  encodeBackendValue,
+  encodeTableBackend,
+  encodeTableKey,
+  hex,
+  tableIdOf,
+} from "../../capabilities/dataplane/maps.js";
 import { parseFrame, udpFrame } from "../lib/packet.js";
 
 const base: ServiceSpec = { vip: "198.18.50.1", port: 7000, proto: "udp", backends: [{ ip: "10.5.0.1", port: 7000, weight: 1 }], rejectWeight: 0 };
@@ -120,5 +130,22 @@ t.test("dataplane", async (t) => {
     const reused = (await dp.stats()).services.find((s) => s.port === 7001)!;
     t.equal(reused.svcId, svcId, "the free id is reused");
     t.same([reused.packets, reused.newFlows], [0, 0], "without the old service's counters");
+  });
+
+  t.test("a single write takes the node agent's path: it clears what a batch that stopped half-way left", async (t) => {
+    // What a node agent that died mid-batch leaves: backends of an id no service uses, and the
+    // backend list of a spare table never switched in. The agent's apply removes both first.
+    const orphan = { svcId: 4000, ip: "10.5.9.9", port: 9 };
+    await batch(
+      [
+        mapUpdateLine(dp.mapPin("blixt_backends"), hex(encodeBackendKey(orphan)), hex(encodeBackendValue({ weight: 1 }))),
+        mapUpdateLine(dp.mapPin("blixt_mg_backs"), hex(encodeTableKey({ tableId: tableIdOf(orphan.svcId, 1), index: 0 })), hex(encodeTableBackend(orphan))),
+      ],
+      "leaving a half-written write behind",
+    );
+    await dp.setService({ ...base, port: 7001, backends: [{ ip: "10.5.0.3", port: 7000, weight: 1 }] });
+    t.notOk((await mapDump(dp.mapPin("blixt_backends"))).some((e) => decodeBackendKey(e.key).svcId === orphan.svcId), "the orphaned backend is gone");
+    t.notOk((await maglevTables()).has(tableIdOf(orphan.svcId, 1)), "the orphaned table's backend list is gone");
+    t.same((await dp.listServices()).find((s) => s.port === 7001)?.backends, [{ ip: "10.5.0.3", port: 7000, weight: 1 }], "and the service is written");
   });
 });

@@ -5,7 +5,7 @@
 import t from "tap";
 
 process.env.PEPR_WATCH_MODE = "true";
-const { dataplaneAgent } = await import("../../capabilities/dataplane/index.js");
+const { dataplaneAgent } = await import("../../capabilities/agent/index.js");
 
 t.test("two Watch bindings on DataplaneConfig, nothing else", async (t) => {
   const role = dataplaneAgent({ env: {} });

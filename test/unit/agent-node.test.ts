@@ -2,9 +2,10 @@
 // The agent's node-side choices and settings: ingress interface, attach mode, environment,
 // and the status write it sends (one node's entry, its own field manager).
 import t from "tap";
-import { defaultRouteInterface, parseRequestedMode, pickMode } from "../../capabilities/dataplane/agent-node.js";
-import { ackRequest, fieldManager } from "../../capabilities/dataplane/agent-kube.js";
-import { agentSettings } from "../../capabilities/dataplane/index.js";
+import { defaultRouteInterface, parseRequestedMode } from "../../capabilities/agent/node.js";
+import { modeReason, pickMode } from "../../capabilities/dataplane/mode.js";
+import { ackRequest, fieldManager } from "../../capabilities/agent/kube.js";
+import { agentSettings } from "../../capabilities/agent/index.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 
 t.test("the ingress interface is the default route's with the lowest metric", async (t) => {
@@ -25,6 +26,9 @@ t.test("auto picks TC on a veth and native XDP elsewhere; an explicit mode is ke
   t.equal(pickMode("auto", undefined), "xdp");
   t.equal(pickMode("auto", "vxlan"), "xdp");
   t.equal(pickMode("xdpgeneric", "veth"), "xdpgeneric");
+  t.match(modeReason("auto", "veth"), /^auto: a veth, .*XDP_TX.*so TC ingress$/, "the reason says why TC");
+  t.equal(modeReason("auto", undefined), "auto: not a veth, so native XDP");
+  t.equal(modeReason("tc", "veth"), "tc as asked");
   t.equal(parseRequestedMode(undefined), "auto");
   t.equal(parseRequestedMode(" tc "), "tc");
   t.throws(() => parseRequestedMode("dpdk"), /BLIXT_ATTACH_MODE="dpdk" is not an attach mode; set it to one of auto, xdp, xdpgeneric, tc/);

@@ -11,9 +11,9 @@ import { join } from "node:path";
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { X509Certificate } from "node:crypto";
-import { TlsTerminator, type TlsEvent } from "../../capabilities/dataplane/tls-terminator.js";
-import { TlsListeners } from "../../capabilities/dataplane/tls-listeners.js";
-import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "../../capabilities/dataplane/tls.js";
+import { TlsTerminator, type TlsEvent } from "../../capabilities/agent/tls/terminator.js";
+import { TlsListeners } from "../../capabilities/agent/tls/listeners.js";
+import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "../../capabilities/agent/tls/certificates.js";
 
 let dir = "";
 const pems: Record<string, { cert: string; key: string; fingerprint: string }> = {};

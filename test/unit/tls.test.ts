@@ -8,10 +8,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { certificateNames, nameMatches, parseTlsSecret, pickBackend, pickCertificate, tlsListenerSpecs } from "../../capabilities/dataplane/tls.js";
-import { desiredState, terminatedService, type TlsOutcome } from "../../capabilities/dataplane/plan.js";
+import { certificateNames, nameMatches, parseTlsSecret, pickBackend, pickCertificate, tlsListenerSpecs } from "../../capabilities/agent/tls/certificates.js";
+import { desiredState, terminatedService, type TlsOutcome } from "../../capabilities/agent/desired.js";
 import { X509Certificate } from "node:crypto";
-import { firstIPv4 } from "../../capabilities/dataplane/agent-node.js";
+import { firstIPv4 } from "../../capabilities/agent/node.js";
 
 t.test("nameMatches: exact names ignore case; a wildcard stands for one whole left-most label", async (t) => {
   const cases: [string, string, boolean][] = [

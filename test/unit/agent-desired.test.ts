@@ -3,7 +3,8 @@
 // maps, the status entry it writes, the retry schedule.
 import t from "tap";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { serviceTable, type ServiceSpec } from "../../capabilities/dataplane/dataplane.js";
+import { sampleChunks, serviceTable, type ServiceSpec } from "../../capabilities/dataplane/tables.js";
+import type { ActualService } from "../../capabilities/dataplane/lines.js";
 import { CHUNK_SLOTS } from "../../capabilities/dataplane/maps.js";
 import {
   changeCount,
@@ -13,9 +14,7 @@ import {
   listenerWeights,
   nodeAck,
   retryDelay,
-  sampleChunks,
-  type ActualService,
-} from "../../capabilities/dataplane/plan.js";
+} from "../../capabilities/agent/desired.js";
 
 interface ListenerIn {
   name: string;

@@ -4,10 +4,12 @@
 // keeps no copy), and labelled with the Gateway listener each service serves.
 import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { serviceName, type DataplaneStats } from "./dataplane.js";
-import type { ConvergeResult } from "./agent.js";
-import type { AttachMode, ListenerRef } from "./plan.js";
-import type { TlsEvent } from "./tls-terminator.js";
+import type { DataplaneStats } from "../dataplane/dataplane.js";
+import { serviceName } from "../dataplane/tables.js";
+import type { ConvergeResult } from "./loop.js";
+import type { ListenerRef } from "./desired.js";
+import type { AttachMode } from "../dataplane/mode.js";
+import type { TlsEvent } from "./tls/terminator.js";
 
 /** What the metrics read: the dataplane's counters and the agent's view of listeners. */
 export interface MetricsSource {

@@ -1,18 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// The node the agent runs on: bpffs, the ingress interface, and how to attach to it. The
-// choices are pure functions of what `ip -j` prints; the I/O around them is a few commands.
+// The node the agent runs on: bpffs, the ingress interface, and what kind of link it is (the
+// attach mode follows from that, ../dataplane/mode.ts). The choices are pure functions of what
+// `ip -j` prints; the I/O around them is a few commands.
 import { execa } from "execa";
-import { netnsPrefix } from "./bpftool.js";
-import type { AttachMode } from "./plan.js";
+import { netnsPrefix } from "../dataplane/bpftool.js";
+import { REQUESTED_MODES, type RequestedMode } from "../dataplane/mode.js";
 
 /** `ip ARGS`, inside network namespace `netns` when given. */
 async function ip(args: string[], netns?: string): Promise<string> {
   const argv = [...netnsPrefix(netns), "ip", ...args];
   return (await execa(argv[0], argv.slice(1))).stdout;
 }
-
-export type RequestedMode = AttachMode | "auto";
-export const REQUESTED_MODES: readonly RequestedMode[] = ["auto", "xdp", "xdpgeneric", "tc"];
 
 interface Route {
   dst?: string;
@@ -25,16 +23,6 @@ export function defaultRouteInterface(routes: Route[]): string | undefined {
   return routes
     .filter((r) => r.dst === "default" && r.dev)
     .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0))[0]?.dev;
-}
-
-/**
- * How to attach to an interface. On a veth (minikube, kind, the local cluster), native XDP
- * cannot transmit the RST back (XDP_TX reaches the peer only if the peer runs XDP too, and the
- * peer sits in the host), so "auto" picks TC there and native XDP elsewhere.
- */
-export function pickMode(requested: RequestedMode, linkKind: string | undefined): AttachMode {
-  if (requested !== "auto") return requested;
-  return linkKind === "veth" ? "tc" : "xdp";
 }
 
 export function parseRequestedMode(value: string | undefined): RequestedMode {

@@ -5,8 +5,10 @@
 // retrying a failed apply. No I/O: the agent feeds in plain objects and acts on the answer.
 import { isIPv4 } from "node:net";
 import type { DataplaneConfig, Listener, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
-import { mergeBackends, serviceName, serviceTable, type Backend, type Proto, type ServiceSpec, type TableEntry } from "./dataplane.js";
-import { CHUNK_SLOTS, chunkCount } from "./maps.js";
+import { mergeBackends, serviceName, serviceTable, type Backend, type ServiceSpec, type TableEntry } from "../dataplane/tables.js";
+import type { ActualService, ActualState, DataplaneDiff } from "../dataplane/lines.js";
+import type { AttachMode } from "../dataplane/mode.js";
+import { CHUNK_SLOTS } from "../dataplane/maps.js";
 
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
 export type ConfigKey = string;
@@ -170,60 +172,10 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: 
 
 // ---- diff ----------------------------------------------------------------------------------
 
-/** A service as read back from the pinned maps. */
-export interface ActualService {
-  vip: string;
-  port: number;
-  proto: Proto;
-  svcId: number;
-  tableId: number;
-  tableSize: number;
-  rejectWeight: number;
-  backends: Backend[];
-  /** The live table's backend list read back (blixt_mg_backs), by index; absent when not read. */
-  tableBackends?: Map<number, TableEntry>;
-  /**
-   * Chunks of the live table read back (blixt_mg_chunks), by chunk number (undefined: the chunk
-   * is missing). A sample (sampleChunks), not the whole table: reading every chunk of every
-   * table on each resync costs more than it finds, and a damaged table shows in its sampled
-   * chunks, its backend list or its size.
-   */
-  chunks?: Map<number, Uint16Array | undefined>;
-}
-
-/** A Gateway address in the maps, and whether this node answers ARP for it. */
-export interface AddressEntry {
-  ip: string;
-  announce: boolean;
-}
-
-export interface ActualState {
-  services: ActualService[];
-  addresses: AddressEntry[];
-}
-
-export interface DataplaneDiff {
-  /** services to create or reprogram (new table, one switch write) */
-  set: ServiceSpec[];
-  /** services to remove */
-  remove: { vip: string; port: number; proto: Proto }[];
-  /** Gateway addresses to add or re-flag, and to remove */
-  addresses: { upsert: AddressEntry[]; remove: string[] };
-  /** why each service in `set` is there: "new", "backends", "rejectWeight", "table" */
-  reasons: Map<string, string>;
-}
-
 export const changeCount = (d: DataplaneDiff): number => d.set.length + d.remove.length + d.addresses.upsert.length + d.addresses.remove.length;
 
 const sameBackends = (a: Backend[], b: Backend[]) =>
   a.length === b.length && a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
-
-/** Which chunks of a table of `size` slots the agent reads back to check it: first, last and a spread between. */
-export function sampleChunks(size: number, count = 4): number[] {
-  const chunks = chunkCount(size);
-  if (chunks <= 0) return [];
-  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (chunks - 1)) / Math.max(1, count - 1))))];
-}
 
 const sameEntry = (a: TableEntry | undefined, b: TableEntry | undefined): boolean =>
   a === "reject" || b === "reject" || a === undefined || b === undefined ? a === b : a.ip === b.ip && a.port === b.port;
@@ -287,8 +239,6 @@ export function changesByConfig(diff: DataplaneDiff, listeners: Map<string, List
 }
 
 // ---- acknowledgement -----------------------------------------------------------------------
-
-export type AttachMode = "xdp" | "xdpgeneric" | "tc";
 
 /** The outcome of applying one config on this node. */
 export type ApplyOutcome = { applied: true } | { applied: false; message: string };

@@ -4,10 +4,11 @@
 // and resync periodically so a change made behind its back is put back. Kubernetes is reached
 // only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
 import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
-import type { Dataplane } from "./dataplane.js";
-import { applyDiff, readMaps } from "./agent-maps.js";
-import { tlsListenerSpecs } from "./tls.js";
-import type { TlsListeners } from "./tls-listeners.js";
+import type { Dataplane } from "../dataplane/dataplane.js";
+import { tlsListenerSpecs } from "./tls/certificates.js";
+import type { TlsListeners } from "./tls/listeners.js";
+import type { AgentLog } from "./log.js";
+import type { AttachMode } from "../dataplane/mode.js";
 import {
   changeCount,
   changesByConfig,
@@ -16,16 +17,10 @@ import {
   diffState,
   nodeAck,
   retryDelay,
-  type AttachMode,
   type ConfigKey,
   type ListenerRef,
   type NodeAck,
-} from "./plan.js";
-
-export interface AgentLog {
-  info(fields: Record<string, unknown>, message: string): void;
-  error(fields: Record<string, unknown>, message: string): void;
-}
+} from "./desired.js";
 
 /** One run of the loop, as metrics and tests see it. */
 export interface ConvergeResult {
@@ -179,13 +174,13 @@ export class Agent {
     try {
       const checkTables = this.checkTables || this.failures > 0;
       this.checkTables = false;
-      const snapshot = await readMaps(this.dataplane, { chunks: checkTables });
+      const snapshot = await this.dataplane.readMaps({ chunks: checkTables });
       const diff = diffState(desired, snapshot.actual);
       const changes = changeCount(diff) + snapshot.orphanBackends.length;
       // After a failure, old tables may be half-deleted: remove them slot-safely. The first pass
-      // and one after a failure also have every established flow checked again (applyLines).
+      // and one after a failure also have every established flow checked again (lines.ts applyLines).
       const recheck = this.recheckFlows || this.failures > 0;
-      const commands = changes > 0 || (recheck && snapshot.states.size > 0) ? await applyDiff(this.dataplane, diff, snapshot, this.failures > 0, recheck) : 0;
+      const commands = changes > 0 || (recheck && snapshot.states.size > 0) ? await this.dataplane.apply(diff, snapshot, { tolerant: this.failures > 0, recheckAll: recheck }) : 0;
       this.recheckFlows = false;
       result = { ok: true, changes, commands, seconds: seconds() };
       const perConfig = changesByConfig(diff, desired.listeners, this.listenersByService);

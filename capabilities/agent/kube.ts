@@ -13,7 +13,7 @@ import { K8s, fetch, kind } from "kubernetes-fluent-client";
 import { k8sCfg } from "kubernetes-fluent-client/dist/fluent/utils.js";
 import { FetchMethods } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
-import type { NodeAck } from "./plan.js";
+import type { NodeAck } from "./desired.js";
 
 export const fieldManager = (nodeName: string): string => `blixt-agent/${nodeName}`.slice(0, 128);
 

@@ -5,14 +5,15 @@
 import type { Server } from "node:http";
 import { dirname } from "node:path";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
-import { Agent, type AgentLog, type ConvergeResult } from "./agent.js";
-import { acknowledge, listDataplaneConfigs } from "./agent-kube.js";
-import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode, pickMode } from "./agent-node.js";
-import { readSecret } from "./agent-kube.js";
-import { TlsListeners } from "./tls-listeners.js";
-import { DEFAULT_PIN_DIR, Dataplane } from "./dataplane.js";
+import { Agent, type ConvergeResult } from "./loop.js";
+import type { AgentLog } from "./log.js";
+import { acknowledge, listDataplaneConfigs } from "./kube.js";
+import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode } from "./node.js";
+import { readSecret } from "./kube.js";
+import { TlsListeners } from "./tls/listeners.js";
+import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
-import type { AttachMode } from "./plan.js";
+import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
 
 export interface AgentSettings {
   nodeName: string;
@@ -77,12 +78,13 @@ export interface StartOptions {
 export async function startAgent(settings: AgentSettings, { log, beforeFirstConverge }: StartOptions): Promise<RunningAgent> {
   await ensureBpffs(settings.pinDir.startsWith("/sys/fs/bpf/") ? "/sys/fs/bpf" : dirname(settings.pinDir));
   const iface = await ingressInterface(settings.iface, settings.netns);
-  const mode = pickMode(settings.requestedMode, await linkKind(iface, settings.netns));
+  const kind = await linkKind(iface, settings.netns);
+  const mode = pickMode(settings.requestedMode, kind);
   const dataplane = new Dataplane({ pinDir: settings.pinDir, objDir: settings.objDir, netns: settings.netns, xdpMode: mode === "xdpgeneric" ? "generic" : "native" });
   // Reuses pinned maps: conntrack and services survive the restart, traffic never stopped.
   await dataplane.load();
   await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
-  log.info({ node: settings.nodeName, interface: iface, mode, pinDir: settings.pinDir }, "dataplane attached");
+  log.info({ node: settings.nodeName, interface: iface, mode, why: modeReason(settings.requestedMode, kind), pinDir: settings.pinDir }, "dataplane attached");
 
   let metrics: AgentMetrics | undefined;
   const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log });

@@ -2,10 +2,11 @@
 /**
  * The agent role: a Pepr capability whose only bindings are the DataplaneConfig watch, and a
  * start() that brings the node's dataplane up and converges it before reporting ready. The
- * work lives in agent-start.ts (start-up), agent.ts (loop), agent-maps.ts (maps),
- * agent-kube.ts (status, Secrets), agent-node.ts (interface, bpffs), metrics.ts, and for HTTPS
- * listeners tls.ts (certificates, SNI, backend choice), tls-terminator.ts (one listener's TLS
- * server) and tls-listeners.ts (the node's terminators, synced on every pass).
+ * work lives in start.ts (start-up), loop.ts (the loop), desired.ts (desired state, diff,
+ * acknowledgements; pure), kube.ts (status, Secrets), node.ts (interface, bpffs),
+ * metrics.ts, log.ts, and for HTTPS listeners tls/certificates.ts (certificates, SNI,
+ * backend choice), tls/terminator.ts (one listener's TLS server) and tls/listeners.ts (the
+ * node's terminators, synced on every pass). The kernel side is ../dataplane/.
  *
  * Environment (the chart's DaemonSet sets these):
  *   NODE_NAME              this node (downward API spec.nodeName); required
@@ -19,10 +20,11 @@
  */
 import { Capability, Log } from "pepr";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
-import type { Agent, AgentLog } from "./agent.js";
-import { agentSettings, startAgent } from "./agent-start.js";
+import type { Agent } from "./loop.js";
+import type { AgentLog } from "./log.js";
+import { agentSettings, startAgent } from "./start.js";
 
-export { agentSettings, type AgentSettings } from "./agent-start.js";
+export { agentSettings, type AgentSettings } from "./start.js";
 
 // Pepr's own (CommonJS) copy of kubernetes-fluent-client does not see the RegisterKind call in
 // the generated type, so the watch names the kind itself.

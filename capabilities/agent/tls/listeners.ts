@@ -5,10 +5,10 @@
 // without touching open connections. A Secret that is missing or unusable stops that
 // listener's terminator (the dataplane then refuses its connections); a Secret that cannot be
 // read right now (API server unreachable, RBAC) keeps the certificates already loaded.
-import type { AgentLog } from "./agent.js";
-import type { ListenerRef, TlsOutcome } from "./plan.js";
-import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "./tls.js";
-import { TlsTerminator, type TlsEvent } from "./tls-terminator.js";
+import type { AgentLog } from "../log.js";
+import type { ListenerRef, TlsOutcome } from "../desired.js";
+import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "./certificates.js";
+import { TlsTerminator, type TlsEvent } from "./terminator.js";
 
 export interface TlsListenersOptions {
   /** The node address terminators listen on; unset with the reason when there is none. */

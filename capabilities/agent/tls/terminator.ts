@@ -6,8 +6,8 @@
 // be replaced at any time: new connections get the new ones, open connections keep theirs.
 import { connect, type Socket } from "node:net";
 import { createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from "node:tls";
-import type { Backend } from "./dataplane.js";
-import { pickBackend, pickCertificate, type TlsCertificate } from "./tls.js";
+import type { Backend } from "../../dataplane/tables.js";
+import { pickBackend, pickCertificate, type TlsCertificate } from "./certificates.js";
 
 export type TlsEvent = "connection" | "handshake_failure" | "backend_error";
 

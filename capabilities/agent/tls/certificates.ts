@@ -2,12 +2,12 @@
 // TLS termination for HTTPS listeners, the pure part: which listeners this node terminates,
 // what a referenced kubernetes.io/tls Secret holds (or why it cannot be used), which
 // certificate answers a requested server name, and which backend takes a connection. No I/O:
-// tls-terminator.ts and tls-listeners.ts act on the answers.
+// terminator.ts and listeners.ts act on the answers.
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { isIPv4 } from "node:net";
-import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
-import type { Backend } from "./dataplane.js";
-import { configKey, listenerKey, listenerWeights, type ListenerRef } from "./plan.js";
+import type { DataplaneConfig } from "../../generated/dataplaneconfig-v1alpha1.js";
+import type { Backend } from "../../dataplane/tables.js";
+import { configKey, listenerKey, listenerWeights, type ListenerRef } from "../desired.js";
 
 /** One HTTPS listener this node terminates: where its certificates come from and where the plaintext goes. */
 export interface TlsListenerSpec {

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// A service as the dataplane holds it, the pure part: its spec and how it is validated, its
+// weighted backends merged, and the Maglev table built from them (backend list plus slots).
+// No I/O; lines.ts turns these into bpftool batch lines and dataplane.ts runs them.
+import { isIPv4 } from "node:net";
+import { buildMaglevTable, maglevTableSize } from "./maglev.js";
+import { chunkCount, type Proto } from "./maps.js";
+
+export type { Proto } from "./maps.js";
+export interface Backend {
+  ip: string;
+  port: number;
+  weight: number;
+}
+export interface ServiceSpec {
+  vip: string;
+  port: number;
+  proto: Proto;
+  backends: Backend[];
+  /** weight of the backendRefs that could not be resolved: that share of new flows is rejected */
+  rejectWeight: number;
+}
+
+const isPort = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
+const isWeight = (n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffffffff;
+
+export function serviceName(s: { vip: string; port: number; proto: string }): string {
+  return `${s.vip}:${s.port}/${s.proto}`;
+}
+
+/** Throws an Error naming the service and the field that is wrong. */
+export function validateServiceSpec(spec: ServiceSpec): void {
+  const name = `service ${serviceName(spec)}`;
+  if (!isIPv4(spec.vip)) throw new Error(`${name}: vip "${spec.vip}" must be an IPv4 address literal`);
+  if (!isPort(spec.port)) throw new Error(`${name}: port must be an integer in 1..65535, got ${spec.port}`);
+  if (spec.proto !== "tcp" && spec.proto !== "udp") throw new Error(`${name}: proto must be "tcp" or "udp", got ${JSON.stringify(spec.proto)}`);
+  if (!isWeight(spec.rejectWeight)) throw new Error(`${name}: rejectWeight must be a non-negative integer, got ${spec.rejectWeight}`);
+  if (!Array.isArray(spec.backends)) throw new Error(`${name}: backends must be an array`);
+  spec.backends.forEach((b, i) => {
+    if (!isIPv4(b.ip)) throw new Error(`${name}: backends[${i}].ip "${b.ip}" must be an IPv4 address literal`);
+    if (!isPort(b.port)) throw new Error(`${name}: backends[${i}].port must be an integer in 1..65535, got ${b.port}`);
+    if (!isWeight(b.weight)) throw new Error(`${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`);
+  });
+}
+
+/** The same endpoint listed twice (two backendRefs resolving to one pod) carries the sum of its weights. */
+export function mergeBackends(backends: Backend[]): Backend[] {
+  const byKey = new Map<string, Backend>();
+  for (const b of backends) {
+    const key = `${b.ip}:${b.port}`;
+    const seen = byKey.get(key);
+    byKey.set(key, seen ? { ...seen, weight: seen.weight + b.weight } : { ...b });
+  }
+  return [...byKey.values()].sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
+}
+
+/** Key of the Maglev pseudo-backend that stands for the rejected share; cannot collide with "ip:port". */
+const REJECT_KEY = "reject";
+
+/** An entry of a table's backend list: a backend, or the rejected share. */
+export type TableEntry = { ip: string; port: number } | "reject";
+
+export interface ServiceTable {
+  tableSize: number;
+  /** the table's backend list (blixt_mg_backs): weighted backends in key order, then "reject" if it has a share */
+  backends: TableEntry[];
+  /** per slot: an index into `backends` (written to blixt_mg_chunks, CHUNK_SLOTS per entry) */
+  slots: Uint16Array;
+}
+
+/** What slot `slot` of a table holds. */
+export const slotEntry = (table: ServiceTable, slot: number): TableEntry | undefined =>
+  slot < table.tableSize ? table.backends[table.slots[slot]] : undefined;
+
+/** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
+export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
+  const weighted = mergeBackends(backends).filter((b) => b.weight > 0);
+  const members = [
+    ...weighted.map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, entry: { ip: b.ip, port: b.port } as TableEntry })),
+    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }] : []),
+  ];
+  if (members.length === 0) return { tableSize: 0, backends: [], slots: new Uint16Array(0) };
+  // Slots name backends by a u16 index (struct table_chunk).
+  if (members.length > 0x10000) throw new RangeError(`a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`);
+  const tableSize = maglevTableSize(members.length);
+  const table = buildMaglevTable(
+    members.map(({ key, weight }) => ({ key, weight })),
+    tableSize,
+  );
+  return { tableSize, backends: members.map((m) => m.entry), slots: Uint16Array.from(table) };
+}
+
+/** Which chunks of a table of `size` slots are read back to check it: first, last and a spread between. */
+export function sampleChunks(size: number, count = 4): number[] {
+  const chunks = chunkCount(size);
+  if (chunks <= 0) return [];
+  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (chunks - 1)) / Math.max(1, count - 1))))];
+}
