@@ -344,8 +344,10 @@ function latencyGoals(r: Results): Verdict[] {
     if (best && added !== undefined) {
       const hit = nsRows(r, progOf(best.path)).hit;
       why =
-        `direct routing's own p99 ${cite(TABLE.latency, `direct ${proto}`, "p99")} spans ${fmt(noise)} µs over the runs (${range(p99.direct)} µs), ` +
-        `${Math.abs(added) <= noise ? "no less than" : "less than"} the ${fmt(Math.abs(added))} µs between ${best.path}'s p99 and direct's` +
+        (p99.direct && p99.direct.samples.length > 1
+          ? `direct routing's own p99 ${cite(TABLE.latency, `direct ${proto}`, "p99")} spans ${fmt(noise)} µs over the runs (${range(p99.direct)} µs), ` +
+            `${Math.abs(added) <= noise ? "no less than" : "less than"} the ${fmt(Math.abs(added))} µs between ${best.path}'s p99 and direct's`
+          : `direct routing's p99 ${cite(TABLE.latency, `direct ${proto}`, "p99")} has one run here: no spread to weigh the ${fmt(Math.abs(added))} µs against`) +
         (hit ? `; ${best.path}'s program costs ${nsFigure(hit)} per packet` : "");
     }
     out.push({
@@ -429,7 +431,7 @@ function notes(r: Results): string[] {
     );
   }
   const [tcpP50, udpP50] = [r.tcpP50.direct, r.udpP50.direct];
-  if (med(tcpP50) !== undefined && med(udpP50) !== undefined) {
+  if (med(tcpP50) !== undefined && med(udpP50) !== undefined && tcpP50!.samples.length > 1 && udpP50!.samples.length > 1) {
     out.push(
       `Direct routing's own p50 ranges from run to run over ${cite(TABLE.latency, "direct TCP", "p50")} ${range(tcpP50)} µs and ${cite(TABLE.latency, "direct UDP", "p50")} ${range(udpP50)} µs ` +
         "at the same fixed message rate: compare paths within one run, by the added column.",

@@ -300,6 +300,11 @@ t.test("the latency goals quote direct routing's spread", async (t) => {
   t.ok(goalLine(renderReport(r), "(TCP):").includes("spans 129.8 µs over the runs (873.3–1,003 µs)"), "follows the direct row");
   r.tcpP99.direct = s(923.3, 943.7, 963.1);
   t.match(goalLine(renderReport(r), "(TCP):"), /^- \*\*met\*\*/, "a spread smaller than the difference decides it");
+  r.tcpP99.direct = s(1003.1);
+  r.tcpP99["blixt-tc"] = s(1057.3);
+  const one = goalLine(renderReport(r), "(TCP):");
+  t.match(one, /^- \*\*not met\*\*/);
+  t.ok(one.includes("has one run here: no spread to weigh the 54.2 µs against"), "one run: no spread claimed");
 });
 
 t.test("the notes are computed from the rows they cite", async (t) => {
