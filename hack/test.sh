@@ -36,6 +36,11 @@ step "typecheck"
 npx tsc --noEmit
 step "local cluster binaries (cached; the first build takes a while)"
 hack/cluster.sh build
+# The chart tests use the helm that build caches. HELM set makes them fail, not skip, when it
+# is missing, so a run of this script never passes with the chart untested.
+HELM=${HELM:-${BLIXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blixt}/bin/helm}
+"$HELM" version --short >/dev/null || { echo "test: no working helm at $HELM after hack/cluster.sh build" >&2; exit 1; }
+export HELM
 step "conformance suite images (cached)"
 hack/conformance.sh build-images
 
