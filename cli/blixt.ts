@@ -3,6 +3,7 @@
 import { Command, CommanderError } from "commander";
 import { dataplaneCommand } from "./dataplane.js";
 import { compileCommand } from "./compile.js";
+import { uninstallCommand } from "./uninstall/index.js";
 
 /** Exit code for a command line blixt cannot act on (bad or missing argument), as sysexits' EX_USAGE family uses. */
 export const EXIT_USAGE = 2;
@@ -11,6 +12,7 @@ export function blixtProgram(): Command {
   const program = new Command("blixt").description("blixt: an eBPF Layer-4 Gateway API implementation");
   program.addCommand(dataplaneCommand());
   program.addCommand(compileCommand());
+  program.addCommand(uninstallCommand());
   return program;
 }
 

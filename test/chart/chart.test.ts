@@ -289,8 +289,9 @@ if (!helm && helmRequired(process.env)) {
   t.test("uninstall: a pre-delete Job with a privileged detach pod template", async t => {
     const job = defaults.get("Job", `${full}-uninstall`);
     t.equal(job.metadata.annotations["helm.sh/hook"], "pre-delete");
+    t.same(job.spec.template.spec.containers[0].command, ["/usr/local/bin/blixt", "uninstall", "detach-all"], "the blixt command, not a script");
     const detachPod = JSON.parse(defaults.get("ConfigMap", `${full}-uninstall`).data["detach-pod.json"]);
-    t.same(detachPod.spec.containers[0].command, ["/usr/local/bin/node", "/app/dist/detach-node.mjs"]);
+    t.same(detachPod.spec.containers[0].command, ["/usr/local/bin/blixt", "uninstall", "detach-node"]);
     t.equal(envOf(detachPod.spec.containers[0]).BLIXT_PIN_DIR, "/sys/fs/bpf/blixt", "the agent's pin dir");
     t.equal(detachPod.spec.containers[0].securityContext.privileged, true);
     t.ok(detachPod.spec.volumes.some((v: any) => v.hostPath?.path === "/sys/fs/bpf"));
