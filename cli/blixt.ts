@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `blixt` command. Each subcommand lives in its own module and registers with one line here.
 import { Command, CommanderError } from "commander";
+import { uninstallCommand } from "./uninstall/index.js";
 import { dataplaneCommand } from "./dataplane.js";
 import { compileCommand } from "./compile.js";
-import { uninstallCommand } from "./uninstall/index.js";
 
 /** Exit code for a command line blixt cannot act on (bad or missing argument), as sysexits' EX_USAGE family uses. */
 export const EXIT_USAGE = 2;
