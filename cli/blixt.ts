@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `blixt` command. Each subcommand lives in its own module and registers with one line here.
 import { Command, CommanderError } from "commander";
+import { uninstallCommand } from "./uninstall/index.js";
 import { dataplaneCommand } from "./dataplane.js";
 import { compileCommand } from "./compile.js";
 import { refuseRepeatedOptions } from "./options.js";
@@ -12,6 +13,7 @@ export function blixtProgram(): Command {
   const program = new Command("blixt").description("blixt: an eBPF Layer-4 Gateway API implementation");
   program.addCommand(dataplaneCommand());
   program.addCommand(compileCommand());
+  program.addCommand(uninstallCommand());
   return program;
 }
 

@@ -8,7 +8,6 @@
  */
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { Command, Option } from "commander";
 import { compile } from "../capabilities/gateway/compile/index.js";
 import { loadSnapshot, renderOutput } from "../capabilities/gateway/compile/documents.js";
@@ -78,9 +77,4 @@ export function compileCommand(): Command {
       process.stdout.write(result.stdout);
       process.stderr.write(result.stderr);
     });
-}
-
-// Runnable on its own too: `tsx cli/compile.ts -f FILE`.
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  compileCommand().name("blixt compile").parse(process.argv);
 }

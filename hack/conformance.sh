@@ -6,9 +6,9 @@
 #
 # It builds the suite's test binary and the images its manifests name (cached; rebuilt only
 # when a version changes), imports the images into the cluster, runs the suite, writes the
-# report and conformance/RESULTS.md, and fails when a core test on
-# conformance/passing-core-tests.txt does not pass. Run as root, with the cluster up and blixt
-# installed in it.
+# report and conformance/RESULTS.md, and fails when a claimed test (every core test, and every
+# test of a feature in conformance/extended-features.txt) or one on conformance/passing-tests.txt
+# does not pass. Run as root, with the cluster up and blixt installed in it.
 set -euo pipefail
 # Builds run inside $(...); without this a failed step there would not stop the script.
 shopt -s inherit_errexit
@@ -20,7 +20,7 @@ usage: hack/conformance.sh [COMMAND] [OPTIONS]
 
 commands:
   run        (default) build, import the images, run the suite, write the report and
-             RESULTS.md, and check the recorded passing core tests
+             RESULTS.md, and check the claimed and recorded tests
   build      build the harness and the images (no cluster needed)
   build-images
              build only the images; prints their archive paths (no cluster needed)
@@ -28,9 +28,12 @@ commands:
   results    rewrite RESULTS.md from the last run, or from the catalogue alone (no cluster)
 
 options (run):
-  --record             add this run's passing core tests to conformance/passing-core-tests.txt
-  --features LIST      extended features to claim in this run instead of
-                       conformance/extended-features.txt (comma-separated; to try one out)
+  --record             add this run's passing claimed tests to conformance/passing-tests.txt
+  --retry              when a claimed test fails, run the suite once more and judge both runs:
+                       failed then passed is flaky (reported), failed twice fails (CI does)
+  --features LIST      extended features to try in this run besides those of
+                       conformance/extended-features.txt (comma-separated); their tests
+                       are shown, and required only once the feature is claimed there
   --run-test NAME      run one test of the suite (no report is kept)
   --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
   --install            first install blixt with hack/install.sh: build its image (when
@@ -47,7 +50,7 @@ BLIXT_CACHE=${BLIXT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blixt}
 CACHE=$BLIXT_CACHE/conformance
 HARNESS_DIR=test/conformance
 CATALOGUE=$CACHE/catalogue.json
-PASSING=conformance/passing-core-tests.txt
+PASSING=conformance/passing-tests.txt
 EXTENDED=conformance/extended-features.txt
 RESULTS=conformance/RESULTS.md
 GATEWAY_CLASS=${BLIXT_GATEWAY_CLASS:-blixt}
@@ -201,21 +204,25 @@ claimed_features() {
   printf 'Gateway,ReferenceGrant,TCPRoute,UDPRoute%s\n' "${extended:+,$extended}"
 }
 
+# write_results REPORT RECORD [EVENTS...]: RESULTS.md from the runs' events (in run order)
+# and the check; exit status 1 when a claimed or recorded test passed in no run.
 write_results() {
-  local events=${1:-} report=${2:-} record=${3:-}
-  local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --results "$RESULTS")
-  [[ -n $events ]] && args+=(--events "$events")
+  local report=$1 record=$2 events
+  shift 2
+  local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --extended-features "$EXTENDED" --results "$RESULTS")
+  for events in "$@"; do args+=(--events "$events"); done
   [[ -n $report ]] && args+=(--report "$report" --report-link "${report#conformance/}" --readme README.md)
   [[ -n $record ]] && args+=(--record)
   npx --no-install tsx hack/conformance/report.ts "${args[@]}"
 }
 
 main() {
-  local command=run record="" features="" run_test="" kubeconfig="" install=""
+  local command=run record="" features="" run_test="" kubeconfig="" install="" retry=""
   case ${1:-} in run|build|build-images|images|results) command=$1; shift ;; -h|--help|help) usage; return ;; esac
   while [[ $# -gt 0 ]]; do
     case $1 in
       --record) record=1 ;;
+      --retry) retry=1 ;;
       --install) install=1 ;;
       --features) features=${2:?--features needs a comma-separated list}; shift ;;
       --run-test) run_test=${2:?--run-test needs a test name}; shift ;;
@@ -239,9 +246,12 @@ main() {
 
   if [[ $command == results ]]; then
     local last=$CACHE/runs/last
-    local report=""
+    local report="" runs=()
     [[ -f $last/report-path ]] && report=$(cat "$last/report-path")
-    write_results "$([[ -f $last/events.json ]] && echo "$last/events.json")" "$report"
+    # A rerun is judged together with the run before it, as it was when it ran.
+    [[ -f $last/previous-run ]] && runs+=("$(cat "$last/previous-run")/events.json")
+    [[ -f $last/events.json ]] && runs+=("$last/events.json")
+    write_results "$report" "" "${runs[@]}"
     return
   fi
 
@@ -269,13 +279,47 @@ main() {
   fi
   [[ -n ${KUBECONFIG:-} ]] || die "hack/cluster.sh env gave no KUBECONFIG"
 
-  local blixt_version channel run_dir report_tmp report
+  local blixt_version
   blixt_version=$(node -p 'require("./package.json").version')
+  # A feature tried out comes on top of the claimed ones, whose tests stay required.
+  features=$(claimed_features)${features:+,$features}
+
+  if [[ -n $run_test ]]; then
+    run_suite "$harness" "$version" "$blixt_version" "$features" "$run_test"
+    log "single test $run_test: exit status $SUITE_STATUS; no report or RESULTS.md written"
+    return "$SUITE_STATUS"
+  fi
+
+  # The suite's own exit status is non-zero whenever any test fails, expected or not; the
+  # check that matters is write_results': every claimed and recorded test passes. With
+  # --retry, a failed check runs the whole suite once more and judges both runs together: a
+  # test that failed and then passed is flaky (logged, and marked in RESULTS.md), one that
+  # failed in both fails the run.
+  local events=() report="" previous=""
+  while :; do
+    run_suite "$harness" "$version" "$blixt_version" "$features" ""
+    events+=("$SUITE_RUN_DIR/events.json")
+    report=${SUITE_REPORT:-$report}
+    [[ -z $previous ]] || printf '%s\n' "$previous" >"$SUITE_RUN_DIR/previous-run"
+    if write_results "$report" "$record" "${events[@]}"; then return 0; fi
+    show_failures "$SUITE_RUN_DIR"
+    if [[ -z $retry || ${#events[@]} -ge 2 ]]; then return 1; fi
+    previous=$SUITE_RUN_DIR
+    log "a claimed test failed: running the whole suite once more (a test that passes then is reported as flaky; one that fails again fails the run)"
+  done
+}
+
+# run_suite HARNESS SUITE_VERSION BLIXT_VERSION FEATURES RUN_TEST runs the suite once into a
+# new directory under $CACHE/runs (runs/last links it) and keeps its report; sets
+# SUITE_RUN_DIR, SUITE_REPORT (empty when the run left no report) and SUITE_STATUS (the
+# suite's exit status; the function itself returns 0, so errexit stays in force inside it).
+run_suite() {
+  local harness=$1 version=$2 blixt_version=$3 features=$4 run_test=$5
+  local run_dir report_tmp channel status=0
   run_dir=$CACHE/runs/$(date -u +%Y%m%dT%H%M%SZ)
   mkdir -p "$run_dir"
   report_tmp=$run_dir/report.yaml
-  features=${features:-$(claimed_features)}
-  [[ $features == Gateway,* ]] || features="Gateway,ReferenceGrant,TCPRoute,UDPRoute,$features"
+  SUITE_RUN_DIR=$run_dir SUITE_REPORT="" SUITE_STATUS=0
 
   local suite_args=(
     -gateway-class="$GATEWAY_CLASS"
@@ -290,7 +334,6 @@ main() {
 
   log "running the suite against $KUBECONFIG: class $GATEWAY_CLASS, features $features"
   log "progress: the suite's setup, then one line per test; the full test2json stream is $run_dir/events.json"
-  local status=0
   # test2json turns the verbose test output into events; progress.jq prints what matters as it lands.
   go tool test2json -p conformance "$harness" -test.v=test2json -test.timeout=2h \
     -test.run '^TestConformance$' "${suite_args[@]}" \
@@ -301,32 +344,21 @@ main() {
   grep -q '"Test":"TestConformance"' "$run_dir/events.json" ||
     die "the harness did not run (exit status $status); see $run_dir/events.json"
 
-  report=""
   if [[ -s $report_tmp ]] && grep -q '^profiles: null' "$report_tmp"; then
     # The suite writes its report even when it stopped in setup; such a report holds no result.
     log "the suite ran no test; its report is not kept (RESULTS.md shows why)"
   elif [[ -s $report_tmp && -z $run_test ]]; then
     # Named as upstream names reports: <API channel>-<implementation version>-<mode>-report.yaml
     channel=$(sed -n 's/^gatewayAPIChannel: *//p' "$report_tmp")
-    report=conformance/reports/$version/blixt/${channel:-standard}-v$blixt_version-default-report.yaml
-    mkdir -p "$(dirname "$report")"
-    cp "$report_tmp" "$report"
-    printf '%s\n' "$report" >"$run_dir/report-path"
-    log "report: $report"
+    SUITE_REPORT=conformance/reports/$version/blixt/${channel:-standard}-v$blixt_version-default-report.yaml
+    mkdir -p "$(dirname "$SUITE_REPORT")"
+    cp "$report_tmp" "$SUITE_REPORT"
+    printf '%s\n' "$SUITE_REPORT" >"$run_dir/report-path"
+    log "report: $SUITE_REPORT"
   elif [[ -z $run_test ]]; then
     log "the suite wrote no report (it stopped before its cleanup); RESULTS.md shows why"
   fi
-
-  if [[ -n $run_test ]]; then
-    log "single test $run_test: exit status $status; no report or RESULTS.md written"
-    return "$status"
-  fi
-  # The suite's own exit status is non-zero whenever any test fails, expected or not; the
-  # check that matters is the recorded list, done by write_results.
-  write_results "$run_dir/events.json" "$report" "$record" || {
-    show_failures "$run_dir"
-    return 1
-  }
+  SUITE_STATUS=$status
 }
 
 # What a CI log needs to explain a regression without the machine: the last lines each failed

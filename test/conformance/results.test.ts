@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // The conformance results pipeline (hack/conformance/results.ts) on test2json streams shaped
-// like the suite's: testify failures, feature skips, a suite that stops in its setup.
+// like the suite's: testify failures, feature skips, a suite that stops in its setup; and the
+// ratchet: which tests are claimed, how a rerun's results combine with the first run's, what
+// fails CI and what is reported as flaky. No cluster: the runs are constructed event streams.
 import t from "tap";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { execa } from "execa";
 import {
   type CatalogueEntry,
   type TestEvent,
+  type TestResult,
+  claimedTests,
+  combineRuns,
   failureReason,
   formatTestList,
   outcomesFromEvents,
@@ -16,9 +25,12 @@ import {
   renderResults,
   resultRows,
   summarizeReport,
+  verdict,
   withReadmeResults,
   withReportsTable,
 } from "../../hack/conformance/results";
+
+const repo = resolve(import.meta.dirname, "../..");
 
 const catalogue: CatalogueEntry[] = [
   {
@@ -139,11 +151,11 @@ t.test("passed core tests, regressions and the list that only grows", async (t) 
 
   const recorded = ["GatewayObservedGenerationBump", "TCPRouteWeightedRouting", "TCPRouteRemovedUpstream"];
   t.same(regressions(recorded, rows), [
+    { name: "TCPRouteRemovedUpstream", reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile" },
     {
       name: "TCPRouteWeightedRouting",
       reason: "fail: timed out waiting for Gateway address to be assigned (Received unexpected error: context deadline exceeded)",
     },
-    { name: "TCPRouteRemovedUpstream", reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile" },
   ]);
   t.same(recordPassing(["UDPRoute"], rows), ["GatewayObservedGenerationBump", "UDPRoute"], "a recorded test stays");
   t.same(regressions(["GatewayObservedGenerationBump"], rows), [], "a passing recorded test is no regression");
@@ -226,4 +238,184 @@ t.test("the project README gets the results table between its markers, and nothi
   for (const row of rows) t.match(written, new RegExp(`\\| ${row.name} \\|`), `a row for ${row.name}`);
   t.equal(withReadmeResults(written, rows), written, "writing twice changes nothing");
   t.throws(() => withReadmeResults("# no markers", rows), /conformance-table/, "a README without the block is an error, not a silent no-op");
+});
+
+// ---- the ratchet: claimed tests, reruns, flakes ---------------------------------------------
+
+/** The catalogue above plus tests of claimed and unclaimed extended features, as v1.6.3 has them. */
+const fullCatalogue: CatalogueEntry[] = [
+  ...catalogue,
+  {
+    name: "GatewayOptionalAddressValue",
+    description: "Gateway with an address entry without a value",
+    features: ["Gateway", "GatewayAddressEmpty"],
+    profiles: { "GATEWAY-TCP": "extended", "GATEWAY-UDP": "extended" },
+  },
+  {
+    name: "ListenerSetHostnameConflict",
+    description: "ListenerSet listeners with conflicting hostnames",
+    features: ["Gateway", "ListenerSet"],
+    profiles: { "GATEWAY-TCP": "extended", "GATEWAY-UDP": "extended" },
+  },
+];
+const CLAIMED_EXTENDED = ["GatewayAddressEmpty", "GatewayStaticAddresses"];
+
+/** One run's test2json events: each named test with its verdict (a failure carries a testify message). */
+function runOf(verdicts: Record<string, "pass" | "fail" | "skip">): TestEvent[] {
+  const events: TestEvent[] = [{ Action: "run", Test: "TestConformance" }];
+  for (const [name, action] of Object.entries(verdicts)) {
+    const test = `TestConformance/${name}`;
+    events.push({ Action: "run", Test: test });
+    if (action === "fail") events.push(...out(test, "    helpers.go:211: \n", `        \tMessages:   \t${name} timed out\n`));
+    if (action === "skip") events.push(...out(test, `    conformance.go:56: Skipping ${name}: suite does not support ListenerSet\n`));
+    events.push({ Action: action, Test: test });
+  }
+  events.push({ Action: Object.values(verdicts).includes("fail") ? "fail" : "pass", Test: "TestConformance" });
+  return events;
+}
+const testsOf = (verdicts: Record<string, "pass" | "fail" | "skip">) => outcomesFromEvents(runOf(verdicts)).tests;
+
+/** Every claimed test passes, the unclaimed extended one is skipped; `changes` alters some. */
+function allPass(changes: Record<string, "pass" | "fail" | "skip"> = {}): Record<string, "pass" | "fail" | "skip"> {
+  const verdicts: Record<string, "pass" | "fail" | "skip"> = {};
+  for (const entry of fullCatalogue) verdicts[entry.name] = entry.name.startsWith("ListenerSet") ? "skip" : "pass";
+  return { ...verdicts, ...changes };
+}
+
+t.test("claimed tests: every core test, and every test whose extended features are all claimed", async (t) => {
+  t.same(claimedTests(fullCatalogue, CLAIMED_EXTENDED), [
+    "GatewayObservedGenerationBump",
+    "GatewayOptionalAddressValue",
+    "GatewayStaticAddresses",
+    "TCPRouteWeightedRouting",
+    "UDPRoute",
+  ]);
+  t.same(claimedTests(fullCatalogue, []), ["GatewayObservedGenerationBump", "TCPRouteWeightedRouting", "UDPRoute"], "no extended feature: core only");
+  t.notOk(claimedTests(fullCatalogue, ["GatewayStaticAddresses"]).includes("GatewayOptionalAddressValue"), "a test needing an unclaimed feature is not claimed");
+});
+
+t.test("a claimed extended test that fails is a regression even though no list names it (the gap of a core-only ratchet)", async (t) => {
+  const recordedCoreOnly = ["GatewayObservedGenerationBump", "TCPRouteWeightedRouting", "UDPRoute"];
+  const rows = resultRows(fullCatalogue, testsOf(allPass({ GatewayStaticAddresses: "fail" })));
+  t.same(regressions(recordedCoreOnly, rows), [], "the recorded core list alone lets it through");
+  const { regressions: failed, flaky } = verdict(recordedCoreOnly, claimedTests(fullCatalogue, CLAIMED_EXTENDED), rows);
+  t.same(failed, [{ name: "GatewayStaticAddresses", reason: "fail: GatewayStaticAddresses timed out" }]);
+  t.same(flaky, []);
+  t.same(verdict(recordedCoreOnly, claimedTests(fullCatalogue, CLAIMED_EXTENDED), resultRows(fullCatalogue, testsOf(allPass()))).regressions, [],
+    "a skipped unclaimed test is no regression");
+});
+
+t.test("two runs combined: failed then passed is flaky, failed twice fails, a flake either way round counts", async (t) => {
+  const first = testsOf(allPass({ UDPRoute: "fail", TCPRouteWeightedRouting: "fail", GatewayStaticAddresses: "fail" }));
+  const second = testsOf(allPass({ TCPRouteWeightedRouting: "fail", GatewayObservedGenerationBump: "fail" }));
+  const combined = combineRuns([first, second]);
+  t.same(combined.get("UDPRoute"), { outcome: "flaky", reason: "failed in run 1 of 2, passed in run 2: UDPRoute timed out" });
+  t.same(combined.get("GatewayStaticAddresses")?.outcome, "flaky", "a claimed extended test flakes like a core one");
+  t.same(combined.get("TCPRouteWeightedRouting"), { outcome: "fail", reason: "failed in every run (2): TCPRouteWeightedRouting timed out" });
+  t.same(combined.get("GatewayObservedGenerationBump"), {
+    outcome: "flaky",
+    reason: "failed in run 2 of 2, passed in run 1: GatewayObservedGenerationBump timed out",
+  }, "passed in the first run, failed in the rerun: it fails sometimes, so it is flaky too");
+  t.same(combined.get("GatewayOptionalAddressValue"), { outcome: "pass", reason: "" });
+  t.same(combined.get("ListenerSetHostnameConflict"), { outcome: "skip", reason: "feature ListenerSet not claimed" });
+
+  const rows = resultRows(fullCatalogue, combined);
+  const judged = verdict(["UDPRoute"], claimedTests(fullCatalogue, CLAIMED_EXTENDED), rows);
+  t.same(judged.regressions.map((r) => r.name), ["TCPRouteWeightedRouting"], "only the test that failed in both runs fails CI");
+  t.same(judged.flaky.map((r) => r.name), ["GatewayObservedGenerationBump", "GatewayStaticAddresses", "UDPRoute"]);
+  t.same(combineRuns([first]), first, "one run is its own result");
+});
+
+t.test("a test failing in run 1 that the rerun never reached passed in no run: a regression", async (t) => {
+  const setupFailure: TestEvent[] = [
+    { Action: "run", Test: "TestConformance" },
+    ...out("TestConformance", "        \tMessages:   \tgateways were not ready in time\n"),
+    { Action: "fail", Test: "TestConformance" },
+  ];
+  const combined = combineRuns([testsOf(allPass({ UDPRoute: "fail" })), outcomesFromEvents(setupFailure).tests]);
+  t.same(combined.get("UDPRoute"), { outcome: "fail", reason: "failed in run 1 of 2, reached by no other: UDPRoute timed out" });
+  t.equal(combined.get("TCPRouteWeightedRouting")?.outcome, "pass", "what passed in run 1 still passed");
+  const judged = verdict([], claimedTests(fullCatalogue, CLAIMED_EXTENDED), resultRows(fullCatalogue, combined));
+  t.same(judged.regressions.map((r) => r.name), ["UDPRoute"]);
+});
+
+t.test("a test that fails half the time: CI fails only when both runs fail it, and every rerun it needs is reported", async (t) => {
+  // The rerun happens only after a failure, so the three histories are: pass (1/2),
+  // fail-pass (1/4), fail-fail (1/4). Before, the second run alone decided: 3/4 green, no trace.
+  const claimed = claimedTests(fullCatalogue, CLAIMED_EXTENDED);
+  const judge = (...runs: ("pass" | "fail")[]) => {
+    const combined = combineRuns(runs.map((v) => testsOf(allPass({ UDPRoute: v }))));
+    const { regressions: failed, flaky } = verdict([], claimed, resultRows(fullCatalogue, combined));
+    return failed.length ? "CI fails" : flaky.length ? "flaky, reported" : "pass";
+  };
+  t.same(
+    [judge("pass"), judge("fail", "pass"), judge("fail", "fail")],
+    ["pass", "flaky, reported", "CI fails"],
+  );
+});
+
+t.test("RESULTS.md names the flaky tests and says the runs were combined", async (t) => {
+  const combined = combineRuns([testsOf(allPass({ UDPRoute: "fail" })), testsOf(allPass())]);
+  const md = renderResults(resultRows(fullCatalogue, combined), undefined, "", undefined, 2);
+  t.match(md, "Combined from 2 runs of the suite: a claimed test failed in the first, so it was run again. **Flaky** (failed in one run, passed in another): UDPRoute.");
+  t.match(md, "| UDPRoute | – | core | **flaky** | failed in run 1 of 2, passed in run 2: UDPRoute timed out |");
+  t.match(md, "6 tests in GATEWAY-TCP and GATEWAY-UDP: 4 pass, 1 flaky, 0 fail, 1 skip, 0 not run.");
+  const single = renderResults(resultRows(fullCatalogue, testsOf(allPass())), undefined, "");
+  t.notMatch(single, /flaky|Combined/, "a single run says nothing of reruns");
+});
+
+t.test("the recorded list grows by passing claimed tests, extended ones included, never by unclaimed ones", async (t) => {
+  const rows = resultRows(fullCatalogue, testsOf(allPass({ ListenerSetHostnameConflict: "pass" })));
+  t.same(recordPassing(["UDPRoute"], rows, CLAIMED_EXTENDED), [
+    "GatewayObservedGenerationBump",
+    "GatewayOptionalAddressValue",
+    "GatewayStaticAddresses",
+    "TCPRouteWeightedRouting",
+    "UDPRoute",
+  ]);
+});
+
+t.test("the checked-in list holds every test the last recorded run passed, extended ones included", async (t) => {
+  const recorded = parseTestList(readFileSync(join(repo, "conformance/passing-tests.txt"), "utf8"));
+  const passedInResults = readFileSync(join(repo, "conformance/RESULTS.md"), "utf8")
+    .split("\n")
+    .map((line) => /^\| (\S+)(?: \(provisional\))? \| [^|]+ \| [^|]+ \| pass \|/.exec(line)?.[1])
+    .filter((name): name is string => name !== undefined);
+  t.ok(passedInResults.length > 0, "RESULTS.md has passing rows");
+  t.same(recorded, [...passedInResults].sort());
+  t.ok(recorded.includes("GatewayStaticAddresses") && recorded.includes("GatewayOptionalAddressValue"), "the claimed extended tests are on it");
+});
+
+t.test("report.ts, as hack/conformance.sh runs it: flaky logged and CI green; failed twice logged and exit 1", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "blixt-conformance-report-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+  const events = (verdicts: Record<string, "pass" | "fail" | "skip">) => runOf(verdicts).map((e) => JSON.stringify(e)).join("\n");
+  const common = [
+    "--catalogue", file("catalogue.json", JSON.stringify(fullCatalogue)),
+    "--passing", file("passing.txt", formatTestList(["UDPRoute"])),
+    "--extended-features", file("extended.txt", CLAIMED_EXTENDED.join("\n")),
+    "--results", join(dir, "RESULTS.md"),
+  ];
+  const report = (...runs: string[]) =>
+    execa(process.execPath, ["--import", "tsx", "hack/conformance/report.ts", ...common, ...runs.flatMap((r) => ["--events", r])], {
+      cwd: repo,
+      reject: false,
+    });
+
+  const run1 = file("run1.json", events(allPass({ UDPRoute: "fail", GatewayStaticAddresses: "fail" })));
+  const flakyRun = await report(run1, file("run2.json", events(allPass())));
+  t.equal(flakyRun.exitCode, 0, flakyRun.stderr);
+  t.match(flakyRun.stderr, "[conformance] FLAKY: GatewayStaticAddresses needed the rerun (failed in run 1 of 2, passed in run 2: GatewayStaticAddresses timed out)");
+  t.match(flakyRun.stderr, "[conformance] FLAKY: UDPRoute needed the rerun");
+  t.match(flakyRun.stderr, "5 required tests (claimed or recorded): 3 pass, 2 flaky, 0 failed");
+  t.match(readFileSync(join(dir, "RESULTS.md"), "utf8"), "| GatewayStaticAddresses | extended | extended | **flaky** |");
+
+  const failedTwice = await report(run1, file("run3.json", events(allPass({ GatewayStaticAddresses: "fail" }))));
+  t.equal(failedTwice.exitCode, 1, "a claimed extended test that failed in both runs fails CI");
+  t.match(failedTwice.stderr, "[conformance] REGRESSION: GatewayStaticAddresses is claimed or passed before, and passed in no run (fail: failed in every run (2): GatewayStaticAddresses timed out)");
+  t.match(failedTwice.stderr, "FLAKY: UDPRoute");
 });

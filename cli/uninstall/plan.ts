@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /**
- * Pure logic of the chart's pre-delete cleanup (`hack/image/uninstall.ts` is its I/O).
+ * Pure logic of `blixt uninstall`, the chart's pre-delete cleanup (./detach-all.ts and
+ * ./detach-node.ts are its I/O).
  *
  * The node agent's preStop leaves the dataplane serving, so an agent restart or upgrade drops
  * no connection. Uninstall is the one time the programs and pinned maps must go: before Helm

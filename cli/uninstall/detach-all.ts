@@ -1,29 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 /**
- * The chart's pre-delete hook (runs in blixt's image as /app/dist/uninstall.mjs): detaches the
- * dataplane on every node an agent runs on, then removes its own pods. Logic in
- * ./uninstall-plan.ts; this file only talks to Kubernetes.
- *
- * env: NAMESPACE, AGENT_SELECTOR ("k=v,..."), POD_TEMPLATE (path to the pod template JSON),
- *      NAME_PREFIX, TIMEOUT_SECONDS (default 120)
+ * `blixt uninstall detach-all`, the chart's pre-delete hook Job: detaches the dataplane on every
+ * node an agent runs on, then removes its own pods. Logic in ./plan.ts; this file only talks
+ * to Kubernetes.
  */
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { K8s, kind } from "kubernetes-fluent-client";
-import { detachPods, nodesOf, parseSelector, progressOf } from "./uninstall-plan.js";
+import { detachPods, nodesOf, parseSelector, progressOf } from "./plan.js";
 
-function required(name: string): string {
-  const value = process.env[name];
-  if (!value) throw new Error(`uninstall: env ${name} is empty; the chart's pre-delete Job must set it`);
-  return value;
+export interface DetachAllOptions {
+  namespace: string;
+  /** "k=v,...": the agent pods' labels. */
+  agentSelector: string;
+  /** Path to the detach pod template (JSON) the chart renders. */
+  podTemplate: string;
+  namePrefix: string;
+  timeoutSeconds: number;
 }
 
-async function main(): Promise<void> {
-  const namespace = required("NAMESPACE");
-  const agentLabels = parseSelector(required("AGENT_SELECTOR"));
-  const template = JSON.parse(readFileSync(required("POD_TEMPLATE"), "utf8")) as kind.Pod;
-  const prefix = required("NAME_PREFIX");
-  const timeoutMs = Number(process.env.TIMEOUT_SECONDS ?? "120") * 1000;
+export async function detachAll(options: DetachAllOptions): Promise<void> {
+  const { namespace, namePrefix: prefix } = options;
+  const agentLabels = parseSelector(options.agentSelector);
+  const template = JSON.parse(readFileSync(options.podTemplate, "utf8")) as kind.Pod;
+  const timeoutMs = options.timeoutSeconds * 1000;
 
   let agents = K8s(kind.Pod).InNamespace(namespace);
   for (const [key, value] of Object.entries(agentLabels)) agents = agents.WithLabel(key, value);
@@ -69,8 +69,3 @@ async function main(): Promise<void> {
     await cleanup();
   }
 }
-
-main().catch(err => {
-  console.error(err instanceof Error ? err.message : err);
-  process.exit(1);
-});

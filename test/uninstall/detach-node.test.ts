@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// What each uninstall pod runs (hack/image/detach-node.ts), on the real kernel: blixt's real
+// What each uninstall pod runs (`blixt uninstall detach-node`), on the real kernel: blixt's real
 // programs attached to a veth in a network namespace of this file's own, then the detach run
 // inside that namespace, as the pod runs in its node's. Afterwards no device runs a blixt
 // program and the pins are gone. Needs root and bpf/blixt.o (make -C bpf).
@@ -9,7 +9,7 @@ import { rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { execa } from "execa";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
-import { devicesRunningBlixt, type NetShow } from "../../hack/image/uninstall-plan.js";
+import { devicesRunningBlixt, type NetShow } from "../../cli/uninstall/plan.js";
 
 const repo = resolve(import.meta.dirname, "../..");
 const objDir = resolve(repo, "bpf");
@@ -48,7 +48,8 @@ if (process.getuid?.() !== 0) {
     t.same(await blixtDevices(), [deviceA, deviceB].sort(), "blixt runs on both devices before");
     t.ok(existsSync(`${pinDir}/maps`), "maps pinned before");
 
-    const run = await inNetns(process.execPath, ["--import", "tsx", "hack/image/detach-node.ts"], {
+    // As the chart passes them: through the environment.
+    const run = await inNetns(process.execPath, ["bin/blixt.js", "uninstall", "detach-node"], {
       ...process.env,
       BLIXT_PIN_DIR: pinDir,
       NODE_NAME: "test-node",
@@ -58,9 +59,8 @@ if (process.getuid?.() !== 0) {
     t.same(await blixtDevices(), [], "no device runs blixt after");
     t.notOk(existsSync(pinDir), "the pin directory is gone");
 
-    const again = await inNetns(process.execPath, ["--import", "tsx", "hack/image/detach-node.ts"], {
+    const again = await inNetns(process.execPath, ["bin/blixt.js", "uninstall", "detach-node", "--pin-dir", pinDir], {
       ...process.env,
-      BLIXT_PIN_DIR: pinDir,
     } as Record<string, string>);
     t.equal(again.exitCode, 0, `a second run (a retried hook) succeeds: ${again.stderr}`);
     t.match(again.stdout, /no device ran blixt/);

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// The chart's pre-delete cleanup, its pure part: which nodes get a detach pod, what the pods
-// look like, and when the wait is over.
+// `blixt uninstall` (the chart's pre-delete cleanup), its pure part: which nodes get a detach
+// pod, what the pods look like, and when the wait is over.
 import t from "tap";
+import { CommanderError } from "commander";
 import type { kind } from "kubernetes-fluent-client";
-import { detachPods, devicesRunningBlixt, nodesOf, parseSelector, progressOf } from "../../hack/image/uninstall-plan.js";
+import { detachPods, devicesRunningBlixt, nodesOf, parseSelector, progressOf } from "../../cli/uninstall/plan.js";
+import { uninstallCommand } from "../../cli/uninstall/index.js";
 
 const template = {
   metadata: { labels: { "app.kubernetes.io/component": "detach" } },
@@ -78,4 +80,53 @@ t.test("the devices to detach: those running a blixt program, and only those", a
   );
   t.same(devicesRunningBlixt([{ xdp: [], tc: [] }]), []);
   t.same(devicesRunningBlixt(null), [], "bpftool printed nothing");
+});
+
+/** Parses `blixt uninstall ARGS` in-process with ENV as the environment; what commander printed, or threw. */
+async function parseUninstall(args: string[], env: Record<string, string>): Promise<{ error?: CommanderError; stderr: string; stdout: string; options?: unknown }> {
+  const cmd = uninstallCommand();
+  const output: { stderr: string; stdout: string; options?: unknown } = { stderr: "", stdout: "" };
+  for (const c of [cmd, ...cmd.commands]) {
+    c.exitOverride().configureOutput({ writeErr: s => void (output.stderr += s), writeOut: s => void (output.stdout += s) });
+    // Parse only: the actions would talk to Kubernetes or the kernel.
+    if (c !== cmd) c.action(options => void (output.options = options));
+  }
+  const saved = { ...process.env };
+  for (const name of ["NAMESPACE", "AGENT_SELECTOR", "POD_TEMPLATE", "NAME_PREFIX", "TIMEOUT_SECONDS", "BLIXT_PIN_DIR", "NODE_NAME"]) delete process.env[name];
+  Object.assign(process.env, env);
+  try {
+    await cmd.parseAsync(args, { from: "user" });
+    return output;
+  } catch (error) {
+    if (!(error instanceof CommanderError)) throw error;
+    return { error, ...output };
+  } finally {
+    for (const name of Object.keys(process.env)) if (!(name in saved)) delete process.env[name];
+    Object.assign(process.env, saved);
+  }
+}
+
+t.test("blixt uninstall: options from the chart's environment; what it does not pass is a usage error naming the option", async t => {
+  const env = { NAMESPACE: "blixt-system", POD_TEMPLATE: "/etc/blixt-uninstall/detach-pod.json", NAME_PREFIX: "gw-detach" };
+  const missing = await parseUninstall(["detach-all"], env);
+  t.equal(missing.error?.code, "commander.missingMandatoryOptionValue");
+  t.match(missing.stderr, /--agent-selector/);
+  const badTimeout = await parseUninstall(["detach-all"], { ...env, AGENT_SELECTOR: "a=b", TIMEOUT_SECONDS: "soon" });
+  t.equal(badTimeout.error?.code, "commander.invalidArgument");
+  t.match(badTimeout.stderr, /"soon" is not a number of seconds/);
+  t.same((await parseUninstall(["detach-all"], { ...env, AGENT_SELECTOR: "a=b" })).options, {
+    namespace: "blixt-system", agentSelector: "a=b", podTemplate: env.POD_TEMPLATE, namePrefix: "gw-detach", timeoutSeconds: 120,
+  }, "everything the chart passes, from the environment");
+  t.same((await parseUninstall(["detach-all", "--agent-selector", "x=y", "--timeout-seconds", "30"], env)).options, {
+    namespace: "blixt-system", agentSelector: "x=y", podTemplate: env.POD_TEMPLATE, namePrefix: "gw-detach", timeoutSeconds: 30,
+  }, "or from flags");
+  const emptyPinDir = await parseUninstall(["detach-node"], { BLIXT_PIN_DIR: " " });
+  t.equal(emptyPinDir.error?.code, "commander.invalidArgument", "an empty pin directory is refused, never removed");
+  t.match(emptyPinDir.stderr, /--pin-dir.*is empty/);
+  t.same((await parseUninstall(["detach-node"], {})).options, { pinDir: "/sys/fs/bpf/blixt", nodeName: "this node" }, "detach-node needs nothing");
+  t.same((await parseUninstall(["detach-node"], { BLIXT_PIN_DIR: "/sys/fs/bpf/x", NODE_NAME: "n1" })).options, { pinDir: "/sys/fs/bpf/x", nodeName: "n1" });
+  const help = await parseUninstall(["--help"], {});
+  t.equal(help.error?.exitCode, 0);
+  t.match(help.stdout, /detach-all/);
+  t.match(help.stdout, /detach-node/);
 });
