@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The whole test suite, as CI runs it (root, a fresh Debian machine or a warm one):
-#   1. installs what it needs (hack/deps.sh), builds the BPF objects, typechecks;
+#   1. installs what it needs (hack/deps.sh), builds the BPF objects, typechecks, lints and
+#      checks formatting (eslint, prettier);
 #   2. builds the local cluster's binaries and the conformance suite's images (cached in
 #      ${BLIXT_CACHE:-~/.cache/blixt}: ~20-30 min the first time on 2 cores, seconds after);
 #   3. runs every tap test: unit, golden, packet (BPF_PROG_TEST_RUN), netns lab, node agent,
@@ -34,6 +35,8 @@ step "building BPF objects"
 make -s -C bpf
 step "typecheck"
 npx tsc --noEmit
+step "lint and formatting (eslint, prettier --check; npm run format rewrites)"
+npm run -s lint
 step "local cluster binaries (cached; the first build takes a while)"
 hack/cluster.sh build
 # The chart tests use the helm that build caches. HELM set makes them fail, not skip, when it
