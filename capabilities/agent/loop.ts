@@ -106,7 +106,12 @@ export class Agent {
     this.configs.delete(configKey(config));
   }
 
-  /** Replaces the whole set (the initial list at start). */
+  /** The configs the agent holds now (what a relist merges with). */
+  held(): DataplaneConfig[] {
+    return [...this.configs.values()];
+  }
+
+  /** Replaces the whole set (the initial list at start, and every relist). */
   replaceAll(configs: DataplaneConfig[]): void {
     this.configs.clear();
     for (const c of configs) this.observe(c);

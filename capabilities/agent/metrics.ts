@@ -32,6 +32,8 @@ export class AgentMetrics {
   private readonly applyErrors: Counter;
   private readonly applyDuration: Histogram;
   private readonly scrapeErrors: Counter;
+  private readonly relists: Counter;
+  private readonly relistErrors: Counter;
   private readonly tlsCounters: Record<TlsEvent, Counter>;
   private scrape: Promise<DataplaneStats | undefined> | undefined;
 
@@ -46,6 +48,8 @@ export class AgentMetrics {
       registers,
     });
     this.scrapeErrors = new Counter({ name: "blixt_agent_scrape_errors_total", help: "Scrapes that could not read the dataplane's counters", registers });
+    this.relists = new Counter({ name: "blixt_agent_relists_total", help: "Lists of every DataplaneConfig by reason (start, periodic, retry after a failed one); the agent's view is replaced by each", labelNames: ["reason"], registers });
+    this.relistErrors = new Counter({ name: "blixt_agent_relist_errors_total", help: "Relists that failed (the agent kept its last view and lists again soon)", labelNames: ["reason"], registers });
     const tlsCounter = (name: string, help: string) => new Counter({ name, help, labelNames: LISTENER_LABELS, registers });
     this.tlsCounters = {
       connection: tlsCounter("blixt_tls_connections_total", "Connections an HTTPS listener's TLS terminator on this node completed the handshake for and forwarded to a backend"),
@@ -166,6 +170,11 @@ export class AgentMetrics {
       port: String(ref.port),
       address,
     });
+  }
+
+  /** Counts one relist of the DataplaneConfigs (from the Relister's onRelist). */
+  observeRelist(reason: string, ok: boolean): void {
+    (ok ? this.relists : this.relistErrors).inc({ reason });
   }
 
   /** Feeds an apply's outcome (from Agent's onApply). */

@@ -7,7 +7,8 @@ import { dirname } from "node:path";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { Agent, type ConvergeResult } from "./loop.js";
 import type { AgentLog } from "./log.js";
-import { acknowledge, listDataplaneConfigs } from "./kube.js";
+import { acknowledge, listDataplaneConfigsAt } from "./kube.js";
+import { Relister } from "./relist.js";
 import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode } from "./node.js";
 import { readSecret } from "./kube.js";
 import { TlsListeners } from "./tls/listeners.js";
@@ -25,6 +26,8 @@ export interface AgentSettings {
   netns?: string;
   metricsPort: number;
   resyncMs: number;
+  /** periodic relist of every DataplaneConfig, ms; 0 disables it */
+  relistMs: number;
 }
 
 /** Settings from the environment; throws naming the variable that is wrong. Pure. */
@@ -47,6 +50,7 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     netns: env.BLIXT_NETNS?.trim() || undefined,
     metricsPort: int("BLIXT_METRICS_PORT", 9090, 0, 65535),
     resyncMs: int("BLIXT_RESYNC_SECONDS", 30, 0, 86_400) * 1000,
+    relistMs: int("BLIXT_RELIST_SECONDS", 300, 0, 86_400) * 1000,
   };
 }
 
@@ -65,6 +69,7 @@ export interface RunningAgent {
   iface: string;
   mode: AttachMode;
   first: ConvergeResult;
+  relister: Relister;
   /** Stops the loop and the metrics server; programs and maps stay, traffic keeps flowing. */
   stop(): Promise<void>;
 }
@@ -117,11 +122,20 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   );
   const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort });
 
-  const listed = await listDataplaneConfigs();
+  const listed = (await listDataplaneConfigsAt()).items;
   agent.replaceAll(listed);
+  metrics.observeRelist("start", true);
+  const relister = new Relister({
+    list: listDataplaneConfigsAt,
+    agent,
+    intervalMs: settings.relistMs,
+    onRelist: (reason, ok) => metrics?.observeRelist(reason, ok),
+    log,
+  });
   beforeFirstConverge?.(agent, listed);
   // Started first, so watch events during the first converge queue a pass behind it.
   agent.start();
+  relister.start();
   const first = await agent.converge();
   log.info({ ok: first.ok, changes: first.changes, seconds: first.seconds }, first.ok ? "converged; ready" : "first converge failed; retrying, not ready");
 
@@ -132,7 +146,9 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     iface,
     mode,
     first,
+    relister,
     stop: async () => {
+      await relister.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await agent.stop();
     },

@@ -382,6 +382,13 @@ if (!helm) {
     t.match(message, /standard-install\.yaml/);
   });
 
+  t.test("the agent's relist interval reaches its env, and the schema bounds it", async t => {
+    const agentEnv = (r: Rendered) => envOf(r.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0]);
+    t.equal(agentEnv(defaults).BLIXT_RELIST_SECONDS, "300", "default: every 5 minutes");
+    t.equal(agentEnv(await template(helm, { agent: { relistSeconds: 0 } })).BLIXT_RELIST_SECONDS, "0", "0 turns it off");
+    t.match(await templateError(helm, { agent: { relistSeconds: -1 } }), /relistSeconds/, "a negative interval is refused, naming the value");
+  });
+
   t.test("the schema rejects wrong values, naming the field", async t => {
     const cases: [string, Record<string, unknown>, RegExp][] = [
       ["a prefix longer than /32", { addressPools: [{ name: "p", addresses: ["198.18.0.0/33"] }] }, /addressPools\/0\/addresses\/0/],
