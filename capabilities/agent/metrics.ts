@@ -17,6 +17,8 @@ export interface MetricsSource {
   /** ARP replies the programs sent for announced addresses, and requests they could not answer */
   arpCounters?(): Promise<Record<string, number>>;
   conntrackEntries(): Promise<number>;
+  /** conntrack counters (blixt_ct_stats: new, pickup, confirmed, repaired, closed, expired) */
+  conntrackCounters?(): Promise<Record<string, number>>;
   listener(service: string): ListenerRef | undefined;
   ready(): boolean;
   iface: string;
@@ -110,7 +112,7 @@ export class AgentMetrics {
     }
     new Gauge({
       name: "blixt_conntrack_entries",
-      help: "Entries in the conntrack map (each flow has a forward and a reverse entry)",
+      help: "Entries in both conntrack tables, blixt_ct4 (confirmed flows) and blixt_ct4_new (unconfirmed flows); each flow has a forward and a reverse entry",
       registers,
       async collect() {
         try {
@@ -121,6 +123,25 @@ export class AgentMetrics {
         }
       },
     });
+    if (source.conntrackCounters) {
+      const conntrackCounters = source.conntrackCounters.bind(source);
+      new Counter({
+        name: "blixt_conntrack_events_total",
+        help: "Conntrack events (blixt_ct_stats): new (unconfirmed flow created by a SYN or a first UDP datagram), pickup (unconfirmed flow created by a mid-flow packet no entry knew), confirmed (moved from blixt_ct4_new to blixt_ct4), repaired (a flow's missing direction recreated), closed (TCP RST, or FIN each way), expired (an entry found idle past its timeout, removed)",
+        labelNames: ["event"],
+        registers,
+        async collect() {
+          try {
+            const counts = await conntrackCounters();
+            this.reset();
+            for (const [event, count] of Object.entries(counts)) this.inc({ event }, count);
+          } catch (error) {
+            self.scrapeErrors.inc();
+            self.onScrapeError(error);
+          }
+        },
+      });
+    }
     new Gauge({
       name: "blixt_agent_ready",
       help: "1 once the maps serve what the API server asks",
