@@ -70,18 +70,20 @@ export function formatServices(services: ServiceSpec[]): string {
 }
 
 /**
- * `nowNs` is CLOCK_MONOTONIC now, the clock the programs stamp entries with. LAST SEEN is, for UDP,
- * how long the flow has been idle (to within a second); for TCP, how long since the entry was
- * created or last checked against its service, since TCP packets do not read the clock.
+ * `nowNs` is CLOCK_MONOTONIC now, the clock the programs stamp entries with. IDLE is how long
+ * since the flow's last packet, for TCP and UDP alike, to within a second (the programs stamp an
+ * entry at most once a second, bpf/conntrack.h). STATE says which table holds the entry:
+ * confirmed (blixt_ct4) or unconfirmed (blixt_ct4_new: the flow is not yet confirmed, e.g. a
+ * TCP handshake that has not finished).
  */
 export function formatConntrack(entries: ConntrackEntry[], nowNs: bigint): string {
   if (entries.length === 0) return "no conntrack entries";
   const sorted = [...entries].sort((a, b) => b.lastSeenNs - a.lastSeenNs);
   const rows = sorted.map((e) => {
-    const ago = `${(Math.max(0, Number(nowNs - BigInt(e.lastSeenNs))) / 1e9).toFixed(1)}s`;
-    return [e.proto, e.direction, `${e.saddr}:${e.sport}`, `${e.daddr}:${e.dport}`, `${e.natAddr}:${e.natPort}`, e.svcId, e.proto === "udp" ? `idle ${ago}` : `checked ${ago} ago`];
+    const idle = `${(Math.max(0, Number(nowNs - BigInt(e.lastSeenNs))) / 1e9).toFixed(1)}s`;
+    return [e.proto, e.confirmed ? "confirmed" : "unconfirmed", e.direction, `${e.saddr}:${e.sport}`, `${e.daddr}:${e.dport}`, `${e.natAddr}:${e.natPort}`, e.svcId, idle];
   });
-  return formatTable(["PROTO", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "LAST SEEN"], rows);
+  return formatTable(["PROTO", "STATE", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "IDLE"], rows);
 }
 
 export function formatStats(stats: DataplaneStats): string {

@@ -16,6 +16,8 @@
  *   BLIXT_BPF_DIR          directory holding blixt.o; default the repository's bpf/
  *   BLIXT_METRICS_PORT     /metrics, /healthz, /readyz; default 9090
  *   BLIXT_RESYNC_SECONDS   periodic resync; default 30
+ *   BLIXT_RELIST_SECONDS   periodic relist of every DataplaneConfig (relist.ts); default 300
+ *   BLIXT_CT_*_TIMEOUT_SECONDS  conntrack timeouts (start.ts CONNTRACK_ENV); default Cilium's
  *   BLIXT_NETNS            network namespace the interface is in (the netns lab only)
  */
 import { Capability, Log } from "pepr";

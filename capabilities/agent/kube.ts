@@ -50,7 +50,13 @@ export async function acknowledge(config: DataplaneConfig, ack: NodeAck): Promis
 
 /** Every DataplaneConfig in the cluster, to converge to before reporting ready. */
 export async function listDataplaneConfigs(): Promise<DataplaneConfig[]> {
-  return (await K8s(DataplaneConfig).Get()).items;
+  return (await listDataplaneConfigsAt()).items;
+}
+
+/** Every DataplaneConfig, with the list's resourceVersion (for the agent's relist). */
+export async function listDataplaneConfigsAt(): Promise<{ items: DataplaneConfig[]; resourceVersion?: string }> {
+  const list = await K8s(DataplaneConfig).Get();
+  return { items: list.items, resourceVersion: list.metadata?.resourceVersion };
 }
 
 /** A Secret an HTTPS listener refers to; undefined when it does not exist. */

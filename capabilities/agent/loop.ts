@@ -9,6 +9,7 @@ import { tlsListenerSpecs } from "./tls/certificates.js";
 import type { TlsListeners } from "./tls/listeners.js";
 import type { AgentLog } from "./log.js";
 import type { AttachMode } from "../dataplane/mode.js";
+import type { ConntrackTimeouts } from "../dataplane/maps.js";
 import {
   changeCount,
   changesByConfig,
@@ -58,6 +59,8 @@ export interface AgentOptions {
    * Without it an HTTPS listener is refused and its config says why.
    */
   tls?: TlsListeners;
+  /** conntrack timeouts to keep in blixt_ct_config: written back by a resync pass that finds them changed */
+  conntrack?: ConntrackTimeouts;
 }
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
@@ -106,7 +109,12 @@ export class Agent {
     this.configs.delete(configKey(config));
   }
 
-  /** Replaces the whole set (the initial list at start). */
+  /** The configs the agent holds now (what a relist merges with). */
+  held(): DataplaneConfig[] {
+    return [...this.configs.values()];
+  }
+
+  /** Replaces the whole set (the initial list at start, and every relist). */
   replaceAll(configs: DataplaneConfig[]): void {
     this.configs.clear();
     for (const c of configs) this.observe(c);
@@ -174,6 +182,9 @@ export class Agent {
     try {
       const checkTables = this.checkTables || this.failures > 0;
       this.checkTables = false;
+      if (checkTables && this.opts.conntrack && (await this.dataplane.setConntrackTimeouts(this.opts.conntrack))) {
+        this.log.info({ conntrack: this.opts.conntrack }, "conntrack timeouts differed from the agent's settings; rewritten");
+      }
       const snapshot = await this.dataplane.readMaps({ chunks: checkTables });
       const diff = diffState(desired, snapshot.actual);
       const changes = changeCount(diff) + snapshot.orphanBackends.length;

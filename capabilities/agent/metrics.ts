@@ -17,6 +17,8 @@ export interface MetricsSource {
   /** ARP replies the programs sent for announced addresses, and requests they could not answer */
   arpCounters?(): Promise<Record<string, number>>;
   conntrackEntries(): Promise<number>;
+  /** conntrack counters (blixt_ct_stats: new, pickup, confirmed, repaired, closed, expired) */
+  conntrackCounters?(): Promise<Record<string, number>>;
   listener(service: string): ListenerRef | undefined;
   ready(): boolean;
   iface: string;
@@ -32,6 +34,8 @@ export class AgentMetrics {
   private readonly applyErrors: Counter;
   private readonly applyDuration: Histogram;
   private readonly scrapeErrors: Counter;
+  private readonly relists: Counter;
+  private readonly relistErrors: Counter;
   private readonly tlsCounters: Record<TlsEvent, Counter>;
   private scrape: Promise<DataplaneStats | undefined> | undefined;
 
@@ -46,6 +50,8 @@ export class AgentMetrics {
       registers,
     });
     this.scrapeErrors = new Counter({ name: "blixt_agent_scrape_errors_total", help: "Scrapes that could not read the dataplane's counters", registers });
+    this.relists = new Counter({ name: "blixt_agent_relists_total", help: "Lists of every DataplaneConfig by reason (start, periodic, retry after a failed one); the agent's view is replaced by each", labelNames: ["reason"], registers });
+    this.relistErrors = new Counter({ name: "blixt_agent_relist_errors_total", help: "Relists that failed (the agent kept its last view and lists again soon)", labelNames: ["reason"], registers });
     const tlsCounter = (name: string, help: string) => new Counter({ name, help, labelNames: LISTENER_LABELS, registers });
     this.tlsCounters = {
       connection: tlsCounter("blixt_tls_connections_total", "Connections an HTTPS listener's TLS terminator on this node completed the handshake for and forwarded to a backend"),
@@ -106,7 +112,7 @@ export class AgentMetrics {
     }
     new Gauge({
       name: "blixt_conntrack_entries",
-      help: "Entries in the conntrack map (each flow has a forward and a reverse entry)",
+      help: "Entries in both conntrack tables, blixt_ct4 (confirmed flows) and blixt_ct4_new (unconfirmed flows); each flow has a forward and a reverse entry",
       registers,
       async collect() {
         try {
@@ -117,6 +123,25 @@ export class AgentMetrics {
         }
       },
     });
+    if (source.conntrackCounters) {
+      const conntrackCounters = source.conntrackCounters.bind(source);
+      new Counter({
+        name: "blixt_conntrack_events_total",
+        help: "Conntrack events (blixt_ct_stats): new (unconfirmed flow created by a SYN or a first UDP datagram), pickup (unconfirmed flow created by a mid-flow packet no entry knew), confirmed (moved from blixt_ct4_new to blixt_ct4), repaired (a flow's missing direction recreated), closed (TCP RST, or FIN each way), expired (an entry found idle past its timeout, removed)",
+        labelNames: ["event"],
+        registers,
+        async collect() {
+          try {
+            const counts = await conntrackCounters();
+            this.reset();
+            for (const [event, count] of Object.entries(counts)) this.inc({ event }, count);
+          } catch (error) {
+            self.scrapeErrors.inc();
+            self.onScrapeError(error);
+          }
+        },
+      });
+    }
     new Gauge({
       name: "blixt_agent_ready",
       help: "1 once the maps serve what the API server asks",
@@ -166,6 +191,11 @@ export class AgentMetrics {
       port: String(ref.port),
       address,
     });
+  }
+
+  /** Counts one relist of the DataplaneConfigs (from the Relister's onRelist). */
+  observeRelist(reason: string, ok: boolean): void {
+    (ok ? this.relists : this.relistErrors).inc({ reason });
   }
 
   /** Feeds an apply's outcome (from Agent's onApply). */

@@ -7,11 +7,13 @@ import { dirname } from "node:path";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { Agent, type ConvergeResult } from "./loop.js";
 import type { AgentLog } from "./log.js";
-import { acknowledge, listDataplaneConfigs } from "./kube.js";
+import { acknowledge, listDataplaneConfigsAt } from "./kube.js";
+import { Relister } from "./relist.js";
 import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode } from "./node.js";
 import { readSecret } from "./kube.js";
 import { TlsListeners } from "./tls/listeners.js";
 import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
+import { CONNTRACK_TIMEOUT_DEFAULTS, type ConntrackTimeouts } from "../dataplane/maps.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
 
@@ -25,7 +27,19 @@ export interface AgentSettings {
   netns?: string;
   metricsPort: number;
   resyncMs: number;
+  /** periodic relist of every DataplaneConfig, ms; 0 disables it */
+  relistMs: number;
+  /** conntrack timeouts written to blixt_ct_config (defaults: Cilium's, maps.ts CONNTRACK_TIMEOUT_DEFAULTS) */
+  conntrack: ConntrackTimeouts;
 }
+
+/** The env variable of each conntrack timeout (the chart's agent.conntrack values set them). */
+export const CONNTRACK_ENV: Readonly<Record<keyof ConntrackTimeouts, string>> = {
+  tcpNewSeconds: "BLIXT_CT_TCP_NEW_TIMEOUT_SECONDS",
+  tcpEstablishedSeconds: "BLIXT_CT_TCP_ESTABLISHED_TIMEOUT_SECONDS",
+  tcpClosingSeconds: "BLIXT_CT_TCP_CLOSING_TIMEOUT_SECONDS",
+  udpSeconds: "BLIXT_CT_UDP_TIMEOUT_SECONDS",
+};
 
 /** Settings from the environment; throws naming the variable that is wrong. Pure. */
 export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
@@ -47,6 +61,10 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     netns: env.BLIXT_NETNS?.trim() || undefined,
     metricsPort: int("BLIXT_METRICS_PORT", 9090, 0, 65535),
     resyncMs: int("BLIXT_RESYNC_SECONDS", 30, 0, 86_400) * 1000,
+    relistMs: int("BLIXT_RELIST_SECONDS", 300, 0, 86_400) * 1000,
+    conntrack: Object.fromEntries(
+      Object.entries(CONNTRACK_ENV).map(([field, name]) => [field, int(name, CONNTRACK_TIMEOUT_DEFAULTS[field as keyof ConntrackTimeouts], 1, 0xffffffff)]),
+    ) as unknown as ConntrackTimeouts,
   };
 }
 
@@ -65,6 +83,7 @@ export interface RunningAgent {
   iface: string;
   mode: AttachMode;
   first: ConvergeResult;
+  relister: Relister;
   /** Stops the loop and the metrics server; programs and maps stay, traffic keeps flowing. */
   stop(): Promise<void>;
 }
@@ -83,6 +102,8 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   const dataplane = new Dataplane({ pinDir: settings.pinDir, objDir: settings.objDir, netns: settings.netns, xdpMode: mode === "xdpgeneric" ? "generic" : "native" });
   // Reuses pinned maps: conntrack and services survive the restart, traffic never stopped.
   await dataplane.load();
+  // Before attaching, so the first packet this agent's programs see is judged by these timeouts.
+  await dataplane.setConntrackTimeouts(settings.conntrack);
   await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
   log.info({ node: settings.nodeName, interface: iface, mode, why: modeReason(settings.requestedMode, kind), pinDir: settings.pinDir }, "dataplane attached");
 
@@ -95,6 +116,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     acknowledge,
     log,
     resyncMs: settings.resyncMs,
+    conntrack: settings.conntrack,
     tls,
     onApply: (result) => metrics?.observeApply(result),
     // Taking an address over: tell the segment now rather than when neighbours' caches expire.
@@ -108,6 +130,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
       stats: () => dataplane.stats(),
       arpCounters: () => dataplane.arpCounters(),
       conntrackEntries: async () => (await dataplane.conntrack()).length,
+      conntrackCounters: () => dataplane.conntrackCounters(),
       listener: (s) => agent.listener(s),
       ready: () => agent.ready,
       iface,
@@ -117,11 +140,20 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   );
   const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort });
 
-  const listed = await listDataplaneConfigs();
+  const listed = (await listDataplaneConfigsAt()).items;
   agent.replaceAll(listed);
+  metrics.observeRelist("start", true);
+  const relister = new Relister({
+    list: listDataplaneConfigsAt,
+    agent,
+    intervalMs: settings.relistMs,
+    onRelist: (reason, ok) => metrics?.observeRelist(reason, ok),
+    log,
+  });
   beforeFirstConverge?.(agent, listed);
   // Started first, so watch events during the first converge queue a pass behind it.
   agent.start();
+  relister.start();
   const first = await agent.converge();
   log.info({ ok: first.ok, changes: first.changes, seconds: first.seconds }, first.ok ? "converged; ready" : "first converge failed; retrying, not ready");
 
@@ -132,7 +164,9 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     iface,
     mode,
     first,
+    relister,
     stop: async () => {
+      await relister.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await agent.stop();
     },

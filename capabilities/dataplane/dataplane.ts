@@ -21,6 +21,8 @@ import { sampleChunks, serviceName, validateServiceSpec, type ServiceSpec } from
 import {
   ADDR_F_ANNOUNCE,
   ARP_COUNTERS,
+  CT_CONFIG_KEY,
+  CT_COUNTERS,
   EPOCH_COUNTER,
   MAP_NAMES,
   PROG_NAMES,
@@ -28,6 +30,7 @@ import {
   RETIRED_MAP_NAMES,
   decodeAddressKey,
   decodeAddressValue,
+  decodeConntrackConfig,
   decodeConntrackKey,
   decodeConntrackValue,
   decodeEpoch,
@@ -39,6 +42,7 @@ import {
   decodeServiceValue,
   decodeTableChunk,
   encodeAddressKey,
+  encodeConntrackConfig,
   encodeIndexKey,
   encodeInterfaceValue,
   encodeTableKey,
@@ -46,6 +50,8 @@ import {
   hex,
   sumCounters,
   type ArpCounter,
+  type ConntrackCounter,
+  type ConntrackTimeouts,
   type InterfaceEntry,
   type MapName,
   type ProgName,
@@ -389,6 +395,33 @@ export class Dataplane {
     const lines = ARP_COUNTERS.map((_, i) => bpftool.mapLookupLine(this.mapPin("blixt_arp_stats"), hex(encodeIndexKey(i))));
     const outputs = (await bpftool.batch(lines, "reading ARP counters")) as PerCpuLookup[];
     return Object.fromEntries(ARP_COUNTERS.map((c, i) => [c, perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)])) as Record<ArpCounter, number>;
+  }
+
+  /** The conntrack timeouts the programs use (blixt_ct_config; a field never written reads as its compiled default). */
+  async conntrackTimeouts(): Promise<ConntrackTimeouts> {
+    const entry = await bpftool.mapLookup(this.mapPin("blixt_ct_config"), hex(encodeIndexKey(CT_CONFIG_KEY)));
+    return decodeConntrackConfig(entry?.value ?? new Uint8Array(16));
+  }
+
+  /**
+   * Makes the programs use these conntrack timeouts; writes only when the map differs.
+   * Returns whether it wrote. Flows already tracked are judged by the new timeouts from their
+   * next packet on.
+   */
+  async setConntrackTimeouts(timeouts: ConntrackTimeouts): Promise<boolean> {
+    const value = encodeConntrackConfig(timeouts);
+    const current = await this.conntrackTimeouts();
+    if (hex(encodeConntrackConfig(current)).join(" ") === hex(value).join(" ")) return false;
+    const line = bpftool.mapUpdateLine(this.mapPin("blixt_ct_config"), hex(encodeIndexKey(CT_CONFIG_KEY)), hex(value));
+    await bpftool.batch([line], "writing the conntrack timeouts");
+    return true;
+  }
+
+  /** Conntrack counters (bpf/maps.h enum blixt_ct_counter), summed over CPUs. */
+  async conntrackCounters(): Promise<Record<ConntrackCounter, number>> {
+    const lines = CT_COUNTERS.map((_, i) => bpftool.mapLookupLine(this.mapPin("blixt_ct_stats"), hex(encodeIndexKey(i))));
+    const outputs = (await bpftool.batch(lines, "reading conntrack counters")) as PerCpuLookup[];
+    return Object.fromEntries(CT_COUNTERS.map((c, i) => [c, perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)])) as Record<ConntrackCounter, number>;
   }
 
   /** Entries of both conntrack tables: blixt_ct4 (confirmed flows) and blixt_ct4_new (unconfirmed, bpf/conntrack.h). */

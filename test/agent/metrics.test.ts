@@ -52,7 +52,7 @@ t.test("metrics move with traffic; health and readiness answer", async (t) => {
   agent = new Agent({ nodeName: "lab-node", dataplane: dp, mode: "xdp", resyncMs: 0, acknowledge: async () => {}, onApply: (r) => metrics?.observeApply(r) });
   const a = agent;
   metrics = new AgentMetrics(
-    { stats: () => dp.stats(), arpCounters: () => dp.arpCounters(), conntrackEntries: async () => (await dp.conntrack()).length, listener: (s) => a.listener(s), ready: () => a.ready, iface: lab.gatewayIface, mode: "xdp" },
+    { stats: () => dp.stats(), arpCounters: () => dp.arpCounters(), conntrackEntries: async () => (await dp.conntrack()).length, conntrackCounters: () => dp.conntrackCounters(), listener: (s) => a.listener(s), ready: () => a.ready, iface: lab.gatewayIface, mode: "xdp" },
     (e) => scrapeErrors.push(e),
   );
   server = await serveMetrics({ metrics, ready: () => a.ready, port: 0, host: "127.0.0.1" });
@@ -99,6 +99,9 @@ t.test("metrics move with traffic; health and readiness answer", async (t) => {
   t.ok(sample(after.text, "blixt_dataplane_packets_by_reason_total", { reason: "dnat" }) > 0, "translated packets by reason");
   t.ok(sample(after.text, "blixt_dataplane_packets_by_reason_total", { reason: "refused_rst" }) >= 2, "refusals on a port no listener has, by reason");
   t.ok(sample(after.text, "blixt_conntrack_entries") >= 2 * 25, "conntrack entries: forward and reverse per flow");
+  t.ok(sample(after.text, "blixt_conntrack_events_total", { event: "new" }) - sample(before.text, "blixt_conntrack_events_total", { event: "new" }) >= 25, "conntrack counters: a new flow per connection and UDP socket");
+  t.ok(sample(after.text, "blixt_conntrack_events_total", { event: "confirmed" }) > sample(before.text, "blixt_conntrack_events_total", { event: "confirmed" }), "flows the backends answered are confirmed");
+  t.match(after.text, /blixt_conntrack_events_total\{event="expired"\} \d+/, "every counter is exported, even at 0");
   t.match(after.text, /blixt_arp_total\{result="replied"\} \d+/, "ARP answers are counted");
   t.same(scrapeErrors, [], "no scrape error");
   t.equal((await get("/nope")).status, 404);

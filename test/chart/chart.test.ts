@@ -399,6 +399,23 @@ if (!helm && helmRequired(process.env)) {
     t.match(message, /standard-install\.yaml/);
   });
 
+  t.test("the agent's relist interval reaches its env, and the schema bounds it", async t => {
+    const agentEnv = (r: Rendered) => envOf(r.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0]);
+    t.equal(agentEnv(defaults).BLIXT_RELIST_SECONDS, "300", "default: every 5 minutes");
+    t.equal(agentEnv(await template(helm, { agent: { relistSeconds: 0 } })).BLIXT_RELIST_SECONDS, "0", "0 turns it off");
+    t.match(await templateError(helm, { agent: { relistSeconds: -1 } }), /relistSeconds/, "a negative interval is refused, naming the value");
+  });
+
+  t.test("the agent's conntrack timeouts reach its env, defaults Cilium's, and the schema bounds them", async t => {
+    const agentEnv = (r: Rendered) => envOf(r.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0]);
+    const names = ["BLIXT_CT_TCP_NEW_TIMEOUT_SECONDS", "BLIXT_CT_TCP_ESTABLISHED_TIMEOUT_SECONDS", "BLIXT_CT_TCP_CLOSING_TIMEOUT_SECONDS", "BLIXT_CT_UDP_TIMEOUT_SECONDS"];
+    t.same(names.map(n => agentEnv(defaults)[n]), ["60", "21600", "10", "60"], "defaults");
+    const set = await template(helm, { agent: { conntrack: { tcpNewTimeoutSeconds: 30, tcpEstablishedTimeoutSeconds: 432000, tcpClosingTimeoutSeconds: 120, udpTimeoutSeconds: 4294967295 } } });
+    t.same(names.map(n => agentEnv(set)[n]), ["30", "432000", "120", "4294967295"], "each value reaches its variable, a large one without an exponent");
+    t.match(await templateError(helm, { agent: { conntrack: { udpTimeoutSeconds: 0 } } }), /udpTimeoutSeconds/, "0 is refused, naming the value");
+    t.match(await templateError(helm, { agent: { conntrack: { tcpTimeoutSeconds: 5 } } }), /tcpTimeoutSeconds/, "a misspelt key is refused");
+  });
+
   t.test("the schema rejects wrong values, naming the field", async t => {
     const cases: [string, Record<string, unknown>, RegExp][] = [
       ["a prefix longer than /32", { addressPools: [{ name: "p", addresses: ["198.18.0.0/33"] }] }, /addressPools\/0\/addresses\/0/],

@@ -114,7 +114,7 @@ t.test("a service programmed and inspected through the CLI carries UDP traffic",
   t.match(await ok("dataplane", "stats", ...pin), /NEW FLOWS/, "stats prints a table");
   const ct = JSON.parse(await ok("dataplane", "conntrack", "--json", ...pin));
   t.ok(ct.filter((e: { direction: string }) => e.direction === "forward").length >= flows, "conntrack --json lists the flows");
-  t.match(await ok("dataplane", "conntrack", ...pin), /PROTO\s+DIRECTION\s+SOURCE/, "conntrack prints a table");
+  t.match(await ok("dataplane", "conntrack", ...pin), /PROTO\s+STATE\s+DIRECTION\s+SOURCE.*IDLE/, "conntrack prints a table, with each entry's state and idle time");
 
   await ok("dataplane", "delete", "--vip", vip, "--port", "53", "--proto", "udp", ...pin);
   t.same(JSON.parse(await ok("dataplane", "list", "--json", ...pin)), [], "delete removes it");
