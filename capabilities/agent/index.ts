@@ -15,6 +15,10 @@
  *   BLIXT_PIN_DIR          default /sys/fs/bpf/blixt
  *   BLIXT_BPF_DIR          directory holding blixt.o; default the repository's bpf/
  *   BLIXT_METRICS_PORT     /metrics, /healthz, /readyz; default 9090
+ *   BLIXT_METRICS_ADDRESS  the address they listen on; default 127.0.0.1 (the chart: the node's IP)
+ *   BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS, BLIXT_TLS_IDLE_TIMEOUT_SECONDS,
+ *   BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER
+ *                          the TLS terminators' limits; default 10, 300, 1024
  *   BLIXT_RESYNC_SECONDS   periodic resync; default 30
  *   BLIXT_NETNS            network namespace the interface is in (the netns lab only)
  */

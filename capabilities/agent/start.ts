@@ -11,6 +11,8 @@ import { acknowledge, listDataplaneConfigs } from "./kube.js";
 import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode } from "./node.js";
 import { readSecret } from "./kube.js";
 import { TlsListeners } from "./tls/listeners.js";
+import { tlsLimits, type TlsLimits } from "./tls/terminator.js";
+import { isIP } from "node:net";
 import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
@@ -24,7 +26,10 @@ export interface AgentSettings {
   /** network namespace NAME the interface lives in (the netns lab); unset on a node */
   netns?: string;
   metricsPort: number;
+  /** the address /metrics, /healthz and /readyz listen on (the chart: the node's own IP) */
+  metricsAddress: string;
   resyncMs: number;
+  tlsLimits: TlsLimits;
 }
 
 /** Settings from the environment; throws naming the variable that is wrong. Pure. */
@@ -47,7 +52,17 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     netns: env.BLIXT_NETNS?.trim() || undefined,
     metricsPort: int("BLIXT_METRICS_PORT", 9090, 0, 65535),
     resyncMs: int("BLIXT_RESYNC_SECONDS", 30, 0, 86_400) * 1000,
+    metricsAddress: metricsAddress(env.BLIXT_METRICS_ADDRESS),
+    tlsLimits: tlsLimits(env),
   };
+}
+
+// Loopback unless told: on the host network every other address is reachable from outside.
+function metricsAddress(raw: string | undefined): string {
+  const address = raw?.trim();
+  if (!address) return "127.0.0.1";
+  if (!isIP(address)) throw new Error(`BLIXT_METRICS_ADDRESS="${address}" is not an IP address; set it to the address /metrics and the probes should use (the chart's agent.metricsBindAddress; empty there means the node's own IP)`);
+  return address;
 }
 
 /** Where HTTPS listeners' TLS terminators listen: the node's own address on the ingress interface. */
@@ -87,7 +102,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   log.info({ node: settings.nodeName, interface: iface, mode, why: modeReason(settings.requestedMode, kind), pinDir: settings.pinDir }, "dataplane attached");
 
   let metrics: AgentMetrics | undefined;
-  const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log });
+  const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log, limits: settings.tlsLimits });
   const agent = new Agent({
     nodeName: settings.nodeName,
     dataplane,
@@ -108,6 +123,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
       stats: () => dataplane.stats(),
       arpCounters: () => dataplane.arpCounters(),
       conntrackEntries: async () => (await dataplane.conntrack()).length,
+      tlsConnections: () => tls.openConnections(),
       listener: (s) => agent.listener(s),
       ready: () => agent.ready,
       iface,
@@ -115,7 +131,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     },
     (error) => log.error({ error: error instanceof Error ? error.message : String(error) }, "reading dataplane counters failed"),
   );
-  const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort });
+  const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort, host: settings.metricsAddress });
 
   const listed = await listDataplaneConfigs();
   agent.replaceAll(listed);
