@@ -89,7 +89,9 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
     // Upgrades and restarts leave programs and maps serving; `blixt dataplane detach` removes them.
     process.once("SIGTERM", () => {
       log.info({}, "SIGTERM: stopping the agent loop, leaving the dataplane attached");
-      void running.stop();
+      // Pepr's server used to end the process on SIGTERM; the agent runs none, so it exits here
+      // (Pepr's watches would otherwise keep it up until the grace period's SIGKILL).
+      void running.stop().finally(() => process.exit(0));
     });
   };
 
