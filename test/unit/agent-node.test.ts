@@ -44,6 +44,8 @@ t.test("settings come from the environment, with errors naming the variable", as
     netns: undefined,
     metricsPort: 9090,
     resyncMs: 30_000,
+    metricsAddress: "127.0.0.1",
+    tlsLimits: { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 },
   });
   t.match(agentSettings({ NODE_NAME: "n1", BLIXT_INTERFACE: "eth1", BLIXT_METRICS_PORT: "9100", BLIXT_RESYNC_SECONDS: "0" }), { iface: "eth1", metricsPort: 9100, resyncMs: 0 });
   t.throws(() => agentSettings({}), /NODE_NAME is not set/);
