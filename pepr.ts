@@ -5,5 +5,5 @@ import cfg from "./package.json" with { type: "json" };
 import { capabilitiesFor, resolveRoles } from "./capabilities/roles.js";
 
 const roleModule = capabilitiesFor(resolveRoles(process.env));
-new PeprModule(cfg, roleModule.capabilities);
+new PeprModule(cfg, roleModule.capabilities, roleModule.peprOptions);
 roleModule.start();

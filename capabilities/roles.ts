@@ -60,6 +60,13 @@ export function resolveRoles(env: RoleEnv): Role[] {
 
 export interface RoleModule {
   capabilities: Capability[];
+  /**
+   * Options for PeprModule. Pepr 1.1.4 starts its HTTPS server (port 3000, the webhook's key)
+   * in the PeprModule constructor unless `deferStart` is set; its watches start regardless.
+   * The agent serves no admission, so it defers and never starts it: nothing listens on 3000
+   * on the node's network, and the agent needs no webhook key.
+   */
+  peprOptions: { deferStart?: boolean };
   /** Starts the role's own loops (the controller's resync); called once Pepr has the module. */
   start: () => void;
 }
@@ -82,8 +89,11 @@ export function capabilitiesFor(roles: Role[], env: NodeJS.ProcessEnv = process.
     }
   }
   const building = env.PEPR_MODE === "build";
+  // The admission webhook serves on Pepr's server, the controller's probes use its /healthz.
+  const serverless = roles.length > 0 && roles.every((role) => role === "agent");
   return {
     capabilities,
+    peprOptions: serverless ? { deferStart: true } : {},
     start: () => {
       if (!building) for (const start of starts) start();
     },

@@ -15,6 +15,10 @@
  *   BLIXT_PIN_DIR          default /sys/fs/bpf/blixt
  *   BLIXT_BPF_DIR          directory holding blixt.o; default the repository's bpf/
  *   BLIXT_METRICS_PORT     /metrics, /healthz, /readyz; default 9090
+ *   BLIXT_METRICS_ADDRESS  the address they listen on; default 127.0.0.1 (the chart: the node's IP)
+ *   BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS, BLIXT_TLS_IDLE_TIMEOUT_SECONDS,
+ *   BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER
+ *                          the TLS terminators' limits; default 10, 300, 1024
  *   BLIXT_RESYNC_SECONDS   periodic resync; default 30
  *   BLIXT_RELIST_SECONDS   periodic relist of every DataplaneConfig (relist.ts); default 300
  *   BLIXT_CT_*_TIMEOUT_SECONDS  conntrack timeouts (start.ts CONNTRACK_ENV); default Cilium's
@@ -87,7 +91,9 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
     // Upgrades and restarts leave programs and maps serving; `blixt dataplane detach` removes them.
     process.once("SIGTERM", () => {
       log.info({}, "SIGTERM: stopping the agent loop, leaving the dataplane attached");
-      void running.stop();
+      // Pepr's server used to end the process on SIGTERM; the agent runs none, so it exits here
+      // (Pepr's watches would otherwise keep it up until the grace period's SIGKILL).
+      void running.stop().finally(() => process.exit(0));
     });
   };
 

@@ -19,6 +19,8 @@ export interface MetricsSource {
   conntrackEntries(): Promise<number>;
   /** conntrack counters (blixt_ct_stats: new, pickup, confirmed, repaired, closed, expired) */
   conntrackCounters?(): Promise<Record<string, number>>;
+  /** open client connections per running TLS terminator */
+  tlsConnections?(): { ref: ListenerRef; address: string; connections: number }[];
   listener(service: string): ListenerRef | undefined;
   ready(): boolean;
   iface: string;
@@ -27,6 +29,15 @@ export interface MetricsSource {
 
 const LISTENER_LABELS = ["namespace", "gateway", "listener", "protocol", "port", "address"] as const;
 type ListenerLabels = Record<(typeof LISTENER_LABELS)[number], string>;
+
+const tlsLabels = (ref: ListenerRef, address: string): ListenerLabels => ({
+  namespace: ref.namespace,
+  gateway: ref.gateway,
+  listener: ref.listener,
+  protocol: ref.protocol,
+  port: String(ref.port),
+  address,
+});
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -57,7 +68,23 @@ export class AgentMetrics {
       connection: tlsCounter("blixt_tls_connections_total", "Connections an HTTPS listener's TLS terminator on this node completed the handshake for and forwarded to a backend"),
       handshake_failure: tlsCounter("blixt_tls_handshake_failures_total", "TLS handshakes that failed on an HTTPS listener's terminator on this node"),
       backend_error: tlsCounter("blixt_tls_backend_errors_total", "Terminated connections whose backend could not be reached (the client's connection is closed)"),
+      handshake_timeout: tlsCounter("blixt_tls_handshake_timeouts_total", "Connections closed because the TLS handshake did not finish within agent.tls.handshakeTimeoutSeconds"),
+      idle_close: tlsCounter("blixt_tls_idle_closes_total", "Terminated connections closed after agent.tls.idleTimeoutSeconds without a byte either way"),
+      refused: tlsCounter("blixt_tls_connections_refused_total", "Connections refused at accept because the listener's terminator had agent.tls.maxConnectionsPerListener open"),
     };
+    if (source.tlsConnections) {
+      const tlsConnections = source.tlsConnections.bind(source);
+      new Gauge({
+        name: "blixt_tls_open_connections",
+        help: "Client connections open now on an HTTPS listener's TLS terminator on this node (in handshake or forwarded)",
+        labelNames: LISTENER_LABELS,
+        registers,
+        collect() {
+          this.reset();
+          for (const { ref, address, connections } of tlsConnections()) this.set(tlsLabels(ref, address), connections);
+        },
+      });
+    }
 
     // Kernel counters are cumulative already: each scrape sets the counter to the map's value.
     const fromStats = (name: string, help: string, pick: (s: DataplaneStats["services"][number]) => number) => {
@@ -183,14 +210,7 @@ export class AgentMetrics {
 
   /** Counts one TLS terminator event on a listener (from TlsListeners' onEvent). */
   observeTls(ref: ListenerRef, address: string, event: TlsEvent): void {
-    this.tlsCounters[event].inc({
-      namespace: ref.namespace,
-      gateway: ref.gateway,
-      listener: ref.listener,
-      protocol: ref.protocol,
-      port: String(ref.port),
-      address,
-    });
+    this.tlsCounters[event].inc(tlsLabels(ref, address));
   }
 
   /** Counts one relist of the DataplaneConfigs (from the Relister's onRelist). */

@@ -12,6 +12,8 @@ import { Relister } from "./relist.js";
 import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode } from "./node.js";
 import { readSecret } from "./kube.js";
 import { TlsListeners } from "./tls/listeners.js";
+import { tlsLimits, type TlsLimits } from "./tls/terminator.js";
+import { isIP } from "node:net";
 import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
 import { CONNTRACK_TIMEOUT_DEFAULTS, type ConntrackTimeouts } from "../dataplane/maps.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
@@ -26,11 +28,14 @@ export interface AgentSettings {
   /** network namespace NAME the interface lives in (the netns lab); unset on a node */
   netns?: string;
   metricsPort: number;
+  /** the address /metrics, /healthz and /readyz listen on (the chart: the node's own IP) */
+  metricsAddress: string;
   resyncMs: number;
   /** periodic relist of every DataplaneConfig, ms; 0 disables it */
   relistMs: number;
   /** conntrack timeouts written to blixt_ct_config (defaults: Cilium's, maps.ts CONNTRACK_TIMEOUT_DEFAULTS) */
   conntrack: ConntrackTimeouts;
+  tlsLimits: TlsLimits;
 }
 
 /** The env variable of each conntrack timeout (the chart's agent.conntrack values set them). */
@@ -65,7 +70,17 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     conntrack: Object.fromEntries(
       Object.entries(CONNTRACK_ENV).map(([field, name]) => [field, int(name, CONNTRACK_TIMEOUT_DEFAULTS[field as keyof ConntrackTimeouts], 1, 0xffffffff)]),
     ) as unknown as ConntrackTimeouts,
+    metricsAddress: metricsAddress(env.BLIXT_METRICS_ADDRESS),
+    tlsLimits: tlsLimits(env),
   };
+}
+
+// Loopback unless told: on the host network every other address is reachable from outside.
+function metricsAddress(raw: string | undefined): string {
+  const address = raw?.trim();
+  if (!address) return "127.0.0.1";
+  if (!isIP(address)) throw new Error(`BLIXT_METRICS_ADDRESS="${address}" is not an IP address; set it to the address /metrics and the probes should use (the chart's agent.metricsBindAddress; empty there means the node's own IP)`);
+  return address;
 }
 
 /** Where HTTPS listeners' TLS terminators listen: the node's own address on the ingress interface. */
@@ -108,7 +123,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   log.info({ node: settings.nodeName, interface: iface, mode, why: modeReason(settings.requestedMode, kind), pinDir: settings.pinDir }, "dataplane attached");
 
   let metrics: AgentMetrics | undefined;
-  const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log });
+  const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log, limits: settings.tlsLimits });
   const agent = new Agent({
     nodeName: settings.nodeName,
     dataplane,
@@ -131,6 +146,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
       arpCounters: () => dataplane.arpCounters(),
       conntrackEntries: async () => (await dataplane.conntrack()).length,
       conntrackCounters: () => dataplane.conntrackCounters(),
+      tlsConnections: () => tls.openConnections(),
       listener: (s) => agent.listener(s),
       ready: () => agent.ready,
       iface,
@@ -138,7 +154,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     },
     (error) => log.error({ error: error instanceof Error ? error.message : String(error) }, "reading dataplane counters failed"),
   );
-  const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort });
+  const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort, host: settings.metricsAddress });
 
   const listed = (await listDataplaneConfigsAt()).items;
   agent.replaceAll(listed);

@@ -166,6 +166,20 @@ if (!helm && helmRequired(process.env)) {
     t.match(pinnedEnv, { BLIXT_INTERFACE: "eth1", BLIXT_ATTACH_MODE: "tc", BLIXT_PIN_DIR: "/sys/fs/bpf/gw" });
     t.equal(container.ports[0].containerPort, 9090);
     t.equal(container.readinessProbe.httpGet.path, "/readyz");
+    t.notOk(container.readinessProbe.httpGet.host, "probes go to the pod IP, where the metrics listen");
+    t.same(envOf(container).BLIXT_METRICS_ADDRESS, { fieldRef: { fieldPath: "status.podIP" } }, "metrics and health on the node's own IP, not every interface");
+    const local = (await template(helm, { agent: { metricsBindAddress: "127.0.0.1" } })).get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0];
+    t.equal(envOf(local).BLIXT_METRICS_ADDRESS, "127.0.0.1");
+    t.equal(local.readinessProbe.httpGet.host, "127.0.0.1", "a node-local bind: the probes follow it");
+    t.equal(local.livenessProbe.httpGet.host, "127.0.0.1");
+    // The agent serves no admission: no webhook key in its pod, no Pepr HTTPS port.
+    t.notOk(pod.volumes.some((v: any) => v.secret), "no Secret volume (the webhook's serving key) in the agent's pod");
+    t.notOk(container.volumeMounts.some((m: any) => m.mountPath === "/etc/certs"), "nothing mounted at /etc/certs");
+    t.notOk("SSL_KEY_PATH" in envOf(container) || "SSL_CERT_PATH" in envOf(container), "no serving key path");
+    t.notOk(container.ports.some((p: any) => p.containerPort === 3000), "no port 3000");
+    t.match(envOf(container), { BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "10", BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "300", BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "1024" }, "the TLS terminators' limits");
+    const limited = (await template(helm, { agent: { tls: { handshakeTimeoutSeconds: 3, idleTimeoutSeconds: 60, maxConnectionsPerListener: 50 } } })).get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0];
+    t.match(envOf(limited), { BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "3", BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "60", BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "50" });
     t.equal(container.livenessProbe.httpGet.path, "/healthz");
     const preStop = JSON.stringify(container.lifecycle.preStop);
     t.ok(container.lifecycle.preStop, "has a preStop");
@@ -429,6 +443,10 @@ if (!helm && helmRequired(process.env)) {
       ["a negative renewBeforeDays", { admission: { certificate: { renewBeforeDays: -1 } } }, /renewBeforeDays/],
       ["a check interval under 10 s", { admission: { certificate: { checkIntervalSeconds: 5 } } }, /checkIntervalSeconds/],
       ["a misspelt certificate key", { admission: { certificate: { renewBefore: 30 } } }, /renewBefore/],
+      ["an agent metrics address that is no IP", { agent: { metricsBindAddress: "node-1" } }, /metricsBindAddress/],
+      ["a zero TLS handshake timeout", { agent: { tls: { handshakeTimeoutSeconds: 0 } } }, /handshakeTimeoutSeconds/],
+      ["a zero connection cap", { agent: { tls: { maxConnectionsPerListener: 0 } } }, /maxConnectionsPerListener/],
+      ["a misspelt agent TLS key", { agent: { tls: { idleTimeout: 60 } } }, /idleTimeout/],
       ["the controller's metrics on Pepr's port", { controller: { metrics: { port: 3000 } } }, /controller\/metrics\/port/],
     ];
     for (const [what, values, field] of cases) {

@@ -46,6 +46,8 @@ t.test("settings come from the environment, with errors naming the variable", as
     resyncMs: 30_000,
     relistMs: 300_000,
     conntrack: { tcpNewSeconds: 60, tcpEstablishedSeconds: 21600, tcpClosingSeconds: 10, udpSeconds: 60 },
+    metricsAddress: "127.0.0.1",
+    tlsLimits: { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 },
   });
   t.match(agentSettings({ NODE_NAME: "n1", BLIXT_INTERFACE: "eth1", BLIXT_METRICS_PORT: "9100", BLIXT_RESYNC_SECONDS: "0", BLIXT_RELIST_SECONDS: "60" }), { iface: "eth1", metricsPort: 9100, resyncMs: 0, relistMs: 60_000 });
   t.throws(() => agentSettings({ NODE_NAME: "n1", BLIXT_RELIST_SECONDS: "-5" }), /BLIXT_RELIST_SECONDS="-5" must be an integer in 0\.\.86400/);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The TLS terminators on real sockets (loopback): bytes both ways, a half-close passed on
 // and the connection released, a backend that refuses, a failed handshake, certificates
-// rotated without dropping open connections, and TlsListeners bringing terminators up, down
-// and back as Secrets appear, change and vanish.
+// rotated without dropping open connections, TlsListeners bringing terminators up, down
+// and back as Secrets appear, change and vanish, and the limits: handshake timeout, idle
+// timeout, connection cap.
 import t from "tap";
 import { execa } from "execa";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -11,7 +12,8 @@ import { join } from "node:path";
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { X509Certificate } from "node:crypto";
-import { TlsTerminator, type TlsEvent } from "../../capabilities/agent/tls/terminator.js";
+import { TlsTerminator, tlsLimits, type TlsEvent } from "../../capabilities/agent/tls/terminator.js";
+import { agentSettings } from "../../capabilities/agent/start.js";
 import { TlsListeners } from "../../capabilities/agent/tls/listeners.js";
 import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "../../capabilities/agent/tls/certificates.js";
 
@@ -208,4 +210,108 @@ t.test("TlsListeners: terminators follow the listeners and their Secrets", async
 
   const noHost = new TlsListeners({ host: { error: "interface eth9 has no global IPv4 address" }, readSecret: async () => secretOf("a") });
   t.same((await noHost.sync([spec(["a"])])).get("default/web#https"), { ok: false, error: "interface eth9 has no global IPv4 address" }, "no node address: not served, and why");
+});
+
+/** Resolves when the socket closes, with how long that took; rejects after `ms`. */
+const closedWithin = (s: Socket, ms: number) =>
+  new Promise<number>((resolve, reject) => {
+    const started = Date.now();
+    const timer = setTimeout(() => reject(new Error(`still open after ${ms} ms`)), ms);
+    s.once("close", () => {
+      clearTimeout(timer);
+      resolve(Date.now() - started);
+    });
+  });
+const tcpConnect = (port: number) =>
+  new Promise<Socket>((resolve, reject) => {
+    const s = netConnect({ host: "127.0.0.1", port }, () => resolve(s));
+    s.once("error", reject);
+  });
+const until = async (what: string, check: () => boolean, ms = 3000) => {
+  for (const end = Date.now() + ms; Date.now() < end; ) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+};
+
+t.test("limits: a handshake that never starts is closed, an idle connection is closed, the cap refuses", async (t) => {
+  const b0 = await backend(t, "b0");
+  const events: TlsEvent[] = [];
+  const terminator = new TlsTerminator({
+    host: "127.0.0.1",
+    certificates: [certificate("a")],
+    backends: [{ ip: "127.0.0.1", port: b0.port, weight: 1 }],
+    onEvent: (e) => events.push(e),
+    limits: { handshakeTimeoutMs: 300, idleTimeoutMs: 500, maxConnections: 2 },
+  });
+  const port = await terminator.listen();
+  t.teardown(() => terminator.close());
+
+  // TCP open, no ClientHello, ever.
+  const silent = await tcpConnect(port);
+  silent.on("error", () => {});
+  const waited = await closedWithin(silent, 3000);
+  t.ok(waited >= 250, `not before the handshake timeout (${waited} ms)`);
+  t.same(events, ["handshake_timeout"], "counted as a handshake timeout, not a failure");
+  await until("the closed connection to leave the count", () => terminator.connections === 0);
+
+  // A forwarded connection that then goes quiet.
+  const idle = await tlsClient(port, "a.example");
+  idle.on("error", () => {});
+  idle.write("ping");
+  t.equal(await nextData(idle), "b0:ping", "forwarded");
+  const idled = await closedWithin(idle, 3000);
+  t.ok(idled >= 400, `closed after the idle timeout, not before (${idled} ms)`);
+  t.same(events, ["handshake_timeout", "connection", "idle_close"]);
+
+  // A connection that keeps talking is not idle.
+  const busy = await tlsClient(port, "a.example");
+  busy.on("error", () => {});
+  for (let i = 0; i < 5; i++) {
+    busy.write(`n${i}`);
+    t.equal(await nextData(busy), `b0:n${i}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  t.notOk(busy.destroyed, "a connection with bytes every 200 ms outlives a 500 ms idle timeout");
+  busy.destroy();
+  await until("the busy connection to leave the count", () => terminator.connections === 0);
+
+  // The cap: two open (one in handshake, one forwarded), the third refused at accept.
+  const holding = await tcpConnect(port);
+  holding.on("error", () => {});
+  const forwarded = await tlsClient(port, "a.example");
+  forwarded.on("error", () => {});
+  await until("two open connections", () => terminator.connections === 2);
+  t.equal(terminator.connections, 2, "the open-connection count");
+  const third = await tcpConnect(port);
+  third.on("error", () => {});
+  await closedWithin(third, 3000);
+  await until("the refusal to be counted", () => events.includes("refused"));
+  t.equal(events.filter((e) => e === "refused").length, 1, "counted once");
+  t.equal(terminator.connections, 2, "the refused connection was never counted open");
+  forwarded.write("still");
+  t.equal(await nextData(forwarded), "b0:still", "the connections under the cap are untouched");
+  holding.destroy();
+  forwarded.destroy();
+  await until("both to close", () => terminator.connections === 0);
+  const again = await tlsClient(port, "a.example");
+  again.write("back");
+  t.equal(await nextData(again), "b0:back", "below the cap again, a new connection is served");
+  again.destroy();
+});
+
+t.test("limits from the environment: defaults, values, and a clear error naming the variable", async (t) => {
+  t.same(tlsLimits({}), { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 });
+  t.same(
+    tlsLimits({ BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "5", BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "60", BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "100" }),
+    { handshakeTimeoutMs: 5000, idleTimeoutMs: 60_000, maxConnections: 100 },
+  );
+  t.throws(() => tlsLimits({ BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "0" }), /BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS="0" must be an integer in 1\.\.300/);
+  t.throws(() => tlsLimits({ BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "5m" }), /BLIXT_TLS_IDLE_TIMEOUT_SECONDS="5m" must be an integer/);
+  t.throws(() => tlsLimits({ BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "-1" }), /BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER="-1"/);
+  t.throws(() => agentSettings({ NODE_NAME: "n", BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "x" }), /BLIXT_TLS_IDLE_TIMEOUT_SECONDS/, "the agent refuses to start on a bad value");
+  t.equal(agentSettings({ NODE_NAME: "n" }).metricsAddress, "127.0.0.1", "metrics on loopback unless told");
+  t.equal(agentSettings({ NODE_NAME: "n", BLIXT_METRICS_ADDRESS: "10.0.0.7" }).metricsAddress, "10.0.0.7");
+  t.throws(() => agentSettings({ NODE_NAME: "n", BLIXT_METRICS_ADDRESS: "node-1" }), /BLIXT_METRICS_ADDRESS="node-1" is not an IP address/);
 });

@@ -8,7 +8,7 @@
 import type { AgentLog } from "../log.js";
 import type { ListenerRef, TlsOutcome } from "../desired.js";
 import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "./certificates.js";
-import { TlsTerminator, type TlsEvent } from "./terminator.js";
+import { TlsTerminator, type TlsEvent, type TlsLimits } from "./terminator.js";
 
 export interface TlsListenersOptions {
   /** The node address terminators listen on; unset with the reason when there is none. */
@@ -18,6 +18,8 @@ export interface TlsListenersOptions {
   /** per connection event, with the listener it happened on (metrics) */
   onEvent?: (ref: ListenerRef, address: string, event: TlsEvent) => void;
   log?: AgentLog;
+  /** handshake and idle timeouts and the connection cap of every terminator (defaults otherwise) */
+  limits?: TlsLimits;
 }
 
 interface Running {
@@ -46,6 +48,11 @@ export class TlsListeners {
   /** The terminator of a listener (by listenerKey), while one runs. */
   terminator(key: string): TlsTerminator | undefined {
     return this.running.get(key)?.terminator;
+  }
+
+  /** Open client connections per running terminator, with its listener (metrics). */
+  openConnections(): { ref: ListenerRef; address: string; connections: number }[] {
+    return [...this.running.values()].map((r) => ({ ref: r.spec.ref, address: r.spec.address, connections: r.terminator.connections }));
   }
 
   /** Brings the terminators to `specs`; returns each listener's outcome by key. Never throws. */
@@ -143,6 +150,7 @@ export class TlsListeners {
         host: this.opts.host,
         certificates,
         backends: spec.backends,
+        limits: this.opts.limits,
         onEvent: (event) => this.opts.onEvent?.(running.spec.ref, running.spec.address, event),
       });
       running.terminator = terminator;

@@ -4,12 +4,43 @@
 // answers each handshake with the certificate the SNI asks for and pipes the plaintext to one
 // of the listener's backends, chosen per connection by weight. Certificates and backends can
 // be replaced at any time: new connections get the new ones, open connections keep theirs.
+// Each terminator bounds what one client can hold: a handshake must finish within a timeout,
+// a connection with no bytes either way for the idle timeout is closed, and connections past
+// the per-listener cap are refused before any TLS work; each of these is counted.
 import { connect, type Socket } from "node:net";
 import { createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from "node:tls";
 import type { Backend } from "../../dataplane/tables.js";
 import { pickBackend, pickCertificate, type TlsCertificate } from "./certificates.js";
 
-export type TlsEvent = "connection" | "handshake_failure" | "backend_error";
+export type TlsEvent = "connection" | "handshake_failure" | "backend_error" | "handshake_timeout" | "idle_close" | "refused";
+
+/** What one terminator lets a client hold; the chart sets them (agent.tls), the agent validates them. */
+export interface TlsLimits {
+  /** a TCP connection must complete its TLS handshake within this, or it is closed */
+  handshakeTimeoutMs: number;
+  /** a terminated connection with no bytes in either direction for this long is closed */
+  idleTimeoutMs: number;
+  /** open connections per listener on this node; more are refused at accept */
+  maxConnections: number;
+}
+
+export const DEFAULT_TLS_LIMITS: TlsLimits = { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 };
+
+/** The limits from the agent's environment; throws naming the variable that is wrong. Pure. */
+export function tlsLimits(env: NodeJS.ProcessEnv): TlsLimits {
+  const int = (name: string, fallback: number, min: number, max: number) => {
+    const raw = env[name]?.trim();
+    if (!raw) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}="${raw}" must be an integer in ${min}..${max} (the chart's agent.tls values)`);
+    return n;
+  };
+  return {
+    handshakeTimeoutMs: int("BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS", DEFAULT_TLS_LIMITS.handshakeTimeoutMs / 1000, 1, 300) * 1000,
+    idleTimeoutMs: int("BLIXT_TLS_IDLE_TIMEOUT_SECONDS", DEFAULT_TLS_LIMITS.idleTimeoutMs / 1000, 1, 86_400) * 1000,
+    maxConnections: int("BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER", DEFAULT_TLS_LIMITS.maxConnections, 1, 1_000_000),
+  };
+}
 
 export interface TlsTerminatorOptions {
   /** the node address to listen on (the DNAT target) */
@@ -20,6 +51,8 @@ export interface TlsTerminatorOptions {
   onEvent?: (event: TlsEvent) => void;
   /** [0, 1); Math.random by default */
   random?: () => number;
+  /** DEFAULT_TLS_LIMITS unless given */
+  limits?: TlsLimits;
 }
 
 interface Loaded extends TlsCertificate {
@@ -36,6 +69,8 @@ export class TlsTerminator {
   private certificates: Loaded[];
   private backends: Backend[];
   private readonly sockets = new Set<Socket>();
+  private readonly limits: TlsLimits;
+  private open = 0;
   private port = 0;
 
   constructor(opts: TlsTerminatorOptions) {
@@ -45,23 +80,33 @@ export class TlsTerminator {
     this.random = opts.random ?? Math.random;
     this.certificates = load(opts.certificates);
     this.backends = opts.backends;
+    this.limits = opts.limits ?? DEFAULT_TLS_LIMITS;
     const first = this.certificates[0];
     this.server = createServer({
       cert: first.cert,
       key: first.key,
+      // A client that connects and never finishes (or never starts) its handshake is closed.
+      handshakeTimeout: this.limits.handshakeTimeoutMs,
       // The client's end of the stream is passed on to the backend, not taken as a close.
       allowHalfOpen: true,
       SNICallback: (serverName, done) => done(null, pickCertificate(serverName, this.certificates)?.context),
     });
     this.server.on("secureConnection", (socket) => this.forward(socket));
-    this.server.on("tlsClientError", (_error, socket) => {
-      this.onEvent("handshake_failure");
+    this.server.on("tlsClientError", (error: NodeJS.ErrnoException, socket) => {
+      this.onEvent(error.code === "ERR_TLS_HANDSHAKE_TIMEOUT" ? "handshake_timeout" : "handshake_failure");
       socket.destroy();
     });
+    // Past the cap the kernel's accepted socket is closed before any TLS work is done.
+    this.server.maxConnections = this.limits.maxConnections;
+    this.server.on("drop", () => this.onEvent("refused"));
     // Every accepted socket, handshake done or not, so close() can end them all.
     this.server.on("connection", (socket: Socket) => {
       this.sockets.add(socket);
-      socket.once("close", () => this.sockets.delete(socket));
+      this.open++;
+      socket.once("close", () => {
+        this.sockets.delete(socket);
+        this.open--;
+      });
     });
   }
 
@@ -83,6 +128,11 @@ export class TlsTerminator {
 
   get address(): { address: string; port: number } {
     return { address: this.host, port: this.port };
+  }
+
+  /** Client connections open now, in handshake or forwarded. */
+  get connections(): number {
+    return this.open;
   }
 
   /** Fingerprints of the certificates served now, in listener order. */
@@ -124,6 +174,12 @@ export class TlsTerminator {
       client.destroy();
     });
     client.once("error", () => upstream.destroy());
+    // Bytes either way (read from or written to the client) restart the clock.
+    client.setTimeout(this.limits.idleTimeoutMs, () => {
+      this.onEvent("idle_close");
+      client.destroy();
+      upstream.destroy();
+    });
     // With allowHalfOpen, a socket whose both directions ended must still be released.
     const release = (socket: Socket) => () => {
       if (socket.writableEnded && socket.readableEnded) socket.destroy();
