@@ -35,7 +35,7 @@ export interface GatewayControllerRole {
 export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayControllerRole {
   const settings = controllerSettings(env, readOptionalFile);
   const reconciler = new Reconciler({
-    client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME),
+    client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME, settings.agentNamespace),
     compile,
     settings,
     controllerName: CONTROLLER_NAME,
@@ -63,6 +63,11 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
     const selector = kind === "AgentPod" ? settings.agentPodSelector : {};
     let upserts = When(model, gvk).IsCreatedOrUpdated();
     let deletes = When(model, gvk).IsDeleted();
+    // The agent Pods live in one namespace: watch only there (the chart grants Pods by a Role).
+    if (kind === "AgentPod" && settings.agentNamespace) {
+      upserts = upserts.InNamespace(settings.agentNamespace) as typeof upserts;
+      deletes = deletes.InNamespace(settings.agentNamespace) as typeof deletes;
+    }
     for (const [label, value] of Object.entries(selector)) {
       upserts = upserts.WithLabel(label, value) as typeof upserts;
       deletes = deletes.WithLabel(label, value) as typeof deletes;
