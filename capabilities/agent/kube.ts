@@ -9,10 +9,11 @@
 // entries it does not list (SSA deletes fields a manager stops applying). kubernetes-fluent-
 // client's Apply has a fixed field manager and does not reach the status subresource, so this
 // sends the apply request itself, with the client's own connection settings.
-import { K8s, fetch, kind } from "kubernetes-fluent-client";
+import { K8s, fetch } from "kubernetes-fluent-client";
 import { k8sCfg } from "kubernetes-fluent-client/dist/fluent/utils.js";
 import { FetchMethods } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
+import { getSecretByName } from "../secret-read.js";
 import type { NodeAck } from "./desired.js";
 
 export const fieldManager = (nodeName: string): string => `blixt-agent/${nodeName}`.slice(0, 128);
@@ -59,12 +60,13 @@ export async function listDataplaneConfigsAt(): Promise<{ items: DataplaneConfig
   return { items: list.items, resourceVersion: list.metadata?.resourceVersion };
 }
 
-/** A Secret an HTTPS listener refers to; undefined when it does not exist. */
+/**
+ * A Secret an HTTPS listener refers to (the controller's copy, in the agent's namespace);
+ * undefined when it does not exist. A name that is not one, or an answer that is not that
+ * Secret, is an error naming it, and is never requested or taken.
+ */
 export async function readSecret(namespace: string, name: string): Promise<{ type?: string; data?: Record<string, string> } | undefined> {
-  try {
-    return await K8s(kind.Secret).InNamespace(namespace).Get(name);
-  } catch (error) {
-    if ((error as { status?: number }).status === 404) return undefined;
-    throw error;
-  }
+  const read = await getSecretByName(namespace, name);
+  if ("problem" in read) throw new Error(`Secret ${JSON.stringify(`${namespace}/${name}`)}: ${read.problem}; not read`);
+  return read.secret;
 }

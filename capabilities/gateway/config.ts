@@ -29,6 +29,8 @@ export interface ControllerSettings {
   maxBackoffSeconds: number;
   /** Labels of the node agent's Pods; a ready one on a node means that node's agent is ready. */
   agentPodSelector: Record<string, string>;
+  /** The namespace the agent Pods run in (the release's); the controller reads Pods only there. Unset: every namespace. */
+  agentNamespace?: string;
 }
 
 export interface AdmissionSettings {
@@ -125,6 +127,7 @@ export function controllerSettings(
     agentPodSelector: env.BLIXT_AGENT_POD_SELECTOR
       ? parseLabelSelector(env.BLIXT_AGENT_POD_SELECTOR, "BLIXT_AGENT_POD_SELECTOR")
       : DEFAULT_AGENT_POD_SELECTOR,
+    ...(env.BLIXT_AGENT_NAMESPACE ? { agentNamespace: env.BLIXT_AGENT_NAMESPACE } : {}),
   };
 }
 

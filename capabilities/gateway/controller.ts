@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Capability, Log } from "pepr";
-import type { KubernetesObject } from "kubernetes-fluent-client";
+import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
 import { compile } from "./compile/index";
 import { CONTROLLER_NAME } from "./compile/types";
 import { controllerSettings } from "./config";
@@ -35,7 +35,7 @@ export interface GatewayControllerRole {
 export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayControllerRole {
   const settings = controllerSettings(env, readOptionalFile);
   const reconciler = new Reconciler({
-    client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME),
+    client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME, settings.agentNamespace),
     compile,
     settings,
     controllerName: CONTROLLER_NAME,
@@ -70,9 +70,24 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
     upserts.Watch(object => reconciler.observe(kind, object as KubernetesObject));
     deletes.Watch(object => reconciler.forget(kind, object as KubernetesObject));
   };
-  for (const kind of WATCHED_KINDS) bind(kind);
+  // The agent Pods live in one namespace, and the chart grants Pods only there (a Role). Pepr
+  // 1.1.4's InNamespace filters a binding's events client-side and still watches every
+  // namespace, which that Role forbids; so this one watch is kubernetes-fluent-client's own,
+  // on the namespace's path.
+  const podWatch = (namespace: string) => {
+    let query = K8s(kind.Pod).InNamespace(namespace);
+    for (const [label, value] of Object.entries(settings.agentPodSelector)) query = query.WithLabel(label, value) as typeof query;
+    return query.Watch((pod, phase) => {
+      if (phase === "DELETED") reconciler.forget("AgentPod", pod as KubernetesObject);
+      else if (phase === "ADDED" || phase === "MODIFIED") reconciler.observe("AgentPod", pod as KubernetesObject);
+    });
+  };
+  for (const kind of WATCHED_KINDS) if (!(kind === "AgentPod" && settings.agentNamespace)) bind(kind);
 
   const start = () => {
+    if (settings.agentNamespace) {
+      podWatch(settings.agentNamespace).start().catch(error => Log.error(`watching the agent Pods in namespace ${settings.agentNamespace} failed: ${error}`));
+    }
     reconciler.start();
     rotation?.start();
   };

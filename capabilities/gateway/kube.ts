@@ -4,13 +4,14 @@
  * route's status through @kubernetes/client-node, whose status replace carries the
  * resourceVersion (kubernetes-fluent-client's PatchStatus sends the status alone).
  */
-import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
+import { COPY_LABEL, secretDigest } from "./certificate-copies";
 import { KINDS } from "./kinds";
 import { canonicalJSON, type StatusKind, type Write } from "./plan";
-import { dns1123LabelProblem, dns1123SubdomainProblem } from "./names";
+import { getSecretByName } from "../secret-read";
 import { errorMessage, type ClusterClient, type SecretRead } from "./reconciler";
 import { secretInfo, type SecretRef } from "./store";
 
@@ -28,19 +29,58 @@ const STATUS_MODELS: Record<StatusKind, GenericClass> = {
  * sent is encoded all the same, and an answer that is not that Secret is not taken for it.
  */
 export async function readSecret(ref: SecretRef): Promise<SecretRead> {
-  const namespaceProblem = dns1123LabelProblem(ref.namespace);
-  const nameProblem = dns1123SubdomainProblem(ref.name);
-  if (namespaceProblem || nameProblem) return { ...ref, problem: namespaceProblem ? `namespace ${namespaceProblem}` : `name ${nameProblem}` };
   try {
-    const secret = await K8s(kind.Secret).InNamespace(encodeURIComponent(ref.namespace)).Get(encodeURIComponent(ref.name));
-    if (secret?.metadata?.namespace !== ref.namespace || secret.metadata.name !== ref.name) {
-      return { ...ref, problem: `the API server answered with ${secret?.kind ?? "an object"} ${secret?.metadata?.namespace ?? ""}/${secret?.metadata?.name ?? ""}, not this Secret` };
-    }
-    return { ...ref, secret: secretInfo(secret) };
+    const read = await getSecretByName(ref.namespace, ref.name);
+    if ("problem" in read) return { ...ref, problem: read.problem };
+    return read.secret ? { ...ref, secret: secretInfo(read.secret) } : { ...ref };
   } catch (error) {
     if ((error as { status?: number }).status === 404) return { ...ref };
     return { ...ref, problem: `reading it failed: ${errorMessage(error)}`, retry: true };
   }
+}
+
+/**
+ * Writes one certificate copy: reads its source (by name, as readSecret does), refuses it if it
+ * changed since the plan saw it (the next pass copies the new one), then creates the copy or
+ * replaces it over the version it read. Type and data are the source's; nothing else is.
+ */
+async function applyCertificateCopy(write: Extract<Write, { op: "applyCertificateCopy" }>): Promise<KubernetesObject> {
+  const { source } = write.copy;
+  const read = await getSecretByName(source.namespace, source.name);
+  if ("problem" in read) throw new Error(`Secret ${source.namespace}/${source.name}: ${read.problem}`);
+  if (!read.secret) throw Object.assign(new Error(`Secret ${source.namespace}/${source.name} no longer exists`), { status: 404 });
+  if (secretDigest(read.secret.type, read.secret.data) !== write.digest) {
+    throw new Error(`Secret ${source.namespace}/${source.name} changed since this pass read it; the next pass copies it`);
+  }
+  const body: V1Secret = {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { namespace: write.namespace, name: write.name, labels: write.labels, annotations: write.annotations },
+    type: read.secret.type,
+    data: read.secret.data,
+  };
+  const config = new KubeConfig();
+  config.loadFromDefault();
+  const api = config.makeApiClient(CoreV1Api);
+  try {
+    const current = await api.readNamespacedSecret({ namespace: write.namespace, name: write.name }).catch((error: unknown) => {
+      if ((asResponse(error) as { status?: number }).status === 404) return undefined;
+      throw error;
+    });
+    const written = current
+      ? await api.replaceNamespacedSecret({ namespace: write.namespace, name: write.name, body: { ...body, metadata: { ...body.metadata, resourceVersion: current.metadata?.resourceVersion } } })
+      : await api.createNamespacedSecret({ namespace: write.namespace, body });
+    // Only metadata goes back to the reconciler: it keeps no key bytes.
+    return { apiVersion: "v1", kind: "Secret", metadata: written.metadata } as KubernetesObject;
+  } catch (error) {
+    throw asResponse(error);
+  }
+}
+
+/** The certificate copies in `namespace`, metadata only (the controller keeps no key bytes). */
+export async function listCertificateCopies(namespace: string): Promise<KubernetesObject[]> {
+  const list = await K8s(kind.Secret).InNamespace(namespace).WithLabel(COPY_LABEL, "true").Get();
+  return list.items.map(s => ({ apiVersion: "v1", kind: "Secret", metadata: s.metadata }) as KubernetesObject);
 }
 
 type RouteKind = "TCPRoute" | "UDPRoute" | "HTTPRoute";
@@ -136,12 +176,13 @@ export async function writeRouteParents(
   }
 }
 
-export function kubeClusterClient(agentPodSelector: Record<string, string>, controllerName: string): ClusterClient {
+export function kubeClusterClient(agentPodSelector: Record<string, string>, controllerName: string, agentNamespace?: string): ClusterClient {
   return {
     async list(watched) {
       const { model, apiVersion, kind: kindName } = KINDS[watched];
       let query = K8s(model);
       if (watched === "AgentPod") {
+        if (agentNamespace) query = query.InNamespace(agentNamespace) as typeof query;
         for (const [label, value] of Object.entries(agentPodSelector)) query = query.WithLabel(label, value) as typeof query;
       }
       const list = await query.Get();
@@ -152,6 +193,8 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>, cont
       return Promise.all(refs.map(readSecret));
     },
 
+    ...(agentNamespace ? { certificateCopies: () => listCertificateCopies(agentNamespace) } : {}),
+
     async execute(write) {
       switch (write.op) {
         case "applyDataplaneConfig":
@@ -159,6 +202,11 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>, cont
           return K8s(DataplaneConfig).Apply(write.object, { force: true });
         case "deleteDataplaneConfig":
           await K8s(DataplaneConfig).InNamespace(write.namespace).Delete(write.name);
+          return undefined;
+        case "applyCertificateCopy":
+          return applyCertificateCopy(write);
+        case "deleteCertificateCopy":
+          await K8s(kind.Secret).InNamespace(write.namespace).Delete(write.name);
           return undefined;
         case "patchStatus":
           // Other controllers write their own entries of a route's status.parents.

@@ -6,6 +6,7 @@
  */
 import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
+import { copyMetadata, COPY_LABEL, type CertificateCopy } from "./certificate-copies";
 import type { CompileOutput, Snapshot } from "./compile/types";
 
 /** Put on every Gateway blixt accepts, so its address and DataplaneConfig are released first. */
@@ -20,13 +21,23 @@ export type Write =
   | { op: "deleteDataplaneConfig"; namespace: string; name: string }
   /** `status` is a merge patch: keys set to null remove fields blixt no longer reports. */
   | { op: "patchStatus"; kind: StatusKind; namespace?: string; name: string; status: Record<string, unknown> }
-  | { op: "removeFinalizer"; kind: "Gateway"; namespace: string; name: string; patch: Operation[] };
+  | { op: "removeFinalizer"; kind: "Gateway"; namespace: string; name: string; patch: Operation[] }
+  /**
+   * Create or replace the copy of a certificate in the release namespace. The plan holds no key
+   * bytes: the write reads `copy.source` and stores its data, if its digest is still `digest`.
+   */
+  | { op: "applyCertificateCopy"; namespace: string; name: string; copy: CertificateCopy; digest: string; labels: Record<string, string>; annotations: Record<string, string> }
+  | { op: "deleteCertificateCopy"; namespace: string; name: string };
 
 /** The snapshot parts the plan compares against (the same objects compile saw). */
 export type ClusterState = Pick<
   Snapshot,
   "controllerName" | "gatewayClasses" | "gateways" | "tcpRoutes" | "udpRoutes" | "httpRoutes" | "dataplaneConfigs"
->;
+> &
+  Partial<Pick<Snapshot, "secrets">> & {
+    /** The copies now in the release namespace (labelled COPY_LABEL), metadata enough. */
+    certificateCopies?: KubernetesObject[];
+  };
 
 export function describeWrite(write: Write): string {
   const where = "namespace" in write && write.namespace ? `${write.namespace}/${write.name}` : write.name;
@@ -34,6 +45,10 @@ export function describeWrite(write: Write): string {
     case "applyDataplaneConfig":
     case "deleteDataplaneConfig":
       return `${write.op} DataplaneConfig ${where}`;
+    case "applyCertificateCopy":
+      return `${write.op} Secret ${where} (of Secret ${write.copy.source.namespace}/${write.copy.source.name})`;
+    case "deleteCertificateCopy":
+      return `${write.op} Secret ${where}`;
     default:
       return `${write.op} ${write.kind} ${where}`;
   }
@@ -152,6 +167,10 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
     }
   }
 
+  // Copies before the DataplaneConfigs that name them, so an agent never looks for one in vain.
+  const copies = certificateCopyWrites(state, output);
+  writes.push(...copies.apply);
+
   for (const [k, desired] of [...desiredConfigs].sort(([a], [b]) => a.localeCompare(b))) {
     if (dataplaneConfigDiffers(currentConfigs.get(k), desired)) {
       writes.push({
@@ -167,6 +186,9 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
       writes.push({ op: "deleteDataplaneConfig", namespace: current.metadata?.namespace, name: current.metadata?.name });
     }
   }
+
+  // ... and deleted after the DataplaneConfigs stop naming them.
+  writes.push(...copies.remove);
 
   const classes = new Map(state.gatewayClasses.map(c => [keyOf(c), c]));
   for (const desired of output.gatewayClasses) {
@@ -216,6 +238,35 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
     }
   }
   return writes;
+}
+
+/**
+ * The certificate copies to write: each one the compile output asks for that is missing, or
+ * whose source changed (digest), or whose labels/annotations differ; and each labelled copy no
+ * DataplaneConfig names any more, to delete. A source blixt could not read this pass (no
+ * digest) keeps the copy it has.
+ */
+export function certificateCopyWrites(state: ClusterState, output: CompileOutput): { apply: Write[]; remove: Write[] } {
+  const apply: Write[] = [];
+  const remove: Write[] = [];
+  const digests = new Map((state.secrets ?? []).map(s => [key(s.namespace, s.name), s.digest]));
+  const current = new Map((state.certificateCopies ?? []).filter(c => c.metadata?.labels?.[COPY_LABEL] === "true").map(c => [keyOf(c), c]));
+  const desired = new Map((output.certificateCopies ?? []).map(c => [key(c.namespace, c.name), c]));
+  for (const [k, copy] of [...desired].sort(([a], [b]) => a.localeCompare(b))) {
+    const have = current.get(k);
+    const digest = digests.get(key(copy.source.namespace, copy.source.name));
+    if (!digest) continue;
+    const { labels, annotations } = copyMetadata(copy, digest);
+    const same = (want: Record<string, string>, got: Record<string, string> | undefined) => Object.entries(want).every(([name, value]) => got?.[name] === value);
+    if (have && same(labels, have.metadata?.labels) && same(annotations, have.metadata?.annotations)) continue;
+    apply.push({ op: "applyCertificateCopy", namespace: copy.namespace, name: copy.name, copy, digest, labels, annotations });
+  }
+  for (const [k, copy] of [...current].sort(([a], [b]) => a.localeCompare(b))) {
+    if (!desired.has(k) && !copy.metadata?.deletionTimestamp) {
+      remove.push({ op: "deleteCertificateCopy", namespace: copy.metadata?.namespace ?? "", name: copy.metadata?.name ?? "" });
+    }
+  }
+  return { apply, remove };
 }
 
 /**

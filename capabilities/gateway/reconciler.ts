@@ -26,6 +26,8 @@ export interface ClusterClient {
    * failure is that ref's result, never a rejection of the whole call.
    */
   secrets(refs: SecretRef[]): Promise<SecretRead[]>;
+  /** The certificate copies in the release namespace (metadata only), when blixt makes them. */
+  certificateCopies?(): Promise<KubernetesObject[]>;
   /** Makes one write; returns the object as the API server left it, when it says. */
   execute(write: Write): Promise<KubernetesObject | undefined>;
 }
@@ -81,6 +83,8 @@ interface RetryState {
  */
 export function writeTarget(write: Write): { kind: WatchedKind; namespace?: string; name: string } {
   if (write.op === "patchStatus") return { kind: write.kind, namespace: write.namespace, name: write.name };
+  // A copy's retry is its own (keyed by the copy), never its Gateway's.
+  if (write.op === "applyCertificateCopy" || write.op === "deleteCertificateCopy") return { kind: "Gateway", namespace: write.namespace, name: `certificate-copy/${write.name}` };
   return { kind: "Gateway", namespace: write.namespace, name: write.name };
 }
 
@@ -118,7 +122,11 @@ function goneSummary(gone: Write[]): string {
           ? "DataplaneConfigs in namespaces being deleted"
           : w.op === "deleteDataplaneConfig"
             ? "DataplaneConfigs already deleted"
-            : "finalizer patches of deleted Gateways";
+            : w.op === "applyCertificateCopy"
+              ? "certificate copies of deleted Secrets"
+              : w.op === "deleteCertificateCopy"
+                ? "certificate copies already deleted"
+                : "finalizer patches of deleted Gateways";
     counts.set(what, (counts.get(what) ?? 0) + 1);
   }
   return [...counts].map(([what, n]) => `${n} ${what}`).join(", ");
@@ -149,7 +157,7 @@ function dependentGateway(write: Write): string | undefined {
 
 /** The Gateway whose later status and finalizer writes wait on this one, if it fails. */
 function prerequisiteOf(write: Write): string | undefined {
-  if (write.op === "patchStatus" || write.op === "removeFinalizer") return undefined;
+  if (write.op === "patchStatus" || write.op === "removeFinalizer" || write.op === "applyCertificateCopy" || write.op === "deleteCertificateCopy") return undefined;
   return `${write.namespace}/${write.name}`;
 }
 
@@ -158,6 +166,8 @@ export class Reconciler {
   #deps: ReconcilerDeps;
   #synced = false;
   #lastAllocations?: Record<string, string>;
+  /** The certificate copies as listed at the start of the pass. */
+  #certificateCopies: KubernetesObject[] = [];
   #lastWarnings = "";
   #timer?: NodeJS.Timeout;
   #resyncTimer?: NodeJS.Timeout;
@@ -304,6 +314,7 @@ export class Reconciler {
     try {
       const refs = certificateSecretRefs(this.store.list("Gateway"), this.store.list("GatewayClass"), controllerName);
       this.store.setSecrets(this.#secretInfos(await client.secrets(refs)));
+      if (client.certificateCopies) this.#certificateCopies = await client.certificateCopies();
     } catch (error) {
       // Only a broken client gets here: a ref's own failure is its result.
       log.error(`reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`);
@@ -315,6 +326,7 @@ export class Reconciler {
       now: rfc3339((this.#deps.now ?? (() => new Date()))()),
       addressPools: settings.addressPools,
       allocations: recordedAllocations(this.store.list("DataplaneConfig"), this.#lastAllocations),
+      ...(settings.agentNamespace && client.certificateCopies ? { certificateCopyNamespace: settings.agentNamespace } : {}),
     });
 
     let output: CompileOutput;
@@ -331,7 +343,7 @@ export class Reconciler {
     if (warnings && warnings !== this.#lastWarnings) log.warn(warnings);
     this.#lastWarnings = warnings;
 
-    const writes = planWrites(snapshot, output);
+    const writes = planWrites({ ...snapshot, certificateCopies: this.#certificateCopies }, output);
     const result: ReconcileResult = { writes, failed: [], skipped: [], gone: [], deferred: [] };
     const started = Date.now();
     // Objects with nothing left to write need no retry (done, or gone).

@@ -3,6 +3,7 @@
  * The controller's in-memory view of the cluster: the latest object of every watched kind,
  * turned into a compile Snapshot on demand. No I/O; watch callbacks and relists feed it.
  */
+import { secretDigest } from "./certificate-copies";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { KubernetesObject } from "kubernetes-fluent-client";
 import type { V1Node, V1Pod, V1Secret } from "@kubernetes/client-node";
@@ -40,6 +41,7 @@ export function secretInfo(secret: V1Secret): SecretInfo {
     name: secret.metadata?.name ?? "",
     type: secret.type ?? "",
     validTLS: tlsPairParses(secret.data?.["tls.crt"], secret.data?.["tls.key"]),
+    digest: secretDigest(secret.type, secret.data),
     ...(secret.metadata?.creationTimestamp
       ? { creationTimestamp: new Date(secret.metadata.creationTimestamp).toISOString().replace(".000Z", "Z") }
       : {}),
@@ -212,6 +214,7 @@ export class SnapshotStore {
     now: string;
     addressPools: AddressPool[];
     allocations: Record<string, string>;
+    certificateCopyNamespace?: string;
   }): Snapshot {
     return {
       controllerName: input.controllerName,
@@ -230,6 +233,7 @@ export class SnapshotStore {
       dataplaneConfigs: this.list("DataplaneConfig"),
       addressPools: input.addressPools,
       allocations: input.allocations,
+      ...(input.certificateCopyNamespace ? { certificateCopyNamespace: input.certificateCopyNamespace } : {}),
     };
   }
 }

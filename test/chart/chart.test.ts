@@ -225,8 +225,27 @@ if (!helm && helmRequired(process.env)) {
     t.same(verbs(agent, "blixt.dev", "dataplaneconfigs"), ["get", "list", "watch"], "agent only reads DataplaneConfigs");
     t.same(verbs(agent, "blixt.dev", "dataplaneconfigs/status"), ["get", "patch", "update"], "agent acknowledges in status");
     t.same(verbs(agent, "", "nodes"), ["get", "list", "watch"]);
-    t.same(verbs(agent, "", "secrets"), ["get"], "agent gets the Secrets HTTPS listeners name, by name only (no list or watch)");
-    t.equal((agent.rules as Rule[]).length, 4, "agent has nothing else");
+    t.same(verbs(agent, "", "secrets"), [], "agent reads no Secret cluster-wide");
+    t.equal((agent.rules as Rule[]).length, 3, "agent has nothing else cluster-wide");
+    t.same(verbs(controller, "", "secrets"), ["get"], "controller gets certificateRefs' Secrets by name: no list or watch cluster-wide");
+    t.same(verbs(controller, "", "pods"), [], "controller reads no Pods cluster-wide");
+
+    // In the release namespace: the agent gets the certificate copies; the controller keeps them and reads the agent Pods.
+    const agentRole = defaults.get("Role", `${full}-agent`);
+    const controllerRole = defaults.get("Role", `${full}-controller`);
+    for (const role of [agentRole, controllerRole]) t.equal(role.metadata.namespace, NAMESPACE, `${role.metadata.name} is the release namespace's`);
+    t.same((agentRole.rules as Rule[]).map(r => [r.apiGroups, r.resources, r.verbs]), [[[""], ["secrets"], ["get"]]], "agent: get Secrets in its namespace, nothing else");
+    t.same(verbs(controllerRole, "", "secrets"), ["create", "delete", "get", "list", "update"], "controller writes the copies in the release namespace");
+    t.same(verbs(controllerRole, "", "pods"), ["get", "list", "watch"], "controller reads the agent Pods in the release namespace");
+    t.same((controllerRole.rules as Rule[]).flatMap(r => r.resources).sort(), ["pods", "secrets"]);
+    for (const sa of ["controller", "agent"]) {
+      const binding = defaults.get("RoleBinding", `${full}-${sa}`);
+      t.equal(binding.metadata.namespace, NAMESPACE);
+      t.same(binding.subjects, [{ kind: "ServiceAccount", name: `${full}-${sa}`, namespace: NAMESPACE }]);
+      t.same(binding.roleRef, { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: `${full}-${sa}` });
+    }
+    const controllerEnv = envOf(defaults.get("Deployment", `${full}-controller`).spec.template.spec.containers[0]);
+    t.equal(controllerEnv.BLIXT_AGENT_NAMESPACE, NAMESPACE, "the controller watches agent Pods, and keeps copies, in the release namespace");
 
     for (const sa of ["admission", "controller", "agent"]) {
       const binding = defaults.get("ClusterRoleBinding", `${full}-${sa}`);

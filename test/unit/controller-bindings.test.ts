@@ -38,3 +38,10 @@ t.test("the agent Pod watch is limited to the agent's labels, server-side", asyn
 t.test("DataplaneConfigs are watched under their own group and version", async t => {
   t.same(binding("DataplaneConfig", "CREATEORUPDATE").kind, { group: "blixt.dev", version: "v1alpha1", kind: "DataplaneConfig", plural: "dataplaneconfigs" });
 });
+
+t.test("with the agent's namespace set, no Pepr binding watches Pods (it would watch every namespace); the controller's own watch does", async t => {
+  const namespaced = gatewayController({ env: { BLIXT_ADDRESS_POOLS: "[]", BLIXT_AGENT_POD_SELECTOR: "app.kubernetes.io/component=agent", BLIXT_AGENT_NAMESPACE: "blixt-system" } });
+  t.teardown(() => namespaced.reconciler.stop());
+  t.same(namespaced.capability.bindings.filter(b => b.isWatch && b.kind.kind === "Pod"), []);
+  t.ok(namespaced.capability.bindings.some(b => b.isWatch && b.kind.kind === "Service"), "the other kinds are still bound");
+});

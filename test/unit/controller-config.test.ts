@@ -65,6 +65,8 @@ t.test("controller settings: inline pools win over the file; defaults; bad numbe
     controllerSettings({ BLIXT_AGENT_POD_SELECTOR: "app.kubernetes.io/component=agent,app.kubernetes.io/name=blixt" }, readFile).agentPodSelector,
     { "app.kubernetes.io/component": "agent", "app.kubernetes.io/name": "blixt" },
   );
+  t.equal(controllerSettings({ BLIXT_AGENT_NAMESPACE: "blixt-system" }, readFile).agentNamespace, "blixt-system", "agent Pods (and certificate copies) in this namespace");
+  t.equal(controllerSettings({}, readFile).agentNamespace, undefined, "unset: every namespace, and no copies");
   t.throws(() => parseLabelSelector("app", "BLIXT_AGENT_POD_SELECTOR"), { message: 'BLIXT_AGENT_POD_SELECTOR: "app" is not key=value' });
 });
 

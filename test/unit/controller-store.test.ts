@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The controller's store: what it keeps of Secrets and Nodes, and the snapshot it hands compile.
 import t from "tap";
+import { secretDigest } from "../../capabilities/gateway/certificate-copies";
 import { execa } from "execa";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -30,7 +31,14 @@ t.test("a TLS Secret is reduced to whether its certificate and key parse and bel
     type: "kubernetes.io/tls",
     data: { "tls.crt": a.cert, "tls.key": a.key },
   });
-  t.same(info, { namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true, creationTimestamp: "2026-11-27T10:00:00Z" });
+  t.same(info, {
+    namespace: "default",
+    name: "cert",
+    type: "kubernetes.io/tls",
+    validTLS: true,
+    creationTimestamp: "2026-11-27T10:00:00Z",
+    digest: secretDigest("kubernetes.io/tls", { "tls.crt": a.cert, "tls.key": a.key }),
+  });
   t.notOk(JSON.stringify(info).includes(a.key), "no key bytes are kept");
 });
 

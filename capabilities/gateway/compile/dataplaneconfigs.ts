@@ -3,6 +3,7 @@
  * ProcessDataplaneConfigs: one table per accepted Gateway, and whether it is Programmed (every
  * ready node agent has applied it as compiled now).
  */
+import { certificateCopyName, type CertificateCopy } from "../certificate-copies.js";
 import { announcingNode } from "./addresses.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
@@ -18,25 +19,35 @@ export interface DataplaneConfigs {
   configs: DataplaneConfig[];
   /** Programmed of each accepted Gateway, by "namespace/name". */
   programmed: Map<string, Verdict>;
+  /** The copies the configs name, when the input sets certificateCopyNamespace; sorted by name. */
+  certificateCopies: CertificateCopy[];
 }
 
-export function processDataplaneConfigs(input: Pick<CompileInput, "dataplaneConfigs" | "nodes">, gateways: GatewayContext[]): DataplaneConfigs {
+export function processDataplaneConfigs(input: Pick<CompileInput, "dataplaneConfigs" | "nodes" | "certificateCopyNamespace">, gateways: GatewayContext[]): DataplaneConfigs {
   const configs: DataplaneConfig[] = [];
+  const copies = new Map<string, CertificateCopy>();
   const programmed = new Map<string, Verdict>();
   for (const g of gateways) {
     for (const list of g.attached.values()) list.sort((a, b) => byAge(a.view.meta, b.view.meta));
     if (g.accepted.status !== "True") continue;
     const existing = input.dataplaneConfigs.get(g.key);
-    const config = dataplaneConfig(g, existing, input.nodes);
+    const config = dataplaneConfig(g, existing, input.nodes, input.certificateCopyNamespace, copies);
     configs.push(config);
     programmed.set(g.key, gatewayProgrammed(g, config, existing, input.nodes));
   }
   configs.sort((a, b) => cmp(a.metadata?.namespace ?? "", b.metadata?.namespace ?? "") || cmp(a.metadata?.name ?? "", b.metadata?.name ?? ""));
-  return { configs, programmed };
+  const certificateCopies = [...copies.values()].sort((a, b) => cmp(a.name, b.name));
+  return { configs, programmed, certificateCopies };
 }
 
 /** The compiled table of one accepted Gateway. */
-function dataplaneConfig(g: GatewayContext, existing: DataplaneConfigView | undefined, nodes: NodeInfo[]): DataplaneConfig {
+function dataplaneConfig(
+  g: GatewayContext,
+  existing: DataplaneConfigView | undefined,
+  nodes: NodeInfo[],
+  copyNamespace: string | undefined,
+  copies: Map<string, CertificateCopy>,
+): DataplaneConfig {
   const address = g.address?.kind === "assigned" ? g.address.address : undefined;
   const node = address ? announcingNode(address, nodes, existing?.announcingNode) : undefined;
   const { meta } = g.view;
@@ -63,7 +74,19 @@ function dataplaneConfig(g: GatewayContext, existing: DataplaneConfigView | unde
       backends: (carrier?.backends?.backends ?? []).map((b) => ({ name: b.name, weight: b.weight, endpoints: b.endpoints })),
     };
     if (carrier) entry.route = { kind: carrier.view.kind as never, namespace: carrier.view.meta.namespace, name: carrier.view.meta.name };
-    const certificateRefs = ls.flatMap((l) => l.certificateRefs);
+    // Only refs this phase resolved reach here (ReferenceGrants were checked in listeners.ts);
+    // with a copy namespace the agent is sent to each one's copy, which it may read.
+    const certificateRefs = ls.flatMap((l) =>
+      l.certificateRefs.map((source) => {
+        if (copyNamespace === undefined) return source;
+        const gateway = { namespace: meta.namespace, name: meta.name };
+        const name = certificateCopyName(gateway, source);
+        const copy = copies.get(name) ?? { namespace: copyNamespace, name, gateway, source: { namespace: source.namespace, name: source.name }, listeners: [] };
+        if (!copy.listeners.includes(l.name)) copy.listeners = [...copy.listeners, l.name].sort(cmp);
+        copies.set(name, copy);
+        return { namespace: copyNamespace, name };
+      }),
+    );
     if (first.protocol === "HTTPS") entry.tls = { certificateRefs };
     return entry;
   });

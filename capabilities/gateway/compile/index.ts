@@ -30,6 +30,7 @@ export function compile(snapshot: Snapshot): CompileOutput {
     gateways: gatewayStatuses(gateways, tables.programmed, input.now),
     routes,
     dataplaneConfigs: tables.configs,
+    ...(input.certificateCopyNamespace !== undefined ? { certificateCopies: tables.certificateCopies } : {}),
     allocations: addresses.allocations,
     warnings: addresses.warnings,
   };

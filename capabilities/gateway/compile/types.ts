@@ -11,6 +11,7 @@
  * step, for byte-identical output) carries RFC 3339 strings and "True"/"False"/"Unknown".
  * They are structurally what the API expects; the controller casts when it patches status.
  */
+import type { CertificateCopy } from "../certificate-copies.js";
 import type { V1EndpointSlice, V1Namespace, V1Service } from "@kubernetes/client-node";
 import type { DataplaneConfig } from "../../generated/dataplaneconfig-v1alpha1.js";
 import type { Gateway } from "../../generated/gateway-v1.js";
@@ -54,6 +55,8 @@ export interface SecretInfo {
   /** tls.crt and tls.key are present and parse as a certificate and its private key. */
   validTLS: boolean;
   creationTimestamp?: string;
+  /** secretDigest() of its type and data, so a copy can tell that its source changed. */
+  digest?: string;
 }
 
 export interface NodeInfo {
@@ -85,6 +88,11 @@ export interface Snapshot {
   addressPools: AddressPool[];
   /** "namespace/name" of a Gateway → its address, as recorded by the controller before. */
   allocations: Record<string, string>;
+  /**
+   * Where the node agents read certificates (the release namespace). Set: each HTTPS
+   * listener's resolved certificateRefs name a copy there, and the output lists the copies.
+   */
+  certificateCopyNamespace?: string;
 }
 
 export type ConditionStatus = "True" | "False" | "Unknown";
@@ -158,6 +166,8 @@ export interface CompileOutput {
    * ownerReference to the Gateway (when its uid is known). Spec only; status is the agents'.
    */
   dataplaneConfigs: DataplaneConfig[];
+  /** The certificate copies the DataplaneConfigs name (only with certificateCopyNamespace). */
+  certificateCopies?: CertificateCopy[];
   /** The new allocation table, for the controller to record. */
   allocations: Record<string, string>;
   /** Things a person should know that no status can say (e.g. an address pool that does not parse). */

@@ -147,6 +147,7 @@ export interface CompileInput {
   dataplaneConfigs: Map<string, DataplaneConfigView>;
   addressPools: Snapshot["addressPools"];
   allocations: Record<string, string>;
+  certificateCopyNamespace?: string;
 }
 
 /** Reads the snapshot into views; the only place the compile step reads raw objects. */
@@ -167,6 +168,7 @@ export function readSnapshot(snapshot: Snapshot): CompileInput {
     dataplaneConfigs: new Map(),
     addressPools: arr(s.addressPools) as Snapshot["addressPools"],
     allocations: obj(s.allocations) as Record<string, string>,
+    ...(str(s.certificateCopyNamespace) ? { certificateCopyNamespace: str(s.certificateCopyNamespace) } : {}),
   };
   for (const raw of arr(s.gatewayClasses)) {
     const view = gatewayClassView(raw);
