@@ -52,7 +52,7 @@ spec:
   t.comment(`kubectl apply printed: ${warnings.trim() || "(nothing)"}`);
 
   await t.test("a listener with an unsupported protocol", async (t) => {
-    t.match(warnings, /listener "sctp" uses .*Accepted will be False \(UnsupportedProtocol\)/, "admission warned about it");
+    t.match(warnings, /Gateway blixt-e2e-malformed\/malformed: listener "sctp": Accepted will be False \(UnsupportedProtocol\)/, "admission warned about it");
     const listenerConditions = (gateway: Awaited<ReturnType<typeof getObject>>) =>
       gateway?.status?.listeners?.find(l => l.name === "sctp")?.conditions;
     const accepted = await waitForCondition("gateway", "malformed", namespace, "Accepted", {
@@ -70,7 +70,7 @@ spec:
   });
 
   await t.test("a backendRef of an unknown kind", async (t) => {
-    t.match(warnings, /backendRef "gadget" is a Widget in group "example.com".*InvalidKind/, "admission warned about it");
+    t.match(warnings, /TCPRoute blixt-e2e-malformed\/unknown-kind: ResolvedRefs will be False \(InvalidKind\): backendRefs\[0\] "gadget": kind example\.com\/Widget/, "admission warned about it");
     const resolved = await waitForCondition("tcproute", "unknown-kind", namespace, "ResolvedRefs", {
       status: "False", reason: "InvalidKind", conditions: r => routeParentConditions(r, "malformed"),
     });
