@@ -37,7 +37,12 @@ function config(backends: number, generation: number): DataplaneConfig {
           port: 80,
           protocol: "TCP",
           rejectWeight: 0,
-          backends: [{ weight: 1, endpoints: Array.from({ length: backends }, (_, i) => endpoint(i, generation)) }],
+          backends: [
+            {
+              weight: 1,
+              endpoints: Array.from({ length: backends }, (_, i) => endpoint(i, generation)),
+            },
+          ],
         },
       ],
     },
@@ -45,24 +50,44 @@ function config(backends: number, generation: number): DataplaneConfig {
 }
 
 /** One run on maps of its own: the first apply, then one backend replaced. */
-async function once(size: number, run: number): Promise<{ create: number; update: number | Error; commands: number }> {
+async function once(
+  size: number,
+  run: number,
+): Promise<{ create: number; update: number | Error; commands: number }> {
   const dp = new Dataplane({ pinDir: `/sys/fs/bpf/blixt-bench-apply-${process.pid}-${run}` });
-  const agent = new Agent({ nodeName: "bench", dataplane: dp, mode: "tc", resyncMs: 0, acknowledge: async () => {} });
+  const agent = new Agent({
+    nodeName: "bench",
+    dataplane: dp,
+    mode: "tc",
+    resyncMs: 0,
+    acknowledge: async () => {},
+  });
   try {
     await dp.load();
     agent.replaceAll([config(size, 1)]);
     const first = await agent.converge();
-    if (!first.ok) throw new Error(`the node agent's apply of ${size} backends failed: ${first.error}`);
+    if (!first.ok)
+      throw new Error(`the node agent's apply of ${size} backends failed: ${first.error}`);
     agent.replaceAll([config(size, 2)]);
     const second = await agent.converge();
-    return { create: first.seconds, update: second.ok ? second.seconds : new Error(`replacing one of ${size} backends failed: ${second.error}`), commands: first.commands };
+    return {
+      create: first.seconds,
+      update: second.ok
+        ? second.seconds
+        : new Error(`replacing one of ${size} backends failed: ${second.error}`),
+      commands: first.commands,
+    };
   } finally {
     await agent.stop();
     await dp.unpin();
   }
 }
 
-export async function applyTimes(sizes: number[], repeats: number, progress: (line: string) => void): Promise<Record<number, ApplyTimes>> {
+export async function applyTimes(
+  sizes: number[],
+  repeats: number,
+  progress: (line: string) => void,
+): Promise<Record<number, ApplyTimes>> {
   const out: Record<number, ApplyTimes> = {};
   let run = 0;
   for (const size of sizes) {
@@ -80,8 +105,11 @@ export async function applyTimes(sizes: number[], repeats: number, progress: (li
       }
     }
     out[size] = times;
-    const show = (s: Series) => (s.failure ? `failed: ${s.failure}` : `${s.samples.map((x) => x.toFixed(3)).join(", ")} s`);
-    progress(`apply ${size} backends: create ${show(times.create)}; replace one ${show(times.update)}`);
+    const show = (s: Series) =>
+      s.failure ? `failed: ${s.failure}` : `${s.samples.map(x => x.toFixed(3)).join(", ")} s`;
+    progress(
+      `apply ${size} backends: create ${show(times.create)}; replace one ${show(times.update)}`,
+    );
   }
   return out;
 }

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // The benchmark's pure half: statistics, the goals of the benchmark, the Markdown report and the
 // charts, from measured samples. No I/O here; bench/dataplane.ts measures and writes.
-import { MAGLEV_MAX_SIZE, MAGLEV_MIN_SIZE, MAGLEV_SLOTS_PER_BACKEND } from "../capabilities/dataplane/maglev.js";
+import {
+  MAGLEV_MAX_SIZE,
+  MAGLEV_MIN_SIZE,
+  MAGLEV_SLOTS_PER_BACKEND,
+} from "../capabilities/dataplane/maglev.js";
 import { barChart, type Bar } from "./svg.js";
 
 export type Path = "direct" | "blixt-xdp" | "blixt-tc" | "nftables" | "haproxy" | "nginx";
@@ -97,10 +101,13 @@ export function percentile(xs: number[], p: number): number {
 }
 
 /** The median of a series that completed, else undefined. */
-export const med = (s?: Series): number | undefined => (s && !s.failure && s.samples.length > 0 ? median(s.samples) : undefined);
+export const med = (s?: Series): number | undefined =>
+  s && !s.failure && s.samples.length > 0 ? median(s.samples) : undefined;
 
 export const fmt = (x: number, digits = 1): string =>
-  Math.abs(x) >= 1000 ? x.toLocaleString("en-US", { maximumFractionDigits: 0 }) : x.toFixed(Math.abs(x) < 1 && digits < 3 ? 3 : digits);
+  Math.abs(x) >= 1000
+    ? x.toLocaleString("en-US", { maximumFractionDigits: 0 })
+    : x.toFixed(Math.abs(x) < 1 && digits < 3 ? 3 : digits);
 
 function cell(series: Series | undefined, unit: string): string {
   if (!series) return "n/a";
@@ -117,37 +124,54 @@ function ratio(a: Series | undefined, b: Series | undefined): string {
 
 /** The blixt mode with the better median (higher, or lower when `lower`), and that median. */
 function bestBlixt(results: ByPath, lower = false): { path: Path; value: number } | undefined {
-  const found = BLIXT.map((path) => ({ path, value: med(results[path]) })).filter((r): r is { path: Path; value: number } => r.value !== undefined);
+  const found = BLIXT.map(path => ({ path, value: med(results[path]) })).filter(
+    (r): r is { path: Path; value: number } => r.value !== undefined,
+  );
   if (found.length === 0) return undefined;
   return found.reduce((a, b) => ((lower ? b.value < a.value : b.value > a.value) ? b : a));
 }
 
 function table(title: string, unit: string, results: ByPath, paths: Path[]): string {
   const best = bestBlixt(results);
-  const rows = paths.map((p) => `| ${p} | ${cell(results[p], unit)} | ${ratio(results[p], results.direct)} | ${best ? ratio(results[p], results[best.path]) : "–"} |`);
-  return [`### ${title}`, "", `| path | median (min–max) | vs direct | vs ${best?.path ?? "blixt"} |`, "| --- | --- | --- | --- |", ...rows].join("\n");
+  const rows = paths.map(
+    p =>
+      `| ${p} | ${cell(results[p], unit)} | ${ratio(results[p], results.direct)} | ${best ? ratio(results[p], results[best.path]) : "–"} |`,
+  );
+  return [
+    `### ${title}`,
+    "",
+    `| path | median (min–max) | vs direct | vs ${best?.path ?? "blixt"} |`,
+    "| --- | --- | --- | --- |",
+    ...rows,
+  ].join("\n");
 }
 
 function latencyTable(r: Results): string {
   const row = (p: Path, p50: ByPath, p99: ByPath, proto: string) => {
-    const added = med(p99[p]) !== undefined && med(p99.direct) !== undefined ? `${fmt(med(p99[p])! - med(p99.direct)!)} µs` : "–";
+    const added =
+      med(p99[p]) !== undefined && med(p99.direct) !== undefined
+        ? `${fmt(med(p99[p])! - med(p99.direct)!)} µs`
+        : "–";
     return `| ${p} | ${proto} | ${cell(p50[p], "µs")} | ${cell(p99[p], "µs")} | ${added} |`;
   };
   return [
     "| path | proto | p50 (min–max) | p99 (min–max) | p99 added vs direct |",
     "| --- | --- | --- | --- | --- |",
-    ...PATHS.map((p) => row(p, r.tcpP50, r.tcpP99, "TCP")),
-    ...UDP_PATHS.map((p) => row(p, r.udpP50, r.udpP99, "UDP")),
+    ...PATHS.map(p => row(p, r.tcpP50, r.tcpP99, "TCP")),
+    ...UDP_PATHS.map(p => row(p, r.udpP50, r.udpP99, "UDP")),
   ].join("\n");
 }
 
 function cpuTable(r: Results): string {
-  const added = (all: ByPath, p: Path) => (med(all[p]) !== undefined && med(all.direct) !== undefined ? fmt(med(all[p])! - med(all.direct)!, 2) : "–");
+  const added = (all: ByPath, p: Path) =>
+    med(all[p]) !== undefined && med(all.direct) !== undefined
+      ? fmt(med(all[p])! - med(all.direct)!, 2)
+      : "–";
   const proxy = (s: Series | undefined) => (med(s) === undefined ? "–" : fmt(med(s)!, 2));
   return [
     "| path | CPU s per GB, TCP (min–max) | added vs direct | in gateway processes | CPU s per M packets, UDP (min–max) | added vs direct | in gateway processes |",
     "| --- | --- | --- | --- | --- | --- | --- |",
-    ...PATHS.map((p) => {
+    ...PATHS.map(p => {
       const udp = UDP_PATHS.includes(p);
       return `| ${p} | ${cell(r.cpuPerGB[p], "s")} | ${added(r.cpuPerGB, p)} | ${proxy(r.proxyCpuPerGB[p])} | ${udp ? cell(r.cpuPerMpkt[p], "s") : "n/a"} | ${udp ? added(r.cpuPerMpkt, p) : "–"} | ${udp ? proxy(r.proxyCpuPerMpkt[p]) : "–"} |`;
     }),
@@ -158,11 +182,14 @@ function applyTable(r: Results): string {
   return [
     "| backends | bpftool commands | create (min–max) | replace one backend (min–max) |",
     "| --- | --- | --- | --- |",
-    ...Object.entries(r.apply).map(([n, a]) => `| ${Number(n).toLocaleString("en-US")} | ${a.commands.toLocaleString("en-US")} | ${cell(scale(a.create, 1000), "ms")} | ${cell(scale(a.update, 1000), "ms")} |`),
+    ...Object.entries(r.apply).map(
+      ([n, a]) =>
+        `| ${Number(n).toLocaleString("en-US")} | ${a.commands.toLocaleString("en-US")} | ${cell(scale(a.create, 1000), "ms")} | ${cell(scale(a.update, 1000), "ms")} |`,
+    ),
   ].join("\n");
 }
 
-const scale = (s: Series, k: number): Series => ({ ...s, samples: s.samples.map((x) => x * k) });
+const scale = (s: Series, k: number): Series => ({ ...s, samples: s.samples.map(x => x * k) });
 
 type Verdict = { met: boolean | "inconclusive" | undefined; text: string; why?: string };
 
@@ -183,7 +210,8 @@ export const METHOD = {
 } as const;
 
 /** Seconds per sockperf run (bench/dataplane.ts, latency()). */
-export const latencySeconds = (s: Settings): number => Math.max(2, Math.ceil(s.latencySamples / METHOD.latencyMessagesPerSecond) + 1);
+export const latencySeconds = (s: Settings): number =>
+  Math.max(2, Math.ceil(s.latencySamples / METHOD.latencyMessagesPerSecond) + 1);
 
 /** The IP protocol of the one-hash-lookup frame: one blixt does not handle (RFC 3692, for experiments). */
 export const ONE_LOOKUP_PROTOCOL = 253;
@@ -206,7 +234,8 @@ export const TABLE = {
 export const NOT_MEASURED = "not measured in this run";
 
 /** A citation of a row (and column, when the row has more than one figure) of this report's tables. */
-const cite = (table: string, row: string, column?: string): string => `[${table} › ${row}${column ? ` › ${column}` : ""}]`;
+const cite = (table: string, row: string, column?: string): string =>
+  `[${table} › ${row}${column ? ` › ${column}` : ""}]`;
 
 /** A row of the ns/packet table: the first whose case starts with `prefix`. */
 function nsRow(r: Results, prefix: string): { label: string; value: number } | undefined {
@@ -223,10 +252,15 @@ const nsRows = (r: Results, prog: "xdp" | "tc") => ({
 });
 
 /** "118.0 ns [ns/packet › …]": a row's median, as its table prints it, with the citation. */
-const nsFigure = (row: { label: string; value: number }): string => `${fmt(row.value)} ns ${cite(TABLE.ns, row.label)}`;
+const nsFigure = (row: { label: string; value: number }): string =>
+  `${fmt(row.value)} ns ${cite(TABLE.ns, row.label)}`;
 
-const range = (x?: Series) => (x && !x.failure && x.samples.length ? `${fmt(Math.min(...x.samples))}–${fmt(Math.max(...x.samples))}` : "–");
-const spread = (x?: Series) => (x && !x.failure && x.samples.length > 1 ? Math.max(...x.samples) - Math.min(...x.samples) : 0);
+const range = (x?: Series) =>
+  x && !x.failure && x.samples.length
+    ? `${fmt(Math.min(...x.samples))}–${fmt(Math.max(...x.samples))}`
+    : "–";
+const spread = (x?: Series) =>
+  x && !x.failure && x.samples.length > 1 ? Math.max(...x.samples) - Math.min(...x.samples) : 0;
 const progOf = (path: Path): "xdp" | "tc" => (path === "blixt-xdp" ? "xdp" : "tc");
 
 /** The number of CPUs the Machine section names ("2 × AMD EPYC, …"), if it does. */
@@ -252,7 +286,10 @@ function hitGoal(r: Results): Verdict {
             `a hit does that and more (the conntrack entry it finds, the service epoch, counters, the rewrite: bpf/README.md) for the other ${fmt(hit.value - lookup.value)} ns`
         : `what one hash lookup costs is ${NOT_MEASURED} (no "xdp one hash lookup" row)`,
     );
-  } else why.push(`without a floor row this run does not separate the program's work from BPF_PROG_TEST_RUN's own cost`);
+  } else
+    why.push(
+      `without a floor row this run does not separate the program's work from BPF_PROG_TEST_RUN's own cost`,
+    );
   return {
     met: hit === undefined ? undefined : hit.value <= GOALS.hitNs,
     text: `≤ ${GOALS.hitNs} ns/packet on a conntrack hit: XDP ${hit ? nsFigure(hit) : "–"}, BPF_PROG_TEST_RUN steady state`,
@@ -264,8 +301,16 @@ function throughputGoal(r: Results): Verdict {
   const thr = bestBlixt(r.tcp1);
   const direct = med(r.tcp1.direct);
   const overlap = (a?: Series, b?: Series) =>
-    !!a && !!b && a.samples.length > 0 && b.samples.length > 0 && Math.max(...a.samples) >= Math.min(...b.samples) && Math.max(...b.samples) >= Math.min(...a.samples);
-  const added = (p: Path) => (med(r.cpuPerGB[p]) !== undefined && med(r.cpuPerGB.direct) !== undefined ? fmt(med(r.cpuPerGB[p])! - med(r.cpuPerGB.direct)!, 2) : undefined);
+    !!a &&
+    !!b &&
+    a.samples.length > 0 &&
+    b.samples.length > 0 &&
+    Math.max(...a.samples) >= Math.min(...b.samples) &&
+    Math.max(...b.samples) >= Math.min(...a.samples);
+  const added = (p: Path) =>
+    med(r.cpuPerGB[p]) !== undefined && med(r.cpuPerGB.direct) !== undefined
+      ? fmt(med(r.cpuPerGB[p])! - med(r.cpuPerGB.direct)!, 2)
+      : undefined;
   let why: string | undefined;
   if (thr && direct) {
     if (overlap(r.tcp1[thr.path], r.tcp1.direct)) {
@@ -304,13 +349,16 @@ function rateGoals(r: Results): Verdict[] {
     const direct = med(metric.direct);
     for (const proxy of ["haproxy", "nginx"] as const) {
       if (!paths.includes(proxy)) {
-        out.push({ met: undefined, text: `blixt ≥ ${GOALS.rate}× ${proxy} ${what}: n/a, haproxy has no UDP proxy` });
+        out.push({
+          met: undefined,
+          text: `blixt ≥ ${GOALS.rate}× ${proxy} ${what}: n/a, haproxy has no UDP proxy`,
+        });
         continue;
       }
       const other = med(metric[proxy]);
       let why: string | undefined;
       if (best && other && direct !== undefined) {
-        const medians = paths.map((p) => med(metric[p])).filter((x): x is number => x !== undefined);
+        const medians = paths.map(p => med(metric[p])).filter((x): x is number => x !== undefined);
         why =
           `direct routing, with no balancer at all, reaches ${fmt(direct)} ${unit} ${cite(table, "direct")}, ${(direct / other).toFixed(2)}× ${proxy}'s ${fmt(other)} ${unit} ${cite(table, proxy)}` +
           (direct / other < GOALS.rate
@@ -339,7 +387,8 @@ function latencyGoals(r: Results): Verdict[] {
     const added = best && d !== undefined ? best.value - d : undefined;
     // The p99 of direct routing itself moves between runs; an added figure inside that spread says nothing.
     const noise = spread(p99.direct);
-    const inconclusive = added !== undefined && Math.abs(added) <= noise && Math.abs(added) >= GOALS.p99AddedUs;
+    const inconclusive =
+      added !== undefined && Math.abs(added) <= noise && Math.abs(added) >= GOALS.p99AddedUs;
     let why: string | undefined;
     if (best && added !== undefined) {
       const hit = nsRows(r, progOf(best.path)).hit;
@@ -351,9 +400,12 @@ function latencyGoals(r: Results): Verdict[] {
         (hit ? `; ${best.path}'s program costs ${nsFigure(hit)} per packet` : "");
     }
     out.push({
-      met: added === undefined ? undefined : inconclusive ? "inconclusive" : added < GOALS.p99AddedUs,
+      met:
+        added === undefined ? undefined : inconclusive ? "inconclusive" : added < GOALS.p99AddedUs,
       text: `p99 added latency vs direct < ${GOALS.p99AddedUs} µs (${proto}): ${
-        added === undefined ? "–" : `${best!.path} ${fmt(added)} µs (p99 ${fmt(best!.value)} µs ${cite(TABLE.latency, `${best!.path} ${proto}`, "p99")} vs ${fmt(d!)} µs ${cite(TABLE.latency, `direct ${proto}`, "p99")})`
+        added === undefined
+          ? "–"
+          : `${best!.path} ${fmt(added)} µs (p99 ${fmt(best!.value)} µs ${cite(TABLE.latency, `${best!.path} ${proto}`, "p99")} vs ${fmt(d!)} µs ${cite(TABLE.latency, `direct ${proto}`, "p99")})`
       }`,
       why,
     });
@@ -372,7 +424,14 @@ function goals(r: Results): Verdict[] {
 }
 
 function goalLine(g: Verdict): string {
-  const mark = g.met === undefined ? "n/a" : g.met === "inconclusive" ? "**inconclusive**" : g.met ? "**met**" : "**not met**";
+  const mark =
+    g.met === undefined
+      ? "n/a"
+      : g.met === "inconclusive"
+        ? "**inconclusive**"
+        : g.met
+          ? "**met**"
+          : "**not met**";
   return `- ${mark}: ${g.text}${(g.met === false || g.met === "inconclusive") && g.why ? `. Why: ${g.why}.` : ""}`;
 }
 
@@ -389,7 +448,11 @@ function notes(r: Results): string[] {
     ] as const
   )
     .filter(([, s]) => s && !s.failure && s.samples.length > 1 && Math.min(...s.samples) > 0)
-    .map(([table, s]) => ({ table, s: s!, ratio: Math.max(...s!.samples) / Math.min(...s!.samples) }));
+    .map(([table, s]) => ({
+      table,
+      s: s!,
+      ratio: Math.max(...s!.samples) / Math.min(...s!.samples),
+    }));
   if (directs.length > 0) {
     const widest = directs.reduce((a, b) => (b.ratio > a.ratio ? b : a));
     out.push(
@@ -400,7 +463,16 @@ function notes(r: Results): string[] {
   const [xdp, tc] = [med(r.tcp1["blixt-xdp"]), med(r.tcp1["blixt-tc"])];
   const [xdpCpu, tcCpu] = [med(r.cpuPerGB["blixt-xdp"]), med(r.cpuPerGB["blixt-tc"])];
   const [xdpHit, tcHit] = [nsRows(r, "xdp").hit, nsRows(r, "tc").hit];
-  if (xdp !== undefined && tc !== undefined && tc > 0 && xdpCpu !== undefined && tcCpu !== undefined && tcCpu > 0 && xdpHit && tcHit) {
+  if (
+    xdp !== undefined &&
+    tc !== undefined &&
+    tc > 0 &&
+    xdpCpu !== undefined &&
+    tcCpu !== undefined &&
+    tcCpu > 0 &&
+    xdpHit &&
+    tcHit
+  ) {
     const cheaper = xdpHit.value <= tcHit.value;
     out.push(
       `XDP on a veth: blixt-xdp carries ${fmt(xdp)} Gbit/s ${cite(TABLE.tcp1, "blixt-xdp")}, ${(xdp / tc).toFixed(2)}× blixt-tc's ${fmt(tc)} Gbit/s ${cite(TABLE.tcp1, "blixt-tc")}, ` +
@@ -417,7 +489,7 @@ function notes(r: Results): string[] {
   const udp = med(r.udpRate.direct);
   const bestOther = (metric: ByPath, paths: Path[]) =>
     paths
-      .filter((p) => p !== "direct")
+      .filter(p => p !== "direct")
       .map((p): { p: Path; v: number | undefined } => ({ p, v: med(metric[p]) }))
       .filter((x): x is { p: Path; v: number } => x.v !== undefined)
       .reduce<{ p: Path; v: number } | undefined>((a, b) => (!a || b.v > a.v ? b : a), undefined);
@@ -431,13 +503,18 @@ function notes(r: Results): string[] {
     );
   }
   const [tcpP50, udpP50] = [r.tcpP50.direct, r.udpP50.direct];
-  if (med(tcpP50) !== undefined && med(udpP50) !== undefined && tcpP50!.samples.length > 1 && udpP50!.samples.length > 1) {
+  if (
+    med(tcpP50) !== undefined &&
+    med(udpP50) !== undefined &&
+    tcpP50!.samples.length > 1 &&
+    udpP50!.samples.length > 1
+  ) {
     out.push(
       `Direct routing's own p50 ranges from run to run over ${cite(TABLE.latency, "direct TCP", "p50")} ${range(tcpP50)} µs and ${cite(TABLE.latency, "direct UDP", "p50")} ${range(udpP50)} µs ` +
         "at the same fixed message rate: compare paths within one run, by the added column.",
     );
   }
-  return out.map((n) => `- ${n}`);
+  return out.map(n => `- ${n}`);
 }
 
 export const CHARTS = {
@@ -448,22 +525,36 @@ export const CHARTS = {
 } as const;
 
 const bar = (label: string, s: Series | undefined): Bar => {
-  if (!s || s.failure || s.samples.length === 0) return { label, median: 0, min: 0, max: 0, note: s?.failure ? "failed" : "n/a" };
-  return { label, median: median(s.samples), min: Math.min(...s.samples), max: Math.max(...s.samples) };
+  if (!s || s.failure || s.samples.length === 0)
+    return { label, median: 0, min: 0, max: 0, note: s?.failure ? "failed" : "n/a" };
+  return {
+    label,
+    median: median(s.samples),
+    min: Math.min(...s.samples),
+    max: Math.max(...s.samples),
+  };
 };
 
 /** The charts' SVG text, by file name. */
 export function renderCharts(r: Results): Record<string, string> {
   return {
     [CHARTS.throughput]: barChart("TCP throughput (iperf3), median and min–max", "Gbit/s", [
-      ...PATHS.map((p) => bar(`${p} · 1 stream`, r.tcp1[p])),
-      ...PATHS.map((p) => bar(`${p} · 4 streams`, r.tcp4[p])),
+      ...PATHS.map(p => bar(`${p} · 1 stream`, r.tcp1[p])),
+      ...PATHS.map(p => bar(`${p} · 4 streams`, r.tcp4[p])),
     ]),
-    [CHARTS.connections]: barChart("TCP connection rate, median and min–max", "connections/s", PATHS.map((p) => bar(p, r.connectionRate[p]))),
-    [CHARTS.udp]: barChart("UDP packet rate (64-byte payloads), median and min–max", "kpps received", UDP_PATHS.map((p) => bar(p, r.udpRate[p]))),
+    [CHARTS.connections]: barChart(
+      "TCP connection rate, median and min–max",
+      "connections/s",
+      PATHS.map(p => bar(p, r.connectionRate[p])),
+    ),
+    [CHARTS.udp]: barChart(
+      "UDP packet rate (64-byte payloads), median and min–max",
+      "kpps received",
+      UDP_PATHS.map(p => bar(p, r.udpRate[p])),
+    ),
     [CHARTS.latency]: barChart("Round-trip latency p99, median and min–max over runs", "µs", [
-      ...PATHS.map((p) => bar(`${p} · TCP`, r.tcpP99[p])),
-      ...UDP_PATHS.map((p) => bar(`${p} · UDP`, r.udpP99[p])),
+      ...PATHS.map(p => bar(`${p} · TCP`, r.tcpP99[p])),
+      ...UDP_PATHS.map(p => bar(`${p} · UDP`, r.udpP99[p])),
     ]),
   };
 }
@@ -484,8 +575,12 @@ function nsTable(r: Results): string {
   const rows: string[] = [];
   for (const [what, series] of Object.entries(r.nsPerPacket)) {
     rows.push(`| ${what} | ${cell(series, "ns")} |`);
-    const prog = what.startsWith("xdp floor") ? "xdp" : what.startsWith("tc floor") ? "tc" : undefined;
-    if (prog && !Object.keys(r.nsPerPacket).some((k) => k.startsWith(`${prog} one hash lookup`))) {
+    const prog = what.startsWith("xdp floor")
+      ? "xdp"
+      : what.startsWith("tc floor")
+        ? "tc"
+        : undefined;
+    if (prog && !Object.keys(r.nsPerPacket).some(k => k.startsWith(`${prog} one hash lookup`))) {
       rows.push(`| ${prog} one hash lookup | ${NOT_MEASURED} |`);
     }
   }
@@ -494,11 +589,17 @@ function nsTable(r: Results): string {
 
 /** The sentence on what one run per packet adds: the per-run hit row minus the steady-state one. */
 function perRunSetup(r: Results): string {
-  const parts = (["xdp", "tc"] as const).flatMap((prog) => {
+  const parts = (["xdp", "tc"] as const).flatMap(prog => {
     const { hit, hitPerRun } = nsRows(r, prog);
-    return hit && hitPerRun ? [`${fmt(hitPerRun.value - hit.value)} ns for ${prog} (${nsFigure(hitPerRun)} against ${nsFigure(hit)})`] : [];
+    return hit && hitPerRun
+      ? [
+          `${fmt(hitPerRun.value - hit.value)} ns for ${prog} (${nsFigure(hitPerRun)} against ${nsFigure(hit)})`,
+        ]
+      : [];
   });
-  return parts.length ? `: the one-run-per-packet hit is above the steady-state hit by ${parts.join(", and ")}` : "";
+  return parts.length
+    ? `: the one-run-per-packet hit is above the steady-state hit by ${parts.join(", and ")}`
+    : "";
 }
 
 export const FIGURES_BEGIN = "<!-- bench-figures";
@@ -509,7 +610,11 @@ export const FIGURES_BEGIN = "<!-- bench-figures";
  * no string can close the comment.
  */
 export function figuresComment(r: Results): string {
-  return [`${FIGURES_BEGIN}: the figures this report is written from (bench/rerender.ts)`, JSON.stringify(r).replace(/>/g, "\\u003e"), "-->"].join("\n");
+  return [
+    `${FIGURES_BEGIN}: the figures this report is written from (bench/rerender.ts)`,
+    JSON.stringify(r).replace(/>/g, "\\u003e"),
+    "-->",
+  ].join("\n");
 }
 
 /** The figures a report carries (figuresComment), if it carries them. */
@@ -517,7 +622,10 @@ export function embeddedFigures(report: string): Results | undefined {
   const start = report.indexOf(FIGURES_BEGIN);
   if (start < 0) return undefined;
   const lines = report.slice(start).split("\n");
-  if (lines[2] !== "-->") throw new Error("the report's bench-figures comment is not one line of JSON between its markers");
+  if (lines[2] !== "-->")
+    throw new Error(
+      "the report's bench-figures comment is not one line of JSON between its markers",
+    );
   return JSON.parse(lines[1]) as Results;
 }
 
@@ -546,12 +654,12 @@ export function renderReport(r: Results, carried?: string): string {
     "",
     "## Machine",
     "",
-    ...r.machine.map((m) => `- ${m}`),
+    ...r.machine.map(m => `- ${m}`),
     ...(r.source ? [`- figures: ${r.source}`] : []),
     "",
     "## Goals",
     "",
-    "\"blixt\" is the better of its two modes for each figure, named with it. Inconclusive: the",
+    '"blixt" is the better of its two modes for each figure, named with it. Inconclusive: the',
     "difference is smaller than the run-to-run spread of direct routing's own figure.",
     "",
     ...goals(r).map(goalLine),
@@ -574,7 +682,12 @@ export function renderReport(r: Results, carried?: string): string {
       PATHS,
     ),
     "",
-    table(`${TABLE.udp} (iperf3 -u, ${METHOD.udpPayloadBytes}-byte payloads, unlimited rate, received)`, "kpps", r.udpRate, UDP_PATHS),
+    table(
+      `${TABLE.udp} (iperf3 -u, ${METHOD.udpPayloadBytes}-byte payloads, unlimited rate, received)`,
+      "kpps",
+      r.udpRate,
+      UDP_PATHS,
+    ),
     "",
     `### ${TABLE.latency}`,
     "",
@@ -596,7 +709,7 @@ export function renderReport(r: Results, carried?: string): string {
     "every process in the gateway namespace (from /proc/PID/stat) and the ksoftirqd threads.",
     "Other work on the machine is left out. The gateway's forwarding cannot be told apart from",
     "the endpoints' stacks (it runs inside their system time), so what a path costs is the",
-    "\"added vs direct\" column; \"in gateway processes\" is the proxy's own user + system time,",
+    '"added vs direct" column; "in gateway processes" is the proxy\'s own user + system time,',
     "already part of the total. CPU time is counted in whole ticks: short runs give coarse figures.",
     "",
     cpuTable(r),

@@ -8,7 +8,19 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { Command } from "commander";
-import { PATHS, UDP_PATHS, TABLE, e2eBlock, embeddedFigures, emptyResults, renderReport, type ByPath, type Path, type Results, type Series } from "./report.js";
+import {
+  PATHS,
+  UDP_PATHS,
+  TABLE,
+  e2eBlock,
+  embeddedFigures,
+  emptyResults,
+  renderReport,
+  type ByPath,
+  type Path,
+  type Results,
+  type Series,
+} from "./report.js";
 
 /** "1,176" → 1176. */
 const num = (s: string): number => Number(s.replace(/,/g, ""));
@@ -22,9 +34,14 @@ export function cellSeries(cellText: string, n: number, scale = 1): Series | und
   if (text.startsWith("failed: ")) return { samples: [], failure: text.slice("failed: ".length) };
   const m = /^(-?[\d,]*\.?\d+)(?: [^(]*)?(?:\((-?[\d,]*\.?\d+)–(-?[\d,]*\.?\d+)\))?$/.exec(text);
   if (!m) return undefined;
-  const [median, min, max] = [num(m[1]), m[2] === undefined ? num(m[1]) : num(m[2]), m[3] === undefined ? num(m[1]) : num(m[3])].map((x) => x * scale);
+  const [median, min, max] = [
+    num(m[1]),
+    m[2] === undefined ? num(m[1]) : num(m[2]),
+    m[3] === undefined ? num(m[1]) : num(m[3]),
+  ].map(x => x * scale);
   if (n === 1) return { samples: [median] };
-  if (n === 2 && median !== (min + max) / 2) throw new Error(`a median of two runs must lie halfway between them: ${text}`);
+  if (n === 2 && median !== (min + max) / 2)
+    throw new Error(`a median of two runs must lie halfway between them: ${text}`);
   return { samples: n === 2 ? [min, max] : [min, ...Array(n - 2).fill(median), max] };
 }
 
@@ -33,11 +50,16 @@ export function tableRows(report: string, title: string): string[][] {
   const start = report.indexOf(`### ${title}`);
   if (start < 0) throw new Error(`the report has no "### ${title}" table`);
   const lines = report.slice(start).split("\n").slice(1);
-  const first = lines.findIndex((l) => l.startsWith("|"));
+  const first = lines.findIndex(l => l.startsWith("|"));
   const rows: string[][] = [];
   for (const l of lines.slice(first)) {
     if (!l.startsWith("|")) break;
-    rows.push(l.split("|").slice(1, -1).map((c) => c.trim()));
+    rows.push(
+      l
+        .split("|")
+        .slice(1, -1)
+        .map(c => c.trim()),
+    );
   }
   return rows.slice(2); // header and separator
 }
@@ -49,13 +71,15 @@ export function figuresFromTables(report: string): Results {
     if (!m) throw new Error(`the report does not say ${what}`);
     return m[1];
   };
-  const repeats = num(grab(/Each figure is the median of (\d+) run/, "how many runs each figure is the median of"));
+  const repeats = num(
+    grab(/Each figure is the median of (\d+) run/, "how many runs each figure is the median of"),
+  );
   const machineStart = report.indexOf("## Machine\n\n");
   const machine = report
     .slice(machineStart + "## Machine\n\n".length)
     .split("\n")
-    .filter((l, i, all) => l.startsWith("- ") && all.slice(0, i).every((x) => x.startsWith("- ")))
-    .map((l) => l.slice(2));
+    .filter((l, i, all) => l.startsWith("- ") && all.slice(0, i).every(x => x.startsWith("- ")))
+    .map(l => l.slice(2));
   const applyRows = tableRows(report, TABLE.apply);
   const latencySeconds = num(grab(/for (\d+) s per run/, "how long a latency run lasts"));
   const r = emptyResults(
@@ -65,9 +89,11 @@ export function figuresFromTables(report: string): Results {
       // Not printed in the report, and not used in it.
       seconds: NaN,
       connections: num(grab(/(\d+) connections at a time/, "the connection-rate concurrency")),
-      progRuns: num(grab(/a sample is the median over (\d+) runs/, "the runs per ns/packet sample")),
+      progRuns: num(
+        grab(/a sample is the median over (\d+) runs/, "the runs per ns/packet sample"),
+      ),
       latencySamples: Math.max(1, latencySeconds - 1) * 1000,
-      applySizes: applyRows.map((row) => num(row[0])),
+      applySizes: applyRows.map(row => num(row[0])),
     },
     machine,
   );
@@ -92,7 +118,10 @@ export function figuresFromTables(report: string): Results {
   byPath(TABLE.cpu, 4, r.cpuPerMpkt, UDP_PATHS);
   byPath(TABLE.cpu, 6, r.proxyCpuPerMpkt, UDP_PATHS);
   for (const row of applyRows) {
-    const [create, update] = [cellSeries(row[2], repeats, 1 / 1000), cellSeries(row[3], repeats, 1 / 1000)];
+    const [create, update] = [
+      cellSeries(row[2], repeats, 1 / 1000),
+      cellSeries(row[3], repeats, 1 / 1000),
+    ];
     if (create && update) r.apply[num(row[0])] = { create, update, commands: num(row[1]) };
   }
   for (const row of tableRows(report, TABLE.ns)) {
@@ -108,13 +137,19 @@ export function figuresFromTables(report: string): Results {
 async function main(): Promise<void> {
   const program = new Command("bench/rerender.ts")
     .description("write bench/REPORT.md again from the figures it carries, without a run")
-    .option("--report <file>", "the report to rewrite", fileURLToPath(new URL("./REPORT.md", import.meta.url)))
+    .option(
+      "--report <file>",
+      "the report to rewrite",
+      fileURLToPath(new URL("./REPORT.md", import.meta.url)),
+    )
     .parse();
   const file = program.opts<{ report: string }>().report;
   const report = await readFile(file, "utf8");
   const figures = embeddedFigures(report) ?? figuresFromTables(report);
   await writeFile(file, renderReport(figures, e2eBlock(report)));
-  console.error(`wrote ${file}${figures.source ? ` (figures ${figures.source.split(" (")[0]})` : ""}`);
+  console.error(
+    `wrote ${file}${figures.source ? ` (figures ${figures.source.split(" (")[0]})` : ""}`,
+  );
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();

@@ -50,10 +50,14 @@ export function resolveRoles(env: RoleEnv): Role[] {
   // Pepr silently drops the bindings of the other mode, so a mismatch would start a process
   // that does nothing; refuse it loudly instead.
   if (role === "admission" && watchMode) {
-    throw new Error(`BLIXT_ROLE=admission needs PEPR_WATCH_MODE unset or "false" (it is "true"): Pepr serves Validate bindings only outside watch mode`);
+    throw new Error(
+      `BLIXT_ROLE=admission needs PEPR_WATCH_MODE unset or "false" (it is "true"): Pepr serves Validate bindings only outside watch mode`,
+    );
   }
   if (role !== "admission" && !watchMode) {
-    throw new Error(`BLIXT_ROLE=${role} needs PEPR_WATCH_MODE="true": Pepr runs Watch bindings only in watch mode`);
+    throw new Error(
+      `BLIXT_ROLE=${role} needs PEPR_WATCH_MODE="true": Pepr runs Watch bindings only in watch mode`,
+    );
   }
   return [role];
 }
@@ -90,7 +94,7 @@ export function capabilitiesFor(roles: Role[], env: NodeJS.ProcessEnv = process.
   }
   const building = env.PEPR_MODE === "build";
   // The admission webhook serves on Pepr's server, the controller's probes use its /healthz.
-  const serverless = roles.length > 0 && roles.every((role) => role === "agent");
+  const serverless = roles.length > 0 && roles.every(role => role === "agent");
   return {
     capabilities,
     peprOptions: serverless ? { deferStart: true } : {},

@@ -19,13 +19,17 @@ export async function getSecretByName(namespace: string, name: string): Promise<
   if (nameProblem) return { problem: `name ${nameProblem}` };
   let secret: InstanceType<typeof kind.Secret> | undefined;
   try {
-    secret = await K8s(kind.Secret).InNamespace(encodeURIComponent(namespace)).Get(encodeURIComponent(name));
+    secret = await K8s(kind.Secret)
+      .InNamespace(encodeURIComponent(namespace))
+      .Get(encodeURIComponent(name));
   } catch (error) {
     if ((error as { status?: number }).status === 404) return {};
     throw error;
   }
   if (secret?.metadata?.namespace !== namespace || secret.metadata.name !== name) {
-    return { problem: `the API server answered with ${secret?.kind ?? "an object"} ${secret?.metadata?.namespace ?? ""}/${secret?.metadata?.name ?? ""}, not this Secret` };
+    return {
+      problem: `the API server answered with ${secret?.kind ?? "an object"} ${secret?.metadata?.namespace ?? ""}/${secret?.metadata?.name ?? ""}, not this Secret`,
+    };
   }
   return { secret };
 }

@@ -10,7 +10,9 @@ import { refuseRepeatedOptions } from "./options.js";
 export const EXIT_USAGE = 2;
 
 export function blixtProgram(): Command {
-  const program = new Command("blixt").description("blixt: an eBPF Layer-4 Gateway API implementation");
+  const program = new Command("blixt").description(
+    "blixt: an eBPF Layer-4 Gateway API implementation",
+  );
   program.addCommand(dataplaneCommand());
   program.addCommand(compileCommand());
   program.addCommand(uninstallCommand());

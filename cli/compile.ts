@@ -21,7 +21,10 @@ export function readSources(paths: string[]): { sources: Source[]; errors: strin
   const errors: string[] = [];
   const read = (file: string) => {
     try {
-      sources.push({ name: file, text: file === "-" ? readFileSync(0, "utf8") : readFileSync(file, "utf8") });
+      sources.push({
+        name: file,
+        text: file === "-" ? readFileSync(0, "utf8") : readFileSync(file, "utf8"),
+      });
     } catch (e) {
       errors.push(`${file}: cannot read: ${(e as Error).message}`);
     }
@@ -51,29 +54,55 @@ export interface CompileCliResult {
 }
 
 /** The command's work without touching process state, so tests can call it directly. */
-export function runCompile(paths: string[], format: "yaml" | "json", now: string): CompileCliResult {
+export function runCompile(
+  paths: string[],
+  format: "yaml" | "json",
+  now: string,
+): CompileCliResult {
   const { sources, errors: readErrors } = readSources(paths);
   const { snapshot, errors, ignored } = loadSnapshot(sources, now);
   const problems = [...readErrors, ...errors];
-  if (problems.length > 0) return { code: EXIT_UNREADABLE, stdout: "", stderr: `${problems.join("\n")}\n` };
+  if (problems.length > 0)
+    return { code: EXIT_UNREADABLE, stdout: "", stderr: `${problems.join("\n")}\n` };
   const output = compile(snapshot);
   const notes = [
-    ...(ignored.length > 0 ? [`blixt compile: ignored ${ignored.length} object(s) that are no input of the compile step: ${ignored.join(", ")}`] : []),
-    ...output.warnings.map((w) => `blixt compile: warning: ${w}`),
+    ...(ignored.length > 0
+      ? [
+          `blixt compile: ignored ${ignored.length} object(s) that are no input of the compile step: ${ignored.join(", ")}`,
+        ]
+      : []),
+    ...output.warnings.map(w => `blixt compile: warning: ${w}`),
   ];
-  return { code: 0, stdout: renderOutput(output, format), stderr: notes.length > 0 ? `${notes.join("\n")}\n` : "" };
+  return {
+    code: 0,
+    stdout: renderOutput(output, format),
+    stderr: notes.length > 0 ? `${notes.join("\n")}\n` : "",
+  };
 }
 
 export function compileCommand(): Command {
   return new Command("compile")
-    .description("compile Gateway API objects from files (no cluster) and print the statuses and DataplaneConfigs blixt would write")
-    .requiredOption("-f, --filename <path...>", "YAML/JSON files or directories of them (- for stdin)")
-    .addOption(new Option("-o, --output <format>", "output format").choices(["yaml", "json"]).default("yaml"))
+    .description(
+      "compile Gateway API objects from files (no cluster) and print the statuses and DataplaneConfigs blixt would write",
+    )
+    .requiredOption(
+      "-f, --filename <path...>",
+      "YAML/JSON files or directories of them (- for stdin)",
+    )
+    .addOption(
+      new Option("-o, --output <format>", "output format")
+        .choices(["yaml", "json"])
+        .default("yaml"),
+    )
     .action(function (this: Command, options: { filename: string[]; output: "yaml" | "json" }) {
       const result = runCompile(options.filename, options.output, new Date().toISOString());
       // Through commander's error path, so `blixt` (which maps command errors to exit codes) and
       // a standalone run both exit 2 after printing one line per unreadable object.
-      if (result.code !== 0) this.error(result.stderr.trimEnd(), { exitCode: result.code, code: "blixt.compile.unreadable" });
+      if (result.code !== 0)
+        this.error(result.stderr.trimEnd(), {
+          exitCode: result.code,
+          code: "blixt.compile.unreadable",
+        });
       process.stdout.write(result.stdout);
       process.stderr.write(result.stderr);
     });

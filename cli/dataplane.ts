@@ -8,7 +8,13 @@ import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { execa } from "execa";
 import { linkInfo } from "../capabilities/dataplane/bpftool.js";
-import { DEFAULT_PIN_DIR, Dataplane, OBJECT_FILE, type ConntrackEntry, type DataplaneStats } from "../capabilities/dataplane/dataplane.js";
+import {
+  DEFAULT_PIN_DIR,
+  Dataplane,
+  OBJECT_FILE,
+  type ConntrackEntry,
+  type DataplaneStats,
+} from "../capabilities/dataplane/dataplane.js";
 import { modeReason, pickMode } from "../capabilities/dataplane/mode.js";
 import type { Backend, Proto, ServiceSpec } from "../capabilities/dataplane/tables.js";
 import { repeatable } from "./options.js";
@@ -22,13 +28,15 @@ export function parseIPv4(value: string): string {
 
 export function parsePort(value: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new InvalidArgumentError(`"${value}" is not a port (1-65535).`);
+  if (!/^\d+$/.test(value) || n < 1 || n > 65535)
+    throw new InvalidArgumentError(`"${value}" is not a port (1-65535).`);
   return n;
 }
 
 export function parseWeight(value: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n > 0xffffffff) throw new InvalidArgumentError(`"${value}" is not a weight (an integer 0-4294967295).`);
+  if (!/^\d+$/.test(value) || n > 0xffffffff)
+    throw new InvalidArgumentError(`"${value}" is not a weight (an integer 0-4294967295).`);
   return n;
 }
 
@@ -36,16 +44,22 @@ export function parseWeight(value: string): number {
 export function parseBackend(value: string): Backend {
   const m = /^([^:@]+):([^:@]+)(?:@([^:@]+))?$/.exec(value);
   if (!m) throw new InvalidArgumentError(`"${value}" is not IP:PORT[@WEIGHT].`);
-  return { ip: parseIPv4(m[1]), port: parsePort(m[2]), weight: m[3] === undefined ? 1 : parseWeight(m[3]) };
+  return {
+    ip: parseIPv4(m[1]),
+    port: parsePort(m[2]),
+    weight: m[3] === undefined ? 1 : parseWeight(m[3]),
+  };
 }
 
 // ---- pure: human output ---------------------------------------------------------------------------
 
 /** Left-aligned columns, two spaces apart; numbers right-aligned. */
 export function formatTable(headers: string[], rows: (string | number)[][]): string {
-  const cells = rows.map((r) => r.map(String));
-  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.length ?? 0)));
-  const numeric = headers.map((_, i) => rows.length > 0 && rows.every((r) => typeof r[i] === "number"));
+  const cells = rows.map(r => r.map(String));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map(r => r[i]?.length ?? 0)));
+  const numeric = headers.map(
+    (_, i) => rows.length > 0 && rows.every(r => typeof r[i] === "number"),
+  );
   const line = (r: string[]) =>
     r
       .map((c, i) => (numeric[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
@@ -54,7 +68,8 @@ export function formatTable(headers: string[], rows: (string | number)[][]): str
   return [line(headers), ...cells.map(line)].join("\n");
 }
 
-const service = (s: { vip: string; port: number; proto: string }) => `${s.vip}:${s.port}/${s.proto}`;
+const service = (s: { vip: string; port: number; proto: string }) =>
+  `${s.vip}:${s.port}/${s.proto}`;
 
 export function formatServices(services: ServiceSpec[]): string {
   if (services.length === 0) return "no services";
@@ -62,9 +77,12 @@ export function formatServices(services: ServiceSpec[]): string {
   for (const s of services) {
     const total = s.backends.reduce((sum, b) => sum + b.weight, 0) + s.rejectWeight;
     const share = (w: number) => (total === 0 ? "-" : `${((100 * w) / total).toFixed(1)}%`);
-    if (s.backends.length === 0 && s.rejectWeight === 0) rows.push([service(s), "(none: every connection refused)", "-", "-"]);
-    for (const b of s.backends) rows.push([service(s), `${b.ip}:${b.port}`, String(b.weight), share(b.weight)]);
-    if (s.rejectWeight > 0) rows.push([service(s), "(rejected share)", String(s.rejectWeight), share(s.rejectWeight)]);
+    if (s.backends.length === 0 && s.rejectWeight === 0)
+      rows.push([service(s), "(none: every connection refused)", "-", "-"]);
+    for (const b of s.backends)
+      rows.push([service(s), `${b.ip}:${b.port}`, String(b.weight), share(b.weight)]);
+    if (s.rejectWeight > 0)
+      rows.push([service(s), "(rejected share)", String(s.rejectWeight), share(s.rejectWeight)]);
   }
   return formatTable(["SERVICE", "BACKEND", "WEIGHT", "SHARE"], rows);
 }
@@ -79,11 +97,23 @@ export function formatServices(services: ServiceSpec[]): string {
 export function formatConntrack(entries: ConntrackEntry[], nowNs: bigint): string {
   if (entries.length === 0) return "no conntrack entries";
   const sorted = [...entries].sort((a, b) => b.lastSeenNs - a.lastSeenNs);
-  const rows = sorted.map((e) => {
+  const rows = sorted.map(e => {
     const idle = `${(Math.max(0, Number(nowNs - BigInt(e.lastSeenNs))) / 1e9).toFixed(1)}s`;
-    return [e.proto, e.confirmed ? "confirmed" : "unconfirmed", e.direction, `${e.saddr}:${e.sport}`, `${e.daddr}:${e.dport}`, `${e.natAddr}:${e.natPort}`, e.svcId, idle];
+    return [
+      e.proto,
+      e.confirmed ? "confirmed" : "unconfirmed",
+      e.direction,
+      `${e.saddr}:${e.sport}`,
+      `${e.daddr}:${e.dport}`,
+      `${e.natAddr}:${e.natPort}`,
+      e.svcId,
+      idle,
+    ];
   });
-  return formatTable(["PROTO", "STATE", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "IDLE"], rows);
+  return formatTable(
+    ["PROTO", "STATE", "DIRECTION", "SOURCE", "DESTINATION", "NAT", "SVC", "IDLE"],
+    rows,
+  );
 }
 
 export function formatStats(stats: DataplaneStats): string {
@@ -92,7 +122,7 @@ export function formatStats(stats: DataplaneStats): string {
       ? "no services"
       : formatTable(
           ["SERVICE", "PACKETS", "BYTES", "NEW FLOWS", "REJECTS"],
-          stats.services.map((s) => [service(s), s.packets, s.bytes, s.newFlows, s.rejects]),
+          stats.services.map(s => [service(s), s.packets, s.bytes, s.newFlows, s.rejects]),
         );
   const reasons = formatTable(
     ["REASON", "PACKETS"],
@@ -103,7 +133,11 @@ export function formatStats(stats: DataplaneStats): string {
 
 // ---- the BPF object ------------------------------------------------------------------------------
 
-const exists = (path: string) => access(path).then(() => true, () => false);
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 /**
  * Makes sure `objDir` holds an up-to-date blixt.o before it is loaded. In a source tree (a
@@ -116,18 +150,31 @@ export async function ensureBpfObject(objDir: string): Promise<string | undefine
   const object = join(objDir, OBJECT_FILE);
   const present = await exists(object);
   if (!(await exists(join(objDir, "Makefile")))) {
-    if (!present) throw new Error(`${object} not found, and no Makefile beside it to build it from; set BLIXT_BPF_DIR to the directory holding ${OBJECT_FILE}`);
+    if (!present)
+      throw new Error(
+        `${object} not found, and no Makefile beside it to build it from; set BLIXT_BPF_DIR to the directory holding ${OBJECT_FILE}`,
+      );
     return undefined;
   }
-  const fix = "install clang, llvm, libbpf-dev and make (hack/deps.sh), then run `npm run build:bpf`";
-  const question = await execa("make", ["-q", "-C", objDir, OBJECT_FILE], { reject: false, stdin: "ignore" });
+  const fix =
+    "install clang, llvm, libbpf-dev and make (hack/deps.sh), then run `npm run build:bpf`";
+  const question = await execa("make", ["-q", "-C", objDir, OBJECT_FILE], {
+    reject: false,
+    stdin: "ignore",
+  });
   if (question.exitCode === 0) return undefined;
   const why = present ? "older than its sources" : "missing";
   const command = `make -s -C ${objDir}`;
-  const r = question.exitCode === 1 ? await execa("make", ["-s", "-C", objDir], { reject: false, stdin: "ignore" }) : question;
+  const r =
+    question.exitCode === 1
+      ? await execa("make", ["-s", "-C", objDir], { reject: false, stdin: "ignore" })
+      : question;
   if (r.exitCode !== 0) {
-    const lines = `${r.stderr}\n${r.stdout}`.split("\n").map((l) => l.trim()).filter(Boolean);
-    const detail = lines.find((l) => /error/i.test(l)) ?? lines.at(-1) ?? r.shortMessage;
+    const lines = `${r.stderr}\n${r.stdout}`
+      .split("\n")
+      .map(l => l.trim())
+      .filter(Boolean);
+    const detail = lines.find(l => /error/i.test(l)) ?? lines.at(-1) ?? r.shortMessage;
     throw new Error(`${object} is ${why} and \`${command}\` failed: ${detail}; ${fix}`);
   }
   return `${object} was ${why}: built it (${command})`;
@@ -143,9 +190,11 @@ interface Common {
 }
 
 /** Where blixt.o is: BLIXT_BPF_DIR (as for the node agent; the image sets it), else the source tree's bpf/. */
-const bpfDir = () => process.env.BLIXT_BPF_DIR?.trim() || fileURLToPath(new URL("../bpf", import.meta.url));
+const bpfDir = () =>
+  process.env.BLIXT_BPF_DIR?.trim() || fileURLToPath(new URL("../bpf", import.meta.url));
 
-const dataplaneOf = (o: Common) => new Dataplane({ pinDir: o.pinDir, netns: o.netns, xdpMode: o.xdpMode, objDir: bpfDir() });
+const dataplaneOf = (o: Common) =>
+  new Dataplane({ pinDir: o.pinDir, netns: o.netns, xdpMode: o.xdpMode, objDir: bpfDir() });
 
 /**
  * For commands that need the maps: nothing pinned under --pin-dir is a usage error (exit code
@@ -156,34 +205,60 @@ async function loadedDataplane(o: Common, cmd: Command): Promise<Dataplane> {
   try {
     await access(dp.mapPin("blixt_services"));
   } catch {
-    cmd.error(`error: option '--pin-dir <dir>': no blixt maps pinned under ${o.pinDir}; run \`blixt dataplane attach --iface IF --pin-dir ${o.pinDir}\` first, or pass the --pin-dir it used`, {
-      exitCode: 2,
-      code: "blixt.noMaps",
-    });
+    cmd.error(
+      `error: option '--pin-dir <dir>': no blixt maps pinned under ${o.pinDir}; run \`blixt dataplane attach --iface IF --pin-dir ${o.pinDir}\` first, or pass the --pin-dir it used`,
+      {
+        exitCode: 2,
+        code: "blixt.noMaps",
+      },
+    );
   }
   return dp;
 }
 const print = (text: string) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
-const collect = <T>(parse: (v: string) => T) => (value: string, previous: T[]) => [...previous, parse(value)];
+const collect =
+  <T>(parse: (v: string) => T) =>
+  (value: string, previous: T[]) => [...previous, parse(value)];
 
-const pinDirOption = () => new Option("--pin-dir <dir>", "where blixt's maps and programs are pinned").default(DEFAULT_PIN_DIR);
-const vipOption = () => new Option("--vip <ip>", "the service's virtual IP (a Gateway address)").argParser(parseIPv4).makeOptionMandatory();
-const portOption = () => new Option("--port <n>", "the listener port").argParser(parsePort).makeOptionMandatory();
-const protoOption = () => new Option("--proto <proto>", "the listener protocol").choices(["tcp", "udp"]).makeOptionMandatory();
+const pinDirOption = () =>
+  new Option("--pin-dir <dir>", "where blixt's maps and programs are pinned").default(
+    DEFAULT_PIN_DIR,
+  );
+const vipOption = () =>
+  new Option("--vip <ip>", "the service's virtual IP (a Gateway address)")
+    .argParser(parseIPv4)
+    .makeOptionMandatory();
+const portOption = () =>
+  new Option("--port <n>", "the listener port").argParser(parsePort).makeOptionMandatory();
+const protoOption = () =>
+  new Option("--proto <proto>", "the listener protocol")
+    .choices(["tcp", "udp"])
+    .makeOptionMandatory();
 
 export function dataplaneCommand(): Command {
-  const cmd = new Command("dataplane").description("load, attach and program the eBPF dataplane on this node");
+  const cmd = new Command("dataplane").description(
+    "load, attach and program the eBPF dataplane on this node",
+  );
 
   cmd
     .command("attach")
-    .description("load blixt's programs (reusing pinned maps, so connections survive) and attach them to a device")
+    .description(
+      "load blixt's programs (reusing pinned maps, so connections survive) and attach them to a device",
+    )
     .requiredOption("--iface <name>", "the device facing clients")
     .addOption(
-      new Option("--mode <mode>", "ingress hook: xdp, tc, or auto as the node agent picks it (tc on a veth, where XDP cannot send a reply back unless the peer runs XDP; xdp elsewhere)")
+      new Option(
+        "--mode <mode>",
+        "ingress hook: xdp, tc, or auto as the node agent picks it (tc on a veth, where XDP cannot send a reply back unless the peer runs XDP; xdp elsewhere)",
+      )
         .choices(["auto", "xdp", "tc"])
         .default("auto"),
     )
-    .addOption(new Option("--xdp-mode <mode>", "how XDP attaches: native driver, generic, or auto").choices(["native", "generic", "auto"]).default("native"))
+    .addOption(
+      new Option("--xdp-mode <mode>", "how XDP attaches: native driver, generic, or auto")
+        .choices(["native", "generic", "auto"])
+        .default("native"),
+    )
     .addOption(pinDirOption())
     .option("--netns <name>", "network namespace (under /var/run/netns) the device lives in")
     .action(async (o: Common & { iface: string; mode: "auto" | "xdp" | "tc" }) => {
@@ -194,7 +269,9 @@ export function dataplaneCommand(): Command {
       const dp = dataplaneOf(o);
       await dp.load();
       await dp.attach(o.iface, mode);
-      print(`attached blixt (${mode}) to ${o.iface}${o.netns ? ` in netns ${o.netns}` : ""}; maps pinned under ${o.pinDir}`);
+      print(
+        `attached blixt (${mode}) to ${o.iface}${o.netns ? ` in netns ${o.netns}` : ""}; maps pinned under ${o.pinDir}`,
+      );
       print(`mode ${mode}: ${modeReason(o.mode, kind)}`);
     });
 
@@ -216,14 +293,47 @@ export function dataplaneCommand(): Command {
     .addOption(portOption())
     .addOption(protoOption())
     .addOption(
-      repeatable(new Option("--backend <ip:port[@weight]>", "a backend (repeat for more); weight defaults to 1, 0 takes no new flows").argParser(collect(parseBackend)).default([] as Backend[])),
+      repeatable(
+        new Option(
+          "--backend <ip:port[@weight]>",
+          "a backend (repeat for more); weight defaults to 1, 0 takes no new flows",
+        )
+          .argParser(collect(parseBackend))
+          .default([] as Backend[]),
+      ),
     )
-    .option("--reject-weight <n>", "weight of unresolved backendRefs: that share of new connections is rejected", parseWeight, 0)
+    .option(
+      "--reject-weight <n>",
+      "weight of unresolved backendRefs: that share of new connections is rejected",
+      parseWeight,
+      0,
+    )
     .addOption(pinDirOption())
-    .action(async (o: Common & { vip: string; port: number; proto: Proto; backend: Backend[]; rejectWeight: number }, cmd: Command) => {
-      await (await loadedDataplane(o, cmd)).setService({ vip: o.vip, port: o.port, proto: o.proto, backends: o.backend, rejectWeight: o.rejectWeight });
-      print(`set ${service(o)} → ${o.backend.length === 0 ? "no backends (refused)" : o.backend.map((b) => `${b.ip}:${b.port}@${b.weight}`).join(", ")}`);
-    });
+    .action(
+      async (
+        o: Common & {
+          vip: string;
+          port: number;
+          proto: Proto;
+          backend: Backend[];
+          rejectWeight: number;
+        },
+        cmd: Command,
+      ) => {
+        await (
+          await loadedDataplane(o, cmd)
+        ).setService({
+          vip: o.vip,
+          port: o.port,
+          proto: o.proto,
+          backends: o.backend,
+          rejectWeight: o.rejectWeight,
+        });
+        print(
+          `set ${service(o)} → ${o.backend.length === 0 ? "no backends (refused)" : o.backend.map(b => `${b.ip}:${b.port}@${b.weight}`).join(", ")}`,
+        );
+      },
+    );
 
   cmd
     .command("delete")
@@ -254,7 +364,11 @@ export function dataplaneCommand(): Command {
     .addOption(pinDirOption())
     .action(async (o: Common, cmd: Command) => {
       const entries = await (await loadedDataplane(o, cmd)).conntrack();
-      print(o.json ? JSON.stringify(entries, null, 2) : formatConntrack(entries, process.hrtime.bigint()));
+      print(
+        o.json
+          ? JSON.stringify(entries, null, 2)
+          : formatConntrack(entries, process.hrtime.bigint()),
+      );
     });
 
   cmd

@@ -15,7 +15,8 @@ export function repeatable(option: Option): Option {
 /** Makes `cmd` refuse a second occurrence of any of its single-value options, naming it; exit code 2. */
 export function refuseRepeatedOptions(cmd: Command): void {
   for (const option of cmd.options) {
-    if (repeatables.has(option) || option.variadic || !(option.required || option.optional)) continue;
+    if (repeatables.has(option) || option.variadic || !(option.required || option.optional))
+      continue;
     let first: string | undefined;
     // Commander's own listener for this event runs first (it parses and stores the value).
     cmd.on(`option:${option.name()}`, (value: string) => {
@@ -23,7 +24,10 @@ export function refuseRepeatedOptions(cmd: Command): void {
         first = value;
         return;
       }
-      cmd.error(`error: option '${option.flags}' given more than once ('${first}', then '${value}'); give it once`, { exitCode: 2, code: "blixt.repeatedOption" });
+      cmd.error(
+        `error: option '${option.flags}' given more than once ('${first}', then '${value}'); give it once`,
+        { exitCode: 2, code: "blixt.repeatedOption" },
+      );
     });
   }
 }

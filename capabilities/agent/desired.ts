@@ -4,8 +4,19 @@
 // now, what this node writes into each DataplaneConfig's status, and how long to wait before
 // retrying a failed apply. No I/O: the agent feeds in plain objects and acts on the answer.
 import { isIPv4 } from "node:net";
-import type { DataplaneConfig, Listener, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
-import { mergeBackends, serviceName, serviceTable, type Backend, type ServiceSpec, type TableEntry } from "../dataplane/tables.js";
+import type {
+  DataplaneConfig,
+  Listener,
+  Node as NodeStatus,
+} from "../generated/dataplaneconfig-v1alpha1.js";
+import {
+  mergeBackends,
+  serviceName,
+  serviceTable,
+  type Backend,
+  type ServiceSpec,
+  type TableEntry,
+} from "../dataplane/tables.js";
 import type { ActualService, ActualState, DataplaneDiff } from "../dataplane/lines.js";
 import type { AttachMode } from "../dataplane/mode.js";
 import { CHUNK_SLOTS } from "../dataplane/maps.js";
@@ -13,10 +24,12 @@ import { CHUNK_SLOTS } from "../dataplane/maps.js";
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
 export type ConfigKey = string;
 
-export const configKey = (config: DataplaneConfig): ConfigKey => `${config.metadata?.namespace ?? ""}/${config.metadata?.name ?? ""}`;
+export const configKey = (config: DataplaneConfig): ConfigKey =>
+  `${config.metadata?.namespace ?? ""}/${config.metadata?.name ?? ""}`;
 
 /** "namespace/gateway#listener": one listener of one Gateway, whatever its address. */
-export const listenerKey = (config: DataplaneConfig, listenerName: string): string => `${configKey(config)}#${listenerName}`;
+export const listenerKey = (config: DataplaneConfig, listenerName: string): string =>
+  `${configKey(config)}#${listenerName}`;
 
 /** The Gateway listener a service in the maps stands for, to label metrics and logs. */
 export interface ListenerRef {
@@ -55,27 +68,53 @@ const lcm = (a: number, b: number): number => (a / gcd(a, b)) * b;
  * evenly over its endpoints (the CRD says so); to keep that exact in integers every weight is
  * scaled by the lcm of the endpoint counts, then everything is divided by the common gcd.
  */
-export function listenerWeights(listener: Pick<Listener, "backends" | "rejectWeight">): { backends: Backend[]; rejectWeight: number } {
-  const refs = listener.backends.filter((b) => b.weight > 0 && b.endpoints.length > 0);
+export function listenerWeights(listener: Pick<Listener, "backends" | "rejectWeight">): {
+  backends: Backend[];
+  rejectWeight: number;
+} {
+  const refs = listener.backends.filter(b => b.weight > 0 && b.endpoints.length > 0);
   const scale = refs.reduce((l, b) => lcm(l, b.endpoints.length), 1);
-  let backends: Backend[] = refs.flatMap((b) => b.endpoints.map((e) => ({ ip: e.address, port: e.port, weight: (b.weight * scale) / b.endpoints.length })));
+  let backends: Backend[] = refs.flatMap(b =>
+    b.endpoints.map(e => ({
+      ip: e.address,
+      port: e.port,
+      weight: (b.weight * scale) / b.endpoints.length,
+    })),
+  );
   let rejectWeight = listener.rejectWeight * scale;
-  if (![...backends.map((b) => b.weight), rejectWeight].every((w) => Number.isSafeInteger(w) && w <= MAX_EXACT_WEIGHT)) {
+  if (
+    ![...backends.map(b => b.weight), rejectWeight].every(
+      w => Number.isSafeInteger(w) && w <= MAX_EXACT_WEIGHT,
+    )
+  ) {
     const total = refs.reduce((s, b) => s + b.weight, 0) + listener.rejectWeight;
     const round = (share: number) => Math.max(1, Math.round((share / total) * ROUNDED_SCALE));
-    backends = refs.flatMap((b) => b.endpoints.map((e) => ({ ip: e.address, port: e.port, weight: round(b.weight / b.endpoints.length) })));
+    backends = refs.flatMap(b =>
+      b.endpoints.map(e => ({
+        ip: e.address,
+        port: e.port,
+        weight: round(b.weight / b.endpoints.length),
+      })),
+    );
     rejectWeight = listener.rejectWeight > 0 ? round(listener.rejectWeight) : 0;
   }
   // Merge first (one endpoint behind two backendRefs carries both shares), then reduce.
   backends = mergeBackends(backends);
-  const divisor = [...backends.map((b) => b.weight), rejectWeight].filter((w) => w > 0).reduce(gcd, 0) || 1;
-  return { backends: backends.map((b) => ({ ...b, weight: b.weight / divisor })), rejectWeight: rejectWeight / divisor };
+  const divisor =
+    [...backends.map(b => b.weight), rejectWeight].filter(w => w > 0).reduce(gcd, 0) || 1;
+  return {
+    backends: backends.map(b => ({ ...b, weight: b.weight / divisor })),
+    rejectWeight: rejectWeight / divisor,
+  };
 }
 
-const byKey = (a: DataplaneConfig, b: DataplaneConfig) => (configKey(a) < configKey(b) ? -1 : configKey(a) > configKey(b) ? 1 : 0);
+const byKey = (a: DataplaneConfig, b: DataplaneConfig) =>
+  configKey(a) < configKey(b) ? -1 : configKey(a) > configKey(b) ? 1 : 0;
 
 /** What the TLS terminator of an HTTPS listener is on this node: serving at address:port, or why not. */
-export type TlsOutcome = { ok: true; address: string; port: number; warning?: string } | { ok: false; error: string };
+export type TlsOutcome =
+  | { ok: true; address: string; port: number; warning?: string }
+  | { ok: false; error: string };
 
 /**
  * The service an HTTPS listener is programmed as: every accepted connection goes to the
@@ -83,7 +122,10 @@ export type TlsOutcome = { ok: true; address: string; port: number; warning?: st
  * share is refused in the kernel, as for a TCP listener. With no usable backend, or no
  * terminator, every connection is refused.
  */
-export function terminatedService(weights: { backends: Backend[]; rejectWeight: number }, outcome: TlsOutcome | undefined): { backends: Backend[]; rejectWeight: number } {
+export function terminatedService(
+  weights: { backends: Backend[]; rejectWeight: number },
+  outcome: TlsOutcome | undefined,
+): { backends: Backend[]; rejectWeight: number } {
   const served = weights.backends.reduce((s, b) => s + Math.max(0, b.weight), 0);
   if (!outcome?.ok || served <= 0) return { backends: [], rejectWeight: 0 };
   let weight = served;
@@ -91,10 +133,14 @@ export function terminatedService(weights: { backends: Backend[]; rejectWeight: 
   if (weight > MAX_EXACT_WEIGHT || rejectWeight > MAX_EXACT_WEIGHT) {
     const total = weight + rejectWeight;
     weight = Math.max(1, Math.round((weight / total) * ROUNDED_SCALE));
-    rejectWeight = rejectWeight > 0 ? Math.max(1, Math.round((rejectWeight / total) * ROUNDED_SCALE)) : 0;
+    rejectWeight =
+      rejectWeight > 0 ? Math.max(1, Math.round((rejectWeight / total) * ROUNDED_SCALE)) : 0;
   }
   const divisor = rejectWeight > 0 ? gcd(weight, rejectWeight) : weight;
-  return { backends: [{ ip: outcome.address, port: outcome.port, weight: weight / divisor }], rejectWeight: rejectWeight / divisor };
+  return {
+    backends: [{ ip: outcome.address, port: outcome.port, weight: weight / divisor }],
+    rejectWeight: rejectWeight / divisor,
+  };
 }
 
 /**
@@ -106,7 +152,11 @@ export function terminatedService(weights: { backends: Backend[]; rejectWeight: 
  * listenerKey; one whose terminator cannot run is refused, named in `problems`, and the
  * config's other listeners still apply.
  */
-export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: Map<string, TlsOutcome> = new Map()): DesiredState {
+export function desiredState(
+  configs: DataplaneConfig[],
+  nodeName: string,
+  tls: Map<string, TlsOutcome> = new Map(),
+): DesiredState {
   const services = new Map<string, ServiceSpec>();
   const listeners = new Map<string, ListenerRef>();
   const problems = new Map<ConfigKey, string>();
@@ -119,7 +169,10 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: 
     const spec = config.spec;
     if (!spec?.address) continue; // no address assigned yet: nothing to program
     if (!isIPv4(spec.address)) {
-      problems.set(key, `DataplaneConfig ${key}: spec.address "${spec.address}" is not an IPv4 address; this dataplane serves IPv4 only, so the Gateway is not programmed on node ${nodeName}`);
+      problems.set(
+        key,
+        `DataplaneConfig ${key}: spec.address "${spec.address}" is not an IPv4 address; this dataplane serves IPv4 only, so the Gateway is not programmed on node ${nodeName}`,
+      );
       continue;
     }
     const mine: [string, ServiceSpec, ListenerRef][] = [];
@@ -130,7 +183,9 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: 
       const name = serviceName({ vip: spec.address, port: listener.port, proto });
       const holder = listeners.get(name);
       if (holder) {
-        clashes.push(`listener "${listener.name}" (${name}) is already served for DataplaneConfig ${holder.config}`);
+        clashes.push(
+          `listener "${listener.name}" (${name}) is already served for DataplaneConfig ${holder.config}`,
+        );
         continue;
       }
       let weights = listenerWeights(listener);
@@ -138,31 +193,52 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: 
         const outcome = tls.get(listenerKey(config, listener.name));
         weights = terminatedService(weights, outcome);
         if (!outcome?.ok) {
-          tlsProblems.push(`HTTPS listener "${listener.name}" (${name}) refuses connections on node ${nodeName}: ${outcome?.error ?? "no TLS terminator runs for it on this node"}`);
+          tlsProblems.push(
+            `HTTPS listener "${listener.name}" (${name}) refuses connections on node ${nodeName}: ${outcome?.error ?? "no TLS terminator runs for it on this node"}`,
+          );
         } else if (outcome.warning) {
-          tlsProblems.push(`HTTPS listener "${listener.name}" (${name}) on node ${nodeName}: ${outcome.warning}`);
+          tlsProblems.push(
+            `HTTPS listener "${listener.name}" (${name}) on node ${nodeName}: ${outcome.warning}`,
+          );
         }
       }
       mine.push([
         name,
-        { vip: spec.address, port: listener.port, proto, backends: weights.backends, rejectWeight: weights.rejectWeight },
-        { config: key, namespace: config.metadata?.namespace ?? "", gateway: spec.gatewayName, listener: listener.name, port: listener.port, protocol: listener.protocol === "UDP" ? "UDP" : "TCP" },
+        {
+          vip: spec.address,
+          port: listener.port,
+          proto,
+          backends: weights.backends,
+          rejectWeight: weights.rejectWeight,
+        },
+        {
+          config: key,
+          namespace: config.metadata?.namespace ?? "",
+          gateway: spec.gatewayName,
+          listener: listener.name,
+          port: listener.port,
+          protocol: listener.protocol === "UDP" ? "UDP" : "TCP",
+        },
       ]);
     }
     if (clashes.length > 0) {
-      problems.set(key, `DataplaneConfig ${key}: ${clashes.join("; ")}; give each Gateway its own address`);
+      problems.set(
+        key,
+        `DataplaneConfig ${key}: ${clashes.join("; ")}; give each Gateway its own address`,
+      );
       continue;
     }
     for (const [name, service, ref] of mine) {
       services.set(name, service);
       listeners.set(name, ref);
     }
-    if (tlsProblems.length > 0) problems.set(key, `DataplaneConfig ${key}: ${tlsProblems.join("; ")}`);
+    if (tlsProblems.length > 0)
+      problems.set(key, `DataplaneConfig ${key}: ${tlsProblems.join("; ")}`);
     addresses.add(spec.address);
     if (spec.announcingNode === nodeName) announced.add(spec.address);
   }
   return {
-    services: [...services.keys()].sort().map((name) => services.get(name)!),
+    services: [...services.keys()].sort().map(name => services.get(name)!),
     addresses: [...addresses].sort(),
     announced: [...announced].sort(),
     listeners,
@@ -172,13 +248,17 @@ export function desiredState(configs: DataplaneConfig[], nodeName: string, tls: 
 
 // ---- diff ----------------------------------------------------------------------------------
 
-export const changeCount = (d: DataplaneDiff): number => d.set.length + d.remove.length + d.addresses.upsert.length + d.addresses.remove.length;
+export const changeCount = (d: DataplaneDiff): number =>
+  d.set.length + d.remove.length + d.addresses.upsert.length + d.addresses.remove.length;
 
 const sameBackends = (a: Backend[], b: Backend[]) =>
-  a.length === b.length && a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
+  a.length === b.length &&
+  a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
 
 const sameEntry = (a: TableEntry | undefined, b: TableEntry | undefined): boolean =>
-  a === "reject" || b === "reject" || a === undefined || b === undefined ? a === b : a.ip === b.ip && a.port === b.port;
+  a === "reject" || b === "reject" || a === undefined || b === undefined
+    ? a === b
+    : a.ip === b.ip && a.port === b.port;
 
 /** Whether the live table matches the Maglev table the spec builds: in size, backend list, and every sampled chunk. */
 function tableIntact(spec: ServiceSpec, actual: ActualService): boolean {
@@ -186,21 +266,28 @@ function tableIntact(spec: ServiceSpec, actual: ActualService): boolean {
   if (actual.tableSize !== expected.tableSize) return false;
   if (actual.tableBackends) {
     if (actual.tableBackends.size !== expected.backends.length) return false;
-    if (!expected.backends.every((want, index) => sameEntry(want, actual.tableBackends!.get(index)))) return false;
+    if (
+      !expected.backends.every((want, index) => sameEntry(want, actual.tableBackends!.get(index)))
+    )
+      return false;
   }
   for (const [chunk, got] of actual.chunks ?? []) {
     if (!got) return false;
     const from = chunk * CHUNK_SLOTS;
     const to = Math.min(expected.tableSize, from + CHUNK_SLOTS);
-    for (let slot = from; slot < to; slot++) if (got[slot - from] !== expected.slots[slot]) return false;
+    for (let slot = from; slot < to; slot++)
+      if (got[slot - from] !== expected.slots[slot]) return false;
   }
   return true;
 }
 
 /** What to write so the maps hold `desired`: only what differs, so an unchanged service keeps its table. */
-export function diffState(desired: Pick<DesiredState, "services" | "addresses" | "announced">, actual: ActualState): DataplaneDiff {
-  const have = new Map(actual.services.map((s) => [serviceName(s), s]));
-  const want = new Map(desired.services.map((s) => [serviceName(s), s]));
+export function diffState(
+  desired: Pick<DesiredState, "services" | "addresses" | "announced">,
+  actual: ActualState,
+): DataplaneDiff {
+  const have = new Map(actual.services.map(s => [serviceName(s), s]));
+  const want = new Map(desired.services.map(s => [serviceName(s), s]));
   const set: ServiceSpec[] = [];
   const reasons = new Map<string, string>();
   for (const [name, spec] of want) {
@@ -217,21 +304,30 @@ export function diffState(desired: Pick<DesiredState, "services" | "addresses" |
       reasons.set(name, reason);
     }
   }
-  const remove = [...have.entries()].filter(([name]) => !want.has(name)).map(([, s]) => ({ vip: s.vip, port: s.port, proto: s.proto }));
+  const remove = [...have.entries()]
+    .filter(([name]) => !want.has(name))
+    .map(([, s]) => ({ vip: s.vip, port: s.port, proto: s.proto }));
   const announced = new Set(desired.announced);
-  const haveAddresses = new Map(actual.addresses.map((a) => [a.ip, a.announce]));
+  const haveAddresses = new Map(actual.addresses.map(a => [a.ip, a.announce]));
   const wantAddresses = [...new Set(desired.addresses)].sort();
   const addresses = {
-    upsert: wantAddresses.filter((ip) => haveAddresses.get(ip) !== announced.has(ip)).map((ip) => ({ ip, announce: announced.has(ip) })),
-    remove: [...haveAddresses.keys()].filter((ip) => !wantAddresses.includes(ip)).sort(),
+    upsert: wantAddresses
+      .filter(ip => haveAddresses.get(ip) !== announced.has(ip))
+      .map(ip => ({ ip, announce: announced.has(ip) })),
+    remove: [...haveAddresses.keys()].filter(ip => !wantAddresses.includes(ip)).sort(),
   };
   return { set, remove, addresses, reasons };
 }
 
 /** The services of one Gateway that a diff touches, for the per-Gateway apply log line. */
-export function changesByConfig(diff: DataplaneDiff, listeners: Map<string, ListenerRef>, previous: Map<string, ListenerRef>): Map<ConfigKey, number> {
+export function changesByConfig(
+  diff: DataplaneDiff,
+  listeners: Map<string, ListenerRef>,
+  previous: Map<string, ListenerRef>,
+): Map<ConfigKey, number> {
   const counts = new Map<ConfigKey, number>();
-  const bump = (key: ConfigKey | undefined) => key !== undefined && counts.set(key, (counts.get(key) ?? 0) + 1);
+  const bump = (key: ConfigKey | undefined) =>
+    key !== undefined && counts.set(key, (counts.get(key) ?? 0) + 1);
   for (const s of diff.set) bump(listeners.get(serviceName(s))?.config);
   // A removed service belonged to a Gateway this agent knew before (or to no one known).
   for (const s of diff.remove) bump(previous.get(serviceName(s))?.config ?? "");
@@ -246,10 +342,12 @@ export type ApplyOutcome = { applied: true } | { applied: false; message: string
 // The CRD caps status.nodes[].message at 1024 characters.
 const MAX_MESSAGE = 1024;
 
-const timeString = (t: Date | string | undefined): string | undefined => (t === undefined ? undefined : t instanceof Date ? t.toISOString() : t);
+const timeString = (t: Date | string | undefined): string | undefined =>
+  t === undefined ? undefined : t instanceof Date ? t.toISOString() : t;
 
 /** This node's current entry in a config's status, if it has one. */
-export const nodeEntry = (config: DataplaneConfig, nodeName: string): NodeStatus | undefined => config.status?.nodes?.find((n) => n.name === nodeName);
+export const nodeEntry = (config: DataplaneConfig, nodeName: string): NodeStatus | undefined =>
+  config.status?.nodes?.find(n => n.name === nodeName);
 
 /** This node's entry in status.nodes, as written to the API server. */
 export interface NodeAck {
@@ -266,15 +364,37 @@ export interface NodeAck {
  * already right (so an acknowledgement never triggers another one). After a failure the
  * entry keeps the generation that last applied, and says why the new one did not.
  */
-export function nodeAck(config: DataplaneConfig, nodeName: string, outcome: ApplyOutcome, mode: AttachMode, now: string): NodeAck | undefined {
+export function nodeAck(
+  config: DataplaneConfig,
+  nodeName: string,
+  outcome: ApplyOutcome,
+  mode: AttachMode,
+  now: string,
+): NodeAck | undefined {
   const current = nodeEntry(config, nodeName);
   const generation = Number(config.metadata?.generation ?? 0);
   const observedGeneration = outcome.applied ? generation : (current?.observedGeneration ?? 0);
-  const message = outcome.applied ? undefined : outcome.message.length > MAX_MESSAGE ? `${outcome.message.slice(0, MAX_MESSAGE - 1)}…` : outcome.message;
+  const message = outcome.applied
+    ? undefined
+    : outcome.message.length > MAX_MESSAGE
+      ? `${outcome.message.slice(0, MAX_MESSAGE - 1)}…`
+      : outcome.message;
   const moved = current?.observedGeneration !== observedGeneration;
   const since = timeString(current?.lastTransitionTime);
-  if (current && !moved && current.mode === mode && current.message === message && since !== undefined) return undefined;
-  const ack: NodeAck = { name: nodeName, observedGeneration, mode, lastTransitionTime: moved || since === undefined ? now : since };
+  if (
+    current &&
+    !moved &&
+    current.mode === mode &&
+    current.message === message &&
+    since !== undefined
+  )
+    return undefined;
+  const ack: NodeAck = {
+    name: nodeName,
+    observedGeneration,
+    mode,
+    lastTransitionTime: moved || since === undefined ? now : since,
+  };
   if (message !== undefined) ack.message = message;
   return ack;
 }

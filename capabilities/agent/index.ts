@@ -34,7 +34,12 @@ export { agentSettings, type AgentSettings } from "./start.js";
 
 // Pepr's own (CommonJS) copy of kubernetes-fluent-client does not see the RegisterKind call in
 // the generated type, so the watch names the kind itself.
-const DATAPLANE_CONFIG = { group: "blixt.dev", version: "v1alpha1", kind: "DataplaneConfig", plural: "dataplaneconfigs" };
+const DATAPLANE_CONFIG = {
+  group: "blixt.dev",
+  version: "v1alpha1",
+  kind: "DataplaneConfig",
+  plural: "dataplaneconfigs",
+};
 
 const log: AgentLog = {
   info: (fields, message) => Log.info(fields, message),
@@ -50,7 +55,8 @@ export interface DataplaneAgentRole {
 export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAgentRole {
   const capability = new Capability({
     name: "dataplane-agent",
-    description: "Applies every DataplaneConfig to this node's eBPF maps and acknowledges it in the config's status",
+    description:
+      "Applies every DataplaneConfig to this node's eBPF maps and acknowledges it in the config's status",
   });
   const { When } = capability;
   // Events that arrive before start() finishes are kept and applied by its first converge.
@@ -59,14 +65,14 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
   const key = (c: DataplaneConfig) => `${c.metadata?.namespace}/${c.metadata?.name}`;
   When(DataplaneConfig, DATAPLANE_CONFIG)
     .IsCreatedOrUpdated()
-    .Watch((config) => {
+    .Watch(config => {
       if (!agent) return void pending.set(key(config), { config, deleted: false });
       agent.observe(config);
       agent.schedule();
     });
   When(DataplaneConfig, DATAPLANE_CONFIG)
     .IsDeleted()
-    .Watch((config) => {
+    .Watch(config => {
       if (!agent) return void pending.set(key(config), { config, deleted: true });
       agent.forget(config);
       agent.schedule();
@@ -77,8 +83,9 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
       log,
       beforeFirstConverge: (a, listed) => {
         // A watch event newer than the list wins; an older one (seen before the list) is dropped.
-        const version = (c: DataplaneConfig | undefined) => Number(c?.metadata?.resourceVersion ?? 0);
-        const listedByKey = new Map(listed.map((c) => [key(c), c]));
+        const version = (c: DataplaneConfig | undefined) =>
+          Number(c?.metadata?.resourceVersion ?? 0);
+        const listedByKey = new Map(listed.map(c => [key(c), c]));
         for (const { config, deleted } of pending.values()) {
           if (version(config) <= version(listedByKey.get(key(config)))) continue;
           if (deleted) a.forget(config);
@@ -101,7 +108,10 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
     capability,
     start: () => {
       run().catch((error: unknown) => {
-        log.error({ error: error instanceof Error ? error.message : String(error) }, "node agent failed to start");
+        log.error(
+          { error: error instanceof Error ? error.message : String(error) },
+          "node agent failed to start",
+        );
         // The DaemonSet restarts the pod; the dataplane, if it was serving, keeps serving.
         process.exit(1);
       });

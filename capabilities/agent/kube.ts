@@ -19,15 +19,26 @@ import type { NodeAck } from "./desired.js";
 export const fieldManager = (nodeName: string): string => `blixt-agent/${nodeName}`.slice(0, 128);
 
 /** The server-side apply of one node's status entry: where it goes and what it says. Pure. */
-export function ackRequest(config: DataplaneConfig, ack: NodeAck): { path: string; query: Record<string, string>; body: object } {
+export function ackRequest(
+  config: DataplaneConfig,
+  ack: NodeAck,
+): { path: string; query: Record<string, string>; body: object } {
   const namespace = config.metadata?.namespace;
   const name = config.metadata?.name;
-  if (!namespace || !name) throw new Error(`DataplaneConfig without metadata.namespace/name cannot be acknowledged: ${JSON.stringify(config.metadata)}`);
+  if (!namespace || !name)
+    throw new Error(
+      `DataplaneConfig without metadata.namespace/name cannot be acknowledged: ${JSON.stringify(config.metadata)}`,
+    );
   return {
     path: `/apis/blixt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/dataplaneconfigs/${encodeURIComponent(name)}/status`,
     // force: this node's entry is this manager's alone; take it over from an older agent's manager.
     query: { fieldManager: fieldManager(ack.name), force: "true" },
-    body: { apiVersion: "blixt.dev/v1alpha1", kind: "DataplaneConfig", metadata: { namespace, name }, status: { nodes: [ack] } },
+    body: {
+      apiVersion: "blixt.dev/v1alpha1",
+      kind: "DataplaneConfig",
+      metadata: { namespace, name },
+      status: { nodes: [ack] },
+    },
   };
 }
 
@@ -44,8 +55,13 @@ export async function acknowledge(config: DataplaneConfig, ack: NodeAck): Promis
     body: JSON.stringify(body),
   });
   if (!resp.ok) {
-    const detail = typeof resp.data === "object" && resp.data && "message" in resp.data ? (resp.data as { message: string }).message : resp.statusText;
-    throw new Error(`DataplaneConfig ${config.metadata?.namespace}/${config.metadata?.name}: writing status.nodes[${ack.name}] failed: ${resp.status} ${detail}; check the agent's RBAC (patch dataplaneconfigs/status)`);
+    const detail =
+      typeof resp.data === "object" && resp.data && "message" in resp.data
+        ? (resp.data as { message: string }).message
+        : resp.statusText;
+    throw new Error(
+      `DataplaneConfig ${config.metadata?.namespace}/${config.metadata?.name}: writing status.nodes[${ack.name}] failed: ${resp.status} ${detail}; check the agent's RBAC (patch dataplaneconfigs/status)`,
+    );
   }
 }
 
@@ -55,7 +71,10 @@ export async function listDataplaneConfigs(): Promise<DataplaneConfig[]> {
 }
 
 /** Every DataplaneConfig, with the list's resourceVersion (for the agent's relist). */
-export async function listDataplaneConfigsAt(): Promise<{ items: DataplaneConfig[]; resourceVersion?: string }> {
+export async function listDataplaneConfigsAt(): Promise<{
+  items: DataplaneConfig[];
+  resourceVersion?: string;
+}> {
   const list = await K8s(DataplaneConfig).Get();
   return { items: list.items, resourceVersion: list.metadata?.resourceVersion };
 }
@@ -65,8 +84,12 @@ export async function listDataplaneConfigsAt(): Promise<{ items: DataplaneConfig
  * undefined when it does not exist. A name that is not one, or an answer that is not that
  * Secret, is an error naming it, and is never requested or taken.
  */
-export async function readSecret(namespace: string, name: string): Promise<{ type?: string; data?: Record<string, string> } | undefined> {
+export async function readSecret(
+  namespace: string,
+  name: string,
+): Promise<{ type?: string; data?: Record<string, string> } | undefined> {
   const read = await getSecretByName(namespace, name);
-  if ("problem" in read) throw new Error(`Secret ${JSON.stringify(`${namespace}/${name}`)}: ${read.problem}; not read`);
+  if ("problem" in read)
+    throw new Error(`Secret ${JSON.stringify(`${namespace}/${name}`)}: ${read.problem}; not read`);
   return read.secret;
 }

@@ -182,8 +182,15 @@ export class Agent {
     try {
       const checkTables = this.checkTables || this.failures > 0;
       this.checkTables = false;
-      if (checkTables && this.opts.conntrack && (await this.dataplane.setConntrackTimeouts(this.opts.conntrack))) {
-        this.log.info({ conntrack: this.opts.conntrack }, "conntrack timeouts differed from the agent's settings; rewritten");
+      if (
+        checkTables &&
+        this.opts.conntrack &&
+        (await this.dataplane.setConntrackTimeouts(this.opts.conntrack))
+      ) {
+        this.log.info(
+          { conntrack: this.opts.conntrack },
+          "conntrack timeouts differed from the agent's settings; rewritten",
+        );
       }
       const snapshot = await this.dataplane.readMaps({ chunks: checkTables });
       const diff = diffState(desired, snapshot.actual);
@@ -191,25 +198,47 @@ export class Agent {
       // After a failure, old tables may be half-deleted: remove them slot-safely. The first pass
       // and one after a failure also have every established flow checked again (lines.ts applyLines).
       const recheck = this.recheckFlows || this.failures > 0;
-      const commands = changes > 0 || (recheck && snapshot.states.size > 0) ? await this.dataplane.apply(diff, snapshot, { tolerant: this.failures > 0, recheckAll: recheck }) : 0;
+      const commands =
+        changes > 0 || (recheck && snapshot.states.size > 0)
+          ? await this.dataplane.apply(diff, snapshot, {
+              tolerant: this.failures > 0,
+              recheckAll: recheck,
+            })
+          : 0;
       this.recheckFlows = false;
       result = { ok: true, changes, commands, seconds: seconds() };
       const perConfig = changesByConfig(diff, desired.listeners, this.listenersByService);
       for (const [key, changed] of perConfig) {
         const config = this.configs.get(key);
-        const reasons = Object.fromEntries([...diff.reasons].filter(([service]) => desired.listeners.get(service)?.config === key));
+        const reasons = Object.fromEntries(
+          [...diff.reasons].filter(([service]) => desired.listeners.get(service)?.config === key),
+        );
         this.log.info(
-          { gateway: key || "(none)", generation: config?.metadata?.generation, changed, reasons, seconds: result.seconds },
+          {
+            gateway: key || "(none)",
+            generation: config?.metadata?.generation,
+            changed,
+            reasons,
+            seconds: result.seconds,
+          },
           config ? "applied DataplaneConfig" : "removed services no DataplaneConfig asks for",
         );
       }
       this.listenersByService = desired.listeners;
       this.failures = 0;
-      const takenOver = diff.addresses.upsert.filter((a) => a.announce).map((a) => a.ip);
+      const takenOver = diff.addresses.upsert.filter(a => a.announce).map(a => a.ip);
       if (takenOver.length > 0 && this.opts.onTakeover) {
-        await this.opts.onTakeover(takenOver).catch((error: unknown) =>
-          this.log.error({ addresses: takenOver, error: error instanceof Error ? error.message : String(error) }, "gratuitous ARP for taken-over addresses failed; neighbours learn the move at their next ARP request"),
-        );
+        await this.opts
+          .onTakeover(takenOver)
+          .catch((error: unknown) =>
+            this.log.error(
+              {
+                addresses: takenOver,
+                error: error instanceof Error ? error.message : String(error),
+              },
+              "gratuitous ARP for taken-over addresses failed; neighbours learn the move at their next ARP request",
+            ),
+          );
       }
       this.ready = true;
     } catch (error) {
@@ -217,7 +246,10 @@ export class Agent {
       result = { ok: false, changes: 0, commands: 0, seconds: seconds(), error: message };
       this.failures++;
       const delay = retryDelay(this.failures, this.opts.retry?.base, this.opts.retry?.max);
-      this.log.error({ error: message, attempt: this.failures, retryInMs: delay }, "applying DataplaneConfigs failed; the previous tables keep serving");
+      this.log.error(
+        { error: message, attempt: this.failures, retryInMs: delay },
+        "applying DataplaneConfigs failed; the previous tables keep serving",
+      );
       this.scheduleRetry(delay);
     }
     if (result.changes > 0 || !result.ok) this.opts.onApply?.(result);
@@ -225,7 +257,11 @@ export class Agent {
     return result;
   }
 
-  private async acknowledgeAll(configs: DataplaneConfig[], problems: Map<ConfigKey, string>, result: ConvergeResult): Promise<void> {
+  private async acknowledgeAll(
+    configs: DataplaneConfig[],
+    problems: Map<ConfigKey, string>,
+    result: ConvergeResult,
+  ): Promise<void> {
     const now = (this.opts.now?.() ?? new Date()).toISOString();
     for (const config of configs) {
       const key = configKey(config);
@@ -241,17 +277,24 @@ export class Agent {
         await this.opts.acknowledge(config, ack);
         // Until the watch brings the new status back, remember it, so the same ack is not sent
         // twice. (The wire form carries lastTransitionTime as the RFC 3339 string it is.)
-        const nodes = (config.status?.nodes ?? []).filter((n) => n.name !== this.nodeName);
-        const acked: DataplaneConfig = Object.assign(Object.create(Object.getPrototypeOf(config)), config, {
-          status: { ...config.status, nodes: [...nodes, ack as unknown as NodeStatus] },
-        });
+        const nodes = (config.status?.nodes ?? []).filter(n => n.name !== this.nodeName);
+        const acked: DataplaneConfig = Object.assign(
+          Object.create(Object.getPrototypeOf(config)),
+          config,
+          {
+            status: { ...config.status, nodes: [...nodes, ack as unknown as NodeStatus] },
+          },
+        );
         if (this.configs.get(key) === config) this.configs.set(key, acked);
       } catch (error) {
         // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
         // the watch's delete event removes it from this agent's view.
         if ((error as { status?: number } | undefined)?.status === 404) continue;
         const message = error instanceof Error ? error.message : JSON.stringify(error);
-        this.log.error({ gateway: key, generation: config.metadata?.generation, error: message }, "acknowledging DataplaneConfig failed; will retry");
+        this.log.error(
+          { gateway: key, generation: config.metadata?.generation, error: message },
+          "acknowledging DataplaneConfig failed; will retry",
+        );
         this.scheduleRetry(retryDelay(1, this.opts.retry?.base, this.opts.retry?.max));
       }
     }

@@ -27,7 +27,14 @@ export interface MetricsSource {
   mode: AttachMode;
 }
 
-const LISTENER_LABELS = ["namespace", "gateway", "listener", "protocol", "port", "address"] as const;
+const LISTENER_LABELS = [
+  "namespace",
+  "gateway",
+  "listener",
+  "protocol",
+  "port",
+  "address",
+] as const;
 type ListenerLabels = Record<(typeof LISTENER_LABELS)[number], string>;
 
 const tlsLabels = (ref: ListenerRef, address: string): ListenerLabels => ({
@@ -50,27 +57,71 @@ export class AgentMetrics {
   private readonly tlsCounters: Record<TlsEvent, Counter>;
   private scrape: Promise<DataplaneStats | undefined> | undefined;
 
-  constructor(private readonly source: MetricsSource, private readonly onScrapeError: (error: unknown) => void = () => {}) {
+  constructor(
+    private readonly source: MetricsSource,
+    private readonly onScrapeError: (error: unknown) => void = () => {},
+  ) {
     const registers = [this.registry];
-    this.applies = new Counter({ name: "blixt_agent_applies_total", help: "Applies of DataplaneConfigs to the maps that changed something or failed", registers });
-    this.applyErrors = new Counter({ name: "blixt_agent_apply_errors_total", help: "Applies that failed (the previous tables kept serving)", registers });
+    this.applies = new Counter({
+      name: "blixt_agent_applies_total",
+      help: "Applies of DataplaneConfigs to the maps that changed something or failed",
+      registers,
+    });
+    this.applyErrors = new Counter({
+      name: "blixt_agent_apply_errors_total",
+      help: "Applies that failed (the previous tables kept serving)",
+      registers,
+    });
     this.applyDuration = new Histogram({
       name: "blixt_agent_apply_duration_seconds",
       help: "Time from reading the maps back to the end of the bpftool batch",
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
-    this.scrapeErrors = new Counter({ name: "blixt_agent_scrape_errors_total", help: "Scrapes that could not read the dataplane's counters", registers });
-    this.relists = new Counter({ name: "blixt_agent_relists_total", help: "Lists of every DataplaneConfig by reason (start, periodic, retry after a failed one); the agent's view is replaced by each", labelNames: ["reason"], registers });
-    this.relistErrors = new Counter({ name: "blixt_agent_relist_errors_total", help: "Relists that failed (the agent kept its last view and lists again soon)", labelNames: ["reason"], registers });
-    const tlsCounter = (name: string, help: string) => new Counter({ name, help, labelNames: LISTENER_LABELS, registers });
+    this.scrapeErrors = new Counter({
+      name: "blixt_agent_scrape_errors_total",
+      help: "Scrapes that could not read the dataplane's counters",
+      registers,
+    });
+    this.relists = new Counter({
+      name: "blixt_agent_relists_total",
+      help: "Lists of every DataplaneConfig by reason (start, periodic, retry after a failed one); the agent's view is replaced by each",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.relistErrors = new Counter({
+      name: "blixt_agent_relist_errors_total",
+      help: "Relists that failed (the agent kept its last view and lists again soon)",
+      labelNames: ["reason"],
+      registers,
+    });
+    const tlsCounter = (name: string, help: string) =>
+      new Counter({ name, help, labelNames: LISTENER_LABELS, registers });
     this.tlsCounters = {
-      connection: tlsCounter("blixt_tls_connections_total", "Connections an HTTPS listener's TLS terminator on this node completed the handshake for and forwarded to a backend"),
-      handshake_failure: tlsCounter("blixt_tls_handshake_failures_total", "TLS handshakes that failed on an HTTPS listener's terminator on this node"),
-      backend_error: tlsCounter("blixt_tls_backend_errors_total", "Terminated connections whose backend could not be reached (the client's connection is closed)"),
-      handshake_timeout: tlsCounter("blixt_tls_handshake_timeouts_total", "Connections closed because the TLS handshake did not finish within agent.tls.handshakeTimeoutSeconds"),
-      idle_close: tlsCounter("blixt_tls_idle_closes_total", "Terminated connections closed after agent.tls.idleTimeoutSeconds without a byte either way"),
-      refused: tlsCounter("blixt_tls_connections_refused_total", "Connections refused at accept because the listener's terminator had agent.tls.maxConnectionsPerListener open"),
+      connection: tlsCounter(
+        "blixt_tls_connections_total",
+        "Connections an HTTPS listener's TLS terminator on this node completed the handshake for and forwarded to a backend",
+      ),
+      handshake_failure: tlsCounter(
+        "blixt_tls_handshake_failures_total",
+        "TLS handshakes that failed on an HTTPS listener's terminator on this node",
+      ),
+      backend_error: tlsCounter(
+        "blixt_tls_backend_errors_total",
+        "Terminated connections whose backend could not be reached (the client's connection is closed)",
+      ),
+      handshake_timeout: tlsCounter(
+        "blixt_tls_handshake_timeouts_total",
+        "Connections closed because the TLS handshake did not finish within agent.tls.handshakeTimeoutSeconds",
+      ),
+      idle_close: tlsCounter(
+        "blixt_tls_idle_closes_total",
+        "Terminated connections closed after agent.tls.idleTimeoutSeconds without a byte either way",
+      ),
+      refused: tlsCounter(
+        "blixt_tls_connections_refused_total",
+        "Connections refused at accept because the listener's terminator had agent.tls.maxConnectionsPerListener open",
+      ),
     };
     if (source.tlsConnections) {
       const tlsConnections = source.tlsConnections.bind(source);
@@ -81,13 +132,18 @@ export class AgentMetrics {
         registers,
         collect() {
           this.reset();
-          for (const { ref, address, connections } of tlsConnections()) this.set(tlsLabels(ref, address), connections);
+          for (const { ref, address, connections } of tlsConnections())
+            this.set(tlsLabels(ref, address), connections);
         },
       });
     }
 
     // Kernel counters are cumulative already: each scrape sets the counter to the map's value.
-    const fromStats = (name: string, help: string, pick: (s: DataplaneStats["services"][number]) => number) => {
+    const fromStats = (
+      name: string,
+      help: string,
+      pick: (s: DataplaneStats["services"][number]) => number,
+    ) => {
       const self = this;
       new Counter({
         name,
@@ -101,10 +157,22 @@ export class AgentMetrics {
         },
       });
     };
-    fromStats("blixt_listener_packets_total", "Packets to a listener's address and port", (s) => s.packets);
-    fromStats("blixt_listener_bytes_total", "Bytes to a listener's address and port", (s) => s.bytes);
-    fromStats("blixt_listener_new_flows_total", "New flows (conntrack entries created) per listener", (s) => s.newFlows);
-    fromStats("blixt_listener_rejects_total", "New flows refused per listener (TCP RST, UDP drop): no backend, or the invalid backendRefs' share", (s) => s.rejects);
+    fromStats(
+      "blixt_listener_packets_total",
+      "Packets to a listener's address and port",
+      s => s.packets,
+    );
+    fromStats("blixt_listener_bytes_total", "Bytes to a listener's address and port", s => s.bytes);
+    fromStats(
+      "blixt_listener_new_flows_total",
+      "New flows (conntrack entries created) per listener",
+      s => s.newFlows,
+    );
+    fromStats(
+      "blixt_listener_rejects_total",
+      "New flows refused per listener (TCP RST, UDP drop): no backend, or the invalid backendRefs' share",
+      s => s.rejects,
+    );
 
     const self = this;
     new Counter({
@@ -115,7 +183,8 @@ export class AgentMetrics {
       async collect() {
         const stats = await self.readStats();
         this.reset();
-        for (const [reason, count] of Object.entries(stats?.reasons ?? {})) this.inc({ reason }, count);
+        for (const [reason, count] of Object.entries(stats?.reasons ?? {}))
+          this.inc({ reason }, count);
       },
     });
     if (source.arpCounters) {
@@ -177,17 +246,19 @@ export class AgentMetrics {
         this.set(source.ready() ? 1 : 0);
       },
     });
-    new Gauge({ name: "blixt_agent_attach_info", help: "The interface the programs are attached to, and how", labelNames: ["interface", "mode"], registers }).set(
-      { interface: source.iface, mode: source.mode },
-      1,
-    );
+    new Gauge({
+      name: "blixt_agent_attach_info",
+      help: "The interface the programs are attached to, and how",
+      labelNames: ["interface", "mode"],
+      registers,
+    }).set({ interface: source.iface, mode: source.mode }, 1);
   }
 
   /** One read of the maps per scrape, shared by every counter that needs it. */
   private readStats(): Promise<DataplaneStats | undefined> {
     this.scrape ??= this.source
       .stats()
-      .catch((error) => {
+      .catch(error => {
         this.scrapeErrors.inc();
         this.onScrapeError(error);
         return undefined;
@@ -227,7 +298,12 @@ export class AgentMetrics {
 }
 
 /** Serves /metrics, /healthz and /readyz; resolves once listening. */
-export async function serveMetrics(opts: { metrics: AgentMetrics; ready: () => boolean; port: number; host?: string }): Promise<Server> {
+export async function serveMetrics(opts: {
+  metrics: AgentMetrics;
+  ready: () => boolean;
+  port: number;
+  host?: string;
+}): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
@@ -236,11 +312,18 @@ export async function serveMetrics(opts: { metrics: AgentMetrics; ready: () => b
     };
     if (req.method !== "GET" && req.method !== "HEAD") return reply(405, "only GET\n");
     if (path === "/healthz") return reply(200, "ok\n");
-    if (path === "/readyz") return opts.ready() ? reply(200, "ready\n") : reply(503, "not ready: the maps have not converged to the DataplaneConfigs yet\n");
+    if (path === "/readyz")
+      return opts.ready()
+        ? reply(200, "ready\n")
+        : reply(503, "not ready: the maps have not converged to the DataplaneConfigs yet\n");
     if (path === "/metrics") {
       opts.metrics.registry.metrics().then(
-        (text) => reply(200, text, opts.metrics.registry.contentType),
-        (error: unknown) => reply(500, `reading metrics failed: ${error instanceof Error ? error.message : String(error)}\n`),
+        text => reply(200, text, opts.metrics.registry.contentType),
+        (error: unknown) =>
+          reply(
+            500,
+            `reading metrics failed: ${error instanceof Error ? error.message : String(error)}\n`,
+          ),
       );
       return;
     }

@@ -21,14 +21,16 @@ interface Route {
 /** The interface of the default route with the lowest metric, from `ip -j route show default`. */
 export function defaultRouteInterface(routes: Route[]): string | undefined {
   return routes
-    .filter((r) => r.dst === "default" && r.dev)
+    .filter(r => r.dst === "default" && r.dev)
     .sort((a, b) => (a.metric ?? 0) - (b.metric ?? 0))[0]?.dev;
 }
 
 export function parseRequestedMode(value: string | undefined): RequestedMode {
   const mode = (value ?? "auto").trim() || "auto";
   if (!(REQUESTED_MODES as readonly string[]).includes(mode)) {
-    throw new Error(`BLIXT_ATTACH_MODE="${value}" is not an attach mode; set it to one of ${REQUESTED_MODES.join(", ")} (auto: TC on a veth, native XDP elsewhere)`);
+    throw new Error(
+      `BLIXT_ATTACH_MODE="${value}" is not an attach mode; set it to one of ${REQUESTED_MODES.join(", ")} (auto: TC on a veth, native XDP elsewhere)`,
+    );
   }
   return mode as RequestedMode;
 }
@@ -40,16 +42,24 @@ export async function ensureBpffs(mountPoint = "/sys/fs/bpf"): Promise<void> {
   await execa("mkdir", ["-p", mountPoint]);
   const r = await execa("mount", ["-t", "bpf", "bpf", mountPoint], { reject: false });
   if (r.exitCode !== 0) {
-    throw new Error(`mounting bpffs on ${mountPoint} failed: ${r.stderr.trim()}; the agent needs a privileged container with ${mountPoint} mounted from the host`);
+    throw new Error(
+      `mounting bpffs on ${mountPoint} failed: ${r.stderr.trim()}; the agent needs a privileged container with ${mountPoint} mounted from the host`,
+    );
   }
 }
 
 /** The configured interface, or the default route's. */
-export async function ingressInterface(configured: string | undefined, netns?: string): Promise<string> {
+export async function ingressInterface(
+  configured: string | undefined,
+  netns?: string,
+): Promise<string> {
   if (configured?.trim()) return configured.trim();
   const stdout = await ip(["-j", "route", "show", "default"], netns);
   const iface = defaultRouteInterface(JSON.parse(stdout || "[]") as Route[]);
-  if (!iface) throw new Error("no default route on this node, so no ingress interface to attach to; set BLIXT_INTERFACE to the interface Gateway traffic arrives on");
+  if (!iface)
+    throw new Error(
+      "no default route on this node, so no ingress interface to attach to; set BLIXT_INTERFACE to the interface Gateway traffic arrives on",
+    );
   return iface;
 }
 
@@ -68,10 +78,14 @@ interface AddressInfo {
 
 /** The first global IPv4 address in `ip -j addr show dev IFACE` output, if any. */
 export function firstIPv4(links: { addr_info?: AddressInfo[] }[]): string | undefined {
-  return links.flatMap((l) => l.addr_info ?? []).find((a) => a.family === "inet" && a.scope === "global" && a.local)?.local;
+  return links
+    .flatMap(l => l.addr_info ?? [])
+    .find(a => a.family === "inet" && a.scope === "global" && a.local)?.local;
 }
 
 /** The node's own IPv4 address on the ingress interface: where HTTPS listeners' TLS terminators listen. */
 export async function interfaceAddress(iface: string, netns?: string): Promise<string | undefined> {
-  return firstIPv4(JSON.parse((await ip(["-j", "-4", "addr", "show", "dev", iface], netns)) || "[]"));
+  return firstIPv4(
+    JSON.parse((await ip(["-j", "-4", "addr", "show", "dev", iface], netns)) || "[]"),
+  );
 }

@@ -27,14 +27,22 @@ const version = (v: string | undefined): number => {
  * arrived while the list was in flight is newer: a config the list holds in an older version,
  * or one created after the list was taken (absent from it, version above the list's).
  */
-export function mergeRelist(current: Iterable<DataplaneConfig>, listed: ListedConfigs): DataplaneConfig[] {
+export function mergeRelist(
+  current: Iterable<DataplaneConfig>,
+  listed: ListedConfigs,
+): DataplaneConfig[] {
   const listVersion = version(listed.resourceVersion);
-  const merged = new Map<ConfigKey, DataplaneConfig>(listed.items.map((c) => [configKey(c), c]));
+  const merged = new Map<ConfigKey, DataplaneConfig>(listed.items.map(c => [configKey(c), c]));
   for (const seen of current) {
     const key = configKey(seen);
     const inList = merged.get(key);
     const seenVersion = version(seen.metadata?.resourceVersion);
-    if (inList ? seenVersion > version(inList.metadata?.resourceVersion) : listVersion > 0 && seenVersion > listVersion) merged.set(key, seen);
+    if (
+      inList
+        ? seenVersion > version(inList.metadata?.resourceVersion)
+        : listVersion > 0 && seenVersion > listVersion
+    )
+      merged.set(key, seen);
   }
   return [...merged.values()];
 }
@@ -83,7 +91,10 @@ export class Relister {
     } catch (error) {
       this.opts.onRelist?.(reason, false);
       const message = error instanceof Error ? error.message : String(error);
-      this.opts.log?.error({ reason, error: message }, "listing DataplaneConfigs failed; the agent keeps its last view and lists again soon");
+      this.opts.log?.error(
+        { reason, error: message },
+        "listing DataplaneConfigs failed; the agent keeps its last view and lists again soon",
+      );
       if (!this.stopped && !this.retryTimer) {
         this.retryTimer = setTimeout(() => {
           this.retryTimer = undefined;

@@ -9,7 +9,13 @@ import { Agent, type ConvergeResult } from "./loop.js";
 import type { AgentLog } from "./log.js";
 import { acknowledge, listDataplaneConfigsAt } from "./kube.js";
 import { Relister } from "./relist.js";
-import { ensureBpffs, ingressInterface, interfaceAddress, linkKind, parseRequestedMode } from "./node.js";
+import {
+  ensureBpffs,
+  ingressInterface,
+  interfaceAddress,
+  linkKind,
+  parseRequestedMode,
+} from "./node.js";
 import { readSecret } from "./kube.js";
 import { TlsListeners } from "./tls/listeners.js";
 import { tlsLimits, type TlsLimits } from "./tls/terminator.js";
@@ -49,12 +55,16 @@ export const CONNTRACK_ENV: Readonly<Record<keyof ConntrackTimeouts, string>> = 
 /** Settings from the environment; throws naming the variable that is wrong. Pure. */
 export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
   const nodeName = env.NODE_NAME?.trim();
-  if (!nodeName) throw new Error("NODE_NAME is not set: the agent needs its node's name (set it from the downward API, fieldRef spec.nodeName)");
+  if (!nodeName)
+    throw new Error(
+      "NODE_NAME is not set: the agent needs its node's name (set it from the downward API, fieldRef spec.nodeName)",
+    );
   const int = (name: string, fallback: number, min: number, max: number) => {
     const raw = env[name]?.trim();
     if (!raw) return fallback;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}="${raw}" must be an integer in ${min}..${max}`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new Error(`${name}="${raw}" must be an integer in ${min}..${max}`);
     return n;
   };
   return {
@@ -68,7 +78,10 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     resyncMs: int("BLIXT_RESYNC_SECONDS", 30, 0, 86_400) * 1000,
     relistMs: int("BLIXT_RELIST_SECONDS", 300, 0, 86_400) * 1000,
     conntrack: Object.fromEntries(
-      Object.entries(CONNTRACK_ENV).map(([field, name]) => [field, int(name, CONNTRACK_TIMEOUT_DEFAULTS[field as keyof ConntrackTimeouts], 1, 0xffffffff)]),
+      Object.entries(CONNTRACK_ENV).map(([field, name]) => [
+        field,
+        int(name, CONNTRACK_TIMEOUT_DEFAULTS[field as keyof ConntrackTimeouts], 1, 0xffffffff),
+      ]),
     ) as unknown as ConntrackTimeouts,
     metricsAddress: metricsAddress(env.BLIXT_METRICS_ADDRESS),
     tlsLimits: tlsLimits(env),
@@ -79,16 +92,29 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
 function metricsAddress(raw: string | undefined): string {
   const address = raw?.trim();
   if (!address) return "127.0.0.1";
-  if (!isIP(address)) throw new Error(`BLIXT_METRICS_ADDRESS="${address}" is not an IP address; set it to the address /metrics and the probes should use (the chart's agent.metricsBindAddress; empty there means the node's own IP)`);
+  if (!isIP(address))
+    throw new Error(
+      `BLIXT_METRICS_ADDRESS="${address}" is not an IP address; set it to the address /metrics and the probes should use (the chart's agent.metricsBindAddress; empty there means the node's own IP)`,
+    );
   return address;
 }
 
 /** Where HTTPS listeners' TLS terminators listen: the node's own address on the ingress interface. */
-async function tlsHost(iface: string, netns: string | undefined): Promise<string | { error: string }> {
+async function tlsHost(
+  iface: string,
+  netns: string | undefined,
+): Promise<string | { error: string }> {
   // Sockets open in the agent's own network namespace, which the dataplane's DNAT cannot reach.
-  if (netns) return { error: `TLS termination needs the agent inside the node's network namespace, but BLIXT_NETNS="${netns}" is set` };
+  if (netns)
+    return {
+      error: `TLS termination needs the agent inside the node's network namespace, but BLIXT_NETNS="${netns}" is set`,
+    };
   const address = await interfaceAddress(iface).catch(() => undefined);
-  return address ?? { error: `interface ${iface} has no global IPv4 address for the TLS terminators to listen on; give it one or set BLIXT_INTERFACE to the interface that has the node's address` };
+  return (
+    address ?? {
+      error: `interface ${iface} has no global IPv4 address for the TLS terminators to listen on; give it one or set BLIXT_INTERFACE to the interface that has the node's address`,
+    }
+  );
 }
 
 export interface RunningAgent {
@@ -109,21 +135,46 @@ export interface StartOptions {
   beforeFirstConverge?: (agent: Agent, listed: DataplaneConfig[]) => void;
 }
 
-export async function startAgent(settings: AgentSettings, { log, beforeFirstConverge }: StartOptions): Promise<RunningAgent> {
-  await ensureBpffs(settings.pinDir.startsWith("/sys/fs/bpf/") ? "/sys/fs/bpf" : dirname(settings.pinDir));
+export async function startAgent(
+  settings: AgentSettings,
+  { log, beforeFirstConverge }: StartOptions,
+): Promise<RunningAgent> {
+  await ensureBpffs(
+    settings.pinDir.startsWith("/sys/fs/bpf/") ? "/sys/fs/bpf" : dirname(settings.pinDir),
+  );
   const iface = await ingressInterface(settings.iface, settings.netns);
   const kind = await linkKind(iface, settings.netns);
   const mode = pickMode(settings.requestedMode, kind);
-  const dataplane = new Dataplane({ pinDir: settings.pinDir, objDir: settings.objDir, netns: settings.netns, xdpMode: mode === "xdpgeneric" ? "generic" : "native" });
+  const dataplane = new Dataplane({
+    pinDir: settings.pinDir,
+    objDir: settings.objDir,
+    netns: settings.netns,
+    xdpMode: mode === "xdpgeneric" ? "generic" : "native",
+  });
   // Reuses pinned maps: conntrack and services survive the restart, traffic never stopped.
   await dataplane.load();
   // Before attaching, so the first packet this agent's programs see is judged by these timeouts.
   await dataplane.setConntrackTimeouts(settings.conntrack);
   await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
-  log.info({ node: settings.nodeName, interface: iface, mode, why: modeReason(settings.requestedMode, kind), pinDir: settings.pinDir }, "dataplane attached");
+  log.info(
+    {
+      node: settings.nodeName,
+      interface: iface,
+      mode,
+      why: modeReason(settings.requestedMode, kind),
+      pinDir: settings.pinDir,
+    },
+    "dataplane attached",
+  );
 
   let metrics: AgentMetrics | undefined;
-  const tls = new TlsListeners({ host: await tlsHost(iface, settings.netns), readSecret, onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event), log, limits: settings.tlsLimits });
+  const tls = new TlsListeners({
+    host: await tlsHost(iface, settings.netns),
+    readSecret,
+    onEvent: (ref, address, event) => metrics?.observeTls(ref, address, event),
+    log,
+    limits: settings.tlsLimits,
+  });
   const agent = new Agent({
     nodeName: settings.nodeName,
     dataplane,
@@ -133,11 +184,14 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     resyncMs: settings.resyncMs,
     conntrack: settings.conntrack,
     tls,
-    onApply: (result) => metrics?.observeApply(result),
+    onApply: result => metrics?.observeApply(result),
     // Taking an address over: tell the segment now rather than when neighbours' caches expire.
-    onTakeover: async (addresses) => {
+    onTakeover: async addresses => {
       for (const address of addresses) await dataplane.announce(iface, address);
-      log.info({ addresses, interface: iface }, "announced taken-over Gateway addresses (gratuitous ARP)");
+      log.info(
+        { addresses, interface: iface },
+        "announced taken-over Gateway addresses (gratuitous ARP)",
+      );
     },
   });
   metrics = new AgentMetrics(
@@ -147,14 +201,23 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
       conntrackEntries: async () => (await dataplane.conntrack()).length,
       conntrackCounters: () => dataplane.conntrackCounters(),
       tlsConnections: () => tls.openConnections(),
-      listener: (s) => agent.listener(s),
+      listener: s => agent.listener(s),
       ready: () => agent.ready,
       iface,
       mode,
     },
-    (error) => log.error({ error: error instanceof Error ? error.message : String(error) }, "reading dataplane counters failed"),
+    error =>
+      log.error(
+        { error: error instanceof Error ? error.message : String(error) },
+        "reading dataplane counters failed",
+      ),
   );
-  const server = await serveMetrics({ metrics, ready: () => agent.ready, port: settings.metricsPort, host: settings.metricsAddress });
+  const server = await serveMetrics({
+    metrics,
+    ready: () => agent.ready,
+    port: settings.metricsPort,
+    host: settings.metricsAddress,
+  });
 
   const listed = (await listDataplaneConfigsAt()).items;
   agent.replaceAll(listed);
@@ -171,7 +234,10 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
   agent.start();
   relister.start();
   const first = await agent.converge();
-  log.info({ ok: first.ok, changes: first.changes, seconds: first.seconds }, first.ok ? "converged; ready" : "first converge failed; retrying, not ready");
+  log.info(
+    { ok: first.ok, changes: first.changes, seconds: first.seconds },
+    first.ok ? "converged; ready" : "first converge failed; retrying, not ready",
+  );
 
   return {
     agent,
@@ -183,7 +249,7 @@ export async function startAgent(settings: AgentSettings, { log, beforeFirstConv
     relister,
     stop: async () => {
       await relister.stop();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>(resolve => server.close(() => resolve()));
       await agent.stop();
     },
   };

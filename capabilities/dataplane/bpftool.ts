@@ -34,13 +34,21 @@ async function run(argv: string[], what: string, opts: RunOptions = {}, allowFai
   const full = [...netnsPrefix(opts.netns), ...argv];
   const result = await execa(full[0], full.slice(1), { reject: false, stdin: "ignore" });
   if (result.exitCode !== 0 && !allowFail) {
-    throw new BpftoolError(full.join(" "), `${result.stderr}${result.stdout ? `\n${result.stdout}` : ""}`, what);
+    throw new BpftoolError(
+      full.join(" "),
+      `${result.stderr}${result.stdout ? `\n${result.stdout}` : ""}`,
+      what,
+    );
   }
   return result;
 }
 
 /** bpftool -j ARGS, parsed; throws with the command and stderr on failure. */
-export async function bpftoolJson(args: string[], what: string, opts: RunOptions = {}): Promise<unknown> {
+export async function bpftoolJson(
+  args: string[],
+  what: string,
+  opts: RunOptions = {},
+): Promise<unknown> {
   const { stdout } = await run([opts.bpftool ?? "bpftool", "-j", ...args], what, opts);
   return stdout.trim() ? JSON.parse(stdout) : null;
 }
@@ -59,33 +67,85 @@ export interface LoadAllOptions extends RunOptions {
 }
 
 export async function loadAll(o: LoadAllOptions): Promise<void> {
-  const reuse = Object.entries(o.reuse ?? {}).flatMap(([name, path]) => ["map", "name", name, "pinned", path]);
-  await run([o.bpftool ?? "bpftool", "prog", "loadall", o.object, o.progDir, ...reuse, "pinmaps", o.pinMaps], `loading ${o.object}`, o);
+  const reuse = Object.entries(o.reuse ?? {}).flatMap(([name, path]) => [
+    "map",
+    "name",
+    name,
+    "pinned",
+    path,
+  ]);
+  await run(
+    [
+      o.bpftool ?? "bpftool",
+      "prog",
+      "loadall",
+      o.object,
+      o.progDir,
+      ...reuse,
+      "pinmaps",
+      o.pinMaps,
+    ],
+    `loading ${o.object}`,
+    o,
+  );
 }
 
 // ---- attach -----------------------------------------------------------------------------------
 
 export type XdpMode = "native" | "generic" | "auto";
-const XDP_ATTACH_TYPE: Record<XdpMode, string> = { native: "xdpdrv", generic: "xdpgeneric", auto: "xdp" };
+const XDP_ATTACH_TYPE: Record<XdpMode, string> = {
+  native: "xdpdrv",
+  generic: "xdpgeneric",
+  auto: "xdp",
+};
 
 /** Attaches (or replaces in place) the XDP program on a device. */
-export async function attachXdp(progPin: string, iface: string, mode: XdpMode, opts: RunOptions = {}): Promise<void> {
-  await run([opts.bpftool ?? "bpftool", "net", "attach", XDP_ATTACH_TYPE[mode], "pinned", progPin, "dev", iface, "overwrite"], `attaching XDP (${mode}) to ${iface}`, opts);
+export async function attachXdp(
+  progPin: string,
+  iface: string,
+  mode: XdpMode,
+  opts: RunOptions = {},
+): Promise<void> {
+  await run(
+    [
+      opts.bpftool ?? "bpftool",
+      "net",
+      "attach",
+      XDP_ATTACH_TYPE[mode],
+      "pinned",
+      progPin,
+      "dev",
+      iface,
+      "overwrite",
+    ],
+    `attaching XDP (${mode}) to ${iface}`,
+    opts,
+  );
 }
 
 /** Removes whatever XDP program is on a device, native or generic; no error if there is none. */
 export async function detachXdp(iface: string, opts: RunOptions = {}): Promise<void> {
   for (const type of ["xdpdrv", "xdpgeneric"]) {
-    await run([opts.bpftool ?? "bpftool", "net", "detach", type, "dev", iface], `detaching XDP from ${iface}`, opts, true);
+    await run(
+      [opts.bpftool ?? "bpftool", "net", "detach", type, "dev", iface],
+      `detaching XDP from ${iface}`,
+      opts,
+      true,
+    );
   }
 }
 
 /** XDP attach type the device has now, if any. */
-export async function xdpMode(iface: string, opts: RunOptions = {}): Promise<"native" | "generic" | undefined> {
-  const out = (await bpftoolJson(["net", "show", "dev", iface], `listing programs on ${iface}`, opts)) as
-    | { xdp?: { devname: string; mode: string }[] }[]
-    | null;
-  const entry = out?.[0]?.xdp?.find((x) => x.devname === iface);
+export async function xdpMode(
+  iface: string,
+  opts: RunOptions = {},
+): Promise<"native" | "generic" | undefined> {
+  const out = (await bpftoolJson(
+    ["net", "show", "dev", iface],
+    `listing programs on ${iface}`,
+    opts,
+  )) as { xdp?: { devname: string; mode: string }[] }[] | null;
+  const entry = out?.[0]?.xdp?.find(x => x.devname === iface);
   if (!entry) return undefined;
   return entry.mode === "generic" ? "generic" : "native";
 }
@@ -95,23 +155,73 @@ export type TcDirection = "ingress" | "egress";
 export const TC_PREF = 0xb1;
 export const TC_HANDLE = 1;
 
-export async function attachTc(progPin: string, iface: string, direction: TcDirection, opts: RunOptions = {}): Promise<void> {
+export async function attachTc(
+  progPin: string,
+  iface: string,
+  direction: TcDirection,
+  opts: RunOptions = {},
+): Promise<void> {
   await run(["tc", "qdisc", "replace", "dev", iface, "clsact"], `adding clsact to ${iface}`, opts);
   await run(
-    ["tc", "filter", "replace", "dev", iface, direction, "pref", String(TC_PREF), "handle", String(TC_HANDLE), "bpf", "direct-action", "object-pinned", progPin],
+    [
+      "tc",
+      "filter",
+      "replace",
+      "dev",
+      iface,
+      direction,
+      "pref",
+      String(TC_PREF),
+      "handle",
+      String(TC_HANDLE),
+      "bpf",
+      "direct-action",
+      "object-pinned",
+      progPin,
+    ],
     `attaching TC ${direction} to ${iface}`,
     opts,
   );
 }
 
 /** Removes blixt's filter; no error if it is not there. The clsact qdisc stays for others. */
-export async function detachTc(iface: string, direction: TcDirection, opts: RunOptions = {}): Promise<void> {
-  await run(["tc", "filter", "delete", "dev", iface, direction, "pref", String(TC_PREF), "handle", String(TC_HANDLE), "bpf"], `detaching TC ${direction} from ${iface}`, opts, true);
+export async function detachTc(
+  iface: string,
+  direction: TcDirection,
+  opts: RunOptions = {},
+): Promise<void> {
+  await run(
+    [
+      "tc",
+      "filter",
+      "delete",
+      "dev",
+      iface,
+      direction,
+      "pref",
+      String(TC_PREF),
+      "handle",
+      String(TC_HANDLE),
+      "bpf",
+    ],
+    `detaching TC ${direction} from ${iface}`,
+    opts,
+    true,
+  );
 }
 
 /** Whether blixt's TC filter is on a device in that direction. */
-export async function hasTc(iface: string, direction: TcDirection, opts: RunOptions = {}): Promise<boolean> {
-  const r = await run(["tc", "filter", "show", "dev", iface, direction, "pref", String(TC_PREF)], `listing TC ${direction} on ${iface}`, opts, true);
+export async function hasTc(
+  iface: string,
+  direction: TcDirection,
+  opts: RunOptions = {},
+): Promise<boolean> {
+  const r = await run(
+    ["tc", "filter", "show", "dev", iface, direction, "pref", String(TC_PREF)],
+    `listing TC ${direction} on ${iface}`,
+    opts,
+    true,
+  );
   return r.exitCode === 0 && /\bbpf\b/.test(r.stdout);
 }
 
@@ -119,9 +229,11 @@ export async function hasTc(iface: string, direction: TcDirection, opts: RunOpti
 
 export const mapUpdateLine = (pin: string, key: string[], value: string[]): string =>
   ["map", "update", "pinned", pin, "key", "hex", ...key, "value", "hex", ...value].join(" ");
-export const mapDeleteLine = (pin: string, key: string[]): string => ["map", "delete", "pinned", pin, "key", "hex", ...key].join(" ");
+export const mapDeleteLine = (pin: string, key: string[]): string =>
+  ["map", "delete", "pinned", pin, "key", "hex", ...key].join(" ");
 /** A batch line that reads one entry; bpftool stops the batch at a key that is absent. */
-export const mapLookupLine = (pin: string, key: string[]): string => ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" ");
+export const mapLookupLine = (pin: string, key: string[]): string =>
+  ["map", "lookup", "pinned", pin, "key", "hex", ...key].join(" ");
 
 interface BatchResult {
   command: string[];
@@ -140,17 +252,24 @@ const BATCH_WORDS = 100_000;
  * size allows (see BATCH_WORDS). bpftool stops at the first failing line, and so does this: no
  * later run starts. The error names that line.
  */
-export async function batch(lines: string[], what: string, opts: RunOptions = {}): Promise<unknown[]> {
+export async function batch(
+  lines: string[],
+  what: string,
+  opts: RunOptions = {},
+): Promise<unknown[]> {
   if (lines.length === 0) return [];
   // The batch format is one command per line, split on blanks: a path may contain neither.
-  const broken = lines.find((line) => /[\n\r]/.test(line));
-  if (broken !== undefined) throw new Error(`${what}: batch command contains a line break: ${JSON.stringify(broken)}`);
+  const broken = lines.find(line => /[\n\r]/.test(line));
+  if (broken !== undefined)
+    throw new Error(`${what}: batch command contains a line break: ${JSON.stringify(broken)}`);
   const outputs: unknown[] = [];
   for (let first = 0; first < lines.length; ) {
     let last = first;
     let words = 0;
-    while (last < lines.length && (last === first || words + wordCount(lines[last]) <= BATCH_WORDS)) words += wordCount(lines[last++]);
-    for (const output of await batchRun(lines.slice(first, last), first, lines.length, what, opts)) outputs.push(output);
+    while (last < lines.length && (last === first || words + wordCount(lines[last]) <= BATCH_WORDS))
+      words += wordCount(lines[last++]);
+    for (const output of await batchRun(lines.slice(first, last), first, lines.length, what, opts))
+      outputs.push(output);
     first = last;
   }
   return outputs;
@@ -163,7 +282,13 @@ function wordCount(line: string): number {
 }
 
 /** One `bpftool -j batch file` run of lines[offset..], for batch(). */
-async function batchRun(lines: string[], offset: number, total: number, what: string, opts: RunOptions): Promise<unknown[]> {
+async function batchRun(
+  lines: string[],
+  offset: number,
+  total: number,
+  what: string,
+  opts: RunOptions,
+): Promise<unknown[]> {
   const dir = await mkdtemp(join(tmpdir(), "blixt-batch-"));
   const file = join(dir, "commands");
   try {
@@ -176,13 +301,20 @@ async function batchRun(lines: string[], offset: number, total: number, what: st
     } catch {
       /* bpftool died before printing JSON: report its stderr below */
     }
-    const failed = results.find((x) => x.output && typeof x.output === "object" && "error" in (x.output as object));
+    const failed = results.find(
+      x => x.output && typeof x.output === "object" && "error" in (x.output as object),
+    );
     if (r.exitCode !== 0 || failed) {
-      const detail = failed ? `line ${offset + results.indexOf(failed) + 1} (${failed.command.join(" ").slice(0, 200)}): ${(failed.output as { error: string }).error}` : r.stderr;
-      const count = total === lines.length ? `${total} commands` : `commands ${offset + 1}-${offset + lines.length} of ${total}`;
+      const detail = failed
+        ? `line ${offset + results.indexOf(failed) + 1} (${failed.command.join(" ").slice(0, 200)}): ${(failed.output as { error: string }).error}`
+        : r.stderr;
+      const count =
+        total === lines.length
+          ? `${total} commands`
+          : `commands ${offset + 1}-${offset + lines.length} of ${total}`;
       throw new BpftoolError(`${command.join(" ")} (${count})`, detail, what);
     }
-    return results.map((x) => x.output);
+    return results.map(x => x.output);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -205,25 +337,41 @@ interface RawEntry {
   formatted?: MapEntry["formatted"];
 }
 
-const toBytes = (words: string[]) => Uint8Array.from(words, (w) => Number.parseInt(w, 16));
+const toBytes = (words: string[]) => Uint8Array.from(words, w => Number.parseInt(w, 16));
 
 function entryOf(raw: RawEntry): MapEntry {
   return {
     key: toBytes(raw.key),
     value: raw.value ? toBytes(raw.value) : undefined,
-    values: raw.values ? raw.values.map((v) => toBytes(v.value)) : undefined,
+    values: raw.values ? raw.values.map(v => toBytes(v.value)) : undefined,
     formatted: raw.formatted,
   };
 }
 
 export async function mapDump(pin: string, opts: RunOptions = {}): Promise<MapEntry[]> {
-  const out = (await bpftoolJson(["map", "dump", "pinned", pin], `dumping map ${pin}`, opts)) as RawEntry[] | null;
+  const out = (await bpftoolJson(["map", "dump", "pinned", pin], `dumping map ${pin}`, opts)) as
+    | RawEntry[]
+    | null;
   return (out ?? []).map(entryOf);
 }
 
 /** One entry, or undefined when the key is absent. */
-export async function mapLookup(pin: string, key: string[], opts: RunOptions = {}): Promise<MapEntry | undefined> {
-  const argv = [opts.bpftool ?? "bpftool", "-j", "map", "lookup", "pinned", pin, "key", "hex", ...key];
+export async function mapLookup(
+  pin: string,
+  key: string[],
+  opts: RunOptions = {},
+): Promise<MapEntry | undefined> {
+  const argv = [
+    opts.bpftool ?? "bpftool",
+    "-j",
+    "map",
+    "lookup",
+    "pinned",
+    pin,
+    "key",
+    "hex",
+    ...key,
+  ];
   const r = await run(argv, `looking up in ${pin}`, opts, true);
   if (r.exitCode !== 0) {
     // bpftool -j reports an absent key as `null` on stdout with nothing on stderr.
@@ -243,26 +391,53 @@ export interface ProgRunResult {
 }
 
 /** Runs a program on each packet, all in one bpftool process; `repeat` runs each that many times. */
-export async function progRunMany(progPin: string, packets: Uint8Array[], opts: RunOptions & { repeat?: number } = {}): Promise<ProgRunResult[]> {
+export async function progRunMany(
+  progPin: string,
+  packets: Uint8Array[],
+  opts: RunOptions & { repeat?: number } = {},
+): Promise<ProgRunResult[]> {
   const dir = await mkdtemp(join(tmpdir(), "blixt-run-"));
   try {
     const lines: string[] = [];
     await Promise.all(packets.map((p, i) => writeFile(join(dir, `in${i}`), p)));
     packets.forEach((_, i) => {
       const repeat = opts.repeat && opts.repeat > 1 ? ["repeat", String(opts.repeat)] : [];
-      lines.push(["prog", "run", "pinned", progPin, "data_in", join(dir, `in${i}`), "data_out", join(dir, `out${i}`), ...repeat].join(" "));
+      lines.push(
+        [
+          "prog",
+          "run",
+          "pinned",
+          progPin,
+          "data_in",
+          join(dir, `in${i}`),
+          "data_out",
+          join(dir, `out${i}`),
+          ...repeat,
+        ].join(" "),
+      );
     });
-    const outputs = (await batch(lines, `running ${progPin}`, opts)) as { retval: number; duration: number }[];
+    const outputs = (await batch(lines, `running ${progPin}`, opts)) as {
+      retval: number;
+      duration: number;
+    }[];
     // Awaited here, not returned: `finally` must not remove the files before they are read.
     return await Promise.all(
-      outputs.map(async (o, i) => ({ retval: o.retval, duration: o.duration, dataOut: new Uint8Array(await readFile(join(dir, `out${i}`))) })),
+      outputs.map(async (o, i) => ({
+        retval: o.retval,
+        duration: o.duration,
+        dataOut: new Uint8Array(await readFile(join(dir, `out${i}`))),
+      })),
     );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-export async function progRun(progPin: string, packet: Uint8Array, opts: RunOptions & { repeat?: number } = {}): Promise<ProgRunResult> {
+export async function progRun(
+  progPin: string,
+  packet: Uint8Array,
+  opts: RunOptions & { repeat?: number } = {},
+): Promise<ProgRunResult> {
   return (await progRunMany(progPin, [packet], opts))[0];
 }
 
@@ -281,16 +456,32 @@ export interface LinkInfo {
 
 /** The one link in `ip -j -d link show dev IF` output. Throws naming the device when the JSON lacks it. */
 export function parseLink(iface: string, json: string): LinkInfo {
-  const links = JSON.parse(json || "[]") as { ifname?: string; ifindex?: number; address?: string; link_type?: string; linkinfo?: { info_kind?: string } }[];
-  const link = links.find((l) => l.ifname === iface) ?? links[0];
+  const links = JSON.parse(json || "[]") as {
+    ifname?: string;
+    ifindex?: number;
+    address?: string;
+    link_type?: string;
+    linkinfo?: { info_kind?: string };
+  }[];
+  const link = links.find(l => l.ifname === iface) ?? links[0];
   if (!link || !Number.isInteger(link.ifindex)) {
     throw new Error(`device ${iface}: \`ip -j -d link show\` gave no ifindex for it`);
   }
-  return { ifname: link.ifname ?? iface, ifindex: link.ifindex!, mac: (link.address ?? "").toLowerCase(), kind: link.linkinfo?.info_kind, linkType: link.link_type };
+  return {
+    ifname: link.ifname ?? iface,
+    ifindex: link.ifindex!,
+    mac: (link.address ?? "").toLowerCase(),
+    kind: link.linkinfo?.info_kind,
+    linkType: link.link_type,
+  };
 }
 
 /** ifindex, MAC and kind of a device (in opts.netns, if given). */
 export async function linkInfo(iface: string, opts: RunOptions = {}): Promise<LinkInfo> {
-  const r = await run(["ip", "-j", "-d", "link", "show", "dev", iface], `reading device ${iface}`, opts);
+  const r = await run(
+    ["ip", "-j", "-d", "link", "show", "dev", iface],
+    `reading device ${iface}`,
+    opts,
+  );
   return parseLink(iface, r.stdout);
 }

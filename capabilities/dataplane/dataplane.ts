@@ -16,7 +16,13 @@ import type { RunOptions, XdpMode } from "./bpftool.js";
 import { sendGratuitousArp, type GratuitousArpOptions } from "./garp.js";
 import { MAGLEV_MAX_SIZE } from "./maglev.js";
 import type { AttachMode } from "./mode.js";
-import { applyLines, emptyDiff, mapsSnapshot, type DataplaneDiff, type MapsSnapshot } from "./lines.js";
+import {
+  applyLines,
+  emptyDiff,
+  mapsSnapshot,
+  type DataplaneDiff,
+  type MapsSnapshot,
+} from "./lines.js";
 import { sampleChunks, serviceName, validateServiceSpec, type ServiceSpec } from "./tables.js";
 import {
   ADDR_F_ANNOUNCE,
@@ -123,20 +129,41 @@ async function readEpochCounter(pin: (m: MapName) => string): Promise<number> {
 const CHUNK_READS_PER_BATCH = 128;
 
 /** Reads a few chunks of every live table, a slice of services per batch. */
-async function readChunks(pin: string, services: { tableId: number; tableSize: number }[]): Promise<Map<number, Uint16Array | undefined>[]> {
-  const wanted = services.map((s) => sampleChunks(s.tableSize).map((chunk) => ({ chunk, key: hex(encodeTableKey({ tableId: s.tableId, index: chunk })) })));
+async function readChunks(
+  pin: string,
+  services: { tableId: number; tableSize: number }[],
+): Promise<Map<number, Uint16Array | undefined>[]> {
+  const wanted = services.map(s =>
+    sampleChunks(s.tableSize).map(chunk => ({
+      chunk,
+      key: hex(encodeTableKey({ tableId: s.tableId, index: chunk })),
+    })),
+  );
   const result: Map<number, Uint16Array | undefined>[] = [];
   for (let first = 0; first < wanted.length; ) {
     // Whole services per slice, at least one.
     let last = first;
     let lookups = 0;
-    while (last < wanted.length && (last === first || lookups + wanted[last].length <= CHUNK_READS_PER_BATCH)) lookups += wanted[last++].length;
+    while (
+      last < wanted.length &&
+      (last === first || lookups + wanted[last].length <= CHUNK_READS_PER_BATCH)
+    )
+      lookups += wanted[last++].length;
     const slice = wanted.slice(first, last);
     const lines = slice.flat().map(({ key }) => bpftool.mapLookupLine(pin, key));
     try {
-      const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as { value: string[] }[];
+      const outputs = (await bpftool.batch(lines, "reading Maglev table chunks")) as {
+        value: string[];
+      }[];
       let i = 0;
-      for (const chunks of slice) result.push(new Map(chunks.map(({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const)));
+      for (const chunks of slice)
+        result.push(
+          new Map(
+            chunks.map(
+              ({ chunk }) => [chunk, decodeTableChunk(fromBpftoolHex(outputs[i++].value))] as const,
+            ),
+          ),
+        );
     } catch {
       // bpftool stops a batch at the first missing key, so a damaged slice is read chunk by
       // chunk, one service at a time (never a process per chunk all at once).
@@ -156,7 +183,7 @@ async function readChunks(pin: string, services: { tableId: number; tableSize: n
 
 /** What `bpftool -j map lookup` prints for a per-CPU map: one value per possible CPU. */
 type PerCpuLookup = { values: { value: string[] }[] };
-const perCpu = (o: PerCpuLookup) => o.values.map((v) => fromBpftoolHex(v.value));
+const perCpu = (o: PerCpuLookup) => o.values.map(v => fromBpftoolHex(v.value));
 
 const exists = (path: string) =>
   stat(path).then(
@@ -175,7 +202,10 @@ export class Dataplane {
     this.objDir = opts.objDir ?? fileURLToPath(new URL("../../bpf", import.meta.url));
     this.netns = opts.netns;
     this.xdpMode = opts.xdpMode ?? "native";
-    if (/\s/.test(this.pinDir)) throw new Error(`Dataplane: pinDir "${this.pinDir}" must not contain whitespace (bpftool batch splits lines on blanks)`);
+    if (/\s/.test(this.pinDir))
+      throw new Error(
+        `Dataplane: pinDir "${this.pinDir}" must not contain whitespace (bpftool batch splits lines on blanks)`,
+      );
   }
 
   mapPin(name: MapName): string {
@@ -201,19 +231,31 @@ export class Dataplane {
     await mkdir(mapDir, { recursive: true });
     await mkdir(progDir, { recursive: true });
     const reuse: Record<string, string> = {};
-    for (const name of MAP_NAMES) if (await exists(this.mapPin(name))) reuse[name] = this.mapPin(name);
+    for (const name of MAP_NAMES)
+      if (await exists(this.mapPin(name))) reuse[name] = this.mapPin(name);
     // A map of an older layout nothing loaded from here reads any more (attached programs keep
     // theirs alive until attach() replaces them). Its services' tables are rewritten by the
     // agent's next pass, which finds their chunks missing.
     for (const name of RETIRED_MAP_NAMES) await rm(join(mapDir, name), { force: true });
 
     // A load that died half-way leaves its staging pins behind; they hold maps and programs alive.
-    for (const entry of await readdir(this.pinDir)) if (entry.startsWith("staging-")) await rm(join(this.pinDir, entry), { recursive: true, force: true });
-    const stage = join(this.pinDir, `staging-${process.pid}-${Date.now()}` /* bpffs refuses names with a dot */);
+    for (const entry of await readdir(this.pinDir))
+      if (entry.startsWith("staging-"))
+        await rm(join(this.pinDir, entry), { recursive: true, force: true });
+    const stage = join(
+      this.pinDir,
+      `staging-${process.pid}-${Date.now()}` /* bpffs refuses names with a dot */,
+    );
     await mkdir(stage);
     try {
-      await bpftool.loadAll({ object: join(this.objDir, OBJECT_FILE), progDir: join(stage, "progs"), pinMaps: join(stage, "maps"), reuse });
-      for (const name of MAP_NAMES) if (!reuse[name]) await rename(join(stage, "maps", name), this.mapPin(name));
+      await bpftool.loadAll({
+        object: join(this.objDir, OBJECT_FILE),
+        progDir: join(stage, "progs"),
+        pinMaps: join(stage, "maps"),
+        reuse,
+      });
+      for (const name of MAP_NAMES)
+        if (!reuse[name]) await rename(join(stage, "maps", name), this.mapPin(name));
       // rename() over an existing pin replaces it in one step.
       for (const name of PROG_NAMES) await rename(join(stage, "progs", name), this.progPin(name));
     } finally {
@@ -227,7 +269,8 @@ export class Dataplane {
     // The MAC goes in before the program runs, so the first ARP request already gets an answer.
     // A device that cannot be read is left to the attach below, whose error names it.
     const link = await bpftool.linkInfo(iface, opts).catch(() => undefined);
-    if (link?.linkType === "ether") await this.setInterface({ ifindex: link.ifindex, mac: link.mac });
+    if (link?.linkType === "ether")
+      await this.setInterface({ ifindex: link.ifindex, mac: link.mac });
     if (mode === "xdp") {
       await bpftool.attachXdp(this.progPin("blixt_xdp_ingress"), iface, this.xdpMode, opts);
       await bpftool.detachTc(iface, "ingress", opts);
@@ -261,19 +304,26 @@ export class Dataplane {
     if (!Number.isInteger(entry.ifindex) || entry.ifindex < 1 || entry.ifindex > 0xffffffff) {
       throw new Error(`setInterface: ifindex must be a positive integer, got ${entry.ifindex}`);
     }
-    const line = bpftool.mapUpdateLine(this.mapPin("blixt_ifaces"), hex(encodeIndexKey(entry.ifindex)), hex(encodeInterfaceValue(entry.mac)));
+    const line = bpftool.mapUpdateLine(
+      this.mapPin("blixt_ifaces"),
+      hex(encodeIndexKey(entry.ifindex)),
+      hex(encodeInterfaceValue(entry.mac)),
+    );
     await bpftool.batch([line], `recording the MAC of ifindex ${entry.ifindex}`);
   }
 
   async removeInterface(ifindex: number): Promise<void> {
     const pin = this.mapPin("blixt_ifaces");
     if (!(await bpftool.mapLookup(pin, hex(encodeIndexKey(ifindex))))) return;
-    await bpftool.batch([bpftool.mapDeleteLine(pin, hex(encodeIndexKey(ifindex)))], `forgetting ifindex ${ifindex}`);
+    await bpftool.batch(
+      [bpftool.mapDeleteLine(pin, hex(encodeIndexKey(ifindex)))],
+      `forgetting ifindex ${ifindex}`,
+    );
   }
 
   async interfaces(): Promise<InterfaceEntry[]> {
     return (await bpftool.mapDump(this.mapPin("blixt_ifaces")))
-      .map((e) => ({ ifindex: decodeIndexKey(e.key), mac: decodeInterfaceValue(e.value!).mac }))
+      .map(e => ({ ifindex: decodeIndexKey(e.key), mac: decodeInterfaceValue(e.value!).mac }))
       .sort((a, b) => a.ifindex - b.ifindex);
   }
 
@@ -282,11 +332,16 @@ export class Dataplane {
    * lists and, unless `chunks` is false, sampled chunks): the input of every write (apply).
    */
   async readMaps(opts: { chunks?: boolean } = {}): Promise<MapsSnapshot> {
-    const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch] = await Promise.all([
-      Promise.all((["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map((m) => bpftool.mapDump(this.mapPin(m)))),
-      readEpochCounter((m) => this.mapPin(m)),
-    ]);
-    const services = serviceEntries.map((e) => decodeServiceValue(e.value!));
+    const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch] =
+      await Promise.all([
+        Promise.all(
+          (["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map(m =>
+            bpftool.mapDump(this.mapPin(m)),
+          ),
+        ),
+        readEpochCounter(m => this.mapPin(m)),
+      ]);
+    const services = serviceEntries.map(e => decodeServiceValue(e.value!));
     // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
     // Without chunks (opts.chunks false) a table is judged by its size and backend list alone.
     const chunks =
@@ -294,9 +349,21 @@ export class Dataplane {
         ? undefined
         : await readChunks(
             this.mapPin("blixt_mg_chunks"),
-            services.map((s) => ({ tableId: s.tableId, tableSize: s.tableSize <= MAGLEV_MAX_SIZE ? s.tableSize : 0 })),
+            services.map(s => ({
+              tableId: s.tableId,
+              tableSize: s.tableSize <= MAGLEV_MAX_SIZE ? s.tableSize : 0,
+            })),
           );
-    return mapsSnapshot({ services: serviceEntries, backends: backendEntries, addresses: addressEntries, tableBackends: tableBackendEntries }, epoch, chunks);
+    return mapsSnapshot(
+      {
+        services: serviceEntries,
+        backends: backendEntries,
+        addresses: addressEntries,
+        tableBackends: tableBackendEntries,
+      },
+      epoch,
+      chunks,
+    );
   }
 
   /**
@@ -305,8 +372,18 @@ export class Dataplane {
    * Every write goes through here: the node agent's passes and each single change below.
    * Returns the number of bpftool commands it took.
    */
-  async apply(diff: DataplaneDiff, snapshot: MapsSnapshot, opts: { tolerant?: boolean; recheckAll?: boolean; what?: string } = {}): Promise<number> {
-    const lines = applyLines((m) => this.mapPin(m), diff, snapshot, opts.tolerant ?? false, opts.recheckAll ?? false);
+  async apply(
+    diff: DataplaneDiff,
+    snapshot: MapsSnapshot,
+    opts: { tolerant?: boolean; recheckAll?: boolean; what?: string } = {},
+  ): Promise<number> {
+    const lines = applyLines(
+      m => this.mapPin(m),
+      diff,
+      snapshot,
+      opts.tolerant ?? false,
+      opts.recheckAll ?? false,
+    );
     await bpftool.batch(lines, opts.what ?? "applying DataplaneConfigs to the maps");
     return lines.length;
   }
@@ -315,7 +392,9 @@ export class Dataplane {
   async setService(spec: ServiceSpec): Promise<void> {
     validateServiceSpec(spec);
     const snapshot = await this.readMaps({ chunks: false });
-    await this.apply({ ...emptyDiff(), set: [spec] }, snapshot, { what: `programming service ${serviceName(spec)}` });
+    await this.apply({ ...emptyDiff(), set: [spec] }, snapshot, {
+      what: `programming service ${serviceName(spec)}`,
+    });
   }
 
   /** Removes one service, if present, through apply(). */
@@ -323,31 +402,44 @@ export class Dataplane {
     const key = { vip, port, proto };
     const snapshot = await this.readMaps({ chunks: false });
     if (!snapshot.states.has(serviceName(key))) return;
-    await this.apply({ ...emptyDiff(), remove: [key] }, snapshot, { what: `deleting service ${serviceName(key)}` });
+    await this.apply({ ...emptyDiff(), remove: [key] }, snapshot, {
+      what: `deleting service ${serviceName(key)}`,
+    });
   }
 
   async listServices(): Promise<ServiceSpec[]> {
     const { actual } = await this.readMaps({ chunks: false });
     return actual.services
-      .map(({ vip, port, proto, backends, rejectWeight }) => ({ vip, port, proto, backends, rejectWeight }))
+      .map(({ vip, port, proto, backends, rejectWeight }) => ({
+        vip,
+        port,
+        proto,
+        backends,
+        rejectWeight,
+      }))
       .sort((a, b) => (serviceName(a) < serviceName(b) ? -1 : 1));
   }
 
   /** Makes the Gateway-address set exactly `addresses`; flags of addresses already present are kept. */
   async setAddresses(addresses: string[]): Promise<void> {
     addresses.forEach((a, i) => {
-      if (!isIPv4(a)) throw new Error(`setAddresses: addresses[${i}] "${a}" must be an IPv4 address literal`);
+      if (!isIPv4(a))
+        throw new Error(`setAddresses: addresses[${i}] "${a}" must be an IPv4 address literal`);
     });
     const snapshot = await this.readMaps({ chunks: false });
-    const present = new Set(snapshot.actual.addresses.map((a) => a.ip));
+    const present = new Set(snapshot.actual.addresses.map(a => a.ip));
     const wanted = new Set(addresses);
-    const upsert = [...wanted].filter((ip) => !present.has(ip)).map((ip) => ({ ip, announce: false }));
-    const remove = [...present].filter((ip) => !wanted.has(ip));
-    await this.apply({ ...emptyDiff(), addresses: { upsert, remove } }, snapshot, { what: "setting Gateway addresses" });
+    const upsert = [...wanted].filter(ip => !present.has(ip)).map(ip => ({ ip, announce: false }));
+    const remove = [...present].filter(ip => !wanted.has(ip));
+    await this.apply({ ...emptyDiff(), addresses: { upsert, remove } }, snapshot, {
+      what: "setting Gateway addresses",
+    });
   }
 
   async addresses(): Promise<string[]> {
-    return (await bpftool.mapDump(this.mapPin("blixt_addrs"))).map((e) => decodeAddressKey(e.key)).sort();
+    return (await bpftool.mapDump(this.mapPin("blixt_addrs")))
+      .map(e => decodeAddressKey(e.key))
+      .sort();
   }
 
   /**
@@ -357,21 +449,29 @@ export class Dataplane {
    */
   async setAnnounced(addresses: string[]): Promise<void> {
     const snapshot = await this.readMaps({ chunks: false });
-    const present = new Map(snapshot.actual.addresses.map((a) => [a.ip, a.announce]));
+    const present = new Map(snapshot.actual.addresses.map(a => [a.ip, a.announce]));
     addresses.forEach((a, i) => {
-      if (!isIPv4(a)) throw new Error(`setAnnounced: addresses[${i}] "${a}" must be an IPv4 address literal`);
-      if (!present.has(a)) throw new Error(`setAnnounced: ${a} is not a Gateway address in ${this.mapPin("blixt_addrs")}; add it with setAddresses first`);
+      if (!isIPv4(a))
+        throw new Error(`setAnnounced: addresses[${i}] "${a}" must be an IPv4 address literal`);
+      if (!present.has(a))
+        throw new Error(
+          `setAnnounced: ${a} is not a Gateway address in ${this.mapPin("blixt_addrs")}; add it with setAddresses first`,
+        );
     });
     const wanted = new Set(addresses);
-    const upsert = [...present].filter(([ip, announce]) => wanted.has(ip) !== announce).map(([ip]) => ({ ip, announce: wanted.has(ip) }));
-    await this.apply({ ...emptyDiff(), addresses: { upsert, remove: [] } }, snapshot, { what: "setting announced Gateway addresses" });
+    const upsert = [...present]
+      .filter(([ip, announce]) => wanted.has(ip) !== announce)
+      .map(([ip]) => ({ ip, announce: wanted.has(ip) }));
+    await this.apply({ ...emptyDiff(), addresses: { upsert, remove: [] } }, snapshot, {
+      what: "setting announced Gateway addresses",
+    });
   }
 
   /** The Gateway addresses this node answers ARP for. */
   async announced(): Promise<string[]> {
     return (await bpftool.mapDump(this.mapPin("blixt_addrs")))
-      .filter((e) => decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE)
-      .map((e) => decodeAddressKey(e.key))
+      .filter(e => decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE)
+      .map(e => decodeAddressKey(e.key))
       .sort();
   }
 
@@ -380,11 +480,21 @@ export class Dataplane {
    * Dataplane's netns): call it when the node takes the address over, so neighbours move to it
    * at once. Refuses an address the programs would not answer ARP for.
    */
-  async announce(iface: string, address: string, opts: Omit<GratuitousArpOptions, "netns"> = {}): Promise<void> {
-    if (!isIPv4(address)) throw new Error(`announce: address "${address}" must be an IPv4 address literal`);
-    const entry = await bpftool.mapLookup(this.mapPin("blixt_addrs"), hex(encodeAddressKey(address)));
+  async announce(
+    iface: string,
+    address: string,
+    opts: Omit<GratuitousArpOptions, "netns"> = {},
+  ): Promise<void> {
+    if (!isIPv4(address))
+      throw new Error(`announce: address "${address}" must be an IPv4 address literal`);
+    const entry = await bpftool.mapLookup(
+      this.mapPin("blixt_addrs"),
+      hex(encodeAddressKey(address)),
+    );
     if (!entry || !(decodeAddressValue(entry.value!).flags & ADDR_F_ANNOUNCE)) {
-      throw new Error(`announce: ${address} is not announced by this node (no ADDR_F_ANNOUNCE entry in ${this.mapPin("blixt_addrs")}); setAnnounced first, or a gratuitous ARP would draw traffic the node does not answer ARP for`);
+      throw new Error(
+        `announce: ${address} is not announced by this node (no ADDR_F_ANNOUNCE entry in ${this.mapPin("blixt_addrs")}); setAnnounced first, or a gratuitous ARP would draw traffic the node does not answer ARP for`,
+      );
     }
     const link = await bpftool.linkInfo(iface, this.attachOpts);
     await sendGratuitousArp(iface, link.mac, address, { ...opts, netns: this.netns });
@@ -392,14 +502,24 @@ export class Dataplane {
 
   /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */
   async arpCounters(): Promise<Record<ArpCounter, number>> {
-    const lines = ARP_COUNTERS.map((_, i) => bpftool.mapLookupLine(this.mapPin("blixt_arp_stats"), hex(encodeIndexKey(i))));
+    const lines = ARP_COUNTERS.map((_, i) =>
+      bpftool.mapLookupLine(this.mapPin("blixt_arp_stats"), hex(encodeIndexKey(i))),
+    );
     const outputs = (await bpftool.batch(lines, "reading ARP counters")) as PerCpuLookup[];
-    return Object.fromEntries(ARP_COUNTERS.map((c, i) => [c, perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)])) as Record<ArpCounter, number>;
+    return Object.fromEntries(
+      ARP_COUNTERS.map((c, i) => [
+        c,
+        perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0),
+      ]),
+    ) as Record<ArpCounter, number>;
   }
 
   /** The conntrack timeouts the programs use (blixt_ct_config; a field never written reads as its compiled default). */
   async conntrackTimeouts(): Promise<ConntrackTimeouts> {
-    const entry = await bpftool.mapLookup(this.mapPin("blixt_ct_config"), hex(encodeIndexKey(CT_CONFIG_KEY)));
+    const entry = await bpftool.mapLookup(
+      this.mapPin("blixt_ct_config"),
+      hex(encodeIndexKey(CT_CONFIG_KEY)),
+    );
     return decodeConntrackConfig(entry?.value ?? new Uint8Array(16));
   }
 
@@ -412,50 +532,79 @@ export class Dataplane {
     const value = encodeConntrackConfig(timeouts);
     const current = await this.conntrackTimeouts();
     if (hex(encodeConntrackConfig(current)).join(" ") === hex(value).join(" ")) return false;
-    const line = bpftool.mapUpdateLine(this.mapPin("blixt_ct_config"), hex(encodeIndexKey(CT_CONFIG_KEY)), hex(value));
+    const line = bpftool.mapUpdateLine(
+      this.mapPin("blixt_ct_config"),
+      hex(encodeIndexKey(CT_CONFIG_KEY)),
+      hex(value),
+    );
     await bpftool.batch([line], "writing the conntrack timeouts");
     return true;
   }
 
   /** Conntrack counters (bpf/maps.h enum blixt_ct_counter), summed over CPUs. */
   async conntrackCounters(): Promise<Record<ConntrackCounter, number>> {
-    const lines = CT_COUNTERS.map((_, i) => bpftool.mapLookupLine(this.mapPin("blixt_ct_stats"), hex(encodeIndexKey(i))));
+    const lines = CT_COUNTERS.map((_, i) =>
+      bpftool.mapLookupLine(this.mapPin("blixt_ct_stats"), hex(encodeIndexKey(i))),
+    );
     const outputs = (await bpftool.batch(lines, "reading conntrack counters")) as PerCpuLookup[];
-    return Object.fromEntries(CT_COUNTERS.map((c, i) => [c, perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)])) as Record<ConntrackCounter, number>;
+    return Object.fromEntries(
+      CT_COUNTERS.map((c, i) => [
+        c,
+        perCpu(outputs[i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0),
+      ]),
+    ) as Record<ConntrackCounter, number>;
   }
 
   /** Entries of both conntrack tables: blixt_ct4 (confirmed flows) and blixt_ct4_new (unconfirmed, bpf/conntrack.h). */
   async conntrack(): Promise<ConntrackEntry[]> {
-    const tables = await Promise.all((["blixt_ct4", "blixt_ct4_new"] as const).map((m) => bpftool.mapDump(this.mapPin(m))));
-    return tables.flatMap((entries, table) => entries.map((e) => {
-      const k = decodeConntrackKey(e.key);
-      const v = decodeConntrackValue(e.value!);
-      return {
-        confirmed: table === 0,
-        direction: v.direction,
-        proto: k.proto,
-        saddr: k.saddr,
-        sport: k.sport,
-        daddr: k.daddr,
-        dport: k.dport,
-        natAddr: v.addr,
-        natPort: v.port,
-        svcId: v.svcId,
-        epoch: v.epoch,
-        lastSeenNs: Number(v.lastSeenNs),
-      };
-    }));
+    const tables = await Promise.all(
+      (["blixt_ct4", "blixt_ct4_new"] as const).map(m => bpftool.mapDump(this.mapPin(m))),
+    );
+    return tables.flatMap((entries, table) =>
+      entries.map(e => {
+        const k = decodeConntrackKey(e.key);
+        const v = decodeConntrackValue(e.value!);
+        return {
+          confirmed: table === 0,
+          direction: v.direction,
+          proto: k.proto,
+          saddr: k.saddr,
+          sport: k.sport,
+          daddr: k.daddr,
+          dport: k.dport,
+          natAddr: v.addr,
+          natPort: v.port,
+          svcId: v.svcId,
+          epoch: v.epoch,
+          lastSeenNs: Number(v.lastSeenNs),
+        };
+      }),
+    );
   }
 
   async stats(): Promise<DataplaneStats> {
     // Per-CPU arrays always hold every index: look up the ids in use instead of dumping 16k entries.
-    const services = (await bpftool.mapDump(this.mapPin("blixt_services"))).map((e) => ({ key: decodeServiceKey(e.key), svcId: decodeServiceValue(e.value!).svcId }));
-    const lookup = (m: MapName, i: number) => bpftool.mapLookupLine(this.mapPin(m), hex(encodeIndexKey(i)));
-    const lines = [...services.map((s) => lookup("blixt_svc_stats", s.svcId)), ...REASONS.map((_, i) => lookup("blixt_reasons", i))];
+    const services = (await bpftool.mapDump(this.mapPin("blixt_services"))).map(e => ({
+      key: decodeServiceKey(e.key),
+      svcId: decodeServiceValue(e.value!).svcId,
+    }));
+    const lookup = (m: MapName, i: number) =>
+      bpftool.mapLookupLine(this.mapPin(m), hex(encodeIndexKey(i)));
+    const lines = [
+      ...services.map(s => lookup("blixt_svc_stats", s.svcId)),
+      ...REASONS.map((_, i) => lookup("blixt_reasons", i)),
+    ];
     const outputs = (await bpftool.batch(lines, "reading counters")) as PerCpuLookup[];
-    const serviceStats = services.map(({ key, svcId }, i) => ({ ...key, svcId, ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)) }));
+    const serviceStats = services.map(({ key, svcId }, i) => ({
+      ...key,
+      svcId,
+      ...sumCounters(perCpu(outputs[i]).map(decodeServiceCounters)),
+    }));
     const reasons = Object.fromEntries(
-      REASONS.map((r, i) => [r, perCpu(outputs[services.length + i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0)]),
+      REASONS.map((r, i) => [
+        r,
+        perCpu(outputs[services.length + i]).reduce((sum, b) => sum + decodeReasonCounter(b), 0),
+      ]),
     ) as Record<Reason, number>;
     return { services: serviceStats, reasons };
   }
@@ -463,7 +612,8 @@ export class Dataplane {
   /** Removes every pin under pinDir (maps, programs). Attached programs stay attached until detach(). */
   async unpin(): Promise<void> {
     if (!(await exists(this.pinDir))) return;
-    for (const entry of await readdir(this.pinDir)) await rm(join(this.pinDir, entry), { recursive: true, force: true });
+    for (const entry of await readdir(this.pinDir))
+      await rm(join(this.pinDir, entry), { recursive: true, force: true });
     await rm(this.pinDir, { recursive: true, force: true });
   }
 }

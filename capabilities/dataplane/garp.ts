@@ -30,7 +30,10 @@ const MIN_FRAME = 60;
  * neighbours update an entry they hold for the address from it (arp_process, "is_garp").
  */
 export function gratuitousArpFrame(mac: string, address: string): Uint8Array {
-  if (!isIPv4(address)) throw new Error(`gratuitous ARP from ${mac}: address "${address}" must be an IPv4 address literal`);
+  if (!isIPv4(address))
+    throw new Error(
+      `gratuitous ARP from ${mac}: address "${address}" must be an IPv4 address literal`,
+    );
   const hw = macBytesOf(mac);
   const ip = Uint8Array.from(address.split("."), Number);
   const frame = new Uint8Array(MIN_FRAME);
@@ -51,7 +54,10 @@ export function gratuitousArpFrame(mac: string, address: string): Uint8Array {
 
 /** socat's arguments that copy stdin, one write per frame, onto the interface as raw frames. */
 export function socatArgs(iface: string): string[] {
-  if (!IFNAME_RE.test(iface)) throw new Error(`gratuitous ARP: interface "${iface}" is not a Linux interface name (1-15 characters, no blanks, "/", ":", "," or "!")`);
+  if (!IFNAME_RE.test(iface))
+    throw new Error(
+      `gratuitous ARP: interface "${iface}" is not a Linux interface name (1-15 characters, no blanks, "/", ":", "," or "!")`,
+    );
   return ["-u", "STDIN", `INTERFACE:${iface}`];
 }
 
@@ -61,21 +67,33 @@ export function socatArgs(iface: string): string[] {
  */
 export function addressesTakenOver(before: Iterable<string>, after: Iterable<string>): string[] {
   const had = new Set(before);
-  return [...new Set(after)].filter((a) => !had.has(a)).sort();
+  return [...new Set(after)].filter(a => !had.has(a)).sort();
 }
 
 /** Sends the announcement out of `iface`, whose MAC is `mac`; throws with socat's own complaint. */
-export async function sendGratuitousArp(iface: string, mac: string, address: string, opts: GratuitousArpOptions = {}): Promise<void> {
+export async function sendGratuitousArp(
+  iface: string,
+  mac: string,
+  address: string,
+  opts: GratuitousArpOptions = {},
+): Promise<void> {
   const count = opts.count ?? 1;
-  if (!Number.isInteger(count) || count < 1 || count > 10) throw new Error(`gratuitous ARP for ${address} on ${iface}: count must be an integer in 1..10, got ${count}`);
+  if (!Number.isInteger(count) || count < 1 || count > 10)
+    throw new Error(
+      `gratuitous ARP for ${address} on ${iface}: count must be an integer in 1..10, got ${count}`,
+    );
   const frame = gratuitousArpFrame(mac, address);
   const argv = [...netnsPrefix(opts.netns), opts.socat ?? "socat", ...socatArgs(iface)];
   for (let i = 0; i < count; i++) {
     // One frame per process: socat writes what one read returns, and a pipe write this small is one read.
     const r = await execa(argv[0], argv.slice(1), { reject: false, input: frame });
     if (r.exitCode === 0) continue;
-    const missing = (r.cause as { code?: string } | undefined)?.code === "ENOENT" || /No such file or directory/.test(r.stderr) && /exec|socat/.test(r.stderr);
+    const missing =
+      (r.cause as { code?: string } | undefined)?.code === "ENOENT" ||
+      (/No such file or directory/.test(r.stderr) && /exec|socat/.test(r.stderr));
     const hint = missing ? "; install the Debian package socat" : "";
-    throw new Error(`gratuitous ARP for ${address} on ${iface}: \`${argv.join(" ")}\` failed: ${r.stderr.trim() || r.shortMessage}${hint}`);
+    throw new Error(
+      `gratuitous ARP for ${address} on ${iface}: \`${argv.join(" ")}\` failed: ${r.stderr.trim() || r.shortMessage}${hint}`,
+    );
   }
 }

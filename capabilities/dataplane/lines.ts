@@ -42,7 +42,16 @@ import {
   type ServiceValue,
   type TableKey,
 } from "./maps.js";
-import { mergeBackends, serviceName, serviceTable, validateServiceSpec, type Backend, type ServiceSpec, type ServiceTable, type TableEntry } from "./tables.js";
+import {
+  mergeBackends,
+  serviceName,
+  serviceTable,
+  validateServiceSpec,
+  type Backend,
+  type ServiceSpec,
+  type ServiceTable,
+  type TableEntry,
+} from "./tables.js";
 
 export interface ServiceState {
   value: ServiceValue;
@@ -53,32 +62,67 @@ export interface ServiceState {
 }
 
 /** The table id a service's next table is written under: the one its live table does not use. */
-export const spareTableId = (svcId: number, current?: ServiceState): number => tableIdOf(svcId, current?.value.tableId === tableIdOf(svcId, 0) ? 1 : 0);
+export const spareTableId = (svcId: number, current?: ServiceState): number =>
+  tableIdOf(svcId, current?.value.tableId === tableIdOf(svcId, 0) ? 1 : 0);
 
 /** Lines that write a whole table under `tableId`: its backend list, then its chunks. */
-export function tableWriteLines(pin: (m: MapName) => string, tableId: number, table: ServiceTable): string[] {
+export function tableWriteLines(
+  pin: (m: MapName) => string,
+  tableId: number,
+  table: ServiceTable,
+): string[] {
   const lines: string[] = [];
   table.backends.forEach((entry, index) => {
-    const value = entry === "reject" ? encodeTableBackend({ reject: true }) : encodeTableBackend(entry);
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index })), hex(value)));
+    const value =
+      entry === "reject" ? encodeTableBackend({ reject: true }) : encodeTableBackend(entry);
+    lines.push(
+      bpftool.mapUpdateLine(
+        pin("blixt_mg_backs"),
+        hex(encodeTableKey({ tableId, index })),
+        hex(value),
+      ),
+    );
   });
   for (let chunk = 0; chunk < chunkCount(table.tableSize); chunk++) {
-    const indexes = table.slots.subarray(chunk * CHUNK_SLOTS, Math.min(table.tableSize, (chunk + 1) * CHUNK_SLOTS));
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk })), hex(encodeTableChunk(indexes))));
+    const indexes = table.slots.subarray(
+      chunk * CHUNK_SLOTS,
+      Math.min(table.tableSize, (chunk + 1) * CHUNK_SLOTS),
+    );
+    lines.push(
+      bpftool.mapUpdateLine(
+        pin("blixt_mg_chunks"),
+        hex(encodeTableKey({ tableId, index: chunk })),
+        hex(encodeTableChunk(indexes)),
+      ),
+    );
   }
   return lines;
 }
 
 /** Lines that delete a table every entry of which is present: its backend list, then its chunks. */
-export function tableDeleteLines(pin: (m: MapName) => string, tableId: number, tableSize: number, tableBackends: number[]): string[] {
-  const lines = tableBackends.map((index) => bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))));
-  for (let chunk = 0; chunk < chunkCount(tableSize); chunk++) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk }))));
+export function tableDeleteLines(
+  pin: (m: MapName) => string,
+  tableId: number,
+  tableSize: number,
+  tableBackends: number[],
+): string[] {
+  const lines = tableBackends.map(index =>
+    bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))),
+  );
+  for (let chunk = 0; chunk < chunkCount(tableSize); chunk++)
+    lines.push(
+      bpftool.mapDeleteLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk }))),
+    );
   return lines;
 }
 
 /** The line that gives service `svcId` epoch `epoch` (blixt_svc_epoch; bpf/maps.h says why). */
 export const epochLine = (pin: (m: MapName) => string, svcId: number, epoch: number): string =>
-  bpftool.mapUpdateLine(pin("blixt_svc_epoch"), hex(encodeIndexKey(svcId)), hex(encodeEpoch(epoch)));
+  bpftool.mapUpdateLine(
+    pin("blixt_svc_epoch"),
+    hex(encodeIndexKey(svcId)),
+    hex(encodeEpoch(epoch)),
+  );
 
 /**
  * Hands out service epochs after the last one the maps record (blixt_svc_epoch[EPOCH_COUNTER]).
@@ -112,7 +156,13 @@ export class Epochs {
  * check until the epoch moves, which is why it moves only once everything else is written. A
  * table is a handful of lines: one per backend plus one per CHUNK_SLOTS slots.
  */
-export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpec, svcId: number, current: ServiceState | undefined, epoch: number): string[] {
+export function serviceUpdateLines(
+  pin: (m: MapName) => string,
+  spec: ServiceSpec,
+  svcId: number,
+  current: ServiceState | undefined,
+  epoch: number,
+): string[] {
   validateServiceSpec(spec);
   const backends = mergeBackends(spec.backends);
   const table = serviceTable(backends, spec.rejectWeight);
@@ -120,26 +170,57 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
   const lines: string[] = [];
 
   for (const b of backends) {
-    lines.push(bpftool.mapUpdateLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })), hex(encodeBackendValue(b))));
+    lines.push(
+      bpftool.mapUpdateLine(
+        pin("blixt_backends"),
+        hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })),
+        hex(encodeBackendValue(b)),
+      ),
+    );
   }
   for (const line of tableWriteLines(pin, tableId, table)) lines.push(line);
   if (!current) {
     // A reused id must not inherit a deleted service's counters.
-    lines.push(bpftool.mapUpdateLine(pin("blixt_svc_stats"), hex(encodeIndexKey(svcId)), hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 }))));
+    lines.push(
+      bpftool.mapUpdateLine(
+        pin("blixt_svc_stats"),
+        hex(encodeIndexKey(svcId)),
+        hex(encodeServiceCounters({ packets: 0, bytes: 0, newFlows: 0, rejects: 0 })),
+      ),
+    );
   }
   // The switch: one update of the service entry.
   lines.push(
     bpftool.mapUpdateLine(
       pin("blixt_services"),
       hex(encodeServiceKey(spec)),
-      hex(encodeServiceValue({ svcId, tableId, tableSize: table.tableSize, rejectWeight: spec.rejectWeight })),
+      hex(
+        encodeServiceValue({
+          svcId,
+          tableId,
+          tableSize: table.tableSize,
+          rejectWeight: spec.rejectWeight,
+        }),
+      ),
     ),
   );
   if (current) {
-    for (const line of tableDeleteLines(pin, current.value.tableId, current.value.tableSize, current.tableBackends)) lines.push(line);
-    const keep = new Set(backends.map((b) => `${b.ip}:${b.port}`));
+    for (const line of tableDeleteLines(
+      pin,
+      current.value.tableId,
+      current.value.tableSize,
+      current.tableBackends,
+    ))
+      lines.push(line);
+    const keep = new Set(backends.map(b => `${b.ip}:${b.port}`));
     for (const b of current.backends) {
-      if (!keep.has(`${b.ip}:${b.port}`)) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
+      if (!keep.has(`${b.ip}:${b.port}`))
+        lines.push(
+          bpftool.mapDeleteLine(
+            pin("blixt_backends"),
+            hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })),
+          ),
+        );
     }
   }
   lines.push(epochLine(pin, svcId, epoch));
@@ -150,17 +231,34 @@ export function serviceUpdateLines(pin: (m: MapName) => string, spec: ServiceSpe
  * Lines that remove a service: its entry first (so nothing reaches the table), then a new `epoch`
  * (so no established flow skips the lookup that now fails), then table and backends.
  */
-export function serviceDeleteLines(pin: (m: MapName) => string, key: { vip: string; port: number; proto: Proto }, current: ServiceState, epoch: number): string[] {
+export function serviceDeleteLines(
+  pin: (m: MapName) => string,
+  key: { vip: string; port: number; proto: Proto },
+  current: ServiceState,
+  epoch: number,
+): string[] {
   const { svcId, tableId, tableSize } = current.value;
-  const lines = [bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))), epochLine(pin, svcId, epoch)];
+  const lines = [
+    bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))),
+    epochLine(pin, svcId, epoch),
+  ];
   // A loop, not push(...): a table of tens of thousands of backends would overflow the stack.
-  for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends)) lines.push(line);
-  for (const b of current.backends) lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port }))));
+  for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends))
+    lines.push(line);
+  for (const b of current.backends)
+    lines.push(
+      bpftool.mapDeleteLine(
+        pin("blixt_backends"),
+        hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })),
+      ),
+    );
   return lines;
 }
 
 /** Backend-list keys read back (blixt_mg_backs), grouped: table id → indexes present, ascending. */
-export function tableBackendIndexes(keys: { tableId: number; index: number }[]): Map<number, number[]> {
+export function tableBackendIndexes(
+  keys: { tableId: number; index: number }[],
+): Map<number, number[]> {
   const byTable = new Map<number, number[]>();
   for (const k of keys) {
     const list = byTable.get(k.tableId);
@@ -175,7 +273,9 @@ export function tableBackendIndexes(keys: { tableId: number; index: number }[]):
 export function freeServiceId(used: Iterable<number>): number {
   const taken = new Set(used);
   for (let id = 1; id < MAX_SERVICES; id++) if (!taken.has(id)) return id;
-  throw new Error(`no free service id: all ${MAX_SERVICES - 1} are in use; delete services or raise BLIXT_MAX_SERVICES in bpf/maps.h`);
+  throw new Error(
+    `no free service id: all ${MAX_SERVICES - 1} are in use; delete services or raise BLIXT_MAX_SERVICES in bpf/maps.h`,
+  );
 }
 
 // ---- a change set against what the maps hold ------------------------------------------------
@@ -224,7 +324,12 @@ export interface DataplaneDiff {
 }
 
 /** A diff that changes nothing: what a single write fills in. */
-export const emptyDiff = (): DataplaneDiff => ({ set: [], remove: [], addresses: { upsert: [], remove: [] }, reasons: new Map() });
+export const emptyDiff = (): DataplaneDiff => ({
+  set: [],
+  remove: [],
+  addresses: { upsert: [], remove: [] },
+  reasons: new Map(),
+});
 
 export interface MapsSnapshot {
   actual: ActualState;
@@ -244,7 +349,12 @@ export interface MapsSnapshot {
  * sampled chunks, in the order of `dumps.services`.
  */
 export function mapsSnapshot(
-  dumps: { services: MapEntry[]; backends: MapEntry[]; addresses: MapEntry[]; tableBackends: MapEntry[] },
+  dumps: {
+    services: MapEntry[];
+    backends: MapEntry[];
+    addresses: MapEntry[];
+    tableBackends: MapEntry[];
+  },
   epoch: number,
   chunks?: (Map<number, Uint16Array | undefined> | undefined)[],
 ): MapsSnapshot {
@@ -257,7 +367,7 @@ export function mapsSnapshot(
     else backendsBySvc.set(k.svcId, [k]);
     weights.set(`${k.svcId} ${k.ip}:${k.port}`, decodeBackendValue(e.value!).weight);
   }
-  const tableKeys = dumps.tableBackends.map((e) => decodeTableKey(e.key));
+  const tableKeys = dumps.tableBackends.map(e => decodeTableKey(e.key));
   const listsByTable = new Map<number, Map<number, TableEntry>>();
   dumps.tableBackends.forEach((e, i) => {
     const { tableId, index } = tableKeys[i];
@@ -267,22 +377,50 @@ export function mapsSnapshot(
     listsByTable.set(tableId, list);
   });
   const indexesByTable = tableBackendIndexes(tableKeys);
-  const services = dumps.services.map((e) => ({ key: decodeServiceKey(e.key), value: decodeServiceValue(e.value!) }));
+  const services = dumps.services.map(e => ({
+    key: decodeServiceKey(e.key),
+    value: decodeServiceValue(e.value!),
+  }));
 
   const states = new Map<string, ServiceState>();
   const actual: ActualService[] = services.map(({ key, value }, i) => {
     const backends = (backendsBySvc.get(value.svcId) ?? [])
-      .map((b) => ({ ip: b.ip, port: b.port, weight: weights.get(`${value.svcId} ${b.ip}:${b.port}`)! }))
+      .map(b => ({
+        ip: b.ip,
+        port: b.port,
+        weight: weights.get(`${value.svcId} ${b.ip}:${b.port}`)!,
+      }))
       .sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
-    states.set(serviceName(key), { value, backends, tableBackends: indexesByTable.get(value.tableId) ?? [] });
-    return { ...key, ...value, backends, tableBackends: listsByTable.get(value.tableId) ?? new Map(), chunks: chunks?.[i] };
+    states.set(serviceName(key), {
+      value,
+      backends,
+      tableBackends: indexesByTable.get(value.tableId) ?? [],
+    });
+    return {
+      ...key,
+      ...value,
+      backends,
+      tableBackends: listsByTable.get(value.tableId) ?? new Map(),
+      chunks: chunks?.[i],
+    };
   });
-  const live = new Set(services.map((s) => s.value.svcId));
-  const liveTables = new Set(services.map((s) => s.value.tableId));
-  const orphanBackends = [...backendsBySvc.entries()].filter(([svcId]) => !live.has(svcId)).flatMap(([, keys]) => keys);
-  const orphanTableBackends = tableKeys.filter((k) => !liveTables.has(k.tableId));
-  const addresses = dumps.addresses.map((e) => ({ ip: decodeAddressKey(e.key), announce: (decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE) !== 0 }));
-  return { actual: { services: actual, addresses }, states, orphanBackends, orphanTableBackends, epoch };
+  const live = new Set(services.map(s => s.value.svcId));
+  const liveTables = new Set(services.map(s => s.value.tableId));
+  const orphanBackends = [...backendsBySvc.entries()]
+    .filter(([svcId]) => !live.has(svcId))
+    .flatMap(([, keys]) => keys);
+  const orphanTableBackends = tableKeys.filter(k => !liveTables.has(k.tableId));
+  const addresses = dumps.addresses.map(e => ({
+    ip: decodeAddressKey(e.key),
+    announce: (decodeAddressValue(e.value!).flags & ADDR_F_ANNOUNCE) !== 0,
+  }));
+  return {
+    actual: { services: actual, addresses },
+    states,
+    orphanBackends,
+    orphanTableBackends,
+    epoch,
+  };
 }
 
 /** Most chunks a table can have: what a table id may hold when nothing says how many it does. */
@@ -298,12 +436,20 @@ function append(lines: string[], more: string[]): void {
  * batch there, so each chunk is first written (all zero: backend index 0, whose entry is
  * deleted before, so a packet still reading this table id is rejected) and then deleted.
  */
-function tolerantChunkDeleteLines(pin: (m: MapName) => string, tableId: number, fromChunk: number, toChunk: number): string[] {
+function tolerantChunkDeleteLines(
+  pin: (m: MapName) => string,
+  tableId: number,
+  fromChunk: number,
+  toChunk: number,
+): string[] {
   const zero = hex(encodeTableChunk([]));
   const lines: string[] = [];
   for (let chunk = fromChunk; chunk < Math.min(toChunk, MAX_CHUNKS); chunk++) {
     const key = hex(encodeTableKey({ tableId, index: chunk }));
-    lines.push(bpftool.mapUpdateLine(pin("blixt_mg_chunks"), key, zero), bpftool.mapDeleteLine(pin("blixt_mg_chunks"), key));
+    lines.push(
+      bpftool.mapUpdateLine(pin("blixt_mg_chunks"), key, zero),
+      bpftool.mapDeleteLine(pin("blixt_mg_chunks"), key),
+    );
   }
   return lines;
 }
@@ -321,7 +467,13 @@ function tolerantChunkDeleteLines(pin: (m: MapName) => string, tableId: number, 
  * an agent and after a failed apply, when a batch that stopped half-way may have changed a
  * service without moving its epoch.
  */
-export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, snapshot: MapsSnapshot, tolerant = false, recheckAll = false): string[] {
+export function applyLines(
+  pin: (m: MapName) => string,
+  diff: DataplaneDiff,
+  snapshot: MapsSnapshot,
+  tolerant = false,
+  recheckAll = false,
+): string[] {
   const lines: string[] = [];
   const epochs = new Epochs(snapshot.epoch);
   const orphanIds = new Set<number>();
@@ -331,7 +483,8 @@ export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, sna
   }
   // Entries may still name a service that was removed half-way.
   for (const svcId of orphanIds) lines.push(epochLine(pin, svcId, epochs.next()));
-  for (const k of snapshot.orphanTableBackends) lines.push(bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey(k))));
+  for (const k of snapshot.orphanTableBackends)
+    lines.push(bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey(k))));
 
   for (const key of diff.remove) {
     const current = snapshot.states.get(serviceName(key));
@@ -340,36 +493,78 @@ export function applyLines(pin: (m: MapName) => string, diff: DataplaneDiff, sna
       append(lines, serviceDeleteLines(pin, key, current, epochs.next()));
       continue;
     }
-    append(lines, serviceDeleteLines(pin, key, { ...current, value: { ...current.value, tableSize: 0 } }, epochs.next()));
-    append(lines, tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)));
+    append(
+      lines,
+      serviceDeleteLines(
+        pin,
+        key,
+        { ...current, value: { ...current.value, tableSize: 0 } },
+        epochs.next(),
+      ),
+    );
+    append(
+      lines,
+      tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)),
+    );
   }
 
-  const used = [...snapshot.states.values()].map((s) => s.value.svcId);
+  const used = [...snapshot.states.values()].map(s => s.value.svcId);
   for (const spec of diff.set) {
     const name = serviceName(spec);
     const current = snapshot.states.get(name);
     const svcId = current?.value.svcId ?? freeServiceId(used);
     used.push(svcId);
-    if (tolerant) append(lines, tolerantChunkDeleteLines(pin, spareTableId(svcId, current), chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize), MAX_CHUNKS));
+    if (tolerant)
+      append(
+        lines,
+        tolerantChunkDeleteLines(
+          pin,
+          spareTableId(svcId, current),
+          chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize),
+          MAX_CHUNKS,
+        ),
+      );
     if (current && (tolerant || diff.reasons.get(name) === "table")) {
       // The epoch moves after the old table is gone: the update's own epoch line comes before it.
-      const update = serviceUpdateLines(pin, spec, svcId, { ...current, value: { ...current.value, tableSize: 0 } }, epochs.next());
+      const update = serviceUpdateLines(
+        pin,
+        spec,
+        svcId,
+        { ...current, value: { ...current.value, tableSize: 0 } },
+        epochs.next(),
+      );
       const epoch = update.pop()!;
       append(lines, update);
-      append(lines, tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)));
+      append(
+        lines,
+        tolerantChunkDeleteLines(
+          pin,
+          current.value.tableId,
+          0,
+          chunkCount(current.value.tableSize),
+        ),
+      );
       lines.push(epoch);
     } else {
       append(lines, serviceUpdateLines(pin, spec, svcId, current, epochs.next()));
     }
   }
   if (recheckAll) {
-    const touched = new Set([...diff.set, ...diff.remove].map((s) => serviceName(s)));
-    for (const [name, state] of snapshot.states) if (!touched.has(name)) lines.push(epochLine(pin, state.value.svcId, epochs.next()));
+    const touched = new Set([...diff.set, ...diff.remove].map(s => serviceName(s)));
+    for (const [name, state] of snapshot.states)
+      if (!touched.has(name)) lines.push(epochLine(pin, state.value.svcId, epochs.next()));
   }
 
   for (const a of diff.addresses.upsert) {
-    lines.push(bpftool.mapUpdateLine(pin("blixt_addrs"), hex(encodeAddressKey(a.ip)), hex(encodeAddressValue({ flags: a.announce ? ADDR_F_ANNOUNCE : 0 }))));
+    lines.push(
+      bpftool.mapUpdateLine(
+        pin("blixt_addrs"),
+        hex(encodeAddressKey(a.ip)),
+        hex(encodeAddressValue({ flags: a.announce ? ADDR_F_ANNOUNCE : 0 })),
+      ),
+    );
   }
-  for (const ip of diff.addresses.remove) lines.push(bpftool.mapDeleteLine(pin("blixt_addrs"), hex(encodeAddressKey(ip))));
+  for (const ip of diff.addresses.remove)
+    lines.push(bpftool.mapDeleteLine(pin("blixt_addrs"), hex(encodeAddressKey(ip))));
   return epochs.record(pin, lines);
 }

@@ -42,9 +42,14 @@ function isPrime(n: number): boolean {
 /** A prime table size ≥ 1000 × backends, clamped to [MAGLEV_MIN_SIZE, MAGLEV_MAX_SIZE]. */
 export function maglevTableSize(totalWeightedBackends: number): number {
   if (!Number.isInteger(totalWeightedBackends) || totalWeightedBackends < 0) {
-    throw new RangeError(`maglevTableSize: backend count must be a non-negative integer, got ${totalWeightedBackends}`);
+    throw new RangeError(
+      `maglevTableSize: backend count must be a non-negative integer, got ${totalWeightedBackends}`,
+    );
   }
-  const wanted = Math.min(Math.max(totalWeightedBackends * MAGLEV_SLOTS_PER_BACKEND, MAGLEV_MIN_SIZE), MAGLEV_MAX_SIZE);
+  const wanted = Math.min(
+    Math.max(totalWeightedBackends * MAGLEV_SLOTS_PER_BACKEND, MAGLEV_MIN_SIZE),
+    MAGLEV_MAX_SIZE,
+  );
   let size = wanted;
   while (!isPrime(size)) size++;
   // The cap itself is prime, so this only rounds up below it.
@@ -66,7 +71,7 @@ function permutation(key: string, size: number): { offset: number; skip: number 
  */
 function slotQuotas(weights: number[], keys: string[], size: number): number[] {
   const total = weights.reduce((a, b) => a + b, 0);
-  const exact = weights.map((w) => (size * w) / total);
+  const exact = weights.map(w => (size * w) / total);
   const quotas = exact.map(Math.floor);
   let left = size - quotas.reduce((a, b) => a + b, 0);
   const byRemainder = exact
@@ -89,30 +94,38 @@ function slotQuotas(weights: number[], keys: string[], size: number): number[] {
  * permutation comes from the key alone, the same keys and weights give the same table anywhere.
  */
 export function buildMaglevTable(backends: MaglevBackend[], size: number): Int32Array {
-  if (!isPrime(size)) throw new RangeError(`buildMaglevTable: size ${size} must be prime (use maglevTableSize)`);
+  if (!isPrime(size))
+    throw new RangeError(`buildMaglevTable: size ${size} must be prime (use maglevTableSize)`);
   const seen = new Set<string>();
   for (const [i, b] of backends.entries()) {
     if (!Number.isFinite(b.weight) || b.weight < 0) {
-      throw new RangeError(`buildMaglevTable: backend "${b.key}" (index ${i}) has weight ${b.weight}; weights must be finite and ≥ 0`);
+      throw new RangeError(
+        `buildMaglevTable: backend "${b.key}" (index ${i}) has weight ${b.weight}; weights must be finite and ≥ 0`,
+      );
     }
-    if (seen.has(b.key)) throw new RangeError(`buildMaglevTable: backend key "${b.key}" appears twice; merge the duplicates' weights first`);
+    if (seen.has(b.key))
+      throw new RangeError(
+        `buildMaglevTable: backend key "${b.key}" appears twice; merge the duplicates' weights first`,
+      );
     seen.add(b.key);
   }
-  if (!backends.some((b) => b.weight > 0)) {
-    throw new RangeError("buildMaglevTable: no backend has a weight > 0; the service has no usable backend and must be rejected");
+  if (!backends.some(b => b.weight > 0)) {
+    throw new RangeError(
+      "buildMaglevTable: no backend has a weight > 0; the service has no usable backend and must be rejected",
+    );
   }
 
   // Work in key order; remember each backend's index in the caller's array.
   const order = backends
     .map((b, index) => ({ ...b, index }))
-    .filter((b) => b.weight > 0)
+    .filter(b => b.weight > 0)
     .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const quotas = slotQuotas(
-    order.map((b) => b.weight),
-    order.map((b) => b.key),
+    order.map(b => b.weight),
+    order.map(b => b.key),
     size,
   );
-  const perms = order.map((b) => permutation(b.key, size));
+  const perms = order.map(b => permutation(b.key, size));
   const next = new Array<number>(order.length).fill(0);
 
   const table = new Int32Array(size).fill(-1);

@@ -80,7 +80,9 @@ export const IPPROTO: Record<Proto, number> = { tcp: 6, udp: 17 };
 export function protoOf(n: number): Proto {
   if (n === 6) return "tcp";
   if (n === 17) return "udp";
-  throw new Error(`unknown IP protocol number ${n} in a blixt map entry; only TCP (6) and UDP (17) are written`);
+  throw new Error(
+    `unknown IP protocol number ${n} in a blixt map entry; only TCP (6) and UDP (17) are written`,
+  );
 }
 
 // ---- addresses ------------------------------------------------------------------------------
@@ -97,8 +99,12 @@ export function addrBytes(ip: string): Uint8Array {
 
 export function addrString(bytes: Uint8Array): string {
   if (bytes.length !== 16) throw new Error(`address must be 16 bytes, got ${bytes.length}`);
-  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
-  if (!mapped) throw new Error(`address ${hex(bytes).join(" ")} is not IPv4-mapped; IPv6 is not supported yet`);
+  const mapped =
+    bytes.subarray(0, 10).every(b => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (!mapped)
+    throw new Error(
+      `address ${hex(bytes).join(" ")} is not IPv4-mapped; IPv6 is not supported yet`,
+    );
   return Array.from(bytes.subarray(12, 16)).join(".");
 }
 
@@ -144,7 +150,8 @@ class Reader {
     size: number,
     what: string,
   ) {
-    if (bytes.length !== size) throw new Error(`${what} must be ${size} bytes, got ${bytes.length}`);
+    if (bytes.length !== size)
+      throw new Error(`${what} must be ${size} bytes, got ${bytes.length}`);
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   addr(off: number): string {
@@ -177,9 +184,10 @@ export function hex(bytes: Uint8Array): string[] {
 
 /** Bytes from bpftool's JSON ("0x0a" strings). */
 export function fromBpftoolHex(words: string[]): Uint8Array {
-  return Uint8Array.from(words, (w) => {
+  return Uint8Array.from(words, w => {
     const n = Number.parseInt(w, 16);
-    if (!Number.isInteger(n) || n < 0 || n > 255) throw new Error(`bpftool printed "${w}", which is not a byte in hex`);
+    if (!Number.isInteger(n) || n < 0 || n > 255)
+      throw new Error(`bpftool printed "${w}", which is not a byte in hex`);
     return n;
   });
 }
@@ -209,7 +217,8 @@ export function decodeServiceKey(b: Uint8Array): ServiceKey {
 }
 
 export const encodeServiceValue = (v: ServiceValue): Uint8Array =>
-  new Writer(16).u32(0, v.svcId).u32(4, v.tableId).u32(8, v.tableSize).u32(12, v.rejectWeight).bytes;
+  new Writer(16).u32(0, v.svcId).u32(4, v.tableId).u32(8, v.tableSize).u32(12, v.rejectWeight)
+    .bytes;
 
 export function decodeServiceValue(b: Uint8Array): ServiceValue {
   const r = new Reader(b, 16, "svc_value");
@@ -234,7 +243,8 @@ export interface TableKey {
 /** An entry of a table's backend list: a backend, or `reject` for the weighted share of invalid backendRefs. */
 export type TableBackend = { ip: string; port: number; reject?: false } | { reject: true };
 
-export const encodeTableKey = (k: TableKey): Uint8Array => new Writer(8).u32(0, k.tableId).u32(4, k.index).bytes;
+export const encodeTableKey = (k: TableKey): Uint8Array =>
+  new Writer(8).u32(0, k.tableId).u32(4, k.index).bytes;
 
 export function decodeTableKey(b: Uint8Array): TableKey {
   const r = new Reader(b, 8, "table_key");
@@ -243,11 +253,13 @@ export function decodeTableKey(b: Uint8Array): TableKey {
 
 /** struct table_chunk: up to CHUNK_SLOTS backend indexes (u16); slots past the table's end are zero. */
 export function encodeTableChunk(indexes: ArrayLike<number>): Uint8Array {
-  if (indexes.length > CHUNK_SLOTS) throw new RangeError(`a table chunk holds ${CHUNK_SLOTS} slots, got ${indexes.length}`);
+  if (indexes.length > CHUNK_SLOTS)
+    throw new RangeError(`a table chunk holds ${CHUNK_SLOTS} slots, got ${indexes.length}`);
   const w = new Writer(2 * CHUNK_SLOTS);
   for (let i = 0; i < indexes.length; i++) {
     const index = indexes[i];
-    if (!Number.isInteger(index) || index < 0 || index > 0xffff) throw new RangeError(`table chunk slot ${i}: backend index ${index} does not fit a u16`);
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff)
+      throw new RangeError(`table chunk slot ${i}: backend index ${index} does not fit a u16`);
     w.u16(2 * i, index);
   }
   return w.bytes;
@@ -286,7 +298,8 @@ export function decodeBackendKey(b: Uint8Array): BackendKey {
   return { svcId: r.u32(0), ip: r.addr(4), port: r.port(20) };
 }
 
-export const encodeBackendValue = (v: { weight: number }): Uint8Array => new Writer(4).u32(0, v.weight).bytes;
+export const encodeBackendValue = (v: { weight: number }): Uint8Array =>
+  new Writer(4).u32(0, v.weight).bytes;
 
 export function decodeBackendValue(b: Uint8Array): { weight: number } {
   return { weight: new Reader(b, 4, "backend_value").u32(0) };
@@ -330,7 +343,13 @@ export const encodeConntrackKey = (k: ConntrackKey): Uint8Array => {
 
 export function decodeConntrackKey(b: Uint8Array): ConntrackKey {
   const r = new Reader(b, 16, "ct4_key");
-  return { saddr: ip4String(b.subarray(0, 4)), daddr: ip4String(b.subarray(4, 8)), sport: r.port(8), dport: r.port(10), proto: protoOf(r.u8(12)) };
+  return {
+    saddr: ip4String(b.subarray(0, 4)),
+    daddr: ip4String(b.subarray(4, 8)),
+    sport: r.port(8),
+    dport: r.port(10),
+    proto: protoOf(r.u8(12)),
+  };
 }
 
 export const encodeConntrackValue = (v: ConntrackValue): Uint8Array => {
@@ -392,12 +411,17 @@ export const CT_CONFIG_KEY = 0;
 /** struct ct_config; every field a whole number of seconds in 1..2^32-1 (0 is "the default", written only by leaving a field out). */
 export function encodeConntrackConfig(t: Partial<ConntrackTimeouts>): Uint8Array {
   const w = new Writer(16);
-  (["tcpNewSeconds", "tcpEstablishedSeconds", "tcpClosingSeconds", "udpSeconds"] as const).forEach((field, i) => {
-    const v = t[field];
-    if (v === undefined) return;
-    if (!Number.isInteger(v) || v < 1 || v > 0xffffffff) throw new RangeError(`conntrack timeout ${field}: ${v} is not a whole number of seconds between 1 and 4294967295`);
-    w.u32(4 * i, v);
-  });
+  (["tcpNewSeconds", "tcpEstablishedSeconds", "tcpClosingSeconds", "udpSeconds"] as const).forEach(
+    (field, i) => {
+      const v = t[field];
+      if (v === undefined) return;
+      if (!Number.isInteger(v) || v < 1 || v > 0xffffffff)
+        throw new RangeError(
+          `conntrack timeout ${field}: ${v} is not a whole number of seconds between 1 and 4294967295`,
+        );
+      w.u32(4 * i, v);
+    },
+  );
   return w.bytes;
 }
 
@@ -433,8 +457,11 @@ export const nextEpoch = (epoch: number): number => ((epoch >>> 0) + 1) % 0x1_00
 
 export const encodeAddressKey = (ip: string): Uint8Array => addrBytes(ip);
 export const decodeAddressKey = (b: Uint8Array): string => new Reader(b, 16, "addr_key").addr(0);
-export const encodeAddressValue = (v: { flags: number }): Uint8Array => new Writer(4).u32(0, v.flags).bytes;
-export const decodeAddressValue = (b: Uint8Array): { flags: number } => ({ flags: new Reader(b, 4, "addr_value").u32(0) });
+export const encodeAddressValue = (v: { flags: number }): Uint8Array =>
+  new Writer(4).u32(0, v.flags).bytes;
+export const decodeAddressValue = (b: Uint8Array): { flags: number } => ({
+  flags: new Reader(b, 4, "addr_value").u32(0),
+});
 
 // ---- per-CPU counters ----------------------------------------------------------------------
 
@@ -452,17 +479,32 @@ export interface ServiceCounters {
 /** struct svc_stats (32 bytes). Counters are returned as numbers: exact up to 2^53. */
 export function decodeServiceCounters(b: Uint8Array): ServiceCounters {
   const r = new Reader(b, 32, "svc_stats");
-  return { packets: Number(r.u64(0)), bytes: Number(r.u64(8)), newFlows: Number(r.u64(16)), rejects: Number(r.u64(24)) };
+  return {
+    packets: Number(r.u64(0)),
+    bytes: Number(r.u64(8)),
+    newFlows: Number(r.u64(16)),
+    rejects: Number(r.u64(24)),
+  };
 }
 
 export const encodeServiceCounters = (c: ServiceCounters): Uint8Array =>
-  new Writer(32).u64(0, BigInt(c.packets)).u64(8, BigInt(c.bytes)).u64(16, BigInt(c.newFlows)).u64(24, BigInt(c.rejects)).bytes;
+  new Writer(32)
+    .u64(0, BigInt(c.packets))
+    .u64(8, BigInt(c.bytes))
+    .u64(16, BigInt(c.newFlows))
+    .u64(24, BigInt(c.rejects)).bytes;
 
-export const decodeReasonCounter = (b: Uint8Array): number => Number(new Reader(b, 8, "reason counter").u64(0));
+export const decodeReasonCounter = (b: Uint8Array): number =>
+  Number(new Reader(b, 8, "reason counter").u64(0));
 
 export function sumCounters(perCpu: ServiceCounters[]): ServiceCounters {
   return perCpu.reduce(
-    (a, c) => ({ packets: a.packets + c.packets, bytes: a.bytes + c.bytes, newFlows: a.newFlows + c.newFlows, rejects: a.rejects + c.rejects }),
+    (a, c) => ({
+      packets: a.packets + c.packets,
+      bytes: a.bytes + c.bytes,
+      newFlows: a.newFlows + c.newFlows,
+      rejects: a.rejects + c.rejects,
+    }),
     { packets: 0, bytes: 0, newFlows: 0, rejects: 0 },
   );
 }
@@ -478,11 +520,13 @@ export interface InterfaceEntry {
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 
 export function macBytesOf(mac: string): Uint8Array {
-  if (!MAC_RE.test(mac)) throw new Error(`"${mac}" is not a MAC address (six hex bytes separated by ":")`);
-  return Uint8Array.from(mac.split(":"), (b) => Number.parseInt(b, 16));
+  if (!MAC_RE.test(mac))
+    throw new Error(`"${mac}" is not a MAC address (six hex bytes separated by ":")`);
+  return Uint8Array.from(mac.split(":"), b => Number.parseInt(b, 16));
 }
 
-export const macStringOf = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
+export const macStringOf = (b: Uint8Array): string =>
+  Array.from(b, x => x.toString(16).padStart(2, "0")).join(":");
 
 export const encodeInterfaceValue = (mac: string): Uint8Array => {
   const out = new Uint8Array(8);

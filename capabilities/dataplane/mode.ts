@@ -20,6 +20,7 @@ export function pickMode(requested: RequestedMode, linkKind: string | undefined)
 /** Why pickMode chose what it did, in a phrase for a log line or the CLI's output. */
 export function modeReason(requested: RequestedMode, linkKind: string | undefined): string {
   if (requested !== "auto") return `${requested} as asked`;
-  if (linkKind === "veth") return "auto: a veth, where a reply sent by XDP (XDP_TX, e.g. a TCP RST) reaches the peer only if the peer runs XDP too, so TC ingress";
+  if (linkKind === "veth")
+    return "auto: a veth, where a reply sent by XDP (XDP_TX, e.g. a TCP RST) reaches the peer only if the peer runs XDP too, so TC ingress";
   return `auto: ${linkKind ? `a ${linkKind} device` : "not a veth"}, so native XDP`;
 }

@@ -22,7 +22,8 @@ export interface ServiceSpec {
 }
 
 const isPort = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
-const isWeight = (n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffffffff;
+const isWeight = (n: unknown) =>
+  Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffffffff;
 
 export function serviceName(s: { vip: string; port: number; proto: string }): string {
   return `${s.vip}:${s.port}/${s.proto}`;
@@ -31,15 +32,26 @@ export function serviceName(s: { vip: string; port: number; proto: string }): st
 /** Throws an Error naming the service and the field that is wrong. */
 export function validateServiceSpec(spec: ServiceSpec): void {
   const name = `service ${serviceName(spec)}`;
-  if (!isIPv4(spec.vip)) throw new Error(`${name}: vip "${spec.vip}" must be an IPv4 address literal`);
-  if (!isPort(spec.port)) throw new Error(`${name}: port must be an integer in 1..65535, got ${spec.port}`);
-  if (spec.proto !== "tcp" && spec.proto !== "udp") throw new Error(`${name}: proto must be "tcp" or "udp", got ${JSON.stringify(spec.proto)}`);
-  if (!isWeight(spec.rejectWeight)) throw new Error(`${name}: rejectWeight must be a non-negative integer, got ${spec.rejectWeight}`);
+  if (!isIPv4(spec.vip))
+    throw new Error(`${name}: vip "${spec.vip}" must be an IPv4 address literal`);
+  if (!isPort(spec.port))
+    throw new Error(`${name}: port must be an integer in 1..65535, got ${spec.port}`);
+  if (spec.proto !== "tcp" && spec.proto !== "udp")
+    throw new Error(`${name}: proto must be "tcp" or "udp", got ${JSON.stringify(spec.proto)}`);
+  if (!isWeight(spec.rejectWeight))
+    throw new Error(
+      `${name}: rejectWeight must be a non-negative integer, got ${spec.rejectWeight}`,
+    );
   if (!Array.isArray(spec.backends)) throw new Error(`${name}: backends must be an array`);
   spec.backends.forEach((b, i) => {
-    if (!isIPv4(b.ip)) throw new Error(`${name}: backends[${i}].ip "${b.ip}" must be an IPv4 address literal`);
-    if (!isPort(b.port)) throw new Error(`${name}: backends[${i}].port must be an integer in 1..65535, got ${b.port}`);
-    if (!isWeight(b.weight)) throw new Error(`${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`);
+    if (!isIPv4(b.ip))
+      throw new Error(`${name}: backends[${i}].ip "${b.ip}" must be an IPv4 address literal`);
+    if (!isPort(b.port))
+      throw new Error(`${name}: backends[${i}].port must be an integer in 1..65535, got ${b.port}`);
+    if (!isWeight(b.weight))
+      throw new Error(
+        `${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`,
+      );
   });
 }
 
@@ -74,25 +86,40 @@ export const slotEntry = (table: ServiceTable, slot: number): TableEntry | undef
 
 /** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
 export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
-  const weighted = mergeBackends(backends).filter((b) => b.weight > 0);
+  const weighted = mergeBackends(backends).filter(b => b.weight > 0);
   const members = [
-    ...weighted.map((b) => ({ key: `${b.ip}:${b.port}`, weight: b.weight, entry: { ip: b.ip, port: b.port } as TableEntry })),
-    ...(rejectWeight > 0 ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }] : []),
+    ...weighted.map(b => ({
+      key: `${b.ip}:${b.port}`,
+      weight: b.weight,
+      entry: { ip: b.ip, port: b.port } as TableEntry,
+    })),
+    ...(rejectWeight > 0
+      ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }]
+      : []),
   ];
   if (members.length === 0) return { tableSize: 0, backends: [], slots: new Uint16Array(0) };
   // Slots name backends by a u16 index (struct table_chunk).
-  if (members.length > 0x10000) throw new RangeError(`a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`);
+  if (members.length > 0x10000)
+    throw new RangeError(
+      `a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`,
+    );
   const tableSize = maglevTableSize(members.length);
   const table = buildMaglevTable(
     members.map(({ key, weight }) => ({ key, weight })),
     tableSize,
   );
-  return { tableSize, backends: members.map((m) => m.entry), slots: Uint16Array.from(table) };
+  return { tableSize, backends: members.map(m => m.entry), slots: Uint16Array.from(table) };
 }
 
 /** Which chunks of a table of `size` slots are read back to check it: first, last and a spread between. */
 export function sampleChunks(size: number, count = 4): number[] {
   const chunks = chunkCount(size);
   if (chunks <= 0) return [];
-  return [...new Set(Array.from({ length: count }, (_, i) => Math.floor((i * (chunks - 1)) / Math.max(1, count - 1))))];
+  return [
+    ...new Set(
+      Array.from({ length: count }, (_, i) =>
+        Math.floor((i * (chunks - 1)) / Math.max(1, count - 1)),
+      ),
+    ),
+  ];
 }

@@ -15,7 +15,19 @@ import { isIP } from "node:net";
 import type { V1Namespace, V1Service } from "@kubernetes/client-node";
 import { isServiceRef } from "./compile/backends";
 import { capMessage } from "./compile/conditions";
-import type { Condition, DataplaneConfig, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, RouteKind, SecretInfo, Snapshot, TCPRoute, UDPRoute } from "./compile/types";
+import type {
+  Condition,
+  DataplaneConfig,
+  Gateway,
+  GatewayClass,
+  HTTPRoute,
+  ReferenceGrant,
+  RouteKind,
+  SecretInfo,
+  Snapshot,
+  TCPRoute,
+  UDPRoute,
+} from "./compile/types";
 import { processGatewayClasses } from "./compile/gatewayclasses";
 import { processGateways } from "./compile/gateways";
 import { isGatewayParentRef, processRoutes } from "./compile/routes";
@@ -23,7 +35,9 @@ import { jsonEqual } from "./compile/util";
 import { gatewayView, readSnapshot, routeView, type ListenerView } from "./compile/views";
 
 /** What admission answers: allowed with warnings, or denied with a status code and why. */
-export type AdmissionDecision = { allowed: true; warnings: string[] } | { allowed: false; code: number; message: string };
+export type AdmissionDecision =
+  | { allowed: true; warnings: string[] }
+  | { allowed: false; code: number; message: string };
 
 export interface AdmissionRequestView<T> {
   operation: string;
@@ -38,17 +52,22 @@ export function dataplaneConfigProblems(config: DataplaneConfig): string[] {
   const spec = config.spec;
   if (!spec) return ["spec: missing"];
   if (spec.gatewayName !== config.metadata?.name) {
-    problems.push(`spec.gatewayName: "${spec.gatewayName}" must equal metadata.name "${config.metadata?.name}" (one DataplaneConfig per Gateway, named after it)`);
+    problems.push(
+      `spec.gatewayName: "${spec.gatewayName}" must equal metadata.name "${config.metadata?.name}" (one DataplaneConfig per Gateway, named after it)`,
+    );
   }
   if (spec.address !== undefined && isIP(spec.address) === 0) {
     problems.push(`spec.address: "${spec.address}" is not an IPv4 or IPv6 address`);
   }
-  const validPort = (port: unknown): boolean => Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65535;
+  const validPort = (port: unknown): boolean =>
+    Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65535;
   const seen = new Set<string>();
   (spec.listeners ?? []).forEach((listener, i) => {
     const at = `spec.listeners[${i}]`;
-    if (!validPort(listener.port)) problems.push(`${at}.port: ${listener.port} is not a port (1-65535)`);
-    if (listener.protocol !== "TCP" && listener.protocol !== "UDP") problems.push(`${at}.protocol: "${listener.protocol}" must be TCP or UDP`);
+    if (!validPort(listener.port))
+      problems.push(`${at}.port: ${listener.port} is not a port (1-65535)`);
+    if (listener.protocol !== "TCP" && listener.protocol !== "UDP")
+      problems.push(`${at}.protocol: "${listener.protocol}" must be TCP or UDP`);
     const portKey = `${listener.port}/${listener.protocol}`;
     if (seen.has(portKey)) problems.push(`${at}: a second listener on ${portKey}`);
     seen.add(portKey);
@@ -56,11 +75,19 @@ export function dataplaneConfigProblems(config: DataplaneConfig): string[] {
       problems.push(`${at}.rejectWeight: ${listener.rejectWeight} must be a non-negative integer`);
     }
     (listener.backends ?? []).forEach((backend, j) => {
-      if (!Number.isInteger(backend.weight) || backend.weight < 1) problems.push(`${at}.backends[${j}].weight: ${backend.weight} must be a positive integer`);
-      if (!backend.endpoints?.length) problems.push(`${at}.backends[${j}].endpoints: a backend needs at least one endpoint`);
+      if (!Number.isInteger(backend.weight) || backend.weight < 1)
+        problems.push(`${at}.backends[${j}].weight: ${backend.weight} must be a positive integer`);
+      if (!backend.endpoints?.length)
+        problems.push(`${at}.backends[${j}].endpoints: a backend needs at least one endpoint`);
       (backend.endpoints ?? []).forEach((endpoint, k) => {
-        if (isIP(endpoint.address) === 0) problems.push(`${at}.backends[${j}].endpoints[${k}].address: "${endpoint.address}" is not an IP address`);
-        if (!validPort(endpoint.port)) problems.push(`${at}.backends[${j}].endpoints[${k}].port: ${endpoint.port} is not a port (1-65535)`);
+        if (isIP(endpoint.address) === 0)
+          problems.push(
+            `${at}.backends[${j}].endpoints[${k}].address: "${endpoint.address}" is not an IP address`,
+          );
+        if (!validPort(endpoint.port))
+          problems.push(
+            `${at}.backends[${j}].endpoints[${k}].port: ${endpoint.port} is not a port (1-65535)`,
+          );
       });
     });
   });
@@ -110,11 +137,16 @@ export type RouteLike = TCPRoute | UDPRoute | HTTPRoute;
 
 /** A condition that is not as it should be (Conflicted should be False, every other True). */
 function unwelcome(condition: Pick<Condition, "type" | "status">): boolean {
-  return condition.type === "Conflicted" ? condition.status !== "False" : condition.status !== "True";
+  return condition.type === "Conflicted"
+    ? condition.status !== "False"
+    : condition.status !== "True";
 }
 
 /** One warning for one condition the controller will write: "<where>: <Type> will be <Status> (<Reason>): <message>". */
-export function conditionWarning(where: string, condition: Pick<Condition, "type" | "status" | "reason" | "message">): string {
+export function conditionWarning(
+  where: string,
+  condition: Pick<Condition, "type" | "status" | "reason" | "message">,
+): string {
   return `${where}: ${condition.type} will be ${condition.status} (${condition.reason}): ${capMessage(condition.message)}`;
 }
 
@@ -142,11 +174,20 @@ function snapshotOf(view: AdmissionView, objects: Partial<Snapshot>): Snapshot {
 }
 
 function assumedSecrets(listeners: ListenerView[]): SecretInfo[] {
-  return listeners.flatMap(l => l.certificateRefs.map(r => ({ namespace: r.namespace, name: r.name, type: "kubernetes.io/tls", validTLS: true })));
+  return listeners.flatMap(l =>
+    l.certificateRefs.map(r => ({
+      namespace: r.namespace,
+      name: r.name,
+      type: "kubernetes.io/tls",
+      validTLS: true,
+    })),
+  );
 }
 
 const withNamespace = <T extends { metadata?: { namespace?: string } }>(object: T): T =>
-  object.metadata?.namespace ? object : { ...object, metadata: { ...object.metadata, namespace: "default" } };
+  object.metadata?.namespace
+    ? object
+    : { ...object, metadata: { ...object.metadata, namespace: "default" } };
 
 /** Warnings for a Gateway of blixt's class: each condition of it and its listeners that will not be as it should. */
 export function gatewayWarnings(gateway: Gateway, view: AdmissionView): string[] {
@@ -154,20 +195,26 @@ export function gatewayWarnings(gateway: Gateway, view: AdmissionView): string[]
   const self = gatewayView(object);
   const others = view.gateways.filter(g => gatewayView(g).key !== self.key);
   const input = readSnapshot(snapshotOf({ ...view, gateways: [object, ...others] }, {}));
-  const context = processGateways(input, processGatewayClasses(input)).find(g => g.key === self.key);
+  const context = processGateways(input, processGatewayClasses(input)).find(
+    g => g.key === self.key,
+  );
   if (!context) return [];
   const name = `Gateway ${context.key}`;
   const warnings = unwelcome(context.accepted) ? [conditionWarning(name, context.accepted)] : [];
   for (const listener of context.listeners) {
     for (const condition of [listener.accepted, listener.conflicted, listener.resolvedRefs]) {
-      if (unwelcome(condition)) warnings.push(conditionWarning(`${name}: listener "${listener.name}"`, condition));
+      if (unwelcome(condition))
+        warnings.push(conditionWarning(`${name}: listener "${listener.name}"`, condition));
     }
   }
   return warnings;
 }
 
 /** The objects a route's warnings depend on, for the webhook to look up. */
-export function routeLookups(routeKind: RouteKind, route: RouteLike): {
+export function routeLookups(
+  routeKind: RouteKind,
+  route: RouteLike,
+): {
   gateways: { namespace: string; name: string }[];
   services: { namespace: string; name: string }[];
   grantNamespaces: string[];
@@ -175,9 +222,15 @@ export function routeLookups(routeKind: RouteKind, route: RouteLike): {
 } {
   const view = routeView(routeKind, withNamespace(route));
   const namespace = view.meta.namespace;
-  const gateways = view.parentRefs.filter(isGatewayParentRef).map(r => ({ namespace: r.namespace ?? namespace, name: r.name }));
-  const services = view.backendRefs.filter(r => isServiceRef(r) && r.name).map(r => ({ namespace: r.namespace, name: r.name }));
-  const grantNamespaces = [...new Set(services.map(s => s.namespace).filter(n => n !== namespace))].sort();
+  const gateways = view.parentRefs
+    .filter(isGatewayParentRef)
+    .map(r => ({ namespace: r.namespace ?? namespace, name: r.name }));
+  const services = view.backendRefs
+    .filter(r => isServiceRef(r) && r.name)
+    .map(r => ({ namespace: r.namespace, name: r.name }));
+  const grantNamespaces = [
+    ...new Set(services.map(s => s.namespace).filter(n => n !== namespace)),
+  ].sort();
   return { gateways, services, grantNamespaces, namespace };
 }
 
@@ -186,7 +239,11 @@ export function routeLookups(routeKind: RouteKind, route: RouteLike): {
  * such parentRef, and ResolvedRefs (one verdict for the whole route). A parentRef whose
  * Gateway does not exist yet is not warned about: it may belong to any controller.
  */
-export function routeWarnings(routeKind: RouteKind, route: RouteLike, view: AdmissionView): string[] {
+export function routeWarnings(
+  routeKind: RouteKind,
+  route: RouteLike,
+  view: AdmissionView,
+): string[] {
   const object = withNamespace(route);
   const list = { TCPRoute: "tcpRoutes", UDPRoute: "udpRoutes", HTTPRoute: "httpRoutes" }[routeKind];
   const input = readSnapshot(snapshotOf(view, { [list]: [object] }));

@@ -11,7 +11,15 @@ import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { GatewayClass } from "../generated/gatewayclass-v1";
 import { ReferenceGrant } from "../generated/referencegrant-v1beta1";
-import { admitDataplaneConfig, gatewayWarnings, routeLookups, routeWarnings, type AdmissionDecision, type AdmissionView, type RouteLike } from "./admission-rules";
+import {
+  admitDataplaneConfig,
+  gatewayWarnings,
+  routeLookups,
+  routeWarnings,
+  type AdmissionDecision,
+  type AdmissionView,
+  type RouteLike,
+} from "./admission-rules";
 import { CONTROLLER_NAME, type RouteKind } from "./compile/types";
 import { gatewayView as readGateway } from "./compile/views";
 import { admissionSettings } from "./config";
@@ -36,10 +44,13 @@ const orUndefinedOn404 = async <T>(get: () => Promise<T>): Promise<T | undefined
 };
 
 export const kubeAdmissionLookup: AdmissionLookup = {
-  gateway: (namespace, name) => orUndefinedOn404(() => K8s(Gateway).InNamespace(namespace).Get(name)),
+  gateway: (namespace, name) =>
+    orUndefinedOn404(() => K8s(Gateway).InNamespace(namespace).Get(name)),
   gatewayClass: name => orUndefinedOn404(() => K8s(GatewayClass).Get(name)),
-  service: (namespace, name) => orUndefinedOn404(() => K8s(kind.Service).InNamespace(namespace).Get(name)),
-  referenceGrants: async namespace => (await K8s(ReferenceGrant).InNamespace(namespace).Get()).items,
+  service: (namespace, name) =>
+    orUndefinedOn404(() => K8s(kind.Service).InNamespace(namespace).Get(name)),
+  referenceGrants: async namespace =>
+    (await K8s(ReferenceGrant).InNamespace(namespace).Get()).items,
   namespace: name => orUndefinedOn404(() => K8s(kind.Namespace).Get(name)),
 };
 
@@ -50,19 +61,46 @@ async function classesOf(gateways: Gateway[], lookup: AdmissionLookup): Promise<
   return present(await Promise.all(names.map(n => lookup.gatewayClass(n))));
 }
 
-export async function gatewayAdmissionView(gateway: Gateway, lookup: AdmissionLookup): Promise<AdmissionView> {
+export async function gatewayAdmissionView(
+  gateway: Gateway,
+  lookup: AdmissionLookup,
+): Promise<AdmissionView> {
   // ReferenceGrants where certificateRefs reach into other namespaces.
   const own = gateway.metadata?.namespace ?? "default";
-  const namespaces = [...new Set(readGateway(gateway).listeners.flatMap(l => l.certificateRefs.map(r => r.namespace)))].filter(n => n !== own).sort();
-  const [gatewayClasses, grants] = await Promise.all([classesOf([gateway], lookup), Promise.all(namespaces.map(n => lookup.referenceGrants(n)))]);
-  return { controllerName: CONTROLLER_NAME, gateways: [gateway], gatewayClasses, services: [], referenceGrants: grants.flat(), namespaces: [] };
+  const namespaces = [
+    ...new Set(
+      readGateway(gateway).listeners.flatMap(l => l.certificateRefs.map(r => r.namespace)),
+    ),
+  ]
+    .filter(n => n !== own)
+    .sort();
+  const [gatewayClasses, grants] = await Promise.all([
+    classesOf([gateway], lookup),
+    Promise.all(namespaces.map(n => lookup.referenceGrants(n))),
+  ]);
+  return {
+    controllerName: CONTROLLER_NAME,
+    gateways: [gateway],
+    gatewayClasses,
+    services: [],
+    referenceGrants: grants.flat(),
+    namespaces: [],
+  };
 }
 
-export async function routeAdmissionView(routeKind: RouteKind, route: RouteLike, lookup: AdmissionLookup): Promise<AdmissionView> {
+export async function routeAdmissionView(
+  routeKind: RouteKind,
+  route: RouteLike,
+  lookup: AdmissionLookup,
+): Promise<AdmissionView> {
   const needs = routeLookups(routeKind, route);
-  const gateways = present(await Promise.all(needs.gateways.map(g => lookup.gateway(g.namespace, g.name))));
+  const gateways = present(
+    await Promise.all(needs.gateways.map(g => lookup.gateway(g.namespace, g.name))),
+  );
   // The route's Namespace labels matter only to a listener that selects namespaces by label.
-  const selects = gateways.some(g => readGateway(g).listeners.some(l => l.allowedFrom === "Selector"));
+  const selects = gateways.some(g =>
+    readGateway(g).listeners.some(l => l.allowedFrom === "Selector"),
+  );
   const [gatewayClasses, services, grants, namespace] = await Promise.all([
     classesOf(gateways, lookup),
     Promise.all(needs.services.map(s => lookup.service(s.namespace, s.name))),
@@ -79,7 +117,10 @@ export async function routeAdmissionView(routeKind: RouteKind, route: RouteLike,
   };
 }
 
-function answer<T extends KubernetesObject>(request: PeprValidateRequest<T>, decision: AdmissionDecision) {
+function answer<T extends KubernetesObject>(
+  request: PeprValidateRequest<T>,
+  decision: AdmissionDecision,
+) {
   return decision.allowed
     ? request.Approve(decision.warnings.length ? decision.warnings : undefined)
     : request.Deny(decision.message, decision.code);
@@ -96,16 +137,25 @@ async function warnOrApprove<T extends KubernetesObject>(
   try {
     return answer(request, { allowed: true, warnings: await warnings() });
   } catch (error) {
-    Log.warn(`admission of ${request.Request.kind.kind} ${request.Request.namespace}/${request.Request.name}: lookups failed (${errorMessage(error)}); approved without warnings`);
+    Log.warn(
+      `admission of ${request.Request.kind.kind} ${request.Request.namespace}/${request.Request.name}: lookups failed (${errorMessage(error)}); approved without warnings`,
+    );
     return request.Approve();
   }
 }
 
-export function gatewayAdmission({ env, lookup = kubeAdmissionLookup }: { env: NodeJS.ProcessEnv; lookup?: AdmissionLookup }): Capability {
+export function gatewayAdmission({
+  env,
+  lookup = kubeAdmissionLookup,
+}: {
+  env: NodeJS.ProcessEnv;
+  lookup?: AdmissionLookup;
+}): Capability {
   const settings = admissionSettings(env);
   const capability = new Capability({
     name: "gateway-admission",
-    description: "Denies DataplaneConfigs not written by blixt's controller; warns about Gateway API objects that will not work",
+    description:
+      "Denies DataplaneConfigs not written by blixt's controller; warns about Gateway API objects that will not work",
   });
   const { When } = capability;
 
@@ -115,7 +165,12 @@ export function gatewayAdmission({ env, lookup = kubeAdmissionLookup }: { env: N
       answer(
         request,
         admitDataplaneConfig(
-          { operation: request.Request.operation, userInfo: request.Request.userInfo, object: request.Raw, oldObject: request.OldResource as DataplaneConfig | undefined },
+          {
+            operation: request.Request.operation,
+            userInfo: request.Request.userInfo,
+            object: request.Raw,
+            oldObject: request.OldResource as DataplaneConfig | undefined,
+          },
           settings.controllerUsername,
         ),
       ),
@@ -123,7 +178,11 @@ export function gatewayAdmission({ env, lookup = kubeAdmissionLookup }: { env: N
 
   When(Gateway, KINDS.Gateway.gvk)
     .IsCreatedOrUpdated()
-    .Validate(request => warnOrApprove(request, async () => gatewayWarnings(request.Raw, await gatewayAdmissionView(request.Raw, lookup))));
+    .Validate(request =>
+      warnOrApprove(request, async () =>
+        gatewayWarnings(request.Raw, await gatewayAdmissionView(request.Raw, lookup)),
+      ),
+    );
 
   for (const routeKind of ["TCPRoute", "UDPRoute", "HTTPRoute"] as const) {
     When(KINDS[routeKind].model, KINDS[routeKind].gvk)
@@ -131,7 +190,11 @@ export function gatewayAdmission({ env, lookup = kubeAdmissionLookup }: { env: N
       .Validate(request =>
         warnOrApprove(request, async () => {
           const route = request.Raw as RouteLike;
-          return routeWarnings(routeKind, route, await routeAdmissionView(routeKind, route, lookup));
+          return routeWarnings(
+            routeKind,
+            route,
+            await routeAdmissionView(routeKind, route, lookup),
+          );
         }),
       );
   }

@@ -38,20 +38,36 @@ export interface CertificateCopy {
  * lengths of the names it stands for (a readable prefix of the Gateway's name, then a hash of
  * all four names, so two Gateways whose names share the first 40 characters never collide).
  */
-export function certificateCopyName(gateway: { namespace: string; name: string }, source: { namespace: string; name: string }): string {
-  const hash = createHash("sha256").update(JSON.stringify([gateway.namespace, gateway.name, source.namespace, source.name])).digest("hex").slice(0, 20);
+export function certificateCopyName(
+  gateway: { namespace: string; name: string },
+  source: { namespace: string; name: string },
+): string {
+  const hash = createHash("sha256")
+    .update(JSON.stringify([gateway.namespace, gateway.name, source.namespace, source.name]))
+    .digest("hex")
+    .slice(0, 20);
   const prefix = gateway.name.slice(0, 40).replace(/[^a-z0-9]+$/, "");
   return `tls-${prefix ? `${prefix}-` : ""}${hash}`;
 }
 
 /** The digest DIGEST_ANNOTATION records: of the type and data (base64, as the API serves them). */
-export function secretDigest(type: string | undefined, data: Record<string, string> | undefined): string {
-  const entries = Object.keys(data ?? {}).sort().map(k => [k, (data ?? {})[k]]);
-  return createHash("sha256").update(JSON.stringify([type ?? "", entries])).digest("hex");
+export function secretDigest(
+  type: string | undefined,
+  data: Record<string, string> | undefined,
+): string {
+  const entries = Object.keys(data ?? {})
+    .sort()
+    .map(k => [k, (data ?? {})[k]]);
+  return createHash("sha256")
+    .update(JSON.stringify([type ?? "", entries]))
+    .digest("hex");
 }
 
 /** Labels and annotations of a copy (the data is added where the source is read). */
-export function copyMetadata(copy: CertificateCopy, digest: string): { labels: Record<string, string>; annotations: Record<string, string> } {
+export function copyMetadata(
+  copy: CertificateCopy,
+  digest: string,
+): { labels: Record<string, string>; annotations: Record<string, string> } {
   return {
     labels: {
       "app.kubernetes.io/managed-by": "blixt",

@@ -16,7 +16,10 @@ import { parse } from "yaml";
 import type { AddressPool } from "./compile/types";
 
 export const DEFAULT_ADDRESS_POOLS_FILE = "/etc/blixt/address-pools.yaml";
-export const DEFAULT_AGENT_POD_SELECTOR = { "app.kubernetes.io/name": "blixt", "app.kubernetes.io/component": "agent" };
+export const DEFAULT_AGENT_POD_SELECTOR = {
+  "app.kubernetes.io/name": "blixt",
+  "app.kubernetes.io/component": "agent",
+};
 export const DEFAULT_CONTROLLER_USERNAME = "system:serviceaccount:blixt-system:blixt-controller";
 
 export interface ControllerSettings {
@@ -46,7 +49,9 @@ function isAddressRange(value: string): boolean {
     return family !== 0 && bits >= 0 && bits <= (family === 4 ? 32 : 128);
   }
   const dash = value.split("-");
-  return dash.length === 2 && isIP(dash[0].trim()) !== 0 && isIP(dash[0].trim()) === isIP(dash[1].trim());
+  return (
+    dash.length === 2 && isIP(dash[0].trim()) !== 0 && isIP(dash[0].trim()) === isIP(dash[1].trim())
+  );
 }
 
 /** Parses and checks address pools; `source` names where they came from in errors. */
@@ -58,29 +63,50 @@ export function parseAddressPools(text: string, source: string): AddressPool[] {
     throw new Error(`${source}: address pools are not valid YAML: ${(error as Error).message}`);
   }
   if (document === null || document === undefined) return [];
-  const list = Array.isArray(document) ? document : (document as { addressPools?: unknown }).addressPools;
+  const list = Array.isArray(document)
+    ? document
+    : (document as { addressPools?: unknown }).addressPools;
   if (!Array.isArray(list)) {
-    throw new Error(`${source}: expected "addressPools:" with a list of pools (name, cidrs, optional namespaces)`);
+    throw new Error(
+      `${source}: expected "addressPools:" with a list of pools (name, cidrs, optional namespaces)`,
+    );
   }
   const seen = new Set<string>();
   return list.map((entry, index) => {
     const where = `${source}: addressPools[${index}]`;
     const pool = entry as Partial<AddressPool>;
-    if (typeof pool?.name !== "string" || pool.name === "") throw new Error(`${where}.name: must be a non-empty string`);
-    if (seen.has(pool.name)) throw new Error(`${where}.name: "${pool.name}" is used by an earlier pool; names must be unique`);
+    if (typeof pool?.name !== "string" || pool.name === "")
+      throw new Error(`${where}.name: must be a non-empty string`);
+    if (seen.has(pool.name))
+      throw new Error(
+        `${where}.name: "${pool.name}" is used by an earlier pool; names must be unique`,
+      );
     seen.add(pool.name);
     if (!Array.isArray(pool.cidrs) || pool.cidrs.length === 0) {
-      throw new Error(`${where}.cidrs (pool "${pool.name}"): must list at least one "a.b.c.d/n" or "a.b.c.d-e.f.g.h"`);
+      throw new Error(
+        `${where}.cidrs (pool "${pool.name}"): must list at least one "a.b.c.d/n" or "a.b.c.d-e.f.g.h"`,
+      );
     }
     pool.cidrs.forEach((cidr, i) => {
       if (typeof cidr !== "string" || !isAddressRange(cidr)) {
-        throw new Error(`${where}.cidrs[${i}] (pool "${pool.name}"): "${String(cidr)}" is neither a prefix like 198.18.100.0/24 nor a range like 198.18.100.10-198.18.100.20`);
+        throw new Error(
+          `${where}.cidrs[${i}] (pool "${pool.name}"): "${String(cidr)}" is neither a prefix like 198.18.100.0/24 nor a range like 198.18.100.10-198.18.100.20`,
+        );
       }
     });
-    if (pool.namespaces !== undefined && (!Array.isArray(pool.namespaces) || pool.namespaces.some(n => typeof n !== "string"))) {
-      throw new Error(`${where}.namespaces (pool "${pool.name}"): must be a list of namespace names, or absent for all namespaces`);
+    if (
+      pool.namespaces !== undefined &&
+      (!Array.isArray(pool.namespaces) || pool.namespaces.some(n => typeof n !== "string"))
+    ) {
+      throw new Error(
+        `${where}.namespaces (pool "${pool.name}"): must be a list of namespace names, or absent for all namespaces`,
+      );
     }
-    return { name: pool.name, cidrs: [...pool.cidrs], ...(pool.namespaces ? { namespaces: [...pool.namespaces] } : {}) };
+    return {
+      name: pool.name,
+      cidrs: [...pool.cidrs],
+      ...(pool.namespaces ? { namespaces: [...pool.namespaces] } : {}),
+    };
   });
 }
 
@@ -88,16 +114,21 @@ function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number):
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}="${raw}": must be a positive number`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new Error(`${name}="${raw}": must be a positive number`);
   return value;
 }
 
 /** "k=v,k2=v2" → { k: "v", k2: "v2" } */
 export function parseLabelSelector(text: string, source: string): Record<string, string> {
   const selector: Record<string, string> = {};
-  for (const term of text.split(",").map(t => t.trim()).filter(Boolean)) {
+  for (const term of text
+    .split(",")
+    .map(t => t.trim())
+    .filter(Boolean)) {
     const [k, v, ...rest] = term.split("=");
-    if (!k || v === undefined || rest.length) throw new Error(`${source}: "${term}" is not key=value`);
+    if (!k || v === undefined || rest.length)
+      throw new Error(`${source}: "${term}" is not key=value`);
     selector[k.trim()] = v.trim();
   }
   return selector;

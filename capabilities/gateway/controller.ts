@@ -49,7 +49,11 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
   // The admission webhook's certificate, renewed before it expires (off when the chart's env is absent).
   const certificate = webhookCertificateSettings(env);
   const rotation = certificate
-    ? new WebhookCertificateRotation(certificate, { info: m => Log.info(m), warn: m => Log.warn(m), error: m => Log.error(m) })
+    ? new WebhookCertificateRotation(certificate, {
+        info: m => Log.info(m),
+        warn: m => Log.warn(m),
+        error: m => Log.error(m),
+      })
     : undefined;
 
   const capability = new Capability({
@@ -76,17 +80,26 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
   // on the namespace's path.
   const podWatch = (namespace: string) => {
     let query = K8s(kind.Pod).InNamespace(namespace);
-    for (const [label, value] of Object.entries(settings.agentPodSelector)) query = query.WithLabel(label, value) as typeof query;
+    for (const [label, value] of Object.entries(settings.agentPodSelector))
+      query = query.WithLabel(label, value) as typeof query;
     return query.Watch((pod, phase) => {
       if (phase === "DELETED") reconciler.forget("AgentPod", pod as KubernetesObject);
-      else if (phase === "ADDED" || phase === "MODIFIED") reconciler.observe("AgentPod", pod as KubernetesObject);
+      else if (phase === "ADDED" || phase === "MODIFIED")
+        reconciler.observe("AgentPod", pod as KubernetesObject);
     });
   };
-  for (const kind of WATCHED_KINDS) if (!(kind === "AgentPod" && settings.agentNamespace)) bind(kind);
+  for (const kind of WATCHED_KINDS)
+    if (!(kind === "AgentPod" && settings.agentNamespace)) bind(kind);
 
   const start = () => {
     if (settings.agentNamespace) {
-      podWatch(settings.agentNamespace).start().catch(error => Log.error(`watching the agent Pods in namespace ${settings.agentNamespace} failed: ${error}`));
+      podWatch(settings.agentNamespace)
+        .start()
+        .catch(error =>
+          Log.error(
+            `watching the agent Pods in namespace ${settings.agentNamespace} failed: ${error}`,
+          ),
+        );
     }
     reconciler.start();
     rotation?.start();

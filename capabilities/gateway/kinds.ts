@@ -29,17 +29,32 @@ function info(model: GenericClass, apiVersion: string, kindName: string, plural:
 }
 
 export const KINDS = {
-  GatewayClass: info(GatewayClass, "gateway.networking.k8s.io/v1", "GatewayClass", "gatewayclasses"),
+  GatewayClass: info(
+    GatewayClass,
+    "gateway.networking.k8s.io/v1",
+    "GatewayClass",
+    "gatewayclasses",
+  ),
   Gateway: info(Gateway, "gateway.networking.k8s.io/v1", "Gateway", "gateways"),
   TCPRoute: info(TCPRoute, "gateway.networking.k8s.io/v1", "TCPRoute", "tcproutes"),
   UDPRoute: info(UDPRoute, "gateway.networking.k8s.io/v1", "UDPRoute", "udproutes"),
   HTTPRoute: info(HTTPRoute, "gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
-  ReferenceGrant: info(ReferenceGrant, "gateway.networking.k8s.io/v1beta1", "ReferenceGrant", "referencegrants"),
+  ReferenceGrant: info(
+    ReferenceGrant,
+    "gateway.networking.k8s.io/v1beta1",
+    "ReferenceGrant",
+    "referencegrants",
+  ),
   Service: info(kind.Service, "v1", "Service", "services"),
   EndpointSlice: info(kind.EndpointSlice, "discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
   Namespace: info(kind.Namespace, "v1", "Namespace", "namespaces"),
   Node: info(kind.Node, "v1", "Node", "nodes"),
-  DataplaneConfig: info(DataplaneConfig, "blixt.dev/v1alpha1", "DataplaneConfig", "dataplaneconfigs"),
+  DataplaneConfig: info(
+    DataplaneConfig,
+    "blixt.dev/v1alpha1",
+    "DataplaneConfig",
+    "dataplaneconfigs",
+  ),
   AgentPod: info(kind.Pod, "v1", "Pod", "pods"),
 } satisfies Record<WatchedKind, KindInfo>;
 
@@ -49,7 +64,15 @@ export const KINDS = {
  * both copies are one instance (the bundled module in production) it already knows them and
  * says so; nothing else can go wrong here.
  */
-for (const name of ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute", "HTTPRoute", "ReferenceGrant", "DataplaneConfig"] as const) {
+for (const name of [
+  "GatewayClass",
+  "Gateway",
+  "TCPRoute",
+  "UDPRoute",
+  "HTTPRoute",
+  "ReferenceGrant",
+  "DataplaneConfig",
+] as const) {
   try {
     registerWithPepr(KINDS[name].model, KINDS[name].gvk);
   } catch {

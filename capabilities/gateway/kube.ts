@@ -44,18 +44,31 @@ export async function readSecret(ref: SecretRef): Promise<SecretRead> {
  * changed since the plan saw it (the next pass copies the new one), then creates the copy or
  * replaces it over the version it read. Type and data are the source's; nothing else is.
  */
-async function applyCertificateCopy(write: Extract<Write, { op: "applyCertificateCopy" }>): Promise<KubernetesObject> {
+async function applyCertificateCopy(
+  write: Extract<Write, { op: "applyCertificateCopy" }>,
+): Promise<KubernetesObject> {
   const { source } = write.copy;
   const read = await getSecretByName(source.namespace, source.name);
-  if ("problem" in read) throw new Error(`Secret ${source.namespace}/${source.name}: ${read.problem}`);
-  if (!read.secret) throw Object.assign(new Error(`Secret ${source.namespace}/${source.name} no longer exists`), { status: 404 });
+  if ("problem" in read)
+    throw new Error(`Secret ${source.namespace}/${source.name}: ${read.problem}`);
+  if (!read.secret)
+    throw Object.assign(new Error(`Secret ${source.namespace}/${source.name} no longer exists`), {
+      status: 404,
+    });
   if (secretDigest(read.secret.type, read.secret.data) !== write.digest) {
-    throw new Error(`Secret ${source.namespace}/${source.name} changed since this pass read it; the next pass copies it`);
+    throw new Error(
+      `Secret ${source.namespace}/${source.name} changed since this pass read it; the next pass copies it`,
+    );
   }
   const body: V1Secret = {
     apiVersion: "v1",
     kind: "Secret",
-    metadata: { namespace: write.namespace, name: write.name, labels: write.labels, annotations: write.annotations },
+    metadata: {
+      namespace: write.namespace,
+      name: write.name,
+      labels: write.labels,
+      annotations: write.annotations,
+    },
     type: read.secret.type,
     data: read.secret.data,
   };
@@ -63,12 +76,21 @@ async function applyCertificateCopy(write: Extract<Write, { op: "applyCertificat
   config.loadFromDefault();
   const api = config.makeApiClient(CoreV1Api);
   try {
-    const current = await api.readNamespacedSecret({ namespace: write.namespace, name: write.name }).catch((error: unknown) => {
-      if ((asResponse(error) as { status?: number }).status === 404) return undefined;
-      throw error;
-    });
+    const current = await api
+      .readNamespacedSecret({ namespace: write.namespace, name: write.name })
+      .catch((error: unknown) => {
+        if ((asResponse(error) as { status?: number }).status === 404) return undefined;
+        throw error;
+      });
     const written = current
-      ? await api.replaceNamespacedSecret({ namespace: write.namespace, name: write.name, body: { ...body, metadata: { ...body.metadata, resourceVersion: current.metadata?.resourceVersion } } })
+      ? await api.replaceNamespacedSecret({
+          namespace: write.namespace,
+          name: write.name,
+          body: {
+            ...body,
+            metadata: { ...body.metadata, resourceVersion: current.metadata?.resourceVersion },
+          },
+        })
       : await api.createNamespacedSecret({ namespace: write.namespace, body });
     // Only metadata goes back to the reconciler: it keeps no key bytes.
     return { apiVersion: "v1", kind: "Secret", metadata: written.metadata } as KubernetesObject;
@@ -80,11 +102,14 @@ async function applyCertificateCopy(write: Extract<Write, { op: "applyCertificat
 /** The certificate copies in `namespace`, metadata only (the controller keeps no key bytes). */
 export async function listCertificateCopies(namespace: string): Promise<KubernetesObject[]> {
   const list = await K8s(kind.Secret).InNamespace(namespace).WithLabel(COPY_LABEL, "true").Get();
-  return list.items.map(s => ({ apiVersion: "v1", kind: "Secret", metadata: s.metadata }) as KubernetesObject);
+  return list.items.map(
+    s => ({ apiVersion: "v1", kind: "Secret", metadata: s.metadata }) as KubernetesObject,
+  );
 }
 
 type RouteKind = "TCPRoute" | "UDPRoute" | "HTTPRoute";
-const isRouteKind = (k: StatusKind): k is RouteKind => k === "TCPRoute" || k === "UDPRoute" || k === "HTTPRoute";
+const isRouteKind = (k: StatusKind): k is RouteKind =>
+  k === "TCPRoute" || k === "UDPRoute" || k === "HTTPRoute";
 
 /** One entry of a route's status.parents: whose it is says controllerName. */
 export interface RouteParentStatus {
@@ -100,8 +125,15 @@ export interface RouteObject extends KubernetesObject {
  * The parents a route's status should hold: blixt's entries as `ours` gives them (first, as
  * compile orders them), then every other controller's entry as `current` has it. Pure.
  */
-export function routeParents(current: RouteParentStatus[] | undefined, ours: RouteParentStatus[], controllerName: string): RouteParentStatus[] {
-  return [...ours.filter(p => p.controllerName === controllerName), ...(current ?? []).filter(p => p.controllerName !== controllerName)];
+export function routeParents(
+  current: RouteParentStatus[] | undefined,
+  ours: RouteParentStatus[],
+  controllerName: string,
+): RouteParentStatus[] {
+  return [
+    ...ours.filter(p => p.controllerName === controllerName),
+    ...(current ?? []).filter(p => p.controllerName !== controllerName),
+  ];
 }
 
 /** The two calls a route status write makes; a test may wrap them. */
@@ -169,24 +201,36 @@ export async function writeRouteParents(
     const parents = routeParents(current.status?.parents, ours, controllerName);
     if (canonicalJSON(parents) === canonicalJSON(current.status?.parents ?? [])) return current;
     try {
-      return await io.replaceStatus(route.kind, { ...current, status: { ...current.status, parents } });
+      return await io.replaceStatus(route.kind, {
+        ...current,
+        status: { ...current.status, parents },
+      });
     } catch (error) {
       if ((error as { status?: number }).status !== 409 || attempt >= attempts) throw error;
     }
   }
 }
 
-export function kubeClusterClient(agentPodSelector: Record<string, string>, controllerName: string, agentNamespace?: string): ClusterClient {
+export function kubeClusterClient(
+  agentPodSelector: Record<string, string>,
+  controllerName: string,
+  agentNamespace?: string,
+): ClusterClient {
   return {
     async list(watched) {
       const { model, apiVersion, kind: kindName } = KINDS[watched];
       let query = K8s(model);
       if (watched === "AgentPod") {
         if (agentNamespace) query = query.InNamespace(agentNamespace) as typeof query;
-        for (const [label, value] of Object.entries(agentPodSelector)) query = query.WithLabel(label, value) as typeof query;
+        for (const [label, value] of Object.entries(agentPodSelector))
+          query = query.WithLabel(label, value) as typeof query;
       }
       const list = await query.Get();
-      return list.items.map(item => ({ apiVersion, kind: kindName, ...(item as KubernetesObject) }));
+      return list.items.map(item => ({
+        apiVersion,
+        kind: kindName,
+        ...(item as KubernetesObject),
+      }));
     },
 
     async secrets(refs) {
@@ -212,11 +256,18 @@ export function kubeClusterClient(agentPodSelector: Record<string, string>, cont
           // Other controllers write their own entries of a route's status.parents.
           if (isRouteKind(write.kind)) {
             const ours = (write.status.parents ?? []) as RouteParentStatus[];
-            return writeRouteParents({ kind: write.kind, namespace: write.namespace ?? "", name: write.name }, ours, controllerName);
+            return writeRouteParents(
+              { kind: write.kind, namespace: write.namespace ?? "", name: write.name },
+              ours,
+              controllerName,
+            );
           }
           // A Gateway's and a GatewayClass's status is wholly their controller's: a merge patch.
           return K8s(STATUS_MODELS[write.kind]).PatchStatus({
-            metadata: { name: write.name, ...(write.namespace ? { namespace: write.namespace } : {}) },
+            metadata: {
+              name: write.name,
+              ...(write.namespace ? { namespace: write.namespace } : {}),
+            },
             status: write.status,
           } as never);
         case "addFinalizer":

@@ -20,19 +20,39 @@ export type Write =
   | { op: "applyDataplaneConfig"; namespace: string; name: string; object: DataplaneConfig }
   | { op: "deleteDataplaneConfig"; namespace: string; name: string }
   /** `status` is a merge patch: keys set to null remove fields blixt no longer reports. */
-  | { op: "patchStatus"; kind: StatusKind; namespace?: string; name: string; status: Record<string, unknown> }
+  | {
+      op: "patchStatus";
+      kind: StatusKind;
+      namespace?: string;
+      name: string;
+      status: Record<string, unknown>;
+    }
   | { op: "removeFinalizer"; kind: "Gateway"; namespace: string; name: string; patch: Operation[] }
   /**
    * Create or replace the copy of a certificate in the release namespace. The plan holds no key
    * bytes: the write reads `copy.source` and stores its data, if its digest is still `digest`.
    */
-  | { op: "applyCertificateCopy"; namespace: string; name: string; copy: CertificateCopy; digest: string; labels: Record<string, string>; annotations: Record<string, string> }
+  | {
+      op: "applyCertificateCopy";
+      namespace: string;
+      name: string;
+      copy: CertificateCopy;
+      digest: string;
+      labels: Record<string, string>;
+      annotations: Record<string, string>;
+    }
   | { op: "deleteCertificateCopy"; namespace: string; name: string };
 
 /** The snapshot parts the plan compares against (the same objects compile saw). */
 export type ClusterState = Pick<
   Snapshot,
-  "controllerName" | "gatewayClasses" | "gateways" | "tcpRoutes" | "udpRoutes" | "httpRoutes" | "dataplaneConfigs"
+  | "controllerName"
+  | "gatewayClasses"
+  | "gateways"
+  | "tcpRoutes"
+  | "udpRoutes"
+  | "httpRoutes"
+  | "dataplaneConfigs"
 > &
   Partial<Pick<Snapshot, "secrets">> & {
     /** The copies now in the release namespace (labelled COPY_LABEL), metadata enough. */
@@ -40,7 +60,8 @@ export type ClusterState = Pick<
   };
 
 export function describeWrite(write: Write): string {
-  const where = "namespace" in write && write.namespace ? `${write.namespace}/${write.name}` : write.name;
+  const where =
+    "namespace" in write && write.namespace ? `${write.namespace}/${write.name}` : write.name;
   switch (write.op) {
     case "applyDataplaneConfig":
     case "deleteDataplaneConfig":
@@ -70,7 +91,8 @@ export function canonicalJSON(value: unknown): string {
   return JSON.stringify(sort(JSON.parse(JSON.stringify(value ?? null))));
 }
 
-const key = (namespace: string | undefined, name: string): string => (namespace ? `${namespace}/${name}` : name);
+const key = (namespace: string | undefined, name: string): string =>
+  namespace ? `${namespace}/${name}` : name;
 const keyOf = (o: KubernetesObject): string => key(o.metadata?.namespace, o.metadata?.name ?? "");
 
 /**
@@ -93,7 +115,10 @@ interface RouteLike extends KubernetesObject {
   status?: { parents?: { controllerName: string }[] } & Record<string, unknown>;
 }
 
-function dataplaneConfigDiffers(current: DataplaneConfig | undefined, desired: DataplaneConfig): boolean {
+function dataplaneConfigDiffers(
+  current: DataplaneConfig | undefined,
+  desired: DataplaneConfig,
+): boolean {
   if (!current) return true;
   const owned = (o: DataplaneConfig) => ({
     spec: o.spec,
@@ -162,8 +187,18 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
 
   for (const desired of output.gateways) {
     const gateway = gateways.get(key(desired.namespace, desired.name));
-    if (gateway && !gateway.metadata?.deletionTimestamp && !gateway.metadata?.finalizers?.includes(GATEWAY_FINALIZER)) {
-      writes.push({ op: "addFinalizer", kind: "Gateway", namespace: desired.namespace, name: desired.name, patch: finalizerPatch(gateway, "add") });
+    if (
+      gateway &&
+      !gateway.metadata?.deletionTimestamp &&
+      !gateway.metadata?.finalizers?.includes(GATEWAY_FINALIZER)
+    ) {
+      writes.push({
+        op: "addFinalizer",
+        kind: "Gateway",
+        namespace: desired.namespace,
+        name: desired.name,
+        patch: finalizerPatch(gateway, "add"),
+      });
     }
   }
 
@@ -183,7 +218,11 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
   }
   for (const [k, current] of [...currentConfigs].sort(([a], [b]) => a.localeCompare(b))) {
     if (!desiredConfigs.has(k) && !current.metadata?.deletionTimestamp) {
-      writes.push({ op: "deleteDataplaneConfig", namespace: current.metadata?.namespace, name: current.metadata?.name });
+      writes.push({
+        op: "deleteDataplaneConfig",
+        namespace: current.metadata?.namespace,
+        name: current.metadata?.name,
+      });
     }
   }
 
@@ -194,15 +233,29 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
   for (const desired of output.gatewayClasses) {
     const current = classes.get(desired.name);
     if (!current) continue;
-    const patch = statusPatch(current.status as Record<string, unknown>, desired.status as unknown as Record<string, unknown>);
-    if (patch) writes.push({ op: "patchStatus", kind: "GatewayClass", name: desired.name, status: patch });
+    const patch = statusPatch(
+      current.status as Record<string, unknown>,
+      desired.status as unknown as Record<string, unknown>,
+    );
+    if (patch)
+      writes.push({ op: "patchStatus", kind: "GatewayClass", name: desired.name, status: patch });
   }
 
   for (const desired of output.gateways) {
     const current = gateways.get(key(desired.namespace, desired.name));
     if (!current || current.metadata?.deletionTimestamp) continue;
-    const patch = statusPatch(current.status as Record<string, unknown>, desired.status as unknown as Record<string, unknown>);
-    if (patch) writes.push({ op: "patchStatus", kind: "Gateway", namespace: desired.namespace, name: desired.name, status: patch });
+    const patch = statusPatch(
+      current.status as Record<string, unknown>,
+      desired.status as unknown as Record<string, unknown>,
+    );
+    if (patch)
+      writes.push({
+        op: "patchStatus",
+        kind: "Gateway",
+        namespace: desired.namespace,
+        name: desired.name,
+        status: patch,
+      });
   }
 
   const routesByKind: Record<"TCPRoute" | "UDPRoute" | "HTTPRoute", RouteLike[]> = {
@@ -210,9 +263,13 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
     UDPRoute: state.udpRoutes as RouteLike[],
     HTTPRoute: state.httpRoutes as RouteLike[],
   };
-  const desiredRoutes = new Map(output.routes.map(r => [`${r.kind}/${key(r.namespace, r.name)}`, r]));
+  const desiredRoutes = new Map(
+    output.routes.map(r => [`${r.kind}/${key(r.namespace, r.name)}`, r]),
+  );
   for (const kind of ["TCPRoute", "UDPRoute", "HTTPRoute"] as const) {
-    for (const current of [...routesByKind[kind]].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
+    for (const current of [...routesByKind[kind]].sort((a, b) =>
+      keyOf(a).localeCompare(keyOf(b)),
+    )) {
       const desired = desiredRoutes.get(`${kind}/${keyOf(current)}`);
       const currentParents = current.status?.parents ?? [];
       // A route that no longer names a blixt Gateway keeps only other controllers' entries.
@@ -221,20 +278,39 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
       // reports keeps only those.
       const want = desired
         ? (desired.status as unknown as Record<string, unknown>)
-        : { ...current.status, parents: currentParents.filter(p => p.controllerName !== controllerName) };
+        : {
+            ...current.status,
+            parents: currentParents.filter(p => p.controllerName !== controllerName),
+          };
       const patch = statusPatch(current.status, want);
       if (patch) {
-        writes.push({ op: "patchStatus", kind, namespace: current.metadata?.namespace, name: current.metadata?.name ?? "", status: patch });
+        writes.push({
+          op: "patchStatus",
+          kind,
+          namespace: current.metadata?.namespace,
+          name: current.metadata?.name ?? "",
+          status: patch,
+        });
       }
     }
   }
 
   for (const gateway of [...state.gateways].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
-    if (!gateway.metadata?.deletionTimestamp || !gateway.metadata.finalizers?.includes(GATEWAY_FINALIZER)) continue;
+    if (
+      !gateway.metadata?.deletionTimestamp ||
+      !gateway.metadata.finalizers?.includes(GATEWAY_FINALIZER)
+    )
+      continue;
     // The DataplaneConfig shares the Gateway's name; the finalizer goes only once it is gone,
     // so the next reconcile (triggered by its deletion) releases the Gateway.
     if (!currentConfigs.has(keyOf(gateway)) && !desiredConfigs.has(keyOf(gateway))) {
-      writes.push({ op: "removeFinalizer", kind: "Gateway", namespace: gateway.metadata.namespace, name: gateway.metadata.name, patch: finalizerPatch(gateway, "remove") });
+      writes.push({
+        op: "removeFinalizer",
+        kind: "Gateway",
+        namespace: gateway.metadata.namespace,
+        name: gateway.metadata.name,
+        patch: finalizerPatch(gateway, "remove"),
+      });
     }
   }
   return writes;
@@ -246,24 +322,49 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
  * DataplaneConfig names any more, to delete. A source blixt could not read this pass (no
  * digest) keeps the copy it has.
  */
-export function certificateCopyWrites(state: ClusterState, output: CompileOutput): { apply: Write[]; remove: Write[] } {
+export function certificateCopyWrites(
+  state: ClusterState,
+  output: CompileOutput,
+): { apply: Write[]; remove: Write[] } {
   const apply: Write[] = [];
   const remove: Write[] = [];
   const digests = new Map((state.secrets ?? []).map(s => [key(s.namespace, s.name), s.digest]));
-  const current = new Map((state.certificateCopies ?? []).filter(c => c.metadata?.labels?.[COPY_LABEL] === "true").map(c => [keyOf(c), c]));
+  const current = new Map(
+    (state.certificateCopies ?? [])
+      .filter(c => c.metadata?.labels?.[COPY_LABEL] === "true")
+      .map(c => [keyOf(c), c]),
+  );
   const desired = new Map((output.certificateCopies ?? []).map(c => [key(c.namespace, c.name), c]));
   for (const [k, copy] of [...desired].sort(([a], [b]) => a.localeCompare(b))) {
     const have = current.get(k);
     const digest = digests.get(key(copy.source.namespace, copy.source.name));
     if (!digest) continue;
     const { labels, annotations } = copyMetadata(copy, digest);
-    const same = (want: Record<string, string>, got: Record<string, string> | undefined) => Object.entries(want).every(([name, value]) => got?.[name] === value);
-    if (have && same(labels, have.metadata?.labels) && same(annotations, have.metadata?.annotations)) continue;
-    apply.push({ op: "applyCertificateCopy", namespace: copy.namespace, name: copy.name, copy, digest, labels, annotations });
+    const same = (want: Record<string, string>, got: Record<string, string> | undefined) =>
+      Object.entries(want).every(([name, value]) => got?.[name] === value);
+    if (
+      have &&
+      same(labels, have.metadata?.labels) &&
+      same(annotations, have.metadata?.annotations)
+    )
+      continue;
+    apply.push({
+      op: "applyCertificateCopy",
+      namespace: copy.namespace,
+      name: copy.name,
+      copy,
+      digest,
+      labels,
+      annotations,
+    });
   }
   for (const [k, copy] of [...current].sort(([a], [b]) => a.localeCompare(b))) {
     if (!desired.has(k) && !copy.metadata?.deletionTimestamp) {
-      remove.push({ op: "deleteCertificateCopy", namespace: copy.metadata?.namespace ?? "", name: copy.metadata?.name ?? "" });
+      remove.push({
+        op: "deleteCertificateCopy",
+        namespace: copy.metadata?.namespace ?? "",
+        name: copy.metadata?.name ?? "",
+      });
     }
   }
   return { apply, remove };
@@ -291,7 +392,8 @@ export function recordedAllocations(
   for (const config of [...dataplaneConfigs].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))) {
     const address = config.spec?.address;
     if (address && !config.metadata?.deletionTimestamp) {
-      table[key(config.metadata?.namespace, config.spec?.gatewayName ?? config.metadata?.name)] = address;
+      table[key(config.metadata?.namespace, config.spec?.gatewayName ?? config.metadata?.name)] =
+        address;
     }
   }
   return table;

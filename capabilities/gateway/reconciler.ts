@@ -16,7 +16,13 @@ import type { CompileOutput, Snapshot } from "./compile/types";
 import type { ControllerSettings } from "./config";
 import { compileInput, describeWrite, planWrites, recordedAllocations, type Write } from "./plan";
 import type { SecretInfo } from "./compile/types";
-import { certificateSecretRefs, SnapshotStore, WATCHED_KINDS, type SecretRef, type WatchedKind } from "./store";
+import {
+  certificateSecretRefs,
+  SnapshotStore,
+  WATCHED_KINDS,
+  type SecretRef,
+  type WatchedKind,
+} from "./store";
 
 export interface ClusterClient {
   /** Every object of a kind, as a relist sees it. */
@@ -67,7 +73,13 @@ export interface ReconcileResult {
   deferred: Write[];
 }
 
-const noResult = (): ReconcileResult => ({ writes: [], failed: [], skipped: [], gone: [], deferred: [] });
+const noResult = (): ReconcileResult => ({
+  writes: [],
+  failed: [],
+  skipped: [],
+  gone: [],
+  deferred: [],
+});
 
 /** One object's retry: how often its writes failed in a row, and when to try again. */
 interface RetryState {
@@ -82,9 +94,11 @@ interface RetryState {
  * and finalizer writes, else the object whose status it writes.
  */
 export function writeTarget(write: Write): { kind: WatchedKind; namespace?: string; name: string } {
-  if (write.op === "patchStatus") return { kind: write.kind, namespace: write.namespace, name: write.name };
+  if (write.op === "patchStatus")
+    return { kind: write.kind, namespace: write.namespace, name: write.name };
   // A copy's retry is its own (keyed by the copy), never its Gateway's.
-  if (write.op === "applyCertificateCopy" || write.op === "deleteCertificateCopy") return { kind: "Gateway", namespace: write.namespace, name: `certificate-copy/${write.name}` };
+  if (write.op === "applyCertificateCopy" || write.op === "deleteCertificateCopy")
+    return { kind: "Gateway", namespace: write.namespace, name: `certificate-copy/${write.name}` };
   return { kind: "Gateway", namespace: write.namespace, name: write.name };
 }
 
@@ -96,7 +110,8 @@ export function backoffMs(failures: number, maxBackoffSeconds: number): number {
   return Math.min(1000 * 2 ** Math.max(0, failures - 1), maxBackoffSeconds * 1000);
 }
 
-const inSeconds = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`);
+const inSeconds = (ms: number): string =>
+  ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
 
 /**
  * Why a failed write needs no retry, if it does not: its object is already gone (404 on a
@@ -107,7 +122,12 @@ const inSeconds = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${Math.roun
 export function goneReason(write: Write, error: unknown): string | undefined {
   const status = (error as { status?: number } | undefined)?.status;
   if (status === 404 && write.op !== "applyDataplaneConfig") return "already deleted";
-  if (write.op === "applyDataplaneConfig" && status === 403 && /being terminated/.test(errorMessage(error))) return "its namespace is being deleted";
+  if (
+    write.op === "applyDataplaneConfig" &&
+    status === 403 &&
+    /being terminated/.test(errorMessage(error))
+  )
+    return "its namespace is being deleted";
   return undefined;
 }
 
@@ -135,7 +155,11 @@ function goneSummary(gone: Write[]): string {
 /** A readable reason from whatever kubernetes-fluent-client threw (it throws the response). */
 export function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message;
-  const response = error as { status?: number; statusText?: string; data?: { message?: string } | string };
+  const response = error as {
+    status?: number;
+    statusText?: string;
+    data?: { message?: string } | string;
+  };
   if (response && typeof response === "object" && "status" in response) {
     const detail = typeof response.data === "string" ? response.data : response.data?.message;
     return `${response.status} ${response.statusText ?? ""}${detail ? `: ${detail}` : ""}`.trim();
@@ -151,13 +175,20 @@ const rfc3339 = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, 
  * its DataplaneConfig) and its finalizer's removal (only once its DataplaneConfig is gone).
  */
 function dependentGateway(write: Write): string | undefined {
-  if (write.op === "removeFinalizer" || (write.op === "patchStatus" && write.kind === "Gateway")) return `${write.namespace}/${write.name}`;
+  if (write.op === "removeFinalizer" || (write.op === "patchStatus" && write.kind === "Gateway"))
+    return `${write.namespace}/${write.name}`;
   return undefined;
 }
 
 /** The Gateway whose later status and finalizer writes wait on this one, if it fails. */
 function prerequisiteOf(write: Write): string | undefined {
-  if (write.op === "patchStatus" || write.op === "removeFinalizer" || write.op === "applyCertificateCopy" || write.op === "deleteCertificateCopy") return undefined;
+  if (
+    write.op === "patchStatus" ||
+    write.op === "removeFinalizer" ||
+    write.op === "applyCertificateCopy" ||
+    write.op === "deleteCertificateCopy"
+  )
+    return undefined;
   return `${write.namespace}/${write.name}`;
 }
 
@@ -223,7 +254,9 @@ export class Reconciler {
     // Events that land while the lists are in flight are newer than the lists: the store keeps them.
     const since = this.store.listStarted();
     try {
-      const lists = await Promise.all(WATCHED_KINDS.map(async kind => [kind, await this.#deps.client.list(kind)] as const));
+      const lists = await Promise.all(
+        WATCHED_KINDS.map(async kind => [kind, await this.#deps.client.list(kind)] as const),
+      );
       for (const [kind, objects] of lists) this.store.replace(kind, objects, since);
     } catch (error) {
       this.#relistFailures++;
@@ -247,7 +280,10 @@ export class Reconciler {
     this.#stopped = false;
     void this.resync();
     clearInterval(this.#resyncEvery);
-    this.#resyncEvery = setInterval(() => void this.resync(), this.#deps.settings.resyncSeconds * 1000);
+    this.#resyncEvery = setInterval(
+      () => void this.resync(),
+      this.#deps.settings.resyncSeconds * 1000,
+    );
   }
 
   stop(): void {
@@ -287,14 +323,22 @@ export class Reconciler {
     if (this.#compileRetryAt !== undefined) due.push(this.#compileRetryAt);
     if (this.#secretRetryAt !== undefined) due.push(this.#secretRetryAt);
     if (due.length === 0) return;
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = undefined;
-      void this.reconcile();
-    }, Math.max(0, Math.min(...due) - Date.now()));
+    this.#retryTimer = setTimeout(
+      () => {
+        this.#retryTimer = undefined;
+        void this.reconcile();
+      },
+      Math.max(0, Math.min(...due) - Date.now()),
+    );
   }
 
-  #generationOf(target: { kind: WatchedKind; namespace?: string; name: string }): number | undefined {
-    return this.store.get<KubernetesObject>(target.kind, target.namespace, target.name)?.metadata?.generation;
+  #generationOf(target: {
+    kind: WatchedKind;
+    namespace?: string;
+    name: string;
+  }): number | undefined {
+    return this.store.get<KubernetesObject>(target.kind, target.namespace, target.name)?.metadata
+      ?.generation;
   }
 
   /** Whether this write's object waits for its retry: it failed before, and its generation is the same. */
@@ -312,12 +356,18 @@ export class Reconciler {
   async #reconcileOnce(): Promise<ReconcileResult> {
     const { client, compile, settings, controllerName, log } = this.#deps;
     try {
-      const refs = certificateSecretRefs(this.store.list("Gateway"), this.store.list("GatewayClass"), controllerName);
+      const refs = certificateSecretRefs(
+        this.store.list("Gateway"),
+        this.store.list("GatewayClass"),
+        controllerName,
+      );
       this.store.setSecrets(this.#secretInfos(await client.secrets(refs)));
       if (client.certificateCopies) this.#certificateCopies = await client.certificateCopies();
     } catch (error) {
       // Only a broken client gets here: a ref's own failure is its result.
-      log.error(`reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`);
+      log.error(
+        `reading the Secrets listeners reference failed: ${errorMessage(error)}; retrying with backoff`,
+      );
       this.#compileFailed();
       return noResult();
     }
@@ -326,7 +376,9 @@ export class Reconciler {
       now: rfc3339((this.#deps.now ?? (() => new Date()))()),
       addressPools: settings.addressPools,
       allocations: recordedAllocations(this.store.list("DataplaneConfig"), this.#lastAllocations),
-      ...(settings.agentNamespace && client.certificateCopies ? { certificateCopyNamespace: settings.agentNamespace } : {}),
+      ...(settings.agentNamespace && client.certificateCopies
+        ? { certificateCopyNamespace: settings.agentNamespace }
+        : {}),
     });
 
     let output: CompileOutput;
@@ -388,25 +440,51 @@ export class Reconciler {
       const key = targetKey(target);
       if (!failedTargets.delete(key)) continue;
       const failures = (this.#retries.get(key)?.failures ?? 0) + 1;
-      this.#retries.set(key, { failures, retryAt: Date.now() + backoffMs(failures, settings.maxBackoffSeconds), generation: this.#generationOf(target) });
+      this.#retries.set(key, {
+        failures,
+        retryAt: Date.now() + backoffMs(failures, settings.maxBackoffSeconds),
+        generation: this.#generationOf(target),
+      });
     }
     for (const { write, error } of result.failed) {
       const retry = this.#retries.get(targetKey(writeTarget(write)))!;
-      log.error(`${describeWrite(write)} failed: ${error}; retrying it in ${inSeconds(backoffMs(retry.failures, settings.maxBackoffSeconds))}`);
+      log.error(
+        `${describeWrite(write)} failed: ${error}; retrying it in ${inSeconds(backoffMs(retry.failures, settings.maxBackoffSeconds))}`,
+      );
     }
-    this.#lastAllocations = this.#durableAllocations(snapshot.allocations, output.allocations, result);
+    this.#lastAllocations = this.#durableAllocations(
+      snapshot.allocations,
+      output.allocations,
+      result,
+    );
     this.#armRetry();
     // Statuses were computed against the tables as they were before this pass (Programmed
     // says "being updated"); one more pass reports on the tables just written.
     const madeTables = writes.some(
-      w => (w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig") && !result.deferred.includes(w) && !result.failed.some(f => f.write === w),
+      w =>
+        (w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig") &&
+        !result.deferred.includes(w) &&
+        !result.failed.some(f => f.write === w),
     );
     if (madeTables) this.schedule();
     if (writes.length > 0) {
-      const made = writes.length - result.failed.length - result.skipped.length - result.gone.length - result.deferred.length;
-      const gone = result.gone.length > 0 ? `, ${result.gone.length} dropped (${goneSummary(result.gone)})` : "";
-      const waiting = result.deferred.length > 0 ? `, ${result.deferred.length} waiting for their object's retry` : "";
-      log.info(`reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${waiting}${gone}`);
+      const made =
+        writes.length -
+        result.failed.length -
+        result.skipped.length -
+        result.gone.length -
+        result.deferred.length;
+      const gone =
+        result.gone.length > 0
+          ? `, ${result.gone.length} dropped (${goneSummary(result.gone)})`
+          : "";
+      const waiting =
+        result.deferred.length > 0
+          ? `, ${result.deferred.length} waiting for their object's retry`
+          : "";
+      log.info(
+        `reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${waiting}${gone}`,
+      );
     }
     return result;
   }
@@ -431,7 +509,9 @@ export class Reconciler {
         seen.set(key, info);
       }
       if (read.problem) {
-        problems.push(`Secret ${JSON.stringify(key)}: ${read.problem}${read.retry ? (info ? "; keeping the copy last read" : "") : "; not read"}`);
+        problems.push(
+          `Secret ${JSON.stringify(key)}: ${read.problem}${read.retry ? (info ? "; keeping the copy last read" : "") : "; not read"}`,
+        );
       }
       retry ||= read.retry === true;
     }
@@ -454,7 +534,8 @@ export class Reconciler {
   /** A pass could not compile (or read what compile needs): the whole pass is retried with backoff. */
   #compileFailed(): void {
     this.#compileFailures++;
-    this.#compileRetryAt = Date.now() + backoffMs(this.#compileFailures, this.#deps.settings.maxBackoffSeconds);
+    this.#compileRetryAt =
+      Date.now() + backoffMs(this.#compileFailures, this.#deps.settings.maxBackoffSeconds);
     this.#armRetry();
   }
 
@@ -463,15 +544,23 @@ export class Reconciler {
    * DataplaneConfig records it; where that write failed or waits, the Gateway keeps the
    * address it had before this pass (none, if it had none), so the next pass decides again.
    */
-  #durableAllocations(before: Record<string, string>, decided: Record<string, string>, result: ReconcileResult): Record<string, string> {
+  #durableAllocations(
+    before: Record<string, string>,
+    decided: Record<string, string>,
+    result: ReconcileResult,
+  ): Record<string, string> {
     const table = { ...decided };
-    const unwritten = [...result.failed.map(f => f.write), ...result.deferred, ...result.skipped].filter(
-      w => w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig",
-    );
+    const unwritten = [
+      ...result.failed.map(f => f.write),
+      ...result.deferred,
+      ...result.skipped,
+    ].filter(w => w.op === "applyDataplaneConfig" || w.op === "deleteDataplaneConfig");
     for (const write of unwritten) {
       const key = `${write.namespace}/${write.name}`;
       const previous = before[key];
-      const takenByAnother = Object.entries(table).some(([other, address]) => other !== key && address === previous);
+      const takenByAnother = Object.entries(table).some(
+        ([other, address]) => other !== key && address === previous,
+      );
       if (previous !== undefined && !takenByAnother) table[key] = previous;
       else delete table[key];
     }
@@ -480,15 +569,22 @@ export class Reconciler {
 
   /** Drops what a gone write was about from the store, so the next plan does not try it again before the watch says so. */
   #forget(write: Write): void {
-    if (write.op === "deleteDataplaneConfig") this.store.remove("DataplaneConfig", { metadata: { namespace: write.namespace, name: write.name } });
-    else if (write.op === "patchStatus") this.store.remove(write.kind, { metadata: { namespace: write.namespace, name: write.name } });
-    else if (write.op === "addFinalizer" || write.op === "removeFinalizer") this.store.remove("Gateway", { metadata: { namespace: write.namespace, name: write.name } });
+    if (write.op === "deleteDataplaneConfig")
+      this.store.remove("DataplaneConfig", {
+        metadata: { namespace: write.namespace, name: write.name },
+      });
+    else if (write.op === "patchStatus")
+      this.store.remove(write.kind, { metadata: { namespace: write.namespace, name: write.name } });
+    else if (write.op === "addFinalizer" || write.op === "removeFinalizer")
+      this.store.remove("Gateway", { metadata: { namespace: write.namespace, name: write.name } });
   }
 
   /** Keeps the store ahead of the watch, so the next plan does not repeat a write just made. */
   #record(write: Write, updated: KubernetesObject | undefined): void {
     if (write.op === "deleteDataplaneConfig") {
-      this.store.remove("DataplaneConfig", { metadata: { namespace: write.namespace, name: write.name } });
+      this.store.remove("DataplaneConfig", {
+        metadata: { namespace: write.namespace, name: write.name },
+      });
       return;
     }
     if (!updated?.metadata) return;
@@ -496,7 +592,8 @@ export class Reconciler {
     if (write.op === "addFinalizer") this.store.upsert("Gateway", updated);
     if (write.op === "removeFinalizer") {
       // Without finalizers a deleting Gateway is gone; keeping its last copy would leave a ghost.
-      if (updated.metadata.deletionTimestamp && !updated.metadata.finalizers?.length) this.store.remove("Gateway", updated);
+      if (updated.metadata.deletionTimestamp && !updated.metadata.finalizers?.length)
+        this.store.remove("Gateway", updated);
       else this.store.upsert("Gateway", updated);
     }
     if (write.op === "patchStatus") {

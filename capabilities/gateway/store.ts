@@ -43,13 +43,20 @@ export function secretInfo(secret: V1Secret): SecretInfo {
     validTLS: tlsPairParses(secret.data?.["tls.crt"], secret.data?.["tls.key"]),
     digest: secretDigest(secret.type, secret.data),
     ...(secret.metadata?.creationTimestamp
-      ? { creationTimestamp: new Date(secret.metadata.creationTimestamp).toISOString().replace(".000Z", "Z") }
+      ? {
+          creationTimestamp: new Date(secret.metadata.creationTimestamp)
+            .toISOString()
+            .replace(".000Z", "Z"),
+        }
       : {}),
   };
 }
 
 /** tls.crt and tls.key (base64, as the API serves them) parse, and the key belongs to the certificate. */
-export function tlsPairParses(certBase64: string | undefined, keyBase64: string | undefined): boolean {
+export function tlsPairParses(
+  certBase64: string | undefined,
+  keyBase64: string | undefined,
+): boolean {
   if (!certBase64 || !keyBase64) return false;
   try {
     const certificate = new X509Certificate(Buffer.from(certBase64, "base64"));
@@ -95,18 +102,41 @@ export interface SecretRef {
  * The Secrets the listeners of blixt's Gateways name in tls.certificateRefs, each once, sorted.
  * Gateways of another controller's class are not blixt's to serve: their refs are never read.
  */
-export function certificateSecretRefs(gateways: KubernetesObject[], gatewayClasses: KubernetesObject[], controllerName: string): SecretRef[] {
+export function certificateSecretRefs(
+  gateways: KubernetesObject[],
+  gatewayClasses: KubernetesObject[],
+  controllerName: string,
+): SecretRef[] {
   const ours = new Set(
     gatewayClasses
-      .filter(c => (c as { spec?: { controllerName?: string } }).spec?.controllerName === controllerName)
+      .filter(
+        c => (c as { spec?: { controllerName?: string } }).spec?.controllerName === controllerName,
+      )
       .map(c => c.metadata?.name),
   );
   const refs = new Map<string, SecretRef>();
   for (const gateway of gateways) {
-    const spec = (gateway as { spec?: { gatewayClassName?: string; listeners?: { tls?: { certificateRefs?: { group?: string; kind?: string; namespace?: string; name: string }[] } }[] } }).spec;
+    const spec = (
+      gateway as {
+        spec?: {
+          gatewayClassName?: string;
+          listeners?: {
+            tls?: {
+              certificateRefs?: {
+                group?: string;
+                kind?: string;
+                namespace?: string;
+                name: string;
+              }[];
+            };
+          }[];
+        };
+      }
+    ).spec;
     if (!ours.has(spec?.gatewayClassName) || gateway.metadata?.deletionTimestamp) continue;
     for (const ref of (spec?.listeners ?? []).flatMap(l => l.tls?.certificateRefs ?? [])) {
-      if (((ref.group ?? "") !== "" && ref.group !== "core") || (ref.kind ?? "Secret") !== "Secret") continue;
+      if (((ref.group ?? "") !== "" && ref.group !== "core") || (ref.kind ?? "Secret") !== "Secret")
+        continue;
       const namespace = ref.namespace || gateway.metadata?.namespace || "";
       refs.set(`${namespace}/${ref.name}`, { namespace, name: String(ref.name ?? "") });
     }
@@ -115,7 +145,9 @@ export function certificateSecretRefs(gateways: KubernetesObject[], gatewayClass
 }
 
 export class SnapshotStore {
-  #objects = new Map<WatchedKind, Map<string, KubernetesObject>>(WATCHED_KINDS.map(k => [k, new Map()]));
+  #objects = new Map<WatchedKind, Map<string, KubernetesObject>>(
+    WATCHED_KINDS.map(k => [k, new Map()]),
+  );
   /**
    * uids seen deleted, per kind. Creates and deletes arrive on separate watch streams (and a
    * relist can be older than the last event), so an object's ADDED can land after its DELETED;
@@ -151,7 +183,9 @@ export class SnapshotStore {
 
   /** The referenced Secrets as last read, already reduced to SecretInfo. */
   setSecrets(secrets: SecretInfo[]): void {
-    this.#secrets = [...secrets].sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
+    this.#secrets = [...secrets].sort((a, b) =>
+      `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`),
+    );
   }
 
   remove(kind: WatchedKind, object: KubernetesObject): void {
@@ -194,7 +228,8 @@ export class SnapshotStore {
       if (this.#touchedSince(kind, key, since) || (uid && deleted.has(uid))) continue;
       fresh.set(key, object);
     }
-    for (const [key, object] of held) if (this.#touchedSince(kind, key, since)) fresh.set(key, object);
+    for (const [key, object] of held)
+      if (this.#touchedSince(kind, key, since)) fresh.set(key, object);
     this.#objects.set(kind, fresh);
     // A tombstone is needed only while a stale list could still carry its uid.
     const listed = new Set(objects.map(o => o.metadata?.uid).filter((u): u is string => !!u));
@@ -206,7 +241,9 @@ export class SnapshotStore {
   }
 
   list<T>(kind: WatchedKind): T[] {
-    return [...this.#objects.get(kind)!.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, o]) => o as T);
+    return [...this.#objects.get(kind)!.entries()]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([, o]) => o as T);
   }
 
   snapshot(input: {
@@ -233,7 +270,9 @@ export class SnapshotStore {
       dataplaneConfigs: this.list("DataplaneConfig"),
       addressPools: input.addressPools,
       allocations: input.allocations,
-      ...(input.certificateCopyNamespace ? { certificateCopyNamespace: input.certificateCopyNamespace } : {}),
+      ...(input.certificateCopyNamespace
+        ? { certificateCopyNamespace: input.certificateCopyNamespace }
+        : {}),
     };
   }
 }

@@ -9,7 +9,13 @@
  * builds and signs them; the RSA keys come from node's crypto, and node's X509Certificate
  * reads certificates back.
  */
-import { X509Certificate, createHash, createPrivateKey, generateKeyPair, randomBytes } from "node:crypto";
+import {
+  X509Certificate,
+  createHash,
+  createPrivateKey,
+  generateKeyPair,
+  randomBytes,
+} from "node:crypto";
 import { promisify } from "node:util";
 import forge from "node-forge";
 
@@ -47,7 +53,8 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value < min) throw new Error(`${name}="${raw}": must be a number of at least ${min}`);
+  if (!Number.isFinite(value) || value < min)
+    throw new Error(`${name}="${raw}": must be a number of at least ${min}`);
   return value;
 }
 
@@ -55,12 +62,17 @@ function number(env: NodeJS.ProcessEnv, name: string, fallback: number, min: num
  * The rotation's settings from the controller's environment (the chart sets them), or
  * undefined when BLIXT_WEBHOOK_SECRET is unset (e.g. `pepr dev`): then nothing is rotated.
  */
-export function webhookCertificateSettings(env: NodeJS.ProcessEnv): WebhookCertificateSettings | undefined {
+export function webhookCertificateSettings(
+  env: NodeJS.ProcessEnv,
+): WebhookCertificateSettings | undefined {
   const secret = env.BLIXT_WEBHOOK_SECRET?.trim();
   if (!secret) return undefined;
   const required = (name: string): string => {
     const value = env[name]?.trim();
-    if (!value) throw new Error(`${name} is not set: the webhook certificate rotation needs it with BLIXT_WEBHOOK_SECRET (the chart sets both)`);
+    if (!value)
+      throw new Error(
+        `${name} is not set: the webhook certificate rotation needs it with BLIXT_WEBHOOK_SECRET (the chart sets both)`,
+      );
     return value;
   };
   const settings: WebhookCertificateSettings = {
@@ -76,18 +88,27 @@ export function webhookCertificateSettings(env: NodeJS.ProcessEnv): WebhookCerti
     metricsPort: number(env, "BLIXT_CONTROLLER_METRICS_PORT", 9090, 0),
   };
   if (!Number.isInteger(settings.metricsPort) || settings.metricsPort > 65535) {
-    throw new Error(`BLIXT_CONTROLLER_METRICS_PORT="${env.BLIXT_CONTROLLER_METRICS_PORT}": must be a port, 0 to 65535 (0: no metrics endpoint)`);
+    throw new Error(
+      `BLIXT_CONTROLLER_METRICS_PORT="${env.BLIXT_CONTROLLER_METRICS_PORT}": must be a port, 0 to 65535 (0: no metrics endpoint)`,
+    );
   }
   // Otherwise every new certificate would be due at once, and renewed at every check.
   if (settings.renewBeforeDays >= settings.validityDays) {
-    throw new Error(`BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS=${settings.renewBeforeDays} must be less than BLIXT_WEBHOOK_CERT_VALIDITY_DAYS=${settings.validityDays} (chart: admission.certificate.renewBeforeDays < validityDays)`);
+    throw new Error(
+      `BLIXT_WEBHOOK_CERT_RENEW_BEFORE_DAYS=${settings.renewBeforeDays} must be less than BLIXT_WEBHOOK_CERT_VALIDITY_DAYS=${settings.validityDays} (chart: admission.certificate.renewBeforeDays < validityDays)`,
+    );
   }
   return settings;
 }
 
 /** The names the API server may use to reach the Service, as the chart's own certificate has them. */
 export function serviceDnsNames(service: string, namespace: string): string[] {
-  return [service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`];
+  return [
+    service,
+    `${service}.${namespace}`,
+    `${service}.${namespace}.svc`,
+    `${service}.${namespace}.svc.cluster.local`,
+  ];
 }
 
 export interface Validity {
@@ -110,7 +131,11 @@ export interface RenewalDecision {
  * `renewBeforeDays` days are left, or (with 0) once less than a third of its lifetime is left;
  * a missing, expired or not-yet-valid certificate is due at once.
  */
-export function renewalDecision(validity: Validity | undefined, now: Date, renewBeforeDays: number): RenewalDecision {
+export function renewalDecision(
+  validity: Validity | undefined,
+  now: Date,
+  renewBeforeDays: number,
+): RenewalDecision {
   if (!validity) return { renew: true, reason: "no usable certificate" };
   const { notBefore, notAfter } = validity;
   const daysLeft = Math.floor((notAfter.getTime() - now.getTime()) / DAY_MS);
@@ -118,14 +143,27 @@ export function renewalDecision(validity: Validity | undefined, now: Date, renew
   const renewBefore = renewBeforeDays > 0 ? renewBeforeDays * DAY_MS : lifetime / 3;
   const renewAt = new Date(notAfter.getTime() - renewBefore);
   const common = { renewAt, daysLeft };
-  if (now.getTime() >= notAfter.getTime()) return { renew: true, reason: `expired on ${notAfter.toISOString()}`, ...common };
+  if (now.getTime() >= notAfter.getTime())
+    return { renew: true, reason: `expired on ${notAfter.toISOString()}`, ...common };
   if (notBefore.getTime() - now.getTime() > FUTURE_TOLERANCE_MS) {
-    return { renew: true, reason: `not valid before ${notBefore.toISOString()}, later than now`, ...common };
+    return {
+      renew: true,
+      reason: `not valid before ${notBefore.toISOString()}, later than now`,
+      ...common,
+    };
   }
   if (now.getTime() >= renewAt.getTime()) {
-    return { renew: true, reason: `expires on ${notAfter.toISOString()}, ${daysLeft} days left; due since ${renewAt.toISOString()}`, ...common };
+    return {
+      renew: true,
+      reason: `expires on ${notAfter.toISOString()}, ${daysLeft} days left; due since ${renewAt.toISOString()}`,
+      ...common,
+    };
   }
-  return { renew: false, reason: `expires on ${notAfter.toISOString()}, ${daysLeft} days left; renews on ${renewAt.toISOString()}`, ...common };
+  return {
+    renew: false,
+    reason: `expires on ${notAfter.toISOString()}, ${daysLeft} days left; renews on ${renewAt.toISOString()}`,
+    ...common,
+  };
 }
 
 export interface ServingCertificate {
@@ -138,8 +176,11 @@ export interface ServingCertificate {
 }
 
 /** The Secret's data, base64 as the API returns it, decoded. */
-export function decodeSecretData(data: Record<string, string> | undefined): Partial<ServingCertificate> {
-  const decode = (key: string) => (data?.[key] ? Buffer.from(data[key], "base64").toString("utf8") : undefined);
+export function decodeSecretData(
+  data: Record<string, string> | undefined,
+): Partial<ServingCertificate> {
+  const decode = (key: string) =>
+    data?.[key] ? Buffer.from(data[key], "base64").toString("utf8") : undefined;
   return { cert: decode("tls.crt"), key: decode("tls.key"), ca: decode("ca.crt") };
 }
 
@@ -153,7 +194,10 @@ export function inspectServingCertificate(
   dnsNames: string[],
 ): { validity: Validity } | { problem: string } {
   const missing = (["cert", "key", "ca"] as const).filter(field => !found[field]);
-  if (missing.length) return { problem: `missing ${missing.map(f => ({ cert: "tls.crt", key: "tls.key", ca: "ca.crt" })[f]).join(", ")}` };
+  if (missing.length)
+    return {
+      problem: `missing ${missing.map(f => ({ cert: "tls.crt", key: "tls.key", ca: "ca.crt" })[f]).join(", ")}`,
+    };
   let cert: X509Certificate;
   let ca: X509Certificate;
   try {
@@ -164,7 +208,8 @@ export function inspectServingCertificate(
   }
   if (!cert.verify(ca.publicKey)) return { problem: "tls.crt is not signed by ca.crt" };
   try {
-    if (!cert.checkPrivateKey(createPrivateKey(found.key!))) return { problem: "tls.key does not belong to tls.crt" };
+    if (!cert.checkPrivateKey(createPrivateKey(found.key!)))
+      return { problem: "tls.key does not belong to tls.crt" };
   } catch (error) {
     return { problem: `tls.key is not a PEM private key (${(error as Error).message})` };
   }
@@ -183,7 +228,9 @@ export function certificateChecksum(certPem: string): string {
 
 /** Every PEM certificate in a bundle, in order, normalised to "\n" line ends. */
 export function pemCertificates(bundle: string): string[] {
-  return (bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map(pem => `${pem.replace(/\r\n/g, "\n")}\n`);
+  return (bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map(
+    pem => `${pem.replace(/\r\n/g, "\n")}\n`,
+  );
 }
 
 function fingerprint(pem: string): string | undefined {
@@ -226,12 +273,20 @@ export function bundleWith(bundle: string, caPem: string, now: Date): string {
 }
 
 /** An RSA key pair from node's crypto (off the event loop), in node-forge's form for signing. */
-async function rsaKeyPair(): Promise<{ forgePrivate: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey; pem: string }> {
-  const { privateKey, publicKey } = await promisify(generateKeyPair)("rsa", { modulusLength: 2048 });
+async function rsaKeyPair(): Promise<{
+  forgePrivate: forge.pki.rsa.PrivateKey;
+  forgePublic: forge.pki.rsa.PublicKey;
+  pem: string;
+}> {
+  const { privateKey, publicKey } = await promisify(generateKeyPair)("rsa", {
+    modulusLength: 2048,
+  });
   const pem = privateKey.export({ type: "pkcs1", format: "pem" }).toString();
   return {
     forgePrivate: forge.pki.privateKeyFromPem(pem),
-    forgePublic: forge.pki.publicKeyFromPem(publicKey.export({ type: "spki", format: "pem" }).toString()),
+    forgePublic: forge.pki.publicKeyFromPem(
+      publicKey.export({ type: "spki", format: "pem" }).toString(),
+    ),
     pem,
   };
 }
@@ -253,7 +308,12 @@ function toPem(cert: forge.pki.Certificate): string {
  * valid for `validityDays` from `now` (backdated 5 minutes), RSA 2048 and SHA-256, like the
  * certificate the chart makes at install.
  */
-export async function issueServingCertificate({ service, namespace, validityDays, now }: {
+export async function issueServingCertificate({
+  service,
+  namespace,
+  validityDays,
+  now,
+}: {
   service: string;
   namespace: string;
   validityDays: number;
@@ -289,7 +349,10 @@ export async function issueServingCertificate({ service, namespace, validityDays
     { name: "basicConstraints", cA: false, critical: true },
     { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
     { name: "extKeyUsage", serverAuth: true },
-    { name: "subjectAltName", altNames: serviceDnsNames(service, namespace).map(value => ({ type: 2, value })) },
+    {
+      name: "subjectAltName",
+      altNames: serviceDnsNames(service, namespace).map(value => ({ type: 2, value })),
+    },
     { name: "subjectKeyIdentifier" },
     { name: "authorityKeyIdentifier", keyIdentifier: ca.generateSubjectKeyIdentifier().getBytes() },
   ]);

@@ -58,8 +58,17 @@ const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
 const pointer = (segment: string) => segment.replace(/~/g, "~0").replace(/\//g, "~1");
 
 function describe(error: unknown): string {
-  const e = error as { status?: number; statusText?: string; data?: { message?: string }; message?: string };
-  return e?.data?.message ?? e?.message ?? (e?.status ? `HTTP ${e.status} ${e.statusText ?? ""}`.trim() : String(error));
+  const e = error as {
+    status?: number;
+    statusText?: string;
+    data?: { message?: string };
+    message?: string;
+  };
+  return (
+    e?.data?.message ??
+    e?.message ??
+    (e?.status ? `HTTP ${e.status} ${e.statusText ?? ""}`.trim() : String(error))
+  );
 }
 
 /** The controller's metrics about the webhook certificate; alert on the expiry, not on renewals. */
@@ -76,19 +85,35 @@ export class WebhookCertificateMetrics {
       help: "When the admission webhook's serving certificate (or its CA, if sooner) in the Secret expires, Unix seconds; alert on it minus time() being under a few weeks",
       registers,
     });
-    this.renewals = new Counter({ name: "blixt_webhook_certificate_renewals_total", help: "Renewals of the admission webhook's certificate by the controller", registers });
-    this.checkErrors = new Counter({ name: "blixt_webhook_certificate_check_errors_total", help: "Checks or renewals of the admission webhook's certificate that failed (retried a minute later)", registers });
+    this.renewals = new Counter({
+      name: "blixt_webhook_certificate_renewals_total",
+      help: "Renewals of the admission webhook's certificate by the controller",
+      registers,
+    });
+    this.checkErrors = new Counter({
+      name: "blixt_webhook_certificate_check_errors_total",
+      help: "Checks or renewals of the admission webhook's certificate that failed (retried a minute later)",
+      registers,
+    });
   }
 }
 
 /** Serves GET /metrics of `registry` on address:port; anything else is 404. */
-export async function serveControllerMetrics(registry: Registry, port: number, address: string): Promise<Server> {
+export async function serveControllerMetrics(
+  registry: Registry,
+  port: number,
+  address: string,
+): Promise<Server> {
   const server = createServer((req, res) => {
     const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
       res.writeHead(status, { "Content-Type": type });
       res.end(body);
     };
-    if ((req.url ?? "/").split("?")[0] !== "/metrics" || (req.method !== "GET" && req.method !== "HEAD")) return reply(404, "not found: try GET /metrics\n");
+    if (
+      (req.url ?? "/").split("?")[0] !== "/metrics" ||
+      (req.method !== "GET" && req.method !== "HEAD")
+    )
+      return reply(404, "not found: try GET /metrics\n");
     registry.metrics().then(
       text => reply(200, text, registry.contentType),
       (error: unknown) => reply(500, `reading metrics failed: ${describe(error)}\n`),
@@ -113,7 +138,11 @@ export class WebhookCertificateRotation {
   #server: Server | undefined;
   #stopped = false;
 
-  constructor(settings: WebhookCertificateSettings, log: RotationLog, now: () => Date = () => new Date()) {
+  constructor(
+    settings: WebhookCertificateSettings,
+    log: RotationLog,
+    now: () => Date = () => new Date(),
+  ) {
     this.#settings = settings;
     this.#log = log;
     this.#now = now;
@@ -130,7 +159,9 @@ export class WebhookCertificateRotation {
     try {
       secret = await K8s(kind.Secret).InNamespace(s.namespace).Get(s.secret);
     } catch (error) {
-      throw new Error(`webhook certificate: cannot read ${this.#secretName} (${describe(error)}); the chart creates it: run helm upgrade to restore it`);
+      throw new Error(
+        `webhook certificate: cannot read ${this.#secretName} (${describe(error)}); the chart creates it: run helm upgrade to restore it`,
+      );
     }
     const current = decodeSecretData(secret.data);
     const inspected = inspectServingCertificate(current, serviceDnsNames(s.service, s.namespace));
@@ -142,21 +173,45 @@ export class WebhookCertificateRotation {
       await this.#restartOnto(current.cert!);
       this.#log.info(`webhook certificate (${this.#secretName}): ${decision.reason}`);
       if (validity) this.metrics.expiry.set(validity.notAfter.getTime() / 1000);
-      return { renewed: false, notAfter: validity?.notAfter, daysLeft: decision.daysLeft, renewAt: decision.renewAt };
+      return {
+        renewed: false,
+        notAfter: validity?.notAfter,
+        daysLeft: decision.daysLeft,
+        renewAt: decision.renewAt,
+      };
     }
 
-    const why = "problem" in inspected ? `${this.#secretName} is unusable: ${inspected.problem}` : decision.reason;
+    const why =
+      "problem" in inspected
+        ? `${this.#secretName} is unusable: ${inspected.problem}`
+        : decision.reason;
     this.#log.info(`webhook certificate (${this.#secretName}): renewing, ${why}`);
-    const issued = await issueServingCertificate({ service: s.service, namespace: s.namespace, validityDays: s.validityDays, now: this.#now() });
+    const issued = await issueServingCertificate({
+      service: s.service,
+      namespace: s.namespace,
+      validityDays: s.validityDays,
+      now: this.#now(),
+    });
     await this.#trust(rolloverBundle(issued.ca, current.ca));
     await this.#writeSecret(secret, issued);
     await this.#restartOnto(issued.cert);
     const renewed = inspectServingCertificate(issued, serviceDnsNames(s.service, s.namespace));
-    const after = renewalDecision("validity" in renewed ? renewed.validity : undefined, this.#now(), s.renewBeforeDays);
+    const after = renewalDecision(
+      "validity" in renewed ? renewed.validity : undefined,
+      this.#now(),
+      s.renewBeforeDays,
+    );
     this.metrics.renewals.inc();
     if ("validity" in renewed) this.metrics.expiry.set(renewed.validity.notAfter.getTime() / 1000);
-    this.#log.info(`webhook certificate (${this.#secretName}): renewed; the new one ${after.reason}; ValidatingWebhookConfiguration ${s.webhookConfiguration} trusts the new and the previous CA; Deployment ${s.namespace}/${s.deployment} restarts onto it`);
-    return { renewed: true, notAfter: "validity" in renewed ? renewed.validity.notAfter : undefined, daysLeft: after.daysLeft, renewAt: after.renewAt };
+    this.#log.info(
+      `webhook certificate (${this.#secretName}): renewed; the new one ${after.reason}; ValidatingWebhookConfiguration ${s.webhookConfiguration} trusts the new and the previous CA; Deployment ${s.namespace}/${s.deployment} restarts onto it`,
+    );
+    return {
+      renewed: true,
+      notAfter: "validity" in renewed ? renewed.validity.notAfter : undefined,
+      daysLeft: after.daysLeft,
+      renewAt: after.renewAt,
+    };
   }
 
   /**
@@ -168,7 +223,10 @@ export class WebhookCertificateRotation {
     if (metricsPort > 0) {
       serveControllerMetrics(this.metrics.registry, metricsPort, metricsAddress).then(
         server => (this.#stopped ? server.close() : (this.#server = server)),
-        (error: unknown) => this.#log.error(`controller metrics: cannot listen on ${metricsAddress}:${metricsPort} (${describe(error)}); set controller.metrics.port in the chart`),
+        (error: unknown) =>
+          this.#log.error(
+            `controller metrics: cannot listen on ${metricsAddress}:${metricsPort} (${describe(error)}); set controller.metrics.port in the chart`,
+          ),
       );
     }
     const run = async () => {
@@ -199,8 +257,16 @@ export class WebhookCertificateRotation {
     const configuration = await this.#webhookConfiguration();
     const webhooks = configuration.webhooks ?? [];
     await K8s(kind.ValidatingWebhookConfiguration, { name: s.webhookConfiguration }).Patch([
-      { op: "test", path: "/metadata/resourceVersion", value: configuration.metadata!.resourceVersion },
-      ...webhooks.map((_, i) => ({ op: "add" as const, path: `/webhooks/${i}/clientConfig/caBundle`, value: b64(bundle) })),
+      {
+        op: "test",
+        path: "/metadata/resourceVersion",
+        value: configuration.metadata!.resourceVersion,
+      },
+      ...webhooks.map((_, i) => ({
+        op: "add" as const,
+        path: `/webhooks/${i}/clientConfig/caBundle`,
+        value: b64(bundle),
+      })),
     ]);
   }
 
@@ -210,14 +276,28 @@ export class WebhookCertificateRotation {
     const configuration = await this.#webhookConfiguration();
     const now = this.#now();
     const repairs = (configuration.webhooks ?? []).flatMap((webhook, i) => {
-      const bundle = webhook.clientConfig?.caBundle ? Buffer.from(webhook.clientConfig.caBundle, "base64").toString("utf8") : "";
+      const bundle = webhook.clientConfig?.caBundle
+        ? Buffer.from(webhook.clientConfig.caBundle, "base64").toString("utf8")
+        : "";
       if (bundleTrusts(bundle, ca)) return [];
-      this.#log.warn(`webhook certificate: webhook ${webhook.name} of ValidatingWebhookConfiguration ${s.webhookConfiguration} did not trust the CA in ${this.#secretName}; adding it`);
-      return [{ op: "add" as const, path: `/webhooks/${i}/clientConfig/caBundle`, value: b64(bundleWith(bundle, ca, now)) }];
+      this.#log.warn(
+        `webhook certificate: webhook ${webhook.name} of ValidatingWebhookConfiguration ${s.webhookConfiguration} did not trust the CA in ${this.#secretName}; adding it`,
+      );
+      return [
+        {
+          op: "add" as const,
+          path: `/webhooks/${i}/clientConfig/caBundle`,
+          value: b64(bundleWith(bundle, ca, now)),
+        },
+      ];
     });
     if (!repairs.length) return;
     await K8s(kind.ValidatingWebhookConfiguration, { name: s.webhookConfiguration }).Patch([
-      { op: "test", path: "/metadata/resourceVersion", value: configuration.metadata!.resourceVersion },
+      {
+        op: "test",
+        path: "/metadata/resourceVersion",
+        value: configuration.metadata!.resourceVersion,
+      },
       ...repairs,
     ]);
   }
@@ -225,22 +305,42 @@ export class WebhookCertificateRotation {
   async #webhookConfiguration() {
     const s = this.#settings;
     try {
-      const configuration = await K8s(kind.ValidatingWebhookConfiguration).Get(s.webhookConfiguration);
+      const configuration = await K8s(kind.ValidatingWebhookConfiguration).Get(
+        s.webhookConfiguration,
+      );
       if (!configuration.webhooks?.length) throw new Error("it has no webhooks");
       return configuration;
     } catch (error) {
-      throw new Error(`webhook certificate: cannot read ValidatingWebhookConfiguration ${s.webhookConfiguration} (${describe(error)}); the chart creates it: run helm upgrade to restore it`);
+      throw new Error(
+        `webhook certificate: cannot read ValidatingWebhookConfiguration ${s.webhookConfiguration} (${describe(error)}); the chart creates it: run helm upgrade to restore it`,
+      );
     }
   }
 
   /** Writes the new certificate, only over the version of the Secret that was read. */
-  async #writeSecret(secret: InstanceType<typeof kind.Secret>, issued: ServingCertificate): Promise<void> {
+  async #writeSecret(
+    secret: InstanceType<typeof kind.Secret>,
+    issued: ServingCertificate,
+  ): Promise<void> {
     const s = this.#settings;
-    const data = { ...(secret.data ?? {}), "tls.crt": b64(issued.cert), "tls.key": b64(issued.key), "ca.crt": b64(issued.ca) };
+    const data = {
+      ...(secret.data ?? {}),
+      "tls.crt": b64(issued.cert),
+      "tls.key": b64(issued.key),
+      "ca.crt": b64(issued.ca),
+    };
     const checksum = certificateChecksum(issued.cert);
     const annotation = secret.metadata?.annotations
-      ? { op: "add" as const, path: `/metadata/annotations/${pointer(CERTIFICATE_CHECKSUM_ANNOTATION)}`, value: checksum }
-      : { op: "add" as const, path: "/metadata/annotations", value: { [CERTIFICATE_CHECKSUM_ANNOTATION]: checksum } };
+      ? {
+          op: "add" as const,
+          path: `/metadata/annotations/${pointer(CERTIFICATE_CHECKSUM_ANNOTATION)}`,
+          value: checksum,
+        }
+      : {
+          op: "add" as const,
+          path: "/metadata/annotations",
+          value: { [CERTIFICATE_CHECKSUM_ANNOTATION]: checksum },
+        };
     try {
       await K8s(kind.Secret, { name: s.secret, namespace: s.namespace }).Patch([
         { op: "test", path: "/metadata/resourceVersion", value: secret.metadata!.resourceVersion },
@@ -248,7 +348,9 @@ export class WebhookCertificateRotation {
         annotation,
       ]);
     } catch (error) {
-      throw new Error(`webhook certificate: cannot write ${this.#secretName} (${describe(error)}); the next check tries again`);
+      throw new Error(
+        `webhook certificate: cannot write ${this.#secretName} (${describe(error)}); the next check tries again`,
+      );
     }
   }
 
@@ -261,10 +363,16 @@ export class WebhookCertificateRotation {
     const s = this.#settings;
     try {
       await K8s(kind.Deployment, { name: s.deployment, namespace: s.namespace }).Patch([
-        { op: "add", path: `/spec/template/metadata/annotations/${pointer(CERTIFICATE_CHECKSUM_ANNOTATION)}`, value: certificateChecksum(cert) },
+        {
+          op: "add",
+          path: `/spec/template/metadata/annotations/${pointer(CERTIFICATE_CHECKSUM_ANNOTATION)}`,
+          value: certificateChecksum(cert),
+        },
       ]);
     } catch (error) {
-      throw new Error(`webhook certificate: cannot restart Deployment ${s.namespace}/${s.deployment} onto the certificate in ${this.#secretName} (${describe(error)}); its pod template needs metadata.annotations, as the chart renders it`);
+      throw new Error(
+        `webhook certificate: cannot restart Deployment ${s.namespace}/${s.deployment} onto the certificate in ${this.#secretName} (${describe(error)}); its pod template needs metadata.annotations, as the chart renders it`,
+      );
     }
   }
 }

@@ -29,30 +29,44 @@ export async function detachAll(options: DetachAllOptions): Promise<void> {
   for (const [key, value] of Object.entries(agentLabels)) agents = agents.WithLabel(key, value);
   const nodes = nodesOf((await agents.Get()).items);
   if (!nodes.length) {
-    console.log(`uninstall: no agent pod in ${namespace} matches ${JSON.stringify(agentLabels)}; nothing to detach`);
+    console.log(
+      `uninstall: no agent pod in ${namespace} matches ${JSON.stringify(agentLabels)}; nothing to detach`,
+    );
     return;
   }
   console.log(`uninstall: detaching the dataplane on ${nodes.length} node(s): ${nodes.join(", ")}`);
 
   const pods = detachPods(template, namespace, prefix, nodes);
   const cleanup = async (): Promise<void> => {
-    await Promise.allSettled(pods.map(pod => K8s(kind.Pod).InNamespace(namespace).Delete(pod.metadata!.name!)));
+    await Promise.allSettled(
+      pods.map(pod => K8s(kind.Pod).InNamespace(namespace).Delete(pod.metadata!.name!)),
+    );
   };
   try {
     for (const pod of pods) {
       // A pod left by an interrupted earlier run would hide this run's result.
-      await K8s(kind.Pod).InNamespace(namespace).Delete(pod.metadata!.name!).catch(() => undefined);
+      await K8s(kind.Pod)
+        .InNamespace(namespace)
+        .Delete(pod.metadata!.name!)
+        .catch(() => undefined);
       await K8s(kind.Pod).Apply(pod, { force: true });
     }
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const current = await Promise.all(
-        pods.map(pod => K8s(kind.Pod).InNamespace(namespace).Get(pod.metadata!.name!).catch(() => pod)),
+        pods.map(pod =>
+          K8s(kind.Pod)
+            .InNamespace(namespace)
+            .Get(pod.metadata!.name!)
+            .catch(() => pod),
+        ),
       );
       const progress = progressOf(current);
       if (progress.done) {
         if (progress.failures.length) {
-          throw new Error(`uninstall: detach failed on ${progress.failures.length} node(s):\n  ${progress.failures.join("\n  ")}`);
+          throw new Error(
+            `uninstall: detach failed on ${progress.failures.length} node(s):\n  ${progress.failures.join("\n  ")}`,
+          );
         }
         console.log(`uninstall: dataplane detached on every node`);
         return;

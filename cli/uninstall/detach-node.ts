@@ -18,7 +18,9 @@ export interface DetachNodeOptions {
 
 export async function detachNode({ pinDir, nodeName: node }: DetachNodeOptions): Promise<void> {
   const dataplane = new Dataplane({ pinDir });
-  const devices = devicesRunningBlixt((await bpftoolJson(["net", "show"], "listing attached programs")) as NetShow[] | null);
+  const devices = devicesRunningBlixt(
+    (await bpftoolJson(["net", "show"], "listing attached programs")) as NetShow[] | null,
+  );
   for (const device of devices) {
     await dataplane.detach(device);
     console.log(`${node}: detached blixt from ${device}`);
@@ -26,4 +28,3 @@ export async function detachNode({ pinDir, nodeName: node }: DetachNodeOptions):
   await rm(pinDir, { recursive: true, force: true });
   console.log(`${node}: removed ${pinDir}${devices.length ? "" : " (no device ran blixt)"}`);
 }
-

@@ -25,9 +25,16 @@ export function nodesOf(agentPods: Pod[]): string[] {
  * One detach pod per node, from the chart's template. Node names can be 253 characters, pod
  * names too, so a short hash keeps `<prefix>-<hash>` a valid name whatever the node is called.
  */
-export function detachPods(template: Pod, namespace: string, namePrefix: string, nodes: string[]): Pod[] {
+export function detachPods(
+  template: Pod,
+  namespace: string,
+  namePrefix: string,
+  nodes: string[],
+): Pod[] {
   if (!template.spec?.containers?.length) {
-    throw new Error("uninstall pod template: spec.containers is empty; the chart must render a detach container");
+    throw new Error(
+      "uninstall pod template: spec.containers is empty; the chart must render a detach container",
+    );
   }
   return nodes.map(node => {
     const suffix = createHash("sha256").update(node).digest("hex").slice(0, 10);
@@ -78,14 +85,18 @@ export function progressOf(pods: Pod[]): DetachProgress {
 /** "a=b,c=d" → {a: "b", c: "d"}; the agent selector the chart passes. */
 export function parseSelector(selector: string): Record<string, string> {
   const labels: Record<string, string> = {};
-  for (const term of selector.split(",").map(t => t.trim()).filter(Boolean)) {
+  for (const term of selector
+    .split(",")
+    .map(t => t.trim())
+    .filter(Boolean)) {
     const [key, value, ...rest] = term.split("=");
     if (!key || value === undefined || rest.length) {
       throw new Error(`agent selector "${selector}": term "${term}" is not key=value`);
     }
     labels[key] = value;
   }
-  if (!Object.keys(labels).length) throw new Error(`agent selector "${selector}" selects nothing; give key=value pairs`);
+  if (!Object.keys(labels).length)
+    throw new Error(`agent selector "${selector}" selects nothing; give key=value pairs`);
   return labels;
 }
 

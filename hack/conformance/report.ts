@@ -28,14 +28,23 @@ import {
 
 const program = new Command()
   .name("report")
-  .description("Turn a conformance run into conformance/RESULTS.md and check the passing core tests")
+  .description(
+    "Turn a conformance run into conformance/RESULTS.md and check the passing core tests",
+  )
   .requiredOption("--catalogue <file>", "catalogue JSON written by the harness (-catalogue-output)")
-  .option("--events <file>", "test2json output of a suite run; repeat, in run order, for a rerun (absent: no run yet)",
-    (file: string, previous: string[]) => [...previous, file], [] as string[])
+  .option(
+    "--events <file>",
+    "test2json output of a suite run; repeat, in run order, for a rerun (absent: no run yet)",
+    (file: string, previous: string[]) => [...previous, file],
+    [] as string[],
+  )
   .option("--report <file>", "the suite's ConformanceReport YAML (-report-output)")
   .option("--report-link <path>", "path of the report as RESULTS.md links it")
   .requiredOption("--passing <file>", "the recorded list of passing tests")
-  .requiredOption("--extended-features <file>", "the extended features blixt claims (conformance/extended-features.txt)")
+  .requiredOption(
+    "--extended-features <file>",
+    "the extended features blixt claims (conformance/extended-features.txt)",
+  )
   .requiredOption("--results <file>", "markdown table to write")
   .option("--readme <file>", "a README whose conformance-table block gets the results table")
   .option("--record", "add this run's passing claimed tests to the recorded list", false)
@@ -56,20 +65,34 @@ const opts = program.opts<{
 const log = (line: string) => console.error(`[conformance] ${line}`);
 
 const catalogue = JSON.parse(readFileSync(opts.catalogue, "utf8")) as CatalogueEntry[];
-const runs = opts.events.filter((file) => existsSync(file)).map((file) => outcomesFromEvents(parseEvents(readFileSync(file, "utf8"))));
+const runs = opts.events
+  .filter(file => existsSync(file))
+  .map(file => outcomesFromEvents(parseEvents(readFileSync(file, "utf8"))));
 runs.forEach((run, i) => {
-  if (run.suiteFailure && i < runs.length - 1) log(`run ${i + 1} of ${runs.length}: the suite itself failed: ${run.suiteFailure}`);
+  if (run.suiteFailure && i < runs.length - 1)
+    log(`run ${i + 1} of ${runs.length}: the suite itself failed: ${run.suiteFailure}`);
 });
 const suiteFailure = runs.at(-1)?.suiteFailure;
-const rows = resultRows(catalogue, runs.length ? combineRuns(runs.map((run) => run.tests)) : new Map(), suiteFailure);
-const extended = existsSync(opts.extendedFeatures) ? parseTestList(readFileSync(opts.extendedFeatures, "utf8")) : [];
+const rows = resultRows(
+  catalogue,
+  runs.length ? combineRuns(runs.map(run => run.tests)) : new Map(),
+  suiteFailure,
+);
+const extended = existsSync(opts.extendedFeatures)
+  ? parseTestList(readFileSync(opts.extendedFeatures, "utf8"))
+  : [];
 const summary =
   opts.report && existsSync(opts.report)
     ? summarizeReport(parseYaml(readFileSync(opts.report, "utf8")))
     : undefined;
 
-writeFileSync(opts.results, renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure, runs.length));
-log(`wrote ${opts.results}: ${rows.length} tests, ${passedClaimedTests(rows, extended).length} claimed tests passed`);
+writeFileSync(
+  opts.results,
+  renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure, runs.length),
+);
+log(
+  `wrote ${opts.results}: ${rows.length} tests, ${passedClaimedTests(rows, extended).length} claimed tests passed`,
+);
 if (opts.readme && summary && !suiteFailure) {
   writeFileSync(opts.readme, withReadmeResults(readFileSync(opts.readme, "utf8"), rows));
   log(`wrote the results table into ${opts.readme}`);
@@ -81,8 +104,8 @@ if (opts.report && existsSync(opts.report)) {
   const dir = dirname(opts.report);
   const readmePath = join(dir, "README.md");
   const reports = readdirSync(dir)
-    .filter((f) => f.endsWith("-report.yaml"))
-    .map((file) => {
+    .filter(f => f.endsWith("-report.yaml"))
+    .map(file => {
       const s = summarizeReport(parseYaml(readFileSync(join(dir, file), "utf8")));
       return { file, channel: s.gatewayAPIChannel, version: s.implementationVersion, mode: s.mode };
     });
@@ -104,11 +127,15 @@ for (const { name, reason } of regressions) {
 if (opts.record) {
   const grown = recordPassing(recorded, rows, extended);
   writeFileSync(opts.passing, formatTestList(grown));
-  log(`recorded ${grown.length - recorded.length} newly passing claimed tests in ${opts.passing} (${grown.length} in all)`);
+  log(
+    `recorded ${grown.length - recorded.length} newly passing claimed tests in ${opts.passing} (${grown.length} in all)`,
+  );
 }
 
-log(`${required.length} required tests (claimed or recorded): ${required.length - regressions.length - flaky.length} pass, ` +
-  `${flaky.length} flaky, ${regressions.length} failed`);
+log(
+  `${required.length} required tests (claimed or recorded): ${required.length - regressions.length - flaky.length} pass, ` +
+    `${flaky.length} flaky, ${regressions.length} failed`,
+);
 if (regressions.length > 0) {
   log(`${regressions.length} required tests failed; see ${opts.results}`);
   process.exitCode = 1;

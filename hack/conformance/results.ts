@@ -107,10 +107,13 @@ export function outcomesFromEvents(events: TestEvent[]): {
  * waiting for) followed by the first line of its `Error:`, else the first `t.Fatal`/`t.Error`
  * line of the output.
  */
-export function failureReason(output: string[], fallback = "failed (no message in the test output)"): string {
+export function failureReason(
+  output: string[],
+  fallback = "failed (no message in the test output)",
+): string {
   const lines = output.join("").split("\n");
   const field = (name: string): string | undefined => {
-    const at = lines.findIndex((l) => new RegExp(`^\\s+${name}:\\s`).test(l));
+    const at = lines.findIndex(l => new RegExp(`^\\s+${name}:\\s`).test(l));
     if (at < 0) return undefined;
     let text = lines[at].replace(new RegExp(`^\\s+${name}:\\s*`), "").trim();
     // testify wraps a field's value onto continuation lines that carry no field name.
@@ -126,7 +129,7 @@ export function failureReason(output: string[], fallback = "failed (no message i
   const error = field("Error");
   if (messages && error) return oneLine(`${messages} (${error})`);
   if (messages || error) return oneLine((messages ?? error) as string);
-  const logged = lines.map(loggedMessage).find((m) => m !== undefined && m !== "" && !isProgress(m));
+  const logged = lines.map(loggedMessage).find(m => m !== undefined && m !== "" && !isProgress(m));
   return logged ? oneLine(logged) : fallback;
 }
 
@@ -138,7 +141,8 @@ export function skipReason(output: string[]): string {
     if (message === undefined) continue;
     const unsupported = /^Skipping \S+: suite does not support (\S+)/.exec(message);
     if (unsupported) return `feature ${unsupported[1]} not claimed`;
-    if (/^Skipping \S+: test explicitly skipped/.test(message)) return "left out by the suite's test filter (-run-test); blixt's runs filter none";
+    if (/^Skipping \S+: test explicitly skipped/.test(message))
+      return "left out by the suite's test filter (-run-test); blixt's runs filter none";
     return oneLine(message);
   }
   return "skipped";
@@ -158,7 +162,7 @@ export function resultRows(
     : tests.size === 0
       ? "no run yet"
       : "the run ended before this test";
-  return catalogue.map((entry) => {
+  return catalogue.map(entry => {
     const result = tests.get(entry.name) ?? { outcome: "not run" as const, reason: notRun };
     return { ...entry, ...result };
   });
@@ -173,25 +177,34 @@ export function resultRows(
 export function combineRuns(runs: Map<string, TestResult>[]): Map<string, TestResult> {
   if (runs.length === 1) return runs[0];
   const combined = new Map<string, TestResult>();
-  const names = new Set(runs.flatMap((run) => [...run.keys()]));
+  const names = new Set(runs.flatMap(run => [...run.keys()]));
   for (const name of names) {
-    const results = runs.map((run) => run.get(name));
-    const runsWith = (outcome: Outcome) => results.flatMap((r, i) => (r?.outcome === outcome ? [i + 1] : []));
+    const results = runs.map(run => run.get(name));
+    const runsWith = (outcome: Outcome) =>
+      results.flatMap((r, i) => (r?.outcome === outcome ? [i + 1] : []));
     const [passed, failed, skipped] = [runsWith("pass"), runsWith("fail"), runsWith("skip")];
-    const lastFailure = [...results].reverse().find((r) => r?.outcome === "fail")?.reason ?? "";
+    const lastFailure = [...results].reverse().find(r => r?.outcome === "fail")?.reason ?? "";
     const of = `of ${runs.length}`;
     if (passed.length > 0 && failed.length > 0) {
       combined.set(name, {
         outcome: "flaky",
-        reason: oneLine(`failed in run ${failed.join(", ")} ${of}, passed in run ${passed.join(", ")}: ${lastFailure}`),
+        reason: oneLine(
+          `failed in run ${failed.join(", ")} ${of}, passed in run ${passed.join(", ")}: ${lastFailure}`,
+        ),
       });
     } else if (passed.length > 0) {
       combined.set(name, { outcome: "pass", reason: "" });
     } else if (failed.length > 0) {
-      const where = failed.length === runs.length ? `every run (${runs.length})` : `run ${failed.join(", ")} ${of}, reached by no other`;
-      combined.set(name, { outcome: "fail", reason: oneLine(`failed in ${where}: ${lastFailure}`) });
+      const where =
+        failed.length === runs.length
+          ? `every run (${runs.length})`
+          : `run ${failed.join(", ")} ${of}, reached by no other`;
+      combined.set(name, {
+        outcome: "fail",
+        reason: oneLine(`failed in ${where}: ${lastFailure}`),
+      });
     } else if (skipped.length > 0) {
-      combined.set(name, results.find((r) => r?.outcome === "skip") as TestResult);
+      combined.set(name, results.find(r => r?.outcome === "skip") as TestResult);
     }
   }
   return combined;
@@ -204,21 +217,27 @@ export function combineRuns(runs: Map<string, TestResult>[]): Map<string, TestRe
  */
 export function claimedTests(catalogue: CatalogueEntry[], extendedFeatures: string[]): string[] {
   const claimed = new Set<string>([...CORE_FEATURES, ...extendedFeatures]);
-  return sortedUnique(catalogue.filter((entry) => entry.features.every((f) => claimed.has(f))).map((entry) => entry.name));
+  return sortedUnique(
+    catalogue.filter(entry => entry.features.every(f => claimed.has(f))).map(entry => entry.name),
+  );
 }
 
 /** Tests that passed (in at least one run) and are claimed, core or extended. */
 export function passedClaimedTests(rows: ResultRow[], extendedFeatures: string[]): string[] {
   const claimed = new Set(claimedTests(rows, extendedFeatures));
-  return sortedUnique(rows.filter((r) => (r.outcome === "pass" || r.outcome === "flaky") && claimed.has(r.name)).map((r) => r.name));
+  return sortedUnique(
+    rows
+      .filter(r => (r.outcome === "pass" || r.outcome === "flaky") && claimed.has(r.name))
+      .map(r => r.name),
+  );
 }
 
 /** Tests that passed and are core in at least one of the profiles. */
 export function passedCoreTests(rows: ResultRow[]): string[] {
   return sortedUnique(
     rows
-      .filter((r) => r.outcome === "pass" && Object.values(r.profiles).includes("core"))
-      .map((r) => r.name),
+      .filter(r => r.outcome === "pass" && Object.values(r.profiles).includes("core"))
+      .map(r => r.name),
   );
 }
 
@@ -238,13 +257,16 @@ export interface Verdict {
  * hand then, never silently.
  */
 export function verdict(recorded: string[], claimed: string[], rows: ResultRow[]): Verdict {
-  const byName = new Map(rows.map((r) => [r.name, r]));
+  const byName = new Map(rows.map(r => [r.name, r]));
   const required = sortedUnique([...recorded, ...claimed]);
   const result: Verdict = { regressions: [], flaky: [], required };
   for (const name of required) {
     const row = byName.get(name);
     if (!row) {
-      result.regressions.push({ name, reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile" });
+      result.regressions.push({
+        name,
+        reason: "no longer in the suite's GATEWAY-TCP or GATEWAY-UDP profile",
+      });
     } else if (row.outcome === "flaky") {
       result.flaky.push({ name, reason: row.reason });
     } else if (row.outcome !== "pass") {
@@ -255,12 +277,19 @@ export function verdict(recorded: string[], claimed: string[], rows: ResultRow[]
 }
 
 /** Recorded tests that did not pass in any run, each with its reason (the recorded list alone). */
-export function regressions(recorded: string[], rows: ResultRow[]): { name: string; reason: string }[] {
+export function regressions(
+  recorded: string[],
+  rows: ResultRow[],
+): { name: string; reason: string }[] {
   return verdict(recorded, [], rows).regressions;
 }
 
 /** The recorded list only grows: what passed before stays, what passes now and is claimed is added. */
-export function recordPassing(recorded: string[], rows: ResultRow[], extendedFeatures: string[] = []): string[] {
+export function recordPassing(
+  recorded: string[],
+  rows: ResultRow[],
+  extendedFeatures: string[] = [],
+): string[] {
   return sortedUnique([...recorded, ...passedClaimedTests(rows, extendedFeatures)]);
 }
 
@@ -269,8 +298,8 @@ export function parseTestList(text: string): string[] {
   return sortedUnique(
     text
       .split("\n")
-      .map((l) => l.replace(/#.*/, "").trim())
-      .filter((l) => l !== ""),
+      .map(l => l.replace(/#.*/, "").trim())
+      .filter(l => l !== ""),
   );
 }
 
@@ -349,12 +378,14 @@ export function renderResults(
         `Report: [${reportPath}](${reportPath}).`,
       "",
     );
-    const listed = PROFILES.filter((p) => summary.profiles[p] !== undefined);
+    const listed = PROFILES.filter(p => summary.profiles[p] !== undefined);
     for (const profile of listed) {
       const claimed = summary.supportedFeatures[profile] ?? [];
       out.push(
         `- **${profile}**: ${summary.profiles[profile].replace(/\.$/, "")}.` +
-          (claimed.length ? ` Extended features claimed: ${claimed.join(", ")}.` : " No extended feature claimed."),
+          (claimed.length
+            ? ` Extended features claimed: ${claimed.join(", ")}.`
+            : " No extended feature claimed."),
       );
     }
     if (listed.length > 0) out.push("");
@@ -363,7 +394,7 @@ export function renderResults(
   }
   if (suiteFailure) out.push(`**The suite itself failed**: ${cell(suiteFailure)}`, "");
   if (runs > 1) {
-    const flaky = rows.filter((r) => r.outcome === "flaky").map((r) => r.name);
+    const flaky = rows.filter(r => r.outcome === "flaky").map(r => r.name);
     out.push(
       `Combined from ${runs} runs of the suite: a claimed test failed in the first, so it was run again. ` +
         (flaky.length
@@ -372,10 +403,9 @@ export function renderResults(
       "",
     );
   }
-  const shown: Outcome[] = runs > 1 ? ["pass", "flaky", "fail", "skip", "not run"] : ["pass", "fail", "skip", "not run"];
-  const counts = shown
-    .map((o) => `${rows.filter((r) => r.outcome === o).length} ${o}`)
-    .join(", ");
+  const shown: Outcome[] =
+    runs > 1 ? ["pass", "flaky", "fail", "skip", "not run"] : ["pass", "fail", "skip", "not run"];
+  const counts = shown.map(o => `${rows.filter(r => r.outcome === o).length} ${o}`).join(", ");
   out.push(
     `${rows.length} tests in GATEWAY-TCP and GATEWAY-UDP: ${counts}. A skipped extended test needs a feature blixt does not claim.`,
     "",
@@ -387,7 +417,10 @@ export function renderResults(
 
 /** The table of every test: level per profile, result, one-line reason. */
 export function resultsTable(rows: ResultRow[]): string[] {
-  const out = ["| Test | GATEWAY-TCP | GATEWAY-UDP | Result | Reason |", "| --- | --- | --- | --- | --- |"];
+  const out = [
+    "| Test | GATEWAY-TCP | GATEWAY-UDP | Result | Reason |",
+    "| --- | --- | --- | --- | --- |",
+  ];
   for (const row of rows) {
     const level = (p: string) => row.profiles[p] ?? "–";
     out.push(
@@ -406,7 +439,9 @@ export function withReadmeResults(readme: string, rows: ResultRow[]): string {
   const start = readme.indexOf(README_BEGIN);
   const end = readme.indexOf(README_END);
   if (start < 0 || end < start) {
-    throw new Error(`README.md: no "${README_BEGIN}" … "${README_END}" block to write the conformance table into`);
+    throw new Error(
+      `README.md: no "${README_BEGIN}" … "${README_END}" block to write the conformance table into`,
+    );
   }
   return `${readme.slice(0, start + README_BEGIN.length)}\n${resultsTable(rows).join("\n")}\n${readme.slice(end)}`;
 }
@@ -433,7 +468,9 @@ function loggedMessage(line: string): string | undefined {
 
 // The suite logs what it is doing (applying manifests, waiting); such lines are no reason.
 function isProgress(message: string): boolean {
-  return /^(Applying|Creating|Deleting|Running|Waiting|Sleeping|Gateway expected observedGeneration)/.test(message);
+  return /^(Applying|Creating|Deleting|Running|Waiting|Sleeping|Gateway expected observedGeneration)/.test(
+    message,
+  );
 }
 
 function oneLine(text: string): string {
@@ -465,11 +502,13 @@ export function withReportsTable(readme: string, reports: ReportFile[]): string 
   const start = readme.indexOf("## Table of contents");
   const end = readme.indexOf("\n## ", start + 1);
   if (start < 0 || end < 0) {
-    throw new Error('reports README: no "## Table of contents" section followed by another "## " section to rewrite');
+    throw new Error(
+      'reports README: no "## Table of contents" section followed by another "## " section to rewrite',
+    );
   }
   const rows = [...reports]
     .sort((a, b) => a.file.localeCompare(b.file))
-    .map((r) => `| ${r.channel} | ${r.version} | ${r.mode} | [${r.version} report](./${r.file}) |`);
+    .map(r => `| ${r.channel} | ${r.version} | ${r.mode} | [${r.version} report](./${r.file}) |`);
   const section = [
     "## Table of contents",
     "",
@@ -478,6 +517,7 @@ export function withReportsTable(readme: string, reports: ReportFile[]): string 
     ...rows,
     "",
   ];
-  if (rows.length === 0) section.push("No report yet: `hack/conformance.sh` adds one after a complete run.", "");
+  if (rows.length === 0)
+    section.push("No report yet: `hack/conformance.sh` adds one after a complete run.", "");
   return `${readme.slice(0, start)}${section.join("\n")}${readme.slice(end)}`;
 }

@@ -64,14 +64,16 @@ export function summarize(
   const label = protocol.toUpperCase();
   lines.push(`${label}: ${answered.length}/${answers.length} answered`);
   if (answered.length < answers.length) {
-    const errors = [...new Set(answers.flatMap((a) => (a.ok ? [] : [a.error])))];
-    failures.push(`${label}: ${answers.length - answered.length} of ${answers.length} got no answer (${errors.join("; ")})`);
+    const errors = [...new Set(answers.flatMap(a => (a.ok ? [] : [a.error])))];
+    failures.push(
+      `${label}: ${answers.length - answered.length} of ${answers.length} got no answer (${errors.join("; ")})`,
+    );
   }
   const counts = new Map<string, number>();
   for (const a of answered) counts.set(a.backend, (counts.get(a.backend) ?? 0) + 1);
   const totalWeight = [...weights.values()].reduce((sum, w) => sum + w, 0);
   const pct = (x: number) => `${(100 * x).toFixed(1).padStart(5)} %`;
-  const width = Math.max(...[...weights.keys(), ...counts.keys()].map((n) => n.length));
+  const width = Math.max(...[...weights.keys(), ...counts.keys()].map(n => n.length));
   for (const [backend, weight] of weights) {
     const count = counts.get(backend) ?? 0;
     const share = answered.length ? count / answered.length : 0;
@@ -88,24 +90,36 @@ export function summarize(
   }
   for (const [backend, count] of counts) {
     if (!weights.has(backend)) {
-      lines.push(`  ${backend.padEnd(width)}  not in the route  ${String(count).padStart(4)} answers  ✗`);
-      failures.push(`${label}: ${count} answers came from ${backend}, which the route does not name`);
+      lines.push(
+        `  ${backend.padEnd(width)}  not in the route  ${String(count).padStart(4)} answers  ✗`,
+      );
+      failures.push(
+        `${label}: ${count} answers came from ${backend}, which the route does not name`,
+      );
     }
   }
-  const peers = [...new Set(answered.map((a) => a.peerIp))];
+  const peers = [...new Set(answered.map(a => a.peerIp))];
   const peersOk = peers.length === 1 && peers[0] === clientIp;
-  lines.push(`  backends saw the client as: ${peers.join(", ") || "(no answer)"}  ${peersOk ? `✓ the client's own address` : `✗ expected ${clientIp}`}`);
-  if (!peersOk && answered.length) failures.push(`${label}: backends saw ${peers.join(", ")}, not the client's address ${clientIp}`);
-  const froms = [...new Set(answered.map((a) => a.from))];
+  lines.push(
+    `  backends saw the client as: ${peers.join(", ") || "(no answer)"}  ${peersOk ? `✓ the client's own address` : `✗ expected ${clientIp}`}`,
+  );
+  if (!peersOk && answered.length)
+    failures.push(
+      `${label}: backends saw ${peers.join(", ")}, not the client's address ${clientIp}`,
+    );
+  const froms = [...new Set(answered.map(a => a.from))];
   const fromOk = froms.length === 1 && froms[0] === gateway;
-  lines.push(`  replies came from: ${froms.join(", ") || "(no answer)"}  ${fromOk ? "✓ the Gateway's address" : `✗ expected ${gateway}`}`);
-  if (!fromOk && answered.length) failures.push(`${label}: replies came from ${froms.join(", ")}, not the Gateway's ${gateway}`);
+  lines.push(
+    `  replies came from: ${froms.join(", ") || "(no answer)"}  ${fromOk ? "✓ the Gateway's address" : `✗ expected ${gateway}`}`,
+  );
+  if (!fromOk && answered.length)
+    failures.push(`${label}: replies came from ${froms.join(", ")}, not the Gateway's ${gateway}`);
   return { lines, failures };
 }
 
 /** One TCP connection: read the identity line, check one echo round trip, close. */
 function probeTcp(address: string, port: number, seq: number, timeoutMs: number): Promise<Answer> {
-  return new Promise((resolve) => {
+  return new Promise(resolve => {
     const socket = net.connect({ host: address, port });
     const probe = `probe ${seq}\n`;
     let received = "";
@@ -114,14 +128,22 @@ function probeTcp(address: string, port: number, seq: number, timeoutMs: number)
       socket.destroy();
       resolve(answer);
     };
-    socket.setTimeout(timeoutMs, () => finish({ ok: false, error: `timed out after ${timeoutMs} ms` }));
-    socket.on("error", (err: NodeJS.ErrnoException) => finish({ ok: false, error: err.code ?? err.message }));
-    socket.on("data", (chunk) => {
+    socket.setTimeout(timeoutMs, () =>
+      finish({ ok: false, error: `timed out after ${timeoutMs} ms` }),
+    );
+    socket.on("error", (err: NodeJS.ErrnoException) =>
+      finish({ ok: false, error: err.code ?? err.message }),
+    );
+    socket.on("data", chunk => {
       received += chunk.toString("latin1");
       if (!identity) {
         if (!received.includes("\n")) return;
         identity = parseIdentity(received);
-        if (!identity) return finish({ ok: false, error: `not an echo identity line: ${JSON.stringify(received.slice(0, 60))}` });
+        if (!identity)
+          return finish({
+            ok: false,
+            error: `not an echo identity line: ${JSON.stringify(received.slice(0, 60))}`,
+          });
         received = received.slice(received.indexOf("\n") + 1);
         socket.write(probe);
       }
@@ -129,7 +151,10 @@ function probeTcp(address: string, port: number, seq: number, timeoutMs: number)
         if (received.startsWith(probe)) {
           finish({ ok: true, ...identity, from: `${socket.remoteAddress}:${socket.remotePort}` });
         } else {
-          finish({ ok: false, error: `echo came back wrong: ${JSON.stringify(received.slice(0, 60))}` });
+          finish({
+            ok: false,
+            error: `echo came back wrong: ${JSON.stringify(received.slice(0, 60))}`,
+          });
         }
       }
     });
@@ -138,8 +163,14 @@ function probeTcp(address: string, port: number, seq: number, timeoutMs: number)
 }
 
 /** One datagram from a fresh socket (a new flow), resent up to `tries` times if unanswered. */
-function probeUdp(address: string, port: number, seq: number, timeoutMs: number, tries = 3): Promise<Answer> {
-  return new Promise((resolve) => {
+function probeUdp(
+  address: string,
+  port: number,
+  seq: number,
+  timeoutMs: number,
+  tries = 3,
+): Promise<Answer> {
+  return new Promise(resolve => {
     const socket = dgram.createSocket("udp4");
     const probe = Buffer.from(`probe ${seq}\n`);
     let attempt = 0;
@@ -152,21 +183,36 @@ function probeUdp(address: string, port: number, seq: number, timeoutMs: number,
     const send = () => {
       attempt++;
       socket.send(probe, port, address);
-      timer = setTimeout(() => (attempt < tries ? send() : finish({ ok: false, error: `no reply to ${tries} datagrams` })), timeoutMs);
+      timer = setTimeout(
+        () =>
+          attempt < tries ? send() : finish({ ok: false, error: `no reply to ${tries} datagrams` }),
+        timeoutMs,
+      );
     };
-    socket.on("error", (err: NodeJS.ErrnoException) => finish({ ok: false, error: err.code ?? err.message }));
+    socket.on("error", (err: NodeJS.ErrnoException) =>
+      finish({ ok: false, error: err.code ?? err.message }),
+    );
     socket.on("message", (message, rinfo) => {
       const text = message.toString("latin1");
       const identity = parseIdentity(text);
-      if (!identity) return finish({ ok: false, error: `not an echo identity line: ${JSON.stringify(text.slice(0, 60))}` });
-      if (!text.endsWith(probe.toString("latin1"))) return finish({ ok: false, error: "the datagram did not come back" });
+      if (!identity)
+        return finish({
+          ok: false,
+          error: `not an echo identity line: ${JSON.stringify(text.slice(0, 60))}`,
+        });
+      if (!text.endsWith(probe.toString("latin1")))
+        return finish({ ok: false, error: "the datagram did not come back" });
       finish({ ok: true, ...identity, from: `${rinfo.address}:${rinfo.port}` });
     });
     socket.bind(0, send);
   });
 }
 
-async function run(count: number, concurrency: number, probe: (seq: number) => Promise<Answer>): Promise<Answer[]> {
+async function run(
+  count: number,
+  concurrency: number,
+  probe: (seq: number) => Promise<Answer>,
+): Promise<Answer[]> {
   const answers: Answer[] = new Array(count);
   let next = 0;
   const worker = async () => {
@@ -181,21 +227,33 @@ async function run(count: number, concurrency: number, probe: (seq: number) => P
 
 const positive = (flag: string) => (value: string) => {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a whole number ≥ 1, got "${value}"`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new InvalidArgumentError(`${flag} must be a whole number ≥ 1, got "${value}"`);
   return n;
 };
 
 async function main(argv: string[]): Promise<number> {
   const options = new Command("traffic")
-    .description("send flows to a Gateway address and report how hack/demo's echo backends shared them")
-    .addOption(new Option("--protocol <protocol>", "tcp or udp").choices(["tcp", "udp"]).makeOptionMandatory())
+    .description(
+      "send flows to a Gateway address and report how hack/demo's echo backends shared them",
+    )
+    .addOption(
+      new Option("--protocol <protocol>", "tcp or udp")
+        .choices(["tcp", "udp"])
+        .makeOptionMandatory(),
+    )
     .requiredOption("--address <ip>", "the Gateway's address")
     .requiredOption("--port <port>", "the listener's port", positive("--port"))
     .requiredOption("--weights <list>", "the route's backendRefs as NAME=WEIGHT,...", parseWeights)
     .requiredOption("--client-ip <ip>", "the address the backends must see")
     .option("--count <n>", "flows to send", positive("--count"), 300)
     .option("--concurrency <n>", "flows in flight at once", positive("--concurrency"), 16)
-    .option("--tolerance <points>", "allowed distance of a share from its weight, in percentage points", positive("--tolerance"), 10)
+    .option(
+      "--tolerance <points>",
+      "allowed distance of a share from its weight, in percentage points",
+      positive("--tolerance"),
+      10,
+    )
     .option("--timeout <ms>", "per connection / per datagram", positive("--timeout"), 2000)
     .parse(argv)
     .opts<{

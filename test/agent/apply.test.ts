@@ -38,12 +38,43 @@ const web = dataplaneConfig(
   "web",
   "198.18.200.1",
   [
-    { name: "http", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: [["10.1.0.1", 8080], ["10.1.0.2", 8080]] }] },
-    { name: "dns", port: 53, protocol: "UDP", rejectWeight: 1, backends: [{ weight: 3, endpoints: [["10.1.0.9", 5353]] }] },
+    {
+      name: "http",
+      port: 80,
+      protocol: "TCP",
+      backends: [
+        {
+          weight: 1,
+          endpoints: [
+            ["10.1.0.1", 8080],
+            ["10.1.0.2", 8080],
+          ],
+        },
+      ],
+    },
+    {
+      name: "dns",
+      port: 53,
+      protocol: "UDP",
+      rejectWeight: 1,
+      backends: [{ weight: 3, endpoints: [["10.1.0.9", 5353]] }],
+    },
   ],
   { node: NODE, generation: 4 },
 );
-const db = dataplaneConfig("db", "198.18.200.2", [{ name: "pg", port: 5432, protocol: "TCP", backends: [{ weight: 1, endpoints: [["10.1.1.1", 5432]] }] }], { node: "node-b" });
+const db = dataplaneConfig(
+  "db",
+  "198.18.200.2",
+  [
+    {
+      name: "pg",
+      port: 5432,
+      protocol: "TCP",
+      backends: [{ weight: 1, endpoints: [["10.1.1.1", 5432]] }],
+    },
+  ],
+  { node: "node-b" },
+);
 
 /** The maps, read back with the Dataplane's own reader, as plain comparable data. */
 async function mapsOf(dp: Dataplane) {
@@ -53,9 +84,30 @@ async function mapsOf(dp: Dataplane) {
 /** What the maps must hold for `web` and `db`. */
 const expected = {
   services: [
-    { vip: "198.18.200.1", port: 53, proto: "udp", backends: [{ ip: "10.1.0.9", port: 5353, weight: 3 }], rejectWeight: 1 },
-    { vip: "198.18.200.1", port: 80, proto: "tcp", backends: [{ ip: "10.1.0.1", port: 8080, weight: 1 }, { ip: "10.1.0.2", port: 8080, weight: 1 }], rejectWeight: 0 },
-    { vip: "198.18.200.2", port: 5432, proto: "tcp", backends: [{ ip: "10.1.1.1", port: 5432, weight: 1 }], rejectWeight: 0 },
+    {
+      vip: "198.18.200.1",
+      port: 53,
+      proto: "udp",
+      backends: [{ ip: "10.1.0.9", port: 5353, weight: 3 }],
+      rejectWeight: 1,
+    },
+    {
+      vip: "198.18.200.1",
+      port: 80,
+      proto: "tcp",
+      backends: [
+        { ip: "10.1.0.1", port: 8080, weight: 1 },
+        { ip: "10.1.0.2", port: 8080, weight: 1 },
+      ],
+      rejectWeight: 0,
+    },
+    {
+      vip: "198.18.200.2",
+      port: 5432,
+      proto: "tcp",
+      backends: [{ ip: "10.1.1.1", port: 5432, weight: 1 }],
+      rejectWeight: 0,
+    },
   ],
   addresses: ["198.18.200.1", "198.18.200.2"],
 };
@@ -63,22 +115,32 @@ const expected = {
 /** service name → its svc_value (id, live table), straight from the services map. */
 async function serviceValues(dp: Dataplane) {
   const entries = await bpftool.mapDump(dp.mapPin("blixt_services"));
-  return Object.fromEntries(entries.map((e) => [serviceName(decodeServiceKey(e.key)), decodeServiceValue(e.value!)]));
+  return Object.fromEntries(
+    entries.map(e => [serviceName(decodeServiceKey(e.key)), decodeServiceValue(e.value!)]),
+  );
 }
 
 function newAgent(
   dp: Dataplane,
   acks: { config: string; ack: NodeAck }[],
-  extra: { acknowledge?: (c: DataplaneConfig, a: NodeAck) => Promise<void>; takeovers?: string[][] } = {},
+  extra: {
+    acknowledge?: (c: DataplaneConfig, a: NodeAck) => Promise<void>;
+    takeovers?: string[][];
+  } = {},
 ) {
   const agent = new Agent({
-    onTakeover: async (addresses) => void extra.takeovers?.push(addresses),
+    onTakeover: async addresses => void extra.takeovers?.push(addresses),
     nodeName: NODE,
     dataplane: dp,
     mode: "tc",
     resyncMs: 0,
     retry: { base: 50, max: 200 },
-    log: process.env.BLIXT_TEST_LOG ? { info: (f, m) => console.error(m, JSON.stringify(f).slice(0, 300)), error: (f, m) => console.error(m, JSON.stringify(f).slice(0, 300)) } : undefined,
+    log: process.env.BLIXT_TEST_LOG
+      ? {
+          info: (f, m) => console.error(m, JSON.stringify(f).slice(0, 300)),
+          error: (f, m) => console.error(m, JSON.stringify(f).slice(0, 300)),
+        }
+      : undefined,
     acknowledge:
       extra.acknowledge ??
       (async (config, ack) => {
@@ -96,7 +158,7 @@ t.teardown(async () => {
   await new Dataplane({ pinDir }).unpin();
 });
 
-t.test("from empty: every listener, address and acknowledgement", async (t) => {
+t.test("from empty: every listener, address and acknowledgement", async t => {
   const dp = new Dataplane({ pinDir });
   await dp.load();
   const acks: { config: string; ack: NodeAck }[] = [];
@@ -106,32 +168,66 @@ t.test("from empty: every listener, address and acknowledgement", async (t) => {
   const result = await agent.converge();
   t.ok(result.ok, result.error ?? "applied");
   t.equal(result.changes, 5, "three services and two addresses");
-  t.same(takeovers, [["198.18.200.1"]], "the address this node now announces is handed over for gratuitous ARP");
+  t.same(
+    takeovers,
+    [["198.18.200.1"]],
+    "the address this node now announces is handed over for gratuitous ARP",
+  );
   t.same(await mapsOf(dp), expected);
   t.ok(agent.ready);
   t.same(
-    acks.map((a) => [a.config, a.ack.name, a.ack.observedGeneration, a.ack.mode, a.ack.message]).sort(),
-    [["default/db", NODE, 1, "tc", undefined], ["default/web", NODE, 4, "tc", undefined]],
+    acks
+      .map(a => [a.config, a.ack.name, a.ack.observedGeneration, a.ack.mode, a.ack.message])
+      .sort(),
+    [
+      ["default/db", NODE, 1, "tc", undefined],
+      ["default/web", NODE, 4, "tc", undefined],
+    ],
   );
   const flags = await bpftool.mapDump(dp.mapPin("blixt_addrs"));
-  t.same(flags.map((e) => e.value![0]).sort(), [0, 1], "only the address this node announces carries the announce flag");
+  t.same(
+    flags.map(e => e.value![0]).sort(),
+    [0, 1],
+    "only the address this node announces carries the announce flag",
+  );
 
   const again = await agent.converge();
   t.equal(again.changes, 0, "a second pass finds nothing to do");
   t.equal(takeovers.length, 1, "and announces nothing again");
 
   const passes = agent.passes;
-  const calls = await Promise.all([agent.converge(), agent.converge(), agent.converge(), agent.converge()]);
-  t.equal(agent.passes - passes, 2, "four calls at once: the running pass and one more that the other three share");
+  const calls = await Promise.all([
+    agent.converge(),
+    agent.converge(),
+    agent.converge(),
+    agent.converge(),
+  ]);
+  t.equal(
+    agent.passes - passes,
+    2,
+    "four calls at once: the running pass and one more that the other three share",
+  );
   t.equal(calls[1], calls[3], "the waiting calls get the same pass");
   t.equal(acks.length, 2, "and acknowledges nothing twice");
 });
 
-t.test("from a stale state: only what differs is rewritten, leftovers go", async (t) => {
+t.test("from a stale state: only what differs is rewritten, leftovers go", async t => {
   const dp = new Dataplane({ pinDir });
   // Stale: a Gateway that is gone, and one listener with an old backend set.
-  await dp.setService({ vip: "198.18.200.9", port: 22, proto: "tcp", backends: [{ ip: "10.9.9.9", port: 22, weight: 1 }], rejectWeight: 0 });
-  await dp.setService({ vip: "198.18.200.2", port: 5432, proto: "tcp", backends: [{ ip: "10.1.1.7", port: 5432, weight: 2 }], rejectWeight: 0 });
+  await dp.setService({
+    vip: "198.18.200.9",
+    port: 22,
+    proto: "tcp",
+    backends: [{ ip: "10.9.9.9", port: 22, weight: 1 }],
+    rejectWeight: 0,
+  });
+  await dp.setService({
+    vip: "198.18.200.2",
+    port: 5432,
+    proto: "tcp",
+    backends: [{ ip: "10.1.1.7", port: 5432, weight: 2 }],
+    rejectWeight: 0,
+  });
   await dp.setAddresses([...expected.addresses, "198.18.200.9"]);
   const before = await serviceValues(dp);
 
@@ -142,13 +238,21 @@ t.test("from a stale state: only what differs is rewritten, leftovers go", async
   t.equal(result.changes, 3, "one service removed, one reprogrammed, one address removed");
   t.same(await mapsOf(dp), expected);
   const after = await serviceValues(dp);
-  t.same(after["198.18.200.1:80/tcp"], before["198.18.200.1:80/tcp"], "an unchanged service keeps its id and its live table");
-  t.not(after["198.18.200.2:5432/tcp"].tableId, before["198.18.200.2:5432/tcp"].tableId, "a changed service switched to its other table");
+  t.same(
+    after["198.18.200.1:80/tcp"],
+    before["198.18.200.1:80/tcp"],
+    "an unchanged service keeps its id and its live table",
+  );
+  t.not(
+    after["198.18.200.2:5432/tcp"].tableId,
+    before["198.18.200.2:5432/tcp"].tableId,
+    "a changed service switched to its other table",
+  );
   const backends = await bpftool.mapDump(dp.mapPin("blixt_backends"));
   t.equal(backends.length, 4, "no backend of a removed or changed service is left behind");
 });
 
-t.test("a change behind the agent's back is put back by the next pass", async (t) => {
+t.test("a change behind the agent's back is put back by the next pass", async t => {
   const dp = new Dataplane({ pinDir });
   const agent = newAgent(dp, []);
   agent.replaceAll([web, db]);
@@ -161,12 +265,24 @@ t.test("a change behind the agent's back is put back by the next pass", async (t
   await bpftool.batch(
     [
       // a weight changed by hand
-      bpftool.mapUpdateLine(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: http.svcId, ip: "10.1.0.1", port: 8080 })), hex(encodeBackendValue({ weight: 9 }))),
+      bpftool.mapUpdateLine(
+        dp.mapPin("blixt_backends"),
+        hex(encodeBackendKey({ svcId: http.svcId, ip: "10.1.0.1", port: 8080 })),
+        hex(encodeBackendValue({ weight: 9 })),
+      ),
       // chunk 0 of a live table corrupted: every slot now names backend-list entry 1 (the
       // rejected share); chunk 0 is always among the chunks the agent reads back
-      bpftool.mapUpdateLine(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId: dns.tableId, index: 0 })), hex(encodeTableChunk(new Array(1024).fill(1)))),
+      bpftool.mapUpdateLine(
+        dp.mapPin("blixt_mg_chunks"),
+        hex(encodeTableKey({ tableId: dns.tableId, index: 0 })),
+        hex(encodeTableChunk(new Array(1024).fill(1))),
+      ),
       // backends of a service id nothing uses
-      bpftool.mapUpdateLine(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })), hex(encodeBackendValue({ weight: 1 }))),
+      bpftool.mapUpdateLine(
+        dp.mapPin("blixt_backends"),
+        hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })),
+        hex(encodeBackendValue({ weight: 1 })),
+      ),
     ],
     "changing the maps behind the agent's back",
   );
@@ -177,43 +293,86 @@ t.test("a change behind the agent's back is put back by the next pass", async (t
   t.same(await mapsOf(dp), expected);
   const repaired = (await serviceValues(dp))["198.18.200.1:53/udp"];
   t.not(repaired.tableId, dns.tableId, "the damaged table was replaced by a whole one");
-  const chunk0 = await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId: repaired.tableId, index: 0 })));
+  const chunk0 = await bpftool.mapLookup(
+    dp.mapPin("blixt_mg_chunks"),
+    hex(encodeTableKey({ tableId: repaired.tableId, index: 0 })),
+  );
   const slots = decodeTableChunk(chunk0!.value!);
-  t.ok(slots.includes(0) && slots.includes(1), "the new table's chunk 0 names both the backend and the rejected share again");
-  const oldChunk = await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId: dns.tableId, index: 0 })));
+  t.ok(
+    slots.includes(0) && slots.includes(1),
+    "the new table's chunk 0 names both the backend and the rejected share again",
+  );
+  const oldChunk = await bpftool.mapLookup(
+    dp.mapPin("blixt_mg_chunks"),
+    hex(encodeTableKey({ tableId: dns.tableId, index: 0 })),
+  );
   t.equal(oldChunk, undefined, "the corrupted table is gone");
-  const orphan = await bpftool.mapLookup(dp.mapPin("blixt_backends"), hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })));
+  const orphan = await bpftool.mapLookup(
+    dp.mapPin("blixt_backends"),
+    hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })),
+  );
   t.equal(orphan, undefined, "backends of an unused id are removed");
   t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
 });
 
-t.test("the periodic resync puts back what was removed behind the agent's back, on its own", async (t) => {
-  const dp = new Dataplane({ pinDir });
-  const agent = new Agent({ nodeName: NODE, dataplane: dp, mode: "tc", resyncMs: 200, acknowledge: async () => {} });
-  agent.replaceAll([web, db]);
-  t.equal((await agent.converge()).changes, 0, "converged to begin with");
-  agent.start();
-  t.teardown(() => agent.stop());
-  await dp.deleteService("198.18.200.1", 53, "udp");
-  // A resync may start while the delete's own batch is still running and see half of it, so
-  // wait for the maps to be whole again rather than for the first sign of the listener.
-  let restored = false;
-  for (let i = 0; i < 100 && !restored; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    restored = isDeepStrictEqual(await mapsOf(dp), expected);
-  }
-  await agent.stop();
-  t.ok(restored, "the deleted listener is back, whole, without anyone asking");
-  t.same(await mapsOf(dp), expected);
-});
+t.test(
+  "the periodic resync puts back what was removed behind the agent's back, on its own",
+  async t => {
+    const dp = new Dataplane({ pinDir });
+    const agent = new Agent({
+      nodeName: NODE,
+      dataplane: dp,
+      mode: "tc",
+      resyncMs: 200,
+      acknowledge: async () => {},
+    });
+    agent.replaceAll([web, db]);
+    t.equal((await agent.converge()).changes, 0, "converged to begin with");
+    agent.start();
+    t.teardown(() => agent.stop());
+    await dp.deleteService("198.18.200.1", 53, "udp");
+    // A resync may start while the delete's own batch is still running and see half of it, so
+    // wait for the maps to be whole again rather than for the first sign of the listener.
+    let restored = false;
+    for (let i = 0; i < 100 && !restored; i++) {
+      await new Promise(r => setTimeout(r, 100));
+      restored = isDeepStrictEqual(await mapsOf(dp), expected);
+    }
+    await agent.stop();
+    t.ok(restored, "the deleted listener is back, whole, without anyone asking");
+    t.same(await mapsOf(dp), expected);
+  },
+);
 
-t.test("a restart reuses the pinned maps and keeps live conntrack entries", async (t) => {
+t.test("a restart reuses the pinned maps and keeps live conntrack entries", async t => {
   const first = new Dataplane({ pinDir });
   const ct = (sport: number) => ({
-    key: hex(encodeConntrackKey({ saddr: "198.18.9.2", daddr: "198.18.200.1", sport, dport: 80, proto: "tcp" })),
-    value: hex(encodeConntrackValue({ addr: "10.1.0.1", port: 8080, direction: "forward", svcId: 1, epoch: 0, lastSeenNs: 123n })),
+    key: hex(
+      encodeConntrackKey({
+        saddr: "198.18.9.2",
+        daddr: "198.18.200.1",
+        sport,
+        dport: 80,
+        proto: "tcp",
+      }),
+    ),
+    value: hex(
+      encodeConntrackValue({
+        addr: "10.1.0.1",
+        port: 8080,
+        direction: "forward",
+        svcId: 1,
+        epoch: 0,
+        lastSeenNs: 123n,
+      }),
+    ),
   });
-  await bpftool.batch([40000, 40001].map((p) => bpftool.mapUpdateLine(first.mapPin("blixt_ct4"), ct(p).key, ct(p).value)), "writing live flows");
+  await bpftool.batch(
+    [40000, 40001].map(p =>
+      bpftool.mapUpdateLine(first.mapPin("blixt_ct4"), ct(p).key, ct(p).value),
+    ),
+    "writing live flows",
+  );
   const flowsBefore = await first.conntrack();
   const valuesBefore = await serviceValues(first);
 
@@ -231,105 +390,173 @@ t.test("a restart reuses the pinned maps and keeps live conntrack entries", asyn
   t.same(await serviceValues(dp), valuesBefore, "services keep their ids and live tables");
 });
 
-t.test("tables missing altogether (as after an upgrade from the per-slot layout) are rewritten", async (t) => {
-  const dp = new Dataplane({ pinDir });
-  const agent = newAgent(dp, []);
-  agent.replaceAll([web, db]);
-  t.equal((await agent.converge()).changes, 0, "converged to begin with");
-  const before = await serviceValues(dp);
-  const lines: string[] = [];
-  for (const m of ["blixt_mg_chunks", "blixt_mg_backs"] as const) {
-    for (const e of await bpftool.mapDump(dp.mapPin(m))) lines.push(bpftool.mapDeleteLine(dp.mapPin(m), hex(e.key)));
-  }
-  await bpftool.batch(lines, "emptying the table maps");
-  const result = await agent.converge();
-  t.ok(result.ok, result.error ?? "applied");
-  t.equal(result.changes, 3, "every service reprogrammed");
-  const after = await serviceValues(dp);
-  for (const [name, value] of Object.entries(after)) {
-    t.not(value.tableId, before[name].tableId, `${name}: switched to a table written whole`);
-    const chunks = await bpftool.mapDump(dp.mapPin("blixt_mg_chunks"));
-    t.equal(chunks.filter((e) => decodeTableKey(e.key).tableId === value.tableId).length, chunkCount(value.tableSize), `${name}: every chunk there`);
-  }
-  t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
-  await agent.stop();
-});
+t.test(
+  "tables missing altogether (as after an upgrade from the per-slot layout) are rewritten",
+  async t => {
+    const dp = new Dataplane({ pinDir });
+    const agent = newAgent(dp, []);
+    agent.replaceAll([web, db]);
+    t.equal((await agent.converge()).changes, 0, "converged to begin with");
+    const before = await serviceValues(dp);
+    const lines: string[] = [];
+    for (const m of ["blixt_mg_chunks", "blixt_mg_backs"] as const) {
+      for (const e of await bpftool.mapDump(dp.mapPin(m)))
+        lines.push(bpftool.mapDeleteLine(dp.mapPin(m), hex(e.key)));
+    }
+    await bpftool.batch(lines, "emptying the table maps");
+    const result = await agent.converge();
+    t.ok(result.ok, result.error ?? "applied");
+    t.equal(result.changes, 3, "every service reprogrammed");
+    const after = await serviceValues(dp);
+    for (const [name, value] of Object.entries(after)) {
+      t.not(value.tableId, before[name].tableId, `${name}: switched to a table written whole`);
+      const chunks = await bpftool.mapDump(dp.mapPin("blixt_mg_chunks"));
+      t.equal(
+        chunks.filter(e => decodeTableKey(e.key).tableId === value.tableId).length,
+        chunkCount(value.tableSize),
+        `${name}: every chunk there`,
+      );
+    }
+    t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
+    await agent.stop();
+  },
+);
 
-t.test("a failed apply is acknowledged with bpftool's error, keeps the old tables serving, and is retried", async (t) => {
-  const dp = new Dataplane({ pinDir });
-  const addrs = dp.mapPin("blixt_addrs");
-  const saved = `${addrs}_saved`; // bpffs allows no "." in a pin name
-  // A map of the wrong shape where the address map should be: bpftool refuses every write to it.
-  // (bpffs has no rename: the real map is pinned a second time, then its first pin removed.)
-  const swap = async (from: string, to: string) => {
-    await execa("bpftool", ["map", "pin", "pinned", from, to]);
-    await rm(from);
-  };
-  await swap(addrs, saved);
-  await execa("bpftool", ["map", "create", addrs, "type", "hash", "key", "4", "value", "4", "entries", "8", "name", "blixt_bogus"]);
-  const restore = async () => {
-    if (!(await stat(saved).catch(() => undefined))) return;
-    await rm(addrs, { force: true });
-    await swap(saved, addrs);
-  };
-  t.teardown(restore);
+t.test(
+  "a failed apply is acknowledged with bpftool's error, keeps the old tables serving, and is retried",
+  async t => {
+    const dp = new Dataplane({ pinDir });
+    const addrs = dp.mapPin("blixt_addrs");
+    const saved = `${addrs}_saved`; // bpffs allows no "." in a pin name
+    // A map of the wrong shape where the address map should be: bpftool refuses every write to it.
+    // (bpffs has no rename: the real map is pinned a second time, then its first pin removed.)
+    const swap = async (from: string, to: string) => {
+      await execa("bpftool", ["map", "pin", "pinned", from, to]);
+      await rm(from);
+    };
+    await swap(addrs, saved);
+    await execa("bpftool", [
+      "map",
+      "create",
+      addrs,
+      "type",
+      "hash",
+      "key",
+      "4",
+      "value",
+      "4",
+      "entries",
+      "8",
+      "name",
+      "blixt_bogus",
+    ]);
+    const restore = async () => {
+      if (!(await stat(saved).catch(() => undefined))) return;
+      await rm(addrs, { force: true });
+      await swap(saved, addrs);
+    };
+    t.teardown(restore);
 
-  const next = dataplaneConfig(
-    "web",
-    "198.18.200.1",
-    [{ name: "http", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: [["10.1.0.3", 8080]] }] }],
-    { node: NODE, generation: 5 },
-  );
-  const acks: { config: string; ack: NodeAck }[] = [];
-  const agent = newAgent(dp, acks);
-  next.status = { nodes: [{ name: NODE, observedGeneration: 4, mode: "tc" as never, lastTransitionTime: "2026-01-01T00:00:00Z" as never }] };
-  agent.replaceAll([next]);
+    const next = dataplaneConfig(
+      "web",
+      "198.18.200.1",
+      [
+        {
+          name: "http",
+          port: 80,
+          protocol: "TCP",
+          backends: [{ weight: 1, endpoints: [["10.1.0.3", 8080]] }],
+        },
+      ],
+      { node: NODE, generation: 5 },
+    );
+    const acks: { config: string; ack: NodeAck }[] = [];
+    const agent = newAgent(dp, acks);
+    next.status = {
+      nodes: [
+        {
+          name: NODE,
+          observedGeneration: 4,
+          mode: "tc" as never,
+          lastTransitionTime: "2026-01-01T00:00:00Z" as never,
+        },
+      ],
+    };
+    agent.replaceAll([next]);
 
-  const failed = await agent.converge();
-  t.notOk(failed.ok, "the apply fails");
-  t.match(failed.error, /bpftool/, "with the bpftool command in the error");
-  const ack = acks.find((a) => a.config === "default/web")!.ack;
-  t.equal(ack.observedGeneration, 4, "the acknowledged generation stays at the last one applied");
-  t.match(ack.message, /expected key or value|key size|Invalid argument/i, `the status says what bpftool said: ${ack.message}`);
-  // bpftool stops at the failing command; every service the batch reached before it was
-  // switched whole, and every live table is complete, so traffic is served throughout.
-  for (const [name, value] of Object.entries(await serviceValues(dp))) {
-    const keys = Array.from({ length: chunkCount(value.tableSize) }, (_, index) => hex(encodeTableKey({ tableId: value.tableId, index })));
-    const found = await Promise.all(keys.map((key) => bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), key)));
-    const list = (await bpftool.mapDump(dp.mapPin("blixt_mg_backs"))).filter((e) => decodeTableKey(e.key).tableId === value.tableId);
-    t.ok(found.every(Boolean) && list.length > 0, `${name}: its live table (id ${value.tableId}, ${value.tableSize} slots, ${list.length} backends) is whole`);
-  }
+    const failed = await agent.converge();
+    t.notOk(failed.ok, "the apply fails");
+    t.match(failed.error, /bpftool/, "with the bpftool command in the error");
+    const ack = acks.find(a => a.config === "default/web")!.ack;
+    t.equal(ack.observedGeneration, 4, "the acknowledged generation stays at the last one applied");
+    t.match(
+      ack.message,
+      /expected key or value|key size|Invalid argument/i,
+      `the status says what bpftool said: ${ack.message}`,
+    );
+    // bpftool stops at the failing command; every service the batch reached before it was
+    // switched whole, and every live table is complete, so traffic is served throughout.
+    for (const [name, value] of Object.entries(await serviceValues(dp))) {
+      const keys = Array.from({ length: chunkCount(value.tableSize) }, (_, index) =>
+        hex(encodeTableKey({ tableId: value.tableId, index })),
+      );
+      const found = await Promise.all(
+        keys.map(key => bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), key)),
+      );
+      const list = (await bpftool.mapDump(dp.mapPin("blixt_mg_backs"))).filter(
+        e => decodeTableKey(e.key).tableId === value.tableId,
+      );
+      t.ok(
+        found.every(Boolean) && list.length > 0,
+        `${name}: its live table (id ${value.tableId}, ${value.tableSize} slots, ${list.length} backends) is whole`,
+      );
+    }
 
-  // Put the right map back; the scheduled retry applies generation 5 on its own.
-  await restore();
-  for (let i = 0; i < 200 && !acks.some((a) => a.ack.observedGeneration === 5); i++) await new Promise((r) => setTimeout(r, 50));
-  // A failure can race the repair (a pass that read the wrong map, wrote the right one);
-  // the periodic resync is what heals that, so run one pass as it would.
-  t.ok((await agent.converge()).ok, "the next resync pass succeeds");
-  await agent.stop();
-  const applied = acks.find((a) => a.ack.observedGeneration === 5);
-  t.ok(applied, "the retry applied the new generation and acknowledged it");
-  t.equal(applied?.ack.message, undefined, "with the error message cleared");
-  t.same(await mapsOf(dp), {
-    services: [{ vip: "198.18.200.1", port: 80, proto: "tcp", backends: [{ ip: "10.1.0.3", port: 8080, weight: 1 }], rejectWeight: 0 }],
-    addresses: ["198.18.200.1"],
-  });
-});
+    // Put the right map back; the scheduled retry applies generation 5 on its own.
+    await restore();
+    for (let i = 0; i < 200 && !acks.some(a => a.ack.observedGeneration === 5); i++)
+      await new Promise(r => setTimeout(r, 50));
+    // A failure can race the repair (a pass that read the wrong map, wrote the right one);
+    // the periodic resync is what heals that, so run one pass as it would.
+    t.ok((await agent.converge()).ok, "the next resync pass succeeds");
+    await agent.stop();
+    const applied = acks.find(a => a.ack.observedGeneration === 5);
+    t.ok(applied, "the retry applied the new generation and acknowledged it");
+    t.equal(applied?.ack.message, undefined, "with the error message cleared");
+    t.same(await mapsOf(dp), {
+      services: [
+        {
+          vip: "198.18.200.1",
+          port: 80,
+          proto: "tcp",
+          backends: [{ ip: "10.1.0.3", port: 8080, weight: 1 }],
+          rejectWeight: 0,
+        },
+      ],
+      addresses: ["198.18.200.1"],
+    });
+  },
+);
 
-t.test("a config deleted before its acknowledgement lands (404) is not retried", async (t) => {
+t.test("a config deleted before its acknowledgement lands (404) is not retried", async t => {
   const dp = new Dataplane({ pinDir });
   await dp.load();
   const calls: string[] = [];
   const agent = newAgent(dp, [], {
-    acknowledge: async (config) => {
+    acknowledge: async config => {
       calls.push(config.metadata?.name ?? "");
-      if (config.metadata?.name === "db") throw { status: 404, statusText: "Not Found", data: { message: 'dataplaneconfigs.blixt.dev "db" not found' } };
+      if (config.metadata?.name === "db")
+        throw {
+          status: 404,
+          statusText: "Not Found",
+          data: { message: 'dataplaneconfigs.blixt.dev "db" not found' },
+        };
     },
   });
   t.teardown(() => agent.stop());
   agent.replaceAll([web, db]);
   const result = await agent.converge();
   t.ok(result.ok, result.error ?? "applied");
-  await new Promise((r) => setTimeout(r, 400)); // four retry periods of this agent
+  await new Promise(r => setTimeout(r, 400)); // four retry periods of this agent
   t.same(calls.sort(), ["db", "web"], "each acknowledged once: the 404 schedules no retry");
 });

@@ -9,7 +9,13 @@ import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
 import { Agent } from "../../capabilities/agent/loop.js";
 import { applyLines } from "../../capabilities/dataplane/lines.js";
 import { desiredState, diffState } from "../../capabilities/agent/desired.js";
-import { EPOCH_COUNTER, decodeEpoch, encodeIndexKey, hex, type MapName } from "../../capabilities/dataplane/maps.js";
+import {
+  EPOCH_COUNTER,
+  decodeEpoch,
+  encodeIndexKey,
+  hex,
+  type MapName,
+} from "../../capabilities/dataplane/maps.js";
 import { dataplaneConfig } from "./fixtures.js";
 
 const pinDir = `/sys/fs/bpf/blixt-test-agent-epochs-${process.pid}`;
@@ -19,32 +25,63 @@ const config = (web: string[], dns: string[], generation: number) =>
     "epochs",
     VIP,
     [
-      { name: "web", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: web.map((ip) => [ip, 8080] as [string, number]) }] },
-      { name: "dns", port: 53, protocol: "UDP", backends: [{ weight: 1, endpoints: dns.map((ip) => [ip, 53] as [string, number]) }] },
+      {
+        name: "web",
+        port: 80,
+        protocol: "TCP",
+        backends: [{ weight: 1, endpoints: web.map(ip => [ip, 8080] as [string, number]) }],
+      },
+      {
+        name: "dns",
+        port: 53,
+        protocol: "UDP",
+        backends: [{ weight: 1, endpoints: dns.map(ip => [ip, 53] as [string, number]) }],
+      },
     ],
     { node: "node-a", generation },
   );
 
 async function epochs(dp: Dataplane): Promise<{ counter: number; web: number; dns: number }> {
   const snapshot = await dp.readMaps({ chunks: false });
-  const idOf = (port: number) => snapshot.actual.services.find((s) => s.port === port)!.svcId;
-  const read = async (index: number) => decodeEpoch((await bpftool.mapLookup(dp.mapPin("blixt_svc_epoch"), hex(encodeIndexKey(index))))!.value!);
-  return { counter: await read(EPOCH_COUNTER), web: await read(idOf(80)), dns: await read(idOf(53)) };
+  const idOf = (port: number) => snapshot.actual.services.find(s => s.port === port)!.svcId;
+  const read = async (index: number) =>
+    decodeEpoch(
+      (await bpftool.mapLookup(dp.mapPin("blixt_svc_epoch"), hex(encodeIndexKey(index))))!.value!,
+    );
+  return {
+    counter: await read(EPOCH_COUNTER),
+    web: await read(idOf(80)),
+    dns: await read(idOf(53)),
+  };
 }
 
-t.test("the agent moves a service's epoch on every change to it, and only then", async (t) => {
+t.test("the agent moves a service's epoch on every change to it, and only then", async t => {
   const dp = new Dataplane({ pinDir });
   t.teardown(() => dp.unpin());
   await dp.load();
-  const newAgent = () => new Agent({ nodeName: "node-a", dataplane: dp, mode: "tc", resyncMs: 0, acknowledge: async () => {} });
+  const newAgent = () =>
+    new Agent({
+      nodeName: "node-a",
+      dataplane: dp,
+      mode: "tc",
+      resyncMs: 0,
+      acknowledge: async () => {},
+    });
   const agent = newAgent();
   t.teardown(() => agent.stop());
 
   agent.replaceAll([config(["10.71.0.1", "10.71.0.2"], ["10.71.1.1"], 1)]);
   t.ok((await agent.converge()).ok);
   const first = await epochs(dp);
-  t.ok(first.web > 0 && first.dns > 0 && first.web !== first.dns, `each service has an epoch of its own (${first.web}, ${first.dns})`);
-  t.equal(first.counter, Math.max(first.web, first.dns), "the counter holds the last one handed out");
+  t.ok(
+    first.web > 0 && first.dns > 0 && first.web !== first.dns,
+    `each service has an epoch of its own (${first.web}, ${first.dns})`,
+  );
+  t.equal(
+    first.counter,
+    Math.max(first.web, first.dns),
+    "the counter holds the last one handed out",
+  );
 
   const idle = await agent.converge();
   t.equal(idle.commands, 0, "a pass with nothing to change writes nothing");
@@ -54,7 +91,11 @@ t.test("the agent moves a service's epoch on every change to it, and only then",
   t.ok((await agent.converge()).ok);
   const second = await epochs(dp);
   t.ok(second.web > first.counter, "the changed service gets an epoch never handed out before");
-  t.equal(second.dns, first.dns, "the unchanged service keeps its epoch: its flows stay on the fast path");
+  t.equal(
+    second.dns,
+    first.dns,
+    "the unchanged service keeps its epoch: its flows stay on the fast path",
+  );
 
   // A new agent on the same pins (a restart): its first pass changes no table but has every flow
   // checked once, since the agent before may have stopped half-way through a batch.
@@ -66,39 +107,110 @@ t.test("the agent moves a service's epoch on every change to it, and only then",
   t.ok(pass.ok);
   t.equal(pass.changes, 0, "nothing to reprogram after a restart");
   const third = await epochs(dp);
-  t.ok(third.web > second.counter && third.dns > second.counter, "yet every service has a new epoch");
+  t.ok(
+    third.web > second.counter && third.dns > second.counter,
+    "yet every service has a new epoch",
+  );
   t.equal((await restarted.converge()).commands, 0, "once: the next pass writes nothing");
 });
 
-t.test("in a batch, the counter is written first and a service's epoch after everything else of its change", async (t) => {
-  const dp = new Dataplane({ pinDir: `${pinDir}-order` });
-  t.teardown(() => dp.unpin());
-  await dp.load();
-  await dp.setService({ vip: VIP, port: 80, proto: "tcp", backends: [{ ip: "10.71.0.1", port: 8080, weight: 1 }, { ip: "10.71.0.2", port: 8080, weight: 1 }], rejectWeight: 0 });
-  await dp.setService({ vip: VIP, port: 81, proto: "tcp", backends: [{ ip: "10.71.0.1", port: 8080, weight: 1 }], rejectWeight: 0 });
-  const snapshot = await dp.readMaps();
-  // Port 80 loses a backend, port 81 is removed.
-  const desired = desiredState([dataplaneConfig("order", VIP, [{ name: "web", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints: [["10.71.0.1", 8080]] }] }])], "node-a");
-  const diff = diffState(desired, snapshot.actual);
-  const pin = (m: MapName) => dp.mapPin(m);
-  for (const tolerant of [false, true]) {
-    const lines = applyLines(pin, diff, snapshot, tolerant);
-    const epochLines = lines.map((l, i) => [l, i] as const).filter(([l]) => l.includes(pin("blixt_svc_epoch")));
-    const counterKey = `key hex ${hex(encodeIndexKey(EPOCH_COUNTER)).join(" ")}`;
-    t.ok(lines[0].includes(pin("blixt_svc_epoch")) && lines[0].includes(counterKey), `${tolerant ? "tolerant" : "plain"}: the counter is the first line`);
-    t.equal(epochLines.length, 3, "counter, the removed service, the changed one");
-    const web = snapshot.states.get(`${VIP}:80/tcp`)!.value.svcId;
-    const webEpoch = epochLines.find(([l]) => l.includes(`key hex ${hex(encodeIndexKey(web)).join(" ")}`))!;
-    const lastOfWeb = Math.max(...lines.map((l, i) => (l.includes(hex(encodeIndexKey(web)).join(" ")) && !l.includes(pin("blixt_svc_epoch")) ? i : -1)));
-    const switchLine = lines.findIndex((l) => l.includes(pin("blixt_services")) && l.startsWith("map update"));
-    const removedBackend = lines.findIndex((l) => l.startsWith("map delete") && l.includes(pin("blixt_backends")) && l.includes(hex(encodeIndexKey(web)).join(" ")));
-    t.ok(switchLine >= 0 && removedBackend > switchLine, "the removed backend goes after the switch");
-    t.ok(webEpoch[1] > removedBackend && webEpoch[1] >= lastOfWeb, "and the service's epoch after both, and after its old table");
-    const removed = snapshot.states.get(`${VIP}:81/tcp`)!.value.svcId;
-    const deleteLine = lines.findIndex((l) => l.startsWith("map delete") && l.includes(pin("blixt_services")));
-    const removedEpoch = epochLines.find(([l]) => l.includes(`key hex ${hex(encodeIndexKey(removed)).join(" ")}`))!;
-    t.equal(removedEpoch[1], deleteLine + 1, "a removed service's epoch moves right after its entry goes");
-  }
-  await bpftool.batch(applyLines(pin, diff, snapshot), "applying");
-  t.same((await dp.readMaps()).actual.services.map((s) => s.port), [80], "and the batch applies");
-});
+t.test(
+  "in a batch, the counter is written first and a service's epoch after everything else of its change",
+  async t => {
+    const dp = new Dataplane({ pinDir: `${pinDir}-order` });
+    t.teardown(() => dp.unpin());
+    await dp.load();
+    await dp.setService({
+      vip: VIP,
+      port: 80,
+      proto: "tcp",
+      backends: [
+        { ip: "10.71.0.1", port: 8080, weight: 1 },
+        { ip: "10.71.0.2", port: 8080, weight: 1 },
+      ],
+      rejectWeight: 0,
+    });
+    await dp.setService({
+      vip: VIP,
+      port: 81,
+      proto: "tcp",
+      backends: [{ ip: "10.71.0.1", port: 8080, weight: 1 }],
+      rejectWeight: 0,
+    });
+    const snapshot = await dp.readMaps();
+    // Port 80 loses a backend, port 81 is removed.
+    const desired = desiredState(
+      [
+        dataplaneConfig("order", VIP, [
+          {
+            name: "web",
+            port: 80,
+            protocol: "TCP",
+            backends: [{ weight: 1, endpoints: [["10.71.0.1", 8080]] }],
+          },
+        ]),
+      ],
+      "node-a",
+    );
+    const diff = diffState(desired, snapshot.actual);
+    const pin = (m: MapName) => dp.mapPin(m);
+    for (const tolerant of [false, true]) {
+      const lines = applyLines(pin, diff, snapshot, tolerant);
+      const epochLines = lines
+        .map((l, i) => [l, i] as const)
+        .filter(([l]) => l.includes(pin("blixt_svc_epoch")));
+      const counterKey = `key hex ${hex(encodeIndexKey(EPOCH_COUNTER)).join(" ")}`;
+      t.ok(
+        lines[0].includes(pin("blixt_svc_epoch")) && lines[0].includes(counterKey),
+        `${tolerant ? "tolerant" : "plain"}: the counter is the first line`,
+      );
+      t.equal(epochLines.length, 3, "counter, the removed service, the changed one");
+      const web = snapshot.states.get(`${VIP}:80/tcp`)!.value.svcId;
+      const webEpoch = epochLines.find(([l]) =>
+        l.includes(`key hex ${hex(encodeIndexKey(web)).join(" ")}`),
+      )!;
+      const lastOfWeb = Math.max(
+        ...lines.map((l, i) =>
+          l.includes(hex(encodeIndexKey(web)).join(" ")) && !l.includes(pin("blixt_svc_epoch"))
+            ? i
+            : -1,
+        ),
+      );
+      const switchLine = lines.findIndex(
+        l => l.includes(pin("blixt_services")) && l.startsWith("map update"),
+      );
+      const removedBackend = lines.findIndex(
+        l =>
+          l.startsWith("map delete") &&
+          l.includes(pin("blixt_backends")) &&
+          l.includes(hex(encodeIndexKey(web)).join(" ")),
+      );
+      t.ok(
+        switchLine >= 0 && removedBackend > switchLine,
+        "the removed backend goes after the switch",
+      );
+      t.ok(
+        webEpoch[1] > removedBackend && webEpoch[1] >= lastOfWeb,
+        "and the service's epoch after both, and after its old table",
+      );
+      const removed = snapshot.states.get(`${VIP}:81/tcp`)!.value.svcId;
+      const deleteLine = lines.findIndex(
+        l => l.startsWith("map delete") && l.includes(pin("blixt_services")),
+      );
+      const removedEpoch = epochLines.find(([l]) =>
+        l.includes(`key hex ${hex(encodeIndexKey(removed)).join(" ")}`),
+      )!;
+      t.equal(
+        removedEpoch[1],
+        deleteLine + 1,
+        "a removed service's epoch moves right after its entry goes",
+      );
+    }
+    await bpftool.batch(applyLines(pin, diff, snapshot), "applying");
+    t.same(
+      (await dp.readMaps()).actual.services.map(s => s.port),
+      [80],
+      "and the batch applies",
+    );
+  },
+);

@@ -26,12 +26,15 @@ export function dataplaneConfig(
       gatewayGeneration: 1,
       address,
       announcingNode: extra.node,
-      listeners: listeners.map((l) => ({
+      listeners: listeners.map(l => ({
         name: l.name,
         port: l.port,
         protocol: l.protocol,
         rejectWeight: l.rejectWeight ?? 0,
-        backends: (l.backends ?? []).map((b) => ({ weight: b.weight, endpoints: b.endpoints.map(([address, port]) => ({ address, port })) })),
+        backends: (l.backends ?? []).map(b => ({
+          weight: b.weight,
+          endpoints: b.endpoints.map(([address, port]) => ({ address, port })),
+        })),
       })),
     },
   } as DataplaneConfig;

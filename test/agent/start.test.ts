@@ -21,12 +21,24 @@ if ("missing" in binaries) {
   const lab = new Lab({ name: `agents-${process.pid}`, backends: 2 });
   t.teardown(() => lab.down());
 
-  t.test("start-up converges and acknowledges before ready; watch events apply", async (t) => {
+  t.test("start-up converges and acknowledges before ready; watch events apply", async t => {
     await startApiServer(t, binaries);
     await lab.up();
     await lab.startServers({ udp: [5353] });
     const vip = lab.vip(0);
-    const config = dataplaneConfig("gw", vip, [{ name: "dns", port: 5353, protocol: "UDP", backends: [{ weight: 1, endpoints: [[lab.backendIps[0], 5353]] }] }], { node: "lab-node" });
+    const config = dataplaneConfig(
+      "gw",
+      vip,
+      [
+        {
+          name: "dns",
+          port: 5353,
+          protocol: "UDP",
+          backends: [{ weight: 1, endpoints: [[lab.backendIps[0], 5353]] }],
+        },
+      ],
+      { node: "lab-node" },
+    );
     delete (config.metadata as { generation?: number }).generation;
     await K8s(DataplaneConfig).Apply(config as never, { force: true });
 
@@ -40,25 +52,53 @@ if ("missing" in binaries) {
         BLIXT_METRICS_PORT: "0",
         BLIXT_RESYNC_SECONDS: "0",
       }),
-      { log: { info: (_, m) => logs.push(m), error: (f, m) => logs.push(`${m} ${JSON.stringify(f)}`) } },
+      {
+        log: {
+          info: (_, m) => logs.push(m),
+          error: (f, m) => logs.push(`${m} ${JSON.stringify(f)}`),
+        },
+      },
     );
     t.teardown(() => running.stop());
     t.equal(running.mode, "tc", "auto picks TC on a veth");
-    t.equal(await running.dataplane.attachment(lab.gatewayIface), "tc", "and the programs are attached that way");
+    t.equal(
+      await running.dataplane.attachment(lab.gatewayIface),
+      "tc",
+      "and the programs are attached that way",
+    );
     t.ok(running.first.ok, running.first.error ?? "the first converge succeeded");
 
     const port = (running.server.address() as AddressInfo).port;
     t.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200, "ready once started");
     const stored = await K8s(DataplaneConfig).InNamespace("default").Get("gw");
-    t.match(stored.status?.nodes, [{ name: "lab-node", observedGeneration: stored.metadata?.generation, mode: "tc" }], "the generation is acknowledged before start-up returns");
-    t.same((await running.dataplane.listServices()).map((s) => `${s.vip}:${s.port}/${s.proto}`), [`${vip}:5353/udp`]);
+    t.match(
+      stored.status?.nodes,
+      [{ name: "lab-node", observedGeneration: stored.metadata?.generation, mode: "tc" }],
+      "the generation is acknowledged before start-up returns",
+    );
+    t.same(
+      (await running.dataplane.listServices()).map(s => `${s.vip}:${s.port}/${s.proto}`),
+      [`${vip}:5353/udp`],
+    );
     t.same(await running.dataplane.announced(), [vip], "this node announces the address");
 
     const [reply] = await lab.udp(vip, 5353, 1);
     t.match(reply, { ok: true, backend: "b0" }, "traffic flows through the address");
 
     // What the Watch binding does with a MODIFIED event: observe and schedule.
-    const moved = dataplaneConfig("gw", vip, [{ name: "dns", port: 5353, protocol: "UDP", backends: [{ weight: 1, endpoints: [[lab.backendIps[1], 5353]] }] }], { node: "lab-node" });
+    const moved = dataplaneConfig(
+      "gw",
+      vip,
+      [
+        {
+          name: "dns",
+          port: 5353,
+          protocol: "UDP",
+          backends: [{ weight: 1, endpoints: [[lab.backendIps[1], 5353]] }],
+        },
+      ],
+      { node: "lab-node" },
+    );
     delete (moved.metadata as { generation?: number }).generation;
     const updated = await K8s(DataplaneConfig).Apply(moved as never, { force: true });
     running.agent.observe(updated);
@@ -67,11 +107,18 @@ if ("missing" in binaries) {
     for (let i = 0; i < 100; i++) {
       acked = await K8s(DataplaneConfig).InNamespace("default").Get("gw");
       if (acked.status?.nodes?.[0]?.observedGeneration === updated.metadata?.generation) break;
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise(r => setTimeout(r, 100));
     }
-    t.equal(acked?.status?.nodes?.[0]?.observedGeneration, updated.metadata?.generation, "the new generation is acknowledged");
+    t.equal(
+      acked?.status?.nodes?.[0]?.observedGeneration,
+      updated.metadata?.generation,
+      "the new generation is acknowledged",
+    );
     const [after] = await lab.udp(vip, 5353, 1);
     t.match(after, { ok: true, backend: "b1" }, "and traffic goes to the new backend");
-    t.ok(logs.some((l) => l === "applied DataplaneConfig"), "one log line per apply");
+    t.ok(
+      logs.some(l => l === "applied DataplaneConfig"),
+      "one log line per apply",
+    );
   });
 }

@@ -15,44 +15,94 @@ import type { Dataplane } from "../../capabilities/dataplane/dataplane.js";
 import { findBinaries, startApiServer } from "../lib/apiserver.js";
 import { dataplaneConfig } from "../agent/fixtures.js";
 
-const cfg = (name: string, rv: string) => ({ ...dataplaneConfig(name, "192.0.2.1", []), metadata: { namespace: "default", name, resourceVersion: rv } }) as DataplaneConfig;
+const cfg = (name: string, rv: string) =>
+  ({
+    ...dataplaneConfig(name, "192.0.2.1", []),
+    metadata: { namespace: "default", name, resourceVersion: rv },
+  }) as DataplaneConfig;
 
-t.test("mergeRelist: the list wins unless a watch event in flight is newer", async (t) => {
-  t.same(mergeRelist([cfg("a", "5"), cfg("gone", "3")], { items: [cfg("a", "7")], resourceVersion: "9" }).map((c) => `${c.metadata?.name}@${c.metadata?.resourceVersion}`), ["a@7"], "a newer listed version replaces; an unlisted older one is removed");
-  t.same(mergeRelist([cfg("a", "8")], { items: [cfg("a", "7")], resourceVersion: "9" }).map((c) => c.metadata?.resourceVersion), ["8"], "a watch event newer than the listed item is kept");
-  t.same(mergeRelist([cfg("new", "12")], { items: [], resourceVersion: "9" }).map((c) => c.metadata?.name), ["new"], "a config created after the list was taken is kept");
+t.test("mergeRelist: the list wins unless a watch event in flight is newer", async t => {
+  t.same(
+    mergeRelist([cfg("a", "5"), cfg("gone", "3")], {
+      items: [cfg("a", "7")],
+      resourceVersion: "9",
+    }).map(c => `${c.metadata?.name}@${c.metadata?.resourceVersion}`),
+    ["a@7"],
+    "a newer listed version replaces; an unlisted older one is removed",
+  );
+  t.same(
+    mergeRelist([cfg("a", "8")], { items: [cfg("a", "7")], resourceVersion: "9" }).map(
+      c => c.metadata?.resourceVersion,
+    ),
+    ["8"],
+    "a watch event newer than the listed item is kept",
+  );
+  t.same(
+    mergeRelist([cfg("new", "12")], { items: [], resourceVersion: "9" }).map(c => c.metadata?.name),
+    ["new"],
+    "a config created after the list was taken is kept",
+  );
 });
 
 const binaries = findBinaries();
 if ("missing" in binaries) {
   t.fail(`the real kube-apiserver is needed: ${binaries.missing}`);
 } else {
-  t.test("a change made while no watch event arrives is in the agent's view after the relist", async (t) => {
-    await startApiServer(t, binaries);
-    const apply = async (c: DataplaneConfig) => {
-      const { generation: _drop, ...metadata } = c.metadata ?? {};
-      await K8s(DataplaneConfig).Apply({ ...c, metadata } as never, { force: true });
-    };
-    await apply(dataplaneConfig("kept", "192.0.2.10", []));
-    await apply(dataplaneConfig("removed", "192.0.2.11", []));
+  t.test(
+    "a change made while no watch event arrives is in the agent's view after the relist",
+    async t => {
+      await startApiServer(t, binaries);
+      const apply = async (c: DataplaneConfig) => {
+        const { generation: _drop, ...metadata } = c.metadata ?? {};
+        await K8s(DataplaneConfig).Apply({ ...c, metadata } as never, { force: true });
+      };
+      await apply(dataplaneConfig("kept", "192.0.2.10", []));
+      await apply(dataplaneConfig("removed", "192.0.2.11", []));
 
-    const agent = new Agent({ nodeName: "n1", dataplane: {} as Dataplane, mode: "tc", acknowledge: async () => {} });
-    agent.replaceAll((await listDataplaneConfigsAt()).items);
-    const metrics = new AgentMetrics({ stats: async () => ({ services: [], reasons: {} }) as never, conntrackEntries: async () => 0, listener: () => undefined, ready: () => true, iface: "lo", mode: "tc" });
-    const relister = new Relister({ list: listDataplaneConfigsAt, agent, intervalMs: 200, onRelist: (reason, ok) => metrics.observeRelist(reason, ok) });
-    t.teardown(() => relister.stop());
-    relister.start();
+      const agent = new Agent({
+        nodeName: "n1",
+        dataplane: {} as Dataplane,
+        mode: "tc",
+        acknowledge: async () => {},
+      });
+      agent.replaceAll((await listDataplaneConfigsAt()).items);
+      const metrics = new AgentMetrics({
+        stats: async () => ({ services: [], reasons: {} }) as never,
+        conntrackEntries: async () => 0,
+        listener: () => undefined,
+        ready: () => true,
+        iface: "lo",
+        mode: "tc",
+      });
+      const relister = new Relister({
+        list: listDataplaneConfigsAt,
+        agent,
+        intervalMs: 200,
+        onRelist: (reason, ok) => metrics.observeRelist(reason, ok),
+      });
+      t.teardown(() => relister.stop());
+      relister.start();
 
-    // Behind the agent's back: one changed, one deleted, one created.
-    await apply(dataplaneConfig("kept", "192.0.2.20", []));
-    await K8s(DataplaneConfig).InNamespace("default").Delete("removed");
-    await apply(dataplaneConfig("created", "192.0.2.30", []));
+      // Behind the agent's back: one changed, one deleted, one created.
+      await apply(dataplaneConfig("kept", "192.0.2.20", []));
+      await K8s(DataplaneConfig).InNamespace("default").Delete("removed");
+      await apply(dataplaneConfig("created", "192.0.2.30", []));
 
-    const view = () => agent.held().map((c) => `${c.metadata?.name}=${c.spec?.address}`).sort().join(",");
-    const want = "created=192.0.2.30,kept=192.0.2.20";
-    const deadline = Date.now() + 5_000;
-    while (view() !== want && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    t.equal(view(), want, "the relist brought the change, the deletion and the creation");
-    t.match(await metrics.registry.metrics(), /blixt_agent_relists_total\{reason="periodic"\} [1-9]/, "the relist is counted");
-  });
+      const view = () =>
+        agent
+          .held()
+          .map(c => `${c.metadata?.name}=${c.spec?.address}`)
+          .sort()
+          .join(",");
+      const want = "created=192.0.2.30,kept=192.0.2.20";
+      const deadline = Date.now() + 5_000;
+      while (view() !== want && Date.now() < deadline) await new Promise(r => setTimeout(r, 50));
+      t.equal(view(), want, "the relist brought the change, the deletion and the creation");
+      t.match(
+        await metrics.registry.metrics(),
+        /blixt_agent_relists_total\{reason="periodic"\} [1-9]/,
+        "the relist is counted",
+      );
+    },
+  );
 }

@@ -11,8 +11,17 @@ import { join, resolve } from "node:path";
 import { K8s, kind } from "kubernetes-fluent-client";
 import { parseAllDocuments, stringify } from "yaml";
 import { readSecret as agentReadSecret } from "../../capabilities/agent/kube";
-import { certificateCopyName, COPY_LABEL, DIGEST_ANNOTATION, type CertificateCopy } from "../../capabilities/gateway/certificate-copies";
-import { kubeClusterClient, listCertificateCopies, readSecret } from "../../capabilities/gateway/kube";
+import {
+  certificateCopyName,
+  COPY_LABEL,
+  DIGEST_ANNOTATION,
+  type CertificateCopy,
+} from "../../capabilities/gateway/certificate-copies";
+import {
+  kubeClusterClient,
+  listCertificateCopies,
+  readSecret,
+} from "../../capabilities/gateway/kube";
 import { certificateCopyWrites } from "../../capabilities/gateway/plan";
 import type { CompileOutput, SecretInfo } from "../../capabilities/gateway/compile/types";
 import { cacheBinDir, findBinaries, startApiServer, type ApiServer } from "../lib/apiserver";
@@ -25,25 +34,78 @@ const chartDir = resolve(import.meta.dirname, "../../charts/blixt");
 const b64 = (text: string) => Buffer.from(text).toString("base64");
 
 function findHelm(): string | undefined {
-  return [process.env.HELM, join(cacheBinDir(), "helm")].find((candidate): candidate is string => !!candidate && existsSync(candidate));
+  return [process.env.HELM, join(cacheBinDir(), "helm")].find(
+    (candidate): candidate is string => !!candidate && existsSync(candidate),
+  );
 }
 
 /** A kubeconfig whose client certificate names the ServiceAccount: RBAC matches it as that account. */
 async function serviceAccountKubeconfig(server: ApiServer, account: string): Promise<string> {
   const user = `system:serviceaccount:${NAMESPACE}:${account}`;
   const ssl = (args: string[]) => execa("openssl", args, { cwd: server.dir, stdin: "ignore" });
-  await ssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", `${account}.key`]);
-  await ssl(["req", "-new", "-key", `${account}.key`, "-subj", `/O=system:serviceaccounts/CN=${user}`, "-out", `${account}.csr`]);
-  await writeFile(join(server.dir, "sa.ext"), "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n");
-  await ssl(["x509", "-req", "-in", `${account}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "sa.ext", "-out", `${account}.crt`]);
-  const [ca, cert, key] = await Promise.all(["ca.crt", `${account}.crt`, `${account}.key`].map(async f => (await readFile(join(server.dir, f))).toString("base64")));
+  await ssl([
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-out",
+    `${account}.key`,
+  ]);
+  await ssl([
+    "req",
+    "-new",
+    "-key",
+    `${account}.key`,
+    "-subj",
+    `/O=system:serviceaccounts/CN=${user}`,
+    "-out",
+    `${account}.csr`,
+  ]);
+  await writeFile(
+    join(server.dir, "sa.ext"),
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  await ssl([
+    "x509",
+    "-req",
+    "-in",
+    `${account}.csr`,
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    "sa.ext",
+    "-out",
+    `${account}.crt`,
+  ]);
+  const [ca, cert, key] = await Promise.all(
+    ["ca.crt", `${account}.crt`, `${account}.key`].map(async f =>
+      (await readFile(join(server.dir, f))).toString("base64"),
+    ),
+  );
   const kubeconfig = join(server.dir, `${account}.kubeconfig`);
-  await writeFile(kubeconfig, stringify({
-    apiVersion: "v1", kind: "Config", "current-context": "sa",
-    clusters: [{ name: "test", cluster: { server: `https://127.0.0.1:${server.port}`, "certificate-authority-data": ca } }],
-    users: [{ name: "sa", user: { "client-certificate-data": cert, "client-key-data": key } }],
-    contexts: [{ name: "sa", context: { cluster: "test", user: "sa" } }],
-  }), { mode: 0o600 });
+  await writeFile(
+    kubeconfig,
+    stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      "current-context": "sa",
+      clusters: [
+        {
+          name: "test",
+          cluster: { server: `https://127.0.0.1:${server.port}`, "certificate-authority-data": ca },
+        },
+      ],
+      users: [{ name: "sa", user: { "client-certificate-data": cert, "client-key-data": key } }],
+      contexts: [{ name: "sa", context: { cluster: "test", user: "sa" } }],
+    }),
+    { mode: 0o600 },
+  );
   return kubeconfig;
 }
 
@@ -77,22 +139,63 @@ if ("missing" in binaries) {
 } else {
   t.test("Secrets under the chart's RBAC", async t => {
     const server = await startApiServer(t, binaries);
-    for (const name of [NAMESPACE, "infra", "elsewhere"]) await K8s(kind.Namespace).Apply({ apiVersion: "v1", kind: "Namespace", metadata: { name } });
+    for (const name of [NAMESPACE, "infra", "elsewhere"])
+      await K8s(kind.Namespace).Apply({ apiVersion: "v1", kind: "Namespace", metadata: { name } });
 
-    const rendered = await execa(helm, ["template", "gw", chartDir, "--namespace", NAMESPACE, "--set", "gatewayClass.create=false", "--show-only", "templates/rbac.yaml"]);
-    const ours = (o: { kind: string; metadata: { name: string; namespace?: string } }) =>
-      ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"].includes(o.kind) && o.metadata.namespace !== "pepr-system" && [CONTROLLER_SA, AGENT_SA].includes(o.metadata.name);
-    const objects = parseAllDocuments(rendered.stdout).map(d => d.toJS()).filter(o => o && ours(o));
-    t.same(objects.map(o => `${o.kind}/${o.metadata.name}`).sort(), [
-      `ClusterRole/${AGENT_SA}`, `ClusterRole/${CONTROLLER_SA}`, `ClusterRoleBinding/${AGENT_SA}`, `ClusterRoleBinding/${CONTROLLER_SA}`,
-      `Role/${AGENT_SA}`, `Role/${CONTROLLER_SA}`, `RoleBinding/${AGENT_SA}`, `RoleBinding/${CONTROLLER_SA}`,
+    const rendered = await execa(helm, [
+      "template",
+      "gw",
+      chartDir,
+      "--namespace",
+      NAMESPACE,
+      "--set",
+      "gatewayClass.create=false",
+      "--show-only",
+      "templates/rbac.yaml",
     ]);
-    const models: Record<string, typeof kind.Role> = { ClusterRole: kind.ClusterRole, ClusterRoleBinding: kind.ClusterRoleBinding, Role: kind.Role, RoleBinding: kind.RoleBinding } as never;
+    const ours = (o: { kind: string; metadata: { name: string; namespace?: string } }) =>
+      ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"].includes(o.kind) &&
+      o.metadata.namespace !== "pepr-system" &&
+      [CONTROLLER_SA, AGENT_SA].includes(o.metadata.name);
+    const objects = parseAllDocuments(rendered.stdout)
+      .map(d => d.toJS())
+      .filter(o => o && ours(o));
+    t.same(objects.map(o => `${o.kind}/${o.metadata.name}`).sort(), [
+      `ClusterRole/${AGENT_SA}`,
+      `ClusterRole/${CONTROLLER_SA}`,
+      `ClusterRoleBinding/${AGENT_SA}`,
+      `ClusterRoleBinding/${CONTROLLER_SA}`,
+      `Role/${AGENT_SA}`,
+      `Role/${CONTROLLER_SA}`,
+      `RoleBinding/${AGENT_SA}`,
+      `RoleBinding/${CONTROLLER_SA}`,
+    ]);
+    const models: Record<string, typeof kind.Role> = {
+      ClusterRole: kind.ClusterRole,
+      ClusterRoleBinding: kind.ClusterRoleBinding,
+      Role: kind.Role,
+      RoleBinding: kind.RoleBinding,
+    } as never;
     for (const o of objects) await K8s(models[o.kind]).Apply(o, { force: true });
 
-    const secretData = (version: string) => ({ "tls.crt": b64(`certificate ${version}`), "tls.key": b64(`key ${version}`) });
-    await K8s(kind.Secret).Apply({ apiVersion: "v1", kind: "Secret", metadata: { namespace: "infra", name: "cert" }, type: "kubernetes.io/tls", data: secretData("1") });
-    await K8s(kind.Secret).Apply({ apiVersion: "v1", kind: "Secret", metadata: { namespace: "elsewhere", name: "private" }, type: "kubernetes.io/tls", data: secretData("x") });
+    const secretData = (version: string) => ({
+      "tls.crt": b64(`certificate ${version}`),
+      "tls.key": b64(`key ${version}`),
+    });
+    await K8s(kind.Secret).Apply({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { namespace: "infra", name: "cert" },
+      type: "kubernetes.io/tls",
+      data: secretData("1"),
+    });
+    await K8s(kind.Secret).Apply({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { namespace: "elsewhere", name: "private" },
+      type: "kubernetes.io/tls",
+      data: secretData("x"),
+    });
 
     const controller = await serviceAccountKubeconfig(server, CONTROLLER_SA);
     const agent = await serviceAccountKubeconfig(server, AGENT_SA);
@@ -111,7 +214,10 @@ if ("missing" in binaries) {
     const pass = () =>
       as(controller, async () => {
         const read = await readSecret({ namespace: "infra", name: "cert" });
-        t.notOk(read.problem, `the controller reads the certificateRef by name (${read.problem ?? "ok"})`);
+        t.notOk(
+          read.problem,
+          `the controller reads the certificateRef by name (${read.problem ?? "ok"})`,
+        );
         const secrets = [read.secret!] as SecretInfo[];
         const certificateCopies = await listCertificateCopies(NAMESPACE);
         const writes = certificateCopyWrites({ secrets, certificateCopies } as never, output);
@@ -131,7 +237,13 @@ if ("missing" in binaries) {
     });
 
     await t.test("a renewed source is copied again", async t => {
-      await K8s(kind.Secret).Apply({ apiVersion: "v1", kind: "Secret", metadata: { namespace: "infra", name: "cert" }, type: "kubernetes.io/tls", data: secretData("2") });
+      await K8s(kind.Secret).Apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { namespace: "infra", name: "cert" },
+        type: "kubernetes.io/tls",
+        data: secretData("2"),
+      });
       t.equal((await pass()).apply.length, 1);
       const made = await K8s(kind.Secret).InNamespace(NAMESPACE).Get(copy.name);
       t.same(made.data, secretData("2"));
@@ -141,29 +253,79 @@ if ("missing" in binaries) {
     await t.test("the agent reads the copy, and no Secret elsewhere", async t => {
       const read = await as(agent, () => agentReadSecret(NAMESPACE, copy.name));
       t.same(read?.data, secretData("2"));
-      t.equal(await statusOf(as(agent, () => agentReadSecret("infra", "cert"))), 403, "the source itself: 403");
-      t.equal(await statusOf(as(agent, () => agentReadSecret("elsewhere", "private"))), 403, "any other namespace: 403");
-      t.equal(await statusOf(as(agent, () => K8s(kind.Secret).InNamespace(NAMESPACE).Get())), 403, "not even a list of its own namespace");
-      await t.rejects(as(agent, () => agentReadSecret(NAMESPACE, "../../../../api/v1/secrets")), /is not a DNS-1123 subdomain/, "a name that is a path is refused before any request");
+      t.equal(
+        await statusOf(as(agent, () => agentReadSecret("infra", "cert"))),
+        403,
+        "the source itself: 403",
+      );
+      t.equal(
+        await statusOf(as(agent, () => agentReadSecret("elsewhere", "private"))),
+        403,
+        "any other namespace: 403",
+      );
+      t.equal(
+        await statusOf(as(agent, () => K8s(kind.Secret).InNamespace(NAMESPACE).Get())),
+        403,
+        "not even a list of its own namespace",
+      );
+      await t.rejects(
+        as(agent, () => agentReadSecret(NAMESPACE, "../../../../api/v1/secrets")),
+        /is not a DNS-1123 subdomain/,
+        "a name that is a path is refused before any request",
+      );
     });
 
     await t.test("the controller may not list Secrets outside the release namespace", async t => {
-      t.equal(await statusOf(as(controller, () => K8s(kind.Secret).Get())), 403, "cluster-wide list: 403");
-      t.equal(await statusOf(as(controller, () => K8s(kind.Secret).InNamespace("elsewhere").Get())), 403, "another namespace's list: 403");
-      t.equal(await statusOf(as(controller, () => K8s(kind.Secret).Create({ apiVersion: "v1", kind: "Secret", metadata: { namespace: "elsewhere", name: "planted" } }))), 403, "no writes elsewhere");
+      t.equal(
+        await statusOf(as(controller, () => K8s(kind.Secret).Get())),
+        403,
+        "cluster-wide list: 403",
+      );
+      t.equal(
+        await statusOf(as(controller, () => K8s(kind.Secret).InNamespace("elsewhere").Get())),
+        403,
+        "another namespace's list: 403",
+      );
+      t.equal(
+        await statusOf(
+          as(controller, () =>
+            K8s(kind.Secret).Create({
+              apiVersion: "v1",
+              kind: "Secret",
+              metadata: { namespace: "elsewhere", name: "planted" },
+            }),
+          ),
+        ),
+        403,
+        "no writes elsewhere",
+      );
     });
 
     await t.test("a copy nothing names any more is deleted, by label", async t => {
-      const foreign = { apiVersion: "v1", kind: "Secret", metadata: { namespace: NAMESPACE, name: "someone-elses" }, data: { a: b64("b") } };
+      const foreign = {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { namespace: NAMESPACE, name: "someone-elses" },
+        data: { a: b64("b") },
+      };
       await K8s(kind.Secret).Apply(foreign);
       const none = { certificateCopies: [] } as unknown as CompileOutput;
       await as(controller, async () => {
-        const writes = certificateCopyWrites({ secrets: [], certificateCopies: await listCertificateCopies(NAMESPACE) } as never, none);
-        t.same(writes.remove.map(w => w.name), [copy.name]);
+        const writes = certificateCopyWrites(
+          { secrets: [], certificateCopies: await listCertificateCopies(NAMESPACE) } as never,
+          none,
+        );
+        t.same(
+          writes.remove.map(w => w.name),
+          [copy.name],
+        );
         for (const write of writes.remove) await client.execute(write);
       });
       t.equal(await statusOf(K8s(kind.Secret).InNamespace(NAMESPACE).Get(copy.name)), 404);
-      t.ok(await K8s(kind.Secret).InNamespace(NAMESPACE).Get("someone-elses"), "an unlabelled Secret stays");
+      t.ok(
+        await K8s(kind.Secret).InNamespace(NAMESPACE).Get("someone-elses"),
+        "an unlabelled Secret stays",
+      );
     });
   });
 }

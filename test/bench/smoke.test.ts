@@ -17,16 +17,22 @@ function rows(report: string, title: string): string[][] {
   const start = report.indexOf(`### ${title}`);
   if (start < 0) return [];
   const section = report.slice(start).split("\n").slice(1);
-  const end = section.findIndex((l) => l.startsWith("#"));
+  const end = section.findIndex(l => l.startsWith("#"));
   return section
     .slice(0, end < 0 ? undefined : end)
-    .filter((l) => l.startsWith("| ") && !l.startsWith("| ---"))
+    .filter(l => l.startsWith("| ") && !l.startsWith("| ---"))
     .slice(1)
-    .map((l) => l.split("|").slice(1, -1).map((c) => c.trim()));
+    .map(l =>
+      l
+        .split("|")
+        .slice(1, -1)
+        .map(c => c.trim()),
+    );
 }
 
 /** The leading number of a cell like "8.7 Gbit/s (7.8–9.2)" or "1,234 conn/s (…)". */
-const figure = (cell: string | undefined) => Number(/^-?[\d,]*\.?\d+/.exec(cell ?? "")?.[0].replace(/,/g, "") ?? NaN);
+const figure = (cell: string | undefined) =>
+  Number(/^-?[\d,]*\.?\d+/.exec(cell ?? "")?.[0].replace(/,/g, "") ?? NaN);
 
 // Made in t.before, so every subtest below is declared at once and runs after the benchmark.
 let dir = "";
@@ -34,8 +40,17 @@ let report = "";
 t.before(async () => {
   dir = await mkdtemp(join(tmpdir(), "blixt-bench-smoke-"));
   const out = join(dir, "REPORT.md");
-  const run = await execa("bench/run.sh", ["--smoke", "--out", out], { cwd: repo, reject: false, timeout: 240_000, all: true });
-  t.equal(run.exitCode, 0, `bench/run.sh --smoke exits 0${run.exitCode === 0 ? "" : `; it printed:\n${run.all?.slice(-3000)}`}`);
+  const run = await execa("bench/run.sh", ["--smoke", "--out", out], {
+    cwd: repo,
+    reject: false,
+    timeout: 240_000,
+    all: true,
+  });
+  t.equal(
+    run.exitCode,
+    0,
+    `bench/run.sh --smoke exits 0${run.exitCode === 0 ? "" : `; it printed:\n${run.all?.slice(-3000)}`}`,
+  );
   report = await readFile(out, "utf8").catch(() => "");
 });
 t.teardown(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
@@ -47,60 +62,87 @@ const tables: [string, string[]][] = [
   ["UDP packet rate", UDP_PATHS],
 ];
 for (const [title, paths] of tables) {
-  t.test(title, async (t) => {
-    const byPath = new Map(rows(report, title).map((r) => [r[0], r]));
-    for (const path of paths) t.ok(figure(byPath.get(path)?.[1]) > 0, `${path}: a non-zero figure (${byPath.get(path)?.[1] ?? "no row"})`);
+  t.test(title, async t => {
+    const byPath = new Map(rows(report, title).map(r => [r[0], r]));
+    for (const path of paths)
+      t.ok(
+        figure(byPath.get(path)?.[1]) > 0,
+        `${path}: a non-zero figure (${byPath.get(path)?.[1] ?? "no row"})`,
+      );
   });
 }
 
-t.test("round-trip latency: p50 and p99 per path and protocol", async (t) => {
+t.test("round-trip latency: p50 and p99 per path and protocol", async t => {
   const all = rows(report, "Round-trip latency");
   for (const [proto, paths] of [
     ["TCP", PATHS],
     ["UDP", UDP_PATHS],
   ] as const) {
     for (const path of paths) {
-      const row = all.find((r) => r[0] === path && r[1] === proto);
-      t.ok(figure(row?.[2]) > 0 && figure(row?.[3]) >= figure(row?.[2]), `${path} ${proto}: p50 > 0 and p99 ≥ p50 (${row?.slice(2, 4).join(" / ") ?? "no row"})`);
+      const row = all.find(r => r[0] === path && r[1] === proto);
+      t.ok(
+        figure(row?.[2]) > 0 && figure(row?.[3]) >= figure(row?.[2]),
+        `${path} ${proto}: p50 > 0 and p99 ≥ p50 (${row?.slice(2, 4).join(" / ") ?? "no row"})`,
+      );
     }
   }
 });
 
-t.test("CPU cost per path", async (t) => {
-  const byPath = new Map(rows(report, "CPU cost").map((r) => [r[0], r]));
-  for (const path of PATHS) t.ok(figure(byPath.get(path)?.[1]) > 0, `${path}: CPU per GB (${byPath.get(path)?.[1] ?? "no row"})`);
-  for (const path of UDP_PATHS) t.ok(figure(byPath.get(path)?.[4]) > 0, `${path}: CPU per million packets (${byPath.get(path)?.[4] ?? "no row"})`);
+t.test("CPU cost per path", async t => {
+  const byPath = new Map(rows(report, "CPU cost").map(r => [r[0], r]));
+  for (const path of PATHS)
+    t.ok(
+      figure(byPath.get(path)?.[1]) > 0,
+      `${path}: CPU per GB (${byPath.get(path)?.[1] ?? "no row"})`,
+    );
+  for (const path of UDP_PATHS)
+    t.ok(
+      figure(byPath.get(path)?.[4]) > 0,
+      `${path}: CPU per million packets (${byPath.get(path)?.[4] ?? "no row"})`,
+    );
 });
 
-t.test("node agent apply time and ns/packet", async (t) => {
+t.test("node agent apply time and ns/packet", async t => {
   const apply = rows(report, "Node agent apply time");
   t.ok(apply.length >= 2, "a row per table size");
-  for (const r of apply) t.ok(figure(r[2]) > 0, `${r[0]} backends: the first apply took a measured time (${r[2]})`);
+  for (const r of apply)
+    t.ok(figure(r[2]) > 0, `${r[0]} backends: the first apply took a measured time (${r[2]})`);
   const prog = rows(report, "ns/packet of the ingress program");
-  t.ok(prog.length >= 6 && prog.every((r) => figure(r[1]) > 0), "every BPF_PROG_TEST_RUN case has a figure");
+  t.ok(
+    prog.length >= 6 && prog.every(r => figure(r[1]) > 0),
+    "every BPF_PROG_TEST_RUN case has a figure",
+  );
 });
 
-t.test("goals, IPVS and charts", async (t) => {
+t.test("goals, IPVS and charts", async t => {
   t.match(report, /IPVS is not measured/, "the report says IPVS is unavailable");
   t.match(report, /≤ 100 ns\/packet/, "the goals are listed");
   for (const chart of Object.values(CHARTS)) {
     t.match(report, `](${chart})`, `the report links ${chart}`);
-    t.match(await readFile(join(dir, chart), "utf8").catch(() => ""), /^<svg [^]*<\/svg>\s*$/, `${chart} is an SVG next to the report`);
+    t.match(
+      await readFile(join(dir, chart), "utf8").catch(() => ""),
+      /^<svg [^]*<\/svg>\s*$/,
+      `${chart} is an SVG next to the report`,
+    );
   }
 });
 
-t.test("nothing is left behind", async (t) => {
+t.test("nothing is left behind", async t => {
   const netns = (await execa("ip", ["netns", "list"])).stdout;
-  t.notMatch(netns, /blixt-bench-/, "no lab namespace is left (with them go their links, nft table and processes)");
+  t.notMatch(
+    netns,
+    /blixt-bench-/,
+    "no lab namespace is left (with them go their links, nft table and processes)",
+  );
   const pins = await readdir("/sys/fs/bpf").catch(() => [] as string[]);
   t.same(
-    pins.filter((p) => p === "blixt-lab-bench" || p.startsWith("blixt-bench-")),
+    pins.filter(p => p === "blixt-lab-bench" || p.startsWith("blixt-bench-")),
     [],
     "no pins are left",
   );
   const procs = (await execa("ps", ["-eo", "args"])).stdout.split("\n");
   t.same(
-    procs.filter((p) => /(haproxy|nginx).*blixt-bench-/.test(p)),
+    procs.filter(p => /(haproxy|nginx).*blixt-bench-/.test(p)),
     [],
     "no proxy started by the benchmark still runs",
   );

@@ -10,13 +10,17 @@ import t from "tap";
 
 const harness = join(import.meta.dirname);
 
-t.test("go vet passes on the harness", async (t) => {
+t.test("go vet passes on the harness", async t => {
   const vet = await execa("go", ["vet", "./..."], { cwd: harness, reject: false, all: true });
   t.equal(vet.exitCode, 0, vet.all || "go vet ./... in test/conformance");
 });
 
-t.test("the harness's Go tests pass, and the suite run skips without a cluster", async (t) => {
-  const run = await execa("go", ["test", "-count=1", "-v", "./..."], { cwd: harness, reject: false, all: true });
+t.test("the harness's Go tests pass, and the suite run skips without a cluster", async t => {
+  const run = await execa("go", ["test", "-count=1", "-v", "./..."], {
+    cwd: harness,
+    reject: false,
+    all: true,
+  });
   t.equal(run.exitCode, 0, run.all);
   t.match(run.all, /--- PASS: TestCatalogueSupportLevels/);
   t.match(run.all, /--- PASS: TestCatalogueHasNoTestOutsideTheProfiles/);

@@ -31,17 +31,28 @@ function blob(layout: string, digest: string): Buffer {
 
 /** Checks every blob the index reaches against its digest and size; returns the image. */
 function readLayout(t: Test, layout: string) {
-  t.same(JSON.parse(readFileSync(join(layout, "oci-layout"), "utf8")), { imageLayoutVersion: "1.0.0" });
-  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as { manifests: Descriptor[] };
+  t.same(JSON.parse(readFileSync(join(layout, "oci-layout"), "utf8")), {
+    imageLayoutVersion: "1.0.0",
+  });
+  const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as {
+    manifests: Descriptor[];
+  };
   t.equal(index.manifests.length, 1, "one image per archive");
   const verified = (d: Descriptor) => {
     const data = blob(layout, d.digest);
-    t.equal(`sha256:${createHash("sha256").update(data).digest("hex")}`, d.digest, `${d.mediaType} matches its digest`);
+    t.equal(
+      `sha256:${createHash("sha256").update(data).digest("hex")}`,
+      d.digest,
+      `${d.mediaType} matches its digest`,
+    );
     t.equal(data.length, d.size, `${d.mediaType} has its recorded size`);
     return data;
   };
   const manifestDesc = index.manifests[0];
-  const manifest = JSON.parse(verified(manifestDesc).toString()) as { config: Descriptor; layers: Descriptor[] };
+  const manifest = JSON.parse(verified(manifestDesc).toString()) as {
+    config: Descriptor;
+    layers: Descriptor[];
+  };
   const config = JSON.parse(verified(manifest.config).toString()) as {
     os: string;
     architecture: string;
@@ -56,8 +67,11 @@ let archives: string[] = [];
 const work = mkdtempSync(join(tmpdir(), "blixt-cimg-"));
 
 t.before(async () => {
-  const built = await execa("hack/conformance.sh", ["build-images"], { cwd: repo, stderr: "inherit" });
-  archives = built.stdout.split("\n").filter((l) => l !== "");
+  const built = await execa("hack/conformance.sh", ["build-images"], {
+    cwd: repo,
+    stderr: "inherit",
+  });
+  archives = built.stdout.split("\n").filter(l => l !== "");
   await execa("ip", ["netns", "add", NETNS]);
   await inNetns("ip", ["link", "set", "lo", "up"]);
 });
@@ -76,7 +90,7 @@ const expected = [
 
 const images = new Map<string, { rootfs: string; entrypoint: string[] }>();
 
-t.test("every image the suite names is a valid OCI archive named for containerd", async (t) => {
+t.test("every image the suite names is a valid OCI archive named for containerd", async t => {
   const names: string[] = [];
   for (const archive of archives) {
     const dir = mkdtempSync(join(work, "image-"));
@@ -84,7 +98,7 @@ t.test("every image the suite names is a valid OCI archive named for containerd"
     const rootfs = join(dir, "rootfs");
     await execa("mkdir", ["-p", layout, rootfs]);
     await execa("tar", ["-xf", archive, "-C", layout]);
-    await t.test(archive, async (t) => {
+    await t.test(archive, async t => {
       const { name, manifest, config } = readLayout(t, layout);
       t.ok(name, "index names the image (io.containerd.image.name)");
       t.equal(config.os, "linux");
@@ -94,10 +108,18 @@ t.test("every image the suite names is a valid OCI archive named for containerd"
       const tag = (name ?? "").split(":").pop() as string;
       await execa("umoci", ["stat", "--image", `${layout}:${tag}`]);
       for (const layer of manifest.layers) {
-        await execa("tar", ["-xzf", join(layout, "blobs", ...layer.digest.split(":")), "-C", rootfs]);
+        await execa("tar", [
+          "-xzf",
+          join(layout, "blobs", ...layer.digest.split(":")),
+          "-C",
+          rootfs,
+        ]);
       }
       const entrypoint = config.config.Entrypoint ?? [];
-      t.ok(statSync(join(rootfs, entrypoint[0] ?? "missing")).mode & 0o100, `entrypoint ${entrypoint[0]} is executable`);
+      t.ok(
+        statSync(join(rootfs, entrypoint[0] ?? "missing")).mode & 0o100,
+        `entrypoint ${entrypoint[0]} is executable`,
+      );
       names.push(name as string);
       images.set(name as string, { rootfs, entrypoint });
     });
@@ -112,7 +134,7 @@ async function started(t: Test, proc: ResultPromise, ready: () => Promise<boolea
   proc.catch(() => {});
   for (let i = 0; i < 100; i++) {
     if (await ready()) return;
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise(r => setTimeout(r, 100));
   }
   throw new Error(`${proc.spawnargs.join(" ")} did not start listening in 10 s`);
 }
@@ -120,7 +142,7 @@ async function started(t: Test, proc: ResultPromise, ready: () => Promise<boolea
 const listening = (proto: "t" | "u", port: number) => async () =>
   (await inNetns("ss", [`-${proto}ln`, `sport = :${port}`])).stdout.includes(`:${port}`);
 
-t.test("echo-basic answers the suite's TCP and UDP probes", async (t) => {
+t.test("echo-basic answers the suite's TCP and UDP probes", async t => {
   const image = images.get("registry.k8s.io/gateway-api/echo-basic:v1.5.1");
   if (!image) return t.fail("no echo-basic image");
   const binary = join(image.rootfs, image.entrypoint[0]);
@@ -128,36 +150,51 @@ t.test("echo-basic answers the suite's TCP and UDP probes", async (t) => {
 
   const tcp = inNetns(binary, [], { env: { ...env, TCP_ECHO_SERVER: "1", TCP_PORT: "3000" } });
   await started(t, tcp, listening("t", 3000));
-  const tcpReply = await inNetns("socat", ["-t", "2", "-", "TCP:127.0.0.1:3000"], { input: "TEST\n" });
+  const tcpReply = await inNetns("socat", ["-t", "2", "-", "TCP:127.0.0.1:3000"], {
+    input: "TEST\n",
+  });
   t.match(tcpReply.stdout, /^Gateway API Test TCP Server\n/, "welcome line");
   t.match(tcpReply.stdout, /"pod":\s*"tcp-backend-0"/i, "TEST returns the pod context");
 
-  const udp = inNetns(binary, [], { env: { ...env, POD_NAME: "udp-backend-0", UDP_ECHO_SERVER: "1", UDP_PORT: "8080" } });
+  const udp = inNetns(binary, [], {
+    env: { ...env, POD_NAME: "udp-backend-0", UDP_ECHO_SERVER: "1", UDP_PORT: "8080" },
+  });
   await started(t, udp, listening("u", 8080));
-  const udpReply = await inNetns("socat", ["-t", "2", "-", "UDP:127.0.0.1:8080"], { input: "hello" });
+  const udpReply = await inNetns("socat", ["-t", "2", "-", "UDP:127.0.0.1:8080"], {
+    input: "hello",
+  });
   // The pod context is embedded in the reply object, beside the echoed request.
   const echoed = JSON.parse(udpReply.stdout) as { request: string; pod: string };
   t.equal(echoed.request, "hello");
   t.equal(echoed.pod, "udp-backend-0");
 });
 
-t.test("coredns answers the UDPRoute test's whoami zone", async (t) => {
+t.test("coredns answers the UDPRoute test's whoami zone", async t => {
   const image = images.get("registry.k8s.io/coredns/coredns:v1.12.2");
   if (!image) return t.fail("no coredns image");
   const dir = mkdtempSync(join(work, "dns-"));
   // The zone the suite's Corefile serves for the test (its forward zone needs the internet).
   writeFileSync(join(dir, "Corefile"), "foo.bar.com:53 {\n  whoami\n}\n");
-  const dns = inNetns(join(image.rootfs, image.entrypoint[0]), ["-conf", join(dir, "Corefile")], { cwd: dir });
+  const dns = inNetns(join(image.rootfs, image.entrypoint[0]), ["-conf", join(dir, "Corefile")], {
+    cwd: dir,
+  });
   await started(t, dns, listening("u", 53));
 
   const id = 0x4242;
-  const qname = Buffer.concat([...["foo", "bar", "com"].map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
+  const qname = Buffer.concat([
+    ...["foo", "bar", "com"].map(l => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])),
+    Buffer.from([0]),
+  ]);
   const header = Buffer.from([id >> 8, id & 0xff, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
   const query = Buffer.concat([header, qname, Buffer.from([0, 1, 0, 1])]); // A, IN
-  const reply = await execa("nsenter", [`--net=/var/run/netns/${NETNS}`, "--", "socat", "-t", "2", "-", "UDP:127.0.0.1:53"], {
-    input: query,
-    encoding: "buffer",
-  });
+  const reply = await execa(
+    "nsenter",
+    [`--net=/var/run/netns/${NETNS}`, "--", "socat", "-t", "2", "-", "UDP:127.0.0.1:53"],
+    {
+      input: query,
+      encoding: "buffer",
+    },
+  );
   const answer = Buffer.from(reply.stdout);
   t.equal(answer.readUInt16BE(0), id, "reply to our query");
   t.ok(answer[2] & 0x80, "QR: a response");

@@ -5,8 +5,18 @@
 // it; then it is served; deleting the grant takes it away again.
 import t, { type Test } from "tap";
 import {
-  apply, clusterSkipReason, echoBackend, freshNamespace, gatewayAddress, kubectl, routeParentConditions, tcpEchoOnce,
-  UdpFlow, waitFor, waitForCondition, waitForDeployment,
+  apply,
+  clusterSkipReason,
+  echoBackend,
+  freshNamespace,
+  gatewayAddress,
+  kubectl,
+  routeParentConditions,
+  tcpEchoOnce,
+  UdpFlow,
+  waitFor,
+  waitForCondition,
+  waitForDeployment,
 } from "../lib/cluster.js";
 
 const skip = clusterSkipReason();
@@ -14,7 +24,10 @@ if (skip) {
   t.plan(0, skip);
 } else {
   t.setTimeout(5 * 60 * 1000);
-  t.test("a cross-namespace backendRef (TCP and UDP) is served only while a ReferenceGrant allows it", run);
+  t.test(
+    "a cross-namespace backendRef (TCP and UDP) is served only while a ReferenceGrant allows it",
+    run,
+  );
 }
 
 /** How a refused TCP connection shows to a client: a RST on the SYN, or a reset right after. */
@@ -44,8 +57,16 @@ async function run(t: Test) {
   const backendNamespace = await freshNamespace(t, "blixt-e2e-grant-backend");
   const port = 7200;
   const resolvedRefs = async (status: string, reason: string) => {
-    await waitForCondition("udproute", "cross", namespace, "ResolvedRefs", { status, reason, conditions: r => routeParentConditions(r, "grant") });
-    return waitForCondition("tcproute", "cross", namespace, "ResolvedRefs", { status, reason, conditions: r => routeParentConditions(r, "grant") });
+    await waitForCondition("udproute", "cross", namespace, "ResolvedRefs", {
+      status,
+      reason,
+      conditions: r => routeParentConditions(r, "grant"),
+    });
+    return waitForCondition("tcproute", "cross", namespace, "ResolvedRefs", {
+      status,
+      reason,
+      conditions: r => routeParentConditions(r, "grant"),
+    });
   };
   await apply(`
 ${echoBackend({ namespace: backendNamespace, name: "tcp-echo", protocol: "TCP", port: 3000 })}
@@ -93,32 +114,56 @@ spec:
   to: [{group: "", kind: Service, name: tcp-echo}, {group: "", kind: Service, name: udp-echo}]
 `;
 
-  await t.test("without a ReferenceGrant", async (t) => {
+  await t.test("without a ReferenceGrant", async t => {
     const condition = await resolvedRefs("False", "RefNotPermitted");
-    t.match(condition.message ?? "", backendNamespace, `ResolvedRefs False RefNotPermitted: ${condition.message}`);
-    const code = await waitFor(`TCP ${address}:${port} refused`, () => refusal(address, port), { timeoutMs: 30_000 });
+    t.match(
+      condition.message ?? "",
+      backendNamespace,
+      `ResolvedRefs False RefNotPermitted: ${condition.message}`,
+    );
+    const code = await waitFor(`TCP ${address}:${port} refused`, () => refusal(address, port), {
+      timeoutMs: 30_000,
+    });
     t.pass(`the connection is refused (${code})`);
     t.equal(await silence(await newFlow()), true, `UDP ${address}:${port} gets no reply`);
   });
 
-  await t.test("with a ReferenceGrant", async (t) => {
+  await t.test("with a ReferenceGrant", async t => {
     await apply(grant);
     await resolvedRefs("True", "ResolvedRefs");
     t.pass("ResolvedRefs True");
-    const context = await waitFor(`TCP ${address}:${port} served`, () => tcpEchoOnce(address, port), { timeoutMs: 30_000 });
+    const context = await waitFor(
+      `TCP ${address}:${port} served`,
+      () => tcpEchoOnce(address, port),
+      { timeoutMs: 30_000 },
+    );
     t.equal(context.namespace, backendNamespace, `served by ${context.namespace}/${context.pod}`);
     const flow = await newFlow();
-    const reply = await waitFor(`UDP ${address}:${port} answered`, () => flow.echo("granted"), { timeoutMs: 30_000 });
+    const reply = await waitFor(`UDP ${address}:${port} answered`, () => flow.echo("granted"), {
+      timeoutMs: 30_000,
+    });
     t.equal(reply.namespace, backendNamespace, `UDP answered by ${reply.namespace}/${reply.pod}`);
   });
 
-  await t.test("after the ReferenceGrant is deleted", async (t) => {
+  await t.test("after the ReferenceGrant is deleted", async t => {
     await kubectl("-n", backendNamespace, "delete", "referencegrant", "from-grant");
     await resolvedRefs("False", "RefNotPermitted");
     t.pass("ResolvedRefs False RefNotPermitted again");
-    const code = await waitFor(`TCP ${address}:${port} refused again`, () => refusal(address, port), { timeoutMs: 30_000 });
+    const code = await waitFor(
+      `TCP ${address}:${port} refused again`,
+      () => refusal(address, port),
+      { timeoutMs: 30_000 },
+    );
     t.pass(`new connections are refused again (${code})`);
     // A flow that was answered keeps its conntrack entry until it idles out; a new flow must not be served.
-    t.equal(await waitFor(`UDP ${address}:${port} silent again`, async () => silence(await newFlow(), true), { timeoutMs: 30_000 }), true, "a new UDP flow gets no reply again");
+    t.equal(
+      await waitFor(
+        `UDP ${address}:${port} silent again`,
+        async () => silence(await newFlow(), true),
+        { timeoutMs: 30_000 },
+      ),
+      true,
+      "a new UDP flow gets no reply again",
+    );
   });
 }

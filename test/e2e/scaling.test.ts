@@ -10,8 +10,22 @@
 import t, { type Test } from "tap";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
-  apply, clusterSkipReason, echoBackend, EndpointClock, freshNamespace, gatewayAddress, kubeconfig, kubectl, listObjects, recordFigure,
-  tcpEcho, tcpEchoOnce, waitFor, waitForCondition, waitForDeployment, type LineClient,
+  apply,
+  clusterSkipReason,
+  echoBackend,
+  EndpointClock,
+  freshNamespace,
+  gatewayAddress,
+  kubeconfig,
+  kubectl,
+  listObjects,
+  recordFigure,
+  tcpEcho,
+  tcpEchoOnce,
+  waitFor,
+  waitForCondition,
+  waitForDeployment,
+  type LineClient,
 } from "../lib/cluster.js";
 
 const skip = clusterSkipReason();
@@ -19,7 +33,10 @@ if (skip) {
   t.plan(0, skip);
 } else {
   t.setTimeout(10 * 60 * 1000);
-  t.test("scaling a Deployment under load moves new connections and breaks none to surviving pods", run);
+  t.test(
+    "scaling a Deployment under load moves new connections and breaks none to surviving pods",
+    run,
+  );
 }
 
 const CYCLES = 4;
@@ -27,7 +44,9 @@ const ROUND = 8;
 
 /** One round of new connections; the pods that served them and how many failed. */
 async function round(address: string, port: number): Promise<{ pods: string[]; failed: number }> {
-  const results = await Promise.allSettled(Array.from({ length: ROUND }, () => tcpEchoOnce(address, port)));
+  const results = await Promise.allSettled(
+    Array.from({ length: ROUND }, () => tcpEchoOnce(address, port)),
+  );
   return {
     pods: results.flatMap(r => (r.status === "fulfilled" ? [r.value.pod] : [])),
     failed: results.filter(r => r.status === "rejected").length,
@@ -56,7 +75,9 @@ async function measure(options: {
     if (options.moved(await round(options.address, options.port))) return started - changedAt;
     await sleep(Math.max(0, 100 - (Date.now() - started)));
   }
-  throw new Error(`${options.what}: traffic did not follow the EndpointSlice within 120 s of its change`);
+  throw new Error(
+    `${options.what}: traffic did not follow the EndpointSlice within 120 s of its change`,
+  );
 }
 
 const percentile = (values: number[], p: number) => {
@@ -89,13 +110,19 @@ spec:
   await waitForDeployment(namespace, "tcp-echo");
   await waitForCondition("gateway", "scaling", namespace, "Programmed", { status: "True" });
   const address = await gatewayAddress(namespace, "scaling");
-  await waitFor("both pods behind the Gateway", async () => {
-    const { pods } = await round(address, port);
-    return new Set(pods).size === 2 ? pods : undefined;
-  }, { timeoutMs: 60_000 });
+  await waitFor(
+    "both pods behind the Gateway",
+    async () => {
+      const { pods } = await round(address, port);
+      return new Set(pods).size === 2 ? pods : undefined;
+    },
+    { timeoutMs: 60_000 },
+  );
 
   // Long-lived connections, at least one to each original pod.
-  const original = new Set((await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name));
+  const original = new Set(
+    (await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name),
+  );
   const held: { client: LineClient; pod: string }[] = [];
   t.teardown(() => held.forEach(h => h.client.close()));
   for (let i = 0; i < 40 && new Set(held.map(h => h.pod)).size < original.size; i++) {
@@ -111,44 +138,85 @@ spec:
   const down: number[] = [];
   for (let cycle = 1; cycle <= CYCLES; cycle++) {
     const before = clock.ready();
-    const podsBefore = new Set((await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name));
-    up.push(await measure({
-      clock, address, port, what: `cycle ${cycle}, 2 → 4`,
-      change: () => kubectl("-n", namespace, "scale", "deployment/tcp-echo", "--replicas=4"),
-      changed: ready => [...ready].some(a => !before.has(a)),
-      moved: r => r.pods.some(pod => !podsBefore.has(pod)),
-    }));
+    const podsBefore = new Set(
+      (await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name),
+    );
+    up.push(
+      await measure({
+        clock,
+        address,
+        port,
+        what: `cycle ${cycle}, 2 → 4`,
+        change: () => kubectl("-n", namespace, "scale", "deployment/tcp-echo", "--replicas=4"),
+        changed: ready => [...ready].some(a => !before.has(a)),
+        moved: r => r.pods.some(pod => !podsBefore.has(pod)),
+      }),
+    );
     await waitForDeployment(namespace, "tcp-echo");
-    await waitFor("4 ready endpoints", async () => (clock.ready().size === 4 ? true : undefined), { timeoutMs: 60_000 });
+    await waitFor("4 ready endpoints", async () => (clock.ready().size === 4 ? true : undefined), {
+      timeoutMs: 60_000,
+    });
     const scaledUp = new Set(clock.ready());
 
     // The ReplicaSet picks which two go: the pods whose endpoints stop being ready. The
     // figure is taken at the first of them; the traffic has moved once neither is reached.
     const down2 = await measure({
-      clock, address, port, what: `cycle ${cycle}, 4 → 2`,
+      clock,
+      address,
+      port,
+      what: `cycle ${cycle}, 4 → 2`,
       change: () => kubectl("-n", namespace, "scale", "deployment/tcp-echo", "--replicas=2"),
       changed: ready => ready.size < scaledUp.size,
       moved: r => r.failed === 0 && r.pods.every(pod => podsBefore.has(pod)),
     });
     down.push(down2);
-    await waitFor("the Deployment back at 2 pods", async () => {
-      const pods = await listObjects("pod", namespace, "app=tcp-echo");
-      return pods.length === 2 ? pods : undefined;
-    }, { timeoutMs: 60_000 });
+    await waitFor(
+      "the Deployment back at 2 pods",
+      async () => {
+        const pods = await listObjects("pod", namespace, "app=tcp-echo");
+        return pods.length === 2 ? pods : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
 
     // Every held connection to a pod that is still there answers on the same connection.
-    const alive = new Set((await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name));
+    const alive = new Set(
+      (await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name),
+    );
     for (const h of held.filter(h => alive.has(h.pod))) {
-      t.equal(await h.client.request("PING"), "PONG", `cycle ${cycle}: the connection to surviving pod ${h.pod} still answers`);
+      t.equal(
+        await h.client.request("PING"),
+        "PONG",
+        `cycle ${cycle}: the connection to surviving pod ${h.pod} still answers`,
+      );
     }
-    t.ok([...podsBefore].every(pod => alive.has(pod)), `cycle ${cycle}: the ReplicaSet removed the newer pods, the original ones stay`);
+    t.ok(
+      [...podsBefore].every(pod => alive.has(pod)),
+      `cycle ${cycle}: the ReplicaSet removed the newer pods, the original ones stay`,
+    );
   }
 
   t.comment(`EndpointSlice change → traffic moved, scale up (ms): ${up.join(", ")}`);
   t.comment(`EndpointSlice change → traffic moved, scale down (ms): ${down.join(", ")}`);
-  await recordFigure(t, `scale 2 → 4: EndpointSlice change → new pods get traffic, p50 (${up.length} samples)`, percentile(up, 50));
-  await recordFigure(t, `scale 2 → 4: EndpointSlice change → new pods get traffic, p99 (${up.length} samples)`, percentile(up, 99));
-  await recordFigure(t, `scale 4 → 2: EndpointSlice change → removed pods get none, p50 (${down.length} samples)`, percentile(down, 50));
-  await recordFigure(t, `scale 4 → 2: EndpointSlice change → removed pods get none, p99 (${down.length} samples)`, percentile(down, 99));
+  await recordFigure(
+    t,
+    `scale 2 → 4: EndpointSlice change → new pods get traffic, p50 (${up.length} samples)`,
+    percentile(up, 50),
+  );
+  await recordFigure(
+    t,
+    `scale 2 → 4: EndpointSlice change → new pods get traffic, p99 (${up.length} samples)`,
+    percentile(up, 99),
+  );
+  await recordFigure(
+    t,
+    `scale 4 → 2: EndpointSlice change → removed pods get none, p50 (${down.length} samples)`,
+    percentile(down, 50),
+  );
+  await recordFigure(
+    t,
+    `scale 4 → 2: EndpointSlice change → removed pods get none, p99 (${down.length} samples)`,
+    percentile(down, 99),
+  );
   t.equal(up.length + down.length, 2 * CYCLES, "every change was followed by the traffic");
 }

@@ -4,8 +4,16 @@
 // within ±5 percentage points, the tolerance of the conformance suite's weighted tests.
 import t, { type Test } from "tap";
 import {
-  apply, clusterSkipReason, echoBackend, freshNamespace, gatewayAddress, tcpEchoOnce, UdpFlow, waitFor,
-  waitForCondition, waitForDeployment,
+  apply,
+  clusterSkipReason,
+  echoBackend,
+  freshNamespace,
+  gatewayAddress,
+  tcpEchoOnce,
+  UdpFlow,
+  waitFor,
+  waitForCondition,
+  waitForDeployment,
 } from "../lib/cluster.js";
 
 const skip = clusterSkipReason();
@@ -57,27 +65,36 @@ spec:
   parentRefs: [{name: weighted, sectionName: udp}]
   rules: [{backendRefs: [{name: udp-light, port: 8080, weight: 1}, {name: udp-heavy, port: 8080, weight: 3}]}]
 `);
-  for (const name of ["tcp-light", "tcp-heavy", "udp-light", "udp-heavy"]) await waitForDeployment(namespace, name);
+  for (const name of ["tcp-light", "tcp-heavy", "udp-light", "udp-heavy"])
+    await waitForDeployment(namespace, name);
   await waitForCondition("gateway", "weighted", namespace, "Programmed", { status: "True" });
   const address = await gatewayAddress(namespace, "weighted");
   // Both backends must be in the dataplane before counting: wait until each has answered once.
-  await waitFor("both TCP backends to answer", async () => {
-    const seen = new Set<string>();
-    for (let i = 0; i < 40 && seen.size < 2; i++) seen.add((await tcpEchoOnce(address, port)).service);
-    return seen.size === 2 ? true : undefined;
-  }, { timeoutMs: 60_000 });
+  await waitFor(
+    "both TCP backends to answer",
+    async () => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 40 && seen.size < 2; i++)
+        seen.add((await tcpEchoOnce(address, port)).service);
+      return seen.size === 2 ? true : undefined;
+    },
+    { timeoutMs: 60_000 },
+  );
 
-  await t.test(`TCP: ${samples} connections`, async (t) => {
+  await t.test(`TCP: ${samples} connections`, async t => {
     const counts = await sample(async () => (await tcpEchoOnce(address, port)).service);
     checkShares(t, counts, { "tcp-light": 0.25, "tcp-heavy": 0.75 });
   });
 
-  await t.test(`UDP: ${samples} flows (a new source port each)`, async (t) => {
+  await t.test(`UDP: ${samples} flows (a new source port each)`, async t => {
     const counts = await sample(async () => {
       const flow = await UdpFlow.open(address, port);
       try {
         const reply = await flow.echo("which", 10);
-        if (!reply) throw new Error(`no UDP reply from ${address}:${port} after 10 tries from port ${flow.localPort}`);
+        if (!reply)
+          throw new Error(
+            `no UDP reply from ${address}:${port} after 10 tries from port ${flow.localPort}`,
+          );
         return reply.service;
       } finally {
         flow.close();
@@ -105,10 +122,19 @@ async function sample(probe: () => Promise<string>): Promise<Record<string, numb
 function checkShares(t: Test, counts: Record<string, number>, expected: Record<string, number>) {
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
   t.equal(total, samples, `${samples} answers`);
-  t.same(Object.keys(counts).sort(), Object.keys(expected).sort(), "only the route's backends answered", { counts });
+  t.same(
+    Object.keys(counts).sort(),
+    Object.keys(expected).sort(),
+    "only the route's backends answered",
+    { counts },
+  );
   for (const [backend, share] of Object.entries(expected)) {
     const seen = (counts[backend] ?? 0) / total;
     // The epsilon keeps 80.0 % against 75 % ± 5 inside, as the band reads (floats make it 5.000…04).
-    t.ok(Math.abs(seen - share) <= tolerance + 1e-9, `${backend}: ${(seen * 100).toFixed(1)} % of new flows, expected ${share * 100} % ± ${tolerance * 100}`, { counts });
+    t.ok(
+      Math.abs(seen - share) <= tolerance + 1e-9,
+      `${backend}: ${(seen * 100).toFixed(1)} % of new flows, expected ${share * 100} % ± ${tolerance * 100}`,
+      { counts },
+    );
   }
 }

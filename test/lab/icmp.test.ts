@@ -42,13 +42,17 @@ for seq in range(1, count + 1):
             break
 `;
 const ping = async (ip: string, count: number): Promise<string[]> => {
-  const r = await execa("ip", ["netns", "exec", lab.clientNs, "python3", "-c", PING_PY, ip, String(count)], { reject: false });
+  const r = await execa(
+    "ip",
+    ["netns", "exec", lab.clientNs, "python3", "-c", PING_PY, ip, String(count)],
+    { reject: false },
+  );
   if (r.exitCode !== 0) throw new Error(`echo from ${lab.clientNs} failed: ${r.stderr}`);
   return r.stdout.split("\n").filter(Boolean);
 };
 
 for (const mode of ["xdp", "tc"] as const) {
-  t.test(`${mode}: ping a Gateway address`, async (t) => {
+  t.test(`${mode}: ping a Gateway address`, async t => {
     const dp = new Dataplane({ pinDir: lab.pinDir, netns: lab.gatewayNs });
     await dp.load();
     await dp.attach(lab.gatewayIface, mode);
@@ -58,7 +62,11 @@ for (const mode of ["xdp", "tc"] as const) {
     await dp.setAnnounced([announced]);
     const before = (await dp.stats()).reasons.icmp_echo_reply;
 
-    t.same(await ping(announced, 3), [1, 2, 3].map((seq) => `${announced} ${seq}`), "three echo replies, from the Gateway address, checksums valid");
+    t.same(
+      await ping(announced, 3),
+      [1, 2, 3].map(seq => `${announced} ${seq}`),
+      "three echo replies, from the Gateway address, checksums valid",
+    );
     t.equal((await dp.stats()).reasons.icmp_echo_reply - before, 3, "answered by the program");
     t.same(await ping(quiet, 1), [], "an address another node announces gets no answer here");
   });

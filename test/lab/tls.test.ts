@@ -120,32 +120,35 @@ process.stdout.write(JSON.stringify({ id: 0 }) + "\n");
 type Answer = Record<string, any>;
 
 /** A line-protocol child process: ask() sends one command and resolves with its answer. */
-function driver(proc: ResultPromise, what: string): { ask: (cmd: Answer) => Promise<Answer>; ready: Promise<void> } {
+function driver(
+  proc: ResultPromise,
+  what: string,
+): { ask: (cmd: Answer) => Promise<Answer>; ready: Promise<void> } {
   const pending = new Map<number, (a: Answer) => void>();
   let nextId = 1;
   let stderr = "";
-  proc.stderr?.on("data", (d) => (stderr += d));
+  proc.stderr?.on("data", d => (stderr += d));
   let readyResolve!: () => void;
   let readyReject!: (e: Error) => void;
   const ready = new Promise<void>((res, rej) => ((readyResolve = res), (readyReject = rej)));
-  createInterface({ input: proc.stdout! }).on("line", (line) => {
+  createInterface({ input: proc.stdout! }).on("line", line => {
     const msg = JSON.parse(line) as Answer;
     if (msg.id === 0) return readyResolve();
     pending.get(msg.id)?.(msg);
     pending.delete(msg.id);
   });
-  proc.once("exit", (code) => {
+  proc.once("exit", code => {
     const error = new Error(`${what} exited (code ${code}): ${stderr.trim()}`);
     readyReject(error);
     for (const reject of pending.values()) reject({ error: error.message });
   });
   return {
     ready,
-    ask: (cmd) => {
+    ask: cmd => {
       const id = nextId++;
-      const answer = new Promise<Answer>((res) => pending.set(id, res));
+      const answer = new Promise<Answer>(res => pending.set(id, res));
       proc.stdin!.write(JSON.stringify({ id, ...cmd }) + "\n");
-      return answer.then((a) => {
+      return answer.then(a => {
         if (a.error) throw new Error(`${what}: ${a.error}`);
         return a;
       });
@@ -163,14 +166,35 @@ interface Pem {
 async function certificate(dir: string, file: string, name: string): Promise<Pem> {
   const cert = join(dir, `${file}.crt`);
   const key = join(dir, `${file}.key`);
-  await execa("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`]);
+  await execa("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name}`,
+    "-addext",
+    `subjectAltName=DNS:${name}`,
+  ]);
   const pem = { cert: await readFile(cert, "utf8"), key: await readFile(key, "utf8") };
   return { ...pem, fingerprint: new X509Certificate(pem.cert).fingerprint256 };
 }
 
 const tlsSecret = (pem: { cert: string; key: string }) => ({
   type: "kubernetes.io/tls",
-  data: { "tls.crt": Buffer.from(pem.cert).toString("base64"), "tls.key": Buffer.from(pem.key).toString("base64") },
+  data: {
+    "tls.crt": Buffer.from(pem.cert).toString("base64"),
+    "tls.key": Buffer.from(pem.key).toString("base64"),
+  },
 });
 
 function httpsConfig(vip: string, generation: number) {
@@ -185,7 +209,7 @@ function httpsConfig(vip: string, generation: number) {
     protocol: "TCP",
     rejectWeight: 0,
     backends,
-    tls: { certificateRefs: secrets.map((name) => ({ namespace: "default", name })) },
+    tls: { certificateRefs: secrets.map(name => ({ namespace: "default", name })) },
   });
   return {
     apiVersion: "blixt.dev/v1alpha1",
@@ -196,19 +220,33 @@ function httpsConfig(vip: string, generation: number) {
       gatewayGeneration: generation,
       address: vip,
       announcingNode: "lab-node",
-      listeners: [https("https", 443, ["cert-a", "cert-b"]), https("missing", 8443, ["cert-missing"]), https("invalid", 9443, ["cert-invalid"])],
+      listeners: [
+        https("https", 443, ["cert-a", "cert-b"]),
+        https("missing", 8443, ["cert-missing"]),
+        https("invalid", 9443, ["cert-invalid"]),
+      ],
     },
   };
 }
 
 const labelled = (text: string, listener: string) =>
-  Number(text.split("\n").find((l) => l.includes(`listener="${listener}"`))?.split(" ").pop() ?? 0);
+  Number(
+    text
+      .split("\n")
+      .find(l => l.includes(`listener="${listener}"`))
+      ?.split(" ")
+      .pop() ?? 0,
+  );
 
 let certs: { a: Pem; b: Pem; a2: Pem };
 let certDir = "";
 t.before(async () => {
   certDir = await mkdtemp(join(tmpdir(), "blixt-tls-lab-"));
-  certs = { a: await certificate(certDir, "a", "a.example"), b: await certificate(certDir, "b", "b.example"), a2: await certificate(certDir, "a2", "a.example") };
+  certs = {
+    a: await certificate(certDir, "a", "a.example"),
+    b: await certificate(certDir, "b", "b.example"),
+    a2: await certificate(certDir, "a2", "a.example"),
+  };
   await lab.up();
   await lab.startServers({ tcp: [BACKEND_PORT] });
 });
@@ -218,89 +256,226 @@ t.teardown(async () => {
 });
 
 for (const mode of ["xdp", "tc"] as const) {
-  t.test(`${mode}: HTTPS listeners terminated on the node`, async (t) => {
+  t.test(`${mode}: HTTPS listeners terminated on the node`, async t => {
     await rm(lab.pinDir, { recursive: true, force: true });
-    const node = driver(lab.spawn(lab.gatewayNs, process.execPath, ["--import=tsx", "--input-type=module", "-e", NODE_JS, ROOT]), "node agent loop");
-    const client = driver(lab.spawn(lab.clientNs, process.execPath, ["-e", CLIENT_JS]), "TLS client");
+    const node = driver(
+      lab.spawn(lab.gatewayNs, process.execPath, [
+        "--import=tsx",
+        "--input-type=module",
+        "-e",
+        NODE_JS,
+        ROOT,
+      ]),
+      "node agent loop",
+    );
+    const client = driver(
+      lab.spawn(lab.clientNs, process.execPath, ["-e", CLIENT_JS]),
+      "TLS client",
+    );
     await Promise.all([node.ready, client.ready]);
-    const { host } = await node.ask({ op: "start", pinDir: lab.pinDir, iface: lab.gatewayIface, mode });
+    const { host } = await node.ask({
+      op: "start",
+      pinDir: lab.pinDir,
+      iface: lab.gatewayIface,
+      mode,
+    });
     t.teardown(() => node.ask({ op: "stop" }).catch(() => undefined));
-    t.equal(host, lab.gatewayIp, "terminators listen on the node's own address on the ingress interface");
+    t.equal(
+      host,
+      lab.gatewayIp,
+      "terminators listen on the node's own address on the ingress interface",
+    );
 
     const vip = lab.vip(0);
     await node.ask({ op: "secret", ref: "default/cert-a", secret: tlsSecret(certs.a) });
     await node.ask({ op: "secret", ref: "default/cert-b", secret: tlsSecret(certs.b) });
-    await node.ask({ op: "secret", ref: "default/cert-invalid", secret: tlsSecret({ cert: "not a certificate", key: certs.a.key }) });
+    await node.ask({
+      op: "secret",
+      ref: "default/cert-invalid",
+      secret: tlsSecret({ cert: "not a certificate", key: certs.a.key }),
+    });
     await node.ask({ op: "config", config: httpsConfig(vip, 1) });
     const first = await node.ask({ op: "converge" });
     t.ok(first.result.ok, first.result.error ?? "the pass applied");
-    const once = async (port: number, sni?: string) => (await client.ask({ op: "once", host: vip, port, sni })).result;
+    const once = async (port: number, sni?: string) =>
+      (await client.ask({ op: "once", host: vip, port, sni })).result;
 
-    await t.test("SNI picks the certificate; the plaintext reaches a backend and the answer comes back", async (t) => {
-      t.match(await once(443, "a.example"), { ok: true, fingerprint: certs.a.fingerprint }, "SNI a.example: certificate A");
-      t.match(await once(443, "b.example"), { ok: true, fingerprint: certs.b.fingerprint }, "SNI b.example: certificate B");
-      t.match(await once(443, "B.Example"), { ok: true, fingerprint: certs.b.fingerprint }, "names match without case");
-      t.match(await once(443, "c.example"), { ok: true, fingerprint: certs.a.fingerprint }, "an unknown name: the first certificate");
-      t.match(await once(443), { ok: true, fingerprint: certs.a.fingerprint }, "no SNI: the first certificate");
+    await t.test(
+      "SNI picks the certificate; the plaintext reaches a backend and the answer comes back",
+      async t => {
+        t.match(
+          await once(443, "a.example"),
+          { ok: true, fingerprint: certs.a.fingerprint },
+          "SNI a.example: certificate A",
+        );
+        t.match(
+          await once(443, "b.example"),
+          { ok: true, fingerprint: certs.b.fingerprint },
+          "SNI b.example: certificate B",
+        );
+        t.match(
+          await once(443, "B.Example"),
+          { ok: true, fingerprint: certs.b.fingerprint },
+          "names match without case",
+        );
+        t.match(
+          await once(443, "c.example"),
+          { ok: true, fingerprint: certs.a.fingerprint },
+          "an unknown name: the first certificate",
+        );
+        t.match(
+          await once(443),
+          { ok: true, fingerprint: certs.a.fingerprint },
+          "no SNI: the first certificate",
+        );
 
-      const outcomes = await Promise.all(Array.from({ length: 24 }, () => once(443, "a.example")));
-      t.same(outcomes.filter((o) => !o.ok), [], "24 connections answered");
-      t.same([...new Set(outcomes.map((o) => o.backend))].sort(), ["b0", "b1"], "both weighted backends took connections");
-      const peers = new Set(outcomes.map((o) => o.peer.split(":")[0]));
-      t.notOk(peers.has(lab.clientIp), "backends see the node's address, not the client's");
+        const outcomes = await Promise.all(
+          Array.from({ length: 24 }, () => once(443, "a.example")),
+        );
+        t.same(
+          outcomes.filter(o => !o.ok),
+          [],
+          "24 connections answered",
+        );
+        t.same(
+          [...new Set(outcomes.map(o => o.backend))].sort(),
+          ["b0", "b1"],
+          "both weighted backends took connections",
+        );
+        const peers = new Set(outcomes.map(o => o.peer.split(":")[0]));
+        t.notOk(peers.has(lab.clientIp), "backends see the node's address, not the client's");
 
-      // The terminator sees the client: the dataplane's flow goes from the client to the node's own address.
-      const { entries } = await node.ask({ op: "conntrack" });
-      const flows = (entries as { direction: string; saddr: string; daddr: string; dport: number; natAddr: string }[]).filter(
-        (e) => e.direction === "forward" && e.daddr === vip && e.dport === 443,
-      );
-      t.ok(flows.length > 0, "the connections to the Gateway address went through the dataplane");
-      t.same([...new Set(flows.map((e) => `${e.saddr} → ${e.natAddr}`))], [`${lab.clientIp} → ${lab.gatewayIp}`], "from the client's own address, DNATed to the node");
-    });
+        // The terminator sees the client: the dataplane's flow goes from the client to the node's own address.
+        const { entries } = await node.ask({ op: "conntrack" });
+        const flows = (
+          entries as {
+            direction: string;
+            saddr: string;
+            daddr: string;
+            dport: number;
+            natAddr: string;
+          }[]
+        ).filter(e => e.direction === "forward" && e.daddr === vip && e.dport === 443);
+        t.ok(flows.length > 0, "the connections to the Gateway address went through the dataplane");
+        t.same(
+          [...new Set(flows.map(e => `${e.saddr} → ${e.natAddr}`))],
+          [`${lab.clientIp} → ${lab.gatewayIp}`],
+          "from the client's own address, DNATed to the node",
+        );
+      },
+    );
 
-    await t.test("a listener whose Secret is missing or does not parse refuses connections", async (t) => {
-      t.same(await once(8443, "a.example"), { ok: false, code: "ECONNREFUSED" }, "Secret missing: port 8443 refused");
-      t.same(await once(9443, "a.example"), { ok: false, code: "ECONNREFUSED" }, "Secret invalid: port 9443 refused");
-      const ack = first.acks["default/web"];
-      t.equal(ack.observedGeneration, 0, "the generation is not acknowledged as applied");
-      t.match(ack.message, /Secret default\/cert-missing not found; create it/, "status names the missing Secret and what to do");
-      t.match(ack.message, /Secret default\/cert-invalid: tls\.crt does not parse/, "and the invalid one");
-      t.match(await once(443, "a.example"), { ok: true }, "the config's other HTTPS listener still serves");
-    });
+    await t.test(
+      "a listener whose Secret is missing or does not parse refuses connections",
+      async t => {
+        t.same(
+          await once(8443, "a.example"),
+          { ok: false, code: "ECONNREFUSED" },
+          "Secret missing: port 8443 refused",
+        );
+        t.same(
+          await once(9443, "a.example"),
+          { ok: false, code: "ECONNREFUSED" },
+          "Secret invalid: port 9443 refused",
+        );
+        const ack = first.acks["default/web"];
+        t.equal(ack.observedGeneration, 0, "the generation is not acknowledged as applied");
+        t.match(
+          ack.message,
+          /Secret default\/cert-missing not found; create it/,
+          "status names the missing Secret and what to do",
+        );
+        t.match(
+          ack.message,
+          /Secret default\/cert-invalid: tls\.crt does not parse/,
+          "and the invalid one",
+        );
+        t.match(
+          await once(443, "a.example"),
+          { ok: true },
+          "the config's other HTTPS listener still serves",
+        );
+      },
+    );
 
-    await t.test("metrics count terminated connections and failed handshakes per listener", async (t) => {
-      const before = labelled((await node.ask({ op: "metric", name: "blixt_tls_handshake_failures_total" })).text, "https");
-      // Plaintext to the TLS port: the handshake fails.
-      const [plain] = await lab.tcp(vip, 443, 1);
-      t.equal(plain.ok, false, "a plaintext client gets no answer from a backend");
-      const failures = labelled((await node.ask({ op: "metric", name: "blixt_tls_handshake_failures_total" })).text, "https");
-      t.equal(failures, before + 1, "one more handshake failure on listener https");
-      const connections = labelled((await node.ask({ op: "metric", name: "blixt_tls_connections_total" })).text, "https");
-      // 5 + 24 in the first subtest, 1 in the second; the plaintext one never completed a handshake.
-      t.equal(connections, 30, "every terminated connection on listener https counted");
-    });
+    await t.test(
+      "metrics count terminated connections and failed handshakes per listener",
+      async t => {
+        const before = labelled(
+          (await node.ask({ op: "metric", name: "blixt_tls_handshake_failures_total" })).text,
+          "https",
+        );
+        // Plaintext to the TLS port: the handshake fails.
+        const [plain] = await lab.tcp(vip, 443, 1);
+        t.equal(plain.ok, false, "a plaintext client gets no answer from a backend");
+        const failures = labelled(
+          (await node.ask({ op: "metric", name: "blixt_tls_handshake_failures_total" })).text,
+          "https",
+        );
+        t.equal(failures, before + 1, "one more handshake failure on listener https");
+        const connections = labelled(
+          (await node.ask({ op: "metric", name: "blixt_tls_connections_total" })).text,
+          "https",
+        );
+        // 5 + 24 in the first subtest, 1 in the second; the plaintext one never completed a handshake.
+        t.equal(connections, 30, "every terminated connection on listener https counted");
+      },
+    );
 
-    await t.test("a rotated certificate is served to new connections; open ones carry on", async (t) => {
-      const open = (await client.ask({ op: "open", conn: "long", host: vip, port: 443, sni: "a.example" })).result;
-      t.match(open, { ok: true, fingerprint: certs.a.fingerprint }, "a connection opened before the rotation");
-      await node.ask({ op: "secret", ref: "default/cert-a", secret: tlsSecret(certs.a2) });
-      await node.ask({ op: "secret", ref: "default/cert-missing", secret: tlsSecret(certs.b) });
-      await node.ask({ op: "secret", ref: "default/cert-invalid", secret: tlsSecret(certs.b) });
-      const pass = await node.ask({ op: "converge" });
-      t.ok(pass.result.ok, pass.result.error ?? "the pass applied");
-      t.match(await once(443, "a.example"), { ok: true, fingerprint: certs.a2.fingerprint }, "a new connection sees the new certificate");
-      t.match(await once(443, "b.example"), { ok: true, fingerprint: certs.b.fingerprint }, "the other certificate is unchanged");
-      t.match((await client.ask({ op: "send", conn: "long" })).result, { ok: true }, "the connection opened before still answers");
-      await client.ask({ op: "close", conn: "long" });
-      t.match(await once(8443, "b.example"), { ok: true, fingerprint: certs.b.fingerprint }, "a listener whose Secret appeared serves");
-      t.equal(pass.acks["default/web"].observedGeneration, 1, "and the generation is acknowledged");
-      t.notOk("message" in pass.acks["default/web"], "with no message");
-    });
+    await t.test(
+      "a rotated certificate is served to new connections; open ones carry on",
+      async t => {
+        const open = (
+          await client.ask({ op: "open", conn: "long", host: vip, port: 443, sni: "a.example" })
+        ).result;
+        t.match(
+          open,
+          { ok: true, fingerprint: certs.a.fingerprint },
+          "a connection opened before the rotation",
+        );
+        await node.ask({ op: "secret", ref: "default/cert-a", secret: tlsSecret(certs.a2) });
+        await node.ask({ op: "secret", ref: "default/cert-missing", secret: tlsSecret(certs.b) });
+        await node.ask({ op: "secret", ref: "default/cert-invalid", secret: tlsSecret(certs.b) });
+        const pass = await node.ask({ op: "converge" });
+        t.ok(pass.result.ok, pass.result.error ?? "the pass applied");
+        t.match(
+          await once(443, "a.example"),
+          { ok: true, fingerprint: certs.a2.fingerprint },
+          "a new connection sees the new certificate",
+        );
+        t.match(
+          await once(443, "b.example"),
+          { ok: true, fingerprint: certs.b.fingerprint },
+          "the other certificate is unchanged",
+        );
+        t.match(
+          (await client.ask({ op: "send", conn: "long" })).result,
+          { ok: true },
+          "the connection opened before still answers",
+        );
+        await client.ask({ op: "close", conn: "long" });
+        t.match(
+          await once(8443, "b.example"),
+          { ok: true, fingerprint: certs.b.fingerprint },
+          "a listener whose Secret appeared serves",
+        );
+        t.equal(
+          pass.acks["default/web"].observedGeneration,
+          1,
+          "and the generation is acknowledged",
+        );
+        t.notOk("message" in pass.acks["default/web"], "with no message");
+      },
+    );
 
-    await t.test("a Secret that goes missing takes its listener down", async (t) => {
+    await t.test("a Secret that goes missing takes its listener down", async t => {
       await node.ask({ op: "secret", ref: "default/cert-missing", secret: null });
       await node.ask({ op: "converge" });
-      t.same(await once(8443, "b.example"), { ok: false, code: "ECONNREFUSED" }, "port 8443 refused again");
+      t.same(
+        await once(8443, "b.example"),
+        { ok: false, code: "ECONNREFUSED" },
+        "port 8443 refused again",
+      );
     });
   });
 }

@@ -42,9 +42,14 @@ export function findBinaries(env: NodeJS.ProcessEnv = process.env): Binaries | {
   const kubeApiserver = join(bin, "kube-apiserver");
   const etcd = [join(bin, "etcd"), "/usr/bin/etcd"].find(existsSync);
   if (!existsSync(kubeApiserver)) {
-    return { missing: `kube-apiserver v1.36.3 not found at ${kubeApiserver}; build it with the local-cluster build (hack/cluster) or set BLIXT_CACHE` };
+    return {
+      missing: `kube-apiserver v1.36.3 not found at ${kubeApiserver}; build it with the local-cluster build (hack/cluster) or set BLIXT_CACHE`,
+    };
   }
-  if (!etcd) return { missing: `etcd not found in ${bin} nor at /usr/bin/etcd; install Debian's etcd-server` };
+  if (!etcd)
+    return {
+      missing: `etcd not found in ${bin} nor at /usr/bin/etcd; install Debian's etcd-server`,
+    };
   return { kubeApiserver, etcd };
 }
 
@@ -55,7 +60,11 @@ async function freePort(): Promise<number> {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
+      server.close(() =>
+        typeof address === "object" && address
+          ? resolve(address.port)
+          : reject(new Error("no port")),
+      );
     });
   });
 }
@@ -68,29 +77,83 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 async function makePKI(dir: string): Promise<void> {
   const ec = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"];
   await openssl([...ec, "ca.key"], dir);
-  await openssl(["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=blixt-test-ca", "-days", "2",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", "-out", "ca.crt"], dir);
+  await openssl(
+    [
+      "req",
+      "-x509",
+      "-new",
+      "-key",
+      "ca.key",
+      "-subj",
+      "/CN=blixt-test-ca",
+      "-days",
+      "2",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+      "-out",
+      "ca.crt",
+    ],
+    dir,
+  );
   const sign = async (name: string, subject: string, extensions: string) => {
     await openssl([...ec, `${name}.key`], dir);
-    await openssl(["req", "-new", "-key", `${name}.key`, "-subj", subject, "-out", `${name}.csr`], dir);
+    await openssl(
+      ["req", "-new", "-key", `${name}.key`, "-subj", subject, "-out", `${name}.csr`],
+      dir,
+    );
     await writeFile(join(dir, `${name}.ext`), extensions);
-    await openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", `${name}.ext`, "-out", `${name}.crt`], dir);
+    await openssl(
+      [
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        `${name}.ext`,
+        "-out",
+        `${name}.crt`,
+      ],
+      dir,
+    );
   };
-  await sign("apiserver", "/CN=kube-apiserver",
-    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  await sign("admin", "/O=system:masters/CN=blixt-test-admin",
-    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n");
-  await openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"], dir);
+  await sign(
+    "apiserver",
+    "/CN=kube-apiserver",
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
+  await sign(
+    "admin",
+    "/O=system:masters/CN=blixt-test-admin",
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+  );
+  await openssl(
+    ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"],
+    dir,
+  );
   await openssl(["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"], dir);
 }
 
 async function readyz(port: number, dir: string): Promise<boolean> {
-  const [ca, cert, key] = await Promise.all(["ca.crt", "admin.crt", "admin.key"].map(f => readFile(join(dir, f))));
+  const [ca, cert, key] = await Promise.all(
+    ["ca.crt", "admin.crt", "admin.key"].map(f => readFile(join(dir, f))),
+  );
   return new Promise(resolve => {
-    const req = request({ host: "127.0.0.1", port, path: "/readyz", ca, cert, key, timeout: 2000 }, res => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
+    const req = request(
+      { host: "127.0.0.1", port, path: "/readyz", ca, cert, key, timeout: 2000 },
+      res => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      },
+    );
     req.on("error", () => resolve(false));
     req.on("timeout", () => req.destroy());
     req.end();
@@ -98,10 +161,17 @@ async function readyz(port: number, dir: string): Promise<boolean> {
 }
 
 /** Polls `check` (its errors count as "not yet"); `fatal` may throw to stop waiting at once. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number, logs: () => Promise<string>, fatal = async () => {}): Promise<void> {
+async function until(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  logs: () => Promise<string>,
+  fatal = async () => {},
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while ((await fatal(), !(await check().catch(() => false)))) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}\n${await logs()}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}\n${await logs()}`);
     await new Promise(resolve => setTimeout(resolve, 200));
   }
 }
@@ -125,14 +195,23 @@ export interface AuditEvent {
   verb: string;
   requestURI: string;
   responseStatus?: { code?: number };
-  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string; apiGroup?: string };
+  objectRef?: {
+    resource?: string;
+    subresource?: string;
+    namespace?: string;
+    name?: string;
+    apiGroup?: string;
+  };
 }
 
 /** The audit log's events, in the order the API server handled them. */
 export async function readAuditLog(server: ApiServer): Promise<AuditEvent[]> {
   if (!server.auditLog) throw new Error("the API server was started without { audit: true }");
   const text = await readFile(server.auditLog, "utf8");
-  return text.split("\n").filter(line => line.trim()).map(line => JSON.parse(line) as AuditEvent);
+  return text
+    .split("\n")
+    .filter(line => line.trim())
+    .map(line => JSON.parse(line) as AuditEvent);
 }
 
 interface Teardown {
@@ -151,7 +230,11 @@ async function stop(child: ResultPromise | undefined): Promise<void> {
  * Starts etcd and kube-apiserver, points process.env.KUBECONFIG (which kubernetes-fluent-client
  * reads on every request) at an admin kubeconfig, and installs the CRDs. Registers teardown.
  */
-export async function startApiServer(t: Teardown, binaries: Binaries, options: ApiServerOptions = {}): Promise<ApiServer> {
+export async function startApiServer(
+  t: Teardown,
+  binaries: Binaries,
+  options: ApiServerOptions = {},
+): Promise<ApiServer> {
   const dir = await mkdtemp(join(tmpdir(), "blixt-apiserver-"));
   let etcd: ResultPromise | undefined;
   let apiserver: ResultPromise | undefined;
@@ -168,49 +251,139 @@ export async function startApiServer(t: Teardown, binaries: Binaries, options: A
   await makePKI(dir);
   const auditLog = options.audit ? join(dir, "audit.log") : undefined;
   if (auditLog) {
-    await writeFile(join(dir, "audit-policy.yaml"), stringify({ apiVersion: "audit.k8s.io/v1", kind: "Policy", omitStages: ["RequestReceived"], rules: [{ level: "Metadata" }] }));
+    await writeFile(
+      join(dir, "audit-policy.yaml"),
+      stringify({
+        apiVersion: "audit.k8s.io/v1",
+        kind: "Policy",
+        omitStages: ["RequestReceived"],
+        rules: [{ level: "Metadata" }],
+      }),
+    );
   }
   const [etcdClient, etcdPeer, port] = [await freePort(), await freePort(), await freePort()];
   const logs = async () =>
-    (await Promise.all(["etcd.log", "kube-apiserver.log"].map(async f => `--- ${f} (tail)\n${(await readFile(join(dir, f), "utf8").catch(() => "")).split("\n").slice(-30).join("\n")}`))).join("\n");
+    (
+      await Promise.all(
+        ["etcd.log", "kube-apiserver.log"].map(
+          async f =>
+            `--- ${f} (tail)\n${(await readFile(join(dir, f), "utf8").catch(() => "")).split("\n").slice(-30).join("\n")}`,
+        ),
+      )
+    ).join("\n");
 
-  etcd = execa(binaries.etcd, [
-    "--name", "test", "--data-dir", join(dir, "etcd"),
-    "--listen-client-urls", `http://127.0.0.1:${etcdClient}`, "--advertise-client-urls", `http://127.0.0.1:${etcdClient}`,
-    "--listen-peer-urls", `http://127.0.0.1:${etcdPeer}`, "--initial-advertise-peer-urls", `http://127.0.0.1:${etcdPeer}`,
-    "--initial-cluster", `test=http://127.0.0.1:${etcdPeer}`,
-  ], { stdin: "ignore", stdout: { file: join(dir, "etcd.log") }, stderr: { file: join(dir, "etcd.log") }, reject: false, cleanup: true });
+  etcd = execa(
+    binaries.etcd,
+    [
+      "--name",
+      "test",
+      "--data-dir",
+      join(dir, "etcd"),
+      "--listen-client-urls",
+      `http://127.0.0.1:${etcdClient}`,
+      "--advertise-client-urls",
+      `http://127.0.0.1:${etcdClient}`,
+      "--listen-peer-urls",
+      `http://127.0.0.1:${etcdPeer}`,
+      "--initial-advertise-peer-urls",
+      `http://127.0.0.1:${etcdPeer}`,
+      "--initial-cluster",
+      `test=http://127.0.0.1:${etcdPeer}`,
+    ],
+    {
+      stdin: "ignore",
+      stdout: { file: join(dir, "etcd.log") },
+      stderr: { file: join(dir, "etcd.log") },
+      reject: false,
+      cleanup: true,
+    },
+  );
 
-  apiserver = execa(binaries.kubeApiserver, [
-    "--etcd-servers", `http://127.0.0.1:${etcdClient}`,
-    "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", String(port),
-    "--tls-cert-file", join(dir, "apiserver.crt"), "--tls-private-key-file", join(dir, "apiserver.key"),
-    "--client-ca-file", join(dir, "ca.crt"),
-    "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-    "--service-account-key-file", join(dir, "sa.pub"), "--service-account-signing-key-file", join(dir, "sa.key"),
-    "--service-cluster-ip-range", "10.96.0.0/16", "--authorization-mode", "RBAC",
-    // No endpoints for the kubernetes Service: nothing in these tests runs in a pod.
-    "--endpoint-reconciler-type", "none", "--profiling=false",
-    ...(auditLog ? ["--audit-policy-file", join(dir, "audit-policy.yaml"), "--audit-log-path", auditLog, "--audit-log-mode", "blocking"] : []),
-  ], { stdin: "ignore", stdout: { file: join(dir, "kube-apiserver.log") }, stderr: { file: join(dir, "kube-apiserver.log") }, reject: false, cleanup: true });
+  apiserver = execa(
+    binaries.kubeApiserver,
+    [
+      "--etcd-servers",
+      `http://127.0.0.1:${etcdClient}`,
+      "--bind-address",
+      "127.0.0.1",
+      "--advertise-address",
+      "127.0.0.1",
+      "--secure-port",
+      String(port),
+      "--tls-cert-file",
+      join(dir, "apiserver.crt"),
+      "--tls-private-key-file",
+      join(dir, "apiserver.key"),
+      "--client-ca-file",
+      join(dir, "ca.crt"),
+      "--service-account-issuer",
+      "https://kubernetes.default.svc.cluster.local",
+      "--service-account-key-file",
+      join(dir, "sa.pub"),
+      "--service-account-signing-key-file",
+      join(dir, "sa.key"),
+      "--service-cluster-ip-range",
+      "10.96.0.0/16",
+      "--authorization-mode",
+      "RBAC",
+      // No endpoints for the kubernetes Service: nothing in these tests runs in a pod.
+      "--endpoint-reconciler-type",
+      "none",
+      "--profiling=false",
+      ...(auditLog
+        ? [
+            "--audit-policy-file",
+            join(dir, "audit-policy.yaml"),
+            "--audit-log-path",
+            auditLog,
+            "--audit-log-mode",
+            "blocking",
+          ]
+        : []),
+    ],
+    {
+      stdin: "ignore",
+      stdout: { file: join(dir, "kube-apiserver.log") },
+      stderr: { file: join(dir, "kube-apiserver.log") },
+      reject: false,
+      cleanup: true,
+    },
+  );
 
   const bothRunning = async () => {
-    for (const [name, child] of [["etcd", etcd], ["kube-apiserver", apiserver]] as const) {
-      if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}\n${await logs()}`);
+    for (const [name, child] of [
+      ["etcd", etcd],
+      ["kube-apiserver", apiserver],
+    ] as const) {
+      if (child.exitCode !== null)
+        throw new Error(`${name} exited with ${child.exitCode}\n${await logs()}`);
     }
   };
   await until("kube-apiserver /readyz", () => readyz(port, dir), 90_000, logs, bothRunning);
 
-  const [ca, cert, key] = await Promise.all(["ca.crt", "admin.crt", "admin.key"].map(async f => (await readFile(join(dir, f))).toString("base64")));
+  const [ca, cert, key] = await Promise.all(
+    ["ca.crt", "admin.crt", "admin.key"].map(async f =>
+      (await readFile(join(dir, f))).toString("base64"),
+    ),
+  );
   const kubeconfig = join(dir, "admin.kubeconfig");
-  await writeFile(kubeconfig, stringify({
-    apiVersion: "v1",
-    kind: "Config",
-    clusters: [{ name: "test", cluster: { server: `https://127.0.0.1:${port}`, "certificate-authority-data": ca } }],
-    users: [{ name: "admin", user: { "client-certificate-data": cert, "client-key-data": key } }],
-    contexts: [{ name: "test", context: { cluster: "test", user: "admin" } }],
-    "current-context": "test",
-  }), { mode: 0o600 });
+  await writeFile(
+    kubeconfig,
+    stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [
+        {
+          name: "test",
+          cluster: { server: `https://127.0.0.1:${port}`, "certificate-authority-data": ca },
+        },
+      ],
+      users: [{ name: "admin", user: { "client-certificate-data": cert, "client-key-data": key } }],
+      contexts: [{ name: "test", context: { cluster: "test", user: "admin" } }],
+      "current-context": "test",
+    }),
+    { mode: 0o600 },
+  );
   process.env.KUBECONFIG = kubeconfig;
 
   await installCRDs(logs);
@@ -228,20 +401,38 @@ async function installCRDs(logs: () => Promise<string>): Promise<void> {
       await K8s(kind.CustomResourceDefinition).Apply(crd, { force: true });
       names.push(crd.metadata.name);
       const served = crd.spec.versions.find((v: { served: boolean }) => v.served);
-      resources.push({ group: crd.spec.group, version: served.name, kind: crd.spec.names.kind, plural: crd.spec.names.plural });
+      resources.push({
+        group: crd.spec.group,
+        version: served.name,
+        kind: crd.spec.names.kind,
+        plural: crd.spec.names.plural,
+      });
     }
   }
   for (const name of names) {
-    await until(`CRD ${name} to be Established`, async () => {
-      const crd = await K8s(kind.CustomResourceDefinition).Get(name);
-      return crd.status?.conditions?.some(c => c.type === "Established" && c.status === "True") ?? false;
-    }, 60_000, logs);
+    await until(
+      `CRD ${name} to be Established`,
+      async () => {
+        const crd = await K8s(kind.CustomResourceDefinition).Get(name);
+        return (
+          crd.status?.conditions?.some(c => c.type === "Established" && c.status === "True") ??
+          false
+        );
+      },
+      60_000,
+      logs,
+    );
   }
   // Established is not the end: the new kind's storage answers 429 while it initialises.
   for (const resource of resources) {
-    await until(`${resource.plural}.${resource.group} to be listable`, async () => {
-      await K8s(GenericKind, { kindOverride: resource }).Get();
-      return true;
-    }, 60_000, logs);
+    await until(
+      `${resource.plural}.${resource.group} to be listable`,
+      async () => {
+        await K8s(GenericKind, { kindOverride: resource }).Get();
+        return true;
+      },
+      60_000,
+      logs,
+    );
   }
 }

@@ -40,42 +40,80 @@ export function kubeconfig(): Promise<string> {
 
 /** kubectl through hack/cluster.sh (the cached kubectl, the cluster's kubeconfig); never throws. */
 export async function kubectlRun(args: string[], input?: string): Promise<KubectlResult> {
-  const result = await execa(clusterSh, ["kubectl", ...args], { input, reject: false, timeout: 180_000 });
-  return { exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr) };
+  const result = await execa(clusterSh, ["kubectl", ...args], {
+    input,
+    reject: false,
+    timeout: 180_000,
+  });
+  return {
+    exitCode: result.exitCode ?? -1,
+    stdout: String(result.stdout),
+    stderr: String(result.stderr),
+  };
 }
 
 /** kubectl that throws, naming the command and kubectl's own words, when it fails. */
 export async function kubectl(...args: string[]): Promise<string> {
   const result = await kubectlRun(args);
-  if (result.exitCode !== 0) throw new Error(`kubectl ${args.join(" ")} failed (${result.exitCode}): ${result.stderr.trim()}`);
+  if (result.exitCode !== 0)
+    throw new Error(
+      `kubectl ${args.join(" ")} failed (${result.exitCode}): ${result.stderr.trim()}`,
+    );
   return result.stdout;
 }
 
 /** `kubectl apply -f -`; returns stderr, where kubectl prints admission warnings. */
 export async function apply(manifest: string): Promise<string> {
   const result = await kubectlRun(["apply", "-f", "-"], manifest);
-  if (result.exitCode !== 0) throw new Error(`kubectl apply failed (${result.exitCode}): ${result.stderr.trim()}`);
+  if (result.exitCode !== 0)
+    throw new Error(`kubectl apply failed (${result.exitCode}): ${result.stderr.trim()}`);
   return result.stderr;
 }
 
 // Kubernetes objects as kubectl returns them: only the fields the tests read.
-export type Condition = { type: string; status: string; reason?: string; message?: string; observedGeneration?: number };
+export type Condition = {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+  observedGeneration?: number;
+};
 export type KubeObject = {
-  metadata: { name: string; namespace?: string; generation?: number; uid?: string; deletionTimestamp?: string; labels?: Record<string, string> };
+  metadata: {
+    name: string;
+    namespace?: string;
+    generation?: number;
+    uid?: string;
+    deletionTimestamp?: string;
+    labels?: Record<string, string>;
+  };
   spec?: Record<string, unknown>;
   status?: {
     conditions?: Condition[];
     addresses?: { type?: string; value: string }[];
     listeners?: { name: string; attachedRoutes: number; conditions: Condition[] }[];
-    parents?: { parentRef: { name: string; namespace?: string; sectionName?: string }; controllerName: string; conditions: Condition[] }[];
-    containerStatuses?: { name: string; containerID?: string; restartCount: number; ready: boolean }[];
+    parents?: {
+      parentRef: { name: string; namespace?: string; sectionName?: string };
+      controllerName: string;
+      conditions: Condition[];
+    }[];
+    containerStatuses?: {
+      name: string;
+      containerID?: string;
+      restartCount: number;
+      ready: boolean;
+    }[];
     podIP?: string;
     [key: string]: unknown;
   };
 };
 
 /** One object as JSON, or undefined when it does not exist. */
-export async function getObject(kind: string, name: string, namespace?: string): Promise<KubeObject | undefined> {
+export async function getObject(
+  kind: string,
+  name: string,
+  namespace?: string,
+): Promise<KubeObject | undefined> {
   const args = ["get", kind, name, "-o", "json", ...(namespace ? ["-n", namespace] : [])];
   const result = await kubectlRun(args);
   if (result.exitCode !== 0) {
@@ -86,18 +124,32 @@ export async function getObject(kind: string, name: string, namespace?: string):
 }
 
 /** Objects of a kind matching a label selector. */
-export async function listObjects(kind: string, namespace: string, selector: string): Promise<KubeObject[]> {
-  const list = JSON.parse(await kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json")) as { items: KubeObject[] };
+export async function listObjects(
+  kind: string,
+  namespace: string,
+  selector: string,
+): Promise<KubeObject[]> {
+  const list = JSON.parse(
+    await kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json"),
+  ) as { items: KubeObject[] };
   return list.items;
 }
 
-export function findCondition(conditions: Condition[] | undefined, type: string): Condition | undefined {
+export function findCondition(
+  conditions: Condition[] | undefined,
+  type: string,
+): Condition | undefined {
   return conditions?.find(c => c.type === type);
 }
 
 /** A route's conditions for the parentRef naming a Gateway (blixt's entry in status.parents). */
-export function routeParentConditions(route: KubeObject | undefined, gatewayName: string): Condition[] | undefined {
-  return route?.status?.parents?.find(p => p.parentRef.name === gatewayName && p.controllerName === "blixt.dev/gateway-controller")?.conditions;
+export function routeParentConditions(
+  route: KubeObject | undefined,
+  gatewayName: string,
+): Condition[] | undefined {
+  return route?.status?.parents?.find(
+    p => p.parentRef.name === gatewayName && p.controllerName === "blixt.dev/gateway-controller",
+  )?.conditions;
 }
 
 /**
@@ -120,8 +172,12 @@ export async function waitFor<T>(
       lastError = error;
     }
     if (Date.now() > deadline) {
-      const state = options.describe ? await options.describe().catch(e => `(describe failed: ${e})`) : "";
-      throw new Error(`timed out waiting for ${what}${lastError ? `; last error: ${lastError}` : ""}${state ? `; last state: ${state}` : ""}`);
+      const state = options.describe
+        ? await options.describe().catch(e => `(describe failed: ${e})`)
+        : "";
+      throw new Error(
+        `timed out waiting for ${what}${lastError ? `; last error: ${lastError}` : ""}${state ? `; last state: ${state}` : ""}`,
+      );
     }
     await sleep(options.intervalMs ?? 500);
   }
@@ -133,7 +189,11 @@ export function waitForCondition(
   name: string,
   namespace: string,
   type: string,
-  want: { status: string; reason?: string; conditions?: (o: KubeObject | undefined) => Condition[] | undefined },
+  want: {
+    status: string;
+    reason?: string;
+    conditions?: (o: KubeObject | undefined) => Condition[] | undefined;
+  },
   timeoutMs = 120_000,
 ): Promise<Condition> {
   let last: Condition[] | undefined;
@@ -143,7 +203,8 @@ export function waitForCondition(
       const object = await getObject(kind, name, namespace);
       last = want.conditions ? want.conditions(object) : object?.status?.conditions;
       const condition = findCondition(last, type);
-      if (condition?.status === want.status && (!want.reason || condition.reason === want.reason)) return condition;
+      if (condition?.status === want.status && (!want.reason || condition.reason === want.reason))
+        return condition;
       return undefined;
     },
     { timeoutMs, describe: async () => JSON.stringify(last ?? "no conditions") },
@@ -159,18 +220,43 @@ export async function freshNamespace(
   name: string,
   labels: Record<string, string> = {},
 ): Promise<string> {
-  if (!name.startsWith("blixt-e2e-")) throw new Error(`namespace "${name}": e2e namespaces must start with "blixt-e2e-"`);
-  await kubectlRun(["delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=120s"]);
-  const labelLines = Object.entries({ "blixt.dev/e2e": "true", ...labels }).map(([k, v]) => `    ${k}: "${v}"`).join("\n");
-  await apply(`apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${name}\n  labels:\n${labelLines}\n`);
+  if (!name.startsWith("blixt-e2e-"))
+    throw new Error(`namespace "${name}": e2e namespaces must start with "blixt-e2e-"`);
+  await kubectlRun([
+    "delete",
+    "namespace",
+    name,
+    "--ignore-not-found",
+    "--wait=true",
+    "--timeout=120s",
+  ]);
+  const labelLines = Object.entries({ "blixt.dev/e2e": "true", ...labels })
+    .map(([k, v]) => `    ${k}: "${v}"`)
+    .join("\n");
+  await apply(
+    `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${name}\n  labels:\n${labelLines}\n`,
+  );
   t.teardown(async () => {
-    await kubectlRun(["delete", "namespace", name, "--ignore-not-found", "--wait=true", "--timeout=120s"]);
+    await kubectlRun([
+      "delete",
+      "namespace",
+      name,
+      "--ignore-not-found",
+      "--wait=true",
+      "--timeout=120s",
+    ]);
   });
   return name;
 }
 
 /** Deployment + Service of the conformance suite's echo-basic image in TCP or UDP echo mode. */
-export function echoBackend(options: { namespace: string; name: string; protocol: "TCP" | "UDP"; port: number; replicas?: number }): string {
+export function echoBackend(options: {
+  namespace: string;
+  name: string;
+  protocol: "TCP" | "UDP";
+  port: number;
+  replicas?: number;
+}): string {
   const { namespace, name, protocol, port } = options;
   const mode = protocol === "TCP" ? "TCP_ECHO_SERVER" : "UDP_ECHO_SERVER";
   const portVar = protocol === "TCP" ? "TCP_PORT" : "UDP_PORT";
@@ -207,11 +293,33 @@ spec:
 }
 
 /** Waits until a Deployment has all its replicas available. */
-export async function waitForDeployment(namespace: string, name: string, timeoutMs = 120_000): Promise<void> {
-  const result = await kubectlRun(["-n", namespace, "rollout", "status", `deployment/${name}`, `--timeout=${Math.round(timeoutMs / 1000)}s`]);
+export async function waitForDeployment(
+  namespace: string,
+  name: string,
+  timeoutMs = 120_000,
+): Promise<void> {
+  const result = await kubectlRun([
+    "-n",
+    namespace,
+    "rollout",
+    "status",
+    `deployment/${name}`,
+    `--timeout=${Math.round(timeoutMs / 1000)}s`,
+  ]);
   if (result.exitCode !== 0) {
-    const pods = await kubectlRun(["-n", namespace, "get", "pods", "-l", `app=${name}`, "-o", "wide"]);
-    throw new Error(`Deployment ${namespace}/${name} not available: ${result.stderr.trim()}\n${pods.stdout}`);
+    const pods = await kubectlRun([
+      "-n",
+      namespace,
+      "get",
+      "pods",
+      "-l",
+      `app=${name}`,
+      "-o",
+      "wide",
+    ]);
+    throw new Error(
+      `Deployment ${namespace}/${name} not available: ${result.stderr.trim()}\n${pods.stdout}`,
+    );
   }
 }
 
@@ -240,7 +348,7 @@ export class LineClient {
       this.buffered += chunk;
       this.wake();
     });
-    socket.on("error", (error) => {
+    socket.on("error", error => {
       this.closedWith = error;
       this.wake();
     });
@@ -253,7 +361,11 @@ export class LineClient {
   /** Connects from the root namespace; rejects with the socket error (ECONNREFUSED, ECONNRESET, timeout). */
   static async connect(host: string, port: number, timeoutMs = 5000): Promise<LineClient> {
     const socket = net.connect({ host, port });
-    const timer = setTimeout(() => socket.destroy(new Error(`TCP connect to ${host}:${port} timed out after ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () =>
+        socket.destroy(new Error(`TCP connect to ${host}:${port} timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     try {
       await once(socket, "connect");
     } finally {
@@ -276,10 +388,16 @@ export class LineClient {
         this.buffered = this.buffered.slice(newline + 1);
         return line;
       }
-      if (this.closedWith) throw this.closedWith === "closed" ? new Error("connection closed before a full line") : this.closedWith;
+      if (this.closedWith)
+        throw this.closedWith === "closed"
+          ? new Error("connection closed before a full line")
+          : this.closedWith;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no line from ${this.socket.remoteAddress}:${this.socket.remotePort} within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
+      if (left <= 0)
+        throw new Error(
+          `no line from ${this.socket.remoteAddress}:${this.socket.remotePort} within ${timeoutMs} ms`,
+        );
+      await new Promise<void>(resolve => {
         const timer = setTimeout(resolve, left);
         this.waiters.push(() => {
           clearTimeout(timer);
@@ -304,11 +422,15 @@ export class LineClient {
 export type EchoContext = { namespace: string; service: string; pod: string };
 
 /** Opens a TCP connection to echo-basic, reads its greeting, asks `TEST`; returns the client and the pod. */
-export async function tcpEcho(host: string, port: number): Promise<{ client: LineClient; context: EchoContext }> {
+export async function tcpEcho(
+  host: string,
+  port: number,
+): Promise<{ client: LineClient; context: EchoContext }> {
   const client = await LineClient.connect(host, port);
   try {
     const welcome = await client.readLine();
-    if (!welcome.startsWith("Gateway API Test TCP Server")) throw new Error(`unexpected greeting from ${host}:${port}: ${JSON.stringify(welcome)}`);
+    if (!welcome.startsWith("Gateway API Test TCP Server"))
+      throw new Error(`unexpected greeting from ${host}:${port}: ${JSON.stringify(welcome)}`);
     // Go's encoding/json flattens echo-basic's embedded Context into the top level.
     const context = JSON.parse(await client.request("TEST")) as EchoContext;
     return { client, context };
@@ -327,7 +449,11 @@ export async function tcpEchoOnce(host: string, port: number): Promise<EchoConte
 
 /** A UDP socket bound in the root namespace, for a steady flow from one source port. */
 export class UdpFlow {
-  private constructor(private readonly socket: ReturnType<typeof createSocket>, readonly host: string, readonly port: number) {}
+  private constructor(
+    private readonly socket: ReturnType<typeof createSocket>,
+    readonly host: string,
+    readonly port: number,
+  ) {}
 
   static async open(host: string, port: number): Promise<UdpFlow> {
     const socket = createSocket("udp4");
@@ -342,7 +468,7 @@ export class UdpFlow {
 
   /** Sends one datagram and waits for one reply; undefined when none came in time (UDP may drop). */
   async exchange(payload: string, timeoutMs = 1000): Promise<string | undefined> {
-    return new Promise((resolve) => {
+    return new Promise(resolve => {
       const timer = setTimeout(() => {
         this.socket.off("message", onMessage);
         resolve(undefined);
@@ -358,7 +484,10 @@ export class UdpFlow {
   }
 
   /** Like exchange, retried a few times, since a lost datagram is not a failure of the route. */
-  async echo(payload: string, attempts = 5): Promise<(EchoContext & { request: string }) | undefined> {
+  async echo(
+    payload: string,
+    attempts = 5,
+  ): Promise<(EchoContext & { request: string }) | undefined> {
     for (let attempt = 0; attempt < attempts; attempt++) {
       const reply = await this.exchange(payload);
       if (reply !== undefined) return JSON.parse(reply) as EchoContext & { request: string };
@@ -378,7 +507,10 @@ export class UdpFlow {
  */
 export async function podPid(namespace: string, podName: string): Promise<number> {
   const pod = await getObject("pod", podName, namespace);
-  const containerID = pod?.status?.containerStatuses?.[0]?.containerID?.replace(/^containerd:\/\//, "");
+  const containerID = pod?.status?.containerStatuses?.[0]?.containerID?.replace(
+    /^containerd:\/\//,
+    "",
+  );
   if (!containerID) throw new Error(`pod ${namespace}/${podName} has no running container yet`);
   const clusterDir = dirname(await kubeconfig());
   const pidFile = `${clusterDir}/containerd/state/io.containerd.runtime.v2.task/k8s.io/${containerID}/init.pid`;
@@ -386,22 +518,42 @@ export async function podPid(namespace: string, podName: string): Promise<number
 }
 
 /** Established TCP connections in a pod's network namespace, as "local peer" pairs. */
-export async function podTcpConnections(namespace: string, podName: string): Promise<{ local: string; peer: string }[]> {
+export async function podTcpConnections(
+  namespace: string,
+  podName: string,
+): Promise<{ local: string; peer: string }[]> {
   const pid = await podPid(namespace, podName);
-  const { stdout } = await execa("nsenter", ["-t", String(pid), "-n", "ss", "-Htn", "state", "established"]);
-  return stdout.split("\n").filter(Boolean).map((line) => {
-    const fields = line.trim().split(/\s+/);
-    // A dual-stack listener shows IPv4 peers as "[::ffff:a.b.c.d]:port"; report plain a.b.c.d:port.
-    const plain = (endpoint: string) => endpoint.replace(/^\[::ffff:([\d.]+)\]/, "$1");
-    return { local: plain(fields[2]), peer: plain(fields[3]) };
-  });
+  const { stdout } = await execa("nsenter", [
+    "-t",
+    String(pid),
+    "-n",
+    "ss",
+    "-Htn",
+    "state",
+    "established",
+  ]);
+  return stdout
+    .split("\n")
+    .filter(Boolean)
+    .map(line => {
+      const fields = line.trim().split(/\s+/);
+      // A dual-stack listener shows IPv4 peers as "[::ffff:a.b.c.d]:port"; report plain a.b.c.d:port.
+      const plain = (endpoint: string) => endpoint.replace(/^\[::ffff:([\d.]+)\]/, "$1");
+      return { local: plain(fields[2]), peer: plain(fields[3]) };
+    });
 }
 
 /** restartCount of every container of the pods matching a selector, by pod name. */
-export async function restartCounts(namespace: string, selector: string): Promise<Record<string, number>> {
+export async function restartCounts(
+  namespace: string,
+  selector: string,
+): Promise<Record<string, number>> {
   const counts: Record<string, number> = {};
   for (const pod of await listObjects("pod", namespace, selector)) {
-    counts[pod.metadata.name] = (pod.status?.containerStatuses ?? []).reduce((sum, c) => sum + c.restartCount, 0);
+    counts[pod.metadata.name] = (pod.status?.containerStatuses ?? []).reduce(
+      (sum, c) => sum + c.restartCount,
+      0,
+    );
   }
   return counts;
 }
@@ -409,7 +561,10 @@ export async function restartCounts(namespace: string, selector: string): Promis
 /** The cached helm against the local cluster; throws with helm's own words when it fails. */
 export async function helm(...args: string[]): Promise<string> {
   const result = await execa(clusterSh, ["helm", ...args], { reject: false, timeout: 600_000 });
-  if (result.exitCode !== 0) throw new Error(`helm ${args.join(" ")} failed (${result.exitCode}): ${String(result.stderr).trim()}`);
+  if (result.exitCode !== 0)
+    throw new Error(
+      `helm ${args.join(" ")} failed (${result.exitCode}): ${String(result.stderr).trim()}`,
+    );
   return String(result.stdout);
 }
 
@@ -418,10 +573,15 @@ export async function helm(...args: string[]): Promise<string> {
  * BLIXT_E2E_FIGURES names a file, appended to it as one JSON line for hack/e2e-figures.ts,
  * which writes them into bench/REPORT.md. Never asserted: speed belongs to bench/.
  */
-export async function recordFigure(t: { comment: (message: string) => void }, name: string, ms: number): Promise<void> {
+export async function recordFigure(
+  t: { comment: (message: string) => void },
+  name: string,
+  ms: number,
+): Promise<void> {
   t.comment(`figure: ${name}: ${ms} ms`);
   const file = process.env.BLIXT_E2E_FIGURES;
-  if (file) await appendFile(file, `${JSON.stringify({ name, ms, at: new Date().toISOString() })}\n`);
+  if (file)
+    await appendFile(file, `${JSON.stringify({ name, ms, at: new Date().toISOString() })}\n`);
 }
 
 type Slice = InstanceType<typeof kind.EndpointSlice>;
@@ -436,7 +596,8 @@ const readyOf = (slice: Slice) =>
  */
 export class EndpointClock {
   private slices = new Map<string, string[]>();
-  private waiters: { predicate: (ready: Set<string>) => boolean; resolve: (at: number) => void }[] = [];
+  private waiters: { predicate: (ready: Set<string>) => boolean; resolve: (at: number) => void }[] =
+    [];
   private watcher?: { close(): void };
 
   ready(): Set<string> {
@@ -444,24 +605,41 @@ export class EndpointClock {
   }
 
   async start(namespace: string, service: string): Promise<void> {
-    for (const slice of (await K8s(kind.EndpointSlice).InNamespace(namespace).WithLabel("kubernetes.io/service-name", service).Get()).items) {
+    for (const slice of (
+      await K8s(kind.EndpointSlice)
+        .InNamespace(namespace)
+        .WithLabel("kubernetes.io/service-name", service)
+        .Get()
+    ).items) {
       this.slices.set(slice.metadata!.name!, readyOf(slice));
     }
-    const watcher = K8s(kind.EndpointSlice).InNamespace(namespace).WithLabel("kubernetes.io/service-name", service).Watch((slice, phase) => {
-      const at = Date.now();
-      if (String(phase) === "DELETED") this.slices.delete(slice.metadata!.name!);
-      else this.slices.set(slice.metadata!.name!, readyOf(slice));
-      const ready = this.ready();
-      this.waiters = this.waiters.filter(w => (w.predicate(ready) ? (w.resolve(at), false) : true));
-    });
+    const watcher = K8s(kind.EndpointSlice)
+      .InNamespace(namespace)
+      .WithLabel("kubernetes.io/service-name", service)
+      .Watch((slice, phase) => {
+        const at = Date.now();
+        if (String(phase) === "DELETED") this.slices.delete(slice.metadata!.name!);
+        else this.slices.set(slice.metadata!.name!, readyOf(slice));
+        const ready = this.ready();
+        this.waiters = this.waiters.filter(w =>
+          w.predicate(ready) ? (w.resolve(at), false) : true,
+        );
+      });
     await watcher.start();
     this.watcher = watcher;
   }
 
   /** When the next change that makes `predicate` true arrives. */
-  next(predicate: (ready: Set<string>) => boolean, timeoutMs: number, what: string): Promise<number> {
+  next(
+    predicate: (ready: Set<string>) => boolean,
+    timeoutMs: number,
+    what: string,
+  ): Promise<number> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${what}: the EndpointSlice did not change within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`${what}: the EndpointSlice did not change within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.waiters.push({ predicate, resolve: at => (clearTimeout(timer), resolve(at)) });
     });
   }

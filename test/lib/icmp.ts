@@ -51,7 +51,8 @@ export function icmpFrame(o: IcmpOptions): Uint8Array {
 }
 
 /** The IPv4 packet inside an Ethernet frame (for quoting it in an ICMP error), cut to `length` bytes. */
-export const quoteOf = (frame: Uint8Array, length = frame.length - 14): Uint8Array => frame.slice(14, 14 + length);
+export const quoteOf = (frame: Uint8Array, length = frame.length - 14): Uint8Array =>
+  frame.slice(14, 14 + length);
 
 export interface Quote {
   src: string;
@@ -78,8 +79,17 @@ export function parseIcmp(frame: Uint8Array): IcmpParsed {
   const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const total = v.getUint16(16);
   const msg = frame.subarray(34, 14 + total);
-  const out: IcmpParsed = { type: msg[0], code: msg[1], rest: v.getUint32(38), checksumOk: onesSum(msg) === 0xffff, data: msg.subarray(8) };
-  if ((out.type === ICMP_DEST_UNREACH || out.type === ICMP_TIME_EXCEEDED) && out.data.length >= 28) {
+  const out: IcmpParsed = {
+    type: msg[0],
+    code: msg[1],
+    rest: v.getUint32(38),
+    checksumOk: onesSum(msg) === 0xffff,
+    data: msg.subarray(8),
+  };
+  if (
+    (out.type === ICMP_DEST_UNREACH || out.type === ICMP_TIME_EXCEEDED) &&
+    out.data.length >= 28
+  ) {
     const q = out.data;
     const qv = new DataView(q.buffer, q.byteOffset, q.byteLength);
     const protocol = q[9];
@@ -113,7 +123,8 @@ export function badChecksums(frame: Uint8Array): string[] {
   const src = frame.subarray(26, 30);
   const dst = frame.subarray(30, 34);
   const proto = frame[23];
-  if (proto === 6 && seg.length >= 20 && l4Checksum(src, dst, 6, seg) !== v.getUint16(34 + 16)) bad.push("tcp");
+  if (proto === 6 && seg.length >= 20 && l4Checksum(src, dst, 6, seg) !== v.getUint16(34 + 16))
+    bad.push("tcp");
   if (proto === 17 && seg.length >= 8) {
     const c = v.getUint16(34 + 6);
     if (c !== 0 && l4Checksum(src, dst, 17, seg) !== c) bad.push("udp");
@@ -127,4 +138,9 @@ export function badChecksums(frame: Uint8Array): string[] {
 }
 
 /** The TCP/UDP checksum of a whole segment sent src → dst (what a quote's checksum field must hold). */
-export const quotedL4ChecksumOf = (src: string, dst: string, proto: number, segment: Uint8Array): number => l4Checksum(ipBytes(src), ipBytes(dst), proto, segment);
+export const quotedL4ChecksumOf = (
+  src: string,
+  dst: string,
+  proto: number,
+  segment: Uint8Array,
+): number => l4Checksum(ipBytes(src), ipBytes(dst), proto, segment);

@@ -172,7 +172,10 @@ export function inNetns(netns: string, file: string, args: string[]): ResultProm
 
 let xdpPassObject: Promise<string> | undefined;
 async function buildXdpPass(): Promise<string> {
-  const dir = join(tmpdir(), `blixt-lab-xdp-pass-${createHash("sha256").update(XDP_PASS_C).digest("hex").slice(0, 12)}`);
+  const dir = join(
+    tmpdir(),
+    `blixt-lab-xdp-pass-${createHash("sha256").update(XDP_PASS_C).digest("hex").slice(0, 12)}`,
+  );
   const obj = join(dir, "xdp_pass.o");
   try {
     await access(obj);
@@ -215,7 +218,9 @@ export class Lab {
       throw new Error(`Lab: name "${opts.name}" must be 1-20 characters of a-z, 0-9 and "-"`);
     }
     if (!Number.isInteger(opts.backends) || opts.backends < 1 || opts.backends > 60) {
-      throw new Error(`Lab ${opts.name}: backends must be an integer in 1..60, got ${opts.backends}`);
+      throw new Error(
+        `Lab ${opts.name}: backends must be an integer in 1..60, got ${opts.backends}`,
+      );
     }
     this.name = opts.name;
     this.backendCount = opts.backends;
@@ -227,7 +232,10 @@ export class Lab {
     const k = this.index;
     this.clientIp = `198.18.${2 * k}.2`;
     this.gatewayIp = `198.18.${2 * k}.1`;
-    this.backendIps = Array.from({ length: opts.backends }, (_, i) => `198.18.${2 * k + 1}.${4 * i + 2}`);
+    this.backendIps = Array.from(
+      { length: opts.backends },
+      (_, i) => `198.18.${2 * k + 1}.${4 * i + 2}`,
+    );
     this.pinDir = `/sys/fs/bpf/blixt-lab-${opts.name}`;
   }
 
@@ -262,17 +270,59 @@ export class Lab {
       await this.ns(gw, "sysctl", ["-qw", `${key}=${value}`]);
     }
 
-    await execa("ip", ["-n", gw, "link", "add", this.gatewayIface, "type", "veth", "peer", "name", "eth0", "netns", this.clientNs]);
+    await execa("ip", [
+      "-n",
+      gw,
+      "link",
+      "add",
+      this.gatewayIface,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      this.clientNs,
+    ]);
     await execa("ip", ["-n", gw, "addr", "add", `${this.gatewayIp}/24`, "dev", this.gatewayIface]);
     await execa("ip", ["-n", gw, "link", "set", this.gatewayIface, "up"]);
     await execa("ip", ["-n", this.clientNs, "addr", "add", `${this.clientIp}/24`, "dev", "eth0"]);
     await execa("ip", ["-n", this.clientNs, "link", "set", "eth0", "up"]);
-    await execa("ip", ["-n", this.clientNs, "route", "add", `198.19.${2 * k}.0/24`, "via", this.gatewayIp]);
-    await execa("ip", ["-n", this.clientNs, "route", "add", `198.18.${2 * k + 1}.0/24`, "via", this.gatewayIp]);
+    await execa("ip", [
+      "-n",
+      this.clientNs,
+      "route",
+      "add",
+      `198.19.${2 * k}.0/24`,
+      "via",
+      this.gatewayIp,
+    ]);
+    await execa("ip", [
+      "-n",
+      this.clientNs,
+      "route",
+      "add",
+      `198.18.${2 * k + 1}.0/24`,
+      "via",
+      this.gatewayIp,
+    ]);
 
     for (const [i, ns] of this.backendNs.entries()) {
       const gwSide = `198.18.${2 * k + 1}.${4 * i + 1}`;
-      await execa("ip", ["-n", gw, "link", "add", `b${i}`, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      await execa("ip", [
+        "-n",
+        gw,
+        "link",
+        "add",
+        `b${i}`,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns,
+      ]);
       await execa("ip", ["-n", gw, "addr", "add", `${gwSide}/30`, "dev", `b${i}`]);
       await execa("ip", ["-n", gw, "link", "set", `b${i}`, "up"]);
       await execa("ip", ["-n", ns, "addr", "add", `${this.backendIps[i]}/30`, "dev", "eth0"]);
@@ -283,12 +333,30 @@ export class Lab {
     // Native XDP on the gateway's veth sends XDP_TX frames (the RST) to the client's side,
     // which drops them unless it runs an XDP program too.
     const pass = await buildXdpPass();
-    await execa("ip", ["-n", this.clientNs, "link", "set", "dev", "eth0", "xdpdrv", "obj", pass, "sec", "xdp"]);
+    await execa("ip", [
+      "-n",
+      this.clientNs,
+      "link",
+      "set",
+      "dev",
+      "eth0",
+      "xdpdrv",
+      "obj",
+      pass,
+      "sec",
+      "xdp",
+    ]);
   }
 
   /** Starts the answering server in backend i on the given ports; resolves once it listens. */
   async startServer(i: number, ports: { tcp?: number[]; udp?: number[] }): Promise<void> {
-    const proc = this.ns(this.backendNs[i], "node", ["-e", SERVER_JS, this.backendName(i), (ports.tcp ?? []).join(","), (ports.udp ?? []).join(",")]);
+    const proc = this.ns(this.backendNs[i], "node", [
+      "-e",
+      SERVER_JS,
+      this.backendName(i),
+      (ports.tcp ?? []).join(","),
+      (ports.udp ?? []).join(","),
+    ]);
     await this.track(proc, `server in ${this.backendNs[i]}`);
   }
 
@@ -311,7 +379,9 @@ export class Lab {
     const lines = createInterface({ input: proc.stdout! });
     await new Promise<void>((resolve, reject) => {
       lines.once("line", () => resolve());
-      proc.once("exit", (code) => reject(new Error(`Lab ${this.name}: ${what} exited (code ${code}) before it was ready`)));
+      proc.once("exit", code =>
+        reject(new Error(`Lab ${this.name}: ${what} exited (code ${code}) before it was ready`)),
+      );
     });
   }
 
@@ -321,7 +391,7 @@ export class Lab {
     this.procs.push(proc);
     proc.catch(() => {});
     const pending = new Map<number, (v: any) => void>();
-    createInterface({ input: proc.stdout! }).on("line", (line) => {
+    createInterface({ input: proc.stdout! }).on("line", line => {
       const msg = JSON.parse(line);
       pending.get(msg.id)?.(msg);
       pending.delete(msg.id);
@@ -333,18 +403,28 @@ export class Lab {
   private async ask(cmd: Record<string, unknown>): Promise<any> {
     const client = this.clientAgent();
     const id = client.nextId++;
-    const answer = new Promise((resolve) => client.pending.set(id, resolve));
+    const answer = new Promise(resolve => client.pending.set(id, resolve));
     client.proc.stdin!.write(JSON.stringify({ id, ...cmd }) + "\n");
     return answer;
   }
 
   /** `count` short TCP connections from the client, each exchanging one line. */
-  async tcp(host: string, port: number, count: number, opts: { concurrency?: number; timeoutMs?: number } = {}): Promise<TcpOutcome[]> {
+  async tcp(
+    host: string,
+    port: number,
+    count: number,
+    opts: { concurrency?: number; timeoutMs?: number } = {},
+  ): Promise<TcpOutcome[]> {
     return (await this.ask({ op: "tcp", host, port, count, ...opts })).results;
   }
 
   /** `count` UDP requests from the client, each from a fresh socket (a new source port). */
-  async udp(host: string, port: number, count: number, opts: { concurrency?: number; timeoutMs?: number } = {}): Promise<UdpOutcome[]> {
+  async udp(
+    host: string,
+    port: number,
+    count: number,
+    opts: { concurrency?: number; timeoutMs?: number } = {},
+  ): Promise<UdpOutcome[]> {
     return (await this.ask({ op: "udp", host, port, count, ...opts })).results;
   }
 
@@ -389,7 +469,9 @@ export class Lab {
 }
 
 /** How many outcomes each backend answered, by backend name. */
-export function countByBackend(outcomes: { ok: boolean; backend?: string }[]): Record<string, number> {
+export function countByBackend(
+  outcomes: { ok: boolean; backend?: string }[],
+): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const o of outcomes) if (o.ok && o.backend) counts[o.backend] = (counts[o.backend] ?? 0) + 1;
   return counts;

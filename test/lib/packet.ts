@@ -59,10 +59,11 @@ export interface UdpOptions extends FrameOptions {
 export function macBytes(mac: string): Uint8Array {
   const parts = mac.split(":");
   if (parts.length !== 6) throw new Error(`"${mac}" is not a MAC address`);
-  return Uint8Array.from(parts, (p) => Number.parseInt(p, 16));
+  return Uint8Array.from(parts, p => Number.parseInt(p, 16));
 }
 
-export const macString = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(":");
+export const macString = (b: Uint8Array): string =>
+  Array.from(b, x => x.toString(16).padStart(2, "0")).join(":");
 
 export function ipBytes(ip: string): Uint8Array {
   if (!isIPv4(ip)) throw new Error(`"${ip}" is not an IPv4 address`);
@@ -74,12 +75,14 @@ export const ipString = (b: Uint8Array): string => Array.from(b).join(".");
 /** RFC 1071 one's-complement sum of 16-bit big-endian words, folded. */
 export function onesSum(bytes: Uint8Array, initial = 0): number {
   let sum = initial;
-  for (let i = 0; i < bytes.length; i += 2) sum += (bytes[i] << 8) | (i + 1 < bytes.length ? bytes[i + 1] : 0);
+  for (let i = 0; i < bytes.length; i += 2)
+    sum += (bytes[i] << 8) | (i + 1 < bytes.length ? bytes[i + 1] : 0);
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
 }
 
-export const checksum = (bytes: Uint8Array, initial = 0): number => ~onesSum(bytes, initial) & 0xffff;
+export const checksum = (bytes: Uint8Array, initial = 0): number =>
+  ~onesSum(bytes, initial) & 0xffff;
 
 function pseudoHeaderSum(src: Uint8Array, dst: Uint8Array, proto: number, length: number): number {
   const ph = new Uint8Array(12);
@@ -92,7 +95,12 @@ function pseudoHeaderSum(src: Uint8Array, dst: Uint8Array, proto: number, length
 }
 
 /** The TCP/UDP checksum of a segment (its checksum field taken as zero), from scratch. */
-export function l4Checksum(src: Uint8Array, dst: Uint8Array, proto: number, segment: Uint8Array): number {
+export function l4Checksum(
+  src: Uint8Array,
+  dst: Uint8Array,
+  proto: number,
+  segment: Uint8Array,
+): number {
   const copy = segment.slice();
   const off = proto === 6 ? 16 : 6;
   copy[off] = 0;
@@ -159,8 +167,28 @@ export interface ParsedFrame {
   dstMac: string;
   srcMac: string;
   ethType: number;
-  ip: { ihl: number; totalLength: number; id: number; fragWord: number; ttl: number; protocol: number; checksum: number; src: string; dst: string };
-  tcp?: { sport: number; dport: number; seq: number; ack: number; doff: number; flags: number; window: number; checksum: number; urgent: number };
+  ip: {
+    ihl: number;
+    totalLength: number;
+    id: number;
+    fragWord: number;
+    ttl: number;
+    protocol: number;
+    checksum: number;
+    src: string;
+    dst: string;
+  };
+  tcp?: {
+    sport: number;
+    dport: number;
+    seq: number;
+    ack: number;
+    doff: number;
+    flags: number;
+    window: number;
+    checksum: number;
+    urgent: number;
+  };
   udp?: { sport: number; dport: number; length: number; checksum: number };
   payload: Uint8Array;
   /** IPv4 header checksum verifies (recomputed from the bytes) */
@@ -183,7 +211,17 @@ export function parseFrame(b: Uint8Array): ParsedFrame {
     dstMac: macString(b.subarray(0, 6)),
     srcMac: macString(b.subarray(6, 12)),
     ethType: v.getUint16(12),
-    ip: { ihl, totalLength, id: v.getUint16(18), fragWord: v.getUint16(20), ttl: b[22], protocol, checksum: v.getUint16(24), src: ipString(src), dst: ipString(dst) },
+    ip: {
+      ihl,
+      totalLength,
+      id: v.getUint16(18),
+      fragWord: v.getUint16(20),
+      ttl: b[22],
+      protocol,
+      checksum: v.getUint16(24),
+      src: ipString(src),
+      dst: ipString(dst),
+    },
     payload: new Uint8Array(0),
     ipChecksumOk: onesSum(b.subarray(14, ipEnd)) === 0xffff,
     l4ChecksumOk: false,
@@ -204,9 +242,15 @@ export function parseFrame(b: Uint8Array): ParsedFrame {
     out.payload = segment.subarray(doff * 4);
     out.l4ChecksumOk = l4Checksum(src, dst, 6, segment) === out.tcp.checksum;
   } else if (protocol === 17) {
-    out.udp = { sport: v.getUint16(ipEnd), dport: v.getUint16(ipEnd + 2), length: v.getUint16(ipEnd + 4), checksum: v.getUint16(ipEnd + 6) };
+    out.udp = {
+      sport: v.getUint16(ipEnd),
+      dport: v.getUint16(ipEnd + 2),
+      length: v.getUint16(ipEnd + 4),
+      checksum: v.getUint16(ipEnd + 6),
+    };
     out.payload = segment.subarray(8);
-    out.l4ChecksumOk = out.udp.checksum === 0 || l4Checksum(src, dst, 17, segment) === out.udp.checksum;
+    out.l4ChecksumOk =
+      out.udp.checksum === 0 || l4Checksum(src, dst, 17, segment) === out.udp.checksum;
   }
   return out;
 }

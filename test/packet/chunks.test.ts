@@ -14,7 +14,11 @@ const spec: ServiceSpec = {
   vip: VIP,
   port: 53,
   proto: "udp",
-  backends: ["10.6.0.1", "10.6.0.2", "10.6.0.3", "10.6.0.4"].map((ip, i) => ({ ip, port: 5300 + i, weight: i + 1 })),
+  backends: ["10.6.0.1", "10.6.0.2", "10.6.0.3", "10.6.0.4"].map((ip, i) => ({
+    ip,
+    port: 5300 + i,
+    weight: i + 1,
+  })),
   rejectWeight: 0,
 };
 
@@ -29,9 +33,16 @@ function hashWord(h: number, k: number): number {
   h = rol32(h, 13);
   return (Math.imul(h, 5) + 0xe6546b64) >>> 0;
 }
-const wordOf = (ip: string) => ip.split(".").reduce((w, octet, i) => (w | (Number(octet) << (8 * i))) >>> 0, 0);
+const wordOf = (ip: string) =>
+  ip.split(".").reduce((w, octet, i) => (w | (Number(octet) << (8 * i))) >>> 0, 0);
 const portWord = (port: number) => ((port & 0xff) << 8) | (port >> 8);
-function flowHash(saddr: string, daddr: string, sport: number, dport: number, proto: number): number {
+function flowHash(
+  saddr: string,
+  daddr: string,
+  sport: number,
+  dport: number,
+  proto: number,
+): number {
   let h = 0x626c6978;
   h = hashWord(h, wordOf(saddr));
   h = hashWord(h, wordOf(daddr));
@@ -66,7 +77,7 @@ function flowsFor(slots: number[], tableSize: number, proto: number, dport: numb
   return found;
 }
 
-t.test("chunked table", async (t) => {
+t.test("chunked table", async t => {
   const dp = await loadedDataplane(t, "chunks");
   await dp.setService(spec);
   const table = serviceTable(spec.backends, spec.rejectWeight);
@@ -76,42 +87,75 @@ t.test("chunked table", async (t) => {
 
   // The first and last slot of every chunk, the table's last slot, and one slot inside each chunk.
   const slots = [
-    ...Array.from({ length: chunks }, (_, c) => [c * CHUNK_SLOTS, Math.min(table.tableSize, (c + 1) * CHUNK_SLOTS) - 1, c * CHUNK_SLOTS + 517]),
+    ...Array.from({ length: chunks }, (_, c) => [
+      c * CHUNK_SLOTS,
+      Math.min(table.tableSize, (c + 1) * CHUNK_SLOTS) - 1,
+      c * CHUNK_SLOTS + 517,
+    ]),
   ]
     .flat()
-    .filter((s) => s < table.tableSize);
+    .filter(s => s < table.tableSize);
   const flows = flowsFor(slots, table.tableSize, 17, spec.port);
-  t.ok(flows.some((f) => f.slot === table.tableSize - 1), "one flow lands on the table's last slot");
+  t.ok(
+    flows.some(f => f.slot === table.tableSize - 1),
+    "one flow lands on the table's last slot",
+  );
 
-  await t.test("every flow reaches the backend its slot names", async (t) => {
-    const results = await run(dp, "blixt_xdp_ingress", flows.map((f) => udpFrame({ src: f.src, dst: VIP, sport: f.sport, dport: spec.port })));
+  await t.test("every flow reaches the backend its slot names", async t => {
+    const results = await run(
+      dp,
+      "blixt_xdp_ingress",
+      flows.map(f => udpFrame({ src: f.src, dst: VIP, sport: f.sport, dport: spec.port })),
+    );
     const wrong: string[] = [];
     results.forEach((r, i) => {
       const want = slotEntry(table, flows[i].slot);
       const out = parseFrame(r.dataOut);
       const got = `${out.ip.dst}:${out.udp?.dport}`;
-      if (r.retval !== XDP_PASS || want === undefined || want === "reject" || got !== `${want.ip}:${want.port}`) {
-        wrong.push(`slot ${flows[i].slot}: got ${got} (retval ${r.retval}), want ${JSON.stringify(want)}`);
+      if (
+        r.retval !== XDP_PASS ||
+        want === undefined ||
+        want === "reject" ||
+        got !== `${want.ip}:${want.port}`
+      ) {
+        wrong.push(
+          `slot ${flows[i].slot}: got ${got} (retval ${r.retval}), want ${JSON.stringify(want)}`,
+        );
       }
     });
     t.same(wrong, [], `${flows.length} flows over ${chunks} chunks, each to its slot's backend`);
-    t.ok(new Set(flows.map((f) => slotEntry(table, f.slot))).size > 1, "the flows reach more than one backend");
+    t.ok(
+      new Set(flows.map(f => slotEntry(table, f.slot))).size > 1,
+      "the flows reach more than one backend",
+    );
   });
 
-  await t.test("a missing chunk or backend-list entry rejects new flows", async (t) => {
+  await t.test("a missing chunk or backend-list entry rejects new flows", async t => {
     const tableId = (await dp.stats()).services[0].svcId * 2;
     const last = chunks - 1;
-    const [inLast, inFirst] = flowsFor([last * CHUNK_SLOTS + 3, 5], table.tableSize, 17, spec.port).sort((a, b) => b.slot - a.slot);
+    const [inLast, inFirst] = flowsFor(
+      [last * CHUNK_SLOTS + 3, 5],
+      table.tableSize,
+      17,
+      spec.port,
+    ).sort((a, b) => b.slot - a.slot);
     await batch(
       [
         mapDeleteLine(dp.mapPin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: last }))),
-        mapDeleteLine(dp.mapPin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index: table.slots[5] }))),
+        mapDeleteLine(
+          dp.mapPin("blixt_mg_backs"),
+          hex(encodeTableKey({ tableId, index: table.slots[5] })),
+        ),
       ],
       "deleting the last chunk and the backend-list entry slot 5 names",
     );
     const udp = (f: Flow) => udpFrame({ src: f.src, dst: VIP, sport: f.sport, dport: spec.port });
     const [lastOut, firstOut] = await run(dp, "blixt_xdp_ingress", [udp(inLast), udp(inFirst)]);
-    t.equal(lastOut.retval, XDP_DROP, "a slot in the missing chunk: rejected (a datagram is dropped)");
+    t.equal(
+      lastOut.retval,
+      XDP_DROP,
+      "a slot in the missing chunk: rejected (a datagram is dropped)",
+    );
     t.equal(firstOut.retval, XDP_DROP, "a slot naming the missing backend-list entry: rejected");
     const stats = await dp.stats();
     t.equal(stats.services[0].rejects, 2, "both counted as rejects");

@@ -21,10 +21,18 @@ export async function loadedDataplane(t: Test, name: string): Promise<Dataplane>
   return dp;
 }
 
-export async function run(dp: Dataplane, prog: ProgName, packets: Uint8Array[]): Promise<ProgRunResult[]> {
+export async function run(
+  dp: Dataplane,
+  prog: ProgName,
+  packets: Uint8Array[],
+): Promise<ProgRunResult[]> {
   return progRunMany(dp.progPin(prog), packets);
 }
 
-export async function runOne(dp: Dataplane, prog: ProgName, packet: Uint8Array): Promise<ProgRunResult> {
+export async function runOne(
+  dp: Dataplane,
+  prog: ProgName,
+  packet: Uint8Array,
+): Promise<ProgRunResult> {
   return (await run(dp, prog, [packet]))[0];
 }

@@ -12,9 +12,37 @@
 import t from "tap";
 import { execa } from "execa";
 import { fileURLToPath } from "node:url";
-import { loadedDataplane, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX } from "./fixture.js";
-import { nonIpFrame, tcpFrame, udpFrame, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from "../lib/packet.js";
-import { badChecksums, icmpFrame, quoteOf, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_FRAG_NEEDED, ICMP_TIME_EXCEEDED } from "../lib/icmp.js";
+import {
+  loadedDataplane,
+  TC_ACT_OK,
+  TC_ACT_REDIRECT,
+  TC_ACT_SHOT,
+  XDP_DROP,
+  XDP_PASS,
+  XDP_TX,
+} from "./fixture.js";
+import {
+  nonIpFrame,
+  tcpFrame,
+  udpFrame,
+  ETH_P_ARP,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  TCP_ACK,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+} from "../lib/packet.js";
+import {
+  badChecksums,
+  icmpFrame,
+  quoteOf,
+  ICMP_DEST_UNREACH,
+  ICMP_ECHO,
+  ICMP_FRAG_NEEDED,
+  ICMP_TIME_EXCEEDED,
+} from "../lib/icmp.js";
 import type { Dataplane } from "../../capabilities/dataplane/dataplane.js";
 import type { ProgName } from "../../capabilities/dataplane/maps.js";
 
@@ -35,9 +63,19 @@ const RUNNER = fileURLToPath(new URL("../lib/progrun.py", import.meta.url));
  * fd): bpftool's batch mode opens the pin and a file per frame, which costs milliseconds each on a
  * busy machine. A negative return code is the errno of a run the kernel refused.
  */
-async function runFast(dp: Dataplane, prog: ProgName, frames: Uint8Array[]): Promise<{ retval: number; dataOut: Uint8Array }[]> {
-  const input = Buffer.concat(frames.flatMap((f) => [Buffer.from(Uint32Array.of(f.length).buffer), Buffer.from(f)]));
-  const r = await execa("python3", [RUNNER, dp.progPin(prog)], { input, encoding: "buffer", stripFinalNewline: false });
+async function runFast(
+  dp: Dataplane,
+  prog: ProgName,
+  frames: Uint8Array[],
+): Promise<{ retval: number; dataOut: Uint8Array }[]> {
+  const input = Buffer.concat(
+    frames.flatMap(f => [Buffer.from(Uint32Array.of(f.length).buffer), Buffer.from(f)]),
+  );
+  const r = await execa("python3", [RUNNER, dp.progPin(prog)], {
+    input,
+    encoding: "buffer",
+    stripFinalNewline: false,
+  });
   const out = Buffer.from(r.stdout);
   const results: { retval: number; dataOut: Uint8Array }[] = [];
   for (let pos = 0; pos < out.length; ) {
@@ -46,7 +84,8 @@ async function runFast(dp: Dataplane, prog: ProgName, frames: Uint8Array[]): Pro
     results.push({ retval, dataOut: new Uint8Array(out.subarray(pos + 8, pos + 8 + n)) });
     pos += 8 + n;
   }
-  if (results.length !== frames.length) throw new Error(`progrun returned ${results.length} results for ${frames.length} frames`);
+  if (results.length !== frames.length)
+    throw new Error(`progrun returned ${results.length} results for ${frames.length} frames`);
   return results;
 }
 
@@ -106,7 +145,17 @@ function checksumsOk(b: Uint8Array): boolean {
   }
 }
 
-const FLAGS = [TCP_SYN, TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK, TCP_SYN | TCP_ACK, 0, 0xff];
+const FLAGS = [
+  TCP_SYN,
+  TCP_ACK,
+  TCP_ACK | TCP_PSH,
+  TCP_FIN | TCP_ACK,
+  TCP_RST,
+  TCP_RST | TCP_ACK,
+  TCP_SYN | TCP_ACK,
+  0,
+  0xff,
+];
 
 /** A well-formed frame of one of the shapes the programs tell apart. */
 function wellFormed(r: Rng, egress: boolean): Uint8Array {
@@ -118,30 +167,89 @@ function wellFormed(r: Rng, egress: boolean): Uint8Array {
   if (egress) {
     switch (r.int(4)) {
       case 0:
-        return tcpFrame({ src: backend, dst: client, sport: r.pick([8080, 8443, 80]), dport: sport, flags: r.pick(FLAGS), payload });
+        return tcpFrame({
+          src: backend,
+          dst: client,
+          sport: r.pick([8080, 8443, 80]),
+          dport: sport,
+          flags: r.pick(FLAGS),
+          payload,
+        });
       case 1:
-        return udpFrame({ src: backend, dst: client, sport: r.pick([5353, 53]), dport: sport, payload, zeroChecksum: r.int(4) === 0 });
+        return udpFrame({
+          src: backend,
+          dst: client,
+          sport: r.pick([5353, 53]),
+          dport: sport,
+          payload,
+          zeroChecksum: r.int(4) === 0,
+        });
       case 2: {
-        const quoted = r.int(2) ? tcpFrame({ src: client, dst: backend, sport, dport: 8080, flags: TCP_ACK, payload }) : udpFrame({ src: client, dst: backend, sport, dport: 5353, payload });
-        return icmpFrame({ src: r.pick([backend, "203.0.113.1"]), dst: client, type: r.pick([ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED]), code: ICMP_FRAG_NEEDED, rest: 1400, payload: quoteOf(quoted, Math.min(quoted.length - 14, r.pick([28, 48, 548]))) });
+        const quoted = r.int(2)
+          ? tcpFrame({ src: client, dst: backend, sport, dport: 8080, flags: TCP_ACK, payload })
+          : udpFrame({ src: client, dst: backend, sport, dport: 5353, payload });
+        return icmpFrame({
+          src: r.pick([backend, "203.0.113.1"]),
+          dst: client,
+          type: r.pick([ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED]),
+          code: ICMP_FRAG_NEEDED,
+          rest: 1400,
+          payload: quoteOf(quoted, Math.min(quoted.length - 14, r.pick([28, 48, 548]))),
+        });
       }
       default:
-        return tcpFrame({ src: r.pick(OTHERS), dst: client, sport: 80, dport: sport, flags: r.pick(FLAGS), payload });
+        return tcpFrame({
+          src: r.pick(OTHERS),
+          dst: client,
+          sport: 80,
+          dport: sport,
+          flags: r.pick(FLAGS),
+          payload,
+        });
     }
   }
   switch (r.int(7)) {
     case 0:
     case 1:
-      return tcpFrame({ src: client, dst: to, sport, dport: r.pick([80, 443, 81]), flags: r.pick(FLAGS), payload, tcpOptions: r.int(3) ? undefined : Uint8Array.of(2, 4, 5, 0xb4) });
+      return tcpFrame({
+        src: client,
+        dst: to,
+        sport,
+        dport: r.pick([80, 443, 81]),
+        flags: r.pick(FLAGS),
+        payload,
+        tcpOptions: r.int(3) ? undefined : Uint8Array.of(2, 4, 5, 0xb4),
+      });
     case 2:
-      return udpFrame({ src: client, dst: to, sport, dport: r.pick([53, 54]), payload, zeroChecksum: r.int(4) === 0 });
+      return udpFrame({
+        src: client,
+        dst: to,
+        sport,
+        dport: r.pick([53, 54]),
+        payload,
+        zeroChecksum: r.int(4) === 0,
+      });
     case 3:
       return icmpFrame({ src: client, dst: to, type: ICMP_ECHO, rest: r.int(0x10000), payload });
     case 4: {
       const quoted = r.int(2)
-        ? tcpFrame({ src: to, dst: client, sport: r.pick([80, 443]), dport: sport, flags: TCP_ACK, payload })
+        ? tcpFrame({
+            src: to,
+            dst: client,
+            sport: r.pick([80, 443]),
+            dport: sport,
+            flags: TCP_ACK,
+            payload,
+          })
         : udpFrame({ src: to, dst: client, sport: 53, dport: sport, payload });
-      return icmpFrame({ src: "203.0.113.1", dst: to, type: r.pick([ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED]), code: r.int(5), rest: 1400, payload: quoteOf(quoted, Math.min(quoted.length - 14, r.pick([28, 48, 548]))) });
+      return icmpFrame({
+        src: "203.0.113.1",
+        dst: to,
+        type: r.pick([ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED]),
+        code: r.int(5),
+        rest: 1400,
+        payload: quoteOf(quoted, Math.min(quoted.length - 14, r.pick([28, 48, 548]))),
+      });
     }
     case 5: {
       const arp = nonIpFrame(ETH_P_ARP, 60);
@@ -217,7 +325,11 @@ const ALLOWED: Record<ProgName, number[]> = {
   blixt_tc_ingress: [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT],
   blixt_tc_egress: [TC_ACT_OK, TC_ACT_SHOT],
 };
-const PASS: Record<ProgName, number> = { blixt_xdp_ingress: XDP_PASS, blixt_tc_ingress: TC_ACT_OK, blixt_tc_egress: TC_ACT_OK };
+const PASS: Record<ProgName, number> = {
+  blixt_xdp_ingress: XDP_PASS,
+  blixt_tc_ingress: TC_ACT_OK,
+  blixt_tc_egress: TC_ACT_OK,
+};
 
 interface Failure {
   prog: ProgName;
@@ -227,7 +339,12 @@ interface Failure {
   frame: string;
 }
 
-async function fuzz(dp: Dataplane, prog: ProgName, seed: number, count: number): Promise<{ runs: number; changed: number; failures: Failure[] }> {
+async function fuzz(
+  dp: Dataplane,
+  prog: ProgName,
+  seed: number,
+  count: number,
+): Promise<{ runs: number; changed: number; failures: Failure[] }> {
   const r = rng(seed);
   const egress = prog === "blixt_tc_egress";
   const frames: Uint8Array[] = [];
@@ -243,48 +360,101 @@ async function fuzz(dp: Dataplane, prog: ProgName, seed: number, count: number):
     results.forEach((res, i) => {
       const input = chunk[i];
       const out = res.dataOut;
-      const fail = (why: string) => failures.push({ prog, seed, index: first + i, why, frame: Buffer.from(input).toString("hex") });
+      const fail = (why: string) =>
+        failures.push({
+          prog,
+          seed,
+          index: first + i,
+          why,
+          frame: Buffer.from(input).toString("hex"),
+        });
       if (res.retval < 0) return fail(`the kernel refused to run it: errno ${-res.retval}`);
       if (!ALLOWED[prog].includes(res.retval)) return fail(`return code ${res.retval}`);
-      const same = out.length === input.length && Buffer.compare(Buffer.from(out), Buffer.from(input)) === 0;
+      const same =
+        out.length === input.length && Buffer.compare(Buffer.from(out), Buffer.from(input)) === 0;
       if (!same) changed++;
       const mine = egress ? forBlixtEgress(input) : forBlixtIngress(input);
       if (!mine) {
         if (res.retval === PASS[prog] && !same) return fail("a frame not for blixt was changed");
-        if (res.retval !== PASS[prog] && !(ethType(input) === ETH_P_IP && badIpv4Header(input))) return fail(`a frame not for blixt got return code ${res.retval}`);
+        if (res.retval !== PASS[prog] && !(ethType(input) === ETH_P_IP && badIpv4Header(input)))
+          return fail(`a frame not for blixt got return code ${res.retval}`);
         return;
       }
       if (same) return;
-      const dropped = prog === "blixt_xdp_ingress" ? res.retval === XDP_DROP : res.retval === TC_ACT_SHOT;
+      const dropped =
+        prog === "blixt_xdp_ingress" ? res.retval === XDP_DROP : res.retval === TC_ACT_SHOT;
       if (dropped) return; // a dropped frame's bytes go nowhere
       if (ethType(out) === ETH_P_ARP) return; // an ARP reply: arp.test.ts checks its bytes
       const builtRst = out.length === 54 && out[23] === 6 && (out[47] & TCP_RST) !== 0;
-      if ((builtRst || checksumsOk(input)) && !checksumsOk(out)) return fail(`rewritten with bad checksums: ${badChecksums(out).join(", ")}`);
+      if ((builtRst || checksumsOk(input)) && !checksumsOk(out))
+        return fail(`rewritten with bad checksums: ${badChecksums(out).join(", ")}`);
     });
   }
   return { runs: frames.length, changed, failures };
 }
 
-t.test("fuzz", async (t) => {
+t.test("fuzz", async t => {
   const started = Date.now();
   const dp = await loadedDataplane(t, "fuzz");
   await dp.setAddresses([GW, GW_QUIET]);
   await dp.setAnnounced([GW]);
-  await dp.setService({ vip: GW, port: 80, proto: "tcp", backends: [{ ip: BACKENDS[0], port: 8080, weight: 1 }, { ip: BACKENDS[1], port: 8080, weight: 1 }], rejectWeight: 1 });
-  await dp.setService({ vip: GW, port: 53, proto: "udp", backends: [{ ip: BACKENDS[0], port: 5353, weight: 1 }], rejectWeight: 0 });
-  await dp.setService({ vip: VIP, port: 443, proto: "tcp", backends: [{ ip: BACKENDS[1], port: 8443, weight: 1 }], rejectWeight: 0 });
+  await dp.setService({
+    vip: GW,
+    port: 80,
+    proto: "tcp",
+    backends: [
+      { ip: BACKENDS[0], port: 8080, weight: 1 },
+      { ip: BACKENDS[1], port: 8080, weight: 1 },
+    ],
+    rejectWeight: 1,
+  });
+  await dp.setService({
+    vip: GW,
+    port: 53,
+    proto: "udp",
+    backends: [{ ip: BACKENDS[0], port: 5353, weight: 1 }],
+    rejectWeight: 0,
+  });
+  await dp.setService({
+    vip: VIP,
+    port: 443,
+    proto: "tcp",
+    backends: [{ ip: BACKENDS[1], port: 8443, weight: 1 }],
+    rejectWeight: 0,
+  });
 
   let total = 0;
   for (const seed of SEEDS) {
-    for (const [prog, count] of [["blixt_xdp_ingress", FRAMES], ["blixt_tc_ingress", FRAMES], ["blixt_tc_egress", FRAMES / 3]] as const) {
+    for (const [prog, count] of [
+      ["blixt_xdp_ingress", FRAMES],
+      ["blixt_tc_ingress", FRAMES],
+      ["blixt_tc_egress", FRAMES / 3],
+    ] as const) {
       const { runs, changed, failures } = await fuzz(dp, prog, seed, count);
       total += runs;
-      t.same(failures.slice(0, 5), [], `${prog}, seed ${seed.toString(16)}: ${runs} frames, ${changed} rewritten, ${failures.length} invariant violations`);
-      t.ok(changed > runs / 50, `${prog}, seed ${seed.toString(16)}: the frames reach the rewriting paths (${changed} rewritten)`);
+      t.same(
+        failures.slice(0, 5),
+        [],
+        `${prog}, seed ${seed.toString(16)}: ${runs} frames, ${changed} rewritten, ${failures.length} invariant violations`,
+      );
+      t.ok(
+        changed > runs / 50,
+        `${prog}, seed ${seed.toString(16)}: the frames reach the rewriting paths (${changed} rewritten)`,
+      );
     }
   }
   const { reasons } = await dp.stats();
-  for (const r of ["dnat", "reverse_nat", "refused_rst", "reject_rst", "drop_malformed_l3", "drop_malformed_l4", "pass_not_ipv4", "icmp_echo_reply", "icmp_error_nat"] as const) {
+  for (const r of [
+    "dnat",
+    "reverse_nat",
+    "refused_rst",
+    "reject_rst",
+    "drop_malformed_l3",
+    "drop_malformed_l4",
+    "pass_not_ipv4",
+    "icmp_echo_reply",
+    "icmp_error_nat",
+  ] as const) {
     t.ok(reasons[r] > 0, `reason ${r} reached (${reasons[r]})`);
   }
   t.comment(`${total} frames in ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -32,16 +32,34 @@ function udpLength(frame: Uint8Array, length: number): Uint8Array {
   return out;
 }
 
-t.test("packet shapes", async (t) => {
+t.test("packet shapes", async t => {
   const dp = await loadedDataplane(t, "shapes");
   await dp.setAddresses([GW]);
-  await dp.setService({ vip: GW, port: 80, proto: "tcp", backends: [{ ip: BACKEND, port: 80, weight: 1 }], rejectWeight: 0 });
-  await dp.setService({ vip: GW, port: 53, proto: "udp", backends: [{ ip: BACKEND, port: 53, weight: 1 }], rejectWeight: 0 });
+  await dp.setService({
+    vip: GW,
+    port: 80,
+    proto: "tcp",
+    backends: [{ ip: BACKEND, port: 80, weight: 1 }],
+    rejectWeight: 0,
+  });
+  await dp.setService({
+    vip: GW,
+    port: 53,
+    proto: "udp",
+    backends: [{ ip: BACKEND, port: 53, weight: 1 }],
+    rejectWeight: 0,
+  });
 
-  for (const [prog, pass, drop] of [["blixt_xdp_ingress", XDP_PASS, XDP_DROP], ["blixt_tc_ingress", TC_ACT_OK, TC_ACT_SHOT]] as const) {
-    t.test(`${prog}: VLAN-tagged frames to a service pass untouched (not looked into)`, async (t) => {
+  for (const [prog, pass, drop] of [
+    ["blixt_xdp_ingress", XDP_PASS, XDP_DROP],
+    ["blixt_tc_ingress", TC_ACT_OK, TC_ACT_SHOT],
+  ] as const) {
+    t.test(`${prog}: VLAN-tagged frames to a service pass untouched (not looked into)`, async t => {
       for (const [name, frame] of [
-        ["802.1Q TCP SYN", tagged(tcpFrame({ src: CLIENT, dst: GW, sport: 1000, dport: 80, flags: TCP_SYN }))],
+        [
+          "802.1Q TCP SYN",
+          tagged(tcpFrame({ src: CLIENT, dst: GW, sport: 1000, dport: 80, flags: TCP_SYN })),
+        ],
         ["802.1ad UDP", tagged(udpFrame({ src: CLIENT, dst: GW, sport: 1000, dport: 53 }), 0x88a8)],
       ] as const) {
         const r = await runOne(dp, prog, frame);
@@ -50,29 +68,57 @@ t.test("packet shapes", async (t) => {
       }
     });
 
-    t.test(`${prog}: a UDP length past the IPv4 payload is never forwarded`, async (t) => {
-      const long = udpLength(udpFrame({ src: CLIENT, dst: GW, sport: 1001, dport: 53, payload: new Uint8Array(10) }), 200);
-      t.equal((await runOne(dp, prog, long)).retval, drop, "to a Gateway address: dropped (drop_malformed_l4)");
-      const elsewhere = udpLength(udpFrame({ src: CLIENT, dst: OTHER, sport: 1001, dport: 53, payload: new Uint8Array(10) }), 19);
+    t.test(`${prog}: a UDP length past the IPv4 payload is never forwarded`, async t => {
+      const long = udpLength(
+        udpFrame({ src: CLIENT, dst: GW, sport: 1001, dport: 53, payload: new Uint8Array(10) }),
+        200,
+      );
+      t.equal(
+        (await runOne(dp, prog, long)).retval,
+        drop,
+        "to a Gateway address: dropped (drop_malformed_l4)",
+      );
+      const elsewhere = udpLength(
+        udpFrame({ src: CLIENT, dst: OTHER, sport: 1001, dport: 53, payload: new Uint8Array(10) }),
+        19,
+      );
       const r = await runOne(dp, prog, elsewhere);
       t.equal(r.retval, pass);
       t.same(Buffer.from(r.dataOut), Buffer.from(elsewhere), "to another address: untouched");
       // Shorter than the payload is legal (the receiver trims the rest): still forwarded.
-      const short = udpLength(udpFrame({ src: CLIENT, dst: GW, sport: 1002, dport: 53, payload: new Uint8Array(10), zeroChecksum: true }), 12);
+      const short = udpLength(
+        udpFrame({
+          src: CLIENT,
+          dst: GW,
+          sport: 1002,
+          dport: 53,
+          payload: new Uint8Array(10),
+          zeroChecksum: true,
+        }),
+        12,
+      );
       const s = await runOne(dp, prog, short);
       t.equal(s.retval, pass);
-      t.equal(parseFrame(s.dataOut).ip.dst, BACKEND, "a UDP length short of the payload is forwarded");
+      t.equal(
+        parseFrame(s.dataOut).ip.dst,
+        BACKEND,
+        "a UDP length short of the payload is forwarded",
+      );
     });
   }
 
-  t.test("counted", async (t) => {
+  t.test("counted", async t => {
     const { reasons } = await dp.stats();
     t.equal(reasons.pass_not_ipv4, 4, "VLAN frames: pass_not_ipv4");
-    t.equal(reasons.drop_malformed_l4, 2, "UDP length past the payload to a Gateway address: drop_malformed_l4");
+    t.equal(
+      reasons.drop_malformed_l4,
+      2,
+      "UDP length past the payload to a Gateway address: drop_malformed_l4",
+    );
   });
 });
 
-t.test("a frame shorter than an Ethernet header is dropped (drop_malformed_l2)", async (t) => {
+t.test("a frame shorter than an Ethernet header is dropped (drop_malformed_l2)", async t => {
   const dp = await loadedDataplane(t, "short");
   const netns = `blixt-short-${process.pid}`;
   await execa("ip", ["netns", "add", netns]);
@@ -95,8 +141,12 @@ os.close(fd)
   await ns("python3", "-c", writer);
   let after = before;
   for (let i = 0; i < 50 && after - before < 3; i++) {
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise(r => setTimeout(r, 20));
     after = (await dp.stats()).reasons.drop_malformed_l2;
   }
-  t.equal(after - before, 3, "each 10-byte frame reached the program and was dropped as malformed L2");
+  t.equal(
+    after - before,
+    3,
+    "each 10-byte frame reached the program and was dropped as malformed L2",
+  );
 });

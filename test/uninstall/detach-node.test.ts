@@ -18,7 +18,11 @@ const pinDir = "/sys/fs/bpf/blixt-chart-detach";
 const [deviceA, deviceB] = ["bcdetach0", "bcdetach1"];
 
 const inNetns = (file: string, args: string[], env: Record<string, string> = {}) =>
-  execa("nsenter", [`--net=/var/run/netns/${netns}`, file, ...args], { cwd: repo, env, reject: false });
+  execa("nsenter", [`--net=/var/run/netns/${netns}`, file, ...args], {
+    cwd: repo,
+    env,
+    reject: false,
+  });
 
 async function blixtDevices(): Promise<string[]> {
   const shown = await inNetns("bpftool", ["-j", "net", "show"]);
@@ -38,7 +42,8 @@ if (process.getuid?.() !== 0) {
   await rm(pinDir, { recursive: true, force: true });
   await execa("ip", ["netns", "add", netns]);
   await execa("ip", ["-n", netns, "link", "add", deviceA, "type", "veth", "peer", "name", deviceB]);
-  for (const device of [deviceA, deviceB]) await execa("ip", ["-n", netns, "link", "set", device, "up"]);
+  for (const device of [deviceA, deviceB])
+    await execa("ip", ["-n", netns, "link", "set", device, "up"]);
 
   t.test("the uninstall pod leaves no blixt program attached and no pin", async t => {
     const dataplane = new Dataplane({ pinDir, netns, objDir });
@@ -59,9 +64,13 @@ if (process.getuid?.() !== 0) {
     t.same(await blixtDevices(), [], "no device runs blixt after");
     t.notOk(existsSync(pinDir), "the pin directory is gone");
 
-    const again = await inNetns(process.execPath, ["bin/blixt.js", "uninstall", "detach-node", "--pin-dir", pinDir], {
-      ...process.env,
-    } as Record<string, string>);
+    const again = await inNetns(
+      process.execPath,
+      ["bin/blixt.js", "uninstall", "detach-node", "--pin-dir", pinDir],
+      {
+        ...process.env,
+      } as Record<string, string>,
+    );
     t.equal(again.exitCode, 0, `a second run (a retried hook) succeeds: ${again.stderr}`);
     t.match(again.stdout, /no device ran blixt/);
   });

@@ -9,11 +9,26 @@ import t from "tap";
 import { execa } from "execa";
 import { existsSync } from "node:fs";
 import {
-  apply, clusterSh, clusterSkipReason, echoBackend, freshNamespace, gatewayAddress, helm, kubectlRun, listObjects,
-  tcpEchoOnce, waitFor, waitForCondition, waitForDeployment,
+  apply,
+  clusterSh,
+  clusterSkipReason,
+  echoBackend,
+  freshNamespace,
+  gatewayAddress,
+  helm,
+  kubectlRun,
+  listObjects,
+  tcpEchoOnce,
+  waitFor,
+  waitForCondition,
+  waitForDeployment,
 } from "../lib/cluster.js";
 
-const skip = clusterSkipReason() ?? (process.env.BLIXT_UNINSTALL === "1" ? undefined : "uninstalls blixt: set BLIXT_UNINSTALL=1 (hack/test.sh does, last, on a cluster it started)");
+const skip =
+  clusterSkipReason() ??
+  (process.env.BLIXT_UNINSTALL === "1"
+    ? undefined
+    : "uninstalls blixt: set BLIXT_UNINSTALL=1 (hack/test.sh does, last, on a cluster it started)");
 const PIN_DIR = "/sys/fs/bpf/blixt";
 const system = "blixt-system";
 
@@ -21,10 +36,12 @@ if (skip) {
   t.plan(0, skip);
 } else {
   t.setTimeout(8 * 60 * 1000);
-  t.test("helm uninstall detaches the dataplane and leaves nothing of blixt on the node", async t => {
-    const namespace = await freshNamespace(t, "blixt-e2e-uninstall");
-    const port = 7700;
-    await apply(`
+  t.test(
+    "helm uninstall detaches the dataplane and leaves nothing of blixt on the node",
+    async t => {
+      const namespace = await freshNamespace(t, "blixt-e2e-uninstall");
+      const port = 7700;
+      await apply(`
 ${echoBackend({ namespace, name: "tcp-echo", protocol: "TCP", port: 3000 })}
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -41,36 +58,65 @@ spec:
   parentRefs: [{name: bye}]
   rules: [{backendRefs: [{name: tcp-echo, port: 3000}]}]
 `);
-    await waitForDeployment(namespace, "tcp-echo");
-    await waitForCondition("gateway", "bye", namespace, "Programmed", { status: "True" });
-    const address = await gatewayAddress(namespace, "bye");
-    await waitFor(`TCP ${address}:${port}`, () => tcpEchoOnce(address, port), { timeoutMs: 30_000 });
+      await waitForDeployment(namespace, "tcp-echo");
+      await waitForCondition("gateway", "bye", namespace, "Programmed", { status: "True" });
+      const address = await gatewayAddress(namespace, "bye");
+      await waitFor(`TCP ${address}:${port}`, () => tcpEchoOnce(address, port), {
+        timeoutMs: 30_000,
+      });
 
-    // What blixt put on the node: programs attached to its interface, and pins.
-    const attached = async () => {
-      const { stdout } = await execa(clusterSh, ["node", "bpftool", "-j", "net", "show"]);
-      const net = JSON.parse(stdout) as { xdp?: { devname: string; id: number; name?: string }[]; tc?: { devname: string; id: number; name?: string }[] }[];
-      return net.flatMap(n => [...(n.xdp ?? []), ...(n.tc ?? [])]).filter(p => (p.name ?? "").startsWith("blixt_"));
-    };
-    const before = await attached();
-    t.ok(before.length > 0, `blixt programs attached before: ${before.map(p => `${p.devname}/${p.name}#${p.id}`).join(", ")}`);
-    t.ok(existsSync(PIN_DIR), `${PIN_DIR} exists before`);
+      // What blixt put on the node: programs attached to its interface, and pins.
+      const attached = async () => {
+        const { stdout } = await execa(clusterSh, ["node", "bpftool", "-j", "net", "show"]);
+        const net = JSON.parse(stdout) as {
+          xdp?: { devname: string; id: number; name?: string }[];
+          tc?: { devname: string; id: number; name?: string }[];
+        }[];
+        return net
+          .flatMap(n => [...(n.xdp ?? []), ...(n.tc ?? [])])
+          .filter(p => (p.name ?? "").startsWith("blixt_"));
+      };
+      const before = await attached();
+      t.ok(
+        before.length > 0,
+        `blixt programs attached before: ${before.map(p => `${p.devname}/${p.name}#${p.id}`).join(", ")}`,
+      );
+      t.ok(existsSync(PIN_DIR), `${PIN_DIR} exists before`);
 
-    await helm("uninstall", "blixt", "-n", system, "--wait", "--timeout", "5m");
+      await helm("uninstall", "blixt", "-n", system, "--wait", "--timeout", "5m");
 
-    t.same(await attached(), [], "no blixt program is attached to any interface of the node");
-    t.notOk(existsSync(PIN_DIR), `${PIN_DIR} is removed`);
-    for (const program of before) {
-      // Detached and unpinned, nothing holds the program: the kernel frees it.
-      const shown = await waitFor(`program ${program.id} freed`, async () => ((await execa("bpftool", ["prog", "show", "id", String(program.id)], { reject: false })).exitCode !== 0 ? true : undefined), { timeoutMs: 30_000 });
-      t.ok(shown, `program ${program.name}#${program.id} is freed`);
-    }
-    // helm deletes the workloads; their pods go with the garbage collector, a little later.
-    const left = await waitFor("blixt's pods gone", async () => ((await listObjects("pod", system, "app.kubernetes.io/instance=blixt")).length === 0 ? [] : undefined), { timeoutMs: 120_000 }).catch(async () =>
-      (await listObjects("pod", system, "app.kubernetes.io/instance=blixt")).map(p => p.metadata.name));
-    t.same(left, [], "no blixt pod is left");
-    const gatewayClass = await kubectlRun(["get", "gatewayclass", "blixt"]);
-    t.not(gatewayClass.exitCode, 0, "the chart's GatewayClass is gone");
-    await t.rejects(tcpEchoOnce(address, port), `${address}:${port} is no longer served`);
-  });
+      t.same(await attached(), [], "no blixt program is attached to any interface of the node");
+      t.notOk(existsSync(PIN_DIR), `${PIN_DIR} is removed`);
+      for (const program of before) {
+        // Detached and unpinned, nothing holds the program: the kernel frees it.
+        const shown = await waitFor(
+          `program ${program.id} freed`,
+          async () =>
+            (await execa("bpftool", ["prog", "show", "id", String(program.id)], { reject: false }))
+              .exitCode !== 0
+              ? true
+              : undefined,
+          { timeoutMs: 30_000 },
+        );
+        t.ok(shown, `program ${program.name}#${program.id} is freed`);
+      }
+      // helm deletes the workloads; their pods go with the garbage collector, a little later.
+      const left = await waitFor(
+        "blixt's pods gone",
+        async () =>
+          (await listObjects("pod", system, "app.kubernetes.io/instance=blixt")).length === 0
+            ? []
+            : undefined,
+        { timeoutMs: 120_000 },
+      ).catch(async () =>
+        (await listObjects("pod", system, "app.kubernetes.io/instance=blixt")).map(
+          p => p.metadata.name,
+        ),
+      );
+      t.same(left, [], "no blixt pod is left");
+      const gatewayClass = await kubectlRun(["get", "gatewayclass", "blixt"]);
+      t.not(gatewayClass.exitCode, 0, "the chart's GatewayClass is gone");
+      await t.rejects(tcpEchoOnce(address, port), `${address}:${port} is no longer served`);
+    },
+  );
 }

@@ -7,10 +7,14 @@ import t from "tap";
 process.env.PEPR_WATCH_MODE = "true";
 const { dataplaneAgent } = await import("../../capabilities/agent/index.js");
 
-t.test("two Watch bindings on DataplaneConfig, nothing else", async (t) => {
+t.test("two Watch bindings on DataplaneConfig, nothing else", async t => {
   const role = dataplaneAgent({ env: {} });
   t.equal(role.capability.name, "dataplane-agent");
-  const bindings = role.capability.bindings.map((b) => ({ event: b.event, watch: b.isWatch === true, kind: `${b.kind.group}/${b.kind.version}/${b.kind.kind}` }));
+  const bindings = role.capability.bindings.map(b => ({
+    event: b.event,
+    watch: b.isWatch === true,
+    kind: `${b.kind.group}/${b.kind.version}/${b.kind.kind}`,
+  }));
   t.same(
     bindings.sort((a, b) => (a.event < b.event ? -1 : 1)),
     [
@@ -20,9 +24,13 @@ t.test("two Watch bindings on DataplaneConfig, nothing else", async (t) => {
   );
 });
 
-t.test("a watch event before start() is kept, not dropped and not applied", async (t) => {
+t.test("a watch event before start() is kept, not dropped and not applied", async t => {
   const role = dataplaneAgent({ env: {} });
-  const watch = role.capability.bindings.find((b) => b.event === "CREATEORUPDATE")!.watchCallback!;
+  const watch = role.capability.bindings.find(b => b.event === "CREATEORUPDATE")!.watchCallback!;
   // No agent exists yet (start() was not called): the event must not throw or touch the node.
-  await t.resolves(Promise.resolve(watch({ metadata: { namespace: "default", name: "gw" } } as never, "ADDED" as never)));
+  await t.resolves(
+    Promise.resolve(
+      watch({ metadata: { namespace: "default", name: "gw" } } as never, "ADDED" as never),
+    ),
+  );
 });

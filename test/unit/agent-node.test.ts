@@ -8,7 +8,7 @@ import { ackRequest, fieldManager } from "../../capabilities/agent/kube.js";
 import { agentSettings } from "../../capabilities/agent/index.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 
-t.test("the ingress interface is the default route's with the lowest metric", async (t) => {
+t.test("the ingress interface is the default route's with the lowest metric", async t => {
   t.equal(
     defaultRouteInterface([
       { dst: "10.0.0.0/8", dev: "cni0" },
@@ -17,24 +17,35 @@ t.test("the ingress interface is the default route's with the lowest metric", as
     ]),
     "eth0",
   );
-  t.equal(defaultRouteInterface([{ dst: "default", dev: "eth1" }]), "eth1", "no metric is metric 0");
+  t.equal(
+    defaultRouteInterface([{ dst: "default", dev: "eth1" }]),
+    "eth1",
+    "no metric is metric 0",
+  );
   t.equal(defaultRouteInterface([{ dst: "10.0.0.0/8", dev: "eth0" }]), undefined);
 });
 
-t.test("auto picks TC on a veth and native XDP elsewhere; an explicit mode is kept", async (t) => {
+t.test("auto picks TC on a veth and native XDP elsewhere; an explicit mode is kept", async t => {
   t.equal(pickMode("auto", "veth"), "tc");
   t.equal(pickMode("auto", undefined), "xdp");
   t.equal(pickMode("auto", "vxlan"), "xdp");
   t.equal(pickMode("xdpgeneric", "veth"), "xdpgeneric");
-  t.match(modeReason("auto", "veth"), /^auto: a veth, .*XDP_TX.*so TC ingress$/, "the reason says why TC");
+  t.match(
+    modeReason("auto", "veth"),
+    /^auto: a veth, .*XDP_TX.*so TC ingress$/,
+    "the reason says why TC",
+  );
   t.equal(modeReason("auto", undefined), "auto: not a veth, so native XDP");
   t.equal(modeReason("tc", "veth"), "tc as asked");
   t.equal(parseRequestedMode(undefined), "auto");
   t.equal(parseRequestedMode(" tc "), "tc");
-  t.throws(() => parseRequestedMode("dpdk"), /BLIXT_ATTACH_MODE="dpdk" is not an attach mode; set it to one of auto, xdp, xdpgeneric, tc/);
+  t.throws(
+    () => parseRequestedMode("dpdk"),
+    /BLIXT_ATTACH_MODE="dpdk" is not an attach mode; set it to one of auto, xdp, xdpgeneric, tc/,
+  );
 });
 
-t.test("settings come from the environment, with errors naming the variable", async (t) => {
+t.test("settings come from the environment, with errors naming the variable", async t => {
   t.same(agentSettings({ NODE_NAME: "n1" }), {
     nodeName: "n1",
     iface: undefined,
@@ -45,23 +56,71 @@ t.test("settings come from the environment, with errors naming the variable", as
     metricsPort: 9090,
     resyncMs: 30_000,
     relistMs: 300_000,
-    conntrack: { tcpNewSeconds: 60, tcpEstablishedSeconds: 21600, tcpClosingSeconds: 10, udpSeconds: 60 },
+    conntrack: {
+      tcpNewSeconds: 60,
+      tcpEstablishedSeconds: 21600,
+      tcpClosingSeconds: 10,
+      udpSeconds: 60,
+    },
     metricsAddress: "127.0.0.1",
     tlsLimits: { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 },
   });
-  t.match(agentSettings({ NODE_NAME: "n1", BLIXT_INTERFACE: "eth1", BLIXT_METRICS_PORT: "9100", BLIXT_RESYNC_SECONDS: "0", BLIXT_RELIST_SECONDS: "60" }), { iface: "eth1", metricsPort: 9100, resyncMs: 0, relistMs: 60_000 });
-  t.throws(() => agentSettings({ NODE_NAME: "n1", BLIXT_RELIST_SECONDS: "-5" }), /BLIXT_RELIST_SECONDS="-5" must be an integer in 0\.\.86400/);
+  t.match(
+    agentSettings({
+      NODE_NAME: "n1",
+      BLIXT_INTERFACE: "eth1",
+      BLIXT_METRICS_PORT: "9100",
+      BLIXT_RESYNC_SECONDS: "0",
+      BLIXT_RELIST_SECONDS: "60",
+    }),
+    { iface: "eth1", metricsPort: 9100, resyncMs: 0, relistMs: 60_000 },
+  );
+  t.throws(
+    () => agentSettings({ NODE_NAME: "n1", BLIXT_RELIST_SECONDS: "-5" }),
+    /BLIXT_RELIST_SECONDS="-5" must be an integer in 0\.\.86400/,
+  );
   t.throws(() => agentSettings({}), /NODE_NAME is not set/);
-  t.throws(() => agentSettings({ NODE_NAME: "n1", BLIXT_METRICS_PORT: "http" }), /BLIXT_METRICS_PORT="http" must be an integer in 0\.\.65535/);
+  t.throws(
+    () => agentSettings({ NODE_NAME: "n1", BLIXT_METRICS_PORT: "http" }),
+    /BLIXT_METRICS_PORT="http" must be an integer in 0\.\.65535/,
+  );
 });
 
-t.test("an acknowledgement is a server-side apply of this node's entry alone, under its own field manager", async (t) => {
-  const config = { metadata: { namespace: "team a", name: "gw", generation: 3 }, spec: {}, status: { nodes: [{ name: "other", observedGeneration: 1 }] } } as unknown as DataplaneConfig;
-  const ack = { name: "node-1", observedGeneration: 3, mode: "tc" as const, lastTransitionTime: "2026-01-01T00:00:00.000Z" };
-  const req = ackRequest(config, ack);
-  t.equal(req.path, "/apis/blixt.dev/v1alpha1/namespaces/team%20a/dataplaneconfigs/gw/status");
-  t.same(req.query, { fieldManager: "blixt-agent/node-1", force: "true" });
-  t.same(req.body, { apiVersion: "blixt.dev/v1alpha1", kind: "DataplaneConfig", metadata: { namespace: "team a", name: "gw" }, status: { nodes: [ack] } }, "other nodes' entries are not sent, so not touched");
-  t.equal(fieldManager("x".repeat(300)).length, 128, "field manager names fit the API server's limit");
-  t.throws(() => ackRequest({ metadata: {} } as DataplaneConfig, ack), /without metadata\.namespace\/name/);
-});
+t.test(
+  "an acknowledgement is a server-side apply of this node's entry alone, under its own field manager",
+  async t => {
+    const config = {
+      metadata: { namespace: "team a", name: "gw", generation: 3 },
+      spec: {},
+      status: { nodes: [{ name: "other", observedGeneration: 1 }] },
+    } as unknown as DataplaneConfig;
+    const ack = {
+      name: "node-1",
+      observedGeneration: 3,
+      mode: "tc" as const,
+      lastTransitionTime: "2026-01-01T00:00:00.000Z",
+    };
+    const req = ackRequest(config, ack);
+    t.equal(req.path, "/apis/blixt.dev/v1alpha1/namespaces/team%20a/dataplaneconfigs/gw/status");
+    t.same(req.query, { fieldManager: "blixt-agent/node-1", force: "true" });
+    t.same(
+      req.body,
+      {
+        apiVersion: "blixt.dev/v1alpha1",
+        kind: "DataplaneConfig",
+        metadata: { namespace: "team a", name: "gw" },
+        status: { nodes: [ack] },
+      },
+      "other nodes' entries are not sent, so not touched",
+    );
+    t.equal(
+      fieldManager("x".repeat(300)).length,
+      128,
+      "field manager names fit the API server's limit",
+    );
+    t.throws(
+      () => ackRequest({ metadata: {} } as DataplaneConfig, ack),
+      /without metadata\.namespace\/name/,
+    );
+  },
+);

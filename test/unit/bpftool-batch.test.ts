@@ -6,21 +6,47 @@
 import t from "tap";
 import { execa } from "execa";
 import { existsSync } from "node:fs";
-import { batch, mapDeleteLine, mapLookup, mapUpdateLine } from "../../capabilities/dataplane/bpftool.js";
+import {
+  batch,
+  mapDeleteLine,
+  mapLookup,
+  mapUpdateLine,
+} from "../../capabilities/dataplane/bpftool.js";
 
 const pin = `/sys/fs/bpf/blixt-test-batch-${process.pid}`;
-const skip = process.getuid?.() !== 0 ? "needs root (bpftool map create)" : !existsSync("/sys/fs/bpf") ? "needs bpffs at /sys/fs/bpf" : undefined;
+const skip =
+  process.getuid?.() !== 0
+    ? "needs root (bpftool map create)"
+    : !existsSync("/sys/fs/bpf")
+      ? "needs bpffs at /sys/fs/bpf"
+      : undefined;
 
 if (skip) {
   t.plan(0, skip);
 } else {
   t.before(async () => {
-    await execa("bpftool", ["map", "create", pin, "type", "hash", "key", "4", "value", "2048", "entries", "256", "name", "blixt_t_batch"]);
+    await execa("bpftool", [
+      "map",
+      "create",
+      pin,
+      "type",
+      "hash",
+      "key",
+      "4",
+      "value",
+      "2048",
+      "entries",
+      "256",
+      "name",
+      "blixt_t_batch",
+    ]);
   });
   t.teardown(() => execa("rm", ["-f", pin]));
 
-  const key = (i: number) => [i & 0xff, (i >> 8) & 0xff, 0, 0].map(b => `0x${b.toString(16).padStart(2, "0")}`);
-  const value = (i: number) => Array.from({ length: 2048 }, (_, j) => `0x${((i + j) & 0xff).toString(16).padStart(2, "0")}`);
+  const key = (i: number) =>
+    [i & 0xff, (i >> 8) & 0xff, 0, 0].map(b => `0x${b.toString(16).padStart(2, "0")}`);
+  const value = (i: number) =>
+    Array.from({ length: 2048 }, (_, j) => `0x${((i + j) & 0xff).toString(16).padStart(2, "0")}`);
 
   t.test("a batch of more words than one run takes is split into runs, in order", async t => {
     // 120 lines of ~2,060 words: about 250,000 words, more than two runs' budget.
@@ -34,14 +60,25 @@ if (skip) {
     }
   });
 
-  t.test("a failing line stops the batch there and is named by its place in the whole batch", async t => {
-    const lines = [
-      ...Array.from({ length: 100 }, (_, i) => mapUpdateLine(pin, key(i), value(i + 1))),
-      mapDeleteLine(pin, key(200)), // line 101: no such key
-      ...Array.from({ length: 19 }, (_, i) => mapUpdateLine(pin, key(100 + i), value(7))),
-    ];
-    await t.rejects(batch(lines, "writing test entries"), /line 101 \(map delete/);
-    t.equal((await mapLookup(pin, key(99)))?.value?.[0], 100 & 0xff, "lines before the failure were applied");
-    t.equal((await mapLookup(pin, key(100)))?.value?.[0], 100 & 0xff, "no line after it ran (entry 100 keeps its earlier value)");
-  });
+  t.test(
+    "a failing line stops the batch there and is named by its place in the whole batch",
+    async t => {
+      const lines = [
+        ...Array.from({ length: 100 }, (_, i) => mapUpdateLine(pin, key(i), value(i + 1))),
+        mapDeleteLine(pin, key(200)), // line 101: no such key
+        ...Array.from({ length: 19 }, (_, i) => mapUpdateLine(pin, key(100 + i), value(7))),
+      ];
+      await t.rejects(batch(lines, "writing test entries"), /line 101 \(map delete/);
+      t.equal(
+        (await mapLookup(pin, key(99)))?.value?.[0],
+        100 & 0xff,
+        "lines before the failure were applied",
+      );
+      t.equal(
+        (await mapLookup(pin, key(100)))?.value?.[0],
+        100 & 0xff,
+        "no line after it ran (entry 100 keeps its earlier value)",
+      );
+    },
+  );
 }

@@ -14,10 +14,25 @@ mkdirSync(join(repo, "dist"), { recursive: true });
 const dir = mkdtempSync(join(repo, "dist", "cli-bundle-test-"));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 const bundle = join(dir, "blixt.mjs");
-await execa("npx", ["--no-install", "esbuild", "cli/blixt.ts", "--bundle", "--platform=node", "--format=esm",
-  "--target=node22", "--packages=external", "--log-level=warning", `--outfile=${bundle}`], { cwd: repo });
+await execa(
+  "npx",
+  [
+    "--no-install",
+    "esbuild",
+    "cli/blixt.ts",
+    "--bundle",
+    "--platform=node",
+    "--format=esm",
+    "--target=node22",
+    "--packages=external",
+    "--log-level=warning",
+    `--outfile=${bundle}`,
+  ],
+  { cwd: repo },
+);
 
-const blixt = (...args: string[]) => execa(process.execPath, [bundle, ...args], { cwd: dir, reject: false });
+const blixt = (...args: string[]) =>
+  execa(process.execPath, [bundle, ...args], { cwd: dir, reject: false });
 
 t.test("blixt uninstall runs its own command, and only that", async t => {
   const help = await blixt("uninstall", "detach-node", "--help");
@@ -28,5 +43,9 @@ t.test("blixt uninstall runs its own command, and only that", async t => {
 
   const usage = await blixt("uninstall", "detach-all");
   t.equal(usage.exitCode, 2, "a usage error exits 2");
-  t.match(usage.stderr, /^error: required option '--namespace <ns>' not specified\n?$/, "in one line naming the option");
+  t.match(
+    usage.stderr,
+    /^error: required option '--namespace <ns>' not specified\n?$/,
+    "in one line naming the option",
+  );
 });

@@ -3,7 +3,12 @@
 // conflict retry, over an in-memory route (test/apiserver/route-status.test.ts runs the same
 // write against a real kube-apiserver, whose 409s this imitates).
 import t from "tap";
-import { routeParents, writeRouteParents, type RouteObject, type RouteStatusIO } from "../../capabilities/gateway/kube";
+import {
+  routeParents,
+  writeRouteParents,
+  type RouteObject,
+  type RouteStatusIO,
+} from "../../capabilities/gateway/kube";
 
 const ME = "blixt.dev/gateway-controller";
 const entry = (controllerName: string, gateway: string, status = "True") => ({
@@ -12,16 +17,27 @@ const entry = (controllerName: string, gateway: string, status = "True") => ({
   conditions: [{ type: "Accepted", status }],
 });
 
-t.test("routeParents: blixt's entries from the plan, everyone else's from the route as read", async t => {
-  const current = [entry("example.com/other", "theirs"), entry(ME, "old"), entry("example.com/third", "x")];
-  t.same(routeParents(current, [entry(ME, "new"), entry("example.com/other", "stale")], ME), [
-    entry(ME, "new"),
-    entry("example.com/other", "theirs"),
-    entry("example.com/third", "x"),
-  ]);
-  t.same(routeParents(current, [], ME), [entry("example.com/other", "theirs"), entry("example.com/third", "x")], "blixt's entries go, no one else's");
-  t.same(routeParents(undefined, [entry(ME, "new")], ME), [entry(ME, "new")]);
-});
+t.test(
+  "routeParents: blixt's entries from the plan, everyone else's from the route as read",
+  async t => {
+    const current = [
+      entry("example.com/other", "theirs"),
+      entry(ME, "old"),
+      entry("example.com/third", "x"),
+    ];
+    t.same(routeParents(current, [entry(ME, "new"), entry("example.com/other", "stale")], ME), [
+      entry(ME, "new"),
+      entry("example.com/other", "theirs"),
+      entry("example.com/third", "x"),
+    ]);
+    t.same(
+      routeParents(current, [], ME),
+      [entry("example.com/other", "theirs"), entry("example.com/third", "x")],
+      "blixt's entries go, no one else's",
+    );
+    t.same(routeParents(undefined, [entry(ME, "new")], ME), [entry(ME, "new")]);
+  },
+);
 
 /** One route whose resourceVersion moves with every write, as the API server's does. */
 function memoryRoute(onRead?: (reads: number) => void) {
@@ -43,10 +59,20 @@ function memoryRoute(onRead?: (reads: number) => void) {
     async replaceStatus(_kind, route) {
       if (route.metadata?.resourceVersion !== stored.metadata?.resourceVersion) {
         log.push("409");
-        throw { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
+        throw {
+          status: 409,
+          statusText: "Conflict",
+          data: { message: "the object has been modified" },
+        };
       }
       log.push("write");
-      stored = { ...structuredClone(route), metadata: { ...route.metadata, resourceVersion: String(Number(stored.metadata!.resourceVersion) + 1) } };
+      stored = {
+        ...structuredClone(route),
+        metadata: {
+          ...route.metadata,
+          resourceVersion: String(Number(stored.metadata!.resourceVersion) + 1),
+        },
+      };
       return structuredClone(stored);
     },
   };
@@ -58,37 +84,69 @@ function memoryRoute(onRead?: (reads: number) => void) {
     },
     foreignWrite(parent: ReturnType<typeof entry>) {
       stored = structuredClone(stored);
-      stored.status!.parents = [...(stored.status!.parents ?? []).filter(p => p.controllerName !== parent.controllerName), parent];
+      stored.status!.parents = [
+        ...(stored.status!.parents ?? []).filter(p => p.controllerName !== parent.controllerName),
+        parent,
+      ];
       stored.metadata!.resourceVersion = String(Number(stored.metadata!.resourceVersion) + 1);
     },
   };
 }
 
-t.test("a foreign write between blixt's read and its write: 409, read again, both entries kept", async t => {
-  const route = memoryRoute(reads => {
-    if (reads === 1) route.foreignWrite(entry("example.com/other", "theirs"));
-  });
-  const written = await writeRouteParents({ kind: "TCPRoute", namespace: "default", name: "db" }, [entry(ME, "gw")], ME, route.io);
-  t.same(route.log, ["read", "409", "read", "write"]);
-  t.same(written.status?.parents, [entry(ME, "gw"), entry("example.com/other", "theirs")]);
-  t.same(route.stored.status?.parents, written.status?.parents);
-});
+t.test(
+  "a foreign write between blixt's read and its write: 409, read again, both entries kept",
+  async t => {
+    const route = memoryRoute(reads => {
+      if (reads === 1) route.foreignWrite(entry("example.com/other", "theirs"));
+    });
+    const written = await writeRouteParents(
+      { kind: "TCPRoute", namespace: "default", name: "db" },
+      [entry(ME, "gw")],
+      ME,
+      route.io,
+    );
+    t.same(route.log, ["read", "409", "read", "write"]);
+    t.same(written.status?.parents, [entry(ME, "gw"), entry("example.com/other", "theirs")]);
+    t.same(route.stored.status?.parents, written.status?.parents);
+  },
+);
 
 t.test("nothing to change: read, no write", async t => {
   const route = memoryRoute();
   route.foreignWrite(entry("example.com/other", "theirs"));
-  await writeRouteParents({ kind: "TCPRoute", namespace: "default", name: "db" }, [entry(ME, "gw")], ME, route.io);
+  await writeRouteParents(
+    { kind: "TCPRoute", namespace: "default", name: "db" },
+    [entry(ME, "gw")],
+    ME,
+    route.io,
+  );
   route.log.length = 0;
-  await writeRouteParents({ kind: "TCPRoute", namespace: "default", name: "db" }, [entry(ME, "gw"), entry("example.com/other", "stale copy")], ME, route.io);
+  await writeRouteParents(
+    { kind: "TCPRoute", namespace: "default", name: "db" },
+    [entry(ME, "gw"), entry("example.com/other", "stale copy")],
+    ME,
+    route.io,
+  );
   t.same(route.log, ["read"]);
 });
 
-t.test("a route someone writes on every read: gives up after the attempts, with the 409", async t => {
-  const route = memoryRoute(reads => route.foreignWrite(entry("example.com/other", `theirs-${reads}`)));
-  const error = await writeRouteParents({ kind: "TCPRoute", namespace: "default", name: "db" }, [entry(ME, "gw")], ME, route.io, 3).then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  t.match(error, { status: 409 });
-  t.same(route.log, ["read", "409", "read", "409", "read", "409"]);
-});
+t.test(
+  "a route someone writes on every read: gives up after the attempts, with the 409",
+  async t => {
+    const route = memoryRoute(reads =>
+      route.foreignWrite(entry("example.com/other", `theirs-${reads}`)),
+    );
+    const error = await writeRouteParents(
+      { kind: "TCPRoute", namespace: "default", name: "db" },
+      [entry(ME, "gw")],
+      ME,
+      route.io,
+      3,
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    t.match(error, { status: 409 });
+    t.same(route.log, ["read", "409", "read", "409", "read", "409"]);
+  },
+);

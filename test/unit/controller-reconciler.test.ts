@@ -8,7 +8,11 @@ import { compile } from "../../capabilities/gateway/compile/index";
 import type { CompileOutput, SecretInfo, Snapshot } from "../../capabilities/gateway/compile/types";
 import type { ControllerSettings } from "../../capabilities/gateway/config";
 import { describeWrite, GATEWAY_FINALIZER, type Write } from "../../capabilities/gateway/plan";
-import { Reconciler, type ClusterClient, type SecretRead } from "../../capabilities/gateway/reconciler";
+import {
+  Reconciler,
+  type ClusterClient,
+  type SecretRead,
+} from "../../capabilities/gateway/reconciler";
 import { WATCHED_KINDS, type SecretRef, type WatchedKind } from "../../capabilities/gateway/store";
 
 const ME = "blixt.dev/gateway-controller";
@@ -28,7 +32,9 @@ class MemoryCluster implements ClusterClient {
     this.objects.get(kind)!.push(structuredClone(object));
   }
   find(kind: WatchedKind, namespace: string | undefined, name: string) {
-    return this.objects.get(kind)!.find(o => o.metadata?.name === name && o.metadata?.namespace === namespace) as
+    return this.objects
+      .get(kind)!
+      .find(o => o.metadata?.name === name && o.metadata?.namespace === namespace) as
       | (KubernetesObject & { status?: Record<string, unknown>; spec?: Record<string, unknown> })
       | undefined;
   }
@@ -41,7 +47,9 @@ class MemoryCluster implements ClusterClient {
     return refs.map(ref => {
       const problem = this.secretProblems.get(`${ref.namespace}/${ref.name}`);
       if (problem) return { ...ref, problem, retry: true };
-      const secret = this.secretInfos.find(s => ref.namespace === s.namespace && ref.name === s.name);
+      const secret = this.secretInfos.find(
+        s => ref.namespace === s.namespace && ref.name === s.name,
+      );
       return secret ? { ...ref, secret } : { ...ref };
     });
   }
@@ -51,17 +59,29 @@ class MemoryCluster implements ClusterClient {
   async execute(write: Write) {
     this.attempts.push(write);
     if (this.failAlways?.(write)) {
-      throw { status: 422, statusText: "Unprocessable Entity", data: { message: `${write.name} is refused by an admission policy` } };
+      throw {
+        status: 422,
+        statusText: "Unprocessable Entity",
+        data: { message: `${write.name} is refused by an admission policy` },
+      };
     }
     if (this.failNext?.(write)) {
       this.failNext = undefined;
-      throw this.failWith ?? { status: 409, statusText: "Conflict", data: { message: "the object has been modified" } };
+      throw (
+        this.failWith ?? {
+          status: 409,
+          statusText: "Conflict",
+          data: { message: "the object has been modified" },
+        }
+      );
     }
     this.executed.push(write);
     switch (write.op) {
       case "applyDataplaneConfig": {
         const list = this.objects.get("DataplaneConfig")!;
-        const index = list.findIndex(o => o.metadata?.name === write.name && o.metadata?.namespace === write.namespace);
+        const index = list.findIndex(
+          o => o.metadata?.name === write.name && o.metadata?.namespace === write.namespace,
+        );
         const stored = structuredClone(write.object) as KubernetesObject;
         if (index >= 0) list[index] = stored;
         else list.push(stored);
@@ -69,7 +89,12 @@ class MemoryCluster implements ClusterClient {
       }
       case "deleteDataplaneConfig": {
         const list = this.objects.get("DataplaneConfig")!;
-        this.objects.set("DataplaneConfig", list.filter(o => !(o.metadata?.name === write.name && o.metadata?.namespace === write.namespace)));
+        this.objects.set(
+          "DataplaneConfig",
+          list.filter(
+            o => !(o.metadata?.name === write.name && o.metadata?.namespace === write.namespace),
+          ),
+        );
         return undefined;
       }
       case "patchStatus": {
@@ -100,7 +125,12 @@ function applyJSONPatch(target: object, patch: Operation[]): void {
     let parent = target as Record<string, unknown>;
     for (const segment of path) parent = parent[segment] as Record<string, unknown>;
     if (operation.op === "test") {
-      if (JSON.stringify(parent?.[last]) !== JSON.stringify(operation.value)) throw { status: 422, statusText: "Unprocessable Entity", data: { message: `test failed at ${operation.path}` } };
+      if (JSON.stringify(parent?.[last]) !== JSON.stringify(operation.value))
+        throw {
+          status: 422,
+          statusText: "Unprocessable Entity",
+          data: { message: `test failed at ${operation.path}` },
+        };
     } else if (operation.op === "add") {
       if (Array.isArray(parent) && last === "-") parent.push(operation.value);
       else parent[last] = operation.value;
@@ -121,18 +151,45 @@ const settings: ControllerSettings = {
 
 const quietLog = () => {
   const lines: string[] = [];
-  return { lines, log: { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m) } };
+  return {
+    lines,
+    log: {
+      info: (m: string) => lines.push(m),
+      warn: (m: string) => lines.push(m),
+      error: (m: string) => lines.push(m),
+    },
+  };
 };
 
 function seed(cluster: MemoryCluster, gatewayNames: string[]): void {
-  cluster.add("GatewayClass", { apiVersion: "gateway.networking.k8s.io/v1", kind: "GatewayClass", metadata: { name: "blixt", generation: 1, uid: "gc" }, spec: { controllerName: ME } } as KubernetesObject);
-  cluster.add("Namespace", { apiVersion: "v1", kind: "Namespace", metadata: { name: "default", labels: { "kubernetes.io/metadata.name": "default" } } });
-  cluster.add("Node", { apiVersion: "v1", kind: "Node", metadata: { name: "node-1" }, status: { conditions: [{ type: "Ready", status: "True" }] } } as KubernetesObject);
+  cluster.add("GatewayClass", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "GatewayClass",
+    metadata: { name: "blixt", generation: 1, uid: "gc" },
+    spec: { controllerName: ME },
+  } as KubernetesObject);
+  cluster.add("Namespace", {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: { name: "default", labels: { "kubernetes.io/metadata.name": "default" } },
+  });
+  cluster.add("Node", {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: "node-1" },
+    status: { conditions: [{ type: "Ready", status: "True" }] },
+  } as KubernetesObject);
   gatewayNames.forEach((name, i) =>
     cluster.add("Gateway", {
       apiVersion: "gateway.networking.k8s.io/v1",
       kind: "Gateway",
-      metadata: { namespace: "default", name, generation: 1, uid: `uid-${name}`, creationTimestamp: `2026-11-27T10:00:0${i}Z` },
+      metadata: {
+        namespace: "default",
+        name,
+        generation: 1,
+        uid: `uid-${name}`,
+        creationTimestamp: `2026-11-27T10:00:0${i}Z`,
+      },
       spec: { gatewayClassName: "blixt", listeners: [{ name: "tcp", port: 80, protocol: "TCP" }] },
     } as unknown as KubernetesObject),
   );
@@ -154,132 +211,252 @@ function countingCompile() {
   };
 }
 
-t.test("nothing compiles before the first relist; the relist compiles once and writes in order", async t => {
-  const cluster = new MemoryCluster();
-  seed(cluster, ["gw"]);
-  const counting = countingCompile();
-  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log: quietLog().log });
-  t.teardown(() => reconciler.stop());
+t.test(
+  "nothing compiles before the first relist; the relist compiles once and writes in order",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["gw"]);
+    const counting = countingCompile();
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile: counting.compile,
+      settings,
+      controllerName: ME,
+      log: quietLog().log,
+    });
+    t.teardown(() => reconciler.stop());
 
-  reconciler.observe("Gateway", cluster.find("Gateway", "default", "gw")!);
-  await new Promise(resolve => setTimeout(resolve, 30));
-  t.equal(counting.calls.length, 0, "a half-seen cluster drives no writes");
+    reconciler.observe("Gateway", cluster.find("Gateway", "default", "gw")!);
+    await new Promise(resolve => setTimeout(resolve, 30));
+    t.equal(counting.calls.length, 0, "a half-seen cluster drives no writes");
 
-  const result = await reconciler.resync();
-  t.equal(counting.calls.length, 1);
-  t.same(result!.failed, []);
-  t.same(
-    cluster.executed.map(w => `${w.op} ${"kind" in w ? w.kind : "DataplaneConfig"} ${w.name}`),
-    ["addFinalizer Gateway gw", "applyDataplaneConfig DataplaneConfig gw", "patchStatus GatewayClass blixt", "patchStatus Gateway gw"],
-  );
-  const config = cluster.find("DataplaneConfig", "default", "gw")!;
-  const address = (config.spec as { address?: string }).address;
-  t.match(address, /^198\.18\.100\.[1-6]$/, "an address of the pool");
-  const gateway = cluster.find("Gateway", "default", "gw")!;
-  t.same((gateway.status as { addresses?: unknown }).addresses, [{ type: "IPAddress", value: address }], "the status publishes the recorded address");
+    const result = await reconciler.resync();
+    t.equal(counting.calls.length, 1);
+    t.same(result!.failed, []);
+    t.same(
+      cluster.executed.map(w => `${w.op} ${"kind" in w ? w.kind : "DataplaneConfig"} ${w.name}`),
+      [
+        "addFinalizer Gateway gw",
+        "applyDataplaneConfig DataplaneConfig gw",
+        "patchStatus GatewayClass blixt",
+        "patchStatus Gateway gw",
+      ],
+    );
+    const config = cluster.find("DataplaneConfig", "default", "gw")!;
+    const address = (config.spec as { address?: string }).address;
+    t.match(address, /^198\.18\.100\.[1-6]$/, "an address of the pool");
+    const gateway = cluster.find("Gateway", "default", "gw")!;
+    t.same(
+      (gateway.status as { addresses?: unknown }).addresses,
+      [{ type: "IPAddress", value: address }],
+      "the status publishes the recorded address",
+    );
 
-  const again = await reconciler.reconcile();
-  t.same(again.writes, [], "a second pass over the same cluster writes nothing");
-});
+    const again = await reconciler.reconcile();
+    t.same(again.writes, [], "a second pass over the same cluster writes nothing");
+  },
+);
 
 t.test("a burst of watch events is coalesced into one compile", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, ["gw"]);
   const counting = countingCompile();
-  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log: quietLog().log });
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile: counting.compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
   t.teardown(() => reconciler.stop());
   await reconciler.resync();
   const before = counting.calls.length;
 
   const compiled = counting.next();
   for (let i = 0; i < 20; i++) {
-    reconciler.observe("Service", { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: `svc-${i}` } });
+    reconciler.observe("Service", {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { namespace: "default", name: `svc-${i}` },
+    });
   }
   await compiled;
   await new Promise(resolve => setTimeout(resolve, 30));
   t.equal(counting.calls.length, before + 1);
-  t.equal(counting.calls.at(-1)!.services.length, 20, "the one compile sees every event of the burst");
+  t.equal(
+    counting.calls.at(-1)!.services.length,
+    20,
+    "the one compile sees every event of the burst",
+  );
 });
 
-t.test("a failed write is logged by name, holds back its own Gateway's status and is retried", async t => {
-  const cluster = new MemoryCluster();
-  seed(cluster, ["gw", "other"]);
-  const { lines, log } = quietLog();
-  const counting = countingCompile();
-  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log });
-  t.teardown(() => reconciler.stop());
+t.test(
+  "a failed write is logged by name, holds back its own Gateway's status and is retried",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["gw", "other"]);
+    const { lines, log } = quietLog();
+    const counting = countingCompile();
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile: counting.compile,
+      settings,
+      controllerName: ME,
+      log,
+    });
+    t.teardown(() => reconciler.stop());
 
-  cluster.failNext = write => write.op === "applyDataplaneConfig" && write.name === "gw";
-  const retried = counting.next().then(() => counting.next());
-  const first = await reconciler.resync();
-  t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/gw"]);
-  t.same(first!.skipped.map(describeWrite), ["patchStatus Gateway default/gw"], "no status publishes an address that is not recorded");
-  t.ok((cluster.find("Gateway", "default", "other")!.status as { addresses?: unknown }).addresses, "another Gateway's status is not held back");
-  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified; retrying it in 20 ms"));
+    cluster.failNext = write => write.op === "applyDataplaneConfig" && write.name === "gw";
+    const retried = counting.next().then(() => counting.next());
+    const first = await reconciler.resync();
+    t.same(
+      first!.failed.map(f => describeWrite(f.write)),
+      ["applyDataplaneConfig DataplaneConfig default/gw"],
+    );
+    t.same(
+      first!.skipped.map(describeWrite),
+      ["patchStatus Gateway default/gw"],
+      "no status publishes an address that is not recorded",
+    );
+    t.ok(
+      (cluster.find("Gateway", "default", "other")!.status as { addresses?: unknown }).addresses,
+      "another Gateway's status is not held back",
+    );
+    t.ok(
+      lines.some(
+        l =>
+          l ===
+          "applyDataplaneConfig DataplaneConfig default/gw failed: 409 Conflict: the object has been modified; retrying it in 20 ms",
+      ),
+    );
 
-  await retried;
-  await new Promise(resolve => setTimeout(resolve, 30));
-  t.ok(cluster.find("DataplaneConfig", "default", "gw"), "the retry wrote the DataplaneConfig");
-  t.ok((cluster.find("Gateway", "default", "gw")!.status as { addresses?: unknown }).addresses, "and then the status");
-});
+    await retried;
+    await new Promise(resolve => setTimeout(resolve, 30));
+    t.ok(cluster.find("DataplaneConfig", "default", "gw"), "the retry wrote the DataplaneConfig");
+    t.ok(
+      (cluster.find("Gateway", "default", "gw")!.status as { addresses?: unknown }).addresses,
+      "and then the status",
+    );
+  },
+);
 
-t.test("a write to an object deleted meanwhile, or into a namespace being deleted, is dropped, not retried", async t => {
-  const cluster = new MemoryCluster();
-  seed(cluster, ["gw", "other"]);
-  const { lines, log } = quietLog();
-  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log });
-  t.teardown(() => reconciler.stop());
+t.test(
+  "a write to an object deleted meanwhile, or into a namespace being deleted, is dropped, not retried",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["gw", "other"]);
+    const { lines, log } = quietLog();
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile,
+      settings,
+      controllerName: ME,
+      log,
+    });
+    t.teardown(() => reconciler.stop());
 
-  cluster.failNext = write => write.op === "patchStatus" && write.kind === "Gateway" && write.name === "other";
-  cluster.failWith = { status: 404, statusText: "Not Found", data: { message: 'gateways.gateway.networking.k8s.io "other" not found' } };
-  const first = await reconciler.resync();
-  t.same(first!.failed, [], "a 404 on a status patch is no failure");
-  t.same(first!.gone.map(describeWrite), ["patchStatus Gateway default/other"]);
-  t.notOk(lines.some(l => l.includes("failed:")), "and logs no error");
-  t.ok(lines.some(l => l.includes("1 Gateway status patches of deleted objects")), "the pass's summary counts it");
-  t.notOk(reconciler.store.get("Gateway", "default", "other"), "the store forgets the object until the watch says more");
+    cluster.failNext = write =>
+      write.op === "patchStatus" && write.kind === "Gateway" && write.name === "other";
+    cluster.failWith = {
+      status: 404,
+      statusText: "Not Found",
+      data: { message: 'gateways.gateway.networking.k8s.io "other" not found' },
+    };
+    const first = await reconciler.resync();
+    t.same(first!.failed, [], "a 404 on a status patch is no failure");
+    t.same(first!.gone.map(describeWrite), ["patchStatus Gateway default/other"]);
+    t.notOk(
+      lines.some(l => l.includes("failed:")),
+      "and logs no error",
+    );
+    t.ok(
+      lines.some(l => l.includes("1 Gateway status patches of deleted objects")),
+      "the pass's summary counts it",
+    );
+    t.notOk(
+      reconciler.store.get("Gateway", "default", "other"),
+      "the store forgets the object until the watch says more",
+    );
 
-  cluster.failNext = write => write.op === "applyDataplaneConfig" && write.name === "gw";
-  cluster.failWith = { status: 403, statusText: "Forbidden", data: { message: 'dataplaneconfigs "gw" is forbidden: unable to create new content in namespace default because it is being terminated' } };
-  cluster.find("Gateway", "default", "gw")!.metadata!.generation = 2;
-  reconciler.store.upsert("Gateway", structuredClone(cluster.find("Gateway", "default", "gw")!));
-  cluster.objects.set("DataplaneConfig", []);
-  reconciler.store.remove("DataplaneConfig", { metadata: { namespace: "default", name: "gw" } });
-  const second = await reconciler.reconcile();
-  t.same(second.failed, [], "a namespace being deleted is no failure either");
-  t.same(second.gone.map(describeWrite), ["applyDataplaneConfig DataplaneConfig default/gw"]);
-  t.same(second.skipped.map(describeWrite), ["patchStatus Gateway default/gw"], "and still holds back the status that would publish an unrecorded address");
-});
+    cluster.failNext = write => write.op === "applyDataplaneConfig" && write.name === "gw";
+    cluster.failWith = {
+      status: 403,
+      statusText: "Forbidden",
+      data: {
+        message:
+          'dataplaneconfigs "gw" is forbidden: unable to create new content in namespace default because it is being terminated',
+      },
+    };
+    cluster.find("Gateway", "default", "gw")!.metadata!.generation = 2;
+    reconciler.store.upsert("Gateway", structuredClone(cluster.find("Gateway", "default", "gw")!));
+    cluster.objects.set("DataplaneConfig", []);
+    reconciler.store.remove("DataplaneConfig", { metadata: { namespace: "default", name: "gw" } });
+    const second = await reconciler.reconcile();
+    t.same(second.failed, [], "a namespace being deleted is no failure either");
+    t.same(second.gone.map(describeWrite), ["applyDataplaneConfig DataplaneConfig default/gw"]);
+    t.same(
+      second.skipped.map(describeWrite),
+      ["patchStatus Gateway default/gw"],
+      "and still holds back the status that would publish an unrecorded address",
+    );
+  },
+);
 
 t.test("a restarted controller keeps every Gateway's address", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, ["a", "b", "c"]);
-  const first = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  const first = new Reconciler({
+    client: cluster,
+    compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
   t.teardown(() => first.stop());
   await first.resync();
-  const addressOf = (name: string) => (cluster.find("DataplaneConfig", "default", name)!.spec as { address?: string }).address;
+  const addressOf = (name: string) =>
+    (cluster.find("DataplaneConfig", "default", name)!.spec as { address?: string }).address;
   const before = ["a", "b", "c"].map(addressOf);
   t.equal(new Set(before).size, 3);
 
   // Gateway "a" goes away while the controller is down; its address must not move b or c.
-  cluster.objects.set("Gateway", cluster.objects.get("Gateway")!.filter(g => g.metadata?.name !== "a"));
-  const second = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  cluster.objects.set(
+    "Gateway",
+    cluster.objects.get("Gateway")!.filter(g => g.metadata?.name !== "a"),
+  );
+  const second = new Reconciler({
+    client: cluster,
+    compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
   t.teardown(() => second.stop());
   const result = await second.resync();
   t.same(result!.failed, []);
   t.same(["b", "c"].map(addressOf), before.slice(1));
-  t.notOk(cluster.find("DataplaneConfig", "default", "a"), "the DataplaneConfig no Gateway needs is deleted");
+  t.notOk(
+    cluster.find("DataplaneConfig", "default", "a"),
+    "the DataplaneConfig no Gateway needs is deleted",
+  );
 });
 
 t.test("a deleted Gateway releases its DataplaneConfig before its finalizer", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, ["gw"]);
-  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
   t.teardown(() => reconciler.stop());
   await reconciler.resync();
   t.same(cluster.find("Gateway", "default", "gw")!.metadata!.finalizers, [GATEWAY_FINALIZER]);
 
-  cluster.find("Gateway", "default", "gw")!.metadata!.deletionTimestamp = "2026-11-27T11:00:00Z" as never;
+  cluster.find("Gateway", "default", "gw")!.metadata!.deletionTimestamp =
+    "2026-11-27T11:00:00Z" as never;
   cluster.executed = [];
   await reconciler.resync();
   await reconciler.resync();
@@ -290,26 +467,50 @@ t.test("a deleted Gateway releases its DataplaneConfig before its finalizer", as
   t.same(cluster.find("Gateway", "default", "gw")!.metadata!.finalizers, []);
 });
 
-t.test("the Secrets HTTPS listeners name are read at each reconcile and reach compile as SecretInfo", async t => {
-  const cluster = new MemoryCluster();
-  seed(cluster, []);
-  cluster.add("Gateway", {
-    apiVersion: "gateway.networking.k8s.io/v1",
-    kind: "Gateway",
-    metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
-    spec: {
-      gatewayClassName: "blixt",
-      listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { mode: "Terminate", certificateRefs: [{ name: "cert" }, { name: "other", namespace: "certs" }] } }],
-    },
-  } as unknown as KubernetesObject);
-  cluster.secretInfos = [{ namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true }];
-  const counting = countingCompile();
-  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings, controllerName: ME, log: quietLog().log });
-  t.teardown(() => reconciler.stop());
-  await reconciler.resync();
-  t.same(cluster.secretReads.at(-1), [{ namespace: "certs", name: "other" }, { namespace: "default", name: "cert" }]);
-  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
-});
+t.test(
+  "the Secrets HTTPS listeners name are read at each reconcile and reach compile as SecretInfo",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, []);
+    cluster.add("Gateway", {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
+      spec: {
+        gatewayClassName: "blixt",
+        listeners: [
+          {
+            name: "https",
+            port: 443,
+            protocol: "HTTPS",
+            tls: {
+              mode: "Terminate",
+              certificateRefs: [{ name: "cert" }, { name: "other", namespace: "certs" }],
+            },
+          },
+        ],
+      },
+    } as unknown as KubernetesObject);
+    cluster.secretInfos = [
+      { namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true },
+    ];
+    const counting = countingCompile();
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile: counting.compile,
+      settings,
+      controllerName: ME,
+      log: quietLog().log,
+    });
+    t.teardown(() => reconciler.stop());
+    await reconciler.resync();
+    t.same(cluster.secretReads.at(-1), [
+      { namespace: "certs", name: "other" },
+      { namespace: "default", name: "cert" },
+    ]);
+    t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
+  },
+);
 
 /** Resolves once `check` holds, polling every few ms; rejects after `ms`. */
 async function until(check: () => boolean, ms: number): Promise<void> {
@@ -324,24 +525,45 @@ async function until(check: () => boolean, ms: number): Promise<void> {
  * How long a listener added to Gateway "fine" takes to reach its DataplaneConfig, with the
  * loop running on its own timers, while (when `broken`) Gateway "broken" has failed twice.
  */
-async function timeToProgram(t: { teardown(fn: () => void): void }, broken: boolean): Promise<{ ms: number; cluster: MemoryCluster }> {
+async function timeToProgram(
+  t: { teardown(fn: () => void): void },
+  broken: boolean,
+): Promise<{ ms: number; cluster: MemoryCluster }> {
   const cluster = new MemoryCluster();
   seed(cluster, broken ? ["broken", "fine"] : ["fine"]);
-  if (broken) cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
+  if (broken)
+    cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
   // The production backoff cap: a shared backoff would grow towards it.
-  const reconciler = new Reconciler({ client: cluster, compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log: quietLog().log });
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile,
+    settings: { ...settings, maxBackoffSeconds: 300 },
+    controllerName: ME,
+    log: quietLog().log,
+  });
   t.teardown(() => reconciler.stop());
   reconciler.start();
   await until(() => cluster.find("DataplaneConfig", "default", "fine") !== undefined, 2000);
   if (broken) {
-    await until(() => cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length >= 2, 3000);
+    await until(
+      () =>
+        cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken")
+          .length >= 2,
+      3000,
+    );
   }
-  const gateway = cluster.find("Gateway", "default", "fine")! as KubernetesObject & { spec: { listeners: unknown[] } };
+  const gateway = cluster.find("Gateway", "default", "fine")! as KubernetesObject & {
+    spec: { listeners: unknown[] };
+  };
   gateway.metadata!.generation = 2;
   gateway.spec.listeners.push({ name: "udp", port: 53, protocol: "UDP" });
   const started = Date.now();
   reconciler.observe("Gateway", structuredClone(gateway));
-  const listeners = () => ((cluster.find("DataplaneConfig", "default", "fine")!.spec as { listeners?: unknown[] }).listeners ?? []).length;
+  const listeners = () =>
+    (
+      (cluster.find("DataplaneConfig", "default", "fine")!.spec as { listeners?: unknown[] })
+        .listeners ?? []
+    ).length;
   await until(() => listeners() === 2, 10_000);
   return { ms: Date.now() - started, cluster };
 }
@@ -350,98 +572,210 @@ t.test("a Gateway whose writes always fail does not slow another Gateway's chang
   const alone = await timeToProgram(t, false);
   const beside = await timeToProgram(t, true);
   t.ok(alone.ms < 500, `programmed in ${alone.ms} ms with no broken Gateway`);
-  t.ok(beside.ms < 500, `programmed in ${beside.ms} ms beside a Gateway that failed twice (a shared backoff would wait 2 s)`);
-  t.notOk(beside.cluster.find("DataplaneConfig", "default", "broken"), "the broken Gateway's table is still refused");
+  t.ok(
+    beside.ms < 500,
+    `programmed in ${beside.ms} ms beside a Gateway that failed twice (a shared backoff would wait 2 s)`,
+  );
+  t.notOk(
+    beside.cluster.find("DataplaneConfig", "default", "broken"),
+    "the broken Gateway's table is still refused",
+  );
 });
 
-t.test("a failing object is retried on its own backoff; a new generation of it is tried at once", async t => {
-  const cluster = new MemoryCluster();
-  seed(cluster, ["broken", "fine"]);
-  cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
-  const { lines, log } = quietLog();
-  const reconciler = new Reconciler({ client: cluster, compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log });
-  t.teardown(() => reconciler.stop());
-  const brokenAttempts = () => cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length;
-  const addressOf = (name: string) => (cluster.find("DataplaneConfig", "default", name)?.spec as { address?: string } | undefined)?.address;
+t.test(
+  "a failing object is retried on its own backoff; a new generation of it is tried at once",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["broken", "fine"]);
+    cluster.failAlways = write => write.op === "applyDataplaneConfig" && write.name === "broken";
+    const { lines, log } = quietLog();
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile,
+      settings: { ...settings, maxBackoffSeconds: 300 },
+      controllerName: ME,
+      log,
+    });
+    t.teardown(() => reconciler.stop());
+    const brokenAttempts = () =>
+      cluster.attempts.filter(w => w.op === "applyDataplaneConfig" && w.name === "broken").length;
+    const addressOf = (name: string) =>
+      (cluster.find("DataplaneConfig", "default", name)?.spec as { address?: string } | undefined)
+        ?.address;
 
-  const first = await reconciler.resync();
-  const fineAddress = addressOf("fine");
-  t.same(first!.failed.map(f => describeWrite(f.write)), ["applyDataplaneConfig DataplaneConfig default/broken"]);
-  t.ok(lines.some(l => l === "applyDataplaneConfig DataplaneConfig default/broken failed: 422 Unprocessable Entity: broken is refused by an admission policy; retrying it in 1 s"), lines.join("\n"));
+    const first = await reconciler.resync();
+    const fineAddress = addressOf("fine");
+    t.same(
+      first!.failed.map(f => describeWrite(f.write)),
+      ["applyDataplaneConfig DataplaneConfig default/broken"],
+    );
+    t.ok(
+      lines.some(
+        l =>
+          l ===
+          "applyDataplaneConfig DataplaneConfig default/broken failed: 422 Unprocessable Entity: broken is refused by an admission policy; retrying it in 1 s",
+      ),
+      lines.join("\n"),
+    );
 
-  // Events for other objects run passes at once; none of them retries "broken" before its time.
-  for (let i = 0; i < 10; i++) {
-    reconciler.observe("Service", { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: `svc-${i}` } });
-    await new Promise(resolve => setTimeout(resolve, 20));
-  }
-  const during = await reconciler.reconcile();
-  t.equal(brokenAttempts(), 1, "no retry inside its backoff");
-  t.same(during.deferred.map(describeWrite), ["applyDataplaneConfig DataplaneConfig default/broken", "patchStatus Gateway default/broken"], "its writes wait for their retry");
-  t.same(during.failed, []);
+    // Events for other objects run passes at once; none of them retries "broken" before its time.
+    for (let i = 0; i < 10; i++) {
+      reconciler.observe("Service", {
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { namespace: "default", name: `svc-${i}` },
+      });
+      await new Promise(resolve => setTimeout(resolve, 20));
+    }
+    const during = await reconciler.reconcile();
+    t.equal(brokenAttempts(), 1, "no retry inside its backoff");
+    t.same(
+      during.deferred.map(describeWrite),
+      ["applyDataplaneConfig DataplaneConfig default/broken", "patchStatus Gateway default/broken"],
+      "its writes wait for their retry",
+    );
+    t.same(during.failed, []);
 
-  // Its timer retries it (and it fails again: 2 s next).
-  await until(() => brokenAttempts() === 2, 3000);
-  t.ok(lines.some(l => l.endsWith("; retrying it in 2 s")), "the backoff doubles for that object");
+    // Its timer retries it (and it fails again: 2 s next).
+    await until(() => brokenAttempts() === 2, 3000);
+    t.ok(
+      lines.some(l => l.endsWith("; retrying it in 2 s")),
+      "the backoff doubles for that object",
+    );
 
-  // A new generation of it (its spec changed) is handled at once, backoff or not.
-  cluster.failAlways = undefined;
-  const broken = cluster.find("Gateway", "default", "broken")!;
-  broken.metadata!.generation = 2;
-  const started = Date.now();
-  reconciler.observe("Gateway", structuredClone(broken));
-  await until(() => cluster.find("DataplaneConfig", "default", "broken") !== undefined, 3000);
-  t.ok(Date.now() - started < 500, `its new generation was written after ${Date.now() - started} ms`);
-  t.equal(addressOf("fine"), fineAddress, "the other Gateway kept its address through all of it");
-  t.not(addressOf("broken"), fineAddress, "and the late one got an address of its own");
-});
+    // A new generation of it (its spec changed) is handled at once, backoff or not.
+    cluster.failAlways = undefined;
+    const broken = cluster.find("Gateway", "default", "broken")!;
+    broken.metadata!.generation = 2;
+    const started = Date.now();
+    reconciler.observe("Gateway", structuredClone(broken));
+    await until(() => cluster.find("DataplaneConfig", "default", "broken") !== undefined, 3000);
+    t.ok(
+      Date.now() - started < 500,
+      `its new generation was written after ${Date.now() - started} ms`,
+    );
+    t.equal(addressOf("fine"), fineAddress, "the other Gateway kept its address through all of it");
+    t.not(addressOf("broken"), fineAddress, "and the late one got an address of its own");
+  },
+);
 
-t.test("a Secret that cannot be read is that listener's problem: the pass completes, the last copy stands, the read is retried", async t => {
-  const cluster = new MemoryCluster();
-  seed(cluster, ["tcp"]);
-  cluster.add("Gateway", {
-    apiVersion: "gateway.networking.k8s.io/v1",
-    kind: "Gateway",
-    metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
-    spec: { gatewayClassName: "blixt", listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { mode: "Terminate", certificateRefs: [{ name: "cert" }] } }] },
-  } as unknown as KubernetesObject);
-  cluster.secretInfos = [{ namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true }];
-  const { lines, log } = quietLog();
-  const counting = countingCompile();
-  const reconciler = new Reconciler({ client: cluster, compile: counting.compile, settings: { ...settings, maxBackoffSeconds: 300 }, controllerName: ME, log });
-  t.teardown(() => reconciler.stop());
-  await reconciler.resync();
-  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
+t.test(
+  "a Secret that cannot be read is that listener's problem: the pass completes, the last copy stands, the read is retried",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["tcp"]);
+    cluster.add("Gateway", {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { namespace: "default", name: "web", generation: 1, uid: "uid-web" },
+      spec: {
+        gatewayClassName: "blixt",
+        listeners: [
+          {
+            name: "https",
+            port: 443,
+            protocol: "HTTPS",
+            tls: { mode: "Terminate", certificateRefs: [{ name: "cert" }] },
+          },
+        ],
+      },
+    } as unknown as KubernetesObject);
+    cluster.secretInfos = [
+      { namespace: "default", name: "cert", type: "kubernetes.io/tls", validTLS: true },
+    ];
+    const { lines, log } = quietLog();
+    const counting = countingCompile();
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile: counting.compile,
+      settings: { ...settings, maxBackoffSeconds: 300 },
+      controllerName: ME,
+      log,
+    });
+    t.teardown(() => reconciler.stop());
+    await reconciler.resync();
+    t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos);
 
-  // The API server stops answering for that Secret: the listener keeps what was read last.
-  cluster.secretProblems.set("default/cert", "reading it failed: 500 Internal Server Error: etcdserver: request timed out");
-  const reads = cluster.secretReads.length;
-  const result = await reconciler.reconcile();
-  t.same(result.failed, [], "the pass is not aborted");
-  t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos, "the copy last read stands");
-  t.ok(lines.some(l => l.includes('Secret "default/cert": reading it failed: 500 Internal Server Error: etcdserver: request timed out; keeping the copy last read')), lines.join("\n"));
-  await until(() => cluster.secretReads.length > reads + 1, 3000);
-  t.pass("read again on its own, with backoff");
+    // The API server stops answering for that Secret: the listener keeps what was read last.
+    cluster.secretProblems.set(
+      "default/cert",
+      "reading it failed: 500 Internal Server Error: etcdserver: request timed out",
+    );
+    const reads = cluster.secretReads.length;
+    const result = await reconciler.reconcile();
+    t.same(result.failed, [], "the pass is not aborted");
+    t.same(counting.calls.at(-1)!.secrets, cluster.secretInfos, "the copy last read stands");
+    t.ok(
+      lines.some(l =>
+        l.includes(
+          'Secret "default/cert": reading it failed: 500 Internal Server Error: etcdserver: request timed out; keeping the copy last read',
+        ),
+      ),
+      lines.join("\n"),
+    );
+    await until(() => cluster.secretReads.length > reads + 1, 3000);
+    t.pass("read again on its own, with backoff");
 
-  // A Gateway appears while the other still fails: its change is made at once.
-  const started = Date.now();
-  cluster.find("Gateway", "default", "tcp")!.metadata!.generation = 2;
-  (cluster.find("Gateway", "default", "tcp")!.spec as { listeners: unknown[] }).listeners.push({ name: "udp", port: 53, protocol: "UDP" });
-  reconciler.observe("Gateway", structuredClone(cluster.find("Gateway", "default", "tcp")!));
-  await until(() => ((cluster.find("DataplaneConfig", "default", "tcp")!.spec as { listeners?: unknown[] }).listeners ?? []).length === 2, 3000);
-  t.ok(Date.now() - started < 500, `another Gateway's change made after ${Date.now() - started} ms`);
-});
+    // A Gateway appears while the other still fails: its change is made at once.
+    const started = Date.now();
+    cluster.find("Gateway", "default", "tcp")!.metadata!.generation = 2;
+    (cluster.find("Gateway", "default", "tcp")!.spec as { listeners: unknown[] }).listeners.push({
+      name: "udp",
+      port: 53,
+      protocol: "UDP",
+    });
+    reconciler.observe("Gateway", structuredClone(cluster.find("Gateway", "default", "tcp")!));
+    await until(
+      () =>
+        (
+          (cluster.find("DataplaneConfig", "default", "tcp")!.spec as { listeners?: unknown[] })
+            .listeners ?? []
+        ).length === 2,
+      3000,
+    );
+    t.ok(
+      Date.now() - started < 500,
+      `another Gateway's change made after ${Date.now() - started} ms`,
+    );
+  },
+);
 
 t.test("a Gateway of another controller's class has its Secrets never read", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, []);
-  cluster.add("GatewayClass", { apiVersion: "gateway.networking.k8s.io/v1", kind: "GatewayClass", metadata: { name: "other", generation: 1, uid: "gc-other" }, spec: { controllerName: "example.com/other" } } as KubernetesObject);
+  cluster.add("GatewayClass", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "GatewayClass",
+    metadata: { name: "other", generation: 1, uid: "gc-other" },
+    spec: { controllerName: "example.com/other" },
+  } as KubernetesObject);
   cluster.add("Gateway", {
     apiVersion: "gateway.networking.k8s.io/v1",
     kind: "Gateway",
     metadata: { namespace: "default", name: "theirs", generation: 1, uid: "uid-theirs" },
-    spec: { gatewayClassName: "other", listeners: [{ name: "https", port: 443, protocol: "HTTPS", tls: { certificateRefs: [{ name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" }] } }] },
+    spec: {
+      gatewayClassName: "other",
+      listeners: [
+        {
+          name: "https",
+          port: 443,
+          protocol: "HTTPS",
+          tls: {
+            certificateRefs: [
+              { name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" },
+            ],
+          },
+        },
+      ],
+    },
   } as unknown as KubernetesObject);
-  const reconciler = new Reconciler({ client: cluster, compile, settings, controllerName: ME, log: quietLog().log });
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
   t.teardown(() => reconciler.stop());
   await reconciler.resync();
   t.same(cluster.secretReads.flat(), []);

@@ -6,76 +6,139 @@ import { execa } from "execa";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { certificateSecretRefs, nodeInfos, secretInfo, SnapshotStore, tlsPairParses } from "../../capabilities/gateway/store";
+import {
+  certificateSecretRefs,
+  nodeInfos,
+  secretInfo,
+  SnapshotStore,
+  tlsPairParses,
+} from "../../capabilities/gateway/store";
 
 async function keyPair(dir: string, name: string) {
-  await execa("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", `/CN=${name}`, "-days", "1", "-keyout", join(dir, `${name}.key`), "-out", join(dir, `${name}.crt`)]);
-  const [cert, key] = await Promise.all([readFile(join(dir, `${name}.crt`)), readFile(join(dir, `${name}.key`))]);
+  await execa("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-subj",
+    `/CN=${name}`,
+    "-days",
+    "1",
+    "-keyout",
+    join(dir, `${name}.key`),
+    "-out",
+    join(dir, `${name}.crt`),
+  ]);
+  const [cert, key] = await Promise.all([
+    readFile(join(dir, `${name}.crt`)),
+    readFile(join(dir, `${name}.key`)),
+  ]);
   return { cert: cert.toString("base64"), key: key.toString("base64") };
 }
 
-t.test("a TLS Secret is reduced to whether its certificate and key parse and belong together", async t => {
-  const dir = await mkdtemp(join(tmpdir(), "blixt-controller-store-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const a = await keyPair(dir, "a");
-  const b = await keyPair(dir, "b");
-  t.equal(tlsPairParses(a.cert, a.key), true);
-  t.equal(tlsPairParses(a.cert, b.key), false, "a key of another certificate");
-  t.equal(tlsPairParses(Buffer.from("not a certificate").toString("base64"), a.key), false);
-  t.equal(tlsPairParses(a.cert, undefined), false);
+t.test(
+  "a TLS Secret is reduced to whether its certificate and key parse and belong together",
+  async t => {
+    const dir = await mkdtemp(join(tmpdir(), "blixt-controller-store-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const a = await keyPair(dir, "a");
+    const b = await keyPair(dir, "b");
+    t.equal(tlsPairParses(a.cert, a.key), true);
+    t.equal(tlsPairParses(a.cert, b.key), false, "a key of another certificate");
+    t.equal(tlsPairParses(Buffer.from("not a certificate").toString("base64"), a.key), false);
+    t.equal(tlsPairParses(a.cert, undefined), false);
 
-  const info = secretInfo({
-    apiVersion: "v1",
-    kind: "Secret",
-    metadata: { namespace: "default", name: "cert", creationTimestamp: new Date("2026-11-27T10:00:00Z") },
-    type: "kubernetes.io/tls",
-    data: { "tls.crt": a.cert, "tls.key": a.key },
-  });
-  t.same(info, {
-    namespace: "default",
-    name: "cert",
-    type: "kubernetes.io/tls",
-    validTLS: true,
-    creationTimestamp: "2026-11-27T10:00:00Z",
-    digest: secretDigest("kubernetes.io/tls", { "tls.crt": a.cert, "tls.key": a.key }),
-  });
-  t.notOk(JSON.stringify(info).includes(a.key), "no key bytes are kept");
-});
+    const info = secretInfo({
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: {
+        namespace: "default",
+        name: "cert",
+        creationTimestamp: new Date("2026-11-27T10:00:00Z"),
+      },
+      type: "kubernetes.io/tls",
+      data: { "tls.crt": a.cert, "tls.key": a.key },
+    });
+    t.same(info, {
+      namespace: "default",
+      name: "cert",
+      type: "kubernetes.io/tls",
+      validTLS: true,
+      creationTimestamp: "2026-11-27T10:00:00Z",
+      digest: secretDigest("kubernetes.io/tls", { "tls.crt": a.cert, "tls.key": a.key }),
+    });
+    t.notOk(JSON.stringify(info).includes(a.key), "no key bytes are kept");
+  },
+);
 
-t.test("certificateRefs: Secrets only, of blixt's Gateways only, defaulted to the Gateway's namespace, each once", async t => {
-  const gateway = (namespace: string, refs: unknown[], gatewayClassName = "blixt", name = "gw") => ({
-    metadata: { namespace, name },
-    spec: { gatewayClassName, listeners: [{ name: "https", tls: { certificateRefs: refs } }, { name: "tcp" }] },
-  });
-  const classes = [
-    { metadata: { name: "blixt" }, spec: { controllerName: "blixt.dev/gateway-controller" } },
-    { metadata: { name: "other" }, spec: { controllerName: "example.com/other" } },
-  ];
-  t.same(
-    certificateSecretRefs(
+t.test(
+  "certificateRefs: Secrets only, of blixt's Gateways only, defaulted to the Gateway's namespace, each once",
+  async t => {
+    const gateway = (
+      namespace: string,
+      refs: unknown[],
+      gatewayClassName = "blixt",
+      name = "gw",
+    ) => ({
+      metadata: { namespace, name },
+      spec: {
+        gatewayClassName,
+        listeners: [{ name: "https", tls: { certificateRefs: refs } }, { name: "tcp" }],
+      },
+    });
+    const classes = [
+      { metadata: { name: "blixt" }, spec: { controllerName: "blixt.dev/gateway-controller" } },
+      { metadata: { name: "other" }, spec: { controllerName: "example.com/other" } },
+    ];
+    t.same(
+      certificateSecretRefs(
+        [
+          gateway("a", [
+            { name: "cert" },
+            { name: "cert", kind: "Secret", group: "" },
+            { name: "x", kind: "ConfigMap" },
+            { name: "core", group: "core", kind: "Secret" },
+          ]),
+          gateway("b", [{ name: "shared", namespace: "certs" }]),
+          gateway(
+            "c",
+            [{ name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" }],
+            "other",
+            "foreign",
+          ),
+          gateway("d", [{ name: "their-cert" }], "missing-class"),
+        ],
+        classes,
+        "blixt.dev/gateway-controller",
+      ),
       [
-        gateway("a", [{ name: "cert" }, { name: "cert", kind: "Secret", group: "" }, { name: "x", kind: "ConfigMap" }, { name: "core", group: "core", kind: "Secret" }]),
-        gateway("b", [{ name: "shared", namespace: "certs" }]),
-        gateway("c", [{ name: "../../../../../apis/rbac.authorization.k8s.io/v1/clusterroles" }], "other", "foreign"),
-        gateway("d", [{ name: "their-cert" }], "missing-class"),
+        { namespace: "a", name: "cert" },
+        { namespace: "a", name: "core" },
+        { namespace: "certs", name: "shared" },
       ],
-      classes,
-      "blixt.dev/gateway-controller",
-    ),
-    [{ namespace: "a", name: "cert" }, { namespace: "a", name: "core" }, { namespace: "certs", name: "shared" }],
-    "a Gateway of another controller's class (or of no class) has its refs left alone",
-  );
-});
+      "a Gateway of another controller's class (or of no class) has its refs left alone",
+    );
+  },
+);
 
 t.test("a node's agent is ready only when a ready agent Pod runs on it", async t => {
-  const node = (name: string, ready: string) => ({ metadata: { name }, status: { conditions: [{ type: "Ready", status: ready }] } });
+  const node = (name: string, ready: string) => ({
+    metadata: { name },
+    status: { conditions: [{ type: "Ready", status: ready }] },
+  });
   const pod = (nodeName: string, ready: string, deleting = false) => ({
     metadata: { name: `agent-${nodeName}`, ...(deleting ? { deletionTimestamp: new Date() } : {}) },
     spec: { nodeName, containers: [] },
     status: { conditions: [{ type: "Ready", status: ready }] },
   });
   t.same(
-    nodeInfos([node("n3", "True"), node("n1", "True"), node("n2", "False"), node("n4", "True")], [pod("n1", "True"), pod("n3", "False"), pod("n4", "True", true)]),
+    nodeInfos(
+      [node("n3", "True"), node("n1", "True"), node("n2", "False"), node("n4", "True")],
+      [pod("n1", "True"), pod("n3", "False"), pod("n4", "True", true)],
+    ),
     [
       { name: "n1", ready: true, agentReady: true },
       { name: "n2", ready: false, agentReady: false },
@@ -88,45 +151,66 @@ t.test("a node's agent is ready only when a ready agent Pod runs on it", async t
 t.test("the snapshot is sorted, so the same cluster gives the same compile input", async t => {
   const one = new SnapshotStore();
   const two = new SnapshotStore();
-  const services = ["b", "a", "c"].map(name => ({ apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name } }));
+  const services = ["b", "a", "c"].map(name => ({
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { namespace: "default", name },
+  }));
   services.forEach(s => one.upsert("Service", s));
   [...services].reverse().forEach(s => two.upsert("Service", s));
-  const input = { controllerName: "c", now: "2026-11-27T10:00:00Z", addressPools: [], allocations: {} };
+  const input = {
+    controllerName: "c",
+    now: "2026-11-27T10:00:00Z",
+    addressPools: [],
+    allocations: {},
+  };
   t.same(one.snapshot(input), two.snapshot(input));
-  t.same(one.snapshot(input).services.map(s => s.metadata?.name), ["a", "b", "c"]);
+  t.same(
+    one.snapshot(input).services.map(s => s.metadata?.name),
+    ["a", "b", "c"],
+  );
   one.remove("Service", services[0]);
-  t.same(one.snapshot(input).services.map(s => s.metadata?.name), ["a", "c"]);
+  t.same(
+    one.snapshot(input).services.map(s => s.metadata?.name),
+    ["a", "c"],
+  );
 });
 
-t.test("an object's late ADDED after its DELETED does not bring it back; a new object of that name does", async t => {
-  const store = new SnapshotStore();
-  const grant = (uid: string) => ({
-    apiVersion: "gateway.networking.k8s.io/v1beta1",
-    kind: "ReferenceGrant",
-    metadata: { namespace: "web", name: "allow-gateways", uid },
-  });
-  const held = () => store.get("ReferenceGrant", "web", "allow-gateways");
+t.test(
+  "an object's late ADDED after its DELETED does not bring it back; a new object of that name does",
+  async t => {
+    const store = new SnapshotStore();
+    const grant = (uid: string) => ({
+      apiVersion: "gateway.networking.k8s.io/v1beta1",
+      kind: "ReferenceGrant",
+      metadata: { namespace: "web", name: "allow-gateways", uid },
+    });
+    const held = () => store.get("ReferenceGrant", "web", "allow-gateways");
 
-  // The delete stream is ahead of the create stream.
-  store.remove("ReferenceGrant", grant("uid-1"));
-  store.upsert("ReferenceGrant", grant("uid-1"));
-  t.equal(held(), undefined, "the deleted grant stays deleted");
+    // The delete stream is ahead of the create stream.
+    store.remove("ReferenceGrant", grant("uid-1"));
+    store.upsert("ReferenceGrant", grant("uid-1"));
+    t.equal(held(), undefined, "the deleted grant stays deleted");
 
-  // A relist taken before the delete landed is just as stale.
-  store.replace("ReferenceGrant", [grant("uid-1")]);
-  t.equal(held(), undefined, "a stale relist does not resurrect it either");
+    // A relist taken before the delete landed is just as stale.
+    store.replace("ReferenceGrant", [grant("uid-1")]);
+    t.equal(held(), undefined, "a stale relist does not resurrect it either");
 
-  // The same name, created again, is a new object.
-  store.upsert("ReferenceGrant", grant("uid-2"));
-  t.same(held(), grant("uid-2"), "a new grant of the same name is kept");
-  store.remove("ReferenceGrant", grant("uid-1"));
-  t.same(held(), grant("uid-2"), "a late delete of the old one leaves the new one alone");
+    // The same name, created again, is a new object.
+    store.upsert("ReferenceGrant", grant("uid-2"));
+    t.same(held(), grant("uid-2"), "a new grant of the same name is kept");
+    store.remove("ReferenceGrant", grant("uid-1"));
+    t.same(held(), grant("uid-2"), "a late delete of the old one leaves the new one alone");
 
-  // Once a relist no longer carries the old uid, its tombstone is dropped.
-  store.replace("ReferenceGrant", [grant("uid-2")]);
-  store.upsert("ReferenceGrant", { ...grant("uid-1"), metadata: { namespace: "web", name: "other", uid: "uid-1" } });
-  t.ok(store.get("ReferenceGrant", "web", "other"), "tombstones do not grow without bound");
-});
+    // Once a relist no longer carries the old uid, its tombstone is dropped.
+    store.replace("ReferenceGrant", [grant("uid-2")]);
+    store.upsert("ReferenceGrant", {
+      ...grant("uid-1"),
+      metadata: { namespace: "web", name: "other", uid: "uid-1" },
+    });
+    t.ok(store.get("ReferenceGrant", "web", "other"), "tombstones do not grow without bound");
+  },
+);
 
 t.test("a relist is older than every event that landed while it was in flight", async t => {
   const store = new SnapshotStore();
@@ -145,17 +229,41 @@ t.test("a relist is older than every event that landed while it was in flight", 
   store.remove("Gateway", gateway("old", "uid-old"));
   store.upsert("Gateway", gateway("changed", "uid-changed", 2));
   // The list was taken before all of that.
-  store.replace("Gateway", [gateway("old", "uid-old"), gateway("kept", "uid-kept", 3), gateway("changed", "uid-changed")], since);
+  store.replace(
+    "Gateway",
+    [gateway("old", "uid-old"), gateway("kept", "uid-kept", 3), gateway("changed", "uid-changed")],
+    since,
+  );
   store.listDone(since);
 
-  t.ok(store.get("Gateway", "infra", "new"), "a Gateway created after the list began is not dropped");
-  t.equal(store.get("Gateway", "infra", "old"), undefined, "one deleted after it began is not brought back");
-  t.equal(store.get<{ metadata: { generation: number } }>("Gateway", "infra", "changed")?.metadata.generation, 2, "a change after it began is kept");
-  t.equal(store.get<{ metadata: { generation: number } }>("Gateway", "infra", "kept")?.metadata.generation, 3, "what no event touched comes from the list");
+  t.ok(
+    store.get("Gateway", "infra", "new"),
+    "a Gateway created after the list began is not dropped",
+  );
+  t.equal(
+    store.get("Gateway", "infra", "old"),
+    undefined,
+    "one deleted after it began is not brought back",
+  );
+  t.equal(
+    store.get<{ metadata: { generation: number } }>("Gateway", "infra", "changed")?.metadata
+      .generation,
+    2,
+    "a change after it began is kept",
+  );
+  t.equal(
+    store.get<{ metadata: { generation: number } }>("Gateway", "infra", "kept")?.metadata
+      .generation,
+    3,
+    "what no event touched comes from the list",
+  );
 
   // The next relist, with nothing in flight, is the truth again.
   const next = store.listStarted();
   store.replace("Gateway", [gateway("kept", "uid-kept", 3)], next);
   store.listDone(next);
-  t.same(store.list<{ metadata: { name: string } }>("Gateway").map(g => g.metadata.name), ["kept"]);
+  t.same(
+    store.list<{ metadata: { name: string } }>("Gateway").map(g => g.metadata.name),
+    ["kept"],
+  );
 });

@@ -7,9 +7,19 @@ import { BEGIN, END, parseFigures, renderBlock, withBlock } from "../../hack/e2e
 const context = { runs: 2, when: "2026-11-27T00:00:00Z", machine: "2 CPUs" };
 
 t.test("figures are summarised per name: median, range, samples, in first-seen order", async t => {
-  const figures = parseFigures(['{"name":"b","ms":300}', '{"name":"a","ms":1000}', '{"name":"b","ms":100}', '{"name":"b","ms":200}', ""].join("\n"));
+  const figures = parseFigures(
+    [
+      '{"name":"b","ms":300}',
+      '{"name":"a","ms":1000}',
+      '{"name":"b","ms":100}',
+      '{"name":"b","ms":200}',
+      "",
+    ].join("\n"),
+  );
   const block = renderBlock(figures, context);
-  const rows = block.split("\n").filter(l => l.startsWith("| ") && !l.startsWith("| figure") && !l.startsWith("| ---"));
+  const rows = block
+    .split("\n")
+    .filter(l => l.startsWith("| ") && !l.startsWith("| figure") && !l.startsWith("| ---"));
   t.same(rows, ["| b | 0.20 s | 0.10 s–0.30 s | 3 |", "| a | 1.00 s | 1.00 s–1.00 s | 1 |"]);
   t.ok(block.startsWith(BEGIN) && block.endsWith(END));
 });
@@ -19,7 +29,10 @@ t.test("a malformed line is named", async t => {
 });
 
 t.test("the block replaces the old one and leaves the rest of the report alone", async t => {
-  const first = withBlock("# Report\n\nbench tables\n", renderBlock([{ name: "x", ms: 1 }], context));
+  const first = withBlock(
+    "# Report\n\nbench tables\n",
+    renderBlock([{ name: "x", ms: 1 }], context),
+  );
   t.match(first, /^# Report\n\nbench tables\n\n<!-- e2e-figures:begin -->/);
   const second = withBlock(`${first}\nafter\n`, renderBlock([{ name: "y", ms: 2 }], context));
   t.notMatch(second, /\| x \|/);

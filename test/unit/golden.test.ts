@@ -18,8 +18,8 @@ const update = process.env.BLIXT_UPDATE_GOLDEN === "1";
 const FIXED_NOW = "2026-01-01T00:00:00Z";
 
 const cases = readdirSync(dir)
-  .filter((f) => f.endsWith(".in.yaml"))
-  .map((f) => f.slice(0, -".in.yaml".length))
+  .filter(f => f.endsWith(".in.yaml"))
+  .map(f => f.slice(0, -".in.yaml".length))
   .sort();
 
 t.ok(cases.length > 0, "there are golden cases");
@@ -32,10 +32,11 @@ function reversed(snapshot: Snapshot): Snapshot {
 }
 
 for (const name of cases) {
-  t.test(name, async (t) => {
+  t.test(name, async t => {
     const inPath = join(dir, `${name}.in.yaml`);
     const outPath = join(dir, `${name}.out.yaml`);
-    const load = () => loadSnapshot([{ name: inPath, text: readFileSync(inPath, "utf8") }], FIXED_NOW);
+    const load = () =>
+      loadSnapshot([{ name: inPath, text: readFileSync(inPath, "utf8") }], FIXED_NOW);
     const { snapshot, errors } = load();
     t.same(errors, [], "the input reads cleanly");
     const actual = renderOutput(compile(snapshot), "yaml");
@@ -52,7 +53,15 @@ for (const name of cases) {
       }
       t.equal(actual, expected, `${name}.out.yaml matches (BLIXT_UPDATE_GOLDEN=1 rewrites it)`);
     }
-    t.equal(renderOutput(compile(load().snapshot), "yaml"), actual, "compiling again gives the same bytes");
-    t.equal(renderOutput(compile(reversed(load().snapshot)), "yaml"), actual, "input order does not change the output");
+    t.equal(
+      renderOutput(compile(load().snapshot), "yaml"),
+      actual,
+      "compiling again gives the same bytes",
+    );
+    t.equal(
+      renderOutput(compile(reversed(load().snapshot)), "yaml"),
+      actual,
+      "input order does not change the output",
+    );
   });
 }

@@ -30,7 +30,10 @@ async function bindingsInProcess(env: Record<string, string>) {
     reject: false,
   });
   const line = child.stdout.split("\n").find(l => l.startsWith(MARK));
-  if (!line) throw new Error(`role process printed no bindings (exit ${child.exitCode}):\n${child.stderr}\n${child.stdout}`);
+  if (!line)
+    throw new Error(
+      `role process printed no bindings (exit ${child.exitCode}):\n${child.stderr}\n${child.stdout}`,
+    );
   return JSON.parse(line.slice(MARK.length)) as { name: string; bindings: string[] }[];
 }
 
@@ -45,8 +48,18 @@ const loaded = {
 for (const pending of Object.values(loaded)) pending.catch(() => {}); // reported by the test that awaits it
 
 const watched = [
-  "DataplaneConfig", "EndpointSlice", "Gateway", "GatewayClass", "HTTPRoute", "Namespace",
-  "Node", "Pod", "ReferenceGrant", "Service", "TCPRoute", "UDPRoute",
+  "DataplaneConfig",
+  "EndpointSlice",
+  "Gateway",
+  "GatewayClass",
+  "HTTPRoute",
+  "Namespace",
+  "Node",
+  "Pod",
+  "ReferenceGrant",
+  "Service",
+  "TCPRoute",
+  "UDPRoute",
 ];
 
 t.test("admission role: only the admission capability, only Validate bindings", async t => {
@@ -54,23 +67,40 @@ t.test("admission role: only the admission capability, only Validate bindings", 
   t.same(capabilities, [
     {
       name: "gateway-admission",
-      bindings: ["DataplaneConfig CREATEORUPDATE validate", "Gateway CREATEORUPDATE validate", "HTTPRoute CREATEORUPDATE validate", "TCPRoute CREATEORUPDATE validate", "UDPRoute CREATEORUPDATE validate"],
+      bindings: [
+        "DataplaneConfig CREATEORUPDATE validate",
+        "Gateway CREATEORUPDATE validate",
+        "HTTPRoute CREATEORUPDATE validate",
+        "TCPRoute CREATEORUPDATE validate",
+        "UDPRoute CREATEORUPDATE validate",
+      ],
     },
   ]);
 });
 
-t.test("controller role: only the controller capability, a create/update and a delete watch per kind", async t => {
-  const capabilities = await loaded.controller;
-  t.same(capabilities.map(c => c.name), ["gateway-controller"]);
-  t.same(
-    capabilities[0].bindings,
-    watched.flatMap(kind => [`${kind} CREATEORUPDATE watch`, `${kind} DELETE watch`]).sort(),
-  );
-});
+t.test(
+  "controller role: only the controller capability, a create/update and a delete watch per kind",
+  async t => {
+    const capabilities = await loaded.controller;
+    t.same(
+      capabilities.map(c => c.name),
+      ["gateway-controller"],
+    );
+    t.same(
+      capabilities[0].bindings,
+      watched.flatMap(kind => [`${kind} CREATEORUPDATE watch`, `${kind} DELETE watch`]).sort(),
+    );
+  },
+);
 
 t.test("agent role: only the node agent's capability, watching DataplaneConfigs", async t => {
   const capabilities = await loaded.agent;
-  t.same(capabilities, [{ name: "dataplane-agent", bindings: ["DataplaneConfig CREATEORUPDATE watch", "DataplaneConfig DELETE watch"] }]);
+  t.same(capabilities, [
+    {
+      name: "dataplane-agent",
+      bindings: ["DataplaneConfig CREATEORUPDATE watch", "DataplaneConfig DELETE watch"],
+    },
+  ]);
 });
 
 t.test("pepr build sees every role's bindings", async t => {
@@ -81,13 +111,30 @@ t.test("pepr build sees every role's bindings", async t => {
 
 t.test("role resolution", async t => {
   t.same(resolveRoles({}), ["admission"], "Pepr's admission Deployment needs no BLIXT_ROLE");
-  t.same(resolveRoles({ PEPR_WATCH_MODE: "true" }), ["controller"], "nor does its watcher Deployment");
+  t.same(
+    resolveRoles({ PEPR_WATCH_MODE: "true" }),
+    ["controller"],
+    "nor does its watcher Deployment",
+  );
   t.same(resolveRoles({ BLIXT_ROLE: "agent", PEPR_WATCH_MODE: "true" }), ["agent"]);
-  t.same(resolveRoles({ PEPR_MODE: "build", BLIXT_ROLE: "agent" }), ["admission", "controller", "agent"]);
+  t.same(resolveRoles({ PEPR_MODE: "build", BLIXT_ROLE: "agent" }), [
+    "admission",
+    "controller",
+    "agent",
+  ]);
   t.same(resolveRoles({ PEPR_MODE: "dev" }), ["admission", "controller"]);
-  t.throws(() => resolveRoles({ BLIXT_ROLE: "gateway" }), /BLIXT_ROLE="gateway" is not a role; set it to one of admission, controller, agent/);
-  t.throws(() => resolveRoles({ BLIXT_ROLE: "agent" }), /BLIXT_ROLE=agent needs PEPR_WATCH_MODE="true"/);
-  t.throws(() => resolveRoles({ BLIXT_ROLE: "admission", PEPR_WATCH_MODE: "true" }), /BLIXT_ROLE=admission needs PEPR_WATCH_MODE unset/);
+  t.throws(
+    () => resolveRoles({ BLIXT_ROLE: "gateway" }),
+    /BLIXT_ROLE="gateway" is not a role; set it to one of admission, controller, agent/,
+  );
+  t.throws(
+    () => resolveRoles({ BLIXT_ROLE: "agent" }),
+    /BLIXT_ROLE=agent needs PEPR_WATCH_MODE="true"/,
+  );
+  t.throws(
+    () => resolveRoles({ BLIXT_ROLE: "admission", PEPR_WATCH_MODE: "true" }),
+    /BLIXT_ROLE=admission needs PEPR_WATCH_MODE unset/,
+  );
 });
 
 // What each role's process asks to listen on, from the real module entry (pepr.ts) in a fresh
@@ -104,39 +151,90 @@ const recordListens = `
   };
 `;
 async function listensOf(env: Record<string, string>, key: { key: string; cert: string }) {
-  const child = execa("node", ["--import=tsx", "--import", `data:text/javascript,${encodeURIComponent(recordListens)}`, `${root}pepr.ts`], {
-    cwd: root,
-    env: { ...PATH, LOG_LEVEL: "warn", SSL_KEY_PATH: key.key, SSL_CERT_PATH: key.cert, KUBECONFIG: "/nonexistent", ...env },
-    extendEnv: false,
-    reject: false,
-    all: true,
-    // Loading the module is slow on a busy machine; this bounds a process that never gets there.
-    timeout: 120_000,
-  });
+  const child = execa(
+    "node",
+    [
+      "--import=tsx",
+      "--import",
+      `data:text/javascript,${encodeURIComponent(recordListens)}`,
+      `${root}pepr.ts`,
+    ],
+    {
+      cwd: root,
+      env: {
+        ...PATH,
+        LOG_LEVEL: "warn",
+        SSL_KEY_PATH: key.key,
+        SSL_CERT_PATH: key.cert,
+        KUBECONFIG: "/nonexistent",
+        ...env,
+      },
+      extendEnv: false,
+      reject: false,
+      all: true,
+      // Loading the module is slow on a busy machine; this bounds a process that never gets there.
+      timeout: 120_000,
+    },
+  );
   // The admission and controller roles run until stopped: the module asks to listen while it
   // loads, so the first listen call ends the wait. The agent role's process exits by itself.
   child.stdout?.on("data", (chunk: Buffer) => {
     if (String(chunk).includes(LISTEN)) setTimeout(() => child.kill(), 500);
   });
   const done = await child;
-  const listens = done.stdout.split("\n").filter(l => l.startsWith(LISTEN)).map(l => JSON.parse(l.slice(LISTEN.length)) as unknown[]);
+  const listens = done.stdout
+    .split("\n")
+    .filter(l => l.startsWith(LISTEN))
+    .map(l => JSON.parse(l.slice(LISTEN.length)) as unknown[]);
   return { listens, output: done.all ?? "" };
 }
 
-t.test("Pepr's HTTPS server (3000): the admission and controller roles start it, the agent role does not", async t => {
-  const dir = await mkdtemp(join(tmpdir(), "blixt-roles-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const key = { key: join(dir, "tls.key"), cert: join(dir, "tls.crt") };
-  await execa("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=roles", "-days", "1", "-keyout", key.key, "-out", key.cert]);
-  const [admission, controller, agent] = await Promise.all([
-    listensOf({ BLIXT_ROLE: "admission", PEPR_API_PATH: "roles-test" }, key),
-    listensOf({ BLIXT_ROLE: "controller", PEPR_WATCH_MODE: "true", BLIXT_CONTROLLER_METRICS_PORT: "0" }, key),
-    // Without NODE_NAME the agent's own start fails at once (and says so); Pepr's server, had it
-    // been built, would have been asked to listen before that, in the module's constructor.
-    listensOf({ BLIXT_ROLE: "agent", PEPR_WATCH_MODE: "true" }, key),
-  ]);
-  t.ok(admission.listens.some(args => args[0] === 3000), `the admission webhook serves on 3000: ${JSON.stringify(admission.listens)}`);
-  t.ok(controller.listens.some(args => args[0] === 3000), `the controller's probes use Pepr's /healthz on 3000: ${JSON.stringify(controller.listens)}`);
-  t.match(agent.output, /NODE_NAME is not set/, "the agent process got as far as its own start");
-  t.same(agent.listens, [], "the agent role listens on nothing before its own start (no Pepr server, no port 3000)");
-});
+t.test(
+  "Pepr's HTTPS server (3000): the admission and controller roles start it, the agent role does not",
+  async t => {
+    const dir = await mkdtemp(join(tmpdir(), "blixt-roles-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const key = { key: join(dir, "tls.key"), cert: join(dir, "tls.crt") };
+    await execa("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-subj",
+      "/CN=roles",
+      "-days",
+      "1",
+      "-keyout",
+      key.key,
+      "-out",
+      key.cert,
+    ]);
+    const [admission, controller, agent] = await Promise.all([
+      listensOf({ BLIXT_ROLE: "admission", PEPR_API_PATH: "roles-test" }, key),
+      listensOf(
+        { BLIXT_ROLE: "controller", PEPR_WATCH_MODE: "true", BLIXT_CONTROLLER_METRICS_PORT: "0" },
+        key,
+      ),
+      // Without NODE_NAME the agent's own start fails at once (and says so); Pepr's server, had it
+      // been built, would have been asked to listen before that, in the module's constructor.
+      listensOf({ BLIXT_ROLE: "agent", PEPR_WATCH_MODE: "true" }, key),
+    ]);
+    t.ok(
+      admission.listens.some(args => args[0] === 3000),
+      `the admission webhook serves on 3000: ${JSON.stringify(admission.listens)}`,
+    );
+    t.ok(
+      controller.listens.some(args => args[0] === 3000),
+      `the controller's probes use Pepr's /healthz on 3000: ${JSON.stringify(controller.listens)}`,
+    );
+    t.match(agent.output, /NODE_NAME is not set/, "the agent process got as far as its own start");
+    t.same(
+      agent.listens,
+      [],
+      "the agent role listens on nothing before its own start (no Pepr server, no port 3000)",
+    );
+  },
+);

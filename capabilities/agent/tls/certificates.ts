@@ -32,9 +32,19 @@ export function tlsListenerSpecs(configs: DataplaneConfig[]): TlsListenerSpec[] 
       const weights = listenerWeights(listener);
       specs.push({
         key: listenerKey(config, listener.name),
-        ref: { config: configKey(config), namespace: config.metadata?.namespace ?? "", gateway: spec.gatewayName, listener: listener.name, port: listener.port, protocol: "TCP" },
+        ref: {
+          config: configKey(config),
+          namespace: config.metadata?.namespace ?? "",
+          gateway: spec.gatewayName,
+          listener: listener.name,
+          port: listener.port,
+          protocol: "TCP",
+        },
         address: spec.address,
-        certificateRefs: listener.tls.certificateRefs.map((r) => ({ namespace: r.namespace, name: r.name })),
+        certificateRefs: listener.tls.certificateRefs.map(r => ({
+          namespace: r.namespace,
+          name: r.name,
+        })),
         backends: weights.backends,
         rejectWeight: weights.rejectWeight,
       });
@@ -69,13 +79,13 @@ export type ParsedSecret = { ok: true; certificate: TlsCertificate } | { ok: fal
 export function certificateNames(x509: X509Certificate): string[] {
   const sans = (x509.subjectAltName ?? "")
     .split(/,\s*/)
-    .filter((s) => s.startsWith("DNS:"))
-    .map((s) => s.slice(4).trim().toLowerCase())
+    .filter(s => s.startsWith("DNS:"))
+    .map(s => s.slice(4).trim().toLowerCase())
     .filter(Boolean);
   if (sans.length > 0) return sans;
   const cn = x509.subject
     .split("\n")
-    .find((line) => line.startsWith("CN="))
+    .find(line => line.startsWith("CN="))
     ?.slice(3)
     .trim()
     .toLowerCase();
@@ -88,10 +98,18 @@ export function certificateNames(x509: X509Certificate): string[] {
  * Secret's "namespace/name", `undefined` when it does not exist.
  */
 export function parseTlsSecret(ref: string, secret: SecretLike | undefined): ParsedSecret {
-  const fix = "; put a PEM certificate chain in tls.crt and its private key in tls.key (kubectl create secret tls)";
-  if (!secret) return { ok: false, error: `Secret ${ref} not found; create it${fix.replace(/^; put/, ", with")}` };
+  const fix =
+    "; put a PEM certificate chain in tls.crt and its private key in tls.key (kubectl create secret tls)";
+  if (!secret)
+    return {
+      ok: false,
+      error: `Secret ${ref} not found; create it${fix.replace(/^; put/, ", with")}`,
+    };
   if (secret.type !== undefined && secret.type !== "kubernetes.io/tls") {
-    return { ok: false, error: `Secret ${ref} has type "${secret.type}", not "kubernetes.io/tls"${fix}` };
+    return {
+      ok: false,
+      error: `Secret ${ref} has type "${secret.type}", not "kubernetes.io/tls"${fix}`,
+    };
   }
   const field = (name: string) => {
     const value = secret.data?.[name];
@@ -99,21 +117,40 @@ export function parseTlsSecret(ref: string, secret: SecretLike | undefined): Par
   };
   const cert = field("tls.crt");
   const key = field("tls.key");
-  if (!cert || !key) return { ok: false, error: `Secret ${ref} has no ${!cert ? "tls.crt" : "tls.key"}${fix}` };
+  if (!cert || !key)
+    return { ok: false, error: `Secret ${ref} has no ${!cert ? "tls.crt" : "tls.key"}${fix}` };
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
   } catch (error) {
-    return { ok: false, error: `Secret ${ref}: tls.crt does not parse as a PEM certificate (${(error as Error).message})${fix}` };
+    return {
+      ok: false,
+      error: `Secret ${ref}: tls.crt does not parse as a PEM certificate (${(error as Error).message})${fix}`,
+    };
   }
   try {
     if (!x509.checkPrivateKey(createPrivateKey(key))) {
-      return { ok: false, error: `Secret ${ref}: tls.key is not the private key of the certificate in tls.crt${fix}` };
+      return {
+        ok: false,
+        error: `Secret ${ref}: tls.key is not the private key of the certificate in tls.crt${fix}`,
+      };
     }
   } catch (error) {
-    return { ok: false, error: `Secret ${ref}: tls.key does not parse as a PEM private key (${(error as Error).message})${fix}` };
+    return {
+      ok: false,
+      error: `Secret ${ref}: tls.key does not parse as a PEM private key (${(error as Error).message})${fix}`,
+    };
   }
-  return { ok: true, certificate: { secret: ref, cert, key, names: certificateNames(x509), fingerprint: x509.fingerprint256 } };
+  return {
+    ok: true,
+    certificate: {
+      secret: ref,
+      cert,
+      key,
+      names: certificateNames(x509),
+      fingerprint: x509.fingerprint256,
+    },
+  };
 }
 
 // ---- SNI -----------------------------------------------------------------------------------
@@ -136,11 +173,18 @@ export function nameMatches(certName: string, serverName: string): boolean {
  * then a wildcard match, and the first certificate when there is no SNI or nothing matches
  * (the spec's listener certificates have no fallback of their own). Undefined only for none.
  */
-export function pickCertificate<T extends { names: string[] }>(serverName: string | undefined, certificates: T[]): T | undefined {
+export function pickCertificate<T extends { names: string[] }>(
+  serverName: string | undefined,
+  certificates: T[],
+): T | undefined {
   if (serverName) {
-    const exact = certificates.find((c) => c.names.some((n) => !n.startsWith("*.") && nameMatches(n, serverName)));
+    const exact = certificates.find(c =>
+      c.names.some(n => !n.startsWith("*.") && nameMatches(n, serverName)),
+    );
     if (exact) return exact;
-    const wildcard = certificates.find((c) => c.names.some((n) => n.startsWith("*.") && nameMatches(n, serverName)));
+    const wildcard = certificates.find(c =>
+      c.names.some(n => n.startsWith("*.") && nameMatches(n, serverName)),
+    );
     if (wildcard) return wildcard;
   }
   return certificates[0];
@@ -152,7 +196,10 @@ export function pickCertificate<T extends { names: string[] }>(serverName: strin
  * A backend chosen at random in proportion to its weight, `random` in [0, 1). A backend of
  * weight 0 is never chosen; undefined when no backend has weight.
  */
-export function pickBackend<T extends { weight: number }>(backends: T[], random: number): T | undefined {
+export function pickBackend<T extends { weight: number }>(
+  backends: T[],
+  random: number,
+): T | undefined {
   const total = backends.reduce((s, b) => s + Math.max(0, b.weight), 0);
   if (total <= 0) return undefined;
   let point = Math.min(Math.max(random, 0), 1 - Number.EPSILON) * total;
@@ -162,5 +209,5 @@ export function pickBackend<T extends { weight: number }>(backends: T[], random:
     point -= b.weight;
   }
   // Rounding can leave `point` a hair above the last weight: the last weighted backend.
-  return [...backends].reverse().find((b) => b.weight > 0);
+  return [...backends].reverse().find(b => b.weight > 0);
 }

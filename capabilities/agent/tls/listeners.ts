@@ -7,7 +7,12 @@
 // read right now (API server unreachable, RBAC) keeps the certificates already loaded.
 import type { AgentLog } from "../log.js";
 import type { ListenerRef, TlsOutcome } from "../desired.js";
-import { parseTlsSecret, type SecretLike, type TlsCertificate, type TlsListenerSpec } from "./certificates.js";
+import {
+  parseTlsSecret,
+  type SecretLike,
+  type TlsCertificate,
+  type TlsListenerSpec,
+} from "./certificates.js";
 import { TlsTerminator, type TlsEvent, type TlsLimits } from "./terminator.js";
 
 export interface TlsListenersOptions {
@@ -31,7 +36,12 @@ interface Running {
 }
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
-const errorText = (error: unknown) => (error instanceof Error ? error.message : typeof error === "object" ? JSON.stringify(error) : String(error));
+const errorText = (error: unknown) =>
+  error instanceof Error
+    ? error.message
+    : typeof error === "object"
+      ? JSON.stringify(error)
+      : String(error);
 
 export class TlsListeners {
   private readonly opts: TlsListenersOptions;
@@ -52,7 +62,11 @@ export class TlsListeners {
 
   /** Open client connections per running terminator, with its listener (metrics). */
   openConnections(): { ref: ListenerRef; address: string; connections: number }[] {
-    return [...this.running.values()].map((r) => ({ ref: r.spec.ref, address: r.spec.address, connections: r.terminator.connections }));
+    return [...this.running.values()].map(r => ({
+      ref: r.spec.ref,
+      address: r.spec.address,
+      connections: r.terminator.connections,
+    }));
   }
 
   /** Brings the terminators to `specs`; returns each listener's outcome by key. Never throws. */
@@ -65,8 +79,10 @@ export class TlsListeners {
         reads.set(
           ref,
           this.opts.readSecret(namespace, name).then(
-            (secret) => ({ secret }),
-            (error: unknown) => ({ error: `reading Secret ${ref} failed: ${errorText(error)}; check that the agent may get Secrets (the chart's agent ClusterRole)` }),
+            secret => ({ secret }),
+            (error: unknown) => ({
+              error: `reading Secret ${ref} failed: ${errorText(error)}; check that the agent may get Secrets (the chart's agent ClusterRole)`,
+            }),
           ),
         );
       }
@@ -77,20 +93,26 @@ export class TlsListeners {
       const outcome = await this.syncOne(spec, read);
       outcomes.set(spec.key, outcome);
       const problem = outcome.ok ? outcome.warning : outcome.error;
-      if (problem && this.reported.get(spec.key) !== problem) this.log.error({ listener: spec.key }, problem);
-      if (!problem && this.reported.has(spec.key)) this.log.info({ listener: spec.key }, "HTTPS listener serves again");
+      if (problem && this.reported.get(spec.key) !== problem)
+        this.log.error({ listener: spec.key }, problem);
+      if (!problem && this.reported.has(spec.key))
+        this.log.info({ listener: spec.key }, "HTTPS listener serves again");
       if (problem) this.reported.set(spec.key, problem);
       else this.reported.delete(spec.key);
     }
-    const wanted = new Set(specs.map((s) => s.key));
+    const wanted = new Set(specs.map(s => s.key));
     for (const key of [...this.running.keys()]) {
-      if (!wanted.has(key)) await this.stop(key, "no DataplaneConfig has this HTTPS listener any more");
+      if (!wanted.has(key))
+        await this.stop(key, "no DataplaneConfig has this HTTPS listener any more");
     }
     for (const key of [...this.reported.keys()]) if (!wanted.has(key)) this.reported.delete(key);
     return outcomes;
   }
 
-  private async syncOne(spec: TlsListenerSpec, read: (namespace: string, name: string) => Promise<{ secret?: SecretLike; error?: string }>): Promise<TlsOutcome> {
+  private async syncOne(
+    spec: TlsListenerSpec,
+    read: (namespace: string, name: string) => Promise<{ secret?: SecretLike; error?: string }>,
+  ): Promise<TlsOutcome> {
     const name = `HTTPS listener ${spec.key}`;
     if (typeof this.opts.host !== "string") {
       await this.stop(spec.key, this.opts.host.error);
@@ -98,7 +120,10 @@ export class TlsListeners {
     }
     if (spec.certificateRefs.length === 0) {
       await this.stop(spec.key, "no certificateRefs");
-      return { ok: false, error: `${name} has no certificateRefs; the controller should not have compiled it` };
+      return {
+        ok: false,
+        error: `${name} has no certificateRefs; the controller should not have compiled it`,
+      };
     }
     const certificates: TlsCertificate[] = [];
     const unusable: string[] = [];
@@ -122,10 +147,14 @@ export class TlsListeners {
       if (!current) return { ok: false, error: unreadable.join("; ") };
       current.spec = spec;
       current.terminator.setBackends(spec.backends);
-      return { ok: true, ...current.terminator.address, warning: `${unreadable.join("; ")}; serving the certificates loaded before` };
+      return {
+        ok: true,
+        ...current.terminator.address,
+        warning: `${unreadable.join("; ")}; serving the certificates loaded before`,
+      };
     }
 
-    const loaded = JSON.stringify(certificates.map((c) => [c.cert, c.key]));
+    const loaded = JSON.stringify(certificates.map(c => [c.cert, c.key]));
     if (current) {
       current.spec = spec;
       current.terminator.setBackends(spec.backends);
@@ -134,10 +163,20 @@ export class TlsListeners {
           current.terminator.setCertificates(certificates);
         } catch (error) {
           await this.stop(spec.key, errorText(error));
-          return { ok: false, error: `${name}: the certificates of ${certificates.map((c) => c.secret).join(", ")} cannot be loaded: ${errorText(error)}` };
+          return {
+            ok: false,
+            error: `${name}: the certificates of ${certificates.map(c => c.secret).join(", ")} cannot be loaded: ${errorText(error)}`,
+          };
         }
         current.loaded = loaded;
-        this.log.info({ listener: spec.key, secrets: certificates.map((c) => c.secret), fingerprints: current.terminator.fingerprints }, "HTTPS listener: certificates reloaded; new connections get them");
+        this.log.info(
+          {
+            listener: spec.key,
+            secrets: certificates.map(c => c.secret),
+            fingerprints: current.terminator.fingerprints,
+          },
+          "HTTPS listener: certificates reloaded; new connections get them",
+        );
       }
       return { ok: true, ...current.terminator.address };
     }
@@ -151,16 +190,26 @@ export class TlsListeners {
         certificates,
         backends: spec.backends,
         limits: this.opts.limits,
-        onEvent: (event) => this.opts.onEvent?.(running.spec.ref, running.spec.address, event),
+        onEvent: event => this.opts.onEvent?.(running.spec.ref, running.spec.address, event),
       });
       running.terminator = terminator;
       const port = await terminator.listen();
       this.running.set(spec.key, running);
-      this.log.info({ listener: spec.key, address: `${this.opts.host}:${port}`, secrets: certificates.map((c) => c.secret) }, "HTTPS listener: TLS terminator listening");
+      this.log.info(
+        {
+          listener: spec.key,
+          address: `${this.opts.host}:${port}`,
+          secrets: certificates.map(c => c.secret),
+        },
+        "HTTPS listener: TLS terminator listening",
+      );
       return { ok: true, address: this.opts.host, port };
     } catch (error) {
       await terminator?.close().catch(() => undefined);
-      return { ok: false, error: `${name}: the TLS terminator cannot start on ${this.opts.host}: ${errorText(error)}` };
+      return {
+        ok: false,
+        error: `${name}: the TLS terminator cannot start on ${this.opts.host}: ${errorText(error)}`,
+      };
     }
   }
 

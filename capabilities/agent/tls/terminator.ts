@@ -8,11 +8,23 @@
 // a connection with no bytes either way for the idle timeout is closed, and connections past
 // the per-listener cap are refused before any TLS work; each of these is counted.
 import { connect, type Socket } from "node:net";
-import { createSecureContext, createServer, type SecureContext, type Server, type TLSSocket } from "node:tls";
+import {
+  createSecureContext,
+  createServer,
+  type SecureContext,
+  type Server,
+  type TLSSocket,
+} from "node:tls";
 import type { Backend } from "../../dataplane/tables.js";
 import { pickBackend, pickCertificate, type TlsCertificate } from "./certificates.js";
 
-export type TlsEvent = "connection" | "handshake_failure" | "backend_error" | "handshake_timeout" | "idle_close" | "refused";
+export type TlsEvent =
+  | "connection"
+  | "handshake_failure"
+  | "backend_error"
+  | "handshake_timeout"
+  | "idle_close"
+  | "refused";
 
 /** What one terminator lets a client hold; the chart sets them (agent.tls), the agent validates them. */
 export interface TlsLimits {
@@ -24,7 +36,11 @@ export interface TlsLimits {
   maxConnections: number;
 }
 
-export const DEFAULT_TLS_LIMITS: TlsLimits = { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 };
+export const DEFAULT_TLS_LIMITS: TlsLimits = {
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
+  maxConnections: 1024,
+};
 
 /** The limits from the agent's environment; throws naming the variable that is wrong. Pure. */
 export function tlsLimits(env: NodeJS.ProcessEnv): TlsLimits {
@@ -32,13 +48,29 @@ export function tlsLimits(env: NodeJS.ProcessEnv): TlsLimits {
     const raw = env[name]?.trim();
     if (!raw) return fallback;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name}="${raw}" must be an integer in ${min}..${max} (the chart's agent.tls values)`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new Error(
+        `${name}="${raw}" must be an integer in ${min}..${max} (the chart's agent.tls values)`,
+      );
     return n;
   };
   return {
-    handshakeTimeoutMs: int("BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS", DEFAULT_TLS_LIMITS.handshakeTimeoutMs / 1000, 1, 300) * 1000,
-    idleTimeoutMs: int("BLIXT_TLS_IDLE_TIMEOUT_SECONDS", DEFAULT_TLS_LIMITS.idleTimeoutMs / 1000, 1, 86_400) * 1000,
-    maxConnections: int("BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER", DEFAULT_TLS_LIMITS.maxConnections, 1, 1_000_000),
+    handshakeTimeoutMs:
+      int(
+        "BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+        DEFAULT_TLS_LIMITS.handshakeTimeoutMs / 1000,
+        1,
+        300,
+      ) * 1000,
+    idleTimeoutMs:
+      int("BLIXT_TLS_IDLE_TIMEOUT_SECONDS", DEFAULT_TLS_LIMITS.idleTimeoutMs / 1000, 1, 86_400) *
+      1000,
+    maxConnections: int(
+      "BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER",
+      DEFAULT_TLS_LIMITS.maxConnections,
+      1,
+      1_000_000,
+    ),
   };
 }
 
@@ -59,7 +91,8 @@ interface Loaded extends TlsCertificate {
   context: SecureContext;
 }
 
-const load = (certificates: TlsCertificate[]): Loaded[] => certificates.map((c) => ({ ...c, context: createSecureContext({ cert: c.cert, key: c.key }) }));
+const load = (certificates: TlsCertificate[]): Loaded[] =>
+  certificates.map(c => ({ ...c, context: createSecureContext({ cert: c.cert, key: c.key }) }));
 
 export class TlsTerminator {
   private readonly server: Server;
@@ -74,7 +107,8 @@ export class TlsTerminator {
   private port = 0;
 
   constructor(opts: TlsTerminatorOptions) {
-    if (opts.certificates.length === 0) throw new Error("a TLS terminator needs at least one certificate");
+    if (opts.certificates.length === 0)
+      throw new Error("a TLS terminator needs at least one certificate");
     this.host = opts.host;
     this.onEvent = opts.onEvent ?? (() => {});
     this.random = opts.random ?? Math.random;
@@ -89,11 +123,14 @@ export class TlsTerminator {
       handshakeTimeout: this.limits.handshakeTimeoutMs,
       // The client's end of the stream is passed on to the backend, not taken as a close.
       allowHalfOpen: true,
-      SNICallback: (serverName, done) => done(null, pickCertificate(serverName, this.certificates)?.context),
+      SNICallback: (serverName, done) =>
+        done(null, pickCertificate(serverName, this.certificates)?.context),
     });
-    this.server.on("secureConnection", (socket) => this.forward(socket));
+    this.server.on("secureConnection", socket => this.forward(socket));
     this.server.on("tlsClientError", (error: NodeJS.ErrnoException, socket) => {
-      this.onEvent(error.code === "ERR_TLS_HANDSHAKE_TIMEOUT" ? "handshake_timeout" : "handshake_failure");
+      this.onEvent(
+        error.code === "ERR_TLS_HANDSHAKE_TIMEOUT" ? "handshake_timeout" : "handshake_failure",
+      );
       socket.destroy();
     });
     // Past the cap the kernel's accepted socket is closed before any TLS work is done.
@@ -137,12 +174,13 @@ export class TlsTerminator {
 
   /** Fingerprints of the certificates served now, in listener order. */
   get fingerprints(): string[] {
-    return this.certificates.map((c) => c.fingerprint);
+    return this.certificates.map(c => c.fingerprint);
   }
 
   /** New certificates for new handshakes; established connections are not touched. */
   setCertificates(certificates: TlsCertificate[]): void {
-    if (certificates.length === 0) throw new Error("a TLS terminator needs at least one certificate");
+    if (certificates.length === 0)
+      throw new Error("a TLS terminator needs at least one certificate");
     this.certificates = load(certificates);
     // The default context answers handshakes without SNI.
     this.server.setSecureContext({ cert: certificates[0].cert, key: certificates[0].key });
@@ -192,7 +230,7 @@ export class TlsTerminator {
 
   /** Stops accepting and ends every connection it carries. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>(resolve => this.server.close(() => resolve()));
     for (const socket of this.sockets) socket.destroy();
     await closed;
   }

@@ -20,8 +20,14 @@ export function processAddresses(
   const requests: AddressRequest[] = [];
   for (const g of gateways) {
     if (g.accepted.status !== "True") continue;
-    const ips = g.view.addresses.filter((a) => a.type === "IPAddress" && a.value).map((a) => a.value as string);
-    requests.push({ key: g.key, namespace: g.view.meta.namespace, ...(ips.length > 0 ? { requested: ips } : {}) });
+    const ips = g.view.addresses
+      .filter(a => a.type === "IPAddress" && a.value)
+      .map(a => a.value as string);
+    requests.push({
+      key: g.key,
+      namespace: g.view.meta.namespace,
+      ...(ips.length > 0 ? { requested: ips } : {}),
+    });
   }
   const addresses = allocateAddresses(requests, pools.pools, input.allocations);
   const allocations: Record<string, string> = {};
@@ -76,15 +82,22 @@ export interface ParsedPool {
 export function parsePools(pools: AddressPool[]): { pools: ParsedPool[]; warnings: string[] } {
   const warnings: string[] = [];
   const parsed: ParsedPool[] = [];
-  for (const pool of [...(Array.isArray(pools) ? pools : [])].sort((a, b) => cmp(String(a?.name), String(b?.name)))) {
+  for (const pool of [...(Array.isArray(pools) ? pools : [])].sort((a, b) =>
+    cmp(String(a?.name), String(b?.name)),
+  )) {
     const name = typeof pool?.name === "string" ? pool.name : "";
     const ranges: Range[] = [];
     for (const entry of Array.isArray(pool?.cidrs) ? pool.cidrs : []) {
       const range = typeof entry === "string" ? parseRange(entry.trim()) : undefined;
       if (range) ranges.push(range);
-      else warnings.push(`address pool "${name}": "${String(entry)}" is neither an IPv4 CIDR nor a range "A-B"; it is ignored`);
+      else
+        warnings.push(
+          `address pool "${name}": "${String(entry)}" is neither an IPv4 CIDR nor a range "A-B"; it is ignored`,
+        );
     }
-    const namespaces = Array.isArray(pool?.namespaces) ? pool.namespaces.filter((n) => typeof n === "string") : undefined;
+    const namespaces = Array.isArray(pool?.namespaces)
+      ? pool.namespaces.filter(n => typeof n === "string")
+      : undefined;
     parsed.push({ name, ranges, namespaces });
   }
   return { pools: parsed, warnings };
@@ -114,7 +127,7 @@ function poolAllows(pool: ParsedPool, namespace: string): boolean {
 }
 
 function poolHolds(pool: ParsedPool, address: number): boolean {
-  return pool.ranges.some((r) => address >= r.first && address <= r.last);
+  return pool.ranges.some(r => address >= r.first && address <= r.last);
 }
 
 export interface AddressRequest {
@@ -143,12 +156,16 @@ export function allocateAddresses(
   const taken = new Set<number>();
   const results = new Map<string, AddressResult>();
   const eligible = (req: AddressRequest, address: number) =>
-    pools.some((p) => poolAllows(p, req.namespace) && poolHolds(p, address));
+    pools.some(p => poolAllows(p, req.namespace) && poolHolds(p, address));
 
   for (const req of requests) {
     const had = typeof previous?.[req.key] === "string" ? parseIPv4(previous[req.key]) : undefined;
     if (had === undefined || taken.has(had) || !eligible(req, had)) continue;
-    if (req.requested !== undefined && (req.requested.length !== 1 || parseIPv4(req.requested[0]) !== had)) continue;
+    if (
+      req.requested !== undefined &&
+      (req.requested.length !== 1 || parseIPv4(req.requested[0]) !== had)
+    )
+      continue;
     taken.add(had);
     results.set(req.key, { kind: "assigned", address: formatIPv4(had) });
   }
@@ -160,8 +177,10 @@ export function allocateAddresses(
     for (const requested of req.requested) {
       const want = parseIPv4(requested);
       if (want === undefined) problem = `spec.addresses: "${requested}" is not an IPv4 address`;
-      else if (!eligible(req, want)) problem = `spec.addresses: ${requested} is in no address pool open to namespace "${req.namespace}"; use an address from a pool or remove it from spec.addresses`;
-      else if (taken.has(want)) problem = `spec.addresses: ${requested} is already used by another Gateway`;
+      else if (!eligible(req, want))
+        problem = `spec.addresses: ${requested} is in no address pool open to namespace "${req.namespace}"; use an address from a pool or remove it from spec.addresses`;
+      else if (taken.has(want))
+        problem = `spec.addresses: ${requested} is already used by another Gateway`;
       if (problem) break;
     }
     if (!problem && req.requested.length > 1) {
@@ -178,7 +197,11 @@ export function allocateAddresses(
   const cursors = new Map<Range, number>();
   for (const req of requests) {
     if (results.has(req.key)) continue;
-    const free = firstFree(pools.filter((p) => poolAllows(p, req.namespace)), taken, cursors);
+    const free = firstFree(
+      pools.filter(p => poolAllows(p, req.namespace)),
+      taken,
+      cursors,
+    );
     if (free === undefined) {
       results.set(req.key, {
         kind: "notAssigned",
@@ -193,7 +216,11 @@ export function allocateAddresses(
 }
 
 /** Lowest free address; a cursor per range (addresses below it are taken) keeps n allocations linear. */
-function firstFree(pools: ParsedPool[], taken: Set<number>, cursors: Map<Range, number>): number | undefined {
+function firstFree(
+  pools: ParsedPool[],
+  taken: Set<number>,
+  cursors: Map<Range, number>,
+): number | undefined {
   for (const pool of pools) {
     for (const range of pool.ranges) {
       let a = cursors.get(range) ?? range.first;
@@ -211,17 +238,24 @@ function firstFree(pools: ParsedPool[], taken: Set<number>, cursors: Map<Range, 
  * among ready nodes whose agent is ready, so every controller replica picks the same node and
  * a node leaving moves only its own addresses.
  */
-export function announcingNode(address: string, nodes: NodeInfo[], current: string | undefined): string | undefined {
-  const candidates = nodes.filter((n) => n?.ready === true && n?.agentReady === true && typeof n.name === "string");
-  if (current !== undefined && candidates.some((n) => n.name === current)) return current;
+export function announcingNode(
+  address: string,
+  nodes: NodeInfo[],
+  current: string | undefined,
+): string | undefined {
+  const candidates = nodes.filter(
+    n => n?.ready === true && n?.agentReady === true && typeof n.name === "string",
+  );
+  if (current !== undefined && candidates.some(n => n.name === current)) return current;
   let best: { name: string; score: number } | undefined;
   for (const node of candidates) {
     const score = fnv1a(`${address}|${node.name}`);
-    if (!best || score > best.score || (score === best.score && node.name < best.name)) best = { name: node.name, score };
+    if (!best || score > best.score || (score === best.score && node.name < best.name))
+      best = { name: node.name, score };
   }
   // With nowhere else to go (the only agent restarting, say), the address stays where it is:
   // that node's programs keep forwarding, and taking the announcement away would only stop
   // the ARP answers clients need until an agent is ready again.
-  if (!best && current !== undefined && nodes.some((n) => n?.name === current)) return current;
+  if (!best && current !== undefined && nodes.some(n => n?.name === current)) return current;
   return best?.name;
 }

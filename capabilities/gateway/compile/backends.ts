@@ -40,9 +40,13 @@ export function referenceGranted(
   to: { group: string; kind: string; name: string },
 ): boolean {
   return (index.referenceGrants.get(toNamespace) ?? []).some(
-    (grant) =>
-      grant.from.some((f) => f.group === from.group && f.kind === from.kind && f.namespace === from.namespace) &&
-      grant.to.some((t) => t.group === to.group && t.kind === to.kind && (!t.name || t.name === to.name)),
+    grant =>
+      grant.from.some(
+        f => f.group === from.group && f.kind === from.kind && f.namespace === from.namespace,
+      ) &&
+      grant.to.some(
+        t => t.group === to.group && t.kind === to.kind && (!t.name || t.name === to.name),
+      ),
   );
 }
 
@@ -74,7 +78,8 @@ export function resolveBackends(
     const { name, group, kind, namespace } = ref;
     const rawWeight = ref.weight;
     // An out-of-range weight is no share at all: it must not swamp the valid backends' shares.
-    const weight = rawWeight !== undefined && rawWeight >= 0 && rawWeight <= 1_000_000 ? rawWeight : 0;
+    const weight =
+      rawWeight !== undefined && rawWeight >= 0 && rawWeight <= 1_000_000 ? rawWeight : 0;
     const what = `backendRefs[${i}] "${name}"`;
     const fail = (reason: string, message: string) => {
       problems.push({ reason, message: `${what}: ${message}` });
@@ -82,10 +87,16 @@ export function resolveBackends(
     };
 
     if (rawWeight === undefined || rawWeight < 0 || rawWeight > 1_000_000) {
-      return fail("UnsupportedValue", `weight ${ref.weightText} is not an integer from 0 to 1000000`);
+      return fail(
+        "UnsupportedValue",
+        `weight ${ref.weightText} is not an integer from 0 to 1000000`,
+      );
     }
     if (!isServiceRef(ref)) {
-      return fail("InvalidKind", `kind ${group ? `${group}/` : ""}${kind} is not supported; blixt forwards only to core Services`);
+      return fail(
+        "InvalidKind",
+        `kind ${group ? `${group}/` : ""}${kind} is not supported; blixt forwards only to core Services`,
+      );
     }
     if (!name) return fail("BackendNotFound", "name is empty; set the name of a Service");
     if (namespace !== route.namespace) {
@@ -103,24 +114,39 @@ export function resolveBackends(
       }
     }
     const service = index.services.get(nsName(namespace, name));
-    if (!service) return fail("BackendNotFound", `Service "${name}" not found in namespace "${namespace}"`);
+    if (!service)
+      return fail("BackendNotFound", `Service "${name}" not found in namespace "${namespace}"`);
     const port = ref.port;
     if (port === undefined || port < 1 || port > 65535) {
-      return fail("BackendNotFound", `port ${ref.portText === undefined ? "is missing" : `${ref.portText} is not a port`}; a backendRef to a Service needs port`);
+      return fail(
+        "BackendNotFound",
+        `port ${ref.portText === undefined ? "is missing" : `${ref.portText} is not a port`}; a backendRef to a Service needs port`,
+      );
     }
     if (service.type === "ExternalName") {
-      return fail("UnsupportedProtocol", `Service ${namespace}/${name} is of type ExternalName, which has no endpoints to forward to`);
+      return fail(
+        "UnsupportedProtocol",
+        `Service ${namespace}/${name} is of type ExternalName, which has no endpoints to forward to`,
+      );
     }
     // A Service may list one port number twice (DNS on TCP and UDP): match the route's transport.
-    const samePort = service.ports.filter((p) => p.port === port);
-    if (samePort.length === 0) return fail("BackendNotFound", `Service ${namespace}/${name} has no port ${port}`);
-    const servicePort = samePort.find((p) => (p.protocol ?? "TCP") === transport);
+    const samePort = service.ports.filter(p => p.port === port);
+    if (samePort.length === 0)
+      return fail("BackendNotFound", `Service ${namespace}/${name} has no port ${port}`);
+    const servicePort = samePort.find(p => (p.protocol ?? "TCP") === transport);
     if (!servicePort) {
-      return fail("UnsupportedProtocol", `Service ${namespace}/${name} port ${port} is ${samePort[0].protocol ?? "TCP"}; a ${route.kind} needs a ${transport} port`);
+      return fail(
+        "UnsupportedProtocol",
+        `Service ${namespace}/${name} port ${port} is ${samePort[0].protocol ?? "TCP"}; a ${route.kind} needs a ${transport} port`,
+      );
     }
     const protocol = transport;
     if (weight === 0) return; // valid, and asked for no traffic
-    const endpoints = readyEndpoints(index.endpointSlices.get(nsName(namespace, name)) ?? [], servicePort.name, protocol);
+    const endpoints = readyEndpoints(
+      index.endpointSlices.get(nsName(namespace, name)) ?? [],
+      servicePort.name,
+      protocol,
+    );
     if (endpoints.length === 0) {
       // Valid but nothing to forward to: its share is refused rather than moved to the others.
       rejectWeight += weight;
@@ -132,7 +158,14 @@ export function resolveBackends(
   const resolvedRefs =
     problems.length === 0
       ? ok("ResolvedRefs", "ResolvedRefs", "All references resolved")
-      : bad("ResolvedRefs", problems[0].reason === "UnsupportedValue" ? "BackendNotFound" : problems[0].reason, firstFew(problems.map((p) => p.message), "; "));
+      : bad(
+          "ResolvedRefs",
+          problems[0].reason === "UnsupportedValue" ? "BackendNotFound" : problems[0].reason,
+          firstFew(
+            problems.map(p => p.message),
+            "; ",
+          ),
+        );
   return { resolvedRefs, backends, rejectWeight };
 }
 
@@ -140,12 +173,16 @@ export function resolveBackends(
  * Ready endpoints of one Service port: the EndpointSlice port with the Service port's name
  * (the EndpointSlice controller has already resolved a named targetPort to a number).
  */
-export function readyEndpoints(slices: EndpointSliceView[], portName: string, protocol: string): Endpoint[] {
+export function readyEndpoints(
+  slices: EndpointSliceView[],
+  portName: string,
+  protocol: string,
+): Endpoint[] {
   const seen = new Set<string>();
   const out: Endpoint[] = [];
   for (const slice of slices) {
     if (slice.addressType !== "IPv4") continue;
-    const number = slice.ports.find((p) => p.name === portName && p.protocol === protocol)?.port;
+    const number = slice.ports.find(p => p.name === portName && p.protocol === protocol)?.port;
     if (number === undefined || number < 1 || number > 65535) continue;
     for (const { address, ready } of slice.endpoints) {
       if (!ready || !address) continue;
@@ -157,7 +194,7 @@ export function readyEndpoints(slices: EndpointSliceView[], portName: string, pr
   }
   // Numeric address order (10.0.0.9 before 10.0.0.10), keys computed once per endpoint.
   return out
-    .map((e) => ({ e, key: parseIPv4(e.address) ?? -1 }))
+    .map(e => ({ e, key: parseIPv4(e.address) ?? -1 }))
     .sort((a, b) => a.key - b.key || cmp(a.e.address, b.e.address) || a.e.port - b.e.port)
     .map(({ e }) => e);
 }

@@ -27,8 +27,18 @@ export interface Verdict {
   message: string;
 }
 
-export const ok = (type: string, reason: string, message: string): Verdict => ({ type, status: "True", reason, message });
-export const bad = (type: string, reason: string, message: string): Verdict => ({ type, status: "False", reason, message });
+export const ok = (type: string, reason: string, message: string): Verdict => ({
+  type,
+  status: "True",
+  reason,
+  message,
+});
+export const bad = (type: string, reason: string, message: string): Verdict => ({
+  type,
+  status: "False",
+  reason,
+  message,
+});
 
 /**
  * The conditions to write: ours (in the order given), each stamped with observedGeneration and
@@ -48,11 +58,14 @@ export function mergeConditions(
     const type = str(c.type);
     if (type !== undefined && !before.has(type)) {
       // A timestamp may arrive as a Date if the caller parsed it; keep the API's string form.
-      const t = c.lastTransitionTime instanceof Date ? c.lastTransitionTime.toISOString() : str(c.lastTransitionTime);
+      const t =
+        c.lastTransitionTime instanceof Date
+          ? c.lastTransitionTime.toISOString()
+          : str(c.lastTransitionTime);
       before.set(type, { status: str(c.status), lastTransitionTime: t });
     }
   }
-  const managed = new Set(verdicts.map((v) => v.type));
+  const managed = new Set(verdicts.map(v => v.type));
   const ours = verdicts.map((v): Condition => {
     const prev = before.get(v.type);
     const keep = prev?.status === v.status && prev.lastTransitionTime;

@@ -23,7 +23,10 @@ export interface DataplaneConfigs {
   certificateCopies: CertificateCopy[];
 }
 
-export function processDataplaneConfigs(input: Pick<CompileInput, "dataplaneConfigs" | "nodes" | "certificateCopyNamespace">, gateways: GatewayContext[]): DataplaneConfigs {
+export function processDataplaneConfigs(
+  input: Pick<CompileInput, "dataplaneConfigs" | "nodes" | "certificateCopyNamespace">,
+  gateways: GatewayContext[],
+): DataplaneConfigs {
   const configs: DataplaneConfig[] = [];
   const copies = new Map<string, CertificateCopy>();
   const programmed = new Map<string, Verdict>();
@@ -31,11 +34,21 @@ export function processDataplaneConfigs(input: Pick<CompileInput, "dataplaneConf
     for (const list of g.attached.values()) list.sort((a, b) => byAge(a.view.meta, b.view.meta));
     if (g.accepted.status !== "True") continue;
     const existing = input.dataplaneConfigs.get(g.key);
-    const config = dataplaneConfig(g, existing, input.nodes, input.certificateCopyNamespace, copies);
+    const config = dataplaneConfig(
+      g,
+      existing,
+      input.nodes,
+      input.certificateCopyNamespace,
+      copies,
+    );
     configs.push(config);
     programmed.set(g.key, gatewayProgrammed(g, config, existing, input.nodes));
   }
-  configs.sort((a, b) => cmp(a.metadata?.namespace ?? "", b.metadata?.namespace ?? "") || cmp(a.metadata?.name ?? "", b.metadata?.name ?? ""));
+  configs.sort(
+    (a, b) =>
+      cmp(a.metadata?.namespace ?? "", b.metadata?.namespace ?? "") ||
+      cmp(a.metadata?.name ?? "", b.metadata?.name ?? ""),
+  );
   const certificateCopies = [...copies.values()].sort((a, b) => cmp(a.name, b.name));
   return { configs, programmed, certificateCopies };
 }
@@ -71,18 +84,34 @@ function dataplaneConfig(
       port: first.port,
       protocol: first.transport as never,
       rejectWeight: carrier?.backends?.rejectWeight ?? 0,
-      backends: (carrier?.backends?.backends ?? []).map((b) => ({ name: b.name, weight: b.weight, endpoints: b.endpoints })),
+      backends: (carrier?.backends?.backends ?? []).map(b => ({
+        name: b.name,
+        weight: b.weight,
+        endpoints: b.endpoints,
+      })),
     };
-    if (carrier) entry.route = { kind: carrier.view.kind as never, namespace: carrier.view.meta.namespace, name: carrier.view.meta.name };
+    if (carrier)
+      entry.route = {
+        kind: carrier.view.kind as never,
+        namespace: carrier.view.meta.namespace,
+        name: carrier.view.meta.name,
+      };
     // Only refs this phase resolved reach here (ReferenceGrants were checked in listeners.ts);
     // with a copy namespace the agent is sent to each one's copy, which it may read.
-    const certificateRefs = ls.flatMap((l) =>
-      l.certificateRefs.map((source) => {
+    const certificateRefs = ls.flatMap(l =>
+      l.certificateRefs.map(source => {
         if (copyNamespace === undefined) return source;
         const gateway = { namespace: meta.namespace, name: meta.name };
         const name = certificateCopyName(gateway, source);
-        const copy = copies.get(name) ?? { namespace: copyNamespace, name, gateway, source: { namespace: source.namespace, name: source.name }, listeners: [] };
-        if (!copy.listeners.includes(l.name)) copy.listeners = [...copy.listeners, l.name].sort(cmp);
+        const copy = copies.get(name) ?? {
+          namespace: copyNamespace,
+          name,
+          gateway,
+          source: { namespace: source.namespace, name: source.name },
+          listeners: [],
+        };
+        if (!copy.listeners.includes(l.name))
+          copy.listeners = [...copy.listeners, l.name].sort(cmp);
         copies.set(name, copy);
         return { namespace: copyNamespace, name };
       }),
@@ -108,10 +137,22 @@ function dataplaneConfig(
   };
   if (meta.uid) {
     metadata.ownerReferences = [
-      { apiVersion: `${GATEWAY_GROUP}/v1`, kind: "Gateway", name: meta.name, uid: meta.uid, controller: true, blockOwnerDeletion: true },
+      {
+        apiVersion: `${GATEWAY_GROUP}/v1`,
+        kind: "Gateway",
+        name: meta.name,
+        uid: meta.uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
     ];
   }
-  return { apiVersion: DATAPLANE_API_VERSION, kind: "DataplaneConfig", metadata, spec } as DataplaneConfig;
+  return {
+    apiVersion: DATAPLANE_API_VERSION,
+    kind: "DataplaneConfig",
+    metadata,
+    spec,
+  } as DataplaneConfig;
 }
 
 /**
@@ -120,18 +161,38 @@ function dataplaneConfig(
  * DataplaneConfig in the cluster already holds exactly this spec and each agent acknowledged
  * its metadata.generation.
  */
-function gatewayProgrammed(g: GatewayContext, config: DataplaneConfig, existing: DataplaneConfigView | undefined, nodes: NodeInfo[]): Verdict {
-  if (g.address?.kind === "notUsable") return bad("Programmed", "AddressNotUsable", g.address.message);
-  if (g.address?.kind !== "assigned") return bad("Programmed", "AddressNotAssigned", g.address?.message ?? "no address assigned");
-  const agents = nodes.filter((n) => n.ready && n.agentReady).map((n) => n.name).sort(cmp);
-  if (agents.length === 0) return bad("Programmed", "Pending", "no node has a ready blixt agent to program the address");
+function gatewayProgrammed(
+  g: GatewayContext,
+  config: DataplaneConfig,
+  existing: DataplaneConfigView | undefined,
+  nodes: NodeInfo[],
+): Verdict {
+  if (g.address?.kind === "notUsable")
+    return bad("Programmed", "AddressNotUsable", g.address.message);
+  if (g.address?.kind !== "assigned")
+    return bad("Programmed", "AddressNotAssigned", g.address?.message ?? "no address assigned");
+  const agents = nodes
+    .filter(n => n.ready && n.agentReady)
+    .map(n => n.name)
+    .sort(cmp);
+  if (agents.length === 0)
+    return bad("Programmed", "Pending", "no node has a ready blixt agent to program the address");
   const name = `DataplaneConfig ${g.key}`;
   if (!existing) return bad("Programmed", "Pending", `${name} is not written yet`);
-  if (!jsonEqual(existing.spec, config.spec)) return bad("Programmed", "Pending", `${name} is being updated`);
+  if (!jsonEqual(existing.spec, config.spec))
+    return bad("Programmed", "Pending", `${name} is being updated`);
   const { generation } = existing;
-  const lagging = agents.filter((node) => (existing.acknowledged.get(node) ?? -1) < generation);
+  const lagging = agents.filter(node => (existing.acknowledged.get(node) ?? -1) < generation);
   if (lagging.length > 0) {
-    return bad("Programmed", "Pending", `waiting for node agents to apply ${name} generation ${generation}: ${firstFew(lagging)}`);
+    return bad(
+      "Programmed",
+      "Pending",
+      `waiting for node agents to apply ${name} generation ${generation}: ${firstFew(lagging)}`,
+    );
   }
-  return ok("Programmed", "Programmed", `Address ${g.address.address} is programmed on ${agents.length} node${agents.length === 1 ? "" : "s"}, announced by ${config.spec?.announcingNode}`);
+  return ok(
+    "Programmed",
+    "Programmed",
+    `Address ${g.address.address} is programmed on ${agents.length} node${agents.length === 1 ? "" : "s"}, announced by ${config.spec?.announcingNode}`,
+  );
 }

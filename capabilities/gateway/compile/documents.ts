@@ -78,7 +78,9 @@ export function loadSnapshot(sources: Source[], now: string): LoadResult {
       if (doc.errors.length > 0) {
         const e = doc.errors[0];
         const line = e.linePos?.[0]?.line;
-        errors.push(`${source.name}${line ? `:${line}` : ""}: malformed YAML in document ${i + 1}: ${e.message.split("\n")[0].replace(/:$/, "")}`);
+        errors.push(
+          `${source.name}${line ? `:${line}` : ""}: malformed YAML in document ${i + 1}: ${e.message.split("\n")[0].replace(/:$/, "")}`,
+        );
         return;
       }
       const value: unknown = doc.toJS();
@@ -100,7 +102,12 @@ function describe(value: unknown): string {
 }
 
 /** Adds one object to the snapshot; returns why it cannot be read, if it cannot. */
-function add(snapshot: Snapshot, value: unknown, ignored: string[], source: string): string | undefined {
+function add(
+  snapshot: Snapshot,
+  value: unknown,
+  ignored: string[],
+  source: string,
+): string | undefined {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     return "not a Kubernetes object (expected a mapping with apiVersion, kind and metadata)";
   }
@@ -114,7 +121,9 @@ function add(snapshot: Snapshot, value: unknown, ignored: string[], source: stri
 
   const m = obj(o.metadata);
   if (!str(m.name)) return "metadata.name is required";
-  const namespaced = !(group === GATEWAY_GROUP && kind === "GatewayClass") && !(group === "" && kind === "Namespace");
+  const namespaced =
+    !(group === GATEWAY_GROUP && kind === "GatewayClass") &&
+    !(group === "" && kind === "Namespace");
   // kubectl's default namespace, as `kubectl apply -f` would use.
   if (namespaced && !str(m.namespace)) o.metadata = { ...m, namespace: "default" };
 
@@ -139,13 +148,17 @@ function add(snapshot: Snapshot, value: unknown, ignored: string[], source: stri
     }
   } else if (group === "" && kind === "Service") return push(snapshot.services);
   else if (group === "" && kind === "Namespace") return push(snapshot.namespaces);
-  else if (group === "discovery.k8s.io" && kind === "EndpointSlice") return push(snapshot.endpointSlices);
-  else if (group === "blixt.dev" && kind === "DataplaneConfig") return push(snapshot.dataplaneConfigs);
+  else if (group === "discovery.k8s.io" && kind === "EndpointSlice")
+    return push(snapshot.endpointSlices);
+  else if (group === "blixt.dev" && kind === "DataplaneConfig")
+    return push(snapshot.dataplaneConfigs);
   else if (group === "" && kind === "Secret") {
     snapshot.secrets.push(secretInfo(o));
     return undefined;
   }
-  ignored.push(`${source}: ${apiVersion} ${kind} ${str(obj(o.metadata).namespace) ? `${str(obj(o.metadata).namespace)}/` : ""}${str(m.name)}`);
+  ignored.push(
+    `${source}: ${apiVersion} ${kind} ${str(obj(o.metadata).namespace) ? `${str(obj(o.metadata).namespace)}/` : ""}${str(m.name)}`,
+  );
   return undefined;
 }
 
@@ -157,7 +170,12 @@ function addEnvironment(snapshot: Snapshot, env: Record<string, unknown>): strin
   ] as const) {
     if (env[key] !== undefined && !check(env[key])) return `${key} must be a list`;
   }
-  if (env.allocations !== undefined && (typeof env.allocations !== "object" || env.allocations === null || Array.isArray(env.allocations))) {
+  if (
+    env.allocations !== undefined &&
+    (typeof env.allocations !== "object" ||
+      env.allocations === null ||
+      Array.isArray(env.allocations))
+  ) {
     return `allocations must be a mapping of "namespace/name" to an address`;
   }
   if (env.controllerName !== undefined) {
@@ -166,7 +184,8 @@ function addEnvironment(snapshot: Snapshot, env: Record<string, unknown>): strin
   }
   if (env.now !== undefined) {
     const now = env.now instanceof Date ? env.now.toISOString() : env.now;
-    if (typeof now !== "string" || Number.isNaN(Date.parse(now))) return "now must be an RFC 3339 time";
+    if (typeof now !== "string" || Number.isNaN(Date.parse(now)))
+      return "now must be an RFC 3339 time";
     snapshot.now = now;
   }
   snapshot.addressPools.push(...(arr(env.addressPools) as Snapshot["addressPools"]));
@@ -182,7 +201,9 @@ function secretInfo(o: Record<string, unknown>): SecretInfo {
   const stringData = obj(o.stringData);
   const field = (k: string): string | undefined => {
     if (typeof stringData[k] === "string") return stringData[k] as string;
-    return typeof data[k] === "string" ? Buffer.from(data[k] as string, "base64").toString("utf8") : undefined;
+    return typeof data[k] === "string"
+      ? Buffer.from(data[k] as string, "base64").toString("utf8")
+      : undefined;
   };
   const info: SecretInfo = {
     namespace: str(m.namespace) ?? "default",

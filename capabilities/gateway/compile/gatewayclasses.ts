@@ -10,7 +10,13 @@ import type { CompileInput, GatewayClassView } from "./views.js";
  * Features blixt passes in the upstream suite (GATEWAY-TCP and GATEWAY-UDP profiles): the
  * core ones, and the extended ones listed in conformance/extended-features.txt.
  */
-export const SUPPORTED_FEATURES = ["Gateway", "GatewayAddressEmpty", "ReferenceGrant", "TCPRoute", "UDPRoute"];
+export const SUPPORTED_FEATURES = [
+  "Gateway",
+  "GatewayAddressEmpty",
+  "ReferenceGrant",
+  "TCPRoute",
+  "UDPRoute",
+];
 
 export interface GatewayClassContext {
   view: GatewayClassView;
@@ -23,21 +29,32 @@ export interface GatewayClasses {
   statuses: CompileOutput["gatewayClasses"];
 }
 
-export function processGatewayClasses(input: Pick<CompileInput, "controllerName" | "now" | "gatewayClasses">): GatewayClasses {
+export function processGatewayClasses(
+  input: Pick<CompileInput, "controllerName" | "now" | "gatewayClasses">,
+): GatewayClasses {
   const byName = new Map<string, GatewayClassContext>();
   const statuses: CompileOutput["gatewayClasses"] = [];
   for (const view of input.gatewayClasses) {
     if (view.controllerName !== input.controllerName) continue;
     const accepted =
       view.parametersRef !== undefined
-        ? bad("Accepted", "InvalidParameters", `spec.parametersRef: blixt defines no parameters kind, so ${view.parametersRef} cannot be used; remove spec.parametersRef`)
+        ? bad(
+            "Accepted",
+            "InvalidParameters",
+            `spec.parametersRef: blixt defines no parameters kind, so ${view.parametersRef} cannot be used; remove spec.parametersRef`,
+          )
         : ok("Accepted", "Accepted", "GatewayClass is accepted by blixt");
     byName.set(view.meta.name, { view, accepted });
     statuses.push({
       name: view.meta.name,
       status: {
-        conditions: mergeConditions(view.previousConditions, [accepted], view.meta.generation, input.now),
-        supportedFeatures: [...SUPPORTED_FEATURES].sort(cmp).map((name) => ({ name })),
+        conditions: mergeConditions(
+          view.previousConditions,
+          [accepted],
+          view.meta.generation,
+          input.now,
+        ),
+        supportedFeatures: [...SUPPORTED_FEATURES].sort(cmp).map(name => ({ name })),
       },
     });
   }

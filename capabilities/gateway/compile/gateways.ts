@@ -25,7 +25,10 @@ export interface GatewayContext {
 }
 
 /** Gateways of our classes, oldest first so older Gateways win address clashes. */
-export function processGateways(input: Pick<CompileInput, "gateways" | "secrets" | "referenceGrants">, classes: GatewayClasses): GatewayContext[] {
+export function processGateways(
+  input: Pick<CompileInput, "gateways" | "secrets" | "referenceGrants">,
+  classes: GatewayClasses,
+): GatewayContext[] {
   const gateways: GatewayContext[] = [];
   for (const view of input.gateways) {
     const gatewayClass = classes.byName.get(view.className);
@@ -43,52 +46,106 @@ export function processGateways(input: Pick<CompileInput, "gateways" | "secrets"
   return gateways.sort((a, b) => byAge(a.view.meta, b.view.meta));
 }
 
-function gatewayAccepted(gateway: GatewayView, listeners: ListenerContext[], classAccepted: Verdict): Verdict {
+function gatewayAccepted(
+  gateway: GatewayView,
+  listeners: ListenerContext[],
+  classAccepted: Verdict,
+): Verdict {
   if (classAccepted.status !== "True") {
-    return bad("Accepted", "Invalid", `GatewayClass "${gateway.className}" is not accepted: ${classAccepted.message}`);
+    return bad(
+      "Accepted",
+      "Invalid",
+      `GatewayClass "${gateway.className}" is not accepted: ${classAccepted.message}`,
+    );
   }
   if (gateway.infrastructureParametersRef !== undefined) {
-    return bad("Accepted", "InvalidParameters", `spec.infrastructure.parametersRef: blixt defines no parameters kind, so ${gateway.infrastructureParametersRef} cannot be used; remove it`);
+    return bad(
+      "Accepted",
+      "InvalidParameters",
+      `spec.infrastructure.parametersRef: blixt defines no parameters kind, so ${gateway.infrastructureParametersRef} cannot be used; remove it`,
+    );
   }
-  const unsupported = gateway.addresses.filter((a) => a.type !== "IPAddress");
+  const unsupported = gateway.addresses.filter(a => a.type !== "IPAddress");
   if (unsupported.length > 0) {
-    return bad("Accepted", "UnsupportedAddress", `spec.addresses: type ${JSON.stringify(unsupported[0].type)} is not supported; blixt assigns one address of type IPAddress`);
+    return bad(
+      "Accepted",
+      "UnsupportedAddress",
+      `spec.addresses: type ${JSON.stringify(unsupported[0].type)} is not supported; blixt assigns one address of type IPAddress`,
+    );
   }
-  if (listeners.length === 0) return bad("Accepted", "ListenersNotValid", "spec.listeners is empty");
-  const invalid = listeners.filter((l) => !l.healthy).map((l) => l.name);
+  if (listeners.length === 0)
+    return bad("Accepted", "ListenersNotValid", "spec.listeners is empty");
+  const invalid = listeners.filter(l => !l.healthy).map(l => l.name);
   // A listener that is accepted and unconflicted keeps the Gateway accepted even while its
   // references do not resolve: routes still attach to it, and Programmed says it carries nothing.
-  if (!listeners.some((l) => l.attachable)) return bad("Accepted", "ListenersNotValid", `no listener is valid (${firstFew(invalid)}); see status.listeners`);
+  if (!listeners.some(l => l.attachable))
+    return bad(
+      "Accepted",
+      "ListenersNotValid",
+      `no listener is valid (${firstFew(invalid)}); see status.listeners`,
+    );
   if (invalid.length > 0) {
-    const which = invalid.length === 1 ? `listener ${invalid[0]} is` : `listeners ${firstFew(invalid)} are`;
-    return ok("Accepted", "ListenersNotValid", `Gateway is accepted, but ${which} not valid; see status.listeners`);
+    const which =
+      invalid.length === 1 ? `listener ${invalid[0]} is` : `listeners ${firstFew(invalid)} are`;
+    return ok(
+      "Accepted",
+      "ListenersNotValid",
+      `Gateway is accepted, but ${which} not valid; see status.listeners`,
+    );
   }
   return ok("Accepted", "Accepted", "Gateway is accepted");
 }
 
 /** Each Gateway's status: its conditions, its listeners' (Programmed follows the Gateway's) and its address. */
-export function gatewayStatuses(gateways: GatewayContext[], programmed: Map<string, Verdict>, now: string): CompileOutput["gateways"] {
-  const out: CompileOutput["gateways"] = gateways.map((g) => {
-    const gatewayProgrammed = g.accepted.status !== "True" ? bad("Programmed", "Invalid", `Gateway is not accepted: ${g.accepted.message}`) : (programmed.get(g.key) as Verdict);
+export function gatewayStatuses(
+  gateways: GatewayContext[],
+  programmed: Map<string, Verdict>,
+  now: string,
+): CompileOutput["gateways"] {
+  const out: CompileOutput["gateways"] = gateways.map(g => {
+    const gatewayProgrammed =
+      g.accepted.status !== "True"
+        ? bad("Programmed", "Invalid", `Gateway is not accepted: ${g.accepted.message}`)
+        : (programmed.get(g.key) as Verdict);
     const generation = g.view.meta.generation;
     const status: GatewayStatus = {
-      conditions: mergeConditions(g.view.previousConditions, [g.accepted, gatewayProgrammed], generation, now),
+      conditions: mergeConditions(
+        g.view.previousConditions,
+        [g.accepted, gatewayProgrammed],
+        generation,
+        now,
+      ),
       listeners: g.listeners.map((l, i) => {
-        const problem = l.accepted.status !== "True" ? l.accepted : l.conflicted.status !== "False" ? l.conflicted : l.resolvedRefs;
+        const problem =
+          l.accepted.status !== "True"
+            ? l.accepted
+            : l.conflicted.status !== "False"
+              ? l.conflicted
+              : l.resolvedRefs;
         const listenerProgrammed = !l.valid
           ? bad("Programmed", "Invalid", `listener is not valid: ${problem.message}`)
           : gatewayProgrammed.status === "True"
             ? ok("Programmed", "Programmed", "Listener is programmed on every ready node")
-            : bad("Programmed", gatewayProgrammed.reason === "Invalid" ? "Invalid" : "Pending", gatewayProgrammed.message);
+            : bad(
+                "Programmed",
+                gatewayProgrammed.reason === "Invalid" ? "Invalid" : "Pending",
+                gatewayProgrammed.message,
+              );
         return {
           name: l.name,
           supportedKinds: l.supportedKinds,
           attachedRoutes: g.attached.get(i)?.length ?? 0,
-          conditions: mergeConditions(g.view.previousListenerConditions.get(l.name), [l.accepted, l.conflicted, l.resolvedRefs, listenerProgrammed], generation, now),
+          conditions: mergeConditions(
+            g.view.previousListenerConditions.get(l.name),
+            [l.accepted, l.conflicted, l.resolvedRefs, listenerProgrammed],
+            generation,
+            now,
+          ),
         };
       }),
     };
-    if (g.address?.kind === "assigned") status.addresses = [{ type: "IPAddress", value: g.address.address }];
+    if (g.address?.kind === "assigned")
+      status.addresses = [{ type: "IPAddress", value: g.address.address }];
     return { namespace: g.view.meta.namespace, name: g.view.meta.name, status };
   });
   return out.sort((a, b) => cmp(a.namespace, b.namespace) || cmp(a.name, b.name));

@@ -30,7 +30,9 @@ export function compile(snapshot: Snapshot): CompileOutput {
     gateways: gatewayStatuses(gateways, tables.programmed, input.now),
     routes,
     dataplaneConfigs: tables.configs,
-    ...(input.certificateCopyNamespace !== undefined ? { certificateCopies: tables.certificateCopies } : {}),
+    ...(input.certificateCopyNamespace !== undefined
+      ? { certificateCopies: tables.certificateCopies }
+      : {}),
     allocations: addresses.allocations,
     warnings: addresses.warnings,
   };

@@ -44,14 +44,23 @@ export interface ListenerContext {
 }
 
 /** ProcessListeners: every listener of one Gateway, judged alone and then against each other. */
-export function processListeners(gateway: GatewayView, input: Pick<CompileInput, "secrets" | "referenceGrants">): ListenerContext[] {
-  const listeners = gateway.listeners.map((listener, i) => processListener(gateway, listener, i, input));
+export function processListeners(
+  gateway: GatewayView,
+  input: Pick<CompileInput, "secrets" | "referenceGrants">,
+): ListenerContext[] {
+  const listeners = gateway.listeners.map((listener, i) =>
+    processListener(gateway, listener, i, input),
+  );
   markConflicts(listeners);
   for (const p of listeners) {
     p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
     p.healthy = p.attachable && p.resolvedRefs.status === "True";
     // Unknown kinds in allowedRoutes do not stop the listener serving the kinds it does take.
-    p.valid = p.healthy || (p.attachable && p.resolvedRefs.reason === "InvalidRouteKinds" && p.supportedKinds.length > 0);
+    p.valid =
+      p.healthy ||
+      (p.attachable &&
+        p.resolvedRefs.reason === "InvalidRouteKinds" &&
+        p.supportedKinds.length > 0);
   }
   return listeners;
 }
@@ -83,7 +92,11 @@ function processListener(
 
   const carried = KINDS_BY_PROTOCOL[protocol];
   if (l.name === undefined) {
-    listener.accepted = bad("Accepted", "UnsupportedValue", `listeners[${i}] has no name; every listener needs a unique name`);
+    listener.accepted = bad(
+      "Accepted",
+      "UnsupportedValue",
+      `listeners[${i}] has no name; every listener needs a unique name`,
+    );
     return listener;
   }
   if (!carried) {
@@ -95,11 +108,19 @@ function processListener(
     return listener;
   }
   if (protocol === "HTTPS" && l.tlsMode !== "Terminate") {
-    listener.accepted = bad("Accepted", "UnsupportedProtocol", `tls.mode ${JSON.stringify(l.tlsMode)} is not supported; blixt terminates TLS (mode Terminate)`);
+    listener.accepted = bad(
+      "Accepted",
+      "UnsupportedProtocol",
+      `tls.mode ${JSON.stringify(l.tlsMode)} is not supported; blixt terminates TLS (mode Terminate)`,
+    );
     return listener;
   }
   if (port < 1 || port > 65535) {
-    listener.accepted = bad("Accepted", "PortUnavailable", `port ${l.portText} is not a port number from 1 to 65535`);
+    listener.accepted = bad(
+      "Accepted",
+      "PortUnavailable",
+      `port ${l.portText} is not a port number from 1 to 65535`,
+    );
     return listener;
   }
   listener.transport = protocol === "UDP" ? "UDP" : "TCP";
@@ -107,12 +128,13 @@ function processListener(
   // allowedRoutes.kinds: keep the ones this protocol carries; any other makes ResolvedRefs False.
   const requested = l.allowedKinds;
   if (requested.length === 0) {
-    listener.supportedKinds = carried.map((kind) => ({ group: GATEWAY_GROUP, kind }));
+    listener.supportedKinds = carried.map(kind => ({ group: GATEWAY_GROUP, kind }));
   } else {
     const invalid: string[] = [];
     for (const { group, kind } of requested) {
       if (group === GATEWAY_GROUP && (carried as string[]).includes(kind)) {
-        if (!listener.supportedKinds.some((s) => s.kind === kind)) listener.supportedKinds.push({ group, kind });
+        if (!listener.supportedKinds.some(s => s.kind === kind))
+          listener.supportedKinds.push({ group, kind });
       } else invalid.push(`${group}/${kind}`);
     }
     if (invalid.length > 0) {
@@ -124,13 +146,18 @@ function processListener(
     }
   }
   if (!["Same", "All", "Selector", "None"].includes(listener.allowedFrom)) {
-    listener.accepted = bad("Accepted", "UnsupportedValue", `allowedRoutes.namespaces.from ${JSON.stringify(listener.allowedFrom)} is not Same, All, Selector or None`);
+    listener.accepted = bad(
+      "Accepted",
+      "UnsupportedValue",
+      `allowedRoutes.namespaces.from ${JSON.stringify(listener.allowedFrom)} is not Same, All, Selector or None`,
+    );
   }
 
   if (protocol === "HTTPS") {
     const certs = checkCertificateRefs(gateway, l.certificateRefs, input);
     listener.certificateRefs = certs.refs;
-    if (certs.problem && listener.resolvedRefs.status === "True") listener.resolvedRefs = certs.problem;
+    if (certs.problem && listener.resolvedRefs.status === "True")
+      listener.resolvedRefs = certs.problem;
   }
   return listener;
 }
@@ -141,7 +168,14 @@ function checkCertificateRefs(
   input: Pick<CompileInput, "secrets" | "referenceGrants">,
 ): { refs: CertificateRef[]; problem?: Verdict } {
   if (refs.length === 0) {
-    return { refs: [], problem: bad("ResolvedRefs", "InvalidCertificateRef", "tls.certificateRefs is empty; an HTTPS listener needs a kubernetes.io/tls Secret") };
+    return {
+      refs: [],
+      problem: bad(
+        "ResolvedRefs",
+        "InvalidCertificateRef",
+        "tls.certificateRefs is empty; an HTTPS listener needs a kubernetes.io/tls Secret",
+      ),
+    };
   }
   const good: CertificateRef[] = [];
   let problem: Verdict | undefined;
@@ -150,24 +184,50 @@ function checkCertificateRefs(
     const fail = (reason: string, message: string) => {
       problem ??= bad("ResolvedRefs", reason, `${what}: ${message}`);
     };
-    if ((group !== "" && group !== "core") || kind !== "Secret") return fail("InvalidCertificateRef", `kind ${group ? `${group}/` : ""}${kind} is not supported; use a core Secret`);
+    if ((group !== "" && group !== "core") || kind !== "Secret")
+      return fail(
+        "InvalidCertificateRef",
+        `kind ${group ? `${group}/` : ""}${kind} is not supported; use a core Secret`,
+      );
     // Checked before anything reads the Secret: the name goes into the URL of a GET.
     if (!isDns1123Subdomain(name)) {
-      return fail("InvalidCertificateRef", `the name is not a DNS-1123 subdomain (lowercase letters, digits, "-" and ".", at most 253 characters), so no Secret has it; fix tls.certificateRefs[${i}].name`);
+      return fail(
+        "InvalidCertificateRef",
+        `the name is not a DNS-1123 subdomain (lowercase letters, digits, "-" and ".", at most 253 characters), so no Secret has it; fix tls.certificateRefs[${i}].name`,
+      );
     }
     if (!isDns1123Label(namespace)) {
-      return fail("InvalidCertificateRef", `the namespace ${JSON.stringify(namespace)} is not a DNS-1123 label (lowercase letters, digits and "-", at most 63 characters), so no namespace has it; fix tls.certificateRefs[${i}].namespace`);
+      return fail(
+        "InvalidCertificateRef",
+        `the namespace ${JSON.stringify(namespace)} is not a DNS-1123 label (lowercase letters, digits and "-", at most 63 characters), so no namespace has it; fix tls.certificateRefs[${i}].namespace`,
+      );
     }
     if (
       namespace !== gateway.meta.namespace &&
-      !referenceGranted(input, { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.meta.namespace }, namespace, { group: "", kind: "Secret", name })
+      !referenceGranted(
+        input,
+        { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.meta.namespace },
+        namespace,
+        { group: "", kind: "Secret", name },
+      )
     ) {
-      return fail("RefNotPermitted", `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.meta.namespace}"`);
+      return fail(
+        "RefNotPermitted",
+        `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.meta.namespace}"`,
+      );
     }
     const secret = input.secrets.get(`${namespace}/${name}`);
     if (!secret) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} not found`);
-    if (secret.type !== "kubernetes.io/tls") return fail("InvalidCertificateRef", `Secret ${namespace}/${name} is of type ${JSON.stringify(secret.type)}, not kubernetes.io/tls`);
-    if (!secret.validTLS) return fail("InvalidCertificateRef", `Secret ${namespace}/${name} does not hold a parseable certificate and private key in tls.crt and tls.key`);
+    if (secret.type !== "kubernetes.io/tls")
+      return fail(
+        "InvalidCertificateRef",
+        `Secret ${namespace}/${name} is of type ${JSON.stringify(secret.type)}, not kubernetes.io/tls`,
+      );
+    if (!secret.validTLS)
+      return fail(
+        "InvalidCertificateRef",
+        `Secret ${namespace}/${name} does not hold a parseable certificate and private key in tls.crt and tls.key`,
+      );
     good.push({ namespace, name });
   });
   return { refs: good, problem };
@@ -182,21 +242,28 @@ function markConflicts(listeners: ListenerContext[]): void {
   const seen: ListenerContext[] = [];
   for (const p of listeners) {
     if (p.accepted.status !== "True" || !p.transport) continue;
-    const clash = seen.find((q) => q.port === p.port && q.transport === p.transport);
+    const clash = seen.find(q => q.port === p.port && q.transport === p.transport);
     if (!clash) {
       seen.push(p);
       continue;
     }
-    const same = seen.filter((q) => q.port === p.port && q.transport === p.transport);
-    const sharable = (p.protocol === "HTTP" || p.protocol === "HTTPS") && same.every((q) => q.protocol === p.protocol);
+    const same = seen.filter(q => q.port === p.port && q.transport === p.transport);
+    const sharable =
+      (p.protocol === "HTTP" || p.protocol === "HTTPS") &&
+      same.every(q => q.protocol === p.protocol);
     if (!sharable) {
-      p.conflicted = { type: "Conflicted", status: "True", reason: "ProtocolConflict", message: `port ${p.port}/${p.transport} is already used by listener "${clash.name}" (${clash.protocol})` };
-    } else if (same.some((q) => q.hostname === p.hostname)) {
+      p.conflicted = {
+        type: "Conflicted",
+        status: "True",
+        reason: "ProtocolConflict",
+        message: `port ${p.port}/${p.transport} is already used by listener "${clash.name}" (${clash.protocol})`,
+      };
+    } else if (same.some(q => q.hostname === p.hostname)) {
       p.conflicted = {
         type: "Conflicted",
         status: "True",
         reason: "HostnameConflict",
-        message: `listener "${same.find((q) => q.hostname === p.hostname)?.name}" already serves hostname ${JSON.stringify(p.hostname)} on port ${p.port}`,
+        message: `listener "${same.find(q => q.hostname === p.hostname)?.name}" already serves hostname ${JSON.stringify(p.hostname)} on port ${p.port}`,
       };
     } else {
       seen.push(p);

@@ -25,16 +25,34 @@ export function isGatewayParentRef(ref: ParentReference): boolean {
   return ref.group === GATEWAY_GROUP && ref.kind === "Gateway";
 }
 
-type RouteInput = Pick<CompileInput, "controllerName" | "now" | "routes" | "namespaceLabels" | "services" | "endpointSlices" | "referenceGrants">;
+type RouteInput = Pick<
+  CompileInput,
+  | "controllerName"
+  | "now"
+  | "routes"
+  | "namespaceLabels"
+  | "services"
+  | "endpointSlices"
+  | "referenceGrants"
+>;
 
 /** Attaches every route to the Gateways' listeners (filling GatewayContext.attached) and returns the routes' statuses. */
-export function processRoutes(input: RouteInput, gateways: GatewayContext[]): CompileOutput["routes"] {
+export function processRoutes(
+  input: RouteInput,
+  gateways: GatewayContext[],
+): CompileOutput["routes"] {
   const { controllerName } = input;
-  const gatewayByKey = new Map(gateways.map((g) => [g.key, g]));
-  const labelsOf = (ns: string) => input.namespaceLabels.get(ns) ?? { "kubernetes.io/metadata.name": ns };
+  const gatewayByKey = new Map(gateways.map(g => [g.key, g]));
+  const labelsOf = (ns: string) =>
+    input.namespaceLabels.get(ns) ?? { "kubernetes.io/metadata.name": ns };
   const routes = input.routes
     .map((view): RouteContext => ({ view }))
-    .sort((a, b) => cmp(a.view.kind, b.view.kind) || cmp(a.view.meta.namespace, b.view.meta.namespace) || cmp(a.view.meta.name, b.view.meta.name));
+    .sort(
+      (a, b) =>
+        cmp(a.view.kind, b.view.kind) ||
+        cmp(a.view.meta.namespace, b.view.meta.namespace) ||
+        cmp(a.view.meta.name, b.view.meta.name),
+    );
 
   const out: CompileOutput["routes"] = [];
   for (const route of routes) {
@@ -50,18 +68,31 @@ export function processRoutes(input: RouteInput, gateways: GatewayContext[]): Co
       seen.add(refKey);
 
       const accepted = attachRoute(route, parentRef, gateway, labelsOf);
-      route.backends ??= resolveBackends(input, { kind: view.kind, namespace: view.meta.namespace, name: view.meta.name }, view.backendRefs);
-      const previous = view.previousParents.find((p) => p.controllerName === controllerName && jsonEqual(p.parentRef, parentRef));
+      route.backends ??= resolveBackends(
+        input,
+        { kind: view.kind, namespace: view.meta.namespace, name: view.meta.name },
+        view.backendRefs,
+      );
+      const previous = view.previousParents.find(
+        p => p.controllerName === controllerName && jsonEqual(p.parentRef, parentRef),
+      );
       ours.push({
         parentRef,
         controllerName,
-        conditions: mergeConditions(previous?.conditions, [accepted, route.backends.resolvedRefs], view.meta.generation, input.now),
+        conditions: mergeConditions(
+          previous?.conditions,
+          [accepted, route.backends.resolvedRefs],
+          view.meta.generation,
+          input.now,
+        ),
       });
     }
-    const hadOurs = view.previousParents.some((p) => p.controllerName === controllerName);
+    const hadOurs = view.previousParents.some(p => p.controllerName === controllerName);
     if (ours.length === 0 && !hadOurs) continue;
     // Other controllers' entries are theirs: passed through as they were.
-    const foreign = view.previousParents.filter((p) => p.controllerName !== controllerName).map((p) => p.raw) as unknown as RouteParentStatus[];
+    const foreign = view.previousParents
+      .filter(p => p.controllerName !== controllerName)
+      .map(p => p.raw) as unknown as RouteParentStatus[];
     out.push({
       kind: view.kind,
       namespace: view.meta.namespace,
@@ -72,7 +103,12 @@ export function processRoutes(input: RouteInput, gateways: GatewayContext[]): Co
   return out;
 }
 
-const PROTOCOL_KIND: Record<string, RouteKind> = { TCP: "TCPRoute", UDP: "UDPRoute", HTTP: "HTTPRoute", HTTPS: "HTTPRoute" };
+const PROTOCOL_KIND: Record<string, RouteKind> = {
+  TCP: "TCPRoute",
+  UDP: "UDPRoute",
+  HTTP: "HTTPRoute",
+  HTTPS: "HTTPRoute",
+};
 
 /** Attaches a route to the listeners its parentRef selects; returns the parent's Accepted verdict. */
 function attachRoute(
@@ -85,34 +121,56 @@ function attachRoute(
   const what = `Gateway ${gateway.key}`;
   // A Gateway whose listeners are all invalid still tells routes which listener refused them.
   if (gateway.accepted.status !== "True" && gateway.accepted.reason !== "ListenersNotValid") {
-    return bad("Accepted", "NoMatchingParent", `${what} is not accepted: ${gateway.accepted.message}`);
+    return bad(
+      "Accepted",
+      "NoMatchingParent",
+      `${what} is not accepted: ${gateway.accepted.message}`,
+    );
   }
   const candidates = gateway.listeners
     .map((listener, i) => ({ listener, i }))
-    .filter(({ listener }) => (parentRef.sectionName === undefined || listener.name === parentRef.sectionName) && (parentRef.port === undefined || listener.port === parentRef.port));
+    .filter(
+      ({ listener }) =>
+        (parentRef.sectionName === undefined || listener.name === parentRef.sectionName) &&
+        (parentRef.port === undefined || listener.port === parentRef.port),
+    );
   if (candidates.length === 0) {
-    const by = [parentRef.sectionName !== undefined ? `named "${parentRef.sectionName}"` : "", parentRef.port !== undefined ? `on port ${parentRef.port}` : ""].filter(Boolean).join(" ");
+    const by = [
+      parentRef.sectionName !== undefined ? `named "${parentRef.sectionName}"` : "",
+      parentRef.port !== undefined ? `on port ${parentRef.port}` : "",
+    ]
+      .filter(Boolean)
+      .join(" ");
     return bad("Accepted", "NoMatchingParent", `${what} has no listener ${by || "at all"}`);
   }
   const reasons: string[] = [];
   const matched: number[] = [];
   for (const { listener, i } of candidates) {
     if (!listener.attachable) {
-      if (parentRef.sectionName !== undefined || PROTOCOL_KIND[listener.protocol] === view.kind) reasons.push(`listener "${listener.name}" is not valid`);
+      if (parentRef.sectionName !== undefined || PROTOCOL_KIND[listener.protocol] === view.kind)
+        reasons.push(`listener "${listener.name}" is not valid`);
       continue;
     }
-    if (!listener.supportedKinds.some((k) => k.kind === view.kind)) {
-      reasons.push(`listener "${listener.name}" (${listener.protocol}) does not allow ${view.kind}`);
+    if (!listener.supportedKinds.some(k => k.kind === view.kind)) {
+      reasons.push(
+        `listener "${listener.name}" (${listener.protocol}) does not allow ${view.kind}`,
+      );
       continue;
     }
     if (!namespaceAllowed(listener, gateway.view.meta.namespace, view.meta.namespace, labelsOf)) {
-      reasons.push(`listener "${listener.name}" does not allow routes from namespace "${view.meta.namespace}" (allowedRoutes.namespaces.from: ${listener.allowedFrom})`);
+      reasons.push(
+        `listener "${listener.name}" does not allow routes from namespace "${view.meta.namespace}" (allowedRoutes.namespaces.from: ${listener.allowedFrom})`,
+      );
       continue;
     }
     matched.push(i);
   }
   if (matched.length === 0) {
-    return bad("Accepted", "NotAllowedByListeners", reasons.length > 0 ? firstFew(reasons, "; ") : `no listener of ${what} allows ${view.kind}`);
+    return bad(
+      "Accepted",
+      "NotAllowedByListeners",
+      reasons.length > 0 ? firstFew(reasons, "; ") : `no listener of ${what} allows ${view.kind}`,
+    );
   }
   if (view.unsupportedField) {
     return bad(
@@ -129,7 +187,12 @@ function attachRoute(
   return ok("Accepted", "Accepted", `Route is accepted by ${what}`);
 }
 
-function namespaceAllowed(listener: ListenerContext, gatewayNamespace: string, routeNamespace: string, labelsOf: (ns: string) => Record<string, string>): boolean {
+function namespaceAllowed(
+  listener: ListenerContext,
+  gatewayNamespace: string,
+  routeNamespace: string,
+  labelsOf: (ns: string) => Record<string, string>,
+): boolean {
   switch (listener.allowedFrom) {
     case "All":
       return true;

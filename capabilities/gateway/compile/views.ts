@@ -168,7 +168,9 @@ export function readSnapshot(snapshot: Snapshot): CompileInput {
     dataplaneConfigs: new Map(),
     addressPools: arr(s.addressPools) as Snapshot["addressPools"],
     allocations: obj(s.allocations) as Record<string, string>,
-    ...(str(s.certificateCopyNamespace) ? { certificateCopyNamespace: str(s.certificateCopyNamespace) } : {}),
+    ...(str(s.certificateCopyNamespace)
+      ? { certificateCopyNamespace: str(s.certificateCopyNamespace) }
+      : {}),
   };
   for (const raw of arr(s.gatewayClasses)) {
     const view = gatewayClassView(raw);
@@ -198,17 +200,24 @@ export function readSnapshot(snapshot: Snapshot): CompileInput {
     if (!service) continue;
     append(input.endpointSlices, nsName(m.namespace, service), endpointSliceView(raw));
   }
-  for (const raw of arr(s.referenceGrants)) append(input.referenceGrants, meta(raw).namespace, referenceGrantView(raw));
+  for (const raw of arr(s.referenceGrants))
+    append(input.referenceGrants, meta(raw).namespace, referenceGrantView(raw));
   for (const raw of arr(s.namespaces)) {
     const m = meta(raw);
     input.namespaceLabels.set(m.name, { "kubernetes.io/metadata.name": m.name, ...m.labels });
   }
   for (const secret of arr(s.secrets) as SecretInfo[]) {
-    if (typeof secret?.namespace === "string" && typeof secret?.name === "string") input.secrets.set(`${secret.namespace}/${secret.name}`, secret);
+    if (typeof secret?.namespace === "string" && typeof secret?.name === "string")
+      input.secrets.set(`${secret.namespace}/${secret.name}`, secret);
   }
   for (const raw of arr(s.nodes)) {
     const n = obj(raw);
-    if (typeof n.name === "string") input.nodes.push({ name: n.name, ready: n.ready === true, agentReady: n.agentReady === true });
+    if (typeof n.name === "string")
+      input.nodes.push({
+        name: n.name,
+        ready: n.ready === true,
+        agentReady: n.agentReady === true,
+      });
   }
   for (const raw of arr(s.dataplaneConfigs)) {
     const m = meta(raw);
@@ -246,18 +255,25 @@ export function gatewayView(raw: unknown): GatewayView {
   const infrastructure = obj(spec.infrastructure);
   const previousListenerConditions = new Map<string, unknown>();
   for (const l of arr(status.listeners).map(obj)) {
-    if (typeof l.name === "string" && !previousListenerConditions.has(l.name)) previousListenerConditions.set(l.name, l.conditions);
+    if (typeof l.name === "string" && !previousListenerConditions.has(l.name))
+      previousListenerConditions.set(l.name, l.conditions);
   }
   return {
     meta: m,
     key: nsName(m.namespace, m.name),
     className: str(spec.gatewayClassName) ?? "",
     deleting: Boolean(obj(obj(raw).metadata).deletionTimestamp),
-    listeners: arr(spec.listeners).map((l) => listenerView(obj(l), m.namespace)),
+    listeners: arr(spec.listeners).map(l => listenerView(obj(l), m.namespace)),
     addresses: arr(spec.addresses)
       .map(obj)
-      .map((a) => ({ type: str(a.type) ?? "IPAddress", ...(str(a.value) ? { value: str(a.value) } : {}) })),
-    infrastructureParametersRef: infrastructure.parametersRef !== undefined ? describeRef(infrastructure.parametersRef) : undefined,
+      .map(a => ({
+        type: str(a.type) ?? "IPAddress",
+        ...(str(a.value) ? { value: str(a.value) } : {}),
+      })),
+    infrastructureParametersRef:
+      infrastructure.parametersRef !== undefined
+        ? describeRef(infrastructure.parametersRef)
+        : undefined,
     previousConditions: status.conditions,
     previousListenerConditions,
   };
@@ -274,20 +290,29 @@ function listenerView(l: Obj, gatewayNamespace: string): ListenerView {
     portText: String(JSON.stringify(l.port)),
     hostname: str(l.hostname) ?? "",
     tlsMode: str(tls.mode) ?? "Terminate",
-    certificateRefs: arr(tls.certificateRefs).map((raw) => {
+    certificateRefs: arr(tls.certificateRefs).map(raw => {
       const r = obj(raw);
-      return { group: str(r.group) ?? "", kind: str(r.kind) ?? "Secret", namespace: str(r.namespace) || gatewayNamespace, name: str(r.name) ?? "" };
+      return {
+        group: str(r.group) ?? "",
+        kind: str(r.kind) ?? "Secret",
+        namespace: str(r.namespace) || gatewayNamespace,
+        name: str(r.name) ?? "",
+      };
     }),
     allowedKinds: arr(allowed.kinds)
       .map(obj)
-      .map((k) => ({ group: str(k.group) ?? GATEWAY_GROUP, kind: str(k.kind) ?? "" })),
+      .map(k => ({ group: str(k.group) ?? GATEWAY_GROUP, kind: str(k.kind) ?? "" })),
     allowedFrom: str(namespaces.from) ?? "Same",
     selector: namespaces.selector,
   };
 }
 
 /** A parentRef with its defaults; a port that is not an integer is kept as written. */
-function parentReference(raw: unknown, routeNamespace: string, port: (value: unknown) => number): ParentReference {
+function parentReference(
+  raw: unknown,
+  routeNamespace: string,
+  port: (value: unknown) => number,
+): ParentReference {
   const r = obj(raw);
   const ref: ParentReference = {
     group: str(r.group) ?? GATEWAY_GROUP,
@@ -304,18 +329,20 @@ export function routeView(kind: RouteKind, raw: unknown): RouteView {
   const m = meta(raw);
   const spec = obj(obj(raw).spec);
   // TCPRoute and UDPRoute v1 have one rule; an HTTPRoute with more is refused before its backends count.
-  const backendRefs = arr(spec.rules).flatMap((rule) => arr(obj(rule).backendRefs));
+  const backendRefs = arr(spec.rules).flatMap(rule => arr(obj(rule).backendRefs));
   return {
     kind,
     meta: m,
-    parentRefs: arr(spec.parentRefs).map((r) => parentReference(r, m.namespace, (p) => int(p) ?? (p as number))),
-    backendRefs: backendRefs.map((raw) => backendRefView(obj(raw), m.namespace)),
+    parentRefs: arr(spec.parentRefs).map(r =>
+      parentReference(r, m.namespace, p => int(p) ?? (p as number)),
+    ),
+    backendRefs: backendRefs.map(raw => backendRefView(obj(raw), m.namespace)),
     ...(kind === "HTTPRoute" ? { unsupportedField: unsupportedHTTPRouteField(spec) } : {}),
     previousParents: arr(obj(obj(raw).status).parents)
       .map(obj)
-      .map((p) => ({
+      .map(p => ({
         controllerName: str(p.controllerName),
-        parentRef: parentReference(p.parentRef, m.namespace, (port) => port as number),
+        parentRef: parentReference(p.parentRef, m.namespace, port => port as number),
         conditions: p.conditions,
         raw: p,
       })),
@@ -343,7 +370,7 @@ export function serviceView(raw: unknown): ServiceView {
     type: str(spec.type),
     ports: arr(spec.ports)
       .map(obj)
-      .map((p) => ({ port: int(p.port), protocol: str(p.protocol), name: str(p.name) ?? "" })),
+      .map(p => ({ port: int(p.port), protocol: str(p.protocol), name: str(p.name) ?? "" })),
   };
 }
 
@@ -353,11 +380,15 @@ function endpointSliceView(raw: unknown): EndpointSliceView {
     addressType: str(s.addressType),
     ports: arr(s.ports)
       .map(obj)
-      .map((p) => ({ name: str(p.name) ?? "", protocol: str(p.protocol) ?? "TCP", port: int(p.port) })),
+      .map(p => ({
+        name: str(p.name) ?? "",
+        protocol: str(p.protocol) ?? "TCP",
+        port: int(p.port),
+      })),
     endpoints: arr(s.endpoints)
       .map(obj)
       // The API says a missing ready means ready.
-      .map((e) => ({ address: str(arr(e.addresses)[0]), ready: obj(e.conditions).ready !== false })),
+      .map(e => ({ address: str(arr(e.addresses)[0]), ready: obj(e.conditions).ready !== false })),
   };
 }
 
@@ -366,10 +397,10 @@ export function referenceGrantView(raw: unknown): ReferenceGrantView {
   return {
     from: arr(spec.from)
       .map(obj)
-      .map((f) => ({ group: str(f.group) ?? "", kind: str(f.kind), namespace: str(f.namespace) })),
+      .map(f => ({ group: str(f.group) ?? "", kind: str(f.kind), namespace: str(f.namespace) })),
     to: arr(spec.to)
       .map(obj)
-      .map((t) => ({ group: str(t.group) ?? "", kind: str(t.kind), name: str(t.name) })),
+      .map(t => ({ group: str(t.group) ?? "", kind: str(t.kind), name: str(t.name) })),
   };
 }
 
@@ -378,7 +409,8 @@ function dataplaneConfigView(raw: unknown): DataplaneConfigView {
   const acknowledged = new Map<string, number>();
   for (const n of arr(obj(obj(raw).status).nodes)) {
     const entry = obj(n);
-    if (typeof entry.name === "string") acknowledged.set(entry.name, int(entry.observedGeneration) ?? -1);
+    if (typeof entry.name === "string")
+      acknowledged.set(entry.name, int(entry.observedGeneration) ?? -1);
   }
   return {
     spec,
