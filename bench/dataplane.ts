@@ -487,6 +487,7 @@ async function iperf(
   });
   if (r.timedOut)
     throw new Error(`iperf3 to ${host}:${port} did not finish within ${seconds + 10} s`);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- iperf3's JSON report, read field by field below
   let report: any;
   try {
     report = JSON.parse(r.stdout);

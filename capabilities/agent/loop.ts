@@ -228,17 +228,15 @@ export class Agent {
       this.failures = 0;
       const takenOver = diff.addresses.upsert.filter(a => a.announce).map(a => a.ip);
       if (takenOver.length > 0 && this.opts.onTakeover) {
-        await this.opts
-          .onTakeover(takenOver)
-          .catch((error: unknown) =>
-            this.log.error(
-              {
-                addresses: takenOver,
-                error: error instanceof Error ? error.message : String(error),
-              },
-              "gratuitous ARP for taken-over addresses failed; neighbours learn the move at their next ARP request",
-            ),
-          );
+        await this.opts.onTakeover(takenOver).catch((error: unknown) =>
+          this.log.error(
+            {
+              addresses: takenOver,
+              error: error instanceof Error ? error.message : String(error),
+            },
+            "gratuitous ARP for taken-over addresses failed; neighbours learn the move at their next ARP request",
+          ),
+        );
       }
       this.ready = true;
     } catch (error) {

@@ -138,22 +138,28 @@ export class AgentMetrics {
       });
     }
 
+    const readStats = () => this.readStats();
+    const labelsOf = (s: DataplaneStats["services"][number]) => this.labelsOf(s);
+    const scrapeFailed = (error: unknown) => {
+      this.scrapeErrors.inc();
+      this.onScrapeError(error);
+    };
     // Kernel counters are cumulative already: each scrape sets the counter to the map's value.
     const fromStats = (
       name: string,
       help: string,
       pick: (s: DataplaneStats["services"][number]) => number,
     ) => {
-      const self = this;
       new Counter({
         name,
         help,
         labelNames: LISTENER_LABELS,
         registers,
+        // prom-client calls collect() with the metric as `this`.
         async collect() {
-          const stats = await self.readStats();
+          const stats = await readStats();
           this.reset();
-          for (const s of stats?.services ?? []) this.inc(self.labelsOf(s), pick(s));
+          for (const s of stats?.services ?? []) this.inc(labelsOf(s), pick(s));
         },
       });
     };
@@ -174,14 +180,13 @@ export class AgentMetrics {
       s => s.rejects,
     );
 
-    const self = this;
     new Counter({
       name: "blixt_dataplane_packets_by_reason_total",
       help: "Packets by what the dataplane did with them: passed, translated, dropped or refused, and why",
       labelNames: ["reason"],
       registers,
       async collect() {
-        const stats = await self.readStats();
+        const stats = await readStats();
         this.reset();
         for (const [reason, count] of Object.entries(stats?.reasons ?? {}))
           this.inc({ reason }, count);
@@ -200,8 +205,7 @@ export class AgentMetrics {
             this.reset();
             for (const [result, count] of Object.entries(counts)) this.inc({ result }, count);
           } catch (error) {
-            self.scrapeErrors.inc();
-            self.onScrapeError(error);
+            scrapeFailed(error);
           }
         },
       });
@@ -214,8 +218,7 @@ export class AgentMetrics {
         try {
           this.set(await source.conntrackEntries());
         } catch (error) {
-          self.scrapeErrors.inc();
-          self.onScrapeError(error);
+          scrapeFailed(error);
         }
       },
     });
@@ -232,8 +235,7 @@ export class AgentMetrics {
             this.reset();
             for (const [event, count] of Object.entries(counts)) this.inc({ event }, count);
           } catch (error) {
-            self.scrapeErrors.inc();
-            self.onScrapeError(error);
+            scrapeFailed(error);
           }
         },
       });

@@ -53,7 +53,7 @@ interface K8sObject {
     labels?: Record<string, string>;
     annotations: Record<string, string>;
   };
-  [field: string]: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  [field: string]: any;
 }
 
 interface Rendered {

@@ -11,7 +11,6 @@ import { execa } from "execa";
 import {
   type CatalogueEntry,
   type TestEvent,
-  type TestResult,
   claimedTests,
   combineRuns,
   failureReason,

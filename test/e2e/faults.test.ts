@@ -223,7 +223,7 @@ spec:
   - {name: udp, protocol: UDP, port: ${port}}
   - {name: tcp-extra, protocol: TCP, port: ${port + 1}}
 `);
-    const newController = await waitFor(
+    await waitFor(
       "a new controller pod Ready",
       async () =>
         readyPod(await listObjects("pod", system, controllerPods), oldController.metadata.name),

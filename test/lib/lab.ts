@@ -170,7 +170,6 @@ export function inNetns(netns: string, file: string, args: string[]): ResultProm
   return execa("nsenter", [`--net=/var/run/netns/${netns}`, file, ...args]);
 }
 
-let xdpPassObject: Promise<string> | undefined;
 async function buildXdpPass(): Promise<string> {
   const dir = join(
     tmpdir(),
