@@ -22,20 +22,30 @@ npm_tgz() {
 
 # The Dockerfile's build stage starts FROM node:22-bookworm, which cannot be pulled here: this
 # stands in for it, Debian bookworm with Node.js 22 and npm from their npm packages (the
-# Node.js the image itself ships, hack/image/stage-app.sh).
+# Node.js the image itself ships, hack/image/stage-app.sh). It also trusts the CAs this machine
+# added locally (/usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's): the build
+# stage's npm reaches the registry through whatever this machine's TLS goes through.
 build_node_standin() {
-  local node_tgz npm_tgz key ctx
+  local node_tgz npm_tgz key ctx cas=()
   node_tgz=$(npm_tgz "$NODE_PACKAGE")
   npm_tgz=$(npm_tgz "$NPM_PACKAGE")
-  key=$(hash_of "$(image_key "$DEBIAN_IMAGE")" "$NODE_PACKAGE $NPM_PACKAGE")
+  shopt -s nullglob
+  cas=(/usr/local/share/ca-certificates/*.crt)
+  shopt -u nullglob
+  key=$(hash_of "$(image_key "$DEBIAN_IMAGE")" "$NODE_PACKAGE $NPM_PACKAGE" "${cas[@]}")
   [[ $(image_key "$NODE_IMAGE_STANDIN") == "$key" ]] && return 0
   ctx=$(mktemp -d "$KIND_DIR/ctx.XXXXXX")
+  mkdir "$ctx/ca"
+  ((${#cas[@]} == 0)) || cp "${cas[@]}" "$ctx/ca/"
   cp "$node_tgz" "$ctx/node.tgz"
   cp "$npm_tgz" "$ctx/npm.tgz"
   cat >"$ctx/Dockerfile" <<DOCKERFILE
 FROM $DEBIAN_IMAGE
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates git \
  && rm -rf /var/lib/apt/lists/*
+COPY ca/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 COPY node.tgz npm.tgz /tmp/
 RUN tar -xzf /tmp/node.tgz -C /usr/local/bin --strip-components=2 package/bin/node \
  && mkdir -p /usr/local/lib/node_modules/npm \
