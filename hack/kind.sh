@@ -36,6 +36,8 @@ usage: hack/kind.sh COMMAND
                       helm upgrade --install charts/blixt with a pool on the kind network
   env                 print shell exports: eval "\$(hack/kind.sh env)"
   status              the node containers and the Kubernetes nodes
+  check               pod network across nodes: a pod on every node pings the others and
+                      reaches a Service backed by all of them
   stop-node NAME      stop a node's container (as if powered off): docker stop
   start-node NAME     start it again and wait until the node is Ready
   down                delete the cluster, the kind network, stop the dockerd up started;
@@ -228,7 +230,7 @@ cmd_down() {
 }
 
 case ${1:-help} in
-  up|down|install) serialize ;;
+  up|down|install|check) serialize ;;
 esac
 
 case ${1:-help} in
@@ -236,6 +238,9 @@ case ${1:-help} in
   install) shift
     # shellcheck source=hack/kind/install.sh
     source "$HACK_KIND/install.sh"; cmd_install "$@" ;;
+  check) shift
+    # shellcheck source=hack/kind/check.sh
+    source "$HACK_KIND/check.sh"; cmd_check "$@" ;;
   env) cmd_env ;;
   status) cmd_status ;;
   stop-node) [[ $# == 2 ]] || kdie "usage: hack/kind.sh stop-node NAME"; cmd_stop_node "$2" ;;

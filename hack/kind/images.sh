@@ -140,19 +140,26 @@ write_cni_manifest() {
 # imported into the node's containerd, then docker commit. No storage manifest: kind falls back
 # to its built-in host-path StorageClass, which needs no image.
 build_node_image() {
-  local key kdir id img
+  local key kdir img
   kdir=$(kind_module_dir)
   local ids=()
   for img in "${CONTROL_PLANE_IMAGES[@]}"; do ids+=("$(docker image inspect -f '{{.Id}}' "$img")"); done
   key=$(hash_of "$(image_key "$BASE_IMAGE")" "$BIN_DIR/kubeadm" "$BIN_DIR/kubelet" "$BIN_DIR/kubectl" \
     "$kdir/pkg/build/nodeimage/const_cni.go" "${CONTROL_PLANE_IMAGES[*]}" "${ids[*]}")
   [[ $(image_key "$NODE_IMAGE") == "$key" ]] && return 0
-  id=blixt-kind-build-$$
+  # In a subshell, so that the build container goes away on every exit, kdie's included.
+  (
+    local id=blixt-kind-build-$$
+    trap 'docker rm -f -v "$id" >/dev/null 2>&1 || true' EXIT
+    assemble_node_image "$kdir" "$key" "$id"
+  ) || exit 1
+}
+
+assemble_node_image() {
+  local kdir=$1 key=$2 id=$3 img
   docker rm -f "$id" >/dev/null 2>&1 || true
   docker run -d --name "$id" --entrypoint=sleep --security-opt seccomp=unconfined "$BASE_IMAGE" infinity >/dev/null ||
     kdie "could not start a build container from $BASE_IMAGE"
-  # shellcheck disable=SC2064 # expand id now
-  trap "docker rm -f -v '$id' >/dev/null 2>&1 || true" RETURN
   local b
   for b in kubeadm kubelet kubectl; do
     docker cp "$BIN_DIR/$b" "$id:/usr/bin/$b" || kdie "copying $b into the node image failed"
@@ -178,9 +185,13 @@ build_node_image() {
       --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - >/dev/null ||
       kdie "importing $img into the node image failed"
   done
+  # --digests also names each image import-DATE@DIGEST; the real names are enough.
+  docker exec "$id" bash -c 'ctr --namespace=k8s.io images list -q | grep "^import-" | xargs -r ctr --namespace=k8s.io images rm >/dev/null'
   docker exec "$id" ctr --namespace=k8s.io images list -q | grep -v '^sha256:' >&2
-  docker exec "$id" pkill containerd
-  docker exec "$id" bash -c 'for i in $(seq 50); do pgrep -x containerd >/dev/null || exit 0; sleep 0.2; done; exit 1' ||
+  docker exec "$id" pkill -x containerd
+  # The build container's PID 1 is sleep, which reaps nobody: a stopped containerd stays a
+  # zombie, so wait for no live one.
+  docker exec "$id" bash -c 'for i in $(seq 100); do ps -C containerd -o stat= | grep -qv Z || exit 0; sleep 0.2; done; exit 1' ||
     kdie "containerd did not stop in the build container"
   docker exec "$id" rm -f /tmp/containerd.log
   docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
