@@ -61,9 +61,10 @@ ensure_docker() {
     return 0
   fi
   klog "starting dockerd (log: $DOCKERD_LOG)"
-  # setsid: dockerd outlives this script and ignores its terminal's signals.
+  # setsid: dockerd outlives this script and ignores its terminal's signals. Without the
+  # script's lock descriptors (8, 9): dockerd would hold the locks for as long as it runs.
   setsid nohup /usr/sbin/dockerd --config-file "$DAEMON_JSON" --pidfile "$DOCKERD_PID" \
-    >"$DOCKERD_LOG" 2>&1 </dev/null &
+    >"$DOCKERD_LOG" 2>&1 </dev/null 8>&- 9>&- &
   local i
   for ((i = 0; i < 60; i++)); do
     dockerd_running && { touch "$KIND_STATE/dockerd.ours"; return 0; }
