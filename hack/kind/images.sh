@@ -50,7 +50,7 @@ build_base_image() {
   local kdir ctx key b
   kdir=$(kind_module_dir)
   [[ -d $kdir/images/base/files ]] || kdie "kind module $KIND_VERSION has no images/base/files"
-  key=$(hash_of "$HACK_KIND/base/Dockerfile" "$HACK_KIND/base/sys-fs-bpf.mount" "$(image_key "$DEBIAN_IMAGE")" "$PAUSE_IMAGE" \
+  key=$(hash_of "$HACK_KIND/base/Dockerfile" "$HACK_KIND/base/bpffs.service" "$(image_key "$DEBIAN_IMAGE")" "$PAUSE_IMAGE" \
     "$CONTAINERD_VERSION $RUNC_VERSION $CRICTL_VERSION $CNI_PLUGINS_VERSION $KIND_VERSION")
   [[ $(image_key "$BASE_IMAGE") == "$key" ]] && return 0
   ctx=$(mktemp -d "$KIND_DIR/ctx.XXXXXX")
@@ -61,7 +61,7 @@ build_base_image() {
   for b in containerd containerd-shim-runc-v2 ctr runc; do cp "$BIN_DIR/$b" "$ctx/bin/"; done
   cp "$NODE_BIN/crictl" "$ctx/bin/"
   for b in host-local loopback ptp portmap; do cp "$NODE_BIN/$b" "$ctx/cni/"; done
-  cp "$HACK_KIND/base/sys-fs-bpf.mount" "$ctx/"
+  cp "$HACK_KIND/base/bpffs.service" "$ctx/"
   # --network host: the engine routes nothing for containers (daemon.json), apt needs the mirror.
   docker build --network host --label "dev.blixt.key=$key" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" \
     --build-arg "PAUSE_IMAGE=$PAUSE_IMAGE" -t "$BASE_IMAGE" -f "$HACK_KIND/base/Dockerfile" "$ctx" >&2 ||
