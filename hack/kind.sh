@@ -199,14 +199,17 @@ cmd_stop_node() {
 }
 
 cmd_start_node() {
-  local node=$1 start=$SECONDS
+  local node=$1 start=$SECONDS since
   node_name_ok "$node"
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   docker start "$node" >/dev/null || kdie "docker start $node failed"
   klog "started $node's container; waiting for the node to report Ready again"
-  # The Ready condition is stale (still False or Unknown from before) until the kubelet posts.
-  local i
+  # The Ready condition is stale (still True, or Unknown) until the restarted kubelet posts:
+  # wait for a Ready=True heartbeat newer than the start.
+  local i ready
   for ((i = 0; i < 180; i++)); do
-    [[ $(kubectl_kind get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]] && break
+    ready=$(kubectl_kind get node "$node" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null || true)
+    [[ ${ready%% *} == True && ${ready#* } > "$since" ]] && break
     sleep 1
   done
   ((i < 180)) || kdie "node $node did not become Ready within 180 s; see: hack/kind.sh kubectl describe node $node"
