@@ -53,7 +53,8 @@ kube_module_init() {
   log "kubernetes module: $count staging modules replaced with $staging"
 }
 
-KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+# kubeadm is for hack/kind.sh (the kind node image); built here so both share one module and cache.
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm)
 
 build_kubernetes() {
   stamp_ok kubernetes "$K8S_VERSION" && have_bins "${KUBE_CMDS[@]}" && return 0
