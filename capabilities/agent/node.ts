@@ -3,6 +3,7 @@
 // attach mode follows from that, ../dataplane/mode.ts). The choices are pure functions of what
 // `ip -j` prints; the I/O around them is a few commands.
 import { execa } from "execa";
+import { mkdir, statfs } from "node:fs/promises";
 import { netnsPrefix } from "../dataplane/bpftool.js";
 import { REQUESTED_MODES, type RequestedMode } from "../dataplane/mode.js";
 
@@ -35,15 +36,29 @@ export function parseRequestedMode(value: string | undefined): RequestedMode {
   return mode as RequestedMode;
 }
 
-/** Mounts bpffs where the pins live, unless it is mounted already. */
+/** statfs(2)'s f_type of a bpffs mount (BPF_FS_MAGIC in linux/magic.h). */
+export const BPF_FS_MAGIC = 0xcafe4a11;
+
+/**
+ * Mounts bpffs where the pins live, unless it is mounted already. Another filesystem mounted
+ * there (a node whose /sys/fs/bpf is a plain directory of sysfs or tmpfs, shared into the pod)
+ * is refused: pins in it would not outlive the agent, so every restart would drop the flows.
+ */
 export async function ensureBpffs(mountPoint = "/sys/fs/bpf"): Promise<void> {
   const mounted = await execa("mountpoint", ["-q", mountPoint], { reject: false });
-  if (mounted.exitCode === 0) return;
-  await execa("mkdir", ["-p", mountPoint]);
-  const r = await execa("mount", ["-t", "bpf", "bpf", mountPoint], { reject: false });
-  if (r.exitCode !== 0) {
+  if (mounted.exitCode !== 0) {
+    await mkdir(mountPoint, { recursive: true });
+    const r = await execa("mount", ["-t", "bpf", "bpf", mountPoint], { reject: false });
+    if (r.exitCode !== 0) {
+      throw new Error(
+        `mounting bpffs on ${mountPoint} failed: ${r.stderr.trim()}; the agent needs a privileged container with ${mountPoint} mounted from the host`,
+      );
+    }
+  }
+  const { type } = await statfs(mountPoint);
+  if (type !== BPF_FS_MAGIC) {
     throw new Error(
-      `mounting bpffs on ${mountPoint} failed: ${r.stderr.trim()}; the agent needs a privileged container with ${mountPoint} mounted from the host`,
+      `${mountPoint} is a mount of another filesystem (f_type 0x${type.toString(16)}), not bpffs, so pinned maps would not outlive the agent; mount bpffs there on the node ("mount -t bpf bpf ${mountPoint}") and restart the agent`,
     );
   }
 }
