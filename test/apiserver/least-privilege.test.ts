@@ -6,10 +6,9 @@
 import t from "tap";
 import { execa } from "execa";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { K8s, kind } from "kubernetes-fluent-client";
-import { parseAllDocuments, stringify } from "yaml";
+import { parseAllDocuments } from "yaml";
 import { readSecret as agentReadSecret } from "../../capabilities/agent/kube";
 import {
   certificateCopyName,
@@ -24,7 +23,13 @@ import {
 } from "../../capabilities/gateway/kube";
 import { certificateCopyWrites } from "../../capabilities/gateway/plan";
 import type { CompileOutput, SecretInfo } from "../../capabilities/gateway/compile/types";
-import { cacheBinDir, findBinaries, startApiServer, type ApiServer } from "../lib/apiserver";
+import {
+  as,
+  cacheBinDir,
+  findBinaries,
+  serviceAccountKubeconfig,
+  startApiServer,
+} from "../lib/apiserver";
 
 // The names `helm template gw charts/blixt -n blixt-system` gives.
 const NAMESPACE = "blixt-system";
@@ -37,87 +42,6 @@ function findHelm(): string | undefined {
   return [process.env.HELM, join(cacheBinDir(), "helm")].find(
     (candidate): candidate is string => !!candidate && existsSync(candidate),
   );
-}
-
-/** A kubeconfig whose client certificate names the ServiceAccount: RBAC matches it as that account. */
-async function serviceAccountKubeconfig(server: ApiServer, account: string): Promise<string> {
-  const user = `system:serviceaccount:${NAMESPACE}:${account}`;
-  const ssl = (args: string[]) => execa("openssl", args, { cwd: server.dir, stdin: "ignore" });
-  await ssl([
-    "genpkey",
-    "-algorithm",
-    "EC",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-out",
-    `${account}.key`,
-  ]);
-  await ssl([
-    "req",
-    "-new",
-    "-key",
-    `${account}.key`,
-    "-subj",
-    `/O=system:serviceaccounts/CN=${user}`,
-    "-out",
-    `${account}.csr`,
-  ]);
-  await writeFile(
-    join(server.dir, "sa.ext"),
-    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
-  );
-  await ssl([
-    "x509",
-    "-req",
-    "-in",
-    `${account}.csr`,
-    "-CA",
-    "ca.crt",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "1",
-    "-extfile",
-    "sa.ext",
-    "-out",
-    `${account}.crt`,
-  ]);
-  const [ca, cert, key] = await Promise.all(
-    ["ca.crt", `${account}.crt`, `${account}.key`].map(async f =>
-      (await readFile(join(server.dir, f))).toString("base64"),
-    ),
-  );
-  const kubeconfig = join(server.dir, `${account}.kubeconfig`);
-  await writeFile(
-    kubeconfig,
-    stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      "current-context": "sa",
-      clusters: [
-        {
-          name: "test",
-          cluster: { server: `https://127.0.0.1:${server.port}`, "certificate-authority-data": ca },
-        },
-      ],
-      users: [{ name: "sa", user: { "client-certificate-data": cert, "client-key-data": key } }],
-      contexts: [{ name: "sa", context: { cluster: "test", user: "sa" } }],
-    }),
-    { mode: 0o600 },
-  );
-  return kubeconfig;
-}
-
-/** Runs `body` with kubernetes-fluent-client (and client-node) acting as `kubeconfig`'s user. */
-async function as<T>(kubeconfig: string, body: () => Promise<T>): Promise<T> {
-  const admin = process.env.KUBECONFIG;
-  process.env.KUBECONFIG = kubeconfig;
-  try {
-    return await body();
-  } finally {
-    process.env.KUBECONFIG = admin;
-  }
 }
 
 /** The HTTP status a call failed with (kubernetes-fluent-client throws the response), or "ok". */
@@ -197,8 +121,8 @@ if ("missing" in binaries) {
       data: secretData("x"),
     });
 
-    const controller = await serviceAccountKubeconfig(server, CONTROLLER_SA);
-    const agent = await serviceAccountKubeconfig(server, AGENT_SA);
+    const controller = await serviceAccountKubeconfig(server, NAMESPACE, CONTROLLER_SA);
+    const agent = await serviceAccountKubeconfig(server, NAMESPACE, AGENT_SA);
     const client = kubeClusterClient({}, "blixt.dev/gateway-controller", NAMESPACE);
     const gatewayRef = { namespace: "infra", name: "web" };
     const copy: CertificateCopy = {

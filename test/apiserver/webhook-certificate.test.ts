@@ -9,11 +9,10 @@ import t from "tap";
 import { execa } from "execa";
 import { X509Certificate } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { K8s, kind } from "kubernetes-fluent-client";
-import { parseAllDocuments, stringify } from "yaml";
+import { parseAllDocuments } from "yaml";
 import {
   CERTIFICATE_CHECKSUM_ANNOTATION,
   certificateChecksum,
@@ -26,7 +25,12 @@ import {
   WebhookCertificateRotation,
   serveControllerMetrics,
 } from "../../capabilities/gateway/webhook-rotation";
-import { cacheBinDir, findBinaries, startApiServer } from "../lib/apiserver";
+import {
+  cacheBinDir,
+  findBinaries,
+  serviceAccountKubeconfig,
+  startApiServer,
+} from "../lib/apiserver";
 
 const DAY = 86_400_000;
 // The names `helm template gw charts/blixt -n blixt-system` gives.
@@ -440,77 +444,7 @@ if ("missing" in binaries) {
           );
 
         // A client certificate whose user name is the ServiceAccount's: RBAC matches it as that ServiceAccount.
-        const user = `system:serviceaccount:${NAMESPACE}:${CONTROLLER_SA}`;
-        const ssl = (args: string[]) =>
-          execa("openssl", args, { cwd: server.dir, stdin: "ignore" });
-        await ssl([
-          "genpkey",
-          "-algorithm",
-          "EC",
-          "-pkeyopt",
-          "ec_paramgen_curve:P-256",
-          "-out",
-          "sa.key",
-        ]);
-        await ssl([
-          "req",
-          "-new",
-          "-key",
-          "sa.key",
-          "-subj",
-          `/O=system:serviceaccounts/CN=${user}`,
-          "-out",
-          "sa.csr",
-        ]);
-        await writeFile(
-          join(server.dir, "sa.ext"),
-          "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
-        );
-        await ssl([
-          "x509",
-          "-req",
-          "-in",
-          "sa.csr",
-          "-CA",
-          "ca.crt",
-          "-CAkey",
-          "ca.key",
-          "-CAcreateserial",
-          "-days",
-          "1",
-          "-extfile",
-          "sa.ext",
-          "-out",
-          "sa.crt",
-        ]);
-        const [ca, cert, key] = await Promise.all(
-          ["ca.crt", "sa.crt", "sa.key"].map(async f =>
-            (await readFile(join(server.dir, f))).toString("base64"),
-          ),
-        );
-        const kubeconfig = join(server.dir, "controller.kubeconfig");
-        await writeFile(
-          kubeconfig,
-          stringify({
-            apiVersion: "v1",
-            kind: "Config",
-            "current-context": "sa",
-            clusters: [
-              {
-                name: "test",
-                cluster: {
-                  server: `https://127.0.0.1:${server.port}`,
-                  "certificate-authority-data": ca,
-                },
-              },
-            ],
-            users: [
-              { name: "sa", user: { "client-certificate-data": cert, "client-key-data": key } },
-            ],
-            contexts: [{ name: "sa", context: { cluster: "test", user: "sa" } }],
-          }),
-          { mode: 0o600 },
-        );
+        const kubeconfig = await serviceAccountKubeconfig(server, NAMESPACE, CONTROLLER_SA);
 
         const expiring = await aboutToExpire();
         await putSecret(expiring);

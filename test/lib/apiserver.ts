@@ -436,3 +436,88 @@ async function installCRDs(logs: () => Promise<string>): Promise<void> {
     );
   }
 }
+
+/** A kubeconfig whose client certificate names the ServiceAccount: RBAC matches it as that account. */
+export async function serviceAccountKubeconfig(
+  server: ApiServer,
+  namespace: string,
+  account: string,
+): Promise<string> {
+  const user = `system:serviceaccount:${namespace}:${account}`;
+  const ssl = (args: string[]) => execa("openssl", args, { cwd: server.dir, stdin: "ignore" });
+  await ssl([
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-out",
+    `${account}.key`,
+  ]);
+  await ssl([
+    "req",
+    "-new",
+    "-key",
+    `${account}.key`,
+    "-subj",
+    `/O=system:serviceaccounts/CN=${user}`,
+    "-out",
+    `${account}.csr`,
+  ]);
+  await writeFile(
+    join(server.dir, "sa.ext"),
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  await ssl([
+    "x509",
+    "-req",
+    "-in",
+    `${account}.csr`,
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    "sa.ext",
+    "-out",
+    `${account}.crt`,
+  ]);
+  const [ca, cert, key] = await Promise.all(
+    ["ca.crt", `${account}.crt`, `${account}.key`].map(async f =>
+      (await readFile(join(server.dir, f))).toString("base64"),
+    ),
+  );
+  const kubeconfig = join(server.dir, `${account}.kubeconfig`);
+  await writeFile(
+    kubeconfig,
+    stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      "current-context": "sa",
+      clusters: [
+        {
+          name: "test",
+          cluster: { server: `https://127.0.0.1:${server.port}`, "certificate-authority-data": ca },
+        },
+      ],
+      users: [{ name: "sa", user: { "client-certificate-data": cert, "client-key-data": key } }],
+      contexts: [{ name: "sa", context: { cluster: "test", user: "sa" } }],
+    }),
+    { mode: 0o600 },
+  );
+  return kubeconfig;
+}
+
+/** Runs `body` with kubernetes-fluent-client (and client-node) acting as `kubeconfig`'s user. */
+export async function as<T>(kubeconfig: string, body: () => Promise<T>): Promise<T> {
+  const admin = process.env.KUBECONFIG;
+  process.env.KUBECONFIG = kubeconfig;
+  try {
+    return await body();
+  } finally {
+    process.env.KUBECONFIG = admin;
+  }
+}
