@@ -8,15 +8,17 @@
 #include "stats.h"
 #include "arp.h"
 #include "icmp.h"
+#include "encap.h"
 
-/* Ingress fast path: DNAT to a backend, refuse or reject, answer ARP for announced addresses,
- * pass everything else. */
+/* Ingress fast path: DNAT to a backend (or encapsulate to a backend's node, or decapsulate for a
+ * local one), refuse or reject, answer ARP for announced addresses, pass everything else. */
 SEC("xdp")
 int blixt_xdp_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct verdict v = {};
+	int ret;
 
 	lb_ingress(data, data_end, data_end - data, &v);
 	/* IPv4 never gets here: ARP costs the fast path nothing but this compare. */
@@ -41,6 +43,18 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 			v.reason = REASON_DROP_RST_FAILED;
 		}
 		break;
+	case ACT_ENCAP:
+		ret = encap_xdp(ctx, &v);
+		if (ret == ENCAP_TOO_BIG)
+			ret = too_big_xdp(ctx, &v);
+		count_reason(v.reason);
+		return ret;
+	case ACT_DECAP:
+		if (decap_xdp(ctx, &v)) {
+			v.action = ACT_DROP; /* the outer header may be gone already: never pass half */
+			v.reason = REASON_DROP_MALFORMED_L3;
+		}
+		break;
 	}
 	count_reason(v.reason);
 	if (v.action == ACT_RST || v.action == ACT_ICMP_ECHO)
@@ -55,7 +69,19 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 {
 	void *data, *data_end;
 	struct verdict v = {};
+	int ret;
 
+	/* A unicast frame for another host (PACKET_OTHERHOST: its destination MAC is not this
+	 * device's) is not this node's to forward. A bridge floods such frames to every port when
+	 * it has no entry for their MAC, as when the port of the node they are for went away (a
+	 * powered-off announcer): forwarding them here too would hand the backend a copy from
+	 * every node. The kernel drops them; they are left to it. (A test run, BPF_PROG_TEST_RUN,
+	 * has no ingress device unless it names one, and judges the MAC against the loopback's:
+	 * only a frame that came in on a device is judged here.) */
+	if (skb->pkt_type == PACKET_OTHERHOST && skb->ingress_ifindex) {
+		count_reason(REASON_PASS_OTHER_HOST);
+		return TC_ACT_OK;
+	}
 	tc_pull_headers(skb);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -81,6 +107,18 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 		if (rst_tc(skb, &v)) {
 			v.action = ACT_DROP;
 			v.reason = REASON_DROP_RST_FAILED;
+		}
+		break;
+	case ACT_ENCAP:
+		ret = encap_tc(skb, &v);
+		if (ret == ENCAP_TOO_BIG)
+			ret = too_big_tc(skb, &v);
+		count_reason(v.reason);
+		return ret;
+	case ACT_DECAP:
+		if (decap_tc(skb, &v)) {
+			v.action = ACT_DROP;
+			v.reason = REASON_DROP_MALFORMED_L3;
 		}
 		break;
 	}
@@ -113,6 +151,8 @@ int blixt_tc_egress(struct __sk_buff *skb)
 		count_reason(REASON_DROP_MALFORMED_L4);
 		return TC_ACT_SHOT;
 	}
+	if (v.clamp_mss)
+		mss_clamp_tc(skb);
 	count_reason(REASON_REVERSE_NAT);
 	return TC_ACT_OK;
 }

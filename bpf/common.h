@@ -12,6 +12,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/pkt_cls.h>
+#include <linux/if_packet.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -40,7 +41,16 @@ enum blixt_reason {
 	REASON_DROP_RST_FAILED = 15,    /* could not shrink the packet into a RST: dropped instead */
 	REASON_ICMP_ECHO_REPLY = 16,    /* echo request to an announced Gateway address answered (icmp.h) */
 	REASON_ICMP_ERROR_NAT = 17,     /* ICMP error about a flow translated: to its backend (ingress) or its client (egress) */
-	REASON_MAX = 18,
+	REASON_ENCAP = 18,              /* to a backend on another node: encapsulated (IP-in-IP) and sent to it */
+	REASON_ENCAP_NO_NEIGH = 19,     /* the same, next hop's MAC not known yet (encap.h says how it is sent) */
+	REASON_DECAP = 20,              /* IP-in-IP from the node that chose a local backend: decapsulated, DNATed */
+	REASON_DROP_NO_NODE_ADDR = 21,  /* a remote backend was chosen, but this node's own address is unknown */
+	REASON_DROP_ENCAP_NO_ROUTE = 22, /* no usable route to a remote backend (FIB lookup failed) */
+	REASON_DROP_IPIP = 23,          /* IP-in-IP not for a backend of a service this node knows */
+	REASON_ICMP_FRAG_NEEDED = 24,   /* too big to encapsulate, DF set: ICMP fragmentation needed sent back */
+	REASON_DROP_TOO_BIG = 25,       /* too big to encapsulate, DF clear: dropped */
+	REASON_PASS_OTHER_HOST = 26,    /* TC: a frame for another host's MAC (a bridge flooding it): left to the kernel, which drops it */
+	REASON_MAX = 27,
 };
 
 #endif

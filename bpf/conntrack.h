@@ -10,6 +10,15 @@
 // CT_F_REPLIED) and the client then sends a packet that is neither a SYN nor a RST. So a flood of
 // SYNs, spoofed ACKs or one-off datagrams churns the unconfirmed table only: a full table makes
 // new flows wait their turn, and never evicts a confirmed one.
+//
+// A remote flow (CT_F_REMOTE: its backend runs on another node, encap.h) has a forward entry
+// only: its replies leave the backend's node straight to the client and never pass here, so there
+// is nothing to reverse-NAT and no reply to wait for. It is confirmed by the client alone: a packet
+// that is neither a SYN nor a RST, arriving more than a second (BLIXT_CT_REFRESH_NS) after the
+// entry was created or last refreshed, i.e. the client is still talking a second after the flow
+// began. It closes on a RST or on the client's FIN (the backend's FIN is never seen here). The
+// backend's node tracks the same flow with both entries (CT_F_ENCAP), confirmed by the backend's
+// replies as a local flow is.
 #ifndef BLIXT_CONNTRACK_H
 #define BLIXT_CONNTRACK_H
 
@@ -111,15 +120,17 @@ static __always_inline void ct_delete(int confirmed, const struct ct4_key *key)
 		bpf_map_delete_elem(&blixt_ct4_new, key);
 }
 
-/* Writes an entry and its other direction. */
+/* Writes an entry and its other direction (a remote flow has none: its replies never come here). */
 static __always_inline void ct_write_pair(int confirmed, const struct ct4_key *key, const struct ct4_value *val)
 {
 	struct ct4_key other;
 	struct ct4_value oval;
 
+	ct_update(confirmed, key, val);
+	if (val->flags & CT_F_REMOTE)
+		return;
 	ct_other_key(&other, key, val);
 	ct_other_value(&oval, key, val);
-	ct_update(confirmed, key, val);
 	ct_update(confirmed, &other, &oval);
 }
 
@@ -127,15 +138,20 @@ static __always_inline void ct_write_pair(int confirmed, const struct ct4_key *k
 static __always_inline void ct_remove_pair(int confirmed, const struct ct4_key *key, const struct ct4_value *ct)
 {
 	struct ct4_key other;
+	int remote = ct->flags & CT_F_REMOTE;
 
 	ct_other_key(&other, key, ct);
 	ct_delete(confirmed, key);
-	ct_delete(confirmed, &other);
+	if (!remote)
+		ct_delete(confirmed, &other);
 }
 
+/* Closed: a RST, or a FIN each way; a remote flow, whose backend's FIN never passes here, also by
+ * the client's FIN. */
 static __always_inline int ct_closed(const struct ct4_value *ct)
 {
-	return (ct->flags & CT_F_RST) || (ct->flags & CT_F_CLOSED_MASK) == CT_F_CLOSED_MASK;
+	return (ct->flags & CT_F_RST) || (ct->flags & CT_F_CLOSED_MASK) == CT_F_CLOSED_MASK ||
+	       (ct->flags & (CT_F_REMOTE | CT_F_FIN_CLIENT)) == (CT_F_REMOTE | CT_F_FIN_CLIENT);
 }
 
 /* Seconds an entry may stay idle, from blixt_ct_config (0 fields take the defaults in maps.h). */
@@ -201,7 +217,7 @@ static __always_inline void ct_track_tcp(const struct pkt *p, struct ct4_value *
 {
 	struct ct4_key other;
 	struct ct4_value *o;
-	__u8 add = 0;
+	__u16 add = 0;
 
 	if (p->proto != IPPROTO_TCP || !(p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		return;
@@ -218,6 +234,8 @@ static __always_inline void ct_track_tcp(const struct pkt *p, struct ct4_value *
 			count_ct(CT_CLOSED);
 		}
 	}
+	if (ct->flags & CT_F_REMOTE)
+		return;
 	ct_other_key(&other, key, ct);
 	o = ct_lookup(confirmed, &other);
 	if (o && !ct_closed(o)) {
@@ -242,6 +260,8 @@ static __always_inline void ct_refresh(struct ct4_value *ct, const struct ct4_ke
 	if (now <= ct->last_seen_ns + BLIXT_CT_REFRESH_NS || ct_closed(ct))
 		return;
 	ct->last_seen_ns = now;
+	if (ct->flags & CT_F_REMOTE)
+		return;
 	ct_other_key(&other, key, ct);
 	o = ct_lookup(confirmed, &other);
 	if (o) {
@@ -278,19 +298,31 @@ static __always_inline int ct_forward_valid(const struct ct4_value *ct, __u32 sv
 }
 
 /* Records flow client → VIP now going to backend, in both directions, in the given table. */
-static __always_inline void ct_create(int confirmed, const struct pkt *p, __u32 svc_id, __u32 epoch, const struct backend *be, __u8 flags, __u64 now)
+static __always_inline void ct_create(int confirmed, const struct pkt *p, __u32 svc_id, __u32 epoch, __be32 addr, __be16 port, __u16 flags, __u64 now)
 {
 	struct ct4_key key;
 	struct ct4_value val = {};
 
 	ct_key_of(&key, p);
-	val.addr = addr_to_v4(be->addr);
-	val.port = be->port;
+	val.addr = addr;
+	val.port = port;
 	val.flags = CT_F_FORWARD | flags;
 	val.svc_id = svc_id;
 	val.epoch = epoch;
 	val.last_seen_ns = now;
 	ct_write_pair(confirmed, &key, &val);
+}
+
+/* Whether a packet from the client confirms its unconfirmed flow: neither a SYN nor a RST, after
+ * the backend answered (a local flow), or more than a second after the entry was created or last
+ * refreshed (a remote flow, whose replies are never seen here). */
+static __always_inline int ct_confirms(const struct pkt *p, const struct ct4_value *ct, __u64 now)
+{
+	if (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_RST))
+		return 0;
+	if (ct->flags & CT_F_REMOTE)
+		return now > ct->last_seen_ns + BLIXT_CT_REFRESH_NS;
+	return ct->flags & CT_F_REPLIED;
 }
 
 /* Moves an unconfirmed flow into blixt_ct4; returns its new forward entry (NULL if the write

@@ -20,6 +20,8 @@ enum action {
 	ACT_ARP_REPLY, /* answer an ARP request for an announced address (arp.h) */
 	ACT_ICMP,      /* IPv4 ICMP: decided and rewritten by icmp.h */
 	ACT_ICMP_ECHO, /* the frame is now an echo reply: send it back */
+	ACT_ENCAP,     /* backend on another node: wrap in an outer IPv4 header to verdict.addr, send (encap.h) */
+	ACT_DECAP,     /* IP-in-IP for a local backend: strip the outer header, then DNAT as ACT_DNAT */
 };
 
 struct verdict {
@@ -27,6 +29,10 @@ struct verdict {
 	__u32 reason;
 	__be32 addr;
 	__be16 port;
+	__be32 outer_saddr; /* ACT_ENCAP: this node's address (blixt_node) */
+	int clamp_mss;      /* egress: a SYN-ACK of a flow that arrived encapsulated (encap.h) */
+	int decap;          /* ingress: the packet is the inner one of an IP-in-IP packet (lb_ipip_inner) */
+	__u16 frag_mtu;     /* ACT_ENCAP, too big: the next-hop MTU ICMP fragmentation needed names */
 	__u8 smac[ETH_ALEN];
 	__u8 dmac[ETH_ALEN];
 	struct pkt pkt;
@@ -146,6 +152,47 @@ static __always_inline void dnat_to(struct verdict *v, __be32 addr, __be16 port)
 	v->port = port;
 }
 
+static __always_inline void drop_ipip(struct verdict *v)
+{
+	v->action = ACT_DROP;
+	v->reason = REASON_DROP_IPIP;
+}
+
+/* This node's own IPv4 address, the outer source of encapsulated packets; 0 when the agent has not
+ * written it. */
+static __always_inline __be32 node_ipv4(void)
+{
+	__u32 zero = 0;
+	struct node_config *n = bpf_map_lookup_elem(&blixt_node, &zero);
+
+	return n ? n->ipv4 : 0;
+}
+
+/* Sends the flow to its backend: DNAT for a local one; for a remote one (CT_F_REMOTE), encapsulation
+ * to its node, which needs this node's address. Returns 0 when that is unknown: the packet is then
+ * dropped (drop_no_node_address) and the caller records nothing. */
+static __always_inline int forward_to(struct verdict *v, __be32 addr, __be16 port, int remote)
+{
+	__be32 self;
+
+	if (!remote) {
+		dnat_to(v, addr, port);
+		return 1;
+	}
+	self = node_ipv4();
+	if (!self) {
+		v->action = ACT_DROP;
+		v->reason = REASON_DROP_NO_NODE_ADDR;
+		return 0;
+	}
+	v->action = ACT_ENCAP;
+	v->reason = REASON_ENCAP;
+	v->addr = addr;
+	v->port = port;
+	v->outer_saddr = self;
+	return 1;
+}
+
 /* The fast path: a packet of a flow whose service has not changed since its entry was last
  * checked (the epochs match, maps.h) goes to the entry's backend. Returns 0 when the full path
  * must decide. */
@@ -153,9 +200,17 @@ static __always_inline int lb_established(struct verdict *v, struct ct4_value *c
 {
 	if (ct->epoch != svc_epoch(ct->svc_id) || !ct->epoch)
 		return 0;
+	/* Encapsulated: the sender named the backend, and it must be the entry's. */
+	if (v->decap && (ct->addr != v->addr || ct->port != v->port))
+		return 0;
 	ct_refresh(ct, key, confirmed, now);
 	count_service(ct->svc_id, &v->pkt);
-	dnat_to(v, ct->addr, ct->port);
+	if (v->decap) {
+		v->action = ACT_DECAP;
+		v->reason = REASON_DECAP;
+		return 1;
+	}
+	forward_to(v, ct->addr, ct->port, ct->flags & CT_F_REMOTE);
 	return 1;
 }
 
@@ -168,22 +223,51 @@ static __always_inline int lb_established(struct verdict *v, struct ct4_value *c
  * TCP segment without SYN, forwarded where the table says (every node's table says the same) and
  * an unconfirmed flow marked CT_F_PICKUP, so that its replies are reverse-NATed (CT_PICKUP); a
  * RST, forwarded and nothing recorded. An entry whose backend left is re-pointed in the table it
- * is in, and the old backend's reverse entry is removed. */
-static __always_inline void lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct, const struct ct4_key *key, int confirmed, __u64 now)
+ * is in, and the old backend's reverse entry is removed. Not inlined (its stack would add to
+ * every program's); returns the action it set. */
+static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct, const struct ct4_key *key, int confirmed)
 {
+	__u64 now = ct_now();
 	struct pkt *p = &v->pkt;
 	__u32 epoch = svc_epoch(svc->svc_id);
 	struct svc_stats *stats;
 	struct backend *be;
 	struct ct4_key old;
-	__u8 flags = 0;
+	__u16 flags = 0;
+	__be32 baddr;
+	__be16 bport;
+	int remote;
 
+	if (v->decap) {
+		struct backend_key bkey = {};
+
+		/* The backend the sending node chose must be one of this service's. */
+		bkey.svc_id = svc->svc_id;
+		addr_from_v4(bkey.addr, v->addr);
+		bkey.port = v->port;
+		if (!bpf_map_lookup_elem(&blixt_backends, &bkey)) {
+			drop_ipip(v);
+			return v->action;
+		}
+		count_service(svc->svc_id, p);
+		v->action = ACT_DECAP;
+		v->reason = REASON_DECAP;
+		if (ct && ct->svc_id == svc->svc_id && ct->addr == v->addr && ct->port == v->port) {
+			ct->epoch = epoch;
+			ct_refresh(ct, key, confirmed, now);
+			return v->action;
+		}
+		baddr = v->addr;
+		bport = v->port;
+		flags = CT_F_ENCAP;
+		goto record;
+	}
 	count_service(svc->svc_id, p);
 	if (ct && ct_forward_valid(ct, svc->svc_id)) {
 		ct->epoch = epoch;
 		ct_refresh(ct, key, confirmed, now);
-		dnat_to(v, ct->addr, ct->port);
-		return;
+		forward_to(v, ct->addr, ct->port, ct->flags & CT_F_REMOTE);
+		return v->action;
 	}
 
 	stats = svc_stats_of(svc->svc_id);
@@ -193,25 +277,39 @@ static __always_inline void lb_choose(struct verdict *v, const struct svc_value 
 		if (stats)
 			stats->rejects += 1;
 		refuse(v, REASON_REJECT_RST, REASON_REJECT_DROP);
-		return;
+		return v->action;
 	}
-
-	if (ct) {
-		/* The flow's backend left: the old reverse entry names a backend it no longer uses. */
-		ct_other_key(&old, key, ct);
-		ct_delete(confirmed, &old);
-		flags = ct->flags & (CT_F_PICKUP | CT_F_REPLIED);
-		ct_create(confirmed, p, svc->svc_id, epoch, be, flags, now);
-	} else if (p->proto == IPPROTO_UDP || is_bare_syn(p)) {
-		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, be, 0, now);
-		count_ct(CT_NEW);
-	} else if (!(p->tcp_flags & TCP_FLAG_RST)) {
-		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, be, CT_F_PICKUP, now);
-		count_ct(CT_PICKUP);
+	baddr = addr_to_v4(be->addr);
+	bport = be->port;
+	remote = be->flags & BACKEND_F_REMOTE;
+	/* A remote backend with no address to send from: nothing is recorded, the client retries. */
+	if (!forward_to(v, baddr, bport, remote)) {
+		if (stats)
+			stats->rejects += 1;
+		return v->action;
 	}
+	if (remote)
+		flags = CT_F_REMOTE;
 	if (stats)
 		stats->new_flows += 1;
-	dnat_to(v, addr_to_v4(be->addr), be->port);
+
+record:
+	if (ct) {
+		/* The flow's backend left: the old reverse entry names a backend it no longer uses. */
+		if (!(ct->flags & CT_F_REMOTE)) {
+			ct_other_key(&old, key, ct);
+			ct_delete(confirmed, &old);
+		}
+		flags |= ct->flags & (CT_F_PICKUP | CT_F_REPLIED);
+		ct_create(confirmed, p, svc->svc_id, epoch, baddr, bport, flags, now);
+	} else if (p->proto == IPPROTO_UDP || is_bare_syn(p)) {
+		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, baddr, bport, flags, now);
+		count_ct(CT_NEW);
+	} else if (!(p->tcp_flags & TCP_FLAG_RST)) {
+		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, baddr, bport, flags | CT_F_PICKUP, now);
+		count_ct(CT_PICKUP);
+	}
+	return v->action;
 }
 
 /* Parse results other than PARSE_OK, for both ingress programs. */
@@ -252,6 +350,34 @@ static __always_inline void lb_parse_verdict(struct verdict *v, int parsed)
 	}
 }
 
+/*
+ * IP-in-IP from the node that chose one of this node's backends for a flow (encap.h): the outer
+ * destination is the backend, the outer IPv4 id its port, the inner packet the client's, unchanged
+ * (client → VIP:port). The inner packet becomes v->pkt and goes through lb_ingress like any other,
+ * with its backend already chosen (v->decap, v->addr:port): when it is TCP/UDP to a service this
+ * node knows and that backend is listed in it, the verdict is ACT_DECAP (strip the outer header,
+ * DNAT as ACT_DNAT) and the flow is recorded in both directions, flagged CT_F_ENCAP, so TC egress
+ * gives the backend's replies VIP:port as source; they go straight to the client. The node that
+ * sent it chose the backend: an entry naming another one is replaced. Returns 0 for an inner
+ * packet that is not well-formed TCP/UDP (dropped, drop_ipip).
+ */
+static __always_inline int lb_ipip_inner(void *data, void *data_end, __u32 len, struct verdict *v)
+{
+	struct iphdr *outer = data + L3_OFF;
+	struct pkt *p = &v->pkt;
+
+	if ((void *)(outer + 1) > data_end)
+		return 0;
+	v->decap = 1;
+	v->addr = outer->daddr;
+	v->port = outer->id; /* the port as it travels, network order */
+	__builtin_memset(p, 0, sizeof(*p));
+	p->len = len - IPIP_HDR_LEN;
+	if (parse_ipv4_at(data, data_end, len, p, INNER_L3_OFF) != PARSE_OK)
+		return 0;
+	return parse_l4_at(data, data_end, p, INNER_L4_OFF) == PARSE_OK;
+}
+
 static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, struct verdict *v)
 {
 	struct pkt *p = &v->pkt;
@@ -263,7 +389,12 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	__u64 now;
 
 	parsed = parse_packet(data, data_end, len, p);
-	if (parsed != PARSE_OK) {
+	if (parsed == PARSE_UNKNOWN_PROTO && p->proto == IPPROTO_IPIP) {
+		if (!lb_ipip_inner(data, data_end, len, v)) {
+			drop_ipip(v);
+			return;
+		}
+	} else if (parsed != PARSE_OK) {
 		lb_parse_verdict(v, parsed);
 		return;
 	}
@@ -277,10 +408,15 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 		ct_remove_pair(confirmed, &ckey, ct);
 		ct = NULL;
 	}
+	if (ct && v->decap && (ct->flags & CT_F_REMOTE)) {
+		/* This node once sent the flow on itself; now it is the backend's node. */
+		ct_remove_pair(confirmed, &ckey, ct);
+		ct = NULL;
+	}
 	if (ct) {
 		ct_track_tcp(p, ct, &ckey, confirmed, 1, now);
-		/* The backend answered and the client speaks again: the flow is confirmed. */
-		if (!confirmed && (ct->flags & CT_F_REPLIED) && !(p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_RST))) {
+		/* The backend answered (or, remote, a second went by) and the client speaks again. */
+		if (!confirmed && ct_confirms(p, ct, now)) {
 			struct ct4_value *moved = ct_confirm(&ckey, ct, now);
 
 			if (moved) {
@@ -300,7 +436,11 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	skey.proto = p->proto;
 	svc = bpf_map_lookup_elem(&blixt_services, &skey);
 	if (svc) {
-		lb_choose(v, svc, ct, &ckey, confirmed, now);
+		v->action = lb_choose(v, svc, ct, &ckey, confirmed);
+		return;
+	}
+	if (v->decap) {
+		drop_ipip(v);
 		return;
 	}
 	if (is_gateway_address(p->daddr)) {
@@ -344,6 +484,10 @@ static __always_inline void lb_egress(void *data, void *data_end, __u32 len, str
 			fwd->flags |= CT_F_REPLIED;
 	}
 	ct_refresh(ct, &key, confirmed, now);
+	/* The backend's SYN-ACK to a client whose packets reach it encapsulated: the client must not
+	 * send segments that no longer fit once encapsulated. */
+	v->clamp_mss = (ct->flags & CT_F_ENCAP) && p->proto == IPPROTO_TCP &&
+		       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK);
 	v->action = ACT_DNAT; /* applied to the source by the caller */
 	v->reason = REASON_REVERSE_NAT;
 	v->addr = ct->addr;

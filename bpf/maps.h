@@ -10,6 +10,9 @@
 //
 // No map is pinned by its definition: the loader (bpftool loadall ... pinmaps) pins them under
 // blixt's pin directory and reuses pinned maps on reload so conntrack survives an upgrade.
+// A pinned map whose key, value or flags differ from its definition here, or an array with fewer
+// entries, is not reused but created afresh (Dataplane.load): growing an array, e.g. by a new
+// verdict, is safe; a hash map of another size is reused as it is.
 #ifndef BLIXT_MAPS_H
 #define BLIXT_MAPS_H
 
@@ -69,6 +72,10 @@ struct table_chunk {
 };                                        /* 2048 bytes */
 
 #define BACKEND_F_REJECT 0x1 /* this entry is the weighted share of invalid backendRefs */
+/* The backend's pod runs on another node: a flow to it is not DNATed here but sent whole to that
+ * node inside an outer IPv4 header (IP-in-IP, encap.h), which DNATs it there; the backend answers
+ * the client directly (direct server return). */
+#define BACKEND_F_REMOTE 0x2
 
 struct backend {
 	__u8 addr[BLIXT_ADDR_LEN]; /*  0..15 backend IP, IPv4-mapped (zero when rejecting) */
@@ -113,6 +120,10 @@ struct ct4_key {
 #define CT_F_FIN_BACKEND 0x10 /* TCP: the backend sent a FIN */
 #define CT_F_RST 0x20        /* TCP: either side sent a RST */
 #define CT_F_PICKUP 0x40     /* created by a mid-flow packet (no SYN seen on this node) */
+#define CT_F_REMOTE 0x80     /* forward entry only: the backend is on another node, packets are encapsulated
+			      * to it and its replies never come back here (conntrack.h) */
+#define CT_F_ENCAP 0x100     /* the flow arrived encapsulated from the node that chose its backend: replies
+			      * leave from here straight to the client (SYN-ACK MSS clamped, encap.h) */
 /* Closed: a RST, or a FIN each way. Both entries of a flow carry the same CT_F_FIN_* and CT_F_RST
  * bits; a closed flow lives for the closing timeout after the packet that closed it. */
 #define CT_F_CLOSED_MASK (CT_F_FIN_CLIENT | CT_F_FIN_BACKEND)
@@ -120,8 +131,7 @@ struct ct4_key {
 struct ct4_value {
 	__be32 addr;         /*  0..3  forward: backend; reverse: VIP */
 	__be16 port;         /*  4..5  forward: backend port; reverse: VIP port */
-	__u8 flags;          /*  6     CT_F_* */
-	__u8 pad;            /*  7     zero */
+	__u16 flags;         /*  6..7  CT_F_* (byte 7 was padding, always zero, before CT_F_ENCAP) */
 	__u32 svc_id;        /*  8..11 */
 	__u32 epoch;         /* 12..15 forward: blixt_svc_epoch[svc_id] when the entry was last checked */
 	__u64 last_seen_ns;  /* 16..23 bpf_ktime_get_coarse_ns(): the flow's last packet in this entry's
@@ -168,6 +178,13 @@ enum blixt_ct_counter {
  * Index 0 (no service has id 0) holds the last epoch handed out, so none is ever handed out twice,
  * whatever restarts. */
 #define BLIXT_EPOCH_COUNTER 0
+
+/* node: index 0 holds this node's own address, written by the node agent (maps.ts
+ * encodeNodeConfig): the outer source of packets encapsulated to a backend on another node. 0 =
+ * unknown: a new flow to a remote backend is then dropped (drop_no_node_address). */
+struct node_config {
+	__be32 ipv4; /* 0..3 network order; 0 = not written yet */
+};                   /* 4 bytes */
 
 /* addresses: Gateway addresses this node serves → flags. A packet to one of them on a port
  * with no listener is refused, never handed to the host's sockets. */
@@ -256,6 +273,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_config);
 } blixt_ct_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct node_config);
+} blixt_node SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -56,11 +56,17 @@ static __always_inline int parse_eth(void *data, void *data_end)
 	return PARSE_OK;
 }
 
-/* IPv4 header without options; fills addresses and protocol even when it then refuses the
- * packet, so the caller can still tell whether it was addressed to a Gateway address. */
-static __always_inline int parse_ipv4(void *data, void *data_end, __u32 len, struct pkt *p)
+/* An IP-in-IP packet (encap.h): the inner IPv4 header follows the outer one, which has no options. */
+#define IPIP_HDR_LEN ((int)sizeof(struct iphdr))
+#define INNER_L3_OFF (L3_OFF + IPIP_HDR_LEN)
+#define INNER_L4_OFF (L4_OFF + IPIP_HDR_LEN)
+
+/* IPv4 header without options at offset `off` (L3_OFF, or INNER_L3_OFF for the packet inside an
+ * IP-in-IP one); fills addresses and protocol even when it then refuses the packet, so the caller
+ * can still tell whether it was addressed to a Gateway address. */
+static __always_inline int parse_ipv4_at(void *data, void *data_end, __u32 len, struct pkt *p, int off)
 {
-	struct iphdr *ip = data + L3_OFF;
+	struct iphdr *ip = data + off;
 	__u16 tot_len;
 
 	if ((void *)(ip + 1) > data_end)
@@ -69,7 +75,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u32 len, str
 		return PARSE_BAD_L3;
 	tot_len = bpf_ntohs(ip->tot_len);
 	/* Ethernet may pad a short frame, so more bytes than tot_len is fine; fewer is not. */
-	if (tot_len < ip->ihl * 4 || L3_OFF + (__u32)tot_len > len)
+	if (tot_len < ip->ihl * 4 || off + (__u32)tot_len > len)
 		return PARSE_BAD_L3;
 
 	p->saddr = ip->saddr;
@@ -86,10 +92,16 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u32 len, str
 	return PARSE_OK;
 }
 
-static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
+static __always_inline int parse_ipv4(void *data, void *data_end, __u32 len, struct pkt *p)
+{
+	return parse_ipv4_at(data, data_end, len, p, L3_OFF);
+}
+
+/* TCP/UDP header at offset `off` (L4_OFF, or INNER_L4_OFF). */
+static __always_inline int parse_l4_at(void *data, void *data_end, struct pkt *p, int off)
 {
 	if (p->proto == IPPROTO_TCP) {
-		struct tcphdr *tcp = data + L4_OFF;
+		struct tcphdr *tcp = data + off;
 		__u16 hdr;
 
 		if ((void *)(tcp + 1) > data_end)
@@ -105,7 +117,7 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 		return PARSE_OK;
 	}
 
-	struct udphdr *udp = data + L4_OFF;
+	struct udphdr *udp = data + off;
 
 	if ((void *)(udp + 1) > data_end)
 		return PARSE_BAD_L4;
@@ -117,6 +129,11 @@ static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
 	p->udp_check = udp->check;
 	p->l4_payload -= sizeof(*udp);
 	return PARSE_OK;
+}
+
+static __always_inline int parse_l4(void *data, void *data_end, struct pkt *p)
+{
+	return parse_l4_at(data, data_end, p, L4_OFF);
 }
 
 /* Whole walk over a packet of `len` bytes; returns the first layer that refused the packet. */
@@ -142,21 +159,32 @@ static __always_inline int parse_packet(void *data, void *data_end, __u32 len, s
  * IPv4 header and 18 bytes of the quoted L4 header (through a TCP checksum). icmp.h. */
 #define TC_PULL_LEN_ICMP 80
 
+/* An IP-in-IP packet is read through its inner headers: 20 bytes more. */
+#define TC_PULL_LEN_IPIP (TC_PULL_LEN + IPIP_HDR_LEN)
+
 /* Makes the headers linear when they are not (a forwarded or locally built skb may hold them
- * in fragments); a linear skb pays one compare, and an ICMP packet's quote is pulled too. */
+ * in fragments); a linear skb pays one compare, and an ICMP packet's quote (or an IP-in-IP
+ * packet's inner headers) is pulled too. */
 static __always_inline void tc_pull_headers(struct __sk_buff *skb)
 {
 	__u32 linear = skb->data_end - skb->data;
 	struct iphdr *ip;
+	__u32 want;
 
 	if (linear < TC_PULL_LEN && skb->len > linear)
 		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN ? skb->len : TC_PULL_LEN);
 	ip = (void *)(long)skb->data + L3_OFF;
-	if ((void *)(ip + 1) > (void *)(long)skb->data_end || ip->protocol != IPPROTO_ICMP)
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return;
+	if (ip->protocol == IPPROTO_ICMP)
+		want = TC_PULL_LEN_ICMP;
+	else if (ip->protocol == IPPROTO_IPIP)
+		want = TC_PULL_LEN_IPIP;
+	else
 		return;
 	linear = skb->data_end - skb->data;
-	if (linear < TC_PULL_LEN_ICMP && skb->len > linear)
-		bpf_skb_pull_data(skb, skb->len < TC_PULL_LEN_ICMP ? skb->len : TC_PULL_LEN_ICMP);
+	if (linear < want && skb->len > linear)
+		bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
 }
 
 #endif

@@ -53,6 +53,102 @@ export async function bpftoolJson(
   return stdout.trim() ? JSON.parse(stdout) : null;
 }
 
+// ---- map shapes ------------------------------------------------------------------------------
+
+/** What decides whether a pinned map can serve an object's programs. */
+export interface MapShape {
+  maxEntries: number;
+  keySize: number;
+  valueSize: number;
+  flags: number;
+}
+
+type BtfType = {
+  id: number;
+  kind: string;
+  name?: string;
+  type_id?: number;
+  size?: number;
+  nr_elems?: number;
+  members?: { name: string; type_id: number }[];
+  vars?: { type_id: number }[];
+};
+
+/**
+ * The shape of every map an object file defines (its BTF `.maps` section: `__uint(name, N)` is a
+ * pointer to an array of N elements, `__type(name, T)` a pointer to T), without loading it.
+ */
+export async function objectMapShapes(
+  object: string,
+  opts: RunOptions = {},
+): Promise<Map<string, MapShape>> {
+  const btf = (await bpftoolJson(["btf", "dump", "file", object], `reading the BTF of ${object}`, {
+    ...opts,
+    netns: undefined,
+  })) as { types: BtfType[] };
+  const byId = new Map(btf.types.map(t => [t.id, t]));
+  const resolve = (id: number | undefined): BtfType | undefined => {
+    let t = id === undefined ? undefined : byId.get(id);
+    while (t && ["TYPEDEF", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"].includes(t.kind))
+      t = byId.get(t.type_id!);
+    return t;
+  };
+  const sizeOf = (t: BtfType | undefined): number =>
+    !t ? 0 : t.kind === "ARRAY" ? (t.nr_elems ?? 0) * sizeOf(resolve(t.type_id)) : (t.size ?? 0);
+  const shapes = new Map<string, MapShape>();
+  const section = btf.types.find(t => t.kind === "DATASEC" && t.name === ".maps");
+  for (const v of section?.vars ?? []) {
+    const variable = byId.get(v.type_id);
+    const def = resolve(variable?.type_id);
+    if (!variable?.name || !def?.members) continue;
+    const field = (name: string) => {
+      const target = resolve(resolve(def.members!.find(m => m.name === name)?.type_id)?.type_id);
+      return target;
+    };
+    const uint = (name: string) => field(name)?.nr_elems ?? 0;
+    shapes.set(variable.name, {
+      maxEntries: uint("max_entries"),
+      keySize: uint("key_size") || sizeOf(field("key")),
+      valueSize: uint("value_size") || sizeOf(field("value")),
+      flags: uint("map_flags"),
+    });
+  }
+  return shapes;
+}
+
+/** The shape of a pinned map, and its type as bpftool names it ("percpu_array", "lru_hash", …). */
+export async function pinnedMapShape(
+  pin: string,
+  opts: RunOptions = {},
+): Promise<MapShape & { type: string }> {
+  const info = (await bpftoolJson(["map", "show", "pinned", pin], `reading map ${pin}`, opts)) as {
+    type: string;
+    max_entries: number;
+    bytes_key: number;
+    bytes_value: number;
+    flags: number;
+  };
+  return {
+    type: info.type,
+    maxEntries: info.max_entries,
+    keySize: info.bytes_key,
+    valueSize: info.bytes_value,
+    flags: info.flags,
+  };
+}
+
+/**
+ * Whether a pinned map can serve programs that define it as `want`: the same key and value size
+ * and flags, and, for an array (indexed: the programs and the agent read every index below
+ * `want.maxEntries`), at least as many entries. A hash map's size is only its capacity: one
+ * sized otherwise still serves, and keeps its entries (conntrack) across the reload.
+ */
+export const reusableMap = (want: MapShape, have: MapShape & { type: string }): boolean =>
+  want.keySize === have.keySize &&
+  want.valueSize === have.valueSize &&
+  want.flags === have.flags &&
+  (!have.type.endsWith("array") || have.maxEntries >= want.maxEntries);
+
 // ---- load -------------------------------------------------------------------------------------
 
 export interface LoadAllOptions extends RunOptions {
@@ -390,18 +486,23 @@ export interface ProgRunResult {
   dataOut: Uint8Array;
 }
 
-/** Runs a program on each packet, all in one bpftool process; `repeat` runs each that many times. */
+/**
+ * Runs a program on each packet, all in one bpftool process; `repeat` runs each that many
+ * times; `ctxIn` is the context every run starts from (for TC, a struct __sk_buff).
+ */
 export async function progRunMany(
   progPin: string,
   packets: Uint8Array[],
-  opts: RunOptions & { repeat?: number } = {},
+  opts: RunOptions & { repeat?: number; ctxIn?: Uint8Array } = {},
 ): Promise<ProgRunResult[]> {
   const dir = await mkdtemp(join(tmpdir(), "blixt-run-"));
   try {
     const lines: string[] = [];
     await Promise.all(packets.map((p, i) => writeFile(join(dir, `in${i}`), p)));
+    if (opts.ctxIn) await writeFile(join(dir, "ctx"), opts.ctxIn);
     packets.forEach((_, i) => {
       const repeat = opts.repeat && opts.repeat > 1 ? ["repeat", String(opts.repeat)] : [];
+      const ctx = opts.ctxIn ? ["ctx_in", join(dir, "ctx")] : [];
       lines.push(
         [
           "prog",
@@ -412,6 +513,7 @@ export async function progRunMany(
           join(dir, `in${i}`),
           "data_out",
           join(dir, `out${i}`),
+          ...ctx,
           ...repeat,
         ].join(" "),
       );
@@ -436,7 +538,7 @@ export async function progRunMany(
 export async function progRun(
   progPin: string,
   packet: Uint8Array,
-  opts: RunOptions & { repeat?: number } = {},
+  opts: RunOptions & { repeat?: number; ctxIn?: Uint8Array } = {},
 ): Promise<ProgRunResult> {
   return (await progRunMany(progPin, [packet], opts))[0];
 }

@@ -31,6 +31,7 @@ import {
   CT_COUNTERS,
   EPOCH_COUNTER,
   MAP_NAMES,
+  NODE_CONFIG_KEY,
   PROG_NAMES,
   REASONS,
   RETIRED_MAP_NAMES,
@@ -42,6 +43,7 @@ import {
   decodeEpoch,
   decodeIndexKey,
   decodeInterfaceValue,
+  decodeNodeConfig,
   decodeReasonCounter,
   decodeServiceCounters,
   decodeServiceKey,
@@ -51,6 +53,7 @@ import {
   encodeConntrackConfig,
   encodeIndexKey,
   encodeInterfaceValue,
+  encodeNodeConfig,
   encodeTableKey,
   fromBpftoolHex,
   hex,
@@ -224,15 +227,33 @@ export class Dataplane {
    * Loads blixt.o. Maps already pinned are reused (conntrack and services survive an agent
    * restart or upgrade); maps not yet pinned are created. Programs are pinned afresh, replacing
    * old pins; devices keep running the old programs until attach() is called again.
+   *
+   * A pinned map that cannot serve the object's programs (another key or value size or flags,
+   * or an array with fewer entries: an upgrade that grew blixt_reasons by a new verdict, say;
+   * bpftool.reusableMap) is not reused: bpftool would adopt the old map as it is, and the new
+   * programs and the agent would read past its end. Its pin is replaced by a fresh map; what it
+   * held is lost (counters start again, a state map is refilled by the agent's next pass). A
+   * hash map of another size is reused (its size is its capacity). Returns the names of the
+   * maps replaced.
    */
-  async load(): Promise<void> {
+  async load(): Promise<string[]> {
     const mapDir = join(this.pinDir, "maps");
     const progDir = join(this.pinDir, "progs");
     await mkdir(mapDir, { recursive: true });
     await mkdir(progDir, { recursive: true });
+    const object = join(this.objDir, OBJECT_FILE);
     const reuse: Record<string, string> = {};
-    for (const name of MAP_NAMES)
-      if (await exists(this.mapPin(name))) reuse[name] = this.mapPin(name);
+    const replaced: string[] = [];
+    let shapes: Map<string, bpftool.MapShape> | undefined;
+    for (const name of MAP_NAMES) {
+      if (!(await exists(this.mapPin(name)))) continue;
+      shapes ??= await bpftool.objectMapShapes(object);
+      const want = shapes.get(name);
+      if (want && !bpftool.reusableMap(want, await bpftool.pinnedMapShape(this.mapPin(name)))) {
+        await rm(this.mapPin(name), { force: true });
+        replaced.push(name);
+      } else reuse[name] = this.mapPin(name);
+    }
     // A map of an older layout nothing loaded from here reads any more (attached programs keep
     // theirs alive until attach() replaces them). Its services' tables are rewritten by the
     // agent's next pass, which finds their chunks missing.
@@ -249,7 +270,7 @@ export class Dataplane {
     await mkdir(stage);
     try {
       await bpftool.loadAll({
-        object: join(this.objDir, OBJECT_FILE),
+        object,
         progDir: join(stage, "progs"),
         pinMaps: join(stage, "maps"),
         reuse,
@@ -261,6 +282,7 @@ export class Dataplane {
     } finally {
       await rm(stage, { recursive: true, force: true });
     }
+    return replaced;
   }
 
   /** Ingress program on the device (XDP, or TC where XDP cannot answer), plus TC egress for replies. Re-running replaces in place. */
@@ -539,6 +561,32 @@ export class Dataplane {
     );
     await bpftool.batch([line], "writing the conntrack timeouts");
     return true;
+  }
+
+  /** This node's own IPv4 address as the programs see it (blixt_node), "0.0.0.0" when never written. */
+  async nodeAddress(): Promise<string> {
+    const entry = await bpftool.mapLookup(
+      this.mapPin("blixt_node"),
+      hex(encodeIndexKey(NODE_CONFIG_KEY)),
+    );
+    return decodeNodeConfig(entry?.value ?? new Uint8Array(4)).ipv4;
+  }
+
+  /**
+   * Sets this node's own IPv4 address: the outer source of packets sent to a backend on another
+   * node (Backend.remote, bpf/encap.h). Until it is set, new flows to remote backends are dropped
+   * (drop_no_node_address). Writes only when the map holds another address; "0.0.0.0" clears it.
+   */
+  async setNodeAddress(ipv4: string): Promise<void> {
+    if (!isIPv4(ipv4))
+      throw new Error(`setNodeAddress: "${ipv4}" must be an IPv4 address literal (dotted quad)`);
+    if ((await this.nodeAddress()) === ipv4) return;
+    const line = bpftool.mapUpdateLine(
+      this.mapPin("blixt_node"),
+      hex(encodeIndexKey(NODE_CONFIG_KEY)),
+      hex(encodeNodeConfig(ipv4)),
+    );
+    await bpftool.batch([line], `setting this node's address to ${ipv4}`);
   }
 
   /** Conntrack counters (bpf/maps.h enum blixt_ct_counter), summed over CPUs. */

@@ -373,7 +373,14 @@ export function mapsSnapshot(
     const { tableId, index } = tableKeys[i];
     const b = decodeTableBackend(e.value!);
     const list = listsByTable.get(tableId) ?? new Map<number, TableEntry>();
-    list.set(index, b.reject ? "reject" : { ip: b.ip, port: b.port });
+    list.set(
+      index,
+      b.reject
+        ? "reject"
+        : b.remote
+          ? { ip: b.ip, port: b.port, remote: true }
+          : { ip: b.ip, port: b.port },
+    );
     listsByTable.set(tableId, list);
   });
   const indexesByTable = tableBackendIndexes(tableKeys);

@@ -26,7 +26,7 @@ export const MAGLEV_MAX_SIZE = 65521;
 export const MAGLEV_SLOTS_PER_BACKEND = 1000;
 
 export interface MaglevBackend {
-  /** Stable identity of the backend, e.g. "10.0.0.7:8080"; the same on every node. */
+  /** Stable identity of the backend, e.g. "198.18.1.7:8080"; the same on every node. */
   key: string;
   /** Relative weight as a backendRef gives it; 0 means never chosen. */
   weight: number;

@@ -25,6 +25,7 @@ export const MAP_NAMES = [
   "blixt_ct4_new",
   "blixt_ct_config",
   "blixt_ct_stats",
+  "blixt_node",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 /**
@@ -57,12 +58,23 @@ export const REASONS = [
   "drop_rst_failed",
   "icmp_echo_reply",
   "icmp_error_nat",
+  "encap",
+  "encap_no_neigh",
+  "decap",
+  "drop_no_node_address",
+  "drop_encap_no_route",
+  "drop_ipip",
+  "icmp_frag_needed",
+  "drop_too_big",
+  "pass_other_host",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
 /** Highest service id + 1 (BLIXT_MAX_SERVICES); id 0 means "none". */
 export const MAX_SERVICES = 16384;
 export const BACKEND_F_REJECT = 0x1;
+/** The backend's pod runs on another node: its flows are encapsulated (IP-in-IP) to it, not DNATed here. */
+export const BACKEND_F_REMOTE = 0x2;
 export const CT_F_FORWARD = 0x1;
 export const CT_F_REVERSE = 0x2;
 /** The backend has answered (an unconfirmed flow's client packet then confirms it). */
@@ -72,6 +84,10 @@ export const CT_F_FIN_BACKEND = 0x10;
 export const CT_F_RST = 0x20;
 /** Created by a mid-flow TCP packet no entry knew (no SYN seen on this node). */
 export const CT_F_PICKUP = 0x40;
+/** Forward entry of a flow whose backend is on another node (encapsulated to it; no reverse entry here). */
+export const CT_F_REMOTE = 0x80;
+/** The flow arrived encapsulated from the node that chose its backend (replies leave straight to the client). */
+export const CT_F_ENCAP = 0x100;
 /** Flag of an address entry: this node announces it, so the programs answer ARP requests for it. */
 export const ADDR_F_ANNOUNCE = 0x1;
 
@@ -228,7 +244,8 @@ export function decodeServiceValue(b: Uint8Array): ServiceValue {
 /** The two table ids a service alternates between. */
 export const tableIdOf = (svcId: number, generation: 0 | 1): number => svcId * 2 + generation;
 
-// ---- Maglev tables: struct table_key (8 bytes) → struct table_chunk (2048 bytes) / struct backend (20 bytes)
+// ---- Maglev tables: struct table_key (8 bytes) → struct table_chunk (2048 bytes) / struct backend (20 bytes:
+// address 0..15, port 16..17 network order, flags 18..19 BACKEND_F_REJECT / BACKEND_F_REMOTE)
 
 /** Slots per chunk of a table (BLIXT_CHUNK_SLOTS); slot s is element s % CHUNK_SLOTS of chunk s / CHUNK_SLOTS. */
 export const CHUNK_SLOTS = 1024;
@@ -240,8 +257,13 @@ export interface TableKey {
   tableId: number;
   index: number;
 }
-/** An entry of a table's backend list: a backend, or `reject` for the weighted share of invalid backendRefs. */
-export type TableBackend = { ip: string; port: number; reject?: false } | { reject: true };
+/**
+ * An entry of a table's backend list: a backend (`remote` when its pod runs on another node), or
+ * `reject` for the weighted share of invalid backendRefs.
+ */
+export type TableBackend =
+  | { ip: string; port: number; remote?: boolean; reject?: false }
+  | { reject: true };
 
 export const encodeTableKey = (k: TableKey): Uint8Array =>
   new Writer(8).u32(0, k.tableId).u32(4, k.index).bytes;
@@ -273,13 +295,22 @@ export function decodeTableChunk(b: Uint8Array): Uint16Array {
 export function encodeTableBackend(s: TableBackend): Uint8Array {
   // The reject entry carries no address at all (all zero, not IPv4-mapped).
   if (s.reject) return new Writer(20).u16(18, BACKEND_F_REJECT).bytes;
-  return new Writer(20).addr(0, s.ip).port(16, s.port).u16(18, 0).bytes;
+  return new Writer(20)
+    .addr(0, s.ip)
+    .port(16, s.port)
+    .u16(18, s.remote ? BACKEND_F_REMOTE : 0).bytes;
 }
 
+/** The entry back; `remote` is present only when set, as tables.ts builds entries. */
 export function decodeTableBackend(b: Uint8Array): TableBackend {
   const r = new Reader(b, 20, "backend");
-  if (r.u16(18) & BACKEND_F_REJECT) return { reject: true };
-  return { ip: r.addr(0), port: r.port(16) };
+  const flags = r.u16(18);
+  if (flags & BACKEND_F_REJECT) return { reject: true };
+  return {
+    ip: r.addr(0),
+    port: r.port(16),
+    ...(flags & BACKEND_F_REMOTE ? { remote: true } : {}),
+  };
 }
 
 // ---- backends: struct backend_key (24 bytes) → struct backend_value (4 bytes) ----------------
@@ -355,8 +386,7 @@ export function decodeConntrackKey(b: Uint8Array): ConntrackKey {
 export const encodeConntrackValue = (v: ConntrackValue): Uint8Array => {
   const w = new Writer(24)
     .port(4, v.port)
-    .u8(6, v.direction === "forward" ? CT_F_FORWARD : CT_F_REVERSE)
-    .u8(7, 0)
+    .u16(6, v.direction === "forward" ? CT_F_FORWARD : CT_F_REVERSE)
     .u32(8, v.svcId)
     .u32(12, v.epoch)
     .u64(16, v.lastSeenNs);
@@ -366,7 +396,7 @@ export const encodeConntrackValue = (v: ConntrackValue): Uint8Array => {
 
 export function decodeConntrackValue(b: Uint8Array): ConntrackValue {
   const r = new Reader(b, 24, "ct4_value");
-  const flags = r.u8(6);
+  const flags = r.u16(6);
   return {
     addr: ip4String(b.subarray(0, 4)),
     port: r.port(4),
@@ -377,8 +407,9 @@ export function decodeConntrackValue(b: Uint8Array): ConntrackValue {
   };
 }
 
-/** The CT_F_* bits of a ct4_value beyond its direction (byte 6). */
-export const decodeConntrackFlags = (b: Uint8Array): number => new Reader(b, 24, "ct4_value").u8(6);
+/** The CT_F_* bits of a ct4_value (bytes 6..7, host order; byte 7 was zero padding before CT_F_ENCAP). */
+export const decodeConntrackFlags = (b: Uint8Array): number =>
+  new Reader(b, 24, "ct4_value").u16(6);
 
 // ---- conntrack timeouts: blixt_ct_config[0] = struct ct_config (16 bytes) -------------------
 
@@ -441,6 +472,23 @@ export function decodeConntrackConfig(b: Uint8Array): ConntrackTimeouts {
 /** enum blixt_ct_counter in bpf/maps.h, in order: the index is the key of blixt_ct_stats (per-CPU u64). */
 export const CT_COUNTERS = ["new", "pickup", "confirmed", "repaired", "closed", "expired"] as const;
 export type ConntrackCounter = (typeof CT_COUNTERS)[number];
+
+// ---- this node's address: blixt_node[0] = struct node_config (4 bytes) ----------------------
+
+/** Key of the single blixt_node entry. */
+export const NODE_CONFIG_KEY = 0;
+
+/**
+ * struct node_config: this node's IPv4 address (bytes 0..3, network order), the outer source of
+ * packets encapsulated to a backend on another node. "0.0.0.0" is "unknown" (flows to remote
+ * backends are then dropped).
+ */
+export const encodeNodeConfig = (ipv4: string): Uint8Array => addrBytes(ipv4).slice(12, 16);
+
+export const decodeNodeConfig = (b: Uint8Array): { ipv4: string } => {
+  new Reader(b, 4, "node_config");
+  return { ipv4: ip4String(b) };
+};
 
 // ---- service epochs: u32 service id → u32 epoch (array) --------------------------------------
 

@@ -11,6 +11,12 @@ export interface Backend {
   ip: string;
   port: number;
   weight: number;
+  /**
+   * The backend's pod runs on another node (BACKEND_F_REMOTE): flows to it are encapsulated to
+   * that node (IP-in-IP, bpf/encap.h) instead of DNATed here, and its replies go from there
+   * straight to the client. Needs this node's address (Dataplane.setNodeAddress).
+   */
+  remote?: boolean;
 }
 export interface ServiceSpec {
   vip: string;
@@ -52,16 +58,25 @@ export function validateServiceSpec(spec: ServiceSpec): void {
       throw new Error(
         `${name}: backends[${i}].weight must be a non-negative integer, got ${b.weight}`,
       );
+    if (b.remote !== undefined && typeof b.remote !== "boolean")
+      throw new Error(
+        `${name}: backends[${i}].remote must be true, false or absent, got ${JSON.stringify(b.remote)}`,
+      );
   });
 }
 
-/** The same endpoint listed twice (two backendRefs resolving to one pod) carries the sum of its weights. */
+/**
+ * The same endpoint listed twice (two backendRefs resolving to one pod) carries the sum of its
+ * weights; it is remote if either listing says so (one pod runs on one node).
+ */
 export function mergeBackends(backends: Backend[]): Backend[] {
   const byKey = new Map<string, Backend>();
   for (const b of backends) {
     const key = `${b.ip}:${b.port}`;
     const seen = byKey.get(key);
-    byKey.set(key, seen ? { ...seen, weight: seen.weight + b.weight } : { ...b });
+    const merged = seen ? { ...seen, weight: seen.weight + b.weight } : { ...b };
+    if (seen?.remote || b.remote) merged.remote = true;
+    byKey.set(key, merged);
   }
   return [...byKey.values()].sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
 }
@@ -69,8 +84,8 @@ export function mergeBackends(backends: Backend[]): Backend[] {
 /** Key of the Maglev pseudo-backend that stands for the rejected share; cannot collide with "ip:port". */
 const REJECT_KEY = "reject";
 
-/** An entry of a table's backend list: a backend, or the rejected share. */
-export type TableEntry = { ip: string; port: number } | "reject";
+/** An entry of a table's backend list: a backend (`remote: true` only when set), or the rejected share. */
+export type TableEntry = { ip: string; port: number; remote?: true } | "reject";
 
 export interface ServiceTable {
   tableSize: number;
@@ -91,7 +106,9 @@ export function serviceTable(backends: Backend[], rejectWeight: number): Service
     ...weighted.map(b => ({
       key: `${b.ip}:${b.port}`,
       weight: b.weight,
-      entry: { ip: b.ip, port: b.port } as TableEntry,
+      entry: (b.remote
+        ? { ip: b.ip, port: b.port, remote: true }
+        : { ip: b.ip, port: b.port }) as TableEntry,
     })),
     ...(rejectWeight > 0
       ? [{ key: REJECT_KEY, weight: rejectWeight, entry: "reject" as TableEntry }]

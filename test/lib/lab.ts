@@ -44,7 +44,7 @@ export interface UdpReply extends TcpReply {
 export type UdpOutcome = ({ ok: true } & UdpReply) | { ok: false; code: string };
 
 /** The backend program: per TCP line or UDP datagram, answers "<name> <peer ip>:<peer port>". */
-const SERVER_JS = String.raw`
+export const SERVER_JS = String.raw`
 const net = require("node:net"), dgram = require("node:dgram");
 const [name, tcpPorts, udpPorts] = process.argv.slice(1);
 const ports = (s) => (s ? s.split(",").map(Number) : []);
@@ -170,7 +170,7 @@ export function inNetns(netns: string, file: string, args: string[]): ResultProm
   return execa("nsenter", [`--net=/var/run/netns/${netns}`, file, ...args]);
 }
 
-async function buildXdpPass(): Promise<string> {
+export async function buildXdpPass(): Promise<string> {
   const dir = join(
     tmpdir(),
     `blixt-lab-xdp-pass-${createHash("sha256").update(XDP_PASS_C).digest("hex").slice(0, 12)}`,

@@ -399,10 +399,13 @@ t.test("gratuitous ARP: the frame and takeovers (pure)", async t => {
   );
   t.throws(() => gratuitousArpFrame("02:bb", "198.18.0.5"), /"02:bb" is not a MAC address/);
   t.same(
-    addressesTakenOver(["10.0.0.1", "10.0.0.2"], ["10.0.0.3", "10.0.0.2", "10.0.0.0", "10.0.0.3"]),
-    ["10.0.0.0", "10.0.0.3"],
+    addressesTakenOver(
+      ["198.18.1.1", "198.18.1.2"],
+      ["198.18.1.3", "198.18.1.2", "198.18.1.0", "198.18.1.3"],
+    ),
+    ["198.18.1.0", "198.18.1.3"],
   );
-  t.same(addressesTakenOver(["10.0.0.1"], []), [], "giving an address up sends nothing");
+  t.same(addressesTakenOver(["198.18.1.1"], []), [], "giving an address up sends nothing");
 });
 
 t.test(

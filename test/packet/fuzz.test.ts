@@ -4,8 +4,8 @@
 // process per few thousand frames, and checked against the invariants bpf/README.md promises:
 //  - every return code is one the verdict table names (XDP: drop, pass, tx; TC ingress: ok, shot,
 //    redirect; TC egress: ok, shot);
-//  - a frame that is not for blixt (no Gateway address or VIP as IPv4 destination or ARP target
-//    at ingress; no backend as source or quoted destination at egress) is passed byte for byte,
+//  - a frame that is not for blixt (no Gateway address or VIP as IPv4 destination or ARP target,
+//    nor IP-in-IP, at ingress; no backend as source or quoted destination at egress) is passed byte for byte,
 //    or dropped only when its IPv4 header is one ip_rcv would drop too;
 //  - every frame a program changed has valid IPv4, TCP/UDP, ICMP (and quoted IPv4) checksums
 //    whenever the frame it was given had (a RST it built: always).
@@ -116,9 +116,13 @@ function badIpv4Header(b: Uint8Array): boolean {
   return b[14] >> 4 !== 4 || ihl < 5 || total < ihl * 4 || 14 + total > b.length;
 }
 
-/** Is this frame for blixt at ingress: IPv4 to one of its addresses, or ARP asking for one. */
+/**
+ * Is this frame for blixt at ingress: IPv4 to one of its addresses, IP-in-IP (without options,
+ * not a fragment: decapsulated for a backend, or dropped), or ARP asking for one of its addresses.
+ */
 function forBlixtIngress(b: Uint8Array): boolean {
-  if (ethType(b) === ETH_P_IP && b.length >= 34) return BLIXT_ADDRS.has(ip4(b, 30));
+  const ipip = b[23] === 4 && (b[14] & 0x0f) === 5 && (((b[20] << 8) | b[21]) & 0x3fff) === 0;
+  if (ethType(b) === ETH_P_IP && b.length >= 34) return ipip || BLIXT_ADDRS.has(ip4(b, 30));
   if (ethType(b) === ETH_P_ARP && b.length >= 42) return BLIXT_ADDRS.has(ip4(b, 38));
   return false;
 }

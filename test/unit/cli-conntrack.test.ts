@@ -14,7 +14,7 @@ const entry = (proto: "tcp" | "udp", confirmed: boolean, lastSeenNs: number): Co
     sport: 40000,
     daddr: "198.18.0.1",
     dport: 80,
-    natAddr: "10.0.0.2",
+    natAddr: "198.18.1.2",
     natPort: 8080,
     svcId: 3,
     epoch: 1,

@@ -3,6 +3,7 @@
 // entry written through bpftool with our encoder and read back through bpftool's BTF-formatted
 // JSON (which knows the C field names and offsets), compared field by field.
 import t from "tap";
+import { readFileSync } from "node:fs";
 import * as m from "../../capabilities/dataplane/maps.js";
 import { mapLookup, batch, mapUpdateLine } from "../../capabilities/dataplane/bpftool.js";
 import { loadedDataplane } from "../packet/fixture.js";
@@ -31,16 +32,16 @@ const mapped = (ip: string) => [
 
 t.test("known bytes", async t => {
   t.equal(
-    hexOf(m.addrBytes("10.0.0.1")),
-    "00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01",
+    hexOf(m.addrBytes("198.18.1.1")),
+    "00 00 00 00 00 00 00 00 00 00 ff ff c6 12 01 01",
     "IPv4-mapped",
   );
   t.equal(
-    hexOf(m.encodeServiceKey({ vip: "10.0.0.1", port: 80, proto: "tcp" })),
-    "00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01 00 50 06 00",
+    hexOf(m.encodeServiceKey({ vip: "198.18.1.1", port: 80, proto: "tcp" })),
+    "00 00 00 00 00 00 00 00 00 00 ff ff c6 12 01 01 00 50 06 00",
   );
   t.equal(
-    hexOf(m.encodeServiceKey({ vip: "10.0.0.1", port: 53, proto: "udp" })).slice(-11),
+    hexOf(m.encodeServiceKey({ vip: "198.18.1.1", port: 53, proto: "udp" })).slice(-11),
     "00 35 11 00",
   );
   t.equal(
@@ -95,9 +96,35 @@ t.test("known bytes", async t => {
   t.equal(hexOf(m.encodeEpoch(0xfffffffe)), "fe ff ff ff");
   t.equal(m.nextEpoch(41), 42);
   t.equal(m.nextEpoch(0xffffffff), 1, "the epoch wraps past 0, which no service is given");
-  t.throws(() => m.addrBytes("10.0.0.256"), /not an IPv4 address literal/);
+  t.throws(() => m.addrBytes("198.18.1.256"), /not an IPv4 address literal/);
   t.throws(() => m.decodeServiceKey(new Uint8Array(19)), /svc_key must be 20 bytes/);
-  t.equal(m.REASONS.length, 18, "REASON_MAX in bpf/common.h");
+  const common = readFileSync(new URL("../../bpf/common.h", import.meta.url), "utf8");
+  t.equal(
+    m.REASONS.length,
+    Number(/REASON_MAX = (\d+)/.exec(common)?.[1]),
+    "REASONS has REASON_MAX entries (bpf/common.h)",
+  );
+  const names = [...common.matchAll(/\tREASON_([A-Z0-9_]+) = (\d+),/g)]
+    .filter(([, name]) => name !== "MAX")
+    .map(([, name, n]) => [Number(n), name.toLowerCase()] as const);
+  // Names differ where the C enum abbreviates (DROP_NO_NODE_ADDR): the order and count match.
+  t.same(
+    names.map(([n]) => n),
+    m.REASONS.map((_, i) => i),
+    "numbered 0.. in order, as REASONS",
+  );
+  t.equal(
+    hexOf(m.encodeTableBackend({ ip: "10.0.0.1", port: 80, remote: true })),
+    "00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01 00 50 02 00",
+    "backend: BACKEND_F_REMOTE in bytes 18..19, host order",
+  );
+  t.same(
+    m.decodeTableBackend(m.encodeTableBackend({ ip: "10.0.0.1", port: 80, remote: false })),
+    { ip: "10.0.0.1", port: 80 },
+    "remote: false is the absence of the flag",
+  );
+  t.equal(hexOf(m.encodeNodeConfig("192.0.2.77")), "c0 00 02 4d", "node_config: network order");
+  t.same(m.decodeNodeConfig(Uint8Array.of(0, 0, 0, 0)), { ipv4: "0.0.0.0" });
 });
 
 t.test("round trips through the kernel's maps, checked against BTF", async t => {
@@ -107,9 +134,9 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
   const svcKey = { vip: "198.18.0.7", port: 443, proto: "tcp" as const };
   const svcValue = { svcId: 12, tableId: 25, tableSize: 1009, rejectWeight: 3 };
   const mgKey = { tableId: 25, index: 3 };
-  const mgBackend = { ip: "10.244.0.9", port: 8443 };
+  const mgBackend = { ip: "198.19.224.9", port: 8443 };
   const chunkIndexes = Array.from({ length: m.CHUNK_SLOTS }, (_, i) => (i * 7) % 5);
-  const beKey = { svcId: 12, ip: "10.244.0.9", port: 8443 };
+  const beKey = { svcId: 12, ip: "198.19.224.9", port: 8443 };
   const ctKey = {
     saddr: "192.0.2.1",
     daddr: "198.18.0.7",
@@ -118,7 +145,7 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
     proto: "udp" as const,
   };
   const ctValue = {
-    addr: "10.244.0.9",
+    addr: "198.19.224.9",
     port: 8443,
     direction: "forward" as const,
     svcId: 12,
@@ -143,6 +170,16 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
         pin("blixt_mg_backs"),
         m.hex(m.encodeTableKey({ tableId: 25, index: 1 })),
         m.hex(m.encodeTableBackend({ reject: true })),
+      ),
+      mapUpdateLine(
+        pin("blixt_mg_backs"),
+        m.hex(m.encodeTableKey({ tableId: 25, index: 2 })),
+        m.hex(m.encodeTableBackend({ ...mgBackend, remote: true })),
+      ),
+      mapUpdateLine(
+        pin("blixt_node"),
+        m.hex(m.encodeIndexKey(m.NODE_CONFIG_KEY)),
+        m.hex(m.encodeNodeConfig("192.0.2.77")),
       ),
       mapUpdateLine(
         pin("blixt_mg_chunks"),
@@ -191,7 +228,7 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
     mg.formatted,
     {
       key: { table_id: 25, index: 3 },
-      value: { addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), flags: 0 },
+      value: { addr: mapped("198.19.224.9"), port: be16AsPrinted(8443), flags: 0 },
     },
     "mg_backs: struct table_key / backend",
   );
@@ -207,6 +244,24 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
     "reject entry",
   );
   t.same(m.decodeTableBackend(rej.value!), { reject: true });
+  const remote = (await mapLookup(
+    pin("blixt_mg_backs"),
+    m.hex(m.encodeTableKey({ tableId: 25, index: 2 })),
+  ))!;
+  t.same(
+    remote.formatted?.value,
+    { addr: mapped("198.19.224.9"), port: be16AsPrinted(8443), flags: m.BACKEND_F_REMOTE },
+    "remote entry",
+  );
+  t.same(m.decodeTableBackend(remote.value!), { ...mgBackend, remote: true });
+
+  const node = (await mapLookup(pin("blixt_node"), m.hex(m.encodeIndexKey(m.NODE_CONFIG_KEY))))!;
+  t.same(
+    node.formatted,
+    { key: 0, value: { ipv4: be32AsPrinted("192.0.2.77") } },
+    "node: struct node_config",
+  );
+  t.same(m.decodeNodeConfig(node.value!), { ipv4: "192.0.2.77" });
 
   const chunk = (await mapLookup(
     pin("blixt_mg_chunks"),
@@ -223,7 +278,7 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
   t.same(
     be.formatted,
     {
-      key: { svc_id: 12, addr: mapped("10.244.0.9"), port: be16AsPrinted(8443), pad: 0 },
+      key: { svc_id: 12, addr: mapped("198.19.224.9"), port: be16AsPrinted(8443), pad: 0 },
       value: { weight: 70 },
     },
     "backends",
@@ -244,10 +299,9 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
         pad: [0, 0, 0],
       },
       value: {
-        addr: be32AsPrinted("10.244.0.9"),
+        addr: be32AsPrinted("198.19.224.9"),
         port: be16AsPrinted(8443),
         flags: m.CT_F_FORWARD,
-        pad: 0,
         svc_id: 12,
         epoch: 77,
         last_seen_ns: 123456789012345,
