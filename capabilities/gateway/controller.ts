@@ -13,6 +13,8 @@ import { controllerSettings } from "./config";
 import { kubeClusterClient } from "./kube";
 import { KINDS } from "./kinds";
 import { Reconciler } from "./reconciler";
+import { LiveNodes, LivenessNotifier } from "../agent/leases";
+import { followLeases } from "../agent/kube";
 import { WATCHED_KINDS, type WatchedKind } from "./store";
 import { webhookCertificateSettings } from "./webhook-certificate";
 import { WebhookCertificateRotation } from "./webhook-rotation";
@@ -34,6 +36,10 @@ export interface GatewayControllerRole {
 
 export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayControllerRole {
   const settings = controllerSettings(env, readOptionalFile);
+  // The agents' node Leases (agent/leases.ts), seen as the agents see them: a node whose Lease
+  // lapsed loses its addresses here too, one Lease duration after it stopped, not when
+  // Kubernetes marks it NotReady (40 s and more).
+  const leaseView = settings.agentNamespace ? new LiveNodes() : undefined;
   const reconciler = new Reconciler({
     client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME, settings.agentNamespace),
     compile,
@@ -44,6 +50,7 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
       warn: message => Log.warn(message),
       error: message => Log.error(message),
     },
+    lapsed: () => leaseView?.liveness()?.lapsed,
   });
 
   // The admission webhook's certificate, renewed before it expires (off when the chart's env is absent).
@@ -91,7 +98,32 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
   for (const kind of WATCHED_KINDS)
     if (!(kind === "AgentPod" && settings.agentNamespace)) bind(kind);
 
+  const watchAgentLeases = (namespace: string, view: LiveNodes) =>
+    followLeases(
+      namespace,
+      view,
+      (liveness, before) => {
+        Log.info(
+          `agent Leases: ${LivenessNotifier.describe(liveness)} (before: ${before}); reconciling the announcing nodes`,
+        );
+        reconciler.schedule();
+      },
+      detail =>
+        Log.warn(
+          `watching the agent Leases in namespace ${namespace} failed (${detail}); reconnecting`,
+        ),
+    );
+
   const start = () => {
+    if (settings.agentNamespace && leaseView) {
+      watchAgentLeases(settings.agentNamespace, leaseView)
+        .start()
+        .catch(error =>
+          Log.error(
+            `watching the agent Leases in namespace ${settings.agentNamespace} failed: ${error}`,
+          ),
+        );
+    }
     if (settings.agentNamespace) {
       podWatch(settings.agentNamespace)
         .start()

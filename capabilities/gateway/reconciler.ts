@@ -23,6 +23,7 @@ import {
   type SecretRef,
   type WatchedKind,
 } from "./store";
+import { errorMessage } from "../error-message.js";
 
 export interface ClusterClient {
   /** Every object of a kind, as a relist sees it. */
@@ -61,6 +62,11 @@ export interface ReconcilerDeps {
   log: ReconcileLog;
   /** The clock, for conditions' lastTransitionTime. */
   now?: () => Date;
+  /**
+   * The nodes whose agent Lease lapsed, as the controller sees the Leases (agent/leases.ts):
+   * their addresses go to other nodes, as the agents themselves already did.
+   */
+  lapsed?: () => ReadonlySet<string> | undefined;
 }
 
 export interface ReconcileResult {
@@ -152,20 +158,7 @@ function goneSummary(gone: Write[]): string {
   return [...counts].map(([what, n]) => `${n} ${what}`).join(", ");
 }
 
-/** A readable reason from whatever kubernetes-fluent-client threw (it throws the response). */
-export function errorMessage(error: unknown): string {
-  if (error instanceof Error) return error.message;
-  const response = error as {
-    status?: number;
-    statusText?: string;
-    data?: { message?: string } | string;
-  };
-  if (response && typeof response === "object" && "status" in response) {
-    const detail = typeof response.data === "string" ? response.data : response.data?.message;
-    return `${response.status} ${response.statusText ?? ""}${detail ? `: ${detail}` : ""}`.trim();
-  }
-  return String(error);
-}
+export { errorMessage };
 
 const rfc3339 = (date: Date): string => date.toISOString().replace(/\.\d{3}Z$/, "Z");
 
@@ -379,6 +372,7 @@ export class Reconciler {
       ...(settings.agentNamespace && client.certificateCopies
         ? { certificateCopyNamespace: settings.agentNamespace }
         : {}),
+      lapsed: this.#deps.lapsed?.(),
     });
 
     let output: CompileOutput;

@@ -78,16 +78,48 @@ function podReady(pod: V1Pod): boolean {
   );
 }
 
-/** A node's agent is ready when a ready agent Pod runs on it (its readiness probe says the programs are attached). */
-export function nodeInfos(nodes: V1Node[], agentPods: V1Pod[]): NodeInfo[] {
+/**
+ * A node's agent is ready when a ready agent Pod runs on it (its readiness probe says the
+ * programs are attached) and its node Lease has not lapsed (`lapsed`, as the controller sees
+ * the agent Leases).
+ */
+export function nodeInfos(
+  nodes: V1Node[],
+  agentPods: V1Pod[],
+  lapsed: ReadonlySet<string> = new Set(),
+): NodeInfo[] {
   const agentNodes = new Set(agentPods.filter(podReady).map(p => p.spec?.nodeName));
   return nodes
     .map(node => ({
       name: node.metadata?.name ?? "",
       ready: nodeReady(node),
-      agentReady: agentNodes.has(node.metadata?.name),
+      // An agent whose node Lease lapsed is not ready, though its Pod still says so: the agents
+      // have moved its addresses already (agent/leases.ts), and the controller follows them.
+      agentReady: agentNodes.has(node.metadata?.name) && !lapsed.has(node.metadata?.name ?? ""),
     }))
     .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Orders two resourceVersions of one object's kind: negative when `a` is older, positive when
+ * newer, 0 when equal. Kubernetes 1.35 made them comparable (KEP-5504, stable): decimal
+ * integers without leading zeros, longer is newer. undefined when either is not of that form
+ * (an aggregated API server may use another), so a caller knows nothing about their order.
+ */
+export function compareResourceVersions(a?: string, b?: string): number | undefined {
+  const comparable = (v?: string): v is string => !!v && /^[1-9][0-9]*$/.test(v);
+  if (!comparable(a) || !comparable(b)) return undefined;
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Whether `held` is a newer copy of the same object (same uid) than `incoming`. */
+function heldIsNewer(held: KubernetesObject | undefined, incoming: KubernetesObject): boolean {
+  if (!held?.metadata?.uid || held.metadata.uid !== incoming.metadata?.uid) return false;
+  return (
+    (compareResourceVersions(held.metadata.resourceVersion, incoming.metadata?.resourceVersion) ??
+      0) > 0
+  );
 }
 
 const objectKey = (o: KubernetesObject): string =>
@@ -172,11 +204,17 @@ export class SnapshotStore {
     return (this.#touched.get(`${kind}\0${key}`) ?? 0) > since;
   }
 
-  /** Records the latest state of an object, unless that object (by uid) was already deleted. */
+  /**
+   * Records the latest state of an object, unless that object (by uid) was already deleted or
+   * a newer copy of it is held. A write's answer can arrive after the watch reported a change
+   * made since (a spec update right after blixt's status write): that answer is older and must
+   * not hide the change, or its new generation would wait for the next resync.
+   */
   upsert(kind: WatchedKind, object: KubernetesObject): void {
     const uid = object.metadata?.uid;
     if (uid && this.#deleted.get(kind)!.has(uid)) return;
     const key = objectKey(object);
+    if (heldIsNewer(this.#objects.get(kind)!.get(key), object)) return;
     this.#objects.get(kind)!.set(key, object);
     this.#touch(kind, key);
   }
@@ -226,7 +264,8 @@ export class SnapshotStore {
       const key = objectKey(object);
       const uid = object.metadata?.uid;
       if (this.#touchedSince(kind, key, since) || (uid && deleted.has(uid))) continue;
-      fresh.set(key, object);
+      const current = held.get(key);
+      fresh.set(key, current && heldIsNewer(current, object) ? current : object);
     }
     for (const [key, object] of held)
       if (this.#touchedSince(kind, key, since)) fresh.set(key, object);
@@ -252,6 +291,8 @@ export class SnapshotStore {
     addressPools: AddressPool[];
     allocations: Record<string, string>;
     certificateCopyNamespace?: string;
+    /** nodes whose agent Lease lapsed, as the controller sees them */
+    lapsed?: ReadonlySet<string>;
   }): Snapshot {
     return {
       controllerName: input.controllerName,
@@ -266,7 +307,7 @@ export class SnapshotStore {
       endpointSlices: this.list("EndpointSlice"),
       namespaces: this.list("Namespace"),
       secrets: this.#secrets,
-      nodes: nodeInfos(this.list("Node"), this.list("AgentPod")),
+      nodes: nodeInfos(this.list("Node"), this.list("AgentPod"), input.lapsed),
       dataplaneConfigs: this.list("DataplaneConfig"),
       addressPools: input.addressPools,
       allocations: input.allocations,

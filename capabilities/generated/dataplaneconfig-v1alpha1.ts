@@ -105,7 +105,17 @@ export interface Backend {
 
 export interface Endpoint {
   address: string;
-  port:    number;
+  /**
+   * The node the endpoint runs on (the EndpointSlice's
+   * endpoints[].nodeName); absent when the slice does not
+   * say. An agent forwards to an endpoint on its own node, or
+   * without nodeName, directly; to one on another node whose
+   * agent has an entry in status.nodes, encapsulated (IP-in-IP)
+   * for that node's programs to deliver; and refuses the share
+   * of one on a node with no such entry.
+   */
+  nodeName?: string;
+  port:      number;
 }
 
 /**
@@ -164,7 +174,9 @@ export interface Node {
    */
   lastTransitionTime?: Date;
   /**
-   * Why the latest generation could not be applied, if it could not.
+   * Why the latest generation could not be applied, if it could not;
+   * or, with the generation applied, which endpoints this node refuses
+   * the share of because their node has no entry here.
    */
   message?: string;
   /**

@@ -229,7 +229,10 @@ if ("missing" in binaries) {
           [],
           "no request leaves the Secrets path",
         );
-        const gets = requests.filter(e => e.verb === "get" && e.objectRef?.resource !== "secrets");
+        // Object reads only: a discovery GET such as /openapi/v3 (no objectRef) names no object.
+        const gets = requests.filter(
+          e => e.verb === "get" && e.objectRef !== undefined && e.objectRef.resource !== "secrets",
+        );
         t.same(
           gets.map(e => e.requestURI),
           [],

@@ -73,8 +73,8 @@ if ("missing" in binaries) {
       addressType: "IPv4",
       ports: [{ name: "pg", port: 5432, protocol: "TCP" }],
       endpoints: [
-        { addresses: ["10.244.0.5"], conditions: { ready: true } },
-        { addresses: ["10.244.0.6"], conditions: { ready: false } },
+        { addresses: ["198.19.224.5"], conditions: { ready: true } },
+        { addresses: ["198.19.224.6"], conditions: { ready: false } },
       ],
     });
     await K8s(kind.Node).Apply({ apiVersion: "v1", kind: "Node", metadata: { name: "node-1" } });
@@ -199,7 +199,7 @@ if ("missing" in binaries) {
     t.match(tcp, { port: 5432, protocol: "TCP" });
     t.same(
       tcp.backends.flatMap(b => b.endpoints),
-      [{ address: "10.244.0.5", port: 5432 }],
+      [{ address: "198.19.224.5", port: 5432 }],
       "only the ready endpoint",
     );
 

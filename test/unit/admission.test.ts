@@ -424,7 +424,7 @@ const dataplaneConfig = (spec: Record<string, unknown>, name = "l4") => ({
           {
             name: "default/pg:5432",
             weight: 1,
-            endpoints: [{ address: "10.244.0.5", port: 5432 }],
+            endpoints: [{ address: "198.19.224.5", port: 5432 }],
           },
         ],
       },

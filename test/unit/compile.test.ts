@@ -46,7 +46,7 @@ t.test("address pools parse prefixes without network/broadcast, ranges as writte
         "198.18.1.7/32",
         "198.18.2.0/31",
         "198.18.3.5 - 198.18.3.6",
-        "10.0.0.0/8",
+        "198.19.0.0/16",
       ],
     },
   ]);
@@ -63,7 +63,7 @@ t.test("address pools parse prefixes without network/broadcast, ranges as writte
       "198.18.2.1",
       "198.18.3.5",
       "198.18.3.6",
-      "10.0.0.1",
+      "198.19.0.1",
     ],
   );
   t.match(
@@ -298,7 +298,7 @@ t.test(
     // A backend scales up: the table changes, so the Gateway waits for the agents again.
     snapshot.endpointSlices = clone(snapshot.endpointSlices);
     snapshot.endpointSlices[0].endpoints.push({
-      addresses: ["10.244.9.9"],
+      addresses: ["198.19.233.9"],
       conditions: { ready: true },
     });
     t.match(programmed(snapshot), { status: "False", reason: "Pending", message: /being updated/ });

@@ -28,8 +28,8 @@ t.test(
       { name: "team-a", cidrs: ["fd00::/120"], namespaces: ["team-a"] },
     ]);
     t.same(
-      parseAddressPools('[{"name":"json","cidrs":["10.0.0.0/8"]}]', "env"),
-      [{ name: "json", cidrs: ["10.0.0.0/8"] }],
+      parseAddressPools('[{"name":"json","cidrs":["198.19.0.0/16"]}]', "env"),
+      [{ name: "json", cidrs: ["198.19.0.0/16"] }],
       "a bare JSON list works too",
     );
     t.same(parseAddressPools("addressPools: []\n", "f"), []);
@@ -54,13 +54,13 @@ t.test("address pool errors name the file, the pool and the field", async t => {
     /cidrs\[0\].*is neither/,
     "a range mixing families",
   );
-  t.throws(() => parseAddressPools("addressPools:\n  - cidrs: [10.0.0.0/8]\n", "f"), {
+  t.throws(() => parseAddressPools("addressPools:\n  - cidrs: [198.19.0.0/16]\n", "f"), {
     message: "f: addressPools[0].name: must be a non-empty string",
   });
   t.throws(
     () =>
       parseAddressPools(
-        "addressPools:\n  - {name: a, cidrs: [10.0.0.0/8]}\n  - {name: a, cidrs: [10.1.0.0/16]}\n",
+        "addressPools:\n  - {name: a, cidrs: [198.19.0.0/16]}\n  - {name: a, cidrs: [198.19.1.0/24]}\n",
         "f",
       ),
     /addressPools\[1\]\.name: "a" is used by an earlier pool/,
@@ -72,7 +72,7 @@ t.test("address pool errors name the file, the pool and the field", async t => {
   t.throws(
     () =>
       parseAddressPools(
-        "addressPools:\n  - {name: a, cidrs: [10.0.0.0/8], namespaces: team-a}\n",
+        "addressPools:\n  - {name: a, cidrs: [198.19.0.0/16], namespaces: team-a}\n",
         "f",
       ),
     /namespaces \(pool "a"\): must be a list/,

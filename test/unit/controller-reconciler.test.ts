@@ -780,3 +780,50 @@ t.test("a Gateway of another controller's class has its Secrets never read", asy
   await reconciler.resync();
   t.same(cluster.secretReads.flat(), []);
 });
+
+t.test(
+  "a spec change the watch reports before the status write's answer is reconciled at once",
+  async t => {
+    // The GatewayClassObservedGenerationBump race: the suite sees Accepted, updates the spec,
+    // and the watch delivers that new generation while blixt still awaits its status write's
+    // answer. The answer (an older resourceVersion) must not hide the new generation until
+    // the next resync.
+    const cluster = new MemoryCluster();
+    seed(cluster, []);
+    const gatewayClass = cluster.find("GatewayClass", undefined, "blixt")!;
+    gatewayClass.metadata!.resourceVersion = "10";
+    let reconciler: Reconciler | undefined;
+    let raced = false;
+    const execute = cluster.execute.bind(cluster);
+    cluster.execute = async (write: Write) => {
+      const answer = await execute(write);
+      if (write.op !== "patchStatus" || write.kind !== "GatewayClass" || raced) return answer;
+      raced = true;
+      answer!.metadata!.resourceVersion = "11";
+      gatewayClass.metadata = { ...gatewayClass.metadata, resourceVersion: "12", generation: 2 };
+      gatewayClass.spec = { ...gatewayClass.spec, description: "bumped" };
+      reconciler!.observe("GatewayClass", structuredClone(gatewayClass));
+      return answer;
+    };
+    reconciler = new Reconciler({
+      client: cluster,
+      compile,
+      settings,
+      controllerName: ME,
+      log: quietLog().log,
+    });
+    t.teardown(() => reconciler!.stop());
+    await reconciler.resync();
+    t.ok(raced, "the status write raced the spec change");
+    const deadline = Date.now() + 2000;
+    const observed = () =>
+      (
+        cluster.find("GatewayClass", undefined, "blixt")!.status as {
+          conditions?: { observedGeneration?: number }[];
+        }
+      ).conditions?.[0]?.observedGeneration;
+    while (observed() !== 2 && Date.now() < deadline)
+      await new Promise(resolve => setTimeout(resolve, 10));
+    t.equal(observed(), 2, "the new generation's status is written without waiting for a resync");
+  },
+);

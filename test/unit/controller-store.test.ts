@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   certificateSecretRefs,
+  compareResourceVersions,
   nodeInfos,
   secretInfo,
   SnapshotStore,
@@ -146,6 +147,18 @@ t.test("a node's agent is ready only when a ready agent Pod runs on it", async t
       { name: "n4", ready: true, agentReady: false },
     ],
   );
+  t.same(
+    nodeInfos(
+      [node("n1", "True"), node("n2", "True")],
+      [pod("n1", "True"), pod("n2", "True")],
+      new Set(["n2"]),
+    ),
+    [
+      { name: "n1", ready: true, agentReady: true },
+      { name: "n2", ready: true, agentReady: false },
+    ],
+    "an agent whose node Lease lapsed is not ready, whatever its Pod and node still say",
+  );
 });
 
 t.test("the snapshot is sorted, so the same cluster gives the same compile input", async t => {
@@ -266,4 +279,56 @@ t.test("a relist is older than every event that landed while it was in flight", 
     store.list<{ metadata: { name: string } }>("Gateway").map(g => g.metadata.name),
     ["kept"],
   );
+});
+
+t.test("resourceVersions compare as KEP-5504 integers, or not at all", async t => {
+  t.equal(compareResourceVersions("9", "10"), -1, "shorter is older, whatever the digits");
+  t.ok(compareResourceVersions("1200", "1199")! > 0);
+  t.equal(compareResourceVersions("77", "77"), 0);
+  for (const [a, b] of [
+    ["010", "9"],
+    ["", "9"],
+    [undefined, "9"],
+    ["abc", "9"],
+    ["9", "1e3"],
+  ] as const)
+    t.equal(compareResourceVersions(a, b), undefined, `${a} vs ${b}: not comparable`);
+});
+
+t.test("an older copy of an object never replaces a newer one held", async t => {
+  const store = new SnapshotStore();
+  const gatewayClass = (uid: string, resourceVersion: string | undefined, generation: number) => ({
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "GatewayClass",
+    metadata: { name: "blixt", uid, generation, resourceVersion },
+  });
+  const generation = () =>
+    store.get<{ metadata: { generation: number } }>("GatewayClass", undefined, "blixt")?.metadata
+      .generation;
+
+  // The watch reports the spec change (rv 12) before the status write's answer (rv 11) lands.
+  store.upsert("GatewayClass", gatewayClass("uid-1", "12", 2));
+  store.upsert("GatewayClass", gatewayClass("uid-1", "11", 1));
+  t.equal(generation(), 2, "the write's older answer does not hide the newer generation");
+  store.upsert("GatewayClass", gatewayClass("uid-1", "13", 2));
+  t.equal(
+    store.get<{ metadata: { resourceVersion: string } }>("GatewayClass", undefined, "blixt")
+      ?.metadata.resourceVersion,
+    "13",
+    "a newer copy replaces it",
+  );
+
+  store.upsert("GatewayClass", gatewayClass("uid-2", "5", 1));
+  t.equal(generation(), 1, "an object recreated under the same name replaces the old one");
+  store.upsert("GatewayClass", gatewayClass("uid-2", undefined, 3));
+  t.equal(generation(), 3, "without comparable versions the latest report wins, as before");
+
+  // A relist older than the copy held (taken before a write whose answer is recorded) keeps it.
+  store.upsert("GatewayClass", gatewayClass("uid-2", "30", 4));
+  const since = store.listStarted();
+  store.listDone(since);
+  const next = store.listStarted();
+  store.replace("GatewayClass", [gatewayClass("uid-2", "29", 3)], next);
+  store.listDone(next);
+  t.equal(generation(), 4, "a stale list does not bring back an older copy");
 });

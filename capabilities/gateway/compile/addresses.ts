@@ -5,8 +5,10 @@
  */
 import type { GatewayContext } from "./gateways.js";
 import type { AddressPool, NodeInfo } from "./types.js";
-import { cmp, firstFew, fnv1a } from "./util.js";
+import { cmp, firstFew } from "./util.js";
+import { rendezvousPick } from "../../rendezvous.js";
 import type { CompileInput } from "./views.js";
+import { parseIPv4 } from "../../ipv4.js";
 
 /**
  * ProcessAddresses: an address for every accepted Gateway (GatewayContext.address), the new
@@ -38,29 +40,6 @@ export function processAddresses(
   const sorted: Record<string, string> = {};
   for (const key of Object.keys(allocations).sort(cmp)) sorted[key] = allocations[key];
   return { allocations: sorted, warnings: pools.warnings };
-}
-
-/** Dotted-quad IPv4 to a number; no leading zeros (ambiguous: octal to some parsers). Hot: one call per endpoint. */
-export function parseIPv4(text: string): number | undefined {
-  let value = 0;
-  let octet = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 48 && c <= 57) {
-      if (digits === 1 && octet === 0) return undefined;
-      octet = octet * 10 + (c - 48);
-      if (++digits > 3 || octet > 255) return undefined;
-    } else if (c === 46 && digits > 0 && dots < 3) {
-      value = value * 256 + octet;
-      octet = 0;
-      digits = 0;
-      dots++;
-    } else return undefined;
-  }
-  if (dots !== 3 || digits === 0) return undefined;
-  return value * 256 + octet;
 }
 
 export function formatIPv4(value: number): string {
@@ -247,15 +226,13 @@ export function announcingNode(
     n => n?.ready === true && n?.agentReady === true && typeof n.name === "string",
   );
   if (current !== undefined && candidates.some(n => n.name === current)) return current;
-  let best: { name: string; score: number } | undefined;
-  for (const node of candidates) {
-    const score = fnv1a(`${address}|${node.name}`);
-    if (!best || score > best.score || (score === best.score && node.name < best.name))
-      best = { name: node.name, score };
-  }
+  const best = rendezvousPick(
+    address,
+    candidates.map(n => n.name),
+  );
   // With nowhere else to go (the only agent restarting, say), the address stays where it is:
   // that node's programs keep forwarding, and taking the announcement away would only stop
   // the ARP answers clients need until an agent is ready again.
   if (!best && current !== undefined && nodes.some(n => n?.name === current)) return current;
-  return best?.name;
+  return best;
 }

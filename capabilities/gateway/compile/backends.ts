@@ -3,7 +3,7 @@
  * backendRefs → weighted groups of ready endpoints, and the route's ResolvedRefs verdict.
  * Only core Services are backends; another namespace needs a ReferenceGrant there.
  */
-import { parseIPv4 } from "./addresses.js";
+import { parseIPv4 } from "../../ipv4.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
 import type { RouteKind } from "./types.js";
@@ -14,6 +14,8 @@ import type { BackendRefView, CompileInput, EndpointSliceView } from "./views.js
 export interface Endpoint {
   address: string;
   port: number;
+  /** the node the endpoint runs on (EndpointSlice endpoints[].nodeName); absent when unknown */
+  nodeName?: string;
 }
 
 export interface WeightedBackend {
@@ -178,21 +180,24 @@ export function readyEndpoints(
   portName: string,
   protocol: string,
 ): Endpoint[] {
-  const seen = new Set<string>();
-  const out: Endpoint[] = [];
+  const byKey = new Map<string, Endpoint>();
   for (const slice of slices) {
     if (slice.addressType !== "IPv4") continue;
     const number = slice.ports.find(p => p.name === portName && p.protocol === protocol)?.port;
     if (number === undefined || number < 1 || number > 65535) continue;
-    for (const { address, ready } of slice.endpoints) {
+    for (const { address, ready, nodeName } of slice.endpoints) {
       if (!ready || !address) continue;
       const key = `${address}:${number}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      out.push({ address, port: number });
+      const seen = byKey.get(key);
+      // One address in two slices (a pod moving between them): the same node name whatever
+      // the slices' order, the smallest one given.
+      if (seen && (!nodeName || (seen.nodeName !== undefined && seen.nodeName <= nodeName)))
+        continue;
+      byKey.set(key, nodeName ? { address, port: number, nodeName } : { address, port: number });
     }
   }
-  // Numeric address order (10.0.0.9 before 10.0.0.10), keys computed once per endpoint.
+  const out = [...byKey.values()];
+  // Numeric address order (198.18.1.9 before 198.18.1.10), keys computed once per endpoint.
   return out
     .map(e => ({ e, key: parseIPv4(e.address) ?? -1 }))
     .sort((a, b) => a.key - b.key || cmp(a.e.address, b.e.address) || a.e.port - b.e.port)

@@ -132,20 +132,6 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
   return count === 0;
 }
 
-/** 32-bit FNV-1a, for rendezvous hashing: stable across processes and versions of Node. */
-export function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  // A final avalanche so that names differing in the last character spread over the range.
-  hash ^= hash >>> 16;
-  hash = Math.imul(hash, 0x85ebca6b) >>> 0;
-  hash ^= hash >>> 13;
-  return hash >>> 0;
-}
-
 /** Label selector (matchLabels + matchExpressions) against a label set; a malformed selector matches nothing. */
 export function selectorMatches(selector: unknown, labels: Record<string, string>): boolean {
   const s = obj(selector);

@@ -108,7 +108,8 @@ export interface ServiceView {
 export interface EndpointSliceView {
   addressType?: string;
   ports: { name: string; protocol: string; port?: number }[];
-  endpoints: { address?: string; ready: boolean }[];
+  /** nodeName: the node the endpoint runs on, when the slice says */
+  endpoints: { address?: string; ready: boolean; nodeName?: string }[];
 }
 
 export interface ReferenceGrantView {
@@ -387,8 +388,17 @@ function endpointSliceView(raw: unknown): EndpointSliceView {
       })),
     endpoints: arr(s.endpoints)
       .map(obj)
-      // The API says a missing ready means ready.
-      .map(e => ({ address: str(arr(e.addresses)[0]), ready: obj(e.conditions).ready !== false })),
+      .map(e => {
+        const endpoint: EndpointSliceView["endpoints"][number] = {
+          address: str(arr(e.addresses)[0]),
+          // The API says a missing ready means ready.
+          ready: obj(e.conditions).ready !== false,
+        };
+        // A node name is at most 253 characters; a longer one could not be written to the CRD.
+        const nodeName = str(e.nodeName);
+        if (nodeName && nodeName.length <= 253) endpoint.nodeName = nodeName;
+        return endpoint;
+      }),
   };
 }
 
