@@ -14,7 +14,8 @@
  *   BLIXT_ROLE   PEPR_WATCH_MODE   capabilities
  *   admission    unset / "false"   GatewayAdmission (Validate bindings)
  *   controller   "true"            GatewayController (Watch bindings + reconciler)
- *   agent        "true"            dataplane-agent (Watch bindings on DataplaneConfig)
+ *   agent        "true"            dataplane-agent (no bindings: its start() runs its own
+ *                                  DataplaneConfig watch, see agent/index.ts)
  *
  * With BLIXT_ROLE unset the role follows Pepr's mode (watch → controller, else admission), so
  * Pepr's stock admission and watcher Deployments work unchanged; the agent must be named.

@@ -6,6 +6,7 @@
 import { isIPv4 } from "node:net";
 import type {
   DataplaneConfig,
+  Endpoint,
   Listener,
   Node as NodeStatus,
 } from "../generated/dataplaneconfig-v1alpha1.js";
@@ -20,6 +21,8 @@ import {
 import type { ActualService, ActualState, DataplaneDiff } from "../dataplane/lines.js";
 import type { AttachMode } from "../dataplane/mode.js";
 import { CHUNK_SLOTS } from "../dataplane/maps.js";
+import { parseIPv4 } from "../ipv4.js";
+import { announcerOf, type Liveness } from "./leases.js";
 
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
 export type ConfigKey = string;
@@ -52,6 +55,57 @@ export interface DesiredState {
   listeners: Map<string, ListenerRef>;
   /** configs (by key) that cannot be applied as they are, and why; the rest still apply */
   problems: Map<ConfigKey, string>;
+  /**
+   * configs (by key) that apply, but with endpoints whose share this node refuses (their node
+   * has no agent entry in the config's status), and which: the node's status entry says so
+   */
+  warnings: Map<ConfigKey, string>;
+  /** serviceName → its unavailable endpoints (the metric counts them per listener) */
+  unavailable: Map<string, UnavailableEndpoint[]>;
+}
+
+/**
+ * Where an endpoint is, as one node sees it. local: on this node, or on no node the
+ * EndpointSlice named (forwarded directly). remote: on another node whose agent has an entry
+ * in the config's status.nodes, so it has programmed this Gateway and decapsulates for it
+ * (forwarded IP-in-IP). unavailable: on a node with no such entry (unknown to blixt, or its
+ * agent has not acknowledged yet): its share of new flows is refused, never sent where no one
+ * would deliver it.
+ */
+export type EndpointPlace = "local" | "remote" | "unavailable";
+
+/** An endpoint this node refuses the share of, and the node it is on. */
+export interface UnavailableEndpoint {
+  address: string;
+  port: number;
+  nodeName: string;
+}
+
+/** How `nodeName` places each endpoint of `config`: by the nodes in its status.nodes. */
+export function endpointPlaces(
+  config: Pick<DataplaneConfig, "status">,
+  nodeName: string,
+): (endpoint: Pick<Endpoint, "nodeName">) => EndpointPlace {
+  const agents = new Set((config.status?.nodes ?? []).map(n => n.name));
+  return ({ nodeName: on }) =>
+    !on || on === nodeName ? "local" : agents.has(on) ? "remote" : "unavailable";
+}
+
+// How many unavailable endpoints a status message names; the rest are counted.
+const NAMED_ENDPOINTS = 3;
+
+/** The status message for a config's unavailable endpoints: the first few named, the rest counted. */
+export function unavailableMessage(
+  key: ConfigKey,
+  nodeName: string,
+  endpoints: UnavailableEndpoint[],
+): string {
+  const named = endpoints
+    .slice(0, NAMED_ENDPOINTS)
+    .map(e => `${e.address}:${e.port} (node ${JSON.stringify(e.nodeName)})`);
+  const rest = endpoints.length - named.length;
+  const count = `${endpoints.length} endpoint${endpoints.length === 1 ? "" : "s"}`;
+  return `DataplaneConfig ${key}: node ${nodeName} refuses the share of new flows of ${count} whose node has no blixt agent entry in this DataplaneConfig's status: ${named.join(", ")}${rest > 0 ? `, and ${rest} more` : ""}; run the blixt node agent on that node (or wait for it to acknowledge)`;
 }
 
 // Backend weights in the maps are u32; keep exact ratios only while they fit well below that.
@@ -67,21 +121,47 @@ const lcm = (a: number, b: number): number => (a / gcd(a, b)) * b;
  * A listener's backendRefs as per-endpoint integer weights. A backendRef's weight is split
  * evenly over its endpoints (the CRD says so); to keep that exact in integers every weight is
  * scaled by the lcm of the endpoint counts, then everything is divided by the common gcd.
+ * `place` says where each endpoint is (by default every one is local): an unavailable one's
+ * share joins rejectWeight, so the others keep exactly the shares they would have had.
  */
-export function listenerWeights(listener: Pick<Listener, "backends" | "rejectWeight">): {
+export function listenerWeights(
+  listener: Pick<Listener, "backends" | "rejectWeight">,
+  place: (endpoint: Endpoint) => EndpointPlace = () => "local",
+): {
   backends: Backend[];
   rejectWeight: number;
+  /** endpoints whose share went to rejectWeight, once each, in address order */
+  unavailable: UnavailableEndpoint[];
 } {
   const refs = listener.backends.filter(b => b.weight > 0 && b.endpoints.length > 0);
+  const places = new Map(refs.flatMap(b => b.endpoints.map(e => [e, place(e)] as const)));
+  // An unavailable endpoint's share joins the rejected share; the others are backends.
+  const split = (weighted: { endpoint: Endpoint; weight: number }[], rejected: number) => {
+    const backends: Backend[] = [];
+    let rejectWeight = rejected;
+    for (const { endpoint, weight } of weighted) {
+      const where = places.get(endpoint);
+      if (where === "unavailable") rejectWeight += weight;
+      else
+        backends.push({
+          ip: endpoint.address,
+          port: endpoint.port,
+          weight,
+          ...(where === "remote" ? { remote: true } : {}),
+        });
+    }
+    return { backends, rejectWeight };
+  };
   const scale = refs.reduce((l, b) => lcm(l, b.endpoints.length), 1);
-  let backends: Backend[] = refs.flatMap(b =>
-    b.endpoints.map(e => ({
-      ip: e.address,
-      port: e.port,
-      weight: (b.weight * scale) / b.endpoints.length,
-    })),
+  let { backends, rejectWeight } = split(
+    refs.flatMap(b =>
+      b.endpoints.map(endpoint => ({
+        endpoint,
+        weight: (b.weight * scale) / b.endpoints.length,
+      })),
+    ),
+    listener.rejectWeight * scale,
   );
-  let rejectWeight = listener.rejectWeight * scale;
   if (
     ![...backends.map(b => b.weight), rejectWeight].every(
       w => Number.isSafeInteger(w) && w <= MAX_EXACT_WEIGHT,
@@ -89,24 +169,43 @@ export function listenerWeights(listener: Pick<Listener, "backends" | "rejectWei
   ) {
     const total = refs.reduce((s, b) => s + b.weight, 0) + listener.rejectWeight;
     const round = (share: number) => Math.max(1, Math.round((share / total) * ROUNDED_SCALE));
-    backends = refs.flatMap(b =>
-      b.endpoints.map(e => ({
-        ip: e.address,
-        port: e.port,
-        weight: round(b.weight / b.endpoints.length),
-      })),
-    );
-    rejectWeight = listener.rejectWeight > 0 ? round(listener.rejectWeight) : 0;
+    ({ backends, rejectWeight } = split(
+      refs.flatMap(b =>
+        b.endpoints.map(endpoint => ({ endpoint, weight: round(b.weight / b.endpoints.length) })),
+      ),
+      listener.rejectWeight > 0 ? round(listener.rejectWeight) : 0,
+    ));
   }
   // Merge first (one endpoint behind two backendRefs carries both shares), then reduce.
   backends = mergeBackends(backends);
   const divisor =
     [...backends.map(b => b.weight), rejectWeight].filter(w => w > 0).reduce(gcd, 0) || 1;
+  const unavailable = new Map<string, UnavailableEndpoint>();
+  for (const [e, where] of places)
+    if (where === "unavailable" && e.nodeName)
+      unavailable.set(`${e.address}:${e.port}`, {
+        address: e.address,
+        port: e.port,
+        nodeName: e.nodeName,
+      });
   return {
     backends: backends.map(b => ({ ...b, weight: b.weight / divisor })),
     rejectWeight: rejectWeight / divisor,
+    unavailable: sortEndpoints([...unavailable.values()]),
   };
 }
+
+/** Numeric address order (10.0.0.9 before 10.0.0.10), then port, then node. */
+const sortEndpoints = (endpoints: UnavailableEndpoint[]): UnavailableEndpoint[] =>
+  endpoints
+    .map(e => ({ e, n: parseIPv4(e.address) ?? -1 }))
+    .sort(
+      (a, b) =>
+        a.n - b.n ||
+        a.e.port - b.e.port ||
+        (a.e.nodeName < b.e.nodeName ? -1 : a.e.nodeName > b.e.nodeName ? 1 : 0),
+    )
+    .map(({ e }) => e);
 
 const byKey = (a: DataplaneConfig, b: DataplaneConfig) =>
   configKey(a) < configKey(b) ? -1 : configKey(a) > configKey(b) ? 1 : 0;
@@ -146,20 +245,26 @@ export function terminatedService(
 /**
  * What this node's maps must hold. Every node programs every Gateway's listeners (so a node
  * that takes an address over serves it at once); only the announcing node answers ARP for an
- * address. A config that cannot be applied (an address the dataplane cannot take, a listener
- * another Gateway already holds) is left out and named in `problems`, and the others apply.
+ * address: the controller's choice, or once its Lease lapsed (`liveness`, the agent Leases as
+ * this agent sees them) the live node leases.ts announcerOf picks. A config that cannot be
+ * applied (an address the dataplane cannot take, a listener another Gateway already holds) is
+ * left out and named in `problems`, and the others apply.
  * An HTTPS listener (one with `tls`) is steered to this node's TLS terminator, `tls` by
  * listenerKey; one whose terminator cannot run is refused, named in `problems`, and the
- * config's other listeners still apply.
+ * config's other listeners still apply. Which endpoints this node can reach depends on the
+ * config's status.nodes (endpointPlaces): a status-only change can change the maps.
  */
 export function desiredState(
   configs: DataplaneConfig[],
   nodeName: string,
   tls: Map<string, TlsOutcome> = new Map(),
+  liveness?: Liveness,
 ): DesiredState {
   const services = new Map<string, ServiceSpec>();
   const listeners = new Map<string, ListenerRef>();
   const problems = new Map<ConfigKey, string>();
+  const warnings = new Map<ConfigKey, string>();
+  const unavailable = new Map<string, UnavailableEndpoint[]>();
   const addresses = new Set<string>();
   const announced = new Set<string>();
 
@@ -175,9 +280,10 @@ export function desiredState(
       );
       continue;
     }
-    const mine: [string, ServiceSpec, ListenerRef][] = [];
+    const mine: [string, ServiceSpec, ListenerRef, UnavailableEndpoint[]][] = [];
     const clashes: string[] = [];
     const tlsProblems: string[] = [];
+    const place = endpointPlaces(config, nodeName);
     for (const listener of spec.listeners ?? []) {
       const proto = listener.protocol === "UDP" ? "udp" : "tcp";
       const name = serviceName({ vip: spec.address, port: listener.port, proto });
@@ -188,7 +294,13 @@ export function desiredState(
         );
         continue;
       }
-      let weights = listenerWeights(listener);
+      // A TLS terminator reaches its backends through the node's own network stack, so for
+      // an HTTPS listener every endpoint counts as reachable.
+      const { unavailable: refused, ...weighted } = listenerWeights(
+        listener,
+        listener.tls ? undefined : place,
+      );
+      let weights = weighted;
       if (listener.tls) {
         const outcome = tls.get(listenerKey(config, listener.name));
         weights = terminatedService(weights, outcome);
@@ -219,6 +331,7 @@ export function desiredState(
           port: listener.port,
           protocol: listener.protocol === "UDP" ? "UDP" : "TCP",
         },
+        refused,
       ]);
     }
     if (clashes.length > 0) {
@@ -228,14 +341,26 @@ export function desiredState(
       );
       continue;
     }
-    for (const [name, service, ref] of mine) {
+    const refused = new Map<string, UnavailableEndpoint>();
+    for (const [name, service, ref, endpoints] of mine) {
       services.set(name, service);
       listeners.set(name, ref);
+      if (endpoints.length > 0) unavailable.set(name, endpoints);
+      for (const e of endpoints) refused.set(`${e.address}:${e.port}`, e);
     }
+    const warning =
+      refused.size > 0
+        ? unavailableMessage(key, nodeName, sortEndpoints([...refused.values()]))
+        : undefined;
     if (tlsProblems.length > 0)
-      problems.set(key, `DataplaneConfig ${key}: ${tlsProblems.join("; ")}`);
+      problems.set(
+        key,
+        `DataplaneConfig ${key}: ${tlsProblems.join("; ")}${warning ? `; ${warning}` : ""}`,
+      );
+    else if (warning) warnings.set(key, warning);
     addresses.add(spec.address);
-    if (spec.announcingNode === nodeName) announced.add(spec.address);
+    if (announcerOf(spec.address, spec.announcingNode, liveness, nodeName) === nodeName)
+      announced.add(spec.address);
   }
   return {
     services: [...services.keys()].sort().map(name => services.get(name)!),
@@ -243,6 +368,8 @@ export function desiredState(
     announced: [...announced].sort(),
     listeners,
     problems,
+    warnings,
+    unavailable,
   };
 }
 
@@ -251,14 +378,22 @@ export function desiredState(
 export const changeCount = (d: DataplaneDiff): number =>
   d.set.length + d.remove.length + d.addresses.upsert.length + d.addresses.remove.length;
 
-const sameBackends = (a: Backend[], b: Backend[]) =>
-  a.length === b.length &&
-  a.every((x, i) => x.ip === b[i].ip && x.port === b[i].port && x.weight === b[i].weight);
+// `remote` is compared only when the maps read back say (a dataplane that does not encode it
+// would otherwise look changed on every pass).
+const sameBackends = (want: Backend[], have: Backend[]) =>
+  want.length === have.length &&
+  want.every(
+    (x, i) =>
+      x.ip === have[i].ip &&
+      x.port === have[i].port &&
+      x.weight === have[i].weight &&
+      (have[i].remote === undefined || Boolean(x.remote) === have[i].remote),
+  );
 
 const sameEntry = (a: TableEntry | undefined, b: TableEntry | undefined): boolean =>
   a === "reject" || b === "reject" || a === undefined || b === undefined
     ? a === b
-    : a.ip === b.ip && a.port === b.port;
+    : a.ip === b.ip && a.port === b.port && Boolean(a.remote) === Boolean(b.remote);
 
 /** Whether the live table matches the Maglev table the spec builds: in size, backend list, and every sampled chunk. */
 function tableIntact(spec: ServiceSpec, actual: ActualService): boolean {
@@ -336,8 +471,13 @@ export function changesByConfig(
 
 // ---- acknowledgement -----------------------------------------------------------------------
 
-/** The outcome of applying one config on this node. */
-export type ApplyOutcome = { applied: true } | { applied: false; message: string };
+/**
+ * The outcome of applying one config on this node. An applied config may still carry a
+ * message: which endpoints' share this node refuses.
+ */
+export type ApplyOutcome =
+  | { applied: true; message?: string }
+  | { applied: false; message: string };
 
 // The CRD caps status.nodes[].message at 1024 characters.
 const MAX_MESSAGE = 1024;
@@ -374,11 +514,10 @@ export function nodeAck(
   const current = nodeEntry(config, nodeName);
   const generation = Number(config.metadata?.generation ?? 0);
   const observedGeneration = outcome.applied ? generation : (current?.observedGeneration ?? 0);
-  const message = outcome.applied
-    ? undefined
-    : outcome.message.length > MAX_MESSAGE
-      ? `${outcome.message.slice(0, MAX_MESSAGE - 1)}…`
-      : outcome.message;
+  const message =
+    outcome.message === undefined || outcome.message.length <= MAX_MESSAGE
+      ? outcome.message
+      : `${outcome.message.slice(0, MAX_MESSAGE - 1)}…`;
   const moved = current?.observedGeneration !== observedGeneration;
   const since = timeString(current?.lastTransitionTime);
   if (

@@ -1,15 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
 /**
- * The agent role: a Pepr capability whose only bindings are the DataplaneConfig watch, and a
- * start() that brings the node's dataplane up and converges it before reporting ready. The
- * work lives in start.ts (start-up), loop.ts (the loop), desired.ts (desired state, diff,
- * acknowledgements; pure), kube.ts (status, Secrets), node.ts (interface, bpffs),
- * metrics.ts, log.ts, and for HTTPS listeners tls/certificates.ts (certificates, SNI,
- * backend choice), tls/terminator.ts (one listener's TLS server) and tls/listeners.ts (the
- * node's terminators, synced on every pass). The kernel side is ../dataplane/.
+ * The agent role: a Pepr capability with no bindings, and a start() that watches every
+ * DataplaneConfig, brings the node's dataplane up and converges it before reporting ready.
+ * The watch is kubernetes-fluent-client's own (kube.ts watchDataplaneConfigs), not a Pepr
+ * Watch binding: Pepr keeps its watcher's failure events to itself, and the agent relists
+ * (relist.ts) at the first one. The work lives in start.ts (start-up), loop.ts (the loop),
+ * desired.ts (desired state, diff, acknowledgements; pure), kube.ts (watch, lists, status,
+ * Secrets), node.ts (interface, bpffs), metrics.ts, log.ts, and for HTTPS listeners
+ * tls/certificates.ts (certificates, SNI, backend choice), tls/terminator.ts (one listener's
+ * TLS server) and tls/listeners.ts (the node's terminators, synced on every pass). The kernel
+ * side is ../dataplane/.
  *
  * Environment (the chart's DaemonSet sets these):
  *   NODE_NAME              this node (downward API spec.nodeName); required
+ *   HOST_IP                this node's IPv4 address (downward API status.hostIP): the source
+ *                          of IP-in-IP packets to backends on other nodes; must be IPv4 if set
  *   BLIXT_INTERFACE        ingress interface; default: the default route's
  *   BLIXT_ATTACH_MODE      auto | xdp | xdpgeneric | tc; default auto (TC on a veth, else XDP)
  *   BLIXT_PIN_DIR          default /sys/fs/bpf/blixt
@@ -21,25 +26,24 @@
  *                          the TLS terminators' limits; default 10, 300, 1024
  *   BLIXT_RESYNC_SECONDS   periodic resync; default 30
  *   BLIXT_RELIST_SECONDS   periodic relist of every DataplaneConfig (relist.ts); default 300
+ *   POD_NAMESPACE, POD_NAME, POD_UID
+ *                          the agent's namespace and Pod: where its node Lease lives and what
+ *                          owns it (leases.ts); without POD_NAMESPACE no Lease is held
+ *   BLIXT_LEASE_DURATION_SECONDS, BLIXT_LEASE_RENEW_MILLISECONDS
+ *                          the node Lease's duration and renew interval; default 2 and 500
  *   BLIXT_CT_*_TIMEOUT_SECONDS  conntrack timeouts (start.ts CONNTRACK_ENV); default Cilium's
  *   BLIXT_NETNS            network namespace the interface is in (the netns lab only)
  */
 import { Capability, Log } from "pepr";
-import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
+import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import type { Agent } from "./loop.js";
 import type { AgentLog } from "./log.js";
+import { watchDataplaneConfigs, type DataplaneConfigWatchHandlers } from "./kube.js";
+import type { Relister } from "./relist.js";
 import { agentSettings, startAgent } from "./start.js";
+import { errorMessage } from "../error-message.js";
 
 export { agentSettings, type AgentSettings } from "./start.js";
-
-// Pepr's own (CommonJS) copy of kubernetes-fluent-client does not see the RegisterKind call in
-// the generated type, so the watch names the kind itself.
-const DATAPLANE_CONFIG = {
-  group: "blixt.dev",
-  version: "v1alpha1",
-  kind: "DataplaneConfig",
-  plural: "dataplaneconfigs",
-};
 
 const log: AgentLog = {
   info: (fields, message) => Log.info(fields, message),
@@ -48,8 +52,10 @@ const log: AgentLog = {
 
 export interface DataplaneAgentRole {
   capability: Capability;
-  /** Brings the dataplane up and starts the loop; called once, in the agent process only. */
+  /** Watches, brings the dataplane up and starts the loop; called once, in the agent process only. */
   start: () => void;
+  /** What start()'s DataplaneConfig watch calls: events before the agent runs are kept for it. */
+  watchHandlers: DataplaneConfigWatchHandlers;
 }
 
 export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAgentRole {
@@ -58,28 +64,39 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
     description:
       "Applies every DataplaneConfig to this node's eBPF maps and acknowledges it in the config's status",
   });
-  const { When } = capability;
   // Events that arrive before start() finishes are kept and applied by its first converge.
   let agent: Agent | undefined;
+  let relister: Relister | undefined;
+  // A watch failure before the relister exists: reported to it once it does.
+  let earlyFailure: { event: string; detail: string } | undefined;
   const pending = new Map<string, { config: DataplaneConfig; deleted: boolean }>();
   const key = (c: DataplaneConfig) => `${c.metadata?.namespace}/${c.metadata?.name}`;
-  When(DataplaneConfig, DATAPLANE_CONFIG)
-    .IsCreatedOrUpdated()
-    .Watch(config => {
+  const watchFailed = (event: string, detail: string) => {
+    if (relister) relister.watchFailed(event, detail);
+    else earlyFailure ??= { event, detail };
+  };
+  const handlers: DataplaneConfigWatchHandlers = {
+    changed: config => {
       if (!agent) return void pending.set(key(config), { config, deleted: false });
+      if (relister && !relister.watchEvent(config)) return;
       agent.observe(config);
       agent.schedule();
-    });
-  When(DataplaneConfig, DATAPLANE_CONFIG)
-    .IsDeleted()
-    .Watch(config => {
+    },
+    deleted: config => {
       if (!agent) return void pending.set(key(config), { config, deleted: true });
+      if (relister && !relister.watchEvent(config)) return;
       agent.forget(config);
       agent.schedule();
-    });
+    },
+    failed: (event, detail) => watchFailed(event, detail),
+  };
 
   const run = async () => {
-    const running = await startAgent(agentSettings(env), {
+    const settings = agentSettings(env);
+    // Before the start's list, as Pepr started its watches: nothing falls between the two.
+    const watch = watchDataplaneConfigs(handlers);
+    watch.start().catch((error: unknown) => watchFailed("start", errorMessage(error)));
+    const running = await startAgent(settings, {
       log,
       beforeFirstConverge: (a, listed) => {
         // A watch event newer than the list wins; an older one (seen before the list) is dropped.
@@ -95,23 +112,23 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
         agent = a;
       },
     });
+    relister = running.relister;
+    if (earlyFailure) relister.watchFailed(earlyFailure.event, earlyFailure.detail);
     // Upgrades and restarts leave programs and maps serving; `blixt dataplane detach` removes them.
     process.once("SIGTERM", () => {
       log.info({}, "SIGTERM: stopping the agent loop, leaving the dataplane attached");
-      // Pepr's server used to end the process on SIGTERM; the agent runs none, so it exits here
-      // (Pepr's watches would otherwise keep it up until the grace period's SIGKILL).
+      watch.close();
+      // Pepr's server used to end the process on SIGTERM; the agent runs none, so it exits here.
       void running.stop().finally(() => process.exit(0));
     });
   };
 
   return {
     capability,
+    watchHandlers: handlers,
     start: () => {
       run().catch((error: unknown) => {
-        log.error(
-          { error: error instanceof Error ? error.message : String(error) },
-          "node agent failed to start",
-        );
+        log.error({ error: errorMessage(error) }, "node agent failed to start");
         // The DaemonSet restarts the pod; the dataplane, if it was serving, keeps serving.
         process.exit(1);
       });

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The agent's Kubernetes calls: list the DataplaneConfigs at start, write its own status
-// entry, and read the Secrets of HTTPS listeners' certificateRefs.
+// The agent's Kubernetes calls: watch and list the DataplaneConfigs, write its own status
+// entry, read the Secrets of HTTPS listeners' certificateRefs, renew its node Lease and watch
+// every agent's (leases.ts; the controller follows the Leases through here too).
 //
 // status.nodes is a list map keyed by node name, so each agent server-side-applies ONLY its
 // entry, with a field manager of its own ("blixt-agent/<node>"): the API server merges the
@@ -9,12 +10,28 @@
 // entries it does not list (SSA deletes fields a manager stops applying). kubernetes-fluent-
 // client's Apply has a fixed field manager and does not reach the status subresource, so this
 // sends the apply request itself, with the client's own connection settings.
-import { K8s, fetch } from "kubernetes-fluent-client";
+import { K8s, RegisterKind, WatchEvent, fetch, type WatchCfg } from "kubernetes-fluent-client";
+import { V1Lease } from "@kubernetes/client-node";
 import { k8sCfg } from "kubernetes-fluent-client/dist/fluent/utils.js";
-import { FetchMethods } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
+import { FetchMethods, WatchPhase } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
+import { errorMessage } from "../error-message.js";
 import { getSecretByName } from "../secret-read.js";
 import type { NodeAck } from "./desired.js";
+import {
+  LEASE_LABEL,
+  LEASE_LABEL_VALUE,
+  LivenessNotifier,
+  type LiveNodes,
+  type Liveness,
+} from "./leases.js";
+
+RegisterKind(V1Lease, {
+  group: "coordination.k8s.io",
+  version: "v1",
+  kind: "Lease",
+  plural: "leases",
+});
 
 export const fieldManager = (nodeName: string): string => `blixt-agent/${nodeName}`.slice(0, 128);
 
@@ -80,6 +97,63 @@ export async function listDataplaneConfigsAt(): Promise<{
 }
 
 /**
+ * The agent's watch settings: Pepr 1.1.4's watch defaults (reconnect check every 5 s, a watch
+ * silent for 300 s is rebuilt, the watcher's own relist every 600 s), except that it never
+ * gives up reconnecting (Pepr gives up after 5 failed attempts and throws).
+ */
+export const AGENT_WATCH_CFG: Readonly<WatchCfg> = {
+  resyncDelaySec: 5,
+  lastSeenLimitSeconds: 300,
+  relistIntervalSec: 600,
+};
+
+/**
+ * The watcher's events after which it may have missed changes: a cut connection or a failed
+ * reconnect, a watch or list the API server refused, 410 Gone (the resourceVersion is too
+ * old), an event that could not be decoded, and giving up.
+ */
+export const WATCH_FAILURES = [
+  WatchEvent.NETWORK_ERROR,
+  WatchEvent.WATCH_ERROR,
+  WatchEvent.LIST_ERROR,
+  WatchEvent.OLD_RESOURCE_VERSION,
+  WatchEvent.DATA_ERROR,
+  WatchEvent.GIVE_UP,
+] as const;
+export type WatchFailure = (typeof WATCH_FAILURES)[number];
+
+export interface DataplaneConfigWatchHandlers {
+  /** ADDED or MODIFIED */
+  changed(config: DataplaneConfig): void;
+  deleted(config: DataplaneConfig): void;
+  /** one of WATCH_FAILURES, with what the watcher said */
+  failed(event: WatchFailure, detail: string): void;
+}
+
+/**
+ * A watch of every DataplaneConfig (kubernetes-fluent-client's Watcher, which Pepr's Watch
+ * binding also uses but whose failure events it keeps to itself). Call start() on it, close()
+ * to end it.
+ */
+export function watchDataplaneConfigs(
+  handlers: DataplaneConfigWatchHandlers,
+  cfg: Readonly<WatchCfg> = AGENT_WATCH_CFG,
+) {
+  const watcher = K8s(DataplaneConfig).Watch(
+    (config, phase) => {
+      if (phase === WatchPhase.Deleted) handlers.deleted(config);
+      else if (phase === WatchPhase.Added || phase === WatchPhase.Modified)
+        handlers.changed(config);
+    },
+    // The Watcher fills in defaults on the object it is given.
+    { ...cfg },
+  );
+  for (const event of WATCH_FAILURES)
+    watcher.events.on(event, (detail: unknown) => handlers.failed(event, errorMessage(detail)));
+  return watcher;
+}
+
+/**
  * A Secret an HTTPS listener refers to (the controller's copy, in the agent's namespace);
  * undefined when it does not exist. A name that is not one, or an answer that is not that
  * Secret, is an error naming it, and is never requested or taken.
@@ -92,4 +166,90 @@ export async function readSecret(
   if ("problem" in read)
     throw new Error(`Secret ${JSON.stringify(`${namespace}/${name}`)}: ${read.problem}; not read`);
   return read.secret;
+}
+
+/** Server-side applies this node's Lease (a renewal; the first one creates it). */
+export async function applyLease(lease: V1Lease): Promise<void> {
+  await K8s(V1Lease).Apply(lease, { force: true });
+}
+
+/** The Lease watch's settings: it reconnects forever and is rebuilt after 30 s of silence. */
+const LEASE_WATCH_CFG: Readonly<WatchCfg> = {
+  resyncDelaySec: 1,
+  // Renewals arrive every renew interval: a watch silent for this long is dead.
+  lastSeenLimitSeconds: 30,
+  relistIntervalSec: 600,
+};
+
+export interface LeaseWatchHandlers {
+  changed(lease: V1Lease): void;
+  deleted(lease: V1Lease): void;
+  /** the watch lost its connection or was refused: the view is not current until `relisted` */
+  failed(detail: string): void;
+  /** the watch (re)connected after listing: the view is current again */
+  connected(): void;
+}
+
+/** A watch of the agent Leases in `namespace`. Call start() on it, close() to end it. */
+export function watchLeases(namespace: string, handlers: LeaseWatchHandlers) {
+  const watcher = K8s(V1Lease)
+    .InNamespace(namespace)
+    .WithLabel(LEASE_LABEL, LEASE_LABEL_VALUE)
+    .Watch(
+      (lease, phase) => {
+        if (phase === WatchPhase.Deleted) handlers.deleted(lease);
+        else if (phase === WatchPhase.Added || phase === WatchPhase.Modified)
+          handlers.changed(lease);
+      },
+      { ...LEASE_WATCH_CFG },
+    );
+  for (const event of [
+    WatchEvent.NETWORK_ERROR,
+    WatchEvent.WATCH_ERROR,
+    WatchEvent.LIST_ERROR,
+    WatchEvent.RECONNECT,
+  ])
+    watcher.events.on(event, (detail: unknown) => handlers.failed(errorMessage(detail)));
+  watcher.events.on(WatchEvent.CONNECT, () => handlers.connected());
+  return watcher;
+}
+
+/**
+ * Keeps `view` current from a watch of the agent Leases in `namespace` (the agent's and the
+ * controller's one way of following them): `changed` is called when the live or lapsed nodes
+ * change, `watchFailed` when a current view stops being current. start() and close() it.
+ */
+export function followLeases(
+  namespace: string,
+  view: LiveNodes,
+  changed: (liveness: Liveness | undefined, before: string) => void,
+  watchFailed: (detail: string) => void,
+) {
+  const notifier = new LivenessNotifier(view, changed);
+  const watcher = watchLeases(namespace, {
+    changed: lease => {
+      view.observe(lease);
+      notifier.check();
+    },
+    deleted: lease => {
+      view.forget(lease);
+      notifier.check();
+    },
+    failed: detail => {
+      if (view.current) watchFailed(detail);
+      view.current = false;
+      notifier.check();
+    },
+    connected: () => {
+      view.current = true;
+      notifier.check();
+    },
+  });
+  return {
+    start: () => watcher.start(),
+    close: () => {
+      notifier.stop();
+      watcher.close();
+    },
+  };
 }

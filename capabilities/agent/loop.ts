@@ -18,10 +18,14 @@ import {
   diffState,
   nodeAck,
   retryDelay,
+  type ApplyOutcome,
   type ConfigKey,
+  type DesiredState,
   type ListenerRef,
   type NodeAck,
 } from "./desired.js";
+import { errorMessage } from "../error-message.js";
+import type { Liveness } from "./leases.js";
 
 /** One run of the loop, as metrics and tests see it. */
 export interface ConvergeResult {
@@ -61,6 +65,11 @@ export interface AgentOptions {
   tls?: TlsListeners;
   /** conntrack timeouts to keep in blixt_ct_config: written back by a resync pass that finds them changed */
   conntrack?: ConntrackTimeouts;
+  /**
+   * The agent Leases as this agent sees them (leases.ts LiveNodes), read at every pass;
+   * undefined (or unset) while unknown: then spec.announcingNode alone decides.
+   */
+  liveness?: () => Liveness | undefined;
 }
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
@@ -75,6 +84,8 @@ export class Agent {
   private readonly configs = new Map<ConfigKey, DataplaneConfig>();
   /** serviceName → listener, as of the last converge: metric labels, and who owned a removed service */
   private listenersByService = new Map<string, ListenerRef>();
+  /** serviceName → how many of its endpoints this node refuses the share of, as of the last converge */
+  private unavailableByService = new Map<string, number>();
   private running: Promise<ConvergeResult> | undefined;
   private queued: Promise<ConvergeResult> | undefined;
   private failures = 0;
@@ -100,7 +111,21 @@ export class Agent {
     return this.listenersByService.get(service);
   }
 
-  /** A config was created or changed. Call converge() (or let a scheduled one run) to apply it. */
+  /**
+   * Per listener, the endpoints whose share this node refuses because their node has no agent
+   * entry in the config's status (the metric): services with none are left out.
+   */
+  unavailableEndpoints(): { ref: ListenerRef; address: string; count: number }[] {
+    return [...this.unavailableByService].flatMap(([service, count]) => {
+      const ref = this.listenersByService.get(service);
+      return ref ? [{ ref, address: service.slice(0, service.indexOf(":")), count }] : [];
+    });
+  }
+
+  /**
+   * A config was created or changed (its status too: which nodes' agents acknowledged it
+   * decides which endpoints are reachable). Call converge() (or let a scheduled one run).
+   */
   observe(config: DataplaneConfig): void {
     this.configs.set(configKey(config), config);
   }
@@ -177,7 +202,7 @@ export class Agent {
     const configs = [...this.configs.values()];
     // Before the maps: a terminator listens before the dataplane steers connections to it.
     const tls = this.opts.tls ? await this.opts.tls.sync(tlsListenerSpecs(configs)) : undefined;
-    const desired = desiredState(configs, this.nodeName, tls);
+    const desired = desiredState(configs, this.nodeName, tls, this.opts.liveness?.());
     let result: ConvergeResult;
     try {
       const checkTables = this.checkTables || this.failures > 0;
@@ -225,6 +250,9 @@ export class Agent {
         );
       }
       this.listenersByService = desired.listeners;
+      this.unavailableByService = new Map(
+        [...desired.unavailable].map(([service, endpoints]) => [service, endpoints.length]),
+      );
       this.failures = 0;
       const takenOver = diff.addresses.upsert.filter(a => a.announce).map(a => a.ip);
       if (takenOver.length > 0 && this.opts.onTakeover) {
@@ -232,7 +260,7 @@ export class Agent {
           this.log.error(
             {
               addresses: takenOver,
-              error: error instanceof Error ? error.message : String(error),
+              error: errorMessage(error),
             },
             "gratuitous ARP for taken-over addresses failed; neighbours learn the move at their next ARP request",
           ),
@@ -240,7 +268,7 @@ export class Agent {
       }
       this.ready = true;
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       result = { ok: false, changes: 0, commands: 0, seconds: seconds(), error: message };
       this.failures++;
       const delay = retryDelay(this.failures, this.opts.retry?.base, this.opts.retry?.max);
@@ -251,24 +279,24 @@ export class Agent {
       this.scheduleRetry(delay);
     }
     if (result.changes > 0 || !result.ok) this.opts.onApply?.(result);
-    await this.acknowledgeAll(configs, desired.problems, result);
+    await this.acknowledgeAll(configs, desired, result);
     return result;
   }
 
   private async acknowledgeAll(
     configs: DataplaneConfig[],
-    problems: Map<ConfigKey, string>,
+    { problems, warnings }: Pick<DesiredState, "problems" | "warnings">,
     result: ConvergeResult,
   ): Promise<void> {
     const now = (this.opts.now?.() ?? new Date()).toISOString();
     for (const config of configs) {
       const key = configKey(config);
       const problem = problems.get(key);
-      const outcome = problem
-        ? { applied: false as const, message: problem }
+      const outcome: ApplyOutcome = problem
+        ? { applied: false, message: problem }
         : result.ok
-          ? { applied: true as const }
-          : { applied: false as const, message: `node ${this.nodeName}: ${result.error}` };
+          ? { applied: true, message: warnings.get(key) }
+          : { applied: false, message: `node ${this.nodeName}: ${result.error}` };
       const ack = nodeAck(config, this.nodeName, outcome, this.mode, now);
       if (!ack) continue;
       try {
@@ -288,7 +316,7 @@ export class Agent {
         // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
         // the watch's delete event removes it from this agent's view.
         if ((error as { status?: number } | undefined)?.status === 404) continue;
-        const message = error instanceof Error ? error.message : JSON.stringify(error);
+        const message = errorMessage(error);
         this.log.error(
           { gateway: key, generation: config.metadata?.generation, error: message },
           "acknowledging DataplaneConfig failed; will retry",

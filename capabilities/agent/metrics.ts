@@ -10,6 +10,7 @@ import type { ConvergeResult } from "./loop.js";
 import type { ListenerRef } from "./desired.js";
 import type { AttachMode } from "../dataplane/mode.js";
 import type { TlsEvent } from "./tls/terminator.js";
+import { errorMessage } from "../error-message.js";
 
 /** What the metrics read: the dataplane's counters and the agent's view of listeners. */
 export interface MetricsSource {
@@ -21,8 +22,14 @@ export interface MetricsSource {
   conntrackCounters?(): Promise<Record<string, number>>;
   /** open client connections per running TLS terminator */
   tlsConnections?(): { ref: ListenerRef; address: string; connections: number }[];
+  /** per listener, endpoints on a node with no agent entry in the config's status (share refused) */
+  unavailableEndpoints?(): { ref: ListenerRef; address: string; count: number }[];
   listener(service: string): ListenerRef | undefined;
   ready(): boolean;
+  /** whether this node's agent Lease is held (renewed within its duration); unset without Leases */
+  leaseHeld?(): boolean;
+  /** the nodes whose agent Lease this agent sees live; undefined while its view is not current */
+  liveNodes?(): number | undefined;
   iface: string;
   mode: AttachMode;
 }
@@ -37,7 +44,7 @@ const LISTENER_LABELS = [
 ] as const;
 type ListenerLabels = Record<(typeof LISTENER_LABELS)[number], string>;
 
-const tlsLabels = (ref: ListenerRef, address: string): ListenerLabels => ({
+const listenerLabels = (ref: ListenerRef, address: string): ListenerLabels => ({
   namespace: ref.namespace,
   gateway: ref.gateway,
   listener: ref.listener,
@@ -85,7 +92,7 @@ export class AgentMetrics {
     });
     this.relists = new Counter({
       name: "blixt_agent_relists_total",
-      help: "Lists of every DataplaneConfig by reason (start, periodic, retry after a failed one); the agent's view is replaced by each",
+      help: "Lists of every DataplaneConfig by reason (start, periodic, watch: the watch reported a failure, retry: after a failed one); the agent's view is replaced by each",
       labelNames: ["reason"],
       registers,
     });
@@ -133,7 +140,22 @@ export class AgentMetrics {
         collect() {
           this.reset();
           for (const { ref, address, connections } of tlsConnections())
-            this.set(tlsLabels(ref, address), connections);
+            this.set(listenerLabels(ref, address), connections);
+        },
+      });
+    }
+
+    if (source.unavailableEndpoints) {
+      const unavailableEndpoints = source.unavailableEndpoints.bind(source);
+      new Gauge({
+        name: "blixt_listener_unavailable_endpoints",
+        help: "Endpoints of a listener on a node that has no blixt agent entry in the DataplaneConfig's status: this node refuses their share of new flows (TCP RST, UDP drop) until an agent there acknowledges",
+        labelNames: LISTENER_LABELS,
+        registers,
+        collect() {
+          this.reset();
+          for (const { ref, address, count } of unavailableEndpoints())
+            this.set(listenerLabels(ref, address), count);
         },
       });
     }
@@ -248,6 +270,30 @@ export class AgentMetrics {
         this.set(source.ready() ? 1 : 0);
       },
     });
+    if (source.leaseHeld) {
+      const held = source.leaseHeld.bind(source);
+      new Gauge({
+        name: "blixt_agent_lease_held",
+        help: "1 while this node's agent Lease is renewed within its duration; 0 once it lapsed (other agents take this node's addresses over; this node keeps forwarding what reaches it)",
+        registers,
+        collect() {
+          this.set(held() ? 1 : 0);
+        },
+      });
+    }
+    if (source.liveNodes) {
+      const live = source.liveNodes.bind(source);
+      new Gauge({
+        name: "blixt_agent_live_nodes",
+        help: "Nodes whose agent Lease this agent sees live (absent while its view of the Leases is not current: then no address is taken over)",
+        registers,
+        collect() {
+          const n = live();
+          if (n === undefined) this.reset();
+          else this.set(n);
+        },
+      });
+    }
     new Gauge({
       name: "blixt_agent_attach_info",
       help: "The interface the programs are attached to, and how",
@@ -283,7 +329,7 @@ export class AgentMetrics {
 
   /** Counts one TLS terminator event on a listener (from TlsListeners' onEvent). */
   observeTls(ref: ListenerRef, address: string, event: TlsEvent): void {
-    this.tlsCounters[event].inc(tlsLabels(ref, address));
+    this.tlsCounters[event].inc(listenerLabels(ref, address));
   }
 
   /** Counts one relist of the DataplaneConfigs (from the Relister's onRelist). */
@@ -321,11 +367,7 @@ export async function serveMetrics(opts: {
     if (path === "/metrics") {
       opts.metrics.registry.metrics().then(
         text => reply(200, text, opts.metrics.registry.contentType),
-        (error: unknown) =>
-          reply(
-            500,
-            `reading metrics failed: ${error instanceof Error ? error.message : String(error)}\n`,
-          ),
+        (error: unknown) => reply(500, `reading metrics failed: ${errorMessage(error)}\n`),
       );
       return;
     }

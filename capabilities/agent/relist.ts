@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-// The agent's relist: list every DataplaneConfig again, periodically and after a failed list,
-// and replace the agent's view with the answer. Pepr's watch feeds the agent between relists,
-// but a watch that drops (an API server restart, a cut connection, a watch Pepr gives up on)
-// would otherwise leave the agent blind until its pod restarts; the relist bounds that
-// blindness by the interval (BLIXT_RELIST_SECONDS).
+// The agent's relist: list every DataplaneConfig again and replace the agent's view with the
+// answer: periodically, after a failed list, and as soon as the watch reports a failure. The
+// watch (kube.ts watchDataplaneConfigs) feeds the agent between relists, but a watch that
+// drops (an API server restart, a cut connection, 410 Gone) may miss events; relisting at its
+// first failure closes that gap at once, and the periodic relist (BLIXT_RELIST_SECONDS) bounds
+// the blindness of a watch that fails without saying so.
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { configKey, type ConfigKey } from "./desired.js";
 import type { AgentLog } from "./log.js";
+import { errorMessage } from "../error-message.js";
 
 /** Why a relist ran: the metric's `reason` label. */
-export type RelistReason = "start" | "periodic" | "retry";
+export type RelistReason = "start" | "periodic" | "retry" | "watch";
 
 export interface ListedConfigs {
   items: DataplaneConfig[];
@@ -60,6 +62,9 @@ export interface RelisterOptions {
   intervalMs: number;
   /** delay before a failed relist is tried again, ms */
   retryMs?: number;
+  /** delay from a watch failure to its relist, ms: the failures of one break (a list error,
+   * then a network error) share one relist */
+  watchDebounceMs?: number;
   /** called after every relist, with its reason and whether the list succeeded (metrics) */
   onRelist?: (reason: RelistReason, ok: boolean) => void;
   log?: AgentLog;
@@ -68,10 +73,31 @@ export interface RelisterOptions {
 export class Relister {
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private running: Promise<boolean> | undefined;
+  /** resourceVersion of the newest list applied: watch events up to it are already in the view */
+  private listedVersion = 0;
+  /** newest resourceVersion the watch delivered per config since that list, deletions included */
+  private readonly watched = new Map<ConfigKey, number>();
 
   constructor(private readonly opts: RelisterOptions) {}
+
+  /**
+   * Whether a watch event is news to the agent (and records it). kubernetes-fluent-client's
+   * Watcher resumes a broken watch at the resourceVersion of its last successful list, so a
+   * reconnect whose list fails replays every event since then: older versions of live configs,
+   * and configs deleted long ago. Applying those would take the node back in time, so an event
+   * no newer than the last relist, or than the last event of its config, is dropped.
+   */
+  watchEvent(config: DataplaneConfig): boolean {
+    const seen = version(config.metadata?.resourceVersion);
+    if (seen === 0) return true;
+    const key = configKey(config);
+    if (seen <= this.listedVersion || seen <= (this.watched.get(key) ?? 0)) return false;
+    this.watched.set(key, seen);
+    return true;
+  }
 
   /** Lists now and replaces the agent's view; resolves false (and retries later) when the list fails. */
   relist(reason: RelistReason): Promise<boolean> {
@@ -85,14 +111,21 @@ export class Relister {
       const listed = await this.opts.list();
       if (this.stopped) return false;
       this.opts.agent.replaceAll(mergeRelist(this.opts.agent.held(), listed));
+      this.listedVersion = Math.max(this.listedVersion, version(listed.resourceVersion));
+      for (const [key, seen] of this.watched)
+        if (seen <= this.listedVersion) this.watched.delete(key);
       this.opts.agent.schedule();
       this.opts.onRelist?.(reason, true);
+      if (reason !== "periodic" && reason !== "start")
+        this.opts.log?.info(
+          { reason, configs: listed.items.length },
+          "relisted every DataplaneConfig; the agent's view is current again",
+        );
       return true;
     } catch (error) {
       this.opts.onRelist?.(reason, false);
-      const message = error instanceof Error ? error.message : String(error);
       this.opts.log?.error(
-        { reason, error: message },
+        { reason, error: errorMessage(error) },
         "listing DataplaneConfigs failed; the agent keeps its last view and lists again soon",
       );
       if (!this.stopped && !this.retryTimer) {
@@ -104,6 +137,25 @@ export class Relister {
       }
       return false;
     }
+  }
+
+  /**
+   * The watch reported a failure (kube.ts WATCH_FAILURES), so it may have missed changes:
+   * relist now rather than at the next periodic relist. A failed relist is retried as usual,
+   * so an API server that is down is listed again as soon as it answers.
+   */
+  watchFailed(event: string, detail: string): void {
+    if (this.stopped || this.watchTimer) return;
+    this.opts.log?.error(
+      { event, error: detail },
+      `the DataplaneConfig watch failed (${event}); relisting every DataplaneConfig now`,
+    );
+    this.watchTimer = setTimeout(() => {
+      this.watchTimer = undefined;
+      // A list already in flight may have been taken before what the watch missed: list after it.
+      void (this.running ?? Promise.resolve()).then(() => this.relist("watch"));
+    }, this.opts.watchDebounceMs ?? 250);
+    this.watchTimer.unref?.();
   }
 
   /** Starts the periodic relist. */
@@ -118,7 +170,8 @@ export class Relister {
     this.stopped = true;
     clearInterval(this.timer);
     clearTimeout(this.retryTimer);
-    this.timer = this.retryTimer = undefined;
+    clearTimeout(this.watchTimer);
+    this.timer = this.retryTimer = this.watchTimer = undefined;
     await this.running?.catch(() => undefined);
   }
 }

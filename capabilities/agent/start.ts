@@ -7,7 +7,15 @@ import { dirname } from "node:path";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { Agent, type ConvergeResult } from "./loop.js";
 import type { AgentLog } from "./log.js";
-import { acknowledge, listDataplaneConfigsAt } from "./kube.js";
+import { acknowledge, applyLease, followLeases, listDataplaneConfigsAt } from "./kube.js";
+import {
+  LeaseHolder,
+  leaseName,
+  leaseSettings,
+  LiveNodes,
+  LivenessNotifier,
+  type LeaseSettings,
+} from "./leases.js";
 import { Relister } from "./relist.js";
 import {
   ensureBpffs,
@@ -19,14 +27,17 @@ import {
 import { readSecret } from "./kube.js";
 import { TlsListeners } from "./tls/listeners.js";
 import { tlsLimits, type TlsLimits } from "./tls/terminator.js";
-import { isIP } from "node:net";
+import { isIP, isIPv4 } from "node:net";
 import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
 import { CONNTRACK_TIMEOUT_DEFAULTS, type ConntrackTimeouts } from "../dataplane/maps.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
+import { errorMessage } from "../error-message.js";
 
 export interface AgentSettings {
   nodeName: string;
+  /** the node's own IPv4 address (HOST_IP, from the downward API's status.hostIP); unset outside a cluster */
+  nodeAddress?: string;
   iface?: string;
   requestedMode: ReturnType<typeof parseRequestedMode>;
   pinDir: string;
@@ -42,6 +53,14 @@ export interface AgentSettings {
   /** conntrack timeouts written to blixt_ct_config (defaults: Cilium's, maps.ts CONNTRACK_TIMEOUT_DEFAULTS) */
   conntrack: ConntrackTimeouts;
   tlsLimits: TlsLimits;
+  /**
+   * The agent's namespace (POD_NAMESPACE, from the downward API), where its node Lease lives;
+   * unset (the netns lab, tests), the agent holds no Lease and follows spec.announcingNode only.
+   */
+  namespace?: string;
+  /** the agent's Pod (POD_NAME, POD_UID): owner of the node Lease, which goes with it */
+  pod?: { name: string; uid: string };
+  lease: LeaseSettings;
 }
 
 /** The env variable of each conntrack timeout (the chart's agent.conntrack values set them). */
@@ -69,6 +88,7 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
   };
   return {
     nodeName,
+    nodeAddress: nodeAddress(env.HOST_IP),
     iface: env.BLIXT_INTERFACE?.trim() || undefined,
     requestedMode: parseRequestedMode(env.BLIXT_ATTACH_MODE),
     pinDir: env.BLIXT_PIN_DIR?.trim() || DEFAULT_PIN_DIR,
@@ -85,7 +105,23 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     ) as unknown as ConntrackTimeouts,
     metricsAddress: metricsAddress(env.BLIXT_METRICS_ADDRESS),
     tlsLimits: tlsLimits(env),
+    namespace: env.POD_NAMESPACE?.trim() || undefined,
+    ...(env.POD_NAME?.trim() && env.POD_UID?.trim()
+      ? { pod: { name: env.POD_NAME.trim(), uid: env.POD_UID.trim() } }
+      : {}),
+    lease: leaseSettings(env),
   };
+}
+
+// The source of the IP-in-IP packets to backends on other nodes: the dataplane serves IPv4 only.
+function nodeAddress(raw: string | undefined): string | undefined {
+  const address = raw?.trim();
+  if (!address) return undefined;
+  if (!isIPv4(address))
+    throw new Error(
+      `HOST_IP="${address}" is not an IPv4 address; the agent needs its node's IPv4 address there (the chart sets it from the downward API, fieldRef status.hostIP; a node whose first address is IPv6 is not supported)`,
+    );
+  return address;
 }
 
 // Loopback unless told: on the host network every other address is reachable from outside.
@@ -115,6 +151,67 @@ async function tlsHost(
       error: `interface ${iface} has no global IPv4 address for the TLS terminators to listen on; give it one or set BLIXT_INTERFACE to the interface that has the node's address`,
     }
   );
+}
+
+/**
+ * Renews this node's Lease and watches every agent's; `changed` is called when the set of live
+ * nodes changes (an address may have to move). Logs each change of that set.
+ */
+function startLeases(
+  namespace: string,
+  settings: AgentSettings,
+  log: AgentLog,
+  changed: () => void,
+) {
+  const view = new LiveNodes();
+  const holder = new LeaseHolder({
+    namespace,
+    nodeName: settings.nodeName,
+    owner: settings.pod,
+    settings: settings.lease,
+    log,
+    write: applyLease,
+  });
+  const watch = followLeases(
+    namespace,
+    view,
+    (liveness, before) => {
+      log.info(
+        { now: LivenessNotifier.describe(liveness), before },
+        !liveness
+          ? "agent Leases: the view is not current; addresses stay with the controller's choice until it is"
+          : liveness.lapsed.size > 0
+            ? "agent Leases changed; the addresses of nodes whose Lease lapsed move to live nodes"
+            : "agent Leases changed",
+      );
+      changed();
+    },
+    detail =>
+      log.error({ namespace, error: detail }, "watching the agent Leases failed; reconnecting"),
+  );
+  holder.start();
+  watch.start().catch((error: unknown) => {
+    log.error(
+      { namespace, error: errorMessage(error) },
+      "watching the agent Leases failed to start",
+    );
+  });
+  log.info(
+    {
+      lease: `${namespace}/${leaseName(settings.nodeName)}`,
+      durationSeconds: settings.lease.durationSeconds,
+      renewMs: settings.lease.renewMs,
+    },
+    "holding this node's agent Lease; watching every agent's",
+  );
+  return {
+    view,
+    holder,
+    stop: async () => {
+      watch.close();
+      await holder.stop();
+    },
+  };
 }
 
 export interface RunningAgent {
@@ -152,9 +249,25 @@ export async function startAgent(
     xdpMode: mode === "xdpgeneric" ? "generic" : "native",
   });
   // Reuses pinned maps: conntrack and services survive the restart, traffic never stopped.
-  await dataplane.load();
+  const replaced = await dataplane.load();
+  if (replaced.length > 0)
+    log.info(
+      { maps: replaced },
+      "pinned maps of another shape (an older blixt) were created afresh; what they held is lost, the rest is reused",
+    );
   // Before attaching, so the first packet this agent's programs see is judged by these timeouts.
   await dataplane.setConntrackTimeouts(settings.conntrack);
+  // The outer source of packets sent on to a backend on another node (bpf/encap.h): HOST_IP, or
+  // else the interface's own address. Without one, new flows to remote backends are refused.
+  const nodeAddress =
+    settings.nodeAddress ??
+    (settings.netns ? undefined : await interfaceAddress(iface).catch(() => undefined));
+  if (nodeAddress) await dataplane.setNodeAddress(nodeAddress);
+  else
+    log.error(
+      { node: settings.nodeName, interface: iface },
+      "no node address (HOST_IP unset and the interface has no IPv4 address): new flows to backends on other nodes are refused (drop_no_node_address)",
+    );
   await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
   log.info(
     {
@@ -163,11 +276,17 @@ export async function startAgent(
       mode,
       why: modeReason(settings.requestedMode, kind),
       pinDir: settings.pinDir,
+      nodeAddress,
     },
     "dataplane attached",
   );
 
   let metrics: AgentMetrics | undefined;
+  // Failover without the controller (leases.ts): this node's Lease, and every agent's, watched.
+  let agent: Agent | undefined;
+  const leases = settings.namespace
+    ? startLeases(settings.namespace, settings, log, () => agent?.schedule())
+    : undefined;
   const tls = new TlsListeners({
     host: await tlsHost(iface, settings.netns),
     readSecret,
@@ -175,8 +294,9 @@ export async function startAgent(
     log,
     limits: settings.tlsLimits,
   });
-  const agent = new Agent({
+  agent = new Agent({
     nodeName: settings.nodeName,
+    liveness: leases ? () => leases.view.liveness() : undefined,
     dataplane,
     mode,
     acknowledge,
@@ -201,16 +321,19 @@ export async function startAgent(
       conntrackEntries: async () => (await dataplane.conntrack()).length,
       conntrackCounters: () => dataplane.conntrackCounters(),
       tlsConnections: () => tls.openConnections(),
+      unavailableEndpoints: () => agent.unavailableEndpoints(),
       listener: s => agent.listener(s),
       ready: () => agent.ready,
+      ...(leases
+        ? {
+            leaseHeld: () => leases.holder.held(),
+            liveNodes: () => leases.view.liveness()?.live.size,
+          }
+        : {}),
       iface,
       mode,
     },
-    error =>
-      log.error(
-        { error: error instanceof Error ? error.message : String(error) },
-        "reading dataplane counters failed",
-      ),
+    error => log.error({ error: errorMessage(error) }, "reading dataplane counters failed"),
   );
   const server = await serveMetrics({
     metrics,
@@ -248,6 +371,7 @@ export async function startAgent(
     first,
     relister,
     stop: async () => {
+      await leases?.stop();
       await relister.stop();
       await new Promise<void>(resolve => server.close(() => resolve()));
       await agent.stop();

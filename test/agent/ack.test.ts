@@ -22,7 +22,7 @@ if ("missing" in binaries) {
         name: "tcp",
         port: 80,
         protocol: "TCP",
-        backends: [{ weight: 1, endpoints: [["10.0.0.1", 8080]] }],
+        backends: [{ weight: 1, endpoints: [["198.18.1.1", 8080]] }],
       },
     ]);
     delete (spec.metadata as { generation?: number }).generation;

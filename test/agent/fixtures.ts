@@ -7,8 +7,8 @@ export interface ListenerIn {
   port: number;
   protocol: "TCP" | "UDP";
   rejectWeight?: number;
-  /** per backendRef: weight and endpoints as [address, port] */
-  backends?: { weight: number; endpoints: [string, number][] }[];
+  /** per backendRef: weight and endpoints as [address, port, nodeName?] */
+  backends?: { weight: number; endpoints: [string, number, string?][] }[];
 }
 
 export function dataplaneConfig(
@@ -33,7 +33,9 @@ export function dataplaneConfig(
         rejectWeight: l.rejectWeight ?? 0,
         backends: (l.backends ?? []).map(b => ({
           weight: b.weight,
-          endpoints: b.endpoints.map(([address, port]) => ({ address, port })),
+          endpoints: b.endpoints.map(([address, port, nodeName]) =>
+            nodeName === undefined ? { address, port } : { address, port, nodeName },
+          ),
         })),
       })),
     },

@@ -62,6 +62,21 @@ t.test("metrics move with traffic; health and readiness answer", async t => {
         backends: [{ weight: 1, endpoints: [[lab.backendIps[0], 5353]] }],
       },
       { name: "closed", port: 9000, protocol: "TCP", rejectWeight: 1 },
+      {
+        // b0 on this node; b1 on a node with no agent entry in the config's status.
+        name: "elsewhere",
+        port: 7000,
+        protocol: "TCP",
+        backends: [
+          {
+            weight: 1,
+            endpoints: [
+              [lab.backendIps[0], 8080, "lab-node"],
+              [lab.backendIps[1], 8080, "node-gone"],
+            ],
+          },
+        ],
+      },
     ],
     { node: "lab-node" },
   );
@@ -84,6 +99,7 @@ t.test("metrics move with traffic; health and readiness answer", async t => {
       conntrackEntries: async () => (await dp.conntrack()).length,
       conntrackCounters: () => dp.conntrackCounters(),
       listener: s => a.listener(s),
+      unavailableEndpoints: () => a.unavailableEndpoints(),
       ready: () => a.ready,
       iface: lab.gatewayIface,
       mode: "xdp",
@@ -202,6 +218,33 @@ t.test("metrics move with traffic; health and readiness answer", async t => {
     "every counter is exported, even at 0",
   );
   t.match(after.text, /blixt_arp_total\{result="replied"\} \d+/, "ARP answers are counted");
+
+  // An endpoint on a node no agent has acknowledged from: its share is refused in the kernel,
+  // never sent to it, and counted; once that node's agent has an entry, it is not.
+  const elsewhere = { gateway: "metrics", listener: "elsewhere", port: "7000", address: vip };
+  t.equal(sample(after.text, "blixt_listener_unavailable_endpoints", elsewhere), 1);
+  t.equal(
+    sample(after.text, "blixt_listener_unavailable_endpoints", web),
+    0,
+    "a listener with every endpoint reachable has no series",
+  );
+  const split = await lab.tcp(vip, 7000, 40);
+  t.same(Object.keys(countByBackend(split)), ["b0"], "only the local endpoint answers");
+  const refusedShare = split.filter(o => !o.ok).length;
+  t.ok(
+    refusedShare >= 5 && refusedShare <= 35,
+    `about half the connections are refused (${refusedShare} of 40)`,
+  );
+  const acknowledged = Object.assign(Object.create(Object.getPrototypeOf(config)), config, {
+    status: { nodes: [{ name: "node-gone", observedGeneration: 1 }] },
+  });
+  a.observe(acknowledged);
+  t.ok((await a.converge()).ok);
+  t.equal(
+    sample((await get("/metrics")).text, "blixt_listener_unavailable_endpoints", elsewhere),
+    0,
+    "no longer counted once node-gone's agent has an entry",
+  );
   t.same(scrapeErrors, [], "no scrape error");
   t.equal((await get("/nope")).status, 404);
 });

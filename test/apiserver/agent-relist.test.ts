@@ -44,6 +44,40 @@ t.test("mergeRelist: the list wins unless a watch event in flight is newer", asy
   );
 });
 
+t.test(
+  "watchEvent drops what a replayed watch delivers again, and what a relist already holds",
+  async t => {
+    const agent = new Agent({
+      nodeName: "n1",
+      dataplane: {} as Dataplane,
+      mode: "tc",
+      acknowledge: async () => {},
+    });
+    const relister = new Relister({
+      list: async () => ({ items: [cfg("a", "20")], resourceVersion: "25" }),
+      agent,
+      intervalMs: 0,
+    });
+    const news = (name: string, rv: string) => relister.watchEvent(cfg(name, rv));
+    t.ok(news("a", "10"), "a first event");
+    t.ok(news("a", "12"), "a newer one");
+    t.notOk(news("a", "11"), "an older version of a live config");
+    t.notOk(news("a", "12"), "the same version again");
+    t.ok(news("b", "15"), "b deleted at 15");
+    t.notOk(news("b", "13"), "b's creation, replayed after its deletion");
+    t.ok(
+      relister.watchEvent({ metadata: { namespace: "default", name: "x" } } as DataplaneConfig),
+      "an event without a resourceVersion is taken",
+    );
+    t.ok(await relister.relist("watch"), "the relist ran");
+    t.notOk(news("a", "22"), "older than the relist's list");
+    t.notOk(news("c", "24"), "created before the list was taken: the list had it");
+    t.ok(news("a", "26"), "newer than the list");
+    t.notOk(news("a", "26"), "and only once");
+    await relister.stop();
+  },
+);
+
 const binaries = findBinaries();
 if ("missing" in binaries) {
   t.fail(`the real kube-apiserver is needed: ${binaries.missing}`);

@@ -323,7 +323,8 @@ export async function startApiServer(
       "--service-account-signing-key-file",
       join(dir, "sa.key"),
       "--service-cluster-ip-range",
-      "10.96.0.0/16",
+      // The local cluster's Service range (hack/cluster/lib.sh SERVICE_CIDR): inside 198.18.0.0/15.
+      "198.19.240.0/21",
       "--authorization-mode",
       "RBAC",
       // No endpoints for the kubernetes Service: nothing in these tests runs in a pod.

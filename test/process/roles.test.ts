@@ -93,14 +93,10 @@ t.test(
   },
 );
 
-t.test("agent role: only the node agent's capability, watching DataplaneConfigs", async t => {
+t.test("agent role: only the node agent's capability, with no Pepr bindings", async t => {
+  // The agent watches DataplaneConfigs itself (kube.ts watchDataplaneConfigs), from its start.
   const capabilities = await loaded.agent;
-  t.same(capabilities, [
-    {
-      name: "dataplane-agent",
-      bindings: ["DataplaneConfig CREATEORUPDATE watch", "DataplaneConfig DELETE watch"],
-    },
-  ]);
+  t.same(capabilities, [{ name: "dataplane-agent", bindings: [] }]);
 });
 
 t.test("pepr build sees every role's bindings", async t => {

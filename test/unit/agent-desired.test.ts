@@ -15,6 +15,7 @@ import {
   changesByConfig,
   desiredState,
   diffState,
+  endpointPlaces,
   listenerWeights,
   nodeAck,
   retryDelay,
@@ -25,7 +26,8 @@ interface ListenerIn {
   port: number;
   protocol: "TCP" | "UDP";
   rejectWeight?: number;
-  backends?: { weight: number; endpoints: [string, number][] }[];
+  /** per backendRef: weight and endpoints as [address, port, nodeName?] */
+  backends?: { weight: number; endpoints: [string, number, string?][] }[];
 }
 
 function config(
@@ -50,7 +52,9 @@ function config(
         rejectWeight: l.rejectWeight ?? 0,
         backends: (l.backends ?? []).map(b => ({
           weight: b.weight,
-          endpoints: b.endpoints.map(([address, port]) => ({ address, port })),
+          endpoints: b.endpoints.map(([address, port, nodeName]) =>
+            nodeName === undefined ? { address, port } : { address, port, nodeName },
+          ),
         })),
       })),
     },
@@ -65,22 +69,22 @@ t.test(
     const w = listenerWeights({
       rejectWeight: 0,
       backends: [
-        { weight: 1, endpoints: [{ address: "10.0.0.1", port: 80 }] },
+        { weight: 1, endpoints: [{ address: "198.18.1.1", port: 80 }] },
         {
           weight: 1,
           endpoints: [
-            { address: "10.0.1.1", port: 80 },
-            { address: "10.0.1.2", port: 80 },
-            { address: "10.0.1.3", port: 80 },
+            { address: "198.18.2.1", port: 80 },
+            { address: "198.18.2.2", port: 80 },
+            { address: "198.18.2.3", port: 80 },
           ],
         },
       ],
     });
     t.same(w.backends, [
-      { ip: "10.0.0.1", port: 80, weight: 3 },
-      { ip: "10.0.1.1", port: 80, weight: 1 },
-      { ip: "10.0.1.2", port: 80, weight: 1 },
-      { ip: "10.0.1.3", port: 80, weight: 1 },
+      { ip: "198.18.1.1", port: 80, weight: 3 },
+      { ip: "198.18.2.1", port: 80, weight: 1 },
+      { ip: "198.18.2.2", port: 80, weight: 1 },
+      { ip: "198.18.2.3", port: 80, weight: 1 },
     ]);
     t.equal(w.rejectWeight, 0);
   },
@@ -95,8 +99,8 @@ t.test(
         {
           weight: 80,
           endpoints: [
-            { address: "10.0.0.1", port: 80 },
-            { address: "10.0.0.2", port: 80 },
+            { address: "198.18.1.1", port: 80 },
+            { address: "198.18.1.2", port: 80 },
           ],
         },
       ],
@@ -114,11 +118,11 @@ t.test("listenerWeights merges an endpoint that two backendRefs share", async t 
   const w = listenerWeights({
     rejectWeight: 0,
     backends: [
-      { weight: 1, endpoints: [{ address: "10.0.0.1", port: 80 }] },
-      { weight: 2, endpoints: [{ address: "10.0.0.1", port: 80 }] },
+      { weight: 1, endpoints: [{ address: "198.18.1.1", port: 80 }] },
+      { weight: 2, endpoints: [{ address: "198.18.1.1", port: 80 }] },
     ],
   });
-  t.same(w.backends, [{ ip: "10.0.0.1", port: 80, weight: 1 }]);
+  t.same(w.backends, [{ ip: "198.18.1.1", port: 80, weight: 1 }]);
 });
 
 t.test("listenerWeights rounds onto a fine scale when exact ratios would overflow u32", async t => {
@@ -126,7 +130,7 @@ t.test("listenerWeights rounds onto a fine scale when exact ratios would overflo
   const backends = Array.from({ length: 23 }, (_, i) => ({
     weight: 1_000_000,
     endpoints: Array.from({ length: i + 1 }, (_, j) => ({
-      address: `10.${i}.0.${j + 1}`,
+      address: `198.18.${i + 1}.${j + 1}`,
       port: 80,
     })),
   }));
@@ -135,8 +139,8 @@ t.test("listenerWeights rounds onto a fine scale when exact ratios would overflo
     w.backends.every(b => Number.isInteger(b.weight) && b.weight >= 1 && b.weight <= 0xffffffff),
     "every weight an integer in u32",
   );
-  const first = w.backends.find(b => b.ip === "10.0.0.1")!.weight;
-  const ofSecond = w.backends.find(b => b.ip === "10.1.0.1")!.weight;
+  const first = w.backends.find(b => b.ip === "198.18.1.1")!.weight;
+  const ofSecond = w.backends.find(b => b.ip === "198.18.2.1")!.weight;
   t.ok(Math.abs(first / ofSecond - 2) < 0.01, `halves stay halves (${first} vs ${ofSecond})`);
   t.ok(w.rejectWeight >= 1, "a non-zero reject weight stays non-zero");
 });
@@ -153,7 +157,7 @@ t.test(
             name: "dns",
             port: 53,
             protocol: "UDP",
-            backends: [{ weight: 1, endpoints: [["10.0.0.9", 5353]] }],
+            backends: [{ weight: 1, endpoints: [["198.18.1.9", 5353]] }],
           },
         ],
         { node: "node-2" },
@@ -166,7 +170,7 @@ t.test(
             name: "tcp",
             port: 80,
             protocol: "TCP",
-            backends: [{ weight: 1, endpoints: [["10.0.0.1", 8080]] }],
+            backends: [{ weight: 1, endpoints: [["198.18.1.1", 8080]] }],
           },
           { name: "empty", port: 81, protocol: "TCP", rejectWeight: 1 },
         ],
@@ -180,7 +184,7 @@ t.test(
         vip: "198.18.100.1",
         port: 80,
         proto: "tcp",
-        backends: [{ ip: "10.0.0.1", port: 8080, weight: 1 }],
+        backends: [{ ip: "198.18.1.1", port: 8080, weight: 1 }],
         rejectWeight: 0,
       },
       { vip: "198.18.100.1", port: 81, proto: "tcp", backends: [], rejectWeight: 1 },
@@ -188,7 +192,7 @@ t.test(
         vip: "198.18.100.2",
         port: 53,
         proto: "udp",
-        backends: [{ ip: "10.0.0.9", port: 5353, weight: 1 }],
+        backends: [{ ip: "198.18.1.9", port: 5353, weight: 1 }],
         rejectWeight: 0,
       },
     ]);
@@ -262,8 +266,8 @@ const web: ServiceSpec = {
   port: 80,
   proto: "tcp",
   backends: [
-    { ip: "10.0.0.1", port: 80, weight: 1 },
-    { ip: "10.0.0.2", port: 80, weight: 1 },
+    { ip: "198.18.1.1", port: 80, weight: 1 },
+    { ip: "198.18.1.2", port: 80, weight: 1 },
   ],
   rejectWeight: 0,
 };
@@ -271,7 +275,7 @@ const dns: ServiceSpec = {
   vip: "198.18.100.1",
   port: 53,
   proto: "udp",
-  backends: [{ ip: "10.0.0.9", port: 53, weight: 1 }],
+  backends: [{ ip: "198.18.1.9", port: 53, weight: 1 }],
   rejectWeight: 0,
 };
 
@@ -300,6 +304,44 @@ t.test("diffState of converged maps is empty, whatever the backend order", async
     },
   );
   t.equal(changeCount(d), 0);
+});
+
+t.test("diffState: a backend that became remote (or local) is set again", async t => {
+  const remoteWeb = {
+    ...web,
+    backends: [web.backends[0], { ...web.backends[1], remote: true }],
+  };
+  const localRead = {
+    ...actualOf(web, 1, { table: true }),
+    backends: web.backends.map(b => ({ ...b, remote: false })),
+  };
+  const d = diffState(
+    { services: [remoteWeb], addresses: [], announced: [] },
+    {
+      services: [localRead],
+      addresses: [],
+    },
+  );
+  t.same([...d.reasons], [["198.18.100.1:80/tcp", "backends"]]);
+  t.same(
+    d.set[0].backends.map(b => b.remote ?? false),
+    [false, true],
+  );
+  // The table's backend list read back (blixt_mg_backs) carries the flag, as lines.ts decodes it.
+  const again = diffState(
+    { services: [remoteWeb], addresses: [], announced: [] },
+    { services: [actualOf(remoteWeb, 1, { table: true })], addresses: [] },
+  );
+  t.equal(changeCount(again), 0, "converged once the table says remote");
+  const flagLost = diffState(
+    { services: [remoteWeb], addresses: [], announced: [] },
+    { services: [actualOf(web, 1, { table: true })], addresses: [] },
+  );
+  t.same(
+    [...flagLost.reasons],
+    [["198.18.100.1:80/tcp", "table"]],
+    "a live table whose backend list lacks the remote flag is written again",
+  );
 });
 
 t.test(
@@ -367,7 +409,7 @@ t.test(
     swapped.tableBackends!.set(0, "reject");
     t.equal(reasonFor(swapped), "table", "a backend list entry changed");
     const extra = actualOf(web, 1, { table: true });
-    extra.tableBackends!.set(2, { ip: "10.0.0.3", port: 80 });
+    extra.tableBackends!.set(2, { ip: "198.18.1.3", port: 80 });
     t.equal(reasonFor(extra), "table", "a stray backend list entry");
     const resized = { ...actualOf(web, 1), tableSize: 0 };
     t.equal(
@@ -405,6 +447,271 @@ t.test("changesByConfig attributes changes to the Gateway they belong to", async
     ["default/gone", 1],
   ]);
 });
+
+// ---- endpoints on several nodes ------------------------------------------------------------
+
+const acked = (...nodes: string[]) => ({
+  nodes: nodes.map(name => ({ name, observedGeneration: 1, mode: "tc" })),
+});
+
+t.test(
+  "endpointPlaces: local on this node or on none, remote on a node with an agent entry, else unavailable",
+  async t => {
+    const place = endpointPlaces(
+      { status: acked("node-a", "node-b") } as DataplaneConfig,
+      "node-a",
+    );
+    t.equal(place({}), "local", "no nodeName: forwarded directly");
+    t.equal(place({ nodeName: "node-a" }), "local", "this node");
+    t.equal(place({ nodeName: "node-b" }), "remote", "another node whose agent acknowledged");
+    t.equal(place({ nodeName: "node-c" }), "unavailable", "a node with no agent entry");
+    const fresh = endpointPlaces({} as DataplaneConfig, "node-a");
+    t.equal(
+      fresh({ nodeName: "node-a" }),
+      "local",
+      "own endpoints need no entry, not even its own",
+    );
+    t.equal(fresh({ nodeName: "node-b" }), "unavailable", "no status yet: no other node counts");
+  },
+);
+
+t.test(
+  "listenerWeights: an unavailable endpoint's share joins the rejected share, a remote one is marked",
+  async t => {
+    const listener = {
+      rejectWeight: 1,
+      backends: [
+        {
+          weight: 3,
+          endpoints: [
+            { address: "10.0.0.1", port: 80, nodeName: "node-a" },
+            { address: "10.0.0.2", port: 80, nodeName: "node-b" },
+            { address: "10.0.0.3", port: 80, nodeName: "node-c" },
+          ],
+        },
+      ],
+    };
+    const w = listenerWeights(
+      listener,
+      endpointPlaces({ status: acked("node-b") } as DataplaneConfig, "node-a"),
+    );
+    t.same(
+      w,
+      {
+        backends: [
+          { ip: "10.0.0.1", port: 80, weight: 1 },
+          { ip: "10.0.0.2", port: 80, weight: 1, remote: true },
+        ],
+        rejectWeight: 2,
+        unavailable: [{ address: "10.0.0.3", port: 80, nodeName: "node-c" }],
+      },
+      "one third each, the rejected share is the invalid refs' plus node-c's third",
+    );
+    t.notOk("remote" in w.backends[0], "a local backend carries no remote flag");
+    t.same(
+      listenerWeights(listener),
+      {
+        backends: [
+          { ip: "10.0.0.1", port: 80, weight: 1 },
+          { ip: "10.0.0.2", port: 80, weight: 1 },
+          { ip: "10.0.0.3", port: 80, weight: 1 },
+        ],
+        rejectWeight: 1,
+        unavailable: [],
+      },
+      "without a rule every endpoint is local (an HTTPS listener's terminator reaches them all)",
+    );
+    // Endpoint counts 1..23 (lcm far beyond 2^31): weights are rounded. The refs with an odd
+    // index are on a node with no agent entry, so their share is refused.
+    const backends = Array.from({ length: 23 }, (_, i) => ({
+      weight: 1_000_000,
+      endpoints: Array.from({ length: i + 1 }, (_, j) => ({
+        address: `10.${i}.0.${j + 1}`,
+        port: 80,
+        nodeName: i % 2 === 1 ? "gone" : "n1",
+      })),
+    }));
+    const huge = listenerWeights(
+      { rejectWeight: 0, backends },
+      endpointPlaces({} as DataplaneConfig, "n1"),
+    );
+    const refusedCount = backends
+      .filter((_, i) => i % 2 === 1)
+      .reduce((n, b) => n + b.endpoints.length, 0);
+    t.equal(huge.unavailable.length, refusedCount, "the rounded path refuses the same endpoints");
+    t.equal(huge.backends.length, 276 - refusedCount);
+    t.ok(huge.backends.every(b => b.weight <= 0xffffffff && Number.isInteger(b.weight)));
+    const served = huge.backends.reduce((s, b) => s + b.weight, 0);
+    t.ok(
+      Math.abs(huge.rejectWeight / (served + huge.rejectWeight) - 11 / 23) < 1e-3,
+      `and gives their share to the rejected share (${huge.rejectWeight} of ${served + huge.rejectWeight})`,
+    );
+  },
+);
+
+t.test(
+  "desiredState on node-a: local and remote endpoints are served, one on an unknown node is refused and named",
+  async t => {
+    const web = config(
+      "web",
+      "198.18.100.1",
+      [
+        {
+          name: "tcp",
+          port: 80,
+          protocol: "TCP",
+          backends: [
+            {
+              weight: 1,
+              endpoints: [
+                ["198.19.225.9", 8080, "node-a"],
+                ["198.19.226.7", 8080, "node-b"],
+                ["198.19.227.4", 8080, "node-c"],
+                ["198.19.233.1", 8080],
+              ],
+            },
+          ],
+        },
+      ],
+      { status: acked("node-b") },
+    );
+    const d = desiredState([web], "node-a");
+    t.same(d.services, [
+      {
+        vip: "198.18.100.1",
+        port: 80,
+        proto: "tcp",
+        backends: [
+          { ip: "198.19.225.9", port: 8080, weight: 1 },
+          { ip: "198.19.226.7", port: 8080, weight: 1, remote: true },
+          { ip: "198.19.233.1", port: 8080, weight: 1 },
+        ],
+        rejectWeight: 1,
+      },
+    ]);
+    t.same(d.problems, new Map(), "the config applies");
+    t.same(d.unavailable.get("198.18.100.1:80/tcp"), [
+      { address: "198.19.227.4", port: 8080, nodeName: "node-c" },
+    ]);
+    t.equal(
+      d.warnings.get("default/web"),
+      'DataplaneConfig default/web: node node-a refuses the share of new flows of 1 endpoint whose node has no blixt agent entry in this DataplaneConfig\'s status: 198.19.227.4:8080 (node "node-c"); run the blixt node agent on that node (or wait for it to acknowledge)',
+    );
+
+    // node-c's agent acknowledges: its endpoint becomes remote, the warning goes away.
+    const later = desiredState(
+      [{ ...web, status: acked("node-b", "node-c") } as DataplaneConfig],
+      "node-a",
+    );
+    t.same(
+      later.services[0].backends.map(b => [b.ip, b.remote ?? false]),
+      [
+        ["198.19.225.9", false],
+        ["198.19.226.7", true],
+        ["198.19.227.4", true],
+        ["198.19.233.1", false],
+      ],
+    );
+    t.equal(later.services[0].rejectWeight, 0);
+    t.equal(later.warnings.size, 0);
+    t.equal(later.unavailable.size, 0);
+
+    // Another node's entry changing (generation, message) changes nothing here.
+    const moved = desiredState(
+      [
+        {
+          ...web,
+          status: {
+            nodes: [{ name: "node-b", observedGeneration: 7, message: "bpftool: map full" }],
+          },
+        } as DataplaneConfig,
+      ],
+      "node-a",
+    );
+    t.same(moved.services, d.services, "same maps");
+    t.same(moved.warnings, d.warnings, "same message");
+  },
+);
+
+t.test(
+  "the message names the first few unavailable endpoints and counts the rest, and fits the CRD",
+  async t => {
+    const endpoints: [string, number, string][] = Array.from({ length: 40 }, (_, i) => [
+      `10.0.${i}.1`,
+      80,
+      `node-${"x".repeat(200)}-${i}`,
+    ]);
+    const c = config("big", "198.18.100.2", [
+      { name: "a", port: 80, protocol: "TCP", backends: [{ weight: 1, endpoints }] },
+      // The same endpoints behind a second listener are counted once in the message.
+      { name: "b", port: 81, protocol: "TCP", backends: [{ weight: 1, endpoints }] },
+    ]);
+    const d = desiredState([c], "node-a");
+    const message = d.warnings.get("default/big") ?? "";
+    t.match(message, /of 40 endpoints whose node/);
+    t.match(
+      message,
+      /10\.0\.0\.1:80 \(node "node-x+-0"\), 10\.0\.1\.1:80 .*, 10\.0\.2\.1:80 .*, and 37 more;/,
+    );
+    t.equal(d.services[0].backends.length, 0, "every endpoint refused");
+    t.equal(d.services[0].rejectWeight, 1);
+    t.equal(d.unavailable.get("198.18.100.2:80/tcp")?.length, 40);
+    const ack = nodeAck(c, "node-a", { applied: true, message }, "tc", "2026-01-01T00:00:00Z");
+    t.ok(ack && ack.message && ack.message.length <= 1024, "the status entry fits maxLength 1024");
+    t.equal(ack?.observedGeneration, 1, "the generation is acknowledged: it is applied");
+  },
+);
+
+t.test(
+  "an HTTPS listener's endpoints are all reachable (its terminator forwards through the node's stack)",
+  async t => {
+    const c = config("tls", "198.18.100.3", [
+      {
+        name: "https",
+        port: 443,
+        protocol: "TCP",
+        backends: [{ weight: 1, endpoints: [["10.0.0.1", 8443, "node-z"]] }],
+      },
+    ]);
+    (c.spec!.listeners![0] as { tls?: unknown }).tls = {
+      certificateRefs: [{ namespace: "blixt", name: "cert" }],
+    };
+    const d = desiredState(
+      [c],
+      "node-a",
+      new Map([["default/tls#https", { ok: true, address: "192.0.2.1", port: 40443 }]]),
+    );
+    t.same(d.services[0].backends, [{ ip: "192.0.2.1", port: 40443, weight: 1 }]);
+    t.equal(d.services[0].rejectWeight, 0);
+    t.equal(d.warnings.size, 0);
+  },
+);
+
+t.test(
+  "nodeAck: an applied config's message is written once, and removed once it no longer applies",
+  async t => {
+    const base = config("a", "198.18.100.1", [], { generation: 2 });
+    const first = nodeAck(base, "n", { applied: true, message: "refused: x" }, "tc", "T1");
+    t.same(first, {
+      name: "n",
+      observedGeneration: 2,
+      mode: "tc",
+      message: "refused: x",
+      lastTransitionTime: "T1",
+    });
+    const withEntry = { ...base, status: { nodes: [first] } } as unknown as DataplaneConfig;
+    t.equal(
+      nodeAck(withEntry, "n", { applied: true, message: "refused: x" }, "tc", "T2"),
+      undefined,
+      "the same message again: nothing to write",
+    );
+    t.same(
+      nodeAck(withEntry, "n", { applied: true }, "tc", "T2"),
+      { name: "n", observedGeneration: 2, mode: "tc", lastTransitionTime: "T1" },
+      "no longer refused: the message goes, the transition time stays",
+    );
+  },
+);
 
 t.test("nodeAck acknowledges the new generation once, and only this node's entry", async t => {
   const other = { name: "node-2", observedGeneration: 1, mode: "xdp" };

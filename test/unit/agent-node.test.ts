@@ -11,7 +11,7 @@ import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconf
 t.test("the ingress interface is the default route's with the lowest metric", async t => {
   t.equal(
     defaultRouteInterface([
-      { dst: "10.0.0.0/8", dev: "cni0" },
+      { dst: "198.19.0.0/16", dev: "cni0" },
       { dst: "default", dev: "wlan0", metric: 600 },
       { dst: "default", dev: "eth0", metric: 100 },
     ]),
@@ -22,7 +22,7 @@ t.test("the ingress interface is the default route's with the lowest metric", as
     "eth1",
     "no metric is metric 0",
   );
-  t.equal(defaultRouteInterface([{ dst: "10.0.0.0/8", dev: "eth0" }]), undefined);
+  t.equal(defaultRouteInterface([{ dst: "198.19.0.0/16", dev: "eth0" }]), undefined);
 });
 
 t.test("auto picks TC on a veth and native XDP elsewhere; an explicit mode is kept", async t => {
@@ -48,6 +48,7 @@ t.test("auto picks TC on a veth and native XDP elsewhere; an explicit mode is ke
 t.test("settings come from the environment, with errors naming the variable", async t => {
   t.same(agentSettings({ NODE_NAME: "n1" }), {
     nodeName: "n1",
+    nodeAddress: undefined,
     iface: undefined,
     requestedMode: "auto",
     pinDir: "/sys/fs/bpf/blixt",
@@ -64,7 +65,25 @@ t.test("settings come from the environment, with errors naming the variable", as
     },
     metricsAddress: "127.0.0.1",
     tlsLimits: { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 },
+    namespace: undefined,
+    lease: { durationSeconds: 2, renewMs: 500 },
   });
+  t.match(
+    agentSettings({
+      NODE_NAME: "n1",
+      POD_NAMESPACE: "blixt-system",
+      POD_NAME: "blixt-agent-x1",
+      POD_UID: "u-1",
+      BLIXT_LEASE_DURATION_SECONDS: "10",
+      BLIXT_LEASE_RENEW_MILLISECONDS: "2000",
+    }),
+    {
+      namespace: "blixt-system",
+      pod: { name: "blixt-agent-x1", uid: "u-1" },
+      lease: { durationSeconds: 10, renewMs: 2000 },
+    },
+    "the node Lease: where, whose, and how long",
+  );
   t.match(
     agentSettings({
       NODE_NAME: "n1",
@@ -80,6 +99,18 @@ t.test("settings come from the environment, with errors naming the variable", as
     /BLIXT_RELIST_SECONDS="-5" must be an integer in 0\.\.86400/,
   );
   t.throws(() => agentSettings({}), /NODE_NAME is not set/);
+  t.equal(
+    agentSettings({ NODE_NAME: "n1", HOST_IP: " 192.0.2.7 " }).nodeAddress,
+    "192.0.2.7",
+    "HOST_IP is the node's own address",
+  );
+  t.equal(agentSettings({ NODE_NAME: "n1", HOST_IP: "" }).nodeAddress, undefined);
+  for (const bad of ["fd00::7", "node-1", "192.0.2.256"])
+    t.throws(
+      () => agentSettings({ NODE_NAME: "n1", HOST_IP: bad }),
+      new RegExp(`HOST_IP="${bad.replace(/\./g, "\\.")}" is not an IPv4 address`),
+      `HOST_IP=${bad} is refused, naming the variable`,
+    );
   t.throws(
     () => agentSettings({ NODE_NAME: "n1", BLIXT_METRICS_PORT: "http" }),
     /BLIXT_METRICS_PORT="http" must be an integer in 0\.\.65535/,

@@ -458,8 +458,8 @@ t.test(
       "metrics on loopback unless told",
     );
     t.equal(
-      agentSettings({ NODE_NAME: "n", BLIXT_METRICS_ADDRESS: "10.0.0.7" }).metricsAddress,
-      "10.0.0.7",
+      agentSettings({ NODE_NAME: "n", BLIXT_METRICS_ADDRESS: "198.18.1.7" }).metricsAddress,
+      "198.18.1.7",
     );
     t.throws(
       () => agentSettings({ NODE_NAME: "n", BLIXT_METRICS_ADDRESS: "node-1" }),

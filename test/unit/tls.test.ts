@@ -146,7 +146,7 @@ t.test(
     t.teardown(() => rm(dir, { recursive: true, force: true }));
     const a = await pem(dir, "a.example", [
       "-addext",
-      "subjectAltName=DNS:a.example,DNS:*.a.example,IP:10.0.0.1",
+      "subjectAltName=DNS:a.example,DNS:*.a.example,IP:198.18.1.1",
     ]);
     const cnOnly = await pem(dir, "cn.example");
     const other = await pem(dir, "other.example");
@@ -252,14 +252,14 @@ t.test(
         port: 80,
         protocol: "TCP",
         rejectWeight: 0,
-        backends: [{ weight: 1, endpoints: [ep("10.0.0.1")] }],
+        backends: [{ weight: 1, endpoints: [ep("198.18.1.1")] }],
       },
       https(
         "secure",
         443,
         [
-          { weight: 2, endpoints: [ep("10.0.0.1"), ep("10.0.0.2")] },
-          { weight: 0, endpoints: [ep("10.0.0.3")] },
+          { weight: 2, endpoints: [ep("198.18.1.1"), ep("198.18.1.2")] },
+          { weight: 0, endpoints: [ep("198.18.1.3")] },
         ],
         1,
       ),
@@ -284,8 +284,8 @@ t.test(
           address: "198.18.50.1",
           certificateRefs: [{ namespace: "default", name: "secure-cert" }],
           backends: [
-            { ip: "10.0.0.1", port: 8080, weight: 1 },
-            { ip: "10.0.0.2", port: 8080, weight: 1 },
+            { ip: "198.18.1.1", port: 8080, weight: 1 },
+            { ip: "198.18.1.2", port: 8080, weight: 1 },
           ],
           rejectWeight: 1,
         },
@@ -300,8 +300,8 @@ t.test(
   async t => {
     const up: TlsOutcome = { ok: true, address: "10.9.0.1", port: 40000 };
     const backends = [
-      { ip: "10.0.0.1", port: 8080, weight: 2 },
-      { ip: "10.0.0.2", port: 8080, weight: 4 },
+      { ip: "198.18.1.1", port: 8080, weight: 2 },
+      { ip: "198.18.1.2", port: 8080, weight: 4 },
     ];
     t.same(terminatedService({ backends, rejectWeight: 0 }, up), {
       backends: [{ ip: "10.9.0.1", port: 40000, weight: 1 }],
@@ -330,8 +330,8 @@ t.test(
     const huge = terminatedService(
       {
         backends: [
-          { ip: "10.0.0.1", port: 1, weight: 0x7fffffff },
-          { ip: "10.0.0.2", port: 1, weight: 0x7fffffff },
+          { ip: "198.18.1.1", port: 1, weight: 0x7fffffff },
+          { ip: "198.18.1.2", port: 1, weight: 0x7fffffff },
         ],
         rejectWeight: 1,
       },
@@ -353,10 +353,10 @@ t.test(
         port: 80,
         protocol: "TCP",
         rejectWeight: 0,
-        backends: [{ weight: 1, endpoints: [ep("10.0.0.1")] }],
+        backends: [{ weight: 1, endpoints: [ep("198.18.1.1")] }],
       },
-      https("good", 443, [{ weight: 1, endpoints: [ep("10.0.0.1")] }]),
-      https("bad", 8443, [{ weight: 1, endpoints: [ep("10.0.0.1")] }]),
+      https("good", 443, [{ weight: 1, endpoints: [ep("198.18.1.1")] }]),
+      https("bad", 8443, [{ weight: 1, endpoints: [ep("198.18.1.1")] }]),
     ]);
     const tls = new Map<string, TlsOutcome>([
       ["default/web#good", { ok: true, address: "10.9.0.1", port: 40000 }],
@@ -367,7 +367,7 @@ t.test(
       desired.services.map(s => [s.port, s.backends, s.rejectWeight]),
       [
         [443, [{ ip: "10.9.0.1", port: 40000, weight: 1 }], 0],
-        [80, [{ ip: "10.0.0.1", port: 8080, weight: 1 }], 0],
+        [80, [{ ip: "198.18.1.1", port: 8080, weight: 1 }], 0],
         [8443, [], 0],
       ],
       "443 steered to the terminator, 80 as before, 8443 refused",
@@ -424,12 +424,12 @@ t.test(
         addr_info: [
           { family: "inet6", local: "fe80::1", scope: "link" },
           { family: "inet", local: "127.0.0.5", scope: "host" },
-          { family: "inet", local: "10.0.0.7", scope: "global" },
-          { family: "inet", local: "10.0.0.8", scope: "global" },
+          { family: "inet", local: "198.18.1.7", scope: "global" },
+          { family: "inet", local: "198.18.1.8", scope: "global" },
         ],
       },
     ];
-    t.equal(firstIPv4(links), "10.0.0.7");
+    t.equal(firstIPv4(links), "198.18.1.7");
     t.equal(
       firstIPv4([{ addr_info: [{ family: "inet6", local: "2001:db8::1", scope: "global" }] }]),
       undefined,

@@ -14,6 +14,7 @@ import {
   type TlsListenerSpec,
 } from "./certificates.js";
 import { TlsTerminator, type TlsEvent, type TlsLimits } from "./terminator.js";
+import { errorMessage } from "../../error-message.js";
 
 export interface TlsListenersOptions {
   /** The node address terminators listen on; unset with the reason when there is none. */
@@ -36,12 +37,6 @@ interface Running {
 }
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
-const errorText = (error: unknown) =>
-  error instanceof Error
-    ? error.message
-    : typeof error === "object"
-      ? JSON.stringify(error)
-      : String(error);
 
 export class TlsListeners {
   private readonly opts: TlsListenersOptions;
@@ -81,7 +76,7 @@ export class TlsListeners {
           this.opts.readSecret(namespace, name).then(
             secret => ({ secret }),
             (error: unknown) => ({
-              error: `reading Secret ${ref} failed: ${errorText(error)}; check that the agent may get Secrets (the chart's agent ClusterRole)`,
+              error: `reading Secret ${ref} failed: ${errorMessage(error)}; check that the agent may get Secrets (the chart's agent ClusterRole)`,
             }),
           ),
         );
@@ -162,10 +157,10 @@ export class TlsListeners {
         try {
           current.terminator.setCertificates(certificates);
         } catch (error) {
-          await this.stop(spec.key, errorText(error));
+          await this.stop(spec.key, errorMessage(error));
           return {
             ok: false,
-            error: `${name}: the certificates of ${certificates.map(c => c.secret).join(", ")} cannot be loaded: ${errorText(error)}`,
+            error: `${name}: the certificates of ${certificates.map(c => c.secret).join(", ")} cannot be loaded: ${errorMessage(error)}`,
           };
         }
         current.loaded = loaded;
@@ -208,7 +203,7 @@ export class TlsListeners {
       await terminator?.close().catch(() => undefined);
       return {
         ok: false,
-        error: `${name}: the TLS terminator cannot start on ${this.opts.host}: ${errorText(error)}`,
+        error: `${name}: the TLS terminator cannot start on ${this.opts.host}: ${errorMessage(error)}`,
       };
     }
   }

@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * Failover without the controller in the path. Every agent holds a Lease of its own node
+ * (`blixt-agent-<node>` in the agent namespace) and renews it every renew interval; every
+ * agent watches all of them. An address is announced by the node the controller chose
+ * (DataplaneConfig spec.announcingNode) while that node's Lease is live; when it lapses, by
+ * the live node with the highest rendezvous hash of address and node name (../rendezvous.ts,
+ * the controller's own choice function), which every agent computes alike from the same
+ * Leases. So the standby takes the address over, and sends gratuitous ARP, one Lease
+ * duration after the announcer stopped renewing, whatever the controller is doing.
+ *
+ * The Kubernetes calls (apply, list, watch) are in kube.ts; this module is pure but for its
+ * timers. Liveness is judged by each agent's own clock, as client-go's leader election does:
+ * a Lease is live for leaseDurationSeconds after this agent saw its renewTime change, so clock
+ * skew between nodes does not matter. While the agent's view of the Leases is not current (the
+ * watch failed and the relist has not answered, or the API server is away), it judges
+ * nothing and keeps to spec.announcingNode: nobody takes an address over on a view it cannot
+ * trust, and with the API server stopped for everyone, the announcer keeps serving.
+ */
+import type { V1Lease } from "@kubernetes/client-node";
+import { rendezvousPick } from "../rendezvous.js";
+import { errorMessage } from "../error-message.js";
+import type { AgentLog } from "./log.js";
+
+/** The label every agent Lease carries, and what the agents' watch selects. */
+export const LEASE_LABEL = "app.kubernetes.io/component";
+export const LEASE_LABEL_VALUE = "agent-lease";
+
+export interface LeaseSettings {
+  /** leaseDurationSeconds: how long a Lease stays live after its last renewal was seen */
+  durationSeconds: number;
+  /** how often the agent renews its own Lease, ms */
+  renewMs: number;
+}
+
+export const LEASE_DEFAULTS: Readonly<LeaseSettings> = { durationSeconds: 2, renewMs: 500 };
+
+/** Lease settings from the environment; throws naming the variable that is wrong. Pure. */
+export function leaseSettings(env: NodeJS.ProcessEnv): LeaseSettings {
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = env[name]?.trim();
+    if (!raw) return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new Error(`${name}="${raw}" must be an integer in ${min}..${max}`);
+    return n;
+  };
+  const durationSeconds = int(
+    "BLIXT_LEASE_DURATION_SECONDS",
+    LEASE_DEFAULTS.durationSeconds,
+    1,
+    3600,
+  );
+  const renewMs = int("BLIXT_LEASE_RENEW_MILLISECONDS", LEASE_DEFAULTS.renewMs, 100, 3_600_000);
+  if (renewMs * 2 > durationSeconds * 1000)
+    throw new Error(
+      `BLIXT_LEASE_RENEW_MILLISECONDS=${renewMs} must be at most half of BLIXT_LEASE_DURATION_SECONDS=${durationSeconds} (in ms), so that one lost renewal does not let the Lease lapse; lower the renew interval or raise the duration (the chart's agent.lease values)`,
+    );
+  return { durationSeconds, renewMs };
+}
+
+/** The Lease a node's agent holds: a DNS subdomain of at most 253 characters. Pure. */
+export function leaseName(nodeName: string): string {
+  return `blixt-agent-${nodeName}`.slice(0, 253).replace(/[^a-z0-9]+$/, "");
+}
+
+/** The agent Pod that owns its Lease: the Lease goes with it (helm uninstall leaves none). */
+export interface LeaseOwner {
+  name: string;
+  uid: string;
+}
+
+/** The Lease a renewal writes (server-side applied). Pure. */
+export function leaseObject(
+  namespace: string,
+  nodeName: string,
+  durationSeconds: number,
+  renewTime: Date,
+  owner?: LeaseOwner,
+): V1Lease {
+  return {
+    apiVersion: "coordination.k8s.io/v1",
+    kind: "Lease",
+    metadata: {
+      namespace,
+      name: leaseName(nodeName),
+      labels: { "app.kubernetes.io/name": "blixt", [LEASE_LABEL]: LEASE_LABEL_VALUE },
+      // Garbage-collected with the Pod; the next agent's first renewal names itself instead.
+      ...(owner
+        ? { ownerReferences: [{ apiVersion: "v1", kind: "Pod", name: owner.name, uid: owner.uid }] }
+        : {}),
+    },
+    spec: {
+      holderIdentity: nodeName,
+      leaseDurationSeconds: durationSeconds,
+      // MicroTime on the wire: RFC 3339 with microseconds.
+      renewTime: microTime(renewTime) as unknown as Date,
+    },
+  };
+}
+
+export function microTime(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+}
+
+/** Which agents are alive, as one agent (or the controller) sees their Leases. */
+export interface Liveness {
+  live: ReadonlySet<string>;
+  lapsed: ReadonlySet<string>;
+}
+
+/** What LiveNodes reads of a Lease. */
+export interface LeaseLike {
+  metadata?: { name?: string; uid?: string };
+  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: Date | string };
+}
+
+interface Seen {
+  node: string;
+  renewTime: string;
+  /** monotonic ms at which this agent saw renewTime change */
+  at: number;
+  durationMs: number;
+}
+
+/**
+ * Which agents are alive, as this agent sees their Leases. Pure but for the clocks, which are
+ * injected: `now` is monotonic ms, `wall` the wall clock (used only for a Lease seen for the
+ * first time, whose age is then taken from its renewTime, so a restarted agent does not think
+ * a node that died an hour ago alive for one more Lease duration).
+ */
+export class LiveNodes {
+  readonly #seen = new Map<string, Seen>();
+  /** monotonic ms of the latest renewal this agent saw, of any Lease */
+  #newest = Number.NEGATIVE_INFINITY;
+  #current = false;
+  #everCurrent = false;
+  readonly #now: () => number;
+  readonly #wall: () => number;
+
+  constructor(now: () => number = () => performance.now(), wall: () => number = Date.now) {
+    this.#now = now;
+    this.#wall = wall;
+  }
+
+  /** A Lease was listed, created or renewed. */
+  observe(lease: LeaseLike): void {
+    const key = lease.metadata?.name;
+    const node = lease.spec?.holderIdentity;
+    const raw = lease.spec?.renewTime;
+    if (!key || !node || raw === undefined) return;
+    const renewTime = typeof raw === "string" ? raw : raw.toISOString();
+    const durationMs = Math.max(1, lease.spec?.leaseDurationSeconds ?? 0) * 1000;
+    const before = this.#seen.get(key);
+    if (before && before.renewTime === renewTime && before.node === node) return;
+    let at = this.#now();
+    this.#newest = Math.max(this.#newest, at);
+    if (!before) {
+      const age = this.#wall() - Date.parse(renewTime);
+      at -= Number.isFinite(age) ? Math.min(Math.max(age, 0), durationMs) : durationMs;
+    }
+    this.#seen.set(key, { node, renewTime, at, durationMs });
+  }
+
+  /** A Lease was deleted (its agent uninstalled): that node is not live. */
+  forget(lease: LeaseLike): void {
+    if (lease.metadata?.name) this.#seen.delete(lease.metadata.name);
+  }
+
+  /** A relist: Leases not in it are gone; the others are observed as usual. */
+  replace(leases: LeaseLike[]): void {
+    const names = new Set(leases.map(l => l.metadata?.name));
+    for (const key of this.#seen.keys()) if (!names.has(key)) this.#seen.delete(key);
+    for (const lease of leases) this.observe(lease);
+  }
+
+  /**
+   * Whether the view is current: set after a list, cleared when the watch fails. Coming back
+   * after a failure, every Lease counts as seen now: renewals made while this agent could not
+   * see them (or while the API server was away for everyone) are not lapses, and a node gets
+   * one full duration to be seen renewing again before its addresses move.
+   */
+  set current(value: boolean) {
+    if (value && !this.#current && this.#everCurrent) {
+      const now = this.#now();
+      for (const seen of this.#seen.values()) seen.at = now;
+      this.#newest = now;
+    }
+    if (value) this.#everCurrent = true;
+    this.#current = value;
+  }
+  get current(): boolean {
+    return this.#current;
+  }
+
+  /**
+   * The nodes whose Lease is live now, and those whose Lease lapsed; undefined while the view
+   * is not current. A Lease counts as lapsed only once some renewal (of any Lease) was seen
+   * after its deadline: that proves the watch was still delivering when it should have been
+   * renewed. A watch gone silent lets every Lease age out of `live` but into neither set, and
+   * a Lease listed with an old renewTime is lapsed at once. A node in neither set (that, or
+   * one with no Lease at all: an agent of an older blixt, mid-upgrade) keeps its addresses.
+   */
+  liveness(): Liveness | undefined {
+    if (!this.#current) return undefined;
+    const now = this.#now();
+    const live = new Set<string>();
+    const lapsed = new Set<string>();
+    for (const seen of this.#seen.values()) {
+      const deadline = seen.at + seen.durationMs;
+      if (now < deadline) live.add(seen.node);
+      else if (deadline <= this.#newest) lapsed.add(seen.node);
+    }
+    for (const node of live) lapsed.delete(node);
+    return { live, lapsed };
+  }
+
+  /** ms until the next live Lease lapses (undefined when none is live): when to look again. */
+  nextLapseMs(): number | undefined {
+    const now = this.#now();
+    let next: number | undefined;
+    for (const seen of this.#seen.values()) {
+      const left = seen.at + seen.durationMs - now;
+      if (left > 0 && (next === undefined || left < next)) next = left;
+    }
+    return next;
+  }
+}
+
+/**
+ * The node that announces `address` now, as agent `self` sees it: the controller's choice,
+ * unless its Lease lapsed; then the live node of highest rendezvous hash. The controller's
+ * choice also stands while liveness is unknown, and while `self` does not see its own Lease
+ * live: then its view is stale (a watch silent without an error lets every Lease lapse at
+ * once, its own too) and it must not take anything over on it. Pure.
+ */
+export function announcerOf(
+  address: string,
+  chosen: string | undefined,
+  liveness: Liveness | undefined,
+  self: string,
+): string | undefined {
+  if (!liveness || !liveness.live.has(self)) return chosen;
+  if (chosen === undefined || !liveness.lapsed.has(chosen)) return chosen;
+  return rendezvousPick(address, liveness.live) ?? chosen;
+}
+
+export interface LeaseHolderOptions {
+  namespace: string;
+  nodeName: string;
+  owner?: LeaseOwner;
+  settings: LeaseSettings;
+  log: AgentLog;
+  /** writes the Lease (kube.ts applyLease: a server-side apply) */
+  write: (lease: V1Lease) => Promise<void>;
+  /** called after every renewal attempt with whether the Lease is held (metrics) */
+  onRenew?: (held: boolean) => void;
+  now?: () => number;
+}
+
+/**
+ * Renews this node's Lease every renew interval. The Lease is held while the last successful
+ * renewal is younger than its duration; losing it (the API server unreachable, RBAC refused)
+ * and getting it back are logged once each.
+ */
+export class LeaseHolder {
+  readonly #opts: LeaseHolderOptions;
+  readonly #now: () => number;
+  #timer: NodeJS.Timeout | undefined;
+  #lastOk: number | undefined;
+  #failing = false;
+  #stopped = false;
+  #inFlight: Promise<void> | undefined;
+
+  constructor(opts: LeaseHolderOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? (() => performance.now());
+  }
+
+  held(): boolean {
+    return (
+      this.#lastOk !== undefined &&
+      this.#now() - this.#lastOk < this.#opts.settings.durationSeconds * 1000
+    );
+  }
+
+  /** One renewal now; resolves when it is written or has failed. */
+  async renew(): Promise<void> {
+    const { namespace, nodeName, settings, log } = this.#opts;
+    const write = this.#opts.write;
+    const started = this.#now();
+    try {
+      await write(
+        leaseObject(namespace, nodeName, settings.durationSeconds, new Date(), this.#opts.owner),
+      );
+      this.#lastOk = started;
+      if (this.#failing)
+        log.info(
+          { lease: `${namespace}/${leaseName(nodeName)}` },
+          "node Lease renewed again; this node's addresses are its own once more",
+        );
+      this.#failing = false;
+    } catch (error) {
+      if (!this.#failing)
+        log.error(
+          {
+            lease: `${namespace}/${leaseName(nodeName)}`,
+            error: errorMessage(error),
+            durationSeconds: settings.durationSeconds,
+          },
+          "renewing the node Lease failed; other agents take this node's addresses over when it lapses, and this node keeps forwarding what reaches it",
+        );
+      this.#failing = true;
+    }
+    this.#opts.onRenew?.(this.held());
+  }
+
+  start(): void {
+    this.#stopped = false;
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#inFlight = this.renew().finally(() => {
+        this.#inFlight = undefined;
+        if (!this.#stopped) {
+          this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
+          this.#timer.unref?.();
+        }
+      });
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#inFlight?.catch(() => undefined);
+  }
+}
+
+/**
+ * Calls `onChange` when the set of live nodes changes: at a Lease event that changes it, and
+ * when a live Lease lapses (a timer armed for the next lapse). Renewals that change nothing
+ * call nothing, so a cluster's renewals do not each cost the agent a pass.
+ */
+export class LivenessNotifier {
+  readonly #view: LiveNodes;
+  readonly #onChange: (liveness: Liveness | undefined, before: string) => void;
+  #last = "";
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  constructor(view: LiveNodes, onChange: (liveness: Liveness | undefined, before: string) => void) {
+    this.#view = view;
+    this.#onChange = onChange;
+    this.#last = LivenessNotifier.describe(view.liveness());
+  }
+
+  /** "live: a,b; lapsed: c", or "unknown" while the view is not current. */
+  static describe(liveness: Liveness | undefined): string {
+    if (!liveness) return "unknown";
+    const list = (nodes: ReadonlySet<string>) => [...nodes].sort().join(",") || "-";
+    return `live: ${list(liveness.live)}; lapsed: ${list(liveness.lapsed)}`;
+  }
+
+  /** Looks at the view again (after an event); rearms the lapse timer. */
+  check(): void {
+    if (this.#stopped) return;
+    const liveness = this.#view.liveness();
+    const now = LivenessNotifier.describe(liveness);
+    if (now !== this.#last) {
+      const before = this.#last;
+      this.#last = now;
+      this.#onChange(liveness, before);
+    }
+    clearTimeout(this.#timer);
+    const next = this.#view.nextLapseMs();
+    if (next !== undefined) {
+      // 1 ms past the lapse, so the Lease is out of live() when the timer fires.
+      this.#timer = setTimeout(() => this.check(), Math.ceil(next) + 1);
+      this.#timer.unref?.();
+    }
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+}

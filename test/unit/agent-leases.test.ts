@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: Apache-2.0
+// Failover without the controller: which agents are live as one agent sees their Leases, who
+// announces an address then, and the renewal loop. Clocks are injected; the Kubernetes side
+// (apply, watch) runs for real in test/kind/failover.test.ts.
+import t from "tap";
+import type { V1Lease } from "@kubernetes/client-node";
+import {
+  announcerOf,
+  LeaseHolder,
+  leaseName,
+  leaseObject,
+  leaseSettings,
+  LiveNodes,
+  LivenessNotifier,
+  microTime,
+} from "../../capabilities/agent/leases";
+import { desiredState } from "../../capabilities/agent/desired";
+import { rendezvousPick } from "../../capabilities/rendezvous";
+import { announcingNode } from "../../capabilities/gateway/compile/addresses";
+import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1";
+
+/** A clock the test moves: monotonic ms and wall ms together. */
+function clock(start = Date.parse("2026-12-05T04:00:00Z")) {
+  let mono = 1_000_000;
+  let wall = start;
+  return {
+    now: () => mono,
+    wall: () => wall,
+    advance(ms: number) {
+      mono += ms;
+      wall += ms;
+    },
+  };
+}
+
+const lease = (node: string, renewTime: string, durationSeconds = 2) => ({
+  metadata: { name: leaseName(node) },
+  spec: { holderIdentity: node, leaseDurationSeconds: durationSeconds, renewTime },
+});
+
+t.test("a Lease is live for its duration after this agent saw it renewed", async t => {
+  const c = clock();
+  const view = new LiveNodes(c.now, c.wall);
+  t.equal(view.liveness(), undefined, "nothing is judged before the first list");
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  view.observe(lease("b", microTime(new Date(c.wall() - 1500))));
+  view.observe(lease("dead", microTime(new Date(c.wall() - 3_600_000))));
+  view.current = true;
+  t.same(
+    [...view.liveness()!.live].sort(),
+    ["a", "b"],
+    "a Lease last renewed an hour ago is not live",
+  );
+  t.same([...view.liveness()!.lapsed], ["dead"], "but lapsed: its node's addresses may be taken");
+  t.equal(view.nextLapseMs(), 500, "b lapses first, 0.5 s on");
+
+  c.advance(600);
+  t.same([...view.liveness()!.live], ["a"], "b lapsed: its age at first sight counts");
+  // a renews: the same renewTime seen again is no renewal, a new one is.
+  view.observe(lease("a", microTime(new Date(c.wall() - 600))));
+  c.advance(1500);
+  t.same([...view.liveness()!.live], [], "a's unchanged renewTime did not extend it");
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  t.same([...view.liveness()!.live], ["a"]);
+
+  // Another node's clock may be far off: only this agent's own clock counts after first sight.
+  view.observe(lease("b", "2020-01-01T00:00:00.000000Z"));
+  t.same(
+    [...view.liveness()!.live].sort(),
+    ["a", "b"],
+    "a renewal with a skewed renewTime still counts",
+  );
+
+  view.forget(lease("b", ""));
+  t.same([...view.liveness()!.live], ["a"], "a deleted Lease is not live");
+  t.notOk(
+    view.liveness()!.lapsed.has("b"),
+    "nor lapsed: a node without a Lease keeps its addresses",
+  );
+  view.replace([lease("c", microTime(new Date(c.wall())))]);
+  t.same([...view.liveness()!.live], ["c"], "a relist drops what it does not list");
+});
+
+t.test("a silent watch lapses no one; a renewal seen after a deadline does", async t => {
+  const c = clock();
+  const view = new LiveNodes(c.now, c.wall);
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  c.advance(300);
+  view.observe(lease("b", microTime(new Date(c.wall()))));
+  view.current = true;
+  // The watch goes silent (no error): nobody is seen renewing any more.
+  c.advance(5000);
+  t.same(view.liveness(), { live: new Set(), lapsed: new Set() }, "aged out, but not lapsed");
+  // With renewals flowing, a stops: b renews every 500 ms, a's deadline passes.
+  const d = clock();
+  const flowing = new LiveNodes(d.now, d.wall);
+  flowing.observe(lease("a", microTime(new Date(d.wall()))));
+  flowing.observe(lease("b", microTime(new Date(d.wall()))));
+  flowing.current = true;
+  for (let i = 1; i <= 4; i++) {
+    d.advance(500);
+    flowing.observe(lease("b", microTime(new Date(d.wall()))));
+  }
+  t.same([...flowing.liveness()!.lapsed], ["a"], "b renewed at a's deadline: a lapsed");
+  t.same([...flowing.liveness()!.live], ["b"]);
+});
+
+t.test("after a watch failure nothing is judged, and every node gets a duration back", async t => {
+  const c = clock();
+  const view = new LiveNodes(c.now, c.wall);
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  view.observe(lease("b", microTime(new Date(c.wall()))));
+  view.current = true;
+  view.current = false;
+  t.equal(view.liveness(), undefined, "a view that is not current judges nothing");
+  c.advance(60_000); // the API server was away; nobody's renewals could be seen
+  view.current = true;
+  t.same(
+    [...view.liveness()!.live].sort(),
+    ["a", "b"],
+    "coming back, renewals missed while away are not lapses",
+  );
+  c.advance(2001);
+  t.same(
+    [...view.liveness()!.live],
+    [],
+    "one duration later, a node never seen renewing has lapsed",
+  );
+});
+
+t.test(
+  "who announces: the controller's choice unless its Lease lapsed, then the rendezvous pick",
+  async t => {
+    const seen = (live: string[], lapsed: string[] = []) => ({
+      live: new Set(live),
+      lapsed: new Set(lapsed),
+    });
+    t.equal(announcerOf("198.18.0.10", "b", seen(["a", "b", "c"]), "a"), "b");
+    t.equal(announcerOf("198.18.0.10", "b", undefined, "a"), "b", "unknown liveness: the choice");
+    t.equal(
+      announcerOf("198.18.0.10", "b", seen(["c"], ["a", "b"]), "a"),
+      "b",
+      "an agent that does not see its own Lease live trusts nothing it sees",
+    );
+    t.equal(
+      announcerOf("198.18.0.10", "b", seen(["a", "c"]), "a"),
+      "b",
+      "a node with no Lease at all (an older agent, mid-upgrade) keeps its addresses",
+    );
+    const without = seen(["a", "c"], ["b"]);
+    const pick = rendezvousPick("198.18.0.10", ["a", "c"]);
+    t.equal(announcerOf("198.18.0.10", "b", without, "a"), pick);
+    t.equal(announcerOf("198.18.0.10", "b", without, "c"), pick, "every agent picks the same node");
+    t.equal(
+      pick,
+      announcingNode(
+        "198.18.0.10",
+        ["a", "c"].map(name => ({ name, ready: true, agentReady: true })),
+        "b",
+      ),
+      "and it is the node the controller moves the address to once b is gone",
+    );
+    // Spread: over many addresses, each live node takes some of a lapsed node's addresses.
+    const taken = new Map<string, number>();
+    for (let i = 1; i <= 200; i++) {
+      const to = announcerOf(`198.18.1.${i}`, "b", without, "a")!;
+      taken.set(to, (taken.get(to) ?? 0) + 1);
+    }
+    t.same([...taken.keys()].sort(), ["a", "c"]);
+    t.ok(Math.min(...taken.values()) > 60, `both take a share: ${JSON.stringify([...taken])}`);
+  },
+);
+
+t.test("the desired state announces what this node took over", async t => {
+  const config = (name: string, address: string, announcingNode: string) =>
+    ({
+      apiVersion: "blixt.dev/v1alpha1",
+      kind: "DataplaneConfig",
+      metadata: { namespace: "infra", name, generation: 1, creationTimestamp: new Date(0) },
+      spec: {
+        gatewayClassName: "blixt",
+        address,
+        announcingNode,
+        listeners: [{ name: "tcp", port: 80, protocol: "TCP", backends: [] }],
+      },
+    }) as unknown as DataplaneConfig;
+  const configs = [config("one", "198.18.0.10", "b"), config("two", "198.18.0.11", "a")];
+  t.same(desiredState(configs, "a").announced, ["198.18.0.11"], "without Leases: the spec");
+  const pick = rendezvousPick("198.18.0.10", ["a", "c"]);
+  const other = pick === "a" ? "c" : "a";
+  const seen = (live: string[], lapsed: string[]) => ({
+    live: new Set(live),
+    lapsed: new Set(lapsed),
+  });
+  t.same(
+    desiredState(configs, pick!, undefined, seen(["a", "c"], ["b"])).announced,
+    pick === "a" ? ["198.18.0.10", "198.18.0.11"] : ["198.18.0.10"],
+    `b lapsed: ${pick} takes 198.18.0.10 over`,
+  );
+  t.same(
+    desiredState(configs, other, undefined, seen(["a", "c"], ["b"])).announced,
+    other === "a" ? ["198.18.0.11"] : [],
+    `${other} does not`,
+  );
+  t.same(
+    desiredState(configs, "b", undefined, seen(["a", "b"], [])).announced,
+    ["198.18.0.10"],
+    "b keeps what the controller gave it, a keeps its own",
+  );
+  t.same(
+    desiredState(configs, "b", undefined, seen(["b"], ["a"])).announced,
+    ["198.18.0.10", "198.18.0.11"],
+    "b, the only live node it sees, announces a's address too",
+  );
+});
+
+t.test("the notifier calls only when the live set changes, and at a lapse", async t => {
+  const c = clock();
+  const view = new LiveNodes(c.now, c.wall);
+  const calls: string[] = [];
+  const notifier = new LivenessNotifier(view, live => calls.push(LivenessNotifier.describe(live)));
+  t.teardown(() => notifier.stop());
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  view.current = true;
+  notifier.check();
+  view.observe(lease("a", microTime(new Date(c.wall() + 1))));
+  notifier.check();
+  t.same(calls, ["live: a; lapsed: -"], "a renewal that changes nothing calls nothing");
+  view.current = false;
+  notifier.check();
+  t.same(calls, ["live: a; lapsed: -", "unknown"]);
+
+  // A real timer: a Lease of 1 s that is not renewed ages out, and the notifier says so.
+  const real = new LiveNodes();
+  const seen: string[] = [];
+  const timed = new LivenessNotifier(real, liveness =>
+    seen.push(LivenessNotifier.describe(liveness)),
+  );
+  t.teardown(() => timed.stop());
+  real.observe(lease("x", microTime(new Date()), 1));
+  real.current = true;
+  timed.check();
+  await new Promise(resolve => setTimeout(resolve, 1100));
+  t.same(
+    seen,
+    ["live: x; lapsed: -", "live: -; lapsed: -"],
+    "the deadline is noticed without any event (no renewal seen since: not lapsed yet)",
+  );
+  real.observe(lease("y", microTime(new Date()), 1));
+  timed.check();
+  t.same(seen.at(-1), "live: y; lapsed: x", "another renewal seen after it: x lapsed");
+});
+
+t.test("renewals: the Lease written, held while renewed, lost and got back", async t => {
+  const c = clock();
+  const written: V1Lease[] = [];
+  let fail = false;
+  const lines: string[] = [];
+  const holder = new LeaseHolder({
+    namespace: "blixt-system",
+    nodeName: "node-a",
+    owner: { name: "blixt-agent-x1", uid: "u-1" },
+    settings: { durationSeconds: 2, renewMs: 500 },
+    log: { info: (_f, m) => lines.push(`info ${m}`), error: (_f, m) => lines.push(`error ${m}`) },
+    write: async lease => {
+      if (fail) throw new Error("connect ECONNREFUSED");
+      written.push(lease);
+    },
+    now: c.now,
+  });
+  t.notOk(holder.held(), "not held before the first renewal");
+  await holder.renew();
+  t.ok(holder.held());
+  const lease0 = written[0];
+  t.equal(lease0.metadata?.name, "blixt-agent-node-a");
+  t.equal(lease0.metadata?.namespace, "blixt-system");
+  t.equal(lease0.spec?.holderIdentity, "node-a");
+  t.equal(lease0.spec?.leaseDurationSeconds, 2);
+  t.match(String(lease0.spec?.renewTime), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/, "MicroTime");
+  t.same(lease0.metadata?.ownerReferences, [
+    { apiVersion: "v1", kind: "Pod", name: "blixt-agent-x1", uid: "u-1" },
+  ]);
+
+  fail = true;
+  c.advance(1500);
+  await holder.renew();
+  c.advance(400);
+  await holder.renew();
+  t.ok(holder.held(), "still held within the duration of the last renewal");
+  c.advance(200);
+  t.notOk(holder.held(), "lapsed 2 s after the last renewal");
+  t.equal(lines.filter(l => l.startsWith("error")).length, 1, "the loss is logged once");
+  fail = false;
+  await holder.renew();
+  t.ok(holder.held());
+  t.match(lines.at(-1), /renewed again/);
+});
+
+t.test("settings: defaults, bounds, and a renew interval that fits the duration", async t => {
+  t.same(leaseSettings({}), { durationSeconds: 2, renewMs: 500 });
+  t.same(
+    leaseSettings({ BLIXT_LEASE_DURATION_SECONDS: "15", BLIXT_LEASE_RENEW_MILLISECONDS: "5000" }),
+    { durationSeconds: 15, renewMs: 5000 },
+  );
+  t.throws(
+    () => leaseSettings({ BLIXT_LEASE_DURATION_SECONDS: "0" }),
+    /BLIXT_LEASE_DURATION_SECONDS="0" must be an integer in 1\.\.3600/,
+  );
+  t.throws(
+    () => leaseSettings({ BLIXT_LEASE_RENEW_MILLISECONDS: "1500" }),
+    /at most half of BLIXT_LEASE_DURATION_SECONDS=2.*agent\.lease/,
+  );
+  t.equal(leaseName("a".repeat(300)).length, 253, "a long node name gives a valid name");
+  t.notOk(leaseObject("ns", "n", 2, new Date()).metadata?.ownerReferences, "no owner: none");
+});
