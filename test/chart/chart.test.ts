@@ -205,112 +205,120 @@ if (!helm && helmRequired(process.env)) {
     }
   });
 
-  t.test("the agent DaemonSet: privileged, host network, bpffs, every node, NODE_NAME", async t => {
-    const agent = defaults.get("DaemonSet", `${full}-agent`);
-    const pod = agent.spec.template.spec;
-    const container = pod.containers[0];
-    t.equal(pod.hostNetwork, true);
-    t.equal(container.securityContext.privileged, true);
-    t.equal(container.securityContext.runAsUser, 0);
-    const bpffs = pod.volumes.find((v: any) => v.hostPath?.path === "/sys/fs/bpf");
-    t.ok(bpffs, "a hostPath volume of /sys/fs/bpf");
-    const bpffsMount = container.volumeMounts.find((m: any) => m.name === bpffs?.name);
-    t.equal(bpffsMount?.mountPath, "/sys/fs/bpf");
-    t.notOk(
-      bpffsMount?.mountPropagation,
-      "no propagation: a host whose /sys/fs/bpf is a private mount could not start the pod",
-    );
-    t.same(pod.tolerations, [{ operator: "Exists" }], "tolerates every taint");
-    t.same(envOf(container).NODE_NAME, { fieldRef: { fieldPath: "spec.nodeName" } });
-    t.equal(envOf(container).BLIXT_ROLE, "agent");
-    t.equal(
-      envOf(container).PEPR_WATCH_MODE,
-      "true",
-      "Pepr runs Watch bindings only in watch mode",
-    );
-    t.equal(envOf(container).BLIXT_PIN_DIR, "/sys/fs/bpf/blixt");
-    t.equal(envOf(container).BLIXT_ATTACH_MODE, "auto");
-    t.notOk("BLIXT_INTERFACE" in envOf(container), "the agent finds its device unless told");
-    const pinned = await template(helm, {
-      agent: { interface: "eth1", attachMode: "tc", bpfPinDir: "/sys/fs/bpf/gw" },
-    });
-    const pinnedEnv = envOf(
-      pinned.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0],
-    );
-    t.match(pinnedEnv, {
-      BLIXT_INTERFACE: "eth1",
-      BLIXT_ATTACH_MODE: "tc",
-      BLIXT_PIN_DIR: "/sys/fs/bpf/gw",
-    });
-    t.equal(container.ports[0].containerPort, 9090);
-    t.equal(container.readinessProbe.httpGet.path, "/readyz");
-    t.notOk(
-      container.readinessProbe.httpGet.host,
-      "probes go to the pod IP, where the metrics listen",
-    );
-    t.same(
-      envOf(container).BLIXT_METRICS_ADDRESS,
-      { fieldRef: { fieldPath: "status.podIP" } },
-      "metrics and health on the node's own IP, not every interface",
-    );
-    const local = (await template(helm, { agent: { metricsBindAddress: "127.0.0.1" } })).get(
-      "DaemonSet",
-      `${full}-agent`,
-    ).spec.template.spec.containers[0];
-    t.equal(envOf(local).BLIXT_METRICS_ADDRESS, "127.0.0.1");
-    t.equal(
-      local.readinessProbe.httpGet.host,
-      "127.0.0.1",
-      "a node-local bind: the probes follow it",
-    );
-    t.equal(local.livenessProbe.httpGet.host, "127.0.0.1");
-    // The agent serves no admission: no webhook key in its pod, no Pepr HTTPS port.
-    t.notOk(
-      pod.volumes.some((v: any) => v.secret),
-      "no Secret volume (the webhook's serving key) in the agent's pod",
-    );
-    t.notOk(
-      container.volumeMounts.some((m: any) => m.mountPath === "/etc/certs"),
-      "nothing mounted at /etc/certs",
-    );
-    t.notOk(
-      "SSL_KEY_PATH" in envOf(container) || "SSL_CERT_PATH" in envOf(container),
-      "no serving key path",
-    );
-    t.notOk(
-      container.ports.some((p: any) => p.containerPort === 3000),
-      "no port 3000",
-    );
-    t.match(
-      envOf(container),
-      {
-        BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "10",
-        BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "300",
-        BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "1024",
-      },
-      "the TLS terminators' limits",
-    );
-    const limited = (
-      await template(helm, {
-        agent: {
-          tls: {
-            handshakeTimeoutSeconds: 3,
-            idleTimeoutSeconds: 60,
-            maxConnectionsPerListener: 50,
-          },
+  t.test(
+    "the agent DaemonSet: privileged, host network, bpffs, every node, NODE_NAME, HOST_IP",
+    async t => {
+      const agent = defaults.get("DaemonSet", `${full}-agent`);
+      const pod = agent.spec.template.spec;
+      const container = pod.containers[0];
+      t.equal(pod.hostNetwork, true);
+      t.equal(container.securityContext.privileged, true);
+      t.equal(container.securityContext.runAsUser, 0);
+      const bpffs = pod.volumes.find((v: any) => v.hostPath?.path === "/sys/fs/bpf");
+      t.ok(bpffs, "a hostPath volume of /sys/fs/bpf");
+      const bpffsMount = container.volumeMounts.find((m: any) => m.name === bpffs?.name);
+      t.equal(bpffsMount?.mountPath, "/sys/fs/bpf");
+      t.notOk(
+        bpffsMount?.mountPropagation,
+        "no propagation: a host whose /sys/fs/bpf is a private mount could not start the pod",
+      );
+      t.same(pod.tolerations, [{ operator: "Exists" }], "tolerates every taint");
+      t.same(envOf(container).NODE_NAME, { fieldRef: { fieldPath: "spec.nodeName" } });
+      t.same(
+        envOf(container).HOST_IP,
+        { fieldRef: { fieldPath: "status.hostIP" } },
+        "the node's own address, for IP-in-IP to backends on other nodes",
+      );
+      t.equal(envOf(container).BLIXT_ROLE, "agent");
+      t.equal(
+        envOf(container).PEPR_WATCH_MODE,
+        "true",
+        "Pepr runs Watch bindings only in watch mode",
+      );
+      t.equal(envOf(container).BLIXT_PIN_DIR, "/sys/fs/bpf/blixt");
+      t.equal(envOf(container).BLIXT_ATTACH_MODE, "auto");
+      t.notOk("BLIXT_INTERFACE" in envOf(container), "the agent finds its device unless told");
+      const pinned = await template(helm, {
+        agent: { interface: "eth1", attachMode: "tc", bpfPinDir: "/sys/fs/bpf/gw" },
+      });
+      const pinnedEnv = envOf(
+        pinned.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0],
+      );
+      t.match(pinnedEnv, {
+        BLIXT_INTERFACE: "eth1",
+        BLIXT_ATTACH_MODE: "tc",
+        BLIXT_PIN_DIR: "/sys/fs/bpf/gw",
+      });
+      t.equal(container.ports[0].containerPort, 9090);
+      t.equal(container.readinessProbe.httpGet.path, "/readyz");
+      t.notOk(
+        container.readinessProbe.httpGet.host,
+        "probes go to the pod IP, where the metrics listen",
+      );
+      t.same(
+        envOf(container).BLIXT_METRICS_ADDRESS,
+        { fieldRef: { fieldPath: "status.podIP" } },
+        "metrics and health on the node's own IP, not every interface",
+      );
+      const local = (await template(helm, { agent: { metricsBindAddress: "127.0.0.1" } })).get(
+        "DaemonSet",
+        `${full}-agent`,
+      ).spec.template.spec.containers[0];
+      t.equal(envOf(local).BLIXT_METRICS_ADDRESS, "127.0.0.1");
+      t.equal(
+        local.readinessProbe.httpGet.host,
+        "127.0.0.1",
+        "a node-local bind: the probes follow it",
+      );
+      t.equal(local.livenessProbe.httpGet.host, "127.0.0.1");
+      // The agent serves no admission: no webhook key in its pod, no Pepr HTTPS port.
+      t.notOk(
+        pod.volumes.some((v: any) => v.secret),
+        "no Secret volume (the webhook's serving key) in the agent's pod",
+      );
+      t.notOk(
+        container.volumeMounts.some((m: any) => m.mountPath === "/etc/certs"),
+        "nothing mounted at /etc/certs",
+      );
+      t.notOk(
+        "SSL_KEY_PATH" in envOf(container) || "SSL_CERT_PATH" in envOf(container),
+        "no serving key path",
+      );
+      t.notOk(
+        container.ports.some((p: any) => p.containerPort === 3000),
+        "no port 3000",
+      );
+      t.match(
+        envOf(container),
+        {
+          BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "10",
+          BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "300",
+          BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "1024",
         },
-      })
-    ).get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0];
-    t.match(envOf(limited), {
-      BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "3",
-      BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "60",
-      BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "50",
-    });
-    t.equal(container.livenessProbe.httpGet.path, "/healthz");
-    const preStop = JSON.stringify(container.lifecycle.preStop);
-    t.ok(container.lifecycle.preStop, "has a preStop");
-    t.notMatch(preStop, /detach|rm |unpin/, "the preStop leaves the dataplane serving");
-  });
+        "the TLS terminators' limits",
+      );
+      const limited = (
+        await template(helm, {
+          agent: {
+            tls: {
+              handshakeTimeoutSeconds: 3,
+              idleTimeoutSeconds: 60,
+              maxConnectionsPerListener: 50,
+            },
+          },
+        })
+      ).get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0];
+      t.match(envOf(limited), {
+        BLIXT_TLS_HANDSHAKE_TIMEOUT_SECONDS: "3",
+        BLIXT_TLS_IDLE_TIMEOUT_SECONDS: "60",
+        BLIXT_TLS_MAX_CONNECTIONS_PER_LISTENER: "50",
+      });
+      t.equal(container.livenessProbe.httpGet.path, "/healthz");
+      const preStop = JSON.stringify(container.lifecycle.preStop);
+      t.ok(container.lifecycle.preStop, "has a preStop");
+      t.notMatch(preStop, /detach|rm |unpin/, "the preStop leaves the dataplane serving");
+    },
+  );
 
   t.test("admission and controller run as non-root with nothing to escalate", async t => {
     for (const role of ["admission", "controller"]) {
@@ -414,7 +422,7 @@ if (!helm && helmRequired(process.env)) {
     );
     t.same(verbs(controller, "", "pods"), [], "controller reads no Pods cluster-wide");
 
-    // In the release namespace: the agent gets the certificate copies; the controller keeps them and reads the agent Pods.
+    // In the release namespace: the agent gets the certificate copies and holds its node Lease; the controller keeps the copies and reads the agent Pods.
     const agentRole = defaults.get("Role", `${full}-agent`);
     const controllerRole = defaults.get("Role", `${full}-controller`);
     for (const role of [agentRole, controllerRole])
@@ -425,8 +433,11 @@ if (!helm && helmRequired(process.env)) {
       );
     t.same(
       (agentRole.rules as Rule[]).map(r => [r.apiGroups, r.resources, r.verbs]),
-      [[[""], ["secrets"], ["get"]]],
-      "agent: get Secrets in its namespace, nothing else",
+      [
+        [[""], ["secrets"], ["get"]],
+        [["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "patch"]],
+      ],
+      "agent: get Secrets and hold and watch Leases in its namespace, nothing else (no delete, no update: a Lease goes with its Pod)",
     );
     t.same(
       verbs(controllerRole, "", "secrets"),
@@ -438,7 +449,16 @@ if (!helm && helmRequired(process.env)) {
       ["get", "list", "watch"],
       "controller reads the agent Pods in the release namespace",
     );
-    t.same((controllerRole.rules as Rule[]).flatMap(r => r.resources).sort(), ["pods", "secrets"]);
+    t.same((controllerRole.rules as Rule[]).flatMap(r => r.resources).sort(), [
+      "leases",
+      "pods",
+      "secrets",
+    ]);
+    t.same(
+      verbs(controllerRole, "coordination.k8s.io", "leases"),
+      ["get", "list", "watch"],
+      "controller reads the agents' node Leases, never writes them",
+    );
     for (const sa of ["controller", "agent"]) {
       const binding = defaults.get("RoleBinding", `${full}-${sa}`);
       t.equal(binding.metadata.namespace, NAMESPACE);
@@ -857,6 +877,26 @@ if (!helm && helmRequired(process.env)) {
       await templateError(helm, { agent: { relistSeconds: -1 } }),
       /relistSeconds/,
       "a negative interval is refused, naming the value",
+    );
+  });
+
+  t.test("the node Lease's settings reach the agent's env, and the schema bounds them", async t => {
+    const agentEnv = (r: Rendered) =>
+      envOf(r.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0]);
+    const env = agentEnv(defaults);
+    t.equal(env.BLIXT_LEASE_DURATION_SECONDS, "2");
+    t.equal(env.BLIXT_LEASE_RENEW_MILLISECONDS, "500");
+    const set = agentEnv(
+      await template(helm, {
+        agent: { lease: { durationSeconds: 15, renewIntervalMilliseconds: 5000 } },
+      }),
+    );
+    t.equal(set.BLIXT_LEASE_DURATION_SECONDS, "15");
+    t.equal(set.BLIXT_LEASE_RENEW_MILLISECONDS, "5000");
+    t.match(
+      await templateError(helm, { agent: { lease: { durationSeconds: 0 } } }),
+      /durationSeconds/,
+      "a duration under 1 s is refused, naming the value",
     );
   });
 
