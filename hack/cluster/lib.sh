@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # settings read by hack/cluster.sh, hack/kind.sh and the files they source
 # Shared settings and helpers for hack/cluster.sh; sourced, never run.
 
 # Pinned versions: changing one rebuilds only that component (see stamp files).
@@ -33,9 +34,11 @@ NODE_IP=198.18.0.2
 SEGMENT_PREFIX=24              # 198.18.0.0/24: node, root side and the Gateway address pool
 GATEWAY_POOL_FIRST=198.18.0.100
 GATEWAY_POOL_LAST=198.18.0.199
-POD_CIDR=10.244.0.0/16
-SERVICE_CIDR=10.96.0.0/16
-KUBERNETES_SERVICE_IP=10.96.0.1
+# Pods and Services exist only inside the node's netns, yet stay inside 198.18.0.0/15 too,
+# clear of everything else this machine uses there (docs/kind.md, "Addresses").
+POD_CIDR=198.19.224.0/20       # the node gets 198.19.224.0/24 (--node-cidr-mask-size 24)
+SERVICE_CIDR=198.19.240.0/21   # 198.19.240.0-198.19.247.255
+KUBERNETES_SERVICE_IP=${SERVICE_CIDR%0/*}1
 CLUSTER_DOMAIN=cluster.local
 
 GATEWAY_API_CRDS=hack/gateway-api/v1.6.3/standard-install.yaml

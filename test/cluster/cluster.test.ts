@@ -145,7 +145,8 @@ spec:
       "-o",
       "jsonpath={.status.podIP}",
     );
-    t.match(podIP, /^10\.244\.\d+\.\d+$/, "the pod has an address from the pod CIDR");
+    // POD_CIDR in hack/cluster/lib.sh: 198.19.224.0/20.
+    t.match(podIP, /^198\.19\.(22[4-9]|23[0-9])\.\d+$/, "the pod has an address from the pod CIDR");
 
     const message = `hello from ${namespace}`;
     const tcp = await cluster(["node", "socat", "-t", "2", "-", `TCP:${podIP}:8080`], message);

@@ -13,14 +13,32 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 
-export const clusterSh = fileURLToPath(new URL("../../hack/cluster.sh", import.meta.url));
+/**
+ * Which cluster these helpers talk to: BLIXT_CLUSTER=kind the multi-node kind cluster
+ * hack/kind.sh runs (test/kind/), anything else the local one-node cluster of hack/cluster.sh.
+ */
+export const clusterTarget: "local" | "kind" =
+  process.env.BLIXT_CLUSTER === "kind" ? "kind" : "local";
 
-/** The root namespace's address on the node's veth: what a backend must see as the client. */
-export const clientAddress = "198.18.0.1";
+/** The script that runs the target cluster; both answer `env`, `kubectl` and `helm`. */
+export const clusterSh = fileURLToPath(
+  new URL(
+    clusterTarget === "kind" ? "../../hack/kind.sh" : "../../hack/cluster.sh",
+    import.meta.url,
+  ),
+);
+
+/**
+ * The root namespace's address towards the cluster: what a backend must see as the client
+ * (the local cluster's veth, or the kind network's bridge).
+ */
+export const clientAddress = clusterTarget === "kind" ? "198.19.253.1" : "198.18.0.1";
 
 /** Which e2e files run: only with BLIXT_CLUSTER=1; the reason to print otherwise. */
 export function clusterSkipReason(): string | undefined {
   if (process.env.BLIXT_CLUSTER === "1") return undefined;
+  if (clusterTarget === "kind")
+    return "one-node cluster e2e: runs against the local cluster only (BLIXT_CLUSTER=1); BLIXT_CLUSTER=kind runs test/kind/";
   return "cluster e2e: set BLIXT_CLUSTER=1 and run as root against the local cluster with blixt installed (hack/cluster.sh up, then the chart, as hack/test.sh does; see docs/e2e.md)";
 }
 
@@ -331,9 +349,19 @@ export async function gatewayAddress(namespace: string, name: string): Promise<s
   return address;
 }
 
-/** Whether an IPv4 address lies in the local cluster's Gateway pool, 198.18.0.100–199. */
+/** Which kind tests run: only with BLIXT_CLUSTER=kind; the reason to print otherwise. */
+export function kindSkipReason(): string | undefined {
+  if (clusterTarget === "kind") return undefined;
+  return "kind e2e: set BLIXT_CLUSTER=kind and run as root against the kind cluster with blixt installed (hack/kind.sh up && hack/kind.sh install; see docs/kind.md)";
+}
+
+/**
+ * Whether an IPv4 address lies in the target cluster's Gateway pool: 198.18.0.100–199 on the
+ * local cluster, 198.19.253.100–199 on kind.
+ */
 export function inGatewayPool(address: string): boolean {
-  const match = /^198\.18\.0\.(\d+)$/.exec(address);
+  const prefix = clusterTarget === "kind" ? "198\\.19\\.253" : "198\\.18\\.0";
+  const match = new RegExp(`^${prefix}\\.(\\d+)$`).exec(address);
   return !!match && Number(match[1]) >= 100 && Number(match[1]) <= 199;
 }
 
