@@ -36,6 +36,8 @@ options (run):
                        are shown, and required only once the feature is claimed there
   --run-test NAME      run one test of the suite (no report is kept)
   --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
+  --kind               the multi-node kind cluster of hack/kind.sh (images are loaded into
+                       its nodes; the static addresses come from its pool)
   --install            first install blixt with hack/install.sh: build its image (when
                        its sources changed), import it and `helm upgrade --install` the
                        chart with the local address pool
@@ -217,7 +219,7 @@ write_results() {
 }
 
 main() {
-  local command=run record="" features="" run_test="" kubeconfig="" install="" retry=""
+  local command=run record="" features="" run_test="" kubeconfig="" install="" retry="" on_kind=""
   case ${1:-} in run|build|build-images|images|results) command=$1; shift ;; -h|--help|help) usage; return ;; esac
   while [[ $# -gt 0 ]]; do
     case $1 in
@@ -227,6 +229,7 @@ main() {
       --features) features=${2:?--features needs a comma-separated list}; shift ;;
       --run-test) run_test=${2:?--run-test needs a test name}; shift ;;
       --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
+      --kind) on_kind=1 ;;
       -h|--help) usage; return ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -258,6 +261,12 @@ main() {
   # A cluster of one's own (minikube) pulls the suite's images from registry.k8s.io; the
   # local cluster has no registry, so they are built here and imported.
   local images=()
+  if [[ -n $on_kind ]]; then
+    [[ -z $kubeconfig && -z $install ]] || die "--kind names the cluster already: drop --kubeconfig/--install (hack/kind.sh install installs blixt)"
+    # The kind pool (hack/kind/lib.sh): its last address stays free, 198.19.252.1 is outside it.
+    USABLE_ADDRESS=${BLIXT_CONFORMANCE_USABLE_ADDRESS:-198.19.253.199}
+    UNUSABLE_ADDRESS=${BLIXT_CONFORMANCE_UNUSABLE_ADDRESS:-198.19.252.1}
+  fi
   if [[ -z $kubeconfig || $command != run ]]; then
     need umoci
     local built
@@ -266,7 +275,11 @@ main() {
   fi
   [[ $command == build ]] && { log "built: $harness ${images[*]}"; return; }
 
-  if [[ -z $kubeconfig ]]; then
+  if [[ -n $on_kind ]]; then
+    hack/kind.sh load "${images[@]}"
+    [[ $command == images ]] && return
+    eval "$(hack/kind.sh env)"
+  elif [[ -z $kubeconfig ]]; then
     hack/cluster.sh status >/dev/null || die "the local cluster is not up: run hack/cluster.sh up (or pass --kubeconfig)"
     import_images "${images[@]}"
     [[ $command == images ]] && return
@@ -306,6 +319,24 @@ main() {
     if [[ -z $retry || ${#events[@]} -ge 2 ]]; then return 1; fi
     previous=$SUITE_RUN_DIR
     log "a claimed test failed: running the whole suite once more (a test that passes then is reported as flaky; one that fails again fails the run)"
+    wait_suite_namespaces_gone
+  done
+}
+
+# wait_suite_namespaces_gone waits (up to 5 minutes) until the namespaces the suite deleted at
+# its end are gone: a rerun that starts while one is still terminating fails in its setup
+# ("unable to create new content in namespace ... because it is being terminated").
+wait_suite_namespaces_gone() {
+  local deadline=$((SECONDS + 300)) left
+  while :; do
+    left=$(kubectl get namespaces -o name 2>/dev/null | grep '^namespace/gateway-conformance-' || true)
+    [[ -z $left ]] && return 0
+    if ((SECONDS >= deadline)); then
+      log "warning: still terminating after 5 minutes: $(echo "$left" | tr '\n' ' ')(the rerun may fail in its setup)"
+      return 0
+    fi
+    log "waiting for the suite's namespaces to be deleted: $(echo "$left" | sed 's|namespace/||' | tr '\n' ' ')"
+    sleep 5
   done
 }
 

@@ -12,9 +12,19 @@
 # fresh machine builds the cluster (~15 min on an idle 2-core machine) and blixt's image.
 #
 #   hack/demo.sh            (hack/lab-demo.sh is the same dataplane in a netns lab, no Kubernetes)
+#   hack/demo.sh --kind     the same on a 3-node kind cluster (hack/kind.sh; docs/kind.md): the
+#                           backends spread over the nodes, most of them on another node than
+#                           the one that announces the Gateway's address
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+
+on_kind="" cluster_script=hack/cluster.sh
+case ${1:-} in
+  --kind) on_kind=1 cluster_script=hack/kind.sh ;;
+  "") ;;
+  *) echo "usage: hack/demo.sh [--kind]" >&2; exit 2 ;;
+esac
 
 namespace=blixt-demo
 gateway=demo
@@ -47,16 +57,31 @@ trap on_exit EXIT
 step "dependencies (hack/deps.sh: Debian packages and node_modules, only what is missing)"
 hack/deps.sh
 
-step "blixt on the local cluster (hack/install.sh)"
-hack/install.sh
-eval "$(hack/cluster.sh env)"
-# shellcheck disable=SC2016 # expanded by the inner bash
-read -r root_ip veth cache < <(bash -c 'source hack/cluster/lib.sh && echo "$ROOT_IP $VETH_ROOT $BLIXT_CACHE"')
+if [[ -n $on_kind ]]; then
+  step "a 3-node kind cluster with blixt (hack/kind.sh up, hack/kind.sh install)"
+  hack/kind.sh up
+  hack/kind.sh install
+  eval "$(hack/kind.sh env)"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  cache=$(bash -c 'source hack/cluster/lib.sh && echo "$BLIXT_CACHE"')
+  # The client is this machine's root namespace on the kind network's bridge (its device is
+  # looked up once the Gateway has an address).
+  root_ip=198.19.253.1
+  veth=""
+  import_image() { hack/kind.sh load "$1"; }
+else
+  step "blixt on the local cluster (hack/install.sh)"
+  hack/install.sh
+  eval "$(hack/cluster.sh env)"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  read -r root_ip veth cache < <(bash -c 'source hack/cluster/lib.sh && echo "$ROOT_IP $VETH_ROOT $BLIXT_CACHE"')
+  import_image() { hack/cluster.sh import "$1"; }
+fi
 
 step "sample: namespace $namespace, echo backends, Gateway $gateway, TCPRoute and UDPRoute (hack/demo/*.yaml)"
 # The echo image answers with its name and the client it saw (ECHO_NAME); hack/cluster.sh
 # imports it when the cluster starts, and this refreshes it in a cluster started earlier.
-if ! import_output=$(hack/cluster.sh import "$cache/images/echo.tar" 2>&1); then
+if ! import_output=$(import_image "$cache/images/echo.tar" 2>&1); then
   printf '%s\n' "$import_output" >&2
   fail "importing the echo image ($cache/images/echo.tar) failed"
 fi
@@ -80,8 +105,13 @@ if ! kubectl -n "$namespace" wait --for condition=Programmed --timeout 120s "gat
   fail "Gateway $namespace/$gateway is not Programmed after 120 s (its conditions above); the controller's log: kubectl -n blixt-system logs deploy/blixt-controller"
 fi
 kubectl -n "$namespace" get gateway,tcproute,udproute
+if [[ -n $on_kind ]]; then
+  echo "backends by node (the address is announced by $(kubectl -n "$namespace" get dataplaneconfig "$gateway" -o jsonpath='{.spec.announcingNode}')):"
+  kubectl -n "$namespace" get pods -o custom-columns=POD:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP --no-headers | sed 's/^/  /'
+fi
 address=$(kubectl -n "$namespace" get gateway "$gateway" -o jsonpath='{.status.addresses[0].value}')
 [[ -n $address ]] || fail "Gateway $namespace/$gateway is Programmed but has no address in status.addresses"
+[[ -n $veth ]] || veth=$(ip -o route get "$address" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
 # Each route's standing on its Gateway, as the controller reported it.
 for route in "tcproute/$tcp_route" "udproute/$udp_route"; do
   kubectl -n "$namespace" get "$route" -o json | jq -r --arg route "$route" '
@@ -100,7 +130,7 @@ udp_weights=$(route_weights "udproute/$udp_route")
 echo
 echo "Gateway address: $address   (TCP listener port $tcp_port, UDP listener port $udp_port)"
 echo "from this machine's root namespace: $(ip -o route get "$address" | sed 's/ *uid.*//; s/ *cache.*//')"
-echo "  $address is on the $veth segment: the node's dataplane answers ARP for it in the kernel"
+echo "  $address is on the $veth segment: the announcing node's dataplane answers ARP for it in the kernel"
 
 # A backend pod that just rolled reaches the dataplane a moment after it is Ready (its
 # EndpointSlice, then the controller, then the agent). Until a small probe gets answers from
@@ -130,16 +160,16 @@ traffic udp "$udp_port" "$udp_weights"
 echo "  ARP entry for the Gateway: $(ip neigh show "$address" dev "$veth" | sed 's/ *$//')"
 
 step "done"
-((${#failed[@]} == 0)) || fail "the ${failed[*]} traffic checks failed (details above); the cluster is up for a look: eval \"\$(hack/cluster.sh env)\"; kubectl -n $namespace get all"
+((${#failed[@]} == 0)) || fail "the ${failed[*]} traffic checks failed (details above); the cluster is up for a look: eval \"\$($cluster_script env)\"; kubectl -n $namespace get all"
 cat <<EOF
 blixt forwarded every flow in the kernel: spread by the routes' weights, client address kept.
 Total: $((SECONDS - start)) s. The cluster is still up.
 
-Use it:      eval "\$(hack/cluster.sh env)"     # KUBECONFIG and PATH (kubectl, helm)
+Use it:      eval "\$($cluster_script env)"     # KUBECONFIG and PATH (kubectl, helm)
              kubectl get gateway,tcproute,udproute -n $namespace
              kubectl -n blixt-system get pods
              socat - TCP:$address:$tcp_port         # or: echo hi | socat - UDP:$address:$udp_port
-Rerun:       hack/demo.sh                        # reuses the cluster and, when the sources are unchanged, the image
+Rerun:       hack/demo.sh${on_kind:+ --kind}                        # reuses the cluster and, when the sources are unchanged, the image
 Clean up:    kubectl delete namespace $namespace
-Take down:   hack/cluster.sh down                # stops the cluster and removes everything it made
+Take down:   $cluster_script down                # stops the cluster and removes everything it made
 EOF

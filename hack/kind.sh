@@ -24,6 +24,8 @@ source "$HACK_KIND/docker.sh"
 source "$HACK_KIND/build.sh"
 # shellcheck source=hack/kind/images.sh
 source "$HACK_KIND/images.sh"
+# shellcheck source=hack/kind/podnet.sh
+source "$HACK_KIND/podnet.sh"
 
 usage() {
   cat <<USAGE
@@ -38,14 +40,18 @@ usage: hack/kind.sh COMMAND
   status              the node containers and the Kubernetes nodes
   check               pod network across nodes: a pod on every node pings the others and
                       reaches a Service backed by all of them
-  stop-node NAME      stop a node's container (as if powered off): docker stop
+  stop-node NAME      stop a node's container as a powered-off machine would: docker kill
+                      (SIGKILL, no shutdown: its agent cannot say goodbye)
   start-node NAME     start it again and wait until the node is Ready
   down                delete the cluster, the kind network, stop the dockerd up started;
                       caches (binaries, images) stay
+  load IMAGE|FILE.tar...
+                      load docker images, or image archives (docker or OCI), into every node
+  test-images         build the images the kind tests use (test/kind/) and load them
   kubectl ARGS...     the cached kubectl against the kind cluster
+  helm ARGS...        the cached helm against the kind cluster
 
-environment: BLIXT_CACHE (default ~/.cache/blixt), BLIXT_KIND_GIT / BLIXT_KNP_GIT (git clones
-of kind and kube-network-policies, when the Go module proxy cannot serve kindnetd's source)
+environment: BLIXT_CACHE (default ~/.cache/blixt)
 USAGE
 }
 
@@ -102,6 +108,9 @@ kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 name: $KIND_CLUSTER
 networking:
+  # kind's default CNI, kindnetd, is not a published Go module: install_podnet puts in the
+  # pod network instead (hack/kind/podnet.sh).
+  disableDefaultCNI: true
   podSubnet: $KIND_POD_SUBNET
   serviceSubnet: $KIND_SERVICE_SUBNET
 nodes:
@@ -137,6 +146,8 @@ create_cluster() {
       --kubeconfig "$KIND_KUBECONFIG" --retain --wait 0s ||
       kdie "kind create cluster failed; the nodes are kept for a look (docker exec -it $KIND_CLUSTER-control-plane journalctl -b), hack/kind.sh down removes them"
   fi
+  # Nodes are NotReady until the pod network wrote their CNI configuration.
+  install_podnet
   klog "waiting until all $nodes nodes are Ready"
   kubectl_kind wait --for=condition=Ready nodes --all --timeout=300s >&2 ||
     kdie "not every node became Ready; see: hack/kind.sh kubectl describe nodes"
@@ -172,6 +183,20 @@ cmd_up() {
   kubectl_kind get nodes -o wide >&2
 }
 
+cmd_load() {
+  local item
+  if ! dockerd_running || ! cluster_exists; then kdie "no kind cluster $KIND_CLUSTER; run hack/kind.sh up first"; fi
+  for item in "$@"; do
+    if [[ -f $item ]]; then
+      klog "loading $(basename "$item") into the nodes"
+      kind load image-archive "$item" --name "$KIND_CLUSTER" >/dev/null || kdie "kind load image-archive $item failed"
+    else
+      klog "loading $item into the nodes"
+      kind load docker-image "$item" --name "$KIND_CLUSTER" >/dev/null || kdie "kind load docker-image $item failed"
+    fi
+  done
+}
+
 cmd_env() {
   printf 'export KUBECONFIG=%q\n' "$KIND_KUBECONFIG"
   # shellcheck disable=SC2016 # $PATH expands where the exports are evaluated
@@ -194,8 +219,8 @@ node_name_ok() {
 
 cmd_stop_node() {
   node_name_ok "$1"
-  docker stop "$1" >/dev/null || kdie "docker stop $1 failed"
-  klog "stopped node $1 (its container is kept; hack/kind.sh start-node $1 starts it)"
+  docker kill "$1" >/dev/null || kdie "docker kill $1 failed"
+  klog "stopped node $1 (killed, as a power-off; its container is kept: hack/kind.sh start-node $1 starts it)"
 }
 
 cmd_start_node() {
@@ -249,7 +274,12 @@ case ${1:-help} in
   stop-node) [[ $# == 2 ]] || kdie "usage: hack/kind.sh stop-node NAME"; cmd_stop_node "$2" ;;
   start-node) [[ $# == 2 ]] || kdie "usage: hack/kind.sh start-node NAME"; cmd_start_node "$2" ;;
   down) cmd_down ;;
+  load) shift; [[ $# -ge 1 ]] || kdie "usage: hack/kind.sh load IMAGE|FILE.tar..."; cmd_load "$@" ;;
+  test-images)
+    # shellcheck source=hack/kind/check.sh
+    source "$HACK_KIND/check.sh"; build_netcheck_image; cmd_load "$NETCHECK_IMAGE" ;;
   kubectl) shift; exec "$BIN_DIR/kubectl" --kubeconfig "$KIND_KUBECONFIG" "$@" ;;
+  helm) shift; exec "$BIN_DIR/helm" --kubeconfig "$KIND_KUBECONFIG" "$@" ;;
   help|-h|--help) usage ;;
   *) usage >&2; exit 2 ;;
 esac

@@ -38,7 +38,8 @@ build_crictl() {
     "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 
-# The four plugins kind's base image carries (kindnetd writes a ptp + host-local config).
+# The four plugins kind's base image carries; the pod network (hack/kind/podnet) configures
+# ptp with host-local IPAM, and portmap.
 build_cni_plugins() {
   local m=github.com/containernetworking/plugins/plugins v=$CNI_PLUGINS_VERSION
   kind_install cni-plugins "$v" host-local loopback ptp portmap -- \
@@ -49,38 +50,9 @@ build_coredns() {
   kind_install coredns "$COREDNS_VERSION" coredns -- "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
-# kindnetd is not published as a Go module of its own (it is a nested module of kind's
-# repository, images/kindnetd). With a Go module proxy that reaches GitHub, `go install` at
-# the commit works; a proxy that serves tagged releases only cannot resolve it (nor its
-# pseudo-versioned dependency sigs.k8s.io/kube-network-policies), and then the sources come
-# from git clones named by BLIXT_KIND_GIT and BLIXT_KNP_GIT (any clone holding the commits).
-build_kindnetd() {
-  local version="$KINDNETD_COMMIT $KNP_COMMIT"
-  stamp_ok kindnetd "$version" && [[ -x $NODE_BIN/kindnetd ]] && return 0
-  local m=sigs.k8s.io/kind/images/kindnetd out=$SRC_DIR/kindnetd-out
-  mkdir -p "$NODE_BIN"
-  if go_install_to "$out" CGO_ENABLED=0 go install -trimpath "$m/cmd/kindnetd@$KINDNETD_COMMIT" 2>/dev/null; then
-    mv -f "$out/kindnetd" "$NODE_BIN/kindnetd"
-  else
-    [[ -n ${BLIXT_KIND_GIT:-} && -n ${BLIXT_KNP_GIT:-} ]] ||
-      kdie "kindnetd: the Go module proxy cannot resolve $m@$KINDNETD_COMMIT; set BLIXT_KIND_GIT to a git clone of github.com/kubernetes-sigs/kind and BLIXT_KNP_GIT to one of github.com/kubernetes-sigs/kube-network-policies"
-    klog "kindnetd: building from $BLIXT_KIND_GIT at $KINDNETD_COMMIT (kube-network-policies from $BLIXT_KNP_GIT at $KNP_COMMIT)"
-    local src=$SRC_DIR/kindnetd
-    rm -rf "$src" && mkdir -p "$src/kindnetd" "$src/knp"
-    git -C "$BLIXT_KIND_GIT" archive "$KINDNETD_COMMIT" images/kindnetd | tar -x -C "$src/kindnetd" --strip-components=2 ||
-      kdie "kindnetd: $BLIXT_KIND_GIT has no commit $KINDNETD_COMMIT"
-    git -C "$BLIXT_KNP_GIT" archive "$KNP_COMMIT" | tar -x -C "$src/knp" ||
-      kdie "kindnetd: $BLIXT_KNP_GIT has no commit $KNP_COMMIT"
-    (cd "$src/kindnetd" && go mod edit -replace sigs.k8s.io/kube-network-policies=../knp) || kdie "kindnetd: go mod edit failed"
-    timed "kindnetd $KINDNETD_COMMIT" bash -c "cd '$src/kindnetd' && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o '$NODE_BIN/kindnetd' ./cmd/kindnetd"
-  fi
-  stamp_set kindnetd "$version"
-}
-
 build_node_binaries() {
   build_kind
   build_crictl
   build_cni_plugins
   build_coredns
-  build_kindnetd
 }

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # hack/kind.sh check: does the cluster's pod network work across nodes? One pod pinned to every
-# node; each pings every other pod's IP; each reaches a ClusterIP Service (by its DNS name,
-# so CoreDNS too) backed by all of them, until every backend has answered. Exit 0 only when all
-# of it works. Sourced by hack/kind.sh.
+# node; each pings every other pod's IP, and opens a TCP connection to it, whose server must see
+# the client pod's own IP as the source (nothing masquerades pod traffic); each reaches a
+# ClusterIP Service (by its DNS name, so CoreDNS too) backed by all of them, until every
+# backend has answered. Exit 0 only when all of it works. Sourced by hack/kind.sh.
 
 NETCHECK_IMAGE=blixt.local/netcheck:v1
 NETCHECK_NS=blixt-netcheck
@@ -40,8 +41,8 @@ spec:
   - name: serve
     image: $NETCHECK_IMAGE
     imagePullPolicy: Never
-    # Answers every TCP connection on 8080 with the pod's name.
-    command: [socat, "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \$(hostname)"]
+    # Answers every TCP connection on 8080 with the pod's name and the client's address.
+    command: [socat, "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo \$(hostname) \$SOCAT_PEERADDR"]
     readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 YAML
     pods+=("on-$node")
@@ -68,13 +69,26 @@ YAML
       fi
     done
   done
+  local reply
+  for i in "${!pods[@]}"; do
+    for j in "${!pods[@]}"; do
+      ((i == j)) && continue
+      reply=$(kubectl_kind -n "$NETCHECK_NS" exec "${pods[i]}" -- socat -T 2 - "TCP:${ips[j]}:8080,connect-timeout=2" </dev/null 2>/dev/null || true)
+      if [[ $reply == "${pods[j]} ${ips[i]}" ]]; then
+        klog "tcp ${pods[i]} (${ips[i]}) -> ${pods[j]} (${ips[j]}:8080): ok, the server saw ${reply#* }"
+      else
+        klog "tcp ${pods[i]} (${ips[i]}) -> ${pods[j]} (${ips[j]}:8080): FAILED (answer: '$reply', want '${pods[j]} ${ips[i]}')"; failed=1
+      fi
+    done
+  done
   local svc answers seen
   svc=$(kubectl_kind -n "$NETCHECK_NS" get service netcheck -o jsonpath='{.spec.clusterIP}')
   for i in "${!pods[@]}"; do
     # Connections to the Service by name until every backend answered (or 40 tries).
     # shellcheck disable=SC2016 # expanded by the pod's shell
     answers=$(kubectl_kind -n "$NETCHECK_NS" exec "${pods[i]}" -- sh -c '
-      for n in $(seq 40); do socat -T 2 - TCP:netcheck.'"$NETCHECK_NS"'.svc.cluster.local:80 </dev/null; done' 2>/dev/null | sort | uniq -c | tr -s ' ' || true)
+      for n in $(seq 40); do socat -T 2 - TCP:netcheck.'"$NETCHECK_NS"'.svc.cluster.local:80,connect-timeout=2 </dev/null; done' 2>/dev/null |
+      cut -d' ' -f1 | sort | uniq -c | tr -s ' ' || true)
     seen=$(grep -c on- <<<"$answers" || true)
     if [[ $seen == "${#pods[@]}" ]]; then
       klog "${pods[i]} -> Service netcheck ($svc:80, by DNS name): all ${#pods[@]} backends answered:$(tr '\n' ' ' <<<" $answers")"

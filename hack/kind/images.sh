@@ -69,8 +69,8 @@ build_base_image() {
   rm -rf "$ctx"
 }
 
-# Debian with the netfilter tools, under kube-proxy and kindnetd (their upstream images sit
-# on distroless-iptables).
+# Debian with the netfilter tools, under kube-proxy (its upstream image sits on
+# distroless-iptables).
 NET_IMAGE=blixt.local/debian-iptables:bookworm
 build_net_image() {
   local key
@@ -101,13 +101,15 @@ component_image() {
   klog "built image $name"
 }
 
-# The images kind's kubeadm and its CNI manifest name, each made from a binary built here.
-# etcd and the pause image are the versions hack/cluster builds; the kind config tells
-# kubeadm etcd's tag, and containerd's sandbox_image names the pause image.
+# The images the node image holds: those kubeadm deploys, each made from a binary built here,
+# and the pod network's (hack/kind/podnet.sh). etcd and the pause image are the versions
+# hack/cluster builds; the kind config tells kubeadm etcd's tag, and containerd's sandbox_image
+# names the pause image.
 CONTROL_PLANE_IMAGES=()
 build_component_images() {
   local k=registry.k8s.io b
   build_net_image
+  build_podnet_image
   for b in kube-apiserver kube-controller-manager kube-scheduler; do
     component_image "$k/$b:$K8S_VERSION" scratch "$BIN_DIR/$b" "/usr/local/bin/$b"
   done
@@ -115,49 +117,43 @@ build_component_images() {
   component_image "$k/etcd:$ETCD_IMAGE_TAG" scratch "$BIN_DIR/etcd" /usr/local/bin/etcd
   component_image "$k/coredns/coredns:$COREDNS_VERSION" scratch "$NODE_BIN/coredns" /coredns '["/coredns"]'
   component_image "$PAUSE_IMAGE" scratch "$SRC_DIR/images-out/pause" /pause '["/pause"]'
-  component_image "$KINDNETD_IMAGE" "$NET_IMAGE" "$NODE_BIN/kindnetd" /bin/kindnetd '["/bin/kindnetd"]'
   CONTROL_PLANE_IMAGES=("$k/kube-apiserver:$K8S_VERSION" "$k/kube-controller-manager:$K8S_VERSION"
     "$k/kube-scheduler:$K8S_VERSION" "$k/kube-proxy:$K8S_VERSION" "$k/etcd:$ETCD_IMAGE_TAG"
-    "$k/coredns/coredns:$COREDNS_VERSION" "$PAUSE_IMAGE" "$KINDNETD_IMAGE")
+    "$k/coredns/coredns:$COREDNS_VERSION" "$PAUSE_IMAGE" "$PODNET_IMAGE")
 }
 
-# kind's default CNI manifest (kindnetd), a template kind fills at cluster creation. It is a
-# Go constant in kind's nodeimage package; this writes it out of the module's source.
-write_cni_manifest() {
-  local kdir=$1 out=$2
-  awk -v image="$KINDNETD_IMAGE" '
-    /^const defaultCNIManifest = `/ {on=1; next}
-    on && /^`$/ {exit}
-    on {gsub(/` \+ kindnetdImage \+ `/, image); print}
-  ' "$kdir/pkg/build/nodeimage/const_cni.go" >"$out"
-  if ! grep -q "image: $KINDNETD_IMAGE" "$out" || ! grep -q 'would you kindly template this file' "$out"; then
-    kdie "could not read kind's CNI manifest from $kdir/pkg/build/nodeimage/const_cni.go"
-  fi
+# /kind/manifests/default-cni.yaml: kind applies it at cluster creation unless the kind config
+# says networking.disableDefaultCNI, which hack/kind.sh's does (the pod network is
+# hack/kind/podnet.sh's DaemonSet, applied after kind create). kind's own manifest names the
+# kindnetd image, which is not built here; this one holds no object.
+default_cni_manifest() {
+  cat <<YAML
+# No default CNI in this node image: create clusters with networking.disableDefaultCNI: true
+# and install a pod network (hack/kind.sh applies kube-system/blixt-podnet).
+YAML
 }
 
 # The node image, assembled as `kind build node-image` does (its builder cannot be used here:
 # it fetches every image it did not build itself from a registry): a container of the base
-# image, kubeadm/kubelet/kubectl in /usr/bin, /kind/version, the CNI manifest, every image
+# image, kubeadm/kubelet/kubectl in /usr/bin, /kind/version, a CNI manifest without objects, every image
 # imported into the node's containerd, then docker commit. No storage manifest: kind falls back
 # to its built-in host-path StorageClass, which needs no image.
 build_node_image() {
-  local key kdir img
-  kdir=$(kind_module_dir)
-  local ids=()
+  local key img ids=()
   for img in "${CONTROL_PLANE_IMAGES[@]}"; do ids+=("$(docker image inspect -f '{{.Id}}' "$img")"); done
   key=$(hash_of "$(image_key "$BASE_IMAGE")" "$BIN_DIR/kubeadm" "$BIN_DIR/kubelet" "$BIN_DIR/kubectl" \
-    "$kdir/pkg/build/nodeimage/const_cni.go" "${CONTROL_PLANE_IMAGES[*]}" "${ids[*]}")
+    "$(default_cni_manifest)" "${CONTROL_PLANE_IMAGES[*]}" "${ids[*]}")
   [[ $(image_key "$NODE_IMAGE") == "$key" ]] && return 0
   # In a subshell, so that the build container goes away on every exit, kdie's included.
   (
     local id=blixt-kind-build-$$
     trap 'docker rm -f -v "$id" >/dev/null 2>&1 || true' EXIT
-    assemble_node_image "$kdir" "$key" "$id"
+    assemble_node_image "$key" "$id"
   ) || exit 1
 }
 
 assemble_node_image() {
-  local kdir=$1 key=$2 id=$3 img
+  local key=$1 id=$2 img
   docker rm -f "$id" >/dev/null 2>&1 || true
   docker run -d --name "$id" --entrypoint=sleep --security-opt seccomp=unconfined "$BASE_IMAGE" infinity >/dev/null ||
     kdie "could not start a build container from $BASE_IMAGE"
@@ -167,16 +163,12 @@ assemble_node_image() {
     docker exec "$id" chown root:root "/usr/bin/$b"
   done
   printf '%s' "$K8S_VERSION" | docker exec -i "$id" cp /dev/stdin /kind/version
-  local manifest
-  manifest=$(mktemp)
-  write_cni_manifest "$kdir" "$manifest"
   docker exec "$id" mkdir -p /kind/manifests
-  docker cp "$manifest" "$id:/kind/manifests/default-cni.yaml"
-  rm -f "$manifest"
+  default_cni_manifest | docker exec -i "$id" cp /dev/stdin /kind/manifests/default-cni.yaml
   # The images kubeadm will ask for must be exactly those imported below.
   local want have
   want=$(docker exec -i "$id" kubeadm config images list --config /dev/stdin <<<"$(kubeadm_images_config)" | grep -v pause | sort)
-  have=$(printf '%s\n' "${CONTROL_PLANE_IMAGES[@]}" | grep -v -e pause -e kindnetd | sort)
+  have=$(printf '%s\n' "${CONTROL_PLANE_IMAGES[@]}" | grep -v -e pause -e podnet | sort)
   [[ $want == "$have" ]] || kdie "kubeadm $K8S_VERSION wants images $(echo "$want" | tr '\n' ' ') but this script builds $(echo "$have" | tr '\n' ' ')"
   docker exec "$id" bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &'
   docker exec "$id" bash -c 'for i in $(seq 50); do [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done; cat /tmp/containerd.log; exit 1' ||

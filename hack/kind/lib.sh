@@ -5,12 +5,6 @@
 
 KIND_VERSION=v0.33.0
 KIND_CLUSTER=${BLIXT_KIND_CLUSTER:-blixt}
-# kind's images/kindnetd at the commit kind v0.33.0's default CNI manifest names
-# (docker.io/kindest/kindnetd:v20260820-69b56db7), and the kube-network-policies commit its
-# go.mod requires.
-KINDNETD_COMMIT=69b56db7
-KINDNETD_IMAGE=docker.io/kindest/kindnetd:v20260820-69b56db7
-KNP_COMMIT=f67f0fb35e2b
 CRICTL_VERSION=v1.37.0
 CNI_PLUGINS_VERSION=v1.9.1
 # The CoreDNS kubeadm v1.36 deploys; etcd is the one hack/cluster builds, and the kind

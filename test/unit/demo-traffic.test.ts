@@ -61,16 +61,16 @@ t.test("each check fails on its own and says which", async t => {
     /backend echo-a \(weight 1\) answered 50.0 % of flows, expected 25.0 % ± 10 points/,
     /backend echo-b/,
   ]);
-  const snat = [...repeat(25, answer("echo-a", "10.244.0.1")), ...repeat(75, answer("echo-b"))];
+  const snat = [...repeat(25, answer("echo-a", "198.19.224.1")), ...repeat(75, answer("echo-b"))];
   t.match(summarize("udp", snat, weights, "198.18.0.1", "198.18.0.100:80", 0.1).failures, [
-    /UDP: backends saw 10.244.0.1, 198.18.0.1, not the client's address 198.18.0.1/,
+    /UDP: backends saw 198.19.224.1, 198.18.0.1, not the client's address 198.18.0.1/,
   ]);
   const noReverseNat = [
-    ...repeat(25, answer("echo-a", "198.18.0.1", "10.244.0.7:8080")),
+    ...repeat(25, answer("echo-a", "198.18.0.1", "198.19.224.7:8080")),
     ...repeat(75, answer("echo-b")),
   ];
   t.match(summarize("tcp", noReverseNat, weights, "198.18.0.1", "198.18.0.100:80", 0.1).failures, [
-    /replies came from 10.244.0.7:8080, 198.18.0.100:80, not the Gateway's 198.18.0.100:80/,
+    /replies came from 198.19.224.7:8080, 198.18.0.100:80, not the Gateway's 198.18.0.100:80/,
   ]);
   const stranger = [
     ...repeat(25, answer("echo-a")),

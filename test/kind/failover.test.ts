@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: Apache-2.0
+// Failover on the kind cluster: the node announcing a Gateway address is powered off (its
+// container killed, hack/kind.sh stop-node) while a long TCP stream and a steady UDP flow (a
+// datagram every 100 ms) run from the machine's root namespace through the address to a
+// backend on the control plane, which stays up. The agents' Leases (capabilities/agent/
+// leases.ts) let the standby take the address over by itself: the address answers again, the
+// machine's ARP entry points at the new announcer, the TCP stream goes on without a reconnect,
+// and every UDP reply comes from the same backend. The node then returns, and nothing moves
+// back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
+// over the same way and the restarted agent takes nothing back. Last, the API server is
+// stopped for longer than a Lease: nobody takes over, the announcer keeps serving, and nothing
+// moves when it returns. The times are figures (recordFigure), never assertions: speed belongs
+// to bench/.
+//
+// It stops a node: hack/test.sh runs it alone, after every other kind test and the suite.
+import t, { type Test } from "tap";
+import { once } from "node:events";
+import { createSocket } from "node:dgram";
+import { execa } from "execa";
+import { NETCHECK_IMAGE, nodeNames, whoAmIUdp, parseAnswer } from "../lib/kind.js";
+import {
+  LineClient,
+  apply,
+  freshNamespace,
+  getObject,
+  kindSkipReason,
+  kubectl,
+  recordFigure,
+  waitFor,
+  waitForCondition,
+} from "../lib/cluster.js";
+import { rendezvousPick } from "../../capabilities/rendezvous.js";
+
+const skip = kindSkipReason();
+if (skip) {
+  t.plan(0, skip);
+} else {
+  t.setTimeout(12 * 60 * 1000);
+  t.test("the announcing node fails", run);
+}
+
+const tcpPort = 7400;
+const udpPort = 7401;
+
+/** The MAC of a kind node on the `kind` network. */
+async function nodeMac(node: string): Promise<string> {
+  const { stdout } = await execa("docker", [
+    "inspect",
+    "-f",
+    "{{.NetworkSettings.Networks.kind.MacAddress}}",
+    node,
+  ]);
+  return stdout.trim().toLowerCase();
+}
+
+/** The root namespace's neighbour entry for `address`: its MAC, or undefined. */
+async function neighbourMac(address: string): Promise<string | undefined> {
+  const { stdout } = await execa("ip", ["-4", "neigh", "show", address]);
+  return /lladdr ([0-9a-f:]+)/.exec(stdout)?.[1];
+}
+
+async function kindSh(...args: string[]): Promise<void> {
+  await execa("hack/kind.sh", args, { stdio: "inherit" });
+}
+
+/** Waits until the agent on `node` runs in a container started after `since` and is ready. */
+async function agentRunningSince(node: string, since: number): Promise<void> {
+  const agentNamespace = process.env.BLIXT_NAMESPACE ?? "blixt-system";
+  await waitFor(
+    `the agent on ${node} running again and ready`,
+    async () => {
+      const pods = JSON.parse(
+        await kubectl(
+          "-n",
+          agentNamespace,
+          "get",
+          "pods",
+          "-l",
+          "app.kubernetes.io/component=agent",
+          "--field-selector",
+          `spec.nodeName=${node}`,
+          "-o",
+          "json",
+        ),
+      ) as {
+        items: {
+          status?: {
+            conditions?: { type: string; status: string }[];
+            containerStatuses?: { state?: { running?: { startedAt?: string } } }[];
+          };
+        }[];
+      };
+      const pod = pods.items[0];
+      const started = Date.parse(
+        pod?.status?.containerStatuses?.[0]?.state?.running?.startedAt ?? "",
+      );
+      const ready = pod?.status?.conditions?.some(c => c.type === "Ready" && c.status === "True");
+      // startedAt has whole seconds: a container started within the second of `since` counts.
+      return started >= since - 1000 && ready ? true : undefined;
+    },
+    { timeoutMs: 180_000, intervalMs: 1000 },
+  );
+}
+
+/** Kills the agent's container on `node` (SIGKILL, as a crash): the node itself stays up. */
+async function killAgent(node: string): Promise<void> {
+  const { stdout } = await execa("docker", [
+    "exec",
+    node,
+    "crictl",
+    "ps",
+    "--name",
+    "^agent$",
+    "-q",
+  ]);
+  const id = stdout.trim().split(/\s+/)[0];
+  if (!id) throw new Error(`no running agent container on ${node}`);
+  await execa("docker", ["exec", node, "crictl", "stop", "--timeout", "0", id]);
+}
+
+/** Whether the API server answers /readyz. */
+async function apiReady(): Promise<boolean> {
+  return kubectl("get", "--raw", "/readyz").then(
+    out => out.trim() === "ok",
+    () => false,
+  );
+}
+
+const APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml";
+const APISERVER_PARKED = "/etc/kubernetes/kube-apiserver.yaml.stopped";
+
+async function run(t: Test) {
+  const nodes = await nodeNames();
+  const controlPlane = nodes.find(n => n.endsWith("control-plane"));
+  const workers = nodes.filter(n => n !== controlPlane);
+  if (!controlPlane || workers.length < 2) {
+    t.fail(`needs a control plane and two workers: ${nodes.join(", ")}`);
+    return;
+  }
+  // A static address of the kind pool that a worker announces: the controller picks by the
+  // same rendezvous hash when every node is ready.
+  let address = "";
+  for (let last = 190; last > 150 && !address; last--) {
+    const candidate = `198.19.253.${last}`;
+    if (workers.includes(rendezvousPick(candidate, nodes)!)) address = candidate;
+  }
+  const announcer = rendezvousPick(address, nodes)!;
+  const standby = rendezvousPick(
+    address,
+    nodes.filter(n => n !== announcer),
+  )!;
+  t.comment(`address ${address}: announced by ${announcer}, ${standby} takes it over`);
+
+  const namespace = await freshNamespace(t, "blixt-e2e-failover");
+  // The backend stays up: on the control plane.
+  await apply(
+    `
+apiVersion: v1
+kind: Pod
+metadata: {name: backend, namespace: ${namespace}, labels: {app: backend}}
+spec:
+  nodeName: ${controlPlane}
+  tolerations: [{operator: Exists}]
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: tcp
+    image: ${NETCHECK_IMAGE}
+    imagePullPolicy: Never
+    command: ["socat", "TCP-LISTEN:8080,fork,reuseaddr,backlog=128", "EXEC:cat"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+  - name: udp
+    image: ${NETCHECK_IMAGE}
+    imagePullPolicy: Never
+    command: ${JSON.stringify(whoAmIUdp(8081))}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: ${namespace}}
+spec:
+  selector: {app: backend}
+  ports:
+  - {name: tcp, protocol: TCP, port: 8080, targetPort: 8080}
+  - {name: udp, protocol: UDP, port: 8081, targetPort: 8081}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: failover, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  addresses: [{type: IPAddress, value: ${address}}]
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${tcpPort}}
+  - {name: udp, protocol: UDP, port: ${udpPort}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: tcp, namespace: ${namespace}}
+spec:
+  parentRefs: [{name: failover, sectionName: tcp}]
+  rules: [{backendRefs: [{name: backend, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: UDPRoute
+metadata: {name: udp, namespace: ${namespace}}
+spec:
+  parentRefs: [{name: failover, sectionName: udp}]
+  rules: [{backendRefs: [{name: backend, port: 8081}]}]
+`,
+  );
+  await kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=180s");
+  await waitForCondition(
+    "gateway",
+    "failover",
+    namespace,
+    "Programmed",
+    { status: "True" },
+    180_000,
+  );
+  const announcingNode = async () =>
+    (await getObject("dataplaneconfig", "failover", namespace))?.spec?.announcingNode as
+      | string
+      | undefined;
+  t.equal(await announcingNode(), announcer, `the controller chose ${announcer}`);
+
+  // The long TCP stream: one connection, a line every 100 ms, each echoed back.
+  const stream = await waitFor(
+    `a TCP connection to ${address}:${tcpPort}`,
+    async () => {
+      const client = await LineClient.connect(address, tcpPort).catch(() => undefined);
+      if (!client) return undefined;
+      const ok = await client.request("hello").then(
+        line => line === "hello",
+        () => false,
+      );
+      if (ok) return client;
+      client.close();
+      return undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+  t.teardown(() => stream.close());
+  let sent = 0;
+  let streamError: Error | undefined;
+  let longestTcpStall = 0;
+  let streaming = true;
+  const tcpLoop = (async () => {
+    while (streaming) {
+      const line = `line-${++sent}`;
+      const started = Date.now();
+      const answer = await stream.request(line, 30_000).catch((e: Error) => e);
+      if (answer instanceof Error || answer !== line) {
+        streamError =
+          answer instanceof Error ? answer : new Error(`sent ${line}, got back ${answer}`);
+        return;
+      }
+      longestTcpStall = Math.max(longestTcpStall, Date.now() - started);
+      await new Promise(resolve => setTimeout(resolve, 100));
+    }
+  })();
+
+  // The steady UDP flow: one socket (one flow), a datagram every 100 ms.
+  const udp = createSocket("udp4");
+  udp.bind(0);
+  await once(udp, "listening");
+  t.teardown(() => udp.close());
+  const replies: { at: number; pod: string; from: string }[] = [];
+  udp.on("message", (message, rinfo) =>
+    replies.push({
+      at: Date.now(),
+      pod: parseAnswer(message.toString("utf8"), `UDP ${address}:${udpPort}`).pod,
+      from: `${rinfo.address}:${rinfo.port}`,
+    }),
+  );
+  const udpTimer = setInterval(() => udp.send("which", udpPort, address), 100);
+  t.teardown(() => clearInterval(udpTimer));
+  await waitFor("UDP replies", async () => (replies.length >= 10 ? true : undefined), {
+    timeoutMs: 60_000,
+    intervalMs: 200,
+  });
+  t.equal(
+    await neighbourMac(address),
+    await nodeMac(announcer),
+    `ARP: ${address} is at ${announcer}`,
+  );
+
+  // Power the announcer off.
+  const stoppedAt = Date.now();
+  await kindSh("stop-node", announcer);
+  const standbyMac = await nodeMac(standby);
+  // Replies stop when the node goes, and resume once the standby took the address over.
+  await waitFor(
+    `UDP replies again after ${announcer} stopped`,
+    async () => {
+      const now = Date.now();
+      return replies.some(r => r.at > stoppedAt + 1000 && r.at > now - 300) ? true : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 50 },
+  );
+  await waitFor(
+    `the machine's ARP entry for ${address} at ${standby} (${standbyMac})`,
+    async () => ((await neighbourMac(address)) === standbyMac ? true : undefined),
+    { timeoutMs: 30_000, intervalMs: 200, describe: async () => `${await neighbourMac(address)}` },
+  );
+  t.pass(`ARP: ${address} is at ${standby} now`);
+  // Some seconds of traffic through the new announcer.
+  await new Promise(resolve => setTimeout(resolve, 3000));
+  t.notOk(streamError, `the TCP stream went on without a reconnect (${sent} lines)`, {
+    error: streamError?.message,
+  });
+  // The silence the failure made: the longest gap between two replies around the stop.
+  let longestUdpSilence = 0;
+  let answeredAt = stoppedAt;
+  for (let i = 1; i < replies.length; i++) {
+    const gap = replies[i].at - replies[i - 1].at;
+    if (replies[i].at > stoppedAt && gap > longestUdpSilence) {
+      longestUdpSilence = gap;
+      answeredAt = replies[i].at;
+    }
+  }
+  await recordFigure(t, "failover: node stopped → address answers again", answeredAt - stoppedAt);
+  await recordFigure(t, "failover: longest UDP silence", longestUdpSilence);
+  await recordFigure(t, "failover: longest TCP round trip", longestTcpStall);
+  t.same(
+    [...new Set(replies.map(r => r.pod))],
+    ["backend"],
+    "every UDP reply came from the same backend",
+  );
+  t.same(
+    [...new Set(replies.map(r => r.from))],
+    [`${address}:${udpPort}`],
+    "and from the Gateway address",
+  );
+
+  // The controller catches up once Kubernetes sees the node gone.
+  const caughtUp = await waitFor(
+    `the DataplaneConfig naming ${standby} as its announcer`,
+    async () => ((await announcingNode()) === standby ? Date.now() : undefined),
+    { timeoutMs: 180_000, intervalMs: 1000, describe: async () => `${await announcingNode()}` },
+  );
+  await recordFigure(
+    t,
+    "failover: node stopped → controller names the new announcer",
+    caughtUp - stoppedAt,
+  );
+
+  // The node comes back: nothing moves back.
+  await kindSh("start-node", announcer);
+  // Its agent started again (a container started after the stop) and is ready.
+  await agentRunningSince(announcer, stoppedAt);
+  const repliesBefore = replies.length;
+  await new Promise(resolve => setTimeout(resolve, 5000));
+  t.equal(await announcingNode(), standby, `${announcer} is back and ${standby} keeps the address`);
+  t.equal(await neighbourMac(address), standbyMac, "the ARP entry did not move back");
+  t.ok(replies.length > repliesBefore + 30, "UDP replies kept coming");
+
+  // The silence that began after `since`: its length and when the first reply after it came.
+  const silenceAfter = (since: number) => {
+    let longest = 0;
+    let endedAt = since;
+    for (let i = 1; i < replies.length; i++) {
+      const gap = replies[i].at - replies[i - 1].at;
+      if (replies[i].at > since && gap > longest) {
+        longest = gap;
+        endedAt = replies[i].at;
+      }
+    }
+    return { longest, endedAt };
+  };
+
+  // The announcer's agent alone is killed; its node keeps running. Its Lease lapses, the next
+  // node takes over, and the restarted agent takes nothing back.
+  const next = rendezvousPick(
+    address,
+    nodes.filter(n => n !== standby),
+  )!;
+  const nextMac = await nodeMac(next);
+  const killedAt = Date.now();
+  await killAgent(standby);
+  // Its node keeps forwarding what reaches it, so traffic barely pauses; what moves is ARP.
+  const movedAt = await waitFor(
+    `the machine's ARP entry for ${address} at ${next} (${nextMac}) after the agent on ${standby} was killed`,
+    async () => ((await neighbourMac(address)) === nextMac ? Date.now() : undefined),
+    { timeoutMs: 30_000, intervalMs: 50, describe: async () => `${await neighbourMac(address)}` },
+  );
+  await new Promise(resolve => setTimeout(resolve, 2000));
+  await recordFigure(t, "failover: agent killed → ARP at the new announcer", movedAt - killedAt);
+  await recordFigure(
+    t,
+    "failover: agent killed, longest UDP silence",
+    silenceAfter(killedAt).longest,
+  );
+  t.pass(`the agent on ${standby} killed: ${next} took the address over`);
+  await agentRunningSince(standby, killedAt);
+  await waitFor(
+    `the DataplaneConfig naming ${next}`,
+    async () => ((await announcingNode()) === next ? true : undefined),
+    { timeoutMs: 120_000, intervalMs: 1000, describe: async () => `${await announcingNode()}` },
+  );
+  await new Promise(resolve => setTimeout(resolve, 3000));
+  t.equal(
+    await neighbourMac(address),
+    nextMac,
+    `the restarted agent on ${standby} took nothing back`,
+  );
+  t.notOk(streamError, `the TCP stream went on (${sent} lines)`, { error: streamError?.message });
+
+  // The API server is stopped for longer than a Lease: nobody can see anybody renew, so nobody
+  // takes over, and the announcer keeps serving; nothing moves when it returns.
+  const apiStoppedAt = Date.now();
+  await execa("docker", ["exec", controlPlane, "mv", APISERVER_MANIFEST, APISERVER_PARKED]);
+  t.teardown(async () => {
+    // Whatever happened, the API server is put back.
+    await execa("docker", [
+      "exec",
+      controlPlane,
+      "sh",
+      "-c",
+      `[ -e ${APISERVER_MANIFEST} ] || mv ${APISERVER_PARKED} ${APISERVER_MANIFEST}`,
+    ]).catch(() => undefined);
+  });
+  await waitFor("the API server stopped", async () => ((await apiReady()) ? undefined : true), {
+    timeoutMs: 120_000,
+    intervalMs: 500,
+  });
+  const downAt = Date.now();
+  await new Promise(resolve => setTimeout(resolve, 8000));
+  const repliesWhileDown = replies.filter(r => r.at > downAt).length;
+  t.equal(await neighbourMac(address), nextMac, `API server away 8 s: ${next} still announces`);
+  await execa("docker", ["exec", controlPlane, "mv", APISERVER_PARKED, APISERVER_MANIFEST]);
+  const upAt = await waitFor(
+    "the API server back",
+    async () => ((await apiReady()) ? Date.now() : undefined),
+    {
+      timeoutMs: 240_000,
+      intervalMs: 500,
+    },
+  );
+  t.comment(
+    `API server down for about ${Math.round((upAt - downAt) / 1000)} s (stopped ${Math.round((downAt - apiStoppedAt) / 1000)} s after its manifest moved)`,
+  );
+  t.ok(
+    repliesWhileDown >= 60,
+    `the announcer kept serving while the API server was away: ${repliesWhileDown} UDP replies in 8 s`,
+  );
+  await recordFigure(
+    t,
+    "failover: API server away, longest UDP silence",
+    silenceAfter(apiStoppedAt).longest,
+  );
+  // Every agent reconnects, and gives every Lease a full duration to be seen renewing again.
+  await new Promise(resolve => setTimeout(resolve, 5000));
+  t.equal(await announcingNode(), next, "nothing moved when the API server returned");
+  t.equal(await neighbourMac(address), nextMac, "and the ARP entry stayed");
+
+  streaming = false;
+  await tcpLoop;
+  t.notOk(streamError, `the TCP stream is still the same connection (${sent} lines)`, {
+    error: streamError?.message,
+  });
+}
