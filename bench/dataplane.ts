@@ -41,7 +41,7 @@ const started = Date.now();
 const progress = (line: string) =>
   console.error(`bench [${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}`);
 
-async function machine(): Promise<string[]> {
+export async function machine(): Promise<string[]> {
   const kernel = (await execa("uname", ["-r"])).stdout.trim();
   const os = (await execa("sh", ["-c", ". /etc/os-release && echo $PRETTY_NAME"])).stdout.trim();
   const tool = async (cmd: string, args: string[]) => {
@@ -94,7 +94,7 @@ async function repeat<K extends string>(
  * adds its figures to the series named `what`, which it returns. A figure that failed once is
  * not measured again (its series keeps the failure, which the report shows).
  */
-function sampler() {
+export function sampler() {
   const all = new Map<string, Series>();
   return async function take<K extends string>(
     what: string,
@@ -245,11 +245,11 @@ interface Target {
   sockperf: [string, number];
 }
 
-const IPERF = 5201;
+export const IPERF = 5201;
 /** nginx in each backend namespace answering every request with a few bytes and closing: wrk's target. */
-const HTTP = 8082;
+export const HTTP = 8082;
 /** sockperf servers (TCP and UDP, same port) in each backend namespace: the latency target. */
-const SOCKPERF = 11111;
+export const SOCKPERF = 11111;
 const HAPROXY = { iperf: 15201, http: 18082, sockperf: 21111 };
 const NGINX = { iperf: 25201, http: 28082, sockperf: 31111 };
 
@@ -258,7 +258,7 @@ const NGINX = { iperf: 25201, http: 28082, sockperf: 31111 };
  * log, and `Connection: close` on every reply, so each request is a connection of its own and the
  * server side closes first (its TIME_WAIT stays on the backend, not on the client's ports).
  */
-function backendNginxConfig(ip: string, dir: string, name: string): string {
+export function backendNginxConfig(ip: string, dir: string, name: string): string {
   return [
     "daemon off;",
     "worker_processes auto;",
@@ -417,7 +417,7 @@ async function taskSeconds(pids: string[]): Promise<number> {
   return ticks / TICKS_PER_SECOND;
 }
 
-async function netnsPids(netns: string): Promise<string[]> {
+export async function netnsPids(netns: string): Promise<string[]> {
   return (await execa("ip", ["netns", "pids", netns], { reject: false })).stdout
     .split("\n")
     .filter(Boolean);
@@ -451,7 +451,7 @@ async function metered(
 
 // ---- traffic ----------------------------------------------------------------------------------------
 
-interface IperfResult {
+export interface IperfResult {
   /** Gbit/s (TCP) or kpps (UDP) received */
   rate: number;
   /** bytes (TCP) or packets (UDP) received */
@@ -460,8 +460,8 @@ interface IperfResult {
   endpointCpu: number;
 }
 
-async function iperf(
-  lab: Lab,
+export async function iperf(
+  lab: { clientNs: string },
   [host, port]: [string, number],
   seconds: number,
   mode: { udp?: boolean; streams?: number },
@@ -520,8 +520,8 @@ async function iperf(
  * all at its address, so every path spreads the same load over the same three servers. A path
  * that loses connections shows as socket errors, which fail the run rather than lower its rate.
  */
-async function connectionRate(
-  lab: Lab,
+export async function connectionRate(
+  lab: { clientNs: string },
   targets: [string, number][],
   seconds: number,
   concurrency: number,
@@ -578,8 +578,8 @@ async function connectionRate(
  * warm-up, against a sockperf server on the backends. C at both ends, so what varies between
  * paths is the path and the scheduling of two shared cores, not an event loop.
  */
-async function latency(
-  lab: Lab,
+export async function latency(
+  lab: { clientNs: string },
   proto: "tcp" | "udp",
   [host, port]: [string, number],
   count: number,
@@ -618,7 +618,7 @@ async function latency(
 }
 
 /** Neither iperf3 -s nor the proxies say when they listen; one still running after a second is. */
-async function running(daemon: ReturnType<Lab["spawn"]>): Promise<void> {
+export async function running(daemon: ReturnType<Lab["spawn"]>): Promise<void> {
   const exited = await Promise.race([
     daemon.then(
       r => r,
@@ -893,4 +893,5 @@ async function main(): Promise<void> {
   progress(`wrote ${out} and its charts`);
 }
 
-await main();
+// Run, unless imported (bench/nodes.ts measures with the same tools).
+if (import.meta.url === `file://${process.argv[1]}`) await main();

@@ -109,7 +109,8 @@ export const fmt = (x: number, digits = 1): string =>
     ? x.toLocaleString("en-US", { maximumFractionDigits: 0 })
     : x.toFixed(Math.abs(x) < 1 && digits < 3 ? 3 : digits);
 
-function cell(series: Series | undefined, unit: string): string {
+/** "median unit (min–max)" of a series, or why there is none. */
+export function cell(series: Series | undefined, unit: string): string {
   if (!series) return "n/a";
   if (series.failure) return `failed: ${series.failure}`;
   if (series.samples.length === 0) return "n/a";
@@ -191,7 +192,7 @@ function applyTable(r: Results): string {
 
 const scale = (s: Series, k: number): Series => ({ ...s, samples: s.samples.map(x => x * k) });
 
-type Verdict = { met: boolean | "inconclusive" | undefined; text: string; why?: string };
+export type Verdict = { met: boolean | "inconclusive" | undefined; text: string; why?: string };
 
 /** The goals' thresholds: targets the report checks figures against, never measurements. */
 export const GOALS = { hitNs: 100, throughput: 0.9, rate: 2, p99AddedUs: 20 } as const;
@@ -234,7 +235,8 @@ export const TABLE = {
 export const NOT_MEASURED = "not measured in this run";
 
 /** A citation of a row (and column, when the row has more than one figure) of this report's tables. */
-const cite = (table: string, row: string, column?: string): string =>
+/** A citation of a report row: [table › row › column]. */
+export const cite = (table: string, row: string, column?: string): string =>
   `[${table} › ${row}${column ? ` › ${column}` : ""}]`;
 
 /** A row of the ns/packet table: the first whose case starts with `prefix`. */
@@ -255,7 +257,7 @@ const nsRows = (r: Results, prog: "xdp" | "tc") => ({
 const nsFigure = (row: { label: string; value: number }): string =>
   `${fmt(row.value)} ns ${cite(TABLE.ns, row.label)}`;
 
-const range = (x?: Series) =>
+export const range = (x?: Series) =>
   x && !x.failure && x.samples.length
     ? `${fmt(Math.min(...x.samples))}–${fmt(Math.max(...x.samples))}`
     : "–";
@@ -423,7 +425,8 @@ function goals(r: Results): Verdict[] {
   ];
 }
 
-function goalLine(g: Verdict): string {
+/** One line of a report's Goals section. */
+export function goalLine(g: Verdict): string {
   const mark =
     g.met === undefined
       ? "n/a"
@@ -561,13 +564,27 @@ export function renderCharts(r: Results): Record<string, string> {
 
 export const E2E_BEGIN = "<!-- e2e-figures:begin -->";
 export const E2E_END = "<!-- e2e-figures:end -->";
+export const FAILOVER_BEGIN = "<!-- kind-failover:begin -->";
+export const FAILOVER_END = "<!-- kind-failover:end -->";
 
-/** The block between the e2e markers of an earlier report (markers included), if it has one. */
+/** The blocks hack/e2e-figures.ts writes into the report, which a bench run carries over. */
+export const CARRIED_BLOCKS: readonly (readonly [string, string])[] = [
+  [E2E_BEGIN, E2E_END],
+  [FAILOVER_BEGIN, FAILOVER_END],
+];
+
+/**
+ * The blocks of an earlier report that hack/e2e-figures.ts wrote (the local cluster's figures,
+ * kind's failover figures; markers included), in that order, if it has any.
+ */
 export function e2eBlock(previous: string | undefined): string | undefined {
   if (!previous) return undefined;
-  const start = previous.indexOf(E2E_BEGIN);
-  const end = previous.indexOf(E2E_END, start);
-  return start >= 0 && end > start ? previous.slice(start, end + E2E_END.length) : undefined;
+  const blocks = CARRIED_BLOCKS.flatMap(([begin, endMarker]) => {
+    const start = previous.indexOf(begin);
+    const end = previous.indexOf(endMarker, start);
+    return start >= 0 && end > start ? [previous.slice(start, end + endMarker.length)] : [];
+  });
+  return blocks.length ? blocks.join("\n\n") : undefined;
 }
 
 /** The ns/packet table; a missing one-hash-lookup row is shown as not measured, after its floor row. */
@@ -652,6 +669,10 @@ export function renderReport(r: Results, carried?: string): string {
     "",
     "IPVS is not measured: the bench has no IPVS path.",
     "",
+    "Backends on other nodes (a local backend against a remote one, reached by IP-in-IP with direct",
+    "server return) have a lab and a report of their own, written apart from this one:",
+    "[NODES.md](NODES.md) (`bench/run.sh --only several-nodes`).",
+    "",
     "## Machine",
     "",
     ...r.machine.map(m => `- ${m}`),
@@ -663,6 +684,8 @@ export function renderReport(r: Results, carried?: string): string {
     "difference is smaller than the run-to-run spread of direct routing's own figure.",
     "",
     ...goals(r).map(goalLine),
+    "- several nodes, remote backend against local (throughput, connection rate, UDP packet rate,",
+    "  ns/packet of encapsulation and decapsulation): their verdicts are in [NODES.md](NODES.md#goals)",
     "",
     "## Charts",
     "",

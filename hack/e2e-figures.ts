@@ -2,15 +2,57 @@
 /**
  * Writes the end-to-end convergence and recovery figures (JSON lines that test/lib/cluster.ts
  * recordFigure appends when BLIXT_E2E_FIGURES names a file) into bench/REPORT.md, between the
- * e2e-figures markers: per figure, the median and the range over the runs, and how many.
+ * e2e-figures markers: per figure, the median and the range over the runs, and how many. With
+ * --kind-failover, the figures of test/kind/failover.test.ts go between the kind-failover
+ * markers instead.
  *
  *   npx tsx hack/e2e-figures.ts FIGURES.jsonl [--report bench/REPORT.md] [--runs N] [--machine TEXT]
+ *                               [--kind-failover]
  */
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { Command } from "commander";
 
 export const BEGIN = "<!-- e2e-figures:begin -->";
 export const END = "<!-- e2e-figures:end -->";
+export const FAILOVER_BEGIN = "<!-- kind-failover:begin -->";
+export const FAILOVER_END = "<!-- kind-failover:end -->";
+
+/** Which block of the report: the local cluster's convergence figures, or kind's failover ones. */
+export type BlockKind = "local" | "kind-failover";
+
+const MARKERS: Record<BlockKind, [string, string]> = {
+  local: [BEGIN, END],
+  "kind-failover": [FAILOVER_BEGIN, FAILOVER_END],
+};
+
+const INTRO: Record<BlockKind, (runs: string) => string[]> = {
+  local: runs => [
+    "## End to end on the local cluster: convergence and recovery",
+    "",
+    `Written by \`hack/e2e-figures.sh\` from ${runs} of test/e2e/faults.test.ts and`,
+    "test/e2e/scaling.test.ts on the local cluster (one node; the client outside it), measured, never",
+    "asserted. Each figure is the median over the samples, with their range. The scaling rows are",
+    "themselves p50/p99 over the scale cycles of one run; with a handful of cycles a p99 is",
+    "the slowest cycle. The rows that start with a route count come from one run of",
+    "test/e2e/fanout.test.ts (that many TCPRoutes to one Deployment); its scale rows have a sample per cycle.",
+    '"EndpointSlice change → traffic moved" spans the controller\'s watch and',
+    "compile, the DataplaneConfig write, the node agent's watch and its apply (timed alone in the",
+    "agent-apply rows of this report), and the first round of new connections that shows it.",
+  ],
+  "kind-failover": runs => [
+    "## Failover on kind: the announcing node powered off",
+    "",
+    `Written by \`hack/e2e-figures.sh --kind\` from ${runs} of test/kind/failover.test.ts on the`,
+    "3-node kind cluster (`hack/kind.sh`), with the chart's default Lease settings (2 s, renewed every",
+    "500 ms; docs/failover.md). In each run the node announcing the Gateway address is killed",
+    "(`hack/kind.sh stop-node`) while one TCP connection sends a line every 100 ms and one UDP flow a",
+    "datagram every 100 ms, both from the machine's root namespace to a backend on the control plane.",
+    '"address answers again" is from the kill to the first UDP reply after the silence it caused;',
+    '"longest TCP round trip" is the slowest echo of a line (retransmission included); "controller',
+    'names the new announcer" is when the DataplaneConfig caught up with what the agents did.',
+    "Measured, never asserted; the median over the runs and the range.",
+  ],
+};
 
 export interface Figure {
   name: string;
@@ -45,6 +87,7 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 export function renderBlock(
   figures: Figure[],
   context: { runs: number; when: string; machine: string },
+  kind: BlockKind = "local",
 ): string {
   const byName = new Map<string, number[]>();
   for (const f of figures) byName.set(f.name, [...(byName.get(f.name) ?? []), f.ms]);
@@ -52,35 +95,27 @@ export function renderBlock(
     ([name, values]) =>
       `| ${name} | ${seconds(median(values))} | ${seconds(Math.min(...values))}–${seconds(Math.max(...values))} | ${values.length} |`,
   );
+  const [begin, end] = MARKERS[kind];
   return [
-    BEGIN,
-    "## End to end on the local cluster: convergence and recovery",
-    "",
-    `Written by \`hack/e2e-figures.sh\` from ${context.runs} run${context.runs === 1 ? "" : "s"} of test/e2e/faults.test.ts and`,
-    "test/e2e/scaling.test.ts on the local cluster (one node; the client outside it), measured, never",
-    "asserted. Each figure is the median over the samples, with their range. The scaling rows are",
-    "themselves p50/p99 over the scale cycles of one run; with a handful of cycles a p99 is",
-    "the slowest cycle. The rows that start with a route count come from one run of",
-    "test/e2e/fanout.test.ts (that many TCPRoutes to one Deployment); its scale rows have a sample per cycle.",
-    '"EndpointSlice change → traffic moved" spans the controller\'s watch and',
-    "compile, the DataplaneConfig write, the node agent's watch and its apply (timed alone in the",
-    "agent-apply rows of this report), and the first round of new connections that shows it.",
+    begin,
+    ...INTRO[kind](`${context.runs} run${context.runs === 1 ? "" : "s"}`),
     "",
     `- run at ${context.when}; ${context.machine}`,
     "",
     "| figure | median | range | samples |",
     "| --- | --- | --- | --- |",
     ...rows,
-    END,
+    end,
   ].join("\n");
 }
 
-/** The report with its e2e block replaced, or appended when it has none. */
-export function withBlock(report: string, block: string): string {
-  const begin = report.indexOf(BEGIN);
-  const end = report.indexOf(END);
+/** The report with the block of that kind replaced, or appended when it has none. */
+export function withBlock(report: string, block: string, kind: BlockKind = "local"): string {
+  const [BEGIN_, END_] = MARKERS[kind];
+  const begin = report.indexOf(BEGIN_);
+  const end = report.indexOf(END_);
   if (begin >= 0 && end > begin)
-    return report.slice(0, begin) + block + report.slice(end + END.length);
+    return report.slice(0, begin) + block + report.slice(end + END_.length);
   return `${report.trimEnd()}\n\n${block}\n`;
 }
 
@@ -90,9 +125,16 @@ function main(): void {
     .option("--report <file>", "the report to write into", "bench/REPORT.md")
     .option("--runs <n>", "how many runs the figures come from", "1")
     .option("--machine <text>", "one line about the machine", "")
+    .option("--kind-failover", "the figures are test/kind/failover.test.ts's: its block")
     .parse();
   const [file] = program.args;
-  const opts = program.opts<{ report: string; runs: string; machine: string }>();
+  const opts = program.opts<{
+    report: string;
+    runs: string;
+    machine: string;
+    kindFailover?: boolean;
+  }>();
+  const kind: BlockKind = opts.kindFailover ? "kind-failover" : "local";
   const figures = parseFigures(readFileSync(file, "utf8"));
   if (figures.length === 0)
     throw new Error(`${file} holds no figure: run the e2e tests with BLIXT_E2E_FIGURES=${file}`);
@@ -104,12 +146,12 @@ function main(): void {
       .filter((at): at is string => !!at)
       .sort()
       .at(-1) ?? new Date().toISOString();
-  const block = renderBlock(figures, {
-    runs: Number(opts.runs),
-    when,
-    machine: opts.machine || "this machine",
-  });
-  writeFileSync(opts.report, withBlock(report, block));
+  const block = renderBlock(
+    figures,
+    { runs: Number(opts.runs), when, machine: opts.machine || "this machine" },
+    kind,
+  );
+  writeFileSync(opts.report, withBlock(report, block, kind));
   console.error(
     `e2e-figures: wrote ${new Set(figures.map(f => f.name)).size} figures from ${figures.length} samples into ${opts.report}`,
   );

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The benchmark still works: `bench/run.sh --smoke` measures every path in the netns lab and
-// writes a report with a non-zero figure in each path's row, the charts, and leaves nothing
-// behind (namespaces, pins, proxies). It asserts that figures exist, never how fast they are.
+// writes a report with a non-zero figure in each path's row, the charts, and the several-nodes
+// report (NODES.md) next to it with a figure for each of its paths, and leaves nothing behind
+// (namespaces, pins, proxies). It asserts that figures exist, never how fast they are.
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import t from "tap";
 import { execa } from "execa";
 import { CHARTS, PATHS, UDP_PATHS } from "../../bench/report.js";
+import { NODE_PATHS } from "../../bench/nodes-report.js";
 
 const repo = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -37,13 +39,14 @@ const figure = (cell: string | undefined) =>
 // Made in t.before, so every subtest below is declared at once and runs after the benchmark.
 let dir = "";
 let report = "";
+let nodes = "";
 t.before(async () => {
   dir = await mkdtemp(join(tmpdir(), "blixt-bench-smoke-"));
   const out = join(dir, "REPORT.md");
   const run = await execa("bench/run.sh", ["--smoke", "--out", out], {
     cwd: repo,
     reject: false,
-    timeout: 240_000,
+    timeout: 360_000,
     all: true,
   });
   t.equal(
@@ -52,6 +55,7 @@ t.before(async () => {
     `bench/run.sh --smoke exits 0${run.exitCode === 0 ? "" : `; it printed:\n${run.all?.slice(-3000)}`}`,
   );
   report = await readFile(out, "utf8").catch(() => "");
+  nodes = await readFile(join(dir, "NODES.md"), "utf8").catch(() => "");
 });
 t.teardown(() => (dir ? rm(dir, { recursive: true, force: true }) : undefined));
 
@@ -126,6 +130,26 @@ t.test("goals, IPVS and charts", async t => {
     );
   }
 });
+
+t.test(
+  "several nodes: a figure per path, and the encapsulating and decapsulating runs",
+  async t => {
+    for (const title of ["TCP throughput, one stream", "TCP connection rate", "UDP packet rate"]) {
+      const byPath = new Map(rows(nodes, title).map(r => [r[0], r]));
+      for (const path of NODE_PATHS)
+        t.ok(
+          figure(byPath.get(path)?.[1]) > 0,
+          `${title}, ${path}: a non-zero figure (${byPath.get(path)?.[1] ?? "no row"})`,
+        );
+    }
+    const prog = rows(nodes, "ns/packet");
+    t.ok(
+      prog.length >= 7 && prog.every(r => figure(r[1]) > 0),
+      "every BPF_PROG_TEST_RUN case of NODES.md has a figure",
+    );
+    t.match(report, "](NODES.md)", "REPORT.md links NODES.md");
+  },
+);
 
 t.test("nothing is left behind", async t => {
   const netns = (await execa("ip", ["netns", "list"])).stdout;

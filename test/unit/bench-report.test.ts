@@ -7,6 +7,7 @@
 import { readFile } from "node:fs/promises";
 import t from "tap";
 import {
+  CARRIED_BLOCKS,
   E2E_BEGIN,
   E2E_END,
   FIGURES_BEGIN,
@@ -211,8 +212,10 @@ interface Parsed {
 /** The report, less the carried e2e block and the figures comment: its tables, its Machine lines and its prose. */
 function parse(report: string): Parsed {
   let text = report;
-  const e2e = text.indexOf(E2E_BEGIN);
-  if (e2e >= 0) text = text.slice(0, e2e) + text.slice(text.indexOf(E2E_END) + E2E_END.length);
+  for (const [begin, end] of CARRIED_BLOCKS) {
+    const at = text.indexOf(begin);
+    if (at >= 0) text = text.slice(0, at) + text.slice(text.indexOf(end) + end.length);
+  }
   const figures = text.indexOf(FIGURES_BEGIN);
   if (figures >= 0) text = text.slice(0, figures) + text.slice(text.indexOf("-->", figures) + 3);
   const out: Parsed = { tables: [], prose: [], machine: [] };
@@ -590,3 +593,11 @@ t.test(
     t.same(citationProblems(report), []);
   },
 );
+
+t.test("both blocks hack/e2e-figures.ts writes are carried over, in their order", async t => {
+  const local = `${E2E_BEGIN}\nlocal figures\n${E2E_END}`;
+  const failover = `${CARRIED_BLOCKS[1][0]}\nkind failover figures\n${CARRIED_BLOCKS[1][1]}`;
+  t.equal(e2eBlock(`# r\n\n${local}\n\n${failover}\n`), `${local}\n\n${failover}`);
+  t.equal(e2eBlock(`# r\n\n${failover}\n`), failover, "the failover block alone");
+  t.equal(e2eBlock("# r\n"), undefined);
+});

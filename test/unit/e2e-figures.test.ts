@@ -2,7 +2,15 @@
 // The e2e figures block of bench/REPORT.md: parsed from recordFigure's JSON lines, summarised
 // per figure, and put between its markers without touching the rest of the report.
 import t from "tap";
-import { BEGIN, END, parseFigures, renderBlock, withBlock } from "../../hack/e2e-figures";
+import {
+  BEGIN,
+  END,
+  FAILOVER_BEGIN,
+  FAILOVER_END,
+  parseFigures,
+  renderBlock,
+  withBlock,
+} from "../../hack/e2e-figures";
 
 const context = { runs: 2, when: "2026-11-27T00:00:00Z", machine: "2 CPUs" };
 
@@ -40,4 +48,26 @@ t.test("the block replaces the old one and leaves the rest of the report alone",
   t.match(second, /bench tables/);
   t.match(second, /after\n$/);
   t.equal(second.split(BEGIN).length, 2, "one block");
+});
+
+t.test("the kind failover figures have a block of their own beside the local one", async t => {
+  const local = withBlock("# Report\n", renderBlock([{ name: "x", ms: 1 }], context));
+  const failover = renderBlock(
+    [{ name: "failover: node stopped → address answers again", ms: 2058 }],
+    { ...context, runs: 1 },
+    "kind-failover",
+  );
+  t.ok(failover.startsWith(FAILOVER_BEGIN) && failover.endsWith(FAILOVER_END));
+  t.match(failover, /from 1 run of test\/kind\/failover\.test\.ts/);
+  const both = withBlock(local, failover, "kind-failover");
+  t.match(both, /\| x \|/, "the local block stays");
+  t.match(both, /\| failover: node stopped → address answers again \| 2\.06 s \|/);
+  const again = withBlock(
+    both,
+    renderBlock([{ name: "y", ms: 5 }], context, "kind-failover"),
+    "kind-failover",
+  );
+  t.notMatch(again, /\| failover: node stopped/, "replaced, not appended");
+  t.match(again, /\| x \|/);
+  t.equal(again.split(FAILOVER_BEGIN).length, 2, "one failover block");
 });
