@@ -20,6 +20,7 @@
 import type { V1Lease } from "@kubernetes/client-node";
 import { rendezvousPick } from "../rendezvous.js";
 import { errorMessage } from "../error-message.js";
+import { envInt } from "../env.js";
 import type { AgentLog } from "./log.js";
 
 /** The label every agent Lease carries, and what the agents' watch selects. */
@@ -37,14 +38,8 @@ export const LEASE_DEFAULTS: Readonly<LeaseSettings> = { durationSeconds: 2, ren
 
 /** Lease settings from the environment; throws naming the variable that is wrong. Pure. */
 export function leaseSettings(env: NodeJS.ProcessEnv): LeaseSettings {
-  const int = (name: string, fallback: number, min: number, max: number): number => {
-    const raw = env[name]?.trim();
-    if (!raw) return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new Error(`${name}="${raw}" must be an integer in ${min}..${max}`);
-    return n;
-  };
+  const int = (name: string, fallback: number, min: number, max: number) =>
+    envInt(env, name, fallback, min, max);
   const durationSeconds = int(
     "BLIXT_LEASE_DURATION_SECONDS",
     LEASE_DEFAULTS.durationSeconds,

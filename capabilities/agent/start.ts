@@ -33,6 +33,7 @@ import { CONNTRACK_TIMEOUT_DEFAULTS, type ConntrackTimeouts } from "../dataplane
 import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
 import { errorMessage } from "../error-message.js";
+import { envInt } from "../env.js";
 
 export interface AgentSettings {
   nodeName: string;
@@ -78,14 +79,8 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     throw new Error(
       "NODE_NAME is not set: the agent needs its node's name (set it from the downward API, fieldRef spec.nodeName)",
     );
-  const int = (name: string, fallback: number, min: number, max: number) => {
-    const raw = env[name]?.trim();
-    if (!raw) return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new Error(`${name}="${raw}" must be an integer in ${min}..${max}`);
-    return n;
-  };
+  const int = (name: string, fallback: number, min: number, max: number) =>
+    envInt(env, name, fallback, min, max);
   return {
     nodeName,
     nodeAddress: nodeAddress(env.HOST_IP),

@@ -17,6 +17,7 @@ import {
 } from "node:tls";
 import type { Backend } from "../../dataplane/tables.js";
 import { pickBackend, pickCertificate, type TlsCertificate } from "./certificates.js";
+import { envInt } from "../../env.js";
 
 export type TlsEvent =
   | "connection"
@@ -44,16 +45,8 @@ export const DEFAULT_TLS_LIMITS: TlsLimits = {
 
 /** The limits from the agent's environment; throws naming the variable that is wrong. Pure. */
 export function tlsLimits(env: NodeJS.ProcessEnv): TlsLimits {
-  const int = (name: string, fallback: number, min: number, max: number) => {
-    const raw = env[name]?.trim();
-    if (!raw) return fallback;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new Error(
-        `${name}="${raw}" must be an integer in ${min}..${max} (the chart's agent.tls values)`,
-      );
-    return n;
-  };
+  const int = (name: string, fallback: number, min: number, max: number) =>
+    envInt(env, name, fallback, min, max, "the chart's agent.tls values");
   return {
     handshakeTimeoutMs:
       int(
