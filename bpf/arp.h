@@ -2,7 +2,8 @@
 // ARP (RFC 826) for the Gateway addresses this node announces: a request for one is answered in
 // the kernel with the MAC of the device it came in on. The address is never added to a host
 // interface, so the host's own sockets are never reachable through it, and only the node the
-// controller picked answers (ADDR_F_ANNOUNCE). Only the non-IPv4 path runs any of this.
+// agents picked answers (ADDR_F_ANNOUNCE), while its agent keeps the announce deadline ahead
+// (blixt_announce: a dead agent's node falls silent). Only the non-IPv4 path runs any of this.
 #ifndef BLIXT_ARP_H
 #define BLIXT_ARP_H
 
@@ -53,7 +54,8 @@ static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
 }
 
-static __always_inline int is_announced(__be32 v4)
+/* The address is flagged ADDR_F_ANNOUNCE on this node. */
+static __always_inline int is_flagged_announce(__be32 v4)
 {
 	struct addr_key key;
 	struct addr_value *a;
@@ -61,6 +63,21 @@ static __always_inline int is_announced(__be32 v4)
 	addr_from_v4(key.addr, v4);
 	a = bpf_map_lookup_elem(&blixt_addrs, &key);
 	return a && (a->flags & ADDR_F_ANNOUNCE);
+}
+
+/* The agent's announce deadline (maps.h struct announce_config) has not passed, or none is set. */
+static __always_inline int announce_deadline_ok(void)
+{
+	__u32 key = 0;
+	struct announce_config *c = bpf_map_lookup_elem(&blixt_announce, &key);
+
+	return !c || !c->until_ns || bpf_ktime_get_ns() < c->until_ns;
+}
+
+/* This node answers for the address: flagged, and its agent is alive to say so. */
+static __always_inline int is_announced(__be32 v4)
+{
+	return is_flagged_announce(v4) && announce_deadline_ok();
 }
 
 /*
@@ -89,8 +106,13 @@ static __always_inline void arp_ingress(void *data, void *data_end, __u32 ifinde
 		return;
 	__builtin_memcpy(&spa, f->arp.spa, 4);
 	__builtin_memcpy(&tpa, f->arp.tpa, 4);
-	if (spa == tpa || !is_announced(tpa))
+	if (spa == tpa || !is_flagged_announce(tpa))
 		return;
+	if (!announce_deadline_ok()) {
+		/* The agent stopped renewing the deadline: another node is taking the address over. */
+		count_arp(ARP_DEADLINE_PASSED);
+		return;
+	}
 
 	iface = bpf_map_lookup_elem(&blixt_ifaces, &ifindex);
 	if (!iface) {

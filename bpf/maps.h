@@ -186,6 +186,17 @@ struct node_config {
 	__be32 ipv4; /* 0..3 network order; 0 = not written yet */
 };                   /* 4 bytes */
 
+/* announce: index 0 holds the dead-man's switch of ARP (arp.h is_announced). The node agent
+ * writes "until now + its Lease duration" (CLOCK_MONOTONIC ns, bpf_ktime_get_ns's clock) every
+ * renew interval while it runs (maps.ts encodeAnnounceConfig), so a node whose agent died or
+ * hangs stops answering ARP for its addresses about when the other agents take them over,
+ * instead of answering beside the new announcer until the agent is back. Packets that still
+ * reach the node are forwarded all the same. 0 = no deadline (nobody holds a Lease here: the
+ * CLI, the netns labs): announced addresses are answered for as long as they are flagged. */
+struct announce_config {
+	__u64 until_ns; /* 0..7 bpf_ktime_get_ns() below which ADDR_F_ANNOUNCE holds; 0 = always */
+};                      /* 8 bytes */
+
 /* addresses: Gateway addresses this node serves → flags. A packet to one of them on a port
  * with no listener is refused, never handed to the host's sockets. */
 struct addr_key {
@@ -211,7 +222,8 @@ struct iface_value {
 enum blixt_arp_counter {
 	ARP_REPLIED = 0,  /* request for an announced address answered in the kernel */
 	ARP_NO_IFACE = 1, /* request for an announced address on a device with no ifaces entry: passed */
-	ARP_COUNTER_MAX = 2,
+	ARP_DEADLINE_PASSED = 2, /* request for a flagged address left unanswered: the agent stopped renewing (announce) */
+	ARP_COUNTER_MAX = 3,
 };
 
 /* svc_stats: per-CPU counters, indexed by svc_id. */
@@ -280,6 +292,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct node_config);
 } blixt_node SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct announce_config);
+} blixt_announce SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

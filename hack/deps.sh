@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # build: clang llvm libbpf-dev make gcc; dataplane and lab: bpftool iproute2 socat (gratuitous ARP)
-# iperf3 wrk sockperf haproxy nginx libnginx-mod-stream nftables (bench); controller tests: etcd-server openssl; images and conformance: umoci jq debootstrap
+# iperf3 wrk sockperf haproxy nginx libnginx-mod-stream nftables (bench); controller tests: etcd-server openssl; images and conformance: umoci jq debootstrap;
+# failover on kind: iputils-arping (who answers ARP for an address)
 debs=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev socat iperf3 wrk sockperf haproxy nginx libnginx-mod-stream nftables python3 shellcheck
-  etcd-server openssl umoci jq debootstrap)
+  etcd-server openssl umoci jq debootstrap iputils-arping)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -381,3 +381,77 @@ export class LivenessNotifier {
     clearTimeout(this.#timer);
   }
 }
+
+export interface AnnounceDeadlineOptions {
+  settings: LeaseSettings;
+  log: AgentLog;
+  /** writes the deadline, CLOCK_MONOTONIC ns (Dataplane.setAnnounceDeadline) */
+  write: (untilNs: bigint) => Promise<void>;
+  /** CLOCK_MONOTONIC ns, bpf_ktime_get_ns's clock; process.hrtime.bigint() by default */
+  now?: () => bigint;
+}
+
+/**
+ * The dead-man's switch of ARP (bpf/arp.h, map blixt_announce): while this agent runs it keeps
+ * the node's announce deadline one Lease duration ahead, every renew interval. When the agent
+ * dies or hangs, its node stops answering ARP for its addresses when the deadline passes, about
+ * when the other agents see its Lease lapse and take the addresses over, so two nodes do not
+ * both answer until the agent comes back. It does not depend on the API server: an agent cut
+ * off from it keeps its addresses (see the module comment), and the deadline keeps moving.
+ */
+export class AnnounceDeadline {
+  readonly #opts: AnnounceDeadlineOptions;
+  readonly #now: () => bigint;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #failing = false;
+  #inFlight: Promise<void> | undefined;
+
+  constructor(opts: AnnounceDeadlineOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? (() => process.hrtime.bigint());
+  }
+
+  /** Moves the deadline once; a failure is logged (once until it works again), never thrown. */
+  async move(): Promise<void> {
+    const { settings, log } = this.#opts;
+    const untilNs = this.#now() + BigInt(settings.durationSeconds) * 1_000_000_000n;
+    try {
+      await this.#opts.write(untilNs);
+      if (this.#failing)
+        log.info({}, "announce deadline moved again; this node answers ARP for its addresses");
+      this.#failing = false;
+    } catch (error) {
+      if (!this.#failing)
+        log.error(
+          { error: errorMessage(error), durationSeconds: settings.durationSeconds },
+          "moving the announce deadline failed; this node stops answering ARP for its addresses when it passes (the other agents take them over), and keeps forwarding what reaches it",
+        );
+      this.#failing = true;
+    }
+  }
+
+  /** The first move now (awaited), then one every renew interval until stop(). */
+  async start(): Promise<void> {
+    this.#stopped = false;
+    await this.move();
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#inFlight = this.move().finally(() => {
+        this.#inFlight = undefined;
+        if (!this.#stopped) {
+          this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
+          this.#timer.unref?.();
+        }
+      });
+    };
+    this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
+    this.#timer.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#inFlight?.catch(() => undefined);
+  }
+}

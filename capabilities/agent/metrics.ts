@@ -218,7 +218,7 @@ export class AgentMetrics {
       const arpCounters = source.arpCounters.bind(source);
       new Counter({
         name: "blixt_arp_total",
-        help: "ARP requests for announced Gateway addresses, by outcome (replied, no_iface: no MAC recorded for the device)",
+        help: "ARP requests for announced Gateway addresses, by outcome (replied, no_iface: no MAC recorded for the device, deadline_passed: left unanswered because the agent stopped moving the announce deadline)",
         labelNames: ["result"],
         registers,
         async collect() {

@@ -9,6 +9,7 @@ import { Agent, type ConvergeResult } from "./loop.js";
 import type { AgentLog } from "./log.js";
 import { acknowledge, applyLease, followLeases, listDataplaneConfigsAt } from "./kube.js";
 import {
+  AnnounceDeadline,
   LeaseHolder,
   leaseName,
   leaseSettings,
@@ -263,6 +264,17 @@ export async function startAgent(
       { node: settings.nodeName, interface: iface },
       "no node address (HOST_IP unset and the interface has no IPv4 address): new flows to backends on other nodes are refused (drop_no_node_address)",
     );
+  // With Leases (a cluster), ARP answers last only while this agent keeps moving the announce
+  // deadline (leases.ts AnnounceDeadline): a dead agent's node falls silent as the others take
+  // its addresses over. Moved once before attaching: a deadline left by an earlier agent passed.
+  const deadline = settings.namespace
+    ? new AnnounceDeadline({
+        settings: settings.lease,
+        log,
+        write: untilNs => dataplane.setAnnounceDeadline(untilNs),
+      })
+    : undefined;
+  await deadline?.start();
   await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
   log.info(
     {
@@ -367,6 +379,7 @@ export async function startAgent(
     relister,
     stop: async () => {
       await leases?.stop();
+      await deadline?.stop();
       await relister.stop();
       await new Promise<void>(resolve => server.close(() => resolve()));
       await agent.stop();

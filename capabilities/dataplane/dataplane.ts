@@ -44,6 +44,8 @@ import {
   decodeIndexKey,
   decodeInterfaceValue,
   decodeNodeConfig,
+  decodeAnnounceConfig,
+  ANNOUNCE_CONFIG_KEY,
   decodeReasonCounter,
   decodeServiceCounters,
   decodeServiceKey,
@@ -54,6 +56,7 @@ import {
   encodeIndexKey,
   encodeInterfaceValue,
   encodeNodeConfig,
+  encodeAnnounceConfig,
   encodeTableKey,
   fromBpftoolHex,
   hex,
@@ -587,6 +590,32 @@ export class Dataplane {
       hex(encodeNodeConfig(ipv4)),
     );
     await bpftool.batch([line], `setting this node's address to ${ipv4}`);
+  }
+
+  /** The announce deadline (blixt_announce: CLOCK_MONOTONIC ns), 0n when none is set. */
+  async announceDeadline(): Promise<bigint> {
+    const entry = await bpftool.mapLookup(
+      this.mapPin("blixt_announce"),
+      hex(encodeIndexKey(ANNOUNCE_CONFIG_KEY)),
+    );
+    return entry?.value ? decodeAnnounceConfig(entry.value).untilNs : 0n;
+  }
+
+  /**
+   * Sets the announce deadline: this node answers ARP for the addresses it announces until
+   * CLOCK_MONOTONIC reaches `untilNs` (process.hrtime.bigint() is that clock), then falls
+   * silent until it is moved again (arp.h, counted as deadline_passed). The node agent keeps it
+   * one Lease duration ahead while it runs; 0n removes the deadline.
+   */
+  async setAnnounceDeadline(untilNs: bigint): Promise<void> {
+    if (untilNs < 0n || untilNs >= 1n << 64n)
+      throw new Error(`setAnnounceDeadline: ${untilNs} is not an unsigned 64-bit nanosecond count`);
+    const line = bpftool.mapUpdateLine(
+      this.mapPin("blixt_announce"),
+      hex(encodeIndexKey(ANNOUNCE_CONFIG_KEY)),
+      hex(encodeAnnounceConfig(untilNs)),
+    );
+    await bpftool.batch([line], "moving the announce deadline");
   }
 
   /** Conntrack counters (bpf/maps.h enum blixt_ct_counter), summed over CPUs. */

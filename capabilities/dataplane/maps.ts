@@ -26,6 +26,7 @@ export const MAP_NAMES = [
   "blixt_ct_config",
   "blixt_ct_stats",
   "blixt_node",
+  "blixt_announce",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 /**
@@ -490,6 +491,23 @@ export const decodeNodeConfig = (b: Uint8Array): { ipv4: string } => {
   return { ipv4: ip4String(b) };
 };
 
+// ---- the announce deadline: blixt_announce[0] = struct announce_config (8 bytes) ------------
+
+/** Key of the single blixt_announce entry. */
+export const ANNOUNCE_CONFIG_KEY = 0;
+
+/**
+ * struct announce_config: until_ns (u64, host order), CLOCK_MONOTONIC nanoseconds (the clock of
+ * bpf_ktime_get_ns and of process.hrtime) below which this node answers ARP for the addresses it
+ * announces. 0n is "no deadline".
+ */
+export const encodeAnnounceConfig = (untilNs: bigint): Uint8Array =>
+  new Writer(8).u64(0, untilNs).bytes;
+
+export const decodeAnnounceConfig = (b: Uint8Array): { untilNs: bigint } => ({
+  untilNs: new Reader(b, 8, "announce_config").u64(0),
+});
+
 // ---- service epochs: u32 service id → u32 epoch (array) --------------------------------------
 
 /** Index of blixt_svc_epoch holding the last epoch handed out (BLIXT_EPOCH_COUNTER; no service has id 0). */
@@ -590,5 +608,5 @@ export function decodeInterfaceValue(b: Uint8Array): { mac: string } {
 // ---- arp_stats: per-CPU counters indexed by enum blixt_arp_counter ---------------------------
 
 /** enum blixt_arp_counter in bpf/maps.h, in order: the index is the key of blixt_arp_stats. */
-export const ARP_COUNTERS = ["replied", "no_iface"] as const;
+export const ARP_COUNTERS = ["replied", "no_iface", "deadline_passed"] as const;
 export type ArpCounter = (typeof ARP_COUNTERS)[number];

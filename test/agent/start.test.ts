@@ -3,7 +3,8 @@
 // interface: it attaches (TC, since the lab's link is a veth), lists the DataplaneConfigs,
 // converges and acknowledges before /readyz answers, traffic flows, and a change delivered as
 // a watch event is applied and acknowledged. Pepr's watch itself is not running here: the
-// test hands the agent the event the way the capability's Watch binding does.
+// test hands the agent the event the way the capability's Watch binding does. Holding a Lease
+// (POD_NAMESPACE set), it keeps the announce deadline one Lease duration ahead until it stops.
 import t from "tap";
 import type { AddressInfo } from "node:net";
 import { K8s } from "kubernetes-fluent-client";
@@ -121,4 +122,51 @@ if ("missing" in binaries) {
       "one log line per apply",
     );
   });
+
+  t.test(
+    "holding a Lease, the agent keeps the announce deadline ahead; stopped, it runs out",
+    async t => {
+      await startApiServer(t, binaries);
+      await lab.up();
+      const running = await startAgent(
+        agentSettings({
+          NODE_NAME: "lab-node",
+          BLIXT_INTERFACE: lab.gatewayIface,
+          BLIXT_NETNS: lab.gatewayNs,
+          BLIXT_PIN_DIR: lab.pinDir,
+          BLIXT_METRICS_PORT: "0",
+          BLIXT_RESYNC_SECONDS: "0",
+          POD_NAMESPACE: "default",
+          BLIXT_LEASE_DURATION_SECONDS: "2",
+          BLIXT_LEASE_RENEW_MILLISECONDS: "200",
+        }),
+        { log: { info: () => {}, error: () => {} } },
+      );
+      let stopped = false;
+      t.teardown(() => (stopped ? undefined : running.stop()));
+      const ahead = async () =>
+        Number((await running.dataplane.announceDeadline()) - process.hrtime.bigint()) / 1e6;
+      const first = await ahead();
+      t.ok(
+        first > 1000 && first <= 2000,
+        `about one Lease duration ahead (${first.toFixed(0)} ms)`,
+      );
+      await new Promise(resolve => setTimeout(resolve, 1500));
+      const later = await ahead();
+      t.ok(
+        later > 1000,
+        `still ahead 1.5 s later: moved every renew interval (${later.toFixed(0)} ms)`,
+      );
+
+      await running.stop();
+      stopped = true;
+      const left = await ahead();
+      t.ok(left <= 2000, `not moved after stop (${left.toFixed(0)} ms left)`);
+      await new Promise(resolve => setTimeout(resolve, Math.max(0, left) + 100));
+      t.ok(
+        (await ahead()) < 0,
+        "and it runs out: the node stops answering ARP (test/packet/arp.test.ts)",
+      );
+    },
+  );
 }

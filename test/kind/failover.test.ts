@@ -7,7 +7,9 @@
 // machine's ARP entry points at the new announcer, the TCP stream goes on without a reconnect,
 // and every UDP reply comes from the same backend. The node then returns, and nothing moves
 // back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
-// over the same way and the restarted agent takes nothing back. Last, the API server is
+// over the same way, its node (running on without an agent) stops answering ARP once the
+// announce deadline passes, so one node alone answers (arping), and the restarted agent takes
+// nothing back. Last, the API server is
 // stopped for longer than a Lease: nobody takes over, the announcer keeps serving, and nothing
 // moves when it returns. The times are figures (recordFigure), never assertions: speed belongs
 // to bench/.
@@ -57,6 +59,22 @@ async function nodeMac(node: string): Promise<string> {
 async function neighbourMac(address: string): Promise<string | undefined> {
   const { stdout } = await execa("ip", ["-4", "neigh", "show", address]);
   return /lladdr ([0-9a-f:]+)/.exec(stdout)?.[1];
+}
+
+/**
+ * Every MAC that answers ARP requests for `address` on the kind network, asked from the root
+ * namespace by arping (two requests, replies collected for 3 s): one node, or a split brain.
+ */
+async function arpAnswerers(address: string): Promise<string[]> {
+  const route = (await execa("ip", ["-o", "-4", "route", "get", address])).stdout;
+  const dev = /\bdev (\S+)/.exec(route)?.[1];
+  if (!dev) throw new Error(`no route to ${address} in the root namespace: ${route}`);
+  // Exits 1 when nobody answered; the empty list says that.
+  const { stdout } = await execa("arping", ["-c", "2", "-w", "3", "-I", dev, address], {
+    reject: false,
+  });
+  const macs = [...stdout.matchAll(/\[([0-9A-Fa-f:]{17})\]/g)].map(m => m[1].toLowerCase());
+  return [...new Set(macs)].sort();
 }
 
 async function kindSh(...args: string[]): Promise<void> {
@@ -390,6 +408,13 @@ spec:
     silenceAfter(killedAt).longest,
   );
   t.pass(`the agent on ${standby} killed: ${next} took the address over`);
+  // Its node runs on without an agent: it stopped answering ARP when the announce deadline
+  // passed (bpf/arp.h), so the new announcer answers alone.
+  t.same(
+    await arpAnswerers(address),
+    [nextMac],
+    `only ${next} answers ARP for ${address}: ${standby}, its agent dead, fell silent`,
+  );
   await agentRunningSince(standby, killedAt);
   await waitFor(
     `the DataplaneConfig naming ${next}`,
@@ -402,6 +427,7 @@ spec:
     nextMac,
     `the restarted agent on ${standby} took nothing back`,
   );
+  t.same(await arpAnswerers(address), [nextMac], `and ${next} alone answers ARP`);
   t.notOk(streamError, `the TCP stream went on (${sent} lines)`, { error: streamError?.message });
 
   // The API server is stopped for longer than a Lease: nobody can see anybody renew, so nobody
@@ -426,6 +452,11 @@ spec:
   await new Promise(resolve => setTimeout(resolve, 8000));
   const repliesWhileDown = replies.filter(r => r.at > downAt).length;
   t.equal(await neighbourMac(address), nextMac, `API server away 8 s: ${next} still announces`);
+  t.same(
+    await arpAnswerers(address),
+    [nextMac],
+    `and answers ARP alone: its agent keeps the announce deadline moving without the API server`,
+  );
   await execa("docker", ["exec", controlPlane, "mv", APISERVER_PARKED, APISERVER_MANIFEST]);
   const upAt = await waitFor(
     "the API server back",

@@ -298,9 +298,37 @@ t.test("ARP in the kernel", async t => {
 
   t.test("counters", async t => {
     const arp = await dp.arpCounters();
-    t.same(arp, { replied: 2 * 5, no_iface: 0 }, "five replies per program");
+    t.same(arp, { replied: 2 * 5, no_iface: 0, deadline_passed: 0 }, "five replies per program");
     const s = await dp.stats();
     t.equal(s.reasons.pass_not_ipv4, 2 * 14, "the passed frames count as not IPv4, as before");
+  });
+
+  t.test("the announce deadline: a node whose agent stopped moving it falls silent", async t => {
+    t.equal(await dp.announceDeadline(), 0n, "none set (the CLI, the tests above): answered");
+    // One clock on both sides: the deadline is 1.5 s ahead by this process's monotonic clock,
+    // answered now and left unanswered once that clock has passed it.
+    const until = process.hrtime.bigint() + 1_500_000_000n;
+    await dp.setAnnounceDeadline(until);
+    t.equal(await dp.announceDeadline(), until, "reads back");
+    for (const { prog, reply } of PROGS)
+      t.equal((await runOne(dp, prog, request())).retval, reply, `${prog}: answered before it`);
+    while (process.hrtime.bigint() <= until + 50_000_000n)
+      await new Promise(resolve => setTimeout(resolve, 100));
+    for (const { prog, pass } of PROGS) {
+      const req = request();
+      const r = await runOne(dp, prog, req);
+      t.equal(r.retval, pass, `${prog}: past it, passed unanswered`);
+      t.same(r.dataOut, req, `${prog}: untouched`);
+    }
+    t.equal((await dp.arpCounters()).deadline_passed, 2, "counted as deadline_passed");
+    await dp.setAnnounceDeadline(0n);
+    for (const { prog, reply } of PROGS)
+      t.equal(
+        (await runOne(dp, prog, request())).retval,
+        reply,
+        `${prog}: deadline removed, answered`,
+      );
+    await t.rejects(dp.setAnnounceDeadline(-1n), /not an unsigned 64-bit/);
   });
 
   t.test("without the interface's MAC the request passes, counted", async t => {

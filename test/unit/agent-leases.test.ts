@@ -5,6 +5,7 @@
 import t from "tap";
 import type { V1Lease } from "@kubernetes/client-node";
 import {
+  AnnounceDeadline,
   announcerOf,
   LeaseHolder,
   leaseName,
@@ -294,6 +295,41 @@ t.test("renewals: the Lease written, held while renewed, lost and got back", asy
   await holder.renew();
   t.ok(holder.held());
   t.match(lines.at(-1), /renewed again/);
+});
+
+t.test("the announce deadline: one Lease duration ahead, moved every renew interval", async t => {
+  let mono = 5_000_000_000n;
+  const written: bigint[] = [];
+  let fail = false;
+  const lines: string[] = [];
+  const deadline = new AnnounceDeadline({
+    settings: { durationSeconds: 2, renewMs: 100 },
+    log: { info: (_f, m) => lines.push(`info ${m}`), error: (_f, m) => lines.push(`error ${m}`) },
+    write: async untilNs => {
+      if (fail) throw new Error("bpftool: map update failed");
+      written.push(untilNs);
+    },
+    now: () => mono,
+  });
+  await deadline.start();
+  t.same(written, [7_000_000_000n], "written once at start, before the first interval");
+  mono += 100_000_000n;
+  await new Promise(resolve => setTimeout(resolve, 350));
+  t.ok(written.length >= 3, `moved every renew interval (${written.length} writes in 350 ms)`);
+  t.equal(written.at(-1), 7_100_000_000n, "always now + the duration");
+
+  fail = true;
+  await new Promise(resolve => setTimeout(resolve, 250));
+  t.equal(lines.filter(l => l.startsWith("error")).length, 1, "a failing write is logged once");
+  t.match(lines[0], /stops answering ARP/);
+  fail = false;
+  await new Promise(resolve => setTimeout(resolve, 150));
+  t.match(lines.at(-1), /moved again/, "and its recovery once");
+
+  await deadline.stop();
+  const after = written.length;
+  await new Promise(resolve => setTimeout(resolve, 250));
+  t.equal(written.length, after, "nothing written after stop(): the deadline runs out");
 });
 
 t.test("settings: defaults, bounds, and a renew interval that fits the duration", async t => {

@@ -182,6 +182,11 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
         m.hex(m.encodeNodeConfig("192.0.2.77")),
       ),
       mapUpdateLine(
+        pin("blixt_announce"),
+        m.hex(m.encodeIndexKey(m.ANNOUNCE_CONFIG_KEY)),
+        m.hex(m.encodeAnnounceConfig(123_456_789_012_345n)),
+      ),
+      mapUpdateLine(
         pin("blixt_mg_chunks"),
         m.hex(m.encodeTableKey({ tableId: 25, index: 15 })),
         m.hex(m.encodeTableChunk(chunkIndexes)),
@@ -262,6 +267,17 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
     "node: struct node_config",
   );
   t.same(m.decodeNodeConfig(node.value!), { ipv4: "192.0.2.77" });
+
+  const announce = (await mapLookup(
+    pin("blixt_announce"),
+    m.hex(m.encodeIndexKey(m.ANNOUNCE_CONFIG_KEY)),
+  ))!;
+  t.same(
+    announce.formatted,
+    { key: 0, value: { until_ns: 123_456_789_012_345 } },
+    "announce: struct announce_config, host order",
+  );
+  t.same(m.decodeAnnounceConfig(announce.value!), { untilNs: 123_456_789_012_345n });
 
   const chunk = (await mapLookup(
     pin("blixt_mg_chunks"),
