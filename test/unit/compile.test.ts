@@ -14,6 +14,7 @@ import { mergeConditions } from "../../capabilities/gateway/compile/conditions.j
 import { loadSnapshot, renderOutput } from "../../capabilities/gateway/compile/documents.js";
 import {
   compile,
+  SUPPORTED_FEATURES,
   type DataplaneConfig,
   type NodeInfo,
   type Snapshot,
@@ -216,6 +217,26 @@ t.test(
         ["Programmed", "Programmed", 2, "2026-01-01T00:00:00Z"],
         ["example.com/Other", "X", 1, "2024-01-01T00:00:00Z"],
       ],
+    );
+  },
+);
+
+t.test(
+  "the GatewayClass claims every feature the conformance runs claim, and no other",
+  async t => {
+    const claimed = readFileSync(
+      join(golden, "..", "..", "conformance", "extended-features.txt"),
+      "utf8",
+    )
+      .split("\n")
+      .map(line => line.replace(/#.*/, "").trim())
+      .filter(Boolean);
+    t.ok(claimed.length > 0, `conformance/extended-features.txt claims ${claimed.join(", ")}`);
+    // The core features of GATEWAY-TCP and GATEWAY-UDP, then the claimed extended ones.
+    t.same(
+      [...SUPPORTED_FEATURES].sort(),
+      ["Gateway", "ReferenceGrant", "TCPRoute", "UDPRoute", ...claimed].sort(),
+      "status.supportedFeatures is the core features and conformance/extended-features.txt",
     );
   },
 );

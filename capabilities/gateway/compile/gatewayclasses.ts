@@ -13,6 +13,7 @@ import type { CompileInput, GatewayClassView } from "./views.js";
 export const SUPPORTED_FEATURES = [
   "Gateway",
   "GatewayAddressEmpty",
+  "GatewayStaticAddresses",
   "ReferenceGrant",
   "TCPRoute",
   "UDPRoute",
