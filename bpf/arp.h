@@ -74,10 +74,48 @@ static __always_inline int announce_deadline_ok(void)
 	return !c || !c->until_ns || bpf_ktime_get_ns() < c->until_ns;
 }
 
-/* This node answers for the address: flagged, and its agent is alive to say so. */
+/* Another node's gratuitous ARP for the address was heard since this node started announcing it. */
+static __always_inline int is_yielded(__be32 v4)
+{
+	struct addr_key key;
+
+	addr_from_v4(key.addr, v4);
+	return bpf_map_lookup_elem(&blixt_yield, &key) != NULL;
+}
+
+/* This node answers for the address: flagged, its agent alive to say so, and not yielded. */
 static __always_inline int is_announced(__be32 v4)
 {
-	return is_flagged_announce(v4) && announce_deadline_ok();
+	return is_flagged_announce(v4) && announce_deadline_ok() && !is_yielded(v4);
+}
+
+/*
+ * A gratuitous ARP (spa == tpa, request or reply) for an address this node announces, from
+ * another MAC: another node took the address over (maps.h struct yield_value says when this
+ * node steps down). Only where an agent keeps an announce deadline: without Leases the
+ * controller alone moves addresses, and the agent follows it.
+ */
+static __always_inline void arp_heard_announcement(const struct arp_frame *f, __be32 addr, __u32 ifindex)
+{
+	__u32 zero = 0;
+	struct announce_config *c;
+	struct iface_value *iface;
+	struct yield_value y = {};
+	struct addr_key key;
+
+	if (!is_flagged_announce(addr))
+		return;
+	c = bpf_map_lookup_elem(&blixt_announce, &zero);
+	if (!c || !c->until_ns)
+		return;
+	iface = bpf_map_lookup_elem(&blixt_ifaces, &ifindex);
+	if (!iface || mac_equal(f->arp.sha, iface->mac))
+		return;
+	addr_from_v4(key.addr, addr);
+	y.at_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(y.mac, f->arp.sha, ETH_ALEN);
+	bpf_map_update_elem(&blixt_yield, &key, &y, BPF_ANY);
+	count_arp(ARP_OTHER_ANNOUNCED);
 }
 
 /*
@@ -98,19 +136,30 @@ static __always_inline void arp_ingress(void *data, void *data_end, __u32 ifinde
 	if ((void *)(f + 1) > data_end)
 		return;
 	if (f->eth.h_proto != bpf_htons(ETH_P_ARP) || f->arp.htype != bpf_htons(ARP_HTYPE_ETHER) ||
-	    f->arp.ptype != bpf_htons(ETH_P_IP) || f->arp.hlen != ETH_ALEN || f->arp.plen != 4 ||
-	    f->arp.oper != bpf_htons(ARP_OP_REQUEST))
+	    f->arp.ptype != bpf_htons(ETH_P_IP) || f->arp.hlen != ETH_ALEN || f->arp.plen != 4)
 		return;
-	/* A group address cannot be a requester: answering it would flood the reply. */
+	if (f->arp.oper != bpf_htons(ARP_OP_REQUEST) && f->arp.oper != bpf_htons(ARP_OP_REPLY))
+		return;
+	/* A group address cannot be a requester or an announcer. */
 	if (f->arp.sha[0] & 1)
 		return;
 	__builtin_memcpy(&spa, f->arp.spa, 4);
 	__builtin_memcpy(&tpa, f->arp.tpa, 4);
-	if (spa == tpa || !is_flagged_announce(tpa))
+	if (spa == tpa) {
+		/* An announcement, not a question: passed on, and noted if it takes one of ours. */
+		arp_heard_announcement(f, tpa, ifindex);
+		return;
+	}
+	if (f->arp.oper != bpf_htons(ARP_OP_REQUEST) || !is_flagged_announce(tpa))
 		return;
 	if (!announce_deadline_ok()) {
 		/* The agent stopped renewing the deadline: another node is taking the address over. */
 		count_arp(ARP_DEADLINE_PASSED);
+		return;
+	}
+	if (is_yielded(tpa)) {
+		/* Another node announced the address since: it answers now. */
+		count_arp(ARP_YIELDED);
 		return;
 	}
 

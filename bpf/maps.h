@@ -197,6 +197,19 @@ struct announce_config {
 	__u64 until_ns; /* 0..7 bpf_ktime_get_ns() below which ADDR_F_ANNOUNCE holds; 0 = always */
 };                      /* 8 bytes */
 
+/* yield: Gateway addresses this node announces (ADDR_F_ANNOUNCE) for which it heard another
+ * node's gratuitous ARP, written by the programs (arp.h): another node took the address over,
+ * so this one stops answering for it. That is how a node cut off from the API server alone,
+ * which cannot see that its Lease lapsed, steps down when the new announcer speaks. Only where
+ * an announce deadline is set (an agent holding a Lease; elsewhere the controller alone moves
+ * addresses). The agent removes an entry when it no longer announces the address, or when it
+ * holds its Lease on a current view and still announces it (it announces again, gratuitously). */
+struct yield_value {
+	__u64 at_ns;        /*  0..7  bpf_ktime_get_ns() of the announcement heard */
+	__u8 mac[ETH_ALEN]; /*  8..13 the announcing node's MAC (the ARP sender hardware address) */
+	__u8 pad[2];        /* 14..15 */
+};                          /* 16 bytes */
+
 /* addresses: Gateway addresses this node serves → flags. A packet to one of them on a port
  * with no listener is refused, never handed to the host's sockets. */
 struct addr_key {
@@ -223,7 +236,9 @@ enum blixt_arp_counter {
 	ARP_REPLIED = 0,  /* request for an announced address answered in the kernel */
 	ARP_NO_IFACE = 1, /* request for an announced address on a device with no ifaces entry: passed */
 	ARP_DEADLINE_PASSED = 2, /* request for a flagged address left unanswered: the agent stopped renewing (announce) */
-	ARP_COUNTER_MAX = 3,
+	ARP_OTHER_ANNOUNCED = 3, /* another node's gratuitous ARP for an address this node announces: yielded (yield) */
+	ARP_YIELDED = 4,         /* request for a flagged address left unanswered: yielded to the node that announced it */
+	ARP_COUNTER_MAX = 5,
 };
 
 /* svc_stats: per-CPU counters, indexed by svc_id. */
@@ -299,6 +314,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct announce_config);
 } blixt_announce SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BLIXT_MAX_ADDRESSES);
+	__type(key, struct addr_key);
+	__type(value, struct yield_value);
+} blixt_yield SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -250,6 +250,11 @@ export interface LeaseHolderOptions {
   write: (lease: V1Lease) => Promise<void>;
   /** called after every renewal attempt with whether the Lease is held (metrics) */
   onRenew?: (held: boolean) => void;
+  /**
+   * called when a renewal succeeds after failing: the API server was out of reach, and what
+   * the agent's other watches should have delivered meanwhile may be missing (a relist)
+   */
+  onRegained?: () => void;
   now?: () => number;
 }
 
@@ -289,12 +294,14 @@ export class LeaseHolder {
         leaseObject(namespace, nodeName, settings.durationSeconds, new Date(), this.#opts.owner),
       );
       this.#lastOk = started;
-      if (this.#failing)
+      if (this.#failing) {
         log.info(
           { lease: `${namespace}/${leaseName(nodeName)}` },
           "node Lease renewed again; this node's addresses are its own once more",
         );
-      this.#failing = false;
+        this.#failing = false;
+        this.#opts.onRegained?.();
+      }
     } catch (error) {
       if (!this.#failing)
         log.error(
@@ -446,6 +453,163 @@ export class AnnounceDeadline {
       });
     };
     this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
+    this.#timer.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#inFlight?.catch(() => undefined);
+  }
+}
+
+/** An address this node yielded to another node's gratuitous ARP (Dataplane.yields). */
+export interface YieldEntry {
+  address: string;
+  /** CLOCK_MONOTONIC ns the announcement was heard */
+  atNs: bigint;
+  /** the announcing node's MAC */
+  mac: string;
+}
+
+/** What the agent does about one yield. Pure. */
+export function yieldAction(
+  entry: YieldEntry,
+  ctx: {
+    /** the agent still flags the address ADDR_F_ANNOUNCE */
+    announced: boolean;
+    /**
+     * since when (CLOCK_MONOTONIC ns) the agent has held its Lease on a current view of the
+     * Leases, itself live in it, without a break; undefined while it does not
+     */
+    trustedSinceNs: bigint | undefined;
+    nowNs: bigint;
+    /** how long a yield must have stood, and the agent been trusted, before it announces again */
+    graceNs: bigint;
+  },
+): "forget" | "announce-again" | "keep" {
+  if (!ctx.announced) return "forget";
+  if (ctx.trustedSinceNs === undefined) return "keep";
+  const since = entry.atNs > ctx.trustedSinceNs ? entry.atNs : ctx.trustedSinceNs;
+  return ctx.nowNs - since >= ctx.graceNs ? "announce-again" : "keep";
+}
+
+export interface YieldKeeperOptions {
+  settings: LeaseSettings;
+  log: AgentLog;
+  /** the yields the programs recorded (Dataplane.yields) */
+  list: () => Promise<YieldEntry[]>;
+  /** the addresses this node flags ADDR_F_ANNOUNCE (Dataplane.announced) */
+  announced: () => Promise<string[]>;
+  /** forgets a yield (Dataplane.clearYield) */
+  forget: (address: string) => Promise<void>;
+  /** announces the address again: clears the yield and sends gratuitous ARP (Dataplane.announce) */
+  announceAgain: (address: string) => Promise<void>;
+  /** the agent holds its Lease and its view of the Leases is current, itself live in it */
+  trusted: () => boolean;
+  now?: () => bigint;
+}
+
+/**
+ * Looks after the addresses the programs yielded (bpf/arp.h: another node's gratuitous ARP for
+ * an address this node announces). A node cut off from the API server alone cannot see that
+ * its Lease lapsed, but it hears the node that took its address over, and the programs stop
+ * answering ARP for it at once; this says so in the log and the metrics, and keeps it so. Once
+ * the agent no longer flags the address (its view caught up), the yield is forgotten. If it
+ * still flags it after three Lease durations of holding its Lease on a current view (counted
+ * from the later of the announcement and the moment it got its Lease back, so that after a
+ * partition its DataplaneConfig watch has time to deliver what it missed), the announcement
+ * it heard was stale (a restarting agent announcing on an old view, say): it announces the
+ * address again. Runs every max(renew interval, 1 s).
+ */
+export class YieldKeeper {
+  readonly #opts: YieldKeeperOptions;
+  readonly #now: () => bigint;
+  readonly #reported = new Map<string, string>();
+  #count = 0;
+  #trustedSinceNs: bigint | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #inFlight: Promise<void> | undefined;
+
+  constructor(opts: YieldKeeperOptions) {
+    this.#opts = opts;
+    this.#now = opts.now ?? (() => process.hrtime.bigint());
+  }
+
+  /** Addresses yielded and kept so at the last check (the metric). */
+  yielded(): number {
+    return this.#count;
+  }
+
+  /** One check; failures are logged, never thrown. */
+  async check(): Promise<void> {
+    const { log, settings } = this.#opts;
+    if (!this.#opts.trusted()) this.#trustedSinceNs = undefined;
+    else this.#trustedSinceNs ??= this.#now();
+    try {
+      const entries = await this.#opts.list();
+      if (entries.length === 0) {
+        this.#count = 0;
+        this.#reported.clear();
+        return;
+      }
+      const announced = new Set(await this.#opts.announced());
+      const graceNs = 3n * BigInt(settings.durationSeconds) * 1_000_000_000n;
+      let kept = 0;
+      const seen = new Set<string>();
+      for (const entry of entries) {
+        seen.add(entry.address);
+        const action = yieldAction(entry, {
+          announced: announced.has(entry.address),
+          trustedSinceNs: this.#trustedSinceNs,
+          nowNs: this.#now(),
+          graceNs,
+        });
+        if (action === "forget") {
+          await this.#opts.forget(entry.address);
+          this.#reported.delete(entry.address);
+        } else if (action === "announce-again") {
+          log.info(
+            { address: entry.address, announcedBy: entry.mac },
+            "another node announced an address this node holds (its Lease held, its view current): announcing it again",
+          );
+          await this.#opts.announceAgain(entry.address);
+          this.#reported.delete(entry.address);
+        } else {
+          kept++;
+          const key = `${entry.mac} ${entry.atNs}`;
+          if (this.#reported.get(entry.address) !== key) {
+            this.#reported.set(entry.address, key);
+            log.info(
+              { address: entry.address, announcedBy: entry.mac },
+              "another node announced this address: this node stopped answering ARP for it, and keeps forwarding what reaches it",
+            );
+          }
+        }
+      }
+      for (const address of [...this.#reported.keys()])
+        if (!seen.has(address)) this.#reported.delete(address);
+      this.#count = kept;
+    } catch (error) {
+      log.error({ error: errorMessage(error) }, "checking the yielded addresses failed");
+    }
+  }
+
+  start(): void {
+    this.#stopped = false;
+    const every = Math.max(this.#opts.settings.renewMs, 1000);
+    const tick = () => {
+      if (this.#stopped) return;
+      this.#inFlight = this.check().finally(() => {
+        this.#inFlight = undefined;
+        if (!this.#stopped) {
+          this.#timer = setTimeout(tick, every);
+          this.#timer.unref?.();
+        }
+      });
+    };
+    this.#timer = setTimeout(tick, every);
     this.#timer.unref?.();
   }
 

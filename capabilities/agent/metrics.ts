@@ -30,6 +30,8 @@ export interface MetricsSource {
   leaseHeld?(): boolean;
   /** the nodes whose agent Lease this agent sees live; undefined while its view is not current */
   liveNodes?(): number | undefined;
+  /** addresses this node announces but yielded to another node's gratuitous ARP */
+  yieldedAddresses?(): number;
   iface: string;
   mode: AttachMode;
 }
@@ -92,7 +94,7 @@ export class AgentMetrics {
     });
     this.relists = new Counter({
       name: "blixt_agent_relists_total",
-      help: "Lists of every DataplaneConfig by reason (start, periodic, watch: the watch reported a failure, retry: after a failed one); the agent's view is replaced by each",
+      help: "Lists of every DataplaneConfig by reason (start, periodic, watch: the watch reported a failure, retry: after a failed one, lease: the node Lease renewed again after failing, so the watch may have missed changes); the agent's view is replaced by each",
       labelNames: ["reason"],
       registers,
     });
@@ -278,6 +280,17 @@ export class AgentMetrics {
         registers,
         collect() {
           this.set(held() ? 1 : 0);
+        },
+      });
+    }
+    if (source.yieldedAddresses) {
+      const yielded = source.yieldedAddresses.bind(source);
+      new Gauge({
+        name: "blixt_agent_yielded_addresses",
+        help: "Gateway addresses this node announces but no longer answers ARP for, because another node announced them (gratuitous ARP) while this node could not confirm its Lease; it keeps forwarding what reaches it",
+        registers,
+        collect() {
+          this.set(yielded());
         },
       });
     }

@@ -11,7 +11,7 @@ import type { AgentLog } from "./log.js";
 import { errorMessage } from "../error-message.js";
 
 /** Why a relist ran: the metric's `reason` label. */
-export type RelistReason = "start" | "periodic" | "retry" | "watch";
+export type RelistReason = "start" | "periodic" | "retry" | "watch" | "lease";
 
 export interface ListedConfigs {
   items: DataplaneConfig[];

@@ -11,6 +11,7 @@ import { acknowledge, applyLease, followLeases, listDataplaneConfigsAt } from ".
 import {
   AnnounceDeadline,
   LeaseHolder,
+  YieldKeeper,
   leaseName,
   leaseSettings,
   LiveNodes,
@@ -158,6 +159,7 @@ function startLeases(
   settings: AgentSettings,
   log: AgentLog,
   changed: () => void,
+  regained: () => void,
 ) {
   const view = new LiveNodes();
   const holder = new LeaseHolder({
@@ -167,6 +169,7 @@ function startLeases(
     settings: settings.lease,
     log,
     write: applyLease,
+    onRegained: regained,
   });
   const watch = followLeases(
     namespace,
@@ -291,8 +294,16 @@ export async function startAgent(
   let metrics: AgentMetrics | undefined;
   // Failover without the controller (leases.ts): this node's Lease, and every agent's, watched.
   let agent: Agent | undefined;
+  let relister: Relister | undefined;
   const leases = settings.namespace
-    ? startLeases(settings.namespace, settings, log, () => agent?.schedule())
+    ? startLeases(
+        settings.namespace,
+        settings,
+        log,
+        () => agent?.schedule(),
+        // Back from a partition: what the DataplaneConfig watch missed is listed at once.
+        () => void relister?.relist("lease"),
+      )
     : undefined;
   const tls = new TlsListeners({
     host: await tlsHost(iface, settings.netns),
@@ -321,6 +332,21 @@ export async function startAgent(
       );
     },
   });
+  // A node cut off from the API server alone steps down when it hears the node that took its
+  // address over (bpf/arp.h yields; leases.ts YieldKeeper logs, counts and settles them).
+  const yields = leases
+    ? new YieldKeeper({
+        settings: settings.lease,
+        log,
+        list: () => dataplane.yields(),
+        announced: () => dataplane.announced(),
+        forget: address => dataplane.clearYield(address),
+        announceAgain: address => dataplane.announce(iface, address),
+        trusted: () =>
+          leases.holder.held() && (leases.view.liveness()?.live.has(settings.nodeName) ?? false),
+      })
+    : undefined;
+  yields?.start();
   metrics = new AgentMetrics(
     {
       stats: () => dataplane.stats(),
@@ -335,6 +361,7 @@ export async function startAgent(
         ? {
             leaseHeld: () => leases.holder.held(),
             liveNodes: () => leases.view.liveness()?.live.size,
+            yieldedAddresses: () => yields?.yielded() ?? 0,
           }
         : {}),
       iface,
@@ -352,7 +379,7 @@ export async function startAgent(
   const listed = (await listDataplaneConfigsAt()).items;
   agent.replaceAll(listed);
   metrics.observeRelist("start", true);
-  const relister = new Relister({
+  relister = new Relister({
     list: listDataplaneConfigsAt,
     agent,
     intervalMs: settings.relistMs,
@@ -380,6 +407,7 @@ export async function startAgent(
     stop: async () => {
       await leases?.stop();
       await deadline?.stop();
+      await yields?.stop();
       await relister.stop();
       await new Promise<void>(resolve => server.close(() => resolve()));
       await agent.stop();

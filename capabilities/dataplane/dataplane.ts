@@ -45,6 +45,7 @@ import {
   decodeInterfaceValue,
   decodeNodeConfig,
   decodeAnnounceConfig,
+  decodeYieldValue,
   ANNOUNCE_CONFIG_KEY,
   decodeReasonCounter,
   decodeServiceCounters,
@@ -68,6 +69,7 @@ import {
   type MapName,
   type ProgName,
   type Proto,
+  type YieldValue,
   type Reason,
   type ServiceCounters,
 } from "./maps.js";
@@ -522,7 +524,28 @@ export class Dataplane {
       );
     }
     const link = await bpftool.linkInfo(iface, this.attachOpts);
+    // Announcing it ourselves ends a yield to another node's announcement (bpf/arp.h).
+    await this.clearYield(address);
     await sendGratuitousArp(iface, link.mac, address, { ...opts, netns: this.netns });
+  }
+
+  /**
+   * Addresses this node yielded: it announces them (ADDR_F_ANNOUNCE) but heard another node's
+   * gratuitous ARP for them since, so the programs no longer answer ARP for them (bpf/arp.h,
+   * only where an announce deadline is set). Sorted by address.
+   */
+  async yields(): Promise<({ address: string } & YieldValue)[]> {
+    return (await bpftool.mapDump(this.mapPin("blixt_yield")))
+      .map(e => ({ address: decodeAddressKey(e.key), ...decodeYieldValue(e.value!) }))
+      .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  }
+
+  /** Forgets a yield: the programs answer ARP for the address again if it is announced. */
+  async clearYield(address: string): Promise<void> {
+    const pin = this.mapPin("blixt_yield");
+    const key = hex(encodeAddressKey(address));
+    if (!(await bpftool.mapLookup(pin, key))) return;
+    await bpftool.batch([bpftool.mapDeleteLine(pin, key)], `forgetting the yield of ${address}`);
   }
 
   /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */

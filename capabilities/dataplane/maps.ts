@@ -27,6 +27,7 @@ export const MAP_NAMES = [
   "blixt_ct_stats",
   "blixt_node",
   "blixt_announce",
+  "blixt_yield",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
 /**
@@ -508,6 +509,25 @@ export const decodeAnnounceConfig = (b: Uint8Array): { untilNs: bigint } => ({
   untilNs: new Reader(b, 8, "announce_config").u64(0),
 });
 
+// ---- yielded addresses: blixt_yield, addr_key → struct yield_value (16 bytes) ---------------
+
+/** struct yield_value: when (CLOCK_MONOTONIC ns) and from which MAC another node announced the address. */
+export interface YieldValue {
+  atNs: bigint;
+  mac: string;
+}
+
+export const decodeYieldValue = (b: Uint8Array): YieldValue => {
+  const r = new Reader(b, 16, "yield_value");
+  return { atNs: r.u64(0), mac: macStringOf(b.subarray(8, 14)) };
+};
+
+export const encodeYieldValue = (v: YieldValue): Uint8Array => {
+  const out = new Writer(16).u64(0, v.atNs).bytes;
+  out.set(macBytesOf(v.mac), 8);
+  return out;
+};
+
 // ---- service epochs: u32 service id → u32 epoch (array) --------------------------------------
 
 /** Index of blixt_svc_epoch holding the last epoch handed out (BLIXT_EPOCH_COUNTER; no service has id 0). */
@@ -608,5 +628,11 @@ export function decodeInterfaceValue(b: Uint8Array): { mac: string } {
 // ---- arp_stats: per-CPU counters indexed by enum blixt_arp_counter ---------------------------
 
 /** enum blixt_arp_counter in bpf/maps.h, in order: the index is the key of blixt_arp_stats. */
-export const ARP_COUNTERS = ["replied", "no_iface", "deadline_passed"] as const;
+export const ARP_COUNTERS = [
+  "replied",
+  "no_iface",
+  "deadline_passed",
+  "other_announced",
+  "yielded",
+] as const;
 export type ArpCounter = (typeof ARP_COUNTERS)[number];

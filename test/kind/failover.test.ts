@@ -9,9 +9,11 @@
 // back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
 // over the same way, its node (running on without an agent) stops answering ARP once the
 // announce deadline passes, so one node alone answers (arping), and the restarted agent takes
-// nothing back. Last, the API server is
+// nothing back. Then the API server is
 // stopped for longer than a Lease: nobody takes over, the announcer keeps serving, and nothing
-// moves when it returns. The times are figures (recordFigure), never assertions: speed belongs
+// moves when it returns. Last, the announcer alone is cut off from the API server (iptables in
+// its node): another node takes over, and the cut-off node, hearing its gratuitous ARP, stops
+// answering, so one node answers throughout. The times are figures (recordFigure), never assertions: speed belongs
 // to bench/.
 //
 // It stops a node: hack/test.sh runs it alone, after every other kind test and the suite.
@@ -482,6 +484,69 @@ spec:
   await new Promise(resolve => setTimeout(resolve, 5000));
   t.equal(await announcingNode(), next, "nothing moved when the API server returned");
   t.equal(await neighbourMac(address), nextMac, "and the ARP entry stayed");
+
+  // The announcer alone cut off from the API server (its node and agent run on, every other
+  // node reaches the API): its Lease lapses for the others, and the node that takes the address
+  // over announces it. The cut-off agent cannot see any of that through the API; it hears the
+  // gratuitous ARP, and its programs stop answering (bpf/arp.h yields), so one node answers.
+  // `next` is the announcer that came back after the power cut, a worker, so the API server and
+  // the standby stay reachable.
+  const apiAddress = (
+    await execa("docker", [
+      "inspect",
+      "-f",
+      "{{.NetworkSettings.Networks.kind.IPAddress}}",
+      controlPlane,
+    ])
+  ).stdout.trim();
+  // Both ways, in the node's own network namespace (where the agent and the kubelet run; the
+  // pods' traffic, the controller's among it, is forwarded and stays untouched).
+  const cut = [
+    ["OUTPUT", "-p", "tcp", "-d", apiAddress, "--dport", "6443", "-j", "DROP"],
+    ["INPUT", "-p", "tcp", "-s", apiAddress, "--sport", "6443", "-j", "DROP"],
+  ];
+  const heal = async () => {
+    for (const rule of cut)
+      await execa("docker", ["exec", next, "iptables", "-D", ...rule]).catch(() => undefined);
+  };
+  const cutAt = Date.now();
+  t.teardown(heal);
+  for (const rule of cut) await execa("docker", ["exec", next, "iptables", "-I", ...rule]);
+  const takenOver = rendezvousPick(
+    address,
+    nodes.filter(n => n !== next),
+  )!;
+  const takenOverMac = await nodeMac(takenOver);
+  const cutMovedAt = await waitFor(
+    `the machine's ARP entry for ${address} at ${takenOver} after ${next} was cut off from the API server`,
+    async () => ((await neighbourMac(address)) === takenOverMac ? Date.now() : undefined),
+    { timeoutMs: 30_000, intervalMs: 50, describe: async () => `${await neighbourMac(address)}` },
+  );
+  await recordFigure(
+    t,
+    "failover: announcer cut off from the API server → ARP at the new announcer",
+    cutMovedAt - cutAt,
+  );
+  t.same(
+    await arpAnswerers(address),
+    [takenOverMac],
+    `only ${takenOver} answers ARP: ${next}, cut off from the API server, heard it and stepped down`,
+  );
+  await waitFor(
+    `the DataplaneConfig naming ${takenOver}`,
+    async () => ((await announcingNode()) === takenOver ? true : undefined),
+    { timeoutMs: 120_000, intervalMs: 1000, describe: async () => `${await announcingNode()}` },
+  );
+  t.same(await arpAnswerers(address), [takenOverMac], `${next} still silent while cut off`);
+  await heal();
+  // Back: its agent relists the DataplaneConfigs (the controller moved the address meanwhile),
+  // gives the address up and forgets the yield; nothing moves back.
+  await new Promise(resolve => setTimeout(resolve, 10_000));
+  t.same(
+    await arpAnswerers(address),
+    [takenOverMac],
+    `${next} reaches the API again: ${takenOver} still answers alone`,
+  );
 
   streaming = false;
   await tcpLoop;

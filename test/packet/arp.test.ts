@@ -298,7 +298,11 @@ t.test("ARP in the kernel", async t => {
 
   t.test("counters", async t => {
     const arp = await dp.arpCounters();
-    t.same(arp, { replied: 2 * 5, no_iface: 0, deadline_passed: 0 }, "five replies per program");
+    t.same(
+      arp,
+      { replied: 2 * 5, no_iface: 0, deadline_passed: 0, other_announced: 0, yielded: 0 },
+      "five replies per program",
+    );
     const s = await dp.stats();
     t.equal(s.reasons.pass_not_ipv4, 2 * 14, "the passed frames count as not IPv4, as before");
   });
@@ -330,6 +334,60 @@ t.test("ARP in the kernel", async t => {
       );
     await t.rejects(dp.setAnnounceDeadline(-1n), /not an unsigned 64-bit/);
   });
+
+  t.test(
+    "another node's gratuitous ARP: this node yields the address, where a deadline is set",
+    async t => {
+      const OTHER_MAC = "02:cc:00:00:00:03";
+      const garp = (over: Partial<ArpFields> = {}) =>
+        arpFrame({ ethSrc: OTHER_MAC, sha: OTHER_MAC, spa: ANNOUNCED, tpa: ANNOUNCED, ...over });
+      const answered = async (what: string) => {
+        for (const { prog, reply } of PROGS)
+          t.equal((await runOne(dp, prog, request())).retval, reply, `${prog}: ${what}`);
+      };
+      const before = await dp.arpCounters();
+
+      // No deadline (no Leases: the controller alone moves addresses): noted nowhere.
+      t.equal(await dp.announceDeadline(), 0n);
+      for (const { prog, pass } of PROGS) {
+        const frame = garp();
+        const r = await runOne(dp, prog, frame);
+        t.equal(r.retval, pass, `${prog}: an announcement is passed on`);
+        t.same(r.dataOut, frame, `${prog}: untouched`);
+      }
+      t.same(await dp.yields(), [], "without a deadline, nothing is yielded");
+      await answered("still answered");
+
+      await dp.setAnnounceDeadline(process.hrtime.bigint() + 60_000_000_000n);
+      // Ours, or for an address this node does not announce: nothing.
+      await runOne(dp, "blixt_xdp_ingress", garp({ ethSrc: NODE_MAC, sha: NODE_MAC }));
+      await runOne(dp, "blixt_tc_ingress", garp({ spa: NOT_ANNOUNCED, tpa: NOT_ANNOUNCED }));
+      t.same(await dp.yields(), [], "its own MAC, or another address: nothing yielded");
+
+      const heardFrom = process.hrtime.bigint();
+      const r = await runOne(dp, "blixt_xdp_ingress", garp());
+      t.equal(r.retval, XDP_PASS, "the announcement itself is passed on");
+      const yields = await dp.yields();
+      t.match(yields, [{ address: ANNOUNCED, mac: OTHER_MAC }], "yielded to the announcing MAC");
+      t.ok(yields[0].atNs >= heardFrom, "stamped with the time it was heard");
+      for (const { prog, pass } of PROGS)
+        t.equal((await runOne(dp, prog, request())).retval, pass, `${prog}: no longer answered`);
+      t.same(await dp.announced(), [ANNOUNCED], "the address stays announced in the maps");
+
+      await dp.clearYield(ANNOUNCED);
+      await dp.clearYield(ANNOUNCED); // absent: no error
+      await answered("answered again once the yield is cleared");
+      // The reply form of a gratuitous ARP counts too.
+      await runOne(dp, "blixt_tc_ingress", garp({ oper: 2, ethDst: "ff:ff:ff:ff:ff:ff" }));
+      t.match(await dp.yields(), [{ address: ANNOUNCED }], "a gratuitous reply yields as well");
+      await dp.clearYield(ANNOUNCED);
+
+      const after = await dp.arpCounters();
+      t.equal(after.other_announced - before.other_announced, 2, "two announcements counted");
+      t.equal(after.yielded - before.yielded, 2, "two requests left unanswered, counted");
+      await dp.setAnnounceDeadline(0n);
+    },
+  );
 
   t.test("without the interface's MAC the request passes, counted", async t => {
     await dp.removeInterface(TEST_RUN_IFINDEX);

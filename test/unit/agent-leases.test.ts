@@ -6,6 +6,9 @@ import t from "tap";
 import type { V1Lease } from "@kubernetes/client-node";
 import {
   AnnounceDeadline,
+  YieldKeeper,
+  yieldAction,
+  type YieldEntry,
   announcerOf,
   LeaseHolder,
   leaseName,
@@ -257,9 +260,11 @@ t.test("renewals: the Lease written, held while renewed, lost and got back", asy
   const written: V1Lease[] = [];
   let fail = false;
   const lines: string[] = [];
+  let regained = 0;
   const holder = new LeaseHolder({
     namespace: "blixt-system",
     nodeName: "node-a",
+    onRegained: () => regained++,
     owner: { name: "blixt-agent-x1", uid: "u-1" },
     settings: { durationSeconds: 2, renewMs: 500 },
     log: { info: (_f, m) => lines.push(`info ${m}`), error: (_f, m) => lines.push(`error ${m}`) },
@@ -291,10 +296,14 @@ t.test("renewals: the Lease written, held while renewed, lost and got back", asy
   c.advance(200);
   t.notOk(holder.held(), "lapsed 2 s after the last renewal");
   t.equal(lines.filter(l => l.startsWith("error")).length, 1, "the loss is logged once");
+  t.equal(regained, 0, "not regained while failing");
   fail = false;
   await holder.renew();
   t.ok(holder.held());
   t.match(lines.at(-1), /renewed again/);
+  t.equal(regained, 1, "regained once: the agent relists what its watches may have missed");
+  await holder.renew();
+  t.equal(regained, 1, "a plain renewal is not a regain");
 });
 
 t.test("the announce deadline: one Lease duration ahead, moved every renew interval", async t => {
@@ -331,6 +340,98 @@ t.test("the announce deadline: one Lease duration ahead, moved every renew inter
   await new Promise(resolve => setTimeout(resolve, 250));
   t.equal(written.length, after, "nothing written after stop(): the deadline runs out");
 });
+
+t.test(
+  "yields: forgotten once not announced, kept while untrusted, announced again after the grace",
+  async t => {
+    const e: YieldEntry = {
+      address: "198.19.253.100",
+      atNs: 10_000_000_000n,
+      mac: "02:42:c6:13:fd:03",
+    };
+    const grace = 6_000_000_000n;
+    const act = (announced: boolean, trustedSinceNs: bigint | undefined, nowNs: bigint) =>
+      yieldAction(e, { announced, trustedSinceNs, nowNs, graceNs: grace });
+    t.equal(act(false, 0n, 20_000_000_000n), "forget", "no longer announced here: forgotten");
+    t.equal(act(true, undefined, 99_000_000_000n), "keep", "cut off: stays yielded however long");
+    t.equal(
+      act(true, 0n, 15_000_000_000n),
+      "keep",
+      "trusted all along, within the grace of the announcement: the agent's view may be catching up",
+    );
+    t.equal(act(true, 0n, 16_000_000_000n), "announce-again", "trusted past the grace");
+    t.equal(
+      act(true, 30_000_000_000n, 35_000_000_000n),
+      "keep",
+      "back from a partition: the grace counts from getting the Lease back, not from the yield",
+    );
+    t.equal(act(true, 30_000_000_000n, 36_000_000_000n), "announce-again");
+
+    let nowNs = 10_500_000_000n;
+    let trusted = false;
+    let entries: YieldEntry[] = [e, { ...e, address: "198.19.253.101" }];
+    let announced = ["198.19.253.100"];
+    const forgotten: string[] = [];
+    const again: string[] = [];
+    const lines: string[] = [];
+    const keeper = new YieldKeeper({
+      settings: { durationSeconds: 2, renewMs: 500 },
+      log: { info: (_f, m) => lines.push(m), error: (_f, m) => lines.push(`error ${m}`) },
+      list: async () => entries,
+      announced: async () => announced,
+      forget: async a => {
+        forgotten.push(a);
+        entries = entries.filter(x => x.address !== a);
+      },
+      announceAgain: async a => {
+        again.push(a);
+        entries = entries.filter(x => x.address !== a);
+      },
+      trusted: () => trusted,
+      now: () => nowNs,
+    });
+    await keeper.check();
+    t.same(forgotten, ["198.19.253.101"], "a yield of an address no longer announced is forgotten");
+    t.equal(keeper.yielded(), 1, "one address yielded and kept");
+    t.equal(lines.filter(l => /stopped answering ARP/.test(l)).length, 1, "said once");
+    nowNs += 5_000_000_000n;
+    await keeper.check();
+    t.equal(lines.filter(l => /stopped answering ARP/.test(l)).length, 1, "not said again");
+    t.same(again, [], "untrusted: never announced again");
+    trusted = true;
+    await keeper.check();
+    t.same(again, [], "trusted again just now: not yet, its DataplaneConfig watch may lag");
+    nowNs += 5_000_000_000n;
+    await keeper.check();
+    t.same(again, [], "5 s later: still within the grace (3 Lease durations)");
+    nowNs += 1_000_000_000n;
+    await keeper.check();
+    t.same(again, ["198.19.253.100"], "trusted for the whole grace: announced again");
+    t.match(lines.at(-1), /announcing it again/);
+    await keeper.check();
+    t.equal(keeper.yielded(), 0, "nothing yielded any more");
+    announced = [];
+    entries = [{ ...e, atNs: nowNs }];
+    trusted = false;
+    const failing = new YieldKeeper({
+      settings: { durationSeconds: 2, renewMs: 500 },
+      log: { info: () => {}, error: (_f, m) => lines.push(`error ${m}`) },
+      list: async () => {
+        throw new Error("bpftool: no such map");
+      },
+      announced: async () => announced,
+      forget: async () => {},
+      announceAgain: async () => {},
+      trusted: () => trusted,
+    });
+    await failing.check();
+    t.match(
+      lines.at(-1),
+      /^error checking the yielded addresses failed/,
+      "a failed check is logged, not thrown",
+    );
+  },
+);
 
 t.test("settings: defaults, bounds, and a renew interval that fits the duration", async t => {
   t.same(leaseSettings({}), { durationSeconds: 2, renewMs: 500 });
