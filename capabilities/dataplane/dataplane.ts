@@ -545,7 +545,12 @@ export class Dataplane {
     const pin = this.mapPin("blixt_yield");
     const key = hex(encodeAddressKey(address));
     if (!(await bpftool.mapLookup(pin, key))) return;
-    await bpftool.batch([bpftool.mapDeleteLine(pin, key)], `forgetting the yield of ${address}`);
+    await bpftool
+      .batch([bpftool.mapDeleteLine(pin, key)], `forgetting the yield of ${address}`)
+      .catch(async (error: unknown) => {
+        // Gone meanwhile (another caller forgot it first): what was asked for holds.
+        if (await bpftool.mapLookup(pin, key)) throw error;
+      });
   }
 
   /** ARP counters (bpf/maps.h enum blixt_arp_counter), summed over CPUs. */
