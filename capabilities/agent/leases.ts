@@ -189,6 +189,16 @@ export class LiveNodes {
   }
 
   /**
+   * The nodes of every agent Lease this agent knows of, live or not; undefined until its view
+   * has been current once. A Lease goes with its agent's Pod, so a node whose agent merely died
+   * stays in it.
+   */
+  nodes(): ReadonlySet<string> | undefined {
+    if (!this.#everCurrent) return undefined;
+    return new Set([...this.#seen.values()].map(seen => seen.node));
+  }
+
+  /**
    * The nodes whose Lease is live now, and those whose Lease lapsed; undefined while the view
    * is not current. A Lease counts as lapsed only once some renewal (of any Lease) was seen
    * after its deadline: that proves the watch was still delivering when it should have been
@@ -396,6 +406,22 @@ export interface AnnounceDeadlineOptions {
   write: (untilNs: bigint) => Promise<void>;
   /** CLOCK_MONOTONIC ns, bpf_ktime_get_ns's clock; process.hrtime.bigint() by default */
   now?: () => bigint;
+  /**
+   * the nodes of every agent Lease known (LiveNodes.nodes; undefined while unknown): with no
+   * other node among them there is no deadline
+   */
+  nodes?: () => ReadonlySet<string> | undefined;
+  /** this node's name, as in the Leases */
+  self?: string;
+}
+
+/**
+ * No other node has an agent Lease: nobody could take this node's addresses over, so a dead
+ * agent's node keeps answering for them (an agent restart on a one-node cluster keeps its
+ * traffic, as before the Leases). Unknown (the Leases not listed yet) is not alone. Pure.
+ */
+export function aloneIn(nodes: ReadonlySet<string> | undefined, self: string): boolean {
+  return nodes !== undefined && [...nodes].every(node => node === self);
 }
 
 /**
@@ -405,6 +431,8 @@ export interface AnnounceDeadlineOptions {
  * when the other agents see its Lease lapse and take the addresses over, so two nodes do not
  * both answer until the agent comes back. It does not depend on the API server: an agent cut
  * off from it keeps its addresses (see the module comment), and the deadline keeps moving.
+ * While no other node has an agent Lease (aloneIn), it writes no deadline (0): there is nobody
+ * to take over, and a restarting agent should not darken a one-node cluster.
  */
 export class AnnounceDeadline {
   readonly #opts: AnnounceDeadlineOptions;
@@ -422,8 +450,12 @@ export class AnnounceDeadline {
   /** Moves the deadline once; a failure is logged (once until it works again), never thrown. */
   async move(): Promise<void> {
     const { settings, log } = this.#opts;
-    const untilNs = this.#now() + BigInt(settings.durationSeconds) * 1_000_000_000n;
     try {
+      const alone =
+        this.#opts.nodes !== undefined &&
+        this.#opts.self !== undefined &&
+        aloneIn(this.#opts.nodes(), this.#opts.self);
+      const untilNs = alone ? 0n : this.#now() + BigInt(settings.durationSeconds) * 1_000_000_000n;
       await this.#opts.write(untilNs);
       if (this.#failing)
         log.info({}, "announce deadline moved again; this node answers ARP for its addresses");

@@ -270,11 +270,15 @@ export async function startAgent(
   // With Leases (a cluster), ARP answers last only while this agent keeps moving the announce
   // deadline (leases.ts AnnounceDeadline): a dead agent's node falls silent as the others take
   // its addresses over. Moved once before attaching: a deadline left by an earlier agent passed.
+  // Bound once the Leases are followed (below); no other agent's Lease: no deadline.
+  let leaseNodes: (() => ReadonlySet<string> | undefined) | undefined;
   const deadline = settings.namespace
     ? new AnnounceDeadline({
         settings: settings.lease,
         log,
         write: untilNs => dataplane.setAnnounceDeadline(untilNs),
+        nodes: () => leaseNodes?.(),
+        self: settings.nodeName,
       })
     : undefined;
   await deadline?.start();
@@ -305,6 +309,7 @@ export async function startAgent(
         () => void relister?.relist("lease"),
       )
     : undefined;
+  if (leases) leaseNodes = () => leases.view.nodes();
   const tls = new TlsListeners({
     host: await tlsHost(iface, settings.netns),
     readSecret,

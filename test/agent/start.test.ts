@@ -4,12 +4,16 @@
 // converges and acknowledges before /readyz answers, traffic flows, and a change delivered as
 // a watch event is applied and acknowledged. Pepr's watch itself is not running here: the
 // test hands the agent the event the way the capability's Watch binding does. Holding a Lease
-// (POD_NAMESPACE set), it keeps the announce deadline one Lease duration ahead until it stops.
+// (POD_NAMESPACE set), it keeps the announce deadline one Lease duration ahead while another
+// node's agent Lease exists (none while it is alone) until it stops.
 import t from "tap";
 import type { AddressInfo } from "node:net";
 import { K8s } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { agentSettings, startAgent } from "../../capabilities/agent/start.js";
+import { applyLease } from "../../capabilities/agent/kube.js";
+import { leaseName, leaseObject } from "../../capabilities/agent/leases.js";
+import { V1Lease } from "@kubernetes/client-node";
 import { findBinaries, startApiServer } from "../lib/apiserver.js";
 import { Lab } from "../lib/lab.js";
 import { dataplaneConfig } from "./fixtures.js";
@@ -124,10 +128,12 @@ if ("missing" in binaries) {
   });
 
   t.test(
-    "holding a Lease, the agent keeps the announce deadline ahead; stopped, it runs out",
+    "holding a Lease, the agent keeps the announce deadline ahead; alone, none; stopped, it runs out",
     async t => {
       await startApiServer(t, binaries);
       await lab.up();
+      // Another node's agent Lease: somebody could take this node's addresses over.
+      await applyLease(leaseObject("default", "other-node", 2, new Date()));
       const running = await startAgent(
         agentSettings({
           NODE_NAME: "lab-node",
@@ -157,6 +163,25 @@ if ("missing" in binaries) {
         later > 1000,
         `still ahead 1.5 s later: moved every renew interval (${later.toFixed(0)} ms)`,
       );
+
+      // The other node's Lease deleted (its agent uninstalled): alone, no deadline.
+      await K8s(V1Lease).InNamespace("default").Delete(leaseName("other-node"));
+      let none = false;
+      for (let i = 0; i < 50 && !none; i++) {
+        none = (await running.dataplane.announceDeadline()) === 0n;
+        if (!none) await new Promise(resolve => setTimeout(resolve, 100));
+      }
+      t.ok(
+        none,
+        "no other agent's Lease: no deadline (an agent restart keeps a one-node cluster's ARP)",
+      );
+      await applyLease(leaseObject("default", "other-node", 2, new Date()));
+      let back = false;
+      for (let i = 0; i < 50 && !back; i++) {
+        back = (await ahead()) > 1000;
+        if (!back) await new Promise(resolve => setTimeout(resolve, 100));
+      }
+      t.ok(back, "another node's Lease again: the deadline is back");
 
       await running.stop();
       stopped = true;

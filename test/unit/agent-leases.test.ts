@@ -6,6 +6,7 @@ import t from "tap";
 import type { V1Lease } from "@kubernetes/client-node";
 import {
   AnnounceDeadline,
+  aloneIn,
   YieldKeeper,
   yieldAction,
   type YieldEntry,
@@ -340,6 +341,51 @@ t.test("the announce deadline: one Lease duration ahead, moved every renew inter
   await new Promise(resolve => setTimeout(resolve, 250));
   t.equal(written.length, after, "nothing written after stop(): the deadline runs out");
 });
+
+t.test(
+  "alone (no other agent's Lease): no deadline, so a one-node cluster keeps ARP through an agent restart",
+  async t => {
+    t.notOk(aloneIn(undefined, "a"), "the Leases not listed yet: not alone");
+    t.ok(aloneIn(new Set(), "a"), "no Lease at all");
+    t.ok(aloneIn(new Set(["a"]), "a"), "only its own");
+    t.notOk(aloneIn(new Set(["a", "b"]), "a"), "another node's Lease, live or not");
+
+    const c = clock();
+    const view = new LiveNodes(c.now, c.wall);
+    t.equal(view.nodes(), undefined, "unknown before the view was ever current");
+    view.replace([lease("a", new Date(c.wall()).toISOString())]);
+    view.current = true;
+    t.same([...view.nodes()!], ["a"]);
+    view.observe(lease("b", new Date(c.wall()).toISOString()));
+    c.advance(60_000);
+    t.same(
+      [...view.nodes()!].sort(),
+      ["a", "b"],
+      "a Lease long lapsed still counts: its node exists",
+    );
+
+    let nodes: ReadonlySet<string> | undefined = new Set(["a"]);
+    const written: bigint[] = [];
+    const deadline = new AnnounceDeadline({
+      settings: { durationSeconds: 2, renewMs: 100 },
+      log: { info: () => {}, error: () => {} },
+      write: async untilNs => void written.push(untilNs),
+      now: () => 1_000_000_000n,
+      nodes: () => nodes,
+      self: "a",
+    });
+    await deadline.move();
+    nodes = new Set(["a", "b"]);
+    await deadline.move();
+    nodes = undefined;
+    await deadline.move();
+    t.same(
+      written,
+      [0n, 3_000_000_000n, 3_000_000_000n],
+      "alone: 0 (none); another node: now + duration; unknown: a deadline",
+    );
+  },
+);
 
 t.test(
   "yields: forgotten once not announced, kept while untrusted, announced again after the grace",
