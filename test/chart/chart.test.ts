@@ -536,6 +536,31 @@ if (!helm && helmRequired(process.env)) {
     );
   });
 
+  t.test("every label and annotation renders as a string, a checksum of digits too", async t => {
+    // This pool's file hashes to 3004888582434106...: unquoted, YAML reads a number, and the
+    // API server refuses the Deployment (an annotation value must be a string).
+    const digits = await template(helm, {
+      addressPools: [{ name: "pool-929", addresses: ["198.18.0.100-198.18.0.199"] }],
+    });
+    t.equal(
+      digits.get("Deployment", `${full}-controller`).spec.template.metadata.annotations[
+        "blixt.dev/address-pools-checksum"
+      ],
+      "3004888582434106",
+      "the checksum is the string it was",
+    );
+    const bad: string[] = [];
+    for (const o of [...digits.objects, ...defaults.objects]) {
+      const metas = [o.metadata, (o.spec as any)?.template?.metadata].filter(Boolean);
+      for (const meta of metas)
+        for (const field of ["labels", "annotations"])
+          for (const [key, value] of Object.entries(meta[field] ?? {}))
+            if (typeof value !== "string")
+              bad.push(`${o.kind} ${o.metadata.name} ${field}.${key}: ${String(value)}`);
+    }
+    t.same(bad, [], "no label or annotation value parses as anything but a string");
+  });
+
   t.test(
     "the agent selector is the agent pods' labels, for the controller and the uninstall job",
     async t => {
