@@ -22,6 +22,7 @@ import { rendezvousPick } from "../rendezvous.js";
 import { errorMessage } from "../error-message.js";
 import { envInt } from "../env.js";
 import type { AgentLog } from "./log.js";
+import { Periodic } from "./periodic.js";
 
 /** The label every agent Lease carries, and what the agents' watch selects. */
 export const LEASE_LABEL = "app.kubernetes.io/component";
@@ -276,15 +277,14 @@ export interface LeaseHolderOptions {
 export class LeaseHolder {
   readonly #opts: LeaseHolderOptions;
   readonly #now: () => number;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #loop: Periodic;
   #lastOk: number | undefined;
   #failing = false;
-  #stopped = false;
-  #inFlight: Promise<void> | undefined;
 
   constructor(opts: LeaseHolderOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? (() => performance.now());
+    this.#loop = new Periodic(() => this.renew(), opts.settings.renewMs);
   }
 
   held(): boolean {
@@ -327,25 +327,13 @@ export class LeaseHolder {
     this.#opts.onRenew?.(this.held());
   }
 
+  /** The first renewal now, then one every renew interval until stop(). */
   start(): void {
-    this.#stopped = false;
-    const tick = () => {
-      if (this.#stopped) return;
-      this.#inFlight = this.renew().finally(() => {
-        this.#inFlight = undefined;
-        if (!this.#stopped) {
-          this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
-          this.#timer.unref?.();
-        }
-      });
-    };
-    tick();
+    this.#loop.start(true);
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#inFlight?.catch(() => undefined);
+    await this.#loop.stop();
   }
 }
 
@@ -437,14 +425,13 @@ export function aloneIn(nodes: ReadonlySet<string> | undefined, self: string): b
 export class AnnounceDeadline {
   readonly #opts: AnnounceDeadlineOptions;
   readonly #now: () => bigint;
-  #timer: NodeJS.Timeout | undefined;
-  #stopped = false;
+  readonly #loop: Periodic;
   #failing = false;
-  #inFlight: Promise<void> | undefined;
 
   constructor(opts: AnnounceDeadlineOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? (() => process.hrtime.bigint());
+    this.#loop = new Periodic(() => this.move(), opts.settings.renewMs);
   }
 
   /** Moves the deadline once; a failure is logged (once until it works again), never thrown. */
@@ -472,26 +459,12 @@ export class AnnounceDeadline {
 
   /** The first move now (awaited), then one every renew interval until stop(). */
   async start(): Promise<void> {
-    this.#stopped = false;
     await this.move();
-    const tick = () => {
-      if (this.#stopped) return;
-      this.#inFlight = this.move().finally(() => {
-        this.#inFlight = undefined;
-        if (!this.#stopped) {
-          this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
-          this.#timer.unref?.();
-        }
-      });
-    };
-    this.#timer = setTimeout(tick, this.#opts.settings.renewMs);
-    this.#timer.unref?.();
+    this.#loop.start(false);
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#inFlight?.catch(() => undefined);
+    await this.#loop.stop();
   }
 }
 
@@ -560,13 +533,12 @@ export class YieldKeeper {
   readonly #reported = new Map<string, string>();
   #count = 0;
   #trustedSinceNs: bigint | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #stopped = false;
-  #inFlight: Promise<void> | undefined;
+  readonly #loop: Periodic;
 
   constructor(opts: YieldKeeperOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? (() => process.hrtime.bigint());
+    this.#loop = new Periodic(() => this.check(), Math.max(opts.settings.renewMs, 1000));
   }
 
   /** Addresses yielded and kept so at the last check (the metric). */
@@ -629,25 +601,10 @@ export class YieldKeeper {
   }
 
   start(): void {
-    this.#stopped = false;
-    const every = Math.max(this.#opts.settings.renewMs, 1000);
-    const tick = () => {
-      if (this.#stopped) return;
-      this.#inFlight = this.check().finally(() => {
-        this.#inFlight = undefined;
-        if (!this.#stopped) {
-          this.#timer = setTimeout(tick, every);
-          this.#timer.unref?.();
-        }
-      });
-    };
-    this.#timer = setTimeout(tick, every);
-    this.#timer.unref?.();
+    this.#loop.start(false);
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#inFlight?.catch(() => undefined);
+    await this.#loop.stop();
   }
 }

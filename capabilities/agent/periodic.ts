@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * A step run again and again, one at a time: the next starts one interval after the last one
+ * ended, so a slow step (an API call that hangs, a busy node) never piles up behind itself.
+ * The Lease renewals, the announce deadline and the yield checks (leases.ts) each run on one.
+ */
+export class Periodic {
+  readonly #step: () => Promise<void>;
+  readonly #intervalMs: number;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = true;
+  #inFlight: Promise<void> | undefined;
+
+  /** `step` should not throw: a rejection is dropped, and the next step runs as planned. */
+  constructor(step: () => Promise<void>, intervalMs: number) {
+    this.#step = step;
+    this.#intervalMs = intervalMs;
+  }
+
+  /** Starts: the first step at once (`now`) or one interval from now. */
+  start(now: boolean): void {
+    this.#stopped = false;
+    if (now) this.#tick();
+    else this.#arm();
+  }
+
+  /** No step after this; resolves when the one running (if any) has ended. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#inFlight;
+  }
+
+  readonly #tick = (): void => {
+    if (this.#stopped) return;
+    this.#inFlight = this.#step()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#inFlight = undefined;
+        this.#arm();
+      });
+  };
+
+  #arm(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(this.#tick, this.#intervalMs);
+    this.#timer.unref?.();
+  }
+}
