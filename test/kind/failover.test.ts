@@ -362,6 +362,19 @@ spec:
     "failover: node stopped → controller names the new announcer",
     caughtUp - stoppedAt,
   );
+  // Where the controller ran, beside the figure: its catch-up time varies by an order of
+  // magnitude between runs, not yet explained.
+  const controllerNode = await kubectl(
+    "-n",
+    process.env.BLIXT_NAMESPACE ?? "blixt-system",
+    "get",
+    "pods",
+    "-l",
+    "app.kubernetes.io/component=controller",
+    "-o",
+    "jsonpath={.items[*].spec.nodeName}",
+  ).catch((e: Error) => `unknown (${e.message})`);
+  t.comment(`the controller runs on ${controllerNode}; the stopped node is ${announcer}`);
 
   // The node comes back: nothing moves back.
   await kindSh("start-node", announcer);
