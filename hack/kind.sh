@@ -86,7 +86,11 @@ build_binaries() {
   flock -u 9
 }
 
-cluster_exists() { kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; }
+cluster_exists() {
+  local clusters
+  clusters=$(kind get clusters 2>/dev/null) || true
+  grep -qx -- "$KIND_CLUSTER" <<<"$clusters"
+}
 
 ensure_network() {
   local subnet
@@ -213,8 +217,12 @@ cmd_status() {
 }
 
 node_name_ok() {
-  kind get nodes --name "$KIND_CLUSTER" 2>/dev/null | grep -qx "$1" ||
-    kdie "$1 is not a node of cluster $KIND_CLUSTER (nodes: $(kind get nodes --name "$KIND_CLUSTER" 2>/dev/null | tr '\n' ' '))"
+  # Listed first, then matched: grep -q leaving the pipe early would SIGPIPE kind, and with
+  # pipefail a node that is there would read as missing.
+  local nodes
+  nodes=$(kind get nodes --name "$KIND_CLUSTER" 2>/dev/null) || true
+  grep -qx -- "$1" <<<"$nodes" ||
+    kdie "$1 is not a node of cluster $KIND_CLUSTER (nodes: $(tr '\n' ' ' <<<"$nodes"))"
 }
 
 cmd_stop_node() {
