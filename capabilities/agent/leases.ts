@@ -37,9 +37,6 @@ export interface LeaseSettings {
 
 export const LEASE_DEFAULTS: Readonly<LeaseSettings> = { durationSeconds: 2, renewMs: 500 };
 
-/** Durations beyond the first a Lease stays live after the view comes back from a failure. */
-export const RECONNECT_GRACE_DURATIONS = 2;
-
 /** Lease settings from the environment; throws naming the variable that is wrong. Pure. */
 export function leaseSettings(env: NodeJS.ProcessEnv): LeaseSettings {
   const int = (name: string, fallback: number, min: number, max: number) =>
@@ -175,17 +172,14 @@ export class LiveNodes {
 
   /**
    * Whether the view is current: set after a list, cleared when the watch fails. Coming back
-   * after a failure, every Lease counts as renewed now and for two durations more: renewals
-   * made while this agent could not see them (or while the API server was away for everyone)
-   * are not lapses, and a node gets three durations to be seen renewing again before its
-   * addresses move. One was not enough: after an API server restart, an agent whose request
-   * hung on the old server renewed 3 s after the others, and its address moved.
+   * after a failure, every Lease counts as seen now: renewals made while this agent could not
+   * see them (or while the API server was away for everyone) are not lapses, and a node gets
+   * one full duration to be seen renewing again before its addresses move.
    */
   set current(value: boolean) {
     if (value && !this.#current && this.#everCurrent) {
       const now = this.#now();
-      for (const seen of this.#seen.values())
-        seen.at = now + RECONNECT_GRACE_DURATIONS * seen.durationMs;
+      for (const seen of this.#seen.values()) seen.at = now;
       this.#newest = now;
     }
     if (value) this.#everCurrent = true;
