@@ -7,6 +7,7 @@
 import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
+import { dataplaneConfigProblems } from "./admission-rules";
 import { Gateway } from "../generated/gateway-v1";
 import { COPY_LABEL, secretDigest } from "./certificate-copies";
 import { KINDS } from "./kinds";
@@ -241,9 +242,17 @@ export function kubeClusterClient(
 
     async execute(write) {
       switch (write.op) {
-        case "applyDataplaneConfig":
+        case "applyDataplaneConfig": {
+          // The webhook does not see the controller's own writes (its matchConditions, so a
+          // webhook pod on a failed node cannot hold up failover): its rules are checked here.
+          const problems = dataplaneConfigProblems(write.object);
+          if (problems.length)
+            throw new Error(
+              `DataplaneConfig ${write.object.metadata?.namespace}/${write.object.metadata?.name} not written, it breaks the admission rules (a blixt bug; please report it): ${problems.join("; ")}`,
+            );
           // force: blixt's controller is the only writer of spec (admission denies others).
           return K8s(DataplaneConfig).Apply(write.object, { force: true });
+        }
         case "deleteDataplaneConfig":
           await K8s(DataplaneConfig).InNamespace(write.namespace).Delete(write.name);
           return undefined;

@@ -638,6 +638,25 @@ if (!helm && helmRequired(process.env)) {
         `system:serviceaccount:${NAMESPACE}:${full}-controller`,
         "only the controller's ServiceAccount may write DataplaneConfigs",
       );
+      t.same(
+        webhook.webhooks[0].matchConditions,
+        [
+          {
+            name: "not-blixt-controller",
+            expression: `request.userInfo.username != "system:serviceaccount:${NAMESPACE}:${full}-controller"`,
+          },
+        ],
+        "the controller's own DataplaneConfig writes skip the webhook (it checks the rules itself)",
+      );
+      t.notOk(webhook.webhooks[1].matchConditions, "every Gateway API write is seen");
+      t.match(
+        defaults.get("Deployment", `${full}-controller`).spec.template.spec.tolerations,
+        [
+          { key: "node.kubernetes.io/unreachable", effect: "NoExecute", tolerationSeconds: 10 },
+          { key: "node.kubernetes.io/not-ready", effect: "NoExecute", tolerationSeconds: 10 },
+        ],
+        "a controller on a failed node is replaced 10 s after the node is marked, not 300 s",
+      );
       const again = await template(helm);
       t.not(
         again.get("Secret", `${full}-tls`).data["tls.crt"],

@@ -294,6 +294,80 @@ spec:
     t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers");
   });
 
+  await t.test("no webhook pod runs", async t => {
+    // The controller's own DataplaneConfig writes skip the webhook (its matchConditions; the
+    // controller checks the same rules itself), so it programs a change while no webhook pod
+    // answers, as when both sit on a failed node; anyone else's write is refused (Fail).
+    const deployment = "blixt-admission";
+    const replicas = await kubectl(
+      "-n",
+      system,
+      "get",
+      "deployment",
+      deployment,
+      "-o",
+      "jsonpath={.spec.replicas}",
+    );
+    mark("admission scaled to 0");
+    await kubectl("-n", system, "scale", "deployment", deployment, "--replicas=0");
+    t.teardown(async () => {
+      await kubectl("-n", system, "scale", "deployment", deployment, `--replicas=${replicas}`);
+      await kubectl("-n", system, "rollout", "status", "deployment", deployment, "--timeout=180s");
+    });
+    await waitFor(
+      "no webhook pod left",
+      async () => ((await listObjects("pod", system, admissionPods)).length ? undefined : true),
+      { timeoutMs: 120_000 },
+    );
+    const refused = await kubectlRun([
+      "-n",
+      namespace,
+      "patch",
+      "dataplaneconfig",
+      "faults",
+      "--type=merge",
+      "-p",
+      '{"spec":{"gatewayGeneration":999}}',
+    ]);
+    t.not(refused.exitCode, 0, "a DataplaneConfig write by someone else is refused");
+    t.match(
+      refused.stderr,
+      /failed calling webhook/,
+      "because no webhook answers (failurePolicy Fail)",
+    );
+    // The listener the previous step added goes again: the controller must rewrite the table.
+    await apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: faults, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port}}
+  - {name: udp, protocol: UDP, port: ${port}}
+`);
+    const ports = async () => {
+      const config = await getObject("dataplaneconfig", "faults", namespace);
+      const listeners = (config?.spec as { listeners?: { port: number }[] } | undefined)?.listeners;
+      return (listeners ?? []).map(l => l.port);
+    };
+    await waitFor(
+      "the DataplaneConfig without the removed listener",
+      async () => ((await ports()).includes(port + 1) ? undefined : true),
+      { timeoutMs: 60_000, describe: async () => `listener ports ${(await ports()).join(",")}` },
+    );
+    t.pass("the controller rewrote the DataplaneConfig with no webhook pod running");
+    await waitFor(
+      "the Gateway Programmed for its new generation",
+      () => converged(namespace, "faults"),
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    t.pass("and the Gateway is Programmed for its generation");
+    t.equal(await client.request("PING"), "PONG", "the long TCP connection still answers");
+  });
+
   await t.test("blixt is upgraded with helm to a changed value", async t => {
     const podsBefore = new Set(
       (await listObjects("pod", system, blixtPods)).map(p => p.metadata.name),
