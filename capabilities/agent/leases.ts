@@ -22,7 +22,7 @@ import { rendezvousPick } from "../rendezvous.js";
 import { errorMessage } from "../error-message.js";
 import { envInt } from "../env.js";
 import type { AgentLog } from "./log.js";
-import { Periodic } from "./periodic.js";
+import { Periodic, within } from "./periodic.js";
 
 /** The label every agent Lease carries, and what the agents' watch selects. */
 export const LEASE_LABEL = "app.kubernetes.io/component";
@@ -266,6 +266,11 @@ export interface LeaseHolderOptions {
    * the agent's other watches should have delivered meanwhile may be missing (a relist)
    */
   onRegained?: () => void;
+  /**
+   * ms a renewal may take before it counts as failed and the next one is tried on a fresh
+   * request (default: the Lease duration, after which a late renewal is worth nothing)
+   */
+  timeoutMs?: number;
   now?: () => number;
 }
 
@@ -300,8 +305,12 @@ export class LeaseHolder {
     const write = this.#opts.write;
     const started = this.#now();
     try {
-      await write(
-        leaseObject(namespace, nodeName, settings.durationSeconds, new Date(), this.#opts.owner),
+      await within(
+        write(
+          leaseObject(namespace, nodeName, settings.durationSeconds, new Date(), this.#opts.owner),
+        ),
+        this.#opts.timeoutMs ?? settings.durationSeconds * 1000,
+        "renewing the node Lease",
       );
       this.#lastOk = started;
       if (this.#failing) {

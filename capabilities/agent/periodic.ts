@@ -47,3 +47,18 @@ export class Periodic {
     this.#timer.unref?.();
   }
 }
+
+/**
+ * `promise`, or a rejection naming `what` once `ms` have passed without it settling: a step
+ * whose request hangs (a connection to an API server that restarted, kept open with no answer)
+ * ends, so the next step runs on a fresh request. The request itself is not cancelled (the
+ * client offers no abort for it); it settles or times out on its own, unobserved.
+ */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  promise.catch(() => undefined);
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

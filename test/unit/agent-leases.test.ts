@@ -307,6 +307,38 @@ t.test("renewals: the Lease written, held while renewed, lost and got back", asy
   t.equal(regained, 1, "a plain renewal is not a regain");
 });
 
+t.test("a renewal that hangs fails after its timeout, and the next one runs", async t => {
+  const lines: string[] = [];
+  let calls = 0;
+  const holder = new LeaseHolder({
+    namespace: "blixt-system",
+    nodeName: "node-a",
+    settings: { durationSeconds: 2, renewMs: 500 },
+    timeoutMs: 50,
+    log: {
+      info: (_f, m) => lines.push(`info ${m}`),
+      error: (f, m) => lines.push(`error ${m} ${JSON.stringify(f)}`),
+    },
+    write: () => {
+      calls++;
+      // The first request never answers (a connection to an API server gone away).
+      return calls === 1 ? new Promise<void>(() => undefined) : Promise.resolve();
+    },
+  });
+  const started = performance.now();
+  await holder.renew();
+  const took = performance.now() - started;
+  t.ok(
+    took >= 45 && took < 1000,
+    `the hung renewal ended after its timeout (${Math.round(took)} ms)`,
+  );
+  t.notOk(holder.held(), "and counts as failed");
+  t.match(lines[0], /renewing the node Lease failed.*no answer within 50 ms/);
+  await holder.renew();
+  t.ok(holder.held(), "the next renewal, on a fresh request, holds the Lease again");
+  t.match(lines.at(-1), /renewed again/);
+});
+
 t.test("the announce deadline: one Lease duration ahead, moved every renew interval", async t => {
   let mono = 5_000_000_000n;
   const written: bigint[] = [];
