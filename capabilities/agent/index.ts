@@ -32,6 +32,8 @@
  *   BLIXT_LEASE_DURATION_SECONDS, BLIXT_LEASE_RENEW_MILLISECONDS
  *                          the node Lease's duration and renew interval; default 2 and 500
  *   BLIXT_CT_*_TIMEOUT_SECONDS  conntrack timeouts (start.ts CONNTRACK_ENV); default Cilium's
+ *   BLIXT_MAP_SERVICES, BLIXT_MAP_BACKENDS, BLIXT_MAP_TABLE_CHUNKS, BLIXT_MAP_TABLE_BACKENDS,
+ *   BLIXT_MAP_CONNTRACK    entries of the sized maps (start.ts MAP_SIZE_ENV); default bpf/maps.h's
  *   BLIXT_NETNS            network namespace the interface is in (the netns lab only)
  */
 import { Capability, Log } from "pepr";

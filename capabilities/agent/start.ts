@@ -31,7 +31,12 @@ import { TlsListeners } from "./tls/listeners.js";
 import { tlsLimits, type TlsLimits } from "./tls/terminator.js";
 import { isIP, isIPv4 } from "node:net";
 import { DEFAULT_PIN_DIR, Dataplane } from "../dataplane/dataplane.js";
-import { CONNTRACK_TIMEOUT_DEFAULTS, type ConntrackTimeouts } from "../dataplane/maps.js";
+import {
+  CONNTRACK_TIMEOUT_DEFAULTS,
+  type ConntrackTimeouts,
+  type MapSizes,
+  type SizedMap,
+} from "../dataplane/maps.js";
 import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
 import { errorMessage } from "../error-message.js";
@@ -64,7 +69,18 @@ export interface AgentSettings {
   /** the agent's Pod (POD_NAME, POD_UID): owner of the node Lease, which goes with it */
   pod?: { name: string; uid: string };
   lease: LeaseSettings;
+  /** sizes of the maps whose size is a setting (the chart's agent.maps); unset: bpf/maps.h's */
+  mapSizes: Partial<MapSizes>;
 }
+
+/** The env variable of each map size, and its bounds (the chart's agent.maps values set them). */
+export const MAP_SIZE_ENV: Readonly<Record<SizedMap, { name: string; max: number }>> = {
+  services: { name: "BLIXT_MAP_SERVICES", max: 16384 },
+  backends: { name: "BLIXT_MAP_BACKENDS", max: 1 << 24 },
+  tableChunks: { name: "BLIXT_MAP_TABLE_CHUNKS", max: 1 << 20 },
+  tableBackends: { name: "BLIXT_MAP_TABLE_BACKENDS", max: 1 << 24 },
+  conntrack: { name: "BLIXT_MAP_CONNTRACK", max: 1 << 24 },
+};
 
 /** The env variable of each conntrack timeout (the chart's agent.conntrack values set them). */
 export const CONNTRACK_ENV: Readonly<Record<keyof ConntrackTimeouts, string>> = {
@@ -107,6 +123,11 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
       ? { pod: { name: env.POD_NAME.trim(), uid: env.POD_UID.trim() } }
       : {}),
     lease: leaseSettings(env),
+    mapSizes: Object.fromEntries(
+      Object.entries(MAP_SIZE_ENV)
+        .filter(([, { name }]) => env[name]?.trim())
+        .map(([field, { name, max }]) => [field, int(name, 0, 1, max)]),
+    ),
   };
 }
 
@@ -246,14 +267,16 @@ export async function startAgent(
     objDir: settings.objDir,
     netns: settings.netns,
     xdpMode: mode === "xdpgeneric" ? "generic" : "native",
+    mapSizes: settings.mapSizes,
   });
   // Reuses pinned maps: conntrack and services survive the restart, traffic never stopped.
   const replaced = await dataplane.load();
   if (replaced.length > 0)
     log.info(
       { maps: replaced },
-      "pinned maps of another shape (an older blixt) were created afresh; what they held is lost, the rest is reused",
+      "pinned maps of another shape (an older blixt) or size (agent.maps changed) were created afresh; what they held is lost: services and tables are written again by the first pass, and until then their traffic is refused; the rest is reused",
     );
+  log.info({ capacity: await dataplane.capacity() }, "dataplane maps loaded");
   // Before attaching, so the first packet this agent's programs see is judged by these timeouts.
   await dataplane.setConntrackTimeouts(settings.conntrack);
   // The outer source of packets sent on to a backend on another node (bpf/encap.h): HOST_IP, or

@@ -57,6 +57,8 @@ export async function bpftoolJson(
 
 /** What decides whether a pinned map can serve an object's programs. */
 export interface MapShape {
+  /** BPF_MAP_TYPE_* number (only from an object's BTF; 0 where unknown) */
+  typeId?: number;
   maxEntries: number;
   keySize: number;
   valueSize: number;
@@ -107,6 +109,7 @@ export async function objectMapShapes(
     };
     const uint = (name: string) => field(name)?.nr_elems ?? 0;
     shapes.set(variable.name, {
+      typeId: uint("type"),
       maxEntries: uint("max_entries"),
       keySize: uint("key_size") || sizeOf(field("key")),
       valueSize: uint("value_size") || sizeOf(field("value")),
@@ -148,6 +151,49 @@ export const reusableMap = (want: MapShape, have: MapShape & { type: string }): 
   want.valueSize === have.valueSize &&
   want.flags === have.flags &&
   (!have.type.endsWith("array") || have.maxEntries >= want.maxEntries);
+
+/** bpftool's names of the map types a size can be set for (BPF_MAP_TYPE_HASH, _LRU_HASH). */
+const SIZEABLE_TYPES: Record<number, string> = { 1: "hash", 9: "lru_hash" };
+
+/**
+ * Creates and pins a map shaped as `shape` (an object's map, by objectMapShapes) but with
+ * `entries` entries, for loadAll to reuse: how a map's size becomes a setting. Hash maps only.
+ */
+export async function createMap(
+  pin: string,
+  name: string,
+  shape: MapShape,
+  entries: number,
+  opts: RunOptions = {},
+): Promise<void> {
+  const type = SIZEABLE_TYPES[shape.typeId ?? 0];
+  if (!type)
+    throw new Error(
+      `map ${name}: its size cannot be set (map type ${shape.typeId}; only hash maps can be resized)`,
+    );
+  await run(
+    [
+      opts.bpftool ?? "bpftool",
+      "map",
+      "create",
+      pin,
+      "type",
+      type,
+      "key",
+      String(shape.keySize),
+      "value",
+      String(shape.valueSize),
+      "entries",
+      String(entries),
+      "name",
+      name,
+      "flags",
+      String(shape.flags),
+    ],
+    `creating map ${name} with ${entries} entries`,
+    opts,
+  );
+}
 
 // ---- load -------------------------------------------------------------------------------------
 

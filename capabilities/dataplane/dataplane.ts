@@ -31,7 +31,9 @@ import {
   CT_COUNTERS,
   EPOCH_COUNTER,
   MAP_NAMES,
+  MAX_SERVICES,
   NODE_CONFIG_KEY,
+  SIZED_MAPS,
   PROG_NAMES,
   REASONS,
   RETIRED_MAP_NAMES,
@@ -67,6 +69,8 @@ import {
   type ConntrackTimeouts,
   type InterfaceEntry,
   type MapName,
+  type MapSizes,
+  type SizedMap,
   type ProgName,
   type Proto,
   type YieldValue,
@@ -74,7 +78,7 @@ import {
   type ServiceCounters,
 } from "./maps.js";
 
-export type { Proto, ArpCounter, InterfaceEntry } from "./maps.js";
+export type { Proto, ArpCounter, InterfaceEntry, MapSizes, SizedMap } from "./maps.js";
 export interface DataplaneOptions {
   /** default /sys/fs/bpf/blixt */
   pinDir?: string;
@@ -84,6 +88,11 @@ export interface DataplaneOptions {
   netns?: string;
   /** XDP attach mode: "native" (default), "generic", or "auto" (native where the driver has it, else generic) */
   xdpMode?: XdpMode;
+  /**
+   * Entries of the maps whose size is a setting (maps.ts SIZED_MAPS); a size left out is the
+   * object's own (bpf/maps.h). Applied by load().
+   */
+  mapSizes?: Partial<MapSizes>;
 }
 export interface ConntrackEntry {
   /** in blixt_ct4 (the backend answered and the client spoke again), not blixt_ct4_new */
@@ -204,8 +213,10 @@ export class Dataplane {
   readonly objDir: string;
   readonly netns?: string;
   readonly xdpMode: XdpMode;
+  readonly mapSizes: Partial<MapSizes>;
 
   constructor(opts: DataplaneOptions = {}) {
+    this.mapSizes = opts.mapSizes ?? {};
     this.pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
     this.objDir = opts.objDir ?? fileURLToPath(new URL("../../bpf", import.meta.url));
     this.netns = opts.netns;
@@ -259,6 +270,26 @@ export class Dataplane {
         replaced.push(name);
       } else reuse[name] = this.mapPin(name);
     }
+    // The maps whose size is a setting: one pinned at another size is replaced (what it held is
+    // lost: the agent's first pass writes services and tables again, conntrack starts empty),
+    // and one at a size other than the object's is created here, for loadall to reuse. A size
+    // left out leaves a pinned map as it is.
+    for (const [setting, name] of Object.entries(SIZED_MAPS) as [SizedMap, MapName][]) {
+      const entries = this.mapSizes[setting];
+      if (entries === undefined) continue;
+      if (reuse[name]) {
+        if ((await bpftool.pinnedMapShape(reuse[name])).maxEntries === entries) continue;
+        await rm(reuse[name], { force: true });
+        delete reuse[name];
+        replaced.push(name);
+      }
+      shapes ??= await bpftool.objectMapShapes(object);
+      const shape = shapes.get(name);
+      if (!shape) throw new Error(`map ${name} is not defined in ${object}`);
+      if (shape.maxEntries === entries) continue;
+      await bpftool.createMap(this.mapPin(name), name, shape, entries);
+      reuse[name] = this.mapPin(name);
+    }
     // A map of an older layout nothing loaded from here reads any more (attached programs keep
     // theirs alive until attach() replaces them). Its services' tables are rewritten by the
     // agent's next pass, which finds their chunks missing.
@@ -288,6 +319,18 @@ export class Dataplane {
       await rm(stage, { recursive: true, force: true });
     }
     return replaced;
+  }
+
+  /**
+   * What the maps whose size is a setting hold at most, read from the pinned maps (load() first):
+   * what the agent plans against. Services are also bounded by the service ids (bpf/maps.h).
+   */
+  async capacity(): Promise<MapSizes> {
+    const sizes = {} as MapSizes;
+    for (const [setting, name] of Object.entries(SIZED_MAPS) as [SizedMap, MapName][])
+      sizes[setting] = (await bpftool.pinnedMapShape(this.mapPin(name))).maxEntries;
+    sizes.services = Math.min(sizes.services, MAX_SERVICES - 1);
+    return sizes;
   }
 
   /** Ingress program on the device (XDP, or TC where XDP cannot answer), plus TC egress for replies. Re-running replaces in place. */

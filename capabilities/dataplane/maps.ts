@@ -30,6 +30,21 @@ export const MAP_NAMES = [
   "blixt_yield",
 ] as const;
 export type MapName = (typeof MAP_NAMES)[number];
+
+/**
+ * The maps whose size is a setting (the chart's agent.maps values): hash maps, where the size
+ * is the capacity. The others are sized by bpf/maps.h: arrays indexed by service id, address
+ * or counter, whose size the programs assume.
+ */
+export const SIZED_MAPS = {
+  services: "blixt_services",
+  backends: "blixt_backends",
+  tableChunks: "blixt_mg_chunks",
+  tableBackends: "blixt_mg_backs",
+  conntrack: "blixt_ct4",
+} as const satisfies Record<string, MapName>;
+export type SizedMap = keyof typeof SIZED_MAPS;
+export type MapSizes = Record<SizedMap, number>;
 /**
  * Maps earlier versions pinned and this one no longer uses: one entry per Maglev slot
  * (blixt_maglev), and conntrack keyed by IPv4-mapped addresses with no epoch (blixt_conntrack).

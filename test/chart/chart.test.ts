@@ -14,6 +14,7 @@ import {
   certificateChecksum,
   webhookCertificateSettings,
 } from "../../capabilities/gateway/webhook-certificate";
+import { MAP_SIZE_ENV, agentSettings } from "../../capabilities/agent/start";
 
 const chartDir = resolve(import.meta.dirname, "../../charts/blixt");
 
@@ -923,6 +924,43 @@ if (!helm && helmRequired(process.env)) {
       "a negative interval is refused, naming the value",
     );
   });
+
+  t.test(
+    "the map sizes reach the agent's env under the names it reads, and the schema bounds them",
+    async t => {
+      // The plain values (NODE_NAME and the like come from the downward API).
+      const agentEnv = (r: Rendered) =>
+        Object.fromEntries(
+          Object.entries(
+            envOf(r.get("DaemonSet", `${full}-agent`).spec.template.spec.containers[0]),
+          ).filter(([, v]) => typeof v === "string"),
+        ) as Record<string, string>;
+      const env = agentEnv(defaults);
+      t.same(
+        agentSettings({ NODE_NAME: "n", ...env }).mapSizes,
+        {
+          services: 16384,
+          backends: 65536,
+          tableChunks: 32768,
+          tableBackends: 131072,
+          conntrack: 262144,
+        },
+        "the defaults, as the agent parses them (bpf/maps.h's sizes)",
+      );
+      for (const { name } of Object.values(MAP_SIZE_ENV)) t.ok(env[name], `${name} is set`);
+      const small = agentEnv(await template(helm, { agent: { maps: { tableChunks: 100000 } } }));
+      t.equal(
+        agentSettings({ NODE_NAME: "n", ...small }).mapSizes.tableChunks,
+        100000,
+        "a value set reaches the agent",
+      );
+      t.match(
+        await templateError(helm, { agent: { maps: { services: 20000 } } }),
+        /services/,
+        "more services than the service ids allow is refused, naming the value",
+      );
+    },
+  );
 
   t.test("the node Lease's settings reach the agent's env, and the schema bounds them", async t => {
     const agentEnv = (r: Rendered) =>

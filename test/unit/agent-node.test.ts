@@ -67,7 +67,19 @@ t.test("settings come from the environment, with errors naming the variable", as
     tlsLimits: { handshakeTimeoutMs: 10_000, idleTimeoutMs: 300_000, maxConnections: 1024 },
     namespace: undefined,
     lease: { durationSeconds: 2, renewMs: 500 },
+    mapSizes: {},
   });
+  t.same(
+    agentSettings({ NODE_NAME: "n1", BLIXT_MAP_TABLE_CHUNKS: "4096", BLIXT_MAP_CONNTRACK: " " })
+      .mapSizes,
+    { tableChunks: 4096 },
+    "a map size set is read; one unset (or blank) keeps bpf/maps.h's",
+  );
+  t.throws(
+    () => agentSettings({ NODE_NAME: "n1", BLIXT_MAP_SERVICES: "20000" }),
+    /BLIXT_MAP_SERVICES/,
+    "more services than the service ids allow is refused, naming the variable",
+  );
   t.match(
     agentSettings({
       NODE_NAME: "n1",
