@@ -5,6 +5,7 @@
 // only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
 import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
 import type { Dataplane } from "../dataplane/dataplane.js";
+import { admitByCapacity, type Usage } from "./capacity.js";
 import { tlsListenerSpecs } from "./tls/certificates.js";
 import type { TlsListeners } from "./tls/listeners.js";
 import type { AgentLog } from "./log.js";
@@ -28,6 +29,25 @@ import { errorMessage } from "../error-message.js";
 import type { Liveness } from "./leases.js";
 
 /** One run of the loop, as metrics and tests see it. */
+/**
+ * The order configs are admitted in when the maps cannot hold them all: the oldest first (by
+ * creationTimestamp, then namespace/name), the same on every node.
+ */
+export function admissionOrder(configs: DataplaneConfig[]): ConfigKey[] {
+  const created = (c: DataplaneConfig) => {
+    const t = c.metadata?.creationTimestamp;
+    return t === undefined ? "" : t instanceof Date ? t.toISOString() : String(t);
+  };
+  return [...configs]
+    .sort((a, b) => {
+      const ta = created(a);
+      const tb = created(b);
+      if (ta !== tb) return ta < tb ? -1 : 1;
+      return configKey(a) < configKey(b) ? -1 : 1;
+    })
+    .map(configKey);
+}
+
 export interface ConvergeResult {
   ok: boolean;
   /** entries changed (services set or removed, addresses written or removed) */
@@ -170,6 +190,9 @@ export class Agent {
    */
   private checkTables = true;
 
+  /** What the sized maps hold at most (Dataplane.capacity), read at the first pass. */
+  private capacity: Usage | undefined;
+
   /**
    * Whether the next pass gives every service a new epoch, so each established flow is checked
    * against its service once more: the first pass (the agent before may have stopped half-way
@@ -203,6 +226,8 @@ export class Agent {
     // Before the maps: a terminator listens before the dataplane steers connections to it.
     const tls = this.opts.tls ? await this.opts.tls.sync(tlsListenerSpecs(configs)) : undefined;
     const desired = desiredState(configs, this.nodeName, tls, this.opts.liveness?.());
+    // What is written and acknowledged: `desired` less the configs that do not fit the maps.
+    let planned = desired;
     let result: ConvergeResult;
     try {
       const checkTables = this.checkTables || this.failures > 0;
@@ -218,7 +243,15 @@ export class Agent {
         );
       }
       const snapshot = await this.dataplane.readMaps({ chunks: checkTables });
-      const diff = diffState(desired, snapshot.actual);
+      this.capacity ??= await this.dataplane.capacity();
+      planned = admitByCapacity(
+        desired,
+        admissionOrder(configs),
+        this.capacity,
+        snapshot,
+        this.nodeName,
+      );
+      const diff = diffState(planned, snapshot.actual);
       const changes = changeCount(diff) + snapshot.orphanBackends.length;
       // After a failure, old tables may be half-deleted: remove them slot-safely. The first pass
       // and one after a failure also have every established flow checked again (lines.ts applyLines).
@@ -232,11 +265,11 @@ export class Agent {
           : 0;
       this.recheckFlows = false;
       result = { ok: true, changes, commands, seconds: seconds() };
-      const perConfig = changesByConfig(diff, desired.listeners, this.listenersByService);
+      const perConfig = changesByConfig(diff, planned.listeners, this.listenersByService);
       for (const [key, changed] of perConfig) {
         const config = this.configs.get(key);
         const reasons = Object.fromEntries(
-          [...diff.reasons].filter(([service]) => desired.listeners.get(service)?.config === key),
+          [...diff.reasons].filter(([service]) => planned.listeners.get(service)?.config === key),
         );
         this.log.info(
           {
@@ -249,9 +282,9 @@ export class Agent {
           config ? "applied DataplaneConfig" : "removed services no DataplaneConfig asks for",
         );
       }
-      this.listenersByService = desired.listeners;
+      this.listenersByService = planned.listeners;
       this.unavailableByService = new Map(
-        [...desired.unavailable].map(([service, endpoints]) => [service, endpoints.length]),
+        [...planned.unavailable].map(([service, endpoints]) => [service, endpoints.length]),
       );
       this.failures = 0;
       const takenOver = diff.addresses.upsert.filter(a => a.announce).map(a => a.ip);
@@ -279,7 +312,7 @@ export class Agent {
       this.scheduleRetry(delay);
     }
     if (result.changes > 0 || !result.ok) this.opts.onApply?.(result);
-    await this.acknowledgeAll(configs, desired, result);
+    await this.acknowledgeAll(configs, planned, result);
     return result;
   }
 

@@ -4,6 +4,7 @@
  * ready node agent has applied it as compiled now).
  */
 import { certificateCopyName, type CertificateCopy } from "../certificate-copies.js";
+import { NO_ROOM } from "../../agent/capacity.js";
 import { announcingNode } from "./addresses.js";
 import type { Verdict } from "./conditions.js";
 import { bad, ok } from "./conditions.js";
@@ -184,10 +185,15 @@ function gatewayProgrammed(
   const { generation } = existing;
   const lagging = agents.filter(node => (existing.acknowledged.get(node) ?? -1) < generation);
   if (lagging.length > 0) {
+    // A node that could not apply it says why in its status entry: the first such reason is
+    // named here. One whose maps are full (agent/capacity.ts) makes it NoResources.
+    const refused = lagging.find(node => existing.messages.has(node));
+    const why = refused ? `; ${refused}: ${existing.messages.get(refused)}` : "";
+    const noRoom = lagging.some(node => existing.messages.get(node)?.includes(NO_ROOM));
     return bad(
       "Programmed",
-      "Pending",
-      `waiting for node agents to apply ${name} generation ${generation}: ${firstFew(lagging)}`,
+      noRoom ? "NoResources" : "Pending",
+      `waiting for node agents to apply ${name} generation ${generation}: ${firstFew(lagging)}${why}`,
     );
   }
   return ok(

@@ -123,6 +123,8 @@ export interface DataplaneConfigView {
   announcingNode?: string;
   /** status.nodes: node name → observedGeneration (-1 when not a number). */
   acknowledged: Map<string, number>;
+  /** status.nodes: node name → its message, where it has one (why a generation did not apply) */
+  messages: Map<string, string>;
 }
 
 /** Everything the phases read, each object once, indexed where a phase looks things up. */
@@ -417,15 +419,19 @@ export function referenceGrantView(raw: unknown): ReferenceGrantView {
 function dataplaneConfigView(raw: unknown): DataplaneConfigView {
   const spec = obj(obj(raw).spec);
   const acknowledged = new Map<string, number>();
+  const messages = new Map<string, string>();
   for (const n of arr(obj(obj(raw).status).nodes)) {
     const entry = obj(n);
-    if (typeof entry.name === "string")
-      acknowledged.set(entry.name, int(entry.observedGeneration) ?? -1);
+    if (typeof entry.name !== "string") continue;
+    acknowledged.set(entry.name, int(entry.observedGeneration) ?? -1);
+    const message = str(entry.message);
+    if (message) messages.set(entry.name, message);
   }
   return {
     spec,
     generation: int(obj(obj(raw).metadata).generation) ?? 0,
     announcingNode: str(spec.announcingNode),
     acknowledged,
+    messages,
   };
 }
