@@ -162,4 +162,42 @@ spec:
       );
     },
   );
+
+  // The longest name Kubernetes allows (the upcoming Gateway API core test
+  // GatewayNameMaximumLength): nothing derived from it may break a limit of its own (a
+  // label value has 63 characters), or the API server refuses its DataplaneConfig.
+  await t.test("a Gateway with a 253-character name is programmed and serves", async t => {
+    const name = "x".repeat(253 - "long-".length - 1).replace(/^/, "long-") + "z";
+    t.equal(name.length, 253);
+    await apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ${name}, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port + 1}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: to-long, namespace: ${namespace}}
+spec:
+  parentRefs: [{name: ${name}}]
+  rules: [{backendRefs: [{name: tcp-echo, port: 3000}]}]
+`);
+    const programmed = await waitForCondition("gateway", name, namespace, "Programmed", {
+      status: "True",
+    });
+    t.equal(programmed.reason, "Programmed", "the Gateway is Programmed");
+    const longAddress = await gatewayAddress(namespace, name);
+    const { client } = await waitFor(
+      `TCP ${longAddress}:${port + 1}`,
+      () => tcpEcho(longAddress, port + 1),
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    t.teardown(() => client.close());
+    t.equal(await client.request("PING"), "PONG", "and its route serves");
+  });
 }

@@ -14,6 +14,9 @@ import type { RouteContext } from "./routes.js";
 import type { DataplaneConfig, NodeInfo } from "./types.js";
 import { DATAPLANE_API_VERSION, GATEWAY_GROUP } from "./types.js";
 import { byAge, cmp, firstFew, jsonEqual } from "./util.js";
+
+/** The longest label value Kubernetes accepts. */
+const MAX_LABEL_VALUE = 63;
 import type { CompileInput, DataplaneConfigView } from "./views.js";
 
 export interface DataplaneConfigs {
@@ -131,10 +134,14 @@ function dataplaneConfig(
     // back would never equal one written with `listeners: []`.
     ...(listeners.length > 0 ? { listeners } : {}),
   };
+  // The label (for `kubectl get dataplaneconfigs -l blixt.dev/gateway=NAME`) only where the
+  // name fits a label value: a Gateway name may have 253 characters, a label value 63, and a
+  // DataplaneConfig the API server refuses would leave the Gateway unprogrammed. The object's
+  // own name and spec.gatewayName always carry the whole name.
   const metadata: Record<string, unknown> = {
     name: meta.name,
     namespace: meta.namespace,
-    labels: { "blixt.dev/gateway": meta.name },
+    ...(meta.name.length <= MAX_LABEL_VALUE ? { labels: { "blixt.dev/gateway": meta.name } } : {}),
   };
   if (meta.uid) {
     metadata.ownerReferences = [
