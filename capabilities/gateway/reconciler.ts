@@ -376,6 +376,7 @@ export class Reconciler {
     });
 
     let output: CompileOutput;
+    const compileStarted = performance.now();
     try {
       output = compile(compileInput(snapshot));
     } catch (error) {
@@ -390,6 +391,7 @@ export class Reconciler {
     this.#lastWarnings = warnings;
 
     const writes = planWrites({ ...snapshot, certificateCopies: this.#certificateCopies }, output);
+    const compileMs = performance.now() - compileStarted;
     const result: ReconcileResult = { writes, failed: [], skipped: [], gone: [], deferred: [] };
     const started = Date.now();
     // Objects with nothing left to write need no retry (done, or gone).
@@ -476,8 +478,12 @@ export class Reconciler {
         result.deferred.length > 0
           ? `, ${result.deferred.length} waiting for their object's retry`
           : "";
+      // Where a pass's time goes: compiling and planning, then the writes (one at a time).
+      const byOp = new Map<string, number>();
+      for (const w of writes) byOp.set(w.op, (byOp.get(w.op) ?? 0) + 1);
+      const ops = [...byOp].map(([op, n]) => `${n} ${op}`).join(", ");
       log.info(
-        `reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${waiting}${gone}`,
+        `reconciled: ${made} writes made, ${result.failed.length} failed, ${result.skipped.length} deferred${waiting}${gone}; compile and plan ${Math.round(compileMs)} ms, writes ${inSeconds(Date.now() - started)} (${ops})`,
       );
     }
     return result;
