@@ -335,7 +335,8 @@ spec:
       /failed calling webhook/,
       "because no webhook answers (failurePolicy Fail)",
     );
-    // The listener the previous step added goes again: the controller must rewrite the table.
+    // One more listener: the controller must rewrite the table. (The helm step after this one
+    // removes both extra listeners, and waits for that new generation.)
     await apply(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -345,6 +346,8 @@ spec:
   listeners:
   - {name: tcp, protocol: TCP, port: ${port}}
   - {name: udp, protocol: UDP, port: ${port}}
+  - {name: tcp-extra, protocol: TCP, port: ${port + 1}}
+  - {name: tcp-no-webhook, protocol: TCP, port: ${port + 2}}
 `);
     const ports = async () => {
       const config = await getObject("dataplaneconfig", "faults", namespace);
@@ -352,8 +355,8 @@ spec:
       return (listeners ?? []).map(l => l.port);
     };
     await waitFor(
-      "the DataplaneConfig without the removed listener",
-      async () => ((await ports()).includes(port + 1) ? undefined : true),
+      "the DataplaneConfig with the added listener",
+      async () => ((await ports()).includes(port + 2) ? true : undefined),
       { timeoutMs: 60_000, describe: async () => `listener ports ${(await ports()).join(",")}` },
     );
     t.pass("the controller rewrote the DataplaneConfig with no webhook pod running");

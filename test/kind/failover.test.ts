@@ -5,8 +5,9 @@
 // backend on the control plane, which stays up. The agents' Leases (capabilities/agent/
 // leases.ts) let the standby take the address over by itself: the address answers again, the
 // machine's ARP entry points at the new announcer, the TCP stream goes on without a reconnect,
-// and every UDP reply comes from the same backend. The node then returns, and nothing moves
-// back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
+// and every UDP reply comes from the same backend. Flows to a backend on the stopped node fail
+// until the EndpointSlice marks it not ready; then every new flow goes to the backend left. The
+// node then returns, and nothing moves back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
 // over the same way, its node (running on without an agent) stops answering ARP once the
 // announce deadline passes, so one node alone answers (arping), and the restarted agent takes
 // nothing back. Then the API server is
@@ -21,9 +22,17 @@
 // It stops a node: hack/test.sh runs it alone, after every other kind test and the suite.
 import t, { type Test } from "tap";
 import { once } from "node:events";
+import net from "node:net";
 import { createSocket } from "node:dgram";
 import { execa } from "execa";
-import { NETCHECK_IMAGE, nodeNames, whoAmIUdp, parseAnswer } from "../lib/kind.js";
+import {
+  NETCHECK_IMAGE,
+  nodeNames,
+  parseAnswer,
+  tcpAnswer,
+  whoAmITcp,
+  whoAmIUdp,
+} from "../lib/kind.js";
 import {
   LineClient,
   apply,
@@ -47,6 +56,7 @@ if (skip) {
 
 const tcpPort = 7400;
 const udpPort = 7401;
+const spreadPort = 7402;
 
 /** The MAC of a kind node on the `kind` network. */
 async function nodeMac(node: string): Promise<string> {
@@ -255,6 +265,49 @@ spec:
   - {name: tcp, protocol: TCP, port: 8080, targetPort: 8080}
   - {name: udp, protocol: UDP, port: 8081, targetPort: 8081}
 ---
+# Two more backends behind one Service: one on the node that will fail, one on the control
+# plane. Flows the failed node's backend would take fail until the EndpointSlice drops it.
+apiVersion: v1
+kind: Pod
+metadata: {name: spread-doomed, namespace: ${namespace}, labels: {app: spread}}
+spec:
+  nodeName: ${announcer}
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: tcp
+    image: ${NETCHECK_IMAGE}
+    imagePullPolicy: Never
+    command: ${JSON.stringify(whoAmITcp(8080))}
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: spread-stays, namespace: ${namespace}, labels: {app: spread}}
+spec:
+  nodeName: ${controlPlane}
+  tolerations: [{operator: Exists}]
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: tcp
+    image: ${NETCHECK_IMAGE}
+    imagePullPolicy: Never
+    command: ${JSON.stringify(whoAmITcp(8080))}
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: spread, namespace: ${namespace}}
+spec:
+  selector: {app: spread}
+  ports: [{name: tcp, protocol: TCP, port: 8080, targetPort: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: spread, namespace: ${namespace}}
+spec:
+  parentRefs: [{name: failover, sectionName: spread}]
+  rules: [{backendRefs: [{name: spread, port: 8080}]}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: failover, namespace: ${namespace}}
@@ -264,6 +317,7 @@ spec:
   listeners:
   - {name: tcp, protocol: TCP, port: ${tcpPort}}
   - {name: udp, protocol: UDP, port: ${udpPort}}
+  - {name: spread, protocol: TCP, port: ${spreadPort}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TCPRoute
@@ -356,6 +410,12 @@ spec:
     `ARP: ${address} is at ${announcer}`,
   );
 
+  // Both backends of the spread Service take new flows.
+  const spreadPods = new Set<string>();
+  for (let i = 0; i < 60 && spreadPods.size < 2; i++)
+    spreadPods.add((await tcpAnswer(address, spreadPort)).pod);
+  t.same([...spreadPods].sort(), ["spread-doomed", "spread-stays"], "both spread backends answer");
+
   // Power the announcer off.
   const stoppedAt = Date.now();
   await kindSh("stop-node", announcer);
@@ -415,6 +475,69 @@ spec:
     "failover: node stopped → controller names the new announcer",
     caughtUp - stoppedAt,
   );
+  // Flows to the backend on the stopped node fail, as they must, until Kubernetes marks the
+  // node's pods not ready and the EndpointSlice says so; then every new flow goes to the rest.
+  const quickAnswer = (): Promise<string | undefined> =>
+    new Promise(resolve => {
+      const socket = net.connect({ host: address, port: spreadPort });
+      let data = "";
+      socket.setTimeout(2000, () => (socket.destroy(), resolve(undefined)));
+      socket.on("data", chunk => (data += chunk.toString("utf8")));
+      socket.once("error", () => resolve(undefined));
+      socket.once("end", () => (socket.destroy(), resolve(data.trim().split(/\s+/)[0])));
+    });
+  const early: (string | undefined)[] = [];
+  for (let i = 0; i < 10; i++) early.push(await quickAnswer());
+  t.notOk(early.includes("spread-doomed"), "nothing answers from the stopped node's backend");
+  t.comment(
+    `before the EndpointSlice changed: ${early.filter(a => a === undefined).length} of 10 new flows failed, ${early.filter(a => a === "spread-stays").length} reached spread-stays`,
+  );
+  const notReadyAt = await waitFor(
+    "the EndpointSlice of spread with the stopped node's backend not ready",
+    async () => {
+      const slices = JSON.parse(
+        await kubectl(
+          "-n",
+          namespace,
+          "get",
+          "endpointslices",
+          "-l",
+          "kubernetes.io/service-name=spread",
+          "-o",
+          "json",
+        ),
+      ) as {
+        items: {
+          endpoints?: { targetRef?: { name?: string }; conditions?: { ready?: boolean } }[];
+        }[];
+      };
+      const doomed = slices.items
+        .flatMap(slice => slice.endpoints ?? [])
+        .find(e => e.targetRef?.name === "spread-doomed");
+      return !doomed || doomed.conditions?.ready === false ? Date.now() : undefined;
+    },
+    { timeoutMs: 240_000, intervalMs: 1000 },
+  );
+  await recordFigure(
+    t,
+    "failover: node stopped → the EndpointSlice marks its backend not ready",
+    notReadyAt - stoppedAt,
+  );
+  const allToTheRest = await waitFor(
+    "20 new flows in a row, every one answered by spread-stays",
+    async () => {
+      for (let i = 0; i < 20; i++) if ((await quickAnswer()) !== "spread-stays") return undefined;
+      return Date.now();
+    },
+    { timeoutMs: 60_000, intervalMs: 200 },
+  );
+  await recordFigure(
+    t,
+    "failover: EndpointSlice change → every new flow goes to the backends left",
+    allToTheRest - notReadyAt,
+  );
+  t.pass("after the EndpointSlice change every new flow reaches the backend left");
+
   // The node comes back: nothing moves back.
   await kindSh("start-node", announcer);
   // Its agent started again (a container started after the stop) and is ready.
