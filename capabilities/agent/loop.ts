@@ -28,7 +28,6 @@ import {
 import { errorMessage } from "../error-message.js";
 import type { Liveness } from "./leases.js";
 
-/** One run of the loop, as metrics and tests see it. */
 /**
  * The order configs are admitted in when the maps cannot hold them all: the oldest first (by
  * creationTimestamp, then namespace/name), the same on every node.
@@ -48,6 +47,7 @@ export function admissionOrder(configs: DataplaneConfig[]): ConfigKey[] {
     .map(configKey);
 }
 
+/** One run of the loop, as metrics and tests see it. */
 export interface ConvergeResult {
   ok: boolean;
   /** entries changed (services set or removed, addresses written or removed) */

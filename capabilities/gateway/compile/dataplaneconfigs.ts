@@ -14,10 +14,10 @@ import type { RouteContext } from "./routes.js";
 import type { DataplaneConfig, NodeInfo } from "./types.js";
 import { DATAPLANE_API_VERSION, GATEWAY_GROUP } from "./types.js";
 import { byAge, cmp, firstFew, jsonEqual } from "./util.js";
+import type { CompileInput, DataplaneConfigView } from "./views.js";
 
 /** The longest label value Kubernetes accepts. */
 const MAX_LABEL_VALUE = 63;
-import type { CompileInput, DataplaneConfigView } from "./views.js";
 
 export interface DataplaneConfigs {
   configs: DataplaneConfig[];
