@@ -11,7 +11,8 @@
 import t from "tap";
 import { createServer, connect, type Socket } from "node:net";
 import { readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { execa } from "execa";
 import { K8s, kind } from "kubernetes-fluent-client";
 import { parse, stringify } from "yaml";
 import { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
@@ -99,11 +100,20 @@ if ("missing" in binaries) {
         proxy.port,
         join(server.dir, "via-proxy.kubeconfig"),
       );
-      const apply = (c: DataplaneConfig) =>
-        as(direct, async () => {
-          const { generation: _drop, ...metadata } = c.metadata ?? {};
-          await K8s(DataplaneConfig).Apply({ ...c, metadata } as never, { force: true });
+      // The test's writes run kubectl on the direct kubeconfig. Switching process.env.KUBECONFIG
+      // for them (as()) would let an agent call made meanwhile (a relist retry, every 300 ms
+      // while the proxy is cut) go around the proxy and see what it must not see yet.
+      const kubectlDirect = (args: string[], input?: string) =>
+        execa(join(dirname(binaries.kubeApiserver), "kubectl"), ["--kubeconfig", direct, ...args], {
+          input,
         });
+      const apply = async (c: DataplaneConfig) => {
+        const { generation: _drop, ...metadata } = c.metadata ?? {};
+        await kubectlDirect(
+          ["apply", "--server-side", "--force-conflicts", "--field-manager=test", "-f", "-"],
+          JSON.stringify({ ...c, metadata }),
+        );
+      };
       await apply(dataplaneConfig("kept", "192.0.2.10", []));
       await apply(dataplaneConfig("removed", "192.0.2.11", []));
 
@@ -178,7 +188,7 @@ if ("missing" in binaries) {
 
       // While the watch is down: one changed, one deleted, one created.
       await apply(dataplaneConfig("kept", "192.0.2.20", []));
-      await as(direct, () => K8s(DataplaneConfig).InNamespace("default").Delete("removed"));
+      await kubectlDirect(["-n", "default", "delete", "dataplaneconfig", "removed"]);
       await apply(dataplaneConfig("created", "192.0.2.30", []));
       await new Promise(r => setTimeout(r, 1_000));
       t.equal(view(), "kept=192.0.2.12,removed=192.0.2.11", "the cut agent cannot see them yet");
