@@ -31,9 +31,12 @@ usage() {
   cat <<USAGE
 usage: hack/kind.sh COMMAND
 
-  up [--nodes N]      build what is missing, start dockerd, create the kind cluster
+  up [--nodes N] [--recreate]
+                      build what is missing, start dockerd, create the kind cluster
                       "$KIND_CLUSTER" (N nodes: one control plane, N-1 workers; default 3)
-                      and install the Gateway API CRDs; prints each phase's time
+                      and install the Gateway API CRDs; prints each phase's time. An
+                      existing cluster is reused once its API server answers; --recreate
+                      deletes it first
   install             build blixt's image with the Dockerfile (docker build), kind load it,
                       helm upgrade --install charts/blixt with a pool on the kind network
   env                 print shell exports: eval "\$(hack/kind.sh env)"
@@ -134,15 +137,39 @@ kubeadmConfigPatches:
 YAML
 }
 
+# An existing cluster is reused as it is, once it answers: its node containers are started if
+# they are not running (dockerd was restarted, or a node was stopped with stop-node), and its
+# API server gets up to 180 s to answer /readyz again.
+reuse_cluster() {
+  local nodes=$1 have node i
+  have=$(kind get nodes --name "$KIND_CLUSTER" | wc -l)
+  [[ $have == "$nodes" ]] ||
+    kdie "cluster $KIND_CLUSTER exists with $have nodes, not $nodes; run hack/kind.sh down first (or up --recreate)"
+  klog "cluster $KIND_CLUSTER exists ($have nodes); exporting its kubeconfig"
+  kind export kubeconfig --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG" >/dev/null 2>&1
+  for node in $(kind get nodes --name "$KIND_CLUSTER"); do
+    if [[ $(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null) != true ]]; then
+      docker start "$node" >/dev/null || kdie "docker start $node failed"
+      klog "started node container $node (it was not running)"
+    fi
+  done
+  for ((i = 0; i < 180; i++)); do
+    kubectl_kind get --raw /readyz >/dev/null 2>&1 && break
+    sleep 1
+  done
+  ((i < 180)) ||
+    kdie "the API server of the existing cluster $KIND_CLUSTER does not answer /readyz after 180 s; start afresh with: hack/kind.sh up --recreate"
+  ((i == 0)) || klog "its API server answers /readyz after $i s"
+}
+
 create_cluster() {
-  local nodes=$1 config
+  local nodes=$1 recreate=$2 config
+  if [[ -n $recreate ]] && cluster_exists; then
+    klog "--recreate: deleting the existing cluster $KIND_CLUSTER first"
+    kind delete cluster --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG" >&2 || kdie "kind delete cluster failed"
+  fi
   if cluster_exists; then
-    local have
-    have=$(kind get nodes --name "$KIND_CLUSTER" | wc -l)
-    [[ $have == "$nodes" ]] ||
-      kdie "cluster $KIND_CLUSTER exists with $have nodes, not $nodes; run hack/kind.sh down first"
-    klog "cluster $KIND_CLUSTER exists ($have nodes); exporting its kubeconfig"
-    kind export kubeconfig --name "$KIND_CLUSTER" --kubeconfig "$KIND_KUBECONFIG" >/dev/null 2>&1
+    reuse_cluster "$nodes"
   else
     config=$KIND_STATE/kind-config.yaml
     kind_config "$nodes" >"$config"
@@ -164,10 +191,11 @@ install_crds() {
 }
 
 cmd_up() {
-  local nodes=3
+  local nodes=3 recreate=""
   while [[ $# -gt 0 ]]; do
     case $1 in
       --nodes) nodes=${2:?--nodes needs a number}; shift 2 ;;
+      --recreate) recreate=1; shift ;;
       *) usage >&2; exit 2 ;;
     esac
   done
@@ -180,7 +208,7 @@ cmd_up() {
   phase component-images build_component_images
   phase node-image build_node_image
   phase network ensure_network
-  phase cluster create_cluster "$nodes"
+  phase cluster create_cluster "$nodes" "$recreate"
   phase gateway-api-crds install_crds
   klog "phases: ${PHASES[*]}"
   klog "cluster $KIND_CLUSTER up with $nodes nodes in $((SECONDS - start)) s; use it with: eval \"\$(hack/kind.sh env)\""

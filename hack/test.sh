@@ -105,11 +105,15 @@ fi
 [ -n "$kind" ] || { cleanup; step "done (no kind stage)"; exit 0; }
 # The one-node cluster is not needed any more: its CPU goes to the kind nodes.
 cleanup
-if ! hack/kind.sh kubectl get nodes >/dev/null 2>&1; then
+# A kind cluster that answers is someone's: it is used and left up. One that does not (dockerd
+# stopped, or a cluster left from an earlier run) is deleted and made afresh, and taken down after.
+kind_up=(--nodes 3)
+if ! hack/kind.sh kubectl get --raw /readyz >/dev/null 2>&1; then
   kind_started=1
+  kind_up+=(--recreate)
 fi
 step "kind: a 3-node cluster (docker, kind and its node image are built the first time, then cached)"
-hack/kind.sh up --nodes 3
+hack/kind.sh up "${kind_up[@]}"
 step "kind: blixt's image by its Dockerfile, loaded into every node, the chart installed"
 hack/kind.sh install
 hack/kind.sh test-images
