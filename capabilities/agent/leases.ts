@@ -111,6 +111,14 @@ export interface LeaseLike {
   spec?: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: Date | string };
 }
 
+/**
+ * Coming back to a current view after a failure, no Lease lapses for this many of its durations:
+ * an API server that has just returned is slow for a while with every client's relists, and
+ * a renewal of the announcer that lands a little late is no reason to move its addresses. A
+ * node that really died meanwhile is taken over this much later.
+ */
+export const RETURN_GRACE_DURATIONS = 3;
+
 interface Seen {
   node: string;
   renewTime: string;
@@ -131,6 +139,8 @@ export class LiveNodes {
   #newest = Number.NEGATIVE_INFINITY;
   #current = false;
   #everCurrent = false;
+  /** monotonic ms before which no Lease lapses: RETURN_GRACE_DURATIONS after a return */
+  #graceUntil = Number.NEGATIVE_INFINITY;
   readonly #now: () => number;
   readonly #wall: () => number;
 
@@ -174,13 +184,18 @@ export class LiveNodes {
    * Whether the view is current: set after a list, cleared when the watch fails. Coming back
    * after a failure, every Lease counts as seen now: renewals made while this agent could not
    * see them (or while the API server was away for everyone) are not lapses, and a node gets
-   * one full duration to be seen renewing again before its addresses move.
+   * RETURN_GRACE_DURATIONS of its duration to be seen renewing again before its addresses move.
    */
   set current(value: boolean) {
     if (value && !this.#current && this.#everCurrent) {
       const now = this.#now();
-      for (const seen of this.#seen.values()) seen.at = now;
+      let longest = 0;
+      for (const seen of this.#seen.values()) {
+        seen.at = now;
+        longest = Math.max(longest, seen.durationMs);
+      }
       this.#newest = now;
+      this.#graceUntil = now + RETURN_GRACE_DURATIONS * longest;
     }
     if (value) this.#everCurrent = true;
     this.#current = value;
@@ -213,7 +228,7 @@ export class LiveNodes {
     const live = new Set<string>();
     const lapsed = new Set<string>();
     for (const seen of this.#seen.values()) {
-      const deadline = seen.at + seen.durationMs;
+      const deadline = this.#deadline(seen);
       if (now < deadline) live.add(seen.node);
       else if (deadline <= this.#newest) lapsed.add(seen.node);
     }
@@ -221,12 +236,17 @@ export class LiveNodes {
     return { live, lapsed };
   }
 
+  /** When a Lease stops being live: a duration after its renewal was seen, or the return grace. */
+  #deadline(seen: Seen): number {
+    return Math.max(seen.at + seen.durationMs, this.#graceUntil);
+  }
+
   /** ms until the next live Lease lapses (undefined when none is live): when to look again. */
   nextLapseMs(): number | undefined {
     const now = this.#now();
     let next: number | undefined;
     for (const seen of this.#seen.values()) {
-      const left = seen.at + seen.durationMs - now;
+      const left = this.#deadline(seen) - now;
       if (left > 0 && (next === undefined || left < next)) next = left;
     }
     return next;

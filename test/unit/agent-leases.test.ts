@@ -127,9 +127,25 @@ t.test("after a watch failure nothing is judged, and every node gets a duration 
   );
   c.advance(2001);
   t.same(
+    [...view.liveness()!.live].sort(),
+    ["a", "b"],
+    "one duration later both are still live: the return grace is three durations",
+  );
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  c.advance(3000);
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  t.equal(view.nextLapseMs(), 999, "b's grace ends 6 s after the return");
+  c.advance(1000);
+  view.observe(lease("a", microTime(new Date(c.wall()))));
+  t.same(
     [...view.liveness()!.live],
-    [],
-    "one duration later, a node never seen renewing has lapsed",
+    ["a"],
+    "three durations on, a node not seen renewing is not live",
+  );
+  t.same(
+    [...view.liveness()!.lapsed],
+    ["b"],
+    "and lapsed, as a renewal of a was seen after its end",
   );
 });
 
