@@ -5,7 +5,7 @@
 # test/e2e/scaling.test.ts RUNS times (default 3, about 2.5 min each), then
 # test/e2e/fanout.test.ts (100 and 1,000 routes) once, with blixt installed. With --kind, runs
 # test/kind/failover.test.ts RUNS times on the kind cluster (hack/kind.sh up && hack/kind.sh
-# install; about 70 s each) and writes its failover figures into their own block.
+# install; about 4 minutes each) and writes its failover figures into their own block.
 #
 #   hack/e2e-figures.sh [RUNS]
 #   hack/e2e-figures.sh --kind [RUNS]

@@ -46,32 +46,58 @@ const INTRO: Record<BlockKind, (runs: string) => string[]> = {
     "3-node kind cluster (`hack/kind.sh`), with the chart's default Lease settings (2 s, renewed every",
     "500 ms; docs/failover.md). In each run the node announcing the Gateway address is killed",
     "(`hack/kind.sh stop-node`) while one TCP connection sends a line every 100 ms and one UDP flow a",
-    "datagram every 100 ms, both from the machine's root namespace to a backend on the control plane.",
+    "datagram every 100 ms, both from the machine's root namespace to a backend on the control plane,",
+    "and 20 more TCP connections to it sit idle (each echoes a line before and after the failover).",
     '"address answers again" is from the kill to the first UDP reply after the silence it caused;',
     '"longest TCP round trip" is the slowest echo of a line (retransmission included); "controller',
-    'names the new announcer" is when the DataplaneConfig caught up with what the agents did.',
-    "Measured, never asserted; the median over the runs and the range.",
+    'names the new announcer" is when the DataplaneConfig caught up with what the agents did. The',
+    "later rows come from the same run's next steps: the EndpointSlice of a Service with a backend",
+    "on the stopped node, the announcer's agent killed, the API server stopped, the announcer cut",
+    "off from it, and last the controller's own node powered off. Lease writes are the MODIFIED",
+    "events a watch of the agents' Leases saw over 10 s, per node (one sample per node and run).",
+    "Measured, never asserted; the median over the samples and the range.",
   ],
 };
 
+/** A time in milliseconds, a rate per second, or a share in per cent. */
+export type FigureUnit = "ms" | "/s" | "%";
+const UNITS: FigureUnit[] = ["ms", "/s", "%"];
+
 export interface Figure {
   name: string;
-  ms: number;
+  value: number;
+  unit: FigureUnit;
   /** When recordFigure wrote it (ISO 8601), when the line says. */
   at?: string;
 }
 
+/** recordFigure's lines: {"name", "ms"} for a time, {"name", "value", "unit"} for the rest. */
 export function parseFigures(text: string): Figure[] {
   return text
     .split("\n")
     .filter(line => line.trim())
     .map((line, i) => {
-      const parsed = JSON.parse(line) as Partial<Figure>;
-      if (typeof parsed.name !== "string" || typeof parsed.ms !== "number")
-        throw new Error(`line ${i + 1}: want {"name": string, "ms": number}, got ${line}`);
-      return typeof parsed.at === "string"
-        ? { name: parsed.name, ms: parsed.ms, at: parsed.at }
-        : { name: parsed.name, ms: parsed.ms };
+      const parsed = JSON.parse(line) as {
+        name?: unknown;
+        ms?: unknown;
+        value?: unknown;
+        unit?: unknown;
+        at?: unknown;
+      };
+      let figure: Figure;
+      if (typeof parsed.name === "string" && typeof parsed.ms === "number")
+        figure = { name: parsed.name, value: parsed.ms, unit: "ms" };
+      else if (
+        typeof parsed.name === "string" &&
+        typeof parsed.value === "number" &&
+        UNITS.includes(parsed.unit as FigureUnit)
+      )
+        figure = { name: parsed.name, value: parsed.value, unit: parsed.unit as FigureUnit };
+      else
+        throw new Error(
+          `line ${i + 1}: want {"name": string, "ms": number} or {"name": string, "value": number, "unit": ${UNITS.map(u => `"${u}"`).join("|")}}, got ${line}`,
+        );
+      return typeof parsed.at === "string" ? { ...figure, at: parsed.at } : figure;
     });
 }
 
@@ -82,6 +108,12 @@ const median = (values: number[]) => {
 };
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+const formatted = (value: number, unit: FigureUnit) =>
+  unit === "ms"
+    ? seconds(value)
+    : unit === "/s"
+      ? `${value.toFixed(2)} /s`
+      : `${value.toFixed(1)} %`;
 
 /** The markdown block, figures in the order they were first recorded. */
 export function renderBlock(
@@ -89,12 +121,17 @@ export function renderBlock(
   context: { runs: number; when: string; machine: string },
   kind: BlockKind = "local",
 ): string {
-  const byName = new Map<string, number[]>();
-  for (const f of figures) byName.set(f.name, [...(byName.get(f.name) ?? []), f.ms]);
-  const rows = [...byName].map(
-    ([name, values]) =>
-      `| ${name} | ${seconds(median(values))} | ${seconds(Math.min(...values))}–${seconds(Math.max(...values))} | ${values.length} |`,
-  );
+  const byName = new Map<string, { unit: FigureUnit; values: number[] }>();
+  for (const f of figures) {
+    const seen = byName.get(f.name);
+    if (seen && seen.unit !== f.unit)
+      throw new Error(`figure "${f.name}" is recorded in ${seen.unit} and in ${f.unit}`);
+    byName.set(f.name, { unit: f.unit, values: [...(seen?.values ?? []), f.value] });
+  }
+  const rows = [...byName].map(([name, { unit, values }]) => {
+    const show = (v: number) => formatted(v, unit);
+    return `| ${name} | ${show(median(values))} | ${show(Math.min(...values))}–${show(Math.max(...values))} | ${values.length} |`;
+  });
   const [begin, end] = MARKERS[kind];
   return [
     begin,

@@ -4,8 +4,8 @@
 // datagram every 100 ms) run from the machine's root namespace through the address to a
 // backend on the control plane, which stays up. The agents' Leases (capabilities/agent/
 // leases.ts) let the standby take the address over by itself: the address answers again, the
-// machine's ARP entry points at the new announcer, the TCP stream goes on without a reconnect,
-// and every UDP reply comes from the same backend. Flows to a backend on the stopped node fail
+// machine's ARP entry points at the new announcer, the TCP stream and 20 idle connections go on
+// without a reconnect, and every UDP reply comes from the same backend. Flows to a backend on the stopped node fail
 // until the EndpointSlice marks it not ready; then every new flow goes to the backend left. The
 // node then returns, and nothing moves back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
 // over the same way, its node (running on without an agent) stops answering ARP once the
@@ -16,8 +16,9 @@
 // its node): another node takes over, and the cut-off node, hearing its gratuitous ARP, stops
 // answering, so one node answers throughout. Then the node the controller runs on is powered
 // off: Kubernetes starts a new controller elsewhere, which names the node announcing now. The
-// times are figures (recordFigure), never assertions: speed belongs
-// to bench/.
+// times, the share of connections kept and the agents' Lease writes per second (a watch of
+// their Leases over 10 s, before any failure) are figures (recordFigure, recordValue), never
+// assertions: speed belongs to bench/.
 //
 // It stops a node: hack/test.sh runs it alone, after every other kind test and the suite.
 import t, { type Test } from "tap";
@@ -25,6 +26,8 @@ import { once } from "node:events";
 import net from "node:net";
 import { createSocket } from "node:dgram";
 import { execa } from "execa";
+import { K8s, RegisterKind } from "kubernetes-fluent-client";
+import { V1Lease } from "@kubernetes/client-node";
 import {
   NETCHECK_IMAGE,
   nodeNames,
@@ -39,12 +42,42 @@ import {
   freshNamespace,
   getObject,
   kindSkipReason,
+  kubeconfig,
   kubectl,
   recordFigure,
+  recordValue,
   waitFor,
   waitForCondition,
 } from "../lib/cluster.js";
 import { rendezvousPick } from "../../capabilities/rendezvous.js";
+
+RegisterKind(V1Lease, {
+  group: "coordination.k8s.io",
+  version: "v1",
+  kind: "Lease",
+  plural: "leases",
+});
+
+/**
+ * The agents' Lease writes per node and second: the MODIFIED events a watch of their Leases
+ * (label app.kubernetes.io/component=agent-lease) sees over `ms`, per Lease.
+ */
+async function leaseWritesPerNode(ms: number): Promise<Map<string, number>> {
+  process.env.KUBECONFIG = await kubeconfig();
+  const writes = new Map<string, number>();
+  const watcher = K8s(V1Lease)
+    .InNamespace(process.env.BLIXT_NAMESPACE ?? "blixt-system")
+    .WithLabel("app.kubernetes.io/component", "agent-lease")
+    .Watch((lease, phase) => {
+      if (String(phase) !== "MODIFIED") return;
+      const name = lease.metadata?.name ?? "";
+      writes.set(name, (writes.get(name) ?? 0) + 1);
+    });
+  await watcher.start();
+  await new Promise(resolve => setTimeout(resolve, ms));
+  watcher.close();
+  return new Map([...writes].map(([name, n]) => [name, n / (ms / 1000)]));
+}
 
 const skip = kindSkipReason();
 if (skip) {
@@ -57,6 +90,8 @@ if (skip) {
 const tcpPort = 7400;
 const udpPort = 7401;
 const spreadPort = 7402;
+/** Connections held open, idle, across the failover besides the stream. */
+const IDLE_CONNECTIONS = 20;
 
 /** The MAC of a kind node on the `kind` network. */
 async function nodeMac(node: string): Promise<string> {
@@ -170,6 +205,37 @@ async function controllerPods(): Promise<
   }));
 }
 
+/** The nodes where a ready agent Pod runs (not being deleted). */
+async function readyAgentNodes(): Promise<Set<string>> {
+  const pods = JSON.parse(
+    await kubectl(
+      "-n",
+      process.env.BLIXT_NAMESPACE ?? "blixt-system",
+      "get",
+      "pods",
+      "-l",
+      "app.kubernetes.io/component=agent",
+      "-o",
+      "json",
+    ),
+  ) as {
+    items: {
+      metadata: { deletionTimestamp?: string };
+      spec?: { nodeName?: string };
+      status?: { conditions?: { type: string; status: string }[] };
+    }[];
+  };
+  return new Set(
+    pods.items
+      .filter(
+        pod =>
+          !pod.metadata.deletionTimestamp &&
+          pod.status?.conditions?.some(c => c.type === "Ready" && c.status === "True"),
+      )
+      .map(pod => pod.spec?.nodeName ?? ""),
+  );
+}
+
 /** Kills the agent's container on `node` (SIGKILL, as a crash): the node itself stays up. */
 async function killAgent(node: string): Promise<void> {
   const { stdout } = await execa("docker", [
@@ -205,13 +271,35 @@ async function run(t: Test) {
     t.fail(`needs a control plane and two workers: ${nodes.join(", ")}`);
     return;
   }
+  // The controller picks the rendezvous choice only among nodes whose agent is ready, and keeps
+  // its pick afterwards: a run right after another (whose last step restarted a node) waits for
+  // every agent, and for the one controller, before its Gateway exists.
+  await waitFor(
+    "a ready agent on every node",
+    async () => {
+      const ready = await readyAgentNodes();
+      return nodes.every(n => ready.has(n)) ? true : undefined;
+    },
+    {
+      timeoutMs: 180_000,
+      intervalMs: 1000,
+      describe: async () => [...(await readyAgentNodes())].join(", "),
+    },
+  );
   // The node the controller runs on fails last, on its own (Kubernetes replaces the controller
   // there, not blixt): the address is one announced by the other worker.
-  const running = (await controllerPods()).filter(p => p.ready && !p.deleting);
-  if (running.length !== 1) {
-    t.fail(`needs one running controller: ${JSON.stringify(running)}`);
-    return;
-  }
+  const running = await waitFor(
+    "one ready controller",
+    async () => {
+      const pods = (await controllerPods()).filter(p => p.ready && !p.deleting);
+      return pods.length === 1 ? pods : undefined;
+    },
+    {
+      timeoutMs: 180_000,
+      intervalMs: 1000,
+      describe: async () => JSON.stringify(await controllerPods()),
+    },
+  );
   const controllerNode = running[0].node;
   // A static address of the kind pool that a worker announces: the controller picks by the
   // same rendezvous hash when every node is ready.
@@ -356,6 +444,16 @@ spec:
   );
   t.pass(`the controller chose ${announcer}`);
 
+  // What the Leases cost the API server at the chart's defaults, measured by a watch.
+  const leaseWrites = await leaseWritesPerNode(10_000);
+  t.equal(
+    leaseWrites.size,
+    nodes.length,
+    `every node's agent renews its Lease: ${JSON.stringify(Object.fromEntries(leaseWrites))}`,
+  );
+  for (const perSecond of leaseWrites.values())
+    await recordValue(t, "Lease writes per second per node (defaults)", perSecond, "/s");
+
   // The long TCP stream: one connection, a line every 100 ms, each echoed back.
   const stream = await waitFor(
     `a TCP connection to ${address}:${tcpPort}`,
@@ -373,6 +471,15 @@ spec:
     { timeoutMs: 120_000, intervalMs: 500 },
   );
   t.teardown(() => stream.close());
+  // Established connections besides the stream, idle across the failover: each says one line
+  // before and one after.
+  const idle: LineClient[] = [];
+  for (let i = 0; i < IDLE_CONNECTIONS; i++) {
+    const client = await LineClient.connect(address, tcpPort);
+    t.teardown(() => client.close());
+    if ((await client.request(`idle-${i}`).catch(() => "")) === `idle-${i}`) idle.push(client);
+  }
+  t.equal(idle.length, IDLE_CONNECTIONS, `${IDLE_CONNECTIONS} more connections established`);
   let sent = 0;
   let streamError: Error | undefined;
   let longestTcpStall = 0;
@@ -447,6 +554,20 @@ spec:
   t.notOk(streamError, `the TCP stream went on without a reconnect (${sent} lines)`, {
     error: streamError?.message,
   });
+  let kept = 0;
+  for (const [i, client] of idle.entries())
+    if ((await client.request(`after-${i}`, 10_000).catch(() => "")) === `after-${i}`) kept++;
+  await recordValue(
+    t,
+    "failover: established TCP connections kept (stream and idle ones)",
+    (100 * (kept + (streamError ? 0 : 1))) / (IDLE_CONNECTIONS + 1),
+    "%",
+  );
+  t.equal(
+    kept,
+    IDLE_CONNECTIONS,
+    `every idle connection still echoes: ${kept} of ${IDLE_CONNECTIONS}`,
+  );
   // The silence the failure made: the longest gap between two replies around the stop.
   let longestUdpSilence = 0;
   let answeredAt = stoppedAt;
@@ -662,8 +783,9 @@ spec:
     "failover: API server away, longest UDP silence",
     silenceAfter(apiStoppedAt).longest,
   );
-  // Every agent reconnects, and gives every Lease a full duration to be seen renewing again.
-  await new Promise(resolve => setTimeout(resolve, 5000));
+  // Every agent reconnects, and gives every Lease three durations (6 s) to be seen renewing
+  // again: nothing may have moved once that grace is over.
+  await new Promise(resolve => setTimeout(resolve, 8000));
   t.equal(await announcingNode(), next, "nothing moved when the API server returned");
   t.equal(await neighbourMac(address), nextMac, "and the ARP entry stayed");
 

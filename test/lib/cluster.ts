@@ -612,6 +612,22 @@ export async function recordFigure(
     await appendFile(file, `${JSON.stringify({ name, ms, at: new Date().toISOString() })}\n`);
 }
 
+/** A figure that is not a time: a rate per second or a share in per cent (hack/e2e-figures.ts). */
+export async function recordValue(
+  t: { comment: (message: string) => void },
+  name: string,
+  value: number,
+  unit: "/s" | "%",
+): Promise<void> {
+  t.comment(`figure: ${name}: ${value} ${unit}`);
+  const file = process.env.BLIXT_E2E_FIGURES;
+  if (file)
+    await appendFile(
+      file,
+      `${JSON.stringify({ name, value, unit, at: new Date().toISOString() })}\n`,
+    );
+}
+
 type Slice = InstanceType<typeof kind.EndpointSlice>;
 
 /** The ready endpoint addresses of one slice (an absent condition means ready). */

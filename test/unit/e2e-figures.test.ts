@@ -34,15 +34,43 @@ t.test("figures are summarised per name: median, range, samples, in first-seen o
 
 t.test("a malformed line is named", async t => {
   t.throws(() => parseFigures('{"name":"a","ms":1}\n{"name":"b"}'), /line 2: want/);
+  t.throws(
+    () => parseFigures('{"name":"a","value":1,"unit":"furlongs"}'),
+    /line 1: want/,
+    "an unknown unit",
+  );
+});
+
+t.test("a rate and a share are shown in their units, not as times", async t => {
+  const figures = parseFigures(
+    [
+      '{"name":"writes","value":2.04,"unit":"/s"}',
+      '{"name":"writes","value":1.96,"unit":"/s"}',
+      '{"name":"kept","value":100,"unit":"%"}',
+      '{"name":"time","ms":1500}',
+    ].join("\n"),
+  );
+  const block = renderBlock(figures, context);
+  t.match(block, "| writes | 2.00 /s | 1.96 /s–2.04 /s | 2 |");
+  t.match(block, "| kept | 100.0 % | 100.0 %–100.0 % | 1 |");
+  t.match(block, "| time | 1.50 s | 1.50 s–1.50 s | 1 |");
+  t.throws(
+    () =>
+      renderBlock(parseFigures('{"name":"a","ms":1}\n{"name":"a","value":1,"unit":"%"}'), context),
+    /recorded in ms and in %/,
+  );
 });
 
 t.test("the block replaces the old one and leaves the rest of the report alone", async t => {
   const first = withBlock(
     "# Report\n\nbench tables\n",
-    renderBlock([{ name: "x", ms: 1 }], context),
+    renderBlock([{ name: "x", value: 1, unit: "ms" as const }], context),
   );
   t.match(first, /^# Report\n\nbench tables\n\n<!-- e2e-figures:begin -->/);
-  const second = withBlock(`${first}\nafter\n`, renderBlock([{ name: "y", ms: 2 }], context));
+  const second = withBlock(
+    `${first}\nafter\n`,
+    renderBlock([{ name: "y", value: 2, unit: "ms" as const }], context),
+  );
   t.notMatch(second, /\| x \|/);
   t.match(second, /\| y \|/);
   t.match(second, /bench tables/);
@@ -51,9 +79,12 @@ t.test("the block replaces the old one and leaves the rest of the report alone",
 });
 
 t.test("the kind failover figures have a block of their own beside the local one", async t => {
-  const local = withBlock("# Report\n", renderBlock([{ name: "x", ms: 1 }], context));
+  const local = withBlock(
+    "# Report\n",
+    renderBlock([{ name: "x", value: 1, unit: "ms" as const }], context),
+  );
   const failover = renderBlock(
-    [{ name: "failover: node stopped → address answers again", ms: 2058 }],
+    [{ name: "failover: node stopped → address answers again", value: 2058, unit: "ms" as const }],
     { ...context, runs: 1 },
     "kind-failover",
   );
@@ -64,7 +95,7 @@ t.test("the kind failover figures have a block of their own beside the local one
   t.match(both, /\| failover: node stopped → address answers again \| 2\.06 s \|/);
   const again = withBlock(
     both,
-    renderBlock([{ name: "y", ms: 5 }], context, "kind-failover"),
+    renderBlock([{ name: "y", value: 5, unit: "ms" as const }], context, "kind-failover"),
     "kind-failover",
   );
   t.notMatch(again, /\| failover: node stopped/, "replaced, not appended");
