@@ -26,6 +26,8 @@ commands:
              build only the images; prints their archive paths (no cluster needed)
   images     build the images and import them into the local cluster
   results    rewrite RESULTS.md from the last run, or from the catalogue alone (no cluster)
+  catalogue  build the harness and print the path of the catalogue of the suite's
+             GATEWAY-TCP/GATEWAY-UDP tests (JSON; no cluster)
 
 options (run):
   --record             add this run's passing claimed tests to conformance/passing-tests.txt
@@ -41,6 +43,16 @@ options (run):
   --install            first install blixt with hack/install.sh: build its image (when
                        its sources changed), import it and `helm upgrade --install` the
                        chart with the local address pool
+
+options (every command but results):
+  --gateway-api-dir DIR
+                       the suite from a local checkout of the gateway-api repository (a
+                       change under review) instead of the module test/conformance/go.mod
+                       pins: the harness is built in a copy whose go.mod replaces both
+                       modules with DIR and DIR/conformance; blixt's files are not changed.
+                       The report and RESULTS.md go into the run's directory, name the tree
+                       (git commit, uncommitted changes) and are judged against blixt's
+                       claims as usual. Install DIR's CRDs yourself if the change has any.
 
 environment: BLIXT_CACHE (cache dir), BLIXT_CONFORMANCE_USABLE_ADDRESS and
 BLIXT_CONFORMANCE_UNUSABLE_ADDRESS (GatewayStaticAddresses: an address inside and one
@@ -63,6 +75,9 @@ pool_last=$(bash -c 'source hack/cluster/lib.sh 2>/dev/null && echo "${GATEWAY_P
 USABLE_ADDRESS=${BLIXT_CONFORMANCE_USABLE_ADDRESS:-${pool_last:-198.18.0.199}}
 UNUSABLE_ADDRESS=${BLIXT_CONFORMANCE_UNUSABLE_ADDRESS:-198.18.1.1}
 
+# --gateway-api-dir: set by use_local_tree.
+GATEWAY_API_DIR="" LOCAL_VERSION="" SUITE_SOURCE=""
+
 log() { printf '[conformance %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -73,11 +88,53 @@ need() {
   done
 }
 
-# The suite's version and source directory, as the harness's go.mod pins them.
-suite_version() { (cd "$HARNESS_DIR" && go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api/conformance); }
+# The suite's version and source directory, as the harness's go.mod pins them (or the local
+# tree of --gateway-api-dir).
+suite_version() {
+  if [[ -n $GATEWAY_API_DIR ]]; then printf '%s\n' "$LOCAL_VERSION"; return; fi
+  (cd "$HARNESS_DIR" && go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api/conformance)
+}
 suite_dir() {
+  if [[ -n $GATEWAY_API_DIR ]]; then printf '%s\n' "$GATEWAY_API_DIR/conformance"; return; fi
   (cd "$HARNESS_DIR" && go mod download sigs.k8s.io/gateway-api/conformance &&
     go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance)
+}
+
+# use_local_tree DIR points the harness at a local gateway-api checkout: a copy of the
+# harness (cached per tree content) whose go.mod replaces sigs.k8s.io/gateway-api and its
+# conformance module with DIR. Sets HARNESS_DIR, CATALOGUE, LOCAL_VERSION and SUITE_SOURCE.
+use_local_tree() {
+  local dir hash commit copy
+  [[ -d $1 ]] || die "--gateway-api-dir $1: no such directory (give a checkout of the gateway-api repository)"
+  dir=$(cd "$1" && pwd)
+  grep -qx 'module sigs.k8s.io/gateway-api' "$dir/go.mod" 2>/dev/null ||
+    die "--gateway-api-dir $dir: its go.mod is not module sigs.k8s.io/gateway-api (give the root of a gateway-api checkout)"
+  grep -qx 'module sigs.k8s.io/gateway-api/conformance' "$dir/conformance/go.mod" 2>/dev/null ||
+    die "--gateway-api-dir $dir: conformance/go.mod is not module sigs.k8s.io/gateway-api/conformance (a tree older than v1.5 keeps the suite in the root module: not supported)"
+  # What the build reads: Go sources, go.mod/go.sum, the suite's manifests and data.
+  hash=$(cd "$dir" && find . -path ./.git -prune -o -type f \( -name '*.go' -o -name '*.yaml' \
+    -o -name 'go.mod' -o -name 'go.sum' -o -name '.go.mod' -o -name '.go.sum' \) -print0 |
+    LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+  if commit=$(git -C "$dir" rev-parse --short=12 HEAD 2>/dev/null); then
+    SUITE_SOURCE="the local gateway-api tree $dir at commit $commit"
+    [[ -z $(git -C "$dir" status --porcelain 2>/dev/null) ]] || SUITE_SOURCE+=" with uncommitted changes"
+  else
+    SUITE_SOURCE="the local gateway-api tree $dir (not a git checkout)"
+  fi
+  SUITE_SOURCE+=", content $hash, instead of the pinned module $(suite_version)"
+  GATEWAY_API_DIR=$dir LOCAL_VERSION=local-$hash
+  copy=$CACHE/harness-$LOCAL_VERSION
+  if [[ ! -f $copy/go.sum ]]; then
+    log "preparing the harness for $dir (a copy of $HARNESS_DIR with both modules replaced)"
+    rm -rf "$copy.tmp" && mkdir -p "$copy.tmp"
+    cp "$HARNESS_DIR"/*.go "$HARNESS_DIR/go.mod" "$HARNESS_DIR/go.sum" "$copy.tmp/"
+    (cd "$copy.tmp" &&
+      go mod edit -replace "sigs.k8s.io/gateway-api=$dir" -replace "sigs.k8s.io/gateway-api/conformance=$dir/conformance" &&
+      go mod tidy) >&2 || die "the harness does not resolve its modules against $dir (go mod tidy failed above)"
+    rm -rf "$copy" && mv "$copy.tmp" "$copy"
+  fi
+  HARNESS_DIR=$copy CATALOGUE=$CACHE/catalogue-$LOCAL_VERSION.json
+  log "suite: $SUITE_SOURCE"
 }
 
 # Every image the suite's manifests name; what the suite deploys is read, never assumed.
@@ -105,7 +162,7 @@ build_echo_basic() {
   log "building echo-basic from the suite module $version"
   local src=$CACHE/src/echo-basic-$version
   rm -rf "$src" && mkdir -p "$CACHE/src" && cp -r "$dir/echo-basic" "$src" && chmod -R u+w "$src"
-  mv "$src/.go.mod" "$src/go.mod" && mv "$src/.go.sum" "$src/go.sum"
+  [[ -f $src/go.mod ]] || { mv "$src/.go.mod" "$src/go.mod" && mv "$src/.go.sum" "$src/go.sum"; }
   (cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$bin.tmp" .) && mv "$bin.tmp" "$bin"
   printf '%s\n' "$bin"
 }
@@ -213,14 +270,20 @@ write_results() {
   shift 2
   local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --extended-features "$EXTENDED" --results "$RESULTS")
   for events in "$@"; do args+=(--events "$events"); done
-  [[ -n $report ]] && args+=(--report "$report" --report-link "${report#conformance/}" --readme README.md)
+  if [[ -n $GATEWAY_API_DIR ]]; then
+    # A local tree's run: its files stay in the run's directory; the committed ones are untouched.
+    args+=(--suite-source "$SUITE_SOURCE")
+    [[ -n $report ]] && args+=(--report "$report" --report-link "$report")
+  elif [[ -n $report ]]; then
+    args+=(--report "$report" --report-link "${report#conformance/}" --readme README.md)
+  fi
   [[ -n $record ]] && args+=(--record)
   npx --no-install tsx hack/conformance/report.ts "${args[@]}"
 }
 
 main() {
-  local command=run record="" features="" run_test="" kubeconfig="" install="" retry="" on_kind=""
-  case ${1:-} in run|build|build-images|images|results) command=$1; shift ;; -h|--help|help) usage; return ;; esac
+  local command=run record="" features="" run_test="" kubeconfig="" install="" retry="" on_kind="" tree=""
+  case ${1:-} in run|build|build-images|images|results|catalogue) command=$1; shift ;; -h|--help|help) usage; return ;; esac
   while [[ $# -gt 0 ]]; do
     case $1 in
       --record) record=1 ;;
@@ -230,12 +293,18 @@ main() {
       --run-test) run_test=${2:?--run-test needs a test name}; shift ;;
       --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
       --kind) on_kind=1 ;;
+      --gateway-api-dir) tree=${2:?--gateway-api-dir needs a directory}; shift ;;
       -h|--help) usage; return ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
   need go jq node
+  if [[ -n $tree ]]; then
+    [[ $command != results ]] || die "results rewrites the committed RESULTS.md: it takes no --gateway-api-dir (a local tree's run writes its own)"
+    [[ -z $record ]] || die "--record adds to conformance/passing-tests.txt, which records the pinned suite: drop it with --gateway-api-dir"
+    use_local_tree "$tree"
+  fi
 
   local version dir harness
   version=$(suite_version)
@@ -246,6 +315,10 @@ main() {
     return
   fi
   harness=$(build_harness "$version")
+  if [[ $command == catalogue ]]; then
+    printf '%s\n' "$CATALOGUE"
+    return
+  fi
 
   if [[ $command == results ]]; then
     local last=$CACHE/runs/last
@@ -313,8 +386,12 @@ main() {
     run_suite "$harness" "$version" "$blixt_version" "$features" ""
     events+=("$SUITE_RUN_DIR/events.json")
     report=${SUITE_REPORT:-$report}
+    [[ -z $GATEWAY_API_DIR ]] || RESULTS=$SUITE_RUN_DIR/RESULTS.md
     [[ -z $previous ]] || printf '%s\n' "$previous" >"$SUITE_RUN_DIR/previous-run"
-    if write_results "$report" "$record" "${events[@]}"; then return 0; fi
+    if write_results "$report" "$record" "${events[@]}"; then
+      [[ -z $GATEWAY_API_DIR ]] || log "this run's report and RESULTS.md: $SUITE_RUN_DIR (nothing in conformance/ changed)"
+      return 0
+    fi
     show_failures "$SUITE_RUN_DIR"
     if [[ -z $retry || ${#events[@]} -ge 2 ]]; then return 1; fi
     previous=$SUITE_RUN_DIR
@@ -378,6 +455,12 @@ run_suite() {
   if [[ -s $report_tmp ]] && grep -q '^profiles: null' "$report_tmp"; then
     # The suite writes its report even when it stopped in setup; such a report holds no result.
     log "the suite ran no test; its report is not kept (RESULTS.md shows why)"
+  elif [[ -s $report_tmp && -z $run_test && -n $GATEWAY_API_DIR ]]; then
+    # A local tree's report stays in the run's directory, and says which tree ran.
+    SUITE_REPORT=$run_dir/report.yaml
+    { printf '# suite: %s\n' "$SUITE_SOURCE"; cat "$report_tmp"; } >"$SUITE_REPORT.tmp" && mv "$SUITE_REPORT.tmp" "$SUITE_REPORT"
+    printf '%s\n' "$SUITE_REPORT" >"$run_dir/report-path"
+    log "report: $SUITE_REPORT"
   elif [[ -s $report_tmp && -z $run_test ]]; then
     # Named as upstream names reports: <API channel>-<implementation version>-<mode>-report.yaml
     channel=$(sed -n 's/^gatewayAPIChannel: *//p' "$report_tmp")

@@ -48,6 +48,10 @@ const program = new Command()
   .requiredOption("--results <file>", "markdown table to write")
   .option("--readme <file>", "a README whose conformance-table block gets the results table")
   .option("--record", "add this run's passing claimed tests to the recorded list", false)
+  .option(
+    "--suite-source <text>",
+    "where the suite came from, when not the pinned module (a local gateway-api tree)",
+  )
   .parse();
 
 const opts = program.opts<{
@@ -60,6 +64,7 @@ const opts = program.opts<{
   results: string;
   readme?: string;
   record: boolean;
+  suiteSource?: string;
 }>();
 
 const log = (line: string) => console.error(`[conformance] ${line}`);
@@ -88,7 +93,14 @@ const summary =
 
 writeFileSync(
   opts.results,
-  renderResults(rows, summary, opts.reportLink ?? opts.report ?? "", suiteFailure, runs.length),
+  renderResults(
+    rows,
+    summary,
+    opts.reportLink ?? opts.report ?? "",
+    suiteFailure,
+    runs.length,
+    opts.suiteSource,
+  ),
 );
 log(
   `wrote ${opts.results}: ${rows.length} tests, ${passedClaimedTests(rows, extended).length} claimed tests passed`,

@@ -364,6 +364,7 @@ export function renderResults(
   reportPath: string,
   suiteFailure?: string,
   runs = 1,
+  suiteSource?: string,
 ): string {
   const out: string[] = [
     "# Gateway API conformance results",
@@ -371,6 +372,7 @@ export function renderResults(
     "Written by `hack/conformance.sh` from the last run of the upstream suite; do not edit by hand.",
     "",
   ];
+  if (suiteSource) out.push(`**Suite**: ${suiteSource}.`, "");
   if (summary) {
     out.push(
       `blixt ${summary.implementationVersion}, Gateway API ${summary.gatewayAPIVersion} ` +

@@ -556,6 +556,14 @@ t.test("RESULTS.md names the flaky tests and says the runs were combined", async
   t.notMatch(single, /flaky|Combined/, "a single run says nothing of reruns");
 });
 
+t.test("a run of a local gateway-api tree names the tree above the table", async t => {
+  const rows = resultRows(fullCatalogue, testsOf(allPass()));
+  const source = "the local gateway-api tree /src/gateway-api at commit 0123456789ab";
+  const md = renderResults(rows, undefined, "", undefined, 1, source);
+  t.match(md, `**Suite**: ${source}.`);
+  t.notMatch(renderResults(rows, undefined, ""), "**Suite**", "the pinned suite's results do not");
+});
+
 t.test(
   "the recorded list grows by passing claimed tests, extended ones included, never by unclaimed ones",
   async t => {
