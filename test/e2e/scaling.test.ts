@@ -63,20 +63,38 @@ async function measure(options: {
   port: number;
   change: () => Promise<unknown>;
   changed: (ready: Set<string>) => boolean;
-  moved: (r: { pods: string[]; failed: number }) => boolean;
+  moved: (r: { pods: string[]; failed: number }) => boolean | Promise<boolean>;
   what: string;
 }): Promise<number> {
   const changed = options.clock.next(options.changed, 120_000, options.what);
   await options.change();
   const changedAt = await changed;
   const deadline = changedAt + 120_000;
+  let rounds = 0;
+  let withFailures = 0;
+  let last: { pods: string[]; failed: number } = { pods: [], failed: 0 };
   while (Date.now() < deadline) {
     const started = Date.now();
-    if (options.moved(await round(options.address, options.port))) return started - changedAt;
+    last = await round(options.address, options.port);
+    rounds++;
+    if (last.failed > 0) withFailures++;
+    if (await options.moved(last)) return started - changedAt;
     await sleep(Math.max(0, 100 - (Date.now() - started)));
   }
+  // What the rounds saw, so that a failure says whether connections failed or went astray.
   throw new Error(
-    `${options.what}: traffic did not follow the EndpointSlice within 120 s of its change`,
+    `${options.what}: traffic did not follow the EndpointSlice within 120 s of its change ` +
+      `(${rounds} rounds of ${ROUND} connections, ${withFailures} with failed connections; ` +
+      `the last: ${last.failed} failed, served by ${last.pods.join(", ") || "none"})`,
+  );
+}
+
+/** The pods of the Deployment that are not being deleted (a scale-down's survivors). */
+async function stayingPods(namespace: string): Promise<Set<string>> {
+  return new Set(
+    (await listObjects("pod", namespace, "app=tcp-echo"))
+      .filter(p => !p.metadata.deletionTimestamp)
+      .map(p => p.metadata.name),
   );
 }
 
@@ -157,8 +175,12 @@ spec:
       timeoutMs: 60_000,
     });
     const scaledUp = new Set(clock.ready());
+    const podsScaledUp = new Set(
+      (await listObjects("pod", namespace, "app=tcp-echo")).map(p => p.metadata.name),
+    );
 
-    // The ReplicaSet picks which two go: the pods whose endpoints stop being ready. The
+    // The ReplicaSet picks which two go (usually the newer ones; an original pod that
+    // restarted goes first): the pods being deleted, whose endpoints stop being ready. The
     // figure is taken at the first of them; the traffic has moved once neither is reached.
     const down2 = await measure({
       clock,
@@ -167,7 +189,12 @@ spec:
       what: `cycle ${cycle}, 4 → 2`,
       change: () => kubectl("-n", namespace, "scale", "deployment/tcp-echo", "--replicas=2"),
       changed: ready => ready.size < scaledUp.size,
-      moved: r => r.failed === 0 && r.pods.every(pod => podsBefore.has(pod)),
+      moved: async r => {
+        if (r.failed > 0) return false;
+        const staying = await stayingPods(namespace);
+        const leaving = [...podsScaledUp].filter(pod => !staying.has(pod));
+        return leaving.length > 0 && r.pods.every(pod => staying.has(pod));
+      },
     });
     down.push(down2);
     await waitFor(
@@ -190,9 +217,9 @@ spec:
         `cycle ${cycle}: the connection to surviving pod ${h.pod} still answers`,
       );
     }
-    t.ok(
-      [...podsBefore].every(pod => alive.has(pod)),
-      `cycle ${cycle}: the ReplicaSet removed the newer pods, the original ones stay`,
+    // Which pods the ReplicaSet removed is Kubernetes' choice, not blixt's: said, not asserted.
+    t.comment(
+      `cycle ${cycle}: the ReplicaSet removed ${[...podsBefore].every(pod => alive.has(pod)) ? "the newer pods" : "an original pod"}`,
     );
   }
 
