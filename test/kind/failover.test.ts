@@ -5,13 +5,13 @@
 // backend on the control plane, which stays up. The agents' Leases (capabilities/agent/
 // leases.ts) let the standby take the address over by itself: the address answers again, the
 // machine's ARP entry points at the new announcer, the TCP stream and 20 idle connections go on
-// without a reconnect, and every UDP reply comes from the same backend. Flows to a backend on the stopped node fail
-// until the EndpointSlice marks it not ready; then every new flow goes to the backend left. The
-// node then returns, and nothing moves back. Then the new announcer's agent alone is killed (its node stays up): the next node takes
-// over the same way, its node (running on without an agent) stops answering ARP once the
-// announce deadline passes, so one node alone answers (arping), and the restarted agent takes
-// nothing back. Then the API server is
-// stopped for longer than a Lease: nobody takes over, the announcer keeps serving, and nothing
+// without a reconnect, and every UDP reply comes from the same backend. Flows to a backend on
+// the stopped node fail until the EndpointSlice marks it not ready; then every new flow goes to
+// the backend left. The node then returns, and nothing moves back. Then the new announcer's
+// agent alone is killed (its node stays up): the next node takes over the same way, its node
+// (running on without an agent) stops answering ARP once the announce deadline passes, so one
+// node alone answers (arping), and the restarted agent takes nothing back. Then the API server
+// is stopped for longer than a Lease: nobody takes over, the announcer keeps serving, and nothing
 // moves when it returns. Then the announcer alone is cut off from the API server (iptables in
 // its node): another node takes over, and the cut-off node, hearing its gratuitous ARP, stops
 // answering, so one node answers throughout. Then the node the controller runs on is powered
@@ -175,10 +175,10 @@ async function startIfStopped(node: string): Promise<void> {
   if (stdout.trim() !== "true") await kindSh("start-node", node);
 }
 
-/** blixt's controller Pods: name, node, Ready, and whether they are being deleted. */
-async function controllerPods(): Promise<
-  { name: string; node: string; ready: boolean; deleting: boolean }[]
-> {
+/** blixt's Pods of one component (controller, agent): name, node, Ready, being deleted. */
+async function blixtPods(
+  component: "controller" | "agent",
+): Promise<{ name: string; node: string; ready: boolean; deleting: boolean }[]> {
   const pods = JSON.parse(
     await kubectl(
       "-n",
@@ -186,7 +186,7 @@ async function controllerPods(): Promise<
       "get",
       "pods",
       "-l",
-      "app.kubernetes.io/component=controller",
+      `app.kubernetes.io/component=${component}`,
       "-o",
       "json",
     ),
@@ -205,35 +205,11 @@ async function controllerPods(): Promise<
   }));
 }
 
+const controllerPods = () => blixtPods("controller");
+
 /** The nodes where a ready agent Pod runs (not being deleted). */
 async function readyAgentNodes(): Promise<Set<string>> {
-  const pods = JSON.parse(
-    await kubectl(
-      "-n",
-      process.env.BLIXT_NAMESPACE ?? "blixt-system",
-      "get",
-      "pods",
-      "-l",
-      "app.kubernetes.io/component=agent",
-      "-o",
-      "json",
-    ),
-  ) as {
-    items: {
-      metadata: { deletionTimestamp?: string };
-      spec?: { nodeName?: string };
-      status?: { conditions?: { type: string; status: string }[] };
-    }[];
-  };
-  return new Set(
-    pods.items
-      .filter(
-        pod =>
-          !pod.metadata.deletionTimestamp &&
-          pod.status?.conditions?.some(c => c.type === "Ready" && c.status === "True"),
-      )
-      .map(pod => pod.spec?.nodeName ?? ""),
-  );
+  return new Set((await blixtPods("agent")).filter(p => p.ready && !p.deleting).map(p => p.node));
 }
 
 /** Kills the agent's container on `node` (SIGKILL, as a crash): the node itself stays up. */
