@@ -30,6 +30,8 @@ export interface ControllerSettings {
   debounceMs: number;
   /** Longest wait between retries of a failed write. */
   maxBackoffSeconds: number;
+  /** Writes of one pass in flight at once, within each of its ordered stages (reconciler.ts). */
+  writeConcurrency: number;
   /** Labels of the node agent's Pods; a ready one on a node means that node's agent is ready. */
   agentPodSelector: Record<string, string>;
   /** The namespace the agent Pods run in (the release's); the controller reads Pods only there. Unset: every namespace. */
@@ -119,6 +121,13 @@ function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number):
   return value;
 }
 
+function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const value = positiveNumber(env, name, fallback);
+  if (!Number.isInteger(value))
+    throw new Error(`${name}="${env[name]}": must be a whole number, 1 or more`);
+  return value;
+}
+
 /** "k=v,k2=v2" → { k: "v", k2: "v2" } */
 export function parseLabelSelector(text: string, source: string): Record<string, string> {
   const selector: Record<string, string> = {};
@@ -155,6 +164,7 @@ export function controllerSettings(
     resyncSeconds: positiveNumber(env, "BLIXT_RESYNC_SECONDS", 300),
     debounceMs: positiveNumber(env, "BLIXT_DEBOUNCE_MS", 250),
     maxBackoffSeconds: positiveNumber(env, "BLIXT_MAX_BACKOFF_SECONDS", 300),
+    writeConcurrency: positiveInteger(env, "BLIXT_WRITE_CONCURRENCY", 8),
     agentPodSelector: env.BLIXT_AGENT_POD_SELECTOR
       ? parseLabelSelector(env.BLIXT_AGENT_POD_SELECTOR, "BLIXT_AGENT_POD_SELECTOR")
       : DEFAULT_AGENT_POD_SELECTOR,

@@ -43,6 +43,7 @@ const settings: ControllerSettings = {
   // Passes run when a test calls them, unless a test says otherwise.
   debounceMs: 600_000,
   maxBackoffSeconds: 300,
+  writeConcurrency: 8,
   agentPodSelector: { "app.kubernetes.io/name": "blixt", "app.kubernetes.io/component": "agent" },
 };
 

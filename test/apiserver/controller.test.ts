@@ -113,6 +113,7 @@ if ("missing" in binaries) {
       resyncSeconds: 3600,
       debounceMs: 600_000,
       maxBackoffSeconds: 1,
+      writeConcurrency: 8,
       agentPodSelector: {
         "app.kubernetes.io/name": "blixt",
         "app.kubernetes.io/component": "agent",

@@ -124,6 +124,11 @@ t.test(
     t.throws(() => controllerSettings({ BLIXT_DEBOUNCE_MS: "soon" }, readFile), {
       message: 'BLIXT_DEBOUNCE_MS="soon": must be a positive number',
     });
+    t.equal(controllerSettings({}, readFile).writeConcurrency, 8);
+    t.equal(controllerSettings({ BLIXT_WRITE_CONCURRENCY: "1" }, readFile).writeConcurrency, 1);
+    t.throws(() => controllerSettings({ BLIXT_WRITE_CONCURRENCY: "2.5" }, readFile), {
+      message: 'BLIXT_WRITE_CONCURRENCY="2.5": must be a whole number, 1 or more',
+    });
     t.same(
       controllerSettings(
         {

@@ -146,6 +146,7 @@ const settings: ControllerSettings = {
   resyncSeconds: 3600,
   debounceMs: 5,
   maxBackoffSeconds: 0.02,
+  writeConcurrency: 8,
   agentPodSelector: {},
 };
 
@@ -825,5 +826,68 @@ t.test(
     while (observed() !== 2 && Date.now() < deadline)
       await new Promise(resolve => setTimeout(resolve, 10));
     t.equal(observed(), 2, "the new generation's status is written without waiting for a resync");
+  },
+);
+
+t.test(
+  "a pass writes stage by stage, a few writes at a time; a failed DataplaneConfig holds back only its Gateway",
+  async t => {
+    const cluster = new MemoryCluster();
+    const names = Array.from({ length: 9 }, (_, i) => `gw-${i}`);
+    seed(cluster, names);
+    cluster.failAlways = w => w.op === "applyDataplaneConfig" && w.name === "gw-4";
+    const execute = cluster.execute.bind(cluster);
+    const events: string[] = [];
+    let inFlight = 0;
+    let most = 0;
+    cluster.execute = async (write: Write) => {
+      const what = `${write.op} ${write.name}`;
+      inFlight++;
+      most = Math.max(most, inFlight);
+      events.push(`start ${what}`);
+      await new Promise(resolve => setTimeout(resolve, 15));
+      try {
+        return await execute(write);
+      } finally {
+        inFlight--;
+        events.push(`end ${what}`);
+      }
+    };
+    const reconciler = new Reconciler({
+      client: cluster,
+      compile,
+      settings: { ...settings, writeConcurrency: 3, maxBackoffSeconds: 300 },
+      controllerName: ME,
+      log: quietLog().log,
+    });
+    t.teardown(() => reconciler.stop());
+    const result = await reconciler.resync();
+
+    t.equal(most, 3, "three writes in flight at most, and that many at once");
+    const position = (event: string) => events.indexOf(event);
+    const lastEnd = (op: string) =>
+      Math.max(...events.flatMap((e, i) => (e.startsWith(`end ${op} `) ? [i] : [])));
+    const firstStart = (op: string) =>
+      Math.min(...events.flatMap((e, i) => (e.startsWith(`start ${op} `) ? [i] : [])));
+    t.ok(
+      lastEnd("addFinalizer") < firstStart("applyDataplaneConfig"),
+      "every finalizer is on before the first DataplaneConfig is written",
+    );
+    t.ok(
+      lastEnd("applyDataplaneConfig") < firstStart("patchStatus"),
+      "every DataplaneConfig is written before the first status",
+    );
+    t.ok(position("start addFinalizer gw-0") < position("start addFinalizer gw-8"), "plan order");
+    t.same(
+      result!.failed.map(f => `${f.write.op} ${f.write.name}`),
+      ["applyDataplaneConfig gw-4"],
+    );
+    t.same(
+      result!.skipped.map(w => `${w.op} ${w.name}`),
+      ["patchStatus gw-4"],
+      "the Gateway whose DataplaneConfig failed publishes no status",
+    );
+    for (const name of names.filter(n => n !== "gw-4"))
+      t.ok(cluster.find("Gateway", "default", name)!.status, `${name} has its status`);
   },
 );
