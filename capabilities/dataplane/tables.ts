@@ -99,6 +99,30 @@ export interface ServiceTable {
 export const slotEntry = (table: ServiceTable, slot: number): TableEntry | undefined =>
   slot < table.tableSize ? table.backends[table.slots[slot]] : undefined;
 
+/**
+ * Tables built lately, by their members (address, port, weight, remote; the rejected share),
+ * most recently used last. Routes that share one weighted backend set (a Deployment behind many
+ * routes) share one table, and a pass asks for each service's table more than once (to write it,
+ * to size it, to check the live one), so without this an agent pass over a thousand such
+ * services built three thousand identical tables. Callers never change a returned table.
+ */
+const builtTables = new Map<string, ServiceTable>();
+/** Slot bytes the cache may hold: ~500 tables of the smallest size, 128 of the largest. */
+export const TABLE_CACHE_BYTES = 16 * 1024 * 1024;
+let builtTableBytes = 0;
+
+/**
+ * What a service's Maglev table is made of (its weighted backends, remote or not, and the
+ * rejected share), as a string: services with equal keys have equal tables, and share one.
+ */
+export function tableKey(backends: Backend[], rejectWeight: number): string {
+  const members = mergeBackends(backends)
+    .filter(b => b.weight > 0)
+    .map(b => `${b.ip}:${b.port}*${b.weight}${b.remote ? "r" : ""}`);
+  if (rejectWeight > 0) members.push(`${REJECT_KEY}*${rejectWeight}`);
+  return members.join(",");
+}
+
 /** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
 export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
   const weighted = mergeBackends(backends).filter(b => b.weight > 0);
@@ -120,12 +144,27 @@ export function serviceTable(backends: Backend[], rejectWeight: number): Service
     throw new RangeError(
       `a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`,
     );
+  const cacheKey = tableKey(backends, rejectWeight);
+  const cached = builtTables.get(cacheKey);
+  if (cached) {
+    builtTables.delete(cacheKey);
+    builtTables.set(cacheKey, cached);
+    return cached;
+  }
   const tableSize = maglevTableSize(members.length);
   const table = buildMaglevTable(
     members.map(({ key, weight }) => ({ key, weight })),
     tableSize,
   );
-  return { tableSize, backends: members.map(m => m.entry), slots: Uint16Array.from(table) };
+  const built = { tableSize, backends: members.map(m => m.entry), slots: Uint16Array.from(table) };
+  builtTables.set(cacheKey, built);
+  builtTableBytes += built.slots.byteLength;
+  for (const [key, old] of builtTables) {
+    if (builtTableBytes <= TABLE_CACHE_BYTES) break;
+    builtTables.delete(key);
+    builtTableBytes -= old.slots.byteLength;
+  }
+  return built;
 }
 
 /** Which chunks of a table of `size` slots are read back to check it: first, last and a spread between. */
