@@ -741,7 +741,7 @@ export function renderReport(r: Results, carried?: string): string {
     "",
     "One Gateway listener with N backends, applied by the node agent's own converge pass (desired",
     "state, read the maps back, diff, Maglev table, one `bpftool batch`) to real pinned maps; then",
-    "one backend replaced (a new table in the spare slot, the switch, the old table deleted). Each",
+    "one backend replaced (a new table under a free id, the switch, the old table deleted). Each",
     `run loads fresh maps. Tables have ${METHOD.maglevSlotsPerBackend} slots per backend, ${METHOD.maglevMinSize.toLocaleString("en-US")} to ${METHOD.maglevMaxSize.toLocaleString("en-US")}; the seconds are`,
     "the agent's own measure of its pass. A failed replace is the agent's error, as it reported it.",
     "",

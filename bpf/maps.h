@@ -26,10 +26,10 @@
 #define BLIXT_CHUNK_SLOTS 1024
 _Static_assert((BLIXT_CHUNK_SLOTS & (BLIXT_CHUNK_SLOTS - 1)) == 0, "BLIXT_CHUNK_SLOTS must be a power of two");
 /* Tables are 16381..65521 slots (maglev.ts), i.e. 16..64 chunks; 2^15 chunks hold ~2000 tables at
- * the minimum size, ~1000 services with room for each one's spare table (four times the slots
- * the per-slot layout had). Not preallocated: memory follows use. */
+ * the minimum size, ~1000 distinct backend sets with room to rewrite each (services with the
+ * same backend set share one table). Not preallocated: memory follows use. */
 #define BLIXT_MAX_TABLE_CHUNKS (1 << 15)
-/* Backend lists of every table, live and spare: twice the backends blixt_backends holds. */
+/* Backend lists of every table, live and being written: twice the backends blixt_backends holds. */
 #define BLIXT_MAX_TABLE_BACKENDS (2 * BLIXT_MAX_BACKENDS)
 #define BLIXT_MAX_CONNTRACK (1 << 18)
 /* Unconfirmed flows (ct4_new): a SYN, a first UDP datagram or a mid-flow pickup waits here until
@@ -49,7 +49,7 @@ struct svc_key {
 
 struct svc_value {
 	__u32 svc_id;        /*  0..3  1..BLIXT_MAX_SERVICES-1: index of stats, part of table ids */
-	__u32 table_id;      /*  4..7  live Maglev table: svc_id * 2 + generation (0 or 1) */
+	__u32 table_id;      /*  4..7  live Maglev table, shared by services of equal tables; 0: none */
 	__u32 table_size;    /*  8..11 M, a prime; 0 = no usable backend, every packet is rejected */
 	__u32 reject_weight; /* 12..15 weight of invalid backendRefs (read back by the agent only) */
 };                           /* 16 bytes */
@@ -59,9 +59,10 @@ struct svc_value {
  *             weight > 0, plus one BACKEND_F_REJECT entry for the rejected share;
  *  mg_chunks: (table, chunk) → BLIXT_CHUNK_SLOTS u16 indexes into that list; slot s of the table
  *             is chunk s / CHUNK, element s % CHUNK. The last chunk's elements past M are zero.
- * A service's table is written whole under its spare id, then the service value is switched to
- * it in one update, then the old table's chunks and backend list are deleted. A missing chunk
- * or backend entry rejects the packet, as does the reject entry. */
+ * A service's table is written whole under a free id (or is one already live with the same
+ * content), then the service value is switched to it in one update; a table's chunks and backend
+ * list are deleted once no service names it. A missing chunk or backend entry rejects the
+ * packet, as does the reject entry. */
 struct table_key {
 	__u32 table_id; /* 0..3 */
 	__u32 index;    /* 4..7 mg_chunks: chunk number 0..ceil(M / CHUNK)-1; mg_backs: backend index */

@@ -7,7 +7,7 @@
 import { maglevTableSize } from "../dataplane/maglev.js";
 import { chunkCount, type MapSizes } from "../dataplane/maps.js";
 import type { MapsSnapshot, ServiceState } from "../dataplane/lines.js";
-import { mergeBackends, serviceName, type ServiceSpec } from "../dataplane/tables.js";
+import { mergeBackends, serviceName, tableKey, type ServiceSpec } from "../dataplane/tables.js";
 import type { ConfigKey, DesiredState } from "./desired.js";
 
 /** The resources a service takes, one count per sized map (conntrack is an LRU: never full). */
@@ -69,7 +69,8 @@ const add = (a: Usage, b: Usage): Usage =>
  * `order` (the oldest first, so a new Gateway cannot push out one that runs, and every node
  * decides alike). A service counts for the larger of what it will take and what it takes now
  * (a table is rewritten beside the live one, and a shrinking one frees its space only after),
- * and room for one more table as large as the largest is kept free for that rewrite.
+ * and room for one more table as large as the largest is kept free for that rewrite. A table
+ * services share (the same weighted backends) counts once.
  */
 export function admitByCapacity(
   desired: DesiredState,
@@ -91,18 +92,36 @@ export function admitByCapacity(
   );
   let taken = zero();
   const refused = new Map<ConfigKey, string>();
+  // Services with the same table content share one table (lines.ts applyLines): a table counts
+  // once, for the first config that needs it (by content) or holds it (by id).
+  const counted = new Set<string>();
+  const countedHeld = new Set<number>([0]);
+  const withoutTable = (u: Usage): Usage => ({ ...u, tableChunks: 0, tableBackends: 0 });
   for (const key of keys) {
     let need = zero();
     let holds = zero();
+    const contents = new Set<string>();
+    const ids = new Set<number>();
     for (const service of byConfig.get(key)!) {
       const now = snapshot.states.get(serviceName(service));
-      const usage = serviceUsage(service);
-      need = add(need, now ? max(usage, heldUsage(now)) : usage);
-      if (now) holds = add(holds, heldUsage(now));
+      const content = tableKey(service.backends, service.rejectWeight);
+      let usage = serviceUsage(service);
+      if (counted.has(content) || contents.has(content)) usage = withoutTable(usage);
+      contents.add(content);
+      let held = now ? heldUsage(now) : undefined;
+      if (now && held) {
+        const id = now.value.tableId;
+        if (countedHeld.has(id) || ids.has(id)) held = withoutTable(held);
+        ids.add(id);
+      }
+      need = add(need, held ? max(usage, held) : usage);
+      if (held) holds = add(holds, held);
     }
+    for (const id of ids) countedHeld.add(id);
     const full = RESOURCES.filter(r => taken[r] + need[r] + headroom[r] > limits[r]);
     if (full.length === 0) {
       taken = add(taken, need);
+      for (const content of contents) counted.add(content);
       continue;
     }
     // Refused: what it holds stays, and takes its room.

@@ -414,16 +414,20 @@ export class Dataplane {
     const services = serviceEntries.map(e => decodeServiceValue(e.value!));
     // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
     // Without chunks (opts.chunks false) a table is judged by its size and backend list alone.
-    const chunks =
-      opts.chunks === false
-        ? undefined
-        : await readChunks(
-            this.mapPin("blixt_mg_chunks"),
-            services.map(s => ({
-              tableId: s.tableId,
-              tableSize: s.tableSize <= MAGLEV_MAX_SIZE ? s.tableSize : 0,
-            })),
-          );
+    // Services that share a table have it read once.
+    let chunks: (Map<number, Uint16Array | undefined> | undefined)[] | undefined;
+    if (opts.chunks !== false) {
+      const tables = new Map<number, number>();
+      for (const s of services)
+        if (!tables.has(s.tableId))
+          tables.set(s.tableId, s.tableSize <= MAGLEV_MAX_SIZE ? s.tableSize : 0);
+      const read = await readChunks(
+        this.mapPin("blixt_mg_chunks"),
+        [...tables].map(([tableId, tableSize]) => ({ tableId, tableSize })),
+      );
+      const byTable = new Map([...tables.keys()].map((id, i) => [id, read[i]]));
+      chunks = services.map(s => byTable.get(s.tableId));
+    }
     return mapsSnapshot(
       {
         services: serviceEntries,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The bpftool batch lines that write services into the pinned maps, the pure part: a table
-// written under the spare id and switched in with one write, tables and backends removed,
+// written under a free id (or one already live with the same content) and switched in with one
+// write, tables no service uses any more and backends removed,
 // service epochs handed out, and (applyLines) a whole diff against what the maps hold as one
 // batch. No I/O: the Dataplane (dataplane.ts) reads the maps back and runs the lines, for the
 // node agent and for every single write (`blixt dataplane set`, tests, bench) alike.
@@ -35,7 +36,6 @@ import {
   encodeTableKey,
   hex,
   nextEpoch,
-  tableIdOf,
   type BackendKey,
   type MapName,
   type Proto,
@@ -46,6 +46,7 @@ import {
   mergeBackends,
   serviceName,
   serviceTable,
+  tableKey,
   validateServiceSpec,
   type Backend,
   type ServiceSpec,
@@ -61,9 +62,20 @@ export interface ServiceState {
   tableBackends: number[];
 }
 
-/** The table id a service's next table is written under: the one its live table does not use. */
-export const spareTableId = (svcId: number, current?: ServiceState): number =>
-  tableIdOf(svcId, current?.value.tableId === tableIdOf(svcId, 0) ? 1 : 0);
+/**
+ * Table ids for tables written in one batch: the smallest not in `used` (every id the maps hold
+ * a table or a table's leftovers under, and every id handed out before), from 1. Id 0 stands for
+ * the empty table (size 0: no backend with weight), which has no entries.
+ */
+export class TableIds {
+  #next = 1;
+  constructor(private used: Set<number>) {}
+  take(): number {
+    while (this.used.has(this.#next)) this.#next++;
+    this.used.add(this.#next);
+    return this.#next;
+  }
+}
 
 /** Lines that write a whole table under `tableId`: its backend list, then its chunks. */
 export function tableWriteLines(
@@ -149,12 +161,14 @@ export class Epochs {
 
 /**
  * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
- * new backends, the new table (backend list and chunks) under the spare id, one write of the
- * service entry that switches to it, then removal of the old table and of backends no longer
- * listed, and last the service's new `epoch`. No packet ever sees a half-written table, and
- * flows to a removed backend re-pick only after the switch: established flows skip the full
- * check until the epoch moves, which is why it moves only once everything else is written. A
- * table is a handful of lines: one per backend plus one per CHUNK_SLOTS slots.
+ * new backends, the table (backend list and chunks) under `table.id` when `table.write` (else
+ * that table is live already, shared with a service of the same content), one write of the
+ * service entry that switches to it, then removal of backends no longer listed, and last the
+ * service's new `epoch`. No packet ever sees a half-written table, and flows to a removed
+ * backend re-pick only after the switch: established flows skip the full check until the epoch
+ * moves, which is why it moves only once everything else is written. The old table goes once no
+ * service uses it (applyLines). A table is a handful of lines: one per backend plus one per
+ * CHUNK_SLOTS slots.
  */
 export function serviceUpdateLines(
   pin: (m: MapName) => string,
@@ -162,11 +176,12 @@ export function serviceUpdateLines(
   svcId: number,
   current: ServiceState | undefined,
   epoch: number,
+  table: { id: number; write: boolean },
 ): string[] {
   validateServiceSpec(spec);
   const backends = mergeBackends(spec.backends);
-  const table = serviceTable(backends, spec.rejectWeight);
-  const tableId = spareTableId(svcId, current);
+  const built = serviceTable(backends, spec.rejectWeight);
+  const tableId = built.tableSize === 0 ? 0 : table.id;
   const lines: string[] = [];
 
   for (const b of backends) {
@@ -178,7 +193,7 @@ export function serviceUpdateLines(
       ),
     );
   }
-  for (const line of tableWriteLines(pin, tableId, table)) lines.push(line);
+  if (table.write) for (const line of tableWriteLines(pin, tableId, built)) lines.push(line);
   if (!current) {
     // A reused id must not inherit a deleted service's counters.
     lines.push(
@@ -198,20 +213,13 @@ export function serviceUpdateLines(
         encodeServiceValue({
           svcId,
           tableId,
-          tableSize: table.tableSize,
+          tableSize: built.tableSize,
           rejectWeight: spec.rejectWeight,
         }),
       ),
     ),
   );
   if (current) {
-    for (const line of tableDeleteLines(
-      pin,
-      current.value.tableId,
-      current.value.tableSize,
-      current.tableBackends,
-    ))
-      lines.push(line);
     const keep = new Set(backends.map(b => `${b.ip}:${b.port}`));
     for (const b of current.backends) {
       if (!keep.has(`${b.ip}:${b.port}`))
@@ -229,7 +237,8 @@ export function serviceUpdateLines(
 
 /**
  * Lines that remove a service: its entry first (so nothing reaches the table), then a new `epoch`
- * (so no established flow skips the lookup that now fails), then table and backends.
+ * (so no established flow skips the lookup that now fails), then its backends. Its table goes
+ * once no service uses it (applyLines).
  */
 export function serviceDeleteLines(
   pin: (m: MapName) => string,
@@ -237,19 +246,15 @@ export function serviceDeleteLines(
   current: ServiceState,
   epoch: number,
 ): string[] {
-  const { svcId, tableId, tableSize } = current.value;
   const lines = [
     bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))),
-    epochLine(pin, svcId, epoch),
+    epochLine(pin, current.value.svcId, epoch),
   ];
-  // A loop, not push(...): a table of tens of thousands of backends would overflow the stack.
-  for (const line of tableDeleteLines(pin, tableId, tableSize, current.tableBackends))
-    lines.push(line);
   for (const b of current.backends)
     lines.push(
       bpftool.mapDeleteLine(
         pin("blixt_backends"),
-        hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })),
+        hex(encodeBackendKey({ svcId: current.value.svcId, ip: b.ip, port: b.port })),
       ),
     );
   return lines;
@@ -337,7 +342,7 @@ export interface MapsSnapshot {
   states: Map<string, ServiceState>;
   /** backends of service ids no service entry uses (a crash mid-delete, or a hand edit) */
   orphanBackends: BackendKey[];
-  /** backend-list entries of tables no service entry points at (a spare table an apply left half-written) */
+  /** backend-list entries of tables no service entry points at (a new table an apply left half-written) */
   orphanTableBackends: TableKey[];
   /** the last service epoch handed out (blixt_svc_epoch[EPOCH_COUNTER]) */
   epoch: number;
@@ -465,9 +470,16 @@ function tolerantChunkDeleteLines(
  * Every bpftool command that takes the maps from `snapshot` to what `diff` asks, in the order
  * that keeps traffic correct throughout: leftovers of unused ids first (so a reused id starts
  * clean), then removals, then services (each switched by one write), then addresses.
- * `tolerant` removes old tables chunk-safely, for tables damaged behind the agent's back (and
- * for any retry, since a failed apply may have left one half-deleted, or a spare table
- * half-written: its chunks past the new table's end are cleared too).
+ *
+ * Services with the same table content (tableKey: the same weighted backend set, as when many
+ * routes send to one Deployment) share one table: a service switches to a live table of its
+ * content, or to one written earlier in the batch, and only a content nobody has yet is
+ * written, under a free id. A table is deleted right after the last service using it switches
+ * away or is removed, so a batch that rewrites every table holds at most one old table of each
+ * service beside the new ones, as before sharing. `tolerant` shares no live table (one may be
+ * damaged), clears a new id's chunks past the new table's end, and removes old tables
+ * chunk-safely: for tables damaged behind the agent's back, and for any retry, since a failed
+ * apply may have left one half-deleted, or a new table half-written.
  *
  * Every service written or removed gets a new epoch (its last line), so its established flows
  * are checked again. `recheckAll` gives one to every other service too: for the first pass of
@@ -493,73 +505,100 @@ export function applyLines(
   for (const k of snapshot.orphanTableBackends)
     lines.push(bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey(k))));
 
+  // Live tables: how many services use each now, and what deleting one takes.
+  const users = new Map<number, number>();
+  const held = new Map<number, { size: number; backends: number[] }>();
+  for (const state of snapshot.states.values()) {
+    const id = state.value.tableId;
+    users.set(id, (users.get(id) ?? 0) + 1);
+    held.set(id, { size: state.value.tableSize, backends: state.tableBackends });
+  }
+  const changing = new Set([...diff.set, ...diff.remove].map(s => serviceName(s)));
+  // A table that services keep as they are is whole (the diff checked it), and may be shared.
+  const byContent = new Map<string, number>();
+  if (!tolerant)
+    for (const service of snapshot.actual.services) {
+      if (changing.has(serviceName(service)) || service.tableSize === 0) continue;
+      byContent.set(actualTableKey(service), service.tableId);
+    }
+  const keptIds = new Set(
+    [...snapshot.states]
+      .filter(([name]) => !changing.has(name))
+      .map(([, state]) => state.value.tableId),
+  );
+  const ids = new TableIds(
+    new Set([...users.keys(), ...snapshot.orphanTableBackends.map(k => k.tableId)]),
+  );
+  // Ids some service will use once the batch is done: never deleted by it.
+  const target = new Map<string, number>();
+  for (const spec of diff.set) {
+    const table = serviceTable(spec.backends, spec.rejectWeight);
+    if (table.tableSize === 0) continue;
+    const content = tableKey(spec.backends, spec.rejectWeight);
+    target.set(serviceName(spec), byContent.get(content) ?? -1);
+  }
+  const staying = new Set([...keptIds, ...target.values()]);
+  // A table the diff found damaged may miss chunks: removed chunk-safely, as in `tolerant`.
+  const damaged = new Set(
+    diff.set
+      .filter(spec => diff.reasons.get(serviceName(spec)) === "table")
+      .flatMap(spec => snapshot.states.get(serviceName(spec))?.value.tableId ?? []),
+  );
+  const release = (id: number) => {
+    const left = (users.get(id) ?? 0) - 1;
+    users.set(id, left);
+    if (left > 0 || id === 0 || staying.has(id)) return;
+    const { size, backends } = held.get(id)!;
+    if (!tolerant && !damaged.has(id)) {
+      append(lines, tableDeleteLines(pin, id, size, backends));
+      return;
+    }
+    append(lines, tableDeleteLines(pin, id, 0, backends));
+    append(lines, tolerantChunkDeleteLines(pin, id, 0, chunkCount(size)));
+  };
+
   for (const key of diff.remove) {
     const current = snapshot.states.get(serviceName(key));
     if (!current) continue;
-    if (!tolerant) {
-      append(lines, serviceDeleteLines(pin, key, current, epochs.next()));
-      continue;
-    }
-    append(
-      lines,
-      serviceDeleteLines(
-        pin,
-        key,
-        { ...current, value: { ...current.value, tableSize: 0 } },
-        epochs.next(),
-      ),
-    );
-    append(
-      lines,
-      tolerantChunkDeleteLines(pin, current.value.tableId, 0, chunkCount(current.value.tableSize)),
-    );
+    append(lines, serviceDeleteLines(pin, key, current, epochs.next()));
+    release(current.value.tableId);
   }
 
   const used = [...snapshot.states.values()].map(s => s.value.svcId);
+  const written = new Map<string, number>();
   for (const spec of diff.set) {
     const name = serviceName(spec);
     const current = snapshot.states.get(name);
     const svcId = current?.value.svcId ?? freeServiceId(used);
     used.push(svcId);
-    if (tolerant)
-      append(
-        lines,
-        tolerantChunkDeleteLines(
-          pin,
-          spareTableId(svcId, current),
-          chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize),
-          MAX_CHUNKS,
-        ),
-      );
-    if (current && (tolerant || diff.reasons.get(name) === "table")) {
-      // The epoch moves after the old table is gone: the update's own epoch line comes before it.
-      const update = serviceUpdateLines(
-        pin,
-        spec,
-        svcId,
-        { ...current, value: { ...current.value, tableSize: 0 } },
-        epochs.next(),
-      );
-      const epoch = update.pop()!;
-      append(lines, update);
-      append(
-        lines,
-        tolerantChunkDeleteLines(
-          pin,
-          current.value.tableId,
-          0,
-          chunkCount(current.value.tableSize),
-        ),
-      );
-      lines.push(epoch);
-    } else {
-      append(lines, serviceUpdateLines(pin, spec, svcId, current, epochs.next()));
+    const content = tableKey(spec.backends, spec.rejectWeight);
+    const live = target.get(name) ?? 0;
+    let table: { id: number; write: boolean };
+    if (live > 0) table = { id: live, write: false };
+    else if (written.has(content)) table = { id: written.get(content)!, write: false };
+    else if (!target.has(name)) table = { id: 0, write: false };
+    else {
+      const id = ids.take();
+      written.set(content, id);
+      staying.add(id);
+      table = { id, write: true };
+      if (tolerant)
+        append(
+          lines,
+          tolerantChunkDeleteLines(
+            pin,
+            id,
+            chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize),
+            MAX_CHUNKS,
+          ),
+        );
     }
+    append(lines, serviceUpdateLines(pin, spec, svcId, current, epochs.next(), table));
+    if (current && current.value.tableId !== table.id) release(current.value.tableId);
   }
   if (recheckAll) {
-    const touched = new Set([...diff.set, ...diff.remove].map(s => serviceName(s)));
     for (const [name, state] of snapshot.states)
-      if (!touched.has(name)) lines.push(epochLine(pin, state.value.svcId, epochs.next()));
+      if (!changing.has(name)) lines.push(epochLine(pin, state.value.svcId, epochs.next()));
   }
 
   for (const a of diff.addresses.upsert) {
@@ -574,4 +613,17 @@ export function applyLines(
   for (const ip of diff.addresses.remove)
     lines.push(bpftool.mapDeleteLine(pin("blixt_addrs"), hex(encodeAddressKey(ip))));
   return epochs.record(pin, lines);
+}
+
+/** The content key of a live service's table: its backends' weights, and remote as its table says. */
+function actualTableKey(service: ActualService): string {
+  const remote = new Set(
+    [...(service.tableBackends?.values() ?? [])].flatMap(e =>
+      e !== "reject" && e.remote ? [`${e.ip}:${e.port}`] : [],
+    ),
+  );
+  return tableKey(
+    service.backends.map(b => (remote.has(`${b.ip}:${b.port}`) ? { ...b, remote: true } : b)),
+    service.rejectWeight,
+  );
 }

@@ -258,9 +258,6 @@ export function decodeServiceValue(b: Uint8Array): ServiceValue {
   return { svcId: r.u32(0), tableId: r.u32(4), tableSize: r.u32(8), rejectWeight: r.u32(12) };
 }
 
-/** The two table ids a service alternates between. */
-export const tableIdOf = (svcId: number, generation: 0 | 1): number => svcId * 2 + generation;
-
 // ---- Maglev tables: struct table_key (8 bytes) → struct table_chunk (2048 bytes) / struct backend (20 bytes:
 // address 0..15, port 16..17 network order, flags 18..19 BACKEND_F_REJECT / BACKEND_F_REMOTE)
 

@@ -131,7 +131,7 @@ t.test("chunked table", async t => {
   });
 
   await t.test("a missing chunk or backend-list entry rejects new flows", async t => {
-    const tableId = (await dp.stats()).services[0].svcId * 2;
+    const [{ tableId }] = (await dp.readMaps({ chunks: false })).actual.services;
     const last = chunks - 1;
     const [inLast, inFirst] = flowsFor(
       [last * CHUNK_SLOTS + 3, 5],

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// Programming services through the Dataplane API: validation, the spare-slot table switch,
+// Programming services through the Dataplane API: validation, the table switch, shared tables,
 // read-back, deletion, and a reload that keeps every pinned map (so conntrack survives).
 import t from "tap";
 import { loadedDataplane, runOne, XDP_PASS } from "./fixture.js";
-import { validateServiceSpec, type ServiceSpec } from "../../capabilities/dataplane/tables.js";
+import {
+  serviceName,
+  validateServiceSpec,
+  type ServiceSpec,
+} from "../../capabilities/dataplane/tables.js";
 import {
   batch,
   mapDump,
@@ -21,7 +25,6 @@ import {
   encodeTableBackend,
   encodeTableKey,
   hex,
-  tableIdOf,
 } from "../../capabilities/dataplane/maps.js";
 import { parseFrame, udpFrame } from "../lib/packet.js";
 
@@ -91,33 +94,64 @@ t.test("dataplane", async t => {
     return counts;
   };
 
-  t.test("the table is written in the spare slot and the old one removed", async t => {
+  /** The id of the table a service of `base` on `port` uses now. */
+  const liveTable = async (port = base.port) =>
+    (await dp.readMaps({ chunks: false })).states.get(serviceName({ ...base, port }))!.value
+      .tableId;
+
+  t.test("a new table is written under a free id and the old one removed", async t => {
     await dp.setService(base);
-    const [svc] = (await dp.stats()).services;
     const first = await maglevTables();
-    t.same([...first.keys()], [svc.svcId * 2], "generation 0 live");
-    t.same(
-      first.get(svc.svcId * 2),
-      [chunkCount(16381), 1],
-      "the smallest table: 16 chunks, one backend",
-    );
+    const id0 = await liveTable();
+    t.same([...first.keys()], [id0], "one table: the live one");
+    t.same(first.get(id0), [chunkCount(16381), 1], "the smallest table: 16 chunks, one backend");
 
     await dp.setService({
       ...base,
       backends: [...base.backends, { ip: "10.5.0.2", port: 7000, weight: 2 }],
       rejectWeight: 1,
     });
+    const id1 = await liveTable();
+    t.not(id1, id0, "the new table has an id of its own");
     t.same(
       [...(await maglevTables()).entries()],
-      [[svc.svcId * 2 + 1, [16, 3]]],
-      "generation 1 live (two backends and the reject entry), generation 0 gone",
+      [[id1, [16, 3]]],
+      "it is live (two backends and the reject entry), and the old one is gone",
     );
     await dp.setService(base);
-    t.same([...(await maglevTables()).entries()], [[svc.svcId * 2, [16, 1]]], "and back");
+    t.same([...(await maglevTables()).entries()], [[await liveTable(), [16, 1]]], "and back");
     const backends = (await mapDump(dp.mapPin("blixt_backends"))).map(
       e => decodeBackendKey(e.key).ip,
     );
     t.same(backends, ["10.5.0.1"], "the removed backend is gone from blixt_backends");
+  });
+
+  t.test("services with the same weighted backends share one table", async t => {
+    const other = { ...base, port: base.port + 100 };
+    await dp.setService(other);
+    const shared = await liveTable();
+    t.equal(await liveTable(other.port), shared, "the second service uses the first one's table");
+    t.same([...(await maglevTables()).keys()], [shared], "and no other table is written");
+
+    await dp.setService({ ...other, backends: [{ ip: "10.5.0.2", port: 7000, weight: 1 }] });
+    const own = await liveTable(other.port);
+    t.not(own, shared, "a change to one writes a table of its own");
+    t.same(
+      [...(await maglevTables()).keys()].sort((a, b) => a - b),
+      [shared, own].sort((a, b) => a - b),
+      "and the other keeps the shared one",
+    );
+    await dp.setService(other);
+    t.equal(await liveTable(other.port), shared, "changed back, it shares again");
+    t.same([...(await maglevTables()).keys()], [shared], "and its own table is gone");
+
+    await dp.deleteService(other.vip, other.port, other.proto);
+    t.same(
+      [...(await maglevTables()).keys()],
+      [shared],
+      "removing one service keeps the table the other uses",
+    );
+    t.equal(await liveTable(), shared);
   });
 
   t.test("listServices reads back what was set", async t => {
@@ -221,7 +255,14 @@ t.test("dataplane", async t => {
         (await dp.listServices()).map(s => s.port),
         [443],
       );
-      t.notOk((await maglevTables()).has(svcId * 2), "its table is gone");
+      const live = new Set(
+        (await dp.readMaps({ chunks: false })).actual.services.map(s => s.tableId),
+      );
+      t.same(
+        [...(await maglevTables()).keys()].filter(id => !live.has(id)),
+        [],
+        "its table is gone: every table left is one a service uses",
+      );
       t.notOk(
         (await mapDump(dp.mapPin("blixt_backends"))).some(
           e => decodeBackendKey(e.key).svcId === svcId,
@@ -240,8 +281,9 @@ t.test("dataplane", async t => {
     "a single write takes the node agent's path: it clears what a batch that stopped half-way left",
     async t => {
       // What a node agent that died mid-batch leaves: backends of an id no service uses, and the
-      // backend list of a spare table never switched in. The agent's apply removes both first.
+      // backend list of a new table never switched in. The agent's apply removes both first.
       const orphan = { svcId: 4000, ip: "10.5.9.9", port: 9 };
+      const orphanTableId = 8001;
       await batch(
         [
           mapUpdateLine(
@@ -251,7 +293,7 @@ t.test("dataplane", async t => {
           ),
           mapUpdateLine(
             dp.mapPin("blixt_mg_backs"),
-            hex(encodeTableKey({ tableId: tableIdOf(orphan.svcId, 1), index: 0 })),
+            hex(encodeTableKey({ tableId: orphanTableId, index: 0 })),
             hex(encodeTableBackend(orphan)),
           ),
         ],
@@ -269,7 +311,7 @@ t.test("dataplane", async t => {
         "the orphaned backend is gone",
       );
       t.notOk(
-        (await maglevTables()).has(tableIdOf(orphan.svcId, 1)),
+        (await maglevTables()).has(orphanTableId),
         "the orphaned table's backend list is gone",
       );
       t.same(
