@@ -51,6 +51,15 @@ export interface Spec {
    * usable Secret): agents then program nothing for this Gateway's ports.
    */
   listeners?: Listener[];
+  /**
+   * The first metadata.generation of this table whose address, announcing
+   * node, Gateway generation and listeners (everything but each listener's
+   * backends and rejectWeight) are as they are now. A node agent that
+   * acknowledged this generation or a later one serves every listener as
+   * compiled now, perhaps with backends a change behind: the Gateway stays
+   * Programmed while only backends change. Absent in tables written before.
+   */
+  listenersSince?: number;
 }
 
 export interface Listener {

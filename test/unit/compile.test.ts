@@ -316,13 +316,37 @@ t.test(
       { status: "True" },
     );
 
-    // A backend scales up: the table changes, so the Gateway waits for the agents again.
+    // A CRD that prunes listenersSince (an upgrade that skipped the chart's CRDs): the table
+    // read back has none, and compile asks for none, so the controller does not rewrite it.
+    const pruned = clone(written);
+    delete pruned[0].spec!.listenersSince;
+    snapshot.dataplaneConfigs = pruned;
+    t.same(compile(snapshot).dataplaneConfigs[0].spec, pruned[0].spec, "nothing to rewrite");
+    t.match(programmed(snapshot), { status: "True" }, "its generation stands in for it");
+    snapshot.dataplaneConfigs = written;
+
+    // A backend scales up: only backends change, so the Gateway stays Programmed while the
+    // agents apply the new table, which keeps listenersSince 1.
     snapshot.endpointSlices = clone(snapshot.endpointSlices);
     snapshot.endpointSlices[0].endpoints.push({
       addresses: ["198.19.233.9"],
       conditions: { ready: true },
     });
+    t.match(programmed(snapshot), { status: "True", reason: "Programmed" });
+    const rewritten = compile(snapshot).dataplaneConfigs[0];
+    t.not(
+      canonicalJSON(rewritten.spec),
+      canonicalJSON(written[0].spec),
+      "the table is rewritten with the new backend",
+    );
+    t.equal(rewritten.spec?.listenersSince, 1);
+
+    // The Gateway gains a listener: that waits for the agents again, from generation 2 on.
+    snapshot.gateways = clone(snapshot.gateways);
+    snapshot.gateways[0].metadata!.generation = 2;
+    snapshot.gateways[0].spec!.listeners.push({ name: "extra", protocol: "TCP", port: 9999 });
     t.match(programmed(snapshot), { status: "False", reason: "Pending", message: /being updated/ });
+    t.equal(compile(snapshot).dataplaneConfigs[0].spec?.listenersSince, 2);
   },
 );
 

@@ -13,7 +13,7 @@ import type { ListenerContext } from "./listeners.js";
 import type { RouteContext } from "./routes.js";
 import type { DataplaneConfig, NodeInfo } from "./types.js";
 import { DATAPLANE_API_VERSION, GATEWAY_GROUP } from "./types.js";
-import { byAge, cmp, firstFew, jsonEqual } from "./util.js";
+import { arr, byAge, cmp, firstFew, int, jsonEqual, obj } from "./util.js";
 import type { CompileInput, DataplaneConfigView } from "./views.js";
 
 /** The longest label value Kubernetes accepts. */
@@ -134,6 +134,14 @@ function dataplaneConfig(
     // back would never equal one written with `listeners: []`.
     ...(listeners.length > 0 ? { listeners } : {}),
   };
+  // The API server moves a spec's generation on by one per change, and only the controller
+  // writes specs (admission): a change to the listeners is generation `existing + 1`. A table
+  // without the field (written before it existed, or by a CRD that prunes it) gets none until
+  // its listeners change, so a stale CRD never makes the controller rewrite it in a loop.
+  if (!existing || !jsonEqual(listenersOf(existing.spec), listenersOf(spec)))
+    spec.listenersSince = (existing?.generation ?? 0) + 1;
+  else if (int(existing.spec.listenersSince) !== undefined)
+    spec.listenersSince = int(existing.spec.listenersSince);
   // The label (for `kubectl get dataplaneconfigs -l blixt.dev/gateway=NAME`) only where the
   // name fits a label value: a Gateway name may have 253 characters, a label value 63, and a
   // DataplaneConfig the API server refuses would leave the Gateway unprogrammed. The object's
@@ -164,10 +172,27 @@ function dataplaneConfig(
 }
 
 /**
+ * What a table is apart from its backends: the address, the announcing node, the Gateway
+ * generation and the listeners, each without its backends and rejectWeight.
+ */
+function listenersOf(spec: unknown): unknown {
+  // A spec read from the cluster may hold anything: obj() and arr() take what is there.
+  const { listenersSince: _since, listeners, ...rest } = obj(spec);
+  return {
+    ...rest,
+    listeners: arr(listeners).map(entry => {
+      const { backends: _backends, rejectWeight: _rejectWeight, ...listener } = obj(entry);
+      return listener;
+    }),
+  };
+}
+
+/**
  * Programmed tells the truth about traffic: an address is assigned, and every ready node agent
- * has applied the table as compiled now. The table counts as applied only when the
- * DataplaneConfig in the cluster already holds exactly this spec and each agent acknowledged
- * its metadata.generation.
+ * serves the Gateway's listeners as compiled now. The DataplaneConfig in the cluster must
+ * already hold these listeners, and each agent must have acknowledged a generation from
+ * `listenersSince` on (a change of backends alone leaves the Gateway Programmed while the
+ * agents apply it), with no problem reported for a later one.
  */
 function gatewayProgrammed(
   g: GatewayContext,
@@ -187,10 +212,16 @@ function gatewayProgrammed(
     return bad("Programmed", "Pending", "no node has a ready blixt agent to program the address");
   const name = `DataplaneConfig ${g.key}`;
   if (!existing) return bad("Programmed", "Pending", `${name} is not written yet`);
-  if (!jsonEqual(existing.spec, config.spec))
+  if (!jsonEqual(listenersOf(existing.spec), listenersOf(config.spec)))
     return bad("Programmed", "Pending", `${name} is being updated`);
+  // Backends alone changing keep the Gateway Programmed: every node serves its listeners, and
+  // moves to the new backends as it applies them. A node that reports a problem does not.
   const { generation } = existing;
-  const lagging = agents.filter(node => (existing.acknowledged.get(node) ?? -1) < generation);
+  const since = config.spec?.listenersSince ?? generation;
+  const lagging = agents.filter(node => {
+    const acknowledged = existing.acknowledged.get(node) ?? -1;
+    return acknowledged < since || (acknowledged < generation && existing.messages.has(node));
+  });
   if (lagging.length > 0) {
     // A node that could not apply it says why in its status entry: the first such reason is
     // named here. One whose maps are full (agent/capacity.ts) makes it NoResources.
