@@ -3,6 +3,7 @@
 // to them (read back, diff, one batch), acknowledge per config, retry failures with backoff,
 // and resync periodically so a change made behind its back is put back. Kubernetes is reached
 // only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
+import pMap from "p-map";
 import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
 import type { Dataplane } from "../dataplane/dataplane.js";
 import { admitByCapacity, type Usage } from "./capacity.js";
@@ -93,6 +94,9 @@ export interface AgentOptions {
 }
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
+
+/** Acknowledgements (status patches of DataplaneConfigs) in flight at once. */
+const ACK_CONCURRENCY = 8;
 
 export class Agent {
   readonly nodeName: string;
@@ -322,7 +326,7 @@ export class Agent {
     result: ConvergeResult,
   ): Promise<void> {
     const now = (this.opts.now?.() ?? new Date()).toISOString();
-    for (const config of configs) {
+    const acknowledgeOne = async (config: DataplaneConfig): Promise<void> => {
       const key = configKey(config);
       const problem = problems.get(key);
       const outcome: ApplyOutcome = problem
@@ -331,7 +335,7 @@ export class Agent {
           ? { applied: true, message: warnings.get(key) }
           : { applied: false, message: `node ${this.nodeName}: ${result.error}` };
       const ack = nodeAck(config, this.nodeName, outcome, this.mode, now);
-      if (!ack) continue;
+      if (!ack) return;
       try {
         await this.opts.acknowledge(config, ack);
         // Until the watch brings the new status back, remember it, so the same ack is not sent
@@ -348,7 +352,7 @@ export class Agent {
       } catch (error) {
         // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
         // the watch's delete event removes it from this agent's view.
-        if ((error as { status?: number } | undefined)?.status === 404) continue;
+        if ((error as { status?: number } | undefined)?.status === 404) return;
         const message = errorMessage(error);
         this.log.error(
           { gateway: key, generation: config.metadata?.generation, error: message },
@@ -356,7 +360,10 @@ export class Agent {
         );
         this.scheduleRetry(retryDelay(1, this.opts.retry?.base, this.opts.retry?.max));
       }
-    }
+    };
+    // A few at a time: one after another, twenty acknowledgements held the next pass (and so the
+    // next EndpointSlice change) back by a second or more.
+    await pMap(configs, acknowledgeOne, { concurrency: ACK_CONCURRENCY });
   }
 
   private scheduleRetry(delay: number): void {

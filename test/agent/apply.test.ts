@@ -560,3 +560,38 @@ t.test("a config deleted before its acknowledgement lands (404) is not retried",
   await new Promise(r => setTimeout(r, 400)); // four retry periods of this agent
   t.same(calls.sort(), ["db", "web"], "each acknowledged once: the 404 schedules no retry");
 });
+
+t.test("a pass acknowledges its configs a few at a time, each once", async t => {
+  const dp = new Dataplane({ pinDir });
+  t.teardown(() => dp.unpin());
+  await dp.load();
+  let inFlight = 0;
+  let most = 0;
+  const acked: string[] = [];
+  const agent = newAgent(dp, [], {
+    acknowledge: async config => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise(resolve => setTimeout(resolve, 20));
+      inFlight--;
+      acked.push(config.metadata!.name!);
+    },
+  });
+  t.teardown(() => agent.stop());
+  const names = Array.from({ length: 12 }, (_, i) => `acks-${i}`);
+  agent.replaceAll(
+    names.map((name, i) =>
+      dataplaneConfig(name, `198.18.201.${i + 1}`, [
+        {
+          name: "tcp",
+          port: 80,
+          protocol: "TCP",
+          backends: [{ weight: 1, endpoints: [["198.18.1.1", 8080]] }],
+        },
+      ]),
+    ),
+  );
+  t.ok((await agent.converge()).ok);
+  t.same([...acked].sort(), [...names].sort(), "every config acknowledged, once");
+  t.ok(most > 1 && most <= 8, `${most} acknowledgements in flight at most (8 allowed)`);
+});
