@@ -97,6 +97,9 @@ async function run(t: Test, routes: number) {
   const started = Date.now();
   const docs = manifest(namespace, routes);
   for (let i = 0; i < docs.length; i += 100) await apply(docs.slice(i, i + 100).join("\n---\n"));
+  // kubectl applies one object at a time, each through the admission webhook: most of the time
+  // to Programmed is that, so the time after the last object was applied is reported too.
+  const applied = Date.now();
   await waitForDeployment(namespace, "tcp-echo");
   const gateways = await waitFor(
     `every Gateway of ${routes} routes Programmed`,
@@ -110,10 +113,16 @@ async function run(t: Test, routes: number) {
     { timeoutMs: 20 * 60_000, intervalMs: 2000 },
   );
   t.pass(`${gateways.length} Gateways, ${routes} routes Programmed`);
+  const programmedAt = Date.now();
   await recordFigure(
     t,
     `${routes} routes: applied → every Gateway Programmed`,
-    Date.now() - started,
+    programmedAt - started,
+  );
+  await recordFigure(
+    t,
+    `${routes} routes: the last object applied → every Gateway Programmed`,
+    programmedAt - applied,
   );
 
   const addressOf = (name: string) =>
