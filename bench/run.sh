@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 # The dataplane benchmark in one command (run as root): builds the BPF objects, measures direct
 # routing, blixt (XDP and TC), nftables DNAT, haproxy and nginx side by side in the netns lab,
-# times the node agent's apply, and writes bench/REPORT.md and its charts (bench/*.svg); then the
-# several-nodes scenario: a local backend against a remote one (IP-in-IP, direct server return)
-# on a two-node netns lab, written to bench/NODES.md (bench/nodes.ts). `--only dataplane` or
+# times the node agent's apply (one listener of many backends, bench/dataplane.ts; many listeners
+# of one backend set or of a set each, bench/agent-fanout.ts), and writes bench/REPORT.md and its
+# charts (bench/*.svg); then the several-nodes scenario: a local backend against a remote one
+# (IP-in-IP, direct server return) on a two-node netns lab, written to bench/NODES.md
+# (bench/nodes.ts). `--only dataplane` or
 # `--only several-nodes` runs one of the two and leaves the other's report as it is.
 # `--smoke` is a short run for CI that only checks the benchmark still works; it writes to a
 # temporary directory unless --out says otherwise (--out names REPORT.md; NODES.md goes next to
@@ -33,6 +35,7 @@ hack/deps.sh
 make -s -C bpf
 if [[ $only != several-nodes ]]; then
   npx tsx bench/dataplane.ts "${smoke[@]}" ${out:+--out "$out"}
+  npx tsx bench/agent-fanout.ts "${smoke[@]}" ${out:+--report "$out"}
 fi
 if [[ $only != dataplane ]]; then
   nodes_out=$out

@@ -130,6 +130,16 @@ t.test("node agent apply time and ns/packet", async t => {
   );
 });
 
+t.test("node agent apply, many routes: one backend set beside a set each", async t => {
+  const fanout = rows(report, "Node agent apply: many routes, one backend set");
+  for (const sets of ["one", "one each"])
+    for (const pass of ["create", "replace", "idle"]) {
+      const row = fanout.find(r => r[0] === `100, ${sets}` && r[1] === pass);
+      t.ok(figure(row?.[2]) > 0, `100 listeners, ${sets}, ${pass}: ${row?.[2] ?? "no row"}`);
+    }
+  t.match(report, /100 listeners: a backend set each costs [\d.]+× one shared set/);
+});
+
 t.test("goals, IPVS and charts", async t => {
   t.match(report, /IPVS is not measured/, "the report says IPVS is unavailable");
   t.match(report, /≤ 100 ns\/packet/, "the goals are listed");
