@@ -16,9 +16,10 @@ import { Command } from "commander";
 import type { DataplaneConfig } from "../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { Agent } from "../capabilities/agent/loop.js";
 import { Dataplane } from "../capabilities/dataplane/dataplane.js";
+import { AGENT_FANOUT_BEGIN, AGENT_FANOUT_END } from "./report.js";
 
-export const BEGIN = "<!-- agent-fanout:begin -->";
-export const END = "<!-- agent-fanout:end -->";
+const BEGIN = AGENT_FANOUT_BEGIN;
+const END = AGENT_FANOUT_END;
 
 const PER_GATEWAY = 50;
 const BACKENDS = 3;

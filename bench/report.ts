@@ -566,16 +566,22 @@ export const E2E_BEGIN = "<!-- e2e-figures:begin -->";
 export const E2E_END = "<!-- e2e-figures:end -->";
 export const FAILOVER_BEGIN = "<!-- kind-failover:begin -->";
 export const FAILOVER_END = "<!-- kind-failover:end -->";
+export const AGENT_FANOUT_BEGIN = "<!-- agent-fanout:begin -->";
+export const AGENT_FANOUT_END = "<!-- agent-fanout:end -->";
 
-/** The blocks hack/e2e-figures.ts writes into the report, which a bench run carries over. */
+/**
+ * The blocks other scripts write into the report (hack/e2e-figures.ts; bench/agent-fanout.ts),
+ * which a bench run carries over.
+ */
 export const CARRIED_BLOCKS: readonly (readonly [string, string])[] = [
   [E2E_BEGIN, E2E_END],
   [FAILOVER_BEGIN, FAILOVER_END],
+  [AGENT_FANOUT_BEGIN, AGENT_FANOUT_END],
 ];
 
 /**
- * The blocks of an earlier report that hack/e2e-figures.ts wrote (the local cluster's figures,
- * kind's failover figures; markers included), in that order, if it has any.
+ * The blocks of an earlier report that other scripts wrote (the local cluster's figures, kind's
+ * failover figures, the agent-fanout figures; markers included), in that order, if it has any.
  */
 export function e2eBlock(previous: string | undefined): string | undefined {
   if (!previous) return undefined;
