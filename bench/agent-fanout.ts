@@ -14,8 +14,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { Command } from "commander";
 import type { DataplaneConfig } from "../capabilities/generated/dataplaneconfig-v1alpha1.js";
-import { Agent } from "../capabilities/agent/loop.js";
-import { Dataplane } from "../capabilities/dataplane/dataplane.js";
+import { withBenchAgent } from "./apply.js";
 import { AGENT_FANOUT_BEGIN, AGENT_FANOUT_END } from "./report.js";
 
 const BEGIN = AGENT_FANOUT_BEGIN;
@@ -73,33 +72,21 @@ interface Sample {
   idle: Pass;
 }
 
-async function once(listeners: number, sets: Sets, run: number): Promise<Sample> {
+function once(listeners: number, sets: Sets, run: number): Promise<Sample> {
   // The maps' default sizes hold 10,000 services of 3 backends, and 1,000 tables of their own.
-  const dp = new Dataplane({ pinDir: `/sys/fs/bpf/blixt-bench-fanout-${process.pid}-${run}` });
-  const agent = new Agent({
-    nodeName: "bench",
-    dataplane: dp,
-    mode: "tc",
-    resyncMs: 0,
-    acknowledge: async () => {},
-  });
-  const pass = async (what: string): Promise<Pass> => {
-    const r = await agent.converge();
-    if (!r.ok) throw new Error(`${what} of ${listeners} listeners failed: ${r.error}`);
-    return { seconds: r.seconds, commands: r.commands };
-  };
-  try {
-    await dp.load();
+  return withBenchAgent(`fanout-${run}`, async agent => {
+    const pass = async (what: string): Promise<Pass> => {
+      const r = await agent.converge();
+      if (!r.ok) throw new Error(`${what} of ${listeners} listeners failed: ${r.error}`);
+      return { seconds: r.seconds, commands: r.commands };
+    };
     agent.replaceAll(configs(listeners, sets, 1));
     const create = await pass("the first apply");
     agent.replaceAll(configs(listeners, sets, 2));
     const replace = await pass("replacing every backend");
     const idle = await pass("a pass with nothing to do");
     return { create, replace, idle };
-  } finally {
-    await agent.stop();
-    await dp.unpin();
-  }
+  });
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -49,12 +49,15 @@ function config(backends: number, generation: number): DataplaneConfig {
   } as DataplaneConfig;
 }
 
-/** One run on maps of its own: the first apply, then one backend replaced. */
-async function once(
-  size: number,
-  run: number,
-): Promise<{ create: number; update: number | Error; commands: number }> {
-  const dp = new Dataplane({ pinDir: `/sys/fs/bpf/blixt-bench-apply-${process.pid}-${run}` });
+/**
+ * Runs `body` with a node agent of its own on fresh pinned maps (loaded; TC mode, nothing
+ * attached, no resync, acknowledgements dropped), then stops the agent and unpins the maps.
+ */
+export async function withBenchAgent<T>(
+  name: string,
+  body: (agent: Agent) => Promise<T>,
+): Promise<T> {
+  const dp = new Dataplane({ pinDir: `/sys/fs/bpf/blixt-bench-${name}-${process.pid}` });
   const agent = new Agent({
     nodeName: "bench",
     dataplane: dp,
@@ -64,6 +67,19 @@ async function once(
   });
   try {
     await dp.load();
+    return await body(agent);
+  } finally {
+    await agent.stop();
+    await dp.unpin();
+  }
+}
+
+/** One run on maps of its own: the first apply, then one backend replaced. */
+function once(
+  size: number,
+  run: number,
+): Promise<{ create: number; update: number | Error; commands: number }> {
+  return withBenchAgent(`apply-${run}`, async agent => {
     agent.replaceAll([config(size, 1)]);
     const first = await agent.converge();
     if (!first.ok)
@@ -77,10 +93,7 @@ async function once(
         : new Error(`replacing one of ${size} backends failed: ${second.error}`),
       commands: first.commands,
     };
-  } finally {
-    await agent.stop();
-    await dp.unpin();
-  }
+  });
 }
 
 export async function applyTimes(
