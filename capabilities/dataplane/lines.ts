@@ -529,15 +529,14 @@ export function applyLines(
   const ids = new TableIds(
     new Set([...users.keys(), ...snapshot.orphanTableBackends.map(k => k.tableId)]),
   );
-  // Ids some service will use once the batch is done: never deleted by it.
-  const target = new Map<string, number>();
+  // Services that switch to a live table of their content (byContent holds no empty table).
+  const sharing = new Map<string, number>();
   for (const spec of diff.set) {
-    const table = serviceTable(spec.backends, spec.rejectWeight);
-    if (table.tableSize === 0) continue;
-    const content = tableKey(spec.backends, spec.rejectWeight);
-    target.set(serviceName(spec), byContent.get(content) ?? -1);
+    const id = byContent.get(tableKey(spec.backends, spec.rejectWeight));
+    if (id !== undefined) sharing.set(serviceName(spec), id);
   }
-  const staying = new Set([...keptIds, ...target.values()]);
+  // Ids some service will use once the batch is done: never deleted by it.
+  const staying = new Set([...keptIds, ...sharing.values()]);
   // A table the diff found damaged may miss chunks: removed chunk-safely, as in `tolerant`.
   const damaged = new Set(
     diff.set
@@ -572,26 +571,18 @@ export function applyLines(
     const svcId = current?.value.svcId ?? freeServiceId(used);
     used.push(svcId);
     const content = tableKey(spec.backends, spec.rejectWeight);
-    const live = target.get(name) ?? 0;
+    const { tableSize } = serviceTable(spec.backends, spec.rejectWeight);
     let table: { id: number; write: boolean };
-    if (live > 0) table = { id: live, write: false };
+    if (tableSize === 0) table = { id: 0, write: false };
+    else if (sharing.has(name)) table = { id: sharing.get(name)!, write: false };
     else if (written.has(content)) table = { id: written.get(content)!, write: false };
-    else if (!target.has(name)) table = { id: 0, write: false };
     else {
       const id = ids.take();
       written.set(content, id);
       staying.add(id);
       table = { id, write: true };
       if (tolerant)
-        append(
-          lines,
-          tolerantChunkDeleteLines(
-            pin,
-            id,
-            chunkCount(serviceTable(spec.backends, spec.rejectWeight).tableSize),
-            MAX_CHUNKS,
-          ),
-        );
+        append(lines, tolerantChunkDeleteLines(pin, id, chunkCount(tableSize), MAX_CHUNKS));
     }
     append(lines, serviceUpdateLines(pin, spec, svcId, current, epochs.next(), table));
     if (current && current.value.tableId !== table.id) release(current.value.tableId);

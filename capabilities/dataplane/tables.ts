@@ -125,6 +125,13 @@ export function tableKey(backends: Backend[], rejectWeight: number): string {
 
 /** The Maglev table for a service: weighted backends plus the rejected share; size 0 when nothing has weight. */
 export function serviceTable(backends: Backend[], rejectWeight: number): ServiceTable {
+  const cacheKey = tableKey(backends, rejectWeight);
+  const cached = builtTables.get(cacheKey);
+  if (cached) {
+    builtTables.delete(cacheKey);
+    builtTables.set(cacheKey, cached);
+    return cached;
+  }
   const weighted = mergeBackends(backends).filter(b => b.weight > 0);
   const members = [
     ...weighted.map(b => ({
@@ -144,13 +151,6 @@ export function serviceTable(backends: Backend[], rejectWeight: number): Service
     throw new RangeError(
       `a Maglev table indexes at most 65536 backends (the rejected share counts as one), got ${members.length} with weight > 0`,
     );
-  const cacheKey = tableKey(backends, rejectWeight);
-  const cached = builtTables.get(cacheKey);
-  if (cached) {
-    builtTables.delete(cacheKey);
-    builtTables.set(cacheKey, cached);
-    return cached;
-  }
   const tableSize = maglevTableSize(members.length);
   const table = buildMaglevTable(
     members.map(({ key, weight }) => ({ key, weight })),
