@@ -12,7 +12,8 @@
  * generate webhook rules and RBAC, and `pepr dev` (`PEPR_MODE=dev`) runs both in one process.
  *
  *   BLIXT_ROLE   PEPR_WATCH_MODE   capabilities
- *   admission    unset / "false"   GatewayAdmission (Validate bindings)
+ *   admission    unset / "false"   GatewayAdmission (Validate bindings; its start() runs
+ *                                  the watches its lookups read, gateway/admission-cache.ts)
  *   controller   "true"            GatewayController (Watch bindings + reconciler)
  *   agent        "true"            dataplane-agent (no bindings: its start() runs its own
  *                                  DataplaneConfig watch, see agent/index.ts)
@@ -20,8 +21,9 @@
  * With BLIXT_ROLE unset the role follows Pepr's mode (watch → controller, else admission), so
  * Pepr's stock admission and watcher Deployments work unchanged; the agent must be named.
  */
-import { Capability } from "pepr";
-import { gatewayAdmission } from "./gateway/admission.js";
+import { Capability, Log } from "pepr";
+import { gatewayAdmission, kubeAdmissionLookup } from "./gateway/admission.js";
+import { AdmissionWatches } from "./gateway/admission-cache.js";
 import { gatewayController } from "./gateway/controller.js";
 import { dataplaneAgent } from "./agent/index.js";
 
@@ -81,7 +83,15 @@ export function capabilitiesFor(roles: Role[], env: NodeJS.ProcessEnv = process.
   const capabilities: Capability[] = [];
   const starts: (() => void)[] = [];
   for (const role of roles) {
-    if (role === "admission") capabilities.push(gatewayAdmission({ env }));
+    if (role === "admission") {
+      // The webhook's lookups come from watches of the kinds they read (admission-cache.ts).
+      const watches = new AdmissionWatches(kubeAdmissionLookup, {
+        info: m => Log.info(m),
+        warn: m => Log.warn(m),
+      });
+      capabilities.push(gatewayAdmission({ env, lookup: watches.lookup }));
+      starts.push(() => watches.start());
+    }
     if (role === "controller") {
       const controller = gatewayController({ env });
       capabilities.push(controller.capability);

@@ -349,11 +349,20 @@ if (!helm && helmRequired(process.env)) {
         `admission writes nothing (${rule.resources})`,
       );
     }
-    t.same(
-      verbs(admission, "", "namespaces"),
-      ["get"],
-      "admission gets a route's Namespace, for listeners that select by label",
-    );
+    // The webhook's lookups come from watches, with a live read where a watch is not current.
+    for (const [group, resource] of [
+      [gw, "gatewayclasses"],
+      [gw, "gateways"],
+      [gw, "referencegrants"],
+      ["", "services"],
+      ["", "namespaces"],
+    ])
+      t.same(
+        verbs(admission, group, resource),
+        ["get", "list", "watch"],
+        `admission watches ${resource}, and reads one live when its watch is not current`,
+      );
+    t.equal((admission.rules as Rule[]).length, 2, "admission has nothing else");
     t.same(verbs(admission, "", "secrets"), [], "admission reads no Secrets");
     for (const resource of [
       "gatewayclasses",
