@@ -18,7 +18,9 @@ import pMap from "p-map";
 import type { CompileOutput, Snapshot } from "./compile/types";
 import type { ControllerSettings } from "./config";
 import { compileInput, describeWrite, planWrites, recordedAllocations, type Write } from "./plan";
-import type { SecretInfo } from "./compile/types";
+import type { RouteKind, SecretInfo } from "./compile/types";
+import { routeView } from "./compile/views";
+import { isServiceRef } from "./compile/backends";
 import {
   certificateSecretRefs,
   SnapshotStore,
@@ -213,6 +215,16 @@ function prerequisiteOf(write: Write): string | undefined {
   return `${write.namespace}/${write.name}`;
 }
 
+/** "namespace/name" of every Service some route's backendRefs name (whether it exists or not). */
+export function backendServices(routes: Record<RouteKind, unknown[]>): Set<string> {
+  const named = new Set<string>();
+  for (const kind of Object.keys(routes) as RouteKind[])
+    for (const raw of routes[kind])
+      for (const ref of routeView(kind, raw).backendRefs)
+        if (isServiceRef(ref) && ref.name) named.add(`${ref.namespace}/${ref.name}`);
+  return named;
+}
+
 export class Reconciler {
   readonly store = new SnapshotStore();
   #deps: ReconcilerDeps;
@@ -241,6 +253,8 @@ export class Reconciler {
   /** Per object ("Gateway/ns/name"), while its writes fail. */
   #retries = new Map<string, RetryState>();
   #stopped = false;
+  /** "namespace/name" of every Service a route's backendRefs name; undefined until needed again. */
+  #backendServices?: Set<string>;
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
@@ -249,13 +263,40 @@ export class Reconciler {
   /** A watch saw an object created or changed. */
   observe(kind: WatchedKind, object: KubernetesObject): void {
     this.store.upsert(kind, object);
-    this.schedule();
+    if (this.#matters(kind, object)) this.schedule();
   }
 
   /** A watch saw an object deleted. */
   forget(kind: WatchedKind, object: KubernetesObject): void {
     this.store.remove(kind, object);
-    this.schedule();
+    if (this.#matters(kind, object)) this.schedule();
+  }
+
+  /**
+   * Whether a change can change the compile's output. A Service, or an EndpointSlice of a
+   * Service, that no route's backendRefs name cannot: it is kept in the store (a route may
+   * name it later, and that route's own event compiles) but compiles nothing. In a cluster
+   * where many Services' endpoints change and few are backends, those events are most of
+   * them. The set of named Services is rebuilt after any route changes.
+   */
+  #matters(kind: WatchedKind, object: KubernetesObject): boolean {
+    if (kind === "TCPRoute" || kind === "UDPRoute" || kind === "HTTPRoute") {
+      this.#backendServices = undefined;
+      return true;
+    }
+    if (kind !== "Service" && kind !== "EndpointSlice") return true;
+    const service =
+      kind === "Service"
+        ? object.metadata?.name
+        : object.metadata?.labels?.["kubernetes.io/service-name"];
+    // An EndpointSlice without the label belongs to no Service: the compile skips it too.
+    if (!service) return false;
+    this.#backendServices ??= backendServices({
+      TCPRoute: this.store.list("TCPRoute"),
+      UDPRoute: this.store.list("UDPRoute"),
+      HTTPRoute: this.store.list("HTTPRoute"),
+    });
+    return this.#backendServices.has(`${object.metadata?.namespace ?? ""}/${service}`);
   }
 
   /**

@@ -258,9 +258,28 @@ t.test(
   },
 );
 
+/** A TCPRoute on Gateway "gw" whose backendRefs name these Services. */
+const routeTo = (name: string, services: string[]) =>
+  ({
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "TCPRoute",
+    metadata: { namespace: "default", name, generation: 1, uid: `uid-${name}` },
+    spec: {
+      parentRefs: [{ name: "gw" }],
+      rules: [{ backendRefs: services.map(s => ({ name: s, port: 80 })) }],
+    },
+  }) as unknown as KubernetesObject;
+
 t.test("a burst of watch events is coalesced into one compile", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, ["gw"]);
+  cluster.add(
+    "TCPRoute",
+    routeTo(
+      "r",
+      Array.from({ length: 20 }, (_, i) => `svc-${i}`),
+    ),
+  );
   const counting = countingCompile();
   const reconciler = new Reconciler({
     client: cluster,
@@ -288,6 +307,75 @@ t.test("a burst of watch events is coalesced into one compile", async t => {
     counting.calls.at(-1)!.services.length,
     20,
     "the one compile sees every event of the burst",
+  );
+});
+
+t.test("Services and EndpointSlices no route names compile nothing", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  cluster.add("TCPRoute", routeTo("r", ["backend"]));
+  const counting = countingCompile();
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile: counting.compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  const settle = () => new Promise(resolve => setTimeout(resolve, 30));
+  // The first pass's own writes may ask for another pass: wait until none is asked for.
+  for (let seen = -1; seen !== counting.calls.length; ) {
+    seen = counting.calls.length;
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
+  const slice = (service: string, namespace = "default") => ({
+    apiVersion: "discovery.k8s.io/v1",
+    kind: "EndpointSlice",
+    metadata: {
+      namespace,
+      name: `${service}-abcde`,
+      labels: { "kubernetes.io/service-name": service },
+    },
+    addressType: "IPv4",
+    endpoints: [{ addresses: ["198.18.5.1"] }],
+  });
+  const service = (name: string) => ({
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { namespace: "default", name },
+  });
+  const before = counting.calls.length;
+  for (let i = 0; i < 50; i++) reconciler.observe("EndpointSlice", slice(`other-${i}`));
+  reconciler.observe("Service", service("other-0"));
+  reconciler.forget("EndpointSlice", slice("other-1"));
+  reconciler.observe("EndpointSlice", slice("backend", "elsewhere"));
+  await settle();
+  t.equal(counting.calls.length, before, "no compile for Services no route names");
+  t.equal(
+    reconciler.store.list("EndpointSlice").length,
+    50,
+    "though the store keeps them (a route may name one later)",
+  );
+
+  let compiled = counting.next();
+  reconciler.observe("EndpointSlice", slice("backend"));
+  await compiled;
+  t.equal(counting.calls.length, before + 1, "a named Service's EndpointSlice compiles");
+
+  compiled = counting.next();
+  reconciler.observe("TCPRoute", routeTo("r2", ["other-7"]));
+  await compiled;
+  await settle();
+  const afterRoute = counting.calls.length;
+  compiled = counting.next();
+  reconciler.observe("EndpointSlice", slice("other-7"));
+  await compiled;
+  t.equal(
+    counting.calls.length,
+    afterRoute + 1,
+    "once a route names a Service, its EndpointSlice compiles",
   );
 });
 
