@@ -60,6 +60,7 @@ export class AgentMetrics {
   private readonly applies: Counter;
   private readonly applyErrors: Counter;
   private readonly applyDuration: Histogram;
+  private readonly mapCommands: Counter;
   private readonly scrapeErrors: Counter;
   private readonly relists: Counter;
   private readonly relistErrors: Counter;
@@ -85,6 +86,11 @@ export class AgentMetrics {
       name: "blixt_agent_apply_duration_seconds",
       help: "Time from reading the maps back to the end of the bpftool batch",
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.mapCommands = new Counter({
+      name: "blixt_agent_map_commands_total",
+      help: "bpftool map commands (updates and deletes) the applies sent: what the changes cost in map writes",
       registers,
     });
     this.scrapeErrors = new Counter({
@@ -355,6 +361,7 @@ export class AgentMetrics {
     this.applies.inc();
     if (!result.ok) this.applyErrors.inc();
     this.applyDuration.observe(result.seconds);
+    this.mapCommands.inc(result.commands);
   }
 }
 

@@ -136,6 +136,12 @@ t.test("metrics move with traffic; health and readiness answer", async t => {
   t.equal(sample(before.text, "blixt_agent_applies_total"), 1, "one apply counted");
   t.equal(sample(before.text, "blixt_agent_apply_errors_total"), 0);
   t.equal(
+    sample(before.text, "blixt_agent_map_commands_total"),
+    applied.commands,
+    "its map commands counted",
+  );
+  t.ok(applied.commands > 0, "and there were some");
+  t.equal(
     sample(before.text, "blixt_agent_apply_duration_seconds_count"),
     1,
     "its latency observed",
