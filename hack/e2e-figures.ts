@@ -10,7 +10,9 @@
  *                               [--kind-failover]
  */
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { Command } from "commander";
+import { barChart, type Bar } from "../bench/svg.js";
 
 export const BEGIN = "<!-- e2e-figures:begin -->";
 export const END = "<!-- e2e-figures:end -->";
@@ -34,7 +36,10 @@ const INTRO: Record<BlockKind, (runs: string) => string[]> = {
     "asserted. Each figure is the median over the samples, with their range. The scaling rows are",
     "themselves p50/p99 over the scale cycles of one run; with a handful of cycles a p99 is",
     "the slowest cycle. The rows that start with a route count come from one run of",
-    "test/e2e/fanout.test.ts (that many TCPRoutes to one Deployment); its scale rows have a sample per cycle.",
+    "test/e2e/fanout.test.ts (that many TCPRoutes to one Deployment, and as many ClusterIP Services",
+    "selecting the same pods, for the cluster's own kube-proxy in iptables mode, probed in the same",
+    "rounds from the same EndpointSlice clock); its scale rows have a sample per cycle, and a CPU time",
+    "per change is the process's CPU time over all the cycles (idle work included) over their changes.",
     '"EndpointSlice change → traffic moved" spans the controller\'s watch and',
     "compile, the DataplaneConfig write, the node agent's watch and its apply (timed alone in the",
     "agent-apply rows of this report), and the first round of new connections that shows it.",
@@ -59,9 +64,9 @@ const INTRO: Record<BlockKind, (runs: string) => string[]> = {
   ],
 };
 
-/** A time in milliseconds, a rate per second, or a share in per cent. */
-export type FigureUnit = "ms" | "/s" | "%";
-const UNITS: FigureUnit[] = ["ms", "/s", "%"];
+/** A time in milliseconds, a rate per second, a share in per cent, MiB, or a count of writes. */
+export type FigureUnit = "ms" | "/s" | "%" | "MiB" | "writes";
+const UNITS: FigureUnit[] = ["ms", "/s", "%", "MiB", "writes"];
 
 export interface Figure {
   name: string;
@@ -113,7 +118,11 @@ const formatted = (value: number, unit: FigureUnit) =>
     ? seconds(value)
     : unit === "/s"
       ? `${value.toFixed(2)} /s`
-      : `${value.toFixed(1)} %`;
+      : unit === "%"
+        ? `${value.toFixed(1)} %`
+        : unit === "MiB"
+          ? `${value.toFixed(0)} MiB`
+          : `${value.toFixed(0)} writes`;
 
 /** The markdown block, figures in the order they were first recorded. */
 export function renderBlock(
@@ -133,17 +142,60 @@ export function renderBlock(
     return `| ${name} | ${show(median(values))} | ${show(Math.min(...values))}–${show(Math.max(...values))} | ${values.length} |`;
   });
   const [begin, end] = MARKERS[kind];
+  const chart =
+    kind === "local" && fanoutBars(figures).length > 0
+      ? [
+          `![EndpointSlice change → traffic moved, blixt's routes and kube-proxy's Services, by count](${FANOUT_CHART})`,
+          "",
+        ]
+      : [];
   return [
     begin,
     ...INTRO[kind](`${context.runs} run${context.runs === 1 ? "" : "s"}`),
     "",
     `- run at ${context.when}; ${context.machine}`,
     "",
+    ...chart,
     "| figure | median | range | samples |",
     "| --- | --- | --- | --- |",
     ...rows,
     end,
   ].join("\n");
+}
+
+/** The chart of the fanout rows, written next to the report. */
+export const FANOUT_CHART = "fanout.svg";
+const FANOUT_ROW =
+  /^([\d,]+) (routes|ClusterIP Services \(kube-proxy\)): scale (2 → 3|3 → 2), EndpointSlice change/;
+
+/**
+ * The fanout rows as bars (test/e2e/fanout.test.ts): per route count and change, blixt's routes
+ * beside kube-proxy's Services, the median and range in seconds. Empty without fanout rows.
+ */
+export function fanoutBars(figures: Figure[]): Bar[] {
+  const rows = new Map<string, { order: number[]; values: number[] }>();
+  for (const f of figures) {
+    const m = FANOUT_ROW.exec(f.name);
+    if (!m || f.unit !== "ms") continue;
+    const count = Number(m[1].replace(/,/g, ""));
+    const blixt = m[2] === "routes";
+    const label = `${blixt ? "blixt" : "kube-proxy"}, ${count.toLocaleString("en-US")}, ${m[3]}`;
+    const row = rows.get(label) ?? {
+      order: [count, m[3] === "2 → 3" ? 0 : 1, blixt ? 0 : 1],
+      values: [],
+    };
+    row.values.push(f.value / 1000);
+    rows.set(label, row);
+  }
+  const byOrder = (a: number[], b: number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+  return [...rows]
+    .sort(([, a], [, b]) => byOrder(a.order, b.order))
+    .map(([label, { values }]) => ({
+      label,
+      median: median(values),
+      min: Math.min(...values),
+      max: Math.max(...values),
+    }));
 }
 
 /** The report with the block of that kind replaced, or appended when it has none. */
@@ -189,6 +241,16 @@ function main(): void {
     kind,
   );
   writeFileSync(opts.report, withBlock(report, block, kind));
+  const bars = kind === "local" ? fanoutBars(figures) : [];
+  if (bars.length > 0)
+    writeFileSync(
+      join(dirname(opts.report), FANOUT_CHART),
+      barChart(
+        "EndpointSlice change → the first and last route (Service) moved, one node",
+        "seconds",
+        bars,
+      ),
+    );
   console.error(
     `e2e-figures: wrote ${new Set(figures.map(f => f.name)).size} figures from ${figures.length} samples into ${opts.report}`,
   );

@@ -612,12 +612,15 @@ export async function recordFigure(
     await appendFile(file, `${JSON.stringify({ name, ms, at: new Date().toISOString() })}\n`);
 }
 
-/** A figure that is not a time: a rate per second or a share in per cent (hack/e2e-figures.ts). */
+/**
+ * A figure that is not a time (hack/e2e-figures.ts): a rate per second, a share in per cent, a
+ * size in MiB, or a count of API writes.
+ */
 export async function recordValue(
   t: { comment: (message: string) => void },
   name: string,
   value: number,
-  unit: "/s" | "%",
+  unit: "/s" | "%" | "MiB" | "writes",
 ): Promise<void> {
   t.comment(`figure: ${name}: ${value} ${unit}`);
   const file = process.env.BLIXT_E2E_FIGURES;
@@ -626,6 +629,56 @@ export async function recordValue(
       file,
       `${JSON.stringify({ name, value, unit, at: new Date().toISOString() })}\n`,
     );
+}
+
+/**
+ * What the main process of a workload's container costs so far: its resident memory and its
+ * CPU time (user + system), read from /proc/1 inside the container (the image's entrypoint is
+ * node itself, so PID 1 is the blixt process).
+ */
+export async function processUsage(
+  namespace: string,
+  workload: string,
+): Promise<{ rssMiB: number; cpuMs: number }> {
+  const out = await kubectl(
+    "-n",
+    namespace,
+    "exec",
+    workload,
+    "--",
+    "sh",
+    "-c",
+    "grep VmRSS /proc/1/status; cut -d' ' -f14,15 /proc/1/stat; getconf CLK_TCK",
+  );
+  const [rssLine, ticks, hz] = out.trim().split("\n");
+  const rssKiB = Number(rssLine.match(/VmRSS:\s+(\d+) kB/)?.[1]);
+  const [user, system] = ticks.trim().split(" ").map(Number);
+  const perSecond = Number(hz);
+  if (!Number.isFinite(rssKiB) || !Number.isFinite(user + system) || !(perSecond > 0))
+    throw new Error(`${workload} in ${namespace}: cannot read /proc/1: ${JSON.stringify(out)}`);
+  return { rssMiB: rssKiB / 1024, cpuMs: ((user + system) * 1000) / perSecond };
+}
+
+/**
+ * The API server's count of writes (create, update, patch, apply, delete) so far, by resource
+ * and subresource ("gateways/status"), from its own /metrics (apiserver_request_total).
+ */
+export async function apiWrites(): Promise<Map<string, number>> {
+  const text = await kubectl("get", "--raw", "/metrics");
+  const writes = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("apiserver_request_total{")) continue;
+    const label = (name: string) => line.match(new RegExp(`[{,]${name}="([^"]*)"`))?.[1] ?? "";
+    if (!["POST", "PUT", "PATCH", "APPLY", "DELETE"].includes(label("verb"))) continue;
+    const resource = label("subresource")
+      ? `${label("resource")}/${label("subresource")}`
+      : label("resource");
+    writes.set(
+      resource,
+      (writes.get(resource) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)),
+    );
+  }
+  return writes;
 }
 
 type Slice = InstanceType<typeof kind.EndpointSlice>;
@@ -639,52 +692,91 @@ const readyOf = (slice: Slice) =>
  * stamped with the time its event arrived (a poll would stamp it late by its own latency).
  */
 export class EndpointClock {
-  private slices = new Map<string, string[]>();
-  private waiters: { predicate: (ready: Set<string>) => boolean; resolve: (at: number) => void }[] =
-    [];
+  /** slice name → ready addresses, per Service */
+  private slices = new Map<string, Map<string, string[]>>();
+  private service = "";
+  private waiters: {
+    service: string;
+    predicate: (ready: Set<string>) => boolean;
+    resolve: (at: number) => void;
+  }[] = [];
   private watcher?: { close(): void };
 
-  ready(): Set<string> {
-    return new Set([...this.slices.values()].flat());
+  /** The ready endpoints of the Service the clock was started for (or of another it follows). */
+  ready(service = this.service): Set<string> {
+    return new Set([...(this.slices.get(service)?.values() ?? [])].flat());
   }
 
-  async start(namespace: string, service: string): Promise<void> {
-    for (const slice of (
-      await K8s(kind.EndpointSlice)
-        .InNamespace(namespace)
-        .WithLabel("kubernetes.io/service-name", service)
-        .Get()
-    ).items) {
-      this.slices.set(slice.metadata!.name!, readyOf(slice));
-    }
-    const watcher = K8s(kind.EndpointSlice)
-      .InNamespace(namespace)
-      .WithLabel("kubernetes.io/service-name", service)
-      .Watch((slice, phase) => {
-        const at = Date.now();
-        if (String(phase) === "DELETED") this.slices.delete(slice.metadata!.name!);
-        else this.slices.set(slice.metadata!.name!, readyOf(slice));
-        const ready = this.ready();
-        this.waiters = this.waiters.filter(w =>
-          w.predicate(ready) ? (w.resolve(at), false) : true,
-        );
-      });
+  /** Every followed Service shows the same ready endpoints as the one the clock was started for. */
+  settled(): boolean {
+    const want = [...this.ready()].sort().join(",");
+    return [...this.slices.keys()].every(name => [...this.ready(name)].sort().join(",") === want);
+  }
+
+  /**
+   * Follows the EndpointSlices of `service`, and with `alsoFollow` those of every other Service
+   * in the namespace it accepts (next() then waits for the Service it is given).
+   */
+  async start(
+    namespace: string,
+    service: string,
+    alsoFollow?: (service: string) => boolean,
+  ): Promise<void> {
+    this.service = service;
+    const follows = (name: string | undefined) =>
+      name !== undefined && (name === service || (alsoFollow?.(name) ?? false));
+    const serviceOf = (slice: Slice) => slice.metadata?.labels?.["kubernetes.io/service-name"];
+    const record = (slice: Slice, deleted: boolean) => {
+      const name = serviceOf(slice)!;
+      const slices = this.slices.get(name) ?? new Map<string, string[]>();
+      if (deleted) slices.delete(slice.metadata!.name!);
+      else slices.set(slice.metadata!.name!, readyOf(slice));
+      this.slices.set(name, slices);
+      return name;
+    };
+    const query = () =>
+      alsoFollow
+        ? K8s(kind.EndpointSlice).InNamespace(namespace)
+        : K8s(kind.EndpointSlice)
+            .InNamespace(namespace)
+            .WithLabel("kubernetes.io/service-name", service);
+    for (const slice of (await query().Get()).items)
+      if (follows(serviceOf(slice))) record(slice, false);
+    const watcher = query().Watch((slice, phase) => {
+      const at = Date.now();
+      if (!follows(serviceOf(slice))) return;
+      const name = record(slice, String(phase) === "DELETED");
+      const ready = this.ready(name);
+      this.waiters = this.waiters.filter(w =>
+        w.service === name && w.predicate(ready) ? (w.resolve(at), false) : true,
+      );
+    });
     await watcher.start();
     this.watcher = watcher;
   }
 
-  /** When the next change that makes `predicate` true arrives. */
+  /** When the next change to a Service's slices (by default the clock's own) that makes `predicate` true arrives. */
   next(
     predicate: (ready: Set<string>) => boolean,
     timeoutMs: number,
     what: string,
+    service = this.service,
   ): Promise<number> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`${what}: the EndpointSlice did not change within ${timeoutMs} ms`)),
+        () =>
+          reject(
+            new Error(
+              `${what}: the EndpointSlice of ${service} did not change within ${timeoutMs} ms`,
+            ),
+          ),
         timeoutMs,
       );
-      this.waiters.push({ predicate, resolve: at => (clearTimeout(timer), resolve(at)) });
+      this.waiters.push({
+        service,
+        predicate,
+        resolve: at => (clearTimeout(timer), resolve(at)),
+      });
     });
   }
 

@@ -5,6 +5,8 @@ import t from "tap";
 import {
   BEGIN,
   END,
+  FANOUT_CHART,
+  fanoutBars,
   FAILOVER_BEGIN,
   FAILOVER_END,
   parseFigures,
@@ -41,23 +43,50 @@ t.test("a malformed line is named", async t => {
   );
 });
 
-t.test("a rate and a share are shown in their units, not as times", async t => {
+t.test("a rate, a share, a size and a count are shown in their units, not as times", async t => {
   const figures = parseFigures(
     [
       '{"name":"writes","value":2.04,"unit":"/s"}',
       '{"name":"writes","value":1.96,"unit":"/s"}',
       '{"name":"kept","value":100,"unit":"%"}',
+      '{"name":"rss","value":211.4,"unit":"MiB"}',
+      '{"name":"per change","value":41,"unit":"writes"}',
       '{"name":"time","ms":1500}',
     ].join("\n"),
   );
   const block = renderBlock(figures, context);
   t.match(block, "| writes | 2.00 /s | 1.96 /s–2.04 /s | 2 |");
   t.match(block, "| kept | 100.0 % | 100.0 %–100.0 % | 1 |");
+  t.match(block, "| rss | 211 MiB | 211 MiB–211 MiB | 1 |");
+  t.match(block, "| per change | 41 writes | 41 writes–41 writes | 1 |");
   t.match(block, "| time | 1.50 s | 1.50 s–1.50 s | 1 |");
   t.throws(
     () =>
       renderBlock(parseFigures('{"name":"a","ms":1}\n{"name":"a","value":1,"unit":"%"}'), context),
     /recorded in ms and in %/,
+  );
+});
+
+t.test("the fanout rows become a chart: blixt beside kube-proxy, by count and change", async t => {
+  const figures = parseFigures(
+    [
+      '{"name":"1000 routes: scale 2 → 3, EndpointSlice change → the first and last route reach the new pod","ms":2500}',
+      '{"name":"1000 routes: scale 2 → 3, EndpointSlice change → the first and last route reach the new pod","ms":3500}',
+      '{"name":"1000 ClusterIP Services (kube-proxy): scale 2 → 3, EndpointSlice change → the first and last Service reach the new pod","ms":1200}',
+      '{"name":"100 routes: scale 3 → 2, EndpointSlice change → the first and last route stop reaching the removed pod","ms":800}',
+      '{"name":"100 routes: controller RSS","value":150,"unit":"MiB"}',
+    ].join("\n"),
+  );
+  t.same(fanoutBars(figures), [
+    { label: "blixt, 100, 3 → 2", median: 0.8, min: 0.8, max: 0.8 },
+    { label: "blixt, 1,000, 2 → 3", median: 3, min: 2.5, max: 3.5 },
+    { label: "kube-proxy, 1,000, 2 → 3", median: 1.2, min: 1.2, max: 1.2 },
+  ]);
+  t.match(renderBlock(figures, context), `](${FANOUT_CHART})`, "the block shows the chart");
+  t.notMatch(
+    renderBlock(parseFigures('{"name":"time","ms":1500}'), context),
+    FANOUT_CHART,
+    "and only when there are fanout rows",
   );
 });
 
