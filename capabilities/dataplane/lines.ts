@@ -184,7 +184,11 @@ export function serviceUpdateLines(
   const tableId = built.tableSize === 0 ? 0 : table.id;
   const lines: string[] = [];
 
+  // A backend the maps already hold with this weight (read back into `current`) is not written
+  // again: a change of one endpoint among many writes one entry, not one per endpoint.
+  const held = new Map(current?.backends.map(b => [`${b.ip}:${b.port}`, b.weight]));
   for (const b of backends) {
+    if (held.get(`${b.ip}:${b.port}`) === b.weight) continue;
     lines.push(
       bpftool.mapUpdateLine(
         pin("blixt_backends"),
