@@ -31,17 +31,8 @@ import { Gateway } from "../generated/gateway-v1";
 import { GatewayClass } from "../generated/gatewayclass-v1";
 import { ReferenceGrant } from "../generated/referencegrant-v1beta1";
 import { errorMessage } from "../error-message";
+import { WATCH_FAILURES } from "../agent/kube";
 import type { AdmissionLookup } from "./admission";
-
-/** The watcher's events after which the cache may have missed a change, until its next list. */
-const STALE_AFTER = [
-  WatchEvent.NETWORK_ERROR,
-  WatchEvent.WATCH_ERROR,
-  WatchEvent.LIST_ERROR,
-  WatchEvent.OLD_RESOURCE_VERSION,
-  WatchEvent.DATA_ERROR,
-  WatchEvent.GIVE_UP,
-] as const;
 
 /**
  * Pepr 1.1.4's watch defaults (reconnect check every 5 s, rebuilt after 300 s of silence,
@@ -177,21 +168,23 @@ export class AdmissionWatches {
     watch: (callback: (object: T, phase: WatchPhase) => void) => Watcher,
   ): void {
     const watcher = watch((object, phase) => cache.observe(object, phase));
+    let listedOnce = false;
     let warned = false;
     watcher.events.on(WatchEvent.LIST, (list: { metadata?: { continue?: string } }) => {
       if (list.metadata?.continue) return;
       // The Watcher emits LIST before it hands the items over, and hands them over in the same
       // turn: once this turn ends, every listed item is in the cache.
       setImmediate(() => {
-        const first = !cache.synced && !warned;
         cache.listed();
         if (warned) this.log.info(`admission: the ${cache.kind} watch is current again`);
-        else if (first)
+        else if (!listedOnce)
           this.log.info(`admission: ${cache.size} ${cache.kind} object(s) cached from the watch`);
+        listedOnce = true;
         warned = false;
       });
     });
-    for (const event of STALE_AFTER)
+    // After any of these the cache may have missed a change, until the watcher's next list.
+    for (const event of WATCH_FAILURES)
       watcher.events.on(event, (detail: unknown) => {
         cache.stale();
         if (!warned)
