@@ -38,7 +38,7 @@ const INTRO: Record<BlockKind, (runs: string) => string[]> = {
     "the slowest cycle. The rows that start with a route count come from one run of",
     "test/e2e/fanout.test.ts (that many TCPRoutes to one Deployment, and as many ClusterIP Services",
     "selecting the same pods, for the cluster's own kube-proxy in iptables mode, probed in the same",
-    "rounds from the same EndpointSlice clock); its scale rows have a sample per cycle, and a CPU time",
+    "rounds); its scale rows have a sample per cycle, and a CPU time",
     "per change is the process's CPU time over all the cycles (idle work included) over their changes.",
     "Each probe is timed from the change of the EndpointSlice it follows (tcp-echo's for the routes, its",
     "own Service's for a ClusterIP): the EndpointSlice controller updates the Services' slices one at a",

@@ -2,10 +2,11 @@
 // Convergence at scale: 100 and then 1,000 TCPRoutes (50 listeners per Gateway) all send to one
 // backend Deployment, so one EndpointSlice change has to reach every route's table. Beside
 // them, in the same run, as many ClusterIP Services select the same Deployment: kube-proxy's
-// time for the same change is measured the same way, from the same EndpointSlice clock. The
-// Deployment goes 2 → 3 → 2 a few times; the time from the change of the Deployment's own
-// EndpointSlice (watch-stamped) until both the first and the last route (and Service) show it
-// in a round of new connections is a figure (recordFigure), never asserted; so are the time to
+// time for the same change is measured the same way, in the same rounds of connections. The
+// Deployment goes 2 → 3 → 2 a few times; the time from the change of the EndpointSlice a probe
+// follows (watch-stamped: tcp-echo's for the routes, its own for a Service) until both the
+// first and the last route (and Service) show it in a round of new connections is a figure
+// (recordFigure), never asserted; so are the time to
 // apply the objects, the controller's and the agent's memory and CPU time, and blixt's API
 // writes per change. Asserted: every Gateway is Programmed and the traffic of every probed
 // route and Service follows every change.
@@ -178,7 +179,7 @@ async function run(t: Test, routes: number) {
   // kube-proxy, side by side: as many ClusterIP Services, selecting the same pods. Services
   // are not Gateway API objects: blixt's webhook does not see them, so their apply is also
   // this cluster's floor for applying that many objects with kubectl.
-  const services = Array.from(
+  const serviceDocs = Array.from(
     { length: routes },
     (_, i) => `apiVersion: v1
 kind: Service
@@ -190,7 +191,7 @@ spec:
   await recordFigure(
     t,
     `${routes} ClusterIP Services: kubectl apply of the objects (no webhook)`,
-    await applyAll(services),
+    await applyAll(serviceDocs),
   );
   // The cluster's node runs in a network namespace of its own, with kube-proxy's rules: this
   // machine reaches a ClusterIP the way a router in front of the node would, through the node's
