@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 bundle="${1:-hack/gateway-api/v1.6.3/standard-install.yaml}"
 out=capabilities/generated
-keep=(gatewayclass-v1 gateway-v1 tcproute-v1 udproute-v1 httproute-v1 referencegrant-v1beta1)
+keep=(gatewayclass-v1 gateway-v1 listenerset-v1 tcproute-v1 udproute-v1 httproute-v1 referencegrant-v1beta1)
 
 [[ -f "$bundle" ]] || { echo "gen-types: bundle $bundle not found; pass the path of a Gateway API standard-install.yaml" >&2; exit 1; }
 
