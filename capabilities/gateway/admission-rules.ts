@@ -237,7 +237,10 @@ export function routeLookups(
 /**
  * Warnings for a route with at least one parentRef naming a blixt Gateway: Accepted of each
  * such parentRef, and ResolvedRefs (one verdict for the whole route). A parentRef whose
- * Gateway does not exist yet is not warned about: it may belong to any controller.
+ * Gateway does not exist yet is not warned about: it may belong to any controller. Neither is
+ * one naming a ListenerSet: whether its listeners take the route depends on every ListenerSet
+ * of its Gateway (precedence, conflicts), which the webhook does not look up; the route's
+ * status says.
  */
 export function routeWarnings(
   routeKind: RouteKind,

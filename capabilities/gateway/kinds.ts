@@ -11,6 +11,7 @@ import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { Gateway } from "../generated/gateway-v1";
 import { GatewayClass } from "../generated/gatewayclass-v1";
 import { HTTPRoute } from "../generated/httproute-v1";
+import { ListenerSet } from "../generated/listenerset-v1";
 import { ReferenceGrant } from "../generated/referencegrant-v1beta1";
 import { TCPRoute } from "../generated/tcproute-v1";
 import { UDPRoute } from "../generated/udproute-v1";
@@ -36,6 +37,7 @@ export const KINDS = {
     "gatewayclasses",
   ),
   Gateway: info(Gateway, "gateway.networking.k8s.io/v1", "Gateway", "gateways"),
+  ListenerSet: info(ListenerSet, "gateway.networking.k8s.io/v1", "ListenerSet", "listenersets"),
   TCPRoute: info(TCPRoute, "gateway.networking.k8s.io/v1", "TCPRoute", "tcproutes"),
   UDPRoute: info(UDPRoute, "gateway.networking.k8s.io/v1", "UDPRoute", "udproutes"),
   HTTPRoute: info(HTTPRoute, "gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
@@ -67,6 +69,7 @@ export const KINDS = {
 for (const name of [
   "GatewayClass",
   "Gateway",
+  "ListenerSet",
   "TCPRoute",
   "UDPRoute",
   "HTTPRoute",

@@ -19,6 +19,7 @@ import { secretInfo, type SecretRef } from "./store";
 const STATUS_MODELS: Record<StatusKind, GenericClass> = {
   GatewayClass: KINDS.GatewayClass.model,
   Gateway: KINDS.Gateway.model,
+  ListenerSet: KINDS.ListenerSet.model,
   TCPRoute: KINDS.TCPRoute.model,
   UDPRoute: KINDS.UDPRoute.model,
   HTTPRoute: KINDS.HTTPRoute.model,
@@ -260,6 +261,17 @@ export function kubeClusterClient(
           return applyCertificateCopy(write);
         case "deleteCertificateCopy":
           await K8s(kind.Secret).InNamespace(write.namespace).Delete(write.name);
+          return undefined;
+        case "applyGatewayService":
+          // force: the fields blixt sets are blixt's; what others add to the Service stays.
+          return K8s(kind.Service).Apply(write.object as never, { force: true });
+        case "applyGatewayEndpointSlice":
+          return K8s(kind.EndpointSlice).Apply(write.object as never, { force: true });
+        case "deleteGatewayService":
+          await K8s(kind.Service).InNamespace(write.namespace).Delete(write.name);
+          return undefined;
+        case "deleteGatewayEndpointSlice":
+          await K8s(kind.EndpointSlice).InNamespace(write.namespace).Delete(write.name);
           return undefined;
         case "patchStatus":
           // Other controllers write their own entries of a route's status.parents.

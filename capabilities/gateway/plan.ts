@@ -7,12 +7,23 @@
 import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import type { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { copyMetadata, COPY_LABEL, type CertificateCopy } from "./certificate-copies";
-import type { CompileOutput, Snapshot } from "./compile/types";
+import {
+  DIGEST_ANNOTATION,
+  GATEWAY_SERVICE_LABEL,
+  type GatewayService,
+} from "./compile/gateway-services";
+import type { CompileOutput, Snapshot, V1EndpointSlice, V1Service } from "./compile/types";
 
 /** Put on every Gateway blixt accepts, so its address and DataplaneConfig are released first. */
 export const GATEWAY_FINALIZER = "blixt.dev/gateway-finalizer";
 
-export type StatusKind = "GatewayClass" | "Gateway" | "TCPRoute" | "UDPRoute" | "HTTPRoute";
+export type StatusKind =
+  | "GatewayClass"
+  | "Gateway"
+  | "ListenerSet"
+  | "TCPRoute"
+  | "UDPRoute"
+  | "HTTPRoute";
 
 export type Write =
   /** `patch` is a JSON patch guarded by `test` ops, so a stale view fails instead of clobbering. */
@@ -41,7 +52,12 @@ export type Write =
       labels: Record<string, string>;
       annotations: Record<string, string>;
     }
-  | { op: "deleteCertificateCopy"; namespace: string; name: string };
+  | { op: "deleteCertificateCopy"; namespace: string; name: string }
+  /** Server-side apply of a Gateway's Service or EndpointSlice (gateway-services.ts). */
+  | { op: "applyGatewayService"; namespace: string; name: string; object: V1Service }
+  | { op: "applyGatewayEndpointSlice"; namespace: string; name: string; object: V1EndpointSlice }
+  | { op: "deleteGatewayService"; namespace: string; name: string }
+  | { op: "deleteGatewayEndpointSlice"; namespace: string; name: string };
 
 /** The snapshot parts the plan compares against (the same objects compile saw). */
 export type ClusterState = Pick<
@@ -54,7 +70,7 @@ export type ClusterState = Pick<
   | "httpRoutes"
   | "dataplaneConfigs"
 > &
-  Partial<Pick<Snapshot, "secrets">> & {
+  Partial<Pick<Snapshot, "secrets" | "services" | "endpointSlices" | "listenerSets">> & {
     /** The copies now in the release namespace (labelled COPY_LABEL), metadata enough. */
     certificateCopies?: KubernetesObject[];
   };
@@ -70,6 +86,12 @@ export function describeWrite(write: Write): string {
       return `${write.op} Secret ${where} (of Secret ${write.copy.source.namespace}/${write.copy.source.name})`;
     case "deleteCertificateCopy":
       return `${write.op} Secret ${where}`;
+    case "applyGatewayService":
+    case "deleteGatewayService":
+      return `${write.op} Service ${where}`;
+    case "applyGatewayEndpointSlice":
+    case "deleteGatewayEndpointSlice":
+      return `${write.op} EndpointSlice ${where}`;
     default:
       return `${write.op} ${write.kind} ${where}`;
   }
@@ -229,6 +251,8 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
   // ... and deleted after the DataplaneConfigs stop naming them.
   writes.push(...copies.remove);
 
+  writes.push(...gatewayServiceWrites(state, output.gatewayServices ?? []));
+
   const classes = new Map(state.gatewayClasses.map(c => [keyOf(c), c]));
   for (const desired of output.gatewayClasses) {
     const current = classes.get(desired.name);
@@ -252,6 +276,25 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
       writes.push({
         op: "patchStatus",
         kind: "Gateway",
+        namespace: desired.namespace,
+        name: desired.name,
+        status: patch,
+      });
+  }
+
+  // A ListenerSet's status is wholly its parent Gateway's controller's: a merge patch.
+  const listenerSets = new Map((state.listenerSets ?? []).map(l => [keyOf(l), l]));
+  for (const desired of output.listenerSets ?? []) {
+    const current = listenerSets.get(key(desired.namespace, desired.name));
+    if (!current || current.metadata?.deletionTimestamp) continue;
+    const patch = statusPatch(
+      current.status as Record<string, unknown>,
+      desired.status as unknown as Record<string, unknown>,
+    );
+    if (patch)
+      writes.push({
+        op: "patchStatus",
+        kind: "ListenerSet",
         namespace: desired.namespace,
         name: desired.name,
         status: patch,
@@ -397,4 +440,79 @@ export function recordedAllocations(
     }
   }
   return table;
+}
+
+/**
+ * Whether `want` holds nothing `have` lacks: objects compared key by key (fields the API
+ * server defaulted are extra in `have` and do not count), arrays element by element, an
+ * empty list the same as none.
+ */
+export function containedIn(want: unknown, have: unknown): boolean {
+  if (Array.isArray(want)) {
+    // The API server stores an empty list as no field at all.
+    if (want.length === 0 && (have === undefined || have === null)) return true;
+    return (
+      Array.isArray(have) &&
+      want.length === have.length &&
+      want.every((w, i) => containedIn(w, have[i]))
+    );
+  }
+  if (want && typeof want === "object") {
+    if (!have || typeof have !== "object" || Array.isArray(have)) return false;
+    return Object.entries(want).every(([k, w]) =>
+      containedIn(w, (have as Record<string, unknown>)[k]),
+    );
+  }
+  return want === have;
+}
+
+/**
+ * The Gateways' Services and EndpointSlices to apply (missing, or differing from what blixt
+ * sets: a field, a label or annotation, or the digest of what it applied last, which tells a
+ * label removed from spec.infrastructure), and those labelled GATEWAY_SERVICE_LABEL that no
+ * accepted Gateway wants any more, to delete. What others add to them is left alone.
+ */
+export function gatewayServiceWrites(state: ClusterState, desired: GatewayService[]): Write[] {
+  const writes: Write[] = [];
+  const ours = (o: KubernetesObject) =>
+    o.metadata?.labels?.[GATEWAY_SERVICE_LABEL] === "true" && !o.metadata?.deletionTimestamp;
+  const differs = (want: KubernetesObject, have: KubernetesObject | undefined) => {
+    if (!have) return true;
+    const { metadata: wantMeta, ...wantBody } = want as KubernetesObject & Record<string, unknown>;
+    const { metadata: haveMeta, ...haveBody } = have as KubernetesObject & Record<string, unknown>;
+    return (
+      haveMeta?.annotations?.[DIGEST_ANNOTATION] !== wantMeta?.annotations?.[DIGEST_ANNOTATION] ||
+      !containedIn(wantMeta?.labels ?? {}, haveMeta?.labels ?? {}) ||
+      !containedIn(wantMeta?.annotations ?? {}, haveMeta?.annotations ?? {}) ||
+      !containedIn(wantMeta?.ownerReferences ?? [], haveMeta?.ownerReferences ?? []) ||
+      !containedIn(wantBody, haveBody)
+    );
+  };
+  const services = new Map((state.services ?? []).map(s => [keyOf(s), s as KubernetesObject]));
+  const slices = new Map((state.endpointSlices ?? []).map(s => [keyOf(s), s as KubernetesObject]));
+  const wanted = new Set<string>();
+  for (const { service, endpointSlice } of desired) {
+    const namespace = service.metadata?.namespace ?? "";
+    const name = service.metadata?.name ?? "";
+    wanted.add(key(namespace, name));
+    if (differs(service as KubernetesObject, services.get(key(namespace, name))))
+      writes.push({ op: "applyGatewayService", namespace, name, object: service });
+    if (differs(endpointSlice as KubernetesObject, slices.get(key(namespace, name))))
+      writes.push({ op: "applyGatewayEndpointSlice", namespace, name, object: endpointSlice });
+  }
+  for (const [k, s] of [...services].sort(([a], [b]) => a.localeCompare(b)))
+    if (ours(s) && !wanted.has(k))
+      writes.push({
+        op: "deleteGatewayService",
+        namespace: s.metadata?.namespace ?? "",
+        name: s.metadata?.name ?? "",
+      });
+  for (const [k, s] of [...slices].sort(([a], [b]) => a.localeCompare(b)))
+    if (ours(s) && !wanted.has(k))
+      writes.push({
+        op: "deleteGatewayEndpointSlice",
+        namespace: s.metadata?.namespace ?? "",
+        name: s.metadata?.name ?? "",
+      });
+  return writes;
 }

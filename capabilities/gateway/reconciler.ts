@@ -21,6 +21,7 @@ import { compileInput, describeWrite, planWrites, recordedAllocations, type Writ
 import type { RouteKind, SecretInfo } from "./compile/types";
 import { routeView } from "./compile/views";
 import { isServiceRef } from "./compile/backends";
+import { GATEWAY_SERVICE_LABEL } from "./compile/gateway-services";
 import {
   certificateSecretRefs,
   SnapshotStore,
@@ -110,6 +111,10 @@ export function writeTarget(write: Write): { kind: WatchedKind; namespace?: stri
   // A copy's retry is its own (keyed by the copy), never its Gateway's.
   if (write.op === "applyCertificateCopy" || write.op === "deleteCertificateCopy")
     return { kind: "Gateway", namespace: write.namespace, name: `certificate-copy/${write.name}` };
+  if (write.op === "applyGatewayService" || write.op === "deleteGatewayService")
+    return { kind: "Service", namespace: write.namespace, name: write.name };
+  if (write.op === "applyGatewayEndpointSlice" || write.op === "deleteGatewayEndpointSlice")
+    return { kind: "EndpointSlice", namespace: write.namespace, name: write.name };
   return { kind: "Gateway", namespace: write.namespace, name: write.name };
 }
 
@@ -132,12 +137,12 @@ const inSeconds = (ms: number): string =>
  */
 export function goneReason(write: Write, error: unknown): string | undefined {
   const status = (error as { status?: number } | undefined)?.status;
-  if (status === 404 && write.op !== "applyDataplaneConfig") return "already deleted";
-  if (
-    write.op === "applyDataplaneConfig" &&
-    status === 403 &&
-    /being terminated/.test(errorMessage(error))
-  )
+  const creates =
+    write.op === "applyDataplaneConfig" ||
+    write.op === "applyGatewayService" ||
+    write.op === "applyGatewayEndpointSlice";
+  if (status === 404 && !creates) return "already deleted";
+  if (creates && status === 403 && /being terminated/.test(errorMessage(error)))
     return "its namespace is being deleted";
   return undefined;
 }
@@ -157,7 +162,11 @@ function goneSummary(gone: Write[]): string {
               ? "certificate copies of deleted Secrets"
               : w.op === "deleteCertificateCopy"
                 ? "certificate copies already deleted"
-                : "finalizer patches of deleted Gateways";
+                : w.op === "applyGatewayService" || w.op === "applyGatewayEndpointSlice"
+                  ? "Gateway Services in namespaces being deleted"
+                  : w.op === "deleteGatewayService" || w.op === "deleteGatewayEndpointSlice"
+                    ? "Gateway Services already deleted"
+                    : "finalizer patches of deleted Gateways";
     counts.set(what, (counts.get(what) ?? 0) + 1);
   }
   return [...counts].map(([what, n]) => `${n} ${what}`).join(", ");
@@ -209,7 +218,11 @@ function prerequisiteOf(write: Write): string | undefined {
     write.op === "patchStatus" ||
     write.op === "removeFinalizer" ||
     write.op === "applyCertificateCopy" ||
-    write.op === "deleteCertificateCopy"
+    write.op === "deleteCertificateCopy" ||
+    write.op === "applyGatewayService" ||
+    write.op === "applyGatewayEndpointSlice" ||
+    write.op === "deleteGatewayService" ||
+    write.op === "deleteGatewayEndpointSlice"
   )
     return undefined;
   return `${write.namespace}/${write.name}`;
@@ -285,6 +298,8 @@ export class Reconciler {
       return true;
     }
     if (kind !== "Service" && kind !== "EndpointSlice") return true;
+    // A Gateway's own Service or EndpointSlice: an edit or deletion by someone else is undone.
+    if (object.metadata?.labels?.[GATEWAY_SERVICE_LABEL] === "true") return true;
     const service =
       kind === "Service"
         ? object.metadata?.name
@@ -422,6 +437,7 @@ export class Reconciler {
         this.store.list("Gateway"),
         this.store.list("GatewayClass"),
         controllerName,
+        this.store.list("ListenerSet"),
       );
       this.store.setSecrets(this.#secretInfos(await client.secrets(refs)));
       if (client.certificateCopies) this.#certificateCopies = await client.certificateCopies();
@@ -663,8 +679,16 @@ export class Reconciler {
       });
       return;
     }
+    if (write.op === "deleteGatewayService" || write.op === "deleteGatewayEndpointSlice") {
+      this.store.remove(write.op === "deleteGatewayService" ? "Service" : "EndpointSlice", {
+        metadata: { namespace: write.namespace, name: write.name },
+      });
+      return;
+    }
     if (!updated?.metadata) return;
     if (write.op === "applyDataplaneConfig") this.store.upsert("DataplaneConfig", updated);
+    if (write.op === "applyGatewayService") this.store.upsert("Service", updated);
+    if (write.op === "applyGatewayEndpointSlice") this.store.upsert("EndpointSlice", updated);
     if (write.op === "addFinalizer") this.store.upsert("Gateway", updated);
     if (write.op === "removeFinalizer") {
       // Without finalizers a deleting Gateway is gone; keeping its last copy would leave a ghost.

@@ -18,6 +18,7 @@ import type { AddressPool, NodeInfo, SecretInfo, Snapshot } from "./compile/type
 export const WATCHED_KINDS = [
   "GatewayClass",
   "Gateway",
+  "ListenerSet",
   "TCPRoute",
   "UDPRoute",
   "HTTPRoute",
@@ -130,14 +131,24 @@ export interface SecretRef {
   name: string;
 }
 
+type ListenersSpec = {
+  listeners?: {
+    tls?: {
+      certificateRefs?: { group?: string; kind?: string; namespace?: string; name: string }[];
+    };
+  }[];
+};
+
 /**
- * The Secrets the listeners of blixt's Gateways name in tls.certificateRefs, each once, sorted.
- * Gateways of another controller's class are not blixt's to serve: their refs are never read.
+ * The Secrets the listeners of blixt's Gateways, and of the ListenerSets whose parent is one of
+ * them, name in tls.certificateRefs, each once, sorted. Gateways of another controller's class
+ * are not blixt's to serve: their refs (and their ListenerSets') are never read.
  */
 export function certificateSecretRefs(
   gateways: KubernetesObject[],
   gatewayClasses: KubernetesObject[],
   controllerName: string,
+  listenerSets: KubernetesObject[] = [],
 ): SecretRef[] {
   const ours = new Set(
     gatewayClasses
@@ -147,6 +158,15 @@ export function certificateSecretRefs(
       .map(c => c.metadata?.name),
   );
   const refs = new Map<string, SecretRef>();
+  const add = (object: KubernetesObject, spec: ListenersSpec | undefined) => {
+    for (const ref of (spec?.listeners ?? []).flatMap(l => l.tls?.certificateRefs ?? [])) {
+      if (((ref.group ?? "") !== "" && ref.group !== "core") || (ref.kind ?? "Secret") !== "Secret")
+        continue;
+      const namespace = ref.namespace || object.metadata?.namespace || "";
+      refs.set(`${namespace}/${ref.name}`, { namespace, name: String(ref.name ?? "") });
+    }
+  };
+  const servedGateways = new Set<string>();
   for (const gateway of gateways) {
     const spec = (
       gateway as {
@@ -166,12 +186,22 @@ export function certificateSecretRefs(
       }
     ).spec;
     if (!ours.has(spec?.gatewayClassName) || gateway.metadata?.deletionTimestamp) continue;
-    for (const ref of (spec?.listeners ?? []).flatMap(l => l.tls?.certificateRefs ?? [])) {
-      if (((ref.group ?? "") !== "" && ref.group !== "core") || (ref.kind ?? "Secret") !== "Secret")
-        continue;
-      const namespace = ref.namespace || gateway.metadata?.namespace || "";
-      refs.set(`${namespace}/${ref.name}`, { namespace, name: String(ref.name ?? "") });
-    }
+    servedGateways.add(objectKey(gateway));
+    add(gateway, spec);
+  }
+  for (const listenerSet of listenerSets) {
+    const spec = (
+      listenerSet as {
+        spec?: ListenersSpec & {
+          parentRef?: { group?: string; kind?: string; namespace?: string; name?: string };
+        };
+      }
+    ).spec;
+    const parent = spec?.parentRef;
+    if ((parent?.kind ?? "Gateway") !== "Gateway") continue;
+    const parentNamespace = parent?.namespace || listenerSet.metadata?.namespace;
+    if (!servedGateways.has(`${parentNamespace}/${parent?.name}`)) continue;
+    add(listenerSet, spec);
   }
   return [...refs.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, ref]) => ref);
 }
@@ -299,6 +329,7 @@ export class SnapshotStore {
       now: input.now,
       gatewayClasses: this.list("GatewayClass"),
       gateways: this.list("Gateway"),
+      listenerSets: this.list("ListenerSet"),
       tcpRoutes: this.list("TCPRoute"),
       udpRoutes: this.list("UDPRoute"),
       httpRoutes: this.list("HTTPRoute"),

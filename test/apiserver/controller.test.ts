@@ -204,6 +204,27 @@ if ("missing" in binaries) {
       "only the ready endpoint",
     );
 
+    // The Gateway's headless Service and its EndpointSlice, as the API server stored them.
+    const service = await K8s(kind.Service).InNamespace(ns).Get("l4-blixt");
+    t.match(service, {
+      metadata: {
+        labels: { "gateway.networking.k8s.io/gateway-name": "l4" },
+        ownerReferences: [{ kind: "Gateway", uid: gateway.metadata?.uid, controller: true }],
+      },
+      spec: { clusterIP: "None" },
+    });
+    t.same(
+      service.spec?.ports?.map(p => `${p.name} ${p.port}/${p.protocol}`),
+      ["udp-53 53/UDP", "tcp-5432 5432/TCP"],
+      "one port per listener",
+    );
+    const slice = await K8s(kind.EndpointSlice).InNamespace(ns).Get("l4-blixt");
+    t.same(
+      slice.endpoints?.map(e => e.addresses),
+      [[address]],
+      "its EndpointSlice holds the Gateway's address",
+    );
+
     const second = await reconciler.resync();
     t.same(
       second?.writes,
@@ -382,6 +403,63 @@ if ("missing" in binaries) {
     await restarted.resync();
     await restarted.resync();
 
+    // A ListenerSet the Gateway takes, and one whose Gateway takes none: their statuses, as the
+    // CRD's validation stores them, read back as what blixt wants.
+    const ListenerSet = KINDS.ListenerSet.model;
+    await K8s(Gateway).Apply({
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { namespace: ns, name: "sets" },
+      spec: {
+        gatewayClassName: "blixt",
+        allowedListeners: { namespaces: { from: "Same" } },
+        listeners: [{ name: "tcp", protocol: "TCP", port: 6000 }],
+      },
+    } as never);
+    for (const [name, parent] of [
+      ["taken", "sets"],
+      ["refused", "l4"],
+    ])
+      await K8s(ListenerSet).Apply({
+        apiVersion: "gateway.networking.k8s.io/v1",
+        kind: "ListenerSet",
+        metadata: { namespace: ns, name },
+        spec: {
+          parentRef: { name: parent },
+          listeners: [{ name: "tcp", protocol: "TCP", port: 6001 }],
+        },
+      } as never);
+    t.same((await restarted.resync())?.failed, []);
+    await restarted.resync();
+    type SetStatus = {
+      status?: { conditions?: Condition[]; listeners?: { name: string; attachedRoutes: number }[] };
+    };
+    const taken = (await K8s(ListenerSet).InNamespace(ns).Get("taken")) as SetStatus;
+    t.match(taken.status?.conditions, [
+      { type: "Accepted", status: "True", reason: "Accepted" },
+      { type: "Programmed" },
+    ]);
+    t.match(taken.status?.listeners, [{ name: "tcp", attachedRoutes: 0 }]);
+    const refused = (await K8s(ListenerSet).InNamespace(ns).Get("refused")) as SetStatus;
+    t.match(refused.status?.conditions, [
+      { type: "Accepted", status: "False", reason: "NotAllowed" },
+      { type: "Programmed", status: "False", reason: "NotAllowed" },
+    ]);
+    const sets = (await K8s(Gateway).InNamespace(ns).Get("sets")) as {
+      status?: { attachedListenerSets?: number };
+    };
+    t.equal(sets.status?.attachedListenerSets, 1, "the Gateway counts the one it takes");
+    t.same(
+      (await restarted.resync())?.writes,
+      [],
+      "the ListenerSets' statuses read back as what blixt wants",
+    );
+    await K8s(ListenerSet).InNamespace(ns).Delete("taken");
+    await K8s(ListenerSet).InNamespace(ns).Delete("refused");
+    await K8s(Gateway).InNamespace(ns).Delete("sets");
+    await restarted.resync();
+    await restarted.resync();
+
     // Admission's lookups against the same server: a route to a missing Service.
     const dangling = {
       ...route,
@@ -403,8 +481,8 @@ if ("missing" in binaries) {
     const deleting = await restarted.resync();
     t.same(
       deleting?.writes.map(w => w.op).filter(op => op !== "patchStatus"),
-      ["deleteDataplaneConfig"],
-      "first the table goes",
+      ["deleteDataplaneConfig", "deleteGatewayService", "deleteGatewayEndpointSlice"],
+      "first the table goes, and the Gateway's Service",
     );
     const released = await restarted.resync();
     t.same(

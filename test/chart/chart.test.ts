@@ -380,6 +380,7 @@ if (!helm && helmRequired(process.env)) {
     for (const resource of [
       "gatewayclasses/status",
       "gateways/status",
+      "listenersets/status",
       "tcproutes/status",
       "udproutes/status",
     ]) {
@@ -403,14 +404,17 @@ if (!helm && helmRequired(process.env)) {
       "update",
       "watch",
     ]);
-    for (const resource of ["services", "namespaces", "nodes"]) {
+    for (const resource of ["namespaces", "nodes"]) {
       t.same(
         verbs(controller, "", resource),
         ["get", "list", "watch"],
         `controller reads ${resource}`,
       );
     }
-    t.same(verbs(controller, "discovery.k8s.io", "endpointslices"), ["get", "list", "watch"]);
+    // Each Gateway's headless Service and EndpointSlice: applied and deleted, never updated.
+    const gatewayServiceVerbs = ["create", "delete", "get", "list", "patch", "watch"];
+    t.same(verbs(controller, "", "services"), gatewayServiceVerbs);
+    t.same(verbs(controller, "discovery.k8s.io", "endpointslices"), gatewayServiceVerbs);
 
     t.same(
       verbs(agent, "blixt.dev", "dataplaneconfigs"),

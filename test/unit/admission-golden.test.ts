@@ -121,8 +121,12 @@ for (const name of cases) {
         );
         const expected: string[] = [];
         let resolvedRefs: Condition | undefined;
-        for (const parent of compiled?.status.parents ?? []) {
-          if (parent.controllerName !== snapshot.controllerName) continue;
+        // The webhook predicts the status of Gateway parents only: a ListenerSet parent's
+        // depends on every ListenerSet of its Gateway, which it does not look up.
+        const gatewayParents = (compiled?.status.parents ?? []).filter(
+          p => p.controllerName === snapshot.controllerName && p.parentRef.kind === "Gateway",
+        );
+        for (const parent of gatewayParents) {
           const ref = parent.parentRef;
           const parentWhere = `${where}: parentRef ${ref.namespace}/${ref.name}${ref.sectionName !== undefined ? ` sectionName "${ref.sectionName}"` : ""}${ref.port !== undefined ? ` port ${ref.port}` : ""}`;
           for (const c of parent.conditions) {

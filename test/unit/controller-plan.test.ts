@@ -79,6 +79,7 @@ function dataplaneConfig(
 
 const gatewayStatus = (address: string): GatewayStatus => ({
   addresses: [{ type: "IPAddress", value: address }],
+  attachedListenerSets: 0,
   conditions: [accepted()],
   listeners: [
     {
@@ -106,6 +107,8 @@ const output = (part: Partial<CompileOutput>): CompileOutput => ({
   gateways: [],
   routes: [],
   dataplaneConfigs: [],
+  gatewayServices: [],
+  listenerSets: [],
   allocations: {},
   warnings: [],
   ...part,
@@ -135,6 +138,7 @@ t.test("nothing is written when the cluster already holds what compile wants", a
     JSON.stringify({
       listeners: status.listeners,
       conditions: status.conditions,
+      attachedListenerSets: status.attachedListenerSets,
       addresses: status.addresses,
     }),
   );

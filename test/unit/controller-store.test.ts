@@ -122,6 +122,33 @@ t.test(
       ],
       "a Gateway of another controller's class (or of no class) has its refs left alone",
     );
+
+    const listenerSet = (namespace: string, parent: Record<string, string>, name: string) => ({
+      metadata: { namespace, name: `set-${name}` },
+      spec: {
+        parentRef: parent,
+        listeners: [{ name: "https", tls: { certificateRefs: [{ name }] } }],
+      },
+    });
+    t.same(
+      certificateSecretRefs(
+        [gateway("a", []), gateway("c", [], "other", "foreign")],
+        classes,
+        "blixt.dev/gateway-controller",
+        [
+          listenerSet("team", { name: "gw", namespace: "a" }, "ours"),
+          listenerSet("a", { name: "gw" }, "same-namespace"),
+          listenerSet("c", { name: "foreign" }, "theirs"),
+          listenerSet("a", { name: "gone" }, "orphan"),
+          listenerSet("a", { name: "gw", kind: "Other" }, "other-kind"),
+        ],
+      ),
+      [
+        { namespace: "a", name: "same-namespace" },
+        { namespace: "team", name: "ours" },
+      ],
+      "a ListenerSet's refs, defaulted to its own namespace, only when its parent is a Gateway of blixt's",
+    );
   },
 );
 

@@ -50,6 +50,7 @@ export function emptySnapshot(now: string): Snapshot {
     now,
     gatewayClasses: [],
     gateways: [],
+    listenerSets: [],
     tcpRoutes: [],
     udpRoutes: [],
     httpRoutes: [],
@@ -137,6 +138,8 @@ function add(
         return push(snapshot.gatewayClasses);
       case "Gateway":
         return push(snapshot.gateways);
+      case "ListenerSet":
+        return push((snapshot.listenerSets ??= []));
       case "TCPRoute":
         return push(snapshot.tcpRoutes);
       case "UDPRoute":

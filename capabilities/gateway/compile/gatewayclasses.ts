@@ -13,7 +13,9 @@ import type { CompileInput, GatewayClassView } from "./views.js";
 export const SUPPORTED_FEATURES = [
   "Gateway",
   "GatewayAddressEmpty",
+  "GatewayInfrastructure",
   "GatewayStaticAddresses",
+  "ListenerSet",
   "ReferenceGrant",
   "TCPRoute",
   "UDPRoute",

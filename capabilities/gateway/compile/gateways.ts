@@ -8,7 +8,7 @@ import type { Verdict } from "./conditions.js";
 import { bad, mergeConditions, ok } from "./conditions.js";
 import type { GatewayClasses } from "./gatewayclasses.js";
 import type { ListenerContext } from "./listeners.js";
-import { processListeners } from "./listeners.js";
+import { listenerStatus, processListeners } from "./listeners.js";
 import type { RouteContext } from "./routes.js";
 import type { CompileOutput, GatewayStatus } from "./types.js";
 import { byAge, cmp, firstFew } from "./util.js";
@@ -101,6 +101,7 @@ export function gatewayStatuses(
   gateways: GatewayContext[],
   programmed: Map<string, Verdict>,
   now: string,
+  attachedListenerSets: Map<string, number> = new Map(),
 ): CompileOutput["gateways"] {
   const out: CompileOutput["gateways"] = gateways.map(g => {
     const gatewayProgrammed =
@@ -115,34 +116,22 @@ export function gatewayStatuses(
         generation,
         now,
       ),
-      listeners: g.listeners.map((l, i) => {
-        const problem =
-          l.accepted.status !== "True"
-            ? l.accepted
-            : l.conflicted.status !== "False"
-              ? l.conflicted
-              : l.resolvedRefs;
-        const listenerProgrammed = !l.valid
-          ? bad("Programmed", "Invalid", `listener is not valid: ${problem.message}`)
-          : gatewayProgrammed.status === "True"
-            ? ok("Programmed", "Programmed", "Listener is programmed on every ready node")
-            : bad(
-                "Programmed",
-                gatewayProgrammed.reason === "Invalid" ? "Invalid" : "Pending",
-                gatewayProgrammed.message,
-              );
-        return {
-          name: l.name,
-          supportedKinds: l.supportedKinds,
-          attachedRoutes: g.attached.get(i)?.length ?? 0,
-          conditions: mergeConditions(
-            g.view.previousListenerConditions.get(l.name),
-            [l.accepted, l.conflicted, l.resolvedRefs, listenerProgrammed],
-            generation,
-            now,
-          ),
-        };
-      }),
+      // Its own listeners only: those of its ListenerSets are in theirs.
+      listeners: g.listeners.flatMap((l, i) =>
+        l.listenerSet !== undefined
+          ? []
+          : [
+              listenerStatus(
+                l,
+                g.attached.get(i)?.length ?? 0,
+                gatewayProgrammed,
+                g.view.previousListenerConditions.get(l.name),
+                generation,
+                now,
+              ),
+            ],
+      ),
+      attachedListenerSets: attachedListenerSets.get(g.key) ?? 0,
     };
     if (g.address?.kind === "assigned")
       status.addresses = [{ type: "IPAddress", value: g.address.address }];

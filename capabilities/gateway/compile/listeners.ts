@@ -2,11 +2,17 @@
 /** A Gateway's listeners: which are valid, which route kinds they take, which conflict. */
 import { referenceGranted } from "./backends.js";
 import type { Verdict } from "./conditions.js";
-import { bad, ok } from "./conditions.js";
-import type { RouteGroupKind, RouteKind } from "./types.js";
+import { bad, mergeConditions, ok } from "./conditions.js";
+import type { ListenerStatus, RouteGroupKind, RouteKind } from "./types.js";
 import { GATEWAY_GROUP } from "./types.js";
 import { firstFew, isDns1123Label, isDns1123Subdomain } from "./util.js";
-import type { CertificateRefView, CompileInput, GatewayView, ListenerView } from "./views.js";
+import type {
+  CertificateRefView,
+  CompileInput,
+  GatewayView,
+  ListenerSetView,
+  ListenerView,
+} from "./views.js";
 
 /** The route kinds each protocol carries at L4 (HTTP and HTTPS per connection, see ARCHITECTURE). */
 const KINDS_BY_PROTOCOL: Record<string, RouteKind[]> = {
@@ -21,9 +27,18 @@ export interface CertificateRef {
   name: string;
 }
 
+/** Whose listener it is, for ReferenceGrants (their "from") and allowedRoutes "Same". */
+export interface ListenerOwner {
+  kind: "Gateway" | "ListenerSet";
+  namespace: string;
+}
+
 /** A listener as the compile step judges it: its conditions, and what routes it takes. */
 export interface ListenerContext {
   name: string;
+  /** "namespace/name" of the ListenerSet it comes from; absent for the Gateway's own. */
+  listenerSet?: string;
+  owner: ListenerOwner;
   port: number;
   protocol: string;
   hostname: string;
@@ -48,10 +63,46 @@ export function processListeners(
   gateway: GatewayView,
   input: Pick<CompileInput, "secrets" | "referenceGrants">,
 ): ListenerContext[] {
+  const owner: ListenerOwner = { kind: "Gateway", namespace: gateway.meta.namespace };
   const listeners = gateway.listeners.map((listener, i) =>
-    processListener(gateway, listener, i, input),
+    processListener(owner, listener, i, input),
   );
   markConflicts(listeners);
+  judge(listeners);
+  return listeners;
+}
+
+/**
+ * The listeners of a ListenerSet the Gateway allows, judged against the listeners that take
+ * precedence (`kept`: the Gateway's own and those of older ListenerSets, GEP-1713): the first
+ * listener on the list keeps a port and hostname, a later one that clashes is Conflicted and
+ * not Accepted, with the reason HostnameConflict or ProtocolConflict. Those it keeps are
+ * appended to `kept`.
+ */
+export function processListenerSetListeners(
+  listenerSet: ListenerSetView,
+  kept: ListenerContext[],
+  input: Pick<CompileInput, "secrets" | "referenceGrants">,
+): ListenerContext[] {
+  const owner: ListenerOwner = { kind: "ListenerSet", namespace: listenerSet.meta.namespace };
+  const listeners = listenerSet.listeners.map((listener, i) => {
+    const context = processListener(owner, listener, i, input);
+    context.listenerSet = listenerSet.key;
+    return context;
+  });
+  for (const p of listeners) {
+    if (p.accepted.status !== "True" || !p.transport) continue;
+    const conflict = conflictWith(kept, p);
+    if (conflict) {
+      p.conflicted = conflict;
+      p.accepted = bad("Accepted", conflict.reason, conflict.message);
+    } else kept.push(p);
+  }
+  judge(listeners);
+  return listeners;
+}
+
+function judge(listeners: ListenerContext[]): void {
   for (const p of listeners) {
     p.attachable = p.accepted.status === "True" && p.conflicted.status === "False";
     p.healthy = p.attachable && p.resolvedRefs.status === "True";
@@ -62,11 +113,10 @@ export function processListeners(
         p.resolvedRefs.reason === "InvalidRouteKinds" &&
         p.supportedKinds.length > 0);
   }
-  return listeners;
 }
 
 function processListener(
-  gateway: GatewayView,
+  owner: ListenerOwner,
   l: ListenerView,
   i: number,
   input: Pick<CompileInput, "secrets" | "referenceGrants">,
@@ -75,6 +125,7 @@ function processListener(
   const { protocol, port } = l;
   const listener: ListenerContext = {
     name,
+    owner,
     port,
     protocol,
     hostname: l.hostname,
@@ -154,7 +205,7 @@ function processListener(
   }
 
   if (protocol === "HTTPS") {
-    const certs = checkCertificateRefs(gateway, l.certificateRefs, input);
+    const certs = checkCertificateRefs(owner, l.certificateRefs, input);
     listener.certificateRefs = certs.refs;
     if (certs.problem && listener.resolvedRefs.status === "True")
       listener.resolvedRefs = certs.problem;
@@ -163,7 +214,7 @@ function processListener(
 }
 
 function checkCertificateRefs(
-  gateway: GatewayView,
+  owner: ListenerOwner,
   refs: CertificateRefView[],
   input: Pick<CompileInput, "secrets" | "referenceGrants">,
 ): { refs: CertificateRef[]; problem?: Verdict } {
@@ -203,17 +254,17 @@ function checkCertificateRefs(
       );
     }
     if (
-      namespace !== gateway.meta.namespace &&
+      namespace !== owner.namespace &&
       !referenceGranted(
         input,
-        { group: GATEWAY_GROUP, kind: "Gateway", namespace: gateway.meta.namespace },
+        { group: GATEWAY_GROUP, kind: owner.kind, namespace: owner.namespace },
         namespace,
         { group: "", kind: "Secret", name },
       )
     ) {
       return fail(
         "RefNotPermitted",
-        `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows Gateways from "${gateway.meta.namespace}"`,
+        `Secret ${namespace}/${name} is in another namespace and no ReferenceGrant in "${namespace}" allows ${owner.kind}s from "${owner.namespace}"`,
       );
     }
     const secret = input.secrets.get(`${namespace}/${name}`);
@@ -242,31 +293,79 @@ function markConflicts(listeners: ListenerContext[]): void {
   const seen: ListenerContext[] = [];
   for (const p of listeners) {
     if (p.accepted.status !== "True" || !p.transport) continue;
-    const clash = seen.find(q => q.port === p.port && q.transport === p.transport);
-    if (!clash) {
-      seen.push(p);
-      continue;
-    }
-    const same = seen.filter(q => q.port === p.port && q.transport === p.transport);
-    const sharable =
-      (p.protocol === "HTTP" || p.protocol === "HTTPS") &&
-      same.every(q => q.protocol === p.protocol);
-    if (!sharable) {
-      p.conflicted = {
-        type: "Conflicted",
-        status: "True",
-        reason: "ProtocolConflict",
-        message: `port ${p.port}/${p.transport} is already used by listener "${clash.name}" (${clash.protocol})`,
-      };
-    } else if (same.some(q => q.hostname === p.hostname)) {
-      p.conflicted = {
-        type: "Conflicted",
-        status: "True",
-        reason: "HostnameConflict",
-        message: `listener "${same.find(q => q.hostname === p.hostname)?.name}" already serves hostname ${JSON.stringify(p.hostname)} on port ${p.port}`,
-      };
-    } else {
-      seen.push(p);
-    }
+    const conflict = conflictWith(seen, p);
+    if (conflict) p.conflicted = conflict;
+    else seen.push(p);
   }
+}
+
+/** Why `p` cannot share its port with the listeners already `seen`, if it cannot. */
+function conflictWith(seen: ListenerContext[], p: ListenerContext): Verdict | undefined {
+  const same = seen.filter(q => q.port === p.port && q.transport === p.transport);
+  if (same.length === 0) return undefined;
+  const where = (q: ListenerContext) =>
+    `listener "${q.name}"${q.listenerSet ? ` of ListenerSet ${q.listenerSet}` : ""}`;
+  const sharable =
+    (p.protocol === "HTTP" || p.protocol === "HTTPS") && same.every(q => q.protocol === p.protocol);
+  if (!sharable) {
+    return {
+      type: "Conflicted",
+      status: "True",
+      reason: "ProtocolConflict",
+      message: `port ${p.port}/${p.transport} is already used by ${where(same[0])} (${same[0].protocol})`,
+    };
+  }
+  const taken = same.find(q => q.hostname === p.hostname);
+  if (taken) {
+    return {
+      type: "Conflicted",
+      status: "True",
+      reason: "HostnameConflict",
+      message: `${where(taken)} already serves hostname ${JSON.stringify(p.hostname)} on port ${p.port}`,
+    };
+  }
+  return undefined;
+}
+
+/**
+ * One entry of status.listeners (a Gateway's or a ListenerSet's). Programmed follows the
+ * parent's; a listener that is not valid says why, with the reason of its conflict when it lost
+ * one to a listener of another object (GEP-1713: HostnameConflict or ProtocolConflict).
+ */
+export function listenerStatus(
+  l: ListenerContext,
+  attachedRoutes: number,
+  parentProgrammed: Verdict | undefined,
+  previousConditions: unknown,
+  generation: number,
+  now: string,
+): ListenerStatus {
+  const problem =
+    l.accepted.status !== "True"
+      ? l.accepted
+      : l.conflicted.status !== "False"
+        ? l.conflicted
+        : l.resolvedRefs;
+  const lostToAnother =
+    l.listenerSet !== undefined && l.conflicted.status === "True" ? l.conflicted.reason : undefined;
+  const programmed = !l.valid
+    ? bad("Programmed", lostToAnother ?? "Invalid", `listener is not valid: ${problem.message}`)
+    : parentProgrammed?.status === "True"
+      ? ok("Programmed", "Programmed", "Listener is programmed on every ready node")
+      : bad(
+          "Programmed",
+          parentProgrammed?.reason === "Invalid" ? "Invalid" : "Pending",
+          parentProgrammed?.message ?? "not programmed yet",
+        );
+  return {
+    name: l.name,
+    supportedKinds: l.supportedKinds,
+    attachedRoutes,
+    conditions: mergeConditions(
+      previousConditions,
+      [l.accepted, l.conflicted, l.resolvedRefs, programmed],
+      generation,
+      now,
+    ),
+  };
 }

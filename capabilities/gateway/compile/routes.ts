@@ -10,6 +10,7 @@ import type { Verdict } from "./conditions.js";
 import { bad, mergeConditions, ok } from "./conditions.js";
 import type { GatewayContext } from "./gateways.js";
 import type { ListenerContext } from "./listeners.js";
+import type { ListenerSetContext } from "./listenersets.js";
 import type { CompileOutput, ParentReference, RouteKind, RouteParentStatus } from "./types.js";
 import { GATEWAY_GROUP } from "./types.js";
 import { cmp, firstFew, jsonEqual, nsName, selectorMatches } from "./util.js";
@@ -23,6 +24,11 @@ export interface RouteContext {
 /** A parentRef blixt may answer: one naming a Gateway (other kinds are other controllers' business). */
 export function isGatewayParentRef(ref: ParentReference): boolean {
   return ref.group === GATEWAY_GROUP && ref.kind === "Gateway";
+}
+
+/** A parentRef naming a ListenerSet: blixt's when the ListenerSet's Gateway is. */
+export function isListenerSetParentRef(ref: ParentReference): boolean {
+  return ref.group === GATEWAY_GROUP && ref.kind === "ListenerSet";
 }
 
 type RouteInput = Pick<
@@ -40,6 +46,7 @@ type RouteInput = Pick<
 export function processRoutes(
   input: RouteInput,
   gateways: GatewayContext[],
+  listenerSets: Map<string, ListenerSetContext> = new Map(),
 ): CompileOutput["routes"] {
   const { controllerName } = input;
   const gatewayByKey = new Map(gateways.map(g => [g.key, g]));
@@ -60,14 +67,15 @@ export function processRoutes(
     const ours: RouteParentStatus[] = [];
     const seen = new Set<string>();
     for (const parentRef of view.parentRefs) {
-      if (!isGatewayParentRef(parentRef)) continue;
-      const gateway = gatewayByKey.get(nsName(parentRef.namespace as string, parentRef.name));
+      const key = nsName(parentRef.namespace as string, parentRef.name);
+      const listenerSet = isListenerSetParentRef(parentRef) ? listenerSets.get(key) : undefined;
+      const gateway = isGatewayParentRef(parentRef) ? gatewayByKey.get(key) : listenerSet?.gateway;
       if (!gateway) continue;
-      const refKey = `${parentRef.namespace}/${parentRef.name}/${parentRef.sectionName ?? ""}/${parentRef.port ?? ""}`;
+      const refKey = `${parentRef.kind}/${parentRef.namespace}/${parentRef.name}/${parentRef.sectionName ?? ""}/${parentRef.port ?? ""}`;
       if (seen.has(refKey)) continue;
       seen.add(refKey);
 
-      const accepted = attachRoute(route, parentRef, gateway, labelsOf);
+      const accepted = attachRoute(route, parentRef, gateway, labelsOf, listenerSet);
       route.backends ??= resolveBackends(
         input,
         { kind: view.kind, namespace: view.meta.namespace, name: view.meta.name },
@@ -116,21 +124,31 @@ function attachRoute(
   parentRef: ParentReference,
   gateway: GatewayContext,
   labelsOf: (ns: string) => Record<string, string>,
+  listenerSet?: ListenerSetContext,
 ): Verdict {
   const { view } = route;
-  const what = `Gateway ${gateway.key}`;
+  const what = listenerSet ? `ListenerSet ${listenerSet.key}` : `Gateway ${gateway.key}`;
   // A Gateway whose listeners are all invalid still tells routes which listener refused them.
   if (gateway.accepted.status !== "True" && gateway.accepted.reason !== "ListenersNotValid") {
     return bad(
       "Accepted",
       "NoMatchingParent",
-      `${what} is not accepted: ${gateway.accepted.message}`,
+      `Gateway ${gateway.key} is not accepted: ${gateway.accepted.message}`,
     );
   }
+  if (listenerSet && listenerSet.listeners.length === 0) {
+    return bad(
+      "Accepted",
+      "NoMatchingParent",
+      `${what} is not accepted: ${listenerSet.accepted.message}`,
+    );
+  }
+  // A parentRef attaches to the listeners of the object it names, never its relatives'.
   const candidates = gateway.listeners
     .map((listener, i) => ({ listener, i }))
     .filter(
       ({ listener }) =>
+        listener.listenerSet === listenerSet?.key &&
         (parentRef.sectionName === undefined || listener.name === parentRef.sectionName) &&
         (parentRef.port === undefined || listener.port === parentRef.port),
     );
@@ -157,7 +175,7 @@ function attachRoute(
       );
       continue;
     }
-    if (!namespaceAllowed(listener, gateway.view.meta.namespace, view.meta.namespace, labelsOf)) {
+    if (!namespaceAllowed(listener, listener.owner.namespace, view.meta.namespace, labelsOf)) {
       reasons.push(
         `listener "${listener.name}" does not allow routes from namespace "${view.meta.namespace}" (allowedRoutes.namespaces.from: ${listener.allowedFrom})`,
       );

@@ -12,11 +12,13 @@
  * They are structurally what the API expects; the controller casts when it patches status.
  */
 import type { CertificateCopy } from "../certificate-copies.js";
+import type { GatewayService } from "./gateway-services.js";
 import type { V1EndpointSlice, V1Namespace, V1Service } from "@kubernetes/client-node";
 import type { DataplaneConfig } from "../../generated/dataplaneconfig-v1alpha1.js";
 import type { Gateway } from "../../generated/gateway-v1.js";
 import type { GatewayClass } from "../../generated/gatewayclass-v1.js";
 import type { HTTPRoute } from "../../generated/httproute-v1.js";
+import type { ListenerSet } from "../../generated/listenerset-v1.js";
 import type { ReferenceGrant } from "../../generated/referencegrant-v1beta1.js";
 import type { TCPRoute } from "../../generated/tcproute-v1.js";
 import type { UDPRoute } from "../../generated/udproute-v1.js";
@@ -26,6 +28,7 @@ export type {
   Gateway,
   GatewayClass,
   HTTPRoute,
+  ListenerSet,
   ReferenceGrant,
   TCPRoute,
   UDPRoute,
@@ -74,6 +77,8 @@ export interface Snapshot {
   now: string;
   gatewayClasses: GatewayClass[];
   gateways: Gateway[];
+  /** ListenerSets (absent: none). */
+  listenerSets?: ListenerSet[];
   tcpRoutes: TCPRoute[];
   udpRoutes: UDPRoute[];
   httpRoutes: HTTPRoute[];
@@ -133,6 +138,13 @@ export interface GatewayStatus {
   addresses?: GatewayStatusAddress[];
   conditions: Condition[];
   listeners: ListenerStatus[];
+  /** ListenerSets attached to the Gateway and Accepted. */
+  attachedListenerSets: number;
+}
+
+export interface ListenerSetStatus {
+  conditions: Condition[];
+  listeners: ListenerStatus[];
 }
 
 export interface ParentReference {
@@ -160,12 +172,19 @@ export type RouteKind = "TCPRoute" | "UDPRoute" | "HTTPRoute";
 export interface CompileOutput {
   gatewayClasses: { name: string; status: GatewayClassStatus }[];
   gateways: { namespace: string; name: string; status: GatewayStatus }[];
+  /** ListenerSets whose parent is a Gateway of ours. */
+  listenerSets: { namespace: string; name: string; status: ListenerSetStatus }[];
   routes: { kind: RouteKind; namespace: string; name: string; status: RouteStatus }[];
   /**
    * One per Gateway blixt accepts: metadata.name = the Gateway's name, same namespace, an
    * ownerReference to the Gateway (when its uid is known). Spec only; status is the agents'.
    */
   dataplaneConfigs: DataplaneConfig[];
+  /**
+   * One per accepted Gateway: a headless Service in its namespace (its DNS name, its
+   * infrastructure labels and annotations) and the EndpointSlice holding its address.
+   */
+  gatewayServices: GatewayService[];
   /** The certificate copies the DataplaneConfigs name (only with certificateCopyNamespace). */
   certificateCopies?: CertificateCopy[];
   /** The new allocation table, for the controller to record. */

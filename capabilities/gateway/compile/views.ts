@@ -58,8 +58,24 @@ export interface GatewayView {
   addresses: { type: string; value?: string }[];
   /** spec.infrastructure.parametersRef as "group/Kind namespace/name", when set. */
   infrastructureParametersRef?: string;
+  /** spec.infrastructure.labels and .annotations (string values only). */
+  infrastructureLabels: Record<string, string>;
+  infrastructureAnnotations: Record<string, string>;
+  /** spec.allowedListeners.namespaces: from (None when unset) and its selector. */
+  allowedListeners: { from: string; selector?: unknown };
   previousConditions: unknown;
   /** status.listeners[].conditions by listener name (the first entry of a name). */
+  previousListenerConditions: Map<string, unknown>;
+}
+
+export interface ListenerSetView {
+  meta: Meta;
+  key: string;
+  /** spec.parentRef with its defaults (group, kind Gateway, the ListenerSet's namespace). */
+  parentRef: { group: string; kind: string; namespace: string; name: string };
+  listeners: ListenerView[];
+  previousConditions: unknown;
+  /** status.listeners[].conditions by listener name. */
   previousListenerConditions: Map<string, unknown>;
 }
 
@@ -133,6 +149,7 @@ export interface CompileInput {
   now: string;
   gatewayClasses: GatewayClassView[];
   gateways: GatewayView[];
+  listenerSets: ListenerSetView[];
   routes: RouteView[];
   /** "ns/name" → Service. */
   services: Map<string, ServiceView>;
@@ -161,6 +178,7 @@ export function readSnapshot(snapshot: Snapshot): CompileInput {
     now: str(s.now) ?? "1970-01-01T00:00:00Z",
     gatewayClasses: [],
     gateways: [],
+    listenerSets: [],
     routes: [],
     services: new Map(),
     endpointSlices: new Map(),
@@ -182,6 +200,10 @@ export function readSnapshot(snapshot: Snapshot): CompileInput {
   for (const raw of arr(s.gateways)) {
     const view = gatewayView(raw);
     if (view.meta.name) input.gateways.push(view);
+  }
+  for (const raw of arr(s.listenerSets)) {
+    const view = listenerSetView(raw);
+    if (view.meta.name) input.listenerSets.push(view);
   }
   for (const [kind, list] of [
     ["TCPRoute", s.tcpRoutes],
@@ -235,6 +257,13 @@ function append<T>(map: Map<string, T[]>, key: string, value: T): void {
   map.set(key, list);
 }
 
+/** The string-valued entries of a map (labels, annotations). */
+function strings(value: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(obj(value))) if (typeof v === "string") out[k] = v;
+  return out;
+}
+
 /** A reference for a message: "group/Kind namespace/name". */
 function describeRef(ref: unknown): string {
   const r = obj(ref);
@@ -256,11 +285,8 @@ export function gatewayView(raw: unknown): GatewayView {
   const spec = obj(obj(raw).spec);
   const status = obj(obj(raw).status);
   const infrastructure = obj(spec.infrastructure);
-  const previousListenerConditions = new Map<string, unknown>();
-  for (const l of arr(status.listeners).map(obj)) {
-    if (typeof l.name === "string" && !previousListenerConditions.has(l.name))
-      previousListenerConditions.set(l.name, l.conditions);
-  }
+  const previousListenerConditions = listenerConditions(status);
+  const allowedListeners = obj(obj(spec.allowedListeners).namespaces);
   return {
     meta: m,
     key: nsName(m.namespace, m.name),
@@ -277,8 +303,42 @@ export function gatewayView(raw: unknown): GatewayView {
       infrastructure.parametersRef !== undefined
         ? describeRef(infrastructure.parametersRef)
         : undefined,
+    allowedListeners: {
+      from: str(allowedListeners.from) ?? "None",
+      ...(allowedListeners.selector !== undefined ? { selector: allowedListeners.selector } : {}),
+    },
+    infrastructureLabels: strings(infrastructure.labels),
+    infrastructureAnnotations: strings(infrastructure.annotations),
     previousConditions: status.conditions,
     previousListenerConditions,
+  };
+}
+
+function listenerConditions(status: Obj): Map<string, unknown> {
+  const conditions = new Map<string, unknown>();
+  for (const l of arr(status.listeners).map(obj)) {
+    if (typeof l.name === "string" && !conditions.has(l.name)) conditions.set(l.name, l.conditions);
+  }
+  return conditions;
+}
+
+export function listenerSetView(raw: unknown): ListenerSetView {
+  const m = meta(raw);
+  const spec = obj(obj(raw).spec);
+  const status = obj(obj(raw).status);
+  const parent = obj(spec.parentRef);
+  return {
+    meta: m,
+    key: nsName(m.namespace, m.name),
+    parentRef: {
+      group: str(parent.group) ?? GATEWAY_GROUP,
+      kind: str(parent.kind) ?? "Gateway",
+      namespace: str(parent.namespace) || m.namespace,
+      name: str(parent.name) ?? "",
+    },
+    listeners: arr(spec.listeners).map(l => listenerView(obj(l), m.namespace)),
+    previousConditions: status.conditions,
+    previousListenerConditions: listenerConditions(status),
   };
 }
 
