@@ -2,8 +2,16 @@
 // A Gateway with a TCP and a UDP listener on one port, a TCPRoute and a UDPRoute to real pods:
 // the Gateway is Programmed at an address of its own from the pool, traffic from the root
 // namespace (outside the cluster) reaches the backends, and the backends see the client's own
-// address, since blixt forwards in the kernel without proxying or SNAT.
+// address, since blixt forwards in the kernel without proxying or SNAT. The Gateway's headless
+// Service resolves to its address through a real CoreDNS; a ListenerSet's listener carries
+// traffic on the Gateway's address.
 import t, { type Test } from "tap";
+import { execa } from "execa";
+import { existsSync, readdirSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { Resolver } from "node:dns/promises";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   apply,
   clientAddress,
@@ -11,6 +19,8 @@ import {
   echoBackend,
   freshNamespace,
   gatewayAddress,
+  getObject,
+  kubeconfig,
   inGatewayPool,
   kubectl,
   listObjects,
@@ -199,5 +209,123 @@ spec:
     );
     t.teardown(() => client.close());
     t.equal(await client.request("PING"), "PONG", "and its route serves");
+    // Its Service: a name of at most 63 characters, the full name in an annotation.
+    const services = JSON.parse(await kubectl("get", "services", "-n", namespace, "-o", "json"))
+      .items as { metadata: { name: string; annotations?: Record<string, string> } }[];
+    const own = services.find(s => s.metadata.annotations?.["blixt.dev/gateway-name"] === name);
+    t.ok(own && own.metadata.name.length <= 63, `its Service ${own?.metadata.name} exists`);
   });
+
+  // GEP-1867 and DNS: the Gateway's headless Service carries the gateway-name label, and a
+  // cluster DNS server answers its name with the Gateway's address. The local cluster runs no
+  // DNS add-on, so the test runs CoreDNS itself (the binary hack/conformance.sh builds for the
+  // suite's DNS backend) with its kubernetes plugin on this cluster's API server.
+  await t.test("the Gateway's Service resolves to its address through CoreDNS", async t => {
+    const service = await waitFor("Service l4-blixt", () =>
+      getObject("service", "l4-blixt", namespace),
+    );
+    t.match(service, {
+      metadata: { labels: { "gateway.networking.k8s.io/gateway-name": "l4" } },
+      spec: { clusterIP: "None" },
+    });
+    const coredns = corednsBinary();
+    t.ok(coredns, "CoreDNS is built (hack/conformance.sh build-images builds it)");
+    if (!coredns) return;
+    const dir = await mkdtemp(join(tmpdir(), "blixt-e2e-coredns-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const dnsPort = 15353;
+    await writeFile(
+      join(dir, "Corefile"),
+      `cluster.local:${dnsPort} {\n  bind 127.0.0.1\n  kubernetes cluster.local {\n    kubeconfig ${await kubeconfig()}\n  }\n}\n`,
+    );
+    const server = execa(coredns, ["-conf", join(dir, "Corefile")], { reject: false });
+    t.teardown(() => {
+      server.kill();
+    });
+    const resolver = new Resolver({ timeout: 1000, tries: 1 });
+    resolver.setServers([`127.0.0.1:${dnsPort}`]);
+    const answer = await waitFor(
+      `l4-blixt.${namespace}.svc.cluster.local from CoreDNS`,
+      async () => {
+        try {
+          const found = await resolver.resolve4(`l4-blixt.${namespace}.svc.cluster.local`);
+          return found.length > 0 ? found : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      { timeoutMs: 30_000 },
+    );
+    t.same(answer, [address], "the name resolves to the Gateway's address, nothing else");
+    const { client } = await tcpEcho(answer[0], port);
+    t.teardown(() => client.close());
+    t.equal(await client.request("PING"), "PONG", "and that address serves the route");
+  });
+
+  // GEP-1713: a ListenerSet the Gateway allows adds a listener on the Gateway's address; a
+  // route attaches to it by naming the ListenerSet.
+  await t.test("a ListenerSet's listener serves on the Gateway's address", async t => {
+    await apply(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: with-sets, namespace: ${namespace}}
+spec:
+  gatewayClassName: blixt
+  allowedListeners: {namespaces: {from: Same}}
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port + 2}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: extra, namespace: ${namespace}}
+spec:
+  parentRef: {name: with-sets}
+  listeners:
+  - {name: tcp, protocol: TCP, port: ${port + 3}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: to-set, namespace: ${namespace}}
+spec:
+  parentRefs: [{group: gateway.networking.k8s.io, kind: ListenerSet, name: extra, sectionName: tcp}]
+  rules: [{backendRefs: [{name: tcp-echo, port: 3000}]}]
+`);
+    const programmed = await waitForCondition("listenerset", "extra", namespace, "Programmed", {
+      status: "True",
+    });
+    t.equal(programmed.reason, "Programmed", "the ListenerSet is Programmed");
+    const gateway = await getObject("gateway", "with-sets", namespace);
+    t.equal(gateway?.status?.attachedListenerSets, 1, "the Gateway counts it");
+    const listenerSet = await getObject("listenerset", "extra", namespace);
+    t.match(
+      listenerSet?.status?.listeners,
+      [{ name: "tcp", attachedRoutes: 1 }],
+      "its listener has the route",
+    );
+    const setAddress = await gatewayAddress(namespace, "with-sets");
+    const { client } = await waitFor(
+      `TCP ${setAddress}:${port + 3}`,
+      () => tcpEcho(setAddress, port + 3),
+      { timeoutMs: 30_000 },
+    );
+    t.teardown(() => client.close());
+    t.equal(await client.request("PING"), "PONG", "traffic to the ListenerSet's port arrives");
+    const route = await getObject("tcproute", "to-set", namespace);
+    t.match(
+      routeParentConditions(route, "extra"),
+      [{ type: "Accepted", status: "True" }],
+      "the route is accepted by the ListenerSet",
+    );
+  });
+}
+
+/** The CoreDNS binary hack/conformance.sh builds, if it is there. */
+function corednsBinary(): string | undefined {
+  const cache =
+    process.env.BLIXT_CACHE ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "blixt");
+  const bin = join(cache, "conformance", "bin");
+  if (!existsSync(bin)) return undefined;
+  const dir = readdirSync(bin).find(d => d.startsWith("coredns-"));
+  return dir && existsSync(join(bin, dir, "coredns")) ? join(bin, dir, "coredns") : undefined;
 }
