@@ -38,6 +38,11 @@ options (run):
                        are shown, and required only once the feature is claimed there
   --run-test NAME      run one test of the suite (no report is kept)
   --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
+  --channel CHANNEL    the Gateway API release channel to run against: standard (default) or
+                       experimental. experimental installs that channel's CRDs (the bundle
+                       in hack/gateway-api/), runs, and puts the standard ones back; each
+                       channel has its report and RESULTS file (RESULTS-experimental.md),
+                       and the README's table a column per channel
   --kind               the multi-node kind cluster of hack/kind.sh (images are loaded into
                        its nodes; the static addresses come from its pool)
   --install            first install blixt with hack/install.sh: build its image (when
@@ -77,6 +82,9 @@ UNUSABLE_ADDRESS=${BLIXT_CONFORMANCE_UNUSABLE_ADDRESS:-198.18.1.1}
 
 # --gateway-api-dir: set by use_local_tree.
 GATEWAY_API_DIR="" LOCAL_VERSION="" SUITE_SOURCE=""
+# --channel; each channel's results file, for the README's columns.
+CHANNEL=standard
+CHANNEL_RESULTS=(standard=conformance/RESULTS.md experimental=conformance/RESULTS-experimental.md)
 
 log() { printf '[conformance %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -268,7 +276,9 @@ claimed_features() {
 write_results() {
   local report=$1 record=$2 events
   shift 2
-  local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --extended-features "$EXTENDED" --results "$RESULTS")
+  local args=(--catalogue "$CATALOGUE" --passing "$PASSING" --extended-features "$EXTENDED" --results "$RESULTS" --channel "$CHANNEL")
+  local other
+  for other in "${CHANNEL_RESULTS[@]}"; do args+=(--channel-results "$other"); done
   for events in "$@"; do args+=(--events "$events"); done
   if [[ -n $GATEWAY_API_DIR ]]; then
     # A local tree's run: its files stay in the run's directory; the committed ones are untouched.
@@ -294,13 +304,20 @@ main() {
       --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
       --kind) on_kind=1 ;;
       --gateway-api-dir) tree=${2:?--gateway-api-dir needs a directory}; shift ;;
+      --channel) CHANNEL=${2:?--channel needs standard or experimental}; shift ;;
       -h|--help) usage; return ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
   need go jq node
+  case $CHANNEL in
+    standard) ;;
+    experimental) RESULTS=conformance/RESULTS-experimental.md ;;
+    *) die "--channel $CHANNEL: give standard or experimental" ;;
+  esac
   if [[ -n $tree ]]; then
+    [[ $CHANNEL == standard ]] || die "--channel with --gateway-api-dir: the suite runs against whatever CRDs are installed; install DIR's own (config/crd/experimental) and drop --channel"
     [[ $command != results ]] || die "results rewrites the committed RESULTS.md: it takes no --gateway-api-dir (a local tree's run writes its own)"
     [[ -z $record ]] || die "--record adds to conformance/passing-tests.txt, which records the pinned suite: drop it with --gateway-api-dir"
     use_local_tree "$tree"
@@ -365,6 +382,12 @@ main() {
   fi
   [[ -n ${KUBECONFIG:-} ]] || die "hack/cluster.sh env gave no KUBECONFIG"
 
+  if [[ $CHANNEL != standard ]]; then
+    use_channel "$CHANNEL" "$version"
+    # Whatever happens to the run, the cluster goes back to the standard channel it had.
+    trap 'use_channel standard "'"$version"'" || log "warning: putting the standard CRDs back failed"' EXIT
+  fi
+
   local blixt_version
   blixt_version=$(node -p 'require("./package.json").version')
   # A feature tried out comes on top of the claimed ones, whose tests stay required.
@@ -398,6 +421,40 @@ main() {
     log "a claimed test failed: running the whole suite once more (a test that passes then is reported as flaky; one that fails again fails the run)"
     wait_suite_namespaces_gone
   done
+}
+
+# use_channel CHANNEL VERSION installs the Gateway API CRDs of that release channel (the bundle
+# of VERSION in hack/gateway-api/) on the cluster KUBECONFIG names. The bundles' own
+# ValidatingAdmissionPolicy (safe-upgrades) refuses experimental CRDs over standard ones, so it
+# is deleted first (the standard bundle brings it back); the CRDs only the experimental bundle
+# has are deleted on the way back to standard.
+use_channel() {
+  local channel=$1 dir=hack/gateway-api/$2 attempt
+  local bundle=$dir/$channel-install.yaml
+  [[ -f $bundle ]] || die "no $bundle: the $channel channel of $2 is not in the repository"
+  log "installing the Gateway API CRDs of the $channel channel ($bundle)"
+  if [[ $channel == experimental ]]; then
+    kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy \
+      safe-upgrades.gateway.networking.k8s.io --ignore-not-found >/dev/null
+  fi
+  for attempt in $(seq 10); do
+    # The API server enforces a deleted policy for a moment longer: try again.
+    kubectl apply --server-side --force-conflicts -f "$bundle" >/dev/null 2>"$CACHE/channel.err" && break
+    ((attempt < 10)) || die "applying $bundle failed: $(cat "$CACHE/channel.err")"
+    sleep 2
+  done
+  if [[ $channel == standard && -f $dir/experimental-install.yaml ]]; then
+    local extra
+    extra=$(comm -13 <(crd_names "$dir/standard-install.yaml") <(crd_names "$dir/experimental-install.yaml"))
+    # shellcheck disable=SC2086 # one CRD name a word
+    [[ -z $extra ]] || kubectl delete crd $extra --ignore-not-found >/dev/null
+  fi
+  kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
+}
+
+# crd_names BUNDLE: the names of the CustomResourceDefinitions in a bundle, sorted.
+crd_names() {
+  awk '/^kind: CustomResourceDefinition/ { crd = 1 } crd && /^  name: / { print $2; crd = 0 }' "$1" | sort
 }
 
 # wait_suite_namespaces_gone waits (up to 5 minutes) until the namespaces the suite deleted at

@@ -8,8 +8,9 @@
 #   3. runs every tap test: unit, golden, packet (BPF_PROG_TEST_RUN), netns lab, node agent,
 #      controller against a real kube-apiserver, Helm chart;
 #   4. brings the local Kubernetes cluster up, installs blixt by its image and chart, runs the
-#      cluster smoke and end-to-end tests, then the upstream Gateway API conformance suite
-#      (failing if a claimed test fails twice); on a cluster this run brought up,
+#      cluster smoke and end-to-end tests, then the upstream Gateway API conformance suite in
+#      both release channels, standard and experimental (failing if a claimed test fails
+#      twice); on a cluster this run brought up,
 #      it then checks that `helm uninstall` leaves nothing of blixt on the node, and takes
 #      the cluster down again;
 #   5. brings a 3-node kind cluster up (hack/kind.sh: docker, kind and its node image built
@@ -95,6 +96,8 @@ step "upstream Gateway API conformance suite (GATEWAY-TCP, GATEWAY-UDP)"
 # Every claimed test must pass. One that fails is given a second run of the whole suite: failed
 # then passed is reported as flaky (log and conformance/RESULTS.md), failed twice fails CI.
 hack/conformance.sh --retry
+step "upstream conformance suite, experimental channel (its CRDs for the run, then the standard ones again)"
+hack/conformance.sh --channel experimental --retry
 if [ -n "$we_started" ]; then
   step "tap: helm uninstall leaves nothing of blixt on the node (last: it uninstalls blixt)"
   BLIXT_CLUSTER=1 BLIXT_UNINSTALL=1 npx tap test/uninstall/uninstall.test.ts

@@ -10,11 +10,13 @@ import { Command } from "commander";
 import { parse as parseYaml } from "yaml";
 import {
   type CatalogueEntry,
+  channelsTable,
   claimedTests,
   combineRuns,
   formatTestList,
   outcomesFromEvents,
   parseEvents,
+  parseResultsTable,
   parseTestList,
   passedClaimedTests,
   recordPassing,
@@ -47,6 +49,13 @@ const program = new Command()
   )
   .requiredOption("--results <file>", "markdown table to write")
   .option("--readme <file>", "a README whose conformance-table block gets the results table")
+  .option("--channel <name>", "the Gateway API release channel this run ran (standard)", "standard")
+  .option(
+    "--channel-results <channel=file>",
+    "another channel's RESULTS file, for the README's column of that channel; repeat",
+    (spec: string, previous: string[]) => [...previous, spec],
+    [] as string[],
+  )
   .option("--record", "add this run's passing claimed tests to the recorded list", false)
   .option(
     "--suite-source <text>",
@@ -63,6 +72,8 @@ const opts = program.opts<{
   passing: string;
   results: string;
   readme?: string;
+  channel: string;
+  channelResults: string[];
   record: boolean;
   suiteSource?: string;
 }>();
@@ -106,8 +117,24 @@ log(
   `wrote ${opts.results}: ${rows.length} tests, ${passedClaimedTests(rows, extended).length} claimed tests passed`,
 );
 if (opts.readme && summary && !suiteFailure) {
-  writeFileSync(opts.readme, withReadmeResults(readFileSync(opts.readme, "utf8"), rows));
-  log(`wrote the results table into ${opts.readme}`);
+  // One column per channel: this run's, and each other channel's last RESULTS file.
+  const others = opts.channelResults
+    .map(spec => spec.split("=", 2) as [string, string])
+    .filter(([channel, file]) => channel !== opts.channel && existsSync(file))
+    .map(([channel, file]) => [channel, parseResultsTable(readFileSync(file, "utf8"))] as const);
+  const channels = [[opts.channel, rows] as const, ...others].sort(([a], [b]) =>
+    a === "standard" ? -1 : b === "standard" ? 1 : a.localeCompare(b),
+  );
+  writeFileSync(
+    opts.readme,
+    withReadmeResults(
+      readFileSync(opts.readme, "utf8"),
+      channelsTable(channels.map(([c, r]) => [c, [...r]])),
+    ),
+  );
+  log(
+    `wrote the results table into ${opts.readme} (channels: ${channels.map(([c]) => c).join(", ")})`,
+  );
 }
 if (suiteFailure) log(`the suite itself failed: ${suiteFailure}`);
 

@@ -436,8 +436,83 @@ export function resultsTable(rows: ResultRow[]): string[] {
 export const README_BEGIN = "<!-- conformance-table:begin (written by hack/conformance.sh) -->";
 export const README_END = "<!-- conformance-table:end -->";
 
+/** What the README's table needs of a test's result in one channel. */
+export type ChannelRow = Pick<ResultRow, "name" | "profiles" | "outcome" | "reason"> & {
+  provisional?: boolean;
+};
+
+/**
+ * The rows of a table resultsTable wrote (a channel's RESULTS file), read back: how the README
+ * shows a channel this run did not run.
+ */
+export function parseResultsTable(markdown: string): ChannelRow[] {
+  const byLabel = new Map(Object.entries(OUTCOME_LABEL).map(([o, label]) => [label, o as Outcome]));
+  const rows: ChannelRow[] = [];
+  for (const line of markdown.split("\n")) {
+    if (!line.startsWith("| ") || line.startsWith("| Test |") || line.startsWith("| ---")) continue;
+    const cells = line
+      .slice(2, -2)
+      .split(" | ")
+      .map(c => c.replace(/\\\|/g, "|"));
+    if (cells.length !== 5) continue;
+    const [test, tcp, udp, label, reason] = cells;
+    const outcome = byLabel.get(label);
+    if (!outcome) continue;
+    const profiles: Record<string, SupportLevel> = {};
+    for (const [profile, level] of [
+      ["GATEWAY-TCP", tcp],
+      ["GATEWAY-UDP", udp],
+    ])
+      if (level === "core" || level === "extended") profiles[profile] = level;
+    const provisional = test.endsWith(" (provisional)");
+    rows.push({
+      name: provisional ? test.slice(0, -" (provisional)".length) : test,
+      profiles,
+      outcome,
+      reason,
+      ...(provisional ? { provisional } : {}),
+    });
+  }
+  return rows;
+}
+
+/**
+ * The README's table: one row per test, its result in each channel (in the order given; a
+ * test a channel did not list is "not run" there), and the reasons, named by channel where
+ * they differ.
+ */
+export function channelsTable(channels: [string, ChannelRow[]][]): string[] {
+  const out = [
+    `| Test | GATEWAY-TCP | GATEWAY-UDP | ${channels.map(([c]) => c).join(" | ")} | Reason |`,
+    `| --- | --- | --- | ${channels.map(() => "---").join(" | ")} | --- |`,
+  ];
+  const names: string[] = [];
+  for (const [, rows] of channels)
+    for (const r of rows) if (!names.includes(r.name)) names.push(r.name);
+  for (const name of names) {
+    const found = channels.map(
+      ([channel, rows]) => [channel, rows.find(r => r.name === name)] as const,
+    );
+    const first = found.find(([, r]) => r)?.[1] as ChannelRow;
+    const level = (p: string) => first.profiles[p] ?? "–";
+    const reasons = [...new Set(found.map(([, r]) => r?.reason ?? "").filter(Boolean))];
+    const reason =
+      reasons.length <= 1
+        ? (reasons[0] ?? "")
+        : found
+            .filter(([, r]) => r?.reason)
+            .map(([channel, r]) => `${channel}: ${r?.reason}`)
+            .join("; ");
+    out.push(
+      `| ${cell(name)}${first.provisional ? " (provisional)" : ""} | ${level("GATEWAY-TCP")} | ` +
+        `${level("GATEWAY-UDP")} | ${found.map(([, r]) => OUTCOME_LABEL[r?.outcome ?? "not run"]).join(" | ")} | ${cell(reason)} |`,
+    );
+  }
+  return out;
+}
+
 /** The project README with the results table between its markers replaced. */
-export function withReadmeResults(readme: string, rows: ResultRow[]): string {
+export function withReadmeResults(readme: string, rows: ResultRow[] | string[]): string {
   const start = readme.indexOf(README_BEGIN);
   const end = readme.indexOf(README_END);
   if (start < 0 || end < start) {
@@ -445,7 +520,11 @@ export function withReadmeResults(readme: string, rows: ResultRow[]): string {
       `README.md: no "${README_BEGIN}" … "${README_END}" block to write the conformance table into`,
     );
   }
-  return `${readme.slice(0, start + README_BEGIN.length)}\n${resultsTable(rows).join("\n")}\n${readme.slice(end)}`;
+  const table =
+    rows.length > 0 && typeof rows[0] === "string"
+      ? (rows as string[])
+      : resultsTable(rows as ResultRow[]);
+  return `${readme.slice(0, start + README_BEGIN.length)}\n${table.join("\n")}\n${readme.slice(end)}`;
 }
 
 /** Parses test2json output; lines that are not JSON (a build error, say) are kept as output. */

@@ -11,12 +11,14 @@ import { execa } from "execa";
 import {
   type CatalogueEntry,
   type TestEvent,
+  channelsTable,
   claimedTests,
   combineRuns,
   failureReason,
   formatTestList,
   outcomesFromEvents,
   parseEvents,
+  parseResultsTable,
   parseTestList,
   passedCoreTests,
   recordPassing,
@@ -312,6 +314,50 @@ t.test(
     );
   },
 );
+
+t.test("a channel's RESULTS table reads back as the rows it was written from", async t => {
+  const rows = resultRows(catalogue, outcomesFromEvents(run).tests);
+  rows[0] = { ...rows[0], reason: "a reason | with a pipe", provisional: true };
+  const parsed = parseResultsTable(renderResults(rows, undefined, ""));
+  t.same(
+    parsed,
+    rows.map(r => ({
+      name: r.name,
+      profiles: r.profiles,
+      outcome: r.outcome,
+      reason: r.reason,
+      ...(r.provisional ? { provisional: true } : {}),
+    })),
+  );
+  t.same(parseResultsTable("# no table\n"), [], "nothing to read is no rows");
+});
+
+t.test("the README's table has a column per channel and names the channel of a reason", async t => {
+  const rows = resultRows(catalogue, outcomesFromEvents(run).tests);
+  const experimental = rows.map(r =>
+    r.name === "UDPRoute" ? { ...r, outcome: "fail" as const, reason: "timed out" } : r,
+  );
+  const table = channelsTable([
+    ["standard", rows],
+    ["experimental", experimental.filter(r => r.name !== "TCPRouteWeightedRouting")],
+  ]);
+  t.equal(table[0], "| Test | GATEWAY-TCP | GATEWAY-UDP | standard | experimental | Reason |");
+  t.equal(table.length, 2 + rows.length, "one row per test");
+  const udp = table.find(l => l.startsWith("| UDPRoute |"));
+  const standardUdp = rows.find(r => r.name === "UDPRoute")!;
+  t.match(udp, `| ${standardUdp.outcome === "pass" ? "pass" : standardUdp.outcome} | **fail** |`);
+  t.match(
+    udp,
+    standardUdp.reason
+      ? `standard: ${standardUdp.reason}; experimental: timed out`
+      : "| timed out |",
+  );
+  t.match(
+    table.find(l => l.startsWith("| TCPRouteWeightedRouting |")),
+    /\| not run \|[^|]*\|$/,
+    "a test a channel did not list is not run there",
+  );
+});
 
 // ---- the ratchet: claimed tests, reruns, flakes ---------------------------------------------
 
