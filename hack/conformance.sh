@@ -8,7 +8,10 @@
 # when a version changes), imports the images into the cluster, runs the suite, writes the
 # report and conformance/RESULTS.md, and fails when a claimed test (every core test, and every
 # test of a feature in conformance/extended-features.txt) or one on conformance/passing-tests.txt
-# does not pass. Run as root, with the cluster up and blixt installed in it.
+# does not pass. On the local cluster (the default) the one command does it all: it brings the
+# cluster up when it is not (hack/install.sh, which also builds blixt's image when its sources
+# changed and installs the chart when the release differs), and prints the time of each phase
+# at the end. Run as root.
 set -euo pipefail
 # Builds run inside $(...); without this a failed step there would not stop the script.
 shopt -s inherit_errexit
@@ -45,9 +48,11 @@ options (run):
                        and the README's table a column per channel
   --kind               the multi-node kind cluster of hack/kind.sh (images are loaded into
                        its nodes; the static addresses come from its pool)
-  --install            first install blixt with hack/install.sh: build its image (when
-                       its sources changed), import it and `helm upgrade --install` the
-                       chart with the local address pool
+  --no-install         on the local cluster, run against the blixt installed there as it
+                       is (the cluster must be up). Without it hack/install.sh runs first:
+                       the cluster up if it is not, blixt's image built when its sources
+                       changed, the chart upgraded when the release differs (a few seconds
+                       when nothing changed). --install, the old spelling, is the default
 
 options (every command but results):
   --gateway-api-dir DIR
@@ -88,6 +93,31 @@ CHANNEL_RESULTS=(standard=conformance/RESULTS.md experimental=conformance/RESULT
 
 log() { printf '[conformance %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The time of each phase of a run, printed when it ends (also when it fails).
+PHASES=() PHASE_NAME="" PHASE_START=$SECONDS RUN_START=$SECONDS TIME_PHASES=""
+phase() {
+  [[ -z $PHASE_NAME ]] || PHASES+=("$PHASE_NAME $((SECONDS - PHASE_START)) s")
+  PHASE_NAME=$1 PHASE_START=$SECONDS
+}
+print_phases() {
+  [[ -n $TIME_PHASES ]] || return 0
+  phase ""
+  local line
+  log "time per phase (total $((SECONDS - RUN_START)) s):"
+  for line in "${PHASES[@]}"; do printf '    %s\n' "$line" >&2; done
+}
+
+# Set once a run installed another channel's CRDs: the exit puts the standard ones back.
+RESTORE_CHANNEL_VERSION=""
+on_exit() {
+  if [[ -n $RESTORE_CHANNEL_VERSION ]]; then
+    phase "standard CRDs back"
+    use_channel standard "$RESTORE_CHANNEL_VERSION" || log "warning: putting the standard CRDs back failed"
+  fi
+  print_phases
+}
+trap on_exit EXIT
 
 need() {
   local cmd
@@ -292,13 +322,15 @@ write_results() {
 }
 
 main() {
-  local command=run record="" features="" run_test="" kubeconfig="" install="" retry="" on_kind="" tree=""
+  local command=run record="" features="" run_test="" kubeconfig="" install="" no_install="" retry="" on_kind="" tree=""
   case ${1:-} in run|build|build-images|images|results|catalogue) command=$1; shift ;; -h|--help|help) usage; return ;; esac
+  [[ $command == run ]] && TIME_PHASES=1
   while [[ $# -gt 0 ]]; do
     case $1 in
       --record) record=1 ;;
       --retry) retry=1 ;;
       --install) install=1 ;;
+      --no-install) no_install=1 ;;
       --features) features=${2:?--features needs a comma-separated list}; shift ;;
       --run-test) run_test=${2:?--run-test needs a test name}; shift ;;
       --kubeconfig) kubeconfig=${2:?--kubeconfig needs a file}; shift ;;
@@ -310,6 +342,11 @@ main() {
     esac
     shift
   done
+  if [[ $command == run || $command == images || $command == build || $command == build-images ]]; then
+    # A fresh clone: Debian packages (umoci, jq) and node_modules, only what is missing.
+    phase "dependencies (hack/deps.sh)"
+    hack/deps.sh >&2
+  fi
   need go jq node
   case $CHANNEL in
     standard) ;;
@@ -331,6 +368,7 @@ main() {
     build_images "$version" "$dir"
     return
   fi
+  phase "harness (built once per suite version)"
   harness=$(build_harness "$version")
   if [[ $command == catalogue ]]; then
     printf '%s\n' "$CATALOGUE"
@@ -360,6 +398,7 @@ main() {
   if [[ -z $kubeconfig || $command != run ]]; then
     need umoci
     local built
+    phase "suite images (built once per suite version)"
     built=$(build_images "$version" "$dir")
     mapfile -t images <<<"$built"
   fi
@@ -370,11 +409,16 @@ main() {
     [[ $command == images ]] && return
     eval "$(hack/kind.sh env)"
   elif [[ -z $kubeconfig ]]; then
-    hack/cluster.sh status >/dev/null || die "the local cluster is not up: run hack/cluster.sh up (or pass --kubeconfig)"
+    if [[ $command == run && -z $no_install ]]; then
+      phase "cluster and blixt (hack/install.sh)"
+      install_blixt
+    else
+      hack/cluster.sh status >/dev/null || die "the local cluster is not up: run hack/cluster.sh up, or drop --no-install (or pass --kubeconfig)"
+    fi
+    phase "images into the node"
     import_images "${images[@]}"
     [[ $command == images ]] && return
     eval "$(hack/cluster.sh env)"
-    [[ -z $install ]] || install_blixt
   else
     [[ $command == images ]] && die "--kubeconfig: load the images into that cluster yourself (they are in $CACHE/images)"
     export KUBECONFIG=$kubeconfig
@@ -383,9 +427,10 @@ main() {
   [[ -n ${KUBECONFIG:-} ]] || die "hack/cluster.sh env gave no KUBECONFIG"
 
   if [[ $CHANNEL != standard ]]; then
-    use_channel "$CHANNEL" "$version"
+    phase "CRDs of the $CHANNEL channel"
     # Whatever happens to the run, the cluster goes back to the standard channel it had.
-    trap 'use_channel standard "'"$version"'" || log "warning: putting the standard CRDs back failed"' EXIT
+    RESTORE_CHANNEL_VERSION=$version
+    use_channel "$CHANNEL" "$version"
   fi
 
   local blixt_version
@@ -406,11 +451,13 @@ main() {
   # failed in both fails the run.
   local events=() report="" previous=""
   while :; do
+    phase "suite run $((${#events[@]} + 1))"
     run_suite "$harness" "$version" "$blixt_version" "$features" ""
     events+=("$SUITE_RUN_DIR/events.json")
     report=${SUITE_REPORT:-$report}
     [[ -z $GATEWAY_API_DIR ]] || RESULTS=$SUITE_RUN_DIR/RESULTS.md
     [[ -z $previous ]] || printf '%s\n' "$previous" >"$SUITE_RUN_DIR/previous-run"
+    phase "results and checks"
     if write_results "$report" "$record" "${events[@]}"; then
       [[ -z $GATEWAY_API_DIR ]] || log "this run's report and RESULTS.md: $SUITE_RUN_DIR (nothing in conformance/ changed)"
       return 0
@@ -419,6 +466,7 @@ main() {
     if [[ -z $retry || ${#events[@]} -ge 2 ]]; then return 1; fi
     previous=$SUITE_RUN_DIR
     log "a claimed test failed: running the whole suite once more (a test that passes then is reported as flaky; one that fails again fails the run)"
+    phase "waiting for the first run's namespaces to go"
     wait_suite_namespaces_gone
   done
 }
