@@ -43,7 +43,8 @@ options (run):
   --kubeconfig FILE    a cluster other than hack/cluster.sh's (images are then not imported)
   --channel CHANNEL    the Gateway API release channel to run against: standard (default) or
                        experimental. experimental installs that channel's CRDs (the bundle
-                       in hack/gateway-api/), runs, and puts the standard ones back; each
+                       in hack/gateway-api/, or DIR/config/crd/experimental with
+                       --gateway-api-dir), runs, and puts the standard ones back; each
                        channel has its report and RESULTS file (RESULTS-experimental.md),
                        and the README's table a column per channel
   --kind               the multi-node kind cluster of hack/kind.sh (images are loaded into
@@ -62,7 +63,9 @@ options (every command but results):
                        modules with DIR and DIR/conformance; blixt's files are not changed.
                        The report and RESULTS.md go into the run's directory, name the tree
                        (git commit, uncommitted changes) and are judged against blixt's
-                       claims as usual. Install DIR's CRDs yourself if the change has any.
+                       claims as usual. DIR's CRDs (config/crd/<channel>) are installed
+                       for the run (the suite refuses CRDs of another version), and the
+                       cluster's own are put back after.
 
 environment: BLIXT_CACHE (cache dir), BLIXT_CONFORMANCE_USABLE_ADDRESS and
 BLIXT_CONFORMANCE_UNUSABLE_ADDRESS (GatewayStaticAddresses: an address inside and one
@@ -108,12 +111,14 @@ print_phases() {
   for line in "${PHASES[@]}"; do printf '    %s\n' "$line" >&2; done
 }
 
-# Set once a run installed another channel's CRDs: the exit puts the standard ones back.
-RESTORE_CHANNEL_VERSION=""
+# The cluster's own CRDs (hack/cluster/lib.sh; hack/kind.sh installs the same), and whether a
+# run installed others (another channel, a local tree's): the exit puts the cluster's back.
+CLUSTER_CRDS=$(bash -c 'source hack/cluster/lib.sh 2>/dev/null && echo "${GATEWAY_API_CRDS:-}"' || true)
+RESTORE_CRDS=""
 on_exit() {
-  if [[ -n $RESTORE_CHANNEL_VERSION ]]; then
-    phase "standard CRDs back"
-    use_channel standard "$RESTORE_CHANNEL_VERSION" || log "warning: putting the standard CRDs back failed"
+  if [[ -n $RESTORE_CRDS ]]; then
+    phase "the cluster's own CRDs back"
+    use_crds standard "$CLUSTER_CRDS" || log "warning: putting $CLUSTER_CRDS back failed"
   fi
   print_phases
 }
@@ -354,7 +359,6 @@ main() {
     *) die "--channel $CHANNEL: give standard or experimental" ;;
   esac
   if [[ -n $tree ]]; then
-    [[ $CHANNEL == standard ]] || die "--channel with --gateway-api-dir: the suite runs against whatever CRDs are installed; install DIR's own (config/crd/experimental) and drop --channel"
     [[ $command != results ]] || die "results rewrites the committed RESULTS.md: it takes no --gateway-api-dir (a local tree's run writes its own)"
     [[ -z $record ]] || die "--record adds to conformance/passing-tests.txt, which records the pinned suite: drop it with --gateway-api-dir"
     use_local_tree "$tree"
@@ -426,11 +430,16 @@ main() {
   fi
   [[ -n ${KUBECONFIG:-} ]] || die "hack/cluster.sh env gave no KUBECONFIG"
 
-  if [[ $CHANNEL != standard ]]; then
+  if [[ -n $GATEWAY_API_DIR ]]; then
+    # The suite refuses CRDs of another version than its own: the tree's, for this run.
+    phase "CRDs of the local tree ($CHANNEL)"
+    RESTORE_CRDS=1
+    use_crds "$CHANNEL" "$GATEWAY_API_DIR/config/crd/$CHANNEL"
+  elif [[ $CHANNEL != standard ]]; then
     phase "CRDs of the $CHANNEL channel"
     # Whatever happens to the run, the cluster goes back to the standard channel it had.
-    RESTORE_CHANNEL_VERSION=$version
-    use_channel "$CHANNEL" "$version"
+    RESTORE_CRDS=1
+    use_crds "$CHANNEL" "$(dirname "$CLUSTER_CRDS")/$CHANNEL-install.yaml"
   fi
 
   local blixt_version
@@ -471,38 +480,43 @@ main() {
   done
 }
 
-# use_channel CHANNEL VERSION installs the Gateway API CRDs of that release channel (the bundle
-# of VERSION in hack/gateway-api/) on the cluster KUBECONFIG names. The bundles' own
-# ValidatingAdmissionPolicy (safe-upgrades) refuses experimental CRDs over standard ones, so it
-# is deleted first (the standard bundle brings it back); the CRDs only the experimental bundle
-# has are deleted on the way back to standard.
-use_channel() {
-  local channel=$1 dir=hack/gateway-api/$2 attempt
-  local bundle=$dir/$channel-install.yaml
-  [[ -f $bundle ]] || die "no $bundle: the $channel channel of $2 is not in the repository"
-  log "installing the Gateway API CRDs of the $channel channel ($bundle)"
+# use_crds CHANNEL SOURCE installs Gateway API CRDs of that release channel from SOURCE (a
+# bundle file, or a directory of CRDs such as a gateway-api tree's config/crd/experimental) on
+# the cluster KUBECONFIG names. The bundles' own ValidatingAdmissionPolicy (safe-upgrades)
+# refuses experimental CRDs over standard ones, so it is deleted first for those (the
+# standard bundle brings it back). Going back to the cluster's own standard bundle deletes the
+# CRDs only the experimental bundle beside it has.
+use_crds() {
+  local channel=$1 source=$2 attempt
+  [[ -e $source ]] || die "no $source: no $channel CRDs there"
+  log "installing the Gateway API CRDs of the $channel channel ($source)"
   if [[ $channel == experimental ]]; then
     kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy \
       safe-upgrades.gateway.networking.k8s.io --ignore-not-found >/dev/null
   fi
   for attempt in $(seq 10); do
     # The API server enforces a deleted policy for a moment longer: try again.
-    kubectl apply --server-side --force-conflicts -f "$bundle" >/dev/null 2>"$CACHE/channel.err" && break
-    ((attempt < 10)) || die "applying $bundle failed: $(cat "$CACHE/channel.err")"
+    kubectl apply --server-side --force-conflicts -f "$source" >/dev/null 2>"$CACHE/channel.err" && break
+    ((attempt < 10)) || die "applying $source failed: $(cat "$CACHE/channel.err")"
     sleep 2
   done
-  if [[ $channel == standard && -f $dir/experimental-install.yaml ]]; then
+  local dir
+  dir=$(dirname "$source")
+  if [[ $channel == standard && -f $source && -f $dir/experimental-install.yaml ]]; then
     local extra
-    extra=$(comm -13 <(crd_names "$dir/standard-install.yaml") <(crd_names "$dir/experimental-install.yaml"))
+    extra=$(comm -13 <(crd_names "$source") <(crd_names "$dir/experimental-install.yaml"))
     # shellcheck disable=SC2086 # one CRD name a word
     [[ -z $extra ]] || kubectl delete crd $extra --ignore-not-found >/dev/null
   fi
   kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 }
 
-# crd_names BUNDLE: the names of the CustomResourceDefinitions in a bundle, sorted.
+# crd_names SOURCE: the names of the CustomResourceDefinitions in a bundle (or a directory of
+# them), sorted.
 crd_names() {
-  awk '/^kind: CustomResourceDefinition/ { crd = 1 } crd && /^  name: / { print $2; crd = 0 }' "$1" | sort
+  local files=("$1")
+  [[ -d $1 ]] && files=("$1"/*.yaml)
+  awk '/^kind: CustomResourceDefinition/ { crd = 1 } crd && /^  name: / { print $2; crd = 0 }' "${files[@]}" | sort
 }
 
 # wait_suite_namespaces_gone waits (up to 5 minutes) until the namespaces the suite deleted at
