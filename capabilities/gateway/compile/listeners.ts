@@ -96,11 +96,26 @@ export function processListenerSetListeners(
     if (conflict) {
       p.conflicted = conflict;
       p.accepted = bad("Accepted", conflict.reason, conflict.message);
-    } else kept.push(p);
+      continue;
+    }
+    // The Gateway's table holds one entry per port and transport, at most MAX_PORTS of them.
+    const ports = new Set(kept.map(q => `${q.port}/${q.transport}`));
+    if (!ports.has(`${p.port}/${p.transport}`) && ports.size >= MAX_PORTS) {
+      p.accepted = bad(
+        "Accepted",
+        "TooManyListeners",
+        `the Gateway and its ListenerSets already use ${MAX_PORTS} ports (port and transport), as many as its DataplaneConfig holds; port ${p.port}/${p.transport} would be one more`,
+      );
+      continue;
+    }
+    kept.push(p);
   }
   judge(listeners);
   return listeners;
 }
+
+/** Ports (port and transport) a Gateway's DataplaneConfig holds: its CRD's maxItems. */
+export const MAX_PORTS = 64;
 
 function judge(listeners: ListenerContext[]): void {
   for (const p of listeners) {
