@@ -53,6 +53,7 @@ const watched = [
   "Gateway",
   "GatewayClass",
   "HTTPRoute",
+  "ListenerSet",
   "Namespace",
   "Node",
   "Pod",
