@@ -490,14 +490,19 @@ use_crds() {
   local channel=$1 source=$2 attempt
   [[ -e $source ]] || die "no $source: no $channel CRDs there"
   log "installing the Gateway API CRDs of the $channel channel ($source)"
-  if [[ $channel == experimental ]]; then
-    kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy \
-      safe-upgrades.gateway.networking.k8s.io --ignore-not-found >/dev/null
-  fi
-  for attempt in $(seq 10); do
-    # The API server enforces a deleted policy for a moment longer: try again.
-    kubectl apply --server-side --force-conflicts -f "$source" >/dev/null 2>"$CACHE/channel.err" && break
-    ((attempt < 10)) || die "applying $source failed: $(cat "$CACHE/channel.err")"
+  for attempt in $(seq 30); do
+    if [[ $channel == experimental ]]; then
+      kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy \
+        safe-upgrades.gateway.networking.k8s.io --ignore-not-found >/dev/null
+    fi
+    # The API server enforces a deleted policy a while longer, and an experimental bundle
+    # brings its own copy back when applied: so a dry run first, and the apply only once the
+    # API server admits the whole bundle (its CRDs come before the policy in it).
+    if kubectl apply --server-side --force-conflicts --dry-run=server -f "$source" >/dev/null 2>"$CACHE/channel.err" &&
+      kubectl apply --server-side --force-conflicts -f "$source" >/dev/null 2>"$CACHE/channel.err"; then
+      break
+    fi
+    ((attempt < 30)) || die "applying $source failed: $(cat "$CACHE/channel.err")"
     sleep 2
   done
   local dir
