@@ -31,4 +31,5 @@ for f in "${keep[@]}"; do
   emit "$tmp/gw/$f.ts" "$out/$f.ts"
 done
 emit "$tmp/blixt/dataplaneconfig-v1alpha1.ts" "$out/dataplaneconfig-v1alpha1.ts"
-echo "gen-types: wrote $(ls "$out" | wc -l) files to $out from $bundle"
+written=("$out"/*.ts)
+echo "gen-types: wrote ${#written[@]} files to $out from $bundle"

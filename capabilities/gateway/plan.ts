@@ -265,40 +265,36 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
       writes.push({ op: "patchStatus", kind: "GatewayClass", name: desired.name, status: patch });
   }
 
-  for (const desired of output.gateways) {
-    const current = gateways.get(key(desired.namespace, desired.name));
-    if (!current || current.metadata?.deletionTimestamp) continue;
-    const patch = statusPatch(
-      current.status as Record<string, unknown>,
-      desired.status as unknown as Record<string, unknown>,
-    );
-    if (patch)
-      writes.push({
-        op: "patchStatus",
-        kind: "Gateway",
-        namespace: desired.namespace,
-        name: desired.name,
-        status: patch,
-      });
-  }
-
-  // A ListenerSet's status is wholly its parent Gateway's controller's: a merge patch.
-  const listenerSets = new Map((state.listenerSets ?? []).map(l => [keyOf(l), l]));
-  for (const desired of output.listenerSets ?? []) {
-    const current = listenerSets.get(key(desired.namespace, desired.name));
-    if (!current || current.metadata?.deletionTimestamp) continue;
-    const patch = statusPatch(
-      current.status as Record<string, unknown>,
-      desired.status as unknown as Record<string, unknown>,
-    );
-    if (patch)
-      writes.push({
-        op: "patchStatus",
-        kind: "ListenerSet",
-        namespace: desired.namespace,
-        name: desired.name,
-        status: patch,
-      });
+  // A Gateway's status, and a ListenerSet's, is wholly its (parent's) controller's: a merge patch.
+  const wholeStatuses: [
+    "Gateway" | "ListenerSet",
+    Map<string, KubernetesObject & { status?: unknown }>,
+    { namespace: string; name: string; status: unknown }[],
+  ][] = [
+    ["Gateway", gateways, output.gateways],
+    [
+      "ListenerSet",
+      new Map((state.listenerSets ?? []).map(l => [keyOf(l), l])),
+      output.listenerSets ?? [],
+    ],
+  ];
+  for (const [kind, currentByKey, wanted] of wholeStatuses) {
+    for (const desired of wanted) {
+      const current = currentByKey.get(key(desired.namespace, desired.name));
+      if (!current || current.metadata?.deletionTimestamp) continue;
+      const patch = statusPatch(
+        current.status as Record<string, unknown>,
+        desired.status as Record<string, unknown>,
+      );
+      if (patch)
+        writes.push({
+          op: "patchStatus",
+          kind,
+          namespace: desired.namespace,
+          name: desired.name,
+          status: patch,
+        });
+    }
   }
 
   const routesByKind: Record<"TCPRoute" | "UDPRoute" | "HTTPRoute", RouteLike[]> = {

@@ -2,6 +2,7 @@
 // Each accepted Gateway's headless Service and EndpointSlice: their names and label values
 // within Kubernetes' limits, and the writes that create, repair and prune them.
 import t from "tap";
+import { emptySnapshot } from "../../capabilities/gateway/compile/documents";
 import { compile } from "../../capabilities/gateway/compile/index";
 import {
   DIGEST_ANNOTATION,
@@ -48,8 +49,7 @@ t.test("Service names are DNS-1035 labels and label values fit, whatever the Gat
 });
 
 const snapshot = (infrastructure?: Record<string, unknown>): Snapshot => ({
-  controllerName: "blixt.dev/gateway-controller",
-  now: "2026-01-01T00:00:00Z",
+  ...emptySnapshot("2026-01-01T00:00:00Z"),
   gatewayClasses: [
     {
       apiVersion: "gateway.networking.k8s.io/v1",
@@ -70,28 +70,12 @@ const snapshot = (infrastructure?: Record<string, unknown>): Snapshot => ({
       },
     },
   ] as never,
-  tcpRoutes: [],
-  udpRoutes: [],
-  httpRoutes: [],
-  referenceGrants: [],
-  services: [],
-  endpointSlices: [],
-  namespaces: [],
-  secrets: [],
   nodes: [{ name: "node-1", ready: true, agentReady: true }],
-  dataplaneConfigs: [],
   addressPools: [{ name: "lab", cidrs: ["198.18.100.0/24"] }],
-  allocations: {},
 });
 
 const state = (part: Partial<ClusterState>): ClusterState => ({
-  controllerName: "blixt.dev/gateway-controller",
-  gatewayClasses: [],
-  gateways: [],
-  tcpRoutes: [],
-  udpRoutes: [],
-  httpRoutes: [],
-  dataplaneConfigs: [],
+  ...emptySnapshot("2026-01-01T00:00:00Z"),
   ...part,
 });
 

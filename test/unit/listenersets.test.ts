@@ -4,6 +4,7 @@
 // 65th is not accepted (TooManyListeners), and the table the API server would refuse is never
 // compiled. The rules the conformance tests check are golden cases (listenersets-*.in.yaml).
 import t from "tap";
+import { emptySnapshot } from "../../capabilities/gateway/compile/documents";
 import { compile } from "../../capabilities/gateway/compile/index";
 import { MAX_PORTS } from "../../capabilities/gateway/compile/listeners";
 import type { Snapshot } from "../../capabilities/gateway/compile/types";
@@ -12,8 +13,7 @@ const tcp = (name: string, port: number) => ({ name, protocol: "TCP", port });
 
 function snapshot(gatewayPorts: number, setPorts: number[]): Snapshot {
   return {
-    controllerName: "blixt.dev/gateway-controller",
-    now: "2026-01-01T00:00:00Z",
+    ...emptySnapshot("2026-01-01T00:00:00Z"),
     gatewayClasses: [
       {
         apiVersion: "gateway.networking.k8s.io/v1",
@@ -45,18 +45,8 @@ function snapshot(gatewayPorts: number, setPorts: number[]): Snapshot {
         },
       },
     ] as never,
-    tcpRoutes: [],
-    udpRoutes: [],
-    httpRoutes: [],
-    referenceGrants: [],
-    services: [],
-    endpointSlices: [],
-    namespaces: [],
-    secrets: [],
     nodes: [{ name: "node-1", ready: true, agentReady: true }],
-    dataplaneConfigs: [],
     addressPools: [{ name: "lab", cidrs: ["198.18.100.0/24"] }],
-    allocations: {},
   };
 }
 
