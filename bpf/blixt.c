@@ -128,6 +128,54 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 	return v.action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
+/* Ingress from a pod (TC on the node's end of each pod's interface, "hairpin"): a pod on this node
+ * that connects to a Gateway address gets the same backend choice, DNATed to the backend wherever
+ * it runs; the pod network carries the packet there with the pod's own address as source, and
+ * blixt_tc_egress on this interface gives the replies VIP:port back. No encapsulation, no ARP
+ * answers (a pod asks for its gateway, never for a Gateway address), and no PACKET_OTHERHOST rule:
+ * on a bridge port, a pod's frame for the bridge's MAC is "other host" to the port itself. */
+SEC("tc")
+int blixt_tc_pod_ingress(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	struct verdict v = { .in_cluster = 1 };
+
+	tc_pull_headers(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	lb_ingress(data, data_end, skb->len, &v);
+	if (v.reason == REASON_PASS_NOT_IPV4)
+		return TC_ACT_OK; /* not counted: most of a pod's frames are not for a service */
+	if (v.action == ACT_ICMP)
+		icmp_ingress(data, data_end, &v);
+	switch (v.action) {
+	case ACT_DNAT:
+		if (nat_tc(skb, &v, NAT_DST)) {
+			v.action = ACT_DROP;
+			v.reason = REASON_DROP_MALFORMED_L4;
+		}
+		break;
+	case ACT_RST:
+		if (rst_tc(skb, &v)) {
+			v.action = ACT_DROP;
+			v.reason = REASON_DROP_RST_FAILED;
+		}
+		break;
+	case ACT_ENCAP:
+	case ACT_DECAP:
+		/* lb_ingress never decides these for a pod's packet; never half-handle one. */
+		v.action = ACT_DROP;
+		v.reason = REASON_DROP_IPIP;
+		break;
+	}
+	if (v.action == ACT_PASS)
+		return TC_ACT_OK; /* a pod's ordinary traffic: not counted, as at egress */
+	count_reason(v.reason);
+	if (v.action == ACT_RST || v.action == ACT_ICMP_ECHO)
+		return bpf_redirect(skb->ifindex, 0);
+	return v.action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
 /* Egress: replies from backends leave with the VIP:port their client talked to. */
 SEC("tc")
 int blixt_tc_egress(struct __sk_buff *skb)

@@ -50,7 +50,8 @@ enum blixt_reason {
 	REASON_ICMP_FRAG_NEEDED = 24,   /* too big to encapsulate, DF set: ICMP fragmentation needed sent back */
 	REASON_DROP_TOO_BIG = 25,       /* too big to encapsulate, DF clear: dropped */
 	REASON_PASS_OTHER_HOST = 26,    /* TC: a frame for another host's MAC (a bridge flooding it): left to the kernel, which drops it */
-	REASON_MAX = 27,
+	REASON_DNAT_IN_CLUSTER = 27,    /* a pod on this node to a service: DNAT to the backend wherever it runs (pod network carries it) */
+	REASON_MAX = 28,
 };
 
 #endif

@@ -33,6 +33,7 @@ struct verdict {
 	int clamp_mss;      /* egress: a SYN-ACK of a flow that arrived encapsulated (encap.h) */
 	int decap;          /* ingress: the packet is the inner one of an IP-in-IP packet (lb_ipip_inner) */
 	__u16 frag_mtu;     /* ACT_ENCAP, too big: the next-hop MTU ICMP fragmentation needed names */
+	int in_cluster;     /* ingress from a pod's interface (blixt_tc_pod_ingress): always DNAT, never encapsulate */
 	__u8 smac[ETH_ALEN];
 	__u8 dmac[ETH_ALEN];
 	struct pkt pkt;
@@ -147,7 +148,7 @@ static __always_inline void count_service(__u32 svc_id, const struct pkt *p)
 static __always_inline void dnat_to(struct verdict *v, __be32 addr, __be16 port)
 {
 	v->action = ACT_DNAT;
-	v->reason = REASON_DNAT;
+	v->reason = v->in_cluster ? REASON_DNAT_IN_CLUSTER : REASON_DNAT;
 	v->addr = addr;
 	v->port = port;
 }
@@ -170,12 +171,14 @@ static __always_inline __be32 node_ipv4(void)
 
 /* Sends the flow to its backend: DNAT for a local one; for a remote one (CT_F_REMOTE), encapsulation
  * to its node, which needs this node's address. Returns 0 when that is unknown: the packet is then
- * dropped (drop_no_node_address) and the caller records nothing. */
+ * dropped (drop_no_node_address) and the caller records nothing. A pod's packet (in_cluster) is
+ * DNATed whatever node its backend runs on: the pod network routes pod to pod, and the kernel's
+ * conntrack on this node sees the flow both ways. */
 static __always_inline int forward_to(struct verdict *v, __be32 addr, __be16 port, int remote)
 {
 	__be32 self;
 
-	if (!remote) {
+	if (!remote || v->in_cluster) {
 		dnat_to(v, addr, port);
 		return 1;
 	}
@@ -281,7 +284,7 @@ static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, 
 	}
 	baddr = addr_to_v4(be->addr);
 	bport = be->port;
-	remote = be->flags & BACKEND_F_REMOTE;
+	remote = (be->flags & BACKEND_F_REMOTE) && !v->in_cluster;
 	/* A remote backend with no address to send from: nothing is recorded, the client retries. */
 	if (!forward_to(v, baddr, bport, remote)) {
 		if (stats)
@@ -389,7 +392,8 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	__u64 now;
 
 	parsed = parse_packet(data, data_end, len, p);
-	if (parsed == PARSE_UNKNOWN_PROTO && p->proto == IPPROTO_IPIP) {
+	/* A pod's own IP-in-IP is not from a node that chose a backend: judged like any other protocol. */
+	if (parsed == PARSE_UNKNOWN_PROTO && p->proto == IPPROTO_IPIP && !v->in_cluster) {
 		if (!lb_ipip_inner(data, data_end, len, v)) {
 			drop_ipip(v);
 			return;

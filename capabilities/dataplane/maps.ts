@@ -52,7 +52,12 @@ export type MapSizes = Record<SizedMap, number>;
 export const RETIRED_MAP_NAMES = ["blixt_maglev", "blixt_conntrack"] as const;
 
 /** Program names (the functions in bpf/blixt.c), which bpftool loadall pins them under. */
-export const PROG_NAMES = ["blixt_xdp_ingress", "blixt_tc_ingress", "blixt_tc_egress"] as const;
+export const PROG_NAMES = [
+  "blixt_xdp_ingress",
+  "blixt_tc_ingress",
+  "blixt_tc_egress",
+  "blixt_tc_pod_ingress",
+] as const;
 export type ProgName = (typeof PROG_NAMES)[number];
 
 /** enum blixt_reason in bpf/common.h, in order: the index is the key of blixt_reasons. */
@@ -84,6 +89,7 @@ export const REASONS = [
   "icmp_frag_needed",
   "drop_too_big",
   "pass_other_host",
+  "dnat_in_cluster",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

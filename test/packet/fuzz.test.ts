@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Deterministic fuzzing of the three programs through BPF_PROG_TEST_RUN: random frames and
+// Deterministic fuzzing of the four programs through BPF_PROG_TEST_RUN: random frames and
 // mutations of well-formed ones (fixed seeds, a fixed count), run in batches through one bpftool
 // process per few thousand frames, and checked against the invariants bpf/README.md promises:
 //  - every return code is one the verdict table names (XDP: drop, pass, tx; TC ingress: ok, shot,
@@ -328,11 +328,13 @@ const ALLOWED: Record<ProgName, number[]> = {
   blixt_xdp_ingress: [XDP_DROP, XDP_PASS, XDP_TX],
   blixt_tc_ingress: [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT],
   blixt_tc_egress: [TC_ACT_OK, TC_ACT_SHOT],
+  blixt_tc_pod_ingress: [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT],
 };
 const PASS: Record<ProgName, number> = {
   blixt_xdp_ingress: XDP_PASS,
   blixt_tc_ingress: TC_ACT_OK,
   blixt_tc_egress: TC_ACT_OK,
+  blixt_tc_pod_ingress: TC_ACT_OK,
 };
 
 interface Failure {
@@ -433,6 +435,7 @@ t.test("fuzz", async t => {
       ["blixt_xdp_ingress", FRAMES],
       ["blixt_tc_ingress", FRAMES],
       ["blixt_tc_egress", FRAMES / 3],
+      ["blixt_tc_pod_ingress", FRAMES / 3],
     ] as const) {
       const { runs, changed, failures } = await fuzz(dp, prog, seed, count);
       total += runs;
@@ -450,6 +453,7 @@ t.test("fuzz", async t => {
   const { reasons } = await dp.stats();
   for (const r of [
     "dnat",
+    "dnat_in_cluster",
     "reverse_nat",
     "refused_rst",
     "reject_rst",
