@@ -32,6 +32,8 @@ export interface MetricsSource {
   liveNodes?(): number | undefined;
   /** addresses this node announces but yielded to another node's gratuitous ARP */
   yieldedAddresses?(): number;
+  /** pod interfaces the programs run on (pod-interfaces.ts), and attach failures so far */
+  podInterfaces?(): { attached: number; failures: number };
   iface: string;
   mode: AttachMode;
 }
@@ -297,6 +299,26 @@ export class AgentMetrics {
         registers,
         collect() {
           this.set(yielded());
+        },
+      });
+    }
+    if (source.podInterfaces) {
+      const pods = source.podInterfaces.bind(source);
+      new Gauge({
+        name: "blixt_agent_pod_interfaces",
+        help: "Pods' interfaces on this node that blixt's programs run on, so the pods behind them reach Gateway addresses",
+        registers,
+        collect() {
+          this.set(pods().attached);
+        },
+      });
+      new Counter({
+        name: "blixt_agent_pod_interface_attach_failures_total",
+        help: "Attaches to a pod's interface that failed while the interface was still there (each is tried again at the next scan)",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(pods().failures);
         },
       });
     }

@@ -41,6 +41,8 @@ import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
 import { errorMessage } from "../error-message.js";
 import { envInt } from "../env.js";
+import { PodInterfaces, podInterfacePrefixes } from "./pod-interfaces.js";
+import { Periodic } from "./periodic.js";
 
 export interface AgentSettings {
   nodeName: string;
@@ -71,6 +73,10 @@ export interface AgentSettings {
   lease: LeaseSettings;
   /** sizes of the maps whose size is a setting (the chart's agent.maps); unset: bpf/maps.h's */
   mapSizes: Partial<MapSizes>;
+  /** name prefixes of the node's ends of pod interfaces (pod-interfaces.ts); empty: no in-cluster clients */
+  podInterfacePrefixes: string[];
+  /** how often the node's links are listed for new pod interfaces, ms */
+  podInterfaceScanMs: number;
 }
 
 /** The env variable of each map size, and its bounds (the chart's agent.maps values set them). */
@@ -118,6 +124,8 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     ) as unknown as ConntrackTimeouts,
     metricsAddress: metricsAddress(env.BLIXT_METRICS_ADDRESS),
     tlsLimits: tlsLimits(env),
+    podInterfacePrefixes: podInterfacePrefixes(env.BLIXT_POD_INTERFACE_PREFIXES),
+    podInterfaceScanMs: int("BLIXT_POD_INTERFACE_SCAN_MILLISECONDS", 1000, 100, 3_600_000),
     namespace: env.POD_NAMESPACE?.trim() || undefined,
     ...(env.POD_NAME?.trim() && env.POD_UID?.trim()
       ? { pod: { name: env.POD_NAME.trim(), uid: env.POD_UID.trim() } }
@@ -306,6 +314,26 @@ export async function startAgent(
     : undefined;
   await deadline?.start();
   await dataplane.attach(iface, mode === "tc" ? "tc" : "xdp");
+  // Pods on this node reach Gateway addresses through their own interfaces (pod-interfaces.ts).
+  const pods = new PodInterfaces({
+    prefixes: settings.podInterfacePrefixes,
+    uplink: iface,
+    list: () => dataplane.links(),
+    attach: name => dataplane.attachPod(name),
+    log,
+  });
+  await pods.sync();
+  const podScan = new Periodic(async () => {
+    await pods
+      .sync()
+      .catch(error =>
+        log.error(
+          { error: errorMessage(error) },
+          "listing the node's links for pod interfaces failed",
+        ),
+      );
+  }, settings.podInterfaceScanMs);
+  podScan.start(false);
   log.info(
     {
       node: settings.nodeName,
@@ -314,6 +342,8 @@ export async function startAgent(
       why: modeReason(settings.requestedMode, kind),
       pinDir: settings.pinDir,
       nodeAddress,
+      podInterfaces: pods.count(),
+      podInterfacePrefixes: settings.podInterfacePrefixes,
     },
     "dataplane attached",
   );
@@ -392,6 +422,7 @@ export async function startAgent(
             yieldedAddresses: () => yields?.yielded() ?? 0,
           }
         : {}),
+      podInterfaces: () => ({ attached: pods.count(), failures: pods.failures() }),
       iface,
       mode,
     },
@@ -436,6 +467,7 @@ export async function startAgent(
       await leases?.stop();
       await deadline?.stop();
       await yields?.stop();
+      await podScan.stop();
       await relister.stop();
       await new Promise<void>(resolve => server.close(() => resolve()));
       await agent.stop();

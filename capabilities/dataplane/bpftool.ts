@@ -633,3 +633,11 @@ export async function linkInfo(iface: string, opts: RunOptions = {}): Promise<Li
   );
   return parseLink(iface, r.stdout);
 }
+
+/** Every link's name and ifindex (in opts.netns, if given), from `ip -j link show`. */
+export async function links(opts: RunOptions = {}): Promise<{ ifname: string; ifindex: number }[]> {
+  const r = await run(["ip", "-j", "link", "show"], "listing devices", opts);
+  return (JSON.parse(r.stdout || "[]") as { ifname?: string; ifindex?: number }[])
+    .filter(l => typeof l.ifname === "string" && Number.isInteger(l.ifindex))
+    .map(l => ({ ifname: l.ifname!, ifindex: l.ifindex! }));
+}

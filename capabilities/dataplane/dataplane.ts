@@ -351,6 +351,21 @@ export class Dataplane {
     await bpftool.attachTc(this.progPin("blixt_tc_egress"), iface, "egress", opts);
   }
 
+  /**
+   * The programs of a pod's interface (the node's end of it): blixt_tc_pod_ingress for what the
+   * pod sends, blixt_tc_egress for what it receives (bpf/blixt.c). Re-running replaces in place.
+   */
+  async attachPod(iface: string): Promise<void> {
+    const opts = this.attachOpts;
+    await bpftool.attachTc(this.progPin("blixt_tc_pod_ingress"), iface, "ingress", opts);
+    await bpftool.attachTc(this.progPin("blixt_tc_egress"), iface, "egress", opts);
+  }
+
+  /** The node's links (name, ifindex), in the namespace the devices live in. */
+  async links(): Promise<{ ifname: string; ifindex: number }[]> {
+    return bpftool.links(this.attachOpts);
+  }
+
   async detach(iface: string): Promise<void> {
     const opts = this.attachOpts;
     await bpftool.detachXdp(iface, opts);

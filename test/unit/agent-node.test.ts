@@ -68,7 +68,25 @@ t.test("settings come from the environment, with errors naming the variable", as
     namespace: undefined,
     lease: { durationSeconds: 2, renewMs: 500 },
     mapSizes: {},
+    podInterfacePrefixes: ["veth"],
+    podInterfaceScanMs: 1000,
   });
+  t.same(
+    agentSettings({ NODE_NAME: "n1", BLIXT_POD_INTERFACE_PREFIXES: "veth, cali lxc" })
+      .podInterfacePrefixes,
+    ["veth", "cali", "lxc"],
+    "pod interface prefixes: comma- or space-separated",
+  );
+  t.same(
+    agentSettings({ NODE_NAME: "n1", BLIXT_POD_INTERFACE_PREFIXES: "" }).podInterfacePrefixes,
+    [],
+    "an empty value turns in-cluster clients off",
+  );
+  t.throws(
+    () => agentSettings({ NODE_NAME: "n1", BLIXT_POD_INTERFACE_PREFIXES: "veth,a/b" }),
+    /BLIXT_POD_INTERFACE_PREFIXES: "a\/b" .*agent\.podInterfacePrefixes/,
+    "a prefix no interface name can start with is refused, naming the variable and the chart value",
+  );
   t.same(
     agentSettings({ NODE_NAME: "n1", BLIXT_MAP_TABLE_CHUNKS: "4096", BLIXT_MAP_CONNTRACK: " " })
       .mapSizes,
