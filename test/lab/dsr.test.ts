@@ -6,40 +6,23 @@
 // of ingress modes (XDP↔XDP, TC↔TC, XDP→TC, TC→XDP), for TCP and UDP: every request answered, by
 // the remote backend, which sees the client's address; every reply from VIP:port.
 import t from "tap";
-import { B2, CLIENT, LINE_PORT, TwoNodes, UDP_PORT, VIP, type Mode } from "../lib/twonodes.js";
+import {
+  B2,
+  CLIENT,
+  LINE_PORT,
+  REQUESTS_JS,
+  TwoNodes,
+  UDP_PORT,
+  VIP,
+  type Mode,
+  type Outcome,
+} from "../lib/twonodes.js";
 
 const lab = new TwoNodes(`bdsr${process.pid % 100000}`);
 const COUNT = 20;
 
-/** One request from the client: the backend's answer ("<name> <peer>") and where the reply came from. */
-const CLIENT_JS = String.raw`
-const net = require("node:net"), dgram = require("node:dgram");
-const [proto, host, port, count] = process.argv.slice(1);
-const once = () => new Promise((resolve) => {
-  const timer = setTimeout(() => done({ ok: false, code: "ETIMEDOUT" }), 3000);
-  let done;
-  if (proto === "udp") {
-    const s = dgram.createSocket("udp4");
-    done = (r) => { clearTimeout(timer); s.close(); resolve(r); };
-    s.on("message", (m, r) => done({ ok: true, answer: String(m), from: r.address + ":" + r.port }));
-    s.on("error", (e) => done({ ok: false, code: e.code }));
-    s.send("hello", Number(port), host);
-  } else {
-    const sock = net.connect({ host, port: Number(port) });
-    let buf = "";
-    done = (r) => { clearTimeout(timer); sock.destroy(); resolve(r); };
-    sock.on("connect", () => sock.write("hello\n"));
-    sock.on("data", (d) => { buf += d; const i = buf.indexOf("\n"); if (i >= 0) done({ ok: true, answer: buf.slice(0, i), from: sock.remoteAddress + ":" + sock.remotePort }); });
-    sock.on("error", (e) => done({ ok: false, code: e.code }));
-  }
-});
-(async () => { const out = []; for (let i = 0; i < Number(count); i++) out.push(await once()); console.log(JSON.stringify(out)); })();
-`;
-
-type Outcome = { ok: true; answer: string; from: string } | { ok: false; code: string };
-
 async function requests(proto: "tcp" | "udp", port: number): Promise<Outcome[]> {
-  const r = await lab.run(["-e", CLIENT_JS, proto, VIP, String(port), String(COUNT)]);
+  const r = await lab.run(["-e", REQUESTS_JS, proto, VIP, String(port), String(COUNT)]);
   return JSON.parse(String(r.stdout)) as Outcome[];
 }
 

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // The two-node lab for backends on another node (IP-in-IP, direct server return): two gateway
 // nodes on one Ethernet segment, a backend behind each, a client on the segment that routes the
-// VIP to one of the nodes. Shared by the test/lab/dsr*.test.ts files.
+// VIP to one of the nodes, and a pod beside the first node's backend, a client inside the
+// cluster (test/lab/hairpin.test.ts). Shared by the test/lab/dsr*.test.ts files.
 //
-//   client ns  eth0 192.168.77.100 ─┐
-//   gw1 ns     eth0 192.168.77.1  ──┼── br0 (lan ns)       gw1: be0 ── eth0 10.77.1.2 (backend b1)
-//   gw2 ns     eth0 192.168.77.2  ──┘                      gw2: be0 ── eth0 10.77.2.2 (backend b2)
+//   client ns  eth0 198.19.76.100 ─┐
+//   gw1 ns     eth0 198.19.76.1  ──┼── br0 (lan ns)       gw1: be0 ── eth0 198.19.78.2 (backend b1)
+//   gw2 ns     eth0 198.19.76.2  ──┘                      gw2: be0 ── eth0 198.19.79.2 (backend b2)
+//                                                         gw1: vethpod0 ── eth0 198.19.80.2 (pod)
 //   the client routes the VIP via gw1 (moveVip changes that); gw1 and gw2 route each other's
-//   backend network
+//   backend and pod networks, as a pod network does
 //
 // Each backend answers per TCP line / UDP datagram "<name> <peer ip>:<port>" (8080/tcp, 5353/udp,
 // SERVER_JS) and on 9090/tcp writes that line once, then echoes every byte it gets.
@@ -16,12 +18,15 @@ import { execa, type ResultPromise } from "execa";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
 import { SERVER_JS, buildXdpPass, inNetns } from "./lab.js";
 
-export const CLIENT = "192.168.77.100";
-export const GW1 = "192.168.77.1";
-export const GW2 = "192.168.77.2";
-export const B1 = "10.77.1.2";
-export const B2 = "10.77.2.2";
+export const CLIENT = "198.19.76.100";
+export const GW1 = "198.19.76.1";
+export const GW2 = "198.19.76.2";
+export const B1 = "198.19.78.2";
+export const B2 = "198.19.79.2";
 export const VIP = "198.19.77.10";
+/** A client pod on gw1, and the node's end of its interface (named as the bridge CNI names them). */
+export const POD = "198.19.80.2";
+export const POD_LINK = "vethpod0";
 /** The backends' ports: line server, echo server, datagram server. */
 export const LINE_PORT = 8080;
 export const ECHO_PORT = 9090;
@@ -35,6 +40,33 @@ ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(value))
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 fcntl.ioctl(sock.fileno(), 0x8946, ifr)
 `;
+
+/** `count` requests to host:port (argv: proto host port count), one after another: per request, the backend's answer ("<name> <peer>") and where the reply came from. */
+export const REQUESTS_JS = String.raw`
+const net = require("node:net"), dgram = require("node:dgram");
+const [proto, host, port, count] = process.argv.slice(1);
+const once = () => new Promise((resolve) => {
+  const timer = setTimeout(() => done({ ok: false, code: "ETIMEDOUT" }), 3000);
+  let done;
+  if (proto === "udp") {
+    const s = dgram.createSocket("udp4");
+    done = (r) => { clearTimeout(timer); s.close(); resolve(r); };
+    s.on("message", (m, r) => done({ ok: true, answer: String(m), from: r.address + ":" + r.port }));
+    s.on("error", (e) => done({ ok: false, code: e.code }));
+    s.send("hello", Number(port), host);
+  } else {
+    const sock = net.connect({ host, port: Number(port) });
+    let buf = "";
+    done = (r) => { clearTimeout(timer); sock.destroy(); resolve(r); };
+    sock.on("connect", () => sock.write("hello\n"));
+    sock.on("data", (d) => { buf += d; const i = buf.indexOf("\n"); if (i >= 0) done({ ok: true, answer: buf.slice(0, i), from: sock.remoteAddress + ":" + sock.remotePort }); });
+    sock.on("error", (e) => done({ ok: false, code: e.code }));
+  }
+});
+(async () => { const out = []; for (let i = 0; i < Number(count); i++) out.push(await once()); console.log(JSON.stringify(out)); })();
+`;
+
+export type Outcome = { ok: true; answer: string; from: string } | { ok: false; code: string };
 
 const ECHO_JS = String.raw`
 const [name, port] = process.argv.slice(1);
@@ -198,7 +230,15 @@ export interface Service {
 }
 
 export class TwoNodes {
-  readonly ns: { lan: string; client: string; gw1: string; gw2: string; b1: string; b2: string };
+  readonly ns: {
+    lan: string;
+    client: string;
+    gw1: string;
+    gw2: string;
+    b1: string;
+    b2: string;
+    pod: string;
+  };
   readonly gw1: Dataplane;
   readonly gw2: Dataplane;
   private procs: ResultPromise[] = [];
@@ -212,6 +252,7 @@ export class TwoNodes {
       gw2: `${prefix}-gw2`,
       b1: `${prefix}-b1`,
       b2: `${prefix}-b2`,
+      pod: `${prefix}-pod`,
     };
     this.gw1 = this.dataplane(1);
     this.gw2 = this.dataplane(2);
@@ -253,8 +294,8 @@ export class TwoNodes {
       await this.ip(ns, "addr", "add", `${addr}/24`, "dev", "eth0");
     }
     for (const [gw, b, addr, net] of [
-      [NS.gw1, NS.b1, B1, "10.77.1"],
-      [NS.gw2, NS.b2, B2, "10.77.2"],
+      [NS.gw1, NS.b1, B1, "198.19.78"],
+      [NS.gw2, NS.b2, B2, "198.19.79"],
     ] as const) {
       await this.link(gw, "be0", b, "eth0");
       await this.ip(gw, "addr", "add", `${net}.1/24`, "dev", "be0");
@@ -267,8 +308,10 @@ export class TwoNodes {
       ])
         await inNetns(gw, "sysctl", ["-qw", kv]);
     }
-    await this.ip(NS.gw1, "route", "add", "10.77.2.0/24", "via", GW2);
-    await this.ip(NS.gw2, "route", "add", "10.77.1.0/24", "via", GW1);
+    await this.ip(NS.gw1, "route", "add", "198.19.79.0/24", "via", GW2);
+    await this.ip(NS.gw2, "route", "add", "198.19.78.0/24", "via", GW1);
+    await this.addPod();
+    await this.ip(NS.gw2, "route", "add", "198.19.80.0/24", "via", GW1);
     await this.ip(NS.client, "route", "add", `${VIP}/32`, "via", GW1);
     // A veth hands its peer a checksum still to be filled in (offload); an XDP program that sends
     // the frame on (XDP_TX) loses that state, and the backend would get a bad checksum. A client
@@ -286,6 +329,21 @@ export class TwoNodes {
       await this.start(ns, ["-e", SERVER_JS, name, String(LINE_PORT), String(UDP_PORT)]);
       await this.start(ns, ["-e", ECHO_JS, name, String(ECHO_PORT)]);
     }
+  }
+
+  /** The pod's interface, anew (a pod that came back gets another ifindex): gw1's end is POD_LINK. */
+  async addPod(): Promise<void> {
+    const NS = this.ns;
+    await this.ip(NS.gw1, "link", "del", POD_LINK).catch(() => undefined);
+    await this.link(NS.gw1, POD_LINK, NS.pod, "eth0");
+    await this.ip(NS.gw1, "addr", "add", "198.19.80.1/24", "dev", POD_LINK);
+    await this.ip(NS.pod, "addr", "add", `${POD}/24`, "dev", "eth0");
+    await this.ip(NS.pod, "route", "add", "default", "via", "198.19.80.1");
+  }
+
+  /** A one-shot client program in the pod's namespace. */
+  runInPod(args: string[]) {
+    return inNetns(this.ns.pod, "node", args);
   }
 
   private async start(ns: string, args: string[]): Promise<void> {
