@@ -24,6 +24,7 @@ import {
   inGatewayPool,
   kubectl,
   listObjects,
+  podPid,
   podTcpConnections,
   routeParentConditions,
   tcpEcho,
@@ -170,6 +171,89 @@ spec:
         `Received UDP ${payload} from ${clientAddress}:${flow.localPort}`,
         "the backend saw the client's address and port",
       );
+    },
+  );
+
+  // Clients inside the cluster ("hairpin"): the agent runs blixt's programs on the node's end of
+  // every pod's interface (capabilities/agent/pod-interfaces.ts). Each probe runs in one echo
+  // pod's network namespace and goes to the listener the other pod serves (a pod that is its
+  // listener's own backend is a limit the README names, under "Several nodes").
+  await t.test(
+    "a pod on the node reaches the Gateway address, and the backend sees the pod's address",
+    async t => {
+      const [tcpPod] = await listObjects("pod", namespace, "app=tcp-echo");
+      const [udpPod] = await listObjects("pod", namespace, "app=udp-echo");
+      const tcpPid = await podPid(namespace, tcpPod.metadata.name);
+      const udpPid = await podPid(namespace, udpPod.metadata.name);
+      const inPod = (pid: number, proto: "tcp" | "udp") =>
+        execa(
+          "nsenter",
+          [
+            "-t",
+            String(pid),
+            "-n",
+            process.execPath,
+            "-e",
+            POD_CLIENT_JS,
+            proto,
+            address,
+            String(port),
+          ],
+          { stdin: "pipe", reject: false },
+        );
+
+      const tcp = await waitFor(
+        `TCP ${address}:${port} from pod ${udpPod.metadata.name}`,
+        async () => {
+          const proc = inPod(udpPid, "tcp");
+          const line = await new Promise<string>(resolve => {
+            void proc.then(r => resolve(String(r.stdout).split("\n")[0] ?? ""));
+            proc.stdout?.once("data", (d: Buffer) => resolve(d.toString().split("\n")[0]));
+          });
+          const answer = JSON.parse(line || "{}") as PodClientAnswer;
+          if (answer.error) {
+            proc.kill();
+            return undefined;
+          }
+          return { answer, proc };
+        },
+        { timeoutMs: 30_000 },
+      );
+      t.teardown(() => tcp.proc.kill());
+      t.equal(tcp.answer.pod, tcpPod.metadata.name, `served by pod ${tcpPod.metadata.name}`);
+      t.equal(tcp.answer.remote, `${address}:${port}`, "the pod's socket is connected to VIP:port");
+      t.equal(tcp.answer.local.split(":")[0], udpPod.status?.podIP, "from the pod's own address");
+      const connections = await podTcpConnections(namespace, tcpPod.metadata.name);
+      t.ok(
+        connections.find(c => c.peer === tcp.answer.local),
+        `the backend's socket peer is the pod, ${tcp.answer.local}`,
+        { connections },
+      );
+      tcp.proc.stdin?.end();
+      await tcp.proc;
+
+      const udp = await waitFor(
+        `UDP ${address}:${port} from pod ${tcpPod.metadata.name}`,
+        async () => {
+          const r = await inPod(tcpPid, "udp");
+          const answer = JSON.parse(String(r.stdout).split("\n")[0] || "{}") as PodClientAnswer;
+          return answer.error ? undefined : answer;
+        },
+        { timeoutMs: 30_000 },
+      );
+      t.equal(udp.pod, udpPod.metadata.name, `served by pod ${udpPod.metadata.name}`);
+      t.equal(
+        udp.remote,
+        `${address}:${port}`,
+        "the reply reached a socket connected to VIP:port (the kernel drops any other source)",
+      );
+      const logs = await kubectl("-n", namespace, "logs", udpPod.metadata.name);
+      t.match(
+        logs,
+        `Received UDP ${udp.request} from ${udp.local}`,
+        "the backend saw the pod's address and port",
+      );
+      t.equal(udp.local.split(":")[0], tcpPod.status?.podIP, "which is the pod's own");
     },
   );
 
@@ -329,3 +413,55 @@ function corednsBinary(): string | undefined {
   const dir = readdirSync(bin).find(d => d.startsWith("coredns-"));
   return dir && existsSync(join(bin, dir, "coredns")) ? join(bin, dir, "coredns") : undefined;
 }
+
+type PodClientAnswer = {
+  error?: string;
+  pod: string;
+  local: string;
+  remote: string;
+  request?: string;
+};
+
+/**
+ * Run in a pod's network namespace (argv: tcp|udp host port). TCP: reads echo-basic's greeting,
+ * asks TEST, prints {pod, local, remote} and keeps the connection open until stdin ends. UDP: a
+ * connected socket sends a datagram every 500 ms until the first reply, then prints {pod,
+ * request, local, remote}. A failure prints {error} and exits 1.
+ */
+const POD_CLIENT_JS = String.raw`
+const net = require("node:net"), dgram = require("node:dgram");
+const [proto, host, port] = process.argv.slice(1);
+const fail = (error) => { console.log(JSON.stringify({ error })); process.exit(1); };
+const timer = setTimeout(() => fail("timeout"), 3000);
+if (proto === "tcp") {
+  const s = net.connect({ host, port: Number(port) });
+  let buf = "", asked = false;
+  s.setEncoding("utf8");
+  s.on("error", (e) => fail(e.code || String(e)));
+  s.on("data", (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf("\n")) >= 0; buf = buf.slice(i + 1)) {
+      if (!asked) { asked = true; s.write("TEST\n"); continue; }
+      const c = JSON.parse(buf.slice(0, i));
+      console.log(JSON.stringify({ pod: c.pod, local: s.localAddress + ":" + s.localPort, remote: s.remoteAddress + ":" + s.remotePort }));
+      clearTimeout(timer);
+      process.stdin.on("end", () => process.exit(0)).resume();
+      setTimeout(() => process.exit(0), 60000);
+    }
+  });
+} else {
+  const s = dgram.createSocket("udp4");
+  const request = "hairpin-" + process.pid;
+  s.on("error", (e) => fail(e.code || String(e)));
+  s.connect(Number(port), host, () => {
+    s.send(request);
+    setInterval(() => s.send(request), 500);
+    s.on("message", (m) => {
+      const c = JSON.parse(String(m));
+      const local = s.address(), remote = s.remoteAddress();
+      console.log(JSON.stringify({ pod: c.pod, request, local: local.address + ":" + local.port, remote: remote.address + ":" + remote.port }));
+      process.exit(0);
+    });
+  });
+}
+`;
