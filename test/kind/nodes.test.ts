@@ -5,6 +5,10 @@
 // backend on every node, each backend must see the client's own address (no SNAT), and every
 // reply must come from the Gateway address (direct server return from the backend's node).
 // Weighted backendRefs whose pods sit on two different nodes keep their shares (±5 points).
+// Clients inside the cluster: a client pod on every node, the announcing one included, reaches
+// the Gateway address over TCP and UDP, the backends (on every node) see the pod's own address,
+// and UDP replies reach a socket connected to the Gateway address (the kernel drops any other
+// source).
 //
 // Backends answer with "<pod name> <peer address>" (test/lib/kind.ts).
 import t, { type Test } from "tap";
@@ -130,6 +134,23 @@ spec:
     command: ${JSON.stringify(whoAmIUdp(8081))}
 `,
   );
+  const clientOf = (node: string) => `client-${node}`;
+  const clients = nodes.map(
+    node => `
+apiVersion: v1
+kind: Pod
+metadata: {name: ${clientOf(node)}, namespace: ${namespace}, labels: {app: client}}
+spec:
+  nodeName: ${node}
+  tolerations: [{operator: Exists}]
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: client
+    image: ${NETCHECK_IMAGE}
+    imagePullPolicy: Never
+    command: [sleep, infinity]
+`,
+  );
   const service = (name: string, selector: string) => `
 apiVersion: v1
 kind: Service
@@ -145,6 +166,7 @@ spec:
   await apply(
     [
       ...pods,
+      ...clients,
       service("spread", "app: spread"),
       service("light", `node: ${lightNode}`),
       service("heavy", `node: ${heavyNode}`),
@@ -296,4 +318,68 @@ spec:
       );
     }
   });
+  await t.test(
+    "clients inside the cluster: a pod on every node, the announcing one included",
+    async t => {
+      const nodeOfPod = new Map(nodes.map(node => [podOf(node), node]));
+      for (const node of nodes) {
+        const client = clientOf(node);
+        const clientIp = await kubectl(
+          "-n",
+          namespace,
+          "get",
+          "pod",
+          client,
+          "-o",
+          "jsonpath={.status.podIP}",
+        );
+        const role = node === announcer ? "the announcing node" : "a node that does not announce";
+        for (const proto of ["tcp", "udp"] as const) {
+          const port = proto === "tcp" ? tcpPort : udpPort;
+          const target =
+            proto === "tcp"
+              ? `socat -T3 -t3 - TCP:${address}:${port} </dev/null`
+              : `echo which | socat -T2 -t1 - UDP:${address}:${port}`;
+          const inClient = (count: number) =>
+            kubectl(
+              "-n",
+              namespace,
+              "exec",
+              client,
+              "--",
+              "sh",
+              "-c",
+              `for i in $(seq ${count}); do ${target} || echo failed; done`,
+            );
+          // The agent finds a new pod's interface within a second: wait for a first answer.
+          await waitFor(
+            `${proto.toUpperCase()} ${address}:${port} from ${client}`,
+            async () => ((await inClient(1)).includes(" ") ? true : undefined),
+            { timeoutMs: 60_000, intervalMs: 500 },
+          );
+          const lines = (await inClient(12)).split("\n").filter(Boolean);
+          const answers = lines.map(line => line.trim().split(/\s+/));
+          t.same(
+            lines.filter(l => !/^on-\S+ \S+$/.test(l)),
+            [],
+            `${client} (${role}), ${proto}: all ${lines.length} answered`,
+          );
+          t.same(
+            [...new Set(answers.map(([, peer]) => peer))],
+            [clientIp],
+            `${client}, ${proto}: every backend saw the pod's own address ${clientIp}`,
+          );
+          const served = [...new Set(answers.map(([pod]) => pod))];
+          t.ok(
+            served.some(pod => nodeOfPod.get(pod) !== node),
+            `${client}, ${proto}: backends on other nodes answered too (${served.join(", ")})`,
+          );
+          t.ok(
+            served.every(pod => nodeOfPod.has(pod)),
+            `${client}, ${proto}: only the route's backends answered`,
+          );
+        }
+      }
+    },
+  );
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // `helm uninstall` leaves nothing of blixt on the node: its chart's pre-delete hook detaches the
-// programs from the node's interface and removes the pins, the programs are freed, the pods
+// programs from the node's interface and its pods' interfaces and removes the pins, the programs are freed, the pods
 // are gone, and a Gateway address it served no longer answers. CRDs stay, as Helm keeps them.
 //
 // Destructive: blixt is not installed afterwards. hack/test.sh runs it last, and only on a
@@ -80,6 +80,10 @@ spec:
       t.ok(
         before.length > 0,
         `blixt programs attached before: ${before.map(p => `${p.devname}/${p.name}#${p.id}`).join(", ")}`,
+      );
+      t.ok(
+        before.some(p => (p.name ?? "").startsWith("blixt_tc_pod")),
+        "and to the pods' interfaces (clients inside the cluster)",
       );
       t.ok(existsSync(PIN_DIR), `${PIN_DIR} exists before`);
 
