@@ -3,12 +3,16 @@
  * Clients inside the cluster ("hairpin"): a pod's packets never cross the node's uplink, so the
  * programs that serve it run on the node's end of each pod's interface: blixt_tc_pod_ingress
  * (a pod's packet to a Gateway address is DNATed to its backend, wherever that runs) and
- * blixt_tc_egress (the backend's replies get the Gateway address back). Pods come and go, so the
- * agent lists the node's links every interval and attaches to those it has not attached to yet
- * (a name whose ifindex changed is a new pod's). Which links are pods' is told by name prefix, as
+ * blixt_tc_egress (the backend's replies get the Gateway address back). Pods come and go: the agent
+ * follows the kernel's link events (`ip monitor link`, one long-lived process) and lists the
+ * node's links on each, and every interval besides, attaching to those it has not attached to
+ * yet (a name whose ifindex changed is a new pod's). A CNI creates a pod's interface before the
+ * pod's containers start, so the programs are on it by the time the pod sends anything. Which links are pods' is told by name prefix, as
  * CNIs name them (`veth` for the bridge, ptp and kindnet plugins, `cali` for Calico); the uplink
  * is never one of them.
  */
+import { createInterface } from "node:readline";
+import { execa, type ResultPromise } from "execa";
 import { errorMessage } from "../error-message.js";
 import type { AgentLog } from "./log.js";
 
@@ -71,6 +75,38 @@ export class PodInterfaces {
   /** name → ifindex of each pod interface both programs are attached to */
   readonly #attached = new Map<string, number>();
   #failures = 0;
+  #running: Promise<unknown> | undefined;
+  #again = false;
+
+  /**
+   * A sync now, or right after the one running (link events come in bursts: one sync follows
+   * them all). Errors are logged, never thrown.
+   */
+  trigger(): void {
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.sync()
+      .catch(error =>
+        this.#o.log.error(
+          { error: errorMessage(error) },
+          "listing the node's links for pod interfaces failed; trying again at the next link event or scan",
+        ),
+      )
+      .finally(() => {
+        this.#running = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.trigger();
+        }
+      });
+  }
+
+  /** Resolves once no sync is running or queued. */
+  async settled(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
 
   constructor(options: PodInterfacesOptions) {
     this.#o = options;
@@ -134,5 +170,60 @@ export class PodInterfaces {
         "pod interfaces: pods on this node reach Gateway addresses through them",
       );
     return { attached, failed, gone };
+  }
+}
+
+export interface LinkEventsOptions {
+  /** the command that prints a line per link event, e.g. ["ip", "-o", "monitor", "link"] */
+  argv: string[];
+  onEvent: () => void;
+  log: AgentLog;
+  /** wait before starting the command again after it ended (ms) */
+  restartMs?: number;
+}
+
+/**
+ * Runs `argv` for as long as the agent runs and calls `onEvent` for every line it prints; a
+ * command that ends is started again (and `onEvent` called, for what it may have missed).
+ */
+export class LinkEvents {
+  readonly #o: LinkEventsOptions;
+  #child: ResultPromise | undefined;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(options: LinkEventsOptions) {
+    this.#o = options;
+  }
+
+  start(): void {
+    if (this.#stopped) return;
+    const [file, ...args] = this.#o.argv;
+    const child = execa(file, args, {
+      stdin: "ignore",
+      buffer: { stdout: false, stderr: true },
+      reject: false,
+    });
+    this.#child = child;
+    createInterface({ input: child.stdout! }).on("line", () => this.#o.onEvent());
+    void child.then(result => {
+      if (this.#stopped) return;
+      this.#o.log.error(
+        { command: this.#o.argv.join(" "), exitCode: result.exitCode, stderr: result.stderr },
+        "the link event monitor ended; starting it again (new pods are found by the periodic scan meanwhile)",
+      );
+      this.#timer = setTimeout(() => {
+        this.start();
+        this.#o.onEvent();
+      }, this.#o.restartMs ?? 1000);
+      this.#timer.unref?.();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#child?.kill();
+    await this.#child?.catch(() => undefined);
   }
 }

@@ -41,7 +41,8 @@ import { AgentMetrics, serveMetrics } from "./metrics.js";
 import { modeReason, pickMode, type AttachMode } from "../dataplane/mode.js";
 import { errorMessage } from "../error-message.js";
 import { envInt } from "../env.js";
-import { PodInterfaces, podInterfacePrefixes } from "./pod-interfaces.js";
+import { LinkEvents, PodInterfaces, podInterfacePrefixes } from "./pod-interfaces.js";
+import { netnsPrefix } from "../dataplane/bpftool.js";
 import { Periodic } from "./periodic.js";
 
 export interface AgentSettings {
@@ -75,7 +76,7 @@ export interface AgentSettings {
   mapSizes: Partial<MapSizes>;
   /** name prefixes of the node's ends of pod interfaces (pod-interfaces.ts); empty: no in-cluster clients */
   podInterfacePrefixes: string[];
-  /** how often the node's links are listed for new pod interfaces, ms */
+  /** how often the node's links are listed for new pod interfaces besides the link events, ms */
   podInterfaceScanMs: number;
 }
 
@@ -125,7 +126,7 @@ export function agentSettings(env: NodeJS.ProcessEnv): AgentSettings {
     metricsAddress: metricsAddress(env.BLIXT_METRICS_ADDRESS),
     tlsLimits: tlsLimits(env),
     podInterfacePrefixes: podInterfacePrefixes(env.BLIXT_POD_INTERFACE_PREFIXES),
-    podInterfaceScanMs: int("BLIXT_POD_INTERFACE_SCAN_MILLISECONDS", 1000, 100, 3_600_000),
+    podInterfaceScanMs: int("BLIXT_POD_INTERFACE_SCAN_MILLISECONDS", 10_000, 100, 3_600_000),
     namespace: env.POD_NAMESPACE?.trim() || undefined,
     ...(env.POD_NAME?.trim() && env.POD_UID?.trim()
       ? { pod: { name: env.POD_NAME.trim(), uid: env.POD_UID.trim() } }
@@ -323,15 +324,16 @@ export async function startAgent(
     log,
   });
   await pods.sync();
+  // New pods are found by the kernel's link events at once, and by a periodic scan besides.
+  const linkEvents = new LinkEvents({
+    argv: [...netnsPrefix(settings.netns), "ip", "-o", "monitor", "link"],
+    onEvent: () => pods.trigger(),
+    log,
+  });
+  if (settings.podInterfacePrefixes.length > 0) linkEvents.start();
   const podScan = new Periodic(async () => {
-    await pods
-      .sync()
-      .catch(error =>
-        log.error(
-          { error: errorMessage(error) },
-          "listing the node's links for pod interfaces failed",
-        ),
-      );
+    pods.trigger();
+    await pods.settled();
   }, settings.podInterfaceScanMs);
   podScan.start(false);
   log.info(
@@ -468,6 +470,8 @@ export async function startAgent(
       await deadline?.stop();
       await yields?.stop();
       await podScan.stop();
+      await linkEvents.stop();
+      await pods.settled();
       await relister.stop();
       await new Promise<void>(resolve => server.close(() => resolve()));
       await agent.stop();

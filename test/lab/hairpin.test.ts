@@ -5,7 +5,8 @@
 // the node's end of the pod's interface and to nothing else; the pod's packets are DNATed to the
 // backend, on gw1 or behind gw2 alike, which sees the pod's own address; every reply reaches the
 // pod from VIP:port; nothing is encapsulated. A pod that comes back with a new interface is
-// served again after the next scan, and the uplink programs are unchanged by all this.
+// served again after the next periodic scan, or at once on the kernel's link event for it
+// (`ip monitor link`, as the agent runs it).
 import t from "tap";
 import {
   B1,
@@ -19,7 +20,7 @@ import {
   VIP,
   type Outcome,
 } from "../lib/twonodes.js";
-import { PodInterfaces } from "../../capabilities/agent/pod-interfaces.js";
+import { LinkEvents, PodInterfaces } from "../../capabilities/agent/pod-interfaces.js";
 import { bpftoolJson } from "../../capabilities/dataplane/bpftool.js";
 
 const lab = new TwoNodes(`bhp${process.pid % 100000}`);
@@ -101,21 +102,45 @@ t.test("a pod on a gateway node reaches the Gateway address", async t => {
   t.equal(after1.encap - before1.encap, 0, "and encapsulated none");
   t.ok(after1.reverse_nat - before1.reverse_nat >= 4 * COUNT, "gw1 reverse-NATed the replies");
 
-  await t.test(
-    "a pod that comes back with a new interface is served after the next scan",
-    async t => {
-      await lab.addPod();
-      const failed = (await requests("tcp", 80)).filter(o => !o.ok).length;
-      t.equal(failed, COUNT, "before the scan the new interface runs nothing: no answer");
-      const again = await pods.sync();
-      t.same(again.attached, [POD_LINK], "the scan sees the new ifindex and attaches");
-      t.equal(again.gone, 1, "and the old interface of that name is forgotten");
-      t.same(
-        (await requests("tcp", 81)).filter(o => !o.ok),
-        [],
-        "then every request is answered",
-      );
-    },
-  );
+  await t.test("a pod that comes back with a new interface: the periodic scan", async t => {
+    await lab.addPod();
+    const failed = (await requests("tcp", 80, 2)).filter(o => !o.ok).length;
+    t.equal(failed, 2, "before the scan the new interface runs nothing: no answer");
+    const again = await pods.sync();
+    t.same(again.attached, [POD_LINK], "the scan sees the new ifindex and attaches");
+    t.equal(again.gone, 1, "and the old interface of that name is forgotten");
+    t.same(
+      (await requests("tcp", 81)).filter(o => !o.ok),
+      [],
+      "then every request is answered",
+    );
+  });
+
+  await t.test("and again: the kernel's link events find it, with no scan", async t => {
+    const events = new LinkEvents({
+      argv: ["nsenter", `--net=/var/run/netns/${lab.ns.gw1}`, "ip", "-o", "monitor", "link"],
+      onEvent: () => pods.trigger(),
+      log: { info: () => {}, error: (_f, m) => logged.push(m) },
+    });
+    events.start();
+    t.teardown(() => events.stop());
+    // ip monitor subscribes a moment after it starts: a link event before then would be missed.
+    await new Promise(resolve => setTimeout(resolve, 500));
+    const before = logged.length;
+    await lab.addPod();
+    let found = false;
+    for (const deadline = Date.now() + 5000; !found && Date.now() < deadline; ) {
+      await new Promise(resolve => setTimeout(resolve, 50));
+      await pods.settled();
+      found = logged.slice(before).some(m => m.startsWith("pod interfaces:"));
+    }
+    t.ok(found, "the new interface was attached to on its link event");
+    t.same(
+      (await requests("tcp", 81)).filter(o => !o.ok),
+      [],
+      "every request from the pod is answered",
+    );
+    t.same((await pods.sync()).attached, [], "a scan after it finds nothing left to do");
+  });
   t.equal(pods.failures(), 0, "no attach failed");
 });

@@ -69,7 +69,7 @@ t.test("settings come from the environment, with errors naming the variable", as
     lease: { durationSeconds: 2, renewMs: 500 },
     mapSizes: {},
     podInterfacePrefixes: ["veth"],
-    podInterfaceScanMs: 1000,
+    podInterfaceScanMs: 10_000,
   });
   t.same(
     agentSettings({ NODE_NAME: "n1", BLIXT_POD_INTERFACE_PREFIXES: "veth, cali lxc" })

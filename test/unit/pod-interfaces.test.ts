@@ -3,7 +3,12 @@
 // a list of links that changes between scans; the lab (test/lab/hairpin.test.ts) runs the same
 // class over a node's real links with real attaches.
 import t from "tap";
-import { PodInterfaces, podLinks, type Link } from "../../capabilities/agent/pod-interfaces.js";
+import {
+  LinkEvents,
+  PodInterfaces,
+  podLinks,
+  type Link,
+} from "../../capabilities/agent/pod-interfaces.js";
 
 t.test("pod links: a prefix matches, never the uplink or lo", async t => {
   const links: Link[] = [
@@ -85,4 +90,47 @@ t.test("the scan attaches what is new, retries what failed, forgets what went", 
     log: { info: () => {}, error: () => {} },
   });
   t.same(await off.sync(), { attached: [], failed: [], gone: 0 }, "turned off: nothing listed");
+});
+
+t.test("triggers in a burst run one sync now and one after it, not one each", async t => {
+  let lists = 0;
+  let release!: () => void;
+  const gate = new Promise<void>(resolve => (release = resolve));
+  const pods = new PodInterfaces({
+    prefixes: ["veth"],
+    uplink: "eth0",
+    list: async () => {
+      lists++;
+      await gate;
+      return [{ ifname: "veth1", ifindex: 10 }];
+    },
+    attach: async () => {},
+    log: { info: () => {}, error: () => {} },
+  });
+  for (let i = 0; i < 5; i++) pods.trigger();
+  release();
+  await pods.settled();
+  t.equal(lists, 2, "the first sync, then one for the four that came while it ran");
+  t.equal(pods.count(), 1);
+});
+
+t.test("link events: a line is an event; a monitor that ends is started again", async t => {
+  let events = 0;
+  const errors: string[] = [];
+  // Prints two events, then ends: the restart runs it again and reports one event for the gap.
+  const monitor = new LinkEvents({
+    argv: ["sh", "-c", "echo 1: veth1; echo 2: veth2"],
+    onEvent: () => events++,
+    log: { info: () => {}, error: (_f, m) => errors.push(m) },
+    restartMs: 20,
+  });
+  monitor.start();
+  const deadline = Date.now() + 5000;
+  while (events < 5 && Date.now() < deadline) await new Promise(r => setTimeout(r, 10));
+  await monitor.stop();
+  t.ok(events >= 5, `events from the first run and the restarted ones (${events})`);
+  t.match(errors[0], /the link event monitor ended; starting it again/, "the end is logged");
+  const after = events;
+  await new Promise(r => setTimeout(r, 100));
+  t.equal(events, after, "stopped: no more events, no restart");
 });
