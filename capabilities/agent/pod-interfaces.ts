@@ -3,13 +3,13 @@
  * Clients inside the cluster ("hairpin"): a pod's packets never cross the node's uplink, so the
  * programs that serve it run on the node's end of each pod's interface: blixt_tc_pod_ingress
  * (a pod's packet to a Gateway address is DNATed to its backend, wherever that runs) and
- * blixt_tc_egress (the backend's replies get the Gateway address back). Pods come and go: the agent
- * follows the kernel's link events (`ip monitor link`, one long-lived process) and lists the
- * node's links on each, and every interval besides, attaching to those it has not attached to
- * yet (a name whose ifindex changed is a new pod's). A CNI creates a pod's interface before the
- * pod's containers start, so the programs are on it by the time the pod sends anything. Which links are pods' is told by name prefix, as
- * CNIs name them (`veth` for the bridge, ptp and kindnet plugins, `cali` for Calico); the uplink
- * is never one of them.
+ * blixt_tc_egress (the backend's replies get the Gateway address back). Pods come and go: the
+ * agent follows the kernel's link events (`ip monitor link`, one long-lived process) and lists
+ * the node's links on each, and every interval besides, attaching to those it has not attached
+ * to yet (a name whose ifindex changed is a new pod's). A CNI creates a pod's interface before
+ * the pod's containers start, so the programs are on it by the time the pod sends anything.
+ * Which links are pods' is told by name prefix, as CNIs name them (`veth` for the bridge, ptp
+ * and kindnet plugins, `cali` for Calico); the uplink is never one of them.
  */
 import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
@@ -78,6 +78,10 @@ export class PodInterfaces {
   #running: Promise<unknown> | undefined;
   #again = false;
 
+  constructor(options: PodInterfacesOptions) {
+    this.#o = options;
+  }
+
   /**
    * A sync now, or right after the one running (link events come in bursts: one sync follows
    * them all). Errors are logged, never thrown.
@@ -106,10 +110,6 @@ export class PodInterfaces {
   /** Resolves once no sync is running or queued. */
   async settled(): Promise<void> {
     while (this.#running) await this.#running;
-  }
-
-  constructor(options: PodInterfacesOptions) {
-    this.#o = options;
   }
 
   /** How many pod interfaces the programs run on now. */

@@ -323,7 +323,8 @@ export async function startAgent(
     attach: name => dataplane.attachPod(name),
     log,
   });
-  await pods.sync();
+  pods.trigger();
+  await pods.settled();
   // New pods are found by the kernel's link events at once, and by a periodic scan besides.
   const linkEvents = new LinkEvents({
     argv: [...netnsPrefix(settings.netns), "ip", "-o", "monitor", "link"],
