@@ -29,7 +29,7 @@ import { execa } from "execa";
 import { K8s, RegisterKind } from "kubernetes-fluent-client";
 import { V1Lease } from "@kubernetes/client-node";
 import {
-  NETCHECK_IMAGE,
+  netcheckPod,
   nodeNames,
   parseAnswer,
   tcpAnswer,
@@ -302,23 +302,21 @@ async function run(t: Test) {
   // The backend stays up: on the control plane.
   await apply(
     `
-apiVersion: v1
-kind: Pod
-metadata: {name: backend, namespace: ${namespace}, labels: {app: backend}}
-spec:
-  nodeName: ${controlPlane}
-  tolerations: [{operator: Exists}]
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: tcp
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: ["socat", "TCP-LISTEN:8080,fork,reuseaddr,backlog=128", "EXEC:cat"]
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-  - name: udp
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: ${JSON.stringify(whoAmIUdp(8081))}
+${netcheckPod({
+  name: "backend",
+  namespace,
+  node: controlPlane,
+  labels: { app: "backend" },
+  tolerateAll: true,
+  containers: [
+    {
+      name: "tcp",
+      command: ["socat", "TCP-LISTEN:8080,fork,reuseaddr,backlog=128", "EXEC:cat"],
+      readyPort: 8080,
+    },
+    { name: "udp", command: whoAmIUdp(8081) },
+  ],
+})}
 ---
 apiVersion: v1
 kind: Service
@@ -331,32 +329,22 @@ spec:
 ---
 # Two more backends behind one Service: one on the node that will fail, one on the control
 # plane. Flows the failed node's backend would take fail until the EndpointSlice drops it.
-apiVersion: v1
-kind: Pod
-metadata: {name: spread-doomed, namespace: ${namespace}, labels: {app: spread}}
-spec:
-  nodeName: ${announcer}
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: tcp
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: ${JSON.stringify(whoAmITcp(8080))}
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+${netcheckPod({
+  name: "spread-doomed",
+  namespace,
+  node: announcer,
+  labels: { app: "spread" },
+  containers: [{ name: "tcp", command: whoAmITcp(8080), readyPort: 8080 }],
+})}
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: spread-stays, namespace: ${namespace}, labels: {app: spread}}
-spec:
-  nodeName: ${controlPlane}
-  tolerations: [{operator: Exists}]
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: tcp
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: ${JSON.stringify(whoAmITcp(8080))}
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+${netcheckPod({
+  name: "spread-stays",
+  namespace,
+  node: controlPlane,
+  labels: { app: "spread" },
+  tolerateAll: true,
+  containers: [{ name: "tcp", command: whoAmITcp(8080), readyPort: 8080 }],
+})}
 ---
 apiVersion: v1
 kind: Service

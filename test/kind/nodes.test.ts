@@ -15,7 +15,7 @@ import t, { type Test } from "tap";
 import { once } from "node:events";
 import { createSocket, type RemoteInfo } from "node:dgram";
 import {
-  NETCHECK_IMAGE,
+  netcheckPod,
   nodeNames,
   tcpAnswer,
   whoAmITcp,
@@ -113,43 +113,29 @@ async function run(t: Test) {
   t.ok(nodes.length >= 2, `the kind cluster has several nodes: ${nodes.join(", ")}`);
   const namespace = await freshNamespace(t, "blixt-e2e-nodes");
   const podOf = (node: string) => `on-${node}`;
-  const pods = nodes.map(
-    node => `
-apiVersion: v1
-kind: Pod
-metadata: {name: ${podOf(node)}, namespace: ${namespace}, labels: {app: spread, node: ${node}}}
-spec:
-  nodeName: ${node}
-  tolerations: [{operator: Exists}]
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: tcp
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: ${JSON.stringify(whoAmITcp(8080))}
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-  - name: udp
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: ${JSON.stringify(whoAmIUdp(8081))}
-`,
+  const pods = nodes.map(node =>
+    netcheckPod({
+      name: podOf(node),
+      namespace,
+      node,
+      labels: { app: "spread", node },
+      tolerateAll: true,
+      containers: [
+        { name: "tcp", command: whoAmITcp(8080), readyPort: 8080 },
+        { name: "udp", command: whoAmIUdp(8081) },
+      ],
+    }),
   );
   const clientOf = (node: string) => `client-${node}`;
-  const clients = nodes.map(
-    node => `
-apiVersion: v1
-kind: Pod
-metadata: {name: ${clientOf(node)}, namespace: ${namespace}, labels: {app: client}}
-spec:
-  nodeName: ${node}
-  tolerations: [{operator: Exists}]
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: client
-    image: ${NETCHECK_IMAGE}
-    imagePullPolicy: Never
-    command: [sleep, infinity]
-`,
+  const clients = nodes.map(node =>
+    netcheckPod({
+      name: clientOf(node),
+      namespace,
+      node,
+      labels: { app: "client" },
+      tolerateAll: true,
+      containers: [{ name: "client", command: ["sleep", "infinity"] }],
+    }),
   );
   const service = (name: string, selector: string) => `
 apiVersion: v1

@@ -8,7 +8,7 @@
 import t, { type Test } from "tap";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { NETCHECK_IMAGE, nodeNames, tcpAnswer, whoAmITcp } from "../lib/kind.js";
+import { netcheckContainers, nodeNames, tcpAnswer, whoAmITcp } from "../lib/kind.js";
 import {
   apply,
   clientAddress,
@@ -78,16 +78,14 @@ spec:
       terminationGracePeriodSeconds: 0
       topologySpreadConstraints:
       - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: spread}}}
-      containers:
-      - name: who
-        image: ${NETCHECK_IMAGE}
-        imagePullPolicy: Never
-        command: ${JSON.stringify(whoAmITcp(8080))}
-        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
-      - name: echo
-        image: ${NETCHECK_IMAGE}
-        imagePullPolicy: Never
-        command: [socat, "TCP-LISTEN:8081,fork,reuseaddr,backlog=128", "EXEC:cat"]  # echoes every line
+      # who answers with its line; echo echoes every line
+      containers: ${netcheckContainers([
+        { name: "who", command: whoAmITcp(8080), readyPort: 8080 },
+        {
+          name: "echo",
+          command: ["socat", "TCP-LISTEN:8081,fork,reuseaddr,backlog=128", "EXEC:cat"],
+        },
+      ])}
 ---
 apiVersion: v1
 kind: Service

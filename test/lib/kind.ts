@@ -25,6 +25,51 @@ export const whoAmIUdp = (port: number): string[] => [
   "SYSTEM:echo $(hostname) $SOCAT_PEERADDR",
 ];
 
+/** One container of the netcheck image: its command, and the TCP port it is ready on, if any. */
+export interface NetcheckContainer {
+  name: string;
+  command: string[];
+  readyPort?: number;
+}
+
+/** A Pod spec's `containers`, as YAML flow (JSON), all of the netcheck image. */
+export function netcheckContainers(containers: NetcheckContainer[]): string {
+  return JSON.stringify(
+    containers.map(c => ({
+      name: c.name,
+      image: NETCHECK_IMAGE,
+      imagePullPolicy: "Never",
+      command: c.command,
+      ...(c.readyPort
+        ? { readinessProbe: { tcpSocket: { port: c.readyPort }, periodSeconds: 1 } }
+        : {}),
+    })),
+  );
+}
+
+/**
+ * A Pod of netcheck containers on one node, gone at once when deleted; `tolerateAll` lets it on
+ * a tainted node (kind's control plane).
+ */
+export function netcheckPod(pod: {
+  name: string;
+  namespace: string;
+  node: string;
+  labels: Record<string, string>;
+  tolerateAll?: boolean;
+  containers: NetcheckContainer[];
+}): string {
+  return `
+apiVersion: v1
+kind: Pod
+metadata: {name: ${pod.name}, namespace: ${pod.namespace}, labels: ${JSON.stringify(pod.labels)}}
+spec:
+  nodeName: ${pod.node}
+${pod.tolerateAll ? "  tolerations: [{operator: Exists}]\n" : ""}  terminationGracePeriodSeconds: 0
+  containers: ${netcheckContainers(pod.containers)}
+`;
+}
+
 export type Answer = { pod: string; peer: string };
 
 /** A backend's line "<pod> <peer>"; throws naming where it came from when it is not one. */
