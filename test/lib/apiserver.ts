@@ -13,7 +13,7 @@ import { execa, type ResultPromise } from "execa";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -53,20 +53,30 @@ export function findBinaries(env: NodeJS.ProcessEnv = process.env): Binaries | {
   return { kubeApiserver, etcd };
 }
 
-/** A free loopback TCP port, as the kernel picks one. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+/**
+ * `count` distinct free loopback TCP ports, as the kernel picks them. Every one is held until all
+ * are picked: a port picked and let go at once may come back from the next pick (a CI run once
+ * gave etcd's peer port to kube-apiserver too, which then failed to listen).
+ */
+async function freePorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    const ports: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const server = createServer();
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, "127.0.0.1", () => resolve());
+      });
       const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
+      if (typeof address !== "object" || !address) throw new Error("no port");
+      ports.push(address.port);
+    }
+    return ports;
+  } finally {
+    await Promise.all(servers.map(s => new Promise<void>(resolve => s.close(() => resolve()))));
+  }
 }
 
 async function openssl(args: string[], cwd: string): Promise<void> {
@@ -261,7 +271,7 @@ export async function startApiServer(
       }),
     );
   }
-  const [etcdClient, etcdPeer, port] = [await freePort(), await freePort(), await freePort()];
+  const [etcdClient, etcdPeer, port] = await freePorts(3);
   const logs = async () =>
     (
       await Promise.all(
