@@ -322,10 +322,12 @@ spec:
         const role = node === announcer ? "the announcing node" : "a node that does not announce";
         for (const proto of ["tcp", "udp"] as const) {
           const port = proto === "tcp" ? tcpPort : udpPort;
+          // One line per try: the backend's, or "failed". A datagram with no reply within 1 s is
+          // sent again, twice at most (UDP may drop one); a TCP connection is tried once.
           const target =
             proto === "tcp"
-              ? `socat -T3 -t3 - TCP:${address}:${port} </dev/null`
-              : `echo which | socat -T2 -t1 - UDP:${address}:${port}`;
+              ? `socat -T3 -t3 - TCP:${address}:${port} </dev/null || echo failed`
+              : `out=; for j in 1 2 3; do out=$(echo which | socat -T2 -t1 - UDP:${address}:${port}); [ -n "$out" ] && break; done; echo "\${out:-failed}"`;
           const inClient = (count: number) =>
             kubectl(
               "-n",
@@ -335,21 +337,21 @@ spec:
               "--",
               "sh",
               "-c",
-              `for i in $(seq ${count}); do ${target} || echo failed; done`,
+              `for i in $(seq ${count}); do ${target}; done`,
             );
-          // The agent finds a new pod's interface within a second: wait for a first answer.
+          // The agent attaches to a new pod's interface on its link event; the first answer is
+          // waited for all the same, as the tables of a new Gateway may still be converging.
           await waitFor(
             `${proto.toUpperCase()} ${address}:${port} from ${client}`,
             async () => ((await inClient(1)).includes(" ") ? true : undefined),
             { timeoutMs: 60_000, intervalMs: 500 },
           );
           const lines = (await inClient(12)).split("\n").filter(Boolean);
-          const answers = lines.map(line => line.trim().split(/\s+/));
-          t.same(
-            lines.filter(l => !/^on-\S+ \S+$/.test(l)),
-            [],
-            `${client} (${role}), ${proto}: all ${lines.length} answered`,
-          );
+          const answered = lines.filter(l => /^on-\S+ \S+$/.test(l));
+          const answers = answered.map(line => line.trim().split(/\s+/));
+          t.equal(answered.length, 12, `${client} (${role}), ${proto}: 12 of 12 answered`, {
+            lines,
+          });
           t.same(
             [...new Set(answers.map(([, peer]) => peer))],
             [clientIp],
