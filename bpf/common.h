@@ -51,7 +51,8 @@ enum blixt_reason {
 	REASON_DROP_TOO_BIG = 25,       /* too big to encapsulate, DF clear: dropped */
 	REASON_PASS_OTHER_HOST = 26,    /* TC: a frame for another host's MAC (a bridge flooding it): left to the kernel, which drops it */
 	REASON_DNAT_IN_CLUSTER = 27,    /* a pod on this node to a service: DNAT to the backend wherever it runs (pod network carries it) */
-	REASON_MAX = 28,
+	REASON_DROP_CT_CLASH = 28,      /* a new TCP flow whose backend → client 4-tuple an open flow through another VIP:port holds (conntrack.h) */
+	REASON_MAX = 29,
 };
 
 #endif

@@ -297,6 +297,63 @@ static __always_inline int ct_forward_valid(const struct ct4_value *ct, __u32 sv
 	return bval && bval->weight > 0;
 }
 
+/*
+ * Before a local flow's entries are written in `table`: makes its reverse key (baddr:bport →
+ * client) its own. Another flow may hold that key: the same client address and port reached the same
+ * backend address and port through another VIP:port (two listeners, or two Gateways, sharing a
+ * backend, and a client that picked the same source port for both). The backend sees the two as
+ * one 4-tuple, and the confirmed table is read first at egress, so a leftover entry there would
+ * give the new flow's replies the other VIP:port as source: the client answers them with a RST and
+ * the handshake never completes. So the holder gives the key up, with its forward entry, when it is
+ * closed or expired, or is UDP (the newest datagram's flow takes the replies; the other flow's
+ * next datagram is decided afresh and takes them back): counted CT_CLASH_REPLACED. A TCP flow that
+ * is still open keeps it: the backend could not tell the new SYN from that connection, so the new
+ * flow is refused (returns 0, counted CT_CLASH_REFUSED) and the client's retransmitted SYN gets in
+ * once the open one has closed. The flow's own entries in the other table are stale and removed
+ * too. One or two lookups, for new flows only. Not inlined, and `scratch` is the caller's: the
+ * callers' stack is near the verifier's limit.
+ */
+static __always_inline int ct_claim_reverse(int table, const struct ct4_key *key, __be32 baddr, __be16 bport, struct ct4_key *scratch)
+{
+	__u64 now = ct_now();
+	struct ct4_value *o;
+	__be32 vip;
+	__be16 vport;
+	int t;
+
+	for (t = CT_TBL_NEW; t <= CT_TBL_CONFIRMED; t++) {
+		__builtin_memset(scratch, 0, sizeof(*scratch));
+		scratch->saddr = baddr;
+		scratch->daddr = key->saddr;
+		scratch->sport = bport;
+		scratch->dport = key->sport;
+		scratch->proto = key->proto;
+		o = ct_lookup(t, scratch);
+		if (!o || !(o->flags & CT_F_REVERSE))
+			continue;
+		/* A reverse entry's value is the VIP:port its flow was sent to. */
+		vip = o->addr;
+		vport = o->port;
+		if (vip == key->daddr && vport == key->dport) {
+			if (t == table)
+				continue; /* this flow's own entry: rewritten below */
+		} else if (key->proto == IPPROTO_TCP && !ct_closed(o) && !ct_expired(o, key->proto, t, now)) {
+			count_ct(CT_CLASH_REFUSED);
+			return 0;
+		} else {
+			count_ct(CT_CLASH_REPLACED);
+		}
+		/* Both entries of the holder: the reverse one, then its forward one (client → vip:vport). */
+		ct_delete(t, scratch);
+		scratch->saddr = key->saddr;
+		scratch->daddr = vip;
+		scratch->sport = key->sport;
+		scratch->dport = vport;
+		ct_delete(t, scratch);
+	}
+	return 1;
+}
+
 /* Records flow client → VIP now going to backend, in both directions, in the given table. */
 static __always_inline void ct_create(int confirmed, const struct pkt *p, __u32 svc_id, __u32 epoch, __be32 addr, __be16 port, __u16 flags, __u64 now)
 {

@@ -219,24 +219,20 @@ static __always_inline int lb_established(struct verdict *v, struct ct4_value *c
 
 /* The full path for a packet to a service: its conntrack entry (`ct`, NULL if none) is checked
  * against the service as it is now; a flow with no valid entry gets a backend from the Maglev
- * table and new entries. The epoch is read before the checks, so a change the agent makes
- * meanwhile leaves the entry stale for the next packet rather than stamped as checked.
- *
- * What a flow with no entry gets: a bare SYN or a UDP datagram, an unconfirmed flow (CT_NEW); a
- * TCP segment without SYN, forwarded where the table says (every node's table says the same) and
- * an unconfirmed flow marked CT_F_PICKUP, so that its replies are reverse-NATed (CT_PICKUP); a
- * RST, forwarded and nothing recorded. An entry whose backend left is re-pointed in the table it
- * is in, and the old backend's reverse entry is removed. Not inlined (its stack would add to
- * every program's); returns the action it set. */
-static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct, const struct ct4_key *key, int confirmed)
+ * table, and lb_record then gives it new entries. The epoch is read before the checks, so a change
+ * the agent makes meanwhile leaves the entry stale for the next packet rather than stamped as
+ * checked. Sets the verdict; returns what lb_record needs when the flow must be recorded (the
+ * service id in the high 32 bits, that epoch in the low ones), 0 when not. Not inlined (its stack
+ * would add to every program's), and lb_record is its sibling, not its callee: the verifier
+ * limits the stack of a chain of calls (lb_ingress calls lb_choose, lb_claim, lb_record). */
+static __noinline __u64 lb_choose(struct verdict *v, const struct svc_value *svc, struct ct4_value *ct, const struct ct4_key *key, int confirmed)
 {
 	__u64 now = ct_now();
 	struct pkt *p = &v->pkt;
 	__u32 epoch = svc_epoch(svc->svc_id);
+	__u64 record = ((__u64)svc->svc_id << 32) | epoch;
 	struct svc_stats *stats;
 	struct backend *be;
-	struct ct4_key old;
-	__u16 flags = 0;
 	__be32 baddr;
 	__be16 bport;
 	int remote;
@@ -250,7 +246,7 @@ static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, 
 		bkey.port = v->port;
 		if (!bpf_map_lookup_elem(&blixt_backends, &bkey)) {
 			drop_ipip(v);
-			return v->action;
+			return 0;
 		}
 		count_service(svc->svc_id, p);
 		v->action = ACT_DECAP;
@@ -258,19 +254,16 @@ static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, 
 		if (ct && ct->svc_id == svc->svc_id && ct->addr == v->addr && ct->port == v->port) {
 			ct->epoch = epoch;
 			ct_refresh(ct, key, confirmed, now);
-			return v->action;
+			return 0;
 		}
-		baddr = v->addr;
-		bport = v->port;
-		flags = CT_F_ENCAP;
-		goto record;
+		return record;
 	}
 	count_service(svc->svc_id, p);
 	if (ct && ct_forward_valid(ct, svc->svc_id)) {
 		ct->epoch = epoch;
 		ct_refresh(ct, key, confirmed, now);
 		forward_to(v, ct->addr, ct->port, ct->flags & CT_F_REMOTE);
-		return v->action;
+		return 0;
 	}
 
 	stats = svc_stats_of(svc->svc_id);
@@ -280,7 +273,7 @@ static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, 
 		if (stats)
 			stats->rejects += 1;
 		refuse(v, REASON_REJECT_RST, REASON_REJECT_DROP);
-		return v->action;
+		return 0;
 	}
 	baddr = addr_to_v4(be->addr);
 	bport = be->port;
@@ -289,14 +282,52 @@ static __noinline int lb_choose(struct verdict *v, const struct svc_value *svc, 
 	if (!forward_to(v, baddr, bport, remote)) {
 		if (stats)
 			stats->rejects += 1;
-		return v->action;
+		return 0;
 	}
-	if (remote)
-		flags = CT_F_REMOTE;
+	return record;
+}
+
+/* A local flow lb_choose sent to a backend claims its backend → client key before lb_record writes
+ * it (conntrack.h). When an open TCP flow through another VIP:port holds it, the packet is dropped
+ * (drop_ct_clash) and nothing is recorded; returns 0. A remote flow has no reverse entry here, and
+ * a RST with no entry records nothing. Not inlined, and a sibling of lb_choose and lb_record, for
+ * the same reason. */
+static __noinline int lb_claim(struct verdict *v, struct ct4_value *ct, const struct ct4_key *key, int confirmed, __u32 svc_id)
+{
+	struct svc_stats *stats;
+	struct ct4_key scratch;
+
+	if (v->action == ACT_ENCAP || (!ct && (v->pkt.tcp_flags & TCP_FLAG_RST)) ||
+	    ct_claim_reverse(ct ? confirmed : CT_TBL_NEW, key, v->addr, v->port, &scratch))
+		return 1;
+	v->action = ACT_DROP;
+	v->reason = REASON_DROP_CT_CLASH;
+	stats = v->decap ? NULL : svc_stats_of(svc_id);
+	if (stats)
+		stats->rejects += 1;
+	return 0;
+}
+
+/*
+ * The entries of a flow lb_choose sent to a backend (v->addr:port; `record` is what lb_choose
+ * returned): a bare SYN or a UDP datagram, an unconfirmed flow (CT_NEW); a TCP segment without
+ * SYN, forwarded where the table says (every node's table says the same), an unconfirmed flow
+ * marked CT_F_PICKUP, so that its replies are reverse-NATed (CT_PICKUP); a RST, nothing. An entry
+ * whose backend left is re-pointed in the table it is in, and the old backend's reverse entry is
+ * removed. Not inlined, for the same reason as lb_choose.
+ */
+static __noinline void lb_record(struct verdict *v, struct ct4_value *ct, const struct ct4_key *key, int confirmed, __u64 record)
+{
+	__u32 svc_id = record >> 32;
+	__u32 epoch = (__u32)record;
+	struct pkt *p = &v->pkt;
+	struct svc_stats *stats = v->decap ? NULL : svc_stats_of(svc_id);
+	__u16 flags = v->decap ? CT_F_ENCAP : v->action == ACT_ENCAP ? CT_F_REMOTE : 0;
+	__u64 now = ct_now();
+	struct ct4_key old;
+
 	if (stats)
 		stats->new_flows += 1;
-
-record:
 	if (ct) {
 		/* The flow's backend left: the old reverse entry names a backend it no longer uses. */
 		if (!(ct->flags & CT_F_REMOTE)) {
@@ -304,15 +335,14 @@ record:
 			ct_delete(confirmed, &old);
 		}
 		flags |= ct->flags & (CT_F_PICKUP | CT_F_REPLIED);
-		ct_create(confirmed, p, svc->svc_id, epoch, baddr, bport, flags, now);
+		ct_create(confirmed, p, svc_id, epoch, v->addr, v->port, flags, now);
 	} else if (p->proto == IPPROTO_UDP || is_bare_syn(p)) {
-		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, baddr, bport, flags, now);
+		ct_create(CT_TBL_NEW, p, svc_id, epoch, v->addr, v->port, flags, now);
 		count_ct(CT_NEW);
 	} else if (!(p->tcp_flags & TCP_FLAG_RST)) {
-		ct_create(CT_TBL_NEW, p, svc->svc_id, epoch, baddr, bport, flags | CT_F_PICKUP, now);
+		ct_create(CT_TBL_NEW, p, svc_id, epoch, v->addr, v->port, flags | CT_F_PICKUP, now);
 		count_ct(CT_PICKUP);
 	}
-	return v->action;
 }
 
 /* Parse results other than PARSE_OK, for both ingress programs. */
@@ -440,7 +470,10 @@ static __always_inline void lb_ingress(void *data, void *data_end, __u32 len, st
 	skey.proto = p->proto;
 	svc = bpf_map_lookup_elem(&blixt_services, &skey);
 	if (svc) {
-		v->action = lb_choose(v, svc, ct, &ckey, confirmed);
+		__u64 record = lb_choose(v, svc, ct, &ckey, confirmed);
+
+		if (record && lb_claim(v, ct, &ckey, confirmed, record >> 32))
+			lb_record(v, ct, &ckey, confirmed, record);
 		return;
 	}
 	if (v->decap) {

@@ -167,7 +167,9 @@ enum blixt_ct_counter {
 	CT_REPAIRED = 3,       /* a flow's missing other direction recreated from the one present */
 	CT_CLOSED = 4,         /* a TCP flow closed (RST, or FIN each way) */
 	CT_EXPIRED = 5,        /* an entry found idle past its timeout, removed */
-	CT_COUNTER_MAX = 6,
+	CT_CLASH_REPLACED = 6, /* a new flow took its backend → client key from another flow (closed, expired, or UDP) */
+	CT_CLASH_REFUSED = 7,  /* a new TCP flow refused: an open one holds its backend → client key (conntrack.h) */
+	CT_COUNTER_MAX = 8,
 };
 
 /* svc_epoch: service id → the epoch of its backend set. The agent writes a new, never reused,

@@ -18,7 +18,7 @@ export interface MetricsSource {
   /** ARP replies the programs sent for announced addresses, and requests they could not answer */
   arpCounters?(): Promise<Record<string, number>>;
   conntrackEntries(): Promise<number>;
-  /** conntrack counters (blixt_ct_stats: new, pickup, confirmed, repaired, closed, expired) */
+  /** conntrack counters (blixt_ct_stats: new, pickup, confirmed, repaired, closed, expired, clash_replaced, clash_refused) */
   conntrackCounters?(): Promise<Record<string, number>>;
   /** open client connections per running TLS terminator */
   tlsConnections?(): { ref: ListenerRef; address: string; connections: number }[];
@@ -258,7 +258,7 @@ export class AgentMetrics {
       const conntrackCounters = source.conntrackCounters.bind(source);
       new Counter({
         name: "blixt_conntrack_events_total",
-        help: "Conntrack events (blixt_ct_stats): new (unconfirmed flow created by a SYN or a first UDP datagram), pickup (unconfirmed flow created by a mid-flow packet no entry knew), confirmed (moved from blixt_ct4_new to blixt_ct4), repaired (a flow's missing direction recreated), closed (TCP RST, or FIN each way), expired (an entry found idle past its timeout, removed)",
+        help: "Conntrack events (blixt_ct_stats): new (unconfirmed flow created by a SYN or a first UDP datagram), pickup (unconfirmed flow created by a mid-flow packet no entry knew), confirmed (moved from blixt_ct4_new to blixt_ct4), repaired (a flow's missing direction recreated), closed (TCP RST, or FIN each way), expired (an entry found idle past its timeout, removed), clash_replaced (a new flow took its backend-to-client 4-tuple from another flow of the same client port through another VIP:port: closed, expired or UDP), clash_refused (a new TCP flow dropped: an open connection through another VIP:port holds that 4-tuple)",
         labelNames: ["event"],
         registers,
         async collect() {

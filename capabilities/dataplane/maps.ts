@@ -90,6 +90,7 @@ export const REASONS = [
   "drop_too_big",
   "pass_other_host",
   "dnat_in_cluster",
+  "drop_ct_clash",
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -490,7 +491,16 @@ export function decodeConntrackConfig(b: Uint8Array): ConntrackTimeouts {
 }
 
 /** enum blixt_ct_counter in bpf/maps.h, in order: the index is the key of blixt_ct_stats (per-CPU u64). */
-export const CT_COUNTERS = ["new", "pickup", "confirmed", "repaired", "closed", "expired"] as const;
+export const CT_COUNTERS = [
+  "new",
+  "pickup",
+  "confirmed",
+  "repaired",
+  "closed",
+  "expired",
+  "clash_replaced",
+  "clash_refused",
+] as const;
 export type ConntrackCounter = (typeof CT_COUNTERS)[number];
 
 // ---- this node's address: blixt_node[0] = struct node_config (4 bytes) ----------------------

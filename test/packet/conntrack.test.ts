@@ -7,7 +7,7 @@ import t, { type Test } from "tap";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
-import { loadedDataplane, run, runOne, TC_ACT_OK, XDP_PASS } from "./fixture.js";
+import { loadedDataplane, run, runOne, TC_ACT_OK, XDP_DROP, XDP_PASS } from "./fixture.js";
 import {
   parseFrame,
   tcpFrame,
@@ -27,19 +27,16 @@ import {
 import { Dataplane, type ConntrackEntry } from "../../capabilities/dataplane/dataplane.js";
 import {
   CT_CONFIG_KEY,
-  CT_COUNTERS,
   CT_F_FIN_BACKEND,
   CT_F_FIN_CLIENT,
   CT_F_PICKUP,
   CT_F_REPLIED,
   CT_F_RST,
   decodeConntrackFlags,
-  decodeReasonCounter,
   encodeConntrackConfig,
   encodeConntrackKey,
   encodeIndexKey,
   hex,
-  type ConntrackCounter,
   type ConntrackKey,
   type ConntrackTimeouts,
   type MapName,
@@ -49,33 +46,6 @@ const VIP = "198.18.50.1";
 const BACKEND = "10.5.0.1";
 const CLIENT = "192.0.2.50";
 const S = 1_000_000_000n;
-
-async function ctCounters(dp: Dataplane): Promise<Record<ConntrackCounter, number>> {
-  const lines = CT_COUNTERS.map((_, i) =>
-    [
-      "map",
-      "lookup",
-      "pinned",
-      dp.mapPin("blixt_ct_stats"),
-      "key",
-      "hex",
-      ...hex(encodeIndexKey(i)),
-    ].join(" "),
-  );
-  const outputs = (await batch(lines, "reading conntrack counters")) as {
-    values: { value: string[] }[];
-  }[];
-  return Object.fromEntries(
-    CT_COUNTERS.map((c, i) => [
-      c,
-      outputs[i].values.reduce(
-        (sum, v) =>
-          sum + decodeReasonCounter(Uint8Array.from(v.value, w => Number.parseInt(w, 16))),
-        0,
-      ),
-    ]),
-  ) as Record<ConntrackCounter, number>;
-}
 
 const setTimeouts = (dp: Dataplane, timeouts: Partial<ConntrackTimeouts>) =>
   batch(
@@ -185,7 +155,7 @@ t.test("conntrack", async t => {
   t.test(
     "a SYN makes an unconfirmed flow; the backend's reply and the client's next packet confirm it",
     async t => {
-      const before = await ctCounters(dp);
+      const before = await dp.conntrackCounters();
       await runOne(dp, "blixt_xdp_ingress", syn(CLIENT, 1000));
       t.same(
         flowEntries(await dp.conntrack(), CLIENT, 1000),
@@ -215,7 +185,7 @@ t.test("conntrack", async t => {
         ["ct4 forward", "ct4 reverse"],
         "the client's ACK confirms it: both directions moved to blixt_ct4",
       );
-      const after = await ctCounters(dp);
+      const after = await dp.conntrackCounters();
       t.equal(after.new - before.new, 1, "one new flow counted");
       t.equal(after.confirmed - before.confirmed, 1, "one confirmation counted");
     },
@@ -224,7 +194,7 @@ t.test("conntrack", async t => {
   t.test(
     "non-SYN segments with no entry create no confirmed state: forwarded by Maglev, picked up unconfirmed",
     async t => {
-      const before = await ctCounters(dp);
+      const before = await dp.conntrackCounters();
       const confirmedBefore = (await dp.conntrack()).filter(e => e.confirmed).length;
       const flood = Array.from({ length: 200 }, (_, i) =>
         ack(`192.0.3.${1 + (i % 250)}`, 30000 + i, TCP_ACK | TCP_PSH),
@@ -245,7 +215,7 @@ t.test("conntrack", async t => {
         (await flagsOf(dp, false, fwdKey("192.0.3.1", 30000)))! & CT_F_PICKUP,
         "marked as a pickup",
       );
-      t.equal((await ctCounters(dp)).pickup - before.pickup, 200, "counted as pickups");
+      t.equal((await dp.conntrackCounters()).pickup - before.pickup, 200, "counted as pickups");
 
       const r = await runOne(dp, "blixt_tc_egress", reply("192.0.3.1", 30000));
       t.equal(parseFrame(r.dataOut).ip.src, VIP, "a picked-up flow's reply is reverse-NATed");
@@ -280,21 +250,21 @@ t.test("conntrack", async t => {
     "FIN each way closes a flow; it expires after the closing timeout (10 s by default)",
     async t => {
       await handshake(t, dp, CLIENT, 3000);
-      const before = await ctCounters(dp);
+      const before = await dp.conntrackCounters();
       await runOne(dp, "blixt_xdp_ingress", ack(CLIENT, 3000, TCP_FIN | TCP_ACK));
       t.equal(
         (await flagsOf(dp, true, revKey(CLIENT, 3000)))! & (CT_F_FIN_CLIENT | CT_F_FIN_BACKEND),
         CT_F_FIN_CLIENT,
         "the client's FIN is on both entries",
       );
-      t.equal((await ctCounters(dp)).closed, before.closed, "half-closed is not closed");
+      t.equal((await dp.conntrackCounters()).closed, before.closed, "half-closed is not closed");
       await runOne(dp, "blixt_tc_egress", reply(CLIENT, 3000, TCP_FIN | TCP_ACK));
       t.equal(
         (await flagsOf(dp, true, fwdKey(CLIENT, 3000)))! & (CT_F_FIN_CLIENT | CT_F_FIN_BACKEND),
         CT_F_FIN_CLIENT | CT_F_FIN_BACKEND,
         "the backend's FIN too",
       );
-      t.equal((await ctCounters(dp)).closed - before.closed, 1, "closed, counted once");
+      t.equal((await dp.conntrackCounters()).closed - before.closed, 1, "closed, counted once");
       // The last ACK, 5 s later: still inside the closing timeout, still forwarded on the entry.
       await age(dp, true, fwdKey(CLIENT, 3000), 5n * S);
       await runOne(dp, "blixt_xdp_ingress", ack(CLIENT, 3000));
@@ -312,7 +282,7 @@ t.test("conntrack", async t => {
         "11 s after closing, a late reply finds no entry: passed as it is",
       );
       t.same(flowEntries(await dp.conntrack(), CLIENT, 3000), [], "both entries removed");
-      t.equal((await ctCounters(dp)).expired - before.expired, 1, "counted as expired");
+      t.equal((await dp.conntrackCounters()).expired - before.expired, 1, "counted as expired");
     },
   );
 
@@ -353,7 +323,7 @@ t.test("conntrack", async t => {
       "blixt_xdp_ingress",
       udpFrame({ src: CLIENT, dst: VIP, sport: 4001, dport: 53 }),
     );
-    const before = await ctCounters(dp);
+    const before = await dp.conntrackCounters();
     t.same(
       flowEntries(await dp.conntrack(), CLIENT, 4000),
       ["ct4 forward", "ct4 reverse"],
@@ -379,14 +349,14 @@ t.test("conntrack", async t => {
       "blixt_xdp_ingress",
       udpFrame({ src: CLIENT, dst: VIP, sport: 4001, dport: 53 }),
     );
-    const after = await ctCounters(dp);
+    const after = await dp.conntrackCounters();
     t.equal(after.expired - before.expired, 2, "both expiries counted");
     t.equal(after.new - before.new, 1, "the UDP datagram after the timeout is a new flow");
   });
 
   t.test("either direction recreates the other when it is gone", async t => {
     await handshake(t, dp, CLIENT, 5000);
-    const before = await ctCounters(dp);
+    const before = await dp.conntrackCounters();
     await batch(
       [mapDeleteLine(dp.mapPin("blixt_ct4"), hex(encodeConntrackKey(revKey(CLIENT, 5000))))],
       "evicting the reverse entry",
@@ -423,7 +393,105 @@ t.test("conntrack", async t => {
       BACKEND,
       "and the client's packets follow it",
     );
-    t.equal((await ctCounters(dp)).repaired - before.repaired, 2, "both repairs counted");
+    t.equal((await dp.conntrackCounters()).repaired - before.repaired, 2, "both repairs counted");
+  });
+
+  // Two listeners sharing a backend: a client that picks the same source port for both reaches
+  // the backend on one 4-tuple (client:port ↔ backend:8080) whatever VIP:port it dialled.
+  t.test("one client port through two VIP:ports to the same backend", async t => {
+    for (const [port, proto, backendPort] of [
+      [81, "tcp", 8080],
+      [54, "udp", 5353],
+    ] as const) {
+      await dp.setService({
+        vip: VIP,
+        port,
+        proto,
+        backends: [{ ip: BACKEND, port: backendPort, weight: 1 }],
+        rejectWeight: 0,
+      });
+    }
+    const to81 = (sport: number, flags: number) =>
+      tcpFrame({ src: CLIENT, dst: VIP, sport, dport: 81, flags });
+    const egressSource = async (frame: Uint8Array) => {
+      const out = parseFrame((await runOne(dp, "blixt_tc_egress", frame)).dataOut);
+      return `${out.ip.src}:${(out.tcp ?? out.udp)!.sport}`;
+    };
+
+    // A connection through :80, closed (FIN each way): its entries stay for the closing timeout.
+    await handshake(t, dp, CLIENT, 6000);
+    await runOne(dp, "blixt_xdp_ingress", ack(CLIENT, 6000, TCP_FIN | TCP_ACK));
+    await runOne(dp, "blixt_tc_egress", reply(CLIENT, 6000, TCP_FIN | TCP_ACK));
+    const before = await dp.conntrackCounters();
+    const syn81 = await runOne(dp, "blixt_xdp_ingress", to81(6000, TCP_SYN));
+    t.equal(syn81.retval, XDP_PASS);
+    t.equal(
+      parseFrame(syn81.dataOut).ip.dst,
+      BACKEND,
+      "a SYN from the same port to :81 is forwarded",
+    );
+    t.equal(
+      await egressSource(reply(CLIENT, 6000, TCP_SYN | TCP_ACK)),
+      `${VIP}:81`,
+      "the backend's SYN-ACK leaves from :81, the port this connection dialled, not :80",
+    );
+    t.same(
+      (await dp.conntrack())
+        .filter(e => e.direction === "forward" && e.saddr === CLIENT && e.sport === 6000)
+        .map(e => e.dport),
+      [81],
+      "the closed connection's entries are gone",
+    );
+    t.equal(
+      (await dp.conntrackCounters()).clash_replaced - before.clash_replaced,
+      1,
+      "counted clash_replaced",
+    );
+    await runOne(dp, "blixt_xdp_ingress", to81(6000, TCP_ACK));
+    t.equal(await egressSource(reply(CLIENT, 6000)), `${VIP}:81`, "once confirmed, still from :81");
+
+    // An open connection through :80 keeps the 4-tuple: a SYN to :81 from its port is dropped.
+    await handshake(t, dp, CLIENT, 6100);
+    const refusedBefore = await dp.conntrackCounters();
+    const reasonsBefore = (await dp.stats()).reasons;
+    const clash = await runOne(dp, "blixt_xdp_ingress", to81(6100, TCP_SYN));
+    t.equal(clash.retval, XDP_DROP, "a SYN to :81 from an open :80 connection's port is dropped");
+    t.equal(
+      (await dp.stats()).reasons.drop_ct_clash - reasonsBefore.drop_ct_clash,
+      1,
+      "counted drop_ct_clash",
+    );
+    t.equal(
+      (await dp.conntrackCounters()).clash_refused - refusedBefore.clash_refused,
+      1,
+      "and clash_refused",
+    );
+    t.equal(
+      await egressSource(reply(CLIENT, 6100)),
+      `${VIP}:80`,
+      "the open connection's replies still leave from :80",
+    );
+    await runOne(dp, "blixt_xdp_ingress", ack(CLIENT, 6100, TCP_RST));
+    t.equal(
+      parseFrame((await runOne(dp, "blixt_xdp_ingress", to81(6100, TCP_SYN))).dataOut).ip.dst,
+      BACKEND,
+      "once it is reset, the retransmitted SYN gets through",
+    );
+    t.equal(
+      await egressSource(reply(CLIENT, 6100, TCP_SYN | TCP_ACK)),
+      `${VIP}:81`,
+      "and is answered from :81",
+    );
+
+    // UDP: the newest datagram's flow takes the replies; the other one takes them back.
+    const datagram = (dport: number) => udpFrame({ src: CLIENT, dst: VIP, sport: 6200, dport });
+    const answer = udpFrame({ src: BACKEND, dst: CLIENT, sport: 5353, dport: 6200 });
+    await runOne(dp, "blixt_xdp_ingress", datagram(53));
+    t.equal(await egressSource(answer), `${VIP}:53`, "UDP to :53, answered from :53");
+    await runOne(dp, "blixt_xdp_ingress", datagram(54));
+    t.equal(await egressSource(answer), `${VIP}:54`, "then to :54 from the same port: from :54");
+    await runOne(dp, "blixt_xdp_ingress", datagram(53));
+    t.equal(await egressSource(answer), `${VIP}:53`, "and to :53 again: from :53");
   });
 });
 
@@ -454,7 +522,7 @@ t.test("a full unconfirmed table degrades new flows only", async t => {
   await handshake(t, dp, CLIENT, 6000);
   const established = flowEntries(await dp.conntrack(), CLIENT, 6000);
   t.same(established, ["ct4 forward", "ct4 reverse"], "one confirmed flow");
-  const before = await ctCounters(dp);
+  const before = await dp.conntrackCounters();
   const flood = Array.from({ length: 100 }, (_, i) => syn(`192.0.4.${1 + (i % 250)}`, 40000 + i));
   t.ok(
     (await run(dp, "blixt_xdp_ingress", flood)).every(r => r.retval === XDP_PASS),
@@ -476,11 +544,11 @@ t.test("a full unconfirmed table degrades new flows only", async t => {
     VIP,
     "and its replies reverse-NATed",
   );
-  t.equal((await ctCounters(dp)).new - before.new, 100, "every new flow counted");
+  t.equal((await dp.conntrackCounters()).new - before.new, 100, "every new flow counted");
   // The first SYN's flow was evicted by the later ones: its next packet is counted as a pickup.
   await runOne(dp, "blixt_xdp_ingress", ack("192.0.4.1", 40000));
   t.equal(
-    (await ctCounters(dp)).pickup - before.pickup,
+    (await dp.conntrackCounters()).pickup - before.pickup,
     1,
     "an evicted new flow comes back as a pickup, counted",
   );
