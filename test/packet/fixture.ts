@@ -36,3 +36,13 @@ export async function runOne(
 ): Promise<ProgRunResult> {
   return (await run(dp, prog, [packet]))[0];
 }
+
+/**
+ * A struct __sk_buff (192 bytes) whose ingress_ifindex (offset 36) is 1, the loopback: a TC run
+ * given it as ctx_in sees a frame that came in on a device, as one off the wire does.
+ */
+export function skbFromLoopback(): Uint8Array {
+  const ctx = new Uint8Array(192);
+  new DataView(ctx.buffer).setUint32(36, 1, true);
+  return ctx;
+}

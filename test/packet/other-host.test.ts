@@ -6,19 +6,12 @@
 // frame off the wire has; the device is the loopback, whose MAC is 00:00:00:00:00:00.
 import t from "tap";
 import { progRun } from "../../capabilities/dataplane/bpftool.js";
-import { loadedDataplane, TC_ACT_OK } from "./fixture.js";
+import { loadedDataplane, skbFromLoopback, TC_ACT_OK } from "./fixture.js";
 import { parseFrame, tcpFrame, TCP_SYN } from "../lib/packet.js";
 
 const VIP = "198.18.10.1";
 const CLIENT = "192.0.2.10";
 const BACKEND = "10.1.0.7";
-
-/** A struct __sk_buff (192 bytes) with ingress_ifindex (offset 36) = 1, the loopback. */
-function skbFromLoopback(): Uint8Array {
-  const ctx = new Uint8Array(192);
-  new DataView(ctx.buffer).setUint32(36, 1, true);
-  return ctx;
-}
 
 t.test("a frame for another host is not forwarded", async t => {
   const dp = await loadedDataplane(t, "otherhost");

@@ -8,7 +8,7 @@
 // one of its ports) is handled all the same, where blixt_tc_ingress would leave it alone.
 import t from "tap";
 import { progRun } from "../../capabilities/dataplane/bpftool.js";
-import { loadedDataplane, runOne, TC_ACT_OK, TC_ACT_REDIRECT } from "./fixture.js";
+import { loadedDataplane, runOne, skbFromLoopback, TC_ACT_OK, TC_ACT_REDIRECT } from "./fixture.js";
 import { parseFrame, tcpFrame, udpFrame, TCP_ACK, TCP_RST, TCP_SYN } from "../lib/packet.js";
 
 const VIP = "198.18.61.1";
@@ -16,13 +16,6 @@ const POD = "198.19.192.10"; // the client pod, on this node
 const LOCAL = "198.19.192.20"; // a backend on this node
 const REMOTE = "198.19.193.20"; // a backend on another node
 const NODE = "198.19.253.2";
-
-/** A struct __sk_buff (192 bytes) with ingress_ifindex (offset 36) = 1, the loopback. */
-function skbFromLoopback(): Uint8Array {
-  const ctx = new Uint8Array(192);
-  new DataView(ctx.buffer).setUint32(36, 1, true);
-  return ctx;
-}
 
 t.test("a pod's packets to a service", async t => {
   const dp = await loadedDataplane(t, "podin");
