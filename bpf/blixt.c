@@ -62,6 +62,29 @@ int blixt_xdp_ingress(struct xdp_md *ctx)
 	return v.action == ACT_DROP ? XDP_DROP : XDP_PASS;
 }
 
+/* The rewrites both TC ingress programs make in place: DNAT to the backend, or the packet turned
+ * into a RST. A helper that fails mid-rewrite leaves the packet half done: it is dropped. */
+static __always_inline void tc_rewrite(struct __sk_buff *skb, struct verdict *v)
+{
+	if (v->action == ACT_DNAT && nat_tc(skb, v, NAT_DST)) {
+		v->action = ACT_DROP;
+		v->reason = REASON_DROP_MALFORMED_L4;
+	} else if (v->action == ACT_RST && rst_tc(skb, v)) {
+		v->action = ACT_DROP;
+		v->reason = REASON_DROP_RST_FAILED;
+	}
+}
+
+/* Counts the verdict and maps it onto TC's return codes: a RST or an echo reply goes back out of
+ * the device it came in on. */
+static __always_inline int tc_verdict(struct __sk_buff *skb, const struct verdict *v)
+{
+	count_reason(v->reason);
+	if (v->action == ACT_RST || v->action == ACT_ICMP_ECHO)
+		return bpf_redirect(skb->ifindex, 0);
+	return v->action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
 /* The same ingress work from TC, for devices where XDP cannot send a RST back (veth whose
  * peer runs no XDP): the RST leaves through bpf_redirect to the device it came from. */
 SEC("tc")
@@ -97,18 +120,6 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 	if (v.action == ACT_ICMP)
 		icmp_ingress(data, data_end, &v);
 	switch (v.action) {
-	case ACT_DNAT:
-		if (nat_tc(skb, &v, NAT_DST)) {
-			v.action = ACT_DROP; /* a helper failed mid-rewrite: the packet may be half done */
-			v.reason = REASON_DROP_MALFORMED_L4;
-		}
-		break;
-	case ACT_RST:
-		if (rst_tc(skb, &v)) {
-			v.action = ACT_DROP;
-			v.reason = REASON_DROP_RST_FAILED;
-		}
-		break;
 	case ACT_ENCAP:
 		ret = encap_tc(skb, &v);
 		if (ret == ENCAP_TOO_BIG)
@@ -121,11 +132,10 @@ int blixt_tc_ingress(struct __sk_buff *skb)
 			v.reason = REASON_DROP_MALFORMED_L3;
 		}
 		break;
+	default:
+		tc_rewrite(skb, &v);
 	}
-	count_reason(v.reason);
-	if (v.action == ACT_RST || v.action == ACT_ICMP_ECHO)
-		return bpf_redirect(skb->ifindex, 0);
-	return v.action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+	return tc_verdict(skb, &v);
 }
 
 /* Ingress from a pod (TC on the node's end of each pod's interface, "hairpin"): a pod on this node
@@ -148,32 +158,15 @@ int blixt_tc_pod_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK; /* not counted: most of a pod's frames are not for a service */
 	if (v.action == ACT_ICMP)
 		icmp_ingress(data, data_end, &v);
-	switch (v.action) {
-	case ACT_DNAT:
-		if (nat_tc(skb, &v, NAT_DST)) {
-			v.action = ACT_DROP;
-			v.reason = REASON_DROP_MALFORMED_L4;
-		}
-		break;
-	case ACT_RST:
-		if (rst_tc(skb, &v)) {
-			v.action = ACT_DROP;
-			v.reason = REASON_DROP_RST_FAILED;
-		}
-		break;
-	case ACT_ENCAP:
-	case ACT_DECAP:
+	if (v.action == ACT_ENCAP || v.action == ACT_DECAP) {
 		/* lb_ingress never decides these for a pod's packet; never half-handle one. */
 		v.action = ACT_DROP;
 		v.reason = REASON_DROP_IPIP;
-		break;
 	}
+	tc_rewrite(skb, &v);
 	if (v.action == ACT_PASS)
 		return TC_ACT_OK; /* a pod's ordinary traffic: not counted, as at egress */
-	count_reason(v.reason);
-	if (v.action == ACT_RST || v.action == ACT_ICMP_ECHO)
-		return bpf_redirect(skb->ifindex, 0);
-	return v.action == ACT_DROP ? TC_ACT_SHOT : TC_ACT_OK;
+	return tc_verdict(skb, &v);
 }
 
 /* Egress: replies from backends leave with the VIP:port their client talked to. */
