@@ -63,7 +63,13 @@ ensure_docker() {
   klog "starting dockerd (log: $DOCKERD_LOG)"
   # setsid: dockerd outlives this script and ignores its terminal's signals. Without the
   # script's lock descriptors (8, 9): dockerd would hold the locks for as long as it runs.
-  setsid nohup /usr/sbin/dockerd --config-file "$DAEMON_JSON" --pidfile "$DOCKERD_PID" \
+  # The system's PATH only, as its service unit would have: dockerd starts the containerd it
+  # finds first and that containerd the first shim, and the cluster binaries' containerd and
+  # shim (another major version, in this script's PATH) must be neither. On a cold machine
+  # dockerd started before they were built, so Debian's containerd started the new shim:
+  # "shim was started through the deprecated API but was built against the new API".
+  env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    setsid nohup /usr/sbin/dockerd --config-file "$DAEMON_JSON" --pidfile "$DOCKERD_PID" \
     >"$DOCKERD_LOG" 2>&1 </dev/null 8>&- 9>&- &
   local i
   for ((i = 0; i < 60; i++)); do
