@@ -299,8 +299,8 @@ static __always_inline int ct_forward_valid(const struct ct4_value *ct, __u32 sv
 
 /*
  * Before a local flow's entries are written in `table`: makes its reverse key (baddr:bport →
- * client) its own. Another flow may hold that key: the same client address and port reached the same
- * backend address and port through another VIP:port (two listeners, or two Gateways, sharing a
+ * client) its own. Another flow may hold that key: the same client address and port reached the
+ * same backend address and port through another VIP:port (two listeners, or two Gateways, sharing a
  * backend, and a client that picked the same source port for both). The backend sees the two as
  * one 4-tuple, and the confirmed table is read first at egress, so a leftover entry there would
  * give the new flow's replies the other VIP:port as source: the client answers them with a RST and
@@ -310,8 +310,8 @@ static __always_inline int ct_forward_valid(const struct ct4_value *ct, __u32 sv
  * is still open keeps it: the backend could not tell the new SYN from that connection, so the new
  * flow is refused (returns 0, counted CT_CLASH_REFUSED) and the client's retransmitted SYN gets in
  * once the open one has closed. The flow's own entries in the other table are stale and removed
- * too. One or two lookups, for new flows only. Not inlined, and `scratch` is the caller's: the
- * callers' stack is near the verifier's limit.
+ * too. One or two lookups, for new flows only. `scratch` is the caller's: lb_claim (lb.h), not
+ * inlined, whose frame comes on top of the program's, near the verifier's limit.
  */
 static __always_inline int ct_claim_reverse(int table, const struct ct4_key *key, __be32 baddr, __be16 bport, struct ct4_key *scratch)
 {
