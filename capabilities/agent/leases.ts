@@ -125,6 +125,8 @@ interface Seen {
   /** monotonic ms at which this agent saw renewTime change */
   at: number;
   durationMs: number;
+  /** `at` was moved to the end of a silence of the watch (once per renewal: #bridgeSilence) */
+  bridged?: boolean;
 }
 
 /**
@@ -143,10 +145,20 @@ export class LiveNodes {
   #graceUntil = Number.NEGATIVE_INFINITY;
   readonly #now: () => number;
   readonly #wall: () => number;
+  readonly #onBridge: ((silenceMs: number, nodes: string[]) => void) | undefined;
 
-  constructor(now: () => number = () => performance.now(), wall: () => number = Date.now) {
+  /**
+   * `onBridge` hears of every silence of the watch that carried Leases over (#bridgeSilence):
+   * how long it was and whose Leases, for the log.
+   */
+  constructor(
+    now: () => number = () => performance.now(),
+    wall: () => number = Date.now,
+    onBridge?: (silenceMs: number, nodes: string[]) => void,
+  ) {
     this.#now = now;
     this.#wall = wall;
+    this.#onBridge = onBridge;
   }
 
   /** A Lease was listed, created or renewed. */
@@ -160,12 +172,35 @@ export class LiveNodes {
     const before = this.#seen.get(key);
     if (before && before.renewTime === renewTime && before.node === node) return;
     let at = this.#now();
+    this.#bridgeSilence(at);
     this.#newest = Math.max(this.#newest, at);
     if (!before) {
       const age = this.#wall() - Date.parse(renewTime);
       at -= Number.isFinite(age) ? Math.min(Math.max(age, 0), durationMs) : durationMs;
     }
     this.#seen.set(key, { node, renewTime, at, durationMs });
+  }
+
+  /**
+   * The watch said nothing for longer than half a Lease duration, and speaks again. Every live
+   * agent renews at least that often (the renew interval is at most half the duration: this
+   * one's own renewals come through the same watch), so the API server or this process stalled,
+   * and the renewals it held back now arrive one at a time: the first of them must not prove the
+   * others lapsed. Every Lease still live when the silence began counts as seen renewing now,
+   * once: a node that died meanwhile lapses one duration later, even if the watch keeps falling
+   * silent (a slow API server), and a node whose Lease had lapsed before stays lapsed.
+   */
+  #bridgeSilence(now: number): void {
+    const last = this.#newest;
+    if (!Number.isFinite(last)) return;
+    const bridged: string[] = [];
+    for (const seen of this.#seen.values())
+      if (!seen.bridged && now - last > seen.durationMs / 2 && this.#deadline(seen) > last) {
+        seen.at = Math.max(seen.at, now);
+        seen.bridged = true;
+        bridged.push(seen.node);
+      }
+    if (bridged.length > 0) this.#onBridge?.(Math.round(now - last), bridged.sort());
   }
 
   /** A Lease was deleted (its agent uninstalled): that node is not live. */
@@ -218,9 +253,10 @@ export class LiveNodes {
    * The nodes whose Lease is live now, and those whose Lease lapsed; undefined while the view
    * is not current. A Lease counts as lapsed only once some renewal (of any Lease) was seen
    * after its deadline: that proves the watch was still delivering when it should have been
-   * renewed. A watch gone silent lets every Lease age out of `live` but into neither set, and
-   * a Lease listed with an old renewTime is lapsed at once. A node in neither set (that, or
-   * one with no Lease at all: an agent of an older blixt, mid-upgrade) keeps its addresses.
+   * renewed (and not merely delivering again after a stall: #bridgeSilence). A watch gone
+   * silent lets every Lease age out of `live` but into neither set, and a Lease listed with an
+   * old renewTime is lapsed at once. A node in neither set (that, or one with no Lease at all:
+   * an agent of an older blixt, mid-upgrade) keeps its addresses.
    */
   liveness(): Liveness | undefined {
     if (!this.#current) return undefined;

@@ -191,7 +191,12 @@ function startLeases(
   changed: () => void,
   regained: () => void,
 ) {
-  const view = new LiveNodes();
+  const view = new LiveNodes(undefined, undefined, (silenceMs, nodes) =>
+    log.info(
+      { silenceMs, nodes: nodes.join(",") },
+      "the watch of the agent Leases was silent, a stall: these Leases count as renewed now, so the renewals it held back lapse nobody",
+    ),
+  );
   const holder = new LeaseHolder({
     namespace,
     nodeName: settings.nodeName,

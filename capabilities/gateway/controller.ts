@@ -39,7 +39,13 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
   // The agents' node Leases (agent/leases.ts), seen as the agents see them: a node whose Lease
   // lapsed loses its addresses here too, one Lease duration after it stopped, not when
   // Kubernetes marks it NotReady (40 s and more).
-  const leaseView = settings.agentNamespace ? new LiveNodes() : undefined;
+  const leaseView = settings.agentNamespace
+    ? new LiveNodes(undefined, undefined, (silenceMs, nodes) =>
+        Log.info(
+          `agent Leases: the watch was silent ${silenceMs} ms, a stall: ${nodes.join(",")} count as renewed now, so the renewals it held back lapse nobody`,
+        ),
+      )
+    : undefined;
   const reconciler = new Reconciler({
     client: kubeClusterClient(settings.agentPodSelector, CONTROLLER_NAME, settings.agentNamespace),
     compile,

@@ -66,7 +66,11 @@ t.test("a Lease is live for its duration after this agent saw it renewed", async
   c.advance(1500);
   t.same([...view.liveness()!.live], [], "a's unchanged renewTime did not extend it");
   view.observe(lease("a", microTime(new Date(c.wall()))));
-  t.same([...view.liveness()!.live], ["a"]);
+  t.same(
+    [...view.liveness()!.live].sort(),
+    ["a", "b"],
+    "a new one did; b's deadline passed while the watch said nothing for 2.1 s (a stall), so it counts as seen with a's renewal",
+  );
 
   // Another node's clock may be far off: only this agent's own clock counts after first sight.
   view.observe(lease("b", "2020-01-01T00:00:00.000000Z"));
@@ -108,6 +112,64 @@ t.test("a silent watch lapses no one; a renewal seen after a deadline does", asy
   }
   t.same([...flowing.liveness()!.lapsed], ["a"], "b renewed at a's deadline: a lapsed");
   t.same([...flowing.liveness()!.live], ["b"]);
+});
+
+t.test("a watch that stalls and speaks again: its burst lapses no one", async t => {
+  const c = clock();
+  const bridges: string[] = [];
+  const view = new LiveNodes(c.now, c.wall, (ms, nodes) => bridges.push(`${ms} ms: ${nodes}`));
+  const renew = (node: string) => view.observe(lease(node, microTime(new Date(c.wall()))));
+  const live = () => [...view.liveness()!.live].sort();
+  const lapsed = () => [...view.liveness()!.lapsed].sort();
+  for (const node of ["a", "b", "c"]) renew(node);
+  view.current = true;
+  for (let i = 0; i < 4; i++) {
+    c.advance(500);
+    for (const node of ["a", "b", "c"]) renew(node);
+  }
+  // The API server stalls for 4 s (its watch stays open, without an error), then delivers the
+  // renewals it held back, one at a time.
+  c.advance(4000);
+  t.same(live(), [], "during the stall every Lease aged out");
+  t.same(lapsed(), [], "and none lapsed");
+  renew("a");
+  t.same(live(), ["a", "b", "c"], "a's renewal, first of the burst, proves nobody lapsed");
+  t.same(lapsed(), []);
+  c.advance(5);
+  renew("b");
+  t.same(live(), ["a", "b", "c"]);
+  // c died during the stall: it gets one duration from the burst, then lapses.
+  for (let i = 0; i < 3; i++) {
+    c.advance(500);
+    renew("a");
+    renew("b");
+  }
+  t.same(live(), ["a", "b", "c"], "1.5 s after the burst c is still live");
+  c.advance(500);
+  renew("a");
+  t.same(lapsed(), ["c"], "a duration after the burst, with renewals flowing, c lapsed");
+  // Another stall: c, lapsed before it, stays lapsed; a and b are bridged again.
+  c.advance(3000);
+  renew("a");
+  t.same(live(), ["a", "b"]);
+  t.same(lapsed(), ["c"], "a Lease that lapsed before the silence is not brought back by it");
+  t.same(bridges, ["4000 ms: a,b,c", "3000 ms: a,b"], "each bridge is told, with whose Leases");
+
+  // A slow API server: the only other live agent's renewals come every 1.3 s (each silence
+  // longer than half a duration); d, dead, is bridged once per renewal and so still lapses.
+  const d = clock();
+  const slow = new LiveNodes(d.now, d.wall);
+  slow.observe(lease("a", microTime(new Date(d.wall()))));
+  slow.observe(lease("d", microTime(new Date(d.wall()))));
+  slow.current = true;
+  let lapsedAt: number | undefined;
+  for (let i = 1; i <= 6 && lapsedAt === undefined; i++) {
+    d.advance(1300);
+    slow.observe(lease("a", microTime(new Date(d.wall()))));
+    if (slow.liveness()!.lapsed.has("d")) lapsedAt = i * 1300;
+  }
+  t.equal(lapsedAt, 3900, "d lapsed at a's third renewal, 3.9 s after its last (one bridge)");
+  t.same([...slow.liveness()!.live], ["a"]);
 });
 
 t.test("after a watch failure nothing is judged, and every node gets a duration back", async t => {
@@ -269,7 +331,15 @@ t.test("the notifier calls only when the live set changes, and at a lapse", asyn
   );
   real.observe(lease("y", microTime(new Date()), 1));
   timed.check();
-  t.same(seen.at(-1), "live: y; lapsed: x", "another renewal seen after it: x lapsed");
+  t.same(
+    seen.at(-1),
+    "live: x,y; lapsed: -",
+    "a renewal after 1.1 s of silence: a stalled watch, x counts as seen once more",
+  );
+  await new Promise(resolve => setTimeout(resolve, 1100));
+  real.observe(lease("y", microTime(new Date()), 1));
+  timed.check();
+  t.same(seen.at(-1), "live: y; lapsed: x", "x not renewed since: y's next renewal lapses it");
 });
 
 t.test("renewals: the Lease written, held while renewed, lost and got back", async t => {
