@@ -482,9 +482,20 @@ spec:
     timeoutMs: 60_000,
     intervalMs: 200,
   });
+  // Nothing failed yet: the address is where the controller put it. (A Lease judged lapsed while
+  // the busy API server held renewals back would have moved it: leases.ts, #bridgeSilence.)
   t.equal(
-    await neighbourMac(address),
-    await nodeMac(announcer),
+    await announcingNode(),
+    announcer,
+    `the DataplaneConfig still names ${announcer}: no node's Lease was judged lapsed`,
+  );
+  const nodeByMac = new Map(
+    await Promise.all(nodes.map(async n => [await nodeMac(n), n] as const)),
+  );
+  const neighbour = await neighbourMac(address);
+  t.equal(
+    (neighbour && nodeByMac.get(neighbour)) ?? `${neighbour ?? "no"} entry`,
+    announcer,
     `ARP: ${address} is at ${announcer}`,
   );
 
