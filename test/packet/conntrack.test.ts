@@ -493,6 +493,54 @@ t.test("conntrack", async t => {
     await runOne(dp, "blixt_xdp_ingress", datagram(53));
     t.equal(await egressSource(answer), `${VIP}:53`, "and to :53 again: from :53");
   });
+
+  t.test("a new flow takes back its own reverse entry left in the other table", async t => {
+    // A confirmed connection whose forward entry alone went (evicted, say): its reverse entry in
+    // blixt_ct4 still names this very VIP:port. The next SYN of that 4-tuple starts a flow in
+    // blixt_ct4_new, and removes the leftover instead of leaving it to shadow the new reverse
+    // entry at egress: no clash, nothing counted.
+    await handshake(t, dp, CLIENT, 6300);
+    const own = (await dp.conntrack()).filter(e => e.saddr === CLIENT || e.daddr === CLIENT);
+    const confirmedOf = (entries: ConntrackEntry[], sport: number) =>
+      entries
+        .filter(e => e.confirmed && (e.sport === sport || e.dport === sport))
+        .map(e => e.direction)
+        .sort();
+    t.same(confirmedOf(own, 6300), ["forward", "reverse"], "the connection is confirmed");
+    await batch(
+      [mapDeleteLine(dp.mapPin("blixt_ct4"), hex(encodeConntrackKey(fwdKey(CLIENT, 6300))))],
+      "evicting the forward entry",
+    );
+    const before = await dp.conntrackCounters();
+    const again = await runOne(dp, "blixt_xdp_ingress", syn(CLIENT, 6300));
+    t.equal(parseFrame(again.dataOut).ip.dst, BACKEND, "the SYN is forwarded");
+    const after = (await dp.conntrack()).filter(e => e.saddr === CLIENT || e.daddr === CLIENT);
+    t.same(confirmedOf(after, 6300), [], "the leftover reverse entry is gone from blixt_ct4");
+    t.same(
+      after
+        .filter(e => !e.confirmed && (e.sport === 6300 || e.dport === 6300))
+        .map(e => e.direction)
+        .sort(),
+      ["forward", "reverse"],
+      "the new flow's entries are in blixt_ct4_new",
+    );
+    const counters = await dp.conntrackCounters();
+    t.same(
+      [
+        counters.clash_replaced - before.clash_replaced,
+        counters.clash_refused - before.clash_refused,
+      ],
+      [0, 0],
+      "its own entry is no clash: neither counter moved",
+    );
+    t.equal(
+      parseFrame(
+        (await runOne(dp, "blixt_tc_egress", reply(CLIENT, 6300, TCP_SYN | TCP_ACK))).dataOut,
+      ).ip.src,
+      VIP,
+      "the SYN-ACK is reverse-NATed",
+    );
+  });
 });
 
 t.test("a full unconfirmed table degrades new flows only", async t => {
