@@ -577,6 +577,11 @@ export interface YieldKeeperOptions {
   announceAgain: (address: string) => Promise<void>;
   /** the agent holds its Lease and its view of the Leases is current, itself live in it */
   trusted: () => boolean;
+  /**
+   * false when this node flags no address ADDR_F_ANNOUNCE (Agent.mayAnnounce): the programs
+   * record yields only for those, so once a look found none there is nothing to read
+   */
+  mayAnnounce?: () => boolean;
   now?: () => bigint;
 }
 
@@ -597,6 +602,8 @@ export class YieldKeeper {
   readonly #now: () => bigint;
   readonly #reported = new Map<string, string>();
   #count = 0;
+  /** the last look found no yield */
+  #none = false;
   #trustedSinceNs: bigint | undefined;
   readonly #loop: Periodic;
 
@@ -617,7 +624,10 @@ export class YieldKeeper {
     if (!this.#opts.trusted()) this.#trustedSinceNs = undefined;
     else this.#trustedSinceNs ??= this.#now();
     try {
+      // A bpftool run a second saved on every node that announces nothing (most of them).
+      if (this.#none && this.#opts.mayAnnounce?.() === false) return;
       const entries = await this.#opts.list();
+      this.#none = entries.length === 0;
       if (entries.length === 0) {
         this.#count = 0;
         this.#reported.clear();

@@ -119,6 +119,11 @@ export class Agent {
   private stopped = false;
   /** true once a converge has succeeded: the maps serve what the API server asks */
   ready = false;
+  /**
+   * false only while the last converge succeeded and flagged no address ADDR_F_ANNOUNCE: this
+   * node answers ARP for nothing, so the programs record no yields (leases.ts YieldKeeper)
+   */
+  mayAnnounce = true;
   /** passes run so far */
   passes = 0;
 
@@ -268,6 +273,7 @@ export class Agent {
             })
           : 0;
       this.recheckFlows = false;
+      this.mayAnnounce = planned.announced.length > 0;
       result = { ok: true, changes, commands, seconds: seconds() };
       const perConfig = changesByConfig(diff, planned.listeners, this.listenersByService);
       for (const [key, changed] of perConfig) {
@@ -307,6 +313,7 @@ export class Agent {
     } catch (error) {
       const message = errorMessage(error);
       result = { ok: false, changes: 0, commands: 0, seconds: seconds(), error: message };
+      this.mayAnnounce = true; // the batch may have flagged some before it failed
       this.failures++;
       const delay = retryDelay(this.failures, this.opts.retry?.base, this.opts.retry?.max);
       this.log.error(

@@ -410,6 +410,7 @@ export async function startAgent(
         announceAgain: address => dataplane.announce(iface, address),
         trusted: () =>
           leases.holder.held() && (leases.view.liveness()?.live.has(settings.nodeName) ?? false),
+        mayAnnounce: () => agent.mayAnnounce,
       })
     : undefined;
   yields?.start();

@@ -164,9 +164,11 @@ t.test("from empty: every listener, address and acknowledgement", async t => {
   const acks: { config: string; ack: NodeAck }[] = [];
   const takeovers: string[][] = [];
   const agent = newAgent(dp, acks, { takeovers });
+  t.ok(agent.mayAnnounce, "before a first pass, it may announce anything");
   agent.replaceAll([web, db]);
   const result = await agent.converge();
   t.ok(result.ok, result.error ?? "applied");
+  t.ok(agent.mayAnnounce, "after it, it announces an address");
   t.equal(result.changes, 5, "three services and two addresses");
   t.same(
     takeovers,
@@ -209,6 +211,13 @@ t.test("from empty: every listener, address and acknowledgement", async t => {
   );
   t.equal(calls[1], calls[3], "the waiting calls get the same pass");
   t.equal(acks.length, 2, "and acknowledges nothing twice");
+
+  agent.replaceAll([db]);
+  t.ok((await agent.converge()).ok);
+  t.notOk(agent.mayAnnounce, "with only a config whose address another node announces: nothing");
+  agent.replaceAll([web, db]); // the maps as the next test finds them
+  t.ok((await agent.converge()).ok);
+  t.ok(agent.mayAnnounce);
 });
 
 t.test("from a stale state: only what differs is rewritten, leftovers go", async t => {

@@ -597,6 +597,40 @@ t.test(
   },
 );
 
+t.test("a node that announces nothing reads no yields once it found none", async t => {
+  let mayAnnounce = false;
+  let entries: YieldEntry[] = [];
+  let lists = 0;
+  const keeper = new YieldKeeper({
+    settings: { durationSeconds: 2, renewMs: 500 },
+    log: { info: () => {}, error: () => {} },
+    list: async () => {
+      lists++;
+      return entries;
+    },
+    announced: async () => [],
+    forget: async a => {
+      entries = entries.filter(x => x.address !== a);
+    },
+    announceAgain: async () => {},
+    trusted: () => true,
+    mayAnnounce: () => mayAnnounce,
+  });
+  // Yields left from when the node announced: read, and forgotten, though it announces nothing now.
+  entries = [{ address: "198.19.253.100", atNs: 1n, mac: "02:00:00:00:00:02" }];
+  await keeper.check();
+  t.equal(lists, 1, "a first look reads the map");
+  t.same(entries, [], "and forgets the yield of an address no longer announced");
+  await keeper.check();
+  t.equal(lists, 2, "the next look reads it again: the last one had found a yield");
+  for (let i = 0; i < 5; i++) await keeper.check();
+  t.equal(lists, 2, "then, nothing announced and nothing found: no more reads");
+  mayAnnounce = true;
+  await keeper.check();
+  await keeper.check();
+  t.equal(lists, 4, "announcing again: every look reads the map");
+});
+
 t.test("settings: defaults, bounds, and a renew interval that fits the duration", async t => {
   t.same(leaseSettings({}), { durationSeconds: 2, renewMs: 500 });
   t.same(
