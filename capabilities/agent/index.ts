@@ -81,8 +81,8 @@ export function dataplaneAgent({ env }: { env: NodeJS.ProcessEnv }): DataplaneAg
     changed: config => {
       if (!agent) return void pending.set(key(config), { config, deleted: false });
       if (relister && !relister.watchEvent(config)) return;
-      agent.observe(config);
-      agent.schedule();
+      // A change no pass would act on (this node's own acknowledgement coming back) runs none.
+      if (agent.observe(config)) agent.schedule();
     },
     deleted: config => {
       if (!agent) return void pending.set(key(config), { config, deleted: true });

@@ -19,6 +19,7 @@ import {
   desiredState,
   diffState,
   nodeAck,
+  nodeEntry,
   retryDelay,
   type ApplyOutcome,
   type ConfigKey,
@@ -46,6 +47,41 @@ export function admissionOrder(configs: DataplaneConfig[]): ConfigKey[] {
       return configKey(a) < configKey(b) ? -1 : 1;
     })
     .map(configKey);
+}
+
+/**
+ * Whether a pass could do anything else with `next` than with `held`, the same config as the
+ * agent last kept it: what a pass reads of a config is its spec, the set of nodes in its status
+ * (endpointPlaces), and this node's own entry (nodeAck compares it). Another node's message,
+ * mode or generation, or this node's acknowledgement coming back as it was sent, change none.
+ */
+export function passInputChanged(
+  held: DataplaneConfig,
+  next: DataplaneConfig,
+  nodeName: string,
+): boolean {
+  if (Boolean(held.metadata?.deletionTimestamp) !== Boolean(next.metadata?.deletionTimestamp))
+    return true;
+  if (held.spec !== next.spec && JSON.stringify(held.spec) !== JSON.stringify(next.spec))
+    return true;
+  const names = (c: DataplaneConfig) =>
+    (c.status?.nodes ?? [])
+      .map(n => n.name)
+      .sort()
+      .join("\n");
+  if (names(held) !== names(next)) return true;
+  const own = (c: DataplaneConfig) => {
+    const entry = nodeEntry(c, nodeName);
+    if (!entry) return "";
+    const since = entry.lastTransitionTime as unknown;
+    return JSON.stringify([
+      entry.observedGeneration,
+      entry.mode,
+      entry.message,
+      since instanceof Date ? since.toISOString() : since,
+    ]);
+  };
+  return own(held) !== own(next);
 }
 
 /** One run of the loop, as metrics and tests see it. */
@@ -154,9 +190,15 @@ export class Agent {
   /**
    * A config was created or changed (its status too: which nodes' agents acknowledged it
    * decides which endpoints are reachable). Call converge() (or let a scheduled one run).
+   * Returns whether the change can matter to a pass (`passInputChanged`): the watch brings
+   * every acknowledgement back, this node's own among them, and a pass for each of those would
+   * do nothing but hold the next real change back behind it.
    */
-  observe(config: DataplaneConfig): void {
-    this.configs.set(configKey(config), config);
+  observe(config: DataplaneConfig): boolean {
+    const key = configKey(config);
+    const held = this.configs.get(key);
+    this.configs.set(key, config);
+    return held === undefined || passInputChanged(held, config, this.nodeName);
   }
 
   forget(config: DataplaneConfig): void {

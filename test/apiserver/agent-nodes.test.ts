@@ -5,8 +5,8 @@
 // on nodes whose agent has an entry in the config's status, refuses the share of one on a
 // node with none and says so in its entry. Another node's acknowledgement, a status-only
 // change, reaches the maps and node-a's message; a change of another node's entry that
-// changes nothing node-a programs makes node-a write nothing, and its own writes coming back
-// through the watch never make it write again.
+// changes nothing node-a programs makes node-a write nothing and run no pass, and its own
+// writes coming back through the watch never make it write again, nor run a pass.
 import t from "tap";
 import { K8s } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
@@ -78,11 +78,13 @@ if ("missing" in binaries) {
       });
       t.teardown(() => agent.stop());
       agent.start();
-      // As the agent role does: every event, status-only ones included, is observed and applied.
+      // As the agent role does (index.ts): every event is observed; one that can change what a
+      // pass does (not this node's own acknowledgement coming back) schedules a pass.
       const watcher = K8s(DataplaneConfig).Watch((config, phase) => {
-        if (String(phase) === "DELETED") agent.forget(config);
-        else agent.observe(config);
-        agent.schedule();
+        if (String(phase) === "DELETED") {
+          agent.forget(config);
+          agent.schedule();
+        } else if (agent.observe(config)) agent.schedule();
       });
       await watcher.start();
       t.teardown(() => watcher.close());
@@ -120,6 +122,7 @@ if ("missing" in binaries) {
       t.equal(writes.length, 1, "one write, not re-sent when it comes back through the watch");
 
       // node-b's agent acknowledges: a status-only change node-a must act on.
+      const passesBeforeB = agent.passes;
       await acknowledge(
         await get(),
         nodeAck(await get(), "node-b", { applied: true }, "xdp", new Date().toISOString())!,
@@ -143,9 +146,15 @@ if ("missing" in binaries) {
         "the generation did not move, so neither did the transition time",
       );
       t.equal(writes.length, 2, "one more write: the message changed");
+      t.equal(
+        agent.passes - passesBeforeB,
+        1,
+        "one pass for node-b's entry; node-a's new entry coming back ran none",
+      );
 
       // node-b's entry changes (a new mode, a message); nothing node-a programs changes.
       const appliesBefore = applies;
+      const passesBeforeMode = agent.passes;
       const mine = JSON.stringify(await entry("node-a"));
       await acknowledge(
         await get(),
@@ -166,6 +175,11 @@ if ("missing" in binaries) {
       await settle();
       t.equal(writes.length, 2, "node-a wrote nothing");
       t.equal(applies, appliesBefore, "and changed nothing in its maps");
+      t.equal(
+        agent.passes,
+        passesBeforeMode,
+        "nor ran a pass: node-b is still a node with an agent",
+      );
       t.equal(JSON.stringify(await entry("node-a")), mine, "its entry is as it was");
     },
   );
