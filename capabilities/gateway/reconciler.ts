@@ -273,10 +273,14 @@ export class Reconciler {
     this.#deps = deps;
   }
 
-  /** A watch saw an object created or changed. */
+  /**
+   * A watch saw an object created or changed. The version the store already holds (this
+   * controller's own write coming back, its answer already taken) compiles nothing: with a
+   * thousand routes on twenty Gateways an EndpointSlice change is twenty DataplaneConfig writes,
+   * and each echo compiled the whole cluster again.
+   */
   observe(kind: WatchedKind, object: KubernetesObject): void {
-    this.store.upsert(kind, object);
-    if (this.#matters(kind, object)) this.schedule();
+    if (this.store.upsert(kind, object) && this.#matters(kind, object)) this.schedule();
   }
 
   /** A watch saw an object deleted. */

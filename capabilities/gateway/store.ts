@@ -123,6 +123,17 @@ function heldIsNewer(held: KubernetesObject | undefined, incoming: KubernetesObj
   );
 }
 
+/** The same object at the same resourceVersion: the API server's content is the same too. */
+function sameVersion(held: KubernetesObject | undefined, incoming: KubernetesObject): boolean {
+  const version = held?.metadata?.resourceVersion;
+  return (
+    !!held?.metadata?.uid &&
+    held.metadata.uid === incoming.metadata?.uid &&
+    version !== undefined &&
+    version === incoming.metadata?.resourceVersion
+  );
+}
+
 const objectKey = (o: KubernetesObject): string =>
   o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? "");
 
@@ -240,13 +251,20 @@ export class SnapshotStore {
    * made since (a spec update right after blixt's status write): that answer is older and must
    * not hide the change, or its new generation would wait for the next resync.
    */
-  upsert(kind: WatchedKind, object: KubernetesObject): void {
+  /**
+   * Keeps the object unless the store holds a newer version of it; returns whether it held
+   * another version before. The same version again (the watch bringing back a write whose answer
+   * the store already took) changes nothing and returns false.
+   */
+  upsert(kind: WatchedKind, object: KubernetesObject): boolean {
     const uid = object.metadata?.uid;
-    if (uid && this.#deleted.get(kind)!.has(uid)) return;
+    if (uid && this.#deleted.get(kind)!.has(uid)) return false;
     const key = objectKey(object);
-    if (heldIsNewer(this.#objects.get(kind)!.get(key), object)) return;
+    const held = this.#objects.get(kind)!.get(key);
+    if (heldIsNewer(held, object)) return false;
     this.#objects.get(kind)!.set(key, object);
     this.#touch(kind, key);
+    return !sameVersion(held, object);
   }
 
   /** The referenced Secrets as last read, already reduced to SecretInfo. */

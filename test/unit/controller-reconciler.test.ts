@@ -412,6 +412,42 @@ t.test("Services and EndpointSlices no route names compile nothing", async t => 
   );
 });
 
+t.test("an object at the version the store holds (a write's echo) compiles nothing", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  const counting = countingCompile();
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile: counting.compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  for (let seen = -1; seen !== counting.calls.length; ) {
+    seen = counting.calls.length;
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
+  const at = (resourceVersion: string) => {
+    const gateway = structuredClone(cluster.find("Gateway", "default", "gw")!);
+    gateway.metadata = { ...gateway.metadata, resourceVersion };
+    return gateway;
+  };
+  let compiled = counting.next();
+  const before = counting.calls.length;
+  reconciler.observe("Gateway", at("7"));
+  await compiled;
+  t.equal(counting.calls.length, before + 1, "a new version compiles");
+  reconciler.observe("Gateway", at("7"));
+  await new Promise(resolve => setTimeout(resolve, 100));
+  t.equal(counting.calls.length, before + 1, "the same version again does not");
+  compiled = counting.next();
+  reconciler.observe("Gateway", at("8"));
+  await compiled;
+  t.equal(counting.calls.length, before + 2, "the next version does");
+});
+
 t.test(
   "a failed write is logged by name, holds back its own Gateway's status and is retried",
   async t => {
