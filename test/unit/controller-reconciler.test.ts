@@ -2,7 +2,7 @@
 // The reconcile loop: debounce, ordering, failure handling and restart stability, with the real
 // compile step. The cluster here is an in-memory ClusterClient (the loop's only I/O seam);
 // test/apiserver runs the same loop against a real kube-apiserver.
-import t from "tap";
+import t, { type Test } from "tap";
 import type { KubernetesObject, Operation } from "kubernetes-fluent-client";
 import { compile } from "../../capabilities/gateway/compile/index";
 import type { CompileOutput, SecretInfo, Snapshot } from "../../capabilities/gateway/compile/types";
@@ -241,6 +241,29 @@ function countingCompile() {
   };
 }
 
+/** A reconciler over `cluster` that compiled after its first relist, and asks for no more. */
+async function settledReconciler(
+  t: Test,
+  cluster: MemoryCluster,
+  counting: ReturnType<typeof countingCompile>,
+): Promise<Reconciler> {
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile: counting.compile,
+    settings,
+    controllerName: ME,
+    log: quietLog().log,
+  });
+  t.teardown(() => reconciler.stop());
+  await reconciler.resync();
+  // The first pass's own writes may ask for another pass: wait until none is asked for.
+  for (let seen = -1; seen !== counting.calls.length; ) {
+    seen = counting.calls.length;
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
+  return reconciler;
+}
+
 t.test(
   "nothing compiles before the first relist; the relist compiles once and writes in order",
   async t => {
@@ -346,21 +369,8 @@ t.test("Services and EndpointSlices no route names compile nothing", async t => 
   seed(cluster, ["gw"]);
   cluster.add("TCPRoute", routeTo("r", ["backend"]));
   const counting = countingCompile();
-  const reconciler = new Reconciler({
-    client: cluster,
-    compile: counting.compile,
-    settings,
-    controllerName: ME,
-    log: quietLog().log,
-  });
-  t.teardown(() => reconciler.stop());
-  await reconciler.resync();
+  const reconciler = await settledReconciler(t, cluster, counting);
   const settle = () => new Promise(resolve => setTimeout(resolve, 30));
-  // The first pass's own writes may ask for another pass: wait until none is asked for.
-  for (let seen = -1; seen !== counting.calls.length; ) {
-    seen = counting.calls.length;
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
   const slice = (service: string, namespace = "default") => ({
     apiVersion: "discovery.k8s.io/v1",
     kind: "EndpointSlice",
@@ -416,19 +426,7 @@ t.test("an object at the version the store holds (a write's echo) compiles nothi
   const cluster = new MemoryCluster();
   seed(cluster, ["gw"]);
   const counting = countingCompile();
-  const reconciler = new Reconciler({
-    client: cluster,
-    compile: counting.compile,
-    settings,
-    controllerName: ME,
-    log: quietLog().log,
-  });
-  t.teardown(() => reconciler.stop());
-  await reconciler.resync();
-  for (let seen = -1; seen !== counting.calls.length; ) {
-    seen = counting.calls.length;
-    await new Promise(resolve => setTimeout(resolve, 100));
-  }
+  const reconciler = await settledReconciler(t, cluster, counting);
   const at = (resourceVersion: string) => {
     const gateway = structuredClone(cluster.find("Gateway", "default", "gw")!);
     gateway.metadata = { ...gateway.metadata, resourceVersion };
