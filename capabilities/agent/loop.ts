@@ -59,6 +59,8 @@ export function passInputChanged(
   held: DataplaneConfig,
   next: DataplaneConfig,
   nodeName: string,
+  /** the entry this node last wrote into the config: its echo may come before the write's answer */
+  written?: NodeAck,
 ): boolean {
   if (Boolean(held.metadata?.deletionTimestamp) !== Boolean(next.metadata?.deletionTimestamp))
     return true;
@@ -70,10 +72,10 @@ export function passInputChanged(
       .sort()
       .join("\n");
   if (names(held) !== names(next)) return true;
-  const own = (c: DataplaneConfig) => {
-    const entry = nodeEntry(c, nodeName);
+  type Entry = { observedGeneration?: number; mode?: string; message?: string };
+  const own = (entry: Entry | undefined) => {
     if (!entry) return "";
-    const since = entry.lastTransitionTime as unknown;
+    const since = (entry as { lastTransitionTime?: unknown }).lastTransitionTime;
     return JSON.stringify([
       entry.observedGeneration,
       entry.mode,
@@ -81,7 +83,8 @@ export function passInputChanged(
       since instanceof Date ? since.toISOString() : since,
     ]);
   };
-  return own(held) !== own(next);
+  const mine = own(nodeEntry(next, nodeName));
+  return mine !== own(nodeEntry(held, nodeName)) && (!written || mine !== own(written));
 }
 
 /** One run of the loop, as metrics and tests see it. */
@@ -142,6 +145,8 @@ export class Agent {
   private readonly opts: AgentOptions;
   private readonly log: AgentLog;
   private readonly configs = new Map<ConfigKey, DataplaneConfig>();
+  /** per config, the status entry this node last sent (observe: its echo runs no pass) */
+  private readonly written = new Map<ConfigKey, NodeAck>();
   /** serviceName → listener, as of the last converge: metric labels, and who owned a removed service */
   private listenersByService = new Map<string, ListenerRef>();
   /** serviceName → how many of its endpoints this node refuses the share of, as of the last converge */
@@ -198,11 +203,14 @@ export class Agent {
     const key = configKey(config);
     const held = this.configs.get(key);
     this.configs.set(key, config);
-    return held === undefined || passInputChanged(held, config, this.nodeName);
+    return (
+      held === undefined || passInputChanged(held, config, this.nodeName, this.written.get(key))
+    );
   }
 
   forget(config: DataplaneConfig): void {
     this.configs.delete(configKey(config));
+    this.written.delete(configKey(config));
   }
 
   /** The configs the agent holds now (what a relist merges with). */
@@ -386,6 +394,8 @@ export class Agent {
       const ack = nodeAck(config, this.nodeName, outcome, this.mode, now);
       if (!ack) return;
       try {
+        // Before the write: the watch may bring it back before the API server's answer does.
+        this.written.set(key, ack);
         await this.opts.acknowledge(config, ack);
         // Until the watch brings the new status back, remember it, so the same ack is not sent
         // twice. (The wire form carries lastTransitionTime as the RFC 3339 string it is.)
@@ -399,6 +409,7 @@ export class Agent {
         );
         if (this.configs.get(key) === config) this.configs.set(key, acked);
       } catch (error) {
+        this.written.delete(key);
         // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
         // the watch's delete event removes it from this agent's view.
         if ((error as { status?: number } | undefined)?.status === 404) return;

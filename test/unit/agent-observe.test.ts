@@ -64,6 +64,31 @@ t.test("the agent's own acknowledgement coming back changes nothing a pass reads
   );
 });
 
+t.test("the echo of a write that came back before the write's answer runs no pass", async t => {
+  // The agent still holds the config as it was before its write, with its old entry.
+  const before = delivered([entry(NODE, { message: "old" }), entry("node-b")]);
+  const written = {
+    name: NODE,
+    observedGeneration: 3,
+    mode: "tc" as const,
+    lastTransitionTime: "2026-12-07T04:00:00.000Z",
+  };
+  t.notOk(
+    passInputChanged(before, delivered([entry(NODE), entry("node-b")]), NODE, written),
+    "its entry is the one it is writing",
+  );
+  t.ok(
+    passInputChanged(
+      before,
+      delivered([entry(NODE, { message: "other" }), entry("node-b")]),
+      NODE,
+      written,
+    ),
+    "an entry neither held nor written",
+  );
+  t.ok(passInputChanged(before, delivered([entry("node-b")]), NODE, written), "no entry at all");
+});
+
 t.test("what a pass reads changed: a pass runs", async t => {
   t.ok(
     passInputChanged(held, delivered([entry(NODE)]), NODE),
