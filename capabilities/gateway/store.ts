@@ -249,12 +249,9 @@ export class SnapshotStore {
    * Records the latest state of an object, unless that object (by uid) was already deleted or
    * a newer copy of it is held. A write's answer can arrive after the watch reported a change
    * made since (a spec update right after blixt's status write): that answer is older and must
-   * not hide the change, or its new generation would wait for the next resync.
-   */
-  /**
-   * Keeps the object unless the store holds a newer version of it; returns whether it held
-   * another version before. The same version again (the watch bringing back a write whose answer
-   * the store already took) changes nothing and returns false.
+   * not hide the change, or its new generation would wait for the next resync. Returns whether
+   * the store holds something it did not before: false for the version it already held (the
+   * watch bringing back a write whose answer the store took), an older one, or a deleted object.
    */
   upsert(kind: WatchedKind, object: KubernetesObject): boolean {
     const uid = object.metadata?.uid;
