@@ -11,7 +11,7 @@ import { dataplaneConfigProblems } from "./admission-rules";
 import { Gateway } from "../generated/gateway-v1";
 import { COPY_LABEL, secretDigest } from "./certificate-copies";
 import { KINDS } from "./kinds";
-import { canonicalJSON, type StatusKind, type Write } from "./plan";
+import { sameJSON, type StatusKind, type Write } from "./plan";
 import { getSecretByName } from "../secret-read";
 import { errorMessage, type ClusterClient, type SecretRead } from "./reconciler";
 import { secretInfo, type SecretRef } from "./store";
@@ -201,7 +201,7 @@ export async function writeRouteParents(
   for (let attempt = 1; ; attempt++) {
     const current = await io.read(route.kind, route.namespace, route.name);
     const parents = routeParents(current.status?.parents, ours, controllerName);
-    if (canonicalJSON(parents) === canonicalJSON(current.status?.parents ?? [])) return current;
+    if (sameJSON(parents, current.status?.parents ?? [])) return current;
     try {
       return await io.replaceStatus(route.kind, {
         ...current,

@@ -13,6 +13,7 @@ import {
   type GatewayService,
 } from "./compile/gateway-services";
 import type { CompileOutput, Snapshot, V1EndpointSlice, V1Service } from "./compile/types";
+import { canonicalJSON as sortedJSON, cmp, jsonEqual } from "./compile/util";
 
 /** Put on every Gateway blixt accepts, so its address and DataplaneConfig are released first. */
 export const GATEWAY_FINALIZER = "blixt.dev/gateway-finalizer";
@@ -97,21 +98,54 @@ export function describeWrite(write: Write): string {
   }
 }
 
+/** A value as JSON carries it: Dates become strings, undefined members vanish. */
+const plainJSON = (value: unknown): unknown => JSON.parse(JSON.stringify(value ?? null));
+
 /** JSON with sorted keys, after a JSON round trip (Dates become strings, undefined vanishes). */
 export function canonicalJSON(value: unknown): string {
-  const sort = (v: unknown): unknown => {
-    if (Array.isArray(v)) return v.map(sort);
-    if (v && typeof v === "object") {
-      return Object.fromEntries(
-        Object.keys(v as object)
-          .sort()
-          .map(k => [k, sort((v as Record<string, unknown>)[k])]),
-      );
-    }
-    return v;
-  };
-  return JSON.stringify(sort(JSON.parse(JSON.stringify(value ?? null))));
+  return sortedJSON(plainJSON(value));
 }
+
+function isPlainObject(o: object): boolean {
+  const prototype = Object.getPrototypeOf(o);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/**
+ * Deep equality of values made only of what JSON.parse makes (plain objects, arrays, strings,
+ * numbers, booleans, null), key order and undefined members ignored. Anything else (a Date, an
+ * undefined array element) answers false, and sameJSON compares the JSON round trips instead.
+ */
+function plainEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return a !== undefined;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!plainEqual(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b) || !isPlainObject(a) || !isPlainObject(b)) return false;
+  const ao = a as Record<string, unknown>;
+  const bo = b as Record<string, unknown>;
+  let count = 0;
+  for (const k in ao) {
+    if (ao[k] === undefined) continue;
+    count++;
+    if (!plainEqual(ao[k], bo[k])) return false;
+  }
+  for (const k in bo) if (bo[k] !== undefined) count--;
+  return count === 0;
+}
+
+/**
+ * Whether two values carry the same JSON, whatever the order of their keys: what comparing
+ * their canonicalJSON says, without building and sorting the strings, and without a JSON round
+ * trip when both are plain already (the API server's objects and the compile's output are).
+ * The plan compares every route's status and every DataplaneConfig's spec on every pass; with
+ * a thousand routes, canonical strings were half the controller's time per pass.
+ */
+export const sameJSON = (a: unknown, b: unknown): boolean =>
+  plainEqual(a ?? null, b ?? null) || jsonEqual(plainJSON(a), plainJSON(b));
 
 const key = (namespace: string | undefined, name: string): string =>
   namespace ? `${namespace}/${name}` : name;
@@ -125,9 +159,9 @@ export function statusPatch(
   current: Record<string, unknown> | undefined,
   desired: Record<string, unknown>,
 ): Record<string, unknown> | undefined {
-  const have = JSON.parse(JSON.stringify(current ?? {})) as Record<string, unknown>;
-  const want = JSON.parse(JSON.stringify(desired)) as Record<string, unknown>;
-  if (canonicalJSON(have) === canonicalJSON(want)) return undefined;
+  if (sameJSON(current ?? {}, desired)) return undefined;
+  const have = plainJSON(current ?? {}) as Record<string, unknown>;
+  const want = plainJSON(desired) as Record<string, unknown>;
   const patch: Record<string, unknown> = { ...want };
   for (const field of Object.keys(have)) if (!(field in want)) patch[field] = null;
   return patch;
@@ -162,10 +196,10 @@ function dataplaneConfigDiffers(
   const pick = (all: Record<string, string>, keys: Record<string, string>) =>
     Object.fromEntries(Object.keys(keys).map(k => [k, all[k]]));
   return (
-    canonicalJSON(want.spec) !== canonicalJSON(have.spec) ||
-    canonicalJSON(want.labels) !== canonicalJSON(pick(have.labels, want.labels)) ||
-    canonicalJSON(want.annotations) !== canonicalJSON(pick(have.annotations, want.annotations)) ||
-    canonicalJSON(want.ownerReferences) !== canonicalJSON(have.ownerReferences)
+    !sameJSON(want.spec, have.spec) ||
+    !sameJSON(want.labels, pick(have.labels, want.labels)) ||
+    !sameJSON(want.annotations, pick(have.annotations, want.annotations)) ||
+    !sameJSON(want.ownerReferences, have.ownerReferences)
   );
 }
 
@@ -306,10 +340,11 @@ export function planWrites(state: ClusterState, output: CompileOutput): Write[] 
     output.routes.map(r => [`${r.kind}/${key(r.namespace, r.name)}`, r]),
   );
   for (const kind of ["TCPRoute", "UDPRoute", "HTTPRoute"] as const) {
-    for (const current of [...routesByKind[kind]].sort((a, b) =>
-      keyOf(a).localeCompare(keyOf(b)),
-    )) {
-      const desired = desiredRoutes.get(`${kind}/${keyOf(current)}`);
+    // Sorted by key as code points (Kubernetes names are lower case: the order localeCompare
+    // gives, without its cost on a thousand routes).
+    const keyed = routesByKind[kind].map(route => [keyOf(route), route] as const);
+    for (const [routeKey, current] of keyed.sort(([a], [b]) => cmp(a, b))) {
+      const desired = desiredRoutes.get(`${kind}/${routeKey}`);
       const currentParents = current.status?.parents ?? [];
       // A route that no longer names a blixt Gateway keeps only other controllers' entries.
       if (!desired && !currentParents.some(p => p.controllerName === controllerName)) continue;

@@ -324,9 +324,14 @@ export class SnapshotStore {
     return this.#objects.get(kind)!.get(namespace ? `${namespace}/${name}` : name) as T | undefined;
   }
 
+  /**
+   * Every object of a kind, ordered by "namespace/name" as code points: for Kubernetes names
+   * (lower case) the order localeCompare gives, at a fraction of its cost; every pass lists
+   * every kind, a thousand routes and their Services and EndpointSlices included.
+   */
   list<T>(kind: WatchedKind): T[] {
     return [...this.#objects.get(kind)!.entries()]
-      .sort(([a], [b]) => a.localeCompare(b))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([, o]) => o as T);
   }
 

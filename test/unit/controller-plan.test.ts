@@ -8,6 +8,7 @@ import {
   GATEWAY_FINALIZER,
   planWrites,
   recordedAllocations,
+  sameJSON,
   statusPatch,
   type ClusterState,
 } from "../../capabilities/gateway/plan";
@@ -362,5 +363,40 @@ t.test("canonical JSON ignores key order and treats Dates as the API's strings",
   t.equal(
     canonicalJSON({ at: new Date("2026-11-27T10:00:00.000Z") }),
     canonicalJSON({ at: "2026-11-27T10:00:00.000Z" }),
+  );
+});
+
+t.test("sameJSON says what comparing canonical JSON says, without building it", async t => {
+  const at = "2026-11-27T10:00:00.000Z";
+  const cases: [string, unknown, unknown][] = [
+    ["key order", { b: 1, a: { d: 2, c: 3 } }, { a: { c: 3, d: 2 }, b: 1 }],
+    ["a Date and the API's string", { at: new Date(at) }, { at }],
+    ["two Dates of different times", { at: new Date(at) }, { at: new Date(0) }],
+    ["a Date and another string", { at: new Date(at) }, { at: "yesterday" }],
+    ["an undefined member and none", { a: 1, b: undefined }, { a: 1 }],
+    ["an undefined array element and null", [1, undefined], [1, null]],
+    ["array order", { a: [1, 2] }, { a: [2, 1] }],
+    ["a missing member", { a: 1, b: 2 }, { a: 1 }],
+    ["an empty object and an empty array", {}, []],
+    ["null and an empty object", null, {}],
+    ["undefined and null", undefined, null],
+    ["a number and its string", { a: 1 }, { a: "1" }],
+    ["NaN and null", [Number.NaN], [null]],
+    ["nested difference", { a: [{ b: { c: [1, 2, 3] } }] }, { a: [{ b: { c: [1, 2, 4] } }] }],
+  ];
+  for (const [name, a, b] of cases) {
+    const expected = canonicalJSON(a) === canonicalJSON(b);
+    t.equal(sameJSON(a, b), expected, `${name}: ${expected ? "same" : "different"}`);
+    t.equal(sameJSON(b, a), expected, `${name}, the other way round`);
+  }
+  t.equal(
+    statusPatch(
+      { conditions: [{ type: "A", lastTransitionTime: at }] },
+      {
+        conditions: [{ lastTransitionTime: new Date(at), type: "A" }],
+      },
+    ),
+    undefined,
+    "a status the API holds as strings, wanted with a Date, needs no patch",
   );
 });
