@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: Apache-2.0
+/**
+ * The controller's pass on the fanout shape of test/e2e/fanout.test.ts: N TCPRoutes on
+ * N / 50 Gateways (50 listeners each), every route sending to one Service, and as many more
+ * Services with an EndpointSlice each that no route names (the ClusterIP Services the e2e test
+ * gives kube-proxy). The Reconciler runs for real (store, compile, write plan, write stages)
+ * against an in-memory cluster that answers each write as the API server would, for the fields
+ * the controller reads back; the API server itself is not here (test/e2e times the whole path).
+ *
+ *   node --expose-gc --import=tsx bench/reconcile.ts [routes...]
+ *
+ * Prints a markdown table: the pass after the routes' EndpointSlice changed (every
+ * DataplaneConfig rewritten, no status changes) and a pass with nothing to write (what an
+ * agent's acknowledgement costs), median and max wall time and median CPU time of each; and
+ * the heap the controller's state holds after a forced GC when --expose-gc is given.
+ */
+import { performance } from "node:perf_hooks";
+import type { KubernetesObject } from "kubernetes-fluent-client";
+import { compile, CONTROLLER_NAME } from "../capabilities/gateway/compile/index.js";
+import { GATEWAY_FINALIZER, type Write } from "../capabilities/gateway/plan.js";
+import { Reconciler, type ClusterClient } from "../capabilities/gateway/reconciler.js";
+import { WATCHED_KINDS, type WatchedKind } from "../capabilities/gateway/store.js";
+
+const LISTENERS_PER_GATEWAY = 50;
+const NAMESPACE = "bench";
+
+type Stored = KubernetesObject & { status?: Record<string, unknown> };
+
+/** Objects by kind, answering writes like the API server for what the controller reads back. */
+class BenchCluster implements ClusterClient {
+  objects = new Map<WatchedKind, Stored[]>(WATCHED_KINDS.map(k => [k, []]));
+  #version = 1;
+
+  metadata(name: string, namespace?: string) {
+    const version = this.#version++;
+    return {
+      name,
+      ...(namespace ? { namespace } : {}),
+      uid: `uid-${version}`,
+      resourceVersion: String(version),
+      generation: 1,
+      // the API's JSON carries a string, whatever the client's type says
+      creationTimestamp: "2026-01-01T00:00:00Z" as unknown as Date,
+    };
+  }
+  add(kind: WatchedKind, object: Stored): Stored {
+    this.objects.get(kind)!.push(object);
+    return object;
+  }
+  #find(kind: WatchedKind, namespace: string | undefined, name: string): Stored | undefined {
+    return this.objects
+      .get(kind)!
+      .find(o => o.metadata?.name === name && o.metadata?.namespace === namespace);
+  }
+  async list(kind: WatchedKind) {
+    return structuredClone(this.objects.get(kind)!);
+  }
+  async secrets() {
+    return [];
+  }
+  async execute(write: Write): Promise<KubernetesObject | undefined> {
+    const bump = (o: Stored) => {
+      o.metadata = { ...o.metadata, resourceVersion: String(this.#version++) };
+      return structuredClone(o);
+    };
+    switch (write.op) {
+      case "patchStatus": {
+        const object = this.#find(write.kind, write.namespace, write.name)!;
+        const status = { ...object.status };
+        for (const [field, value] of Object.entries(write.status)) {
+          if (value === null) delete status[field];
+          else status[field] = value;
+        }
+        object.status = status;
+        return bump(object);
+      }
+      case "addFinalizer": {
+        const gateway = this.#find("Gateway", write.namespace, write.name)!;
+        gateway.metadata!.finalizers = [GATEWAY_FINALIZER];
+        return bump(gateway);
+      }
+      case "applyDataplaneConfig":
+      case "applyGatewayService":
+      case "applyGatewayEndpointSlice": {
+        const kind =
+          write.op === "applyDataplaneConfig"
+            ? "DataplaneConfig"
+            : write.op === "applyGatewayService"
+              ? "Service"
+              : "EndpointSlice";
+        const held = this.#find(kind, write.namespace, write.name);
+        const next = structuredClone(write.object) as Stored;
+        if (held) Object.assign(held, next, { metadata: { ...held.metadata, ...next.metadata } });
+        return bump(
+          held ??
+            this.add(kind, {
+              ...next,
+              metadata: { ...this.metadata(write.name, write.namespace), ...next.metadata },
+            }),
+        );
+      }
+      default:
+        throw new Error(`bench cluster: ${write.op} is not expected on the fanout shape`);
+    }
+  }
+}
+
+function fanoutCluster(routes: number): { cluster: BenchCluster; slice: (pods: number) => Stored } {
+  const cluster = new BenchCluster();
+  cluster.add("GatewayClass", {
+    apiVersion: "gateway.networking.k8s.io/v1",
+    kind: "GatewayClass",
+    metadata: cluster.metadata("blixt"),
+    spec: { controllerName: CONTROLLER_NAME },
+  } as Stored);
+  cluster.add("Namespace", { metadata: cluster.metadata(NAMESPACE) });
+  cluster.add("Node", {
+    metadata: cluster.metadata("node-1"),
+    status: { conditions: [{ type: "Ready", status: "True" }] },
+  } as Stored);
+  cluster.add("AgentPod", {
+    metadata: cluster.metadata("blixt-agent-x", "blixt-system"),
+    spec: { nodeName: "node-1" },
+    status: { conditions: [{ type: "Ready", status: "True" }] },
+  } as Stored);
+  for (let g = 0; g < Math.ceil(routes / LISTENERS_PER_GATEWAY); g++) {
+    cluster.add("Gateway", {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: cluster.metadata(`gw-${g}`, NAMESPACE),
+      spec: {
+        gatewayClassName: "blixt",
+        listeners: Array.from({ length: LISTENERS_PER_GATEWAY }, (_, l) => ({
+          name: `l${l}`,
+          protocol: "TCP",
+          port: 10000 + l,
+        })),
+      },
+    } as Stored);
+  }
+  for (let r = 0; r < routes; r++) {
+    cluster.add("TCPRoute", {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "TCPRoute",
+      metadata: cluster.metadata(`route-${r}`, NAMESPACE),
+      spec: {
+        parentRefs: [
+          {
+            name: `gw-${Math.floor(r / LISTENERS_PER_GATEWAY)}`,
+            sectionName: `l${r % LISTENERS_PER_GATEWAY}`,
+          },
+        ],
+        rules: [{ backendRefs: [{ name: "tcp-echo", port: 80 }] }],
+      },
+    } as Stored);
+  }
+  const service = (name: string) =>
+    cluster.add("Service", {
+      metadata: cluster.metadata(name, NAMESPACE),
+      spec: { ports: [{ name: "p", port: 80, protocol: "TCP" }] },
+    } as Stored);
+  const slice = (name: string, pods: number): Stored =>
+    ({
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: {
+        ...cluster.metadata(`${name}-x`, NAMESPACE),
+        labels: { "kubernetes.io/service-name": name },
+      },
+      addressType: "IPv4",
+      ports: [{ name: "p", port: 8080, protocol: "TCP" }],
+      endpoints: Array.from({ length: pods }, (_, e) => ({
+        addresses: [`198.19.0.${e + 1}`],
+        conditions: { ready: true },
+        nodeName: "node-1",
+      })),
+    }) as Stored;
+  service("tcp-echo");
+  cluster.add("EndpointSlice", slice("tcp-echo", 2));
+  // kube-proxy's side of the e2e test: Services of the same pods that no route names.
+  for (let r = 0; r < routes; r++) {
+    service(`clusterip-${r}`);
+    cluster.add("EndpointSlice", slice(`clusterip-${r}`, 2));
+  }
+  return { cluster, slice: pods => slice("tcp-echo", pods) };
+}
+
+const gc = (globalThis as { gc?: () => void }).gc;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timed(run: () => Promise<unknown>): Promise<{ ms: number; cpuMs: number }> {
+  const cpuStart = process.cpuUsage();
+  const start = performance.now();
+  await run();
+  const cpu = process.cpuUsage(cpuStart);
+  return { ms: performance.now() - start, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
+
+async function measure(routes: number, changes: number) {
+  gc?.();
+  const heapBefore = process.memoryUsage().heapUsed;
+  const { cluster, slice } = fanoutCluster(routes);
+  const reconciler = new Reconciler({
+    client: cluster,
+    compile,
+    controllerName: CONTROLLER_NAME,
+    settings: {
+      addressPools: [{ name: "bench", cidrs: ["198.18.100.0/24"] }],
+      resyncSeconds: 3600,
+      debounceMs: 3_600_000, // passes run when the bench calls them, never on a timer
+      maxBackoffSeconds: 1,
+      writeConcurrency: 8,
+      agentPodSelector: {},
+    },
+    log: { info: () => {}, warn: () => {}, error: (m: string) => console.error(m) },
+  });
+  try {
+    await reconciler.resync();
+    // Settle: finalizers, then statuses reporting on the tables just written.
+    for (let i = 0; i < 3; i++) await reconciler.reconcile();
+    const idle = await reconciler.reconcile();
+    if (idle.writes.length > 0)
+      throw new Error(
+        `bench: ${idle.writes.length} writes left after settling at ${routes} routes`,
+      );
+    const change: { ms: number; cpuMs: number }[] = [];
+    const nothing: { ms: number; cpuMs: number }[] = [];
+    let writes = 0;
+    for (let i = 0; i < changes; i++) {
+      reconciler.observe("EndpointSlice", slice(i % 2 === 0 ? 3 : 2));
+      change.push(
+        await timed(async () => {
+          writes = (await reconciler.reconcile()).writes.length;
+        }),
+      );
+      nothing.push(await timed(() => reconciler.reconcile()));
+    }
+    gc?.();
+    const heapMB = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;
+    return {
+      routes,
+      gateways: Math.ceil(routes / LISTENERS_PER_GATEWAY),
+      writes,
+      change: {
+        ms: median(change.map(c => c.ms)),
+        max: Math.max(...change.map(c => c.ms)),
+        cpuMs: median(change.map(c => c.cpuMs)),
+      },
+      nothing: {
+        ms: median(nothing.map(c => c.ms)),
+        max: Math.max(...nothing.map(c => c.ms)),
+        cpuMs: median(nothing.map(c => c.cpuMs)),
+      },
+      heapMB,
+    };
+  } finally {
+    reconciler.stop();
+  }
+}
+
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter(n => n > 0);
+const results = [];
+for (const n of sizes.length > 0 ? sizes : [100, 1000, 10000])
+  results.push(await measure(n, n >= 10000 ? 5 : 15));
+console.log(
+  `controller pass, fanout shape (${LISTENERS_PER_GATEWAY} listeners per Gateway, every route to one Service, as many Services no route names); Node ${process.version}${gc ? "" : " (run with --expose-gc for the heap column)"}`,
+);
+console.log("");
+console.log(
+  "| routes | gateways | writes per change | EndpointSlice change: median ms | max ms | median CPU ms | nothing to write: median ms | max ms | median CPU ms | state heap MB |",
+);
+console.log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+for (const r of results) {
+  console.log(
+    `| ${r.routes} | ${r.gateways} | ${r.writes} | ${r.change.ms.toFixed(1)} | ${r.change.max.toFixed(1)} | ${r.change.cpuMs.toFixed(1)} | ${r.nothing.ms.toFixed(1)} | ${r.nothing.max.toFixed(1)} | ${r.nothing.cpuMs.toFixed(1)} | ${gc ? r.heapMB.toFixed(1) : "n/a"} |`,
+  );
+}
