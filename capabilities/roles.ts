@@ -14,7 +14,8 @@
  *   BLIXT_ROLE   PEPR_WATCH_MODE   capabilities
  *   admission    unset / "false"   GatewayAdmission (Validate bindings; its start() runs
  *                                  the watches its lookups read, gateway/admission-cache.ts)
- *   controller   "true"            GatewayController (Watch bindings + reconciler)
+ *   controller   "true"            GatewayController (no bindings: its start() runs one watch
+ *                                  per kind and the reconciler, see gateway/controller.ts)
  *   agent        "true"            dataplane-agent (no bindings: its start() runs its own
  *                                  DataplaneConfig watch, see agent/index.ts)
  *

@@ -202,7 +202,10 @@ export interface ApiServerOptions {
 
 /** One request as the audit log records it (the fields tests read). */
 export interface AuditEvent {
+  /** one per request: a long request (a watch) logs its start and its end under the same id */
+  auditID: string;
   verb: string;
+  user?: { username?: string };
   requestURI: string;
   responseStatus?: { code?: number };
   objectRef?: {

@@ -1,79 +1,89 @@
 // SPDX-License-Identifier: Apache-2.0
-// The controller capability's Watch bindings feed the reconciler's store. Pepr keeps Watch
-// bindings only in watch mode, decided when it loads, so the env is set before the import.
+// The controller's watches feed the reconciler's store: one per kind, every phase. Pepr keeps
+// Watch bindings only in watch mode, decided when it loads, so the env is set before the import
+// (the capability must have none in that mode either). test/apiserver/controller-watches.test.ts
+// runs the same watches against a real API server.
 import t from "tap";
+import { WatchPhase } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
 
 process.env.PEPR_WATCH_MODE = "true";
 process.env.LOG_LEVEL ??= "warn";
-const { gatewayController } = await import("../../capabilities/gateway/controller");
+const { controllerWatches, gatewayController, observeWatchEvent } = await import(
+  "../../capabilities/gateway/controller"
+);
+const { WATCHED_KINDS } = await import("../../capabilities/gateway/store");
 
 const role = gatewayController({
   env: { BLIXT_ADDRESS_POOLS: "[]", BLIXT_AGENT_POD_SELECTOR: "app.kubernetes.io/component=agent" },
 });
 t.teardown(() => role.reconciler.stop());
 
-const binding = (kind: string, event: string) => {
-  const found = role.capability.bindings.filter(
-    b => b.isWatch && b.kind.kind === kind && b.event === event,
-  );
-  if (found.length !== 1)
-    throw new Error(`expected one ${event} watch for ${kind}, found ${found.length}`);
-  return found[0];
-};
-
-t.test("create/update and delete watches keep the store current", async t => {
+t.test("every phase of a kind's one watch keeps the store current", async t => {
   const gateway = {
     apiVersion: "gateway.networking.k8s.io/v1",
     kind: "Gateway",
-    metadata: { namespace: "default", name: "gw", generation: 1 },
+    metadata: { namespace: "default", name: "gw", generation: 1, resourceVersion: "1" },
     spec: { gatewayClassName: "blixt", listeners: [] },
   };
-  await binding("Gateway", "CREATEORUPDATE").watchCallback!(gateway as never, "ADDED" as never);
+  observeWatchEvent(role.reconciler, "Gateway", gateway, WatchPhase.Added);
   t.same(role.reconciler.store.get("Gateway", "default", "gw"), gateway);
 
-  const updated = { ...gateway, metadata: { ...gateway.metadata, generation: 2 } };
-  await binding("Gateway", "CREATEORUPDATE").watchCallback!(updated as never, "MODIFIED" as never);
+  const updated = {
+    ...gateway,
+    metadata: { ...gateway.metadata, generation: 2, resourceVersion: "2" },
+  };
+  observeWatchEvent(role.reconciler, "Gateway", updated, WatchPhase.Modified);
   t.same(role.reconciler.store.get("Gateway", "default", "gw"), updated);
 
-  await binding("Gateway", "DELETE").watchCallback!(updated as never, "DELETED" as never);
+  observeWatchEvent(role.reconciler, "Gateway", updated, WatchPhase.Bookmark);
+  t.same(role.reconciler.store.get("Gateway", "default", "gw"), updated, "a bookmark is no change");
+
+  observeWatchEvent(role.reconciler, "Gateway", updated, WatchPhase.Deleted);
   t.equal(role.reconciler.store.get("Gateway", "default", "gw"), undefined);
 });
 
-t.test("the agent Pod watch is limited to the agent's labels, server-side", async t => {
-  t.same(binding("Pod", "CREATEORUPDATE").filters.labels, {
-    "app.kubernetes.io/component": "agent",
+t.test("one watch per kind; the agent Pods are selected by their labels, server-side", async t => {
+  const watches = controllerWatches({
+    agentPodSelector: { "app.kubernetes.io/component": "agent" },
   });
-  t.same(binding("Pod", "DELETE").filters.labels, { "app.kubernetes.io/component": "agent" });
-  t.same(binding("Service", "CREATEORUPDATE").filters.labels, {}, "other kinds are watched whole");
+  t.same(
+    watches.map(w => w.kind),
+    [...WATCHED_KINDS],
+    "every kind the store holds, once",
+  );
+  t.same(
+    watches.find(w => w.kind === "AgentPod"),
+    {
+      kind: "AgentPod",
+      labels: { "app.kubernetes.io/component": "agent" },
+    },
+  );
+  t.same(
+    watches.filter(w => w.kind !== "AgentPod" && (Object.keys(w.labels).length || w.namespace)),
+    [],
+    "other kinds are watched whole, in every namespace",
+  );
 });
 
-t.test("DataplaneConfigs are watched under their own group and version", async t => {
-  t.same(binding("DataplaneConfig", "CREATEORUPDATE").kind, {
-    group: "blixt.dev",
-    version: "v1alpha1",
-    kind: "DataplaneConfig",
-    plural: "dataplaneconfigs",
+t.test("with the agents' namespace set, the agent Pods are watched there only", async t => {
+  const watches = controllerWatches({
+    agentPodSelector: { "app.kubernetes.io/component": "agent" },
+    agentNamespace: "blixt-system",
   });
+  t.same(
+    watches.find(w => w.kind === "AgentPod"),
+    {
+      kind: "AgentPod",
+      labels: { "app.kubernetes.io/component": "agent" },
+      namespace: "blixt-system",
+    },
+  );
+  t.equal(watches.filter(w => w.namespace).length, 1, "no other kind is limited to it");
 });
 
-t.test(
-  "with the agent's namespace set, no Pepr binding watches Pods (it would watch every namespace); the controller's own watch does",
-  async t => {
-    const namespaced = gatewayController({
-      env: {
-        BLIXT_ADDRESS_POOLS: "[]",
-        BLIXT_AGENT_POD_SELECTOR: "app.kubernetes.io/component=agent",
-        BLIXT_AGENT_NAMESPACE: "blixt-system",
-      },
-    });
-    t.teardown(() => namespaced.reconciler.stop());
-    t.same(
-      namespaced.capability.bindings.filter(b => b.isWatch && b.kind.kind === "Pod"),
-      [],
-    );
-    t.ok(
-      namespaced.capability.bindings.some(b => b.isWatch && b.kind.kind === "Service"),
-      "the other kinds are still bound",
-    );
-  },
-);
+t.test("the capability registers no Watch binding with Pepr (each would open a watch)", async t => {
+  t.same(
+    role.capability.bindings.filter(b => b.isWatch),
+    [],
+  );
+});
