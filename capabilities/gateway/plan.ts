@@ -106,46 +106,16 @@ export function canonicalJSON(value: unknown): string {
   return sortedJSON(plainJSON(value));
 }
 
-function isPlainObject(o: object): boolean {
-  const prototype = Object.getPrototypeOf(o);
-  return prototype === Object.prototype || prototype === null;
-}
-
-/**
- * Deep equality of values made only of what JSON.parse makes (plain objects, arrays, strings,
- * numbers, booleans, null), key order and undefined members ignored. Anything else (a Date, an
- * undefined array element) answers false, and sameJSON compares the JSON round trips instead.
- */
-function plainEqual(a: unknown, b: unknown): boolean {
-  if (a === b) return a !== undefined;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  if (Array.isArray(a)) {
-    if (!Array.isArray(b) || a.length !== b.length) return false;
-    for (let i = 0; i < a.length; i++) if (!plainEqual(a[i], b[i])) return false;
-    return true;
-  }
-  if (Array.isArray(b) || !isPlainObject(a) || !isPlainObject(b)) return false;
-  const ao = a as Record<string, unknown>;
-  const bo = b as Record<string, unknown>;
-  let count = 0;
-  for (const k in ao) {
-    if (ao[k] === undefined) continue;
-    count++;
-    if (!plainEqual(ao[k], bo[k])) return false;
-  }
-  for (const k in bo) if (bo[k] !== undefined) count--;
-  return count === 0;
-}
-
 /**
  * Whether two values carry the same JSON, whatever the order of their keys: what comparing
  * their canonicalJSON says, without building and sorting the strings, and without a JSON round
- * trip when both are plain already (the API server's objects and the compile's output are).
+ * trip when they are equal as they are (the API server's objects and the compile's output are
+ * plain JSON; a Date, or an undefined array element, is compared after the round trip).
  * The plan compares every route's status and every DataplaneConfig's spec on every pass; with
  * a thousand routes, canonical strings were half the controller's time per pass.
  */
 export const sameJSON = (a: unknown, b: unknown): boolean =>
-  plainEqual(a ?? null, b ?? null) || jsonEqual(plainJSON(a), plainJSON(b));
+  jsonEqual(a ?? null, b ?? null) || jsonEqual(plainJSON(a), plainJSON(b));
 
 const key = (namespace: string | undefined, name: string): string =>
   namespace ? `${namespace}/${name}` : name;

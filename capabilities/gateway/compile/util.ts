@@ -105,14 +105,21 @@ export function canonicalJSON(value: unknown): string {
   return JSON.stringify(value) ?? "null";
 }
 
+function isPlainObject(o: object): boolean {
+  const prototype = Object.getPrototypeOf(o);
+  return prototype === Object.prototype || prototype === Array.prototype || prototype === null;
+}
+
 /**
  * Deep equality of JSON-like values, ignoring object key order and undefined members: what
  * canonicalJSON(a) === canonicalJSON(b) says, without building strings (this runs on every
- * DataplaneConfig spec at every compile).
+ * DataplaneConfig spec at every compile). An object JSON.parse does not make (a Date) is equal
+ * only to itself: compare JSON round trips where such values may occur (plan.ts sameJSON).
  */
 export function jsonEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (!isPlainObject(a) || !isPlainObject(b)) return false;
   if (Array.isArray(a) !== Array.isArray(b)) return false;
   if (Array.isArray(a)) {
     const bb = b as unknown[];
