@@ -4,122 +4,62 @@
  * N / 50 Gateways (50 listeners each), every route sending to one Service, and as many more
  * Services with an EndpointSlice each that no route names (the ClusterIP Services the e2e test
  * gives kube-proxy). The Reconciler runs for real (store, compile, write plan, write stages)
- * against an in-memory cluster that answers each write as the API server would, for the fields
- * the controller reads back; the API server itself is not here (test/e2e times the whole path).
+ * against the in-memory cluster of the controller's unit tests (test/lib/memory-cluster.ts),
+ * which answers each write as the API server would, for the fields the controller reads back; the
+ * API server itself is not here (test/e2e times the whole path).
  *
  *   node --expose-gc --import=tsx bench/reconcile.ts [routes...]
  *
  * Prints a markdown table: the pass after the routes' EndpointSlice changed (every
  * DataplaneConfig rewritten, no status changes) and a pass with nothing to write (what an
  * agent's acknowledgement costs), median and max wall time and median CPU time of each; and
- * the heap the controller's state holds after a forced GC when --expose-gc is given.
+ * the heap held after a forced GC when --expose-gc is given: the controller's state and the
+ * in-memory cluster's one copy of every object, so an upper bound of the state.
  */
 import { performance } from "node:perf_hooks";
 import type { KubernetesObject } from "kubernetes-fluent-client";
 import { compile, CONTROLLER_NAME } from "../capabilities/gateway/compile/index.js";
-import { GATEWAY_FINALIZER, type Write } from "../capabilities/gateway/plan.js";
-import { Reconciler, type ClusterClient } from "../capabilities/gateway/reconciler.js";
-import { WATCHED_KINDS, type WatchedKind } from "../capabilities/gateway/store.js";
+import { Reconciler } from "../capabilities/gateway/reconciler.js";
+import { MemoryCluster } from "../test/lib/memory-cluster.js";
 
 const LISTENERS_PER_GATEWAY = 50;
 const NAMESPACE = "bench";
 
 type Stored = KubernetesObject & { status?: Record<string, unknown> };
 
-/** Objects by kind, answering writes like the API server for what the controller reads back. */
-class BenchCluster implements ClusterClient {
-  objects = new Map<WatchedKind, Stored[]>(WATCHED_KINDS.map(k => [k, []]));
-  #version = 1;
-
-  metadata(name: string, namespace?: string) {
-    const version = this.#version++;
-    return {
-      name,
-      ...(namespace ? { namespace } : {}),
-      uid: `uid-${version}`,
-      resourceVersion: String(version),
-      generation: 1,
-      // the API's JSON carries a string, whatever the client's type says
-      creationTimestamp: "2026-01-01T00:00:00Z" as unknown as Date,
-    };
-  }
-  add(kind: WatchedKind, object: Stored): Stored {
-    this.objects.get(kind)!.push(object);
-    return object;
-  }
-  #find(kind: WatchedKind, namespace: string | undefined, name: string): Stored | undefined {
-    return this.objects
-      .get(kind)!
-      .find(o => o.metadata?.name === name && o.metadata?.namespace === namespace);
-  }
-  async list(kind: WatchedKind) {
-    return structuredClone(this.objects.get(kind)!);
-  }
-  async secrets() {
-    return [];
-  }
-  async execute(write: Write): Promise<KubernetesObject | undefined> {
-    const bump = (o: Stored) => {
-      o.metadata = { ...o.metadata, resourceVersion: String(this.#version++) };
-      return structuredClone(o);
-    };
-    switch (write.op) {
-      case "patchStatus": {
-        const object = this.#find(write.kind, write.namespace, write.name)!;
-        const status = { ...object.status };
-        for (const [field, value] of Object.entries(write.status)) {
-          if (value === null) delete status[field];
-          else status[field] = value;
-        }
-        object.status = status;
-        return bump(object);
-      }
-      case "addFinalizer": {
-        const gateway = this.#find("Gateway", write.namespace, write.name)!;
-        gateway.metadata!.finalizers = [GATEWAY_FINALIZER];
-        return bump(gateway);
-      }
-      case "applyDataplaneConfig":
-      case "applyGatewayService":
-      case "applyGatewayEndpointSlice": {
-        const kind =
-          write.op === "applyDataplaneConfig"
-            ? "DataplaneConfig"
-            : write.op === "applyGatewayService"
-              ? "Service"
-              : "EndpointSlice";
-        const held = this.#find(kind, write.namespace, write.name);
-        const next = structuredClone(write.object) as Stored;
-        if (held) Object.assign(held, next, { metadata: { ...held.metadata, ...next.metadata } });
-        return bump(
-          held ??
-            this.add(kind, {
-              ...next,
-              metadata: { ...this.metadata(write.name, write.namespace), ...next.metadata },
-            }),
-        );
-      }
-      default:
-        throw new Error(`bench cluster: ${write.op} is not expected on the fanout shape`);
-    }
-  }
+let version = 1;
+/** Metadata as the API server gives it: each object its own uid and resourceVersion. */
+function metadata(name: string, namespace?: string) {
+  const v = version++;
+  return {
+    name,
+    ...(namespace ? { namespace } : {}),
+    uid: `uid-${v}`,
+    resourceVersion: String(v),
+    generation: 1,
+    // the API's JSON carries a string, whatever the client's type says
+    creationTimestamp: "2026-01-01T00:00:00Z" as unknown as Date,
+  };
 }
 
-function fanoutCluster(routes: number): { cluster: BenchCluster; slice: (pods: number) => Stored } {
-  const cluster = new BenchCluster();
+function fanoutCluster(routes: number): {
+  cluster: MemoryCluster;
+  slice: (pods: number) => Stored;
+} {
+  const cluster = new MemoryCluster();
   cluster.add("GatewayClass", {
     apiVersion: "gateway.networking.k8s.io/v1",
     kind: "GatewayClass",
-    metadata: cluster.metadata("blixt"),
+    metadata: metadata("blixt"),
     spec: { controllerName: CONTROLLER_NAME },
   } as Stored);
-  cluster.add("Namespace", { metadata: cluster.metadata(NAMESPACE) });
+  cluster.add("Namespace", { metadata: metadata(NAMESPACE) });
   cluster.add("Node", {
-    metadata: cluster.metadata("node-1"),
+    metadata: metadata("node-1"),
     status: { conditions: [{ type: "Ready", status: "True" }] },
   } as Stored);
   cluster.add("AgentPod", {
-    metadata: cluster.metadata("blixt-agent-x", "blixt-system"),
+    metadata: metadata("blixt-agent-x", "blixt-system"),
     spec: { nodeName: "node-1" },
     status: { conditions: [{ type: "Ready", status: "True" }] },
   } as Stored);
@@ -127,7 +67,7 @@ function fanoutCluster(routes: number): { cluster: BenchCluster; slice: (pods: n
     cluster.add("Gateway", {
       apiVersion: "gateway.networking.k8s.io/v1",
       kind: "Gateway",
-      metadata: cluster.metadata(`gw-${g}`, NAMESPACE),
+      metadata: metadata(`gw-${g}`, NAMESPACE),
       spec: {
         gatewayClassName: "blixt",
         listeners: Array.from({ length: LISTENERS_PER_GATEWAY }, (_, l) => ({
@@ -142,7 +82,7 @@ function fanoutCluster(routes: number): { cluster: BenchCluster; slice: (pods: n
     cluster.add("TCPRoute", {
       apiVersion: "gateway.networking.k8s.io/v1",
       kind: "TCPRoute",
-      metadata: cluster.metadata(`route-${r}`, NAMESPACE),
+      metadata: metadata(`route-${r}`, NAMESPACE),
       spec: {
         parentRefs: [
           {
@@ -156,7 +96,7 @@ function fanoutCluster(routes: number): { cluster: BenchCluster; slice: (pods: n
   }
   const service = (name: string) =>
     cluster.add("Service", {
-      metadata: cluster.metadata(name, NAMESPACE),
+      metadata: metadata(name, NAMESPACE),
       spec: { ports: [{ name: "p", port: 80, protocol: "TCP" }] },
     } as Stored);
   const slice = (name: string, pods: number): Stored =>
@@ -164,7 +104,7 @@ function fanoutCluster(routes: number): { cluster: BenchCluster; slice: (pods: n
       apiVersion: "discovery.k8s.io/v1",
       kind: "EndpointSlice",
       metadata: {
-        ...cluster.metadata(`${name}-x`, NAMESPACE),
+        ...metadata(`${name}-x`, NAMESPACE),
         labels: { "kubernetes.io/service-name": name },
       },
       addressType: "IPv4",
@@ -235,6 +175,9 @@ async function measure(routes: number, changes: number) {
       );
       nothing.push(await timed(() => reconciler.reconcile()));
     }
+    // The in-memory cluster's log of every write is the bench's, not the controller's.
+    cluster.executed = [];
+    cluster.attempts = [];
     gc?.();
     const heapMB = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;
     return {
@@ -270,7 +213,7 @@ console.log(
 );
 console.log("");
 console.log(
-  "| routes | gateways | writes per change | EndpointSlice change: median ms | max ms | median CPU ms | nothing to write: median ms | max ms | median CPU ms | state heap MB |",
+  "| routes | gateways | writes per change | EndpointSlice change: median ms | max ms | median CPU ms | nothing to write: median ms | max ms | median CPU ms | heap MB (state and cluster) |",
 );
 console.log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 for (const r of results) {
