@@ -23,6 +23,7 @@ import {
   canonicalJSON,
   isDns1123Label,
   isDns1123Subdomain,
+  jsonEqual,
   selectorMatches,
 } from "../../capabilities/gateway/compile/util.js";
 
@@ -273,6 +274,21 @@ t.test("canonical JSON ignores key order", async t => {
   );
   t.not(canonicalJSON({ a: [1, 2] }), canonicalJSON({ a: [2, 1] }));
 });
+
+t.test(
+  "jsonEqual: key order and undefined members ignored, a Date equal only to itself",
+  async t => {
+    t.ok(jsonEqual({ b: 1, a: [{ y: 2, x: 1 }], c: undefined }, { a: [{ x: 1, y: 2 }], b: 1 }));
+    t.notOk(jsonEqual({ a: [1, 2] }, { a: [2, 1] }));
+    t.notOk(jsonEqual({}, []), "an object is no array");
+    const day = new Date("2026-01-01T00:00:00Z");
+    t.ok(jsonEqual({ at: day }, { at: day }), "the same Date");
+    t.notOk(
+      jsonEqual({ at: day }, { at: new Date(0) }),
+      "two Dates have no keys, and are not equal for that",
+    );
+  },
+);
 
 t.test(
   "Programmed follows the agents: Pending until the DataplaneConfig is written and acknowledged",
