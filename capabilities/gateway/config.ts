@@ -28,6 +28,8 @@ export interface ControllerSettings {
   resyncSeconds: number;
   /** Changes within this window are coalesced into one compile. */
   debounceMs: number;
+  /** The longest pause between passes while changes keep arriving (reconciler.ts, #nextDelay); unset: debounceMs. */
+  maxDebounceMs?: number;
   /** Longest wait between retries of a failed write. */
   maxBackoffSeconds: number;
   /** Writes of one pass in flight at once, within each of its ordered stages (reconciler.ts). */
@@ -163,6 +165,7 @@ export function controllerSettings(
     addressPools,
     resyncSeconds: positiveNumber(env, "BLIXT_RESYNC_SECONDS", 300),
     debounceMs: positiveNumber(env, "BLIXT_DEBOUNCE_MS", 250),
+    maxDebounceMs: positiveNumber(env, "BLIXT_MAX_DEBOUNCE_MS", 5000),
     maxBackoffSeconds: positiveNumber(env, "BLIXT_MAX_BACKOFF_SECONDS", 300),
     writeConcurrency: positiveInteger(env, "BLIXT_WRITE_CONCURRENCY", 8),
     agentPodSelector: env.BLIXT_AGENT_POD_SELECTOR

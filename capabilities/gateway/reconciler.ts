@@ -238,6 +238,30 @@ export function backendServices(routes: Record<RouteKind, unknown[]>): Set<strin
   return named;
 }
 
+/** Kinds whose change moves traffic: its pass never waits out a burst's pause. */
+const URGENT_KINDS: ReadonlySet<WatchedKind> = new Set([
+  "Service",
+  "EndpointSlice",
+  "Node",
+  "AgentPod",
+]);
+/**
+ * Configuration, which users apply by the hundred: BURST_CHANGES of them or more while each of
+ * two passes in a row ran make a burst. (A DataplaneConfig's change is an agent acknowledging
+ * the controller's own write: neither.)
+ */
+const BURST_KINDS: ReadonlySet<WatchedKind> = new Set([
+  "GatewayClass",
+  "Gateway",
+  "ListenerSet",
+  "TCPRoute",
+  "UDPRoute",
+  "HTTPRoute",
+  "ReferenceGrant",
+  "Namespace",
+]);
+const BURST_CHANGES = 10;
+
 export class Reconciler {
   readonly store = new SnapshotStore();
   #deps: ReconcilerDeps;
@@ -251,7 +275,20 @@ export class Reconciler {
   #resyncEvery?: NodeJS.Timeout;
   #retryTimer?: NodeJS.Timeout;
   #running?: Promise<ReconcileResult>;
+  /** When the pending timer fires (epoch ms): an urgent schedule() may bring it forward. */
+  #timerDue = 0;
+  /** Something asked for a pass while one ran (a retry, a relist, agent liveness): the next one comes soon. */
   #rerun = false;
+  /** The pass that ran wrote tables: the next one reports on them. */
+  #followUp = false;
+  /** Watch events changed the store while a pass ran: the next pass compiles them. */
+  #changedDuringPass = false;
+  /** Among them, a change that moves traffic (URGENT_KINDS): the next pass comes soon. */
+  #urgentDuringPass = false;
+  /** Changes of configuration (BURST_KINDS) while the pass ran. */
+  #burstChanges = 0;
+  /** Passes in a row during which configuration kept changing (BURST_CHANGES or more each). */
+  #busyPasses = 0;
   /** Relists that failed in a row. */
   #relistFailures = 0;
   /** Secrets as last read successfully, so an API server that fails to answer does not drop a listener. */
@@ -280,13 +317,43 @@ export class Reconciler {
    * and each echo compiled the whole cluster again.
    */
   observe(kind: WatchedKind, object: KubernetesObject): void {
-    if (this.store.upsert(kind, object) && this.#matters(kind, object)) this.schedule();
+    if (this.store.upsert(kind, object) && this.#matters(kind, object)) this.#changed(kind);
   }
 
   /** A watch saw an object deleted. */
   forget(kind: WatchedKind, object: KubernetesObject): void {
     this.store.remove(kind, object);
-    if (this.#matters(kind, object)) this.schedule();
+    if (this.#matters(kind, object)) this.#changed(kind);
+  }
+
+  /**
+   * A watch event changed what compile sees. Changes that arrive while a pass runs wait for it
+   * to end (the pass after it compiles them). Others join the pass already scheduled, or
+   * schedule one after the debounce window; a change that moves traffic brings a pass that
+   * waits out a burst's pause forward.
+   */
+  #changed(kind: WatchedKind): void {
+    const urgent = URGENT_KINDS.has(kind);
+    if (this.#running) {
+      this.#changedDuringPass = true;
+      if (urgent) this.#urgentDuringPass = true;
+      if (BURST_KINDS.has(kind)) this.#burstChanges++;
+    } else if (urgent || !this.#timer) this.schedule();
+  }
+
+  /**
+   * How long the pass after one that took `passMs` waits. While configuration keeps changing
+   * pass after pass (a `kubectl apply` of a thousand routes), it waits twice as long as the
+   * last pass took, up to maxDebounceMs: the controller then spends at most a third of its
+   * time in passes, on the API server the burst is also loading, and each pass carries a
+   * bigger batch (a Gateway's status, rewritten whenever its attached routes change, costs
+   * the API server far more than a route's). What moves traffic (an EndpointSlice, a Service,
+   * a node, an agent) never waits for that: the debounce window, as when all is quiet.
+   */
+  #nextDelay(passMs: number, urgent: boolean): number {
+    const { debounceMs, maxDebounceMs } = this.#deps.settings;
+    if (urgent || this.#busyPasses < 2) return debounceMs;
+    return Math.max(debounceMs, Math.min(maxDebounceMs ?? debounceMs, 2 * passMs));
   }
 
   /**
@@ -319,11 +386,19 @@ export class Reconciler {
   }
 
   /**
-   * Asks for one compile after the debounce window; requests inside the window join it.
-   * Nothing compiles before the first full relist, so a half-seen cluster never drives writes.
+   * Asks for one compile within `delayMs` (the debounce window unless told): a request joins
+   * the pass already scheduled, or brings it forward when that one is due later (agent
+   * liveness does not wait out the longer pause of a burst). Nothing compiles before the
+   * first full relist, so a half-seen cluster never drives writes.
    */
   schedule(delayMs = this.#deps.settings.debounceMs): void {
-    if (!this.#synced || this.#stopped || this.#timer) return;
+    if (!this.#synced || this.#stopped) return;
+    const due = Date.now() + delayMs;
+    if (this.#timer) {
+      if (due >= this.#timerDue) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerDue = due;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       void this.reconcile();
@@ -382,11 +457,22 @@ export class Reconciler {
       this.#rerun = true;
       return this.#running;
     }
+    const started = performance.now();
+    this.#changedDuringPass = false;
+    this.#urgentDuringPass = false;
+    this.#burstChanges = 0;
+    this.#followUp = false;
     this.#running = this.#reconcileOnce().finally(() => {
       this.#running = undefined;
-      if (this.#rerun) {
+      const changed = this.#changedDuringPass;
+      const urgent = this.#rerun || this.#urgentDuringPass;
+      this.#busyPasses = this.#burstChanges >= BURST_CHANGES ? this.#busyPasses + 1 : 0;
+      if (changed || urgent || this.#followUp) {
         this.#rerun = false;
-        this.schedule();
+        this.#followUp = false;
+        this.#changedDuringPass = false;
+        this.#urgentDuringPass = false;
+        this.schedule(this.#nextDelay(performance.now() - started, urgent));
       }
     });
     return this.#running;
@@ -558,7 +644,7 @@ export class Reconciler {
         !result.deferred.includes(w) &&
         !result.failed.some(f => f.write === w),
     );
-    if (madeTables) this.schedule();
+    if (madeTables) this.#followUp = true;
     if (writes.length > 0) {
       const made =
         writes.length -

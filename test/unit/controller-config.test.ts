@@ -124,6 +124,11 @@ t.test(
     t.throws(() => controllerSettings({ BLIXT_DEBOUNCE_MS: "soon" }, readFile), {
       message: 'BLIXT_DEBOUNCE_MS="soon": must be a positive number',
     });
+    t.equal(controllerSettings({}, readFile).maxDebounceMs, 5000);
+    t.equal(controllerSettings({ BLIXT_MAX_DEBOUNCE_MS: "800" }, readFile).maxDebounceMs, 800);
+    t.throws(() => controllerSettings({ BLIXT_MAX_DEBOUNCE_MS: "-1" }, readFile), {
+      message: 'BLIXT_MAX_DEBOUNCE_MS="-1": must be a positive number',
+    });
     t.equal(controllerSettings({}, readFile).writeConcurrency, 8);
     t.equal(controllerSettings({ BLIXT_WRITE_CONCURRENCY: "1" }, readFile).writeConcurrency, 1);
     t.throws(() => controllerSettings({ BLIXT_WRITE_CONCURRENCY: "2.5" }, readFile), {

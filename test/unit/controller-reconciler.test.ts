@@ -207,6 +207,161 @@ t.test("a burst of watch events is coalesced into one compile", async t => {
   );
 });
 
+/**
+ * A reconciler over `cluster` whose every write takes `writeMs`, like an API server under load,
+ * with the start of every compile and the end of every pass that wrote (its log line) timed.
+ */
+function timedReconciler(
+  t: Test,
+  cluster: MemoryCluster,
+  writeMs: number,
+  overrides: Partial<ControllerSettings>,
+) {
+  const compiles: number[] = [];
+  /** the pass's start and end, for passes that wrote (they log) */
+  const passes: { start: number; end: number }[] = [];
+  const ends: number[] = [];
+  const client = Object.create(cluster) as MemoryCluster;
+  client.execute = async write => {
+    await new Promise(resolve => setTimeout(resolve, writeMs));
+    return cluster.execute(write);
+  };
+  const reconciler = new Reconciler({
+    client,
+    compile: snapshot => {
+      compiles.push(performance.now());
+      return compile(snapshot);
+    },
+    settings: { ...settings, ...overrides },
+    controllerName: ME,
+    log: {
+      info: (m: string) => {
+        if (!m.startsWith("reconciled:")) return;
+        const end = performance.now();
+        ends.push(end);
+        passes.push({ start: compiles.at(-1)!, end });
+      },
+      warn: () => {},
+      error: () => {},
+    },
+  });
+  t.teardown(() => reconciler.stop());
+  /** until no pass has started for `ms` */
+  const idle = async (ms: number) => {
+    for (let seen = -1; seen !== compiles.length; ) {
+      seen = compiles.length;
+      await sleep(ms);
+    }
+  };
+  return { reconciler, compiles, ends, passes, idle };
+}
+
+const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
+
+t.test(
+  "while watch events keep arriving, passes pause twice as long as the last one took; once quiet, the debounce window again",
+  async t => {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["gw"]);
+    const { reconciler, compiles, passes, idle } = timedReconciler(t, cluster, 30, {
+      debounceMs: 5,
+      maxDebounceMs: 400,
+    });
+    await reconciler.resync();
+    await sleep(300);
+    // A kubectl apply of routes: one every 5 ms for 1.5 s, each a status write (30 ms) and a
+    // change of the Gateway's attached routes.
+    const burstStart = performance.now();
+    for (let i = 0; performance.now() - burstStart < 1500; i++) {
+      cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
+      reconciler.observe("TCPRoute", routeTo(`r${i}`, ["backend"]));
+      await sleep(5);
+    }
+    const burstEnd = performance.now();
+    await idle(600);
+    const during = passes.filter(p => p.start >= burstStart && p.end < burstEnd);
+    t.ok(during.length >= 4, `${during.length} passes during the burst`);
+    // From the second pass on, each saw events arrive while it ran, as did the one before it.
+    const pauses = during.slice(1, -1).map((p, i) => ({
+      took: p.end - p.start,
+      paused: during[i + 2].start - p.end,
+    }));
+    t.ok(pauses.length >= 1, "some pauses measured");
+    for (const { took, paused } of pauses) {
+      t.ok(
+        paused >= Math.min(400, 2 * took) - 15 && paused <= 400 + 100,
+        `paused ${paused.toFixed(0)} ms after a pass of ${took.toFixed(0)} ms (twice that, at most 400)`,
+      );
+    }
+    const everyRoute = cluster.objects
+      .get("TCPRoute")!
+      .every(r => (r as { status?: { parents?: unknown[] } }).status?.parents?.length);
+    t.ok(everyRoute, "every route has its status once the burst is over");
+
+    // Quiet now: one change compiles after the debounce window, not a burst's pause.
+    const before = compiles.length;
+    const changed = performance.now();
+    cluster.add("TCPRoute", routeTo("late", ["backend"]));
+    reconciler.observe("TCPRoute", routeTo("late", ["backend"]));
+    await sleep(150);
+    t.ok(compiles.length > before, "a change in a quiet cluster compiles at once");
+    t.ok(
+      compiles[before] - changed < 100,
+      `compiled ${(compiles[before] - changed).toFixed(0)} ms after`,
+    );
+  },
+);
+
+t.test("what moves traffic does not wait out a burst's pause", async t => {
+  const triggers: [string, ((r: Reconciler) => void) | undefined][] = [
+    ["nothing", undefined],
+    ["agent liveness (schedule())", r => r.schedule()],
+    [
+      "an EndpointSlice change",
+      r =>
+        r.observe("EndpointSlice", {
+          apiVersion: "discovery.k8s.io/v1",
+          kind: "EndpointSlice",
+          metadata: {
+            namespace: "default",
+            name: "backend-abcde",
+            labels: { "kubernetes.io/service-name": "backend" },
+          },
+          endpoints: [{ addresses: ["198.18.5.1"] }],
+        } as KubernetesObject),
+    ],
+  ];
+  for (const [what, trigger] of triggers) {
+    const cluster = new MemoryCluster();
+    seed(cluster, ["gw"]);
+    const { reconciler, compiles, ends } = timedReconciler(t, cluster, 50, {
+      debounceMs: 5,
+      maxDebounceMs: 5000,
+    });
+    await reconciler.resync();
+    await sleep(300);
+    // Routes applied during every pass, until three passes in a row have seen them: the next
+    // pass then waits twice the last one, some 300 ms or more.
+    let i = 0;
+    const feed = setInterval(() => {
+      cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
+      reconciler.observe("TCPRoute", routeTo(`r${i++}`, ["backend"]));
+    }, 5);
+    const start = ends.length;
+    while (ends.length < start + 3) await sleep(5);
+    clearInterval(feed);
+    const ended = ends.at(-1)!;
+    const compiledBefore = compiles.length;
+    trigger?.(reconciler);
+    await sleep(100);
+    const after = ((compiles[compiledBefore] ?? Infinity) - ended).toFixed(0);
+    if (trigger)
+      t.ok(compiles.length > compiledBefore, `${what}: compiled ${after} ms after the pass`);
+    else t.equal(compiles.length, compiledBefore, `${what}: no compile within 100 ms`);
+    reconciler.stop();
+  }
+});
+
 t.test("Services and EndpointSlices no route names compile nothing", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, ["gw"]);
