@@ -4,7 +4,8 @@
  * route's status through @kubernetes/client-node, whose status replace carries the
  * resourceVersion (kubernetes-fluent-client's PatchStatus sends the status alone).
  */
-import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import { customObjectsApi } from "../kube-connections";
 import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { dataplaneConfigProblems } from "./admission-rules";
@@ -161,17 +162,26 @@ function asResponse(error: unknown): unknown {
   return { status: exception.code, statusText: reason ?? "", data };
 }
 
+/** Reads and writes on the process's keep-alive connections (kube-connections.ts): a thousand route statuses are two thousand requests. */
 export const kubeRouteStatusIO: RouteStatusIO = {
   async read(routeKind, namespace, name) {
-    return (await K8s(KINDS[routeKind].model).InNamespace(namespace).Get(name)) as RouteObject;
+    const { group, version, plural } = KINDS[routeKind].gvk;
+    try {
+      return (await customObjectsApi().getNamespacedCustomObject({
+        group,
+        version: version ?? "",
+        namespace,
+        plural: plural ?? "",
+        name,
+      })) as RouteObject;
+    } catch (error) {
+      throw asResponse(error);
+    }
   },
   async replaceStatus(routeKind, route) {
     const { group, version, plural } = KINDS[routeKind].gvk;
-    // Loaded per call, like kubernetes-fluent-client does: KUBECONFIG or the in-cluster account.
-    const config = new KubeConfig();
-    config.loadFromDefault();
     try {
-      return (await config.makeApiClient(CustomObjectsApi).replaceNamespacedCustomObjectStatus({
+      return (await customObjectsApi().replaceNamespacedCustomObjectStatus({
         group,
         version: version ?? "",
         namespace: route.metadata?.namespace ?? "",
@@ -189,7 +199,9 @@ export const kubeRouteStatusIO: RouteStatusIO = {
  * Writes blixt's entries of a route's status.parents and leaves every other controller's as
  * the API server has them: read, replace only blixt's entries, write with the resourceVersion
  * read; on a conflict (someone wrote in between) read again and redo, up to `attempts` times.
- * Returns the route as stored (as read, when nothing needed writing).
+ * `stored`, the route as the watch last gave it, stands in for the first read: the write
+ * carries its resourceVersion, so a stale copy costs one conflict, never another
+ * controller's entry. Returns the route as stored (as read, when nothing needed writing).
  */
 export async function writeRouteParents(
   route: { kind: RouteKind; namespace: string; name: string },
@@ -197,9 +209,13 @@ export async function writeRouteParents(
   controllerName: string,
   io: RouteStatusIO = kubeRouteStatusIO,
   attempts = 5,
+  stored?: RouteObject,
 ): Promise<RouteObject> {
   for (let attempt = 1; ; attempt++) {
-    const current = await io.read(route.kind, route.namespace, route.name);
+    const current =
+      attempt === 1 && stored?.metadata?.resourceVersion
+        ? stored
+        : await io.read(route.kind, route.namespace, route.name);
     const parents = routeParents(current.status?.parents, ours, controllerName);
     if (sameJSON(parents, current.status?.parents ?? [])) return current;
     try {
@@ -241,7 +257,7 @@ export function kubeClusterClient(
 
     ...(agentNamespace ? { certificateCopies: () => listCertificateCopies(agentNamespace) } : {}),
 
-    async execute(write) {
+    async execute(write, stored) {
       switch (write.op) {
         case "applyDataplaneConfig": {
           // The webhook does not see the controller's own writes (its matchConditions, so a
@@ -281,6 +297,9 @@ export function kubeClusterClient(
               { kind: write.kind, namespace: write.namespace ?? "", name: write.name },
               ours,
               controllerName,
+              kubeRouteStatusIO,
+              5,
+              stored as RouteObject | undefined,
             );
           }
           // A Gateway's and a GatewayClass's status is wholly their controller's: a merge patch.

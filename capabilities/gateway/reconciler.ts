@@ -41,8 +41,12 @@ export interface ClusterClient {
   secrets(refs: SecretRef[]): Promise<SecretRead[]>;
   /** The certificate copies in the release namespace (metadata only), when blixt makes them. */
   certificateCopies?(): Promise<KubernetesObject[]>;
-  /** Makes one write; returns the object as the API server left it, when it says. */
-  execute(write: Write): Promise<KubernetesObject | undefined>;
+  /**
+   * Makes one write; returns the object as the API server left it, when it says. `stored` is
+   * the written object as the store holds it (for a status write): a client may start from it
+   * instead of reading it again.
+   */
+  execute(write: Write, stored?: KubernetesObject): Promise<KubernetesObject | undefined>;
 }
 
 /** One certificateRef's read: the Secret, or nothing (it does not exist), or why it was not read. */
@@ -593,7 +597,11 @@ export class Reconciler {
           }
           const target = targetKey(writeTarget(write));
           try {
-            const updated = await client.execute(write);
+            const stored =
+              write.op === "patchStatus"
+                ? this.store.get<KubernetesObject>(write.kind, write.namespace, write.name)
+                : undefined;
+            const updated = await client.execute(write, stored);
             this.#record(write, updated);
             succeededTargets.add(target);
           } catch (error) {

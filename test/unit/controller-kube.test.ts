@@ -111,6 +111,37 @@ t.test(
   },
 );
 
+t.test("the stored copy stands in for the first read: no read when it is current", async t => {
+  const route = memoryRoute();
+  route.foreignWrite(entry("example.com/other", "theirs"));
+  const written = await writeRouteParents(
+    { kind: "TCPRoute", namespace: "default", name: "db" },
+    [entry(ME, "gw")],
+    ME,
+    route.io,
+    5,
+    structuredClone(route.stored),
+  );
+  t.same(route.log, ["write"]);
+  t.same(written.status?.parents, [entry(ME, "gw"), entry("example.com/other", "theirs")]);
+});
+
+t.test("a stale stored copy: 409, read, write; the entry written since is kept", async t => {
+  const route = memoryRoute();
+  const stale = structuredClone(route.stored);
+  route.foreignWrite(entry("example.com/other", "theirs"));
+  const written = await writeRouteParents(
+    { kind: "TCPRoute", namespace: "default", name: "db" },
+    [entry(ME, "gw")],
+    ME,
+    route.io,
+    5,
+    stale,
+  );
+  t.same(route.log, ["409", "read", "write"]);
+  t.same(written.status?.parents, [entry(ME, "gw"), entry("example.com/other", "theirs")]);
+});
+
 t.test("nothing to change: read, no write", async t => {
   const route = memoryRoute();
   route.foreignWrite(entry("example.com/other", "theirs"));
