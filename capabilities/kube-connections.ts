@@ -4,10 +4,10 @@
  * and @kubernetes/client-node's `KubeConfig.makeApiClient` give every request an agent of its
  * own, so every request opens a TCP connection and makes a TLS handshake with the API server.
  * For a watch that does not matter; for the controller's status writes, a thousand of them
- * when a thousand routes are applied, the handshakes cost the API server and the controller
- * more than the writes do (bench figures in the notes of the scale issue). Authentication stays
- * the library's own (client certificates, token files read again as they rotate); only the
- * agent it makes is swapped for one kept per set of TLS options.
+ * when a thousand routes are applied, the handshakes cost the controller several times what
+ * the requests do, and the API server about as much (bench/requests.ts; bench/REPORT.md, "API
+ * requests"). Authentication stays the library's own (client certificates, token files read
+ * again as they rotate); only the agent it makes is swapped for one kept per set of TLS options.
  */
 import https from "node:https";
 import {
