@@ -281,6 +281,9 @@ export class Reconciler {
   #running?: Promise<ReconcileResult>;
   /** When the pending timer fires (epoch ms): an urgent schedule() may bring it forward. */
   #timerDue = 0;
+  /** A burst's pause is pending: it ends early once configuration has been quiet for a while. */
+  #pausing = false;
+  #quietTimer?: NodeJS.Timeout;
   /** Something asked for a pass while one ran (a retry, a relist, agent liveness): the next one comes soon. */
   #rerun = false;
   /** The pass that ran wrote tables: the next one reports on them. */
@@ -342,7 +345,25 @@ export class Reconciler {
       this.#changedDuringPass = true;
       if (urgent) this.#urgentDuringPass = true;
       if (BURST_KINDS.has(kind)) this.#burstChanges++;
-    } else if (urgent || !this.#timer) this.schedule();
+    } else {
+      if (this.#pausing && BURST_KINDS.has(kind)) this.#armQuiet();
+      if (urgent || !this.#timer) this.schedule();
+    }
+  }
+
+  /**
+   * The burst's pause ends once no configuration has changed for four debounce windows (at
+   * least 250 ms): the last pass after a `kubectl apply` does not wait out the whole pause.
+   */
+  #armQuiet(): void {
+    clearTimeout(this.#quietTimer);
+    this.#quietTimer = setTimeout(
+      () => {
+        this.#quietTimer = undefined;
+        if (this.#pausing) this.schedule(0);
+      },
+      Math.max(4 * this.#deps.settings.debounceMs, 250),
+    );
   }
 
   /**
@@ -405,6 +426,8 @@ export class Reconciler {
     this.#timerDue = due;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
+      this.#pausing = false;
+      clearTimeout(this.#quietTimer);
       void this.reconcile();
     }, delayMs);
   }
@@ -450,6 +473,7 @@ export class Reconciler {
     this.#stopped = true;
     clearInterval(this.#resyncEvery);
     clearTimeout(this.#timer);
+    clearTimeout(this.#quietTimer);
     clearTimeout(this.#resyncTimer);
     clearTimeout(this.#retryTimer);
     this.#timer = undefined;
@@ -476,7 +500,12 @@ export class Reconciler {
         this.#followUp = false;
         this.#changedDuringPass = false;
         this.#urgentDuringPass = false;
-        this.schedule(this.#nextDelay(performance.now() - started, urgent));
+        const delay = this.#nextDelay(performance.now() - started, urgent);
+        this.schedule(delay);
+        if (delay > this.#deps.settings.debounceMs) {
+          this.#pausing = true;
+          this.#armQuiet();
+        }
       }
     });
     return this.#running;

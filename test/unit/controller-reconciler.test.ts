@@ -362,6 +362,40 @@ t.test("what moves traffic does not wait out a burst's pause", async t => {
   }
 });
 
+t.test("once configuration stops changing, a burst's pause ends after a quiet spell", async t => {
+  const cluster = new MemoryCluster();
+  seed(cluster, ["gw"]);
+  const { reconciler, compiles, passes } = timedReconciler(t, cluster, 120, {
+    debounceMs: 5,
+    maxDebounceMs: 5000,
+  });
+  await reconciler.resync();
+  await sleep(300);
+  let i = 0;
+  let lastEvent = 0;
+  const feed = setInterval(() => {
+    cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
+    reconciler.observe("TCPRoute", routeTo(`r${i++}`, ["backend"]));
+    lastEvent = performance.now();
+  }, 20);
+  const start = passes.length;
+  while (passes.length < start + 3) await sleep(5);
+  clearInterval(feed);
+  // The pass running (or the last one) saw the burst: the pass after it would wait twice its time.
+  while (passes.at(-1)!.end < lastEvent) await sleep(5);
+  const last = passes.at(-1)!;
+  const compiledBefore = compiles.length;
+  await sleep(1000);
+  t.ok(compiles.length > compiledBefore, "the routes applied last are compiled");
+  const waited = compiles[compiledBefore] - Math.max(last.end, lastEvent);
+  const pause = 2 * (last.end - last.start);
+  t.ok(pause >= 500, `the pause would have been ${pause.toFixed(0)} ms`);
+  t.ok(
+    waited >= 200 && waited < 500,
+    `the next pass came ${waited.toFixed(0)} ms after all was quiet`,
+  );
+});
+
 t.test("Services and EndpointSlices no route names compile nothing", async t => {
   const cluster = new MemoryCluster();
   seed(cluster, ["gw"]);
