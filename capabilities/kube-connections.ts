@@ -19,6 +19,8 @@ import {
   type SecurityAuthentication,
 } from "@kubernetes/client-node";
 
+/** An idle kept-alive connection is closed after this long (so is one to an API server gone quiet). */
+const IDLE_TIMEOUT_MS = 60_000;
 const TLS_OPTIONS = ["ca", "cert", "key", "pfx", "passphrase", "rejectUnauthorized"] as const;
 
 function sameOption(a: unknown, b: unknown): boolean {
@@ -53,8 +55,8 @@ export class KeepAliveAuthentication implements SecurityAuthentication {
       this.#options &&
       TLS_OPTIONS.every(key => sameOption(this.#options![key], options[key]));
     if (!same) {
-      this.#agent?.destroy();
-      this.#agent = new https.Agent({ ...options, keepAlive: true });
+      // The old agent's requests finish on it; its idle connections close after the timeout.
+      this.#agent = new https.Agent({ ...options, keepAlive: true, timeout: IDLE_TIMEOUT_MS });
       this.#options = options;
       this.agentsMade++;
     }
