@@ -568,20 +568,24 @@ export const FAILOVER_BEGIN = "<!-- kind-failover:begin -->";
 export const FAILOVER_END = "<!-- kind-failover:end -->";
 export const AGENT_FANOUT_BEGIN = "<!-- agent-fanout:begin -->";
 export const AGENT_FANOUT_END = "<!-- agent-fanout:end -->";
+export const API_REQUESTS_BEGIN = "<!-- api-requests:begin -->";
+export const API_REQUESTS_END = "<!-- api-requests:end -->";
 
 /**
- * The blocks other scripts write into the report (hack/e2e-figures.ts; bench/agent-fanout.ts),
- * which a bench run carries over.
+ * The blocks other scripts write into the report (hack/e2e-figures.ts; bench/agent-fanout.ts;
+ * bench/requests.ts), which a bench run carries over.
  */
 export const CARRIED_BLOCKS: readonly (readonly [string, string])[] = [
   [E2E_BEGIN, E2E_END],
   [FAILOVER_BEGIN, FAILOVER_END],
   [AGENT_FANOUT_BEGIN, AGENT_FANOUT_END],
+  [API_REQUESTS_BEGIN, API_REQUESTS_END],
 ];
 
 /**
  * The blocks of an earlier report that other scripts wrote (the local cluster's figures, kind's
- * failover figures, the agent-fanout figures; markers included), in that order, if it has any.
+ * failover figures, the agent-fanout figures, the API request figures; markers included), in
+ * that order, if it has any.
  */
 export function e2eBlock(previous: string | undefined): string | undefined {
   if (!previous) return undefined;

@@ -18,13 +18,14 @@ import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { K8s } from "kubernetes-fluent-client";
 import { KINDS } from "../capabilities/gateway/kinds.js";
 import { keepAliveClient } from "../capabilities/kube-connections.js";
+import { API_REQUESTS_BEGIN, API_REQUESTS_END } from "./report.js";
 import { findBinaries, startApiServer } from "../test/lib/apiserver.js";
 
 const requests = Number(process.argv[2] ?? 200);
 const rounds = Number(process.argv[3] ?? 5);
 const reportFile = process.argv[4] ?? "bench/REPORT.md";
-const BEGIN = "<!-- api-requests:begin -->";
-const END = "<!-- api-requests:end -->";
+const BEGIN = API_REQUESTS_BEGIN;
+const END = API_REQUESTS_END;
 
 /** CPU seconds (user + system) of the process listening as the API server on `port`. */
 function apiServerCpu(port: number): () => number {
