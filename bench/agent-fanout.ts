@@ -15,7 +15,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { Command } from "commander";
 import type { DataplaneConfig } from "../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { withBenchAgent } from "./apply.js";
-import { AGENT_FANOUT_BEGIN, AGENT_FANOUT_END } from "./report.js";
+import { AGENT_FANOUT_BEGIN, AGENT_FANOUT_END, withCarriedBlock } from "./report.js";
 
 const BEGIN = AGENT_FANOUT_BEGIN;
 const END = AGENT_FANOUT_END;
@@ -168,14 +168,7 @@ async function main(): Promise<void> {
   lines.push(END);
   const block = lines.join("\n");
   const report = existsSync(reportFile) ? readFileSync(reportFile, "utf8") : "";
-  const begin = report.indexOf(BEGIN);
-  const end = report.indexOf(END);
-  writeFileSync(
-    reportFile,
-    begin >= 0 && end > begin
-      ? report.slice(0, begin) + block + report.slice(end + END.length)
-      : `${report.trimEnd()}\n\n${block}\n`,
-  );
+  writeFileSync(reportFile, withCarriedBlock(report, [BEGIN, END], block));
   console.error(`agent-fanout: wrote ${reportFile}`);
 }
 

@@ -583,6 +583,22 @@ export const CARRIED_BLOCKS: readonly (readonly [string, string])[] = [
 ];
 
 /**
+ * `report` with `block` (its markers `begin` and `end` included) in place of the block there, or
+ * after its end when it has none.
+ */
+export function withCarriedBlock(
+  report: string,
+  [begin, end]: readonly [string, string],
+  block: string,
+): string {
+  const at = report.indexOf(begin);
+  const until = report.indexOf(end, at);
+  return at >= 0 && until > at
+    ? report.slice(0, at) + block + report.slice(until + end.length)
+    : `${report.trimEnd()}\n\n${block}\n`;
+}
+
+/**
  * The blocks of an earlier report that other scripts wrote (the local cluster's figures, kind's
  * failover figures, the agent-fanout figures, the API request figures; markers included), in
  * that order, if it has any.

@@ -18,7 +18,7 @@ import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { K8s } from "kubernetes-fluent-client";
 import { KINDS } from "../capabilities/gateway/kinds.js";
 import { keepAliveClient } from "../capabilities/kube-connections.js";
-import { API_REQUESTS_BEGIN, API_REQUESTS_END } from "./report.js";
+import { API_REQUESTS_BEGIN, API_REQUESTS_END, withCarriedBlock } from "./report.js";
 import { findBinaries, startApiServer } from "../test/lib/apiserver.js";
 
 const requests = Number(process.argv[2] ?? 200);
@@ -133,14 +133,7 @@ async function main() {
     ].join("\n");
     console.log(block);
     const report = existsSync(reportFile) ? readFileSync(reportFile, "utf8") : "";
-    const begin = report.indexOf(BEGIN);
-    const end = report.indexOf(END);
-    writeFileSync(
-      reportFile,
-      begin >= 0 && end > begin
-        ? report.slice(0, begin) + block + report.slice(end + END.length)
-        : `${report.trimEnd()}\n\n${block}\n`,
-    );
+    writeFileSync(reportFile, withCarriedBlock(report, [BEGIN, END], block));
     process.stderr.write(`requests: wrote ${reportFile}\n`);
   } finally {
     for (const fn of teardowns) await fn();

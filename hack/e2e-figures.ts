@@ -12,6 +12,7 @@
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Command } from "commander";
+import { withCarriedBlock } from "../bench/report.js";
 import { barChart, type Bar } from "../bench/svg.js";
 
 export const BEGIN = "<!-- e2e-figures:begin -->";
@@ -203,12 +204,7 @@ export function fanoutBars(figures: Figure[]): Bar[] {
 
 /** The report with the block of that kind replaced, or appended when it has none. */
 export function withBlock(report: string, block: string, kind: BlockKind = "local"): string {
-  const [BEGIN_, END_] = MARKERS[kind];
-  const begin = report.indexOf(BEGIN_);
-  const end = report.indexOf(END_);
-  if (begin >= 0 && end > begin)
-    return report.slice(0, begin) + block + report.slice(end + END_.length);
-  return `${report.trimEnd()}\n\n${block}\n`;
+  return withCarriedBlock(report, MARKERS[kind], block);
 }
 
 function main(): void {
