@@ -250,20 +250,13 @@ const URGENT_KINDS: ReadonlySet<WatchedKind> = new Set([
   "AgentPod",
 ]);
 /**
- * Configuration, which users apply by the hundred: BURST_CHANGES of them or more while each of
- * two passes in a row ran make a burst. (A DataplaneConfig's change is an agent acknowledging
- * the controller's own write: neither.)
+ * Configuration (every other watched kind but DataplaneConfig, whose change is an agent
+ * acknowledging the controller's own write), which users apply by the hundred: BURST_CHANGES
+ * of them or more while each of two passes in a row ran make a burst.
  */
-const BURST_KINDS: ReadonlySet<WatchedKind> = new Set([
-  "GatewayClass",
-  "Gateway",
-  "ListenerSet",
-  "TCPRoute",
-  "UDPRoute",
-  "HTTPRoute",
-  "ReferenceGrant",
-  "Namespace",
-]);
+const BURST_KINDS: ReadonlySet<WatchedKind> = new Set(
+  WATCHED_KINDS.filter(kind => !URGENT_KINDS.has(kind) && kind !== "DataplaneConfig"),
+);
 const BURST_CHANGES = 10;
 
 export class Reconciler {
@@ -357,6 +350,7 @@ export class Reconciler {
    */
   #armQuiet(): void {
     clearTimeout(this.#quietTimer);
+    if (this.#stopped) return;
     this.#quietTimer = setTimeout(
       () => {
         this.#quietTimer = undefined;

@@ -258,6 +258,28 @@ function timedReconciler(
 
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms));
 
+/**
+ * Routes applied as a `kubectl apply` would: `perTick` new TCPRoutes every `everyMs`, each
+ * created in the cluster and its watch event given to the reconciler, until stopped.
+ */
+function applyRoutes(
+  cluster: MemoryCluster,
+  reconciler: Reconciler,
+  everyMs: number,
+  perTick = 1,
+): { stop(): void; lastAt(): number } {
+  let i = 0;
+  let last = 0;
+  const timer = setInterval(() => {
+    for (let k = 0; k < perTick; k++, i++) {
+      cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
+      reconciler.observe("TCPRoute", routeTo(`r${i}`, ["backend"]));
+    }
+    last = performance.now();
+  }, everyMs);
+  return { stop: () => clearInterval(timer), lastAt: () => last };
+}
+
 t.test(
   "while watch events keep arriving, passes pause twice as long as the last one took; once quiet, the debounce window again",
   async t => {
@@ -273,13 +295,10 @@ t.test(
     // change of the Gateway's attached routes.
     const burstStart = performance.now();
     // Two at a time, so that a slow timer on a busy machine still brings ten or more a pass.
-    for (let i = 0; performance.now() - burstStart < 1500; ) {
-      for (let k = 0; k < 2; k++, i++) {
-        cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
-        reconciler.observe("TCPRoute", routeTo(`r${i}`, ["backend"]));
-      }
-      await sleep(5);
-    }
+    const routes = applyRoutes(cluster, reconciler, 5, 2);
+    t.teardown(routes.stop);
+    await sleep(1500);
+    routes.stop();
     const burstEnd = performance.now();
     const statused = () =>
       cluster.objects
@@ -349,16 +368,13 @@ t.test("what moves traffic does not wait out a burst's pause", async t => {
     await sleep(300);
     // Routes applied during every pass, until three passes in a row have seen them: the next
     // pass then waits twice the last one, some 300 ms or more.
-    let i = 0;
     // One every 5 ms: fewer than the writes (8 at a time, 50 ms each) can take, so no pass is
     // left writing a backlog after the test.
-    const feed = setInterval(() => {
-      cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
-      reconciler.observe("TCPRoute", routeTo(`r${i++}`, ["backend"]));
-    }, 5);
+    const routes = applyRoutes(cluster, reconciler, 5);
+    t.teardown(routes.stop);
     const start = ends.length;
     while (ends.length < start + 3) await sleep(5);
-    clearInterval(feed);
+    routes.stop();
     const ended = ends.at(-1)!;
     const compiledBefore = compiles.length;
     trigger?.(reconciler);
@@ -380,13 +396,8 @@ t.test("once configuration stops changing, a burst's pause ends after a quiet sp
   });
   await reconciler.resync();
   await sleep(300);
-  let i = 0;
-  let lastEvent = 0;
-  const feed = setInterval(() => {
-    cluster.add("TCPRoute", routeTo(`r${i}`, ["backend"]));
-    reconciler.observe("TCPRoute", routeTo(`r${i++}`, ["backend"]));
-    lastEvent = performance.now();
-  }, 20);
+  const routes = applyRoutes(cluster, reconciler, 20);
+  t.teardown(routes.stop);
   const start = passes.length;
   while (passes.length < start + 3) await sleep(5);
   // The burst's last routes arrive while a pass runs: that pass ends busy, and the one after
@@ -395,8 +406,8 @@ t.test("once configuration stops changing, a burst's pause ends after a quiet sp
   while (compiles.length === compiled) await sleep(1);
   const running = passes.length;
   await sleep(300); // some 15 routes: a burst's ten or more
-  clearInterval(feed);
-  const stopped = lastEvent;
+  routes.stop();
+  const stopped = routes.lastAt();
   while (passes.length === running) await sleep(5);
   const last = passes.at(-1)!;
   t.ok(stopped < last.end, "the last routes came while the pass ran");

@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// KeepAliveAuthentication (capabilities/kube-connections.ts) without an API server: the library
+// authenticates each request, and the agent it makes is replaced by one kept while the TLS
+// options stay the same. test/apiserver/kube-connections.test.ts counts real connections.
+import t from "tap";
+import https from "node:https";
+import { HttpMethod, KubeConfig, RequestContext } from "@kubernetes/client-node";
+import { KeepAliveAuthentication } from "../../capabilities/kube-connections";
+
+function config(ca: string, token: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      { name: "c", server: "https://198.18.0.2:6443", caData: Buffer.from(ca).toString("base64") },
+    ],
+    users: [{ name: "u", token }],
+    contexts: [{ name: "x", cluster: "c", user: "u" }],
+    currentContext: "x",
+  });
+  return kc;
+}
+
+async function applied(auth: KeepAliveAuthentication) {
+  const context = new RequestContext("https://198.18.0.2:6443/api", HttpMethod.GET);
+  await auth.applySecurityAuthentication(context);
+  return context;
+}
+
+t.test("one kept-alive agent while the TLS options stay; a new one when they change", async t => {
+  const kc = config("first CA", "token-1");
+  const auth = new KeepAliveAuthentication(kc);
+  const a = await applied(auth);
+  const b = await applied(auth);
+  const agent = a.getAgent() as https.Agent;
+  t.ok(agent instanceof https.Agent, "an HTTPS agent");
+  t.equal(b.getAgent(), agent, "the second request gets the same agent");
+  t.equal((agent as unknown as { keepAlive: boolean }).keepAlive, true, "it keeps connections");
+  t.equal(a.getHeaders().Authorization, "Bearer token-1", "the library's authentication stands");
+
+  // A new user token changes no TLS option: the same agent, the new header.
+  kc.users[0] = { ...kc.users[0], token: "token-2" } as never;
+  const c = await applied(auth);
+  t.equal(c.getAgent(), agent);
+  t.equal(c.getHeaders().Authorization, "Bearer token-2");
+
+  // A new CA (a rotated cluster certificate): a new agent.
+  kc.clusters[0] = {
+    ...kc.clusters[0],
+    caData: Buffer.from("second CA").toString("base64"),
+  } as never;
+  const d = await applied(auth);
+  t.not(d.getAgent(), agent, "another agent for another CA");
+  t.equal(auth.agentsMade, 2);
+});
