@@ -112,12 +112,33 @@ export interface LeaseLike {
 }
 
 /**
- * Coming back to a current view after a failure, no Lease lapses for this many of its durations:
- * an API server that has just returned is slow for a while with every client's relists, and
- * a renewal of the announcer that lands a little late is no reason to move its addresses. A
- * node that really died meanwhile is taken over this much later.
+ * Coming back to a current view after a failure, no Lease lapses for at least this many of its
+ * durations: an API server that has just returned is slow for a while with every client's
+ * relists, and a renewal of the announcer that lands a little late is no reason to move its
+ * addresses. A node that really died meanwhile is taken over this much later.
  */
 export const RETURN_GRACE_DURATIONS = 3;
+
+/**
+ * The longest return grace, ms. After a longer outage the grace is as long as the view saw
+ * nothing (`returnGraceMs`), up to this: the time client-go's reflectors (kube-proxy's among
+ * them) may take to retry at their longest backoff (30 s, jittered up to twice that).
+ */
+export const RETURN_GRACE_MAX_MS = 60_000;
+
+/**
+ * How long no Lease lapses after a view comes back (ms): RETURN_GRACE_DURATIONS of the longest
+ * Lease duration, or as long as the view saw no renewal at all (`awayMs`) when that is longer,
+ * up to RETURN_GRACE_MAX_MS. The nodes do not come back together: a stopped API server takes its
+ * address out of the `kubernetes` Service, and each node reaches it again only once its own
+ * kube-proxy has seen it back, which its reflector retries with a backoff that grew over the
+ * outage (on kind, after 40 s away, one node's agent renewed 2.8 s after another's; with a
+ * grace of three durations a slower run still saw an address move). Pure.
+ */
+export function returnGraceMs(longestDurationMs: number, awayMs: number): number {
+  const away = Number.isFinite(awayMs) ? Math.max(awayMs, 0) : 0;
+  return Math.max(RETURN_GRACE_DURATIONS * longestDurationMs, Math.min(away, RETURN_GRACE_MAX_MS));
+}
 
 interface Seen {
   node: string;
@@ -141,24 +162,28 @@ export class LiveNodes {
   #newest = Number.NEGATIVE_INFINITY;
   #current = false;
   #everCurrent = false;
-  /** monotonic ms before which no Lease lapses: RETURN_GRACE_DURATIONS after a return */
+  /** monotonic ms before which no Lease lapses: returnGraceMs after a return */
   #graceUntil = Number.NEGATIVE_INFINITY;
   readonly #now: () => number;
   readonly #wall: () => number;
   readonly #onBridge: ((silenceMs: number, nodes: string[]) => void) | undefined;
+  readonly #onReturn: ((awayMs: number, graceMs: number) => void) | undefined;
 
   /**
    * `onBridge` hears of every silence of the watch that carried Leases over (#bridgeSilence):
-   * how long it was and whose Leases, for the log.
+   * how long it was and whose Leases, for the log. `onReturn` hears of every return to a current
+   * view after a failure: how long no renewal was seen, and the return grace it gives.
    */
   constructor(
     now: () => number = () => performance.now(),
     wall: () => number = Date.now,
     onBridge?: (silenceMs: number, nodes: string[]) => void,
+    onReturn?: (awayMs: number, graceMs: number) => void,
   ) {
     this.#now = now;
     this.#wall = wall;
     this.#onBridge = onBridge;
+    this.#onReturn = onReturn;
   }
 
   /** A Lease was listed, created or renewed. */
@@ -219,7 +244,8 @@ export class LiveNodes {
    * Whether the view is current: set after a list, cleared when the watch fails. Coming back
    * after a failure, every Lease counts as seen now: renewals made while this agent could not
    * see them (or while the API server was away for everyone) are not lapses, and a node gets
-   * RETURN_GRACE_DURATIONS of its duration to be seen renewing again before its addresses move.
+   * the return grace (returnGraceMs: three of its durations, or as long as this view saw no
+   * renewal, up to a minute) to be seen renewing again before its addresses move.
    */
   set current(value: boolean) {
     if (value && !this.#current && this.#everCurrent) {
@@ -229,8 +255,11 @@ export class LiveNodes {
         seen.at = now;
         longest = Math.max(longest, seen.durationMs);
       }
+      const away = now - this.#newest;
+      const grace = returnGraceMs(longest, away);
       this.#newest = now;
-      this.#graceUntil = now + RETURN_GRACE_DURATIONS * longest;
+      this.#graceUntil = now + grace;
+      this.#onReturn?.(Number.isFinite(away) ? Math.round(away) : 0, grace);
     }
     if (value) this.#everCurrent = true;
     this.#current = value;

@@ -191,11 +191,19 @@ function startLeases(
   changed: () => void,
   regained: () => void,
 ) {
-  const view = new LiveNodes(undefined, undefined, (silenceMs, nodes) =>
-    log.info(
-      { silenceMs, nodes: nodes.join(",") },
-      "the watch of the agent Leases was silent, a stall: these Leases count as renewed now, so the renewals it held back lapse nobody",
-    ),
+  const view = new LiveNodes(
+    undefined,
+    undefined,
+    (silenceMs, nodes) =>
+      log.info(
+        { silenceMs, nodes: nodes.join(",") },
+        "the watch of the agent Leases was silent, a stall: these Leases count as renewed now, so the renewals it held back lapse nobody",
+      ),
+    (awayMs, graceMs) =>
+      log.info(
+        { awayMs, graceMs },
+        "the agent Leases are in view again: no Lease lapses during the return grace, while the nodes reach the API server again",
+      ),
   );
   const holder = new LeaseHolder({
     namespace,

@@ -135,10 +135,17 @@ export function gatewayController({ env }: { env: NodeJS.ProcessEnv }): GatewayC
   // lapsed loses its addresses here too, one Lease duration after it stopped, not when
   // Kubernetes marks it NotReady (40 s and more).
   const leaseView = settings.agentNamespace
-    ? new LiveNodes(undefined, undefined, (silenceMs, nodes) =>
-        Log.info(
-          `agent Leases: the watch was silent ${silenceMs} ms, a stall: ${nodes.join(",")} count as renewed now, so the renewals it held back lapse nobody`,
-        ),
+    ? new LiveNodes(
+        undefined,
+        undefined,
+        (silenceMs, nodes) =>
+          Log.info(
+            `agent Leases: the watch was silent ${silenceMs} ms, a stall: ${nodes.join(",")} count as renewed now, so the renewals it held back lapse nobody`,
+          ),
+        (awayMs, graceMs) =>
+          Log.info(
+            `agent Leases: in view again after ${awayMs} ms without a renewal; no Lease lapses for ${graceMs} ms, while the nodes reach the API server again`,
+          ),
       )
     : undefined;
   const reconciler = new Reconciler({

@@ -207,6 +207,26 @@ async function blixtPods(
 
 const controllerPods = () => blixtPods("controller");
 
+/**
+ * When an address moved that should not have: the controller's and the agents' log lines about
+ * the agent Leases since `since` (ms), as comments, to tell whose renewal came late.
+ */
+async function commentLeaseLog(t: Test, since: number): Promise<void> {
+  const seconds = `${Math.ceil((Date.now() - since) / 1000) + 5}s`;
+  for (const pod of [...(await controllerPods()), ...(await blixtPods("agent"))]) {
+    const out = await kubectl(
+      "-n",
+      process.env.BLIXT_NAMESPACE ?? "blixt-system",
+      "logs",
+      pod.name,
+      `--since=${seconds}`,
+    ).catch((error: Error) => error.message);
+    const lines = out.split("\n").filter(l => /Lease|renew/.test(l));
+    t.comment(`${pod.name} on ${pod.node}: ${lines.length} lines about Leases`);
+    for (const line of lines.slice(-40)) t.comment(`  ${line.slice(0, 400)}`);
+  }
+}
+
 /** The nodes where a ready agent Pod runs (not being deleted). */
 async function readyAgentNodes(): Promise<Set<string>> {
   return new Set((await blixtPods("agent")).filter(p => p.ready && !p.deleting).map(p => p.node));
@@ -758,10 +778,17 @@ spec:
     "failover: API server away, longest UDP silence",
     silenceAfter(apiStoppedAt).longest,
   );
-  // Every agent reconnects, and gives every Lease three durations (6 s) to be seen renewing
-  // again: nothing may have moved once that grace is over.
-  await new Promise(resolve => setTimeout(resolve, 8000));
-  t.equal(await announcingNode(), next, "nothing moved when the API server returned");
+  // Every agent and the controller reconnect, and give every Lease a grace to be seen renewing
+  // again as long as they saw no renewal (up to a minute; agent/leases.ts returnGraceMs): the
+  // nodes reach the API server again one after another, each once its kube-proxy has seen the
+  // API server's address back in the `kubernetes` Service. Nothing may have moved once that
+  // grace is over.
+  const graceMs = Math.min(upAt - apiStoppedAt, 60_000) + 10_000;
+  t.comment(`waiting ${Math.round(graceMs / 1000)} s: the return grace, and 10 s more`);
+  await new Promise(resolve => setTimeout(resolve, graceMs));
+  const announcerAfter = await announcingNode();
+  if (announcerAfter !== next) await commentLeaseLog(t, apiStoppedAt);
+  t.equal(announcerAfter, next, "nothing moved when the API server returned");
   t.equal(await neighbourMac(address), nextMac, "and the ARP entry stayed");
 
   // The announcer alone cut off from the API server (its node and agent run on, every other

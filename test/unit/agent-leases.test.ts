@@ -18,6 +18,7 @@ import {
   LiveNodes,
   LivenessNotifier,
   microTime,
+  returnGraceMs,
 } from "../../capabilities/agent/leases";
 import { desiredState } from "../../capabilities/agent/desired";
 import { rendezvousPick } from "../../capabilities/rendezvous";
@@ -180,7 +181,7 @@ t.test("after a watch failure nothing is judged, and every node gets a duration 
   view.current = true;
   view.current = false;
   t.equal(view.liveness(), undefined, "a view that is not current judges nothing");
-  c.advance(60_000); // the API server was away; nobody's renewals could be seen
+  c.advance(1_500); // the watch failed and relisted; nobody's renewals could be seen meanwhile
   view.current = true;
   t.same(
     [...view.liveness()!.live].sort(),
@@ -210,6 +211,62 @@ t.test("after a watch failure nothing is judged, and every node gets a duration 
     "and lapsed, as a renewal of a was seen after its end",
   );
 });
+
+t.test(
+  "after a long outage the return grace is as long as the view saw nothing, up to a minute",
+  async t => {
+    t.equal(returnGraceMs(2000, 1500), 6000, "a short failure: three durations");
+    t.equal(returnGraceMs(2000, 42_000), 42_000, "42 s without a renewal: 42 s");
+    t.equal(returnGraceMs(2000, 600_000), 60_000, "ten minutes away: a minute");
+    t.equal(returnGraceMs(30_000, 42_000), 90_000, "three long durations are more than the outage");
+    t.equal(
+      returnGraceMs(2000, Number.POSITIVE_INFINITY),
+      6000,
+      "never saw a renewal: three durations",
+    );
+
+    // The API server stopped for 40 s; the nodes reach it again one after another (each node's
+    // kube-proxy must see its address back): b renews 9 s after a and the view came back.
+    const c = clock();
+    const returns: [number, number][] = [];
+    const view = new LiveNodes(c.now, c.wall, undefined, (away, grace) =>
+      returns.push([away, grace]),
+    );
+    view.observe(lease("a", microTime(new Date(c.wall()))));
+    view.observe(lease("b", microTime(new Date(c.wall()))));
+    view.current = true;
+    t.same(returns, [], "the first current view is no return");
+    c.advance(30_000); // the watch silent until its connection is found dead
+    view.current = false;
+    c.advance(10_000);
+    view.current = true;
+    t.same(returns, [[40_000, 40_000]], "the return is reported: 40 s away, 40 s of grace");
+    for (let i = 0; i < 18; i++) {
+      c.advance(500);
+      view.observe(lease("a", microTime(new Date(c.wall()))));
+    }
+    t.same([...view.liveness()!.lapsed], [], "9 s on, a renewing alone: b is not lapsed");
+    view.observe(lease("b", microTime(new Date(c.wall()))));
+    t.same([...view.liveness()!.live].sort(), ["a", "b"], "b's late renewal keeps it live");
+
+    // A node that died while the API server was away lapses when that grace is over.
+    const d = clock();
+    const dead = new LiveNodes(d.now, d.wall);
+    dead.observe(lease("a", microTime(new Date(d.wall()))));
+    dead.observe(lease("b", microTime(new Date(d.wall()))));
+    dead.current = true;
+    dead.current = false;
+    d.advance(40_000);
+    dead.current = true;
+    let lapsedAt: number | undefined;
+    for (let ms = 500; ms <= 60_000 && lapsedAt === undefined; ms += 500) {
+      d.advance(500);
+      dead.observe(lease("a", microTime(new Date(d.wall()))));
+      if (dead.liveness()!.lapsed.has("b")) lapsedAt = ms;
+    }
+    t.equal(lapsedAt, 40_000, "b, dead, lapses 40 s after the return: as long as it was away");
+  },
+);
 
 t.test(
   "who announces: the controller's choice unless its Lease lapsed, then the rendezvous pick",
