@@ -160,6 +160,8 @@ export class LiveNodes {
   readonly #seen = new Map<string, Seen>();
   /** monotonic ms of the latest renewal this agent saw, of any Lease */
   #newest = Number.NEGATIVE_INFINITY;
+  /** #newest when the view last stopped being current: where an outage's silence began */
+  #newestWhenLost = Number.NEGATIVE_INFINITY;
   #current = false;
   #everCurrent = false;
   /** monotonic ms before which no Lease lapses: returnGraceMs after a return */
@@ -248,6 +250,7 @@ export class LiveNodes {
    * renewal, up to a minute) to be seen renewing again before its addresses move.
    */
   set current(value: boolean) {
+    if (!value && this.#current) this.#newestWhenLost = this.#newest;
     if (value && !this.#current && this.#everCurrent) {
       const now = this.#now();
       let longest = 0;
@@ -255,11 +258,15 @@ export class LiveNodes {
         seen.at = now;
         longest = Math.max(longest, seen.durationMs);
       }
-      const away = now - this.#newest;
+      // Measured from the last renewal seen on the lost view: the relist that brings the view
+      // back may hold renewals of the nodes that reached the API server first.
+      const away = Number.isFinite(this.#newestWhenLost)
+        ? Math.round(now - this.#newestWhenLost)
+        : 0;
       const grace = returnGraceMs(longest, away);
       this.#newest = now;
       this.#graceUntil = now + grace;
-      this.#onReturn?.(Number.isFinite(away) ? Math.round(away) : 0, grace);
+      this.#onReturn?.(away, grace);
     }
     if (value) this.#everCurrent = true;
     this.#current = value;
