@@ -50,6 +50,7 @@ import {
   waitForCondition,
 } from "../lib/cluster.js";
 import { rendezvousPick } from "../../capabilities/rendezvous.js";
+import { LEASE_DEFAULTS, returnGraceMs } from "../../capabilities/agent/leases.js";
 
 RegisterKind(V1Lease, {
   group: "coordination.k8s.io",
@@ -783,7 +784,8 @@ spec:
   // nodes reach the API server again one after another, each once its kube-proxy has seen the
   // API server's address back in the `kubernetes` Service. Nothing may have moved once that
   // grace is over.
-  const graceMs = Math.min(upAt - apiStoppedAt, 60_000) + 10_000;
+  const graceMs =
+    returnGraceMs(LEASE_DEFAULTS.durationSeconds * 1000, upAt - apiStoppedAt) + 10_000;
   t.comment(`waiting ${Math.round(graceMs / 1000)} s: the return grace, and 10 s more`);
   await new Promise(resolve => setTimeout(resolve, graceMs));
   const announcerAfter = await announcingNode();

@@ -39,6 +39,18 @@ function clock(start = Date.parse("2026-12-05T04:00:00Z")) {
   };
 }
 
+/** A current view of the Leases of `nodes`, each renewed now by clock `c`. */
+function currentView(
+  c: ReturnType<typeof clock>,
+  nodes: string[],
+  onReturn?: (awayMs: number, graceMs: number) => void,
+): LiveNodes {
+  const view = new LiveNodes(c.now, c.wall, undefined, onReturn);
+  for (const node of nodes) view.observe(lease(node, microTime(new Date(c.wall()))));
+  view.current = true;
+  return view;
+}
+
 const lease = (node: string, renewTime: string, durationSeconds = 2) => ({
   metadata: { name: leaseName(node) },
   spec: { holderIdentity: node, leaseDurationSeconds: durationSeconds, renewTime },
@@ -175,10 +187,7 @@ t.test("a watch that stalls and speaks again: its burst lapses no one", async t 
 
 t.test("after a watch failure nothing is judged, and every node gets a duration back", async t => {
   const c = clock();
-  const view = new LiveNodes(c.now, c.wall);
-  view.observe(lease("a", microTime(new Date(c.wall()))));
-  view.observe(lease("b", microTime(new Date(c.wall()))));
-  view.current = true;
+  const view = currentView(c, ["a", "b"]);
   view.current = false;
   t.equal(view.liveness(), undefined, "a view that is not current judges nothing");
   c.advance(1_500); // the watch failed and relisted; nobody's renewals could be seen meanwhile
@@ -229,12 +238,7 @@ t.test(
     // kube-proxy must see its address back): b renews 9 s after a and the view came back.
     const c = clock();
     const returns: [number, number][] = [];
-    const view = new LiveNodes(c.now, c.wall, undefined, (away, grace) =>
-      returns.push([away, grace]),
-    );
-    view.observe(lease("a", microTime(new Date(c.wall()))));
-    view.observe(lease("b", microTime(new Date(c.wall()))));
-    view.current = true;
+    const view = currentView(c, ["a", "b"], (away, grace) => returns.push([away, grace]));
     t.same(returns, [], "the first current view is no return");
     c.advance(30_000); // the watch silent until its connection is found dead
     view.current = false;
@@ -257,10 +261,7 @@ t.test(
 
     // A node that died while the API server was away lapses when that grace is over.
     const d = clock();
-    const dead = new LiveNodes(d.now, d.wall);
-    dead.observe(lease("a", microTime(new Date(d.wall()))));
-    dead.observe(lease("b", microTime(new Date(d.wall()))));
-    dead.current = true;
+    const dead = currentView(d, ["a", "b"]);
     dead.current = false;
     d.advance(40_000);
     dead.current = true;
