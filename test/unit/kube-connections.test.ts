@@ -4,8 +4,13 @@
 // options stay the same. test/apiserver/kube-connections.test.ts counts real connections.
 import t from "tap";
 import https from "node:https";
-import { HttpMethod, KubeConfig, RequestContext } from "@kubernetes/client-node";
-import { KeepAliveAuthentication } from "../../capabilities/kube-connections";
+import { createServer, type AddressInfo, type Socket } from "node:net";
+import { CoreV1Api, HttpMethod, KubeConfig, RequestContext } from "@kubernetes/client-node";
+import {
+  asResponse,
+  KeepAliveAuthentication,
+  keepAliveClient,
+} from "../../capabilities/kube-connections";
 
 function config(ca: string, token: string): KubeConfig {
   const kc = new KubeConfig();
@@ -52,3 +57,46 @@ t.test("one kept-alive agent while the TLS options stay; a new one when they cha
   t.not(d.getAgent(), agent, "another agent for another CA");
   t.equal(auth.agentsMade, 2);
 });
+
+t.test(
+  "a request that gets no answer fails after the timeout, with an error that says so",
+  async t => {
+    // A server that accepts connections and never says a word (not even its TLS handshake): a
+    // kept-alive connection to an API server that went away without closing it looks the same.
+    const held: Socket[] = [];
+    const server = createServer(socket => held.push(socket));
+    await new Promise<void>(resolve => server.listen(0, "127.0.0.1", resolve));
+    t.teardown(() => {
+      for (const socket of held) socket.destroy();
+      server.close();
+    });
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: "c",
+          server: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: "u", token: "t" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }],
+      currentContext: "x",
+    });
+    const { client } = keepAliveClient(kc, CoreV1Api, 300);
+    const started = Date.now();
+    const error = await client.readNamespace({ name: "default" }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const waited = Date.now() - started;
+    t.ok(error, "the request fails");
+    t.ok(waited >= 250 && waited < 5_000, `after the timeout (${waited} ms)`);
+    t.match(
+      (asResponse(error) as Error).message,
+      /did not answer within the request timeout; the request was abandoned/,
+      "the error says what happened",
+    );
+    t.equal(held.length, 1, "the server got the connection");
+  },
+);
