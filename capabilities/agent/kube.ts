@@ -9,11 +9,11 @@
 // replace the whole list, and one shared field manager would let each apply remove the
 // entries it does not list (SSA deletes fields a manager stops applying). kubernetes-fluent-
 // client's Apply has a fixed field manager and does not reach the status subresource, so this
-// sends the apply request itself, with the client's own connection settings.
-import { K8s, RegisterKind, WatchEvent, fetch, type WatchCfg } from "kubernetes-fluent-client";
+// sends the apply request itself, on the keep-alive connections of kube-connections.ts.
+import { K8s, RegisterKind, WatchEvent, type WatchCfg } from "kubernetes-fluent-client";
 import { V1Lease } from "@kubernetes/client-node";
-import { k8sCfg } from "kubernetes-fluent-client/dist/fluent/utils.js";
-import { FetchMethods, WatchPhase } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
+import { WatchPhase } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
+import { applyCustomObject } from "../kube-connections.js";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { errorMessage } from "../error-message.js";
 import { getSecretByName } from "../secret-read.js";
@@ -33,13 +33,27 @@ RegisterKind(V1Lease, {
   plural: "leases",
 });
 
+const DATAPLANE_CONFIG_KIND = {
+  group: "blixt.dev",
+  version: "v1alpha1",
+  plural: "dataplaneconfigs",
+};
+
 export const fieldManager = (nodeName: string): string => `blixt-agent/${nodeName}`.slice(0, 128);
 
 /** The server-side apply of one node's status entry: where it goes and what it says. Pure. */
 export function ackRequest(
   config: DataplaneConfig,
   ack: NodeAck,
-): { path: string; query: Record<string, string>; body: object } {
+): {
+  fieldManager: string;
+  body: {
+    apiVersion: string;
+    kind: string;
+    metadata: { namespace: string; name: string };
+    status: { nodes: NodeAck[] };
+  };
+} {
   const namespace = config.metadata?.namespace;
   const name = config.metadata?.name;
   if (!namespace || !name)
@@ -47,9 +61,7 @@ export function ackRequest(
       `DataplaneConfig without metadata.namespace/name cannot be acknowledged: ${JSON.stringify(config.metadata)}`,
     );
   return {
-    path: `/apis/blixt.dev/v1alpha1/namespaces/${encodeURIComponent(namespace)}/dataplaneconfigs/${encodeURIComponent(name)}/status`,
-    // force: this node's entry is this manager's alone; take it over from an older agent's manager.
-    query: { fieldManager: fieldManager(ack.name), force: "true" },
+    fieldManager: fieldManager(ack.name),
     body: {
       apiVersion: "blixt.dev/v1alpha1",
       kind: "DataplaneConfig",
@@ -59,25 +71,32 @@ export function ackRequest(
   };
 }
 
-/** Writes this node's status entry; throws naming the config and the API server's answer. */
+/**
+ * Writes this node's status entry, on the process's keep-alive connections. Throws an Error
+ * naming the config and the API server's answer, with the answer's `status` (404: the config
+ * is gone).
+ */
 export async function acknowledge(config: DataplaneConfig, ack: NodeAck): Promise<void> {
-  const { path, query, body } = ackRequest(config, ack);
-  const { opts, serverUrl } = await k8sCfg(FetchMethods.APPLY);
-  const url = new URL(path, serverUrl);
-  for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
-  const resp = await fetch(url, {
-    ...opts,
-    method: "PATCH",
-    headers: { ...opts.headers, "Content-Type": "application/apply-patch+yaml" },
-    body: JSON.stringify(body),
-  });
-  if (!resp.ok) {
+  const request = ackRequest(config, ack);
+  try {
+    await applyCustomObject(DATAPLANE_CONFIG_KIND, request.body, {
+      fieldManager: request.fieldManager,
+      // this node's entry is this manager's alone: take it over from an older agent's manager
+      force: true,
+      status: true,
+    });
+  } catch (error) {
+    const answer = error as { status?: number; statusText?: string; data?: unknown };
+    if (typeof answer?.status !== "number") throw error;
     const detail =
-      typeof resp.data === "object" && resp.data && "message" in resp.data
-        ? (resp.data as { message: string }).message
-        : resp.statusText;
-    throw new Error(
-      `DataplaneConfig ${config.metadata?.namespace}/${config.metadata?.name}: writing status.nodes[${ack.name}] failed: ${resp.status} ${detail}; check the agent's RBAC (patch dataplaneconfigs/status)`,
+      typeof answer.data === "object" && answer.data && "message" in answer.data
+        ? (answer.data as { message: string }).message
+        : answer.statusText;
+    throw Object.assign(
+      new Error(
+        `DataplaneConfig ${config.metadata?.namespace}/${config.metadata?.name}: writing status.nodes[${ack.name}] failed: ${answer.status} ${detail}; check the agent's RBAC (patch dataplaneconfigs/status)`,
+      ),
+      { status: answer.status },
     );
   }
 }

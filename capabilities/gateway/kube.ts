@@ -5,7 +5,7 @@
  * resourceVersion (kubernetes-fluent-client's PatchStatus sends the status alone).
  */
 import { CoreV1Api, KubeConfig, type V1Secret } from "@kubernetes/client-node";
-import { customObjectsApi } from "../kube-connections";
+import { applyCustomObject, asResponse, customObjectsApi } from "../kube-connections";
 import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
 import { dataplaneConfigProblems } from "./admission-rules";
@@ -146,22 +146,6 @@ export interface RouteStatusIO {
   replaceStatus(kind: RouteKind, route: RouteObject): Promise<RouteObject>;
 }
 
-/** client-node throws ApiException; the reconciler reads errors as kubernetes-fluent-client throws them. */
-function asResponse(error: unknown): unknown {
-  const exception = error as { code?: number; body?: unknown };
-  if (typeof exception?.code !== "number") return error;
-  let data = exception.body;
-  if (typeof data === "string") {
-    try {
-      data = JSON.parse(data);
-    } catch {
-      // a plain-text body is its own message
-    }
-  }
-  const reason = (data as { reason?: string } | undefined)?.reason;
-  return { status: exception.code, statusText: reason ?? "", data };
-}
-
 /** Reads and writes on the process's keep-alive connections (kube-connections.ts): a thousand route statuses are two thousand requests. */
 export const kubeRouteStatusIO: RouteStatusIO = {
   async read(routeKind, namespace, name) {
@@ -267,8 +251,14 @@ export function kubeClusterClient(
             throw new Error(
               `DataplaneConfig ${write.object.metadata?.namespace}/${write.object.metadata?.name} not written, it breaks the admission rules (a blixt bug; please report it): ${problems.join("; ")}`,
             );
-          // force: blixt's controller is the only writer of spec (admission denies others).
-          return K8s(DataplaneConfig).Apply(write.object, { force: true });
+          // force: blixt's controller is the only writer of spec (admission denies others). The
+          // field manager is the one kubernetes-fluent-client's Apply used, which wrote every
+          // DataplaneConfig before: a manager of another name would leave the fields it owned
+          // behind when a later apply drops them.
+          return applyCustomObject(KINDS.DataplaneConfig.gvk, write.object, {
+            fieldManager: "pepr",
+            force: true,
+          });
         }
         case "deleteDataplaneConfig":
           await K8s(DataplaneConfig).InNamespace(write.namespace).Delete(write.name);

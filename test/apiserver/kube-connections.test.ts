@@ -7,7 +7,14 @@ import https from "node:https";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
-import { customObjectsApi, keepAliveClient } from "../../capabilities/kube-connections";
+import { acknowledge } from "../../capabilities/agent/kube";
+import { KINDS } from "../../capabilities/gateway/kinds";
+import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1";
+import {
+  applyCustomObject,
+  customObjectsApi,
+  keepAliveClient,
+} from "../../capabilities/kube-connections";
 import { findBinaries, startApiServer } from "../lib/apiserver";
 
 const binaries = findBinaries();
@@ -61,4 +68,102 @@ if ("missing" in binaries) {
     t.not(customObjectsApi(), before, "another KUBECONFIG: another client");
     process.env.KUBECONFIG = kubeconfig;
   });
+
+  t.test(
+    "DataplaneConfig applies and agent acknowledgements: server-side apply on kept-alive connections",
+    async t => {
+      await startApiServer(t, binaries);
+      let connections = 0;
+      const createConnection = https.Agent.prototype.createConnection;
+      https.Agent.prototype.createConnection = function (this: https.Agent, ...args: unknown[]) {
+        connections++;
+        return (createConnection as (...a: unknown[]) => unknown).apply(this, args);
+      } as typeof createConnection;
+      t.teardown(() => {
+        https.Agent.prototype.createConnection = createConnection;
+      });
+      const config = (generation: number, extra: Record<string, unknown> = {}) => ({
+        apiVersion: "blixt.dev/v1alpha1",
+        kind: "DataplaneConfig",
+        metadata: { namespace: "default", name: "web" },
+        spec: { gatewayName: "web", gatewayGeneration: generation, ...extra },
+      });
+      const kind = KINDS.DataplaneConfig.gvk;
+      const apply = (object: object) =>
+        applyCustomObject(kind, object, { fieldManager: "pepr", force: true });
+
+      await apply(config(1)); // the first request of this API server's client: a connection
+      connections = 0;
+      let stored: DataplaneConfig | undefined;
+      for (let g = 2; g <= 11; g++) stored = (await apply(config(g))) as DataplaneConfig;
+      t.equal(connections, 0, "ten applies one after another: no new connection");
+      t.equal(stored?.spec?.gatewayGeneration, 11, "the object as stored comes back");
+      t.equal(stored?.metadata?.generation, 11, "each apply changed the spec");
+      t.same(
+        stored?.metadata?.managedFields?.map((f: { manager?: string; operation?: string }) => [
+          f.manager,
+          f.operation,
+        ]),
+        [["pepr", "Apply"]],
+        "spec is the field manager's that wrote it before: pepr, by Apply",
+      );
+
+      // Two nodes' acknowledgements: each its own entry, neither removes the other's.
+      for (const node of ["node-a", "node-b"])
+        await acknowledge(stored!, {
+          name: node,
+          observedGeneration: 11,
+          mode: "tc",
+          lastTransitionTime: "2026-01-01T00:00:00.000Z",
+        });
+      t.equal(connections, 0, "the acknowledgements use the same connection");
+      const acked = (await customObjectsApi().getNamespacedCustomObject({
+        group: kind.group,
+        version: kind.version ?? "",
+        plural: kind.plural ?? "",
+        namespace: "default",
+        name: "web",
+      })) as DataplaneConfig;
+      t.same(
+        acked.status?.nodes?.map(n => [n.name, n.observedGeneration]),
+        [
+          ["node-a", 11],
+          ["node-b", 11],
+        ],
+        "both nodes' entries are there",
+      );
+
+      // A config deleted meanwhile: the agent's loop reads the 404 off the error and moves on.
+      const missing = await acknowledge(
+        { ...stored!, metadata: { namespace: "default", name: "gone" } } as DataplaneConfig,
+        {
+          name: "node-a",
+          observedGeneration: 1,
+          mode: "tc",
+          lastTransitionTime: "2026-01-01T00:00:00.000Z",
+        },
+      ).then(
+        () => undefined,
+        (error: unknown) => error as Error & { status?: number },
+      );
+      t.equal(missing?.status, 404, "acknowledging a config that is gone: status 404");
+      t.match(
+        missing?.message,
+        /^DataplaneConfig default\/gone: writing status\.nodes\[node-a\] failed: 404 /,
+        "the error names the config and the node's entry",
+      );
+
+      // Strict field validation, as kubernetes-fluent-client's Apply asked for.
+      const refused = await apply(config(12, { unknownField: true })).then(
+        () => undefined,
+        (error: unknown) => error as { status?: number; data?: { message?: string } },
+      );
+      // (The API server answers a server-side apply naming a field the schema lacks with a 500.)
+      t.ok(
+        (refused?.status ?? 0) >= 400,
+        `an unknown field is refused, not dropped (${refused?.status})`,
+      );
+      t.match(refused?.data?.message, /unknownField/, "the API server's message names the field");
+    },
+  );
 }

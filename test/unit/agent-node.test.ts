@@ -162,8 +162,7 @@ t.test(
       lastTransitionTime: "2026-01-01T00:00:00.000Z",
     };
     const req = ackRequest(config, ack);
-    t.equal(req.path, "/apis/blixt.dev/v1alpha1/namespaces/team%20a/dataplaneconfigs/gw/status");
-    t.same(req.query, { fieldManager: "blixt-agent/node-1", force: "true" });
+    t.equal(req.fieldManager, "blixt-agent/node-1");
     t.same(
       req.body,
       {
