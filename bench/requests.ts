@@ -6,24 +6,37 @@
  * every request a new agent, so a new TCP connection and TLS handshake) and the keep-alive
  * client of capabilities/kube-connections.ts. Each round reads a TCPRoute N times, one after
  * another, with each client in turn; the table gives the median of the rounds: wall time per
- * request, this process's CPU time per request and the API server's. It prints the block and
- * writes it into bench/REPORT.md (between the api-requests markers).
+ * request, this process's CPU time per request and the API server's. Then the same for the
+ * write an EndpointSlice change makes per Gateway of the fanout shape (bench/fanout-shape.ts):
+ * its DataplaneConfig, through kubernetes-fluent-client's Apply, the keep-alive client's
+ * server-side apply (what blixt sends now) and JSON patch, and the same bytes as one string of a
+ * ConfigMap (what the API server's share costs without the custom resource's structure), a
+ * quarter as many writes a round as reads. It prints the block and writes it into
+ * bench/REPORT.md (between the api-requests markers).
  *
  *   node --import=tsx bench/requests.ts [requests per round] [rounds] [report file]
  */
 import { cpus } from "node:os";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
-import { K8s } from "kubernetes-fluent-client";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import { K8s, type KubernetesObject } from "kubernetes-fluent-client";
 import { KINDS } from "../capabilities/gateway/kinds.js";
 import { keepAliveClient } from "../capabilities/kube-connections.js";
+import { fanoutDataplaneConfigs, LISTENERS_PER_GATEWAY } from "./fanout-shape.js";
 import { API_REQUESTS_BEGIN, API_REQUESTS_END, withCarriedBlock } from "./report.js";
 import { findBinaries, startApiServer } from "../test/lib/apiserver.js";
 
 const requests = Number(process.argv[2] ?? 200);
 const rounds = Number(process.argv[3] ?? 5);
 const reportFile = process.argv[4] ?? "bench/REPORT.md";
+const writeCount = Math.max(1, Math.round(requests / 4));
 const BEGIN = API_REQUESTS_BEGIN;
 const END = API_REQUESTS_END;
 
@@ -50,6 +63,37 @@ function apiServerCpu(port: number): () => number {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+type Results = Map<string, { wall: number[]; cpu: number[]; server: number[] }>;
+
+/** `perRound` calls of each client in turn, `rounds` times: per call, wall ms, this process's CPU ms, the API server's. */
+async function measureRounds(
+  clients: [string, () => Promise<unknown>][],
+  perRound: number,
+  rounds: number,
+  serverCpu: () => number,
+  what: string,
+): Promise<Results> {
+  const results: Results = new Map(
+    clients.map(([name]) => [name, { wall: [], cpu: [], server: [] }]),
+  );
+  for (let round = 0; round < rounds; round++) {
+    for (const [name, call] of clients) {
+      const cpu = process.cpuUsage();
+      const server0 = serverCpu();
+      const started = performance.now();
+      for (let i = 0; i < perRound; i++) await call();
+      const wall = performance.now() - started;
+      const used = process.cpuUsage(cpu);
+      const r = results.get(name)!;
+      r.wall.push(wall / perRound);
+      r.cpu.push((used.user + used.system) / 1000 / perRound);
+      r.server.push(((serverCpu() - server0) * 1000) / perRound);
+    }
+    process.stderr.write(`${what}: round ${round + 1} of ${rounds} done\n`);
+  }
+  return results;
+}
+
 async function main() {
   const binaries = findBinaries();
   if ("missing" in binaries)
@@ -71,6 +115,7 @@ async function main() {
     config.loadFromDefault();
     const perRequest = config.makeApiClient(CustomObjectsApi);
     const keepAlive = keepAliveClient(config, CustomObjectsApi).client;
+    const core = keepAliveClient(config, CoreV1Api).client;
     const read = {
       group,
       version: version ?? "",
@@ -86,30 +131,103 @@ async function main() {
       ["client-node makeApiClient", () => perRequest.getNamespacedCustomObject(read)],
       ["keep-alive client (kube-connections.ts)", () => keepAlive.getNamespacedCustomObject(read)],
     ];
-    const results = new Map<string, { wall: number[]; cpu: number[]; server: number[] }>(
-      clients.map(([name]) => [name, { wall: [], cpu: [], server: [] }]),
-    );
     for (const [, get] of clients) await get(); // warm: discovery, JIT
-    for (let round = 0; round < rounds; round++) {
-      for (const [name, get] of clients) {
-        const cpu = process.cpuUsage();
-        const server0 = serverCpu();
-        const started = performance.now();
-        for (let i = 0; i < requests; i++) await get();
-        const wall = performance.now() - started;
-        const used = process.cpuUsage(cpu);
-        const r = results.get(name)!;
-        r.wall.push(wall / requests);
-        r.cpu.push((used.user + used.system) / 1000 / requests);
-        r.server.push(((serverCpu() - server0) * 1000) / requests);
-      }
-      process.stderr.write(`round ${round + 1} of ${rounds} done\n`);
-    }
-    const row = (name: string) => {
+    const reads = await measureRounds(clients, requests, rounds, serverCpu, "reads");
+
+    // What an EndpointSlice change behind the fanout shape writes: one Gateway's
+    // DataplaneConfig (50 listeners), its backends alternating between two pods and three.
+    const configs = await fanoutDataplaneConfigs(LISTENERS_PER_GATEWAY);
+    const configBytes = JSON.stringify(configs[1]).length;
+    const { group: dpGroup, version: dpVersion, plural: dpPlural } = KINDS.DataplaneConfig.gvk;
+    const named = (name: string, i: number) => {
+      const config = structuredClone(configs[i % 2]) as KubernetesObject & { spec?: unknown };
+      config.metadata = { name, namespace: "default", labels: config.metadata?.labels };
+      return config as KubernetesObject & { spec: unknown };
+    };
+    const customObject = (name: string) => ({
+      group: dpGroup,
+      version: dpVersion ?? "",
+      namespace: "default",
+      plural: dpPlural ?? "",
+      name,
+    });
+    let written = 0;
+    const writers: [string, () => Promise<unknown>][] = [
+      [
+        "kubernetes-fluent-client K8s().Apply (server-side apply, force)",
+        () =>
+          K8s(KINDS.DataplaneConfig.model).Apply(named("fluent", written++) as never, {
+            force: true,
+          }),
+      ],
+      [
+        "keep-alive client, server-side apply (force)",
+        () =>
+          keepAlive.patchNamespacedCustomObject(
+            {
+              ...customObject("apply"),
+              body: named("apply", written++),
+              fieldManager: "pepr",
+              force: true,
+            },
+            setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+          ),
+      ],
+      [
+        "keep-alive client, JSON patch replacing spec",
+        () =>
+          keepAlive.patchNamespacedCustomObject(
+            {
+              ...customObject("replace"),
+              body: [{ op: "replace", path: "/spec", value: named("replace", written++).spec }],
+              fieldManager: "pepr",
+            },
+            setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+          ),
+      ],
+      [
+        "keep-alive client, the same spec as one string of a ConfigMap, JSON patch",
+        () =>
+          core.patchNamespacedConfigMap(
+            {
+              name: "bench",
+              namespace: "default",
+              body: [
+                {
+                  op: "replace",
+                  path: "/data/spec",
+                  value: JSON.stringify(named("bench", written++).spec),
+                },
+              ],
+              fieldManager: "pepr",
+            },
+            setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+          ),
+      ],
+    ];
+    await core.createNamespacedConfigMap({
+      namespace: "default",
+      body: { metadata: { name: "bench" }, data: { spec: JSON.stringify(named("bench", 0).spec) } },
+    });
+    // Each writer's object exists before the rounds: every write is an update.
+    await K8s(KINDS.DataplaneConfig.model).Apply(named("fluent", 0) as never, { force: true });
+    await K8s(KINDS.DataplaneConfig.model).Apply(named("apply", 0) as never, { force: true });
+    await K8s(KINDS.DataplaneConfig.model).Apply(named("replace", 0) as never, { force: true });
+    for (const [, write] of writers) await write();
+    const writes = await measureRounds(writers, writeCount, rounds, serverCpu, "writes");
+
+    const row = (results: Results, name: string) => {
       const r = results.get(name)!;
       return { wall: median(r.wall), cpu: median(r.cpu), server: median(r.server) };
     };
-    const [fluent, , kept] = clients.map(([name]) => row(name));
+    const [fluent, , kept] = clients.map(([name]) => row(reads, name));
+    const [fluentWrite, applyWrite, patchWrite, configMapWrite] = writers.map(([name]) =>
+      row(writes, name),
+    );
+    const line = (results: Results, name: string) => {
+      const r = row(results, name);
+      return `| ${name} | ${r.wall.toFixed(2)} | ${r.cpu.toFixed(2)} | ${r.server.toFixed(2)} |`;
+    };
     const block = [
       BEGIN,
       "### API requests: a new connection each, or kept alive",
@@ -119,16 +237,24 @@ async function main() {
       `through each client in turn, ${requests} reads a round, ${rounds} rounds; median of the rounds.`,
       "kubernetes-fluent-client (which Pepr's watches and most of blixt's writes use) and",
       "client-node's `makeApiClient` give every request an agent of its own: a TCP connection and a",
-      "TLS handshake each. The controller writes route statuses through the keep-alive client.",
+      "TLS handshake each. The controller writes route statuses and DataplaneConfigs, and each node",
+      "agent its acknowledgements, through the keep-alive client.",
       "",
       "| client | ms per request | client CPU ms per request | API server CPU ms per request |",
       "| --- | --- | --- | --- |",
-      ...clients.map(([name]) => {
-        const r = row(name);
-        return `| ${name} | ${r.wall.toFixed(2)} | ${r.cpu.toFixed(2)} | ${r.server.toFixed(2)} |`;
-      }),
+      ...clients.map(([name]) => line(reads, name)),
       "",
       `- Kept alive, a request takes ${(kept.wall / fluent.wall).toFixed(2)}× the time of kubernetes-fluent-client's, ${(kept.cpu / fluent.cpu).toFixed(2)}× its client CPU and ${(kept.server / fluent.server).toFixed(2)}× its API server CPU (medians of this run).`,
+      "",
+      `The write an EndpointSlice change behind the fanout shape makes (bench/fanout-shape.ts): one`,
+      `Gateway's DataplaneConfig, ${LISTENERS_PER_GATEWAY} listeners, ${configBytes} bytes of JSON, its backends alternating`,
+      `between two pods and three, ${writeCount} writes a round one after another, each client its own object.`,
+      "",
+      "| client, write | ms per write | client CPU ms per write | API server CPU ms per write |",
+      "| --- | --- | --- | --- |",
+      ...writers.map(([name]) => line(writes, name)),
+      "",
+      `- Server-side apply kept alive: ${(applyWrite.wall / fluentWrite.wall).toFixed(2)}× the time of kubernetes-fluent-client's, ${(applyWrite.cpu / fluentWrite.cpu).toFixed(2)}× its client CPU, ${(applyWrite.server / fluentWrite.server).toFixed(2)}× its API server CPU; a JSON patch of the spec kept alive: ${(patchWrite.wall / fluentWrite.wall).toFixed(2)}×, ${(patchWrite.cpu / fluentWrite.cpu).toFixed(2)}×, ${(patchWrite.server / fluentWrite.server).toFixed(2)}×; the same bytes as a ConfigMap's string cost the API server ${(configMapWrite.server / patchWrite.server).toFixed(2)}× the CPU of the DataplaneConfig's JSON patch (medians of this run).`,
       END,
     ].join("\n");
     console.log(block);
