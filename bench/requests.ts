@@ -9,7 +9,8 @@
  * request, this process's CPU time per request and the API server's. Then the same for the
  * write an EndpointSlice change makes per Gateway of the fanout shape (bench/fanout-shape.ts):
  * its DataplaneConfig, through kubernetes-fluent-client's Apply, the keep-alive client's
- * server-side apply (what blixt sends now) and JSON patch, and the same bytes as one string of a
+ * server-side apply (what blixt sends now; and to the CRD as it was, its listeners a list map)
+ * and JSON patch, and the same bytes as one string of a
  * ConfigMap (what the API server's share costs without the custom resource's structure), a
  * quarter as many writes a round as reads. It prints the block and writes it into
  * bench/REPORT.md (between the api-requests markers).
@@ -26,7 +27,8 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from "@kubernetes/client-node";
-import { K8s, type KubernetesObject } from "kubernetes-fluent-client";
+import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
+import { parse } from "yaml";
 import { KINDS } from "../capabilities/gateway/kinds.js";
 import { keepAliveClient } from "../capabilities/kube-connections.js";
 import { fanoutDataplaneConfigs, LISTENERS_PER_GATEWAY } from "./fanout-shape.js";
@@ -37,6 +39,8 @@ const requests = Number(process.argv[2] ?? 200);
 const rounds = Number(process.argv[3] ?? 5);
 const reportFile = process.argv[4] ?? "bench/REPORT.md";
 const writeCount = Math.max(1, Math.round(requests / 4));
+const LIST_MAP_KIND = "ListMapDataplaneConfig";
+const LIST_MAP_PLURAL = "listmapdataplaneconfigs";
 const BEGIN = API_REQUESTS_BEGIN;
 const END = API_REQUESTS_END;
 
@@ -174,6 +178,20 @@ async function main() {
           ),
       ],
       [
+        "keep-alive client, server-side apply (force), listeners a list map (the CRD before)",
+        () =>
+          keepAlive.patchNamespacedCustomObject(
+            {
+              ...customObject("apply"),
+              plural: LIST_MAP_PLURAL,
+              body: { ...named("apply", written++), kind: LIST_MAP_KIND },
+              fieldManager: "pepr",
+              force: true,
+            },
+            setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+          ),
+      ],
+      [
         "keep-alive client, JSON patch replacing spec",
         () =>
           keepAlive.patchNamespacedCustomObject(
@@ -209,6 +227,30 @@ async function main() {
       namespace: "default",
       body: { metadata: { name: "bench" }, data: { spec: JSON.stringify(named("bench", 0).spec) } },
     });
+    // The chart's CRD as it was before spec.listeners became atomic, as a kind of its own.
+    const listMapCrd = parse(readFileSync("charts/blixt/crds/dataplaneconfig.yaml", "utf8"));
+    listMapCrd.metadata.name = `${LIST_MAP_PLURAL}.${dpGroup}`;
+    listMapCrd.spec.names = {
+      kind: LIST_MAP_KIND,
+      listKind: `${LIST_MAP_KIND}List`,
+      plural: LIST_MAP_PLURAL,
+      singular: LIST_MAP_KIND.toLowerCase(),
+    };
+    delete listMapCrd.spec.names.shortNames;
+    const listeners =
+      listMapCrd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.listeners;
+    listeners["x-kubernetes-list-type"] = "map";
+    listeners["x-kubernetes-list-map-keys"] = ["port", "protocol"];
+    await K8s(kind.CustomResourceDefinition).Apply(listMapCrd, { force: true });
+    for (let tries = 0; ; tries++) {
+      try {
+        await writers[2][1](); // served once the new kind's storage is ready
+        break;
+      } catch (error) {
+        if (tries >= 120) throw error;
+        await new Promise(resolve => setTimeout(resolve, 250));
+      }
+    }
     // Each writer's object exists before the rounds: every write is an update.
     await K8s(KINDS.DataplaneConfig.model).Apply(named("fluent", 0) as never, { force: true });
     await K8s(KINDS.DataplaneConfig.model).Apply(named("apply", 0) as never, { force: true });
@@ -221,8 +263,8 @@ async function main() {
       return { wall: median(r.wall), cpu: median(r.cpu), server: median(r.server) };
     };
     const [fluent, , kept] = clients.map(([name]) => row(reads, name));
-    const [fluentWrite, applyWrite, patchWrite, configMapWrite] = writers.map(([name]) =>
-      row(writes, name),
+    const [fluentWrite, applyWrite, listMapWrite, patchWrite, configMapWrite] = writers.map(
+      ([name]) => row(writes, name),
     );
     const line = (results: Results, name: string) => {
       const r = row(results, name);
@@ -254,7 +296,7 @@ async function main() {
       "| --- | --- | --- | --- |",
       ...writers.map(([name]) => line(writes, name)),
       "",
-      `- Server-side apply kept alive: ${(applyWrite.wall / fluentWrite.wall).toFixed(2)}× the time of kubernetes-fluent-client's, ${(applyWrite.cpu / fluentWrite.cpu).toFixed(2)}× its client CPU, ${(applyWrite.server / fluentWrite.server).toFixed(2)}× its API server CPU; a JSON patch of the spec kept alive: ${(patchWrite.wall / fluentWrite.wall).toFixed(2)}×, ${(patchWrite.cpu / fluentWrite.cpu).toFixed(2)}×, ${(patchWrite.server / fluentWrite.server).toFixed(2)}×; the same bytes as a ConfigMap's string cost the API server ${(configMapWrite.server / patchWrite.server).toFixed(2)}× the CPU of the DataplaneConfig's JSON patch (medians of this run).`,
+      `- Server-side apply kept alive: ${(applyWrite.wall / fluentWrite.wall).toFixed(2)}× the time of kubernetes-fluent-client's, ${(applyWrite.cpu / fluentWrite.cpu).toFixed(2)}× its client CPU, ${(applyWrite.server / fluentWrite.server).toFixed(2)}× its API server CPU; a JSON patch of the spec kept alive: ${(patchWrite.wall / fluentWrite.wall).toFixed(2)}×, ${(patchWrite.cpu / fluentWrite.cpu).toFixed(2)}×, ${(patchWrite.server / fluentWrite.server).toFixed(2)}×; with listeners a list map (the CRD before) a server-side apply cost the API server ${(listMapWrite.server / applyWrite.server).toFixed(2)}× the CPU of one to the atomic list; the same bytes as a ConfigMap's string cost it ${(configMapWrite.server / patchWrite.server).toFixed(2)}× the CPU of the DataplaneConfig's JSON patch (medians of this run).`,
       END,
     ].join("\n");
     console.log(block);

@@ -47,8 +47,9 @@ export interface Spec {
   gatewayName: string;
   /**
    * One entry per listener that can carry traffic, sorted by port then
-   * protocol. Absent when no listener can (all invalid, or none refer to a
-   * usable Secret): agents then program nothing for this Gateway's ports.
+   * protocol, at most one per port and protocol. Absent when no listener can
+   * (all invalid, or none refer to a usable Secret): agents then program
+   * nothing for this Gateway's ports.
    */
   listeners?: Listener[];
   /**
