@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /**
- * The controller's thin I/O adapter: lists and writes through kubernetes-fluent-client, and a
+ * The controller's thin I/O adapter: lists and most writes through kubernetes-fluent-client; a
  * route's status through @kubernetes/client-node, whose status replace carries the
- * resourceVersion (kubernetes-fluent-client's PatchStatus sends the status alone).
+ * resourceVersion (kubernetes-fluent-client's PatchStatus sends the status alone); route statuses
+ * and DataplaneConfig applies, a thousand and twenty requests at a time, on the keep-alive
+ * connections of kube-connections.ts.
  */
 import { CoreV1Api, KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { applyCustomObject, asResponse, customObjectsApi } from "../kube-connections";
