@@ -118,7 +118,7 @@ export function fanoutCluster(routes: number): {
  * The controller's settings for a pass the caller runs: no timer ever starts one, and the
  * address pool is one of this project's test ranges.
  */
-export const BENCH_SETTINGS = {
+const BENCH_SETTINGS = {
   addressPools: [{ name: "bench", cidrs: ["198.18.100.0/24"] }],
   resyncSeconds: 3600,
   debounceMs: 3_600_000, // passes run when the bench calls them, never on a timer
@@ -126,6 +126,17 @@ export const BENCH_SETTINGS = {
   writeConcurrency: 8,
   agentPodSelector: {},
 };
+
+/** The controller's real loop on `cluster`, its passes run by the caller; it logs only errors. */
+export function benchReconciler(cluster: MemoryCluster): Reconciler {
+  return new Reconciler({
+    client: cluster,
+    compile,
+    controllerName: CONTROLLER_NAME,
+    settings: BENCH_SETTINGS,
+    log: { info: () => {}, warn: () => {}, error: (m: string) => console.error(m) },
+  });
+}
 
 /**
  * The DataplaneConfig the controller writes for the first Gateway of the fanout shape of
@@ -136,13 +147,7 @@ export async function fanoutDataplaneConfigs(
   routes: number,
 ): Promise<[KubernetesObject, KubernetesObject]> {
   const { cluster, slice } = fanoutCluster(routes);
-  const reconciler = new Reconciler({
-    client: cluster,
-    compile,
-    controllerName: CONTROLLER_NAME,
-    settings: BENCH_SETTINGS,
-    log: { info: () => {}, warn: () => {}, error: (m: string) => console.error(m) },
-  });
+  const reconciler = benchReconciler(cluster);
   const config = () => {
     const found = cluster.objects
       .get("DataplaneConfig")!

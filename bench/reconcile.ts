@@ -17,9 +17,7 @@
  * in-memory cluster's one copy of every object, so an upper bound of the state.
  */
 import { performance } from "node:perf_hooks";
-import { compile, CONTROLLER_NAME } from "../capabilities/gateway/compile/index.js";
-import { Reconciler } from "../capabilities/gateway/reconciler.js";
-import { BENCH_SETTINGS, fanoutCluster, LISTENERS_PER_GATEWAY } from "./fanout-shape.js";
+import { benchReconciler, fanoutCluster, LISTENERS_PER_GATEWAY } from "./fanout-shape.js";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -36,13 +34,7 @@ async function measure(routes: number, changes: number) {
   gc?.();
   const heapBefore = process.memoryUsage().heapUsed;
   const { cluster, slice } = fanoutCluster(routes);
-  const reconciler = new Reconciler({
-    client: cluster,
-    compile,
-    controllerName: CONTROLLER_NAME,
-    settings: BENCH_SETTINGS,
-    log: { info: () => {}, warn: () => {}, error: (m: string) => console.error(m) },
-  });
+  const reconciler = benchReconciler(cluster);
   try {
     await reconciler.resync();
     // Settle: finalizers, then statuses reporting on the tables just written.

@@ -17,45 +17,50 @@ import {
 } from "../../capabilities/kube-connections";
 import { findBinaries, startApiServer } from "../lib/apiserver";
 
+/** Counts every TLS connection an agent opens, whichever agent it is, until the test ends. */
+function countConnections(t: { teardown(fn: () => void): void }): { count: number } {
+  const opened = { count: 0 };
+  const createConnection = https.Agent.prototype.createConnection;
+  https.Agent.prototype.createConnection = function (this: https.Agent, ...args: unknown[]) {
+    opened.count++;
+    return (createConnection as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof createConnection;
+  t.teardown(() => {
+    https.Agent.prototype.createConnection = createConnection;
+  });
+  return opened;
+}
+
 const binaries = findBinaries();
 if ("missing" in binaries) {
   t.fail(`the real kube-apiserver is needed: ${binaries.missing}`);
 } else {
   t.test("requests share keep-alive connections; the library's client opens one each", async t => {
     await startApiServer(t, binaries);
-    // Every TLS connection an agent opens, whichever agent it is.
-    let connections = 0;
-    const createConnection = https.Agent.prototype.createConnection;
-    https.Agent.prototype.createConnection = function (this: https.Agent, ...args: unknown[]) {
-      connections++;
-      return (createConnection as (...a: unknown[]) => unknown).apply(this, args);
-    } as typeof createConnection;
-    t.teardown(() => {
-      https.Agent.prototype.createConnection = createConnection;
-    });
+    const opened = countConnections(t);
 
     const config = new KubeConfig();
     config.loadFromDefault();
     const reads = 20;
 
     const { client, authentication } = keepAliveClient(config, CoreV1Api);
-    connections = 0;
+    opened.count = 0;
     const names: (string | undefined)[] = [];
     for (let i = 0; i < reads; i++)
       names.push((await client.readNamespace({ name: "default" })).metadata?.name);
     t.same(names, Array(reads).fill("default"), "every read answered");
-    t.equal(connections, 1, `${reads} reads one after another: one connection`);
-    connections = 0;
+    t.equal(opened.count, 1, `${reads} reads one after another: one connection`);
+    opened.count = 0;
     await Promise.all(
       Array.from({ length: 8 }, () => client.readNamespace({ name: "kube-system" })),
     );
-    t.ok(connections <= 8, `8 reads at once: at most 8 connections (${connections})`);
+    t.ok(opened.count <= 8, `8 reads at once: at most 8 connections (${opened.count})`);
     t.equal(authentication.agentsMade, 1, "one agent for one set of TLS options");
 
     const perRequest = config.makeApiClient(CoreV1Api);
-    connections = 0;
+    opened.count = 0;
     for (let i = 0; i < reads; i++) await perRequest.readNamespace({ name: "default" });
-    t.equal(connections, reads, `the library's client: ${reads} reads, ${reads} connections`);
+    t.equal(opened.count, reads, `the library's client: ${reads} reads, ${reads} connections`);
 
     // The process-wide CustomObjectsApi: made once for this KUBECONFIG, and made again for another.
     t.equal(customObjectsApi(), customObjectsApi(), "one client per KUBECONFIG");
@@ -73,15 +78,7 @@ if ("missing" in binaries) {
     "DataplaneConfig applies and agent acknowledgements: server-side apply on kept-alive connections",
     async t => {
       await startApiServer(t, binaries);
-      let connections = 0;
-      const createConnection = https.Agent.prototype.createConnection;
-      https.Agent.prototype.createConnection = function (this: https.Agent, ...args: unknown[]) {
-        connections++;
-        return (createConnection as (...a: unknown[]) => unknown).apply(this, args);
-      } as typeof createConnection;
-      t.teardown(() => {
-        https.Agent.prototype.createConnection = createConnection;
-      });
+      const opened = countConnections(t);
       const config = (generation: number, extra: Record<string, unknown> = {}) => ({
         apiVersion: "blixt.dev/v1alpha1",
         kind: "DataplaneConfig",
@@ -93,10 +90,10 @@ if ("missing" in binaries) {
         applyCustomObject(kind, object, { fieldManager: "pepr", force: true });
 
       await apply(config(1)); // the first request of this API server's client: a connection
-      connections = 0;
+      opened.count = 0;
       let stored: DataplaneConfig | undefined;
       for (let g = 2; g <= 11; g++) stored = (await apply(config(g))) as DataplaneConfig;
-      t.equal(connections, 0, "ten applies one after another: no new connection");
+      t.equal(opened.count, 0, "ten applies one after another: no new connection");
       t.equal(stored?.spec?.gatewayGeneration, 11, "the object as stored comes back");
       t.equal(stored?.metadata?.generation, 11, "each apply changed the spec");
       t.same(
@@ -116,7 +113,7 @@ if ("missing" in binaries) {
           mode: "tc",
           lastTransitionTime: "2026-01-01T00:00:00.000Z",
         });
-      t.equal(connections, 0, "the acknowledgements use the same connection");
+      t.equal(opened.count, 0, "the acknowledgements use the same connection");
       const acked = (await customObjectsApi().getNamespacedCustomObject({
         group: kind.group,
         version: kind.version ?? "",
