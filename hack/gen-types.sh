@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Regenerates capabilities/generated/ from the Gateway API CRD bundle and blixt's own
-# DataplaneConfig CRD, with kubernetes-fluent-client's `crd` generator.
+# DataplaneConfig CRD (api/dataplaneconfig.yaml, the full schema), with kubernetes-fluent-client's
+# `crd` generator; and from the full schema the chart's CRD and the listener schema module
+# (hack/gen-crd.ts).
 #   hack/gen-types.sh [GATEWAY_API_BUNDLE]
 # The bundle defaults to the committed upstream v1.6.3 standard bundle. Only the kinds and
 # versions blixt reads are kept: importing two versions of one kind would register the same
@@ -19,7 +21,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/gw" "$tmp/blixt"
 npx --no-install kubernetes-fluent-client crd "$bundle" "$tmp/gw" >/dev/null
-npx --no-install kubernetes-fluent-client crd charts/blixt/crds/dataplaneconfig.yaml "$tmp/blixt" >/dev/null
+npx --no-install kubernetes-fluent-client crd api/dataplaneconfig.yaml "$tmp/blixt" >/dev/null
 
 mkdir -p "$out"
 rm -f "$out"/*.ts
@@ -31,5 +33,6 @@ for f in "${keep[@]}"; do
   emit "$tmp/gw/$f.ts" "$out/$f.ts"
 done
 emit "$tmp/blixt/dataplaneconfig-v1alpha1.ts" "$out/dataplaneconfig-v1alpha1.ts"
+node --import=tsx hack/gen-crd.ts
 written=("$out"/*.ts)
 echo "gen-types: wrote ${#written[@]} files to $out from $bundle"

@@ -23,6 +23,16 @@ import type { AttachMode } from "../dataplane/mode.js";
 import { CHUNK_SLOTS } from "../dataplane/maps.js";
 import { parseIPv4 } from "../ipv4.js";
 import { announcerOf, type Liveness } from "./leases.js";
+import { dataplaneConfigProblems } from "../dataplaneconfig-check.js";
+
+/** Each config's spec problems, computed once per object the agent holds (a change is a new object). */
+const specProblems = new WeakMap<DataplaneConfig, string[]>();
+
+function checkedSpec(config: DataplaneConfig): string[] {
+  let problems = specProblems.get(config);
+  if (!problems) specProblems.set(config, (problems = dataplaneConfigProblems(config)));
+  return problems;
+}
 
 /** "namespace/name" of a DataplaneConfig (and of its Gateway: same namespace, same name). */
 export type ConfigKey = string;
@@ -277,6 +287,16 @@ export function desiredState(
       problems.set(
         key,
         `DataplaneConfig ${key}: spec.address "${spec.address}" is not an IPv4 address; this dataplane serves IPv4 only, so the Gateway is not programmed on node ${nodeName}`,
+      );
+      continue;
+    }
+    // The API server keeps listener entries as they come (the CRD leaves them without a
+    // schema): a table blixt's controller did not write is refused here, not programmed.
+    const invalid = checkedSpec(config);
+    if (invalid.length > 0) {
+      problems.set(
+        key,
+        `DataplaneConfig ${key}: not programmed on node ${nodeName}, its spec is not one blixt's controller writes: ${invalid.join("; ")}; only the controller writes spec (is the admission webhook installed?), and its next write of this table replaces it`,
       );
       continue;
     }

@@ -11,8 +11,8 @@
  * so a certificateRef is assumed to name a valid kubernetes.io/tls Secret), EndpointSlices,
  * address pools and node agents (so Programmed is never predicted).
  */
-import { isIP } from "node:net";
 import type { V1Namespace, V1Service } from "@kubernetes/client-node";
+import { dataplaneConfigProblems } from "../dataplaneconfig-check";
 import { isServiceRef } from "./compile/backends";
 import { capMessage } from "./compile/conditions";
 import type {
@@ -44,54 +44,6 @@ export interface AdmissionRequestView<T> {
   userInfo: { username?: string };
   object?: T;
   oldObject?: T;
-}
-
-/** Every field problem of a DataplaneConfig spec, as "field: what is wrong". */
-export function dataplaneConfigProblems(config: DataplaneConfig): string[] {
-  const problems: string[] = [];
-  const spec = config.spec;
-  if (!spec) return ["spec: missing"];
-  if (spec.gatewayName !== config.metadata?.name) {
-    problems.push(
-      `spec.gatewayName: "${spec.gatewayName}" must equal metadata.name "${config.metadata?.name}" (one DataplaneConfig per Gateway, named after it)`,
-    );
-  }
-  if (spec.address !== undefined && isIP(spec.address) === 0) {
-    problems.push(`spec.address: "${spec.address}" is not an IPv4 or IPv6 address`);
-  }
-  const validPort = (port: unknown): boolean =>
-    Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65535;
-  const seen = new Set<string>();
-  (spec.listeners ?? []).forEach((listener, i) => {
-    const at = `spec.listeners[${i}]`;
-    if (!validPort(listener.port))
-      problems.push(`${at}.port: ${listener.port} is not a port (1-65535)`);
-    if (listener.protocol !== "TCP" && listener.protocol !== "UDP")
-      problems.push(`${at}.protocol: "${listener.protocol}" must be TCP or UDP`);
-    const portKey = `${listener.port}/${listener.protocol}`;
-    if (seen.has(portKey)) problems.push(`${at}: a second listener on ${portKey}`);
-    seen.add(portKey);
-    if (!Number.isInteger(listener.rejectWeight) || listener.rejectWeight < 0) {
-      problems.push(`${at}.rejectWeight: ${listener.rejectWeight} must be a non-negative integer`);
-    }
-    (listener.backends ?? []).forEach((backend, j) => {
-      if (!Number.isInteger(backend.weight) || backend.weight < 1)
-        problems.push(`${at}.backends[${j}].weight: ${backend.weight} must be a positive integer`);
-      if (!backend.endpoints?.length)
-        problems.push(`${at}.backends[${j}].endpoints: a backend needs at least one endpoint`);
-      (backend.endpoints ?? []).forEach((endpoint, k) => {
-        if (isIP(endpoint.address) === 0)
-          problems.push(
-            `${at}.backends[${j}].endpoints[${k}].address: "${endpoint.address}" is not an IP address`,
-          );
-        if (!validPort(endpoint.port))
-          problems.push(
-            `${at}.backends[${j}].endpoints[${k}].port: ${endpoint.port} is not a port (1-65535)`,
-          );
-      });
-    });
-  });
-  return problems;
 }
 
 /**

@@ -10,7 +10,7 @@ import { CoreV1Api, KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { applyCustomObject, asResponse, customObjectsApi } from "../kube-connections";
 import { K8s, kind, type GenericClass, type KubernetesObject } from "kubernetes-fluent-client";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1";
-import { dataplaneConfigProblems } from "./admission-rules";
+import { dataplaneConfigProblems } from "../dataplaneconfig-check";
 import { Gateway } from "../generated/gateway-v1";
 import { COPY_LABEL, secretDigest } from "./certificate-copies";
 import { KINDS } from "./kinds";

@@ -6,7 +6,7 @@ import t from "tap";
 import { PeprValidateRequest } from "pepr";
 import type { KubernetesObject } from "kubernetes-fluent-client";
 import { gatewayAdmission, type AdmissionLookup } from "../../capabilities/gateway/admission";
-import { dataplaneConfigProblems } from "../../capabilities/gateway/admission-rules";
+import { dataplaneConfigProblems } from "../../capabilities/dataplaneconfig-check";
 import { DEFAULT_CONTROLLER_USERNAME } from "../../capabilities/gateway/config";
 
 const CONTROLLER = DEFAULT_CONTROLLER_USERNAME;

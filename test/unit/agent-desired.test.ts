@@ -240,6 +240,39 @@ t.test(
   },
 );
 
+t.test(
+  "a table whose listeners break the full schema is refused alone, named, and the others apply",
+  async t => {
+    const good = config("good", "198.18.100.2", [
+      {
+        name: "tcp",
+        port: 80,
+        protocol: "TCP",
+        backends: [{ weight: 1, endpoints: [["198.19.0.5", 8080]] }],
+      },
+    ]);
+    // What the API server keeps now that the CRD leaves listener items without a schema: a
+    // table blixt's controller never writes (a backend's endpoints a string, a field unknown).
+    const bad = config("bad", "198.18.100.3", [{ name: "tcp", port: 81, protocol: "TCP" }]);
+    Object.assign(bad.spec!.listeners![0], {
+      backends: [{ weight: 1, endpoints: "198.19.0.6:8080" }],
+      colour: "blue",
+    });
+    const d = desiredState([bad, good], "n");
+    t.same(
+      d.services.map(s => `${s.vip}:${s.port}/${s.proto}`),
+      ["198.18.100.2:80/tcp"],
+      "only the good table is programmed",
+    );
+    t.same(d.addresses, ["198.18.100.2"], "the bad table's address is not taken either");
+    t.match(
+      d.problems.get("default/bad"),
+      /^DataplaneConfig default\/bad: not programmed on node n, its spec is not one blixt's controller writes: spec\.listeners\[0\]\.backends\[0\]\.endpoints: a backend needs at least one endpoint; .*only the controller writes spec/,
+    );
+    t.notOk(d.problems.has("default/good"));
+  },
+);
+
 /** A service as the maps would hold it; `table` adds its backend list and sampled chunks, as the agent reads them back. */
 function actualOf(spec: ServiceSpec, svcId: number, opts: { table?: boolean } = {}): ActualService {
   const table = serviceTable(spec.backends, spec.rejectWeight);
