@@ -95,21 +95,23 @@ export function keepAliveClient<T>(
   return { client, authentication };
 }
 
-let customObjects: { kubeconfig: string | undefined; api: CustomObjectsApi } | undefined;
+const customObjects = new Map<string, { kubeconfig: string | undefined; api: CustomObjectsApi }>();
 
 /**
  * The process's CustomObjectsApi on keep-alive connections, for KUBECONFIG or, without it,
  * the in-cluster account (as kubernetes-fluent-client finds them); made again if KUBECONFIG
- * changes.
+ * changes. One per request timeout: the agent's Lease renewals give up sooner than other writes.
  */
-export function customObjectsApi(): CustomObjectsApi {
+export function customObjectsApi(timeoutMs = REQUEST_TIMEOUT_MS): CustomObjectsApi {
   const kubeconfig = process.env.KUBECONFIG;
-  if (!customObjects || customObjects.kubeconfig !== kubeconfig) {
+  let made = customObjects.get(String(timeoutMs));
+  if (!made || made.kubeconfig !== kubeconfig) {
     const config = new KubeConfig();
     config.loadFromDefault();
-    customObjects = { kubeconfig, api: keepAliveClient(config, CustomObjectsApi).client };
+    made = { kubeconfig, api: keepAliveClient(config, CustomObjectsApi, timeoutMs).client };
+    customObjects.set(String(timeoutMs), made);
   }
-  return customObjects.api;
+  return made.api;
 }
 
 /**
@@ -136,7 +138,7 @@ export function asResponse(error: unknown): unknown {
   return { status: exception.code, statusText: reason ?? "", data };
 }
 
-/** A namespaced custom resource kind, as KINDS gives it. */
+/** A namespaced resource kind of a named API group (a custom one, as KINDS gives it, or a built-in one). */
 export interface CustomKind {
   group: string;
   version?: string;

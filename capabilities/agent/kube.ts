@@ -13,7 +13,12 @@
 import { K8s, RegisterKind, WatchEvent, type WatchCfg } from "kubernetes-fluent-client";
 import { V1Lease } from "@kubernetes/client-node";
 import { WatchPhase } from "kubernetes-fluent-client/dist/fluent/shared-types.js";
-import { applyCustomObject } from "../kube-connections.js";
+import {
+  applyCustomObject,
+  customObjectsApi,
+  REQUEST_TIMEOUT_MS,
+  type CustomKind,
+} from "../kube-connections.js";
 import { DataplaneConfig } from "../generated/dataplaneconfig-v1alpha1.js";
 import { errorMessage } from "../error-message.js";
 import { getSecretByName } from "../secret-read.js";
@@ -187,9 +192,22 @@ export async function readSecret(
   return read.secret;
 }
 
-/** Server-side applies this node's Lease (a renewal; the first one creates it). */
-export async function applyLease(lease: V1Lease): Promise<void> {
-  await K8s(V1Lease).Apply(lease, { force: true });
+const LEASE_KIND: CustomKind = { group: "coordination.k8s.io", version: "v1", plural: "leases" };
+
+/**
+ * Server-side applies this node's Lease (a renewal; the first one creates it) on the process's
+ * kept-alive connections: through kubernetes-fluent-client each renewal, two a second, made a
+ * TCP connection and a TLS handshake. A renewal with no answer after `timeoutMs` is abandoned,
+ * its connection closed (one to an API server that went away is not waited on). The field
+ * manager is the one kubernetes-fluent-client's Apply used, so the Lease keeps one owner.
+ */
+export async function applyLease(lease: V1Lease, timeoutMs = REQUEST_TIMEOUT_MS): Promise<void> {
+  await applyCustomObject(
+    LEASE_KIND,
+    lease,
+    { fieldManager: "pepr", force: true },
+    customObjectsApi(timeoutMs),
+  );
 }
 
 /** The Lease watch's settings: it reconnects forever and is rebuilt after 30 s of silence. */

@@ -211,7 +211,8 @@ function startLeases(
     owner: settings.pod,
     settings: settings.lease,
     log,
-    write: applyLease,
+    // Abandoned when the holder stops waiting for it: a Lease duration.
+    write: lease => applyLease(lease, settings.lease.durationSeconds * 1000),
     onRegained: regained,
   });
   const watch = followLeases(

@@ -7,7 +7,8 @@ import https from "node:https";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
-import { acknowledge } from "../../capabilities/agent/kube";
+import { acknowledge, applyLease } from "../../capabilities/agent/kube";
+import { leaseObject } from "../../capabilities/agent/leases";
 import { KINDS } from "../../capabilities/gateway/kinds";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1";
 import {
@@ -163,4 +164,44 @@ if ("missing" in binaries) {
       t.match(refused?.data?.message, /unknownField/, "the API server's message names the field");
     },
   );
+
+  t.test("node Lease renewals: server-side apply on a kept-alive connection", async t => {
+    await startApiServer(t, binaries);
+    const opened = countConnections(t);
+    const renewals = 10;
+    await applyLease(leaseObject("default", "node-a", 2, new Date()), 2_000); // creates it
+    opened.count = 0;
+    let last = new Date();
+    for (let i = 0; i < renewals; i++) {
+      last = new Date(Date.now() + (i + 1) * 1000);
+      await applyLease(leaseObject("default", "node-a", 2, last), 2_000);
+    }
+    t.equal(opened.count, 0, `${renewals} renewals one after another: no new connection`);
+    const stored = (await customObjectsApi().getNamespacedCustomObject({
+      group: "coordination.k8s.io",
+      version: "v1",
+      plural: "leases",
+      namespace: "default",
+      name: "blixt-agent-node-a",
+    })) as {
+      spec?: { renewTime?: string; holderIdentity?: string; leaseDurationSeconds?: number };
+      metadata?: { managedFields?: { manager?: string; operation?: string }[] };
+    };
+    t.equal(
+      Date.parse(stored.spec?.renewTime ?? ""),
+      last.getTime(),
+      "the last renewal's time is stored",
+    );
+    t.equal(stored.spec?.leaseDurationSeconds, 2);
+    t.same(
+      stored.metadata?.managedFields?.map(f => [f.manager, f.operation]),
+      [["pepr", "Apply"]],
+      "one owner, the field manager kubernetes-fluent-client's Apply used",
+    );
+    t.not(
+      customObjectsApi(2_000),
+      customObjectsApi(),
+      "renewals have a client of their own timeout",
+    );
+  });
 }
