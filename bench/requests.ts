@@ -9,11 +9,13 @@
  * request, this process's CPU time per request and the API server's. Then the same for the
  * write an EndpointSlice change makes per Gateway of the fanout shape (bench/fanout-shape.ts):
  * its DataplaneConfig, through kubernetes-fluent-client's Apply, the keep-alive client's
- * server-side apply (what blixt sends now; and to the CRD as it was, its listeners a list map)
- * and JSON patch, and the same bytes as one string of a
- * ConfigMap (what the API server's share costs without the custom resource's structure), a
- * quarter as many writes a round as reads. It prints the block and writes it into
- * bench/REPORT.md (between the api-requests markers).
+ * server-side apply (to the chart's CRD as it was, listener items described field by field;
+ * to the CRD before that, its listeners a list map; and to the chart's CRD now, listener items
+ * without a schema) and JSON patch, and the same bytes as one string of a ConfigMap (what the
+ * API server's share costs without the custom resource's structure); then a node agent's
+ * acknowledgement of such a write (its status entry) under both schemas; a quarter as many
+ * writes a round as reads. It prints the block and writes it into bench/REPORT.md (between the
+ * api-requests markers).
  *
  *   node --import=tsx bench/requests.ts [requests per round] [rounds] [report file]
  */
@@ -31,6 +33,8 @@ import { K8s, kind, type KubernetesObject } from "kubernetes-fluent-client";
 import { parse } from "yaml";
 import { KINDS } from "../capabilities/gateway/kinds.js";
 import { keepAliveClient } from "../capabilities/kube-connections.js";
+import { ackRequest } from "../capabilities/agent/kube.js";
+import type { DataplaneConfig } from "../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { fanoutDataplaneConfigs, LISTENERS_PER_GATEWAY } from "./fanout-shape.js";
 import { API_REQUESTS_BEGIN, API_REQUESTS_END, withCarriedBlock } from "./report.js";
 import { findBinaries, startApiServer } from "../test/lib/apiserver.js";
@@ -41,6 +45,8 @@ const reportFile = process.argv[4] ?? "bench/REPORT.md";
 const writeCount = Math.max(1, Math.round(requests / 4));
 const LIST_MAP_KIND = "ListMapDataplaneConfig";
 const LIST_MAP_PLURAL = "listmapdataplaneconfigs";
+const DESCRIBED_KIND = "DescribedDataplaneConfig";
+const DESCRIBED_PLURAL = "describeddataplaneconfigs";
 const BEGIN = API_REQUESTS_BEGIN;
 const END = API_REQUESTS_END;
 
@@ -165,7 +171,7 @@ async function main() {
           }),
       ],
       [
-        "keep-alive client, server-side apply (force)",
+        "keep-alive client, server-side apply (force), the chart's CRD (listener items without a schema)",
         () =>
           keepAlive.patchNamespacedCustomObject(
             {
@@ -178,13 +184,27 @@ async function main() {
           ),
       ],
       [
-        "keep-alive client, server-side apply (force), listeners a list map (the CRD before)",
+        "keep-alive client, server-side apply (force), listeners a list map (the CRD two steps before)",
         () =>
           keepAlive.patchNamespacedCustomObject(
             {
               ...customObject("apply"),
               plural: LIST_MAP_PLURAL,
               body: { ...named("apply", written++), kind: LIST_MAP_KIND },
+              fieldManager: "pepr",
+              force: true,
+            },
+            setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+          ),
+      ],
+      [
+        "keep-alive client, server-side apply (force), listener items described field by field (the CRD before)",
+        () =>
+          keepAlive.patchNamespacedCustomObject(
+            {
+              ...customObject("apply"),
+              plural: DESCRIBED_PLURAL,
+              body: { ...named("apply", written++), kind: DESCRIBED_KIND },
               fieldManager: "pepr",
               force: true,
             },
@@ -227,24 +247,35 @@ async function main() {
       namespace: "default",
       body: { metadata: { name: "bench" }, data: { spec: JSON.stringify(named("bench", 0).spec) } },
     });
-    // The chart's CRD as it was before spec.listeners became atomic, as a kind of its own.
-    const listMapCrd = parse(readFileSync("charts/blixt/crds/dataplaneconfig.yaml", "utf8"));
-    listMapCrd.metadata.name = `${LIST_MAP_PLURAL}.${dpGroup}`;
-    listMapCrd.spec.names = {
-      kind: LIST_MAP_KIND,
-      listKind: `${LIST_MAP_KIND}List`,
-      plural: LIST_MAP_PLURAL,
-      singular: LIST_MAP_KIND.toLowerCase(),
+    // Two CRDs the chart had before, each a kind of its own, from the full schema
+    // (api/dataplaneconfig.yaml): as it was until the listeners' items were left without a
+    // schema (they are described field by field), and before spec.listeners became atomic (a
+    // list map).
+    const variantCrd = async (
+      kindName: string,
+      plural: string,
+      change: (listeners: Record<string, unknown>) => void,
+    ) => {
+      const crd = parse(readFileSync("api/dataplaneconfig.yaml", "utf8"));
+      crd.metadata.name = `${plural}.${dpGroup}`;
+      crd.spec.names = {
+        kind: kindName,
+        listKind: `${kindName}List`,
+        plural,
+        singular: kindName.toLowerCase(),
+      };
+      change(crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.listeners);
+      await K8s(kind.CustomResourceDefinition).Apply(crd, { force: true });
     };
-    delete listMapCrd.spec.names.shortNames;
-    const listeners =
-      listMapCrd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.listeners;
-    listeners["x-kubernetes-list-type"] = "map";
-    listeners["x-kubernetes-list-map-keys"] = ["port", "protocol"];
-    await K8s(kind.CustomResourceDefinition).Apply(listMapCrd, { force: true });
+    await variantCrd(LIST_MAP_KIND, LIST_MAP_PLURAL, listeners => {
+      listeners["x-kubernetes-list-type"] = "map";
+      listeners["x-kubernetes-list-map-keys"] = ["port", "protocol"];
+    });
+    await variantCrd(DESCRIBED_KIND, DESCRIBED_PLURAL, () => {});
     for (let tries = 0; ; tries++) {
       try {
-        await writers[2][1](); // served once the new kind's storage is ready
+        await writers[2][1](); // served once the new kinds' storage is ready
+        await writers[3][1]();
         break;
       } catch (error) {
         if (tries >= 120) throw error;
@@ -258,14 +289,49 @@ async function main() {
     for (const [, write] of writers) await write();
     const writes = await measureRounds(writers, writeCount, rounds, serverCpu, "writes");
 
+    // What each node agent writes back for every one of those: its status entry, server-side
+    // applied to the status subresource (capabilities/agent/kube.ts ackRequest), the generation
+    // alternating so every write changes it.
+    let acked = 0;
+    const ack = (plural: string, kindName: string) => () => {
+      const generation = 1 + (acked++ % 2);
+      const { fieldManager, body } = ackRequest(named("apply", 0) as DataplaneConfig, {
+        name: "bench-node",
+        observedGeneration: generation,
+        mode: "tc",
+        lastTransitionTime: `2026-01-01T00:00:0${generation}Z`,
+      });
+      return keepAlive.patchNamespacedCustomObjectStatus(
+        {
+          ...customObject("apply"),
+          plural,
+          body: { ...body, kind: kindName },
+          fieldManager,
+          force: true,
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+      );
+    };
+    const ackers: [string, () => Promise<unknown>][] = [
+      [
+        "status server-side apply of one node's entry, the chart's CRD",
+        ack(dpPlural ?? "", "DataplaneConfig"),
+      ],
+      [
+        "the same, listener items described field by field (the CRD before)",
+        ack(DESCRIBED_PLURAL, DESCRIBED_KIND),
+      ],
+    ];
+    for (const [, write] of ackers) await write();
+    const acks = await measureRounds(ackers, writeCount, rounds, serverCpu, "acknowledgements");
+
     const row = (results: Results, name: string) => {
       const r = results.get(name)!;
       return { wall: median(r.wall), cpu: median(r.cpu), server: median(r.server) };
     };
     const [fluent, , kept] = clients.map(([name]) => row(reads, name));
-    const [fluentWrite, applyWrite, listMapWrite, patchWrite, configMapWrite] = writers.map(
-      ([name]) => row(writes, name),
-    );
+    const [fluentWrite, applyWrite, listMapWrite, describedWrite, patchWrite, configMapWrite] =
+      writers.map(([name]) => row(writes, name));
     const line = (results: Results, name: string) => {
       const r = row(results, name);
       return `| ${name} | ${r.wall.toFixed(2)} | ${r.cpu.toFixed(2)} | ${r.server.toFixed(2)} |`;
@@ -280,7 +346,7 @@ async function main() {
       "kubernetes-fluent-client (which Pepr's watches and most of blixt's writes use) and",
       "client-node's `makeApiClient` give every request an agent of its own: a TCP connection and a",
       "TLS handshake each. The controller writes route statuses and DataplaneConfigs, and each node",
-      "agent its acknowledgements, through the keep-alive client.",
+      "agent its acknowledgements and its Lease renewals, through the keep-alive client.",
       "",
       "| client | ms per request | client CPU ms per request | API server CPU ms per request |",
       "| --- | --- | --- | --- |",
@@ -296,7 +362,15 @@ async function main() {
       "| --- | --- | --- | --- |",
       ...writers.map(([name]) => line(writes, name)),
       "",
-      `- Server-side apply kept alive: ${(applyWrite.wall / fluentWrite.wall).toFixed(2)}× the time of kubernetes-fluent-client's, ${(applyWrite.cpu / fluentWrite.cpu).toFixed(2)}× its client CPU, ${(applyWrite.server / fluentWrite.server).toFixed(2)}× its API server CPU; a JSON patch of the spec kept alive: ${(patchWrite.wall / fluentWrite.wall).toFixed(2)}×, ${(patchWrite.cpu / fluentWrite.cpu).toFixed(2)}×, ${(patchWrite.server / fluentWrite.server).toFixed(2)}×; with listeners a list map (the CRD before) a server-side apply cost the API server ${(listMapWrite.server / applyWrite.server).toFixed(2)}× the CPU of one to the atomic list; the same bytes as a ConfigMap's string cost it ${(configMapWrite.server / patchWrite.server).toFixed(2)}× the CPU of the DataplaneConfig's JSON patch (medians of this run).`,
+      `- Server-side apply kept alive, to the chart's CRD: ${(applyWrite.wall / fluentWrite.wall).toFixed(2)}× the time of kubernetes-fluent-client's Apply, ${(applyWrite.cpu / fluentWrite.cpu).toFixed(2)}× its client CPU, ${(applyWrite.server / fluentWrite.server).toFixed(2)}× its API server CPU. To the CRD before, its listener items described field by field, the same apply cost the API server ${(describedWrite.server / applyWrite.server).toFixed(2)}× the CPU, and to the one before that, listeners a list map, ${(listMapWrite.server / applyWrite.server).toFixed(2)}×. A JSON patch of the spec kept alive cost it ${(patchWrite.server / applyWrite.server).toFixed(2)}× the CPU of the apply; the same bytes as a ConfigMap's string ${(configMapWrite.server / applyWrite.server).toFixed(2)}× (medians of this run).`,
+      "",
+      "What a node agent writes back for each of those writes (its acknowledgement), kept alive:",
+      "",
+      "| acknowledgement | ms per write | client CPU ms per write | API server CPU ms per write |",
+      "| --- | --- | --- | --- |",
+      ...ackers.map(([name]) => line(acks, name)),
+      "",
+      `- To the CRD before, an acknowledgement cost the API server ${(row(acks, ackers[1][0]).server / row(acks, ackers[0][0]).server).toFixed(2)}× the CPU of one to the chart's (medians of this run).`,
       END,
     ].join("\n");
     console.log(block);
