@@ -4,8 +4,9 @@
  * listeners' items without a schema (with it the API server spent half as much CPU again on
  * each write of a table), so this is where they are checked: against their full schema
  * (api/dataplaneconfig.yaml, generated into LISTENER_SCHEMA), and for what no schema says
- * (addresses that are IPs, one listener per port and protocol). The controller runs it before every write, the admission
- * webhook on anyone else's, and every node agent on every table before it programs it. Pure.
+ * (addresses that are IPs, one listener per port and protocol). The controller runs it before
+ * every write (and the admission webhook on a write of the controller's that reaches it; it
+ * denies everyone else's), and every node agent on every table before it programs it. Pure.
  */
 import { isIP } from "node:net";
 import Ajv from "ajv";

@@ -38,7 +38,7 @@ function listenerItems(doc: Document): unknown {
 /** The chart's CRD: the full one, its listener items left without a schema. Pure. */
 export function chartCrd(full: string): string {
   const doc = parseDocument(full);
-  listenerItems(doc);
+  listenerItems(doc); // throws when the full schema has none to leave out
   // The full schema's header comment is about that file; this one says what this file is.
   if (doc.contents) doc.contents.commentBefore = null;
   const first = isMap(doc.contents) ? doc.contents.items[0]?.key : undefined;

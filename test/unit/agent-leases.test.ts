@@ -325,10 +325,11 @@ t.test("the desired state announces what this node took over", async t => {
       kind: "DataplaneConfig",
       metadata: { namespace: "infra", name, generation: 1, creationTimestamp: new Date(0) },
       spec: {
-        gatewayClassName: "blixt",
+        gatewayName: name,
+        gatewayGeneration: 1,
         address,
         announcingNode,
-        listeners: [{ name: "tcp", port: 80, protocol: "TCP", backends: [] }],
+        listeners: [{ name: "tcp", port: 80, protocol: "TCP", rejectWeight: 0, backends: [] }],
       },
     }) as unknown as DataplaneConfig;
   const configs = [config("one", "198.18.0.10", "b"), config("two", "198.18.0.11", "a")];
