@@ -162,6 +162,18 @@ async function main() {
       name,
     });
     let written = 0;
+    /** A server-side apply of the next table to the kind `kindName` (its `plural`), kept alive. */
+    const applyTo = (plural: string, kindName: string) => () =>
+      keepAlive.patchNamespacedCustomObject(
+        {
+          ...customObject("apply"),
+          plural,
+          body: { ...named("apply", written++), kind: kindName },
+          fieldManager: "pepr",
+          force: true,
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+      );
     const writers: [string, () => Promise<unknown>][] = [
       [
         "kubernetes-fluent-client K8s().Apply (server-side apply, force)",
@@ -172,44 +184,15 @@ async function main() {
       ],
       [
         "keep-alive client, server-side apply (force), the chart's CRD (listener items without a schema)",
-        () =>
-          keepAlive.patchNamespacedCustomObject(
-            {
-              ...customObject("apply"),
-              body: named("apply", written++),
-              fieldManager: "pepr",
-              force: true,
-            },
-            setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
-          ),
+        applyTo(dpPlural ?? "", "DataplaneConfig"),
       ],
       [
         "keep-alive client, server-side apply (force), listeners a list map (the CRD two steps before)",
-        () =>
-          keepAlive.patchNamespacedCustomObject(
-            {
-              ...customObject("apply"),
-              plural: LIST_MAP_PLURAL,
-              body: { ...named("apply", written++), kind: LIST_MAP_KIND },
-              fieldManager: "pepr",
-              force: true,
-            },
-            setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
-          ),
+        applyTo(LIST_MAP_PLURAL, LIST_MAP_KIND),
       ],
       [
         "keep-alive client, server-side apply (force), listener items described field by field (the CRD before)",
-        () =>
-          keepAlive.patchNamespacedCustomObject(
-            {
-              ...customObject("apply"),
-              plural: DESCRIBED_PLURAL,
-              body: { ...named("apply", written++), kind: DESCRIBED_KIND },
-              fieldManager: "pepr",
-              force: true,
-            },
-            setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
-          ),
+        applyTo(DESCRIBED_PLURAL, DESCRIBED_KIND),
       ],
       [
         "keep-alive client, JSON patch replacing spec",
