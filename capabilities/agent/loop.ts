@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The node agent's loop: keep the DataplaneConfigs it was told about, converge the pinned maps
-// to them (read back, diff, one batch), acknowledge per config, retry failures with backoff,
+// to them (read back, diff, one batch), acknowledge per config (acks.ts: the next pass need not
+// wait for the API server's answers), retry failures with backoff,
 // and resync periodically so a change made behind its back is put back. Kubernetes is reached
 // only through the `acknowledge` callback, so the loop runs the same in tests and on a node.
-import pMap from "p-map";
 import type { DataplaneConfig, Node as NodeStatus } from "../generated/dataplaneconfig-v1alpha1.js";
 import type { Dataplane } from "../dataplane/dataplane.js";
+import { AckQueue } from "./acks.js";
 import { admitByCapacity, type Usage } from "./capacity.js";
 import { tlsListenerSpecs } from "./tls/certificates.js";
 import type { TlsListeners } from "./tls/listeners.js";
@@ -134,8 +135,16 @@ export interface AgentOptions {
 
 const silent: AgentLog = { info: () => {}, error: () => {} };
 
-/** Acknowledgements (status patches of DataplaneConfigs) in flight at once. */
+/**
+ * Acknowledgements (status patches of DataplaneConfigs) in flight at once. A few at a time: one
+ * after another, twenty held the next pass (and so the next EndpointSlice change) back by a
+ * second or more, when passes still waited for them.
+ */
 const ACK_CONCURRENCY = 8;
+
+/** Whether two status entries of this node say the same (the time of the transition aside). */
+const sameAck = (a: NodeAck, b: NodeAck) =>
+  a.observedGeneration === b.observedGeneration && a.mode === b.mode && a.message === b.message;
 
 export class Agent {
   readonly nodeName: string;
@@ -151,6 +160,7 @@ export class Agent {
   private listenersByService = new Map<string, ListenerRef>();
   /** serviceName → how many of its endpoints this node refuses the share of, as of the last converge */
   private unavailableByService = new Map<string, number>();
+  /** the pass writing the maps now (its acknowledgements go on apart, in `acks`) */
   private running: Promise<ConvergeResult> | undefined;
   private queued: Promise<ConvergeResult> | undefined;
   private failures = 0;
@@ -167,6 +177,12 @@ export class Agent {
   mayAnnounce = true;
   /** passes run so far */
   passes = 0;
+
+  /** this node's status entries on their way to the API server, per config */
+  private readonly acks = new AckQueue<ConfigKey, { config: DataplaneConfig; ack: NodeAck }>(
+    ACK_CONCURRENCY,
+    (key, { config, ack }) => this.sendAck(key, config, ack),
+  );
 
   constructor(opts: AgentOptions) {
     this.opts = opts;
@@ -232,9 +248,10 @@ export class Agent {
   }
 
   /**
-   * One pass: desired state → read back → diff → one batch → acknowledgements. At most one
-   * pass runs and one waits; every call made while one runs shares the waiting one, which
-   * starts after it and so sees every change made so far.
+   * One pass: desired state → read back → diff → one batch → acknowledgements; resolves once
+   * the pass's acknowledgements were sent too. At most one pass writes the maps and one waits;
+   * every call made while one runs shares the waiting one, which starts after it (not after
+   * its acknowledgements) and so sees every change made so far.
    */
   converge(): Promise<ConvergeResult> {
     this.checkTables = true;
@@ -270,14 +287,21 @@ export class Agent {
 
   private startPass(): Promise<ConvergeResult> {
     this.queued = undefined;
-    const pass = this.pass().finally(() => {
-      if (this.running === pass) this.running = undefined;
-    });
+    const work = this.pass();
+    const pass = work
+      .then(({ result }) => result)
+      .finally(() => {
+        if (this.running === pass) this.running = undefined;
+      });
     this.running = pass;
-    return pass;
+    return work.then(async ({ result, acknowledged }) => {
+      await acknowledged;
+      return result;
+    });
   }
 
-  private async pass(): Promise<ConvergeResult> {
+  /** Writes the maps; `acknowledged` settles once the pass's acknowledgements were sent. */
+  private async pass(): Promise<{ result: ConvergeResult; acknowledged: Promise<void> }> {
     this.passes++;
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
@@ -373,17 +397,22 @@ export class Agent {
       this.scheduleRetry(delay);
     }
     if (result.changes > 0 || !result.ok) this.opts.onApply?.(result);
-    await this.acknowledgeAll(configs, planned, result);
-    return result;
+    return { result, acknowledged: this.acknowledgeAll(configs, planned, result) };
   }
 
-  private async acknowledgeAll(
+  /**
+   * Queues this node's status entry for every config whose entry the pass changes; resolves
+   * once they were sent (or replaced by a newer pass's). An entry equal to one already on its
+   * way is not queued again: the config as this pass read it may not show that one yet.
+   */
+  private acknowledgeAll(
     configs: DataplaneConfig[],
     { problems, warnings }: Pick<DesiredState, "problems" | "warnings">,
     result: ConvergeResult,
   ): Promise<void> {
     const now = (this.opts.now?.() ?? new Date()).toISOString();
-    const acknowledgeOne = async (config: DataplaneConfig): Promise<void> => {
+    const sent: Promise<void>[] = [];
+    for (const config of configs) {
       const key = configKey(config);
       const problem = problems.get(key);
       const outcome: ApplyOutcome = problem
@@ -392,38 +421,45 @@ export class Agent {
           ? { applied: true, message: warnings.get(key) }
           : { applied: false, message: `node ${this.nodeName}: ${result.error}` };
       const ack = nodeAck(config, this.nodeName, outcome, this.mode, now);
-      if (!ack) return;
-      try {
-        // Before the write: the watch may bring it back before the API server's answer does.
-        this.written.set(key, ack);
-        await this.opts.acknowledge(config, ack);
-        // Until the watch brings the new status back, remember it, so the same ack is not sent
-        // twice. (The wire form carries lastTransitionTime as the RFC 3339 string it is.)
-        const nodes = (config.status?.nodes ?? []).filter(n => n.name !== this.nodeName);
-        const acked: DataplaneConfig = Object.assign(
-          Object.create(Object.getPrototypeOf(config)),
-          config,
-          {
-            status: { ...config.status, nodes: [...nodes, ack as unknown as NodeStatus] },
-          },
-        );
-        if (this.configs.get(key) === config) this.configs.set(key, acked);
-      } catch (error) {
-        this.written.delete(key);
-        // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
-        // the watch's delete event removes it from this agent's view.
-        if ((error as { status?: number } | undefined)?.status === 404) return;
-        const message = errorMessage(error);
-        this.log.error(
-          { gateway: key, generation: config.metadata?.generation, error: message },
-          "acknowledging DataplaneConfig failed; will retry",
-        );
-        this.scheduleRetry(retryDelay(1, this.opts.retry?.base, this.opts.retry?.max));
-      }
-    };
-    // A few at a time: one after another, twenty acknowledgements held the next pass (and so the
-    // next EndpointSlice change) back by a second or more.
-    await pMap(configs, acknowledgeOne, { concurrency: ACK_CONCURRENCY });
+      if (!ack) continue;
+      const newest = this.acks.newest(key);
+      if (newest && sameAck(newest.ack, ack)) continue;
+      sent.push(this.acks.submit(key, { config, ack }));
+    }
+    return Promise.all(sent).then(() => undefined);
+  }
+
+  /** Writes one status entry (AckQueue's `send`): never throws, schedules a retry on failure. */
+  private async sendAck(key: ConfigKey, config: DataplaneConfig, ack: NodeAck): Promise<void> {
+    try {
+      // Before the write: the watch may bring it back before the API server's answer does.
+      this.written.set(key, ack);
+      await this.opts.acknowledge(config, ack);
+      // Until the watch brings the new status back, remember it, so the same ack is not sent
+      // twice. (The wire form carries lastTransitionTime as the RFC 3339 string it is.)
+      const nodes = (config.status?.nodes ?? []).filter(n => n.name !== this.nodeName);
+      const acked: DataplaneConfig = Object.assign(
+        Object.create(Object.getPrototypeOf(config)),
+        config,
+        {
+          status: { ...config.status, nodes: [...nodes, ack as unknown as NodeStatus] },
+        },
+      );
+      if (this.configs.get(key) === config) this.configs.set(key, acked);
+    } catch (error) {
+      if (this.written.get(key) === ack) this.written.delete(key);
+      // Deleted meanwhile (its Gateway or namespace went away): nothing to acknowledge, and
+      // the watch's delete event removes it from this agent's view.
+      if ((error as { status?: number } | undefined)?.status === 404) return;
+      // A newer entry for the same config follows this one: it is the retry.
+      if (this.acks.newest(key)?.ack !== ack) return;
+      const message = errorMessage(error);
+      this.log.error(
+        { gateway: key, generation: config.metadata?.generation, error: message },
+        "acknowledging DataplaneConfig failed; will retry",
+      );
+      this.scheduleRetry(retryDelay(1, this.opts.retry?.base, this.opts.retry?.max));
+    }
   }
 
   private scheduleRetry(delay: number): void {
@@ -461,6 +497,7 @@ export class Agent {
     clearInterval(this.resyncTimer);
     this.retryTimer = this.resyncTimer = undefined;
     await this.running?.catch(() => undefined);
+    await this.acks.idle();
     await this.opts.tls?.close();
   }
 }

@@ -126,10 +126,12 @@ function newAgent(
   extra: {
     acknowledge?: (c: DataplaneConfig, a: NodeAck) => Promise<void>;
     takeovers?: string[][];
+    onApply?: () => void;
   } = {},
 ) {
   const agent = new Agent({
     onTakeover: async addresses => void extra.takeovers?.push(addresses),
+    onApply: extra.onApply,
     nodeName: NODE,
     dataplane: dp,
     mode: "tc",
@@ -604,3 +606,80 @@ t.test("a pass acknowledges its configs a few at a time, each once", async t => 
   t.same([...acked].sort(), [...names].sort(), "every config acknowledged, once");
   t.ok(most > 1 && most <= 8, `${most} acknowledgements in flight at most (8 allowed)`);
 });
+
+t.test(
+  "a slow acknowledgement does not hold the next pass; a config's entries go in order",
+  async t => {
+    const dp = new Dataplane({ pinDir });
+    t.teardown(() => dp.unpin());
+    await dp.load();
+    // The API server's answers wait until the test lets them go.
+    const sent: string[] = [];
+    const gates: (() => void)[] = [];
+    // A pass queues its acknowledgements right after it reports its apply (onApply).
+    let applied = 0;
+    const agent = newAgent(dp, [], {
+      onApply: () => applied++,
+      acknowledge: (config, ack) =>
+        new Promise<void>(resolve => {
+          sent.push(`${config.metadata?.name}@${ack.observedGeneration}`);
+          gates.push(resolve);
+        }),
+    });
+    t.teardown(() => agent.stop());
+    const version = (generation: number, backend: string) =>
+      dataplaneConfig(
+        "slow",
+        "198.18.202.1",
+        [
+          {
+            name: "tcp",
+            port: 80,
+            protocol: "TCP",
+            backends: [{ weight: 1, endpoints: [[backend, 8080]] }],
+          },
+        ],
+        { generation },
+      );
+    const backends = async () =>
+      (await dp.readMaps({ chunks: false })).actual.services.flatMap(s =>
+        s.backends.map(b => b.ip),
+      );
+
+    agent.replaceAll([version(1, "198.18.3.1")]);
+    let firstDone = false;
+    const first = agent.converge().then(r => ((firstDone = true), r));
+    await waitUntil(() => sent.length === 1);
+    t.same(await backends(), ["198.18.3.1"], "generation 1 is in the maps");
+    t.notOk(firstDone, "the pass's converge() waits for its acknowledgement");
+
+    // Two more generations while the first acknowledgement is unanswered: both reach the maps.
+    agent.observe(version(2, "198.18.3.2"));
+    const second = agent.converge();
+    agent.observe(version(3, "198.18.3.3"));
+    const third = agent.converge();
+    await waitUntil(() => applied === 3, "three passes applied");
+    t.same(await backends(), ["198.18.3.3"], "generation 3 is in the maps");
+    t.same(sent, ["slow@1"], "one write for the config at a time: the later entries wait");
+
+    gates.shift()!();
+    t.ok((await first).ok);
+    await waitUntil(() => sent.length === 2);
+    t.same(sent, ["slow@1", "slow@3"], "then only the newest entry is sent, generation 2's never");
+    gates.shift()!();
+    t.ok((await second).ok && (await third).ok);
+    t.equal(gates.length, 0, "nothing else was sent");
+  },
+);
+
+/** Polls `ok` every 10 ms for up to 5 s. */
+async function waitUntil(
+  ok: () => boolean | Promise<boolean>,
+  what = "the condition",
+): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await ok()) return;
+    await new Promise(r => setTimeout(r, 10));
+  }
+  throw new Error(`${what} did not hold within 5 s`);
+}
