@@ -344,6 +344,7 @@ export class Agent {
           ? await this.dataplane.apply(diff, snapshot, {
               tolerant: this.failures > 0,
               recheckAll: recheck,
+              keepEpochs: true,
             })
           : 0;
       this.recheckFlows = false;

@@ -457,14 +457,15 @@ export class Dataplane {
 
   /**
    * Takes the maps from `snapshot` (what readMaps() read) to what `diff` asks, in ONE `bpftool
-   * batch` (lines.ts applyLines says in which order, and what `tolerant` and `recheckAll` do).
+   * batch` (lines.ts applyLines says in which order, and what `tolerant`, `recheckAll` and
+   * `keepEpochs` do).
    * Every write goes through here: the node agent's passes and each single change below.
    * Returns the number of bpftool commands it took.
    */
   async apply(
     diff: DataplaneDiff,
     snapshot: MapsSnapshot,
-    opts: { tolerant?: boolean; recheckAll?: boolean; what?: string } = {},
+    opts: { tolerant?: boolean; recheckAll?: boolean; keepEpochs?: boolean; what?: string } = {},
   ): Promise<number> {
     const lines = applyLines(
       m => this.mapPin(m),
@@ -472,6 +473,7 @@ export class Dataplane {
       snapshot,
       opts.tolerant ?? false,
       opts.recheckAll ?? false,
+      opts.keepEpochs ?? false,
     );
     await bpftool.batch(lines, opts.what ?? "applying DataplaneConfigs to the maps");
     return lines.length;

@@ -160,22 +160,35 @@ export class Epochs {
 }
 
 /**
+ * Whether moving a service from `current` to `backends` (merged) takes a backend out of it:
+ * one with weight that has none after (removed, or its weight set to 0). Only then can the full
+ * check of an established flow (bpf/conntrack.h ct_forward_valid: its backend is a weighted
+ * member of its service) answer otherwise than before, so only then must the service's epoch
+ * move. A backend added, a weight changed, a new table or reject share change no flow's check.
+ */
+export function dropsBackend(current: ServiceState, backends: Backend[]): boolean {
+  const weighted = new Set(backends.filter(b => b.weight > 0).map(b => `${b.ip}:${b.port}`));
+  return current.backends.some(b => b.weight > 0 && !weighted.has(`${b.ip}:${b.port}`));
+}
+
+/**
  * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
  * new backends, the table (backend list and chunks) under `table.id` when `table.write` (else
  * that table is live already, shared with a service of the same content), one write of the
  * service entry that switches to it, then removal of backends no longer listed, and last the
- * service's new `epoch`. No packet ever sees a half-written table, and flows to a removed
- * backend re-pick only after the switch: established flows skip the full check until the epoch
- * moves, which is why it moves only once everything else is written. The old table goes once no
- * service uses it (applyLines). A table is a handful of lines: one per backend plus one per
- * CHUNK_SLOTS slots.
+ * service's new `epoch` when one is given (applyLines gives one to a new service, and to one
+ * that loses a backend: dropsBackend). No packet ever sees a half-written table, and flows to a
+ * removed backend re-pick only after the switch: established flows skip the full check until
+ * the epoch moves, which is why it moves only once everything else is written. The old table
+ * goes once no service uses it (applyLines). A table is a handful of lines: one per backend plus
+ * one per CHUNK_SLOTS slots.
  */
 export function serviceUpdateLines(
   pin: (m: MapName) => string,
   spec: ServiceSpec,
   svcId: number,
   current: ServiceState | undefined,
-  epoch: number,
+  epoch: number | undefined,
   table: { id: number; write: boolean },
 ): string[] {
   validateServiceSpec(spec);
@@ -235,7 +248,7 @@ export function serviceUpdateLines(
         );
     }
   }
-  lines.push(epochLine(pin, svcId, epoch));
+  if (epoch !== undefined) lines.push(epochLine(pin, svcId, epoch));
   return lines;
 }
 
@@ -486,9 +499,13 @@ function tolerantChunkDeleteLines(
  * apply may have left one half-deleted, or a new table half-written.
  *
  * Every service written or removed gets a new epoch (its last line), so its established flows
- * are checked again. `recheckAll` gives one to every other service too: for the first pass of
- * an agent and after a failed apply, when a batch that stopped half-way may have changed a
- * service without moving its epoch.
+ * are checked again; with `keepEpochs` (the node agent's passes) only one created, removed, or
+ * that loses a backend (dropsBackend) does: one that only gains backends, or changes weights,
+ * table or reject share, keeps its epoch, as every check its flows passed still holds (one line
+ * less for each of a thousand routes when a Deployment scales up). `tolerant` ignores
+ * `keepEpochs`. `recheckAll` gives one to every other service too: for the first pass of an
+ * agent and after a failed apply, when a batch that stopped half-way may have changed a service
+ * without moving its epoch.
  */
 export function applyLines(
   pin: (m: MapName) => string,
@@ -496,6 +513,7 @@ export function applyLines(
   snapshot: MapsSnapshot,
   tolerant = false,
   recheckAll = false,
+  keepEpochs = false,
 ): string[] {
   const lines: string[] = [];
   const epochs = new Epochs(snapshot.epoch);
@@ -588,7 +606,15 @@ export function applyLines(
       if (tolerant)
         append(lines, tolerantChunkDeleteLines(pin, id, chunkCount(tableSize), MAX_CHUNKS));
     }
-    append(lines, serviceUpdateLines(pin, spec, svcId, current, epochs.next(), table));
+    const epoch =
+      !current ||
+      !keepEpochs ||
+      recheckAll ||
+      tolerant ||
+      dropsBackend(current, mergeBackends(spec.backends))
+        ? epochs.next()
+        : undefined;
+    append(lines, serviceUpdateLines(pin, spec, svcId, current, epoch, table));
     if (current && current.value.tableId !== table.id) release(current.value.tableId);
   }
   if (recheckAll) {

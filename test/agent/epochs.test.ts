@@ -2,12 +2,13 @@
 // Service epochs on real pinned maps, driven by the node agent: an established flow skips the
 // full check only while its service's epoch is the one its entry was stamped with
 // (bpf/README.md, "The fast path"), so the agent must move a service's epoch after every change
-// to it, as the change's last write, and never hand out an epoch twice.
+// to it that can fail such a check (a backend out), as the change's last write, and never hand
+// out an epoch twice.
 import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
 import { Dataplane } from "../../capabilities/dataplane/dataplane.js";
 import { Agent } from "../../capabilities/agent/loop.js";
-import { applyLines } from "../../capabilities/dataplane/lines.js";
+import { applyLines, dropsBackend, type ServiceState } from "../../capabilities/dataplane/lines.js";
 import { desiredState, diffState } from "../../capabilities/agent/desired.js";
 import {
   EPOCH_COUNTER,
@@ -56,64 +57,81 @@ async function epochs(dp: Dataplane): Promise<{ counter: number; web: number; dn
   };
 }
 
-t.test("the agent moves a service's epoch on every change to it, and only then", async t => {
-  const dp = new Dataplane({ pinDir });
-  t.teardown(() => dp.unpin());
-  await dp.load();
-  const newAgent = () =>
-    new Agent({
-      nodeName: "node-a",
-      dataplane: dp,
-      mode: "tc",
-      resyncMs: 0,
-      acknowledge: async () => {},
-    });
-  const agent = newAgent();
-  t.teardown(() => agent.stop());
+t.test(
+  "the agent moves a service's epoch on every change that can fail a flow's check, and only then",
+  async t => {
+    const dp = new Dataplane({ pinDir });
+    t.teardown(() => dp.unpin());
+    await dp.load();
+    const newAgent = () =>
+      new Agent({
+        nodeName: "node-a",
+        dataplane: dp,
+        mode: "tc",
+        resyncMs: 0,
+        acknowledge: async () => {},
+      });
+    const agent = newAgent();
+    t.teardown(() => agent.stop());
 
-  agent.replaceAll([config(["10.71.0.1", "10.71.0.2"], ["10.71.1.1"], 1)]);
-  t.ok((await agent.converge()).ok);
-  const first = await epochs(dp);
-  t.ok(
-    first.web > 0 && first.dns > 0 && first.web !== first.dns,
-    `each service has an epoch of its own (${first.web}, ${first.dns})`,
-  );
-  t.equal(
-    first.counter,
-    Math.max(first.web, first.dns),
-    "the counter holds the last one handed out",
-  );
+    agent.replaceAll([config(["10.71.0.1", "10.71.0.2"], ["10.71.1.1"], 1)]);
+    t.ok((await agent.converge()).ok);
+    const first = await epochs(dp);
+    t.ok(
+      first.web > 0 && first.dns > 0 && first.web !== first.dns,
+      `each service has an epoch of its own (${first.web}, ${first.dns})`,
+    );
+    t.equal(
+      first.counter,
+      Math.max(first.web, first.dns),
+      "the counter holds the last one handed out",
+    );
 
-  const idle = await agent.converge();
-  t.equal(idle.commands, 0, "a pass with nothing to change writes nothing");
-  t.same(await epochs(dp), first, "and moves no epoch");
+    const idle = await agent.converge();
+    t.equal(idle.commands, 0, "a pass with nothing to change writes nothing");
+    t.same(await epochs(dp), first, "and moves no epoch");
 
-  agent.replaceAll([config(["10.71.0.1", "10.71.0.3"], ["10.71.1.1"], 2)]);
-  t.ok((await agent.converge()).ok);
-  const second = await epochs(dp);
-  t.ok(second.web > first.counter, "the changed service gets an epoch never handed out before");
-  t.equal(
-    second.dns,
-    first.dns,
-    "the unchanged service keeps its epoch: its flows stay on the fast path",
-  );
+    agent.replaceAll([config(["10.71.0.1", "10.71.0.3"], ["10.71.1.1"], 2)]);
+    t.ok((await agent.converge()).ok);
+    const second = await epochs(dp);
+    t.ok(second.web > first.counter, "the changed service gets an epoch never handed out before");
+    t.equal(
+      second.dns,
+      first.dns,
+      "the unchanged service keeps its epoch: its flows stay on the fast path",
+    );
 
-  // A new agent on the same pins (a restart): its first pass changes no table but has every flow
-  // checked once, since the agent before may have stopped half-way through a batch.
-  await agent.stop();
-  const restarted = newAgent();
-  t.teardown(() => restarted.stop());
-  restarted.replaceAll([config(["10.71.0.1", "10.71.0.3"], ["10.71.1.1"], 2)]);
-  const pass = await restarted.converge();
-  t.ok(pass.ok);
-  t.equal(pass.changes, 0, "nothing to reprogram after a restart");
-  const third = await epochs(dp);
-  t.ok(
-    third.web > second.counter && third.dns > second.counter,
-    "yet every service has a new epoch",
-  );
-  t.equal((await restarted.converge()).commands, 0, "once: the next pass writes nothing");
-});
+    // Backends only added (a Deployment scaled up) or weights changed: every flow's check still
+    // holds, so the agent's pass leaves the epoch (and writes no epoch line at all).
+    agent.replaceAll([config(["10.71.0.1", "10.71.0.3", "10.71.0.4"], ["10.71.1.1"], 3)]);
+    const grown = await agent.converge();
+    t.ok(grown.ok);
+    t.equal(grown.changes, 1, "the web service was rewritten");
+    t.same(await epochs(dp), second, "a backend added moves no epoch");
+
+    agent.replaceAll([config(["10.71.0.1"], ["10.71.1.1"], 4)]);
+    t.ok((await agent.converge()).ok);
+    const shrunk = await epochs(dp);
+    t.ok(shrunk.web > second.counter, "a backend removed (scaled down) moves it");
+    t.equal(shrunk.dns, first.dns, "and only that service's");
+
+    // A new agent on the same pins (a restart): its first pass changes no table but has every flow
+    // checked once, since the agent before may have stopped half-way through a batch.
+    await agent.stop();
+    const restarted = newAgent();
+    t.teardown(() => restarted.stop());
+    restarted.replaceAll([config(["10.71.0.1"], ["10.71.1.1"], 4)]);
+    const pass = await restarted.converge();
+    t.ok(pass.ok);
+    t.equal(pass.changes, 0, "nothing to reprogram after a restart");
+    const third = await epochs(dp);
+    t.ok(
+      third.web > shrunk.counter && third.dns > shrunk.counter,
+      "yet every service has a new epoch",
+    );
+    t.equal((await restarted.converge()).commands, 0, "once: the next pass writes nothing");
+  },
+);
 
 t.test(
   "in a batch, the counter is written first and a service's epoch after everything else of its change",
@@ -225,3 +243,21 @@ t.test(
     );
   },
 );
+
+t.test("dropsBackend: a backend with weight that has none after, and nothing else", async t => {
+  const state = (backends: { ip: string; weight: number }[]): ServiceState => ({
+    value: { svcId: 1, tableId: 1, tableSize: 16381, rejectWeight: 0 },
+    backends: backends.map(b => ({ ...b, port: 8080 })),
+    tableBackends: [],
+  });
+  const to = (backends: { ip: string; weight: number }[]) =>
+    backends.map(b => ({ ...b, port: 8080 }));
+  const a = { ip: "10.71.0.1", weight: 1 };
+  const b = { ip: "10.71.0.2", weight: 1 };
+  t.notOk(dropsBackend(state([a]), to([a, b])), "one added");
+  t.notOk(dropsBackend(state([a, b]), to([a, { ...b, weight: 3 }])), "a weight changed");
+  t.notOk(dropsBackend(state([a, { ...b, weight: 0 }]), to([a])), "one of weight 0 removed");
+  t.ok(dropsBackend(state([a, b]), to([a])), "one removed");
+  t.ok(dropsBackend(state([a, b]), to([a, { ...b, weight: 0 }])), "one's weight set to 0");
+  t.ok(dropsBackend(state([a]), [{ ip: "10.71.0.1", port: 8081, weight: 1 }]), "its port changed");
+});
