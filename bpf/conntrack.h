@@ -282,15 +282,16 @@ static __always_inline __u32 svc_epoch(__u32 svc_id)
 	return epoch ? *epoch : 0;
 }
 
-/* The full check of a forward entry: its backend is still a weighted member of the service. */
-static __always_inline int ct_forward_valid(const struct ct4_value *ct, __u32 svc_id)
+/* The full check of a forward entry: its backend is still a weighted member of the service's
+ * live table. */
+static __always_inline int ct_forward_valid(const struct ct4_value *ct, const struct svc_value *svc)
 {
 	struct backend_key bkey = {};
 	struct backend_value *bval;
 
-	if (!(ct->flags & CT_F_FORWARD) || ct->svc_id != svc_id)
+	if (!(ct->flags & CT_F_FORWARD) || ct->svc_id != svc->svc_id)
 		return 0;
-	bkey.svc_id = svc_id;
+	bkey.table_id = svc->table_id;
 	addr_from_v4(bkey.addr, ct->addr);
 	bkey.port = ct->port;
 	bval = bpf_map_lookup_elem(&blixt_backends, &bkey);

@@ -240,8 +240,8 @@ static __noinline __u64 lb_choose(struct verdict *v, const struct svc_value *svc
 	if (v->decap) {
 		struct backend_key bkey = {};
 
-		/* The backend the sending node chose must be one of this service's. */
-		bkey.svc_id = svc->svc_id;
+		/* The backend the sending node chose must be one of this service's (of its live table). */
+		bkey.table_id = svc->table_id;
 		addr_from_v4(bkey.addr, v->addr);
 		bkey.port = v->port;
 		if (!bpf_map_lookup_elem(&blixt_backends, &bkey)) {
@@ -259,7 +259,7 @@ static __noinline __u64 lb_choose(struct verdict *v, const struct svc_value *svc
 		return record;
 	}
 	count_service(svc->svc_id, p);
-	if (ct && ct_forward_valid(ct, svc->svc_id)) {
+	if (ct && ct_forward_valid(ct, svc)) {
 		ct->epoch = epoch;
 		ct_refresh(ct, key, confirmed, now);
 		forward_to(v, ct->addr, ct->port, ct->flags & CT_F_REMOTE);

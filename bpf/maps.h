@@ -29,7 +29,7 @@ _Static_assert((BLIXT_CHUNK_SLOTS & (BLIXT_CHUNK_SLOTS - 1)) == 0, "BLIXT_CHUNK_
  * the minimum size, ~1000 distinct backend sets with room to rewrite each (services with the
  * same backend set share one table). Not preallocated: memory follows use. */
 #define BLIXT_MAX_TABLE_CHUNKS (1 << 15)
-/* Backend lists of every table, live and being written: twice the backends blixt_backends holds. */
+/* Backend lists of every table, live and being written (plus each table's rejected share). */
 #define BLIXT_MAX_TABLE_BACKENDS (2 * BLIXT_MAX_BACKENDS)
 #define BLIXT_MAX_CONNTRACK (1 << 18)
 /* Unconfirmed flows (ct4_new): a SYN, a first UDP datagram or a mid-flow pickup waits here until
@@ -84,17 +84,20 @@ struct backend {
 	__u16 flags;               /* 18..19 BACKEND_F_* */
 };                                 /* 20 bytes */
 
-/* backends: (service, backend address, port) → weight. Lets conntrack ask "does this flow's
- * backend still exist in its service?" in one lookup, and lets the agent read specs back. */
+/* backends: (Maglev table, backend address, port) → weight: the weighted members of each table,
+ * written with the table and deleted with it. Lets conntrack ask "is this flow's backend still a
+ * member of its service's live table?" in one lookup, and lets the agent read specs back. Keyed
+ * by table, not service: the services of one backend set (a thousand routes to one Deployment)
+ * share one table and so one set of entries, and a change to the set writes them once. */
 struct backend_key {
-	__u32 svc_id;              /*  0..3 */
+	__u32 table_id;            /*  0..3 */
 	__u8 addr[BLIXT_ADDR_LEN]; /*  4..19 IPv4-mapped */
 	__be16 port;               /* 20..21 network order */
 	__u16 pad;                 /* 22..23 zero */
 };                                 /* 24 bytes */
 
 struct backend_value {
-	__u32 weight; /* 0..3 0 = listed but takes no traffic, established flows move away */
+	__u32 weight; /* 0..3 > 0: a backend without weight is no member (established flows move away) */
 };                    /* 4 bytes */
 
 /* ct4: IPv4 conntrack of confirmed flows, one entry per direction; ct4_new holds unconfirmed

@@ -17,7 +17,11 @@ const RESOURCES = ["services", "backends", "tableChunks", "tableBackends"] as co
 /** How each resource is named to the user: the map, and the chart value that sizes it. */
 const NAMES: Record<keyof Usage, { what: string; map: string; value: string }> = {
   services: { what: "services", map: "blixt_services", value: "agent.maps.services" },
-  backends: { what: "backend entries", map: "blixt_backends", value: "agent.maps.backends" },
+  backends: {
+    what: "table member entries",
+    map: "blixt_backends",
+    value: "agent.maps.backends",
+  },
   tableChunks: {
     what: "Maglev table chunks",
     map: "blixt_mg_chunks",
@@ -35,19 +39,22 @@ export const NO_ROOM = "does not fit in the dataplane";
 
 const zero = (): Usage => ({ services: 0, backends: 0, tableChunks: 0, tableBackends: 0 });
 
-/** What one service takes when written as `spec` (lines.ts serviceUpdateLines writes it so). */
+/**
+ * What one service takes when written as `spec` (lines.ts serviceUpdateLines writes it so): its
+ * entry, and its table (backend list, members, chunks), which services of equal tables share.
+ */
 export function serviceUsage(spec: Pick<ServiceSpec, "backends" | "rejectWeight">): Usage {
-  const merged = mergeBackends(spec.backends);
-  const members = merged.filter(b => b.weight > 0).length + (spec.rejectWeight > 0 ? 1 : 0);
+  const weighted = mergeBackends(spec.backends).filter(b => b.weight > 0).length;
+  const members = weighted + (spec.rejectWeight > 0 ? 1 : 0);
   return {
     services: 1,
-    backends: merged.length,
+    backends: weighted,
     tableChunks: members > 0 ? chunkCount(maglevTableSize(members)) : 0,
     tableBackends: members,
   };
 }
 
-/** What one service takes in the maps now (its live table and its backends). */
+/** What one service takes in the maps now (its entry, and its live table with its members). */
 export function heldUsage(state: ServiceState): Usage {
   return {
     services: 1,
@@ -96,7 +103,12 @@ export function admitByCapacity(
   // once, for the first config that needs it (by content) or holds it (by id).
   const counted = new Set<string>();
   const countedHeld = new Set<number>([0]);
-  const withoutTable = (u: Usage): Usage => ({ ...u, tableChunks: 0, tableBackends: 0 });
+  const withoutTable = (u: Usage): Usage => ({
+    ...u,
+    backends: 0,
+    tableChunks: 0,
+    tableBackends: 0,
+  });
   for (const key of keys) {
     let need = zero();
     let holds = zero();

@@ -400,6 +400,8 @@ export const changeCount = (d: DataplaneDiff): number =>
 
 // `remote` is compared only when the maps read back say (a dataplane that does not encode it
 // would otherwise look changed on every pass).
+const weighted = (backends: Backend[]) => backends.filter(b => b.weight > 0);
+
 const sameBackends = (want: Backend[], have: Backend[]) =>
   want.length === have.length &&
   want.every(
@@ -451,7 +453,10 @@ export function diffState(
     const normalized = { ...spec, backends };
     let reason: string | undefined;
     if (!current) reason = "new";
-    else if (!sameBackends(backends, mergeBackends(current.backends))) reason = "backends";
+    // The maps hold a table's weighted members only (blixt_backends): a backend of weight 0 is
+    // as absent, there and for every packet.
+    else if (!sameBackends(weighted(backends), weighted(mergeBackends(current.backends))))
+      reason = "backends";
     else if (current.rejectWeight !== spec.rejectWeight) reason = "rejectWeight";
     else if (!tableIntact(normalized, current)) reason = "table";
     if (reason) {

@@ -325,7 +325,10 @@ export class Agent {
           "conntrack timeouts differed from the agent's settings; rewritten",
         );
       }
-      const snapshot = await this.dataplane.readMaps({ chunks: checkTables });
+      // The first pass and one after a failure also have every established flow checked again
+      // (lines.ts applyLines), those of services removed half-way included (deadIds).
+      const recheck = this.recheckFlows || this.failures > 0;
+      const snapshot = await this.dataplane.readMaps({ chunks: checkTables, deadIds: recheck });
       this.capacity ??= await this.dataplane.capacity();
       planned = admitByCapacity(
         desired,
@@ -336,11 +339,10 @@ export class Agent {
       );
       const diff = diffState(planned, snapshot.actual);
       const changes = changeCount(diff) + snapshot.orphanBackends.length;
-      // After a failure, old tables may be half-deleted: remove them slot-safely. The first pass
-      // and one after a failure also have every established flow checked again (lines.ts applyLines).
-      const recheck = this.recheckFlows || this.failures > 0;
+      // After a failure, old tables may be half-deleted: remove them slot-safely.
       const commands =
-        changes > 0 || (recheck && snapshot.states.size > 0)
+        changes > 0 ||
+        (recheck && (snapshot.states.size > 0 || (snapshot.deadIds?.length ?? 0) > 0))
           ? await this.dataplane.apply(diff, snapshot, {
               tolerant: this.failures > 0,
               recheckAll: recheck,

@@ -413,11 +413,13 @@ export class Dataplane {
   }
 
   /**
-   * What the pinned maps hold now, read back (services, backends, addresses, tables' backend
-   * lists and, unless `chunks` is false, sampled chunks): the input of every write (apply).
+   * What the pinned maps hold now, read back (services, tables' members, addresses, tables'
+   * backend lists and, unless `chunks` is false, sampled chunks; with `deadIds`, the ids no
+   * service uses whose epoch is not 0, from the whole epoch array): the input of every write
+   * (apply).
    */
-  async readMaps(opts: { chunks?: boolean } = {}): Promise<MapsSnapshot> {
-    const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch] =
+  async readMaps(opts: { chunks?: boolean; deadIds?: boolean } = {}): Promise<MapsSnapshot> {
+    const [[serviceEntries, backendEntries, addressEntries, tableBackendEntries], epoch, epochs] =
       await Promise.all([
         Promise.all(
           (["blixt_services", "blixt_backends", "blixt_addrs", "blixt_mg_backs"] as const).map(m =>
@@ -425,6 +427,7 @@ export class Dataplane {
           ),
         ),
         readEpochCounter(m => this.mapPin(m)),
+        opts.deadIds ? bpftool.mapDump(this.mapPin("blixt_svc_epoch")) : undefined,
       ]);
     const services = serviceEntries.map(e => decodeServiceValue(e.value!));
     // A table size the programs would never write (a hand edit) is not sampled: it is wrong already.
@@ -452,6 +455,7 @@ export class Dataplane {
       },
       epoch,
       chunks,
+      epochs,
     );
   }
 

@@ -16,6 +16,8 @@ import {
   chunkCount,
   decodeAddressKey,
   decodeAddressValue,
+  decodeEpoch,
+  decodeIndexKey,
   decodeBackendKey,
   decodeBackendValue,
   decodeServiceKey,
@@ -56,7 +58,10 @@ import {
 
 export interface ServiceState {
   value: ServiceValue;
-  /** backends present in blixt_backends for this service */
+  /**
+   * the live table's members present in blixt_backends (under value.tableId; none for table 0):
+   * the service's weighted backends, what removing the table deletes
+   */
   backends: Backend[];
   /** indexes present in blixt_mg_backs for the live table (value.tableId): what removing it deletes */
   tableBackends: number[];
@@ -77,11 +82,16 @@ export class TableIds {
   }
 }
 
-/** Lines that write a whole table under `tableId`: its backend list, then its chunks. */
+/**
+ * Lines that write a whole table under `tableId`: its backend list, its members (blixt_backends:
+ * the weighted backends of `backends`, which conntrack checks established flows against), then
+ * its chunks.
+ */
 export function tableWriteLines(
   pin: (m: MapName) => string,
   tableId: number,
   table: ServiceTable,
+  backends: Backend[],
 ): string[] {
   const lines: string[] = [];
   table.backends.forEach((entry, index) => {
@@ -95,6 +105,15 @@ export function tableWriteLines(
       ),
     );
   });
+  for (const b of backends)
+    if (b.weight > 0)
+      lines.push(
+        bpftool.mapUpdateLine(
+          pin("blixt_backends"),
+          hex(encodeBackendKey({ tableId, ip: b.ip, port: b.port })),
+          hex(encodeBackendValue(b)),
+        ),
+      );
   for (let chunk = 0; chunk < chunkCount(table.tableSize); chunk++) {
     const indexes = table.slots.subarray(
       chunk * CHUNK_SLOTS,
@@ -111,16 +130,27 @@ export function tableWriteLines(
   return lines;
 }
 
-/** Lines that delete a table every entry of which is present: its backend list, then its chunks. */
+/**
+ * Lines that delete a table every entry of which is present: its members (`members`, as read
+ * back), its backend list (the indexes in `tableBackends`), then its chunks.
+ */
 export function tableDeleteLines(
   pin: (m: MapName) => string,
   tableId: number,
   tableSize: number,
   tableBackends: number[],
+  members: { ip: string; port: number }[],
 ): string[] {
-  const lines = tableBackends.map(index =>
-    bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))),
+  const lines = members.map(b =>
+    bpftool.mapDeleteLine(
+      pin("blixt_backends"),
+      hex(encodeBackendKey({ tableId, ip: b.ip, port: b.port })),
+    ),
   );
+  for (const index of tableBackends)
+    lines.push(
+      bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey({ tableId, index }))),
+    );
   for (let chunk = 0; chunk < chunkCount(tableSize); chunk++)
     lines.push(
       bpftool.mapDeleteLine(pin("blixt_mg_chunks"), hex(encodeTableKey({ tableId, index: chunk }))),
@@ -173,15 +203,16 @@ export function dropsBackend(current: ServiceState, backends: Backend[]): boolea
 
 /**
  * bpftool batch lines that move a service from `current` (absent for a new service) to `spec`:
- * new backends, the table (backend list and chunks) under `table.id` when `table.write` (else
- * that table is live already, shared with a service of the same content), one write of the
- * service entry that switches to it, then removal of backends no longer listed, and last the
- * service's new `epoch` when one is given (applyLines gives one to a new service, and to one
- * that loses a backend: dropsBackend). No packet ever sees a half-written table, and flows to a
- * removed backend re-pick only after the switch: established flows skip the full check until
- * the epoch moves, which is why it moves only once everything else is written. The old table
- * goes once no service uses it (applyLines). A table is a handful of lines: one per backend plus
- * one per CHUNK_SLOTS slots.
+ * the table (backend list, members and chunks) under `table.id` when `table.write` (else that
+ * table is live already, shared with services of the same content, or written earlier in the
+ * batch), one write of the service entry that switches to it, and last the service's new
+ * `epoch` when one is given (applyLines gives one to a new service, and to one that loses a
+ * backend: dropsBackend). No packet ever sees a half-written table, and flows to a removed
+ * backend re-pick only after the switch: established flows skip the full check until the epoch
+ * moves, which is why it moves only once everything else is written. The old table (and with it
+ * the old members) goes once no service uses it (applyLines). A table is a handful of lines: two
+ * per backend plus one per CHUNK_SLOTS slots, written once for every service that shares it;
+ * what is the service's own is its switch and its epoch.
  */
 export function serviceUpdateLines(
   pin: (m: MapName) => string,
@@ -196,21 +227,8 @@ export function serviceUpdateLines(
   const built = serviceTable(backends, spec.rejectWeight);
   const tableId = built.tableSize === 0 ? 0 : table.id;
   const lines: string[] = [];
-
-  // A backend the maps already hold with this weight (read back into `current`) is not written
-  // again: a change of one endpoint among many writes one entry, not one per endpoint.
-  const held = new Map(current?.backends.map(b => [`${b.ip}:${b.port}`, b.weight]));
-  for (const b of backends) {
-    if (held.get(`${b.ip}:${b.port}`) === b.weight) continue;
-    lines.push(
-      bpftool.mapUpdateLine(
-        pin("blixt_backends"),
-        hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })),
-        hex(encodeBackendValue(b)),
-      ),
-    );
-  }
-  if (table.write) for (const line of tableWriteLines(pin, tableId, built)) lines.push(line);
+  if (table.write)
+    for (const line of tableWriteLines(pin, tableId, built, backends)) lines.push(line);
   if (!current) {
     // A reused id must not inherit a deleted service's counters.
     lines.push(
@@ -236,25 +254,13 @@ export function serviceUpdateLines(
       ),
     ),
   );
-  if (current) {
-    const keep = new Set(backends.map(b => `${b.ip}:${b.port}`));
-    for (const b of current.backends) {
-      if (!keep.has(`${b.ip}:${b.port}`))
-        lines.push(
-          bpftool.mapDeleteLine(
-            pin("blixt_backends"),
-            hex(encodeBackendKey({ svcId, ip: b.ip, port: b.port })),
-          ),
-        );
-    }
-  }
   if (epoch !== undefined) lines.push(epochLine(pin, svcId, epoch));
   return lines;
 }
 
 /**
  * Lines that remove a service: its entry first (so nothing reaches the table), then a new `epoch`
- * (so no established flow skips the lookup that now fails), then its backends. Its table goes
+ * (so no established flow skips the lookup that now fails). Its table, members included, goes
  * once no service uses it (applyLines).
  */
 export function serviceDeleteLines(
@@ -263,18 +269,10 @@ export function serviceDeleteLines(
   current: ServiceState,
   epoch: number,
 ): string[] {
-  const lines = [
+  return [
     bpftool.mapDeleteLine(pin("blixt_services"), hex(encodeServiceKey(key))),
     epochLine(pin, current.value.svcId, epoch),
   ];
-  for (const b of current.backends)
-    lines.push(
-      bpftool.mapDeleteLine(
-        pin("blixt_backends"),
-        hex(encodeBackendKey({ svcId: current.value.svcId, ip: b.ip, port: b.port })),
-      ),
-    );
-  return lines;
 }
 
 /** Backend-list keys read back (blixt_mg_backs), grouped: table id → indexes present, ascending. */
@@ -357,12 +355,17 @@ export interface MapsSnapshot {
   actual: ActualState;
   /** by serviceName: what the Dataplane's line builders need to move a service on */
   states: Map<string, ServiceState>;
-  /** backends of service ids no service entry uses (a crash mid-delete, or a hand edit) */
+  /** members of tables no service entry points at, or of table 0 (a crash mid-delete, or a hand edit) */
   orphanBackends: BackendKey[];
   /** backend-list entries of tables no service entry points at (a new table an apply left half-written) */
   orphanTableBackends: TableKey[];
   /** the last service epoch handed out (blixt_svc_epoch[EPOCH_COUNTER]) */
   epoch: number;
+  /**
+   * Ids no service entry uses whose epoch is not 0 (read only when asked: readMaps `deadIds`):
+   * one of them may be a service whose removal stopped between its entry and its epoch.
+   */
+  deadIds?: number[];
 }
 
 /**
@@ -379,15 +382,14 @@ export function mapsSnapshot(
   },
   epoch: number,
   chunks?: (Map<number, Uint16Array | undefined> | undefined)[],
+  epochs?: MapEntry[],
 ): MapsSnapshot {
-  const backendsBySvc = new Map<number, BackendKey[]>();
-  const weights = new Map<string, number>();
+  const membersByTable = new Map<number, (BackendKey & { weight: number })[]>();
   for (const e of dumps.backends) {
-    const k = decodeBackendKey(e.key);
-    const list = backendsBySvc.get(k.svcId);
-    if (list) list.push(k);
-    else backendsBySvc.set(k.svcId, [k]);
-    weights.set(`${k.svcId} ${k.ip}:${k.port}`, decodeBackendValue(e.value!).weight);
+    const member = { ...decodeBackendKey(e.key), weight: decodeBackendValue(e.value!).weight };
+    const list = membersByTable.get(member.tableId);
+    if (list) list.push(member);
+    else membersByTable.set(member.tableId, [member]);
   }
   const tableKeys = dumps.tableBackends.map(e => decodeTableKey(e.key));
   const listsByTable = new Map<number, Map<number, TableEntry>>();
@@ -413,12 +415,9 @@ export function mapsSnapshot(
 
   const states = new Map<string, ServiceState>();
   const actual: ActualService[] = services.map(({ key, value }, i) => {
-    const backends = (backendsBySvc.get(value.svcId) ?? [])
-      .map(b => ({
-        ip: b.ip,
-        port: b.port,
-        weight: weights.get(`${value.svcId} ${b.ip}:${b.port}`)!,
-      }))
+    // Table 0 (nothing with weight) has no members: any found under it are leftovers.
+    const backends = (value.tableId === 0 ? [] : (membersByTable.get(value.tableId) ?? []))
+      .map(b => ({ ip: b.ip, port: b.port, weight: b.weight }))
       .sort((a, b) => (`${a.ip}:${a.port}` < `${b.ip}:${b.port}` ? -1 : 1));
     states.set(serviceName(key), {
       value,
@@ -435,9 +434,14 @@ export function mapsSnapshot(
   });
   const live = new Set(services.map(s => s.value.svcId));
   const liveTables = new Set(services.map(s => s.value.tableId));
-  const orphanBackends = [...backendsBySvc.entries()]
-    .filter(([svcId]) => !live.has(svcId))
-    .flatMap(([, keys]) => keys);
+  const orphanBackends = [...membersByTable.entries()]
+    .filter(([tableId]) => tableId === 0 || !liveTables.has(tableId))
+    .flatMap(([, members]) => members.map(({ tableId, ip, port }) => ({ tableId, ip, port })));
+  const deadIds = epochs
+    ?.map(e => ({ id: decodeIndexKey(e.key), epoch: decodeEpoch(e.value!) }))
+    .filter(({ id, epoch }) => id !== EPOCH_COUNTER && epoch !== 0 && !live.has(id))
+    .map(({ id }) => id)
+    .sort((a, b) => a - b);
   const orphanTableBackends = tableKeys.filter(k => !liveTables.has(k.tableId));
   const addresses = dumps.addresses.map(e => ({
     ip: decodeAddressKey(e.key),
@@ -449,6 +453,7 @@ export function mapsSnapshot(
     orphanBackends,
     orphanTableBackends,
     epoch,
+    ...(deadIds ? { deadIds } : {}),
   };
 }
 
@@ -517,23 +522,26 @@ export function applyLines(
 ): string[] {
   const lines: string[] = [];
   const epochs = new Epochs(snapshot.epoch);
-  const orphanIds = new Set<number>();
-  for (const b of snapshot.orphanBackends) {
+  for (const b of snapshot.orphanBackends)
     lines.push(bpftool.mapDeleteLine(pin("blixt_backends"), hex(encodeBackendKey(b))));
-    orphanIds.add(b.svcId);
-  }
-  // Entries may still name a service that was removed half-way.
-  for (const svcId of orphanIds) lines.push(epochLine(pin, svcId, epochs.next()));
+  // A service whose removal stopped between its entry and its epoch left its flows trusted:
+  // every id no service uses gets a new epoch once more, when the snapshot names them.
+  if (recheckAll)
+    for (const svcId of snapshot.deadIds ?? []) lines.push(epochLine(pin, svcId, epochs.next()));
   for (const k of snapshot.orphanTableBackends)
     lines.push(bpftool.mapDeleteLine(pin("blixt_mg_backs"), hex(encodeTableKey(k))));
 
   // Live tables: how many services use each now, and what deleting one takes.
   const users = new Map<number, number>();
-  const held = new Map<number, { size: number; backends: number[] }>();
+  const held = new Map<number, { size: number; backends: number[]; members: Backend[] }>();
   for (const state of snapshot.states.values()) {
     const id = state.value.tableId;
     users.set(id, (users.get(id) ?? 0) + 1);
-    held.set(id, { size: state.value.tableSize, backends: state.tableBackends });
+    held.set(id, {
+      size: state.value.tableSize,
+      backends: state.tableBackends,
+      members: state.backends,
+    });
   }
   const changing = new Set([...diff.set, ...diff.remove].map(s => serviceName(s)));
   // A table that services keep as they are is whole (the diff checked it), and may be shared.
@@ -549,7 +557,11 @@ export function applyLines(
       .map(([, state]) => state.value.tableId),
   );
   const ids = new TableIds(
-    new Set([...users.keys(), ...snapshot.orphanTableBackends.map(k => k.tableId)]),
+    new Set([
+      ...users.keys(),
+      ...snapshot.orphanTableBackends.map(k => k.tableId),
+      ...snapshot.orphanBackends.map(k => k.tableId),
+    ]),
   );
   // Services that switch to a live table of their content (byContent holds no empty table).
   const sharing = new Map<string, number>();
@@ -569,12 +581,12 @@ export function applyLines(
     const left = (users.get(id) ?? 0) - 1;
     users.set(id, left);
     if (left > 0 || id === 0 || staying.has(id)) return;
-    const { size, backends } = held.get(id)!;
+    const { size, backends, members } = held.get(id)!;
     if (!tolerant && !damaged.has(id)) {
-      append(lines, tableDeleteLines(pin, id, size, backends));
+      append(lines, tableDeleteLines(pin, id, size, backends, members));
       return;
     }
-    append(lines, tableDeleteLines(pin, id, 0, backends));
+    append(lines, tableDeleteLines(pin, id, 0, backends, members));
     append(lines, tolerantChunkDeleteLines(pin, id, 0, chunkCount(size)));
   };
 

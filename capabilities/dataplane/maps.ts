@@ -241,7 +241,7 @@ export interface ServiceKey {
 }
 export interface ServiceValue {
   svcId: number;
-  /** live Maglev table (its chunks and backend list): svcId * 2 + generation */
+  /** live Maglev table (its chunks, backend list and members), shared by services of equal tables; 0: none */
   tableId: number;
   /** M, a prime; 0 = every packet is rejected */
   tableSize: number;
@@ -336,18 +336,19 @@ export function decodeTableBackend(b: Uint8Array): TableBackend {
 
 // ---- backends: struct backend_key (24 bytes) → struct backend_value (4 bytes) ----------------
 
+/** A weighted member of a Maglev table (bpf/maps.h): written and deleted with the table. */
 export interface BackendKey {
-  svcId: number;
+  tableId: number;
   ip: string;
   port: number;
 }
 
 export const encodeBackendKey = (k: BackendKey): Uint8Array =>
-  new Writer(24).u32(0, k.svcId).addr(4, k.ip).port(20, k.port).u16(22, 0).bytes;
+  new Writer(24).u32(0, k.tableId).addr(4, k.ip).port(20, k.port).u16(22, 0).bytes;
 
 export function decodeBackendKey(b: Uint8Array): BackendKey {
   const r = new Reader(b, 24, "backend_key");
-  return { svcId: r.u32(0), ip: r.addr(4), port: r.port(20) };
+  return { tableId: r.u32(0), ip: r.addr(4), port: r.port(20) };
 }
 
 export const encodeBackendValue = (v: { weight: number }): Uint8Array =>

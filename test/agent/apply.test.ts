@@ -260,7 +260,11 @@ t.test("from a stale state: only what differs is rewritten, leftovers go", async
     "a changed service switched to its other table",
   );
   const backends = await bpftool.mapDump(dp.mapPin("blixt_backends"));
-  t.equal(backends.length, 4, "no backend of a removed or changed service is left behind");
+  t.equal(
+    backends.length,
+    4,
+    "no member of a removed or changed service's old table is left behind",
+  );
 });
 
 t.test("a change behind the agent's back is put back by the next pass", async t => {
@@ -278,7 +282,7 @@ t.test("a change behind the agent's back is put back by the next pass", async t 
       // a weight changed by hand
       bpftool.mapUpdateLine(
         dp.mapPin("blixt_backends"),
-        hex(encodeBackendKey({ svcId: http.svcId, ip: "10.1.0.1", port: 8080 })),
+        hex(encodeBackendKey({ tableId: http.tableId, ip: "10.1.0.1", port: 8080 })),
         hex(encodeBackendValue({ weight: 9 })),
       ),
       // chunk 0 of a live table corrupted: every slot now names backend-list entry 1 (the
@@ -288,10 +292,10 @@ t.test("a change behind the agent's back is put back by the next pass", async t 
         hex(encodeTableKey({ tableId: dns.tableId, index: 0 })),
         hex(encodeTableChunk(new Array(1024).fill(1))),
       ),
-      // backends of a service id nothing uses
+      // members of a table no service uses
       bpftool.mapUpdateLine(
         dp.mapPin("blixt_backends"),
-        hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })),
+        hex(encodeBackendKey({ tableId: 999, ip: "10.9.9.9", port: 1 })),
         hex(encodeBackendValue({ weight: 1 })),
       ),
     ],
@@ -320,9 +324,9 @@ t.test("a change behind the agent's back is put back by the next pass", async t 
   t.equal(oldChunk, undefined, "the corrupted table is gone");
   const orphan = await bpftool.mapLookup(
     dp.mapPin("blixt_backends"),
-    hex(encodeBackendKey({ svcId: 999, ip: "10.9.9.9", port: 1 })),
+    hex(encodeBackendKey({ tableId: 999, ip: "10.9.9.9", port: 1 })),
   );
-  t.equal(orphan, undefined, "backends of an unused id are removed");
+  t.equal(orphan, undefined, "members of a table no service uses are removed");
   t.equal((await agent.converge()).changes, 0, "and then the maps are converged");
 });
 

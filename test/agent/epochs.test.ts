@@ -14,6 +14,7 @@ import {
   EPOCH_COUNTER,
   decodeEpoch,
   encodeIndexKey,
+  encodeServiceKey,
   encodeTableKey,
   hex,
   type MapName,
@@ -188,9 +189,9 @@ t.test(
       const webEpoch = epochLines.find(([l]) =>
         l.includes(`key hex ${hex(encodeIndexKey(web)).join(" ")}`),
       )!;
-      // The service's own entries (its backends, stats and entry): a table may be shared, and
-      // goes once no service uses it, which no established flow looks at (only new flows do).
-      const ownMaps = [pin("blixt_backends"), pin("blixt_svc_stats"), pin("blixt_services")];
+      // The service's own entries (its stats and entry): a table (its backend list, members and
+      // chunks) may be shared, and goes once no service uses it.
+      const ownMaps = [pin("blixt_svc_stats"), pin("blixt_services")];
       const lastOfWeb = Math.max(
         ...lines.map((l, i) =>
           ownMaps.some(m => l.includes(m)) && l.includes(hex(encodeIndexKey(web)).join(" "))
@@ -201,19 +202,28 @@ t.test(
       const switchLine = lines.findIndex(
         l => l.includes(pin("blixt_services")) && l.startsWith("map update"),
       );
-      const removedBackend = lines.findIndex(
-        l =>
-          l.startsWith("map delete") &&
+      const oldTableId = snapshot.states.get(`${VIP}:80/tcp`)!.value.tableId;
+      const members = (op: string, tableId?: number) =>
+        lines.flatMap((l, i) =>
+          l.startsWith(op) &&
           l.includes(pin("blixt_backends")) &&
-          l.includes(hex(encodeIndexKey(web)).join(" ")),
+          (tableId === undefined || l.includes(`key hex ${hex(encodeIndexKey(tableId)).join(" ")}`))
+            ? [i]
+            : [],
+        );
+      const written = members("map update");
+      t.ok(
+        written.length === 1 && written[0] < switchLine,
+        "the new table's one member is written before the switch",
+      );
+      const oldMembersGone = members("map delete", oldTableId);
+      t.ok(
+        switchLine >= 0 && oldMembersGone.length === 2 && oldMembersGone[0] > switchLine,
+        "the old table's two members go after the switch",
       );
       t.ok(
-        switchLine >= 0 && removedBackend > switchLine,
-        "the removed backend goes after the switch",
-      );
-      t.ok(
-        webEpoch[1] > removedBackend && webEpoch[1] >= lastOfWeb,
-        "and the service's epoch after both, and after everything else of its own",
+        webEpoch[1] > switchLine && webEpoch[1] >= lastOfWeb,
+        "and the service's epoch after the switch, and after everything else of its own",
       );
       const oldTable = snapshot.states.get(`${VIP}:80/tcp`)!.value.tableId;
       const oldChunk = hex(encodeTableKey({ tableId: oldTable, index: 0 })).join(" ");
@@ -261,3 +271,61 @@ t.test("dropsBackend: a backend with weight that has none after, and nothing els
   t.ok(dropsBackend(state([a, b]), to([a, { ...b, weight: 0 }])), "one's weight set to 0");
   t.ok(dropsBackend(state([a]), [{ ip: "10.71.0.1", port: 8081, weight: 1 }]), "its port changed");
 });
+
+t.test(
+  "a removal that stopped between the service's entry and its epoch: the next agent's first pass moves the epoch",
+  async t => {
+    const dp = new Dataplane({ pinDir: `${pinDir}-dead` });
+    t.teardown(() => dp.unpin());
+    await dp.load();
+    const spec = {
+      vip: VIP,
+      port: 80,
+      proto: "tcp" as const,
+      backends: [{ ip: "10.71.0.1", port: 8080, weight: 1 }],
+      rejectWeight: 0,
+    };
+    await dp.setService(spec);
+    await dp.setService({ ...spec, port: 81 });
+    const { actual, epoch: counter } = await dp.readMaps({ chunks: false });
+    const dead = actual.services.find(s => s.port === 80)!.svcId;
+    const read = async (id: number) =>
+      decodeEpoch(
+        (await bpftool.mapLookup(dp.mapPin("blixt_svc_epoch"), hex(encodeIndexKey(id))))!.value!,
+      );
+    const before = await read(dead);
+    // What an agent killed right after the entry's delete line leaves: the epoch as it was, so an
+    // established flow of the removed service would still skip the check.
+    await bpftool.batch(
+      [bpftool.mapDeleteLine(dp.mapPin("blixt_services"), hex(encodeServiceKey(spec)))],
+      "removing a service's entry alone",
+    );
+    t.equal(await read(dead), before);
+
+    const agent = new Agent({
+      nodeName: "node-a",
+      dataplane: dp,
+      mode: "tc",
+      resyncMs: 0,
+      acknowledge: async () => {},
+    });
+    t.teardown(() => agent.stop());
+    agent.replaceAll([
+      dataplaneConfig("dead", VIP, [
+        {
+          name: "other",
+          port: 81,
+          protocol: "TCP",
+          backends: [{ weight: 1, endpoints: [["10.71.0.1", 8080]] }],
+        },
+      ]),
+    ]);
+    t.ok((await agent.converge()).ok);
+    t.ok(
+      (await read(dead)) > counter,
+      "the id no service uses has an epoch never handed out before",
+    );
+    const next = await agent.converge();
+    t.equal(next.commands, 0, "only the first pass sweeps: the next writes nothing");
+  },
+);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// How many bpftool commands an apply takes on real pinned maps: a table is one write per
-// backend plus one per chunk of CHUNK_SLOTS slots, not one per slot. The counts are the
+// How many bpftool commands an apply takes on real pinned maps: a table is two writes per
+// backend (its backend-list entry and its member) plus one per chunk of CHUNK_SLOTS slots, not
+// one per slot, and once for every service that shares it. The counts are the
 // agent's own (the commands in the batch it ran), checked against what the layout implies.
 import t from "tap";
 import * as bpftool from "../../capabilities/dataplane/bpftool.js";
@@ -52,7 +53,7 @@ t.test("apply line counts", async t => {
     agent.replaceAll([config(endpoints(4), 1)]);
     const create = await agent.converge();
     t.ok(create.ok, create.error ?? "applied");
-    // the epoch counter + 4 weights + 4 backend-list entries + 16 chunks + counters reset + the
+    // the epoch counter + 4 backend-list entries + 4 members + 16 chunks + counters reset + the
     // switch + the service's epoch + the address
     t.equal(
       create.commands,
@@ -63,12 +64,11 @@ t.test("apply line counts", async t => {
     agent.replaceAll([config([...endpoints(3), ...endpoints(1, 100)], 2)]);
     const update = await agent.converge();
     t.ok(update.ok, update.error ?? "applied");
-    // the epoch counter, the one new weight (the 3 kept ones are not written again), the new
-    // table (4 entries + 16 chunks) and the switch, then the old table's 4 entries and 16 chunks,
-    // the removed weight and the service's epoch
+    // the epoch counter, the new table (4 entries, 4 members, 16 chunks) and the switch, then the
+    // old table's 4 members, 4 entries and 16 chunks, and the service's epoch (a backend left)
     t.equal(
       update.commands,
-      1 + 1 + 4 + chunks + 1 + 4 + chunks + 1 + 1,
+      1 + 4 + 4 + chunks + 1 + 4 + 4 + chunks + 1,
       `one backend replaced: ${update.commands} commands`,
     );
     t.equal(await tables(), 1, "one table left in the maps");
@@ -81,10 +81,10 @@ t.test("apply line counts", async t => {
     agent.replaceAll([config(endpoints(1000), 3)]);
     const result = await agent.converge();
     t.ok(result.ok, result.error ?? "applied");
-    // 996 weights (the 4 already there are not written again) + 1000 entries + 64 chunks + the
-    // switch, then the old table's 4 entries and 16 chunks; every old backend is still listed, so
-    // the service keeps its epoch (no epoch line, no counter line)
-    t.equal(result.commands, 996 + 1000 + chunks + 1 + 4 + 16, `${result.commands} commands`);
+    // 1000 entries + 1000 members + 64 chunks + the switch, then the old table's 4 members, 4
+    // entries and 16 chunks; every old backend is still listed, so the service keeps its epoch
+    // (no epoch line, no counter line)
+    t.equal(result.commands, 1000 + 1000 + chunks + 1 + 4 + 4 + 16, `${result.commands} commands`);
     t.equal(await tables(), 1, "one table left in the maps");
     t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
   });
@@ -164,5 +164,60 @@ t.test(
       await bpftool.mapLookup(dp.mapPin("blixt_mg_chunks"), chunk0),
       "the damaged table is gone, replaced whole",
     );
+  },
+);
+
+t.test(
+  "fifty routes to one backend set: a change writes the table and its members once, then a switch per route",
+  async t => {
+    const dp = new Dataplane({ pinDir: `${pinDir}-shared` });
+    t.teardown(() => dp.unpin());
+    await dp.load();
+    const agent = new Agent({
+      nodeName: "node-a",
+      dataplane: dp,
+      mode: "tc",
+      resyncMs: 0,
+      acknowledge: async () => {},
+    });
+    t.teardown(() => agent.stop());
+    const routes = 50;
+    const shared = (eps: [string, number][], generation: number) =>
+      dataplaneConfig(
+        "shared",
+        "198.18.210.2",
+        Array.from({ length: routes }, (_, i) => ({
+          name: `l${i}`,
+          port: 1000 + i,
+          protocol: "TCP" as const,
+          backends: [{ weight: 1, endpoints: eps }],
+        })),
+        { node: "node-a", generation },
+      );
+    const members = async () => (await bpftool.mapDump(dp.mapPin("blixt_backends"))).length;
+    agent.replaceAll([shared(endpoints(2), 1)]);
+    t.ok((await agent.converge()).ok);
+    t.equal(await members(), 2, "fifty services, one table: its two members once");
+
+    // A pod added: the new table (3 entries, 3 members, 16 chunks), a switch per route, then the
+    // old table (2 members, 2 entries, 16 chunks); no backend left, so no epoch moves.
+    agent.replaceAll([shared(endpoints(3), 2)]);
+    const grown = await agent.converge();
+    t.ok(grown.ok, grown.error ?? "applied");
+    const chunks = chunkCount(MAGLEV_MIN_SIZE);
+    t.equal(grown.commands, 3 + 3 + chunks + routes + 2 + 2 + chunks, `${grown.commands} commands`);
+    t.equal(await members(), 3);
+
+    // A pod gone: the same, and a new epoch per route (and the counter first).
+    agent.replaceAll([shared(endpoints(2), 3)]);
+    const shrunk = await agent.converge();
+    t.ok(shrunk.ok, shrunk.error ?? "applied");
+    t.equal(
+      shrunk.commands,
+      1 + 2 + 2 + chunks + routes * 2 + 3 + 3 + chunks,
+      `${shrunk.commands} commands`,
+    );
+    t.equal(await members(), 2);
+    t.equal((await agent.converge()).changes, 0, "and the maps read back as converged");
   },
 );

@@ -172,11 +172,9 @@ t.test("dataplane", async t => {
         vip: "198.18.50.2",
         port: 443,
         proto: "tcp",
-        // Duplicates (two backendRefs to one endpoint) merge by summing; weight 0 is kept.
-        backends: [
-          { ip: "10.5.0.8", port: 8443, weight: 0 },
-          { ip: "10.5.0.9", port: 8443, weight: 5 },
-        ],
+        // Duplicates (two backendRefs to one endpoint) merge by summing; a backend of weight 0
+        // takes no traffic and is no member of the table, so the maps do not list it.
+        backends: [{ ip: "10.5.0.9", port: 8443, weight: 5 }],
         rejectWeight: 4,
       },
     ]);
@@ -250,6 +248,9 @@ t.test("dataplane", async t => {
     "deleteService removes entry, table and backends; a reused id starts from zero counters",
     async t => {
       const svcId = (await dp.stats()).services.find(s => s.port === 7000)!.svcId;
+      const tableId = (await dp.readMaps({ chunks: false })).actual.services.find(
+        s => s.port === 7000,
+      )!.tableId;
       await dp.deleteService(base.vip, base.port, base.proto);
       t.same(
         (await dp.listServices()).map(s => s.port),
@@ -265,9 +266,9 @@ t.test("dataplane", async t => {
       );
       t.notOk(
         (await mapDump(dp.mapPin("blixt_backends"))).some(
-          e => decodeBackendKey(e.key).svcId === svcId,
+          e => decodeBackendKey(e.key).tableId === tableId,
         ),
-        "its backends are gone",
+        "its table's members are gone",
       );
       await dp.deleteService(base.vip, base.port, base.proto); // idempotent
       await dp.setService({ ...base, port: 7001 });
@@ -280,9 +281,9 @@ t.test("dataplane", async t => {
   t.test(
     "a single write takes the node agent's path: it clears what a batch that stopped half-way left",
     async t => {
-      // What a node agent that died mid-batch leaves: backends of an id no service uses, and the
-      // backend list of a new table never switched in. The agent's apply removes both first.
-      const orphan = { svcId: 4000, ip: "10.5.9.9", port: 9 };
+      // What a node agent that died mid-batch leaves: members and the backend list of a new table
+      // never switched in. The agent's apply removes both first.
+      const orphan = { tableId: 8001, ip: "10.5.9.9", port: 9 };
       const orphanTableId = 8001;
       await batch(
         [
@@ -306,9 +307,9 @@ t.test("dataplane", async t => {
       });
       t.notOk(
         (await mapDump(dp.mapPin("blixt_backends"))).some(
-          e => decodeBackendKey(e.key).svcId === orphan.svcId,
+          e => decodeBackendKey(e.key).tableId === orphan.tableId,
         ),
-        "the orphaned backend is gone",
+        "the orphaned member is gone",
       );
       t.notOk(
         (await maglevTables()).has(orphanTableId),

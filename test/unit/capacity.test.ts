@@ -28,8 +28,8 @@ t.test("what one service takes", async t => {
   );
   t.same(
     serviceUsage({ backends: [backend(1), backend(2, 0), backend(1)], rejectWeight: 2 }),
-    { services: 1, backends: 2, tableChunks: 16, tableBackends: 2 },
-    "a listed duplicate merges; a weight-0 backend has an entry but no table place; the rejected share has one",
+    { services: 1, backends: 1, tableChunks: 16, tableBackends: 2 },
+    "a listed duplicate merges; a weight-0 backend is no member and has no table place; the rejected share has a place but no member entry",
   );
   t.same(serviceUsage({ backends: [], rejectWeight: 0 }).tableChunks, 0, "no weight: no table");
 });

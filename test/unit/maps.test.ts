@@ -136,7 +136,7 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
   const mgKey = { tableId: 25, index: 3 };
   const mgBackend = { ip: "198.19.224.9", port: 8443 };
   const chunkIndexes = Array.from({ length: m.CHUNK_SLOTS }, (_, i) => (i * 7) % 5);
-  const beKey = { svcId: 12, ip: "198.19.224.9", port: 8443 };
+  const beKey = { tableId: 12, ip: "198.19.224.9", port: 8443 };
   const ctKey = {
     saddr: "192.0.2.1",
     daddr: "198.18.0.7",
@@ -294,7 +294,7 @@ t.test("round trips through the kernel's maps, checked against BTF", async t => 
   t.same(
     be.formatted,
     {
-      key: { svc_id: 12, addr: mapped("198.19.224.9"), port: be16AsPrinted(8443), pad: 0 },
+      key: { table_id: 12, addr: mapped("198.19.224.9"), port: be16AsPrinted(8443), pad: 0 },
       value: { weight: 70 },
     },
     "backends",
