@@ -31,7 +31,16 @@ function backend(set: number, i: number, generation: number): { address: string;
   return { address: `198.18.${128 + ((n >> 8) & 127)}.${n & 255}`, port: 8080 };
 }
 
-function configs(listeners: number, sets: Sets, generation: number): DataplaneConfig[] {
+/**
+ * The configs of generation `generation`; `grown` gives every backend set one more backend (a
+ * Deployment scaled up by one pod), the others kept.
+ */
+function configs(
+  listeners: number,
+  sets: Sets,
+  generation: number,
+  grown = false,
+): DataplaneConfig[] {
   return Array.from({ length: Math.ceil(listeners / PER_GATEWAY) }, (_, g) => ({
     apiVersion: "blixt.dev/v1alpha1",
     kind: "DataplaneConfig",
@@ -52,7 +61,10 @@ function configs(listeners: number, sets: Sets, generation: number): DataplaneCo
             backends: [
               {
                 weight: 1,
-                endpoints: Array.from({ length: BACKENDS }, (_, i) => backend(set, i, generation)),
+                endpoints: [
+                  ...Array.from({ length: BACKENDS }, (_, i) => backend(set, i, generation)),
+                  ...(grown ? [{ address: grownBackend(set), port: 8080 }] : []),
+                ],
               },
             ],
           };
@@ -69,8 +81,12 @@ interface Pass {
 interface Sample {
   create: Pass;
   replace: Pass;
+  grow: Pass;
   idle: Pass;
 }
+
+/** The backend a grown set gains: distinct addresses in 198.19.128.0/17. */
+const grownBackend = (set: number) => `198.19.${128 + (((set + 1) >> 8) & 127)}.${(set + 1) & 255}`;
 
 function once(listeners: number, sets: Sets, run: number): Promise<Sample> {
   // The maps' default sizes hold 10,000 services of 3 backends, and 1,000 tables of their own.
@@ -84,8 +100,10 @@ function once(listeners: number, sets: Sets, run: number): Promise<Sample> {
     const create = await pass("the first apply");
     agent.replaceAll(configs(listeners, sets, 2));
     const replace = await pass("replacing every backend");
+    agent.replaceAll(configs(listeners, sets, 2, true));
+    const grow = await pass("one backend more in every set");
     const idle = await pass("a pass with nothing to do");
-    return { create, replace, idle };
+    return { create, replace, grow, idle };
   });
 }
 
@@ -126,7 +144,7 @@ async function main(): Promise<void> {
       const key = `${listeners} ${sets}`;
       results.set(key, [...(results.get(key) ?? []), sample]);
       console.error(
-        `agent-fanout: ${listeners} listeners, ${sets === "one" ? "one backend set" : "a set each"}: create ${secs(sample.create.seconds)}, replace ${secs(sample.replace.seconds)}, idle ${secs(sample.idle.seconds)}`,
+        `agent-fanout: ${listeners} listeners, ${sets === "one" ? "one backend set" : "a set each"}: create ${secs(sample.create.seconds)} (${sample.create.commands}), replace ${secs(sample.replace.seconds)} (${sample.replace.commands}), grow ${secs(sample.grow.seconds)} (${sample.grow.commands}), idle ${secs(sample.idle.seconds)}`,
       );
     }
   const reportFile = opts.report ?? (opts.smoke ? undefined : "bench/REPORT.md");
@@ -140,10 +158,13 @@ async function main(): Promise<void> {
     `The node agent's converge pass on real pinned maps (TC mode, nothing attached), ${PER_GATEWAY}`,
     `listeners to a DataplaneConfig, ${BACKENDS} backends per listener: every listener sends to one`,
     "backend set (many routes behind one Deployment), or each to a set of its own. *replace* gives",
-    "every listener new backends (one EndpointSlice change reaching every route); *idle* is the",
-    "pass after, with nothing to do (it still reads every table's sampled chunks back). Services",
-    "with the same backend set share one Maglev table. Median (range) seconds, as the agent measures",
-    "its pass; bpftool commands of the pass.",
+    "every listener new backends (one EndpointSlice change reaching every route); *create* is the",
+    "agent's first pass, which also reads the whole epoch array back (ids no service uses get a new",
+    "epoch: bpf/README.md); *grow* gives",
+    "every backend set one backend more (the Deployment scaled up by one pod); *idle* is the pass",
+    "after, with nothing to do (it still reads every table's sampled chunks back). Services with the",
+    "same backend set share one Maglev table, and its members. Median (range) seconds, as the agent",
+    "measures its pass; bpftool commands of the pass.",
     "",
     "| listeners, backend sets | pass | seconds | bpftool commands |",
     "| --- | --- | --- | --- |",
@@ -151,7 +172,7 @@ async function main(): Promise<void> {
   for (const [listeners, sets] of cases) {
     const samples = results.get(`${listeners} ${sets}`)!;
     const label = `${listeners.toLocaleString("en-US")}, ${sets === "one" ? "one" : "one each"}`;
-    for (const key of ["create", "replace", "idle"] as const)
+    for (const key of ["create", "replace", "grow", "idle"] as const)
       lines.push(`| ${row(`${label} | ${key}`, samples, key)} |`);
   }
   lines.push("");
