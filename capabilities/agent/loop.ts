@@ -415,8 +415,13 @@ export class Agent {
   ): Promise<void> {
     const now = (this.opts.now?.() ?? new Date()).toISOString();
     const sent: Promise<void>[] = [];
-    for (const config of configs) {
-      const key = configKey(config);
+    for (const passed of configs) {
+      const key = configKey(passed);
+      // The config as held now when it is still the generation this pass applied: an entry an
+      // earlier pass sent while this one ran shows there, not in what this pass read at its start.
+      const held = this.configs.get(key);
+      const config =
+        held && held.metadata?.generation === passed.metadata?.generation ? held : passed;
       const problem = problems.get(key);
       const outcome: ApplyOutcome = problem
         ? { applied: false, message: problem }

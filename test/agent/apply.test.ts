@@ -26,6 +26,7 @@ import {
   hex,
 } from "../../capabilities/dataplane/maps.js";
 import { Agent } from "../../capabilities/agent/loop.js";
+import type { TlsListeners } from "../../capabilities/agent/tls/listeners.js";
 import type { NodeAck } from "../../capabilities/agent/desired.js";
 import type { DataplaneConfig } from "../../capabilities/generated/dataplaneconfig-v1alpha1.js";
 import { dataplaneConfig } from "./fixtures.js";
@@ -687,3 +688,62 @@ async function waitUntil(
   }
   throw new Error(`${what} did not hold within 5 s`);
 }
+
+t.test("an entry sent while a later pass ran is not sent again by that pass", async t => {
+  const dp = new Dataplane({ pinDir });
+  t.teardown(() => dp.unpin());
+  await dp.load();
+  const sent: string[] = [];
+  const gates: (() => void)[] = [];
+  // The TLS sync at the start of a pass (after it has read its configs) waits while `hold` is set.
+  let hold: Promise<void> | undefined;
+  const tls = {
+    sync: async () => {
+      await hold;
+      return new Map();
+    },
+    close: async () => {},
+  } as unknown as TlsListeners;
+  const agent = new Agent({
+    nodeName: NODE,
+    dataplane: dp,
+    mode: "tc",
+    resyncMs: 0,
+    tls,
+    acknowledge: (config, ack) =>
+      new Promise<void>(resolve => {
+        sent.push(`${config.metadata?.name}@${ack.observedGeneration}`);
+        gates.push(resolve);
+      }),
+  });
+  agent.start();
+  t.teardown(() => agent.stop());
+  const one = (name: string, address: string) =>
+    dataplaneConfig(name, address, [
+      {
+        name: "tcp",
+        port: 80,
+        protocol: "TCP",
+        backends: [{ weight: 1, endpoints: [["198.18.4.1", 8080]] }],
+      },
+    ]);
+
+  agent.replaceAll([one("x", "198.18.203.1")]);
+  const first = agent.converge();
+  await waitUntil(() => sent.length === 1, "x's entry on its way");
+  // A second pass reads its configs (x without the entry on its way) and waits.
+  let release!: () => void;
+  hold = new Promise<void>(r => (release = r));
+  agent.observe(one("y", "198.18.203.2"));
+  const second = agent.converge();
+  // x's entry is answered meanwhile; then the second pass goes on.
+  gates.shift()!();
+  t.ok((await first).ok);
+  hold = undefined;
+  release();
+  await waitUntil(() => sent.length >= 2, "y's entry on its way");
+  await new Promise(r => setTimeout(r, 50));
+  for (const gate of gates.splice(0)) gate();
+  t.ok((await second).ok);
+  t.same(sent, ["x@1", "y@1"], "x's entry was sent once");
+});
