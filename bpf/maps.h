@@ -177,10 +177,11 @@ enum blixt_ct_counter {
 
 /* svc_epoch: service id → the epoch of its backend set. The agent writes a new, never reused,
  * epoch for a service after every change that takes a backend out of it (or a weight to 0), and
- * after its removal, as the last write of that change. A forward conntrack entry whose epoch matches was checked
- * against the service as it is now, so a packet of an established flow needs one conntrack
- * lookup and this array read (which the verifier inlines), not the service, backend and Maglev
- * lookups; a mismatch sends it through the full check once, which stamps the new epoch.
+ * after its removal, as the last write of that change. A forward conntrack entry whose epoch
+ * matches was checked against the service as it is now, so a packet of an established flow
+ * needs one conntrack lookup and this array read (which the verifier inlines), not the service,
+ * backend and Maglev lookups; a mismatch sends it through the full check once, which stamps the
+ * new epoch.
  * Index 0 (no service has id 0) holds the last epoch handed out, so none is ever handed out twice,
  * whatever restarts. */
 #define BLIXT_EPOCH_COUNTER 0

@@ -398,10 +398,10 @@ export function desiredState(
 export const changeCount = (d: DataplaneDiff): number =>
   d.set.length + d.remove.length + d.addresses.upsert.length + d.addresses.remove.length;
 
-// `remote` is compared only when the maps read back say (a dataplane that does not encode it
-// would otherwise look changed on every pass).
 const weighted = (backends: Backend[]) => backends.filter(b => b.weight > 0);
 
+// `remote` is compared only when the maps read back say (a dataplane that does not encode it
+// would otherwise look changed on every pass).
 const sameBackends = (want: Backend[], have: Backend[]) =>
   want.length === have.length &&
   want.every(
